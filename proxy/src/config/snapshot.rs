@@ -1,0 +1,113 @@
+//! The immutable snapshot workers read: config + validated APIs + routing table.
+//!
+//! Built on the control plane (it reads files and resolves target host names, which blocks) and
+//! swapped whole into an `ArcSwap`; a worker never sees a half-applied reload.
+
+use std::path::{Path, PathBuf};
+
+use crate::router::Router;
+
+use super::tyk::{parse_api, Parsed};
+use super::{ApiSpec, Config, ConfigError};
+
+/// Everything a worker needs to serve a request, frozen.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Config,
+    pub apis: Vec<ApiSpec>,
+    pub router: Router,
+    /// Increases by one per successful load; shown by `/hello` and `/tyk/reload`.
+    pub generation: u64,
+    /// Number of policies in the policies file (policies are applied by the auth work).
+    pub policies: usize,
+}
+
+/// Loads `apps/*.json` and the policies file named by `config`. Invalid APIs are left out and
+/// their errors returned alongside the snapshot of the valid ones.
+pub fn load_snapshot(config: Config, generation: u64) -> (Snapshot, Vec<ConfigError>) {
+    let mut errs = Vec::new();
+    let mut apis: Vec<ApiSpec> = Vec::new();
+    for file in api_files(&config.apps.dir, &mut errs) {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                errs.push(ConfigError::new(&file, "", "", format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        match parse_api(&file, &text) {
+            Ok(Parsed::Api(spec)) => {
+                if let Some(other) = apis.iter().find(|a| a.api_id == spec.api_id) {
+                    errs.push(ConfigError::new(
+                        &file,
+                        "api_id",
+                        &spec.api_id,
+                        format!("already used by {}", other.file),
+                    ));
+                    continue;
+                }
+                apis.push(spec);
+            }
+            Ok(Parsed::Inactive { api_id }) => {
+                tracing::info!(file = %file.display(), api_id, "skipping API: active is false");
+            }
+            Err(mut e) => errs.append(&mut e),
+        }
+    }
+
+    let mut router = Router::default();
+    let mut kept = Vec::with_capacity(apis.len());
+    for spec in apis {
+        match router.add(spec.domain.as_deref(), &spec.listen_path, kept.len() as u32) {
+            Ok(()) => kept.push(spec),
+            Err(dup) => {
+                let other: &ApiSpec = &kept[dup.existing as usize];
+                errs.push(ConfigError::new(
+                    &spec.file,
+                    "proxy.listen_path",
+                    if spec.listen_path.is_empty() { "/" } else { &spec.listen_path },
+                    format!("same domain and listen path as API {:?} in {}", other.api_id, other.file),
+                ));
+            }
+        }
+    }
+
+    let policies = load_policies(&config.apps.policies, &mut errs);
+    (Snapshot { config, apis: kept, router, generation, policies }, errs)
+}
+
+fn api_files(dir: &Path, errs: &mut Vec<ConfigError>) -> Vec<PathBuf> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            errs.push(ConfigError::new(dir, "apps.dir", dir.display().to_string(), format!("cannot read directory: {e}")));
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter(|p| p.file_name().is_some_and(|n| n != "policies.json"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Policies file: a JSON object `id -> policy` (Tyk's format). A missing file means no policies.
+fn load_policies(path: &Path, errs: &mut Vec<ConfigError>) -> usize {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+        Err(e) => {
+            errs.push(ConfigError::new(path, "", "", format!("cannot read policies: {e}")));
+            return 0;
+        }
+    };
+    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text) {
+        Ok(m) => m.len(),
+        Err(e) => {
+            errs.push(ConfigError::new(path, "", "", format!("policies must be a JSON object of id -> policy: {e}")));
+            0
+        }
+    }
+}

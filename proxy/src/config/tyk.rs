@@ -1,0 +1,407 @@
+//! Tyk classic API definitions (`apps/*.json`) -> validated [`ApiSpec`].
+//!
+//! Two layers, as the style guide asks: `RawApi` mirrors the JSON (unknown fields ignored with a
+//! debug log), `ApiSpec` is what the data plane uses. Fields that would change security or routing
+//! semantics and that Portcullis does not implement yet make the API fail to load, with an error
+//! naming file, field and value, rather than be silently mis-served.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::ConfigError;
+
+/// One routable API, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiSpec {
+    pub api_id: String,
+    pub name: String,
+    /// File it was loaded from.
+    pub file: String,
+    /// Host to match, lower case, without port; `None` matches any host.
+    pub domain: Option<String>,
+    /// Normalised listen path: starts with `/`, no trailing `/` (the root is the empty string).
+    pub listen_path: String,
+    pub strip_listen_path: bool,
+    pub preserve_host_header: bool,
+    /// Upstream targets; repeated entries weight round robin. Never empty.
+    pub targets: Vec<Target>,
+}
+
+/// One upstream target, resolved at load time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// As written in the definition.
+    pub url: String,
+    pub addr: SocketAddr,
+    /// Value for the upstream `Host` header (`host` or `host:port`).
+    pub host_header: String,
+    /// Path prefix of the target URL without trailing `/` (empty for `/`).
+    pub path_prefix: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct RawApi {
+    name: String,
+    api_id: String,
+    active: bool,
+    use_keyless: bool,
+    domain: String,
+    proxy: RawProxy,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct RawProxy {
+    listen_path: String,
+    target_url: String,
+    strip_listen_path: bool,
+    preserve_host_header: bool,
+    enable_load_balancing: bool,
+    target_list: Vec<String>,
+}
+
+/// Fields that change security or routing semantics and are not implemented yet: an API that
+/// sets any of them to a truthy value (true, non-zero, non-empty) is rejected.
+const UNSUPPORTED: &[(&str, &str)] = &[
+    ("/use_standard_auth", "token authentication"),
+    ("/use_oauth2", "OAuth2"),
+    ("/use_openid", "OpenID Connect"),
+    ("/enable_jwt", "JWT authentication"),
+    ("/use_basic_auth", "basic authentication"),
+    ("/enable_signature_checking", "HMAC request signing"),
+    ("/use_mutual_tls_auth", "mutual TLS"),
+    ("/use_go_plugin_auth", "Go plugin auth"),
+    ("/enable_coprocess_auth", "coprocess auth"),
+    ("/base_identity_provided_by", "chained authentication"),
+    ("/enable_ip_whitelisting", "IP allow lists"),
+    ("/enable_ip_blacklisting", "IP deny lists"),
+    ("/internal", "internal-only APIs"),
+    ("/enable_batch_request_support", "batch requests"),
+    ("/global_rate_limit/rate", "API-wide rate limits"),
+    ("/CORS/enable", "CORS handling"),
+    ("/custom_middleware/pre", "custom middleware"),
+    ("/custom_middleware/post", "custom middleware"),
+    ("/custom_middleware/post_key_auth", "custom middleware"),
+    ("/custom_middleware/auth_check/name", "custom middleware"),
+    ("/custom_middleware/response", "custom middleware"),
+    ("/custom_middleware_bundle", "custom middleware bundles"),
+    ("/proxy/service_discovery/use_discovery_service", "service discovery"),
+    ("/proxy/check_host_against_uptime_tests", "uptime-test based host checks"),
+];
+
+/// Per-version keys that are not implemented yet (paths, transforms, per-endpoint behaviour).
+const UNSUPPORTED_VERSION_KEYS: &[&str] = &[
+    "paths/white_list",
+    "paths/black_list",
+    "paths/ignored",
+    "global_headers",
+    "global_headers_remove",
+    "global_response_headers",
+    "global_response_headers_remove",
+    "ignore_endpoint_case",
+    "override_target",
+];
+
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+fn brief(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 80 {
+        format!("{}...", &s[..77])
+    } else {
+        s
+    }
+}
+
+/// Outcome of parsing one definition file.
+#[derive(Debug)]
+pub enum Parsed {
+    Api(ApiSpec),
+    /// `active: false`: skipped, as Tyk does.
+    Inactive { api_id: String },
+}
+
+/// Parses and validates one API definition. Returns every problem found in it.
+pub fn parse_api(file: &Path, text: &str) -> Result<Parsed, Vec<ConfigError>> {
+    let err = |field: &str, value: String, msg: String| ConfigError::new(file, field, value, msg);
+    let json: Value = serde_json::from_str(text)
+        .map_err(|e| vec![err("", String::new(), format!("not valid JSON: {e}"))])?;
+    let mut ignored = Vec::new();
+    let raw: RawApi = {
+        let mut on_ignored = |path: serde_ignored::Path<'_>| ignored.push(path.to_string());
+        let de = serde_ignored::Deserializer::new(&json, &mut on_ignored);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let value = json
+                .pointer(&format!("/{}", field.replace('.', "/")))
+                .map(brief)
+                .unwrap_or_default();
+            vec![err(&field, value, e.into_inner().to_string())]
+        })?
+    };
+    if !ignored.is_empty() {
+        tracing::debug!(file = %file.display(), fields = ?ignored, "ignoring API definition fields Portcullis does not use");
+    }
+    if !raw.active {
+        return Ok(Parsed::Inactive { api_id: raw.api_id });
+    }
+
+    let mut errs = Vec::new();
+    if raw.api_id.is_empty() {
+        errs.push(err("api_id", String::new(), "is required".into()));
+    }
+    if !raw.use_keyless {
+        errs.push(err(
+            "use_keyless",
+            json.get("use_keyless").map(brief).unwrap_or_else(|| "(absent, i.e. false)".into()),
+            "APIs that require authentication are not supported yet; set use_keyless to true".into(),
+        ));
+    }
+    for (ptr, what) in UNSUPPORTED {
+        if let Some(v) = json.pointer(ptr).filter(|v| truthy(v)) {
+            errs.push(err(&ptr[1..].replace('/', "."), brief(v), format!("{what} is not supported yet")));
+        }
+    }
+    if let Some(versions) = json.pointer("/version_data/versions").and_then(Value::as_object) {
+        for (vname, version) in versions {
+            if let Some(ext) = version.get("extended_paths").and_then(Value::as_object) {
+                for (k, v) in ext.iter().filter(|(_, v)| truthy(v)) {
+                    errs.push(err(
+                        &format!("version_data.versions.{vname}.extended_paths.{k}"),
+                        brief(v),
+                        "extended path middleware is not supported yet".into(),
+                    ));
+                }
+            }
+            for key in UNSUPPORTED_VERSION_KEYS {
+                if let Some(v) = version.pointer(&format!("/{key}")).filter(|v| truthy(v)) {
+                    errs.push(err(
+                        &format!("version_data.versions.{vname}.{}", key.replace('/', ".")),
+                        brief(v),
+                        "is not supported yet".into(),
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(v) = json.pointer("/version_data/not_versioned") {
+        if v == &Value::Bool(false) {
+            errs.push(err(
+                "version_data.not_versioned",
+                "false".into(),
+                "API versioning is not supported yet; set not_versioned to true".into(),
+            ));
+        }
+    }
+
+    let domain = match normalise_domain(&raw.domain) {
+        Ok(d) => d,
+        Err(msg) => {
+            errs.push(err("domain", raw.domain.clone(), msg));
+            None
+        }
+    };
+    let listen_path = match normalise_listen_path(&raw.proxy.listen_path) {
+        Ok(p) => p,
+        Err(msg) => {
+            errs.push(err("proxy.listen_path", raw.proxy.listen_path.clone(), msg));
+            String::new()
+        }
+    };
+
+    let mut targets = Vec::new();
+    if raw.proxy.enable_load_balancing {
+        if raw.proxy.target_list.is_empty() {
+            errs.push(err(
+                "proxy.target_list",
+                "[]".into(),
+                "enable_load_balancing is true but target_list is empty".into(),
+            ));
+        }
+        for (i, t) in raw.proxy.target_list.iter().enumerate() {
+            match parse_target(t) {
+                Ok(t) => targets.push(t),
+                Err(msg) => errs.push(err(&format!("proxy.target_list[{i}]"), t.clone(), msg)),
+            }
+        }
+    } else {
+        match parse_target(&raw.proxy.target_url) {
+            Ok(t) => targets.push(t),
+            Err(msg) => errs.push(err("proxy.target_url", raw.proxy.target_url.clone(), msg)),
+        }
+    }
+
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    Ok(Parsed::Api(ApiSpec {
+        name: if raw.name.is_empty() { raw.api_id.clone() } else { raw.name },
+        api_id: raw.api_id,
+        file: file.display().to_string(),
+        domain,
+        listen_path,
+        strip_listen_path: raw.proxy.strip_listen_path,
+        preserve_host_header: raw.proxy.preserve_host_header,
+        targets,
+    }))
+}
+
+fn normalise_listen_path(p: &str) -> Result<String, String> {
+    if p.is_empty() {
+        return Err("is required".into());
+    }
+    if !p.starts_with('/') {
+        return Err("must start with '/'".into());
+    }
+    if p.contains(['{', '}', '*', '?', '#', ' ']) {
+        return Err("patterns, queries and spaces in listen paths are not supported".into());
+    }
+    Ok(p.trim_end_matches('/').to_string())
+}
+
+fn normalise_domain(d: &str) -> Result<Option<String>, String> {
+    let d = d.trim();
+    if d.is_empty() {
+        return Ok(None);
+    }
+    if d.contains(['{', '}', '*', '/', ' ']) {
+        return Err("only plain host names are supported (no patterns or paths)".into());
+    }
+    Ok(Some(strip_port(d).to_ascii_lowercase()))
+}
+
+/// `host:port` -> `host`, leaving IPv6 literals (`[::1]:80`) as `[::1]`.
+pub(crate) fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map(|i| &host[..=i]).unwrap_or(host);
+    }
+    match host.rfind(':') {
+        Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
+        _ => host,
+    }
+}
+
+fn parse_target(s: &str) -> Result<Target, String> {
+    if s.is_empty() {
+        return Err("is required".into());
+    }
+    let url = url::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+    match url.scheme() {
+        "http" => {}
+        "https" => return Err("https upstreams are not supported yet".into()),
+        other => return Err(format!("unsupported scheme {other:?}")),
+    }
+    let host = url.host_str().ok_or("has no host")?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = (bare, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} resolves to no address"))?;
+    let host_header = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    if url.query().is_some() {
+        return Err("query strings in target URLs are not supported".into());
+    }
+    Ok(Target {
+        url: s.to_string(),
+        addr,
+        host_header,
+        path_prefix: url.path().trim_end_matches('/').to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(json: &str) -> Result<Parsed, Vec<ConfigError>> {
+        parse_api(Path::new("apps/t.json"), json)
+    }
+
+    fn spec(json: &str) -> ApiSpec {
+        match api(json) {
+            Ok(Parsed::Api(s)) => s,
+            other => panic!("expected an API, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn seed_httpbin_definition_loads() {
+        let s = spec(include_str!("../../../apps/httpbin.json"));
+        assert_eq!(s.api_id, "httpbin");
+        assert_eq!(s.listen_path, "/httpbin");
+        assert!(s.strip_listen_path);
+        assert_eq!(s.targets[0].host_header, "127.0.0.1:8081");
+    }
+
+    #[test]
+    fn unsupported_field_names_file_field_value() {
+        let e = api(r#"{"api_id":"a","active":true,"use_keyless":true,"use_oauth2":true,
+            "proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#)
+        .unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].file, "apps/t.json");
+        assert_eq!(e[0].field, "use_oauth2");
+        assert_eq!(e[0].value, "true");
+    }
+
+    #[test]
+    fn keyed_api_is_rejected_until_auth_exists() {
+        let e = api(r#"{"api_id":"a","active":true,"proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#)
+            .unwrap_err();
+        assert_eq!(e[0].field, "use_keyless");
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let e = api(r#"{"api_id":"a","active":true,"use_keyless":true,"proxy":{"listen_path":5}}"#).unwrap_err();
+        assert_eq!(e[0].field, "proxy.listen_path");
+        assert_eq!(e[0].value, "5");
+    }
+
+    #[test]
+    fn inactive_is_skipped_and_unknown_fields_ignored() {
+        assert!(matches!(api(r#"{"api_id":"a","active":false}"#), Ok(Parsed::Inactive { .. })));
+        let s = spec(r#"{"api_id":"a","active":true,"use_keyless":true,"whatever":{"x":1},
+            "domain":"Example.COM:8080",
+            "proxy":{"listen_path":"/","enable_load_balancing":true,
+                     "target_list":["http://127.0.0.1:1/a/","http://127.0.0.1:2"]}}"#);
+        assert_eq!(s.listen_path, "");
+        assert_eq!(s.domain.as_deref(), Some("example.com"));
+        assert_eq!(s.targets.len(), 2);
+        assert_eq!(s.targets[0].path_prefix, "/a");
+    }
+
+    #[test]
+    fn bad_target_and_listen_path_reported_together() {
+        let e = api(r#"{"api_id":"a","active":true,"use_keyless":true,
+            "proxy":{"listen_path":"nope","target_url":"ftp://x/"}}"#)
+        .unwrap_err();
+        let fields: Vec<_> = e.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["proxy.listen_path", "proxy.target_url"]);
+    }
+
+    #[test]
+    fn strip_port_cases() {
+        assert_eq!(strip_port("a.com:80"), "a.com");
+        assert_eq!(strip_port("a.com"), "a.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+    }
+}

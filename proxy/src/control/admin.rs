@@ -1,0 +1,162 @@
+//! Admin HTTP API on its own listener (hyper on the control plane's tokio runtime).
+//!
+//! Open: `GET /hello` (Tyk-style health JSON, always 200), `GET /metrics`. Behind the admin
+//! secret (`X-Tyk-Authorization: <secret>` or `Authorization: Bearer <secret>`, compared in
+//! constant time; an empty secret disables them): `GET /tyk/reload` (also `POST`), `GET /tyk/apis`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::{render_metrics, ControlState, ReloadOutcome};
+
+type Resp = Response<Full<Bytes>>;
+
+/// Accepts admin connections until the listener fails (the runtime ends it on shutdown).
+pub async fn serve_admin(listener: tokio::net::TcpListener, state: Arc<ControlState>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(Arc::clone(&state), req));
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await {
+                tracing::debug!(error = %e, "admin connection error");
+            }
+        });
+    }
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    r
+}
+
+fn authorised(state: &ControlState, req: &Request<Incoming>) -> Result<(), Resp> {
+    let secret = state.reloader.snapshot.load().config.admin.secret.clone();
+    if secret.is_empty() {
+        return Err(json_response(
+            StatusCode::FORBIDDEN,
+            json!({"status": "error", "message": "admin API writes are disabled: set [admin] secret"}),
+        ));
+    }
+    let h = req.headers();
+    let given = h
+        .get("x-tyk-authorization")
+        .map(|v| v.as_bytes())
+        .or_else(|| h.get(hyper::header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")))
+        .unwrap_or_default();
+    if bool::from(given.ct_eq(secret.as_bytes())) {
+        Ok(())
+    } else {
+        Err(json_response(
+            StatusCode::FORBIDDEN,
+            json!({"status": "error", "message": "Attempted administrative access with invalid or missing key!"}),
+        ))
+    }
+}
+
+async fn handle(state: Arc<ControlState>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+    let path = req.uri().path().trim_end_matches('/');
+    let resp = match (req.method(), path) {
+        (&Method::GET, "/hello") => hello(&state),
+        (&Method::GET, "/metrics") => {
+            let mut r = Response::new(Full::new(Bytes::from(render_metrics(&state))));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        (&Method::GET | &Method::POST, "/tyk/reload" | "/tyk/reload/group") => match authorised(&state, &req) {
+            Err(r) => r,
+            Ok(()) => reload(&state).await,
+        },
+        (&Method::GET, "/tyk/apis") => match authorised(&state, &req) {
+            Err(r) => r,
+            Ok(()) => apis(&state),
+        },
+        _ => json_response(StatusCode::NOT_FOUND, json!({"status": "error", "message": "not found"})),
+    };
+    Ok(resp)
+}
+
+fn hello(state: &ControlState) -> Resp {
+    let snap = state.reloader.snapshot.load();
+    let last_error = state.reloader.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let workers_up = state.workers.iter().filter(|(_, w)| w.driver.get().is_some()).count();
+    let config = match &last_error {
+        None => json!({"status": "pass", "componentType": "system", "output": format!("generation {}, {} APIs", snap.generation, snap.apis.len())}),
+        Some(errs) => json!({"status": "warn", "componentType": "system", "output": format!("last reload rejected: {}", errs.join("; "))}),
+    };
+    let workers = json!({
+        "status": if workers_up == state.workers.len() { "pass" } else { "warn" },
+        "componentType": "system",
+        "output": format!("{workers_up} of {} workers running", state.workers.len()),
+    });
+    let overall = if last_error.is_none() && workers_up == state.workers.len() { "pass" } else { "warn" };
+    json_response(
+        StatusCode::OK,
+        json!({
+            "status": overall,
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Portcullis API gateway",
+            "uptime_seconds": state.started.elapsed().as_secs(),
+            "details": {"config": config, "workers": workers},
+        }),
+    )
+}
+
+async fn reload(state: &Arc<ControlState>) -> Resp {
+    let st = Arc::clone(state);
+    let outcome = match tokio::task::spawn_blocking(move || st.reloader.reload()).await {
+        Ok(o) => o,
+        Err(e) => ReloadOutcome::Rejected { errors: vec![format!("reload task failed: {e}")] },
+    };
+    match outcome {
+        ReloadOutcome::Applied { generation, apis, restart_needed } => json_response(
+            StatusCode::OK,
+            json!({"status": "ok", "message": "reloaded", "generation": generation, "apis": apis, "restart_needed": restart_needed}),
+        ),
+        ReloadOutcome::Rejected { errors } => json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"status": "error", "message": "reload rejected; the running configuration is kept", "errors": errors}),
+        ),
+    }
+}
+
+fn apis(state: &ControlState) -> Resp {
+    let snap = state.reloader.snapshot.load();
+    let list: Vec<_> = snap
+        .apis
+        .iter()
+        .map(|a| {
+            json!({
+                "api_id": a.api_id,
+                "name": a.name,
+                "domain": a.domain,
+                "listen_path": if a.listen_path.is_empty() { "/" } else { a.listen_path.as_str() },
+                "strip_listen_path": a.strip_listen_path,
+                "preserve_host_header": a.preserve_host_header,
+                "targets": a.targets.iter().map(|t| t.url.as_str()).collect::<Vec<_>>(),
+                "file": a.file,
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, serde_json::Value::Array(list))
+}

@@ -1,0 +1,107 @@
+//! Prometheus text exposition of the workers' published counters plus control-plane state.
+//!
+//! Names follow Prometheus conventions (base units, `_total` for counters); the request duration
+//! histogram is OTel's `http_server_request_duration_seconds` with `api`, `method`, `code` labels
+//! (the API id, never a raw path, so cardinality is bounded by the number of APIs).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use crate::dataplane::stats::{Histogram, DURATION_BUCKETS};
+
+use super::ControlState;
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Renders every metric.
+pub fn render_metrics(state: &ControlState) -> String {
+    let mut out = String::with_capacity(8192);
+    let published: Vec<_> = state.workers.iter().map(|(id, w)| (*id, w, w.published.load_full())).collect();
+
+    // Request durations, summed over workers.
+    let mut hists: BTreeMap<(String, &'static str, u16), Histogram> = BTreeMap::new();
+    let mut bytes: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (_, _, s) in &published {
+        for (api, a) in &s.apis {
+            let b = bytes.entry(api.to_string()).or_default();
+            b.0 += a.request_bytes;
+            b.1 += a.response_bytes;
+            for ((method, code), h) in &a.durations {
+                let t = hists.entry((api.to_string(), method.as_str(), *code)).or_default();
+                for (d, s) in t.buckets.iter_mut().zip(h.buckets.iter()) {
+                    *d += s;
+                }
+                t.count += h.count;
+                t.sum_seconds += h.sum_seconds;
+            }
+        }
+    }
+    header(&mut out, "http_server_request_duration_seconds", "histogram", "Duration of HTTP requests served, from first request byte to last response byte.");
+    for ((api, method, code), h) in &hists {
+        let labels = format!("api=\"{}\",method=\"{method}\",code=\"{code}\"", esc(api));
+        let mut cum = 0;
+        for (i, le) in DURATION_BUCKETS.iter().enumerate() {
+            cum += h.buckets[i];
+            let _ = writeln!(out, "http_server_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cum}");
+        }
+        cum += h.buckets[DURATION_BUCKETS.len()];
+        let _ = writeln!(out, "http_server_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {cum}");
+        let _ = writeln!(out, "http_server_request_duration_seconds_sum{{{labels}}} {}", h.sum_seconds);
+        let _ = writeln!(out, "http_server_request_duration_seconds_count{{{labels}}} {}", h.count);
+    }
+    header(&mut out, "portcullis_request_bytes_total", "counter", "Request bytes received from clients (heads and bodies), by API.");
+    for (api, (i, _)) in &bytes {
+        let _ = writeln!(out, "portcullis_request_bytes_total{{api=\"{}\"}} {i}", esc(api));
+    }
+    header(&mut out, "portcullis_response_bytes_total", "counter", "Response bytes sent to clients (heads and bodies), by API.");
+    for (api, (_, o)) in &bytes {
+        let _ = writeln!(out, "portcullis_response_bytes_total{{api=\"{}\"}} {o}", esc(api));
+    }
+
+    // Per worker.
+    header(&mut out, "portcullis_worker_info", "gauge", "One per worker: the CPU it is pinned to and its io driver.");
+    for (id, w, _) in &published {
+        let cpu = w.cpu.get().copied().flatten().map_or_else(|| "none".to_string(), |c| c.to_string());
+        let driver = w.driver.get().copied().unwrap_or("starting");
+        let _ = writeln!(out, "portcullis_worker_info{{worker=\"{id}\",cpu=\"{cpu}\",driver=\"{driver}\"}} 1");
+    }
+    header(&mut out, "portcullis_worker_open_connections", "gauge", "Client connections open on each worker.");
+    for (id, w, _) in &published {
+        let _ = writeln!(out, "portcullis_worker_open_connections{{worker=\"{id}\"}} {}", w.open_connections.load(Ordering::Relaxed));
+    }
+    type Field = fn(&crate::dataplane::stats::LocalStats) -> u64;
+    let counters: [(&str, &str, &str, Field); 7] = [
+        ("portcullis_worker_requests_total", "counter", "Requests answered by each worker.", |s| s.requests),
+        ("portcullis_worker_connections_accepted_total", "counter", "Client connections accepted by each worker.", |s| s.connections_accepted),
+        ("portcullis_worker_connections_refused_total", "counter", "Client connections closed at once because the worker was at max_connections_per_worker.", |s| s.connections_refused),
+        ("portcullis_upstream_connections_opened_total", "counter", "Upstream connections opened (pool misses).", |s| s.upstream_connections_opened),
+        ("portcullis_upstream_connect_errors_total", "counter", "Upstream connection attempts that failed (502).", |s| s.upstream_connect_errors),
+        ("portcullis_upstream_timeouts_total", "counter", "Upstream connects or responses that timed out (504).", |s| s.upstream_timeouts),
+        ("portcullis_upstream_idle_connections", "gauge", "Idle keep-alive upstream connections pooled by each worker.", |s| s.upstream_idle),
+    ];
+    for (name, kind, help, f) in counters {
+        header(&mut out, name, kind, help);
+        for (id, _, s) in &published {
+            let _ = writeln!(out, "{name}{{worker=\"{id}\"}} {}", f(s));
+        }
+    }
+
+    // Control plane.
+    let snap = state.reloader.snapshot.load();
+    header(&mut out, "portcullis_apis_loaded", "gauge", "APIs in the running configuration.");
+    let _ = writeln!(out, "portcullis_apis_loaded {}", snap.apis.len());
+    header(&mut out, "portcullis_config_generation", "gauge", "Generation of the running configuration (1 at start, +1 per applied reload).");
+    let _ = writeln!(out, "portcullis_config_generation {}", snap.generation);
+    header(&mut out, "portcullis_config_reloads_total", "counter", "Reload attempts by result.");
+    let _ = writeln!(out, "portcullis_config_reloads_total{{result=\"ok\"}} {}", state.reloader.ok_total.load(Ordering::Relaxed));
+    let _ = writeln!(out, "portcullis_config_reloads_total{{result=\"error\"}} {}", state.reloader.error_total.load(Ordering::Relaxed));
+    out
+}

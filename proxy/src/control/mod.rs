@@ -1,0 +1,27 @@
+//! The control plane: one thread running a tokio current-thread runtime with the admin listener
+//! (`/hello`, `/metrics`, `/tyk/*`), signal handling (SIGHUP reload, SIGTERM/SIGINT drain) and
+//! config reload.
+//!
+//! Must not: touch worker-owned state other than through [`WorkerStats`](crate::dataplane::WorkerStats)
+//! (published copies and relaxed atomics) and the snapshot `ArcSwap`; block the data plane.
+
+mod admin;
+mod metrics;
+mod reload;
+
+pub use admin::serve_admin;
+pub use metrics::render_metrics;
+pub use reload::{ReloadOutcome, Reloader};
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::dataplane::{Shutdown, WorkerStats};
+
+/// What the admin handlers can see.
+pub struct ControlState {
+    pub reloader: Reloader,
+    pub workers: Vec<(usize, Arc<WorkerStats>)>,
+    pub shutdown: Arc<Shutdown>,
+    pub started: Instant,
+}

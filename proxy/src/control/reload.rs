@@ -1,0 +1,106 @@
+//! Config reload: re-read the config file, `apps/` and the policies file, validate, and swap the
+//! snapshot whole. Any error rejects the reload and keeps the running snapshot, so a typo in one
+//! file never takes routes away; the errors are returned and logged. Keys that only apply at
+//! startup (listen addresses, worker count, io driver, backlog) are reported if they changed.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use crate::config::{load_config, load_snapshot, CliOverrides, ConfigError, Snapshot};
+
+/// Result of one reload attempt.
+#[derive(Debug, Clone)]
+pub enum ReloadOutcome {
+    Applied { generation: u64, apis: usize, restart_needed: Vec<&'static str> },
+    Rejected { errors: Vec<String> },
+}
+
+pub struct Reloader {
+    config_path: PathBuf,
+    cli: CliOverrides,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Serialises reloads (SIGHUP and the API may race).
+    lock: Mutex<()>,
+    pub ok_total: AtomicU64,
+    pub error_total: AtomicU64,
+    pub last_error: Mutex<Option<Vec<String>>>,
+}
+
+impl Reloader {
+    pub fn new(config_path: PathBuf, cli: CliOverrides, snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
+        Reloader {
+            config_path,
+            cli,
+            snapshot,
+            lock: Mutex::new(()),
+            ok_total: AtomicU64::new(0),
+            error_total: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// Reloads synchronously (reads files, resolves names: call from a blocking context).
+    pub fn reload(&self) -> ReloadOutcome {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.snapshot.load_full();
+        let outcome = match load_config(&self.config_path, &self.cli) {
+            Err(errs) => Err(errs),
+            Ok(cfg) => {
+                let (snap, errs) = load_snapshot(cfg, old.generation + 1);
+                if errs.is_empty() {
+                    Ok(snap)
+                } else {
+                    Err(errs)
+                }
+            }
+        };
+        match outcome {
+            Ok(snap) => {
+                let restart_needed = restart_only_changes(&old, &snap);
+                let generation = snap.generation;
+                let apis = snap.apis.len();
+                self.snapshot.store(Arc::new(snap));
+                self.ok_total.fetch_add(1, Ordering::Relaxed);
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                tracing::info!(generation, apis, ?restart_needed, "configuration reloaded");
+                ReloadOutcome::Applied { generation, apis, restart_needed }
+            }
+            Err(errs) => {
+                let errors: Vec<String> = errs.iter().map(ConfigError::to_string).collect();
+                for e in &errors {
+                    tracing::error!(error = %e, "reload rejected; keeping the running configuration");
+                }
+                self.error_total.fetch_add(1, Ordering::Relaxed);
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(errors.clone());
+                ReloadOutcome::Rejected { errors }
+            }
+        }
+    }
+}
+
+fn restart_only_changes(old: &Snapshot, new: &Snapshot) -> Vec<&'static str> {
+    let (o, n) = (&old.config, &new.config);
+    let mut v = Vec::new();
+    if o.proxy.listen != n.proxy.listen {
+        v.push("proxy.listen");
+    }
+    if o.proxy.workers != n.proxy.workers {
+        v.push("proxy.workers");
+    }
+    if o.proxy.io_driver != n.proxy.io_driver {
+        v.push("proxy.io_driver");
+    }
+    if o.proxy.accept_backlog != n.proxy.accept_backlog {
+        v.push("proxy.accept_backlog");
+    }
+    if o.admin.listen != n.admin.listen {
+        v.push("admin.listen");
+    }
+    if o.log.level != n.log.level {
+        v.push("log.level");
+    }
+    v
+}

@@ -1,0 +1,334 @@
+//! Body relays: copy a request or response body from one socket to the other as it arrives,
+//! through the connection's read buffer, never holding a whole body.
+//!
+//! Chunked bodies are scanned by [`ChunkedScanner`] (sizes, extensions, trailers) only to find
+//! where they end and how many data bytes they carry; the bytes themselves are forwarded
+//! verbatim, or, when decoding for an HTTP/1.0 client, only their data spans.
+
+use std::time::Duration;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+
+use super::error::{ErrorKind, ProxyError, Result};
+use super::http::BodyKind;
+use super::io::ReadBuf;
+
+/// Longest chunk-size line (size + extensions) or trailer line accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading hex digits of a chunk size.
+    Size,
+    /// After the size: extensions until CRLF.
+    Ext,
+    /// Expecting LF after CR of the size line.
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or the final empty line).
+    TrailerStart,
+    /// Inside a trailer line.
+    Trailer,
+    TrailerLf,
+    /// CR of the final empty line seen.
+    EndLf,
+    Done,
+}
+
+/// Incremental scanner of chunked transfer coding.
+#[derive(Debug)]
+pub struct ChunkedScanner {
+    state: State,
+    size: u64,
+    digits: u32,
+    line: usize,
+    /// Data bytes seen so far.
+    pub data_total: u64,
+}
+
+/// What one scan step found.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Scan {
+    /// Bytes of the input that belong to the body.
+    pub consumed: usize,
+    /// The body ended within them.
+    pub done: bool,
+}
+
+impl Default for ChunkedScanner {
+    fn default() -> Self {
+        ChunkedScanner { state: State::Size, size: 0, digits: 0, line: 0, data_total: 0 }
+    }
+}
+
+impl ChunkedScanner {
+    /// Scans `input`, calling `data` with the range of every data span found.
+    pub fn scan(&mut self, input: &[u8], mut data: impl FnMut(std::ops::Range<usize>)) -> Result<Scan, &'static str> {
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            match self.state {
+                State::Size => match (b as char).to_digit(16) {
+                    Some(d) => {
+                        self.digits += 1;
+                        if self.digits > 15 {
+                            return Err("chunk size too large");
+                        }
+                        self.size = self.size * 16 + d as u64;
+                    }
+                    None if self.digits == 0 => return Err("chunk size missing"),
+                    None if b == b'\r' => self.state = State::SizeLf,
+                    None if b == b';' || b == b' ' || b == b'\t' => {
+                        self.state = State::Ext;
+                        self.line = 0;
+                    }
+                    None => return Err("invalid chunk size"),
+                },
+                State::Ext => {
+                    self.line += 1;
+                    if self.line > MAX_CHUNK_LINE {
+                        return Err("chunk extension too long");
+                    }
+                    if b == b'\r' {
+                        self.state = State::SizeLf;
+                    } else if b == b'\n' {
+                        return Err("bare LF in chunk size line");
+                    }
+                }
+                State::SizeLf => {
+                    if b != b'\n' {
+                        return Err("expected LF after chunk size");
+                    }
+                    self.digits = 0;
+                    if self.size == 0 {
+                        self.state = State::TrailerStart;
+                    } else {
+                        self.state = State::Data;
+                    }
+                }
+                State::Data => {
+                    let n = (self.size as usize).min(input.len() - i);
+                    data(i..i + n);
+                    self.size -= n as u64;
+                    self.data_total += n as u64;
+                    i += n;
+                    if self.size == 0 {
+                        self.state = State::DataCr;
+                    }
+                    continue;
+                }
+                State::DataCr => {
+                    if b != b'\r' {
+                        return Err("expected CR after chunk data");
+                    }
+                    self.state = State::DataLf;
+                }
+                State::DataLf => {
+                    if b != b'\n' {
+                        return Err("expected LF after chunk data");
+                    }
+                    self.state = State::Size;
+                }
+                State::TrailerStart => {
+                    if b == b'\r' {
+                        self.state = State::EndLf;
+                    } else {
+                        self.state = State::Trailer;
+                        self.line = 1;
+                    }
+                }
+                State::Trailer => {
+                    self.line += 1;
+                    if self.line > MAX_CHUNK_LINE {
+                        return Err("trailer line too long");
+                    }
+                    if b == b'\r' {
+                        self.state = State::TrailerLf;
+                    }
+                }
+                State::TrailerLf => {
+                    if b != b'\n' {
+                        return Err("expected LF after trailer");
+                    }
+                    self.state = State::TrailerStart;
+                }
+                State::EndLf => {
+                    if b != b'\n' {
+                        return Err("expected LF at end of chunked body");
+                    }
+                    self.state = State::Done;
+                    return Ok(Scan { consumed: i + 1, done: true });
+                }
+                State::Done => return Ok(Scan { consumed: i, done: true }),
+            }
+            i += 1;
+        }
+        Ok(Scan { consumed: i, done: self.state == State::Done })
+    }
+}
+
+/// Which side a relay reads from, for error classification and timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Request body: client -> upstream.
+    Client,
+    /// Response body: upstream -> client.
+    Upstream,
+}
+
+/// How a relay went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayError {
+    /// Reading the source failed, timed out or hit EOF early.
+    Source(ErrorKind, &'static str),
+    /// Writing to the destination failed.
+    Sink(&'static str),
+    /// More data than `limit`.
+    TooLarge,
+}
+
+impl RelayError {
+    pub fn into_proxy_error(self, side: Side) -> ProxyError {
+        match (self, side) {
+            (RelayError::TooLarge, _) => ProxyError::new(ErrorKind::BodyTooLarge, "request body too large"),
+            (RelayError::Source(k, c), _) => ProxyError::new(k, c),
+            (RelayError::Sink(c), Side::Client) => ProxyError::new(ErrorKind::UpstreamProtocol, c),
+            (RelayError::Sink(c), Side::Upstream) => ProxyError::new(ErrorKind::ClientIo, c),
+        }
+    }
+}
+
+/// Relays one body of `kind` from `src` (whose already-read bytes are in `rbuf`) to `dst`.
+/// Returns the number of data bytes. Bytes after the body stay in `rbuf` (pipelining).
+pub async fn relay<R: AsyncReadRent, W: AsyncWriteRentExt>(
+    src: &mut R,
+    rbuf: &mut ReadBuf,
+    dst: &mut W,
+    kind: BodyKind,
+    side: Side,
+    read_timeout: Duration,
+    limit: u64,
+    dechunk: bool,
+) -> Result<u64, RelayError> {
+    let eof_kind = match side {
+        Side::Client => ErrorKind::ClientIo,
+        Side::Upstream => ErrorKind::UpstreamProtocol,
+    };
+    let timeout_kind = match side {
+        Side::Client => ErrorKind::ClientIo,
+        Side::Upstream => ErrorKind::UpstreamTimeout,
+    };
+    match kind {
+        BodyKind::None => Ok(0),
+        BodyKind::Length(n) => {
+            if limit > 0 && n > limit {
+                return Err(RelayError::TooLarge);
+            }
+            let mut left = n;
+            loop {
+                let take = (rbuf.len() as u64).min(left) as usize;
+                rbuf.write_out(dst, take).await.map_err(|_| RelayError::Sink("write failed while relaying body"))?;
+                left -= take as u64;
+                if left == 0 {
+                    return Ok(n);
+                }
+                read_more(src, rbuf, read_timeout, eof_kind, timeout_kind).await?;
+            }
+        }
+        BodyKind::UntilClose => {
+            let mut total = 0u64;
+            loop {
+                let len = rbuf.len();
+                total += len as u64;
+                rbuf.write_out(dst, len).await.map_err(|_| RelayError::Sink("write failed while relaying body"))?;
+                match monoio::time::timeout(read_timeout, rbuf.fill(src)).await {
+                    Ok(Ok(0)) => return Ok(total),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => return Err(RelayError::Source(eof_kind, "read failed while relaying body")),
+                    Err(_) => return Err(RelayError::Source(timeout_kind, "timed out reading body")),
+                }
+            }
+        }
+        BodyKind::Chunked => {
+            let mut scanner = ChunkedScanner::default();
+            let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
+            loop {
+                spans.clear();
+                let scan = scanner
+                    .scan(rbuf.data(), |r| spans.push(r))
+                    .map_err(|c| RelayError::Source(if side == Side::Client { ErrorKind::BadRequest } else { ErrorKind::UpstreamProtocol }, c))?;
+                if limit > 0 && scanner.data_total > limit {
+                    return Err(RelayError::TooLarge);
+                }
+                if dechunk {
+                    for r in spans.drain(..) {
+                        rbuf.write_range(dst, r).await.map_err(|_| RelayError::Sink("write failed while relaying body"))?;
+                    }
+                    rbuf.consume(scan.consumed);
+                } else {
+                    rbuf.write_out(dst, scan.consumed).await.map_err(|_| RelayError::Sink("write failed while relaying body"))?;
+                }
+                if scan.done {
+                    return Ok(scanner.data_total);
+                }
+                read_more(src, rbuf, read_timeout, eof_kind, timeout_kind).await?;
+            }
+        }
+    }
+}
+
+async fn read_more<R: AsyncReadRent>(
+    src: &mut R,
+    rbuf: &mut ReadBuf,
+    read_timeout: Duration,
+    eof_kind: ErrorKind,
+    timeout_kind: ErrorKind,
+) -> Result<(), RelayError> {
+    match monoio::time::timeout(read_timeout, rbuf.fill(src)).await {
+        Ok(Ok(0)) => Err(RelayError::Source(eof_kind, "connection closed in the middle of a body")),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) => Err(RelayError::Source(eof_kind, "read failed while relaying body")),
+        Err(_) => Err(RelayError::Source(timeout_kind, "timed out reading body")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_all(input: &[u8], step: usize) -> (Result<Scan, &'static str>, Vec<u8>) {
+        let mut s = ChunkedScanner::default();
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < input.len() {
+            let end = (pos + step).min(input.len());
+            let part = &input[pos..end];
+            let r = s.scan(part, |r| out.extend_from_slice(&part[r]));
+            match r {
+                Ok(Scan { consumed, done: true }) => return (Ok(Scan { consumed: pos + consumed, done: true }), out),
+                Ok(Scan { consumed, .. }) => pos += consumed,
+                Err(e) => return (Err(e), out),
+            }
+        }
+        (Ok(Scan { consumed: pos, done: false }), out)
+    }
+
+    #[test]
+    fn chunked_with_extensions_and_trailers_any_split() {
+        let body = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: yes\r\n\r\nNEXT";
+        for step in 1..body.len() {
+            let (r, data) = scan_all(body, step);
+            assert_eq!(r, Ok(Scan { consumed: body.len() - 4, done: true }), "step {step}");
+            assert_eq!(data, b"hello world");
+        }
+    }
+
+    #[test]
+    fn chunked_errors() {
+        for bad in [&b"zz\r\n"[..], b"\r\n", b"5\r\nhelloXX", b"5\nhello", b"1234567890123456\r\n"] {
+            assert!(scan_all(bad, 100).0.is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+}

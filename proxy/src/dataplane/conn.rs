@@ -1,0 +1,416 @@
+//! One client connection: read a request head, route it, forward it to the upstream over a
+//! pooled keep-alive connection, stream the response back; repeat while both sides keep alive.
+//!
+//! Each exchange is sequential (request body fully relayed before the response head is read),
+//! like nginx. `Expect: 100-continue` is answered by the proxy itself. A `101 Switching
+//! Protocols` to an upgrade request turns the connection into a byte tunnel. Errors are mapped to
+//! responses in exactly one place, [`respond_error`].
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use monoio::net::TcpStream;
+
+use crate::config::Snapshot;
+
+use super::body::{self, Side};
+use super::error::{ErrorKind, ProxyError};
+use super::http::{self, BodyKind, ClientCtx, Prepared, PreparedResponse, RequestMeta, ResponseMeta};
+use super::io::{write_vec, ReadBuf};
+use super::upstream::{self, Upstream};
+use super::worker::Worker;
+
+/// Per-connection buffers, reused across requests.
+struct Bufs {
+    /// Client bytes read but not yet consumed.
+    client: ReadBuf,
+    /// Upstream bytes read but not yet consumed.
+    upstream: ReadBuf,
+    /// Upstream request head, kept until the response head arrives so a stale pooled
+    /// connection can be retried.
+    req_head: Vec<u8>,
+    /// Client response head (and small bodies written with it).
+    out: Vec<u8>,
+}
+
+/// What happens after an exchange.
+enum Next {
+    KeepAlive,
+    Close,
+    Tunnel(Upstream),
+}
+
+/// A failed exchange: the error, and whether a response has already started (then no error
+/// response can be sent and the connection just closes).
+struct Failure {
+    err: ProxyError,
+    responded: bool,
+}
+
+impl From<ProxyError> for Failure {
+    fn from(err: ProxyError) -> Self {
+        Failure { err, responded: false }
+    }
+}
+
+pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) {
+    let _ = client.set_nodelay(true);
+    let client_ip = peer.ip().to_string();
+    let buffer_size = worker.snapshot().config.proxy.buffer_size;
+    let mut bufs = Bufs {
+        client: ReadBuf::with_capacity(buffer_size),
+        upstream: ReadBuf::with_capacity(buffer_size),
+        req_head: Vec::with_capacity(1024),
+        out: Vec::with_capacity(1024),
+    };
+    let mut shutdown = worker.shutdown.listen();
+    loop {
+        let snap = worker.snapshot();
+        if bufs.client.is_empty() {
+            // Idle between requests: wait for the next one, the idle timeout, or shutdown.
+            if worker.shutdown.is_set() {
+                return;
+            }
+            let idle = Duration::from_millis(snap.config.proxy.client_idle_timeout_ms);
+            let read = monoio::select! {
+                r = monoio::time::timeout(idle, bufs.client.fill(&mut client)) => r,
+                _ = &mut shutdown => return,
+            };
+            match read {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+        }
+        let started = Instant::now();
+        match exchange(&worker, &snap, &mut client, &mut bufs, &client_ip, started).await {
+            Ok(Next::KeepAlive) => continue,
+            Ok(Next::Close) => return,
+            Ok(Next::Tunnel(up)) => {
+                tunnel(client, up, bufs).await;
+                return;
+            }
+            Err(f) => {
+                respond_error(&worker, &mut client, &mut bufs.out, f, started).await;
+                return;
+            }
+        }
+    }
+}
+
+/// The single mapping from a failed exchange to what the client sees.
+async fn respond_error(worker: &Worker, client: &mut TcpStream, out: &mut Vec<u8>, f: Failure, started: Instant) {
+    let mut stats = worker.stats.borrow_mut();
+    match f.err.kind {
+        ErrorKind::UpstreamConnect => stats.upstream_connect_errors += 1,
+        ErrorKind::UpstreamTimeout => stats.upstream_timeouts += 1,
+        _ => {}
+    }
+    drop(stats);
+    match f.err.kind {
+        ErrorKind::ClientIo | ErrorKind::Closed => tracing::debug!(error = %f.err, "client connection closed"),
+        _ => tracing::debug!(error = %f.err, "request failed"),
+    }
+    if f.responded {
+        return;
+    }
+    if let Some((status, reason)) = f.err.kind.status() {
+        out.clear();
+        http::error_response(out, status, reason, f.err.context, true);
+        let _ = write_vec(client, out).await;
+        let _ = started;
+    }
+}
+
+async fn exchange(
+    worker: &Worker,
+    snap: &Arc<Snapshot>,
+    client: &mut TcpStream,
+    bufs: &mut Bufs,
+    client_ip: &str,
+    started: Instant,
+) -> Result<Next, Failure> {
+    let cfg = &snap.config.proxy;
+    let ctx = ClientCtx { client_ip };
+
+    // 1. Request head.
+    let head_deadline = started + Duration::from_millis(cfg.header_read_timeout_ms);
+    bufs.req_head.clear();
+    let routed = loop {
+        let prepared = http::prepare_request(
+            bufs.client.data(),
+            cfg.max_headers,
+            snap,
+            &ctx,
+            |out| worker.write_request_id(out),
+            |api, spec| worker.pick_target(snap.generation, api, spec.targets.len()),
+            &mut bufs.req_head,
+        );
+        match prepared {
+            Ok(Prepared::Routed(r)) => break r,
+            Ok(Prepared::NoRoute(meta)) => return no_route(worker, client, bufs, meta, started).await,
+            Ok(Prepared::Partial) => {}
+            Err(e) => {
+                record(worker, "", http::Method::Other, e.kind.status().map_or(0, |s| s.0), started, 0, 0);
+                return Err(e.into());
+            }
+        }
+        if bufs.client.len() >= cfg.max_request_head_size {
+            record(worker, "", http::Method::Other, 431, started, 0, 0);
+            return Err(ProxyError::new(ErrorKind::HeadTooLarge, "request head too large").into());
+        }
+        bufs.client.reserve(cfg.max_request_head_size.min(bufs.client.len() + 4096));
+        match monoio::time::timeout_at(head_deadline.into(), bufs.client.fill(client)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return Err(ProxyError::new(ErrorKind::ClientIo, "client closed during request head").into()),
+            Err(_) => return Err(ProxyError::new(ErrorKind::Closed, "request head timed out").into()),
+        }
+    };
+    let meta = routed.meta;
+    let api = &snap.apis[routed.api as usize];
+    bufs.client.consume(meta.head_len);
+    if let BodyKind::Length(n) = meta.body {
+        if cfg.max_request_body_size > 0 && n > cfg.max_request_body_size {
+            record(worker, &api.api_id, meta.method, 413, started, 0, 0);
+            return Err(ProxyError::new(ErrorKind::BodyTooLarge, "request body too large").into());
+        }
+    }
+    let target = &api.targets[routed.target];
+
+    // 2. Upstream connection and request. A pooled connection that fails before any response
+    //    byte is retried once on a fresh one, if the request body has not been sent yet.
+    let mut attempt = 0;
+    let (mut up, resp, body_in) = loop {
+        attempt += 1;
+        let pooled = if attempt == 1 {
+            worker.pool.take(target.addr, Duration::from_millis(cfg.upstream_idle_timeout_ms))
+        } else {
+            None
+        };
+        let mut up = match pooled {
+            Some(up) => up,
+            None => {
+                let r = upstream::connect(target.addr, Duration::from_millis(cfg.upstream_connect_timeout_ms)).await;
+                worker.stats.borrow_mut().upstream_connections_opened += 1;
+                match r {
+                    Ok(up) => up,
+                    Err(e) => {
+                        record(worker, &api.api_id, meta.method, e.kind.status().map_or(0, |s| s.0), started, 0, 0);
+                        return Err(e.into());
+                    }
+                }
+            }
+        };
+        let retryable = up.reused && meta.body == BodyKind::None;
+        match send_request(worker, snap, client, &mut up, bufs, &meta).await {
+            Ok(body_in) => match read_response_head(snap, &mut up, bufs, &meta, worker).await {
+                Ok(resp) => break (up, resp, body_in),
+                Err(e) if retryable && e.kind == ErrorKind::UpstreamProtocol && bufs.upstream.is_empty() => {}
+                Err(e) => {
+                    record(worker, &api.api_id, meta.method, e.kind.status().map_or(0, |s| s.0), started, 0, 0);
+                    return Err(e.into());
+                }
+            },
+            Err(_) if retryable => {}
+            Err(f) => {
+                record(worker, &api.api_id, meta.method, f.err.kind.status().map_or(0, |s| s.0), started, 0, 0);
+                return Err(f);
+            }
+        }
+        // A stale pooled connection: `req_head` is intact, try once more on a fresh one.
+        tracing::debug!(upstream = %target.addr, "pooled upstream connection was closed; retrying on a new one");
+    };
+
+    // 3. Response.
+    if resp.switching {
+        let head_out = bufs.out.len() as u64;
+        write_vec(client, &mut bufs.out)
+            .await
+            .map_err(|e| ProxyError::io(ErrorKind::ClientIo, "writing 101 to client", e))?;
+        record(worker, &api.api_id, meta.method, 101, started, body_in, head_out);
+        return Ok(Next::Tunnel(up));
+    }
+    let head_out = bufs.out.len() as u64;
+    // Small bodies already read with the head go out in the same write as the head.
+    let mut body_kind = resp.body;
+    if let BodyKind::Length(n) = resp.body {
+        if (bufs.upstream.len() as u64) >= n {
+            bufs.out.extend_from_slice(&bufs.upstream.data()[..n as usize]);
+            bufs.upstream.consume(n as usize);
+            body_kind = BodyKind::None;
+        }
+    }
+    let written_with_head = bufs.out.len() as u64 - head_out;
+    write_vec(client, &mut bufs.out)
+        .await
+        .map_err(|e| Failure { err: ProxyError::io(ErrorKind::ClientIo, "writing response head", e), responded: true })?;
+    let relayed = body::relay(
+        &mut up.stream,
+        &mut bufs.upstream,
+        client,
+        body_kind,
+        Side::Upstream,
+        Duration::from_millis(cfg.upstream_response_timeout_ms),
+        0,
+        resp.dechunk,
+    )
+    .await;
+    let body_out = match relayed {
+        Ok(n) => n + written_with_head,
+        Err(e) => {
+            record(worker, &api.api_id, meta.method, resp.status, started, body_in, head_out);
+            return Err(Failure { err: e.into_proxy_error(Side::Upstream), responded: true });
+        }
+    };
+    record(worker, &api.api_id, meta.method, resp.status, started, body_in, head_out + body_out);
+    if resp.upstream_reusable && bufs.upstream.is_empty() {
+        worker.pool.put(up, cfg.upstream_pool_size);
+    }
+    Ok(if resp.close_client || worker.shutdown.is_set() { Next::Close } else { Next::KeepAlive })
+}
+
+/// Writes the upstream head (already in `bufs.out`) and relays the request body. Returns request
+/// body bytes. On success `bufs.out` is empty.
+async fn send_request(
+    worker: &Worker,
+    snap: &Snapshot,
+    client: &mut TcpStream,
+    up: &mut Upstream,
+    bufs: &mut Bufs,
+    meta: &RequestMeta,
+) -> Result<u64, Failure> {
+    let cfg = &snap.config.proxy;
+    let _ = worker;
+    let mut body = meta.body;
+    let mut sent_with_head = 0u64;
+    if meta.expect_continue {
+        let mut cont = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+        write_vec(client, &mut cont).await.map_err(|e| ProxyError::io(ErrorKind::ClientIo, "writing 100 Continue", e))?;
+    } else if let BodyKind::Length(n) = body {
+        // A body already read with the head goes out in the same write.
+        if (bufs.client.len() as u64) >= n {
+            sent_with_head = n;
+            body = BodyKind::None;
+        }
+    }
+    let head_len = bufs.req_head.len();
+    if sent_with_head > 0 {
+        bufs.req_head.extend_from_slice(&bufs.client.data()[..sent_with_head as usize]);
+    }
+    let head = std::mem::take(&mut bufs.req_head);
+    let (res, mut head) = up.stream.write_all(head).await;
+    // Keep the head (without body) for a retry on a fresh connection.
+    head.truncate(head_len);
+    bufs.req_head = head;
+    if let Err(e) = res {
+        return Err(ProxyError::io(ErrorKind::UpstreamProtocol, "writing request to upstream", e).into());
+    }
+    bufs.client.consume(sent_with_head as usize);
+    let relayed = body::relay(
+        client,
+        &mut bufs.client,
+        &mut up.stream,
+        body,
+        Side::Client,
+        Duration::from_millis(cfg.client_idle_timeout_ms),
+        cfg.max_request_body_size,
+        false,
+    )
+    .await;
+    match relayed {
+        Ok(n) => Ok(n + sent_with_head),
+        Err(e) => {
+            let err = e.into_proxy_error(Side::Client);
+            // Past this point a retry would resend a body we no longer have.
+            Err(Failure { err, responded: false })
+        }
+    }
+}
+
+/// Reads the upstream response head, skipping 1xx informational responses, and writes the
+/// client's response head into `bufs.out`.
+async fn read_response_head(
+    snap: &Snapshot,
+    up: &mut Upstream,
+    bufs: &mut Bufs,
+    meta: &RequestMeta,
+    worker: &Worker,
+) -> Result<ResponseMeta, ProxyError> {
+    let cfg = &snap.config.proxy;
+    let timeout = Duration::from_millis(cfg.upstream_response_timeout_ms);
+    let client_keep_alive = meta.keep_alive && !worker.shutdown.is_set();
+    loop {
+        bufs.out.clear();
+        match http::prepare_response(bufs.upstream.data(), cfg.max_headers, meta, client_keep_alive, &mut bufs.out)? {
+            PreparedResponse::Ready(r) => {
+                bufs.upstream.consume(r.head_len);
+                return Ok(r);
+            }
+            PreparedResponse::Informational { head_len } => {
+                bufs.upstream.consume(head_len);
+                continue;
+            }
+            PreparedResponse::Partial => {}
+        }
+        if bufs.upstream.len() >= cfg.max_response_head_size {
+            return Err(ProxyError::new(ErrorKind::UpstreamProtocol, "upstream response head too large"));
+        }
+        bufs.upstream.reserve(cfg.max_response_head_size.min(bufs.upstream.len() + 4096));
+        match monoio::time::timeout(timeout, bufs.upstream.fill(&mut up.stream)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(Ok(_)) => return Err(ProxyError::new(ErrorKind::UpstreamProtocol, "upstream closed before responding")),
+            Ok(Err(e)) => return Err(ProxyError::io(ErrorKind::UpstreamProtocol, "reading upstream response", e)),
+            Err(_) => return Err(ProxyError::new(ErrorKind::UpstreamTimeout, "upstream response timed out")),
+        }
+    }
+}
+
+/// 404 for an unrouted request. A request with a body closes the connection (the body is not
+/// read), one without keeps it alive.
+async fn no_route(
+    worker: &Worker,
+    client: &mut TcpStream,
+    bufs: &mut Bufs,
+    meta: RequestMeta,
+    started: Instant,
+) -> Result<Next, Failure> {
+    let close = meta.body != BodyKind::None || !meta.keep_alive || worker.shutdown.is_set();
+    bufs.client.consume(meta.head_len);
+    bufs.out.clear();
+    http::error_response(&mut bufs.out, 404, "Not Found", "no API matches this request", close);
+    let out_len = bufs.out.len() as u64;
+    write_vec(client, &mut bufs.out)
+        .await
+        .map_err(|e| Failure { err: ProxyError::io(ErrorKind::ClientIo, "writing 404", e), responded: true })?;
+    record(worker, "", meta.method, 404, started, meta.head_len as u64, out_len);
+    Ok(if close { Next::Close } else { Next::KeepAlive })
+}
+
+fn record(worker: &Worker, api: &str, method: http::Method, code: u16, started: Instant, bytes_in: u64, bytes_out: u64) {
+    worker.stats.borrow_mut().record(api, method, code, started.elapsed().as_secs_f64(), bytes_in, bytes_out);
+}
+
+/// After a 101: copy bytes both ways until either side closes.
+async fn tunnel(mut client: TcpStream, mut up: Upstream, mut bufs: Bufs) {
+    let n = bufs.client.len();
+    if bufs.client.write_out(&mut up.stream, n).await.is_err() {
+        return;
+    }
+    let n = bufs.upstream.len();
+    if bufs.upstream.write_out(&mut client, n).await.is_err() {
+        return;
+    }
+    let (mut cr, mut cw) = client.into_split();
+    let (mut ur, mut uw) = up.stream.into_split();
+    let to_upstream = async {
+        let _ = monoio::io::copy(&mut cr, &mut uw).await;
+        let _ = uw.shutdown().await;
+    };
+    let to_client = async {
+        let _ = monoio::io::copy(&mut ur, &mut cw).await;
+        let _ = cw.shutdown().await;
+    };
+    monoio::join!(to_upstream, to_client);
+}

@@ -1,0 +1,501 @@
+//! HTTP/1.x heads: parse the client's request head, decide its framing, route it and write the
+//! upstream request head; parse the upstream's response head and write the client's. Pure
+//! functions over byte slices (no I/O), so every rule here is unit tested without sockets.
+//!
+//! Rules enforced: `Content-Length` together with `Transfer-Encoding`, conflicting or malformed
+//! `Content-Length`s, and a `Transfer-Encoding` whose final coding is not `chunked` are rejected
+//! (400, connection closed) as request-smuggling shapes. Hop-by-hop headers (`Connection` and the
+//! headers it names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Upgrade` unless tunnelling,
+//! `Proxy-Authorization`) are not forwarded. Chunked bodies are relayed verbatim, so
+//! `Transfer-Encoding` and `Trailer` pass through with them and trailers reach the other side;
+//! towards an HTTP/1.0 client a chunked response is decoded and its trailers dropped.
+
+use std::io::Write as _;
+
+use crate::config::{ApiSpec, Snapshot, Target};
+use crate::router::ApiIndex;
+
+use super::error::{ErrorKind, ProxyError, Result};
+
+/// Upper bound on headers per head; `proxy.max_headers` may lower it.
+pub const MAX_HEADERS: usize = 128;
+
+/// How a message body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    None,
+    Length(u64),
+    Chunked,
+    /// Response only: the body ends when the upstream closes.
+    UntilClose,
+}
+
+/// Request methods, for metric labels (OTel's `_OTHER` for the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Options,
+    Patch,
+    Connect,
+    Trace,
+    Other,
+}
+
+impl Method {
+    fn from_bytes(m: &str) -> Method {
+        match m {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
+            "PATCH" => Method::Patch,
+            "CONNECT" => Method::Connect,
+            "TRACE" => Method::Trace,
+            _ => Method::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+            Method::Patch => "PATCH",
+            Method::Connect => "CONNECT",
+            Method::Trace => "TRACE",
+            Method::Other => "_OTHER",
+        }
+    }
+}
+
+/// What the connection loop needs to know about a request once its head is parsed.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestMeta {
+    pub method: Method,
+    /// `1` for HTTP/1.1, `0` for HTTP/1.0.
+    pub minor_version: u8,
+    pub head_len: usize,
+    pub body: BodyKind,
+    /// The client wants the connection kept open after this exchange.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` was sent (and is answered by the proxy, not forwarded).
+    pub expect_continue: bool,
+    /// `Connection: upgrade` + `Upgrade` were sent: a 101 turns the connection into a tunnel.
+    pub upgrade: bool,
+}
+
+/// Per-connection facts used when writing the upstream head.
+pub struct ClientCtx<'a> {
+    /// Client IP as text, for `X-Forwarded-For`.
+    pub client_ip: &'a str,
+}
+
+/// A routed request whose upstream head has been written into the caller's buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Routed {
+    pub meta: RequestMeta,
+    pub api: ApiIndex,
+    /// Index into the API's `targets`.
+    pub target: usize,
+}
+
+/// Outcome of looking at the bytes read so far.
+#[derive(Debug)]
+pub enum Prepared {
+    /// Need more bytes for a complete head.
+    Partial,
+    /// Routed; upstream head in `out`.
+    Routed(Routed),
+    /// Parsed but no API matches (404 to send).
+    NoRoute(RequestMeta),
+}
+
+fn eq_ic(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    &v[start..end]
+}
+
+fn parse_content_length(v: &[u8]) -> Option<u64> {
+    let v = trim(v);
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// `Transfer-Encoding` value: `Some(true)` when its final coding is `chunked`.
+fn final_coding_is_chunked(v: &[u8]) -> bool {
+    let last = v.rsplit(|&b| b == b',').next().unwrap_or(v);
+    eq_ic(trim(last), "chunked")
+}
+
+/// Up to 8 tokens of `Connection` headers (the headers they name are hop-by-hop).
+#[derive(Default)]
+struct ConnTokens<'b> {
+    tokens: [&'b [u8]; 8],
+    n: usize,
+    close: bool,
+    keep_alive: bool,
+    upgrade: bool,
+}
+
+impl<'b> ConnTokens<'b> {
+    fn add(&mut self, value: &'b [u8]) {
+        for t in value.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty()) {
+            if eq_ic(t, "close") {
+                self.close = true;
+            } else if eq_ic(t, "keep-alive") {
+                self.keep_alive = true;
+            } else if eq_ic(t, "upgrade") {
+                self.upgrade = true;
+            } else if self.n < self.tokens.len() {
+                self.tokens[self.n] = t;
+                self.n += 1;
+            }
+        }
+    }
+
+    fn names(&self, header: &str) -> bool {
+        self.tokens[..self.n].iter().any(|t| eq_ic(t, header))
+    }
+}
+
+/// Headers never forwarded in either direction.
+fn is_hop_by_hop(name: &str) -> bool {
+    ["connection", "keep-alive", "proxy-connection", "te", "upgrade", "proxy-authorization"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Framing facts gathered in one pass over a head's headers.
+struct Framing<'b> {
+    content_length: Option<u64>,
+    chunked: bool,
+    has_te: bool,
+    conn: ConnTokens<'b>,
+}
+
+fn framing<'b>(headers: &[httparse::Header<'b>]) -> Result<Framing<'b>> {
+    let bad = |ctx| Err(ProxyError::new(ErrorKind::BadRequest, ctx));
+    let mut f = Framing { content_length: None, chunked: false, has_te: false, conn: ConnTokens::default() };
+    for h in headers {
+        let n = h.name;
+        if n.eq_ignore_ascii_case("content-length") {
+            let Some(v) = parse_content_length(h.value) else {
+                return bad("malformed Content-Length");
+            };
+            match f.content_length {
+                Some(prev) if prev != v => return bad("conflicting Content-Length headers"),
+                _ => f.content_length = Some(v),
+            }
+        } else if n.eq_ignore_ascii_case("transfer-encoding") {
+            f.has_te = true;
+            f.chunked = final_coding_is_chunked(h.value);
+        } else if n.eq_ignore_ascii_case("connection") {
+            f.conn.add(h.value);
+        }
+    }
+    Ok(f)
+}
+
+/// Parses as much of a request head as `data` holds; when complete, validates framing, routes
+/// it and writes the upstream request head into `out`. `pick` chooses among the API's targets.
+pub fn prepare_request(
+    data: &[u8],
+    max_headers: usize,
+    snap: &Snapshot,
+    ctx: &ClientCtx<'_>,
+    request_id: impl FnOnce(&mut Vec<u8>),
+    pick: impl FnOnce(ApiIndex, &ApiSpec) -> usize,
+    out: &mut Vec<u8>,
+) -> Result<Prepared> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers[..max_headers.min(MAX_HEADERS)]);
+    let head_len = match req.parse(data) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(Prepared::Partial),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(ProxyError::new(ErrorKind::HeadTooLarge, "too many request headers"))
+        }
+        Err(_) => return Err(ProxyError::new(ErrorKind::BadRequest, "malformed request head")),
+    };
+    let method_str = req.method.unwrap_or("");
+    let target = req.path.unwrap_or("");
+    let minor_version = req.version.unwrap_or(1);
+    let headers = &*req.headers;
+    let f = framing(headers)?;
+
+    if f.has_te {
+        if f.content_length.is_some() {
+            return Err(ProxyError::new(ErrorKind::BadRequest, "both Content-Length and Transfer-Encoding"));
+        }
+        if !f.chunked || minor_version == 0 {
+            return Err(ProxyError::new(ErrorKind::BadRequest, "unsupported Transfer-Encoding"));
+        }
+    }
+    let body = if f.chunked {
+        BodyKind::Chunked
+    } else {
+        match f.content_length {
+            None | Some(0) => BodyKind::None,
+            Some(n) => BodyKind::Length(n),
+        }
+    };
+    let mut host: Option<&[u8]> = None;
+    let mut expect_continue = false;
+    let mut upgrade_value: Option<&[u8]> = None;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return Err(ProxyError::new(ErrorKind::BadRequest, "duplicate Host header"));
+            }
+            host = Some(trim(h.value));
+        } else if h.name.eq_ignore_ascii_case("expect") {
+            expect_continue = eq_ic(trim(h.value), "100-continue");
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade_value = Some(trim(h.value));
+        }
+    }
+    if minor_version == 1 && host.is_none() {
+        return Err(ProxyError::new(ErrorKind::BadRequest, "HTTP/1.1 request without Host"));
+    }
+    let keep_alive = if minor_version == 0 { f.conn.keep_alive && !f.conn.close } else { !f.conn.close };
+    let upgrade = f.conn.upgrade && upgrade_value.is_some() && minor_version == 1;
+    let method = Method::from_bytes(method_str);
+    let meta = RequestMeta {
+        method,
+        minor_version,
+        head_len,
+        body,
+        keep_alive,
+        expect_continue: expect_continue && body != BodyKind::None,
+        upgrade,
+    };
+
+    // Origin form ("/p?q") or absolute form ("http://h/p?q"); the latter's authority wins as host.
+    let (host, path_and_query) = match split_absolute(target) {
+        Some((h, p)) => (Some(h.as_bytes()), p),
+        None if target.starts_with('/') => (host, target),
+        None => return Ok(Prepared::NoRoute(meta)),
+    };
+    let (path, query) = match path_and_query.find('?') {
+        Some(i) => (&path_and_query[..i], &path_and_query[i..]),
+        None => (path_and_query, ""),
+    };
+    let Some(api_idx) = snap.router.lookup(host, path) else {
+        return Ok(Prepared::NoRoute(meta));
+    };
+    let api = &snap.apis[api_idx as usize];
+    let target_idx = pick(api_idx, api) % api.targets.len();
+    let target = &api.targets[target_idx];
+
+    // Request line.
+    out.extend_from_slice(method_str.as_bytes());
+    out.push(b' ');
+    write_upstream_path(out, api, target, path);
+    out.extend_from_slice(query.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+
+    // Headers.
+    let mut xff: Option<&[u8]> = None;
+    let mut has_request_id = false;
+    for h in headers {
+        let n = h.name;
+        if is_hop_by_hop(n) || n.eq_ignore_ascii_case("host") || n.eq_ignore_ascii_case("expect") || f.conn.names(n) {
+            continue;
+        }
+        if n.eq_ignore_ascii_case("x-forwarded-for") {
+            xff = Some(trim(h.value));
+            continue;
+        }
+        if n.eq_ignore_ascii_case("x-forwarded-proto") {
+            continue;
+        }
+        if n.eq_ignore_ascii_case("x-request-id") {
+            has_request_id = true;
+        }
+        push_header(out, n.as_bytes(), h.value);
+    }
+    out.extend_from_slice(b"Host: ");
+    match (api.preserve_host_header, host) {
+        (true, Some(h)) => out.extend_from_slice(h),
+        _ => out.extend_from_slice(target.host_header.as_bytes()),
+    }
+    out.extend_from_slice(b"\r\nX-Forwarded-For: ");
+    if let Some(prev) = xff.filter(|v| !v.is_empty()) {
+        out.extend_from_slice(prev);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(ctx.client_ip.as_bytes());
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    if !has_request_id {
+        out.extend_from_slice(b"X-Request-Id: ");
+        request_id(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    if upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
+        out.extend_from_slice(upgrade_value.unwrap_or_default());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Prepared::Routed(Routed { meta, api: api_idx, target: target_idx }))
+}
+
+fn split_absolute(target: &str) -> Option<(&str, &str)> {
+    let rest = target.strip_prefix("http://").or_else(|| target.strip_prefix("https://"))?;
+    Some(match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], &rest[i..]),
+        Some(i) => (&rest[..i], "/"),
+        None => (rest, "/"),
+    })
+}
+
+fn write_upstream_path(out: &mut Vec<u8>, api: &ApiSpec, target: &Target, path: &str) {
+    let rest = if api.strip_listen_path { &path[api.listen_path.len().min(path.len())..] } else { path };
+    out.extend_from_slice(target.path_prefix.as_bytes());
+    if rest.is_empty() || !rest.starts_with('/') {
+        out.push(b'/');
+    }
+    out.extend_from_slice(rest.as_bytes());
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// What the connection loop needs to know about an upstream response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseMeta {
+    pub status: u16,
+    pub head_len: usize,
+    /// Framing of the body as the upstream sends it.
+    pub body: BodyKind,
+    /// The upstream connection may be reused once the body has been read.
+    pub upstream_reusable: bool,
+    /// Decode the chunked body for an HTTP/1.0 client (trailers dropped).
+    pub dechunk: bool,
+    /// The client connection closes after this response.
+    pub close_client: bool,
+    /// 101 to an upgrade request: tunnel from here on.
+    pub switching: bool,
+}
+
+/// Outcome of looking at the upstream's bytes so far.
+#[derive(Debug)]
+pub enum PreparedResponse {
+    Partial,
+    /// A 1xx other than 101 that is not passed on; skip `head_len` bytes and read the next head.
+    Informational { head_len: usize },
+    Ready(ResponseMeta),
+}
+
+/// Parses the upstream response head; when complete, writes the client's response head to `out`.
+/// `client_keep_alive` is false when the client connection must close after this response
+/// (client asked, or the worker is draining).
+pub fn prepare_response(
+    data: &[u8],
+    max_headers: usize,
+    req: &RequestMeta,
+    client_keep_alive: bool,
+    out: &mut Vec<u8>,
+) -> Result<PreparedResponse> {
+    let proto = |ctx| ProxyError::new(ErrorKind::UpstreamProtocol, ctx);
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers[..max_headers.min(MAX_HEADERS)]);
+    let head_len = match resp.parse(data) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(PreparedResponse::Partial),
+        Err(_) => return Err(proto("malformed response head from upstream")),
+    };
+    let status = resp.code.unwrap_or(0);
+    let reason = resp.reason.unwrap_or("");
+    let upstream_minor = resp.version.unwrap_or(1);
+    let switching = status == 101 && req.upgrade;
+    if (100..200).contains(&status) && !switching {
+        return Ok(PreparedResponse::Informational { head_len });
+    }
+    let headers = &*resp.headers;
+    let f = framing(headers).map_err(|_| proto("malformed or conflicting Content-Length from upstream"))?;
+    let body = if switching || req.method == Method::Head || status == 204 || status == 304 {
+        BodyKind::None
+    } else if f.has_te {
+        if f.chunked {
+            BodyKind::Chunked
+        } else {
+            BodyKind::UntilClose
+        }
+    } else {
+        match f.content_length {
+            Some(0) => BodyKind::None,
+            Some(n) => BodyKind::Length(n),
+            None => BodyKind::UntilClose,
+        }
+    };
+    let upstream_reusable = !switching
+        && body != BodyKind::UntilClose
+        && !f.conn.close
+        && (upstream_minor == 1 || f.conn.keep_alive);
+    let dechunk = body == BodyKind::Chunked && req.minor_version == 0;
+    let close_client = !switching && (!client_keep_alive || body == BodyKind::UntilClose || dechunk);
+
+    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+    for h in headers {
+        let n = h.name;
+        let tunnel_header = switching && n.eq_ignore_ascii_case("upgrade");
+        if (is_hop_by_hop(n) && !tunnel_header) || f.conn.names(n) {
+            continue;
+        }
+        if dechunk && (n.eq_ignore_ascii_case("transfer-encoding") || n.eq_ignore_ascii_case("trailer")) {
+            continue;
+        }
+        push_header(out, n.as_bytes(), h.value);
+    }
+    if switching {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+    } else if close_client {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if req.minor_version == 0 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(PreparedResponse::Ready(ResponseMeta {
+        status,
+        head_len,
+        body,
+        upstream_reusable,
+        dechunk,
+        close_client,
+        switching,
+    }))
+}
+
+/// A complete JSON error response (`{"error": "..."}`, Tyk's shape).
+pub fn error_response(out: &mut Vec<u8>, status: u16, reason: &str, message: &str, close: bool) {
+    let body_len = message.len() + 13; // {"error": "<message>"}
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\n{}\r\n{{\"error\": \"{message}\"}}",
+        if close { "Connection: close\r\n" } else { "" },
+    );
+}
+
+#[cfg(test)]
+mod tests;

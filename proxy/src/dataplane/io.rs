@@ -1,0 +1,113 @@
+//! Owned-buffer I/O helpers over monoio's rent-style traits: a read buffer that keeps unconsumed
+//! bytes (pipelined requests, body bytes read with the head) and writes straight out of it, so a
+//! body chunk is copied from kernel to user space and back once, never into a second buffer.
+
+use std::io;
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+
+/// A growable read buffer: `buf[pos..]` is read but not yet consumed.
+pub struct ReadBuf {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl ReadBuf {
+    pub fn with_capacity(n: usize) -> Self {
+        ReadBuf { buf: Vec::with_capacity(n), pos: 0 }
+    }
+
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline]
+    pub fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.len());
+        self.pos += n;
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+    }
+
+    /// Makes room for at least `min_free` more bytes, compacting first and growing only when the
+    /// unconsumed data itself needs it (a head bigger than the buffer).
+    pub fn reserve(&mut self, min_free: usize) {
+        if self.buf.capacity() - self.buf.len() >= min_free {
+            return;
+        }
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos.., 0);
+            self.buf.truncate(self.buf.len() - self.pos);
+            self.pos = 0;
+        }
+        if self.buf.capacity() - self.buf.len() < min_free {
+            self.buf.reserve(min_free);
+        }
+    }
+
+    /// Reads once into the free space (at least 1 KiB of it). `Ok(0)` is EOF.
+    pub async fn fill<R: AsyncReadRent>(&mut self, r: &mut R) -> io::Result<usize> {
+        self.reserve(1024);
+        let buf = std::mem::take(&mut self.buf);
+        let len = buf.len();
+        let (res, slice) = r.read(buf.slice_mut(len..)).await;
+        self.buf = slice.into_inner();
+        res
+    }
+
+    /// Writes the first `n` unconsumed bytes to `w` and consumes them.
+    pub async fn write_out<W: AsyncWriteRentExt>(&mut self, w: &mut W, n: usize) -> io::Result<()> {
+        debug_assert!(n <= self.len());
+        if n == 0 {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let (res, slice) = w.write_all(buf.slice(self.pos..self.pos + n)).await;
+        self.buf = slice.into_inner();
+        res?;
+        self.consume(n);
+        Ok(())
+    }
+
+    /// Writes an arbitrary sub-range of the unconsumed bytes without consuming anything.
+    pub async fn write_range<W: AsyncWriteRentExt>(
+        &mut self,
+        w: &mut W,
+        range: std::ops::Range<usize>,
+    ) -> io::Result<()> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let (res, slice) = w.write_all(buf.slice(self.pos + range.start..self.pos + range.end)).await;
+        self.buf = slice.into_inner();
+        res.map(|_| ())
+    }
+}
+
+/// Writes a whole owned `Vec` and hands it back cleared, ready for reuse.
+pub async fn write_vec<W: AsyncWriteRentExt>(w: &mut W, v: &mut Vec<u8>) -> io::Result<()> {
+    let buf = std::mem::take(v);
+    let (res, mut buf) = w.write_all(buf).await;
+    buf.clear();
+    *v = buf;
+    res.map(|_| ())
+}
+
+// `IoBuf` is used through the `slice` method above.
+#[allow(unused_imports)]
+use IoBuf as _;

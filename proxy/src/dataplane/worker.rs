@@ -1,0 +1,230 @@
+//! One worker: a thread pinned to a CPU, running a monoio runtime (epoll or io_uring), accepting
+//! on its own listener and serving each connection as a local task.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, Cache};
+use monoio::net::TcpListener;
+
+use crate::config::{IoDriver, Snapshot};
+use crate::router::ApiIndex;
+
+use super::stats::{LocalStats, WorkerStats, PUBLISH_INTERVAL};
+use super::upstream::Pool;
+use super::{conn, Shared, Shutdown};
+
+/// The control plane's handle on a running worker.
+pub struct WorkerHandle {
+    pub id: usize,
+    pub stats: Arc<WorkerStats>,
+    pub thread: JoinHandle<()>,
+}
+
+struct SnapCache {
+    cache: Cache<Arc<ArcSwap<Snapshot>>, Arc<Snapshot>>,
+    current: Rc<Arc<Snapshot>>,
+}
+
+/// A worker's own state, shared by its connection tasks on the same thread.
+pub(crate) struct Worker {
+    pub id: usize,
+    snap: RefCell<SnapCache>,
+    pub pool: Pool,
+    pub stats: RefCell<LocalStats>,
+    pub shared_stats: Arc<WorkerStats>,
+    pub shutdown: Arc<Shutdown>,
+    round_robin: RefCell<(u64, Vec<usize>)>,
+    request_seq: Cell<u64>,
+    request_id_seed: u64,
+}
+
+impl Worker {
+    /// The current snapshot. Checking for a newer one reads one shared atomic; cloning the
+    /// result is a non-atomic `Rc` increment, so workers never contend on a reference count.
+    pub fn snapshot(&self) -> Rc<Arc<Snapshot>> {
+        let mut guard = self.snap.borrow_mut();
+        let SnapCache { cache, current } = &mut *guard;
+        let latest = cache.load();
+        if !Arc::ptr_eq(latest, current) {
+            *current = Rc::new(Arc::clone(latest));
+        }
+        Rc::clone(current)
+    }
+
+    /// Round robin over an API's targets (repeated entries weight it).
+    pub fn pick_target(&self, generation: u64, api: ApiIndex, n: usize) -> usize {
+        let mut rr = self.round_robin.borrow_mut();
+        if rr.0 != generation {
+            *rr = (generation, Vec::new());
+        }
+        let i = api as usize;
+        if rr.1.len() <= i {
+            rr.1.resize(i + 1, 0);
+        }
+        let pick = rr.1[i] % n.max(1);
+        rr.1[i] = rr.1[i].wrapping_add(1);
+        pick
+    }
+
+    /// Writes a new request id (32 hex digits, unique per process run and worker).
+    pub fn write_request_id(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let seq = self.request_seq.get().wrapping_add(1);
+        self.request_seq.set(seq);
+        let _ = write!(out, "{:016x}{:016x}", self.request_id_seed, seq);
+    }
+
+    fn publish(&self) {
+        let mut s = self.stats.borrow().clone();
+        s.upstream_idle = self.pool.idle_count() as u64;
+        self.shared_stats.published.store(Arc::new(s));
+    }
+}
+
+/// Starts worker `id` on its own thread.
+pub fn spawn(
+    id: usize,
+    cpu: Option<usize>,
+    driver: IoDriver,
+    listener: std::net::TcpListener,
+    shared: &Shared,
+) -> std::io::Result<WorkerHandle> {
+    let stats = WorkerStats::new();
+    let snapshot = Arc::clone(&shared.snapshot);
+    let shutdown = Arc::clone(&shared.shutdown);
+    let thread_stats = Arc::clone(&stats);
+    let thread = std::thread::Builder::new().name(format!("portcullis-w{id}")).spawn(move || {
+        let pinned = cpu.filter(|&c| core_affinity::set_for_current(core_affinity::CoreId { id: c }));
+        let _ = thread_stats.cpu.set(pinned);
+        let current = Rc::new(snapshot.load_full());
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ ((id as u64) << 56)
+            ^ u64::from(std::process::id()) << 24;
+        let worker = Rc::new(Worker {
+            id,
+            snap: RefCell::new(SnapCache { cache: Cache::new(snapshot), current }),
+            pool: Pool::default(),
+            stats: RefCell::new(LocalStats::default()),
+            shared_stats: thread_stats,
+            shutdown,
+            round_robin: RefCell::new((0, Vec::new())),
+            request_seq: Cell::new(0),
+            request_id_seed: seed,
+        });
+        run_on_driver(worker, driver, listener);
+    })?;
+    Ok(WorkerHandle { id, stats, thread })
+}
+
+fn run_on_driver(worker: Rc<Worker>, driver: IoDriver, listener: std::net::TcpListener) {
+    let id = worker.id;
+    let cpu = worker.shared_stats.cpu.get().copied().flatten();
+    if driver == IoDriver::Uring {
+        if monoio::utils::detect_uring() {
+            match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(1024).enable_timer().build() {
+                Ok(mut rt) => {
+                    let _ = worker.shared_stats.driver.set("uring");
+                    tracing::info!(worker = id, ?cpu, driver = "io_uring", "worker started");
+                    rt.block_on(accept_loop(worker, listener));
+                    return;
+                }
+                Err(e) => tracing::warn!(worker = id, error = %e, "io_uring runtime failed to start; using epoll"),
+            }
+        } else {
+            tracing::warn!(worker = id, "io_uring is not available (kernel or seccomp); using epoll");
+        }
+    }
+    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
+        Ok(mut rt) => {
+            let _ = worker.shared_stats.driver.set("epoll");
+            tracing::info!(worker = id, ?cpu, driver = "epoll", "worker started");
+            rt.block_on(accept_loop(worker, listener));
+        }
+        Err(e) => tracing::error!(worker = id, error = %e, "cannot start worker runtime"),
+    }
+}
+
+/// Decrements the open-connection gauge however a connection task ends.
+struct OpenGuard(Arc<WorkerStats>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn accept_loop(worker: Rc<Worker>, listener: std::net::TcpListener) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(worker = worker.id, error = %e, "cannot register listener");
+            return;
+        }
+    };
+    let publisher = {
+        let worker = Rc::clone(&worker);
+        monoio::spawn(async move {
+            while !worker.shutdown.is_set() {
+                monoio::time::sleep(PUBLISH_INTERVAL).await;
+                worker.publish();
+            }
+        })
+    };
+    let mut shutdown = worker.shutdown.listen();
+    while !worker.shutdown.is_set() {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = &mut shutdown => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => on_accept(&worker, stream, peer),
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(worker = worker.id, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    let drain = Duration::from_millis(worker.snapshot().config.proxy.drain_timeout_ms);
+    let deadline = Instant::now() + drain;
+    while worker.shared_stats.open() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let left = worker.shared_stats.open();
+    if left > 0 {
+        tracing::warn!(worker = worker.id, connections = left, "drain timeout: closing remaining connections");
+    } else {
+        tracing::info!(worker = worker.id, "drained");
+    }
+    worker.publish();
+    drop(publisher);
+}
+
+fn on_accept(worker: &Rc<Worker>, stream: monoio::net::TcpStream, peer: SocketAddr) {
+    let max = worker.snapshot().config.proxy.max_connections_per_worker as u64;
+    worker.stats.borrow_mut().connections_accepted += 1;
+    if worker.shared_stats.open() >= max {
+        // Envoy's overflow behaviour: over the limit, close at once and count it, so the worker
+        // keeps serving the connections it has.
+        worker.stats.borrow_mut().connections_refused += 1;
+        drop(stream);
+        return;
+    }
+    worker.shared_stats.open_connections.fetch_add(1, Ordering::Relaxed);
+    let guard = OpenGuard(Arc::clone(&worker.shared_stats));
+    let worker = Rc::clone(worker);
+    monoio::spawn(async move {
+        conn::serve(worker, stream, peer).await;
+        drop(guard);
+    });
+}

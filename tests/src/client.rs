@@ -1,0 +1,145 @@
+//! A raw HTTP/1.1 client over std sockets: sends exactly the bytes a test gives it (so tests can
+//! send malformed and smuggling-shaped requests) and parses responses strictly.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub trailers: Vec<(String, String)>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One client connection (keep-alive capable).
+pub struct Conn {
+    r: BufReader<TcpStream>,
+}
+
+impl Conn {
+    pub fn connect(addr: SocketAddr) -> io::Result<Conn> {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(15)))?;
+        s.set_nodelay(true)?;
+        Ok(Conn { r: BufReader::new(s) })
+    }
+
+    pub fn stream(&mut self) -> &mut TcpStream {
+        self.r.get_mut()
+    }
+
+    pub fn set_read_timeout(&mut self, d: Duration) -> io::Result<()> {
+        self.r.get_ref().set_read_timeout(Some(d))
+    }
+
+    pub fn send(&mut self, raw: &[u8]) -> io::Result<()> {
+        self.r.get_mut().write_all(raw)
+    }
+
+    /// Sends a simple request with `Host: test` and optional extra header lines.
+    pub fn request(&mut self, method: &str, path: &str, extra: &str, body: &[u8]) -> io::Result<Response> {
+        let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}").into_bytes();
+        if !body.is_empty() || method == "POST" || method == "PUT" {
+            raw.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        raw.extend_from_slice(body);
+        self.send(&raw)?;
+        self.read_response(method == "HEAD")
+    }
+
+    pub fn get(&mut self, path: &str) -> io::Result<Response> {
+        self.request("GET", path, "", b"")
+    }
+
+    /// Reads one response (skipping 100 Continue).
+    pub fn read_response(&mut self, head_request: bool) -> io::Result<Response> {
+        loop {
+            let resp = self.read_head()?;
+            if resp.status == 100 {
+                continue;
+            }
+            return self.read_body(resp, head_request);
+        }
+    }
+
+    /// Reads only a response head (for 101 and 100 handling).
+    pub fn read_head(&mut self) -> io::Result<Response> {
+        let mut head = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            let n = self.r.read_until(b'\n', &mut line)?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a response"));
+            }
+            head.extend_from_slice(&line);
+            if line == b"\r\n" {
+                break;
+            }
+        }
+        let mut hs = [httparse::EMPTY_HEADER; 128];
+        let mut resp = httparse::Response::new(&mut hs);
+        resp.parse(&head).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        Ok(Response {
+            status: resp.code.unwrap_or(0),
+            headers: resp
+                .headers
+                .iter()
+                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                .collect(),
+            body: Vec::new(),
+            trailers: Vec::new(),
+        })
+    }
+
+    fn read_body(&mut self, mut resp: Response, head_request: bool) -> io::Result<Response> {
+        if head_request || resp.status == 204 || resp.status == 304 || resp.status == 101 {
+            return Ok(resp);
+        }
+        if resp.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+            let (data, trailers) = crate::httpbin::read_chunked(&mut self.r)?;
+            resp.body = data;
+            resp.trailers = trailers;
+        } else if let Some(n) = resp.header("content-length").and_then(|v| v.trim().parse::<usize>().ok()) {
+            resp.body = vec![0; n];
+            self.r.read_exact(&mut resp.body)?;
+        } else {
+            self.r.read_to_end(&mut resp.body)?;
+        }
+        Ok(resp)
+    }
+
+    /// Reads until EOF (or error); true if the peer closed the connection.
+    pub fn closed(&mut self) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(self.r.read(&mut buf), Ok(0) | Err(_))
+    }
+
+    pub fn reader(&mut self) -> &mut BufReader<TcpStream> {
+        &mut self.r
+    }
+}
+
+/// One-shot GET with `Connection: close`.
+pub fn get(addr: SocketAddr, path: &str) -> io::Result<Response> {
+    let mut c = Conn::connect(addr)?;
+    c.request("GET", path, "Connection: close\r\n", b"")
+}

@@ -1,0 +1,173 @@
+//! Runs the real `portcullis` binary for a test: writes `portcullis.toml`, `apps/*.json` and
+//! `policies.json` into a temporary directory, starts the process on free loopback ports and
+//! waits until the admin API answers. The process is killed when the handle drops.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::client;
+
+/// Where the binary is: `CARGO_BIN_EXE_portcullis` (set for the portcullis package's tests).
+pub fn binary() -> PathBuf {
+    if let Some(p) = option_env_bin() {
+        return p;
+    }
+    // Fallback: next to the test executable's target dir.
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent().and_then(Path::parent).map(|d| d.join("portcullis")).expect("target dir")
+}
+
+fn option_env_bin() -> Option<PathBuf> {
+    std::env::var_os("PORTCULLIS_BIN").map(PathBuf::from)
+}
+
+/// A running proxy.
+pub struct Proxy {
+    pub dir: tempfile::TempDir,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub secret: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+/// What to start.
+pub struct ProxyBuilder {
+    bin: PathBuf,
+    apps: Vec<(String, String)>,
+    extra_config: String,
+    workers: usize,
+}
+
+impl ProxyBuilder {
+    pub fn new(bin: impl Into<PathBuf>) -> Self {
+        ProxyBuilder { bin: bin.into(), apps: Vec::new(), extra_config: String::new(), workers: 1 }
+    }
+
+    /// Adds `apps/<name>.json`.
+    pub fn app(mut self, name: &str, json: impl Into<String>) -> Self {
+        self.apps.push((name.to_string(), json.into()));
+        self
+    }
+
+    /// Extra lines appended to the `[proxy]` section.
+    pub fn proxy_config(mut self, lines: &str) -> Self {
+        self.extra_config.push_str(lines);
+        self.extra_config.push('\n');
+        self
+    }
+
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    pub fn start(self) -> Proxy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir(dir.path().join("apps")).expect("apps dir");
+        for (name, json) in &self.apps {
+            fs::write(dir.path().join("apps").join(format!("{name}.json")), json).expect("write app");
+        }
+        fs::write(dir.path().join("apps/policies.json"), "{}").expect("policies");
+        let listen: SocketAddr = format!("127.0.0.1:{}", crate::free_port()).parse().expect("addr");
+        let admin: SocketAddr = format!("127.0.0.1:{}", crate::free_port()).parse().expect("addr");
+        let secret = "test-secret".to_string();
+        let config = format!(
+            "[proxy]\nlisten = \"{listen}\"\nworkers = {}\n{}\n[admin]\nlisten = \"{admin}\"\nsecret = \"{secret}\"\n\n[apps]\ndir = \"apps\"\npolicies = \"apps/policies.json\"\n\n[log]\nlevel = \"info\"\n",
+            self.workers, self.extra_config
+        );
+        fs::write(dir.path().join("portcullis.toml"), config).expect("config");
+        let log = dir.path().join("portcullis.log");
+        let child = Command::new(&self.bin)
+            .arg("run")
+            .arg("--config")
+            .arg(dir.path().join("portcullis.toml"))
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("log file"))
+            .env_remove("RUST_LOG")
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
+        let mut p = Proxy { dir, listen, admin, secret, child, log };
+        p.wait_ready();
+        p
+    }
+}
+
+impl Proxy {
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("portcullis exited early ({status}):\n{}", self.log_text());
+            }
+            let admin_ok = client::get(self.admin, "/hello").is_ok_and(|r| r.status == 200);
+            if admin_ok && std::net::TcpStream::connect(self.listen).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("portcullis did not become ready:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("portcullis.toml")
+    }
+
+    pub fn apps_dir(&self) -> PathBuf {
+        self.dir.path().join("apps")
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) with a pid we spawned and own; no memory is involved.
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Admin GET with the secret.
+    pub fn admin_get(&self, path: &str) -> client::Response {
+        let mut c = client::Conn::connect(self.admin).expect("admin connect");
+        c.request("GET", path, &format!("X-Tyk-Authorization: {}\r\nConnection: close\r\n", self.secret), b"")
+            .expect("admin request")
+    }
+
+    /// `/metrics` text.
+    pub fn metrics(&self) -> String {
+        client::get(self.admin, "/metrics").expect("metrics").text()
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A keyless Tyk API definition.
+pub fn keyless_api(api_id: &str, listen_path: &str, target: &str, extra_proxy: &str, extra_top: &str) -> String {
+    format!(
+        r#"{{"name": "{api_id}", "api_id": "{api_id}", "active": true, "use_keyless": true, {extra_top}
+  "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default"}}}}}},
+  "proxy": {{"listen_path": "{listen_path}", "target_url": "{target}", "strip_listen_path": true {extra_proxy}}}}}"#
+    )
+}

@@ -1,0 +1,345 @@
+//! An httpbin-like HTTP/1.1 server (thread per connection) for tests and the demo.
+//!
+//! httpbin endpoints: `/get`, `/headers`, `/ip`, `/user-agent`, `/anything[/...]`,
+//! `/status/{code}`, `/delay/{seconds}`, `/bytes/{n}`. Test endpoints: `/echo` (body back with the
+//! same framing, trailers included), `/stream-bytes/{n}` (chunked, with an `X-Checksum` trailer),
+//! `/close-delimited/{n}` (no Content-Length, ends by closing), `/ws` (101 then echoes bytes),
+//! `/slow-head/{ms}` (waits before the head). It counts accepted connections.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+/// A running server; stops accepting when dropped.
+pub struct Httpbin {
+    pub addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    /// Name reported in the `X-Upstream` response header (tells load-balanced targets apart).
+    pub name: String,
+}
+
+impl Httpbin {
+    pub fn start(addr: &str) -> io::Result<Httpbin> {
+        Self::start_named(addr, "httpbin")
+    }
+
+    pub fn start_named(addr: &str, name: &str) -> io::Result<Httpbin> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, s, n) = (Arc::clone(&accepted), Arc::clone(&stop), name.to_string());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                a.fetch_add(1, Ordering::SeqCst);
+                let n = n.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(conn, &n);
+                });
+            }
+        });
+        Ok(Httpbin { addr, accepted, stop, name: name.to_string() })
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+impl Drop for Httpbin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+    }
+}
+
+struct Req {
+    method: String,
+    target: String,
+    minor: u8,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    chunked: bool,
+    trailers: Vec<(String, String)>,
+}
+
+impl Req {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+fn read_head(r: &mut BufReader<TcpStream>) -> io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        let n = r.read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return if head.is_empty() { Ok(None) } else { Err(io::ErrorKind::UnexpectedEof.into()) };
+        }
+        head.extend_from_slice(&line);
+        if line == b"\r\n" || line == b"\n" {
+            return Ok(Some(head));
+        }
+        if head.len() > 1 << 20 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "head too large"));
+        }
+    }
+}
+
+/// Reads a chunked body; returns (data, trailers).
+pub fn read_chunked<R: BufRead>(r: &mut R) -> io::Result<(Vec<u8>, Vec<(String, String)>)> {
+    let mut data = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let size = line.trim().split(';').next().unwrap_or("");
+        let size = usize::from_str_radix(size.trim(), 16)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk size {line:?}")))?;
+        if size == 0 {
+            break;
+        }
+        let start = data.len();
+        data.resize(start + size, 0);
+        r.read_exact(&mut data[start..])?;
+        let mut crlf = [0u8; 2];
+        r.read_exact(&mut crlf)?;
+    }
+    let mut trailers = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            trailers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    Ok((data, trailers))
+}
+
+fn read_req(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> io::Result<Option<Req>> {
+    let Some(head) = read_head(r)? else { return Ok(None) };
+    let mut hs = [httparse::EMPTY_HEADER; 128];
+    let mut req = httparse::Request::new(&mut hs);
+    req.parse(&head).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    let headers: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+        .collect();
+    let mut out = Req {
+        method: req.method.unwrap_or("").to_string(),
+        target: req.path.unwrap_or("").to_string(),
+        minor: req.version.unwrap_or(1),
+        headers,
+        body: Vec::new(),
+        chunked: false,
+        trailers: Vec::new(),
+    };
+    if out.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+        w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+    }
+    if out.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        let (data, trailers) = read_chunked(r)?;
+        out.body = data;
+        out.trailers = trailers;
+        out.chunked = true;
+    } else if let Some(n) = out.header("content-length").and_then(|v| v.trim().parse::<usize>().ok()) {
+        out.body = vec![0; n];
+        r.read_exact(&mut out.body)?;
+    }
+    Ok(Some(out))
+}
+
+fn serve(conn: TcpStream, name: &str) -> io::Result<()> {
+    conn.set_nodelay(true)?;
+    let peer = conn.peer_addr()?;
+    let mut w = conn.try_clone()?;
+    let mut r = BufReader::new(conn);
+    loop {
+        let Some(req) = read_req(&mut r, &mut w)? else { return Ok(()) };
+        let close = req.minor == 0 || req.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let keep = respond(&req, &mut r, &mut w, peer, name, close)?;
+        if !keep || close {
+            return Ok(());
+        }
+    }
+}
+
+fn json_body(req: &Req, peer: SocketAddr, with_body: bool) -> Value {
+    let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
+    let mut args = Map::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        args.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    let mut headers = Map::new();
+    for (k, v) in &req.headers {
+        headers.insert(k.clone(), Value::String(v.clone()));
+    }
+    let host = req.header("host").unwrap_or("");
+    let mut v = json!({
+        "args": args,
+        "headers": headers,
+        "origin": peer.ip().to_string(),
+        "url": format!("http://{host}{path}{}", if query.is_empty() { String::new() } else { format!("?{query}") }),
+    });
+    if with_body {
+        let data = String::from_utf8_lossy(&req.body).into_owned();
+        v["method"] = Value::String(req.method.clone());
+        v["json"] = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        v["data"] = Value::String(data);
+        v["trailers"] = Value::Object(req.trailers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect());
+    }
+    v
+}
+
+fn write_response(w: &mut TcpStream, status: u16, ctype: &str, body: &[u8], name: &str, close: bool) -> io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        _ => "Status",
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nAccess-Control-Allow-Origin: *\r\nX-Upstream: {name}\r\n"
+    )
+    .into_bytes();
+    if status != 204 && status != 304 {
+        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    w.write_all(&out)
+}
+
+/// Deterministic body bytes for `/bytes` and `/stream-bytes`.
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789"[i % 36]).collect()
+}
+
+fn respond(req: &Req, r: &mut BufReader<TcpStream>, w: &mut TcpStream, peer: SocketAddr, name: &str, close: bool) -> io::Result<bool> {
+    let path = req.target.split('?').next().unwrap_or("");
+    let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let json_ct = "application/json";
+    match seg.as_slice() {
+        ["get"] | ["headers"] => {
+            let mut v = json_body(req, peer, false);
+            if seg[0] == "headers" {
+                v = json!({"headers": v["headers"]});
+            }
+            write_response(w, 200, json_ct, serde_json::to_string_pretty(&v)?.as_bytes(), name, close)?;
+        }
+        ["ip"] => write_response(w, 200, json_ct, json!({"origin": peer.ip().to_string()}).to_string().as_bytes(), name, close)?,
+        ["user-agent"] => write_response(
+            w,
+            200,
+            json_ct,
+            json!({"user-agent": req.header("user-agent")}).to_string().as_bytes(),
+            name,
+            close,
+        )?,
+        ["anything", ..] => {
+            let v = json_body(req, peer, true);
+            write_response(w, 200, json_ct, serde_json::to_string_pretty(&v)?.as_bytes(), name, close)?;
+        }
+        ["status", code] => {
+            let code: u16 = code.parse().unwrap_or(400);
+            write_response(w, code, "text/html; charset=utf-8", b"", name, close)?;
+        }
+        ["delay", s] => {
+            let s: f64 = s.parse().unwrap_or(0.0);
+            std::thread::sleep(Duration::from_secs_f64(s.clamp(0.0, 10.0)));
+            let v = json_body(req, peer, false);
+            write_response(w, 200, json_ct, serde_json::to_string_pretty(&v)?.as_bytes(), name, close)?;
+        }
+        ["slow-head", ms] => {
+            std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
+            write_response(w, 200, "text/plain", b"slow", name, close)?;
+        }
+        ["bytes", n] => {
+            let n: usize = n.parse().unwrap_or(0).min(100 << 20);
+            write_response(w, 200, "application/octet-stream", &pattern(n), name, close)?;
+        }
+        ["stream-bytes", n] => {
+            let n: usize = n.parse().unwrap_or(0).min(100 << 20);
+            let body = pattern(n);
+            let sum: u64 = body.iter().map(|&b| b as u64).sum();
+            let mut out = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\nX-Upstream: {name}\r\n\r\n"
+            )
+            .into_bytes();
+            for chunk in body.chunks(7000) {
+                out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                out.extend_from_slice(chunk);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(format!("0\r\nX-Checksum: {sum}\r\n\r\n").as_bytes());
+            w.write_all(&out)?;
+        }
+        ["close-delimited", n] => {
+            let n: usize = n.parse().unwrap_or(0).min(100 << 20);
+            w.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nX-Upstream: {name}\r\n\r\n").as_bytes())?;
+            w.write_all(&pattern(n))?;
+            return Ok(false);
+        }
+        ["echo"] => {
+            if req.chunked {
+                let mut out = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+                for chunk in req.body.chunks(5000) {
+                    out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                    out.extend_from_slice(chunk);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"0\r\n");
+                for (k, v) in &req.trailers {
+                    out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+                }
+                out.extend_from_slice(b"\r\n");
+                w.write_all(&out)?;
+            } else {
+                write_response(w, 200, "application/octet-stream", &req.body, name, close)?;
+            }
+        }
+        ["ws"] if req.header("upgrade").is_some() => {
+            w.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")?;
+            // Echo whatever arrives until the peer closes.
+            let mut buf = [0u8; 8192];
+            let buffered = r.buffer().to_vec();
+            r.consume(buffered.len());
+            w.write_all(&buffered)?;
+            loop {
+                let n = r.get_mut().read(&mut buf)?;
+                if n == 0 {
+                    return Ok(false);
+                }
+                w.write_all(&buf[..n])?;
+            }
+        }
+        _ => write_response(w, 404, json_ct, br#"{"error": "not found"}"#, name, close)?,
+    }
+    Ok(true)
+}

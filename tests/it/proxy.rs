@@ -1,1 +1,534 @@
+//! Integration tests: the real `portcullis` binary on loopback, against in-process httpbin-like
+//! upstreams. Every loop is bounded in count and time.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use portcullis_tests::client::{self, Conn};
+use portcullis_tests::harness::{keyless_api, Proxy, ProxyBuilder};
+use portcullis_tests::httpbin::{pattern, Httpbin};
+
+fn builder() -> ProxyBuilder {
+    ProxyBuilder::new(env!("CARGO_BIN_EXE_portcullis"))
+}
+
+fn upstream(name: &str) -> Httpbin {
+    Httpbin::start_named("127.0.0.1:0", name).expect("upstream")
+}
+
+/// One keyless API at `/up/` in front of a fresh upstream.
+fn simple(extra_proxy_config: &str) -> (Proxy, Httpbin) {
+    let up = upstream("up");
+    let p = builder().app("up", keyless_api("up", "/up/", &up.url(), "", "")).proxy_config(extra_proxy_config).start();
+    (p, up)
+}
+
+/// Waits until `metrics` satisfies `pred` (workers publish every 200 ms).
+fn wait_metrics(p: &Proxy, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = p.metrics();
+        if pred(&m) || Instant::now() > deadline {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn metric_value(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name_and_labels).and_then(|v| v.trim().parse().ok()))
+}
+
+#[test]
+fn seed_walkthrough_httpbin_get() {
+    let up = upstream("httpbin");
+    let def = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../apps/httpbin.json"))
+        .unwrap()
+        .replace("http://127.0.0.1:8081/", &up.url());
+    let p = builder().app("httpbin", def).start();
+    let r = client::get(p.listen, "/httpbin/get?foo=bar").unwrap();
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["args"]["foo"], "bar");
+    assert_eq!(v["headers"]["Host"], up.addr.to_string());
+    assert!(v["url"].as_str().unwrap().ends_with("/get?foo=bar"));
+    let r = client::get(p.listen, "/httpbin/status/500").unwrap();
+    assert_eq!(r.status, 500);
+}
+
+#[test]
+fn routing_path_host_strip_longest_prefix() {
+    let (a, b, c, d) = (upstream("a"), upstream("b"), upstream("c"), upstream("d"));
+    let p = builder()
+        .app("a", keyless_api("a", "/app", &a.url(), "", ""))
+        .app("b", keyless_api("b", "/app/v2/", &format!("{}base/", b.url()), "", ""))
+        .app("c", keyless_api("c", "/app", &c.url(), "", r#""domain": "api.example.com","#))
+        .app("d", keyless_api("d", "/anything", &d.url(), r#", "preserve_host_header": true"#, "").replace(r#""strip_listen_path": true"#, r#""strip_listen_path": false"#))
+        .start();
+    let mut conn = Conn::connect(p.listen).unwrap();
+    let get = |conn: &mut Conn, host: &str, path: &str| {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        conn.send(raw.as_bytes()).unwrap();
+        conn.read_response(false).unwrap()
+    };
+    let r = get(&mut conn, "x", "/app/anything/1");
+    assert_eq!(r.header("x-upstream"), Some("a"));
+    assert!(r.json()["url"].as_str().unwrap().ends_with("/anything/1"), "stripped: {}", r.text());
+    let r = get(&mut conn, "x", "/app/v2/anything/2");
+    assert_eq!(r.header("x-upstream"), Some("b"), "longest listen path wins");
+    assert_eq!(r.json()["path"], "/base/anything/2", "target path prefix + stripped path");
+    let r = get(&mut conn, "API.example.com:8080", "/app/anything");
+    assert_eq!(r.header("x-upstream"), Some("c"), "domain APIs win over path-only ones");
+    let r = get(&mut conn, "x", "/apple");
+    assert_eq!(r.status, 404, "/app must not match /apple");
+    assert_eq!(r.json()["error"], "no API matches this request");
+    let r = get(&mut conn, "client.example", "/anything/kept");
+    assert_eq!(r.header("x-upstream"), Some("d"));
+    let v = r.json();
+    assert_eq!(v["headers"]["Host"], "client.example", "preserve_host_header");
+    assert!(v["url"].as_str().unwrap().ends_with("/anything/kept"), "not stripped: {v}");
+}
+
+#[test]
+fn load_balanced_targets_round_robin_with_weights() {
+    let (a, b) = (upstream("a"), upstream("b"));
+    let targets = format!(r#", "enable_load_balancing": true, "target_list": ["{}", "{}", "{}"]"#, a.url(), a.url(), b.url());
+    let p = builder().app("lb", keyless_api("lb", "/lb", "", &targets, "")).start();
+    let mut conn = Conn::connect(p.listen).unwrap();
+    let names: Vec<String> = (0..9).map(|_| conn.get("/lb/get").unwrap().header("x-upstream").unwrap().to_string()).collect();
+    assert_eq!(names.iter().filter(|n| *n == "a").count(), 6, "{names:?}");
+    assert_eq!(names.iter().filter(|n| *n == "b").count(), 3, "{names:?}");
+}
+
+#[test]
+fn large_bodies_stream_both_ways_through_a_small_buffer() {
+    let (p, _up) = simple("buffer_size = 4096");
+    let mut conn = Conn::connect(p.listen).unwrap();
+    let body = pattern(3 * 1024 * 1024 + 17);
+    let r = conn.request("POST", "/up/echo", "", &body).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == body, "echoed body differs ({} vs {} bytes)", r.body.len(), body.len());
+    let r = conn.get("/up/bytes/2000000").unwrap();
+    assert_eq!(r.body, pattern(2_000_000));
+    // Close-delimited upstream bodies reach the client and close its connection.
+    let r = conn.get("/up/close-delimited/100000").unwrap();
+    assert_eq!(r.body, pattern(100_000));
+    assert_eq!(r.header("connection"), Some("close"));
+}
+
+#[test]
+fn chunked_both_ways_with_trailers() {
+    let (p, _up) = simple("buffer_size = 4096");
+    let mut conn = Conn::connect(p.listen).unwrap();
+    let data = pattern(50_000);
+    let mut raw = b"POST /up/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n".to_vec();
+    for c in data.chunks(3000) {
+        raw.extend_from_slice(format!("{:x};ext=1\r\n", c.len()).as_bytes());
+        raw.extend_from_slice(c);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\nX-Sum: 42\r\n\r\n");
+    conn.send(&raw).unwrap();
+    let r = conn.read_response(false).unwrap();
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.body, data);
+    assert_eq!(r.trailers, vec![("X-Sum".to_string(), "42".to_string())], "request trailers reach the upstream and come back");
+    let r = conn.get("/up/stream-bytes/100000").unwrap();
+    assert_eq!(r.body, pattern(100_000));
+    let sum: u64 = pattern(100_000).iter().map(|&b| b as u64).sum();
+    assert_eq!(r.trailers, vec![("X-Checksum".to_string(), sum.to_string())]);
+
+    // An HTTP/1.0 client gets the chunked response decoded, without trailers, then close.
+    let mut c10 = Conn::connect(p.listen).unwrap();
+    c10.send(b"GET /up/stream-bytes/30000 HTTP/1.0\r\n\r\n").unwrap();
+    let r = c10.read_response(false).unwrap();
+    assert_eq!(r.header("transfer-encoding"), None);
+    assert_eq!(r.body, pattern(30_000));
+}
+
+#[test]
+fn upstream_keep_alive_connections_are_reused() {
+    let (p, up) = simple("");
+    for _ in 0..5 {
+        let mut conn = Conn::connect(p.listen).unwrap();
+        for _ in 0..20 {
+            assert_eq!(conn.get("/up/get").unwrap().status, 200);
+        }
+    }
+    assert_eq!(up.accepted(), 1, "100 requests over 5 client connections used one upstream connection");
+    // The upstream closing its side (Connection: close) is handled by opening a new one.
+    let mut conn = Conn::connect(p.listen).unwrap();
+    assert_eq!(conn.request("GET", "/up/get", "", b"").unwrap().status, 200);
+}
+
+#[test]
+fn bad_gateway_and_gateway_timeout() {
+    let closed = client_free_addr();
+    let up = upstream("slow");
+    let p = builder()
+        .app("dead", keyless_api("dead", "/dead", &format!("http://{closed}/"), "", ""))
+        .app("slow", keyless_api("slow", "/slow", &up.url(), "", ""))
+        .proxy_config("upstream_response_timeout_ms = 500")
+        .start();
+    let r = client::get(p.listen, "/dead/get").unwrap();
+    assert_eq!(r.status, 502);
+    assert!(r.json()["error"].is_string());
+    let t = Instant::now();
+    let r = client::get(p.listen, "/slow/slow-head/3000").unwrap();
+    assert_eq!(r.status, 504);
+    assert!(t.elapsed() < Duration::from_millis(2500));
+    let m = wait_metrics(&p, |m| m.contains("portcullis_upstream_timeouts_total{worker=\"0\"} 1"));
+    assert_eq!(metric_value(&m, "portcullis_upstream_connect_errors_total{worker=\"0\"}"), Some(1.0));
+    assert_eq!(metric_value(&m, "portcullis_upstream_timeouts_total{worker=\"0\"}"), Some(1.0));
+}
+
+fn client_free_addr() -> SocketAddr {
+    format!("127.0.0.1:{}", portcullis_tests::free_port()).parse().unwrap()
+}
+
+#[test]
+fn oversized_head_and_body_are_refused() {
+    let (p, _up) = simple("max_request_head_size = 8192\nmax_request_body_size = 1000");
+    let mut conn = Conn::connect(p.listen).unwrap();
+    let big = format!("X-Big: {}\r\n", "a".repeat(10_000));
+    let r = conn.request("GET", "/up/get", &big, b"").unwrap();
+    assert_eq!(r.status, 431);
+    let mut conn = Conn::connect(p.listen).unwrap();
+    let r = conn.request("POST", "/up/anything", "", &[b'x'; 1001]).unwrap();
+    assert_eq!(r.status, 413);
+    // A chunked body over the limit is cut off with 413 too.
+    let mut conn = Conn::connect(p.listen).unwrap();
+    let mut raw = b"POST /up/anything HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        raw.extend_from_slice(b"200\r\n");
+        raw.extend_from_slice(&[b'y'; 512]);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    conn.send(&raw).unwrap();
+    let r = conn.read_response(false).unwrap();
+    assert_eq!(r.status, 413);
+    // Within limits it works.
+    let mut conn = Conn::connect(p.listen).unwrap();
+    assert_eq!(conn.request("POST", "/up/anything", "", &[b'x'; 1000]).unwrap().status, 200);
+}
+
+#[test]
+fn smuggling_shapes_are_rejected_and_the_connection_closed() {
+    let (p, up) = simple("");
+    for raw in [
+        &b"POST /up/anything HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        b"POST /up/anything HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        b"POST /up/anything HTTP/1.1\r\nHost: t\r\nContent-Length: +4\r\n\r\nabcd",
+        b"POST /up/anything HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        b"GET /up/get HTTP/1.1\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+    ] {
+        let mut conn = Conn::connect(p.listen).unwrap();
+        conn.send(raw).unwrap();
+        let r = conn.read_response(false).unwrap();
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(raw));
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(conn.closed(), "connection closed after 400");
+    }
+    assert_eq!(up.accepted(), 0, "nothing reached the upstream");
+}
+
+#[test]
+fn websocket_upgrade_is_tunnelled() {
+    let (p, _up) = simple("");
+    let mut conn = Conn::connect(p.listen).unwrap();
+    conn.send(b"GET /up/ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").unwrap();
+    let r = conn.read_head().unwrap();
+    assert_eq!(r.status, 101);
+    assert_eq!(r.header("upgrade"), Some("websocket"));
+    for msg in [&b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58"[..], b"second frame", &pattern(100_000)] {
+        conn.send(msg).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        conn.reader().read_exact(&mut back).unwrap();
+        assert_eq!(back, msg);
+    }
+}
+
+#[test]
+fn forwarding_headers_hop_by_hop_expect_and_connection_close() {
+    let (p, _up) = simple("");
+    let mut conn = Conn::connect(p.listen).unwrap();
+    let r = conn
+        .request("GET", "/up/headers", "X-Forwarded-For: 203.0.113.9\r\nConnection: X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nX-Request-Id: abc\r\n", b"")
+        .unwrap();
+    let h = &r.json()["headers"];
+    assert_eq!(h["X-Forwarded-For"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["X-Forwarded-Proto"], "http");
+    assert_eq!(h["X-Request-Id"], "abc");
+    assert!(h.get("X-Secret").is_none() && h.get("Keep-Alive").is_none() && h.get("Connection").is_none(), "{h}");
+    let r = conn.get("/up/headers").unwrap();
+    assert_eq!(r.json()["headers"]["X-Request-Id"].as_str().unwrap().len(), 32, "generated when absent");
+
+    // Expect: 100-continue is answered before the body is sent.
+    conn.send(b"POST /up/anything HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n").unwrap();
+    let r = conn.read_head().unwrap();
+    assert_eq!(r.status, 100);
+    conn.send(b"hello").unwrap();
+    let r = conn.read_response(false).unwrap();
+    assert_eq!(r.json()["data"], "hello");
+
+    // HTTP/1.0 keep-alive and Connection: close.
+    let mut c10 = Conn::connect(p.listen).unwrap();
+    c10.send(b"GET /up/get HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+    let r = c10.read_response(false).unwrap();
+    assert_eq!(r.header("connection"), Some("keep-alive"));
+    c10.send(b"GET /up/get HTTP/1.0\r\n\r\n").unwrap();
+    let r = c10.read_response(false).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(c10.closed());
+    let r = conn.request("GET", "/up/get", "Connection: close\r\n", b"").unwrap();
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(conn.closed());
+}
+
+#[test]
+fn hot_reload_under_load_loses_no_request_and_rejects_bad_config() {
+    let (p, _up) = simple("");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut threads = Vec::new();
+    for keep_alive in [true, false] {
+        let (stop, ok, failed, addr) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed), p.listen);
+        threads.push(std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut conn = Conn::connect(addr).unwrap();
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let r = if keep_alive { conn.get("/up/get") } else { client::get(addr, "/up/get") };
+                match r {
+                    Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::SeqCst),
+                    _ => failed.fetch_add(1, Ordering::SeqCst),
+                };
+            }
+        }));
+    }
+    let up2 = upstream("second");
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::write(p.apps_dir().join("second.json"), keyless_api("second", "/second", &up2.url(), "", "")).unwrap();
+    let r = p.admin_get("/tyk/reload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["generation"], 2);
+    std::thread::sleep(Duration::from_millis(200));
+    p.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(200));
+    // A broken definition: reload rejected, running config kept.
+    std::fs::write(p.apps_dir().join("broken.json"), r#"{"api_id": "broken", "active": true, "use_keyless": true, "proxy": {"listen_path": "/b", "target_url": "gopher://x"}}"#).unwrap();
+    let r = p.admin_get("/tyk/reload");
+    assert_eq!(r.status, 400);
+    let errors = r.json()["errors"].to_string();
+    assert!(errors.contains("broken.json") && errors.contains("proxy.target_url") && errors.contains("gopher://x"), "{errors}");
+    let hello = client::get(p.admin, "/hello").unwrap().json();
+    assert_eq!(hello["status"], "warn");
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "{} ok", ok.load(Ordering::SeqCst));
+    assert!(ok.load(Ordering::SeqCst) > 20);
+    assert_eq!(client::get(p.listen, "/second/get").unwrap().header("x-upstream"), Some("second"));
+    assert_eq!(client::get(p.listen, "/up/get").unwrap().status, 200);
+    // Reload needs the secret.
+    let mut c = Conn::connect(p.admin).unwrap();
+    assert_eq!(c.request("GET", "/tyk/reload", "X-Tyk-Authorization: wrong\r\n", b"").unwrap().status, 403);
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests() {
+    let (mut p, _up) = simple("drain_timeout_ms = 5000");
+    let addr = p.listen;
+    let idle = Conn::connect(addr).unwrap();
+    let inflight = std::thread::spawn(move || client::get(addr, "/up/delay/1"));
+    std::thread::sleep(Duration::from_millis(300));
+    p.signal(libc::SIGTERM);
+    let r = inflight.join().unwrap().expect("in-flight request finished");
+    assert_eq!(r.status, 200);
+    let status = p.wait_exit(Duration::from_secs(8)).expect("exited after drain");
+    assert!(status.success(), "{status}");
+    drop(idle);
+    assert!(TcpStream::connect(addr).is_err(), "no longer accepting");
+}
+
+#[test]
+fn check_reports_every_broken_file_with_field_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("apps")).unwrap();
+    std::fs::write(dir.path().join("apps/oauth.json"), r#"{"api_id": "o", "active": true, "use_keyless": true, "use_oauth2": true, "proxy": {"listen_path": "/o", "target_url": "http://127.0.0.1:1/"}}"#).unwrap();
+    std::fs::write(dir.path().join("apps/bad.json"), "{ not json").unwrap();
+    std::fs::write(dir.path().join("apps/good.json"), keyless_api("good", "/good", "http://127.0.0.1:1/", "", "")).unwrap();
+    std::fs::write(dir.path().join("portcullis.toml"), "[proxy]\nlisten = \"nowhere\"\n").unwrap();
+    let run = |cfg: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["check", "--config"])
+            .arg(dir.path().join(cfg))
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = run("portcullis.toml");
+    assert_eq!(code, Some(1));
+    assert!(out.contains("proxy.listen") && out.contains("nowhere"), "{out}");
+    std::fs::write(dir.path().join("portcullis.toml"), "[proxy]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+    let (code, out) = run("portcullis.toml");
+    assert_eq!(code, Some(1));
+    assert!(out.contains("oauth.json") && out.contains("use_oauth2") && out.contains("true"), "{out}");
+    assert!(out.contains("bad.json") && out.contains("not valid JSON"), "{out}");
+    assert!(!out.contains("good.json"), "{out}");
+    std::fs::remove_file(dir.path().join("apps/oauth.json")).unwrap();
+    std::fs::remove_file(dir.path().join("apps/bad.json")).unwrap();
+    let (code, out) = run("portcullis.toml");
+    assert_eq!(code, Some(0), "{out}");
+    // A running proxy loads the good APIs and reports the bad ones.
+    let up = upstream("up");
+    let p = builder()
+        .app("good", keyless_api("good", "/good", &up.url(), "", ""))
+        .app("oauth", r#"{"api_id": "o", "active": true, "use_keyless": true, "use_oauth2": true, "proxy": {"listen_path": "/o", "target_url": "http://127.0.0.1:1/"}}"#)
+        .start();
+    assert_eq!(client::get(p.listen, "/good/get").unwrap().status, 200);
+    assert_eq!(client::get(p.listen, "/o/get").unwrap().status, 404);
+    assert!(p.log_text().contains("use_oauth2"));
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text() {
+    let (p, _up) = simple("");
+    let mut conn = Conn::connect(p.listen).unwrap();
+    for _ in 0..5 {
+        conn.get("/up/get").unwrap();
+    }
+    conn.get("/nowhere").unwrap();
+    let text = wait_metrics(&p, |m| m.contains("portcullis_worker_requests_total{worker=\"0\"} 6"));
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition");
+    let count = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "http_server_request_duration_seconds_count" && s.labels.get("api") == Some("up") && s.labels.get("code") == Some("200"))
+        .expect("duration histogram for api=up");
+    assert!(matches!(count.value, prometheus_parse::Value::Untyped(v) | prometheus_parse::Value::Counter(v) if v == 5.0), "{:?}", count.value);
+    for family in [
+        "http_server_request_duration_seconds",
+        "portcullis_worker_open_connections",
+        "portcullis_request_bytes_total",
+        "portcullis_response_bytes_total",
+        "portcullis_upstream_connect_errors_total",
+        "portcullis_upstream_timeouts_total",
+        "portcullis_worker_info",
+    ] {
+        assert!(scrape.docs.contains_key(family), "missing {family}");
+    }
+    assert!(text.contains("code=\"404\""));
+}
+
+#[test]
+fn two_workers_pinned_with_own_listeners_share_traffic() {
+    if portcullis::dataplane::affinity_cpus().len() < 2 {
+        eprintln!("skipped: needs 2 CPUs in the affinity mask");
+        return;
+    }
+    let up = upstream("up");
+    let p = builder().workers(2).app("up", keyless_api("up", "/up/", &up.url(), "", "")).start();
+    for _ in 0..40 {
+        assert_eq!(client::get(p.listen, "/up/get").unwrap().status, 200);
+    }
+    let m = wait_metrics(&p, |m| {
+        (0..2).all(|w| metric_value(m, &format!("portcullis_worker_requests_total{{worker=\"{w}\"}}")).unwrap_or(0.0) > 0.0)
+    });
+    for w in 0..2 {
+        let n = metric_value(&m, &format!("portcullis_worker_requests_total{{worker=\"{w}\"}}")).unwrap();
+        assert!(n > 0.0, "worker {w} served nothing:\n{m}");
+    }
+    assert!(m.contains("portcullis_worker_info{worker=\"0\",cpu=\"0\""), "{m}");
+    assert!(m.contains("portcullis_worker_info{worker=\"1\",cpu=\"1\""), "{m}");
+    // Each worker thread is pinned to one CPU.
+    let pid = p.child.id();
+    let mut pinned = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap();
+        if comm.starts_with("portcullis-w") {
+            let status = std::fs::read_to_string(dir.join("status")).unwrap();
+            let cpus = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim().to_string();
+            pinned.push((comm.trim().to_string(), cpus));
+        }
+    }
+    pinned.sort();
+    assert_eq!(pinned, vec![("portcullis-w0".into(), "0".into()), ("portcullis-w1".into(), "1".into())]);
+    // Two listening sockets (SO_REUSEPORT), one per worker.
+    let port_hex = format!(":{:04X}", p.listen.port());
+    let listening = std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&port_hex) && f[3] == "0A"
+        })
+        .count();
+    assert_eq!(listening, 2);
+}
+
+#[test]
+fn taskset_pins_the_single_worker_to_the_allowed_cpu() {
+    let cpus = portcullis::dataplane::affinity_cpus();
+    if cpus.len() < 2 || std::process::Command::new("taskset").arg("-V").output().is_err() {
+        eprintln!("skipped: needs 2 CPUs and taskset");
+        return;
+    }
+    let cpu = cpus[1];
+    let up = upstream("up");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("apps")).unwrap();
+    std::fs::write(dir.path().join("apps/up.json"), keyless_api("up", "/up", &up.url(), "", "")).unwrap();
+    let (listen, admin) = (client_free_addr(), client_free_addr());
+    std::fs::write(dir.path().join("p.toml"), format!("[proxy]\nlisten = \"{listen}\"\n[admin]\nlisten = \"{admin}\"\n")).unwrap();
+    let mut child = std::process::Command::new("taskset")
+        .args(["-c", &cpu.to_string(), env!("CARGO_BIN_EXE_portcullis"), "run", "--workers", "1", "--config"])
+        .arg(dir.path().join("p.toml"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut text = String::new();
+    while Instant::now() < deadline {
+        if let Ok(r) = client::get(admin, "/metrics") {
+            text = r.text();
+            if text.contains("driver=\"epoll\"") || text.contains("driver=\"uring\"") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains(&format!("portcullis_worker_info{{worker=\"0\",cpu=\"{cpu}\"")), "{text}");
+    assert!(!text.contains("worker=\"1\""), "{text}");
+}
+
+#[test]
+fn connections_over_the_per_worker_limit_are_refused_and_counted() {
+    let (p, _up) = simple("max_connections_per_worker = 2");
+    // Let the worker see the harness's readiness probe connection close.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut a = Conn::connect(p.listen).unwrap();
+    let mut b = Conn::connect(p.listen).unwrap();
+    assert_eq!(a.get("/up/get").unwrap().status, 200);
+    assert_eq!(b.get("/up/get").unwrap().status, 200);
+    let mut c = Conn::connect(p.listen).unwrap();
+    let _ = c.send(b"GET /up/get HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(c.read_response(false).is_err(), "third connection is closed");
+    let m = wait_metrics(&p, |m| m.contains("portcullis_worker_connections_refused_total{worker=\"0\"} 1"));
+    assert_eq!(metric_value(&m, "portcullis_worker_connections_refused_total{worker=\"0\"}"), Some(1.0));
+    drop(a);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut d = Conn::connect(p.listen).unwrap();
+    assert_eq!(d.get("/up/get").unwrap().status, 200, "capacity freed by a closed connection is reused");
+    let _ = b.stream().write_all(b"");
+}

@@ -339,7 +339,7 @@ fn respond(req: &Req, r: &mut BufReader<TcpStream>, w: &mut TcpStream, peer: Soc
                 w.write_all(&buf[..n])?;
             }
         }
-        _ => write_response(w, 404, json_ct, br#"{"error": "not found"}"#, name, close)?,
+        _ => write_response(w, 404, json_ct, json!({"error": "not found", "path": path}).to_string().as_bytes(), name, close)?,
     }
     Ok(true)
 }

@@ -148,7 +148,13 @@ async fn exchange(
             |api, spec| worker.pick_target(snap.generation, api, spec.targets.len()),
             &mut bufs.req_head,
         );
+        let too_large = |_head_len: usize| {
+            record(worker, "", http::Method::Other, 431, started, 0, 0);
+            Err(ProxyError::new(ErrorKind::HeadTooLarge, "request head too large").into())
+        };
         match prepared {
+            Ok(Prepared::Routed(r)) if r.meta.head_len > cfg.max_request_head_size => return too_large(r.meta.head_len),
+            Ok(Prepared::NoRoute(m)) if m.head_len > cfg.max_request_head_size => return too_large(m.head_len),
             Ok(Prepared::Routed(r)) => break r,
             Ok(Prepared::NoRoute(meta)) => return no_route(worker, client, bufs, meta, started).await,
             Ok(Prepared::Partial) => {}
@@ -158,8 +164,7 @@ async fn exchange(
             }
         }
         if bufs.client.len() >= cfg.max_request_head_size {
-            record(worker, "", http::Method::Other, 431, started, 0, 0);
-            return Err(ProxyError::new(ErrorKind::HeadTooLarge, "request head too large").into());
+            return too_large(bufs.client.len());
         }
         bufs.client.reserve(cfg.max_request_head_size.min(bufs.client.len() + 4096));
         match monoio::time::timeout_at(head_deadline.into(), bufs.client.fill(client)).await {
@@ -182,7 +187,7 @@ async fn exchange(
     // 2. Upstream connection and request. A pooled connection that fails before any response
     //    byte is retried once on a fresh one, if the request body has not been sent yet.
     let mut attempt = 0;
-    let (mut up, resp, body_in) = loop {
+    let (mut up, resp, body_bytes) = loop {
         attempt += 1;
         let pooled = if attempt == 1 {
             worker.pool.take(target.addr, Duration::from_millis(cfg.upstream_idle_timeout_ms))
@@ -205,8 +210,8 @@ async fn exchange(
         };
         let retryable = up.reused && meta.body == BodyKind::None;
         match send_request(worker, snap, client, &mut up, bufs, &meta).await {
-            Ok(body_in) => match read_response_head(snap, &mut up, bufs, &meta, worker).await {
-                Ok(resp) => break (up, resp, body_in),
+            Ok(body_bytes) => match read_response_head(snap, &mut up, bufs, &meta, worker).await {
+                Ok(resp) => break (up, resp, body_bytes),
                 Err(e) if retryable && e.kind == ErrorKind::UpstreamProtocol && bufs.upstream.is_empty() => {}
                 Err(e) => {
                     record(worker, &api.api_id, meta.method, e.kind.status().map_or(0, |s| s.0), started, 0, 0);
@@ -224,6 +229,7 @@ async fn exchange(
     };
 
     // 3. Response.
+    let body_in = meta.head_len as u64 + body_bytes;
     if resp.switching {
         let head_out = bufs.out.len() as u64;
         write_vec(client, &mut bufs.out)

@@ -1,1 +1,79 @@
-fn main(){}
+//! `cargo xtask`: project automation (rust-analyzer's pattern: plain Rust, no make/shell).
+//!
+//! - `cargo xtask run` builds release binaries and starts the httpbin-like demo upstream on
+//!   127.0.0.1:8081 and the proxy with `portcullis.toml` and `apps/`.
+//! - `cargo xtask test` runs every test in the workspace (unit, integration, tidy).
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+
+mod tidy;
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run_status(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("run") => run(&args[1..]),
+        Some("test") => test(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <run|test> [args]\n  run   start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test  run every test");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(extra: &[String]) -> Result<()> {
+    let root = root();
+    run_status(cargo().current_dir(&root).args(["build", "--release", "-p", "portcullis", "-p", "portcullis-tests", "--bins"]))?;
+    let bin = root.join("target/release");
+    let upstream_addr = "127.0.0.1:8081";
+    let mut upstream = if std::net::TcpStream::connect(upstream_addr).is_ok() {
+        eprintln!("xtask: something already listens on {upstream_addr}; using it as the upstream");
+        None
+    } else {
+        Some(Command::new(bin.join("demo-upstream")).arg(upstream_addr).spawn().context("starting demo-upstream")?)
+    };
+    eprintln!("xtask: try `curl -i localhost:8080/httpbin/get?foo=bar` (Ctrl-C stops)");
+    let status = Command::new(bin.join("portcullis"))
+        .current_dir(&root)
+        .args(["run", "--config", "portcullis.toml"])
+        .args(extra)
+        .status()
+        .context("starting portcullis")?;
+    if let Some(u) = upstream.as_mut() {
+        let _ = u.kill();
+        let _ = u.wait();
+    }
+    if !status.success() {
+        bail!("portcullis exited with {status}");
+    }
+    Ok(())
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    run_status(cargo().current_dir(root()).args(["test", "--workspace"]).args(extra))
+}

@@ -1,0 +1,208 @@
+//! Head parsing, framing and rewriting rules, one line per case.
+
+use std::net::SocketAddr;
+
+use super::*;
+use crate::config::{ApiSpec, Config, Snapshot, Target};
+use crate::router::Router;
+
+fn snapshot(apis: Vec<ApiSpec>) -> Snapshot {
+    let mut router = Router::default();
+    for (i, a) in apis.iter().enumerate() {
+        router.add(a.domain.as_deref(), &a.listen_path, i as u32).unwrap();
+    }
+    Snapshot { config: Config::default(), apis, router, generation: 1, policies: 0 }
+}
+
+fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool) -> ApiSpec {
+    ApiSpec {
+        api_id: "a".into(),
+        name: "a".into(),
+        file: "a.json".into(),
+        domain: None,
+        listen_path: listen_path.into(),
+        strip_listen_path: strip,
+        preserve_host_header: preserve_host,
+        targets: vec![Target {
+            url: "http://up:81".into(),
+            addr: "127.0.0.1:81".parse::<SocketAddr>().unwrap(),
+            host_header: "up:81".into(),
+            path_prefix: target_prefix.into(),
+        }],
+    }
+}
+
+/// Prepares `req` against one API; returns the result and the upstream head as text.
+fn prep(snap: &Snapshot, req: &str) -> (Result<Prepared>, String) {
+    let mut out = Vec::new();
+    let ctx = ClientCtx { client_ip: "192.0.2.1" };
+    let r = prepare_request(req.as_bytes(), 100, snap, &ctx, |o| o.extend_from_slice(b"RID"), |_, _| 0, &mut out);
+    (r, String::from_utf8(out).unwrap())
+}
+
+fn routed(snap: &Snapshot, req: &str) -> (RequestMeta, String) {
+    match prep(snap, req) {
+        (Ok(Prepared::Routed(r)), head) => (r.meta, head),
+        (other, _) => panic!("expected routed, got {other:?} for {req:?}"),
+    }
+}
+
+fn bad(snap: &Snapshot, req: &str) -> ErrorKind {
+    match prep(snap, req).0 {
+        Err(e) => e.kind,
+        other => panic!("expected an error, got {other:?} for {req:?}"),
+    }
+}
+
+#[test]
+fn rewrites_path_host_and_forwarding_headers() {
+    let snap = snapshot(vec![api("/httpbin", "/base", true, false)]);
+    let (meta, head) = routed(&snap, "GET /httpbin/get?foo=bar HTTP/1.1\r\nHost: gw\r\nAccept: */*\r\n\r\n");
+    assert_eq!(meta.body, BodyKind::None);
+    assert!(meta.keep_alive);
+    assert_eq!(
+        head,
+        "GET /base/get?foo=bar HTTP/1.1\r\nAccept: */*\r\nHost: up:81\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Request-Id: RID\r\n\r\n"
+    );
+    let (_, head) = routed(&snap, "GET /httpbin HTTP/1.1\r\nHost: gw\r\n\r\n");
+    assert!(head.starts_with("GET /base/ HTTP/1.1\r\n"), "{head}");
+}
+
+#[test]
+fn no_strip_and_preserve_host() {
+    let snap = snapshot(vec![api("/p", "", false, true)]);
+    let (_, head) = routed(&snap, "GET /p/x HTTP/1.1\r\nHost: Client.Example\r\nX-Forwarded-For: 10.0.0.1\r\nX-Request-Id: mine\r\n\r\n");
+    assert!(head.starts_with("GET /p/x HTTP/1.1\r\n"), "{head}");
+    assert!(head.contains("Host: Client.Example\r\n"));
+    assert!(head.contains("X-Forwarded-For: 10.0.0.1, 192.0.2.1\r\n"));
+    assert!(head.contains("X-Request-Id: mine\r\n") && !head.contains("RID"));
+}
+
+#[test]
+fn hop_by_hop_headers_are_dropped() {
+    let snap = snapshot(vec![api("", "", false, false)]);
+    let (meta, head) = routed(
+        &snap,
+        "GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Private\r\nX-Private: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Authorization: x\r\nUpgrade: h2c\r\nX-Keep: yes\r\n\r\n",
+    );
+    assert!(!meta.upgrade, "Upgrade without Connection: upgrade is not an upgrade");
+    for gone in ["Connection", "X-Private", "Keep-Alive", "TE:", "Proxy-Authorization", "Upgrade"] {
+        assert!(!head.contains(gone), "{gone} forwarded:\n{head}");
+    }
+    assert!(head.contains("X-Keep: yes\r\n"));
+}
+
+#[test]
+fn framing_of_requests() {
+    let snap = snapshot(vec![api("", "", false, false)]);
+    let r = |s: &str| routed(&snap, s).0;
+    assert_eq!(r("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n").body, BodyKind::Length(10));
+    assert_eq!(r("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n").body, BodyKind::Length(3));
+    assert_eq!(r("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").body, BodyKind::Chunked);
+    assert_eq!(r("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n").body, BodyKind::None);
+    let m = r("POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n");
+    assert!(m.expect_continue);
+    assert!(!r("GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n").expect_continue, "no body, nothing to continue");
+    assert!(!r("GET / HTTP/1.0\r\n\r\n").keep_alive);
+    assert!(r("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
+    assert!(!r("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").keep_alive);
+    assert!(r("GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").upgrade);
+}
+
+#[test]
+fn smuggling_shapes_are_bad_requests() {
+    let snap = snapshot(vec![api("", "", false, false)]);
+    for req in [
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1, 1\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+        "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        "GET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nBad Header: x\r\n\r\n",
+    ] {
+        assert_eq!(bad(&snap, req), ErrorKind::BadRequest, "{req:?}");
+    }
+}
+
+#[test]
+fn partial_heads_and_unrouted_requests() {
+    let snap = snapshot(vec![api("/app", "", true, false)]);
+    assert!(matches!(prep(&snap, "GET /app HTTP/1.1\r\nHost: h\r\n").0, Ok(Prepared::Partial)));
+    assert!(matches!(prep(&snap, "GET /apple HTTP/1.1\r\nHost: h\r\n\r\n").0, Ok(Prepared::NoRoute(_))));
+    assert!(matches!(prep(&snap, "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").0, Ok(Prepared::NoRoute(_))));
+    let (_, head) = routed(&snap, "GET http://other/app/x?y HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(head.starts_with("GET /x?y HTTP/1.1\r\n"), "absolute form: {head}");
+}
+
+fn resp(req: &RequestMeta, client_keep_alive: bool, raw: &str) -> (ResponseMeta, String) {
+    let mut out = Vec::new();
+    match prepare_response(raw.as_bytes(), 100, req, client_keep_alive, &mut out) {
+        Ok(PreparedResponse::Ready(m)) => (m, String::from_utf8(out).unwrap()),
+        other => panic!("expected a response, got {other:?}"),
+    }
+}
+
+fn get_meta(minor: u8) -> RequestMeta {
+    RequestMeta {
+        method: Method::Get,
+        minor_version: minor,
+        head_len: 0,
+        body: BodyKind::None,
+        keep_alive: true,
+        expect_continue: false,
+        upgrade: false,
+    }
+}
+
+#[test]
+fn response_framing_and_reuse() {
+    let g = get_meta(1);
+    let (m, head) = resp(&g, true, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nKeep-Alive: timeout=5\r\n\r\n");
+    assert_eq!((m.body, m.upstream_reusable, m.close_client), (BodyKind::Length(5), true, false));
+    assert_eq!(head, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+    let (m, head) = resp(&g, true, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+    assert_eq!((m.body, m.upstream_reusable, m.close_client), (BodyKind::UntilClose, false, true));
+    assert!(head.ends_with("Connection: close\r\n\r\n"));
+    let (m, _) = resp(&g, true, "HTTP/1.1 204 No Content\r\n\r\n");
+    assert_eq!(m.body, BodyKind::None);
+    let (m, _) = resp(&g, true, "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n");
+    assert!(!m.upstream_reusable, "HTTP/1.0 upstream without keep-alive");
+    let head_req = RequestMeta { method: Method::Head, ..g };
+    let (m, _) = resp(&head_req, true, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
+    assert_eq!(m.body, BodyKind::None, "HEAD responses have no body");
+    let (m, head) = resp(&get_meta(0), true, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X\r\n\r\n");
+    assert!(m.dechunk && m.close_client);
+    assert!(!head.contains("Transfer-Encoding") && !head.contains("Trailer"));
+    let (m, head) = resp(&get_meta(0), true, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n");
+    assert!(!m.close_client);
+    assert!(head.contains("Connection: keep-alive\r\n"));
+    let mut out = Vec::new();
+    assert!(matches!(
+        prepare_response(b"HTTP/1.1 100 Continue\r\n\r\n", 100, &g, true, &mut out),
+        Ok(PreparedResponse::Informational { head_len: 25 })
+    ));
+    assert!(prepare_response(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 100, &g, true, &mut out).is_err());
+}
+
+#[test]
+fn upgrade_response_keeps_upgrade_header() {
+    let up = RequestMeta { upgrade: true, ..get_meta(1) };
+    let (m, head) = resp(&up, true, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+    assert!(m.switching);
+    assert_eq!(head, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n");
+}
+
+#[test]
+fn error_responses_are_json_with_exact_length() {
+    let mut out = Vec::new();
+    error_response(&mut out, 404, "Not Found", "no API matches this request", false);
+    let text = String::from_utf8(out).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains(&format!("Content-Length: {}", body.len())), "{text}");
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["error"], "no API matches this request");
+}

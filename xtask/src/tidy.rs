@@ -1,0 +1,48 @@
+//! Code-tidiness checks run as tests (rust-analyzer's `tidy.rs`): every module file starts with a
+//! `//!` doc comment saying its job, and no test uses the `should_panic` attribute.
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                if p.file_name().is_some_and(|n| n == "target") {
+                    continue;
+                }
+                rust_files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+
+    fn files() -> Vec<PathBuf> {
+        let root = super::super::root();
+        let mut v = Vec::new();
+        for d in ["proxy/src", "xtask/src", "tests/src", "tests/it"] {
+            rust_files(&root.join(d), &mut v);
+        }
+        v
+    }
+
+    #[test]
+    fn every_module_starts_with_a_doc_comment() {
+        let missing: Vec<_> = files()
+            .into_iter()
+            .filter(|p| !std::fs::read_to_string(p).unwrap().starts_with("//!"))
+            .collect();
+        assert!(missing.is_empty(), "files without a leading //! doc comment: {missing:?}");
+    }
+
+    #[test]
+    fn no_should_panic() {
+        let offenders: Vec<_> = files()
+            .into_iter()
+            .filter(|p| std::fs::read_to_string(p).unwrap().contains(concat!("#[should", "_panic")))
+            .collect();
+        assert!(offenders.is_empty(), "use explicit assertions instead of should_panic: {offenders:?}");
+    }
+}

@@ -532,3 +532,38 @@ fn connections_over_the_per_worker_limit_are_refused_and_counted() {
     assert_eq!(d.get("/up/get").unwrap().status, 200, "capacity freed by a closed connection is reused");
     let _ = b.stream().write_all(b"");
 }
+
+#[test]
+fn readme_walkthrough_with_the_repository_config() {
+    // `cargo xtask run` = demo upstream on 127.0.0.1:8081 + `portcullis run --config portcullis.toml`.
+    // Here the upstream runs in-process (same code as the demo-upstream binary) and the listen
+    // addresses are overridden so the test cannot collide with a running instance.
+    let up = match Httpbin::start("127.0.0.1:8081") {
+        Ok(u) => u,
+        Err(e) => panic!("port 8081 (apps/httpbin.json's target) is busy: {e}; stop whatever uses it"),
+    };
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let (listen, admin) = (client_free_addr(), client_free_addr());
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .current_dir(root)
+        .args(["run", "--config", "portcullis.toml", "--listen", &listen.to_string(), "--admin", &admin.to_string()])
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut resp = None;
+    while Instant::now() < deadline {
+        if let Ok(r) = client::get(listen, "/httpbin/get?foo=bar") {
+            resp = Some(r);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let r = resp.unwrap_or_else(|| panic!("no answer:\n{}", std::fs::read_to_string(log.path()).unwrap_or_default()));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["args"]["foo"], "bar");
+    assert_eq!(up.accepted(), 1);
+}

@@ -56,7 +56,8 @@ pub struct ProxyConfig {
     pub max_response_head_size: usize,
     /// Largest request body, bytes; larger gets 413. 0 = no limit.
     pub max_request_body_size: u64,
-    /// Most headers in a request or response head.
+    /// Most headers in a request or response head (at most 128); more gets 431 (request) or
+    /// 502 (response).
     pub max_headers: usize,
     /// Time to receive a complete request head once its first byte arrived, ms.
     pub header_read_timeout_ms: u64,
@@ -219,6 +220,14 @@ impl Config {
             if v == 0 {
                 errs.push(ConfigError::new(path, field, "0", "must be greater than 0"));
             }
+        }
+        if p.max_headers > crate::dataplane::http::MAX_HEADERS {
+            errs.push(ConfigError::new(
+                path,
+                "proxy.max_headers",
+                p.max_headers.to_string(),
+                format!("must be at most {}", crate::dataplane::http::MAX_HEADERS),
+            ));
         }
         if p.buffer_size < 1024 {
             errs.push(ConfigError::new(path, "proxy.buffer_size", p.buffer_size.to_string(), "must be at least 1024"));

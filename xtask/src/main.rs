@@ -3,11 +3,13 @@
 //! - `cargo xtask run` builds release binaries and starts the httpbin-like demo upstream on
 //!   127.0.0.1:8081 and the proxy with `portcullis.toml` and `apps/`.
 //! - `cargo xtask test` runs every test in the workspace (unit, integration, tidy).
+//! - `cargo xtask bench` runs the side-by-side load benchmark (see `bench.rs`).
 
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 
+mod bench;
 mod tidy;
 
 fn cargo() -> Command {
@@ -32,8 +34,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("run") => run(&args[1..]),
         Some("test") => test(&args[1..]),
+        Some("bench") => bench::bench(&args[1..], &root()),
         _ => {
-            eprintln!("usage: cargo xtask <run|test> [args]\n  run   start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test  run every test");
+            eprintln!("usage: cargo xtask <run|test|bench> [args]\n  run    start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test   run every test\n  bench  [--scenario NAME] [--runs N] [--duration S] [--quick]: load benchmark vs nginx and HAProxy");
             return ExitCode::from(2);
         }
     };

@@ -1,0 +1,615 @@
+//! `cargo xtask bench`: the side-by-side load benchmark (DESIGN.md section 8).
+//!
+//! For each scenario and run, measures in turn a `direct` row (no proxy), Portcullis, nginx and
+//! HAProxy, configured equivalently (one worker/thread, upstream keep-alive pool, access logs off),
+//! against the same upstream (nginx `return 200` / a static 16 KiB file) with the same load
+//! generator (wrk). Proxy pinned to CPU 1; upstream and wrk pinned to CPU 0. Each proxy process is
+//! started fresh per run so its peak RSS belongs to that run. Reports medians (min-max) of req/s,
+//! p50/p99 latency, proxy CPU microseconds per request (utime+stime from /proc over the wrk run /
+//! requests), peak RSS, errors and non-2xx; prints a markdown table with the ratios and writes
+//! JSON to `target/bench/<timestamp>.json`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+const UPSTREAM_PORT: u16 = 18181;
+const PORTS: [(Target, u16); 4] =
+    [(Target::Direct, UPSTREAM_PORT), (Target::Portcullis, 18183), (Target::Nginx, 18182), (Target::Haproxy, 18184)];
+const PROXY_CPU: &str = "1";
+const LOAD_CPU: &str = "0";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Direct,
+    Portcullis,
+    Nginx,
+    Haproxy,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Direct => "direct",
+            Target::Portcullis => "portcullis",
+            Target::Nginx => "nginx",
+            Target::Haproxy => "haproxy",
+        }
+    }
+    fn port(self) -> u16 {
+        PORTS.iter().find(|(t, _)| *t == self).map(|(_, p)| *p).unwrap_or(0)
+    }
+}
+
+struct Scenario {
+    name: &'static str,
+    what: &'static str,
+    path: &'static str,
+    connections: u32,
+    close: bool,
+    /// `None` when the feature it measures does not exist yet.
+    available: Option<()>,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario { name: "small", what: "12-byte body, keep-alive, 32 connections", path: "/small", connections: 32, close: false, available: Some(()) },
+    Scenario { name: "16k", what: "16 KiB body, keep-alive, 32 connections", path: "/16k", connections: 32, close: false, available: Some(()) },
+    Scenario { name: "close", what: "12-byte body, new connection per request, 32 connections", path: "/small", connections: 32, close: true, available: Some(()) },
+    Scenario { name: "c1000", what: "12-byte body, keep-alive, 1000 connections", path: "/small", connections: 1000, close: false, available: Some(()) },
+    Scenario { name: "gateway", what: "JWT HS256 + rate limit + request records vs nginx plain proxying", path: "/small", connections: 32, close: false, available: None },
+];
+
+/// One wrk run against one target.
+#[derive(Debug, Clone, Default)]
+struct Sample {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    requests: u64,
+    cpu_us_per_req: Option<f64>,
+    peak_rss_kib: Option<u64>,
+    base_rss_kib: Option<u64>,
+    errors: u64,
+    non_2xx: u64,
+}
+
+struct Opts {
+    scenarios: Vec<String>,
+    runs: usize,
+    duration: u64,
+}
+
+fn parse_opts(args: &[String]) -> Result<Opts> {
+    let mut o = Opts { scenarios: Vec::new(), runs: 3, duration: 10 };
+    let mut quick = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = |name: &str| it.next().cloned().with_context(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "--scenario" => o.scenarios.push(val("--scenario")?),
+            "--runs" => o.runs = val("--runs")?.parse().context("--runs: not a number")?,
+            "--duration" => o.duration = val("--duration")?.parse().context("--duration: not a number")?,
+            "--quick" => quick = true,
+            other => bail!("unknown bench option {other:?} (use --scenario NAME, --runs N, --duration S, --quick)"),
+        }
+    }
+    if quick {
+        o.runs = 1;
+        o.duration = 3;
+    }
+    for s in &o.scenarios {
+        if !SCENARIOS.iter().any(|x| x.name == s) {
+            bail!("unknown scenario {s:?}; known: {}", SCENARIOS.iter().map(|s| s.name).collect::<Vec<_>>().join(", "));
+        }
+    }
+    if o.runs == 0 || o.duration == 0 {
+        bail!("--runs and --duration must be at least 1");
+    }
+    Ok(o)
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// Installs missing tools through apt; returns the ones still missing with the reason.
+fn ensure_tools() -> Vec<(&'static str, String)> {
+    let wanted = [("wrk", "wrk"), ("nginx", "nginx-light"), ("haproxy", "haproxy"), ("taskset", "util-linux")];
+    let missing: Vec<_> = wanted.iter().filter(|(c, _)| !have(c)).collect();
+    if !missing.is_empty() {
+        let pkgs: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
+        eprintln!("bench: installing {} through apt (missing: {})", pkgs.join(" "), missing.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", "));
+        let _ = Command::new("apt-get").args(["update", "-q"]).status();
+        let _ = Command::new("apt-get").args(["install", "-y", "-q"]).args(&pkgs).env("DEBIAN_FRONTEND", "noninteractive").status();
+    }
+    wanted
+        .iter()
+        .filter(|(c, _)| !have(c))
+        .map(|(c, p)| (*c, format!("`{c}` not installed and `apt-get install {p}` failed")))
+        .collect()
+}
+
+fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit on our own process with a valid, initialised struct.
+    unsafe {
+        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur = r.rlim_max.min(65536);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+fn pinned(cpu: &str, prog: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("taskset");
+    c.arg("-c").arg(cpu).arg(prog);
+    c
+}
+
+fn wait_port(port: u16, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("nothing listens on port {port} after {timeout:?}")
+}
+
+fn wait_port_free(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn write_configs(dir: &Path, root: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir.join("www"))?;
+    std::fs::create_dir_all(dir.join("apps"))?;
+    std::fs::write(dir.join("www/16k"), vec![b'x'; 16384])?;
+    let d = dir.display();
+    std::fs::write(
+        dir.join("upstream.conf"),
+        format!(
+            "worker_processes 1; daemon off; pid {d}/upstream.pid; error_log {d}/upstream.err; worker_rlimit_nofile 16384;\n\
+             events {{ worker_connections 16384; }}\n\
+             http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000000;\n\
+               server {{ listen 127.0.0.1:{UPSTREAM_PORT} reuseport backlog=4096;\n\
+                 location = /small {{ return 200 \"hello world\\n\"; }}\n\
+                 location = /16k {{ root {d}/www; }} }} }}\n"
+        ),
+    )?;
+    std::fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/nginx.err; worker_rlimit_nofile 16384;\n\
+             events {{ worker_connections 16384; }}\n\
+             http {{ access_log off; keepalive_requests 100000000;\n\
+               upstream u {{ server 127.0.0.1:{UPSTREAM_PORT}; keepalive 64; }}\n\
+               server {{ listen 127.0.0.1:{} backlog=4096;\n\
+                 location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }} }}\n",
+            Target::Nginx.port()
+        ),
+    )?;
+    std::fs::write(
+        dir.join("haproxy.cfg"),
+        format!(
+            "global\n  nbthread 1\n  maxconn 4000\n\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  http-reuse always\n\n\
+             frontend f\n  bind 127.0.0.1:{}\n  default_backend b\n\nbackend b\n  server s1 127.0.0.1:{UPSTREAM_PORT}\n",
+            Target::Haproxy.port()
+        ),
+    )?;
+    std::fs::write(
+        dir.join("apps/bench.json"),
+        format!(r#"{{"api_id": "bench", "name": "bench", "active": true, "use_keyless": true, "proxy": {{"listen_path": "/", "target_url": "http://127.0.0.1:{UPSTREAM_PORT}/"}}}}"#),
+    )?;
+    std::fs::write(
+        dir.join("portcullis.toml"),
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:{}\"\nworkers = 1\n\n[admin]\nlisten = \"127.0.0.1:19183\"\n\n[apps]\ndir = \"apps\"\npolicies = \"apps/policies.json\"\n\n[log]\nlevel = \"warn\"\n",
+            Target::Portcullis.port()
+        ),
+    )?;
+    let _ = root;
+    Ok(())
+}
+
+/// A started proxy: the process to kill and the pid whose CPU and RSS we measure.
+struct Running {
+    child: Child,
+    measured_pid: u32,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // SAFETY: signalling a child we started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(target: Target, dir: &Path, portcullis: &Path) -> Result<Option<Running>> {
+    let child = match target {
+        Target::Direct => return Ok(None),
+        Target::Portcullis => pinned(PROXY_CPU, portcullis)
+            .arg("run")
+            .arg("--config")
+            .arg(dir.join("portcullis.toml"))
+            .stderr(std::fs::File::create(dir.join("portcullis.log"))?)
+            .spawn()?,
+        Target::Nginx => pinned(PROXY_CPU, "nginx").arg("-c").arg(dir.join("nginx.conf")).stderr(Stdio::null()).spawn()?,
+        Target::Haproxy => pinned(PROXY_CPU, "haproxy").arg("-db").arg("-f").arg(dir.join("haproxy.cfg")).stderr(Stdio::null()).spawn()?,
+    };
+    let mut running = Running { measured_pid: child.id(), child };
+    wait_port(target.port(), Duration::from_secs(10)).with_context(|| format!("{} did not start", target.name()))?;
+    // taskset execs the program, so the child pid is the proxy; nginx's worker is its child.
+    if target == Target::Nginx {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let kids = std::fs::read_to_string(format!("/proc/{}/task/{}/children", running.child.id(), running.child.id())).unwrap_or_default();
+            if let Some(pid) = kids.split_whitespace().next().and_then(|p| p.parse().ok()) {
+                running.measured_pid = pid;
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("nginx worker process not found");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(Some(running))
+}
+
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the command.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn status_kib(pid: u32, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+fn parse_latency_us(v: &str) -> Option<f64> {
+    let (num, mult) = if let Some(n) = v.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1e3)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1e6)
+    } else {
+        (v, 1.0)
+    };
+    num.parse::<f64>().ok().map(|x| x * mult)
+}
+
+fn parse_wrk(out: &str) -> Result<Sample> {
+    let mut s = Sample::default();
+    for line in out.lines().map(str::trim) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            [n, "requests", "in", ..] => s.requests = n.parse().unwrap_or(0),
+            ["Requests/sec:", v] => s.rps = v.parse().unwrap_or(0.0),
+            ["50%", v] => s.p50_us = parse_latency_us(v).unwrap_or(0.0),
+            ["99%", v] => s.p99_us = parse_latency_us(v).unwrap_or(0.0),
+            ["Non-2xx", "or", "3xx", "responses:", n] => s.non_2xx = n.parse().unwrap_or(0),
+            ["Socket", "errors:", rest @ ..] => {
+                s.errors = rest.iter().filter_map(|x| x.trim_end_matches(',').parse::<u64>().ok()).sum();
+            }
+            _ => {}
+        }
+    }
+    if s.requests == 0 {
+        bail!("wrk served no requests:\n{out}");
+    }
+    Ok(s)
+}
+
+fn run_wrk(sc: &Scenario, port: u16, duration: u64) -> Result<Sample> {
+    let mut cmd = pinned(LOAD_CPU, "wrk");
+    cmd.args(["-t1", &format!("-c{}", sc.connections), &format!("-d{duration}s"), "--latency", "--timeout", "5s"]);
+    if sc.close {
+        cmd.args(["-H", "Connection: close"]);
+    }
+    cmd.arg(format!("http://127.0.0.1:{port}{}", sc.path));
+    let out = cmd.output().context("running wrk")?;
+    parse_wrk(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn measure(target: Target, sc: &Scenario, dir: &Path, portcullis: &Path, duration: u64) -> Result<Sample> {
+    wait_port_free(target.port());
+    let running = start(target, dir, portcullis)?;
+    let pid = running.as_ref().map(|r| r.measured_pid);
+    // Short warm-up so connection pools and caches are filled before measuring.
+    let _ = run_wrk(&Scenario { connections: sc.connections.min(32), ..*sc }, target.port(), 1);
+    let base_rss = pid.and_then(|p| status_kib(p, "VmRSS:"));
+    let t0 = pid.and_then(cpu_ticks);
+    let mut s = run_wrk(sc, target.port(), duration)?;
+    let t1 = pid.and_then(cpu_ticks);
+    if let (Some(t0), Some(t1)) = (t0, t1) {
+        // SAFETY: sysconf with a valid name has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        s.cpu_us_per_req = Some((t1 - t0) as f64 / hz * 1e6 / s.requests as f64);
+    }
+    s.peak_rss_kib = pid.and_then(|p| status_kib(p, "VmHWM:"));
+    s.base_rss_kib = base_rss;
+    drop(running);
+    Ok(s)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Median, min, max of one field over the runs.
+fn stat(samples: &[Sample], f: impl Fn(&Sample) -> Option<f64>) -> Option<(f64, f64, f64)> {
+    let mut v: Vec<f64> = samples.iter().filter_map(f).collect();
+    if v.is_empty() {
+        return None;
+    }
+    let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    Some((median(&mut v), min, max))
+}
+
+fn fmt_stat(s: Option<(f64, f64, f64)>, prec: usize, runs: usize) -> String {
+    match s {
+        None => "-".into(),
+        Some((m, lo, hi)) if runs > 1 => format!("{m:.prec$} ({lo:.prec$}-{hi:.prec$})"),
+        Some((m, _, _)) => format!("{m:.prec$}"),
+    }
+}
+
+pub fn bench(args: &[String], root: &Path) -> Result<()> {
+    let opts = parse_opts(args)?;
+    let missing = ensure_tools();
+    if missing.iter().any(|(c, _)| *c == "wrk" || *c == "taskset") {
+        bail!("cannot benchmark: {}", missing.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>().join("; "));
+    }
+    raise_nofile();
+    if std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) < 2 {
+        eprintln!("bench: WARNING fewer than 2 CPUs: proxy and load generator share a core; numbers are not comparable");
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(&cargo).current_dir(root).args(["build", "--release", "-p", "portcullis"]).status()?;
+    if !st.success() {
+        bail!("release build failed");
+    }
+    let portcullis = root.join("target/release/portcullis");
+    let dir = root.join("target/bench/work");
+    write_configs(&dir, root)?;
+
+    let scenarios: Vec<&Scenario> =
+        SCENARIOS.iter().filter(|s| opts.scenarios.is_empty() || opts.scenarios.iter().any(|n| n == s.name)).collect();
+    let targets: Vec<Target> = [Target::Direct, Target::Portcullis, Target::Nginx, Target::Haproxy]
+        .into_iter()
+        .filter(|t| !missing.iter().any(|(c, _)| *c == t.name()))
+        .collect();
+    for (c, why) in &missing {
+        eprintln!("bench: {c} will be reported as missing: {why}");
+    }
+
+    // Upstream for the whole benchmark.
+    wait_port_free(UPSTREAM_PORT);
+    let upstream = pinned(LOAD_CPU, "nginx").arg("-c").arg(dir.join("upstream.conf")).stderr(Stdio::null()).spawn().context("starting upstream nginx")?;
+    let upstream = Running { measured_pid: upstream.id(), child: upstream };
+    wait_port(UPSTREAM_PORT, Duration::from_secs(10))?;
+
+    let measured: Vec<&&Scenario> = scenarios.iter().filter(|s| s.available.is_some()).collect();
+    let total = measured.len() * opts.runs * targets.len();
+    let per_step = Duration::from_secs(opts.duration + 2);
+    let started = Instant::now();
+    let mut step = 0;
+    let mut results: Vec<(&Scenario, Vec<(Target, Vec<Sample>, Vec<String>)>)> = Vec::new();
+    for sc in &scenarios {
+        if sc.available.is_none() {
+            eprintln!("bench: scenario {}: not available yet", sc.name);
+            results.push((sc, Vec::new()));
+            continue;
+        }
+        let mut rows: Vec<(Target, Vec<Sample>, Vec<String>)> = targets.iter().map(|t| (*t, Vec::new(), Vec::new())).collect();
+        for run in 1..=opts.runs {
+            for (target, samples, failures) in rows.iter_mut() {
+                step += 1;
+                let left = per_step * (total - step + 1) as u32;
+                eprintln!(
+                    "bench: [{step}/{total}] scenario {} run {run}/{} {} (~{}s left)",
+                    sc.name,
+                    opts.runs,
+                    target.name(),
+                    left.as_secs()
+                );
+                match measure(*target, sc, &dir, &portcullis, opts.duration) {
+                    Ok(s) => samples.push(s),
+                    Err(e) => {
+                        eprintln!("bench: {} failed: {e:#}", target.name());
+                        failures.push(format!("{e:#}"));
+                    }
+                }
+            }
+        }
+        results.push((sc, rows));
+    }
+    // SIGTERM through Running's Drop: nginx's master stops its worker (SIGKILL would orphan it).
+    drop(upstream);
+    let elapsed = started.elapsed();
+
+    let (table, json_rows) = report(&results, &missing, opts.runs);
+    println!("{table}");
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let out_dir = root.join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let path: PathBuf = out_dir.join(format!("{stamp}.json"));
+    let doc = json!({
+        "timestamp": stamp,
+        "runs": opts.runs,
+        "duration_seconds": opts.duration,
+        "elapsed_seconds": elapsed.as_secs(),
+        "machine": machine(),
+        "method": "proxy on CPU 1 (1 worker), wrk -t1 + upstream nginx on CPU 0; CPU = utime+stime over the wrk run / requests; medians of runs",
+        "missing": missing.iter().map(|(c, r)| json!({"peer": c, "reason": r})).collect::<Vec<_>>(),
+        "scenarios": json_rows,
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
+    eprintln!("bench: wrote {} ({}s)", path.display(), elapsed.as_secs());
+    Ok(())
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let version = |c: &str, a: &str| {
+        Command::new(c).arg(a).output().ok().map(|o| {
+            let t = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            t.lines().next().unwrap_or("").trim().to_string()
+        })
+    };
+    json!({
+        "cpu": cpu,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "kernel": kernel,
+        "nginx": version("nginx", "-v"),
+        "haproxy": version("haproxy", "-v"),
+        "wrk": version("wrk", "-v"),
+    })
+}
+
+type Rows<'a> = [(&'a Scenario, Vec<(Target, Vec<Sample>, Vec<String>)>)];
+
+fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -> (String, Vec<Value>) {
+    let mut t = String::new();
+    let mut json_rows = Vec::new();
+    for (sc, rows) in results {
+        let _ = writeln!(t, "\n### {} — {}\n", sc.name, sc.what);
+        if sc.available.is_none() {
+            let _ = writeln!(t, "not available yet");
+            json_rows.push(json!({"scenario": sc.name, "available": false}));
+            continue;
+        }
+        let per_conn = sc.connections >= 1000;
+        let _ = writeln!(
+            t,
+            "| target | req/s | p50 ms | p99 ms | CPU us/req | peak RSS MiB |{} errors | non-2xx |",
+            if per_conn { " RSS/conn KiB |" } else { "" }
+        );
+        let _ = writeln!(t, "|---|---|---|---|---|---|{}---|---|", if per_conn { "---|" } else { "" });
+        let mut medians: Vec<(Target, Option<f64>, Option<f64>, Option<f64>, Option<f64>)> = Vec::new();
+        let mut json_targets = Vec::new();
+        for (target, samples, failures) in rows {
+            if samples.is_empty() {
+                let _ = writeln!(t, "| {} | failed: {} |", target.name(), failures.first().map(String::as_str).unwrap_or("no samples"));
+                json_targets.push(json!({"target": target.name(), "failures": failures}));
+                continue;
+            }
+            let rps = stat(samples, |s| Some(s.rps));
+            let p50 = stat(samples, |s| Some(s.p50_us / 1e3));
+            let p99 = stat(samples, |s| Some(s.p99_us / 1e3));
+            let cpu = stat(samples, |s| s.cpu_us_per_req);
+            let rss = stat(samples, |s| s.peak_rss_kib.map(|k| k as f64 / 1024.0));
+            let rss_conn = stat(samples, |s| Some((s.peak_rss_kib? as f64 - s.base_rss_kib? as f64) / sc.connections as f64));
+            let errors: u64 = samples.iter().map(|s| s.errors).sum();
+            let non2xx: u64 = samples.iter().map(|s| s.non_2xx).sum();
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} | {} | {} | {} |{} {errors} | {non2xx} |",
+                target.name(),
+                fmt_stat(rps, 0, runs),
+                fmt_stat(p50, 3, runs),
+                fmt_stat(p99, 3, runs),
+                fmt_stat(cpu, 2, runs),
+                fmt_stat(rss, 1, runs),
+                if per_conn { format!(" {} |", fmt_stat(rss_conn, 1, runs)) } else { String::new() },
+            );
+            medians.push((*target, cpu.map(|c| c.0), p99.map(|c| c.0), rss_conn.map(|c| c.0), rps.map(|c| c.0)));
+            json_targets.push(json!({
+                "target": target.name(),
+                "samples": samples.iter().map(|s| json!({
+                    "rps": s.rps, "p50_us": s.p50_us, "p99_us": s.p99_us, "requests": s.requests,
+                    "cpu_us_per_req": s.cpu_us_per_req, "peak_rss_kib": s.peak_rss_kib, "base_rss_kib": s.base_rss_kib,
+                    "errors": s.errors, "non_2xx": s.non_2xx,
+                })).collect::<Vec<_>>(),
+                "median": {"rps": rps.map(|x| x.0), "p50_ms": p50.map(|x| x.0), "p99_ms": p99.map(|x| x.0),
+                           "cpu_us_per_req": cpu.map(|x| x.0), "peak_rss_mib": rss.map(|x| x.0), "rss_per_conn_kib": rss_conn.map(|x| x.0)},
+                "errors": errors, "non_2xx": non2xx, "failures": failures,
+            }));
+        }
+        for (c, why) in missing {
+            if *c == "nginx" || *c == "haproxy" {
+                let _ = writeln!(t, "| {c} | missing: {why} |");
+            }
+        }
+        let get = |tg: Target| medians.iter().find(|m| m.0 == tg).cloned();
+        let mut ratios = serde_json::Map::new();
+        if let Some(p) = get(Target::Portcullis) {
+            for peer in [Target::Nginx, Target::Haproxy] {
+                if let Some(o) = get(peer) {
+                    let r = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+                    let (cpu, p99, rss, rps) = (r(p.1, o.1), r(p.2, o.2), r(p.3, o.3), r(p.4, o.4));
+                    let f = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}x"));
+                    let _ = write!(t, "\nPortcullis/{}: CPU per request {}, p99 {}, req/s {}", peer.name(), f(cpu), f(p99), f(rps));
+                    if per_conn {
+                        let _ = write!(t, ", RSS per connection {}", f(rss));
+                    }
+                    ratios.insert(peer.name().into(), json!({"cpu_per_req": cpu, "p99": p99, "rps": rps, "rss_per_conn": rss}));
+                }
+            }
+            let _ = writeln!(t);
+        }
+        json_rows.push(json!({"scenario": sc.name, "what": sc.what, "connections": sc.connections, "available": true, "targets": json_targets, "ratios": ratios}));
+    }
+    (t, json_rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_wrk_output() {
+        let out = "Running 3s test @ http://127.0.0.1:18183/small\n  1 threads and 32 connections\n  Thread Stats   Avg      Stdev     Max   +/- Stdev\n    Latency   512.00us  100.00us   3.00ms   90.00%\n  Latency Distribution\n     50%  452.00us\n     75%  500.00us\n     90%  600.00us\n     99%    1.07ms\n  179798 requests in 3.00s, 24.01MB read\n  Socket errors: connect 0, read 2, write 0, timeout 1\n  Non-2xx or 3xx responses: 5\nRequests/sec:  59932.98\nTransfer/sec:      8.00MB\n";
+        let s = parse_wrk(out).unwrap();
+        assert_eq!(s.requests, 179798);
+        assert_eq!(s.p50_us, 452.0);
+        assert_eq!(s.p99_us, 1070.0);
+        assert_eq!(s.errors, 3);
+        assert_eq!(s.non_2xx, 5);
+        assert!((s.rps - 59932.98).abs() < 1e-6);
+    }
+
+    #[test]
+    fn median_and_options() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+        let o = parse_opts(&["--quick".into(), "--scenario".into(), "small".into()]).unwrap();
+        assert_eq!((o.runs, o.duration, o.scenarios.len()), (1, 3, 1));
+        assert!(parse_opts(&["--scenario".into(), "nope".into()]).is_err());
+    }
+}

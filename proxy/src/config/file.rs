@@ -84,7 +84,7 @@ impl Default for ProxyConfig {
             io_driver: IoDriver::Auto,
             max_connections_per_worker: 10_000,
             accept_backlog: 1024,
-            buffer_size: 16 * 1024,
+            buffer_size: 64 * 1024,
             max_request_head_size: 32 * 1024,
             max_response_head_size: 32 * 1024,
             max_request_body_size: 100 * 1024 * 1024,

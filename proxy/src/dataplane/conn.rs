@@ -34,6 +34,17 @@ struct Bufs {
     req_head: Vec<u8>,
     /// Client response head (and small bodies written with it).
     out: Vec<u8>,
+    /// TCP_NODELAY has been set on the client socket. Set lazily, as nginx does, only once the
+    /// connection is kept alive or a body is streamed in several writes: a one-request
+    /// connection answered in one write gains nothing from it and would pay a syscall.
+    nodelay: bool,
+}
+
+fn ensure_nodelay(client: &TcpStream, bufs: &mut Bufs) {
+    if !bufs.nodelay {
+        let _ = client.set_nodelay(true);
+        bufs.nodelay = true;
+    }
 }
 
 /// What happens after an exchange.
@@ -57,7 +68,6 @@ impl From<ProxyError> for Failure {
 }
 
 pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) {
-    let _ = client.set_nodelay(true);
     let client_ip = peer.ip().to_string();
     let buffer_size = worker.snapshot().config.proxy.buffer_size;
     let mut bufs = Bufs {
@@ -65,6 +75,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
         upstream: ReadBuf::with_capacity(buffer_size),
         req_head: Vec::with_capacity(1024),
         out: Vec::with_capacity(1024),
+        nodelay: false,
     };
     let mut shutdown = worker.shutdown.listen();
     loop {
@@ -86,7 +97,10 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
         }
         let started = Instant::now();
         match exchange(&worker, &snap, &mut client, &mut bufs, &client_ip, started).await {
-            Ok(Next::KeepAlive) => continue,
+            Ok(Next::KeepAlive) => {
+                ensure_nodelay(&client, &mut bufs);
+                continue;
+            }
             Ok(Next::Close) => return,
             Ok(Next::Tunnel(up)) => {
                 tunnel(client, up, bufs).await;
@@ -249,6 +263,9 @@ async fn exchange(
         }
     }
     let written_with_head = bufs.out.len() as u64 - head_out;
+    if body_kind != BodyKind::None {
+        ensure_nodelay(client, bufs);
+    }
     write_vec(client, &mut bufs.out)
         .await
         .map_err(|e| Failure { err: ProxyError::io(ErrorKind::ClientIo, "writing response head", e), responded: true })?;

@@ -71,10 +71,10 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
     let client_ip = peer.ip().to_string();
     let buffer_size = worker.snapshot().config.proxy.buffer_size;
     let mut bufs = Bufs {
-        client: ReadBuf::with_capacity(buffer_size),
-        upstream: ReadBuf::with_capacity(buffer_size),
-        req_head: Vec::with_capacity(1024),
-        out: Vec::with_capacity(1024),
+        client: ReadBuf::new(buffer_size),
+        upstream: ReadBuf::new(buffer_size),
+        req_head: Vec::with_capacity(512),
+        out: Vec::with_capacity(512),
         nodelay: false,
     };
     let mut shutdown = worker.shutdown.listen();

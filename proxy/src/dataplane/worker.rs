@@ -223,8 +223,10 @@ fn on_accept(worker: &Rc<Worker>, stream: monoio::net::TcpStream, peer: SocketAd
     worker.shared_stats.open_connections.fetch_add(1, Ordering::Relaxed);
     let guard = OpenGuard(Arc::clone(&worker.shared_stats));
     let worker = Rc::clone(worker);
-    monoio::spawn(async move {
+    let fut = async move {
         conn::serve(worker, stream, peer).await;
         drop(guard);
-    });
+    };
+    tracing::trace!(bytes = std::mem::size_of_val(&fut), "connection task size");
+    monoio::spawn(fut);
 }

@@ -18,8 +18,13 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 const UPSTREAM_PORT: u16 = 18181;
-const PORTS: [(Target, u16); 4] =
-    [(Target::Direct, UPSTREAM_PORT), (Target::Portcullis, 18183), (Target::Nginx, 18182), (Target::Haproxy, 18184)];
+const PORTS: [(Target, u16); 5] = [
+    (Target::Direct, UPSTREAM_PORT),
+    (Target::Portcullis, 18183),
+    (Target::PortcullisUring, 18185),
+    (Target::Nginx, 18182),
+    (Target::Haproxy, 18184),
+];
 const PROXY_CPU: &str = "1";
 const LOAD_CPU: &str = "0";
 
@@ -27,6 +32,8 @@ const LOAD_CPU: &str = "0";
 enum Target {
     Direct,
     Portcullis,
+    /// Portcullis with `io_driver = "uring"` (only with `--uring`).
+    PortcullisUring,
     Nginx,
     Haproxy,
 }
@@ -36,6 +43,7 @@ impl Target {
         match self {
             Target::Direct => "direct",
             Target::Portcullis => "portcullis",
+            Target::PortcullisUring => "portcullis-uring",
             Target::Nginx => "nginx",
             Target::Haproxy => "haproxy",
         }
@@ -78,13 +86,14 @@ struct Sample {
 }
 
 struct Opts {
+    uring: bool,
     scenarios: Vec<String>,
     runs: usize,
     duration: u64,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
-    let mut o = Opts { scenarios: Vec::new(), runs: 3, duration: 10 };
+    let mut o = Opts { uring: false, scenarios: Vec::new(), runs: 3, duration: 10 };
     let mut quick = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -94,7 +103,8 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--runs" => o.runs = val("--runs")?.parse().context("--runs: not a number")?,
             "--duration" => o.duration = val("--duration")?.parse().context("--duration: not a number")?,
             "--quick" => quick = true,
-            other => bail!("unknown bench option {other:?} (use --scenario NAME, --runs N, --duration S, --quick)"),
+            "--uring" => o.uring = true,
+            other => bail!("unknown bench option {other:?} (use --scenario NAME, --runs N, --duration S, --quick, --uring)"),
         }
     }
     if quick {
@@ -208,13 +218,16 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
         dir.join("apps/bench.json"),
         format!(r#"{{"api_id": "bench", "name": "bench", "active": true, "use_keyless": true, "proxy": {{"listen_path": "/", "target_url": "http://127.0.0.1:{UPSTREAM_PORT}/"}}}}"#),
     )?;
-    std::fs::write(
-        dir.join("portcullis.toml"),
-        format!(
-            "[proxy]\nlisten = \"127.0.0.1:{}\"\nworkers = 1\n\n[admin]\nlisten = \"127.0.0.1:19183\"\n\n[apps]\ndir = \"apps\"\npolicies = \"apps/policies.json\"\n\n[log]\nlevel = \"warn\"\n",
-            Target::Portcullis.port()
-        ),
-    )?;
+    for (file, target, driver) in [("portcullis.toml", Target::Portcullis, "auto"), ("portcullis-uring.toml", Target::PortcullisUring, "uring")] {
+        std::fs::write(
+            dir.join(file),
+            format!(
+                "[proxy]\nlisten = \"127.0.0.1:{}\"\nworkers = 1\nio_driver = \"{driver}\"\n\n[admin]\nlisten = \"127.0.0.1:{}\"\n\n[apps]\ndir = \"apps\"\npolicies = \"apps/policies.json\"\n\n[log]\nlevel = \"warn\"\n",
+                target.port(),
+                target.port() + 1000
+            ),
+        )?;
+    }
     let _ = root;
     Ok(())
 }
@@ -244,12 +257,15 @@ impl Drop for Running {
 fn start(target: Target, dir: &Path, portcullis: &Path) -> Result<Option<Running>> {
     let child = match target {
         Target::Direct => return Ok(None),
-        Target::Portcullis => pinned(PROXY_CPU, portcullis)
-            .arg("run")
-            .arg("--config")
-            .arg(dir.join("portcullis.toml"))
-            .stderr(std::fs::File::create(dir.join("portcullis.log"))?)
-            .spawn()?,
+        Target::Portcullis | Target::PortcullisUring => {
+            let name = if target == Target::Portcullis { "portcullis" } else { "portcullis-uring" };
+            pinned(PROXY_CPU, portcullis)
+                .arg("run")
+                .arg("--config")
+                .arg(dir.join(format!("{name}.toml")))
+                .stderr(std::fs::File::create(dir.join(format!("{name}.log")))?)
+                .spawn()?
+        }
         Target::Nginx => pinned(PROXY_CPU, "nginx").arg("-c").arg(dir.join("nginx.conf")).stderr(Stdio::null()).spawn()?,
         Target::Haproxy => pinned(PROXY_CPU, "haproxy").arg("-db").arg("-f").arg(dir.join("haproxy.cfg")).stderr(Stdio::null()).spawn()?,
     };
@@ -406,8 +422,9 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
 
     let scenarios: Vec<&Scenario> =
         SCENARIOS.iter().filter(|s| opts.scenarios.is_empty() || opts.scenarios.iter().any(|n| n == s.name)).collect();
-    let targets: Vec<Target> = [Target::Direct, Target::Portcullis, Target::Nginx, Target::Haproxy]
+    let targets: Vec<Target> = [Target::Direct, Target::Portcullis, Target::PortcullisUring, Target::Nginx, Target::Haproxy]
         .into_iter()
+        .filter(|t| *t != Target::PortcullisUring || opts.uring)
         .filter(|t| !missing.iter().any(|(c, _)| *c == t.name()))
         .collect();
     for (c, why) in &missing {

@@ -12,4 +12,6 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod router;
+pub mod bans;
+pub mod ebpf;
 pub mod server;

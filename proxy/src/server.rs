@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::config::{load_config, load_snapshot, CliOverrides, Config, ConfigError};
+use crate::bans::{BanManager, BanSink};
+use crate::config::{load_config, load_snapshot, CliOverrides, Config, ConfigError, EbpfMode};
 use crate::control::{serve_admin, ControlState, Reloader};
 use crate::dataplane::{self, Shared, Shutdown};
 
@@ -21,6 +22,8 @@ pub enum StartError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("cannot start the control plane runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("[ebpf] mode = \"on\" but the XDP gate could not be started: {0}")]
+    Ebpf(crate::ebpf::GateError),
 }
 
 /// Result of `portcullis check`: every problem found.
@@ -57,7 +60,10 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
     }
     let snapshot = Arc::new(ArcSwap::from_pointee(snap));
     let shutdown = Arc::new(Shutdown::default());
-    let shared = Shared { snapshot: Arc::clone(&snapshot), shutdown: Arc::clone(&shutdown) };
+    let bans = Arc::new(BanManager::new());
+    bans.apply_config(&cfg.ebpf.deny_cidrs, &cfg.ebpf.allow_cidrs);
+    let gate = start_gate(&cfg, &bans)?;
+    let shared = Shared { snapshot: Arc::clone(&snapshot), shutdown: Arc::clone(&shutdown), bans: bans.published() };
 
     let workers = worker_count(cfg.proxy.workers);
     let listen = cfg.listen_addr();
@@ -66,8 +72,22 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
     tracing::info!(%listen, workers, driver = ?cfg.proxy.io_driver, "proxy listening");
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StartError::Runtime)?;
+    let hook_bans = Arc::clone(&bans);
+    let hook_gate = gate.clone();
+    let on_reload = move |snap: &crate::config::Snapshot| {
+        let e = &snap.config.ebpf;
+        hook_bans.apply_config(&e.deny_cidrs, &e.allow_cidrs);
+        if let Some(g) = &hook_gate {
+            let port = snap.config.listen_addr().port();
+            if let Err(err) = g.apply_config(e, port) {
+                tracing::error!(error = %err, "could not apply [ebpf] settings to the XDP gate");
+            }
+        }
+    };
     let state = Arc::new(ControlState {
-        reloader: Reloader::new(config_path.to_path_buf(), cli, snapshot),
+        reloader: Reloader::new(config_path.to_path_buf(), cli, snapshot).on_applied(on_reload),
+        bans: Arc::clone(&bans),
+        gate: gate.clone(),
         workers: handles.iter().map(|h| (h.id, Arc::clone(&h.stats))).collect(),
         shutdown: Arc::clone(&shutdown),
         started,
@@ -79,6 +99,14 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
             .map_err(|source| StartError::Bind { what: "admin.listen", addr: admin_addr, source })?;
         tracing::info!(admin = %admin_addr, "admin API listening");
         tokio::spawn(serve_admin(listener, Arc::clone(&state)));
+        let sweeper = Arc::clone(&bans);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                sweeper.sweep();
+            }
+        });
         wait_for_signals(&state).await;
         Ok(())
     });
@@ -96,8 +124,37 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
             tracing::warn!(worker = h.id, "worker did not stop in time");
         }
     }
+    // Detach the XDP gate: dropping the last reference drops aya's links.
+    drop(state);
+    if let Some(g) = gate {
+        let ifaces: Vec<String> = g.attached.iter().map(|(i, _)| i.clone()).collect();
+        drop(g);
+        tracing::info!(interfaces = ?ifaces, "XDP gate detached");
+    }
     tracing::info!("stopped");
     result
+}
+
+/// Starts the XDP gate per `[ebpf] mode`. `auto` falls back to user-space enforcement with one
+/// log line; `on` refuses to start without the gate.
+fn start_gate(cfg: &Config, bans: &Arc<BanManager>) -> Result<Option<Arc<crate::ebpf::Gate>>, StartError> {
+    if cfg.ebpf.mode == EbpfMode::Off {
+        tracing::info!("eBPF off ([ebpf] mode = \"off\"): bans and deny lists enforced in user space");
+        return Ok(None);
+    }
+    match crate::ebpf::Gate::load(&cfg.ebpf, cfg.listen_addr().port()) {
+        Ok(g) => {
+            let g = Arc::new(g);
+            tracing::info!(attached = ?g.attached, "XDP gate loaded");
+            bans.set_sink(Arc::clone(&g) as Arc<dyn BanSink>);
+            Ok(Some(g))
+        }
+        Err(e) if cfg.ebpf.mode == EbpfMode::On => Err(StartError::Ebpf(e)),
+        Err(e) => {
+            tracing::warn!("XDP gate not loaded ({e}); enforcing bans and deny lists in user space");
+            Ok(None)
+        }
+    }
 }
 
 async fn wait_for_signals(state: &Arc<ControlState>) {

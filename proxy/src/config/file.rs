@@ -18,7 +18,59 @@ pub struct Config {
     pub admin: AdminConfig,
     pub apps: AppsConfig,
     pub storage: StorageConfig,
+    pub ebpf: EbpfConfig,
     pub log: LogConfig,
+}
+
+/// `[ebpf]`: the kernel fast path (XDP gate) and bans.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EbpfConfig {
+    /// `auto`: use the XDP gate when it can be loaded, else enforce in user space (one log
+    /// line); `on`: refuse to start without it; `off`: user space only.
+    pub mode: EbpfMode,
+    /// Interfaces to attach the XDP gate to (native mode, generic as a fallback).
+    pub interfaces: Vec<String>,
+    /// SYNs per second allowed per source address (per CPU) to `syn_ports`; 0 = off.
+    pub syn_rate_per_sec: u32,
+    /// Burst of the SYN limiter.
+    pub syn_burst: u32,
+    /// Ports the SYN limiter watches; empty = the proxy's listen port.
+    pub syn_ports: Vec<u16>,
+    /// Networks whose packets are always dropped (IPs or CIDRs).
+    pub deny_cidrs: Vec<String>,
+    /// Networks never dropped, rate limited or banned (IPs or CIDRs).
+    pub allow_cidrs: Vec<String>,
+    /// Capacity of the banned-address map (LRU beyond it).
+    pub max_bans: u32,
+    /// Source addresses tracked by the SYN limiter (LRU beyond it).
+    pub max_syn_sources: u32,
+}
+
+/// `[ebpf] mode`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EbpfMode {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl Default for EbpfConfig {
+    fn default() -> Self {
+        EbpfConfig {
+            mode: EbpfMode::Auto,
+            interfaces: Vec::new(),
+            syn_rate_per_sec: 0,
+            syn_burst: 20,
+            syn_ports: Vec::new(),
+            deny_cidrs: Vec::new(),
+            allow_cidrs: Vec::new(),
+            max_bans: 65_536,
+            max_syn_sources: 65_536,
+        }
+    }
 }
 
 /// Which monoio driver the workers use.
@@ -244,6 +296,24 @@ impl Config {
             && !(self.storage.redis.starts_with("redis://") || self.storage.redis.starts_with("rediss://"))
         {
             errs.push(ConfigError::new(path, "storage.redis", &self.storage.redis, "must be a redis:// URL"));
+        }
+        for (field, list) in [("ebpf.deny_cidrs", &self.ebpf.deny_cidrs), ("ebpf.allow_cidrs", &self.ebpf.allow_cidrs)] {
+            for v in list {
+                if crate::bans::parse_net(v).is_none() {
+                    errs.push(ConfigError::new(path, field, v, "not an IP address or CIDR"));
+                }
+            }
+        }
+        if self.ebpf.syn_ports.len() > portcullis_ebpf_common::MAX_SYN_PORTS {
+            errs.push(ConfigError::new(
+                path,
+                "ebpf.syn_ports",
+                format!("{:?}", self.ebpf.syn_ports),
+                format!("at most {} ports", portcullis_ebpf_common::MAX_SYN_PORTS),
+            ));
+        }
+        if self.ebpf.max_bans == 0 || self.ebpf.max_syn_sources == 0 {
+            errs.push(ConfigError::new(path, "ebpf.max_bans/max_syn_sources", "0", "must be greater than 0"));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             errs.push(ConfigError::new(path, "log.level", &self.log.level, format!("not a tracing filter: {e}")));

@@ -10,7 +10,7 @@ mod snapshot;
 mod tyk;
 
 pub use env::apply_env_overrides;
-pub use file::{AdminConfig, AppsConfig, Config, IoDriver, LogConfig, ProxyConfig, StorageConfig};
+pub use file::{AdminConfig, AppsConfig, Config, EbpfConfig, EbpfMode, IoDriver, LogConfig, ProxyConfig, StorageConfig};
 pub use snapshot::{load_snapshot, Snapshot};
 pub use tyk::{ApiSpec, Target};
 

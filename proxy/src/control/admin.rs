@@ -91,9 +91,71 @@ async fn handle(state: Arc<ControlState>, req: Request<Incoming>) -> Result<Resp
             Err(r) => r,
             Ok(()) => apis(&state),
         },
+        (&Method::GET, "/api/bans") => match authorised(&state, &req) {
+            Err(r) => r,
+            Ok(()) => list_bans(&state),
+        },
+        (&Method::POST, "/api/bans") => match authorised(&state, &req) {
+            Err(r) => r,
+            Ok(()) => add_ban(&state, req).await,
+        },
+        (&Method::DELETE, p) if p.starts_with("/api/bans/") => match authorised(&state, &req) {
+            Err(r) => r,
+            Ok(()) => {
+                let target = p["/api/bans/".len()..].replace("%2F", "/").replace("%2f", "/").replace("%3A", ":").replace("%3a", ":");
+                match state.bans.unban(&target) {
+                    Ok(b) => json_response(StatusCode::OK, json!({"status": "ok", "action": "deleted", "ip": b.net.to_string()})),
+                    Err(e @ crate::bans::BanError::NotFound(_)) => json_response(StatusCode::NOT_FOUND, json!({"status": "error", "message": e.to_string()})),
+                    Err(e) => json_response(StatusCode::BAD_REQUEST, json!({"status": "error", "message": e.to_string()})),
+                }
+            }
+        },
         _ => json_response(StatusCode::NOT_FOUND, json!({"status": "error", "message": "not found"})),
     };
     Ok(resp)
+}
+
+fn ban_json(b: &crate::bans::Ban) -> serde_json::Value {
+    let now = std::time::Instant::now();
+    json!({
+        "ip": b.net.to_string(),
+        "reason": b.reason,
+        "created": b.created.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        "expires_in": b.expires.map(|e| e.saturating_duration_since(now).as_secs_f64()),
+        "source": if b.from_config { "config" } else { "api" },
+    })
+}
+
+fn list_bans(state: &ControlState) -> Resp {
+    let bans: Vec<_> = state.bans.list().iter().map(ban_json).collect();
+    json_response(StatusCode::OK, json!({"bans": bans, "enforced_by": if state.gate.is_some() { "xdp+userspace" } else { "userspace" }}))
+}
+
+/// `POST /api/bans` `{"ip": "203.0.113.7" | "10.0.0.0/8", "ttl": seconds (0 = until removed), "reason": text}`.
+async fn add_ban(state: &ControlState, req: Request<Incoming>) -> Resp {
+    use http_body_util::BodyExt;
+    let bad = |m: String| json_response(StatusCode::BAD_REQUEST, json!({"status": "error", "message": m}));
+    let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return bad(format!("cannot read body: {e}")),
+    };
+    let v: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return bad(format!("body is not JSON: {e}")),
+    };
+    let Some(ip) = v.get("ip").and_then(|x| x.as_str()) else { return bad("field `ip` (string) is required".into()) };
+    let ttl = match v.get("ttl") {
+        None => 0.0,
+        Some(t) => match t.as_f64() {
+            Some(t) if t >= 0.0 && t.is_finite() => t,
+            _ => return bad(format!("field `ttl` must be a non-negative number of seconds, got {t}")),
+        },
+    };
+    let reason = v.get("reason").and_then(|x| x.as_str()).unwrap_or("admin API");
+    match state.bans.ban(ip, std::time::Duration::from_secs_f64(ttl), reason) {
+        Ok(b) => json_response(StatusCode::OK, json!({"status": "ok", "action": "added", "ban": ban_json(&b)})),
+        Err(e) => bad(e.to_string()),
+    }
 }
 
 fn hello(state: &ControlState) -> Resp {

@@ -94,6 +94,30 @@ pub fn render_metrics(state: &ControlState) -> String {
         }
     }
 
+    // Bans and the XDP gate.
+    header(&mut out, "portcullis_connections_banned_total", "counter", "Connections and requests refused in user space because the client is banned.");
+    for (id, _, s) in &published {
+        let _ = writeln!(out, "portcullis_connections_banned_total{{worker=\"{id}\"}} {}", s.connections_banned);
+    }
+    header(&mut out, "portcullis_bans_active", "gauge", "Bans in force (addresses and networks, including [ebpf] deny_cidrs).");
+    let _ = writeln!(out, "portcullis_bans_active {}", state.bans.list().len());
+    header(&mut out, "portcullis_bans_issued_total", "counter", "Bans issued through the admin API or the abuse detector.");
+    let _ = writeln!(out, "portcullis_bans_issued_total {}", state.bans.issued_total.load(Ordering::Relaxed));
+    header(&mut out, "portcullis_ebpf_loaded", "gauge", "1 when the XDP gate is loaded and attached, 0 when enforcement is in user space.");
+    let _ = writeln!(out, "portcullis_ebpf_loaded {}", u8::from(state.gate.is_some()));
+    if let Some(g) = &state.gate {
+        let c = g.counters();
+        header(&mut out, "portcullis_xdp_packets_total", "counter", "Packets seen by the XDP gate, by action and reason.");
+        let _ = writeln!(out, "portcullis_xdp_packets_total{{action=\"pass\",reason=\"\"}} {}", c[0]);
+        let _ = writeln!(out, "portcullis_xdp_packets_total{{action=\"drop\",reason=\"banned\"}} {}", c[1]);
+        let _ = writeln!(out, "portcullis_xdp_packets_total{{action=\"drop\",reason=\"deny\"}} {}", c[2]);
+        let _ = writeln!(out, "portcullis_xdp_packets_total{{action=\"drop\",reason=\"syn_rate\"}} {}", c[3]);
+        header(&mut out, "portcullis_xdp_dropped_total", "counter", "Packets dropped by the XDP gate, by reason.");
+        for (i, r) in [(1, "banned"), (2, "deny"), (3, "syn_rate")] {
+            let _ = writeln!(out, "portcullis_xdp_dropped_total{{reason=\"{r}\"}} {}", c[i]);
+        }
+    }
+
     // Control plane.
     let snap = state.reloader.snapshot.load();
     header(&mut out, "portcullis_apis_loaded", "gauge", "APIs in the running configuration.");

@@ -21,6 +21,9 @@ use crate::dataplane::{Shutdown, WorkerStats};
 /// What the admin handlers can see.
 pub struct ControlState {
     pub reloader: Reloader,
+    pub bans: Arc<crate::bans::BanManager>,
+    /// The XDP gate, when loaded.
+    pub gate: Option<Arc<crate::ebpf::Gate>>,
     pub workers: Vec<(usize, Arc<WorkerStats>)>,
     pub shutdown: Arc<Shutdown>,
     pub started: Instant,

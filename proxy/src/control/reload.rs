@@ -27,6 +27,7 @@ pub struct Reloader {
     pub ok_total: AtomicU64,
     pub error_total: AtomicU64,
     pub last_error: Mutex<Option<Vec<String>>>,
+    on_applied: Option<Box<dyn Fn(&Snapshot) + Send + Sync>>,
 }
 
 impl Reloader {
@@ -39,7 +40,14 @@ impl Reloader {
             ok_total: AtomicU64::new(0),
             error_total: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            on_applied: None,
         }
+    }
+
+    /// Runs `f` after each applied reload (bans and eBPF settings follow the new config).
+    pub fn on_applied(mut self, f: impl Fn(&Snapshot) + Send + Sync + 'static) -> Self {
+        self.on_applied = Some(Box::new(f));
+        self
     }
 
     /// Reloads synchronously (reads files, resolves names: call from a blocking context).
@@ -62,6 +70,9 @@ impl Reloader {
                 let restart_needed = restart_only_changes(&old, &snap);
                 let generation = snap.generation;
                 let apis = snap.apis.len();
+                if let Some(f) = &self.on_applied {
+                    f(&snap);
+                }
                 self.snapshot.store(Arc::new(snap));
                 self.ok_total.fetch_add(1, Ordering::Relaxed);
                 *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;

@@ -95,6 +95,11 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
                 _ => return,
             }
         }
+        if worker.bans.load().is_banned(peer.ip()) {
+            // Banned while connected: stop serving this connection.
+            worker.stats.borrow_mut().connections_banned += 1;
+            return;
+        }
         let started = Instant::now();
         match exchange(&worker, &snap, &mut client, &mut bufs, &client_ip, started).await {
             Ok(Next::KeepAlive) => {

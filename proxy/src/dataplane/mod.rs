@@ -53,6 +53,8 @@ impl Shutdown {
 pub struct Shared {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub shutdown: Arc<Shutdown>,
+    /// Banned addresses, published by the control plane's ban manager.
+    pub bans: Arc<ArcSwap<crate::bans::BanSet>>,
 }
 
 /// CPUs of the process's affinity mask, in order (empty if it cannot be read).

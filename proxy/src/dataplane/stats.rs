@@ -57,6 +57,8 @@ pub struct LocalStats {
     pub connections_accepted: u64,
     /// Connections closed at once because the worker was at `max_connections_per_worker`.
     pub connections_refused: u64,
+    /// Connections and requests refused because the client address is banned.
+    pub connections_banned: u64,
     pub upstream_connections_opened: u64,
     pub upstream_connect_errors: u64,
     pub upstream_timeouts: u64,

@@ -39,6 +39,8 @@ pub(crate) struct Worker {
     pub stats: RefCell<LocalStats>,
     pub shared_stats: Arc<WorkerStats>,
     pub shutdown: Arc<Shutdown>,
+    /// Banned addresses (user-space enforcement; the XDP gate drops them earlier when loaded).
+    pub bans: Arc<ArcSwap<crate::bans::BanSet>>,
     round_robin: RefCell<(u64, Vec<usize>)>,
     request_seq: Cell<u64>,
     request_id_seed: u64,
@@ -98,6 +100,7 @@ pub fn spawn(
     let stats = WorkerStats::new();
     let snapshot = Arc::clone(&shared.snapshot);
     let shutdown = Arc::clone(&shared.shutdown);
+    let bans = Arc::clone(&shared.bans);
     let thread_stats = Arc::clone(&stats);
     let thread = std::thread::Builder::new().name(format!("portcullis-w{id}")).spawn(move || {
         let pinned = cpu.filter(|&c| core_affinity::set_for_current(core_affinity::CoreId { id: c }));
@@ -116,6 +119,7 @@ pub fn spawn(
             stats: RefCell::new(LocalStats::default()),
             shared_stats: thread_stats,
             shutdown,
+            bans,
             round_robin: RefCell::new((0, Vec::new())),
             request_seq: Cell::new(0),
             request_id_seed: seed,
@@ -213,6 +217,11 @@ async fn accept_loop(worker: Rc<Worker>, listener: std::net::TcpListener) {
 fn on_accept(worker: &Rc<Worker>, stream: monoio::net::TcpStream, peer: SocketAddr) {
     let max = worker.snapshot().config.proxy.max_connections_per_worker as u64;
     worker.stats.borrow_mut().connections_accepted += 1;
+    if worker.bans.load().is_banned(peer.ip()) {
+        worker.stats.borrow_mut().connections_banned += 1;
+        drop(stream);
+        return;
+    }
     if worker.shared_stats.open() >= max {
         // Envoy's overflow behaviour: over the limit, close at once and count it, so the worker
         // keeps serving the connections it has.

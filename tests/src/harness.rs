@@ -39,12 +39,21 @@ pub struct ProxyBuilder {
     bin: PathBuf,
     apps: Vec<(String, String)>,
     extra_config: String,
+    tail: String,
+    listen_ip: String,
     workers: usize,
 }
 
 impl ProxyBuilder {
     pub fn new(bin: impl Into<PathBuf>) -> Self {
-        ProxyBuilder { bin: bin.into(), apps: Vec::new(), extra_config: String::new(), workers: 1 }
+        ProxyBuilder {
+            bin: bin.into(),
+            apps: Vec::new(),
+            extra_config: String::new(),
+            tail: String::new(),
+            listen_ip: "127.0.0.1".into(),
+            workers: 1,
+        }
     }
 
     /// Adds `apps/<name>.json`.
@@ -60,6 +69,19 @@ impl ProxyBuilder {
         self
     }
 
+    /// Extra sections appended to the config file (e.g. `[ebpf]` ...).
+    pub fn section(mut self, text: &str) -> Self {
+        self.tail.push_str(text);
+        self.tail.push('\n');
+        self
+    }
+
+    /// Address the proxy listens on (default 127.0.0.1); the port is picked free.
+    pub fn listen_ip(mut self, ip: &str) -> Self {
+        self.listen_ip = ip.to_string();
+        self
+    }
+
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
         self
@@ -72,12 +94,12 @@ impl ProxyBuilder {
             fs::write(dir.path().join("apps").join(format!("{name}.json")), json).expect("write app");
         }
         fs::write(dir.path().join("apps/policies.json"), "{}").expect("policies");
-        let listen: SocketAddr = format!("127.0.0.1:{}", crate::free_port()).parse().expect("addr");
+        let listen: SocketAddr = format!("{}:{}", self.listen_ip, crate::free_port()).parse().expect("addr");
         let admin: SocketAddr = format!("127.0.0.1:{}", crate::free_port()).parse().expect("addr");
         let secret = "test-secret".to_string();
         let config = format!(
-            "[proxy]\nlisten = \"{listen}\"\nworkers = {}\n{}\n[admin]\nlisten = \"{admin}\"\nsecret = \"{secret}\"\n\n[apps]\ndir = \"apps\"\npolicies = \"apps/policies.json\"\n\n[log]\nlevel = \"info\"\n",
-            self.workers, self.extra_config
+            "[proxy]\nlisten = \"{listen}\"\nworkers = {}\n{}\n[admin]\nlisten = \"{admin}\"\nsecret = \"{secret}\"\n\n[apps]\ndir = \"apps\"\npolicies = \"apps/policies.json\"\n\n[log]\nlevel = \"info\"\n\n{}",
+            self.workers, self.extra_config, self.tail
         );
         fs::write(dir.path().join("portcullis.toml"), config).expect("config");
         let log = dir.path().join("portcullis.log");
@@ -104,7 +126,12 @@ impl Proxy {
                 panic!("portcullis exited early ({status}):\n{}", self.log_text());
             }
             let admin_ok = client::get(self.admin, "/hello").is_ok_and(|r| r.status == 200);
-            if admin_ok && std::net::TcpStream::connect(self.listen).is_ok() {
+            let probe = if self.listen.ip().is_unspecified() {
+                SocketAddr::from(([127, 0, 0, 1], self.listen.port()))
+            } else {
+                self.listen
+            };
+            if admin_ok && std::net::TcpStream::connect(probe).is_ok() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -136,6 +163,15 @@ impl Proxy {
         let mut c = client::Conn::connect(self.admin).expect("admin connect");
         c.request("GET", path, &format!("X-Tyk-Authorization: {}\r\nConnection: close\r\n", self.secret), b"")
             .expect("admin request")
+    }
+
+    /// Admin request with the secret and a body.
+    pub fn admin_send(&self, method: &str, path: &str, body: &str) -> client::Response {
+        let mut c = client::Conn::connect(self.admin).expect("admin connect");
+        let extra = format!("X-Tyk-Authorization: {}\r\nConnection: close\r\nContent-Type: application/json\r\n", self.secret);
+        let raw = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\n{extra}Content-Length: {}\r\n\r\n{body}", body.len());
+        c.send(raw.as_bytes()).expect("admin send");
+        c.read_response(false).expect("admin response")
     }
 
     /// `/metrics` text.

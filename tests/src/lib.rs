@@ -9,6 +9,7 @@
 pub mod client;
 pub mod harness;
 pub mod httpbin;
+pub mod netns;
 
 /// A free loopback port (bound then released; good enough for tests on one host).
 pub fn free_port() -> u16 {

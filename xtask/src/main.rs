@@ -2,7 +2,9 @@
 //!
 //! - `cargo xtask run` builds release binaries and starts the httpbin-like demo upstream on
 //!   127.0.0.1:8081 and the proxy with `portcullis.toml` and `apps/`.
-//! - `cargo xtask test` runs every test in the workspace (unit, integration, tidy).
+//! - `cargo xtask test` builds the XDP gate when the eBPF toolchain is there, then runs every
+//!   test in the workspace (unit, integration, privileged netns/XDP, tidy).
+//! - `cargo xtask setup` / `build-ebpf`: the eBPF toolchain and build (see `ebpf.rs`).
 //! - `cargo xtask bench` runs the side-by-side load benchmark (see `bench.rs`).
 
 use std::process::{Command, ExitCode};
@@ -10,6 +12,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod ebpf;
 mod tidy;
 
 fn cargo() -> Command {
@@ -35,8 +38,10 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("bench") => bench::bench(&args[1..], &root()),
+        Some("setup") => ebpf::setup(),
+        Some("build-ebpf") => ebpf::build(&root()),
         _ => {
-            eprintln!("usage: cargo xtask <run|test|bench> [args]\n  run    start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test   run every test\n  bench  [--scenario NAME] [--runs N] [--duration S] [--quick]: load benchmark vs nginx and HAProxy");
+            eprintln!("usage: cargo xtask <setup|build-ebpf|run|test|bench> [args]\n  setup       install the eBPF toolchain (Debian rustc-web, LLVM 22, bpf-linker)\n  build-ebpf  build the XDP gate (proxy-ebpf) so the proxy embeds it\n  run    start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test   run every test\n  bench  [--scenario NAME] [--runs N] [--duration S] [--quick]: load benchmark vs nginx and HAProxy");
             return ExitCode::from(2);
         }
     };
@@ -78,5 +83,12 @@ fn run(extra: &[String]) -> Result<()> {
 }
 
 fn test(extra: &[String]) -> Result<()> {
+    // With the eBPF toolchain present, build the XDP gate first so the tests run against a proxy
+    // that embeds it (the privileged tests need it; under CI=true they fail without it).
+    if ebpf::toolchain_ready() {
+        ebpf::build(&root())?;
+    } else {
+        eprintln!("xtask: eBPF toolchain not installed (`cargo xtask setup`); testing without the XDP gate");
+    }
     run_status(cargo().current_dir(root()).args(["test", "--workspace"]).args(extra))
 }

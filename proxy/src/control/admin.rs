@@ -171,6 +171,14 @@ fn hello(state: &ControlState) -> Resp {
         "componentType": "system",
         "output": format!("{workers_up} of {} workers running", state.workers.len()),
     });
+    let ebpf = match &state.gate {
+        Some(g) => json!({"status": "pass", "componentType": "system", "output": format!("XDP gate attached: {:?}", g.attached)}),
+        None => {
+            let mode = snap.config.ebpf.mode;
+            let status = if mode == crate::config::EbpfMode::Off { "pass" } else { "warn" };
+            json!({"status": status, "componentType": "system", "output": "XDP gate not loaded; bans and deny lists enforced in user space"})
+        }
+    };
     let overall = if last_error.is_none() && workers_up == state.workers.len() { "pass" } else { "warn" };
     json_response(
         StatusCode::OK,
@@ -179,7 +187,7 @@ fn hello(state: &ControlState) -> Resp {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Portcullis API gateway",
             "uptime_seconds": state.started.elapsed().as_secs(),
-            "details": {"config": config, "workers": workers},
+            "details": {"config": config, "workers": workers, "ebpf": ebpf},
         }),
     )
 }

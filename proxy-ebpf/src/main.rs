@@ -11,12 +11,16 @@ use core::mem;
 
 use aya_ebpf::bindings::xdp_action;
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use aya_ebpf::macros::{map, xdp};
+use aya_ebpf::bindings::{
+    BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_RETRANS_CB_FLAG, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
+    BPF_TCP_CLOSE,
+};
+use aya_ebpf::macros::{map, sock_ops, xdp};
 use aya_ebpf::maps::lpm_trie::Key;
-use aya_ebpf::maps::{Array, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray};
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::maps::{Array, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf};
+use aya_ebpf::programs::{SockOpsContext, XdpContext};
 use portcullis_ebpf_common::{
-    v4_mapped, GateConfig, SynBucket, COUNTERS as N_COUNTERS, COUNTER_DROPPED_BANNED, COUNTER_DROPPED_DENY,
+    v4_mapped, ConnEvent, ConnKey, GateConfig, SynBucket, COUNTERS as N_COUNTERS, COUNTER_DROPPED_BANNED, COUNTER_DROPPED_DENY,
     COUNTER_DROPPED_SYN_RATE, COUNTER_PASSED, MAX_SYN_PORTS,
 };
 
@@ -37,6 +41,10 @@ static SYN_BUCKETS: LruPerCpuHashMap<[u8; 16], SynBucket> = LruPerCpuHashMap::wi
 static GATE_CONFIG: Array<GateConfig> = Array::with_max_entries(1, 0);
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(N_COUNTERS, 0);
+#[map(name = "CONN_START")]
+static CONN_START: LruHashMap<ConnKey, u64> = LruHashMap::with_max_entries(1024, 0);
+#[map(name = "CONN_EVENTS")]
+static CONN_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -210,6 +218,91 @@ fn syn_allowed(src: &[u8; 16], dport: u16, now: u64) -> bool {
             true
         }
     }
+}
+
+/// Per-connection telemetry for the proxy's listener: remembers when a client connection is
+/// established and, when it closes, reports its bytes, smoothed RTT, retransmits and close state
+/// through the ring buffer. Always returns 1 (the sock_ops "continue" reply).
+#[sock_ops]
+pub fn tcp_telemetry(ctx: SockOpsContext) -> u32 {
+    let _ = try_telemetry(&ctx);
+    1
+}
+
+#[inline(always)]
+fn conn_key(ctx: &SockOpsContext) -> ConnKey {
+    let ops = ctx.ops;
+    let remote_addr = if ctx.family() == 2 {
+        v4_mapped(ctx.remote_ip4().to_ne_bytes())
+    } else {
+        // Context fields must be loaded at constant offsets from the context pointer, one 32-bit
+        // word at a time (the verifier refuses a copied or offset context pointer).
+        // SAFETY: ops is the kernel's bpf_sock_ops; each read is a single aligned u32 load.
+        let w = unsafe {
+            [
+                core::ptr::read_volatile(core::ptr::addr_of!((*ops).remote_ip6[0])),
+                core::ptr::read_volatile(core::ptr::addr_of!((*ops).remote_ip6[1])),
+                core::ptr::read_volatile(core::ptr::addr_of!((*ops).remote_ip6[2])),
+                core::ptr::read_volatile(core::ptr::addr_of!((*ops).remote_ip6[3])),
+            ]
+        };
+        let (a, b, c, d) = (w[0].to_ne_bytes(), w[1].to_ne_bytes(), w[2].to_ne_bytes(), w[3].to_ne_bytes());
+        [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2], d[3]]
+    };
+    ConnKey { remote_addr, remote_port: u32::from_be(ctx.remote_port()) as u16, local_port: ctx.local_port() as u16 }
+}
+
+fn try_telemetry(ctx: &SockOpsContext) -> Result<(), ()> {
+    let op = ctx.op();
+    if op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_STATE_CB {
+        return Ok(());
+    }
+    let Some(cfg) = GATE_CONFIG.get(0) else { return Ok(()) };
+    if cfg.listen_port == 0 || ctx.local_port() as u16 != cfg.listen_port {
+        return Ok(());
+    }
+    let key = conn_key(ctx);
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB {
+        let _ = ctx.set_cb_flags((BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RETRANS_CB_FLAG) as i32);
+        let _ = CONN_START.insert(&key, &now, 0);
+        return Ok(());
+    }
+    if ctx.arg(1) != BPF_TCP_CLOSE {
+        return Ok(());
+    }
+    // SAFETY: the value is copied out at once.
+    let start_ns = unsafe { CONN_START.get(&key) }.copied().unwrap_or(0);
+    let _ = CONN_START.remove(&key);
+    let ops = ctx.ops;
+    // SAFETY: ctx.ops points at the kernel's bpf_sock_ops for this callback; fields are read
+    // one by one, as the verifier requires for context access.
+    let (bytes_received, bytes_acked, srtt, retrans) = unsafe {
+        (
+            core::ptr::read_volatile(core::ptr::addr_of!((*ops).bytes_received)),
+            core::ptr::read_volatile(core::ptr::addr_of!((*ops).bytes_acked)),
+            core::ptr::read_volatile(core::ptr::addr_of!((*ops).srtt_us)),
+            core::ptr::read_volatile(core::ptr::addr_of!((*ops).total_retrans)),
+        )
+    };
+    let ev = ConnEvent {
+        start_ns,
+        end_ns: now,
+        bytes_received,
+        bytes_acked,
+        remote_addr: key.remote_addr,
+        srtt_us: srtt >> 3,
+        total_retrans: retrans,
+        remote_port: key.remote_port,
+        local_port: key.local_port,
+        close_state: ctx.arg(0),
+    };
+    if let Some(mut e) = CONN_EVENTS.reserve::<ConnEvent>(0) {
+        e.write(ev);
+        e.submit(0);
+    }
+    Ok(())
 }
 
 #[cfg(not(test))]

@@ -88,6 +88,7 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         reloader: Reloader::new(config_path.to_path_buf(), cli, snapshot).on_applied(on_reload),
         bans: Arc::clone(&bans),
         gate: gate.clone(),
+        telemetry: Arc::new(crate::control::telemetry::Telemetry::default()),
         workers: handles.iter().map(|h| (h.id, Arc::clone(&h.stats))).collect(),
         shutdown: Arc::clone(&shutdown),
         started,
@@ -99,6 +100,9 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
             .map_err(|source| StartError::Bind { what: "admin.listen", addr: admin_addr, source })?;
         tracing::info!(admin = %admin_addr, "admin API listening");
         tokio::spawn(serve_admin(listener, Arc::clone(&state)));
+        if let Some(ring) = state.gate.as_ref().and_then(|g| g.take_ring()) {
+            tokio::spawn(crate::control::telemetry::run(ring, Arc::clone(&state.telemetry)));
+        }
         let sweeper = Arc::clone(&bans);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -36,7 +36,12 @@ pub struct Conn {
 
 impl Conn {
     pub fn connect(addr: SocketAddr) -> io::Result<Conn> {
-        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        Self::connect_timeout(addr, Duration::from_secs(5))
+    }
+
+    /// Connects within `timeout` (reads time out after 15 s).
+    pub fn connect_timeout(addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
+        let s = TcpStream::connect_timeout(&addr, timeout)?;
         s.set_read_timeout(Some(Duration::from_secs(15)))?;
         s.set_nodelay(true)?;
         Ok(Conn { r: BufReader::new(s) })

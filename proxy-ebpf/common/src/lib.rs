@@ -6,6 +6,12 @@
 
 /// The XDP program.
 pub const PROG_XDP_GATE: &str = "xdp_gate";
+/// The sock_ops program reporting per-connection telemetry of the proxy's listener.
+pub const PROG_TELEMETRY: &str = "tcp_telemetry";
+/// LRU hash: [`ConnKey`] -> connection start (`bpf_ktime_get_ns`).
+pub const MAP_CONN_START: &str = "CONN_START";
+/// Ring buffer of [`ConnEvent`]s, one per closed connection.
+pub const MAP_CONN_EVENTS: &str = "CONN_EVENTS";
 
 /// LRU hash: source address (IPv6, or IPv4-mapped `::ffff:a.b.c.d`) -> ban expiry in
 /// `bpf_ktime_get_ns` nanoseconds (CLOCK_MONOTONIC); `u64::MAX` = no expiry.
@@ -42,6 +48,41 @@ pub struct GateConfig {
     pub syn_burst: u32,
     /// Destination ports (host byte order) the SYN limiter applies to; 0 = unused slot.
     pub syn_ports: [u16; MAX_SYN_PORTS],
+    /// The proxy's listen port (host byte order): connections to it are reported by telemetry.
+    pub listen_port: u16,
+    pub _pad: u16,
+}
+
+/// Identifies a proxied client connection while it is open.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnKey {
+    /// Client address (IPv6, or IPv4-mapped).
+    pub remote_addr: [u8; 16],
+    pub remote_port: u16,
+    pub local_port: u16,
+}
+
+/// One closed client connection, as the kernel saw it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnEvent {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) at ESTABLISHED, 0 if not seen.
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// Bytes received from the client (`tcp_sock.bytes_received`).
+    pub bytes_received: u64,
+    /// Bytes sent to the client and acknowledged (`tcp_sock.bytes_acked`).
+    pub bytes_acked: u64,
+    pub remote_addr: [u8; 16],
+    /// Smoothed RTT in microseconds.
+    pub srtt_us: u32,
+    pub total_retrans: u32,
+    pub remote_port: u16,
+    pub local_port: u16,
+    /// TCP state the connection closed from (`BPF_TCP_*`: 1 established (reset), 4 fin-wait-1,
+    /// 5 fin-wait-2, 8 close-wait, 9 last-ack, 11 closing ...).
+    pub close_state: u32,
 }
 
 /// Token bucket of one source on one CPU. Tokens are kept in milli-tokens so refills at low
@@ -71,4 +112,8 @@ mod pod {
     unsafe impl aya::Pod for super::GateConfig {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::SynBucket {}
+    // SAFETY: repr(C) integers only; 4 x u64, [u8; 16], 2 x u32, 2 x u16, u32 = 64 bytes, no padding.
+    unsafe impl aya::Pod for super::ConnEvent {}
+    // SAFETY: repr(C), [u8; 16] + 2 x u16 = 20 bytes, alignment 2, no padding.
+    unsafe impl aya::Pod for super::ConnKey {}
 }

@@ -45,6 +45,8 @@ pub struct EbpfConfig {
     pub max_bans: u32,
     /// Source addresses tracked by the SYN limiter (LRU beyond it).
     pub max_syn_sources: u32,
+    /// cgroup v2 directory to attach the telemetry program to; empty = this process's cgroup.
+    pub cgroup: String,
 }
 
 /// `[ebpf] mode`.
@@ -69,6 +71,7 @@ impl Default for EbpfConfig {
             allow_cidrs: Vec::new(),
             max_bans: 65_536,
             max_syn_sources: 65_536,
+            cgroup: String::new(),
         }
     }
 }

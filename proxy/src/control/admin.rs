@@ -91,6 +91,10 @@ async fn handle(state: Arc<ControlState>, req: Request<Incoming>) -> Result<Resp
             Err(r) => r,
             Ok(()) => apis(&state),
         },
+        (&Method::GET, "/api/connections") => match authorised(&state, &req) {
+            Err(r) => r,
+            Ok(()) => connections(&state),
+        },
         (&Method::GET, "/api/bans") => match authorised(&state, &req) {
             Err(r) => r,
             Ok(()) => list_bans(&state),
@@ -113,6 +117,35 @@ async fn handle(state: Arc<ControlState>, req: Request<Incoming>) -> Result<Resp
         _ => json_response(StatusCode::NOT_FOUND, json!({"status": "error", "message": "not found"})),
     };
     Ok(resp)
+}
+
+fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Recent client connections as the kernel saw them (most recent first).
+fn connections(state: &ControlState) -> Resp {
+    let enabled = state.gate.as_ref().is_some_and(|g| g.telemetry_cgroup.is_some());
+    let list: Vec<_> = state
+        .telemetry
+        .recent()
+        .iter()
+        .map(|c| {
+            json!({
+                "client_ip": c.client.to_string(),
+                "client_port": c.client_port,
+                "local_port": c.local_port,
+                "start_ms": c.start.map(unix_ms),
+                "end_ms": unix_ms(c.end),
+                "bytes_in": c.bytes_in,
+                "bytes_out": c.bytes_out,
+                "srtt_us": c.srtt.as_micros() as u64,
+                "retransmits": c.retransmits,
+                "close_state": c.close_state,
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, json!({"telemetry": enabled, "connections": list}))
 }
 
 fn ban_json(b: &crate::bans::Ban) -> serde_json::Value {

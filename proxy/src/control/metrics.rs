@@ -118,6 +118,25 @@ pub fn render_metrics(state: &ControlState) -> String {
         }
     }
 
+    // Per-connection telemetry.
+    let (rtt, retrans, closed, _) = state.telemetry.snapshot();
+    let hist = |out: &mut String, name: &str, bounds: &[f64], h: &super::telemetry::Hist| {
+        for (i, b) in bounds.iter().enumerate() {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {}", h.counts.get(i).copied().unwrap_or(0));
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(out, "{name}_sum {}", h.sum);
+        let _ = writeln!(out, "{name}_count {}", h.count);
+    };
+    header(&mut out, "portcullis_tcp_rtt_seconds", "histogram", "Smoothed RTT of client connections when they closed (eBPF sock_ops).");
+    hist(&mut out, "portcullis_tcp_rtt_seconds", &super::telemetry::RTT_BUCKETS, &rtt);
+    header(&mut out, "portcullis_tcp_retransmits", "histogram", "Retransmitted segments per client connection (eBPF sock_ops).");
+    hist(&mut out, "portcullis_tcp_retransmits", &super::telemetry::RETRANS_BUCKETS, &retrans);
+    header(&mut out, "portcullis_tcp_connections_closed_total", "counter", "Client connections closed, by the TCP state they closed from.");
+    for (state_name, n) in closed {
+        let _ = writeln!(out, "portcullis_tcp_connections_closed_total{{state=\"{state_name}\"}} {n}");
+    }
+
     // Control plane.
     let snap = state.reloader.snapshot.load();
     header(&mut out, "portcullis_apis_loaded", "gauge", "APIs in the running configuration.");

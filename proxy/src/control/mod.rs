@@ -8,6 +8,7 @@
 mod admin;
 mod metrics;
 mod reload;
+pub mod telemetry;
 
 pub use admin::serve_admin;
 pub use metrics::render_metrics;
@@ -24,6 +25,8 @@ pub struct ControlState {
     pub bans: Arc<crate::bans::BanManager>,
     /// The XDP gate, when loaded.
     pub gate: Option<Arc<crate::ebpf::Gate>>,
+    /// Per-connection telemetry (filled when the sock_ops program is attached).
+    pub telemetry: Arc<telemetry::Telemetry>,
     pub workers: Vec<(usize, Arc<WorkerStats>)>,
     pub shutdown: Arc<Shutdown>,
     pub started: Instant,

@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, HashMap, PerCpuArray};
-use aya::programs::{Xdp, XdpMode};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::{CgroupAttachMode, SockOps, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use ipnet::IpNet;
 use portcullis_ebpf_common as common;
@@ -59,10 +59,30 @@ pub struct Gate {
     ebpf: Mutex<Ebpf>,
     /// Interfaces and the mode each is attached in.
     pub attached: Vec<(String, &'static str)>,
+    /// The cgroup the telemetry program is attached to, if it is.
+    pub telemetry_cgroup: Option<String>,
+    /// The telemetry ring buffer, until the control plane takes it to read it.
+    ring: Mutex<Option<RingBuf<MapData>>>,
+}
+
+/// The cgroup v2 directory of this process (`/proc/self/cgroup` `0::` line under the cgroup2
+/// mount from `/proc/self/mountinfo`).
+fn own_cgroup() -> Option<std::path::PathBuf> {
+    let cg = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = cg.lines().find_map(|l| l.strip_prefix("0::"))?.trim().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mounts.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        if post.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        pre.split_whitespace().nth(4).map(str::to_string)
+    })?;
+    Some(std::path::Path::new(&mount).join(rel.trim_start_matches('/')))
 }
 
 /// CLOCK_MONOTONIC now, in ns: the clock `bpf_ktime_get_ns` reads, and `Instant`'s on Linux.
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into the valid timespec we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
@@ -117,9 +137,15 @@ impl Gate {
                 }
             }
         }
-        let gate = Gate { ebpf: Mutex::new(ebpf), attached };
+        let (telemetry_cgroup, ring) = attach_telemetry(&mut ebpf, cfg);
+        let gate = Gate { ebpf: Mutex::new(ebpf), attached, telemetry_cgroup, ring: Mutex::new(ring) };
         gate.apply_config(cfg, listen_port)?;
         Ok(gate)
+    }
+
+    /// Hands the telemetry ring buffer to its reader (once).
+    pub fn take_ring(&self) -> Option<RingBuf<MapData>> {
+        self.ring.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     fn ebpf(&self) -> std::sync::MutexGuard<'_, Ebpf> {
@@ -129,7 +155,12 @@ impl Gate {
     /// Writes SYN limiter settings and the allowlist (at load and on reload).
     pub fn apply_config(&self, cfg: &EbpfConfig, listen_port: u16) -> Result<(), GateError> {
         let mut ebpf = self.ebpf();
-        let mut gc = common::GateConfig { syn_rate_per_sec: cfg.syn_rate_per_sec, syn_burst: cfg.syn_burst, ..Default::default() };
+        let mut gc = common::GateConfig {
+            syn_rate_per_sec: cfg.syn_rate_per_sec,
+            syn_burst: cfg.syn_burst,
+            listen_port,
+            ..Default::default()
+        };
         let ports: Vec<u16> = if cfg.syn_ports.is_empty() { vec![listen_port] } else { cfg.syn_ports.clone() };
         for (slot, p) in gc.syn_ports.iter_mut().zip(ports) {
             *slot = p;
@@ -220,6 +251,34 @@ impl Gate {
         }
         Ok(())
     }
+}
+
+/// Attaches the sock_ops telemetry program to the configured (or this process's) cgroup. A
+/// failure only turns telemetry off, with a warning: the gate itself is still useful.
+fn attach_telemetry(ebpf: &mut Ebpf, cfg: &EbpfConfig) -> (Option<String>, Option<RingBuf<MapData>>) {
+    let path = if cfg.cgroup.is_empty() { own_cgroup() } else { Some(std::path::PathBuf::from(&cfg.cgroup)) };
+    let Some(path) = path else {
+        tracing::warn!("no cgroup v2 found for this process; per-connection telemetry off");
+        return (None, None);
+    };
+    let mut attach = || -> Result<(), String> {
+        let file = std::fs::File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
+        let prog: &mut SockOps = ebpf
+            .program_mut(common::PROG_TELEMETRY)
+            .ok_or("program missing from the object")?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        prog.load().map_err(|e| e.to_string())?;
+        prog.attach(file, CgroupAttachMode::Single).map_err(|e| e.to_string())?;
+        Ok(())
+    };
+    if let Err(e) = attach() {
+        tracing::warn!(cgroup = %path.display(), error = %e, "sock_ops telemetry not attached; per-connection telemetry off");
+        return (None, None);
+    }
+    let ring = ebpf.take_map(common::MAP_CONN_EVENTS).and_then(|m| RingBuf::try_from(m).ok());
+    tracing::info!(cgroup = %path.display(), "per-connection telemetry attached");
+    (Some(path.display().to_string()), ring)
 }
 
 impl BanSink for Gate {

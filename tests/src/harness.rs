@@ -42,6 +42,7 @@ pub struct ProxyBuilder {
     tail: String,
     listen_ip: String,
     workers: usize,
+    uid: Option<u32>,
 }
 
 impl ProxyBuilder {
@@ -53,6 +54,7 @@ impl ProxyBuilder {
             tail: String::new(),
             listen_ip: "127.0.0.1".into(),
             workers: 1,
+            uid: None,
         }
     }
 
@@ -82,6 +84,12 @@ impl ProxyBuilder {
         self
     }
 
+    /// Runs the proxy as this user (and group of the same number), to test unprivileged starts.
+    pub fn run_as(mut self, uid: u32) -> Self {
+        self.uid = Some(uid);
+        self
+    }
+
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
         self
@@ -103,12 +111,24 @@ impl ProxyBuilder {
         );
         fs::write(dir.path().join("portcullis.toml"), config).expect("config");
         let log = dir.path().join("portcullis.log");
-        let child = Command::new(&self.bin)
+        let log_file = fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(&self.bin);
+        if let Some(uid) = self.uid {
+            use std::os::unix::fs::PermissionsExt;
+            use std::os::unix::process::CommandExt;
+            // The unprivileged proxy must read its files and write its log.
+            for p in [dir.path().to_path_buf(), dir.path().join("apps")] {
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
+            }
+            fs::set_permissions(&log, fs::Permissions::from_mode(0o666)).expect("chmod log");
+            cmd.uid(uid).gid(uid);
+        }
+        let child = cmd
             .arg("run")
             .arg("--config")
             .arg(dir.path().join("portcullis.toml"))
             .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).expect("log file"))
+            .stderr(log_file)
             .env_remove("RUST_LOG")
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));

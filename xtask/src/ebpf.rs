@@ -6,22 +6,15 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+
+use crate::run_status as run;
 
 const APT_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev", "libpolly-22-dev"];
 const TOOLCHAIN: &str = "debian-web";
 
 fn ok(cmd: &mut Command) -> bool {
     cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    eprintln!("setup: running {cmd:?}");
-    let st = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
-    if !st.success() {
-        bail!("{cmd:?} failed: {st}");
-    }
-    Ok(())
 }
 
 fn installed(pkg: &str) -> bool {

@@ -171,28 +171,16 @@ impl Gate {
 
         // Allowlist: replace the tries' contents.
         let nets: Vec<IpNet> = cfg.allow_cidrs.iter().filter_map(|s| crate::bans::parse_net(s)).collect();
-        {
-            let map = ebpf.map_mut(common::MAP_ALLOW_V4).ok_or(GateError::MissingMap(common::MAP_ALLOW_V4))?;
-            let mut t: LpmTrie<_, [u8; 4], u8> = LpmTrie::try_from(map).map_err(map_err(common::MAP_ALLOW_V4))?;
-            let old: Vec<Key<[u8; 4]>> = t.keys().filter_map(Result::ok).collect();
-            for k in old {
-                let _ = t.remove(&k);
-            }
-            for n in nets.iter().filter_map(|n| match n { IpNet::V4(v) => Some(*v), _ => None }) {
-                t.insert(&Key::new(n.prefix_len() as u32, n.network().octets()), 1, 0).map_err(map_err(common::MAP_ALLOW_V4))?;
-            }
-        }
-        {
-            let map = ebpf.map_mut(common::MAP_ALLOW_V6).ok_or(GateError::MissingMap(common::MAP_ALLOW_V6))?;
-            let mut t: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(map).map_err(map_err(common::MAP_ALLOW_V6))?;
-            let old: Vec<Key<[u8; 16]>> = t.keys().filter_map(Result::ok).collect();
-            for k in old {
-                let _ = t.remove(&k);
-            }
-            for n in nets.iter().filter_map(|n| match n { IpNet::V6(v) => Some(*v), _ => None }) {
-                t.insert(&Key::new(n.prefix_len() as u32, n.network().octets()), 1, 0).map_err(map_err(common::MAP_ALLOW_V6))?;
-            }
-        }
+        let v4 = nets.iter().filter_map(|n| match n {
+            IpNet::V4(v) => Some(Key::new(v.prefix_len() as u32, v.network().octets())),
+            IpNet::V6(_) => None,
+        });
+        replace_trie(&mut ebpf, common::MAP_ALLOW_V4, v4.collect())?;
+        let v6 = nets.iter().filter_map(|n| match n {
+            IpNet::V6(v) => Some(Key::new(v.prefix_len() as u32, v.network().octets())),
+            IpNet::V4(_) => None,
+        });
+        replace_trie(&mut ebpf, common::MAP_ALLOW_V6, v6.collect())?;
         Ok(())
     }
 
@@ -226,30 +214,36 @@ impl Gate {
             return Ok(());
         }
         match net {
-            IpNet::V4(n) => {
-                let map = ebpf.map_mut(common::MAP_DENY_V4).ok_or(GateError::MissingMap(common::MAP_DENY_V4))?;
-                let mut t: LpmTrie<_, [u8; 4], u64> = LpmTrie::try_from(map).map_err(map_err(common::MAP_DENY_V4))?;
-                let key = Key::new(n.prefix_len() as u32, n.network().octets());
-                match expires {
-                    Some(exp) => t.insert(&key, exp, 0).map_err(map_err(common::MAP_DENY_V4))?,
-                    None => {
-                        let _ = t.remove(&key);
-                    }
-                }
-            }
-            IpNet::V6(n) => {
-                let map = ebpf.map_mut(common::MAP_DENY_V6).ok_or(GateError::MissingMap(common::MAP_DENY_V6))?;
-                let mut t: LpmTrie<_, [u8; 16], u64> = LpmTrie::try_from(map).map_err(map_err(common::MAP_DENY_V6))?;
-                let key = Key::new(n.prefix_len() as u32, n.network().octets());
-                match expires {
-                    Some(exp) => t.insert(&key, exp, 0).map_err(map_err(common::MAP_DENY_V6))?,
-                    None => {
-                        let _ = t.remove(&key);
-                    }
-                }
-            }
+            IpNet::V4(n) => set_trie(&mut ebpf, common::MAP_DENY_V4, Key::new(n.prefix_len() as u32, n.network().octets()), expires),
+            IpNet::V6(n) => set_trie(&mut ebpf, common::MAP_DENY_V6, Key::new(n.prefix_len() as u32, n.network().octets()), expires),
         }
-        Ok(())
+    }
+}
+
+/// Makes an allowlist trie hold exactly `keys`.
+fn replace_trie<K: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, keys: Vec<Key<K>>) -> Result<(), GateError> {
+    let map = ebpf.map_mut(name).ok_or(GateError::MissingMap(name))?;
+    let mut t: LpmTrie<_, K, u8> = LpmTrie::try_from(map).map_err(map_err(name))?;
+    let old: Vec<Key<K>> = t.keys().filter_map(Result::ok).collect();
+    for k in old {
+        let _ = t.remove(&k);
+    }
+    for k in keys {
+        t.insert(&k, 1, 0).map_err(map_err(name))?;
+    }
+    Ok(())
+}
+
+/// Sets (`Some(expiry_ns)`) or removes (`None`) one deny-trie entry.
+fn set_trie<K: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, key: Key<K>, expires: Option<u64>) -> Result<(), GateError> {
+    let map = ebpf.map_mut(name).ok_or(GateError::MissingMap(name))?;
+    let mut t: LpmTrie<_, K, u64> = LpmTrie::try_from(map).map_err(map_err(name))?;
+    match expires {
+        Some(exp) => t.insert(&key, exp, 0).map_err(map_err(name)),
+        None => {
+            let _ = t.remove(&key);
+            Ok(())
+        }
     }
 }
 

@@ -96,8 +96,11 @@ fn pass() -> Result<u32, ()> {
 }
 
 #[inline(always)]
-fn drop_for(counter: u32) -> Result<u32, ()> {
+fn drop_for(ctx: &XdpContext, counter: u32) -> Result<u32, ()> {
     count(counter);
+    // Diagnostics at debug level only: user space leaves AYA_LOG_LEVEL below debug unless the
+    // proxy runs with debug logging, so this costs one global load per drop otherwise.
+    aya_log_ebpf::debug!(ctx, "xdp_gate: drop (reason counter {})", counter);
     Ok(xdp_action::XDP_DROP)
 }
 
@@ -132,7 +135,7 @@ fn try_gate(ctx: &XdpContext) -> Result<u32, ()> {
             }
             if let Some(exp) = DENY_V4.get(&Key::new(32, src4)) {
                 if live(*exp, now) {
-                    return drop_for(COUNTER_DROPPED_DENY);
+                    return drop_for(ctx, COUNTER_DROPPED_DENY);
                 }
             }
             (v4_mapped(src4), off + ihl, proto)
@@ -145,7 +148,7 @@ fn try_gate(ctx: &XdpContext) -> Result<u32, ()> {
             }
             if let Some(exp) = DENY_V6.get(&Key::new(128, src6)) {
                 if live(*exp, now) {
-                    return drop_for(COUNTER_DROPPED_DENY);
+                    return drop_for(ctx, COUNTER_DROPPED_DENY);
                 }
             }
             // Extension headers are not walked: a SYN behind one is not rate limited.
@@ -157,7 +160,7 @@ fn try_gate(ctx: &XdpContext) -> Result<u32, ()> {
     // SAFETY: the value reference is used immediately, before any other map operation.
     if let Some(exp) = unsafe { BANNED.get(&src) } {
         if live(*exp, now) {
-            return drop_for(COUNTER_DROPPED_BANNED);
+            return drop_for(ctx, COUNTER_DROPPED_BANNED);
         }
     }
 
@@ -169,7 +172,7 @@ fn try_gate(ctx: &XdpContext) -> Result<u32, ()> {
         if flags & TCP_FLAG_SYN != 0 && flags & TCP_FLAG_ACK == 0 {
             let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
             if !syn_allowed(&src, dport, now) {
-                return drop_for(COUNTER_DROPPED_SYN_RATE);
+                return drop_for(ctx, COUNTER_DROPPED_SYN_RATE);
             }
         }
     }
@@ -298,9 +301,12 @@ fn try_telemetry(ctx: &SockOpsContext) -> Result<(), ()> {
         local_port: key.local_port,
         close_state: ctx.arg(0),
     };
-    if let Some(mut e) = CONN_EVENTS.reserve::<ConnEvent>(0) {
-        e.write(ev);
-        e.submit(0);
+    match CONN_EVENTS.reserve::<ConnEvent>(0) {
+        Some(mut e) => {
+            e.write(ev);
+            e.submit(0);
+        }
+        None => aya_log_ebpf::debug!(ctx, "tcp_telemetry: ring buffer full, event lost"),
     }
     Ok(())
 }

@@ -103,6 +103,9 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         if let Some(ring) = state.gate.as_ref().and_then(|g| g.take_ring()) {
             tokio::spawn(crate::control::telemetry::run(ring, Arc::clone(&state.telemetry)));
         }
+        if let Some(logger) = state.gate.as_ref().and_then(|g| g.take_logger()) {
+            tokio::spawn(crate::control::telemetry::pump_ebpf_logs(logger));
+        }
         let sweeper = Arc::clone(&bans);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -134,6 +134,25 @@ impl Telemetry {
     }
 }
 
+/// Forwards aya-log records from the kernel programs to the process's log (debug level).
+pub async fn pump_ebpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    // SAFETY: the logger owns its ring buffer fd and is moved into the AsyncFd, which
+    // deregisters it before dropping it.
+    let registered = unsafe { tokio::io::unix::AsyncFd::register(logger) };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot poll eBPF diagnostics");
+            return;
+        }
+    };
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else { return };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
+}
+
 /// Reads the ring buffer until the process ends (a tokio task on the control plane).
 pub async fn run(ring: aya::maps::RingBuf<aya::maps::MapData>, telemetry: std::sync::Arc<Telemetry>) {
     // SAFETY: the ring buffer owns its fd and is moved into the AsyncFd, which deregisters it

@@ -63,6 +63,8 @@ pub struct Gate {
     pub telemetry_cgroup: Option<String>,
     /// The telemetry ring buffer, until the control plane takes it to read it.
     ring: Mutex<Option<RingBuf<MapData>>>,
+    /// The aya-log record reader, until the control plane takes it.
+    logger: Mutex<Option<aya_log::EbpfLogger<&'static dyn log::Log>>>,
 }
 
 /// The cgroup v2 directory of this process (`/proc/self/cgroup` `0::` line under the cgroup2
@@ -112,7 +114,11 @@ impl Gate {
         if cfg.interfaces.is_empty() {
             return Err(GateError::NoInterfaces);
         }
+        // Kernel-side diagnostics (aya-log) are debug level: enabled only when this process
+        // logs at debug, so a production gate pays nothing for them.
+        let log_level: u8 = if tracing::enabled!(tracing::Level::DEBUG) { aya_log::Level::Debug as u8 } else { 0 };
         let mut ebpf = EbpfLoader::new()
+            .override_global(aya_log::LEVEL, &log_level, true)
             .map_max_entries(common::MAP_BANNED, cfg.max_bans)
             .map_max_entries(common::MAP_SYN_BUCKETS, cfg.max_syn_sources)
             .map_max_entries(common::MAP_DENY_V4, 65_536)
@@ -138,9 +144,28 @@ impl Gate {
             }
         }
         let (telemetry_cgroup, ring) = attach_telemetry(&mut ebpf, cfg);
-        let gate = Gate { ebpf: Mutex::new(ebpf), attached, telemetry_cgroup, ring: Mutex::new(ring) };
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "eBPF diagnostics (aya-log) unavailable");
+                None
+            }
+        };
+        let gate = Gate {
+            ebpf: Mutex::new(ebpf),
+            attached,
+            telemetry_cgroup,
+            ring: Mutex::new(ring),
+            logger: Mutex::new(logger),
+        };
         gate.apply_config(cfg, listen_port)?;
         Ok(gate)
+    }
+
+    /// Hands the aya-log reader to the control plane (once); its records reach tracing through
+    /// the `log` bridge.
+    pub fn take_logger(&self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        self.logger.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// Hands the telemetry ring buffer to its reader (once).

@@ -27,17 +27,30 @@ use super::worker::Worker;
 struct Bufs {
     /// Client bytes read but not yet consumed.
     client: ReadBuf,
-    /// Upstream bytes read but not yet consumed.
-    upstream: ReadBuf,
-    /// Upstream request head, kept until the response head arrives so a stale pooled
-    /// connection can be retried.
-    req_head: Vec<u8>,
-    /// Client response head (and small bodies written with it).
-    out: Vec<u8>,
+    /// The buffers only an exchange in flight needs, borrowed from the worker's pool for its
+    /// duration, so an idle keep-alive connection holds only its client buffer.
+    x: ExchangeBufs,
     /// TCP_NODELAY has been set on the client socket. Set lazily, as nginx does, only once the
     /// connection is kept alive or a body is streamed in several writes: a one-request
     /// connection answered in one write gains nothing from it and would pay a syscall.
     nodelay: bool,
+}
+
+/// Buffers of one exchange (pooled per worker, see `Worker::take_exchange_bufs`).
+pub(crate) struct ExchangeBufs {
+    /// Upstream bytes read but not yet consumed.
+    pub upstream: ReadBuf,
+    /// Upstream request head, kept until the response head arrives so a stale pooled
+    /// connection can be retried.
+    pub req_head: Vec<u8>,
+    /// Client response head (and small bodies written with it).
+    pub out: Vec<u8>,
+}
+
+impl ExchangeBufs {
+    pub fn unallocated(max: usize) -> Self {
+        ExchangeBufs { upstream: ReadBuf::unallocated(max), req_head: Vec::new(), out: Vec::new() }
+    }
 }
 
 fn ensure_nodelay(client: &TcpStream, bufs: &mut Bufs) {
@@ -70,13 +83,7 @@ impl From<ProxyError> for Failure {
 pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) {
     let client_ip = peer.ip().to_string();
     let buffer_size = worker.snapshot().config.proxy.buffer_size;
-    let mut bufs = Bufs {
-        client: ReadBuf::new(buffer_size),
-        upstream: ReadBuf::new(buffer_size),
-        req_head: Vec::with_capacity(512),
-        out: Vec::with_capacity(512),
-        nodelay: false,
-    };
+    let mut bufs = Bufs { client: ReadBuf::new(buffer_size), x: ExchangeBufs::unallocated(buffer_size), nodelay: false };
     let mut shutdown = worker.shutdown.listen();
     loop {
         let snap = worker.snapshot();
@@ -101,9 +108,16 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
             return;
         }
         let started = Instant::now();
-        match exchange(&worker, &snap, &mut client, &mut bufs, &client_ip, started).await {
+        bufs.x = worker.take_exchange_bufs(snap.config.proxy.buffer_size);
+        bufs.client.set_max(snap.config.proxy.buffer_size);
+        // Boxed: the exchange's state (about 2.3 KB) exists only while a request is in flight,
+        // not for the whole life of an idle keep-alive connection.
+        let result = Box::pin(exchange(&worker, &snap, &mut client, &mut bufs, &client_ip, started)).await;
+        match result {
             Ok(Next::KeepAlive) => {
                 ensure_nodelay(&client, &mut bufs);
+                let x = std::mem::replace(&mut bufs.x, ExchangeBufs::unallocated(snap.config.proxy.buffer_size));
+                worker.return_exchange_bufs(x);
                 continue;
             }
             Ok(Next::Close) => return,
@@ -112,7 +126,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
                 return;
             }
             Err(f) => {
-                respond_error(&worker, &mut client, &mut bufs.out, f, started).await;
+                respond_error(&worker, &mut client, &mut bufs.x.out, f, started).await;
                 return;
             }
         }
@@ -156,7 +170,7 @@ async fn exchange(
 
     // 1. Request head.
     let head_deadline = started + Duration::from_millis(cfg.header_read_timeout_ms);
-    bufs.req_head.clear();
+    bufs.x.req_head.clear();
     let routed = loop {
         let prepared = http::prepare_request(
             bufs.client.data(),
@@ -165,7 +179,7 @@ async fn exchange(
             &ctx,
             |out| worker.write_request_id(out),
             |api, spec| worker.pick_target(snap.generation, api, spec.targets.len()),
-            &mut bufs.req_head,
+            &mut bufs.x.req_head,
         );
         let too_large = |_head_len: usize| {
             record(worker, "", http::Method::Other, 431, started, 0, 0);
@@ -231,7 +245,7 @@ async fn exchange(
         match send_request(worker, snap, client, &mut up, bufs, &meta).await {
             Ok(body_bytes) => match read_response_head(snap, &mut up, bufs, &meta, worker).await {
                 Ok(resp) => break (up, resp, body_bytes),
-                Err(e) if retryable && e.kind == ErrorKind::UpstreamProtocol && bufs.upstream.is_empty() => {}
+                Err(e) if retryable && e.kind == ErrorKind::UpstreamProtocol && bufs.x.upstream.is_empty() => {}
                 Err(e) => {
                     record(worker, &api.api_id, meta.method, e.kind.status().map_or(0, |s| s.0), started, 0, 0);
                     return Err(e.into());
@@ -250,33 +264,33 @@ async fn exchange(
     // 3. Response.
     let body_in = meta.head_len as u64 + body_bytes;
     if resp.switching {
-        let head_out = bufs.out.len() as u64;
-        write_vec(client, &mut bufs.out)
+        let head_out = bufs.x.out.len() as u64;
+        write_vec(client, &mut bufs.x.out)
             .await
             .map_err(|e| ProxyError::io(ErrorKind::ClientIo, "writing 101 to client", e))?;
         record(worker, &api.api_id, meta.method, 101, started, body_in, head_out);
         return Ok(Next::Tunnel(up));
     }
-    let head_out = bufs.out.len() as u64;
+    let head_out = bufs.x.out.len() as u64;
     // Small bodies already read with the head go out in the same write as the head.
     let mut body_kind = resp.body;
     if let BodyKind::Length(n) = resp.body {
-        if (bufs.upstream.len() as u64) >= n {
-            bufs.out.extend_from_slice(&bufs.upstream.data()[..n as usize]);
-            bufs.upstream.consume(n as usize);
+        if (bufs.x.upstream.len() as u64) >= n {
+            bufs.x.out.extend_from_slice(&bufs.x.upstream.data()[..n as usize]);
+            bufs.x.upstream.consume(n as usize);
             body_kind = BodyKind::None;
         }
     }
-    let written_with_head = bufs.out.len() as u64 - head_out;
+    let written_with_head = bufs.x.out.len() as u64 - head_out;
     if body_kind != BodyKind::None {
         ensure_nodelay(client, bufs);
     }
-    write_vec(client, &mut bufs.out)
+    write_vec(client, &mut bufs.x.out)
         .await
         .map_err(|e| Failure { err: ProxyError::io(ErrorKind::ClientIo, "writing response head", e), responded: true })?;
     let relayed = body::relay(
         &mut up.stream,
-        &mut bufs.upstream,
+        &mut bufs.x.upstream,
         client,
         body_kind,
         Side::Upstream,
@@ -293,14 +307,14 @@ async fn exchange(
         }
     };
     record(worker, &api.api_id, meta.method, resp.status, started, body_in, head_out + body_out);
-    if resp.upstream_reusable && bufs.upstream.is_empty() {
+    if resp.upstream_reusable && bufs.x.upstream.is_empty() {
         worker.pool.put(up, cfg.upstream_pool_size);
     }
     Ok(if resp.close_client || worker.shutdown.is_set() { Next::Close } else { Next::KeepAlive })
 }
 
-/// Writes the upstream head (already in `bufs.out`) and relays the request body. Returns request
-/// body bytes. On success `bufs.out` is empty.
+/// Writes the upstream head (already in `bufs.x.out`) and relays the request body. Returns request
+/// body bytes. On success `bufs.x.out` is empty.
 async fn send_request(
     worker: &Worker,
     snap: &Snapshot,
@@ -323,15 +337,15 @@ async fn send_request(
             body = BodyKind::None;
         }
     }
-    let head_len = bufs.req_head.len();
+    let head_len = bufs.x.req_head.len();
     if sent_with_head > 0 {
-        bufs.req_head.extend_from_slice(&bufs.client.data()[..sent_with_head as usize]);
+        bufs.x.req_head.extend_from_slice(&bufs.client.data()[..sent_with_head as usize]);
     }
-    let head = std::mem::take(&mut bufs.req_head);
+    let head = std::mem::take(&mut bufs.x.req_head);
     let (res, mut head) = up.stream.write_all(head).await;
     // Keep the head (without body) for a retry on a fresh connection.
     head.truncate(head_len);
-    bufs.req_head = head;
+    bufs.x.req_head = head;
     if let Err(e) = res {
         return Err(ProxyError::io(ErrorKind::UpstreamProtocol, "writing request to upstream", e).into());
     }
@@ -358,7 +372,7 @@ async fn send_request(
 }
 
 /// Reads the upstream response head, skipping 1xx informational responses, and writes the
-/// client's response head into `bufs.out`.
+/// client's response head into `bufs.x.out`.
 async fn read_response_head(
     snap: &Snapshot,
     up: &mut Upstream,
@@ -370,23 +384,23 @@ async fn read_response_head(
     let timeout = Duration::from_millis(cfg.upstream_response_timeout_ms);
     let client_keep_alive = meta.keep_alive && !worker.shutdown.is_set();
     loop {
-        bufs.out.clear();
-        match http::prepare_response(bufs.upstream.data(), cfg.max_headers, meta, client_keep_alive, &mut bufs.out)? {
+        bufs.x.out.clear();
+        match http::prepare_response(bufs.x.upstream.data(), cfg.max_headers, meta, client_keep_alive, &mut bufs.x.out)? {
             PreparedResponse::Ready(r) => {
-                bufs.upstream.consume(r.head_len);
+                bufs.x.upstream.consume(r.head_len);
                 return Ok(r);
             }
             PreparedResponse::Informational { head_len } => {
-                bufs.upstream.consume(head_len);
+                bufs.x.upstream.consume(head_len);
                 continue;
             }
             PreparedResponse::Partial => {}
         }
-        if bufs.upstream.len() >= cfg.max_response_head_size {
+        if bufs.x.upstream.len() >= cfg.max_response_head_size {
             return Err(ProxyError::new(ErrorKind::UpstreamProtocol, "upstream response head too large"));
         }
-        bufs.upstream.reserve(cfg.max_response_head_size.min(bufs.upstream.len() + 4096));
-        match monoio::time::timeout(timeout, bufs.upstream.fill(&mut up.stream)).await {
+        bufs.x.upstream.reserve(cfg.max_response_head_size.min(bufs.x.upstream.len() + 4096));
+        match monoio::time::timeout(timeout, bufs.x.upstream.fill(&mut up.stream)).await {
             Ok(Ok(n)) if n > 0 => {}
             Ok(Ok(_)) => return Err(ProxyError::new(ErrorKind::UpstreamProtocol, "upstream closed before responding")),
             Ok(Err(e)) => return Err(ProxyError::io(ErrorKind::UpstreamProtocol, "reading upstream response", e)),
@@ -406,10 +420,10 @@ async fn no_route(
 ) -> Result<Next, Failure> {
     let close = meta.body != BodyKind::None || !meta.keep_alive || worker.shutdown.is_set();
     bufs.client.consume(meta.head_len);
-    bufs.out.clear();
-    http::error_response(&mut bufs.out, 404, "Not Found", "no API matches this request", close);
-    let out_len = bufs.out.len() as u64;
-    write_vec(client, &mut bufs.out)
+    bufs.x.out.clear();
+    http::error_response(&mut bufs.x.out, 404, "Not Found", "no API matches this request", close);
+    let out_len = bufs.x.out.len() as u64;
+    write_vec(client, &mut bufs.x.out)
         .await
         .map_err(|e| Failure { err: ProxyError::io(ErrorKind::ClientIo, "writing 404", e), responded: true })?;
     record(worker, "", meta.method, 404, started, meta.head_len as u64, out_len);
@@ -426,8 +440,8 @@ async fn tunnel(mut client: TcpStream, mut up: Upstream, mut bufs: Bufs) {
     if bufs.client.write_out(&mut up.stream, n).await.is_err() {
         return;
     }
-    let n = bufs.upstream.len();
-    if bufs.upstream.write_out(&mut client, n).await.is_err() {
+    let n = bufs.x.upstream.len();
+    if bufs.x.upstream.write_out(&mut client, n).await.is_err() {
         return;
     }
     let (mut cr, mut cw) = client.into_split();

@@ -31,6 +31,16 @@ impl ReadBuf {
         ReadBuf { buf: Vec::with_capacity(INITIAL_CAPACITY.min(max)), pos: 0, max, grow_next: false }
     }
 
+    /// A buffer that allocates nothing until its first read.
+    pub fn unallocated(max: usize) -> Self {
+        ReadBuf { buf: Vec::new(), pos: 0, max, grow_next: false }
+    }
+
+    /// Sets the size a full read grows the buffer to (config may change on reload).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
     #[inline]
     pub fn data(&self) -> &[u8] {
         &self.buf[self.pos..]
@@ -77,7 +87,9 @@ impl ReadBuf {
 
     /// Reads once into the free space. `Ok(0)` is EOF.
     pub async fn fill<R: AsyncReadRent>(&mut self, r: &mut R) -> io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < MIN_FREE || self.grow_next {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(INITIAL_CAPACITY.min(self.max));
+        } else if self.buf.capacity() - self.buf.len() < MIN_FREE || self.grow_next {
             self.compact();
             let target = self.max.max(self.buf.len() + MIN_FREE);
             if self.buf.capacity() < target {

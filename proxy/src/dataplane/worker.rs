@@ -19,6 +19,9 @@ use super::stats::{LocalStats, WorkerStats, PUBLISH_INTERVAL};
 use super::upstream::Pool;
 use super::{conn, Shared, Shutdown};
 
+/// Most pooled exchange-buffer sets per worker.
+const SPARE_MAX: usize = 1024;
+
 /// The control plane's handle on a running worker.
 pub struct WorkerHandle {
     pub id: usize,
@@ -42,6 +45,8 @@ pub(crate) struct Worker {
     /// Banned addresses (user-space enforcement; the XDP gate drops them earlier when loaded).
     pub bans: Arc<ArcSwap<crate::bans::BanSet>>,
     round_robin: RefCell<(u64, Vec<usize>)>,
+    /// Exchange buffers not in use (see `conn::ExchangeBufs`).
+    spare: RefCell<Vec<super::conn::ExchangeBufs>>,
     request_seq: Cell<u64>,
     request_id_seed: u64,
 }
@@ -80,6 +85,24 @@ impl Worker {
         let seq = self.request_seq.get().wrapping_add(1);
         self.request_seq.set(seq);
         let _ = write!(out, "{:016x}{:016x}", self.request_id_seed, seq);
+    }
+
+    /// Buffers for one exchange: from the pool, or fresh (allocated on first use).
+    pub fn take_exchange_bufs(&self, buffer_size: usize) -> super::conn::ExchangeBufs {
+        self.spare.borrow_mut().pop().unwrap_or_else(|| super::conn::ExchangeBufs::unallocated(buffer_size))
+    }
+
+    /// Returns an exchange's buffers; the pool keeps at most [`SPARE_MAX`] sets.
+    pub fn return_exchange_bufs(&self, mut x: super::conn::ExchangeBufs) {
+        if !x.upstream.is_empty() {
+            return;
+        }
+        x.req_head.clear();
+        x.out.clear();
+        let mut spare = self.spare.borrow_mut();
+        if spare.len() < SPARE_MAX {
+            spare.push(x);
+        }
     }
 
     fn publish(&self) {
@@ -121,6 +144,7 @@ pub fn spawn(
             shutdown,
             bans,
             round_robin: RefCell::new((0, Vec::new())),
+            spare: RefCell::new(Vec::new()),
             request_seq: Cell::new(0),
             request_id_seed: seed,
         });

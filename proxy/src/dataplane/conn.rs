@@ -110,9 +110,9 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
         let started = Instant::now();
         bufs.x = worker.take_exchange_bufs(snap.config.proxy.buffer_size);
         bufs.client.set_max(snap.config.proxy.buffer_size);
-        // Boxed: the exchange's state (about 2.3 KB) exists only while a request is in flight,
-        // not for the whole life of an idle keep-alive connection.
-        let result = Box::pin(exchange(&worker, &snap, &mut client, &mut bufs, &client_ip, started)).await;
+        // Not boxed: boxing the exchange's 2.3 KB state would free it on idle connections, but the
+        // per-request allocation measured 4-10 % more CPU per request in the small scenario.
+        let result = exchange(&worker, &snap, &mut client, &mut bufs, &client_ip, started).await;
         match result {
             Ok(Next::KeepAlive) => {
                 ensure_nodelay(&client, &mut bufs);

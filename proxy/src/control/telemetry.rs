@@ -134,34 +134,16 @@ impl Telemetry {
     }
 }
 
-/// Forwards aya-log records from the kernel programs to the process's log (debug level).
-pub async fn pump_ebpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
-    // SAFETY: the logger owns its ring buffer fd and is moved into the AsyncFd, which
-    // deregisters it before dropping it.
-    let registered = unsafe { tokio::io::unix::AsyncFd::register(logger) };
+/// Polls an owned fd-backed source (a ring buffer) on the tokio runtime, calling `drain` each
+/// time it is readable, until polling fails. `what` names it in the one log line on failure.
+async fn pump<T: std::os::fd::AsRawFd>(source: T, what: &'static str, mut drain: impl FnMut(&mut T)) {
+    // SAFETY: the source owns its fd and is moved into the AsyncFd, which deregisters it before
+    // dropping it, so the fd stays open for as long as it is registered.
+    let registered = unsafe { tokio::io::unix::AsyncFd::register(source) };
     let mut fd = match registered {
         Ok(fd) => fd,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot poll eBPF diagnostics");
-            return;
-        }
-    };
-    loop {
-        let Ok(mut guard) = fd.readable_mut().await else { return };
-        guard.get_inner_mut().flush();
-        guard.clear_ready();
-    }
-}
-
-/// Reads the ring buffer until the process ends (a tokio task on the control plane).
-pub async fn run(ring: aya::maps::RingBuf<aya::maps::MapData>, telemetry: std::sync::Arc<Telemetry>) {
-    // SAFETY: the ring buffer owns its fd and is moved into the AsyncFd, which deregisters it
-    // before dropping it, so the fd stays open for as long as it is registered.
-    let registered = unsafe { tokio::io::unix::AsyncFd::register(ring) };
-    let mut fd = match registered {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot poll the telemetry ring buffer; telemetry off");
+            tracing::warn!(error = %e, "cannot poll {what}; it is off");
             return;
         }
     };
@@ -169,11 +151,23 @@ pub async fn run(ring: aya::maps::RingBuf<aya::maps::MapData>, telemetry: std::s
         let mut guard = match fd.readable_mut().await {
             Ok(g) => g,
             Err(e) => {
-                tracing::error!(error = %e, "telemetry ring buffer poll failed; telemetry off");
+                tracing::warn!(error = %e, "polling {what} failed; it is off");
                 return;
             }
         };
-        let ring = guard.get_inner_mut();
+        drain(guard.get_inner_mut());
+        guard.clear_ready();
+    }
+}
+
+/// Forwards aya-log records from the kernel programs to the process's log (debug level).
+pub async fn pump_ebpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    pump(logger, "eBPF diagnostics", |l| l.flush()).await;
+}
+
+/// Reads the telemetry ring buffer until the process ends (a tokio task on the control plane).
+pub async fn run(ring: aya::maps::RingBuf<aya::maps::MapData>, telemetry: std::sync::Arc<Telemetry>) {
+    pump(ring, "per-connection telemetry", |ring| {
         let now = crate::ebpf::monotonic_ns();
         while let Some(item) = ring.next() {
             if item.len() >= std::mem::size_of::<ConnEvent>() {
@@ -183,6 +177,6 @@ pub async fn run(ring: aya::maps::RingBuf<aya::maps::MapData>, telemetry: std::s
                 telemetry.record(&ev, now);
             }
         }
-        guard.clear_ready();
-    }
+    })
+    .await;
 }

@@ -46,7 +46,7 @@ pub fn setup() -> Result<()> {
         eprintln!("setup: building bpf-linker against LLVM 22 (takes a few minutes)");
         let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
         run(Command::new("cargo")
-            .args(["install", "bpf-linker", "--no-default-features", "--features", "llvm-22"])
+            .args(["install", "bpf-linker", "--version", "0.13.0", "--locked", "--no-default-features", "--features", "llvm-22"])
             .env("LLVM_PREFIX", "/usr/lib/llvm-22")
             .env("PATH", path))?;
     }

@@ -150,3 +150,77 @@ pub async fn write_vec<W: AsyncWriteRentExt>(w: &mut W, v: &mut Vec<u8>) -> io::
 // `IoBuf` is used through the `slice` method above.
 #[allow(unused_imports)]
 use IoBuf as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f` on a monoio epoll runtime with a connected loopback pair: `f` gets the accepted
+    /// stream; the peer (a std socket) receives `peer_writes` one by one, each after a short pause.
+    fn with_stream<F, Fut>(peer_writes: Vec<Vec<u8>>, f: F)
+    where
+        F: FnOnce(monoio::net::TcpStream) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            for w in peer_writes {
+                s.write_all(&w).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        });
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_nonblocking(true).unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
+        rt.block_on(async move {
+            let stream = monoio::net::TcpStream::from_std(stream).unwrap();
+            f(stream).await;
+        });
+        writer.join().unwrap();
+    }
+
+    /// Fills until at least `n` bytes are buffered (the peer's writes may arrive split or merged).
+    async fn fill_to(b: &mut ReadBuf, s: &mut monoio::net::TcpStream, n: usize) {
+        while b.len() < n {
+            assert!(b.fill(s).await.unwrap() > 0, "peer closed early");
+        }
+    }
+
+    #[test]
+    fn reads_grow_the_buffer_past_its_first_size_without_losing_bytes() {
+        with_stream(vec![b"hello".to_vec(), vec![b'x'; 4000], vec![b'y'; 70_000]], |mut s| async move {
+            let mut b = ReadBuf::new(64 * 1024);
+            fill_to(&mut b, &mut s, 5).await;
+            assert_eq!(&b.data()[..5], b"hello");
+            b.consume(5);
+            fill_to(&mut b, &mut s, 4000).await;
+            assert!(b.data()[..4000].iter().all(|&c| c == b'x'));
+            b.consume(4000);
+            // More than `max` in flight: the buffer grows to max, is drained, and keeps reading.
+            let mut ys = 0;
+            while ys < 70_000 {
+                fill_to(&mut b, &mut s, 1).await;
+                assert!(b.data().iter().all(|&c| c == b'y'));
+                ys += b.len();
+                b.consume(b.len());
+            }
+        });
+    }
+
+    #[test]
+    fn unallocated_buffers_allocate_on_first_read_and_compact() {
+        with_stream(vec![b"abcdef".to_vec(), b"ghij".to_vec()], |mut s| async move {
+            let mut b = ReadBuf::unallocated(4096);
+            fill_to(&mut b, &mut s, 6).await;
+            b.consume(4);
+            assert_eq!(&b.data()[..2], b"ef");
+            b.reserve(10_000);
+            assert_eq!(&b.data()[..2], b"ef", "reserve compacts without losing data");
+            fill_to(&mut b, &mut s, 6).await;
+            assert_eq!(b.data(), b"efghij");
+        });
+    }
+}

@@ -113,6 +113,11 @@ fn large_bodies_stream_both_ways_through_a_small_buffer() {
     assert!(r.body == body, "echoed body differs ({} vs {} bytes)", r.body.len(), body.len());
     let r = conn.get("/up/bytes/2000000").unwrap();
     assert_eq!(r.body, pattern(2_000_000));
+    // Medium bodies that arrive whole with their head (once the buffers have grown) are written
+    // in the same syscall as the head.
+    for n in [5_000, 10_000, 3_000, 40_000, 10_000] {
+        assert_eq!(conn.get(&format!("/up/bytes/{n}")).unwrap().body, pattern(n));
+    }
     // Close-delimited upstream bodies reach the client and close its connection.
     let r = conn.get("/up/close-delimited/100000").unwrap();
     assert_eq!(r.body, pattern(100_000));

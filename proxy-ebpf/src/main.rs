@@ -109,6 +109,25 @@ fn live(expiry: u64, now: u64) -> bool {
     expiry > now
 }
 
+/// What the allow/deny tries say about a source address.
+enum Rule {
+    Allow,
+    Deny,
+    None,
+}
+
+/// Allowlist first (never dropped), then a live deny entry; the same for IPv4 and IPv6 keys.
+#[inline(always)]
+fn network_rule<K>(allow: &LpmTrie<K, u8>, deny: &LpmTrie<K, u64>, key: &Key<K>, now: u64) -> Rule {
+    if allow.get(key).is_some() {
+        return Rule::Allow;
+    }
+    match deny.get(key) {
+        Some(exp) if live(*exp, now) => Rule::Deny,
+        _ => Rule::None,
+    }
+}
+
 fn try_gate(ctx: &XdpContext) -> Result<u32, ()> {
     let mut ether_type = u16::from_be(read::<u16>(ctx, 12)?);
     let mut off = ETH_HLEN;
@@ -130,26 +149,20 @@ fn try_gate(ctx: &XdpContext) -> Result<u32, ()> {
             }
             let proto: u8 = read(ctx, off + 9)?;
             let src4: [u8; 4] = read(ctx, off + 12)?;
-            if ALLOW_V4.get(&Key::new(32, src4)).is_some() {
-                return pass();
-            }
-            if let Some(exp) = DENY_V4.get(&Key::new(32, src4)) {
-                if live(*exp, now) {
-                    return drop_for(ctx, COUNTER_DROPPED_DENY);
-                }
+            match network_rule(&ALLOW_V4, &DENY_V4, &Key::new(32, src4), now) {
+                Rule::Allow => return pass(),
+                Rule::Deny => return drop_for(ctx, COUNTER_DROPPED_DENY),
+                Rule::None => {}
             }
             (v4_mapped(src4), off + ihl, proto)
         }
         ETH_P_IPV6 => {
             let next: u8 = read(ctx, off + 6)?;
             let src6: [u8; 16] = read(ctx, off + 8)?;
-            if ALLOW_V6.get(&Key::new(128, src6)).is_some() {
-                return pass();
-            }
-            if let Some(exp) = DENY_V6.get(&Key::new(128, src6)) {
-                if live(*exp, now) {
-                    return drop_for(ctx, COUNTER_DROPPED_DENY);
-                }
+            match network_rule(&ALLOW_V6, &DENY_V6, &Key::new(128, src6), now) {
+                Rule::Allow => return pass(),
+                Rule::Deny => return drop_for(ctx, COUNTER_DROPPED_DENY),
+                Rule::None => {}
             }
             // Extension headers are not walked: a SYN behind one is not rate limited.
             (src6, off + 40, next)

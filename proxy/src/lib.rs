@@ -6,9 +6,13 @@
 //! - [`dataplane`] runs one pinned monoio worker per core: accept, parse, route, proxy. It never
 //!   awaits a tokio future and takes no lock on the request path.
 //! - [`control`] runs the tokio control plane: admin API, `/metrics`, reload, signals.
+//! - [`auth`] decides who may call an API (keys, JWT, basic, HMAC, policies, IP and path rules);
+//!   [`keystore`] keeps sessions (embedded file or Redis) on the control plane.
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod auth;
 pub mod config;
+pub mod keystore;
 pub mod control;
 pub mod dataplane;
 pub mod router;

@@ -24,6 +24,8 @@ pub enum StartError {
     Runtime(std::io::Error),
     #[error("[ebpf] mode = \"on\" but the XDP gate could not be started: {0}")]
     Ebpf(crate::ebpf::GateError),
+    #[error("cannot open the key store: {0}")]
+    KeyStore(crate::keystore::StoreError),
 }
 
 /// Result of `portcullis check`: every problem found.
@@ -63,9 +65,25 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
     let bans = Arc::new(BanManager::new());
     bans.apply_config(&cfg.ebpf.deny_cidrs, &cfg.ebpf.allow_cidrs);
     let gate = start_gate(&cfg, &bans)?;
-    let shared = Shared { snapshot: Arc::clone(&snapshot), shutdown: Arc::clone(&shutdown), bans: bans.published() };
-
     let workers = worker_count(cfg.proxy.workers);
+    let mut keystore = open_keystore(&cfg)?;
+    let invalidations = (0..workers).map(|_| keystore.subscribe()).collect();
+    let keystore = Arc::new(keystore);
+    let a = &cfg.auth;
+    let (key_client, lookups) = crate::keystore::lookup_channel(a.key_lookup_queue, Duration::from_millis(a.key_lookup_timeout_ms));
+    let shared = Shared {
+        snapshot: Arc::clone(&snapshot),
+        shutdown: Arc::clone(&shutdown),
+        bans: bans.published(),
+        keys: key_client,
+        invalidations,
+        auth_limits: crate::auth::CacheLimits {
+            capacity: a.cache_capacity,
+            session_ttl: Duration::from_millis(a.session_cache_ttl_ms),
+            negative_ttl: Duration::from_millis(a.negative_cache_ttl_ms),
+        },
+    };
+
     let listen = cfg.listen_addr();
     let handles = dataplane::start(&shared, listen, workers, cfg.proxy.io_driver, cfg.proxy.accept_backlog)
         .map_err(|source| StartError::Bind { what: "proxy.listen", addr: listen, source })?;
@@ -92,6 +110,7 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         workers: handles.iter().map(|h| (h.id, Arc::clone(&h.stats))).collect(),
         shutdown: Arc::clone(&shutdown),
         started,
+        keys: Arc::clone(&keystore),
     });
     let admin_addr = cfg.admin_addr();
     let result = rt.block_on(async {
@@ -100,6 +119,9 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
             .map_err(|source| StartError::Bind { what: "admin.listen", addr: admin_addr, source })?;
         tracing::info!(admin = %admin_addr, "admin API listening");
         tokio::spawn(serve_admin(listener, Arc::clone(&state)));
+        tokio::spawn(crate::keystore::serve_lookups(Arc::clone(&keystore), lookups));
+        tokio::spawn(crate::keystore::follow_changes(Arc::clone(&keystore)));
+        tokio::spawn(crate::control::jwks::refresh_loop(Arc::clone(&state.reloader.snapshot)));
         if let Some(ring) = state.gate.as_ref().and_then(|g| g.take_ring()) {
             tokio::spawn(crate::control::telemetry::run(ring, Arc::clone(&state.telemetry)));
         }
@@ -140,6 +162,20 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
     }
     tracing::info!("stopped");
     result
+}
+
+/// The embedded store at `[storage] path`, or Redis when `[storage] redis` is set.
+fn open_keystore(cfg: &Config) -> Result<crate::keystore::KeyStore, StartError> {
+    use crate::keystore::{EmbeddedStore, KeyStore, RedisStore};
+    if cfg.storage.redis.is_empty() {
+        let store = EmbeddedStore::open(&cfg.storage.path).map_err(StartError::KeyStore)?;
+        tracing::info!(path = %cfg.storage.path.display(), keys = store.hashes().len(), "key store: embedded");
+        Ok(KeyStore::embedded(store))
+    } else {
+        let store = RedisStore::new(&cfg.storage.redis, &cfg.storage.redis_key_prefix).map_err(StartError::KeyStore)?;
+        tracing::info!(prefix = %cfg.storage.redis_key_prefix, "key store: redis");
+        Ok(KeyStore::redis(store))
+    }
 }
 
 /// Starts the XDP gate per `[ebpf] mode`. `auto` falls back to user-space enforcement with one

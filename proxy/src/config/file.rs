@@ -18,6 +18,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub apps: AppsConfig,
     pub storage: StorageConfig,
+    pub auth: AuthConfig,
     pub ebpf: EbpfConfig,
     pub log: LogConfig,
 }
@@ -185,13 +186,58 @@ impl Default for AppsConfig {
     }
 }
 
-/// `[storage]`: key/quota storage.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+/// `[storage]`: where keys (sessions) are stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
-    /// Redis URL; empty = embedded store. Not used by any feature yet (keys and quotas arrive with
-    /// the auth and limits work); validated so configs written today keep working.
+    /// Redis URL (`redis://host:port/db`); empty = the embedded store.
     pub redis: String,
+    /// Prefix of session keys in Redis (Tyk's layout: `apikey-<hash>`).
+    pub redis_key_prefix: String,
+    /// File of the embedded store (relative to the config file).
+    pub path: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { redis: String::new(), redis_key_prefix: "apikey-".into(), path: "data/keys.json".into() }
+    }
+}
+
+/// `[auth]`: per-worker auth caches and key handling.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Sessions, verified JWTs and basic-auth checks cached per worker (each cache).
+    pub cache_capacity: usize,
+    /// Longest a worker serves a cached session before asking the store again, ms. Changes made
+    /// through this node's admin API reach every worker at once; this bounds changes made
+    /// elsewhere (another node's admin API through Redis when pub/sub is lost).
+    pub session_cache_ttl_ms: u64,
+    /// How long an unknown key is remembered as unknown, ms.
+    pub negative_cache_ttl_ms: u64,
+    /// Longest a request waits for the key store on a cache miss, ms (then 503).
+    pub key_lookup_timeout_ms: u64,
+    /// Pending key lookups from all workers; beyond it requests get 503.
+    pub key_lookup_queue: usize,
+    /// How often JWKS URLs are fetched again, seconds (failed fetches retry every 10 s).
+    pub jwks_refresh_secs: u64,
+    /// bcrypt cost for basic-auth passwords set through the key API (4..=31).
+    pub bcrypt_cost: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            cache_capacity: 100_000,
+            session_cache_ttl_ms: 10_000,
+            negative_cache_ttl_ms: 1_000,
+            key_lookup_timeout_ms: 1_000,
+            key_lookup_queue: 4_096,
+            jwks_refresh_secs: 300,
+            bcrypt_cost: 10,
+        }
+    }
 }
 
 /// `[log]`.
@@ -243,7 +289,7 @@ impl Config {
 
     pub(crate) fn resolve_relative_paths(&mut self, config_path: &Path) {
         let base = config_path.parent().unwrap_or(Path::new("."));
-        for p in [&mut self.apps.dir, &mut self.apps.policies] {
+        for p in [&mut self.apps.dir, &mut self.apps.policies, &mut self.storage.path] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -259,7 +305,11 @@ impl Config {
                 errs.push(ConfigError::new(path, field, v, "not an IP:port socket address"));
             }
         }
-        let nonzero: [(&str, u64); 10] = [
+        let nonzero: [(&str, u64); 14] = [
+            ("auth.cache_capacity", self.auth.cache_capacity as u64),
+            ("auth.key_lookup_timeout_ms", self.auth.key_lookup_timeout_ms),
+            ("auth.key_lookup_queue", self.auth.key_lookup_queue as u64),
+            ("auth.jwks_refresh_secs", self.auth.jwks_refresh_secs),
             ("proxy.max_connections_per_worker", p.max_connections_per_worker as u64),
             ("proxy.accept_backlog", p.accept_backlog as u64),
             ("proxy.max_headers", p.max_headers as u64),
@@ -317,6 +367,9 @@ impl Config {
         }
         if self.ebpf.max_bans == 0 || self.ebpf.max_syn_sources == 0 {
             errs.push(ConfigError::new(path, "ebpf.max_bans/max_syn_sources", "0", "must be greater than 0"));
+        }
+        if !(4..=31).contains(&self.auth.bcrypt_cost) {
+            errs.push(ConfigError::new(path, "auth.bcrypt_cost", self.auth.bcrypt_cost.to_string(), "must be between 4 and 31"));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             errs.push(ConfigError::new(path, "log.level", &self.log.level, format!("not a tracing filter: {e}")));

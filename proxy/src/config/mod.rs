@@ -8,11 +8,13 @@ mod env;
 mod file;
 mod snapshot;
 mod tyk;
+mod tyk_auth;
 
 pub use env::apply_env_overrides;
-pub use file::{AdminConfig, AppsConfig, Config, EbpfConfig, EbpfMode, IoDriver, LogConfig, ProxyConfig, StorageConfig};
-pub use snapshot::{load_snapshot, Snapshot};
+pub use file::{AdminConfig, AppsConfig, AuthConfig, Config, EbpfConfig, EbpfMode, IoDriver, LogConfig, ProxyConfig, StorageConfig};
+pub use snapshot::{load_snapshot, load_snapshot_with, Snapshot};
 pub use tyk::{ApiSpec, Target};
+pub use tyk_auth::JwksFetch;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

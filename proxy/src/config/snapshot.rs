@@ -5,10 +5,14 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::auth::policy::{Policies, Policy};
 use crate::router::Router;
 
 use super::tyk::{parse_api, Parsed};
-use super::{ApiSpec, Config, ConfigError};
+use super::{ApiSpec, Config, ConfigError, JwksFetch};
 
 /// Everything a worker needs to serve a request, frozen.
 #[derive(Debug)]
@@ -18,13 +22,18 @@ pub struct Snapshot {
     pub router: Router,
     /// Increases by one per successful load; shown by `/hello` and `/tyk/reload`.
     pub generation: u64,
-    /// Number of policies in the policies file (policies are applied by the auth work).
-    pub policies: usize,
+    /// The policies file.
+    pub policies: Arc<Policies>,
 }
 
 /// Loads `apps/*.json` and the policies file named by `config`. Invalid APIs are left out and
 /// their errors returned alongside the snapshot of the valid ones.
 pub fn load_snapshot(config: Config, generation: u64) -> (Snapshot, Vec<ConfigError>) {
+    load_snapshot_with(config, generation, &crate::control::jwks::http_fetch)
+}
+
+/// As [`load_snapshot`], with the JWKS fetcher given (tests pass their own).
+pub fn load_snapshot_with(config: Config, generation: u64, fetch: JwksFetch<'_>) -> (Snapshot, Vec<ConfigError>) {
     let mut errs = Vec::new();
     let mut apis: Vec<ApiSpec> = Vec::new();
     for file in api_files(&config.apps.dir, &mut errs) {
@@ -35,7 +44,7 @@ pub fn load_snapshot(config: Config, generation: u64) -> (Snapshot, Vec<ConfigEr
                 continue;
             }
         };
-        match parse_api(&file, &text) {
+        match parse_api(&file, &text, fetch) {
             Ok(Parsed::Api(spec)) => {
                 if let Some(other) = apis.iter().find(|a| a.api_id == spec.api_id) {
                     errs.push(ConfigError::new(
@@ -94,20 +103,39 @@ fn api_files(dir: &Path, errs: &mut Vec<ConfigError>) -> Vec<PathBuf> {
 }
 
 /// Policies file: a JSON object `id -> policy` (Tyk's format). A missing file means no policies.
-fn load_policies(path: &Path, errs: &mut Vec<ConfigError>) -> usize {
+/// A policy without `id` takes its map key; one whose `id` differs from its key is an error.
+fn load_policies(path: &Path, errs: &mut Vec<ConfigError>) -> Arc<Policies> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Arc::default(),
         Err(e) => {
             errs.push(ConfigError::new(path, "", "", format!("cannot read policies: {e}")));
-            return 0;
+            return Arc::default();
         }
     };
-    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text) {
-        Ok(m) => m.len(),
+    let de = &mut serde_json::Deserializer::from_str(&text);
+    match serde_path_to_error::deserialize::<_, BTreeMap<String, Policy>>(de) {
+        Ok(m) => {
+            let mut out = Vec::with_capacity(m.len());
+            for (key, mut p) in m {
+                if p.id.is_empty() {
+                    p.id = key.clone();
+                } else if p.id != key {
+                    errs.push(ConfigError::new(path, format!("{key}.id"), &p.id, "must equal the policy's key in the map"));
+                    continue;
+                }
+                out.push((key, p));
+            }
+            Arc::new(Policies::new(out))
+        }
         Err(e) => {
-            errs.push(ConfigError::new(path, "", "", format!("policies must be a JSON object of id -> policy: {e}")));
-            0
+            errs.push(ConfigError::new(
+                path,
+                e.path().to_string(),
+                "",
+                format!("policies must be a JSON object of id -> policy: {}", e.inner()),
+            ));
+            Arc::default()
         }
     }
 }

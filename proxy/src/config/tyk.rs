@@ -7,14 +7,18 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::auth::ApiAuth;
+
+use super::tyk_auth::{parse_auth, JwksFetch};
 use super::ConfigError;
 
 /// One routable API, validated.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ApiSpec {
     pub api_id: String,
     pub name: String,
@@ -28,6 +32,10 @@ pub struct ApiSpec {
     pub preserve_host_header: bool,
     /// Upstream targets; repeated entries weight round robin. Never empty.
     pub targets: Vec<Target>,
+    /// Who may call it and how requests are changed (auth, IP rules, path lists, transforms).
+    pub auth: Arc<ApiAuth>,
+    /// `auth.is_plain()`, cached: keyless with nothing to check or change (the fast path).
+    pub plain: bool,
 }
 
 /// One upstream target, resolved at load time.
@@ -67,18 +75,21 @@ struct RawProxy {
 /// Fields that change security or routing semantics and are not implemented yet: an API that
 /// sets any of them to a truthy value (true, non-zero, non-empty) is rejected.
 const UNSUPPORTED: &[(&str, &str)] = &[
-    ("/use_standard_auth", "token authentication"),
     ("/use_oauth2", "OAuth2"),
+    ("/auth_configs/oauth", "OAuth2"),
+    ("/enable_jwt_scope_to_policy_mapping", "JWT scope to policy mapping"),
+    ("/jwt_scope_to_policy_mapping", "JWT scope to policy mapping"),
+    ("/jwt_client_base_field", "JWT client id lookup"),
+    ("/jwt_issued_at_validation_skew_enabled", "this JWT option"),
+    ("/auth/signature/use", "request signature validation of auth tokens"),
+    ("/auth_configs/authToken/signature/use", "request signature validation of auth tokens"),
+    ("/auth_configs/authToken/use_certificate", "certificate-bound tokens"),
+    ("/basic_auth/extract_from_body", "basic auth credentials from the body"),
+    ("/enable_context_vars_for_body", "body context variables"),
     ("/use_openid", "OpenID Connect"),
-    ("/enable_jwt", "JWT authentication"),
-    ("/use_basic_auth", "basic authentication"),
-    ("/enable_signature_checking", "HMAC request signing"),
     ("/use_mutual_tls_auth", "mutual TLS"),
     ("/use_go_plugin_auth", "Go plugin auth"),
     ("/enable_coprocess_auth", "coprocess auth"),
-    ("/base_identity_provided_by", "chained authentication"),
-    ("/enable_ip_whitelisting", "IP allow lists"),
-    ("/enable_ip_blacklisting", "IP deny lists"),
     ("/internal", "internal-only APIs"),
     ("/enable_batch_request_support", "batch requests"),
     ("/global_rate_limit/rate", "API-wide rate limits"),
@@ -95,11 +106,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
 
 /// Per-version keys that are not implemented yet (paths, transforms, per-endpoint behaviour).
 const UNSUPPORTED_VERSION_KEYS: &[&str] = &[
-    "paths/white_list",
-    "paths/black_list",
-    "paths/ignored",
-    "global_headers",
-    "global_headers_remove",
     "global_response_headers",
     "global_response_headers_remove",
     "ignore_endpoint_case",
@@ -117,7 +123,10 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
-fn brief(v: &Value) -> String {
+/// Extended-path middleware Portcullis implements.
+const SUPPORTED_EXTENDED: &[&str] = &["ignored", "white_list", "black_list", "transform_headers"];
+
+pub(super) fn brief(v: &Value) -> String {
     let s = v.to_string();
     if s.len() > 80 {
         format!("{}...", &s[..77])
@@ -135,7 +144,7 @@ pub enum Parsed {
 }
 
 /// Parses and validates one API definition. Returns every problem found in it.
-pub fn parse_api(file: &Path, text: &str) -> Result<Parsed, Vec<ConfigError>> {
+pub fn parse_api(file: &Path, text: &str, fetch: JwksFetch<'_>) -> Result<Parsed, Vec<ConfigError>> {
     let err = |field: &str, value: String, msg: String| ConfigError::new(file, field, value, msg);
     let json: Value = serde_json::from_str(text)
         .map_err(|e| vec![err("", String::new(), format!("not valid JSON: {e}"))])?;
@@ -163,13 +172,7 @@ pub fn parse_api(file: &Path, text: &str) -> Result<Parsed, Vec<ConfigError>> {
     if raw.api_id.is_empty() {
         errs.push(err("api_id", String::new(), "is required".into()));
     }
-    if !raw.use_keyless {
-        errs.push(err(
-            "use_keyless",
-            json.get("use_keyless").map(brief).unwrap_or_else(|| "(absent, i.e. false)".into()),
-            "APIs that require authentication are not supported yet; set use_keyless to true".into(),
-        ));
-    }
+    let _ = raw.use_keyless;
     for (ptr, what) in UNSUPPORTED {
         if let Some(v) = json.pointer(ptr).filter(|v| truthy(v)) {
             errs.push(err(&ptr[1..].replace('/', "."), brief(v), format!("{what} is not supported yet")));
@@ -178,7 +181,7 @@ pub fn parse_api(file: &Path, text: &str) -> Result<Parsed, Vec<ConfigError>> {
     if let Some(versions) = json.pointer("/version_data/versions").and_then(Value::as_object) {
         for (vname, version) in versions {
             if let Some(ext) = version.get("extended_paths").and_then(Value::as_object) {
-                for (k, v) in ext.iter().filter(|(_, v)| truthy(v)) {
+                for (k, v) in ext.iter().filter(|(k, v)| truthy(v) && !SUPPORTED_EXTENDED.contains(&k.as_str())) {
                     errs.push(err(
                         &format!("version_data.versions.{vname}.extended_paths.{k}"),
                         brief(v),
@@ -244,10 +247,14 @@ pub fn parse_api(file: &Path, text: &str) -> Result<Parsed, Vec<ConfigError>> {
         }
     }
 
+    let auth = parse_auth(file, &json, fetch, &mut errs);
     if !errs.is_empty() {
         return Err(errs);
     }
+    let plain = auth.is_plain();
     Ok(Parsed::Api(ApiSpec {
+        auth: Arc::new(auth),
+        plain,
         name: if raw.name.is_empty() { raw.api_id.clone() } else { raw.name },
         api_id: raw.api_id,
         file: file.display().to_string(),
@@ -332,7 +339,7 @@ mod tests {
     use super::*;
 
     fn api(json: &str) -> Result<Parsed, Vec<ConfigError>> {
-        parse_api(Path::new("apps/t.json"), json)
+        parse_api(Path::new("apps/t.json"), json, &|u: &str| Err(format!("no network in tests: {u}")))
     }
 
     fn spec(json: &str) -> ApiSpec {
@@ -363,10 +370,10 @@ mod tests {
     }
 
     #[test]
-    fn keyed_api_is_rejected_until_auth_exists() {
-        let e = api(r#"{"api_id":"a","active":true,"proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#)
-            .unwrap_err();
-        assert_eq!(e[0].field, "use_keyless");
+    fn keyed_api_defaults_to_auth_tokens() {
+        let s = spec(r#"{"api_id":"a","active":true,"proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#);
+        assert!(s.auth.token.is_some());
+        assert!(!s.plain);
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub async fn serve_admin(listener: tokio::net::TcpListener, state: Arc<ControlSt
     }
 }
 
-fn json_response(status: StatusCode, body: serde_json::Value) -> Resp {
+pub(super) fn json_response(status: StatusCode, body: serde_json::Value) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
     r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
@@ -72,8 +72,9 @@ fn authorised(state: &ControlState, req: &Request<Incoming>) -> Result<(), Resp>
 }
 
 async fn handle(state: Arc<ControlState>, req: Request<Incoming>) -> Result<Resp, Infallible> {
-    let path = req.uri().path().trim_end_matches('/');
-    let resp = match (req.method(), path) {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let method = req.method().clone();
+    let resp = match (&method, path.as_str()) {
         (&Method::GET, "/hello") => hello(&state),
         (&Method::GET, "/metrics") => {
             let mut r = Response::new(Full::new(Bytes::from(render_metrics(&state))));
@@ -90,6 +91,10 @@ async fn handle(state: Arc<ControlState>, req: Request<Incoming>) -> Result<Resp
         (&Method::GET, "/tyk/apis") => match authorised(&state, &req) {
             Err(r) => r,
             Ok(()) => apis(&state),
+        },
+        (_, p) if p == "/tyk/keys" || p.starts_with("/tyk/keys/") => match authorised(&state, &req) {
+            Err(r) => r,
+            Ok(()) => super::keys::handle(&state, req, p).await,
         },
         (&Method::GET, "/api/connections") => match authorised(&state, &req) {
             Err(r) => r,

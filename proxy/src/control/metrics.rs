@@ -78,7 +78,11 @@ pub fn render_metrics(state: &ControlState) -> String {
         let _ = writeln!(out, "portcullis_worker_open_connections{{worker=\"{id}\"}} {}", w.open_connections.load(Ordering::Relaxed));
     }
     type Field = fn(&crate::dataplane::stats::LocalStats) -> u64;
-    let counters: [(&str, &str, &str, Field); 7] = [
+    let counters: [(&str, &str, &str, Field); 11] = [
+        ("portcullis_auth_denied_total", "counter", "Requests refused by IP rules, path lists or authentication (401/403).", |s| s.auth_denied),
+        ("portcullis_key_lookups_total", "counter", "Session cache misses sent to the key store by each worker.", |s| s.key_lookups),
+        ("portcullis_key_lookup_errors_total", "counter", "Key store lookups that failed or timed out (503).", |s| s.key_lookup_errors),
+        ("portcullis_auth_cached_sessions", "gauge", "Sessions held in each worker's cache.", |s| s.cached_sessions),
         ("portcullis_worker_requests_total", "counter", "Requests answered by each worker.", |s| s.requests),
         ("portcullis_worker_connections_accepted_total", "counter", "Client connections accepted by each worker.", |s| s.connections_accepted),
         ("portcullis_worker_connections_refused_total", "counter", "Client connections closed at once because the worker was at max_connections_per_worker.", |s| s.connections_refused),

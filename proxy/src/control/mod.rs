@@ -6,6 +6,8 @@
 //! (published copies and relaxed atomics) and the snapshot `ArcSwap`; block the data plane.
 
 mod admin;
+pub mod jwks;
+mod keys;
 mod metrics;
 mod reload;
 pub mod telemetry;
@@ -30,4 +32,6 @@ pub struct ControlState {
     pub workers: Vec<(usize, Arc<WorkerStats>)>,
     pub shutdown: Arc<Shutdown>,
     pub started: Instant,
+    /// Sessions (embedded file or Redis).
+    pub keys: Arc<crate::keystore::KeyStore>,
 }

@@ -13,6 +13,7 @@
 use std::io::Write as _;
 use std::mem::MaybeUninit;
 
+use crate::auth::{self, transform, Decision, DecideCtx, Denial, KeyHash, RequestView, WorkerAuth};
 use crate::config::{ApiSpec, Snapshot, Target};
 use crate::router::ApiIndex;
 
@@ -98,15 +99,27 @@ pub struct RequestMeta {
 pub struct ClientCtx<'a> {
     /// Client IP as text, for `X-Forwarded-For`.
     pub client_ip: &'a str,
+    pub client_addr: std::net::IpAddr,
+}
+
+/// The worker state and clock the auth step needs.
+pub struct AuthCtx<'w> {
+    pub auth: &'w mut WorkerAuth,
+    /// Unix seconds.
+    pub now: u64,
 }
 
 /// A routed request whose upstream head has been written into the caller's buffer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Routed {
     pub meta: RequestMeta,
     pub api: ApiIndex,
     /// Index into the API's `targets`.
     pub target: usize,
+    /// Who the request runs as (APIs with auth).
+    pub identity: Option<auth::Identity>,
+    /// Tags from `tag_headers` (`<header lower case>-<value>`), for the request record.
+    pub tags: Vec<String>,
 }
 
 /// Outcome of looking at the bytes read so far.
@@ -118,6 +131,10 @@ pub enum Prepared {
     Routed(Routed),
     /// Parsed but no API matches (404 to send).
     NoRoute(RequestMeta),
+    /// Refused by IP rules, path lists or auth.
+    Denied { meta: RequestMeta, api: ApiIndex, denial: Denial },
+    /// The session of this key is not in the worker's cache: fetch it, then prepare again.
+    NeedKey { meta: RequestMeta, api: ApiIndex, hash: KeyHash },
 }
 
 fn eq_ic(a: &[u8], b: &str) -> bool {
@@ -220,6 +237,7 @@ pub fn prepare_request(
     max_headers: usize,
     snap: &Snapshot,
     ctx: &ClientCtx<'_>,
+    actx: AuthCtx<'_>,
     request_id: impl FnOnce(&mut Vec<u8>),
     pick: impl FnOnce(ApiIndex, &ApiSpec) -> usize,
     out: &mut Vec<u8>,
@@ -308,6 +326,18 @@ pub fn prepare_request(
         return Ok(Prepared::NoRoute(meta));
     };
     let api = &snap.apis[api_idx as usize];
+    if !api.plain {
+        return prepare_gateway(
+            GatewayReq { meta, method_str, host, path, query, headers, xff_skip: &f.conn, upgrade_value },
+            snap,
+            api_idx,
+            ctx,
+            actx,
+            request_id,
+            pick,
+            out,
+        );
+    }
     let target_idx = pick(api_idx, api) % api.targets.len();
     let target = &api.targets[target_idx];
 
@@ -338,6 +368,17 @@ pub fn prepare_request(
         }
         push_header(out, n.as_bytes(), h.value);
     }
+    write_proxy_headers(out, api, target, host, xff, ctx);
+    if !has_request_id {
+        out.extend_from_slice(b"X-Request-Id: ");
+        request_id(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    finish_head(out, upgrade, upgrade_value);
+    Ok(Prepared::Routed(Routed { meta, api: api_idx, target: target_idx, identity: None, tags: Vec::new() }))
+}
+
+fn write_proxy_headers(out: &mut Vec<u8>, api: &ApiSpec, target: &Target, host: Option<&[u8]>, xff: Option<&[u8]>, ctx: &ClientCtx<'_>) {
     out.extend_from_slice(b"Host: ");
     match (api.preserve_host_header, host) {
         (true, Some(h)) => out.extend_from_slice(h),
@@ -350,18 +391,150 @@ pub fn prepare_request(
     }
     out.extend_from_slice(ctx.client_ip.as_bytes());
     out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
-    if !has_request_id {
-        out.extend_from_slice(b"X-Request-Id: ");
-        request_id(out);
-        out.extend_from_slice(b"\r\n");
-    }
+}
+
+fn finish_head(out: &mut Vec<u8>, upgrade: bool, upgrade_value: Option<&[u8]>) {
     if upgrade {
         out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
         out.extend_from_slice(upgrade_value.unwrap_or_default());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    Ok(Prepared::Routed(Routed { meta, api: api_idx, target: target_idx }))
+}
+
+/// The parsed request, as the gateway path needs it.
+struct GatewayReq<'b, 'c> {
+    meta: RequestMeta,
+    method_str: &'b str,
+    host: Option<&'b [u8]>,
+    path: &'b str,
+    query: &'b str,
+    headers: &'b [httparse::Header<'b>],
+    xff_skip: &'c ConnTokens<'b>,
+    upgrade_value: Option<&'b [u8]>,
+}
+
+/// Requests to APIs with auth, IP rules, path lists or transforms: decide, then write the
+/// upstream head with auth data stripped and headers transformed.
+#[allow(clippy::too_many_arguments)]
+fn prepare_gateway(
+    r: GatewayReq<'_, '_>,
+    snap: &Snapshot,
+    api_idx: ApiIndex,
+    ctx: &ClientCtx<'_>,
+    actx: AuthCtx<'_>,
+    request_id: impl FnOnce(&mut Vec<u8>),
+    pick: impl FnOnce(ApiIndex, &ApiSpec) -> usize,
+    out: &mut Vec<u8>,
+) -> Result<Prepared> {
+    let api = &snap.apis[api_idx as usize];
+    let a = &*api.auth;
+    let rel_path = {
+        let rest = r.path.get(api.listen_path.len().min(r.path.len())..).unwrap_or("");
+        if rest.is_empty() { "/" } else { rest }
+    };
+    let view = RequestView {
+        method: r.method_str,
+        path: r.path,
+        rel_path,
+        query: r.query,
+        headers: r.headers,
+        client_ip: ctx.client_addr,
+    };
+    let dcx = DecideCtx { api_id: &api.api_id, api_index: api_idx, generation: snap.generation, policies: &snap.policies, now: actx.now };
+    let allowed = match auth::decide(a, &view, dcx, actx.auth) {
+        Decision::Allow(x) => x,
+        Decision::Deny(denial) => return Ok(Prepared::Denied { meta: r.meta, api: api_idx, denial }),
+        Decision::NeedKey(hash) => return Ok(Prepared::NeedKey { meta: r.meta, api: api_idx, hash }),
+    };
+    let target_idx = pick(api_idx, api) % api.targets.len();
+    let target = &api.targets[target_idx];
+
+    // The request id is needed before the headers for `$tyk_context.request_id`.
+    let mut rid: Vec<u8> = Vec::new();
+    match r.headers.iter().find(|h| h.name.eq_ignore_ascii_case("x-request-id")) {
+        Some(h) => rid.extend_from_slice(h.value),
+        None => request_id(&mut rid),
+    }
+    let t = &a.transforms;
+    let per_path: Vec<&auth::HeaderTransform> = t.per_path.iter().filter(|x| x.rule.matches(r.method_str, rel_path)).collect();
+    let tcx = transform::Context {
+        headers: r.headers,
+        path: r.path,
+        remote_addr: ctx.client_addr,
+        request_id: &rid,
+        token: allowed.token,
+        claims: allowed.claims.as_deref(),
+        session: allowed.session.as_deref(),
+    };
+    // Expanded added headers (global first, then per path; a later one replaces an earlier one).
+    let mut added: Vec<(&str, Vec<u8>)> = Vec::new();
+    for (name, tpl) in t.global_add.iter().chain(per_path.iter().flat_map(|x| x.add.iter())) {
+        let mut v = Vec::new();
+        tpl.expand(&tcx, &mut v);
+        v.retain(|&b| b != b'\r' && b != b'\n');
+        added.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        added.push((name.as_str(), v));
+    }
+    let removed = |n: &str| {
+        allowed.strip.removes_header(n)
+            || t.global_remove.iter().any(|x| x.eq_ignore_ascii_case(n))
+            || per_path.iter().any(|x| x.delete.iter().any(|d| d.eq_ignore_ascii_case(n)))
+            || added.iter().any(|(a, _)| a.eq_ignore_ascii_case(n))
+    };
+
+    // Request line.
+    out.extend_from_slice(r.method_str.as_bytes());
+    out.push(b' ');
+    write_upstream_path(out, api, target, r.path);
+    match allowed.strip.param {
+        Some(p) => out.extend_from_slice(auth::token::query_without(r.query, p).as_bytes()),
+        None => out.extend_from_slice(r.query.as_bytes()),
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+
+    let mut xff: Option<&[u8]> = None;
+    for h in r.headers {
+        let n = h.name;
+        if is_hop_by_hop(n) || n.eq_ignore_ascii_case("host") || n.eq_ignore_ascii_case("expect") || r.xff_skip.names(n) {
+            continue;
+        }
+        if n.eq_ignore_ascii_case("x-forwarded-for") {
+            xff = Some(trim(h.value));
+            continue;
+        }
+        if n.eq_ignore_ascii_case("x-forwarded-proto") || n.eq_ignore_ascii_case("x-request-id") || removed(n) {
+            continue;
+        }
+        if let (Some(c), true) = (allowed.strip.cookie, n.eq_ignore_ascii_case("cookie")) {
+            if let Some(rest) = std::str::from_utf8(h.value).ok().and_then(|v| auth::token::cookie_without(v, c)) {
+                push_header(out, n.as_bytes(), rest.as_bytes());
+            }
+            continue;
+        }
+        push_header(out, n.as_bytes(), h.value);
+    }
+    for (name, v) in &added {
+        push_header(out, name.as_bytes(), v);
+    }
+    write_proxy_headers(out, api, target, r.host, xff, ctx);
+    out.extend_from_slice(b"X-Request-Id: ");
+    out.extend_from_slice(&rid);
+    out.extend_from_slice(b"\r\n");
+    finish_head(out, r.meta.upgrade, r.upgrade_value);
+
+    let mut tags = Vec::new();
+    for name in &t.tag_headers {
+        let value = added
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+            .or_else(|| r.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name) && !removed(h.name)).map(|h| h.value));
+        if let Some(v) = value {
+            tags.push(format!("{}-{}", name.to_ascii_lowercase(), String::from_utf8_lossy(v)));
+        }
+    }
+    Ok(Prepared::Routed(Routed { meta: r.meta, api: api_idx, target: target_idx, identity: allowed.identity, tags }))
 }
 
 fn split_absolute(target: &str) -> Option<(&str, &str)> {
@@ -502,12 +675,35 @@ pub fn prepare_response(
 
 /// A complete JSON error response (`{"error": "..."}`, Tyk's shape).
 pub fn error_response(out: &mut Vec<u8>, status: u16, reason: &str, message: &str, close: bool) {
-    let body_len = message.len() + 13; // {"error": "<message>"}
-    let _ = write!(
-        out,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\n{}\r\n{{\"error\": \"{message}\"}}",
-        if close { "Connection: close\r\n" } else { "" },
-    );
+    error_response_with(out, status, reason, message, close, None);
+}
+
+/// As [`error_response`], with one extra header (e.g. `WWW-Authenticate`).
+pub fn error_response_with(out: &mut Vec<u8>, status: u16, reason: &str, message: &str, close: bool, extra: Option<(&str, &str)>) {
+    let msg = serde_json::to_string(message).unwrap_or_else(|_| "\"\"".into());
+    let body_len = msg.len() + 11; // {"error": <msg>}
+    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\n");
+    if let Some((n, v)) = extra {
+        let _ = write!(out, "{n}: {v}\r\n");
+    }
+    let _ = write!(out, "{}\r\n{{\"error\": {msg}}}", if close { "Connection: close\r\n" } else { "" });
+}
+
+/// Reason phrase of the statuses the proxy itself sends.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
 }
 
 #[cfg(test)]

@@ -55,6 +55,11 @@ pub struct Shared {
     pub shutdown: Arc<Shutdown>,
     /// Banned addresses, published by the control plane's ban manager.
     pub bans: Arc<ArcSwap<crate::bans::BanSet>>,
+    /// Session lookups to the control plane's key store.
+    pub keys: crate::keystore::KeyClient,
+    /// Key-change announcements, one receiver per worker (index = worker id).
+    pub invalidations: Vec<crossbeam_channel::Receiver<crate::auth::Invalidation>>,
+    pub auth_limits: crate::auth::CacheLimits,
 }
 
 /// CPUs of the process's affinity mask, in order (empty if it cannot be read).

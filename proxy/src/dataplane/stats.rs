@@ -63,6 +63,13 @@ pub struct LocalStats {
     pub upstream_connect_errors: u64,
     pub upstream_timeouts: u64,
     pub upstream_idle: u64,
+    /// Requests refused by IP rules, path lists or auth.
+    pub auth_denied: u64,
+    /// Cache misses sent to the key store, and those that failed.
+    pub key_lookups: u64,
+    pub key_lookup_errors: u64,
+    /// Sessions in the worker's cache (set when published).
+    pub cached_sessions: u64,
 }
 
 impl LocalStats {

@@ -49,6 +49,10 @@ pub(crate) struct Worker {
     spare: RefCell<Vec<super::conn::ExchangeBufs>>,
     request_seq: Cell<u64>,
     request_id_seed: u64,
+    /// Session, JWT and basic-auth caches (see `auth::cache`).
+    pub auth: RefCell<crate::auth::WorkerAuth>,
+    /// Asks the control plane's key store on a cache miss.
+    pub keys: crate::keystore::KeyClient,
 }
 
 impl Worker {
@@ -108,6 +112,7 @@ impl Worker {
     fn publish(&self) {
         let mut s = self.stats.borrow().clone();
         s.upstream_idle = self.pool.idle_count() as u64;
+        s.cached_sessions = self.auth.borrow().cached_sessions() as u64;
         self.shared_stats.published.store(Arc::new(s));
     }
 }
@@ -124,6 +129,13 @@ pub fn spawn(
     let snapshot = Arc::clone(&shared.snapshot);
     let shutdown = Arc::clone(&shared.shutdown);
     let bans = Arc::clone(&shared.bans);
+    let keys = shared.keys.clone();
+    let auth_limits = shared.auth_limits;
+    let invalidations = shared
+        .invalidations
+        .get(id)
+        .cloned()
+        .ok_or_else(|| std::io::Error::other(format!("no key-change channel for worker {id}")))?;
     let thread_stats = Arc::clone(&stats);
     let thread = std::thread::Builder::new().name(format!("portcullis-w{id}")).spawn(move || {
         let pinned = cpu.filter(|&c| core_affinity::set_for_current(core_affinity::CoreId { id: c }));
@@ -147,6 +159,8 @@ pub fn spawn(
             spare: RefCell::new(Vec::new()),
             request_seq: Cell::new(0),
             request_id_seed: seed,
+            auth: RefCell::new(crate::auth::WorkerAuth::new(auth_limits, invalidations)),
+            keys,
         });
         run_on_driver(worker, driver, listener);
     })?;

@@ -11,7 +11,7 @@ fn snapshot(apis: Vec<ApiSpec>) -> Snapshot {
     for (i, a) in apis.iter().enumerate() {
         router.add(a.domain.as_deref(), &a.listen_path, i as u32).unwrap();
     }
-    Snapshot { config: Config::default(), apis, router, generation: 1, policies: 0 }
+    Snapshot { config: Config::default(), apis, router, generation: 1, policies: Default::default() }
 }
 
 fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool) -> ApiSpec {
@@ -29,14 +29,18 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
             host_header: "up:81".into(),
             path_prefix: target_prefix.into(),
         }],
+        auth: std::sync::Arc::new(crate::auth::ApiAuth { keyless: true, ..Default::default() }),
+        plain: true,
     }
 }
 
 /// Prepares `req` against one API; returns the result and the upstream head as text.
 fn prep(snap: &Snapshot, req: &str) -> (Result<Prepared>, String) {
     let mut out = Vec::new();
-    let ctx = ClientCtx { client_ip: "192.0.2.1" };
-    let r = prepare_request(req.as_bytes(), 100, snap, &ctx, |o| o.extend_from_slice(b"RID"), |_, _| 0, &mut out);
+    let ctx = ClientCtx { client_ip: "192.0.2.1", client_addr: "192.0.2.1".parse().unwrap() };
+    let mut auth = crate::auth::WorkerAuth::detached(Default::default());
+    let actx = AuthCtx { auth: &mut auth, now: 1_800_000_000 };
+    let r = prepare_request(req.as_bytes(), 100, snap, &ctx, actx, |o| o.extend_from_slice(b"RID"), |_, _| 0, &mut out);
     (r, String::from_utf8(out).unwrap())
 }
 

@@ -1,0 +1,604 @@
+//! Authentication and access control for one request: IP rules, path lists, the API's auth
+//! methods (token, JWT, basic, HMAC signatures, chained), sessions and policies, access rights.
+//!
+//! [`decide`] is a pure function of the request head, the API's compiled [`ApiAuth`], the
+//! snapshot's policies and the worker's own caches ([`WorkerAuth`]). When a session is not
+//! cached it answers [`Decision::NeedKey`]; the connection loop fetches the session from the
+//! control plane's key store (the only wait, and never on the network from the worker) and
+//! asks again. Status codes and messages follow Tyk (401 when credentials are missing, 403 when
+//! they are wrong or not allowed). Must not: do I/O, lock, or log credentials.
+
+pub mod basic;
+pub mod cache;
+pub mod jwt;
+pub mod policy;
+pub mod session;
+pub mod signature;
+pub mod token;
+pub mod transform;
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+
+pub use cache::{CacheLimits, Invalidation, WorkerAuth};
+pub use policy::{Grant, Policies};
+pub use session::Session;
+
+use cache::Cached;
+use jwt::Claims;
+use token::{CredentialSource, Found};
+use transform::Template;
+
+/// SHA-256 of a key: how keys are stored, cached and shown (`key_hash`).
+pub type KeyHash = [u8; 32];
+
+/// Hashes a key (or a basic-auth user name) for storage. SHA-256, hex-encoded when shown.
+pub fn hash_key(key: &str) -> KeyHash {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Lower-case hex of a hash.
+pub fn hex(h: &KeyHash) -> String {
+    use std::fmt::Write as _;
+    h.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Parses 64 hex digits.
+pub fn parse_hex(s: &str) -> Option<KeyHash> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// An auth method (Tyk's names in `base_identity_provided_by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `auth_token`
+    Token,
+    /// `jwt_claim`
+    Jwt,
+    /// `basic_auth_user`
+    Basic,
+    /// `hmac_key`
+    Hmac,
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Option<Method> {
+        Some(match s {
+            "auth_token" => Method::Token,
+            "jwt_claim" => Method::Jwt,
+            "basic_auth_user" => Method::Basic,
+            "hmac_key" => Method::Hmac,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Token => "auth_token",
+            Method::Jwt => "jwt_claim",
+            Method::Basic => "basic_auth_user",
+            Method::Hmac => "hmac_key",
+        }
+    }
+}
+
+/// JWT settings of an API.
+#[derive(Debug)]
+pub struct JwtSpec {
+    pub family: jwt::Family,
+    /// Static keys, or the last JWKS fetched by the control plane.
+    pub keys: Arc<ArcSwap<jwt::KeySet>>,
+    /// JWKS URL when the keys come from one.
+    pub jwks_url: Option<String>,
+    pub source: CredentialSource,
+    /// Claim naming the identity (`sub` when empty or absent from the token).
+    pub identity_field: String,
+    /// Claim naming the policy (or policies) to apply; empty: defaults only.
+    pub policy_field: String,
+    pub default_policies: Vec<String>,
+    pub skew: jwt::Skew,
+}
+
+/// HMAC request-signing settings of an API.
+#[derive(Debug, Clone, Default)]
+pub struct HmacSpec {
+    /// Allowed algorithms (`hmac-sha256` ...); empty: all.
+    pub allowed: Vec<String>,
+    /// Allowed difference between `Date` and now, ms; `<= 0`: not checked.
+    pub clock_skew_ms: f64,
+}
+
+/// A path rule of `white_list` / `black_list` / `ignored` / `transform_headers`.
+#[derive(Debug, Clone)]
+pub struct PathRule {
+    /// Matched from the start of the path below the listen path (Tyk's `{name}` segments become
+    /// `[^/]+`).
+    pub pattern: regex::Regex,
+    /// Upper case; empty: any method.
+    pub methods: Vec<String>,
+}
+
+impl PathRule {
+    pub fn matches(&self, method: &str, rel_path: &str) -> bool {
+        (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method))) && self.pattern.is_match(rel_path)
+    }
+}
+
+/// One `transform_headers` entry.
+#[derive(Debug, Clone)]
+pub struct HeaderTransform {
+    pub rule: PathRule,
+    /// Lower case.
+    pub delete: Vec<String>,
+    pub add: Vec<(String, Template)>,
+}
+
+/// Header transforms of an API.
+#[derive(Debug, Clone, Default)]
+pub struct Transforms {
+    pub global_add: Vec<(String, Template)>,
+    /// Lower case.
+    pub global_remove: Vec<String>,
+    pub per_path: Vec<HeaderTransform>,
+    /// Request headers whose values become record tags (`<name lower case>-<value>`).
+    pub tag_headers: Vec<String>,
+}
+
+impl Transforms {
+    pub fn is_empty(&self) -> bool {
+        self.global_add.is_empty() && self.global_remove.is_empty() && self.per_path.is_empty() && self.tag_headers.is_empty()
+    }
+}
+
+/// Everything an API definition says about who may call it and how requests are changed.
+#[derive(Debug, Default)]
+pub struct ApiAuth {
+    pub keyless: bool,
+    /// Version name used for `access_rights.versions`.
+    pub version: String,
+    pub token: Option<CredentialSource>,
+    pub jwt: Option<JwtSpec>,
+    pub basic: Option<CredentialSource>,
+    pub hmac: Option<HmacSpec>,
+    /// Chained auth: the method whose identity (and session) the request is served under.
+    pub base_identity: Option<Method>,
+    pub strip_auth_data: bool,
+    /// `enable_ip_whitelisting`: only these networks (when `Some`).
+    pub ip_allow: Option<Vec<IpNet>>,
+    /// `enable_ip_blacklisting`: never these networks.
+    pub ip_deny: Vec<IpNet>,
+    pub ignored: Vec<PathRule>,
+    pub white_list: Vec<PathRule>,
+    pub black_list: Vec<PathRule>,
+    pub transforms: Transforms,
+}
+
+impl ApiAuth {
+    /// Keyless, no IP rules, no path lists, no transforms: the proxy's fast path.
+    pub fn is_plain(&self) -> bool {
+        self.keyless
+            && self.ip_allow.is_none()
+            && self.ip_deny.is_empty()
+            && self.ignored.is_empty()
+            && self.white_list.is_empty()
+            && self.black_list.is_empty()
+            && self.transforms.is_empty()
+    }
+
+    fn methods(&self) -> impl Iterator<Item = Method> + '_ {
+        [
+            self.hmac.is_some().then_some(Method::Hmac),
+            self.basic.is_some().then_some(Method::Basic),
+            self.token.is_some().then_some(Method::Token),
+            self.jwt.is_some().then_some(Method::Jwt),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// The parts of a request head auth looks at.
+pub struct RequestView<'a> {
+    pub method: &'a str,
+    /// Path without the query.
+    pub path: &'a str,
+    /// Path below the listen path (always starts with `/`).
+    pub rel_path: &'a str,
+    /// `""` or `?...`.
+    pub query: &'a str,
+    pub headers: &'a [httparse::Header<'a>],
+    pub client_ip: IpAddr,
+}
+
+/// Who the request is served as.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub method: Method,
+    /// Key hash (hex) for keys, user name for basic auth, the identity claim for JWTs.
+    pub id: Rc<str>,
+    pub grant: Arc<Grant>,
+}
+
+/// What `strip_auth_data` removes before the request goes upstream.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Strip<'a> {
+    pub headers: [Option<&'a str>; 4],
+    pub param: Option<&'a str>,
+    pub cookie: Option<&'a str>,
+}
+
+impl<'a> Strip<'a> {
+    fn add_header(&mut self, name: &'a str) {
+        if let Some(slot) = self.headers.iter_mut().find(|s| s.is_none_or(|n| n.eq_ignore_ascii_case(name))) {
+            *slot = Some(name);
+        }
+    }
+
+    pub fn removes_header(&self, name: &str) -> bool {
+        self.headers.iter().flatten().any(|n| n.eq_ignore_ascii_case(name))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.headers.iter().all(Option::is_none) && self.param.is_none() && self.cookie.is_none()
+    }
+}
+
+/// A request allowed through.
+#[derive(Debug, Default)]
+pub struct Allowed<'a> {
+    pub identity: Option<Identity>,
+    /// The credential (for `$tyk_context.token`).
+    pub token: Option<&'a str>,
+    pub claims: Option<Rc<Claims>>,
+    pub session: Option<Arc<Session>>,
+    pub strip: Strip<'a>,
+}
+
+/// A request refused, with Tyk's status and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub status: u16,
+    pub message: Cow<'static, str>,
+    /// Send `WWW-Authenticate: Basic` (basic auth with no credentials).
+    pub basic_challenge: bool,
+}
+
+fn deny(status: u16, message: impl Into<Cow<'static, str>>) -> Denial {
+    Denial { status, message: message.into(), basic_challenge: false }
+}
+
+/// Outcome of [`decide`].
+#[derive(Debug)]
+pub enum Decision<'a> {
+    Allow(Allowed<'a>),
+    Deny(Denial),
+    /// The session of this key hash is not cached: fetch it and decide again.
+    NeedKey(KeyHash),
+}
+
+pub const MSG_MISSING: &str = "Authorization field missing";
+pub const MSG_DISALLOWED: &str = "Access to this API has been disallowed";
+pub const MSG_IP: &str = "access from this IP has been disallowed";
+pub const MSG_ENDPOINT: &str = "Requested endpoint is forbidden";
+
+/// Where a request stands in time and in config.
+#[derive(Clone, Copy)]
+pub struct DecideCtx<'a> {
+    pub api_id: &'a str,
+    /// Index of the API in the snapshot, and the snapshot generation (cache scopes).
+    pub api_index: u32,
+    pub generation: u64,
+    pub policies: &'a Policies,
+    /// Unix seconds.
+    pub now: u64,
+}
+
+/// One method's result.
+struct Passed<'a> {
+    id: Rc<str>,
+    session: Option<Arc<Session>>,
+    grant: Arc<Grant>,
+    token: Option<&'a str>,
+    claims: Option<Rc<Claims>>,
+}
+
+enum Step<'a> {
+    Pass(Passed<'a>),
+    Stop(Decision<'a>),
+}
+
+/// Decides whether `req` may reach the API, as whom, and what auth data to strip.
+pub fn decide<'a>(auth: &'a ApiAuth, req: &RequestView<'a>, cx: DecideCtx<'_>, w: &mut WorkerAuth) -> Decision<'a> {
+    let ip = crate::bans::canonical(req.client_ip);
+    if let Some(allow) = &auth.ip_allow {
+        if !allow.iter().any(|n| n.contains(&ip)) {
+            return Decision::Deny(deny(403, MSG_IP));
+        }
+    }
+    if auth.ip_deny.iter().any(|n| n.contains(&ip)) {
+        return Decision::Deny(deny(403, MSG_IP));
+    }
+    if auth.black_list.iter().any(|r| r.matches(req.method, req.rel_path)) {
+        return Decision::Deny(deny(403, MSG_ENDPOINT));
+    }
+    if !auth.white_list.is_empty() && !auth.white_list.iter().any(|r| r.matches(req.method, req.rel_path)) {
+        return Decision::Deny(deny(403, MSG_ENDPOINT));
+    }
+    if auth.keyless || auth.ignored.iter().any(|r| r.matches(req.method, req.rel_path)) {
+        return Decision::Allow(Allowed::default());
+    }
+
+    let mut allowed = Allowed::default();
+    let mut base: Option<(Method, Passed<'a>)> = None;
+    let mut any = false;
+    for m in auth.methods() {
+        any = true;
+        let step = match m {
+            Method::Token => check_token(auth, req, cx, w, &mut allowed.strip),
+            Method::Jwt => check_jwt(auth, req, cx, w, &mut allowed.strip),
+            Method::Basic => check_basic(auth, req, cx, w, &mut allowed.strip),
+            Method::Hmac => check_hmac(auth, req, cx, w, &mut allowed.strip),
+        };
+        let passed = match step {
+            Step::Pass(p) => p,
+            Step::Stop(d) => return d,
+        };
+        let is_base = match auth.base_identity {
+            Some(b) => b == m,
+            None => base.is_none(),
+        };
+        if is_base {
+            base = Some((m, passed));
+        }
+    }
+    let Some((method, p)) = base else {
+        // No method enabled is a config error caught at load; refuse rather than let through.
+        let _ = any;
+        return Decision::Deny(deny(403, MSG_DISALLOWED));
+    };
+    if let Some(s) = &p.session {
+        if s.is_expired(cx.now as i64) {
+            return Decision::Deny(deny(401, "Key has expired, please renew"));
+        }
+    }
+    if p.grant.inactive {
+        return Decision::Deny(deny(403, "Key is inactive, please renew"));
+    }
+    if let Err(e) = p.grant.check(cx.api_id, &auth.version, req.method, req.path) {
+        return Decision::Deny(match e {
+            policy::AccessDenied::Api => deny(403, MSG_DISALLOWED),
+            policy::AccessDenied::Version => deny(403, "Access to this API version has been disallowed"),
+            policy::AccessDenied::Url => deny(403, "Access to this resource has been disallowed"),
+        });
+    }
+    allowed.identity = Some(Identity { method, id: p.id, grant: p.grant });
+    allowed.token = p.token;
+    allowed.claims = p.claims;
+    allowed.session = p.session;
+    if !auth.strip_auth_data {
+        allowed.strip = Strip::default();
+    }
+    Decision::Allow(allowed)
+}
+
+/// Looks a key's session up in the worker cache and builds (or reuses) its grant.
+fn session_grant<'a>(
+    hash: KeyHash,
+    cx: DecideCtx<'_>,
+    w: &mut WorkerAuth,
+) -> Result<(Arc<Session>, Arc<Grant>), Decision<'a>> {
+    let entry = match w.session(&hash) {
+        Cached::Miss => return Err(Decision::NeedKey(hash)),
+        Cached::Hit(e) => e,
+    };
+    let Some(session) = entry.session.clone() else {
+        return Err(Decision::Deny(deny(403, MSG_DISALLOWED)));
+    };
+    let grant = match &entry.grant {
+        Some((gen, g)) if *gen == cx.generation => g.clone(),
+        _ => {
+            let g = policy::grant_for_session(&session, cx.policies).map(Arc::new);
+            entry.grant = Some((cx.generation, g.clone()));
+            g
+        }
+    };
+    match grant {
+        Ok(g) => Ok((session, g)),
+        Err(e) => {
+            tracing::warn!(key_hash = %hex(&hash), error = %e, "key refused: its policies cannot be applied");
+            Err(Decision::Deny(deny(403, MSG_DISALLOWED)))
+        }
+    }
+}
+
+fn strip_found<'a>(strip: &mut Strip<'a>, src: &'a CredentialSource, found: Found) {
+    match found {
+        Found::Header => strip.add_header(&src.header),
+        Found::Param => strip.param = src.param.as_deref(),
+        Found::Cookie => strip.cookie = src.cookie.as_deref(),
+    }
+}
+
+fn check_token<'a>(auth: &'a ApiAuth, req: &RequestView<'a>, cx: DecideCtx<'_>, w: &mut WorkerAuth, strip: &mut Strip<'a>) -> Step<'a> {
+    let Some(src) = &auth.token else { return Step::Stop(Decision::Deny(deny(403, MSG_DISALLOWED))) };
+    let Some((key, found)) = token::find(src, req.headers, req.query) else {
+        return Step::Stop(Decision::Deny(deny(401, MSG_MISSING)));
+    };
+    let hash = hash_key(key);
+    match session_grant(hash, cx, w) {
+        Ok((session, grant)) => {
+            strip_found(strip, src, found);
+            Step::Pass(Passed { id: hex(&hash).into(), session: Some(session), grant, token: Some(key), claims: None })
+        }
+        Err(d) => Step::Stop(d),
+    }
+}
+
+fn check_basic<'a>(auth: &'a ApiAuth, req: &RequestView<'a>, cx: DecideCtx<'_>, w: &mut WorkerAuth, strip: &mut Strip<'a>) -> Step<'a> {
+    let Some(src) = &auth.basic else { return Step::Stop(Decision::Deny(deny(403, MSG_DISALLOWED))) };
+    let Some(value) = token::header(req.headers, &src.header).filter(|v| !v.is_empty()) else {
+        return Step::Stop(Decision::Deny(Denial { status: 401, message: MSG_MISSING.into(), basic_challenge: true }));
+    };
+    let (user, password) = match basic::parse_basic(value) {
+        Ok(v) => v,
+        Err(e) => return Step::Stop(Decision::Deny(deny(400, e.to_string()))),
+    };
+    // Wrong credentials: Tyk's 401 with a Basic challenge (browsers prompt again on it).
+    let refused = || Step::Stop(Decision::Deny(Denial { status: 401, message: basic::TYK_UNAUTHORISED_MESSAGE.into(), basic_challenge: true }));
+    let hash = hash_key(&user);
+    let (session, grant) = match session_grant(hash, cx, w) {
+        Ok(v) => v,
+        Err(Decision::Deny(_)) => return refused(),
+        Err(d) => return Step::Stop(d),
+    };
+    let stored = &session.basic_auth_data;
+    if stored.password.is_empty() {
+        return refused();
+    }
+    let digest = cache::basic_digest(&user, &password, &stored.password);
+    if !w.basic_verified(&digest) {
+        // bcrypt costs ~60 ms at cost 10 on these machines: once per credentials and worker,
+        // then served from the cache (README: "Basic authentication").
+        if !basic::check_password(&password, &stored.password, &stored.hash_type) {
+            return refused();
+        }
+        w.remember_basic(digest);
+    }
+    strip.add_header(&src.header);
+    Step::Pass(Passed { id: user.into(), session: Some(session), grant, token: None, claims: None })
+}
+
+fn check_hmac<'a>(auth: &'a ApiAuth, req: &RequestView<'a>, cx: DecideCtx<'_>, w: &mut WorkerAuth, strip: &mut Strip<'a>) -> Step<'a> {
+    let Some(spec) = &auth.hmac else { return Step::Stop(Decision::Deny(deny(403, MSG_DISALLOWED))) };
+    let Some(value) = token::header(req.headers, "authorization").filter(|v| !v.is_empty()) else {
+        return Step::Stop(Decision::Deny(deny(401, MSG_MISSING)));
+    };
+    // Tyk answers every signature failure with one message; the reason goes to the debug log.
+    let bad = |e: signature::SigError| {
+        tracing::debug!(reason = %e, "request signature refused");
+        Step::Stop(Decision::Deny(deny(403, signature::TYK_MESSAGE)))
+    };
+    let sig = match signature::parse(value) {
+        Ok(s) => s,
+        Err(e) => return bad(e),
+    };
+    if let Err(e) = signature::check_algorithm_allowed(sig.algorithm, &spec.allowed) {
+        return bad(e);
+    }
+    let lookup = |name: &str| token::header(req.headers, name).map(str::to_string);
+    let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(cx.now);
+    if let Err(e) = signature::check_date(signature::date_value(&lookup).as_deref(), now, spec.clock_skew_ms) {
+        return bad(e);
+    }
+    let hash = hash_key(&sig.key_id);
+    let (session, grant) = match session_grant(hash, cx, w) {
+        Ok(v) => v,
+        Err(d) => return Step::Stop(d),
+    };
+    if !session.hmac_enabled || session.hmac_string.is_empty() {
+        return bad(signature::SigError::EmptySecret);
+    }
+    let Some(target) = signature::tyk_target_path(req.path) else {
+        return bad(signature::SigError::Malformed("request path"));
+    };
+    let signing = match signature::signing_string(&sig, req.method, &target, &lookup) {
+        Ok(s) => s,
+        Err(e) => return bad(e),
+    };
+    if let Err(e) = signature::verify(&sig, &signing, session.hmac_string.as_bytes()) {
+        return bad(e);
+    }
+    strip.add_header("authorization");
+    Step::Pass(Passed { id: hex(&hash).into(), session: Some(session), grant, token: None, claims: None })
+}
+
+fn check_jwt<'a>(auth: &'a ApiAuth, req: &RequestView<'a>, cx: DecideCtx<'_>, w: &mut WorkerAuth, strip: &mut Strip<'a>) -> Step<'a> {
+    let Some(spec) = &auth.jwt else { return Step::Stop(Decision::Deny(deny(403, MSG_DISALLOWED))) };
+    let Some((tok, found)) = token::find(&spec.source, req.headers, req.query) else {
+        return Step::Stop(Decision::Deny(deny(401, MSG_MISSING)));
+    };
+    let mut scope_buf = [0u8; 40];
+    let scope = jwt_scope(&mut scope_buf, cx.generation, cx.api_index);
+    let claims = match w.jwt_claims(scope, tok, cx.now) {
+        Some(c) => c,
+        None => {
+            let keys = spec.keys.load();
+            match jwt::verify(tok, spec.family, &keys, spec.skew, cx.now) {
+                Ok(c) => {
+                    let c = Rc::new(c);
+                    w.jwt.insert(scope, tok, Rc::clone(&c), cx.now);
+                    c
+                }
+                Err(e) => return Step::Stop(Decision::Deny(deny(403, format!("Key not authorized: {e}")))),
+            }
+        }
+    };
+    let field = if spec.identity_field.is_empty() { "sub" } else { spec.identity_field.as_str() };
+    let Some(id) = claims.text(field).or_else(|| claims.text("sub")).filter(|s| !s.is_empty()) else {
+        return Step::Stop(Decision::Deny(deny(403, "Key not authorized: no identity claim in token")));
+    };
+    // Policies: the policy claim when the API names one and the token carries it, else defaults.
+    let claim_policies = if spec.policy_field.is_empty() { None } else { claims.map.get(&spec.policy_field) };
+    let policy_key = match claim_policies {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(","),
+        _ => String::new(),
+    };
+    let grant_key = (cx.generation, cx.api_index, policy_key);
+    let grant = match w.jwt_grants.get(&grant_key) {
+        Some(g) => g.clone(),
+        None => {
+            let ids: Vec<&str> = if grant_key.2.is_empty() {
+                spec.default_policies.iter().map(String::as_str).collect()
+            } else {
+                grant_key.2.split(',').collect()
+            };
+            let g = if ids.is_empty() {
+                Err(policy::GrantError::UnknownPolicy(String::new()))
+            } else {
+                policy::grant_for_policies(&ids, cx.policies).map(Arc::new)
+            };
+            if w.jwt_grants.len() > 4096 {
+                w.jwt_grants.clear();
+            }
+            w.jwt_grants.insert(grant_key, g.clone());
+            g
+        }
+    };
+    let grant = match grant {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::debug!(error = %e, "JWT refused: no usable policy");
+            return Step::Stop(Decision::Deny(deny(403, "Key not authorized: no matching policy found")));
+        }
+    };
+    strip_found(strip, &spec.source, found);
+    Step::Pass(Passed { id: id.into(), session: None, grant, token: Some(tok), claims: Some(claims) })
+}
+
+fn jwt_scope(buf: &mut [u8; 40], generation: u64, api: u32) -> &str {
+    use std::io::Write as _;
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cur, "{generation}:{api}");
+    let n = cur.position() as usize;
+    std::str::from_utf8(&buf[..n]).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,319 @@
+//! Policies (Tyk's `policies.json`: a map `id -> policy`) and the [`Grant`] a request is served
+//! under: a session merged with the policies it applies.
+//!
+//! Merge rules (documented in README, "Policies"): with no policy the session's own rate, quota
+//! and access rights apply; with policies, their access rights are united (per API: versions and
+//! allowed URLs united), the highest effective rate (`rate / per`, no limit beats any limit)
+//! wins, the largest quota wins (`-1` = unlimited beats any), tags are united, and an inactive
+//! policy makes the grant inactive. An unknown policy id denies the request (a key must not gain
+//! or lose rights because a policy file is incomplete). Must not: do I/O; compile regular
+//! expressions on the request path (grants are built once per cached session or identity).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use serde::{Deserialize, Serialize};
+
+use super::session::{AccessDefinition, Session};
+
+/// One policy, Tyk field names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Policy {
+    pub id: String,
+    pub name: String,
+    pub rate: f64,
+    pub per: f64,
+    pub quota_max: i64,
+    pub quota_renewal_rate: i64,
+    pub access_rights: BTreeMap<String, AccessDefinition>,
+    /// Absent means active.
+    pub active: bool,
+    pub is_inactive: bool,
+    pub tags: Vec<String>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            id: String::new(),
+            name: String::new(),
+            rate: 0.0,
+            per: 0.0,
+            quota_max: -1,
+            quota_renewal_rate: 0,
+            access_rights: BTreeMap::new(),
+            active: true,
+            is_inactive: false,
+            tags: Vec::new(),
+        }
+    }
+}
+
+/// The loaded policies file.
+#[derive(Debug, Default)]
+pub struct Policies {
+    by_id: AHashMap<String, Policy>,
+}
+
+impl Policies {
+    pub fn new(by_id: impl IntoIterator<Item = (String, Policy)>) -> Self {
+        Policies { by_id: by_id.into_iter().collect() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Policy> {
+        self.by_id.get(id)
+    }
+}
+
+/// A request's effective rights: rate, quota, API access, tags.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// `None`: no rate limit.
+    pub rate: Option<(f64, f64)>,
+    /// `None`: no quota; else (max, renewal seconds).
+    pub quota: Option<(i64, i64)>,
+    /// `None`: every API; else API id -> access.
+    pub access: Option<AHashMap<String, ApiAccess>>,
+    pub tags: Vec<String>,
+    pub inactive: bool,
+    /// Policies applied (for records and the limiter's key).
+    pub policies: Vec<String>,
+}
+
+/// What a grant allows on one API.
+#[derive(Debug, Clone, Default)]
+pub struct ApiAccess {
+    /// Empty: all versions.
+    pub versions: Vec<String>,
+    /// Empty: all paths and methods.
+    pub urls: Vec<UrlRule>,
+}
+
+/// One compiled `allowed_urls` entry.
+#[derive(Debug, Clone)]
+pub struct UrlRule {
+    pub pattern: Arc<regex::Regex>,
+    /// Upper case; empty: any method.
+    pub methods: Vec<String>,
+}
+
+/// Why no grant could be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    #[error("policy {0:?} does not exist")]
+    UnknownPolicy(String),
+    #[error("allowed_urls entry {0:?} is not a valid regular expression")]
+    BadUrlPattern(String),
+}
+
+fn effective_rate(rate: f64, per: f64) -> Option<(f64, f64)> {
+    (rate > 0.0 && per > 0.0).then_some((rate, per))
+}
+
+fn effective_quota(max: i64, renewal: i64) -> Option<(i64, i64)> {
+    (max >= 0 && !(max == 0 && renewal <= 0)).then_some((max, renewal))
+}
+
+fn compile_access(rights: &BTreeMap<String, AccessDefinition>, into: &mut AHashMap<String, ApiAccess>) -> Result<(), GrantError> {
+    for (api_id, def) in rights {
+        let id = if def.api_id.is_empty() { api_id.clone() } else { def.api_id.clone() };
+        let entry = into.entry(id).or_default();
+        for v in &def.versions {
+            if !entry.versions.iter().any(|x| x.eq_ignore_ascii_case(v)) {
+                entry.versions.push(v.clone());
+            }
+        }
+        for u in &def.allowed_urls {
+            let pattern = regex::Regex::new(&u.url).map_err(|_| GrantError::BadUrlPattern(u.url.clone()))?;
+            entry.urls.push(UrlRule {
+                pattern: Arc::new(pattern),
+                methods: u.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The grant of a key's session: its own limits, or the merge of the policies it applies.
+pub fn grant_for_session(session: &Session, policies: &Policies) -> Result<Grant, GrantError> {
+    let ids: Vec<&str> = session.policy_ids().collect();
+    if ids.is_empty() {
+        let mut access = AHashMap::new();
+        compile_access(&session.access_rights, &mut access)?;
+        return Ok(Grant {
+            rate: effective_rate(session.rate, session.per),
+            quota: effective_quota(session.quota_max, session.quota_renewal_rate),
+            access: (!access.is_empty()).then_some(access),
+            tags: session.tags.clone(),
+            inactive: session.is_inactive,
+            policies: Vec::new(),
+        });
+    }
+    let mut g = grant_for_policies(&ids, policies)?;
+    g.inactive |= session.is_inactive;
+    for t in &session.tags {
+        if !g.tags.contains(t) {
+            g.tags.push(t.clone());
+        }
+    }
+    Ok(g)
+}
+
+/// The merge of `ids` (at least one) as described in the module docs.
+pub fn grant_for_policies(ids: &[&str], policies: &Policies) -> Result<Grant, GrantError> {
+    let mut rate: Option<Option<(f64, f64)>> = None;
+    let mut quota: Option<Option<(i64, i64)>> = None;
+    let mut access = AHashMap::new();
+    let mut any_rights = false;
+    let mut tags = Vec::new();
+    let mut inactive = false;
+    for id in ids {
+        let p = policies.get(id).ok_or_else(|| GrantError::UnknownPolicy(id.to_string()))?;
+        let r = effective_rate(p.rate, p.per);
+        rate = Some(match (rate, r) {
+            (None, r) => r,
+            (Some(None), _) | (_, None) => None,
+            (Some(Some(a)), Some(b)) => Some(if b.0 / b.1 > a.0 / a.1 { b } else { a }),
+        });
+        let q = effective_quota(p.quota_max, p.quota_renewal_rate);
+        quota = Some(match (quota, q) {
+            (None, q) => q,
+            (Some(None), _) | (_, None) => None,
+            (Some(Some(a)), Some(b)) => Some(if b.0 > a.0 { b } else { a }),
+        });
+        any_rights |= !p.access_rights.is_empty();
+        compile_access(&p.access_rights, &mut access)?;
+        for t in &p.tags {
+            if !tags.contains(t) {
+                tags.push(t.clone());
+            }
+        }
+        inactive |= !p.active || p.is_inactive;
+    }
+    Ok(Grant {
+        rate: rate.flatten(),
+        quota: quota.flatten(),
+        access: any_rights.then_some(access),
+        tags,
+        inactive,
+        policies: ids.iter().map(|s| s.to_string()).collect(),
+    })
+}
+
+/// Access check outcome for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessDenied {
+    /// The grant lists APIs and this is not one of them.
+    Api,
+    /// The API is listed but not this version.
+    Version,
+    /// `allowed_urls` do not match this path and method.
+    Url,
+}
+
+impl Grant {
+    /// Checks API, version and `allowed_urls` (regex searched in `path`, as Tyk does).
+    pub fn check(&self, api_id: &str, version: &str, method: &str, path: &str) -> Result<(), AccessDenied> {
+        let Some(access) = &self.access else { return Ok(()) };
+        let a = access.get(api_id).ok_or(AccessDenied::Api)?;
+        if !a.versions.is_empty() && !a.versions.iter().any(|v| v.eq_ignore_ascii_case(version)) {
+            return Err(AccessDenied::Version);
+        }
+        if a.urls.is_empty() {
+            return Ok(());
+        }
+        let ok = a.urls.iter().any(|u| {
+            (u.methods.is_empty() || u.methods.iter().any(|m| m.eq_ignore_ascii_case(method))) && u.pattern.is_match(path)
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(AccessDenied::Url)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::session::AccessSpec;
+
+    fn policies(json: &str) -> Policies {
+        let m: BTreeMap<String, Policy> = serde_json::from_str(json).unwrap();
+        Policies::new(m)
+    }
+
+    const TWO: &str = r#"{
+        "slow": {"rate": 10, "per": 1, "quota_max": 100, "quota_renewal_rate": 60,
+                 "access_rights": {"a": {"api_id": "a", "versions": ["Default"]}}},
+        "fast": {"rate": 600, "per": 60, "quota_max": 50, "quota_renewal_rate": 60, "tags": ["gold"],
+                 "access_rights": {"b": {"api_id": "b", "versions": [],
+                    "allowed_urls": [{"url": "^/users", "methods": ["GET"]}]}}},
+        "off": {"active": false}
+    }"#;
+
+    #[test]
+    fn highest_rate_wins_and_rights_unite() {
+        let p = policies(TWO);
+        let g = grant_for_policies(&["slow", "fast"], &p).unwrap();
+        // 10/1 s beats 600/60 s (10 per second each: the first stays).
+        assert_eq!(g.rate, Some((10.0, 1.0)));
+        let g = grant_for_policies(&["fast", "slow"], &p).unwrap();
+        assert_eq!(g.rate, Some((600.0, 60.0)));
+        let p2 = policies(r#"{"x": {"rate": 5, "per": 1}, "y": {"rate": 20, "per": 1}}"#);
+        assert_eq!(grant_for_policies(&["x", "y"], &p2).unwrap().rate, Some((20.0, 1.0)));
+        assert_eq!(grant_for_policies(&["y", "x"], &p2).unwrap().rate, Some((20.0, 1.0)));
+        assert_eq!(g.quota, Some((100, 60)));
+        assert_eq!(g.tags, ["gold"]);
+        assert!(g.check("a", "Default", "POST", "/x").is_ok());
+        assert_eq!(g.check("a", "v2", "GET", "/x"), Err(AccessDenied::Version));
+        assert!(g.check("b", "whatever", "GET", "/users/1").is_ok());
+        assert_eq!(g.check("b", "v", "POST", "/users/1"), Err(AccessDenied::Url));
+        assert_eq!(g.check("b", "v", "GET", "/orders"), Err(AccessDenied::Url));
+        assert_eq!(g.check("c", "v", "GET", "/"), Err(AccessDenied::Api));
+    }
+
+    #[test]
+    fn unlimited_beats_limits_and_unknown_or_inactive_policies_deny() {
+        let p = policies(r#"{"lim": {"rate": 5, "per": 1, "quota_max": 10}, "free": {"rate": 0, "quota_max": -1}, "off": {"active": false}}"#);
+        let g = grant_for_policies(&["lim", "free"], &p).unwrap();
+        assert_eq!(g.rate, None);
+        assert_eq!(g.quota, None);
+        assert!(g.access.is_none());
+        assert_eq!(grant_for_policies(&["nope"], &p).unwrap_err(), GrantError::UnknownPolicy("nope".into()));
+        assert!(grant_for_policies(&["off"], &p).unwrap().inactive);
+    }
+
+    #[test]
+    fn session_without_policies_uses_its_own_rights() {
+        let mut s = Session { rate: 3.0, per: 1.0, quota_max: -1, ..Default::default() };
+        s.access_rights.insert(
+            "a".into(),
+            AccessDefinition {
+                api_id: "a".into(),
+                allowed_urls: vec![AccessSpec { url: "[".into(), methods: vec![] }],
+                ..Default::default()
+            },
+        );
+        assert_eq!(grant_for_session(&s, &Policies::default()).unwrap_err(), GrantError::BadUrlPattern("[".into()));
+        s.access_rights.clear();
+        let g = grant_for_session(&s, &Policies::default()).unwrap();
+        assert_eq!(g.rate, Some((3.0, 1.0)));
+        assert!(g.check("any", "v", "GET", "/").is_ok());
+        s.apply_policies = vec!["p".into()];
+        s.is_inactive = true;
+        let g = grant_for_session(&s, &policies(r#"{"p": {"rate": 1, "per": 1}}"#)).unwrap();
+        assert!(g.inactive);
+        assert_eq!(g.rate, Some((1.0, 1.0)));
+    }
+}

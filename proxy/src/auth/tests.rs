@@ -1,0 +1,1 @@
+//! Unit tests of `decide`: each method, each failure class, chained auth, IP and path rules.

@@ -1,0 +1,398 @@
+//! The security-related fields of a Tyk API definition -> [`ApiAuth`]: auth methods and their
+//! credential locations, JWT keys (static or JWKS), HMAC settings, chained auth, IP rules, path
+//! lists and header transforms.
+//!
+//! Only this file knows those Tyk field names. Every problem is pushed as a [`ConfigError`]
+//! naming file, field and value; nothing here panics on input. JWKS documents are fetched by
+//! the caller-supplied `fetch` (the control plane; never a worker).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::auth::jwt::{Family, KeySet, Skew};
+use crate::auth::token::CredentialSource;
+use crate::auth::transform::Template;
+use crate::auth::{ApiAuth, HeaderTransform, HmacSpec, JwtSpec, Method, PathRule, Transforms};
+
+use super::ConfigError;
+
+/// Fetches a JWKS document (URL -> body); the control plane passes an HTTP client.
+pub type JwksFetch<'a> = &'a dyn Fn(&str) -> Result<Vec<u8>, String>;
+
+struct Cx<'a> {
+    file: &'a std::path::Path,
+    json: &'a Value,
+    errs: &'a mut Vec<ConfigError>,
+}
+
+impl Cx<'_> {
+    fn err(&mut self, field: &str, value: impl Into<String>, msg: impl Into<String>) {
+        self.errs.push(ConfigError::new(self.file, field, value, msg));
+    }
+
+    fn get(&self, ptr: &str) -> Option<&Value> {
+        self.json.pointer(ptr).filter(|v| !v.is_null())
+    }
+
+    fn flag(&self, ptr: &str) -> bool {
+        self.get(ptr).and_then(Value::as_bool).unwrap_or(false)
+    }
+
+    fn string(&self, ptr: &str) -> String {
+        self.get(ptr).and_then(Value::as_str).unwrap_or_default().to_string()
+    }
+
+    fn strings(&mut self, ptr: &str) -> Vec<String> {
+        match self.get(ptr).cloned() {
+            None => Vec::new(),
+            Some(Value::Array(a)) => {
+                let mut out = Vec::new();
+                for (i, v) in a.iter().enumerate() {
+                    match v.as_str() {
+                        Some(s) => out.push(s.to_string()),
+                        None => self.err(&format!("{}[{i}]", dotted(ptr)), super::tyk::brief(v), "must be a string"),
+                    }
+                }
+                out
+            }
+            Some(v) => {
+                let b = super::tyk::brief(&v);
+                self.err(&dotted(ptr), b, "must be a list of strings");
+                Vec::new()
+            }
+        }
+    }
+
+    fn number(&mut self, ptr: &str) -> f64 {
+        match self.get(ptr).cloned() {
+            None => 0.0,
+            Some(v) => match v.as_f64() {
+                Some(n) => n,
+                None => {
+                    let b = super::tyk::brief(&v);
+                    self.err(&dotted(ptr), b, "must be a number");
+                    0.0
+                }
+            },
+        }
+    }
+}
+
+fn dotted(ptr: &str) -> String {
+    ptr.trim_start_matches('/').replace('/', ".")
+}
+
+/// Compiles the auth/access/transform fields of one API.
+pub fn parse_auth(file: &std::path::Path, json: &Value, fetch: JwksFetch<'_>, errs: &mut Vec<ConfigError>) -> ApiAuth {
+    let mut cx = Cx { file, json, errs };
+    let mut a = ApiAuth { keyless: cx.flag("/use_keyless"), ..Default::default() };
+
+    // Version: the single version's name (definitions are not versioned).
+    a.version = json
+        .pointer("/version_data/versions")
+        .and_then(Value::as_object)
+        .and_then(|m| m.keys().next().cloned())
+        .unwrap_or_else(|| "Default".into());
+
+    let jwt = cx.flag("/enable_jwt");
+    let basic = cx.flag("/use_basic_auth");
+    let hmac = cx.flag("/enable_signature_checking");
+    // Tyk: an API that is not keyless and enables no other method uses auth tokens.
+    let token = cx.flag("/use_standard_auth") || (!a.keyless && !jwt && !basic && !hmac);
+    if a.keyless && (token && cx.flag("/use_standard_auth") || jwt || basic || hmac) {
+        let v = "true".to_string();
+        cx.err("use_keyless", v, "use_keyless cannot be combined with an auth method (use_standard_auth, enable_jwt, use_basic_auth, enable_signature_checking)");
+    }
+    if !a.keyless {
+        if token {
+            a.token = Some(credential_source(&mut cx, "authToken", true));
+        }
+        if basic {
+            a.basic = Some(credential_source(&mut cx, "basic", false));
+        }
+        if hmac {
+            a.hmac = Some(HmacSpec {
+                allowed: cx.strings("/hmac_allowed_algorithms"),
+                clock_skew_ms: cx.number("/hmac_allowed_clock_skew"),
+            });
+        }
+        if jwt {
+            a.jwt = parse_jwt(&mut cx, fetch);
+        }
+    }
+    let base = cx.string("/base_identity_provided_by");
+    if !base.is_empty() {
+        match Method::parse(&base) {
+            Some(m) => {
+                let enabled = match m {
+                    Method::Token => a.token.is_some(),
+                    Method::Jwt => a.jwt.is_some(),
+                    Method::Basic => a.basic.is_some(),
+                    Method::Hmac => a.hmac.is_some(),
+                };
+                if enabled {
+                    a.base_identity = Some(m);
+                } else {
+                    cx.err("base_identity_provided_by", base, "names an auth method this API does not enable");
+                }
+            }
+            None => cx.err(
+                "base_identity_provided_by",
+                base,
+                "supported values: auth_token, jwt_claim, basic_auth_user, hmac_key",
+            ),
+        }
+    }
+    a.strip_auth_data = cx.flag("/strip_auth_data");
+
+    if cx.flag("/enable_ip_whitelisting") {
+        a.ip_allow = Some(nets(&mut cx, "/allowed_ips"));
+    }
+    if cx.flag("/enable_ip_blacklisting") {
+        a.ip_deny = nets(&mut cx, "/blacklisted_ips");
+    }
+
+    let context_vars = cx.flag("/enable_context_vars");
+    a.transforms.tag_headers = cx.strings("/tag_headers");
+    if let Some(versions) = json.pointer("/version_data/versions").and_then(Value::as_object) {
+        for (vname, v) in versions {
+            let base = format!("/version_data/versions/{}", vname.replace('~', "~0").replace('/', "~1"));
+            // Legacy `paths` lists: plain path strings, any method.
+            for (list, out) in [("ignored", &mut a.ignored), ("white_list", &mut a.white_list), ("black_list", &mut a.black_list)] {
+                let ptr = format!("{base}/paths/{list}");
+                for (i, p) in cx.strings(&ptr).into_iter().enumerate() {
+                    if let Some(r) = path_rule(&mut cx, &format!("{}[{i}]", dotted(&ptr)), &p, Vec::new()) {
+                        out.push(r);
+                    }
+                }
+                let ptr = format!("{base}/extended_paths/{list}");
+                extended_rules(&mut cx, &ptr, out);
+            }
+            let ptr = format!("{base}/extended_paths/transform_headers");
+            if let Some(items) = cx.get(&ptr).cloned() {
+                transform_headers(&mut cx, &ptr, &items, context_vars, &mut a.transforms);
+            }
+            let ptr = format!("{base}/global_headers");
+            if let Some(m) = cx.get(&ptr).cloned() {
+                match m.as_object() {
+                    Some(m) => {
+                        for (k, val) in m {
+                            match val.as_str() {
+                                Some(s) if valid_header_name(k) => a.transforms.global_add.push((k.clone(), Template::parse(s, context_vars))),
+                                Some(_) => cx.err(&format!("{}.{k}", dotted(&ptr)), k.clone(), "not a valid header name"),
+                                None => cx.err(&format!("{}.{k}", dotted(&ptr)), super::tyk::brief(val), "must be a string"),
+                            }
+                        }
+                    }
+                    None => cx.err(&dotted(&ptr), super::tyk::brief(&m), "must be an object of header -> value"),
+                }
+            }
+            let ptr = format!("{base}/global_headers_remove");
+            let removes = cx.strings(&ptr);
+            a.transforms.global_remove.extend(removes.into_iter().map(|s| s.to_ascii_lowercase()));
+            let _ = v;
+        }
+    }
+    a
+}
+
+fn valid_header_name(n: &str) -> bool {
+    !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn credential_source(cx: &mut Cx<'_>, kind: &str, legacy_auth: bool) -> CredentialSource {
+    let ptr = format!("/auth_configs/{kind}");
+    let block = match cx.get(&ptr) {
+        Some(b) => Some(b.clone()),
+        None if legacy_auth => cx.get("/auth").cloned(),
+        None => None,
+    };
+    let mut src = CredentialSource::default();
+    let Some(b) = block else { return src };
+    if let Some(h) = b.get("auth_header_name").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        src.header = h.to_string();
+    }
+    let name = |key: &str| b.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+    if b.get("use_param").and_then(Value::as_bool).unwrap_or(false) {
+        src.param = Some(name("param_name").unwrap_or_else(|| src.header.clone()));
+    }
+    if b.get("use_cookie").and_then(Value::as_bool).unwrap_or(false) {
+        src.cookie = Some(name("cookie_name").unwrap_or_else(|| src.header.clone()));
+    }
+    src
+}
+
+fn parse_jwt(cx: &mut Cx<'_>, fetch: JwksFetch<'_>) -> Option<JwtSpec> {
+    let method = cx.string("/jwt_signing_method");
+    let family = match Family::parse(&method) {
+        Some(f) => f,
+        None => {
+            cx.err("jwt_signing_method", method, "must be one of hmac, rsa, ecdsa");
+            return None;
+        }
+    };
+    let source = cx.string("/jwt_source");
+    if source.is_empty() {
+        cx.err("jwt_source", "", "is required when enable_jwt is true (a base64 secret or PEM key, or a JWKS URL)");
+        return None;
+    }
+    // A JWKS URL, given as is or base64-encoded (Tyk accepts both).
+    let url = if source.starts_with("http://") || source.starts_with("https://") {
+        Some(source.clone())
+    } else {
+        base64::engine::general_purpose::STANDARD
+            .decode(source.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|s| s.starts_with("http://") || s.starts_with("https://"))
+    };
+    let keys = match &url {
+        Some(u) => match fetch(u).and_then(|body| KeySet::from_jwks(family, &body)) {
+            Ok(k) => k,
+            Err(e) => {
+                // The API still loads; the control plane keeps retrying the fetch and requests
+                // get 403 until keys are known.
+                tracing::warn!(file = %cx.file.display(), url = %u, error = %e, "JWKS not available yet; JWT requests are refused until it is fetched");
+                KeySet::empty(family)
+            }
+        },
+        None => match KeySet::from_source(family, &source) {
+            Ok(k) => k,
+            Err(e) => {
+                let v = if source.len() > 40 { format!("{}...", &source[..37.min(source.len())]) } else { source.clone() };
+                cx.err("jwt_source", v, e);
+                return None;
+            }
+        },
+    };
+    let skew = Skew {
+        exp: cx.number("/jwt_expires_at_validation_skew").max(0.0) as u64,
+        nbf: cx.number("/jwt_not_before_validation_skew").max(0.0) as u64,
+        iat: cx.number("/jwt_issued_at_validation_skew").max(0.0) as u64,
+    };
+    let default_policies = cx.strings("/jwt_default_policies");
+    let policy_field = cx.string("/jwt_policy_field_name");
+    if default_policies.is_empty() && policy_field.is_empty() {
+        cx.err(
+            "jwt_default_policies",
+            "[]",
+            "a JWT API needs jwt_default_policies or jwt_policy_field_name (the identity's rights come from policies)",
+        );
+    }
+    Some(JwtSpec {
+        family,
+        keys: Arc::new(ArcSwap::from_pointee(keys)),
+        jwks_url: url,
+        source: credential_source(cx, "jwt", true),
+        identity_field: cx.string("/jwt_identity_base_field"),
+        policy_field,
+        default_policies,
+        skew,
+    })
+}
+
+fn nets(cx: &mut Cx<'_>, ptr: &str) -> Vec<ipnet::IpNet> {
+    let mut out = Vec::new();
+    for (i, s) in cx.strings(ptr).into_iter().enumerate() {
+        match crate::bans::parse_net(&s) {
+            Some(n) => out.push(n),
+            None => cx.err(&format!("{}[{i}]", dotted(ptr)), s, "not an IP address or CIDR"),
+        }
+    }
+    out
+}
+
+/// Tyk path -> anchored regex: `{name}` segments match one path segment.
+fn path_rule(cx: &mut Cx<'_>, field: &str, path: &str, methods: Vec<String>) -> Option<PathRule> {
+    if path.is_empty() {
+        cx.err(field, "", "path is required");
+        return None;
+    }
+    let mut re = String::from("^");
+    let mut rest = path;
+    while let Some(open) = rest.find('{') {
+        re.push_str(&rest[..open]);
+        match rest[open..].find('}') {
+            Some(close) => {
+                re.push_str("[^/]+");
+                rest = &rest[open + close + 1..];
+            }
+            None => {
+                rest = &rest[open..];
+                break;
+            }
+        }
+    }
+    re.push_str(rest);
+    match regex::Regex::new(&re) {
+        Ok(pattern) => Some(PathRule { pattern, methods: methods.into_iter().map(|m| m.to_ascii_uppercase()).collect() }),
+        Err(e) => {
+            cx.err(field, path.to_string(), format!("not a valid path pattern: {e}"));
+            None
+        }
+    }
+}
+
+fn entry_methods(entry: &Value) -> Vec<String> {
+    let mut m: Vec<String> = entry
+        .get("method_actions")
+        .and_then(Value::as_object)
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    if let Some(s) = entry.get("method").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        m.push(s.to_string());
+    }
+    m
+}
+
+fn extended_rules(cx: &mut Cx<'_>, ptr: &str, out: &mut Vec<PathRule>) {
+    let Some(items) = cx.get(ptr).cloned() else { return };
+    let Some(items) = items.as_array() else {
+        let b = super::tyk::brief(&items);
+        cx.err(&dotted(ptr), b, "must be a list");
+        return;
+    };
+    for (i, e) in items.iter().enumerate() {
+        let field = format!("{}[{i}]", dotted(ptr));
+        let Some(path) = e.get("path").and_then(Value::as_str) else {
+            cx.err(&format!("{field}.path"), super::tyk::brief(e), "is required");
+            continue;
+        };
+        if let Some(r) = path_rule(cx, &field, path, entry_methods(e)) {
+            out.push(r);
+        }
+    }
+}
+
+fn transform_headers(cx: &mut Cx<'_>, ptr: &str, items: &Value, context_vars: bool, t: &mut Transforms) {
+    let Some(items) = items.as_array() else {
+        cx.err(&dotted(ptr), super::tyk::brief(items), "must be a list");
+        return;
+    };
+    for (i, e) in items.iter().enumerate() {
+        let field = format!("{}[{i}]", dotted(ptr));
+        let Some(path) = e.get("path").and_then(Value::as_str) else {
+            cx.err(&format!("{field}.path"), super::tyk::brief(e), "is required");
+            continue;
+        };
+        let Some(rule) = path_rule(cx, &field, path, entry_methods(e)) else { continue };
+        let delete = e
+            .get("delete_headers")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_ascii_lowercase).collect())
+            .unwrap_or_default();
+        let mut add = Vec::new();
+        if let Some(m) = e.get("add_headers").and_then(Value::as_object) {
+            for (k, v) in m {
+                match v.as_str() {
+                    Some(s) if valid_header_name(k) => add.push((k.clone(), Template::parse(s, context_vars))),
+                    _ => cx.err(&format!("{field}.add_headers.{k}"), super::tyk::brief(v), "must be a string value for a valid header name"),
+                }
+            }
+        }
+        t.per_path.push(HeaderTransform { rule, delete, add });
+    }
+}

@@ -1,0 +1,188 @@
+//! The key store (control plane): sessions stored under the SHA-256 of their key, in an
+//! embedded file (default; survives restarts, written atomically) or in Redis (`[storage]
+//! redis`, Tyk's `apikey-<hash>` layout, shared by every node).
+//!
+//! Workers never call it directly: they send a [`Lookup`] through [`KeyClient`] on a cache miss
+//! and the control plane answers. Every write is announced to every worker's cache
+//! ([`Invalidation`]) before the admin API replies, so the next request anywhere sees it; with
+//! Redis, writes are also published so other nodes drop their cached copy. Must not: keep or
+//! log a key in plain text; run on a worker thread.
+
+mod embedded;
+mod redis_store;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::{hex, Invalidation, KeyHash, Session};
+
+pub use embedded::EmbeddedStore;
+pub use redis_store::{follow_changes, RedisStore};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("key store file {path}: {source}")]
+    File { path: PathBuf, source: std::io::Error },
+    #[error("key store file {path} is not valid: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error("redis: {0}")]
+    Redis(String),
+}
+
+enum Backend {
+    Embedded(EmbeddedStore),
+    Redis(RedisStore),
+}
+
+/// Sessions by key hash, with change announcements to the workers.
+pub struct KeyStore {
+    backend: Backend,
+    workers: Vec<crossbeam_channel::Sender<Invalidation>>,
+    pub lookups_total: AtomicU64,
+    pub lookup_errors_total: AtomicU64,
+}
+
+impl KeyStore {
+    pub fn embedded(store: EmbeddedStore) -> Self {
+        Self::with(Backend::Embedded(store))
+    }
+
+    pub fn redis(store: RedisStore) -> Self {
+        Self::with(Backend::Redis(store))
+    }
+
+    fn with(backend: Backend) -> Self {
+        KeyStore { backend, workers: Vec::new(), lookups_total: AtomicU64::new(0), lookup_errors_total: AtomicU64::new(0) }
+    }
+
+    /// A new worker's invalidation channel.
+    pub fn subscribe(&mut self) -> crossbeam_channel::Receiver<Invalidation> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.workers.push(tx);
+        rx
+    }
+
+    /// Tells every worker of this process to drop `inv`.
+    pub fn invalidate_local(&self, inv: Invalidation) {
+        for w in &self.workers {
+            let _ = w.send(inv);
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Embedded(_) => "embedded",
+            Backend::Redis(_) => "redis",
+        }
+    }
+
+    pub fn redis_store(&self) -> Option<&RedisStore> {
+        match &self.backend {
+            Backend::Redis(r) => Some(r),
+            Backend::Embedded(_) => None,
+        }
+    }
+
+    pub async fn get(&self, hash: &KeyHash) -> Result<Option<Session>, StoreError> {
+        self.lookups_total.fetch_add(1, Ordering::Relaxed);
+        let r = match &self.backend {
+            Backend::Embedded(e) => Ok(e.get(hash)),
+            Backend::Redis(r) => r.get(hash).await,
+        };
+        if r.is_err() {
+            self.lookup_errors_total.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    pub async fn put(&self, hash: &KeyHash, session: &Session) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Embedded(e) => e.put(hash, session)?,
+            Backend::Redis(r) => r.put(hash, session).await?,
+        }
+        self.invalidate_local(Invalidation::Key(*hash));
+        Ok(())
+    }
+
+    /// True when the key existed.
+    pub async fn delete(&self, hash: &KeyHash) -> Result<bool, StoreError> {
+        let existed = match &self.backend {
+            Backend::Embedded(e) => e.delete(hash)?,
+            Backend::Redis(r) => r.delete(hash).await?,
+        };
+        self.invalidate_local(Invalidation::Key(*hash));
+        Ok(existed)
+    }
+
+    /// Hashes of every stored key (hex).
+    pub async fn list(&self) -> Result<Vec<String>, StoreError> {
+        let mut v: Vec<String> = match &self.backend {
+            Backend::Embedded(e) => e.hashes().iter().map(hex).collect(),
+            Backend::Redis(r) => r.list().await?,
+        };
+        v.sort();
+        Ok(v)
+    }
+}
+
+/// A worker's question: the session stored under `hash`.
+pub struct Lookup {
+    pub hash: KeyHash,
+    pub reply: futures_channel::oneshot::Sender<Result<Option<Arc<Session>>, String>>,
+}
+
+/// A worker's handle for asking the control plane for sessions.
+#[derive(Clone)]
+pub struct KeyClient {
+    tx: tokio::sync::mpsc::Sender<Lookup>,
+    timeout: Duration,
+}
+
+/// Why a worker could not get a session.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("key store is busy")]
+    Busy,
+    #[error("key store did not answer in time")]
+    Timeout,
+    #[error("key store unavailable: {0}")]
+    Store(String),
+}
+
+impl KeyClient {
+    /// Asks the control plane; waits at most the configured lookup timeout. Runs on a worker
+    /// (monoio): the channel and the oneshot are runtime-agnostic.
+    pub async fn fetch(&self, hash: KeyHash) -> Result<Option<Arc<Session>>, LookupError> {
+        let (reply, rx) = futures_channel::oneshot::channel();
+        self.tx.try_send(Lookup { hash, reply }).map_err(|_| LookupError::Busy)?;
+        match monoio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(r)) => r.map_err(LookupError::Store),
+            Ok(Err(_)) => Err(LookupError::Store("control plane dropped the request".into())),
+            Err(_) => Err(LookupError::Timeout),
+        }
+    }
+}
+
+/// The channel between workers and [`serve_lookups`].
+pub fn lookup_channel(capacity: usize, timeout: Duration) -> (KeyClient, tokio::sync::mpsc::Receiver<Lookup>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+    (KeyClient { tx, timeout }, rx)
+}
+
+/// Answers workers' lookups (control plane task). Each lookup runs as its own task so one slow
+/// Redis reply does not hold up the others.
+pub async fn serve_lookups(store: Arc<KeyStore>, mut rx: tokio::sync::mpsc::Receiver<Lookup>) {
+    while let Some(l) = rx.recv().await {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let r = store.get(&l.hash).await.map(|s| s.map(Arc::new)).map_err(|e| {
+                tracing::warn!(error = %e, "session lookup failed");
+                e.to_string()
+            });
+            let _ = l.reply.send(r);
+        });
+    }
+}

@@ -1,0 +1,183 @@
+//! The Redis key store: sessions as JSON under `<prefix><sha256 hex>` (Tyk's `apikey-` layout,
+//! with SHA-256 as the hash), key changes published on [`CHANNEL`] so every node drops its
+//! cached copy. The connection is made lazily and re-made after failures, so the proxy starts
+//! and serves (keyless APIs, cached sessions) while Redis is down. Must not: be called from a
+//! worker; wait on Redis longer than [`OP_TIMEOUT`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+
+use crate::auth::{hex, parse_hex, Invalidation, KeyHash, Session};
+
+use super::{KeyStore, StoreError};
+
+/// Pub/sub channel carrying the hash (hex) of each changed key.
+pub const CHANNEL: &str = "portcullis.keys";
+/// Longest wait for one Redis operation.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub struct RedisStore {
+    client: redis::Client,
+    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    prefix: String,
+    healthy: AtomicBool,
+    last_error: Mutex<String>,
+}
+
+fn rerr(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Redis(e.to_string())
+}
+
+impl RedisStore {
+    /// Checks the URL; connects on first use.
+    pub fn new(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(url).map_err(rerr)?;
+        Ok(RedisStore {
+            client,
+            conn: tokio::sync::Mutex::new(None),
+            prefix: prefix.to_string(),
+            healthy: AtomicBool::new(false),
+            last_error: Mutex::new("not connected yet".into()),
+        })
+    }
+
+    /// `None` when the last operation succeeded, else why it failed (for `/hello`).
+    pub fn status(&self) -> Option<String> {
+        if self.healthy.load(Ordering::Relaxed) {
+            None
+        } else {
+            Some(self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        }
+    }
+
+    fn note<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        match &r {
+            Ok(_) => self.healthy.store(true, Ordering::Relaxed),
+            Err(e) => {
+                if self.healthy.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "redis key store unavailable");
+                }
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+            }
+        }
+        r
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(OP_TIMEOUT)
+            .set_response_timeout(OP_TIMEOUT)
+            .set_number_of_retries(1);
+        let c = tokio::time::timeout(OP_TIMEOUT * 2, ConnectionManager::new_with_config(self.client.clone(), cfg))
+            .await
+            .map_err(|_| StoreError::Redis("connect timed out".into()))?
+            .map_err(rerr)?;
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn op<T, F>(&self, f: impl FnOnce(ConnectionManager) -> F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let r = async {
+            let c = self.conn().await?;
+            tokio::time::timeout(OP_TIMEOUT, f(c)).await.map_err(|_| StoreError::Redis("timed out".into()))?.map_err(rerr)
+        }
+        .await;
+        self.note(r)
+    }
+
+    fn key(&self, hash: &KeyHash) -> String {
+        format!("{}{}", self.prefix, hex(hash))
+    }
+
+    pub async fn get(&self, hash: &KeyHash) -> Result<Option<Session>, StoreError> {
+        let key = self.key(hash);
+        let raw: Option<String> = self.op(|mut c| async move { c.get(key).await }).await?;
+        match raw {
+            None => Ok(None),
+            Some(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| StoreError::Redis(format!("session {} is not valid JSON: {e}", hex(hash)))),
+        }
+    }
+
+    pub async fn put(&self, hash: &KeyHash, session: &Session) -> Result<(), StoreError> {
+        let key = self.key(hash);
+        let text = serde_json::to_string(session).map_err(rerr)?;
+        let h = hex(hash);
+        self.op(|mut c| async move {
+            let () = c.set(key, text).await?;
+            let _: i64 = c.publish(CHANNEL, h).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn delete(&self, hash: &KeyHash) -> Result<bool, StoreError> {
+        let key = self.key(hash);
+        let h = hex(hash);
+        self.op(|mut c| async move {
+            let n: i64 = c.del(key).await?;
+            let _: i64 = c.publish(CHANNEL, h).await?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    pub async fn list(&self) -> Result<Vec<String>, StoreError> {
+        let pattern = format!("{}*", self.prefix);
+        let plen = self.prefix.len();
+        self.op(|mut c| async move {
+            let mut out = Vec::new();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) =
+                    redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query_async(&mut c).await?;
+                out.extend(keys.into_iter().filter_map(|k| k.get(plen..).map(str::to_string)));
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// Follows other nodes' key changes (control plane task): subscribes to [`CHANNEL`] and drops
+/// each changed key from this node's worker caches; after a lost subscription it drops every
+/// cached session (changes may have been missed) and subscribes again.
+pub async fn follow_changes(store: Arc<KeyStore>) {
+    use futures_util::StreamExt as _;
+    let Some(redis) = store.redis_store() else { return };
+    let client = redis.client.clone();
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut ps) => {
+                if ps.subscribe(CHANNEL).await.is_ok() {
+                    store.invalidate_local(Invalidation::All);
+                    let mut msgs = ps.on_message();
+                    while let Some(m) = msgs.next().await {
+                        if let Some(h) = m.get_payload::<String>().ok().and_then(|s| parse_hex(&s)) {
+                            store.invalidate_local(Invalidation::Key(h));
+                        }
+                    }
+                    tracing::warn!("redis key-change subscription lost; resubscribing");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot subscribe to redis key changes yet"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

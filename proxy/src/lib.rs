@@ -11,11 +11,11 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod auth;
+pub mod bans;
 pub mod config;
-pub mod keystore;
 pub mod control;
 pub mod dataplane;
-pub mod router;
-pub mod bans;
 pub mod ebpf;
+pub mod keystore;
+pub mod router;
 pub mod server;

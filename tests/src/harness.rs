@@ -17,7 +17,10 @@ pub fn binary() -> PathBuf {
     }
     // Fallback: next to the test executable's target dir.
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(Path::parent).map(|d| d.join("portcullis")).expect("target dir")
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("portcullis"))
+        .expect("target dir")
 }
 
 fn option_env_bin() -> Option<PathBuf> {
@@ -32,6 +35,7 @@ pub struct Proxy {
     pub secret: String,
     pub child: Child,
     pub log: PathBuf,
+    bin: PathBuf,
 }
 
 /// What to start.
@@ -43,6 +47,7 @@ pub struct ProxyBuilder {
     listen_ip: String,
     workers: usize,
     uid: Option<u32>,
+    policies: String,
 }
 
 impl ProxyBuilder {
@@ -55,6 +60,7 @@ impl ProxyBuilder {
             listen_ip: "127.0.0.1".into(),
             workers: 1,
             uid: None,
+            policies: "{}".into(),
         }
     }
 
@@ -90,6 +96,12 @@ impl ProxyBuilder {
         self
     }
 
+    /// Contents of `apps/policies.json` (default `{}`).
+    pub fn policies(mut self, json: impl Into<String>) -> Self {
+        self.policies = json.into();
+        self
+    }
+
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
         self
@@ -99,11 +111,16 @@ impl ProxyBuilder {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::create_dir(dir.path().join("apps")).expect("apps dir");
         for (name, json) in &self.apps {
-            fs::write(dir.path().join("apps").join(format!("{name}.json")), json).expect("write app");
+            fs::write(dir.path().join("apps").join(format!("{name}.json")), json)
+                .expect("write app");
         }
-        fs::write(dir.path().join("apps/policies.json"), "{}").expect("policies");
-        let listen: SocketAddr = format!("{}:{}", self.listen_ip, crate::free_port()).parse().expect("addr");
-        let admin: SocketAddr = format!("127.0.0.1:{}", crate::free_port()).parse().expect("addr");
+        fs::write(dir.path().join("apps/policies.json"), &self.policies).expect("policies");
+        let listen: SocketAddr = format!("{}:{}", self.listen_ip, crate::free_port())
+            .parse()
+            .expect("addr");
+        let admin: SocketAddr = format!("127.0.0.1:{}", crate::free_port())
+            .parse()
+            .expect("addr");
         let secret = "test-secret".to_string();
         let config = format!(
             "[proxy]\nlisten = \"{listen}\"\nworkers = {}\n{}\n[admin]\nlisten = \"{admin}\"\nsecret = \"{secret}\"\n\n[apps]\ndir = \"apps\"\npolicies = \"apps/policies.json\"\n\n[log]\nlevel = \"info\"\n\n{}",
@@ -111,30 +128,47 @@ impl ProxyBuilder {
         );
         fs::write(dir.path().join("portcullis.toml"), config).expect("config");
         let log = dir.path().join("portcullis.log");
-        let log_file = fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(&self.bin);
-        if let Some(uid) = self.uid {
+        let child = spawn(&self.bin, dir.path(), &log, self.uid);
+        let mut p = Proxy {
+            dir,
+            listen,
+            admin,
+            secret,
+            child,
+            log,
+            bin: self.bin,
+        };
+        p.wait_ready();
+        p
+    }
+}
+
+fn spawn(bin: &Path, dir: &Path, log: &Path, uid: Option<u32>) -> Child {
+    {
+        let log_file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let mut cmd = Command::new(bin);
+        if let Some(uid) = uid {
             use std::os::unix::fs::PermissionsExt;
             use std::os::unix::process::CommandExt;
             // The unprivileged proxy must read its files and write its log.
-            for p in [dir.path().to_path_buf(), dir.path().join("apps")] {
+            for p in [dir.to_path_buf(), dir.join("apps")] {
                 fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
             }
-            fs::set_permissions(&log, fs::Permissions::from_mode(0o666)).expect("chmod log");
+            fs::set_permissions(log, fs::Permissions::from_mode(0o666)).expect("chmod log");
             cmd.uid(uid).gid(uid);
         }
-        let child = cmd
-            .arg("run")
+        cmd.arg("run")
             .arg("--config")
-            .arg(dir.path().join("portcullis.toml"))
+            .arg(dir.join("portcullis.toml"))
             .stdout(Stdio::null())
             .stderr(log_file)
             .env_remove("RUST_LOG")
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
-        let mut p = Proxy { dir, listen, admin, secret, child, log };
-        p.wait_ready();
-        p
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
     }
 }
 
@@ -159,6 +193,14 @@ impl Proxy {
         panic!("portcullis did not become ready:\n{}", self.log_text());
     }
 
+    /// Stops the process (SIGKILL) and starts it again with the same files and ports.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.bin, self.dir.path(), &self.log, None);
+        self.wait_ready();
+    }
+
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -181,15 +223,29 @@ impl Proxy {
     /// Admin GET with the secret.
     pub fn admin_get(&self, path: &str) -> client::Response {
         let mut c = client::Conn::connect(self.admin).expect("admin connect");
-        c.request("GET", path, &format!("X-Tyk-Authorization: {}\r\nConnection: close\r\n", self.secret), b"")
-            .expect("admin request")
+        c.request(
+            "GET",
+            path,
+            &format!(
+                "X-Tyk-Authorization: {}\r\nConnection: close\r\n",
+                self.secret
+            ),
+            b"",
+        )
+        .expect("admin request")
     }
 
     /// Admin request with the secret and a body.
     pub fn admin_send(&self, method: &str, path: &str, body: &str) -> client::Response {
         let mut c = client::Conn::connect(self.admin).expect("admin connect");
-        let extra = format!("X-Tyk-Authorization: {}\r\nConnection: close\r\nContent-Type: application/json\r\n", self.secret);
-        let raw = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\n{extra}Content-Length: {}\r\n\r\n{body}", body.len());
+        let extra = format!(
+            "X-Tyk-Authorization: {}\r\nConnection: close\r\nContent-Type: application/json\r\n",
+            self.secret
+        );
+        let raw = format!(
+            "{method} {path} HTTP/1.1\r\nHost: admin\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
         c.send(raw.as_bytes()).expect("admin send");
         c.read_response(false).expect("admin response")
     }
@@ -220,7 +276,13 @@ impl Drop for Proxy {
 }
 
 /// A keyless Tyk API definition.
-pub fn keyless_api(api_id: &str, listen_path: &str, target: &str, extra_proxy: &str, extra_top: &str) -> String {
+pub fn keyless_api(
+    api_id: &str,
+    listen_path: &str,
+    target: &str,
+    extra_proxy: &str,
+    extra_top: &str,
+) -> String {
     format!(
         r#"{{"name": "{api_id}", "api_id": "{api_id}", "active": true, "use_keyless": true, {extra_top}
   "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default"}}}}}},

@@ -49,7 +49,11 @@ impl Target {
         }
     }
     fn port(self) -> u16 {
-        PORTS.iter().find(|(t, _)| *t == self).map(|(_, p)| *p).unwrap_or(0)
+        PORTS
+            .iter()
+            .find(|(t, _)| *t == self)
+            .map(|(_, p)| *p)
+            .unwrap_or(0)
     }
 }
 
@@ -64,11 +68,46 @@ struct Scenario {
 }
 
 const SCENARIOS: &[Scenario] = &[
-    Scenario { name: "small", what: "12-byte body, keep-alive, 32 connections", path: "/small", connections: 32, close: false, available: Some(()) },
-    Scenario { name: "16k", what: "16 KiB body, keep-alive, 32 connections", path: "/16k", connections: 32, close: false, available: Some(()) },
-    Scenario { name: "close", what: "12-byte body, new connection per request, 32 connections", path: "/small", connections: 32, close: true, available: Some(()) },
-    Scenario { name: "c1000", what: "12-byte body, keep-alive, 1000 connections", path: "/small", connections: 1000, close: false, available: Some(()) },
-    Scenario { name: "gateway", what: "JWT HS256 + rate limit + request records vs nginx plain proxying", path: "/small", connections: 32, close: false, available: None },
+    Scenario {
+        name: "small",
+        what: "12-byte body, keep-alive, 32 connections",
+        path: "/small",
+        connections: 32,
+        close: false,
+        available: Some(()),
+    },
+    Scenario {
+        name: "16k",
+        what: "16 KiB body, keep-alive, 32 connections",
+        path: "/16k",
+        connections: 32,
+        close: false,
+        available: Some(()),
+    },
+    Scenario {
+        name: "close",
+        what: "12-byte body, new connection per request, 32 connections",
+        path: "/small",
+        connections: 32,
+        close: true,
+        available: Some(()),
+    },
+    Scenario {
+        name: "c1000",
+        what: "12-byte body, keep-alive, 1000 connections",
+        path: "/small",
+        connections: 1000,
+        close: false,
+        available: Some(()),
+    },
+    Scenario {
+        name: "gateway",
+        what: "JWT HS256 + rate limit + request records vs nginx plain proxying",
+        path: "/small",
+        connections: 32,
+        close: false,
+        available: None,
+    },
 ];
 
 /// One wrk run against one target.
@@ -93,11 +132,20 @@ struct Opts {
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
-    let mut o = Opts { uring: false, scenarios: Vec::new(), runs: 3, duration: 10 };
+    let mut o = Opts {
+        uring: false,
+        scenarios: Vec::new(),
+        runs: 3,
+        duration: 10,
+    };
     let mut quick = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut val = |name: &str| it.next().cloned().with_context(|| format!("{name} needs a value"));
+        let mut val = |name: &str| {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value"))
+        };
         match a.as_str() {
             "--scenario" => o.scenarios.push(val("--scenario")?),
             "--runs" => o.runs = val("--runs")?.parse().context("--runs: not a number")?,
@@ -113,7 +161,14 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
     }
     for s in &o.scenarios {
         if !SCENARIOS.iter().any(|x| x.name == s) {
-            bail!("unknown scenario {s:?}; known: {}", SCENARIOS.iter().map(|s| s.name).collect::<Vec<_>>().join(", "));
+            bail!(
+                "unknown scenario {s:?}; known: {}",
+                SCENARIOS
+                    .iter()
+                    .map(|s| s.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
     }
     if o.runs == 0 || o.duration == 0 {
@@ -123,30 +178,60 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
 }
 
 fn have(cmd: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Installs missing tools through apt; returns the ones still missing with the reason.
 fn ensure_tools() -> Vec<(&'static str, String)> {
-    let wanted = [("wrk", "wrk"), ("nginx", "nginx-light"), ("haproxy", "haproxy"), ("taskset", "util-linux")];
+    let wanted = [
+        ("wrk", "wrk"),
+        ("nginx", "nginx-light"),
+        ("haproxy", "haproxy"),
+        ("taskset", "util-linux"),
+    ];
     let missing: Vec<_> = wanted.iter().filter(|(c, _)| !have(c)).collect();
     if !missing.is_empty() {
         let pkgs: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
-        eprintln!("bench: installing {} through apt (missing: {})", pkgs.join(" "), missing.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", "));
+        eprintln!(
+            "bench: installing {} through apt (missing: {})",
+            pkgs.join(" "),
+            missing
+                .iter()
+                .map(|(c, _)| *c)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let _ = Command::new("apt-get").args(["update", "-q"]).status();
-        let _ = Command::new("apt-get").args(["install", "-y", "-q"]).args(&pkgs).env("DEBIAN_FRONTEND", "noninteractive").status();
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-q"])
+            .args(&pkgs)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
     }
     wanted
         .iter()
         .filter(|(c, _)| !have(c))
-        .map(|(c, p)| (*c, format!("`{c}` not installed and `apt-get install {p}` failed")))
+        .map(|(c, p)| {
+            (
+                *c,
+                format!("`{c}` not installed and `apt-get install {p}` failed"),
+            )
+        })
         .collect()
 }
 
 fn raise_nofile() {
     // SAFETY: getrlimit/setrlimit on our own process with a valid, initialised struct.
     unsafe {
-        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
             r.rlim_cur = r.rlim_max.min(65536);
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
@@ -216,9 +301,14 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
     )?;
     std::fs::write(
         dir.join("apps/bench.json"),
-        format!(r#"{{"api_id": "bench", "name": "bench", "active": true, "use_keyless": true, "proxy": {{"listen_path": "/", "target_url": "http://127.0.0.1:{UPSTREAM_PORT}/"}}}}"#),
+        format!(
+            r#"{{"api_id": "bench", "name": "bench", "active": true, "use_keyless": true, "proxy": {{"listen_path": "/", "target_url": "http://127.0.0.1:{UPSTREAM_PORT}/"}}}}"#
+        ),
     )?;
-    for (file, target, driver) in [("portcullis.toml", Target::Portcullis, "auto"), ("portcullis-uring.toml", Target::PortcullisUring, "uring")] {
+    for (file, target, driver) in [
+        ("portcullis.toml", Target::Portcullis, "auto"),
+        ("portcullis-uring.toml", Target::PortcullisUring, "uring"),
+    ] {
         std::fs::write(
             dir.join(file),
             format!(
@@ -258,7 +348,11 @@ fn start(target: Target, dir: &Path, portcullis: &Path) -> Result<Option<Running
     let child = match target {
         Target::Direct => return Ok(None),
         Target::Portcullis | Target::PortcullisUring => {
-            let name = if target == Target::Portcullis { "portcullis" } else { "portcullis-uring" };
+            let name = if target == Target::Portcullis {
+                "portcullis"
+            } else {
+                "portcullis-uring"
+            };
             pinned(PROXY_CPU, portcullis)
                 .arg("run")
                 .arg("--config")
@@ -266,16 +360,34 @@ fn start(target: Target, dir: &Path, portcullis: &Path) -> Result<Option<Running
                 .stderr(std::fs::File::create(dir.join(format!("{name}.log")))?)
                 .spawn()?
         }
-        Target::Nginx => pinned(PROXY_CPU, "nginx").arg("-c").arg(dir.join("nginx.conf")).stderr(Stdio::null()).spawn()?,
-        Target::Haproxy => pinned(PROXY_CPU, "haproxy").arg("-db").arg("-f").arg(dir.join("haproxy.cfg")).stderr(Stdio::null()).spawn()?,
+        Target::Nginx => pinned(PROXY_CPU, "nginx")
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stderr(Stdio::null())
+            .spawn()?,
+        Target::Haproxy => pinned(PROXY_CPU, "haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(dir.join("haproxy.cfg"))
+            .stderr(Stdio::null())
+            .spawn()?,
     };
-    let mut running = Running { measured_pid: child.id(), child };
-    wait_port(target.port(), Duration::from_secs(10)).with_context(|| format!("{} did not start", target.name()))?;
+    let mut running = Running {
+        measured_pid: child.id(),
+        child,
+    };
+    wait_port(target.port(), Duration::from_secs(10))
+        .with_context(|| format!("{} did not start", target.name()))?;
     // taskset execs the program, so the child pid is the proxy; nginx's worker is its child.
     if target == Target::Nginx {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let kids = std::fs::read_to_string(format!("/proc/{}/task/{}/children", running.child.id(), running.child.id())).unwrap_or_default();
+            let kids = std::fs::read_to_string(format!(
+                "/proc/{}/task/{}/children",
+                running.child.id(),
+                running.child.id()
+            ))
+            .unwrap_or_default();
             if let Some(pid) = kids.split_whitespace().next().and_then(|p| p.parse().ok()) {
                 running.measured_pid = pid;
                 break;
@@ -299,7 +411,9 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
 
 fn status_kib(pid: u32, key: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 fn parse_latency_us(v: &str) -> Option<f64> {
@@ -326,7 +440,10 @@ fn parse_wrk(out: &str) -> Result<Sample> {
             ["99%", v] => s.p99_us = parse_latency_us(v).unwrap_or(0.0),
             ["Non-2xx", "or", "3xx", "responses:", n] => s.non_2xx = n.parse().unwrap_or(0),
             ["Socket", "errors:", rest @ ..] => {
-                s.errors = rest.iter().filter_map(|x| x.trim_end_matches(',').parse::<u64>().ok()).sum();
+                s.errors = rest
+                    .iter()
+                    .filter_map(|x| x.trim_end_matches(',').parse::<u64>().ok())
+                    .sum();
             }
             _ => {}
         }
@@ -339,7 +456,14 @@ fn parse_wrk(out: &str) -> Result<Sample> {
 
 fn run_wrk(sc: &Scenario, port: u16, duration: u64) -> Result<Sample> {
     let mut cmd = pinned(LOAD_CPU, "wrk");
-    cmd.args(["-t1", &format!("-c{}", sc.connections), &format!("-d{duration}s"), "--latency", "--timeout", "5s"]);
+    cmd.args([
+        "-t1",
+        &format!("-c{}", sc.connections),
+        &format!("-d{duration}s"),
+        "--latency",
+        "--timeout",
+        "5s",
+    ]);
     if sc.close {
         cmd.args(["-H", "Connection: close"]);
     }
@@ -348,12 +472,25 @@ fn run_wrk(sc: &Scenario, port: u16, duration: u64) -> Result<Sample> {
     parse_wrk(&String::from_utf8_lossy(&out.stdout))
 }
 
-fn measure(target: Target, sc: &Scenario, dir: &Path, portcullis: &Path, duration: u64) -> Result<Sample> {
+fn measure(
+    target: Target,
+    sc: &Scenario,
+    dir: &Path,
+    portcullis: &Path,
+    duration: u64,
+) -> Result<Sample> {
     wait_port_free(target.port());
     let running = start(target, dir, portcullis)?;
     let pid = running.as_ref().map(|r| r.measured_pid);
     // Short warm-up so connection pools and caches are filled before measuring.
-    let _ = run_wrk(&Scenario { connections: sc.connections.min(32), ..*sc }, target.port(), 1);
+    let _ = run_wrk(
+        &Scenario {
+            connections: sc.connections.min(32),
+            ..*sc
+        },
+        target.port(),
+        1,
+    );
     let base_rss = pid.and_then(|p| status_kib(p, "VmRSS:"));
     let t0 = pid.and_then(cpu_ticks);
     let mut s = run_wrk(sc, target.port(), duration)?;
@@ -405,14 +542,28 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
     let opts = parse_opts(args)?;
     let missing = ensure_tools();
     if missing.iter().any(|(c, _)| *c == "wrk" || *c == "taskset") {
-        bail!("cannot benchmark: {}", missing.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>().join("; "));
+        bail!(
+            "cannot benchmark: {}",
+            missing
+                .iter()
+                .map(|(_, r)| r.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
     }
     raise_nofile();
-    if std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) < 2 {
+    if std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        < 2
+    {
         eprintln!("bench: WARNING fewer than 2 CPUs: proxy and load generator share a core; numbers are not comparable");
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(&cargo).current_dir(root).args(["build", "--release", "-p", "portcullis"]).status()?;
+    let st = Command::new(&cargo)
+        .current_dir(root)
+        .args(["build", "--release", "-p", "portcullis"])
+        .status()?;
     if !st.success() {
         bail!("release build failed");
     }
@@ -420,21 +571,37 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
     let dir = root.join("target/bench/work");
     write_configs(&dir, root)?;
 
-    let scenarios: Vec<&Scenario> =
-        SCENARIOS.iter().filter(|s| opts.scenarios.is_empty() || opts.scenarios.iter().any(|n| n == s.name)).collect();
-    let targets: Vec<Target> = [Target::Direct, Target::Portcullis, Target::PortcullisUring, Target::Nginx, Target::Haproxy]
-        .into_iter()
-        .filter(|t| *t != Target::PortcullisUring || opts.uring)
-        .filter(|t| !missing.iter().any(|(c, _)| *c == t.name()))
+    let scenarios: Vec<&Scenario> = SCENARIOS
+        .iter()
+        .filter(|s| opts.scenarios.is_empty() || opts.scenarios.iter().any(|n| n == s.name))
         .collect();
+    let targets: Vec<Target> = [
+        Target::Direct,
+        Target::Portcullis,
+        Target::PortcullisUring,
+        Target::Nginx,
+        Target::Haproxy,
+    ]
+    .into_iter()
+    .filter(|t| *t != Target::PortcullisUring || opts.uring)
+    .filter(|t| !missing.iter().any(|(c, _)| *c == t.name()))
+    .collect();
     for (c, why) in &missing {
         eprintln!("bench: {c} will be reported as missing: {why}");
     }
 
     // Upstream for the whole benchmark.
     wait_port_free(UPSTREAM_PORT);
-    let upstream = pinned(LOAD_CPU, "nginx").arg("-c").arg(dir.join("upstream.conf")).stderr(Stdio::null()).spawn().context("starting upstream nginx")?;
-    let upstream = Running { measured_pid: upstream.id(), child: upstream };
+    let upstream = pinned(LOAD_CPU, "nginx")
+        .arg("-c")
+        .arg(dir.join("upstream.conf"))
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting upstream nginx")?;
+    let upstream = Running {
+        measured_pid: upstream.id(),
+        child: upstream,
+    };
     wait_port(UPSTREAM_PORT, Duration::from_secs(10))?;
 
     let measured: Vec<&&Scenario> = scenarios.iter().filter(|s| s.available.is_some()).collect();
@@ -449,7 +616,10 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
             results.push((sc, Vec::new()));
             continue;
         }
-        let mut rows: Vec<(Target, Vec<Sample>, Vec<String>)> = targets.iter().map(|t| (*t, Vec::new(), Vec::new())).collect();
+        let mut rows: Vec<(Target, Vec<Sample>, Vec<String>)> = targets
+            .iter()
+            .map(|t| (*t, Vec::new(), Vec::new()))
+            .collect();
         for run in 1..=opts.runs {
             for (target, samples, failures) in rows.iter_mut() {
                 step += 1;
@@ -478,7 +648,10 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
 
     let (table, json_rows) = report(&results, &missing, opts.runs);
     println!("{table}");
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
     let path: PathBuf = out_dir.join(format!("{stamp}.json"));
@@ -500,12 +673,24 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
 fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
         .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let version = |c: &str, a: &str| {
         Command::new(c).arg(a).output().ok().map(|o| {
-            let t = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            let t = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
             t.lines().next().unwrap_or("").trim().to_string()
         })
     };
@@ -521,7 +706,11 @@ fn machine() -> Value {
 
 type Rows<'a> = [(&'a Scenario, Vec<(Target, Vec<Sample>, Vec<String>)>)];
 
-fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -> (String, Vec<Value>) {
+fn report(
+    results: &Rows<'_>,
+    missing: &[(&'static str, String)],
+    runs: usize,
+) -> (String, Vec<Value>) {
     let mut t = String::new();
     let mut json_rows = Vec::new();
     for (sc, rows) in results {
@@ -537,12 +726,22 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
             "| target | req/s | p50 ms | p99 ms | CPU us/req | peak RSS MiB |{} errors | non-2xx |",
             if per_conn { " RSS/conn KiB |" } else { "" }
         );
-        let _ = writeln!(t, "|---|---|---|---|---|---|{}---|---|", if per_conn { "---|" } else { "" });
-        let mut medians: Vec<(Target, Option<f64>, Option<f64>, Option<f64>, Option<f64>)> = Vec::new();
+        let _ = writeln!(
+            t,
+            "|---|---|---|---|---|---|{}---|---|",
+            if per_conn { "---|" } else { "" }
+        );
+        let mut medians: Vec<(Target, Option<f64>, Option<f64>, Option<f64>, Option<f64>)> =
+            Vec::new();
         let mut json_targets = Vec::new();
         for (target, samples, failures) in rows {
             if samples.is_empty() {
-                let _ = writeln!(t, "| {} | failed: {} |", target.name(), failures.first().map(String::as_str).unwrap_or("no samples"));
+                let _ = writeln!(
+                    t,
+                    "| {} | failed: {} |",
+                    target.name(),
+                    failures.first().map(String::as_str).unwrap_or("no samples")
+                );
                 json_targets.push(json!({"target": target.name(), "failures": failures}));
                 continue;
             }
@@ -551,7 +750,9 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
             let p99 = stat(samples, |s| Some(s.p99_us / 1e3));
             let cpu = stat(samples, |s| s.cpu_us_per_req);
             let rss = stat(samples, |s| s.peak_rss_kib.map(|k| k as f64 / 1024.0));
-            let rss_conn = stat(samples, |s| Some((s.peak_rss_kib? as f64 - s.base_rss_kib? as f64) / sc.connections as f64));
+            let rss_conn = stat(samples, |s| {
+                Some((s.peak_rss_kib? as f64 - s.base_rss_kib? as f64) / sc.connections as f64)
+            });
             let errors: u64 = samples.iter().map(|s| s.errors).sum();
             let non2xx: u64 = samples.iter().map(|s| s.non_2xx).sum();
             let _ = writeln!(
@@ -563,9 +764,19 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
                 fmt_stat(p99, 3, runs),
                 fmt_stat(cpu, 2, runs),
                 fmt_stat(rss, 1, runs),
-                if per_conn { format!(" {} |", fmt_stat(rss_conn, 1, runs)) } else { String::new() },
+                if per_conn {
+                    format!(" {} |", fmt_stat(rss_conn, 1, runs))
+                } else {
+                    String::new()
+                },
             );
-            medians.push((*target, cpu.map(|c| c.0), p99.map(|c| c.0), rss_conn.map(|c| c.0), rps.map(|c| c.0)));
+            medians.push((
+                *target,
+                cpu.map(|c| c.0),
+                p99.map(|c| c.0),
+                rss_conn.map(|c| c.0),
+                rps.map(|c| c.0),
+            ));
             json_targets.push(json!({
                 "target": target.name(),
                 "samples": samples.iter().map(|s| json!({
@@ -591,11 +802,21 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
                     let r = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
                     let (cpu, p99, rss, rps) = (r(p.1, o.1), r(p.2, o.2), r(p.3, o.3), r(p.4, o.4));
                     let f = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}x"));
-                    let _ = write!(t, "\nPortcullis/{}: CPU per request {}, p99 {}, req/s {}", peer.name(), f(cpu), f(p99), f(rps));
+                    let _ = write!(
+                        t,
+                        "\nPortcullis/{}: CPU per request {}, p99 {}, req/s {}",
+                        peer.name(),
+                        f(cpu),
+                        f(p99),
+                        f(rps)
+                    );
                     if per_conn {
                         let _ = write!(t, ", RSS per connection {}", f(rss));
                     }
-                    ratios.insert(peer.name().into(), json!({"cpu_per_req": cpu, "p99": p99, "rps": rps, "rss_per_conn": rss}));
+                    ratios.insert(
+                        peer.name().into(),
+                        json!({"cpu_per_req": cpu, "p99": p99, "rps": rps, "rss_per_conn": rss}),
+                    );
                 }
             }
             let _ = writeln!(t);

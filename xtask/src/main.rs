@@ -21,7 +21,9 @@ fn cargo() -> Command {
 
 fn run_status(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: running {cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }
@@ -29,7 +31,10 @@ fn run_status(cmd: &mut Command) -> Result<()> {
 }
 
 fn root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 fn main() -> ExitCode {
@@ -56,14 +61,27 @@ fn main() -> ExitCode {
 
 fn run(extra: &[String]) -> Result<()> {
     let root = root();
-    run_status(cargo().current_dir(&root).args(["build", "--release", "-p", "portcullis", "-p", "portcullis-tests", "--bins"]))?;
+    run_status(cargo().current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "portcullis",
+        "-p",
+        "portcullis-tests",
+        "--bins",
+    ]))?;
     let bin = root.join("target/release");
     let upstream_addr = "127.0.0.1:8081";
     let mut upstream = if std::net::TcpStream::connect(upstream_addr).is_ok() {
         eprintln!("xtask: something already listens on {upstream_addr}; using it as the upstream");
         None
     } else {
-        Some(Command::new(bin.join("demo-upstream")).arg(upstream_addr).spawn().context("starting demo-upstream")?)
+        Some(
+            Command::new(bin.join("demo-upstream"))
+                .arg(upstream_addr)
+                .spawn()
+                .context("starting demo-upstream")?,
+        )
     };
     eprintln!("xtask: try `curl -i localhost:8080/httpbin/get?foo=bar` (Ctrl-C stops)");
     let status = Command::new(bin.join("portcullis"))
@@ -90,5 +108,10 @@ fn test(extra: &[String]) -> Result<()> {
     } else {
         eprintln!("xtask: eBPF toolchain not installed (`cargo xtask setup`); testing without the XDP gate");
     }
-    run_status(cargo().current_dir(root()).args(["test", "--workspace"]).args(extra))
+    run_status(
+        cargo()
+            .current_dir(root())
+            .args(["test", "--workspace"])
+            .args(extra),
+    )
 }

@@ -201,7 +201,10 @@ impl fmt::Debug for KeySet {
 impl KeySet {
     /// No keys yet (a JWKS not fetched yet): every token gets [`JwtError::NoKey`].
     pub fn empty(family: Family) -> KeySet {
-        KeySet { family, keys: Vec::new() }
+        KeySet {
+            family,
+            keys: Vec::new(),
+        }
     }
 
     /// Tyk's `jwt_source` for a static key: a base64-encoded value that decodes either to a

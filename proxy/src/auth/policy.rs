@@ -59,7 +59,9 @@ pub struct Policies {
 
 impl Policies {
     pub fn new(by_id: impl IntoIterator<Item = (String, Policy)>) -> Self {
-        Policies { by_id: by_id.into_iter().collect() }
+        Policies {
+            by_id: by_id.into_iter().collect(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -124,9 +126,16 @@ fn effective_quota(max: i64, renewal: i64) -> Option<(i64, i64)> {
     (max >= 0 && !(max == 0 && renewal <= 0)).then_some((max, renewal))
 }
 
-fn compile_access(rights: &BTreeMap<String, AccessDefinition>, into: &mut AHashMap<String, ApiAccess>) -> Result<(), GrantError> {
+fn compile_access(
+    rights: &BTreeMap<String, AccessDefinition>,
+    into: &mut AHashMap<String, ApiAccess>,
+) -> Result<(), GrantError> {
     for (api_id, def) in rights {
-        let id = if def.api_id.is_empty() { api_id.clone() } else { def.api_id.clone() };
+        let id = if def.api_id.is_empty() {
+            api_id.clone()
+        } else {
+            def.api_id.clone()
+        };
         let entry = into.entry(id).or_default();
         for v in &def.versions {
             if !entry.versions.iter().any(|x| x.eq_ignore_ascii_case(v)) {
@@ -134,7 +143,8 @@ fn compile_access(rights: &BTreeMap<String, AccessDefinition>, into: &mut AHashM
             }
         }
         for u in &def.allowed_urls {
-            let pattern = regex::Regex::new(&u.url).map_err(|_| GrantError::BadUrlPattern(u.url.clone()))?;
+            let pattern =
+                regex::Regex::new(&u.url).map_err(|_| GrantError::BadUrlPattern(u.url.clone()))?;
             entry.urls.push(UrlRule {
                 pattern: Arc::new(pattern),
                 methods: u.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
@@ -178,7 +188,9 @@ pub fn grant_for_policies(ids: &[&str], policies: &Policies) -> Result<Grant, Gr
     let mut tags = Vec::new();
     let mut inactive = false;
     for id in ids {
-        let p = policies.get(id).ok_or_else(|| GrantError::UnknownPolicy(id.to_string()))?;
+        let p = policies
+            .get(id)
+            .ok_or_else(|| GrantError::UnknownPolicy(id.to_string()))?;
         let r = effective_rate(p.rate, p.per);
         rate = Some(match (rate, r) {
             (None, r) => r,
@@ -223,8 +235,16 @@ pub enum AccessDenied {
 
 impl Grant {
     /// Checks API, version and `allowed_urls` (regex searched in `path`, as Tyk does).
-    pub fn check(&self, api_id: &str, version: &str, method: &str, path: &str) -> Result<(), AccessDenied> {
-        let Some(access) = &self.access else { return Ok(()) };
+    pub fn check(
+        &self,
+        api_id: &str,
+        version: &str,
+        method: &str,
+        path: &str,
+    ) -> Result<(), AccessDenied> {
+        let Some(access) = &self.access else {
+            return Ok(());
+        };
         let a = access.get(api_id).ok_or(AccessDenied::Api)?;
         if !a.versions.is_empty() && !a.versions.iter().any(|v| v.eq_ignore_ascii_case(version)) {
             return Err(AccessDenied::Version);
@@ -233,7 +253,8 @@ impl Grant {
             return Ok(());
         }
         let ok = a.urls.iter().any(|u| {
-            (u.methods.is_empty() || u.methods.iter().any(|m| m.eq_ignore_ascii_case(method))) && u.pattern.is_match(path)
+            (u.methods.is_empty() || u.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+                && u.pattern.is_match(path)
         });
         if ok {
             Ok(())
@@ -271,41 +292,66 @@ mod tests {
         let g = grant_for_policies(&["fast", "slow"], &p).unwrap();
         assert_eq!(g.rate, Some((600.0, 60.0)));
         let p2 = policies(r#"{"x": {"rate": 5, "per": 1}, "y": {"rate": 20, "per": 1}}"#);
-        assert_eq!(grant_for_policies(&["x", "y"], &p2).unwrap().rate, Some((20.0, 1.0)));
-        assert_eq!(grant_for_policies(&["y", "x"], &p2).unwrap().rate, Some((20.0, 1.0)));
+        assert_eq!(
+            grant_for_policies(&["x", "y"], &p2).unwrap().rate,
+            Some((20.0, 1.0))
+        );
+        assert_eq!(
+            grant_for_policies(&["y", "x"], &p2).unwrap().rate,
+            Some((20.0, 1.0))
+        );
         assert_eq!(g.quota, Some((100, 60)));
         assert_eq!(g.tags, ["gold"]);
         assert!(g.check("a", "Default", "POST", "/x").is_ok());
         assert_eq!(g.check("a", "v2", "GET", "/x"), Err(AccessDenied::Version));
         assert!(g.check("b", "whatever", "GET", "/users/1").is_ok());
-        assert_eq!(g.check("b", "v", "POST", "/users/1"), Err(AccessDenied::Url));
+        assert_eq!(
+            g.check("b", "v", "POST", "/users/1"),
+            Err(AccessDenied::Url)
+        );
         assert_eq!(g.check("b", "v", "GET", "/orders"), Err(AccessDenied::Url));
         assert_eq!(g.check("c", "v", "GET", "/"), Err(AccessDenied::Api));
     }
 
     #[test]
     fn unlimited_beats_limits_and_unknown_or_inactive_policies_deny() {
-        let p = policies(r#"{"lim": {"rate": 5, "per": 1, "quota_max": 10}, "free": {"rate": 0, "quota_max": -1}, "off": {"active": false}}"#);
+        let p = policies(
+            r#"{"lim": {"rate": 5, "per": 1, "quota_max": 10}, "free": {"rate": 0, "quota_max": -1}, "off": {"active": false}}"#,
+        );
         let g = grant_for_policies(&["lim", "free"], &p).unwrap();
         assert_eq!(g.rate, None);
         assert_eq!(g.quota, None);
         assert!(g.access.is_none());
-        assert_eq!(grant_for_policies(&["nope"], &p).unwrap_err(), GrantError::UnknownPolicy("nope".into()));
+        assert_eq!(
+            grant_for_policies(&["nope"], &p).unwrap_err(),
+            GrantError::UnknownPolicy("nope".into())
+        );
         assert!(grant_for_policies(&["off"], &p).unwrap().inactive);
     }
 
     #[test]
     fn session_without_policies_uses_its_own_rights() {
-        let mut s = Session { rate: 3.0, per: 1.0, quota_max: -1, ..Default::default() };
+        let mut s = Session {
+            rate: 3.0,
+            per: 1.0,
+            quota_max: -1,
+            ..Default::default()
+        };
         s.access_rights.insert(
             "a".into(),
             AccessDefinition {
                 api_id: "a".into(),
-                allowed_urls: vec![AccessSpec { url: "[".into(), methods: vec![] }],
+                allowed_urls: vec![AccessSpec {
+                    url: "[".into(),
+                    methods: vec![],
+                }],
                 ..Default::default()
             },
         );
-        assert_eq!(grant_for_session(&s, &Policies::default()).unwrap_err(), GrantError::BadUrlPattern("[".into()));
+        assert_eq!(
+            grant_for_session(&s, &Policies::default()).unwrap_err(),
+            GrantError::BadUrlPattern("[".into())
+        );
         s.access_rights.clear();
         let g = grant_for_session(&s, &Policies::default()).unwrap();
         assert_eq!(g.rate, Some((3.0, 1.0)));

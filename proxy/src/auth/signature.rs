@@ -27,9 +27,9 @@
 //! Every failure maps to Tyk's single response: **400 "Authorization field missing,
 //! malformed or invalid"** (`authorizationError`), see [`SigError::tyk_status`].
 
-use base64::Engine as _;
-use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -49,7 +49,11 @@ impl Template {
                     if !lit.is_empty() {
                         parts.push(Part::Lit(std::mem::take(&mut lit)));
                     }
-                    parts.push(if is_ctx { Part::Context(name.into()) } else { Part::Meta(name.into()) });
+                    parts.push(if is_ctx {
+                        Part::Context(name.into())
+                    } else {
+                        Part::Meta(name.into())
+                    });
                     rest = &tail[prefix_len + name_len..];
                 }
                 _ => {
@@ -109,10 +113,13 @@ impl Context<'_> {
             }
         } else if let Some(h) = name.strip_prefix("headers_") {
             // Tyk names headers with `-` written as `_` (headers_X_Forwarded_For).
-            let matches = |n: &str| n.len() == h.len() && n.bytes().zip(h.bytes()).all(|(a, b)| {
-                let a = if a == b'-' { b'_' } else { a };
-                a.eq_ignore_ascii_case(&b)
-            });
+            let matches = |n: &str| {
+                n.len() == h.len()
+                    && n.bytes().zip(h.bytes()).all(|(a, b)| {
+                        let a = if a == b'-' { b'_' } else { a };
+                        a.eq_ignore_ascii_case(&b)
+                    })
+            };
             if let Some(hd) = self.headers.iter().find(|x| matches(x.name)) {
                 out.extend_from_slice(hd.value);
             }
@@ -134,7 +141,11 @@ impl Context<'_> {
 mod tests {
     use super::*;
 
-    fn cx<'a>(headers: &'a [httparse::Header<'a>], claims: Option<&'a Claims>, session: Option<&'a Session>) -> Context<'a> {
+    fn cx<'a>(
+        headers: &'a [httparse::Header<'a>],
+        claims: Option<&'a Claims>,
+        session: Option<&'a Session>,
+    ) -> Context<'a> {
         Context {
             headers,
             path: "/p/x",
@@ -160,9 +171,15 @@ mod tests {
         let claims = Claims { map, exp: None };
         let mut session = Session::default();
         session.meta_data.insert("plan".into(), "gold".into());
-        let hs = [httparse::Header { name: "X-Forwarded-For", value: b"1.2.3.4" }];
+        let hs = [httparse::Header {
+            name: "X-Forwarded-For",
+            value: b"1.2.3.4",
+        }];
         let c = cx(&hs, Some(&claims), Some(&session));
-        let t = Template::parse("u=$tyk_context.jwt_claims_sub n=$tyk_context.jwt_claims_n $tyk_meta.plan", true);
+        let t = Template::parse(
+            "u=$tyk_context.jwt_claims_sub n=$tyk_context.jwt_claims_n $tyk_meta.plan",
+            true,
+        );
         assert_eq!(expand(&t, &c), "u=foo@bar.com n=5 gold");
         let t = Template::parse("$tyk_context.request_id|$tyk_context.remote_addr|$tyk_context.path|$tyk_context.token|$tyk_context.headers_X_Forwarded_For|$tyk_context.nope|$tyk_x", true);
         assert_eq!(expand(&t, &c), "rid|10.0.0.1|/p/x|tok|1.2.3.4||$tyk_x");

@@ -16,13 +16,20 @@ pub fn apply_env_overrides(
 ) -> Result<(), Vec<ConfigError>> {
     let defaults = toml::Table::try_from(Config::default()).expect("Config serialises to a table");
     let mut errs = Vec::new();
-    let mut vars: Vec<(String, String)> =
-        env.into_iter().filter(|(k, _)| k.starts_with(PREFIX)).collect();
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(PREFIX))
+        .collect();
     vars.sort();
     for (name, raw) in vars {
         let rest = &name[PREFIX.len()..];
         let Some((section, key)) = rest.split_once('_') else {
-            errs.push(ConfigError::new(&name, "", &raw, "expected PORTCULLIS_<SECTION>_<KEY>"));
+            errs.push(ConfigError::new(
+                &name,
+                "",
+                &raw,
+                "expected PORTCULLIS_<SECTION>_<KEY>",
+            ));
             continue;
         };
         let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
@@ -42,7 +49,12 @@ pub fn apply_env_overrides(
         let value = match typed_value(default, &raw) {
             Ok(v) => v,
             Err(msg) => {
-                errs.push(ConfigError::new(&name, format!("{section}.{key}"), &raw, msg));
+                errs.push(ConfigError::new(
+                    &name,
+                    format!("{section}.{key}"),
+                    &raw,
+                    msg,
+                ));
                 continue;
             }
         };
@@ -53,7 +65,12 @@ pub fn apply_env_overrides(
             Some(t) => {
                 t.insert(key, value);
             }
-            None => errs.push(ConfigError::new(&name, section, &raw, "config file has this name as a non-table")),
+            None => errs.push(ConfigError::new(
+                &name,
+                section,
+                &raw,
+                "config file has this name as a non-table",
+            )),
         }
     }
     if errs.is_empty() {
@@ -66,8 +83,16 @@ pub fn apply_env_overrides(
 fn typed_value(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
     use toml::Value;
     Ok(match default {
-        Value::Integer(_) => Value::Integer(raw.trim().parse().map_err(|_| "expected an integer".to_string())?),
-        Value::Float(_) => Value::Float(raw.trim().parse().map_err(|_| "expected a number".to_string())?),
+        Value::Integer(_) => Value::Integer(
+            raw.trim()
+                .parse()
+                .map_err(|_| "expected an integer".to_string())?,
+        ),
+        Value::Float(_) => Value::Float(
+            raw.trim()
+                .parse()
+                .map_err(|_| "expected a number".to_string())?,
+        ),
         Value::Boolean(_) => Value::Boolean(match raw.trim() {
             "true" | "1" | "yes" | "on" => true,
             "false" | "0" | "no" | "off" => false,
@@ -90,7 +115,10 @@ mod tests {
     use std::path::Path;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -98,7 +126,11 @@ mod tests {
         let cfg = Config::parse(
             Path::new("t.toml"),
             "[admin]\nsecret = \"file\"\n",
-            env(&[("PORTCULLIS_ADMIN_SECRET", "s3cret"), ("PORTCULLIS_PROXY_WORKERS", "3"), ("HOME", "/x")]),
+            env(&[
+                ("PORTCULLIS_ADMIN_SECRET", "s3cret"),
+                ("PORTCULLIS_PROXY_WORKERS", "3"),
+                ("HOME", "/x"),
+            ]),
         )
         .unwrap();
         assert_eq!(cfg.admin.secret, "s3cret");
@@ -121,11 +153,16 @@ mod tests {
         let e = Config::parse(
             Path::new("t.toml"),
             "",
-            env(&[("PORTCULLIS_PROXY_WORKERS", "many"), ("PORTCULLIS_PROXY_NOPE", "1")]),
+            env(&[
+                ("PORTCULLIS_PROXY_WORKERS", "many"),
+                ("PORTCULLIS_PROXY_NOPE", "1"),
+            ]),
         )
         .unwrap_err();
         assert_eq!(e.len(), 2);
-        assert!(e.iter().any(|e| e.file == "PORTCULLIS_PROXY_WORKERS" && e.value == "many"));
+        assert!(e
+            .iter()
+            .any(|e| e.file == "PORTCULLIS_PROXY_WORKERS" && e.value == "many"));
         assert!(e.iter().any(|e| e.file == "PORTCULLIS_PROXY_NOPE"));
     }
 }

@@ -18,8 +18,14 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Blocking GET of a JWKS URL (control plane, or `portcullis check`).
 pub fn http_fetch(url: &str) -> Result<Vec<u8>, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(TIMEOUT)).build().into();
-    let resp = agent.get(url).call().map_err(|e| format!("GET {url}: {e}"))?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(TIMEOUT))
+        .build()
+        .into();
+    let resp = agent
+        .get(url)
+        .call()
+        .map_err(|e| format!("GET {url}: {e}"))?;
     let mut body = Vec::new();
     resp.into_body()
         .into_reader()
@@ -41,15 +47,22 @@ pub async fn refresh_loop(snapshot: Arc<ArcSwap<Snapshot>>) {
         let every = Duration::from_secs(snap.config.auth.jwks_refresh_secs.max(1));
         for api in &snap.apis {
             let Some(jwt) = &api.auth.jwt else { continue };
-            let Some(url) = jwt.jwks_url.clone() else { continue };
+            let Some(url) = jwt.jwks_url.clone() else {
+                continue;
+            };
             let fresh = jwt.keys.load().len() > 0
-                && last_ok.iter().any(|(u, t)| *u == url && t.elapsed() < every);
+                && last_ok
+                    .iter()
+                    .any(|(u, t)| *u == url && t.elapsed() < every);
             if fresh {
                 continue;
             }
             let family = jwt.family;
             let fetch_url = url.clone();
-            let r = tokio::task::spawn_blocking(move || http_fetch(&fetch_url).and_then(|b| KeySet::from_jwks(family, &b))).await;
+            let r = tokio::task::spawn_blocking(move || {
+                http_fetch(&fetch_url).and_then(|b| KeySet::from_jwks(family, &b))
+            })
+            .await;
             match r {
                 Ok(Ok(keys)) => {
                     tracing::debug!(api_id = %api.api_id, %url, keys = keys.len(), "JWKS refreshed");
@@ -57,7 +70,9 @@ pub async fn refresh_loop(snapshot: Arc<ArcSwap<Snapshot>>) {
                     last_ok.retain(|(u, _)| *u != url);
                     last_ok.push((url, Instant::now()));
                 }
-                Ok(Err(e)) => tracing::warn!(api_id = %api.api_id, error = %e, "JWKS refresh failed; keeping the last keys"),
+                Ok(Err(e)) => {
+                    tracing::warn!(api_id = %api.api_id, error = %e, "JWKS refresh failed; keeping the last keys")
+                }
                 Err(e) => tracing::warn!(error = %e, "JWKS refresh task failed"),
             }
         }

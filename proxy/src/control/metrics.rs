@@ -13,7 +13,9 @@ use crate::dataplane::stats::{Histogram, DURATION_BUCKETS};
 use super::ControlState;
 
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -24,7 +26,11 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 /// Renders every metric.
 pub fn render_metrics(state: &ControlState) -> String {
     let mut out = String::with_capacity(8192);
-    let published: Vec<_> = state.workers.iter().map(|(id, w)| (*id, w, w.published.load_full())).collect();
+    let published: Vec<_> = state
+        .workers
+        .iter()
+        .map(|(id, w)| (*id, w, w.published.load_full()))
+        .collect();
 
     // Request durations, summed over workers.
     let mut hists: BTreeMap<(String, &'static str, u16), Histogram> = BTreeMap::new();
@@ -35,7 +41,9 @@ pub fn render_metrics(state: &ControlState) -> String {
             b.0 += a.request_bytes;
             b.1 += a.response_bytes;
             for ((method, code), h) in &a.durations {
-                let t = hists.entry((api.to_string(), method.as_str(), *code)).or_default();
+                let t = hists
+                    .entry((api.to_string(), method.as_str(), *code))
+                    .or_default();
                 for (d, s) in t.buckets.iter_mut().zip(h.buckets.iter()) {
                     *d += s;
                 }
@@ -44,38 +52,97 @@ pub fn render_metrics(state: &ControlState) -> String {
             }
         }
     }
-    header(&mut out, "http_server_request_duration_seconds", "histogram", "Duration of HTTP requests served, from first request byte to last response byte.");
+    header(
+        &mut out,
+        "http_server_request_duration_seconds",
+        "histogram",
+        "Duration of HTTP requests served, from first request byte to last response byte.",
+    );
     for ((api, method, code), h) in &hists {
         let labels = format!("api=\"{}\",method=\"{method}\",code=\"{code}\"", esc(api));
         let mut cum = 0;
         for (i, le) in DURATION_BUCKETS.iter().enumerate() {
             cum += h.buckets[i];
-            let _ = writeln!(out, "http_server_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cum}");
+            let _ = writeln!(
+                out,
+                "http_server_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cum}"
+            );
         }
         cum += h.buckets[DURATION_BUCKETS.len()];
-        let _ = writeln!(out, "http_server_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {cum}");
-        let _ = writeln!(out, "http_server_request_duration_seconds_sum{{{labels}}} {}", h.sum_seconds);
-        let _ = writeln!(out, "http_server_request_duration_seconds_count{{{labels}}} {}", h.count);
+        let _ = writeln!(
+            out,
+            "http_server_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {cum}"
+        );
+        let _ = writeln!(
+            out,
+            "http_server_request_duration_seconds_sum{{{labels}}} {}",
+            h.sum_seconds
+        );
+        let _ = writeln!(
+            out,
+            "http_server_request_duration_seconds_count{{{labels}}} {}",
+            h.count
+        );
     }
-    header(&mut out, "portcullis_request_bytes_total", "counter", "Request bytes received from clients (heads and bodies), by API.");
+    header(
+        &mut out,
+        "portcullis_request_bytes_total",
+        "counter",
+        "Request bytes received from clients (heads and bodies), by API.",
+    );
     for (api, (i, _)) in &bytes {
-        let _ = writeln!(out, "portcullis_request_bytes_total{{api=\"{}\"}} {i}", esc(api));
+        let _ = writeln!(
+            out,
+            "portcullis_request_bytes_total{{api=\"{}\"}} {i}",
+            esc(api)
+        );
     }
-    header(&mut out, "portcullis_response_bytes_total", "counter", "Response bytes sent to clients (heads and bodies), by API.");
+    header(
+        &mut out,
+        "portcullis_response_bytes_total",
+        "counter",
+        "Response bytes sent to clients (heads and bodies), by API.",
+    );
     for (api, (_, o)) in &bytes {
-        let _ = writeln!(out, "portcullis_response_bytes_total{{api=\"{}\"}} {o}", esc(api));
+        let _ = writeln!(
+            out,
+            "portcullis_response_bytes_total{{api=\"{}\"}} {o}",
+            esc(api)
+        );
     }
 
     // Per worker.
-    header(&mut out, "portcullis_worker_info", "gauge", "One per worker: the CPU it is pinned to and its io driver.");
+    header(
+        &mut out,
+        "portcullis_worker_info",
+        "gauge",
+        "One per worker: the CPU it is pinned to and its io driver.",
+    );
     for (id, w, _) in &published {
-        let cpu = w.cpu.get().copied().flatten().map_or_else(|| "none".to_string(), |c| c.to_string());
+        let cpu = w
+            .cpu
+            .get()
+            .copied()
+            .flatten()
+            .map_or_else(|| "none".to_string(), |c| c.to_string());
         let driver = w.driver.get().copied().unwrap_or("starting");
-        let _ = writeln!(out, "portcullis_worker_info{{worker=\"{id}\",cpu=\"{cpu}\",driver=\"{driver}\"}} 1");
+        let _ = writeln!(
+            out,
+            "portcullis_worker_info{{worker=\"{id}\",cpu=\"{cpu}\",driver=\"{driver}\"}} 1"
+        );
     }
-    header(&mut out, "portcullis_worker_open_connections", "gauge", "Client connections open on each worker.");
+    header(
+        &mut out,
+        "portcullis_worker_open_connections",
+        "gauge",
+        "Client connections open on each worker.",
+    );
     for (id, w, _) in &published {
-        let _ = writeln!(out, "portcullis_worker_open_connections{{worker=\"{id}\"}} {}", w.open_connections.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "portcullis_worker_open_connections{{worker=\"{id}\"}} {}",
+            w.open_connections.load(Ordering::Relaxed)
+        );
     }
     type Field = fn(&crate::dataplane::stats::LocalStats) -> u64;
     let counters: [(&str, &str, &str, Field); 11] = [
@@ -99,26 +166,88 @@ pub fn render_metrics(state: &ControlState) -> String {
     }
 
     // Bans and the XDP gate.
-    header(&mut out, "portcullis_connections_banned_total", "counter", "Connections and requests refused in user space because the client is banned.");
+    header(
+        &mut out,
+        "portcullis_connections_banned_total",
+        "counter",
+        "Connections and requests refused in user space because the client is banned.",
+    );
     for (id, _, s) in &published {
-        let _ = writeln!(out, "portcullis_connections_banned_total{{worker=\"{id}\"}} {}", s.connections_banned);
+        let _ = writeln!(
+            out,
+            "portcullis_connections_banned_total{{worker=\"{id}\"}} {}",
+            s.connections_banned
+        );
     }
-    header(&mut out, "portcullis_bans_active", "gauge", "Bans in force (addresses and networks, including [ebpf] deny_cidrs).");
+    header(
+        &mut out,
+        "portcullis_bans_active",
+        "gauge",
+        "Bans in force (addresses and networks, including [ebpf] deny_cidrs).",
+    );
     let _ = writeln!(out, "portcullis_bans_active {}", state.bans.list().len());
-    header(&mut out, "portcullis_bans_issued_total", "counter", "Bans issued through the admin API or the abuse detector.");
-    let _ = writeln!(out, "portcullis_bans_issued_total {}", state.bans.issued_total.load(Ordering::Relaxed));
-    header(&mut out, "portcullis_ebpf_loaded", "gauge", "1 when the XDP gate is loaded and attached, 0 when enforcement is in user space.");
-    let _ = writeln!(out, "portcullis_ebpf_loaded {}", u8::from(state.gate.is_some()));
+    header(
+        &mut out,
+        "portcullis_bans_issued_total",
+        "counter",
+        "Bans issued through the admin API or the abuse detector.",
+    );
+    let _ = writeln!(
+        out,
+        "portcullis_bans_issued_total {}",
+        state.bans.issued_total.load(Ordering::Relaxed)
+    );
+    header(
+        &mut out,
+        "portcullis_ebpf_loaded",
+        "gauge",
+        "1 when the XDP gate is loaded and attached, 0 when enforcement is in user space.",
+    );
+    let _ = writeln!(
+        out,
+        "portcullis_ebpf_loaded {}",
+        u8::from(state.gate.is_some())
+    );
     if let Some(g) = &state.gate {
         let c = g.counters();
-        header(&mut out, "portcullis_xdp_packets_total", "counter", "Packets seen by the XDP gate, by action and reason.");
-        let _ = writeln!(out, "portcullis_xdp_packets_total{{action=\"pass\",reason=\"\"}} {}", c[0]);
-        let _ = writeln!(out, "portcullis_xdp_packets_total{{action=\"drop\",reason=\"banned\"}} {}", c[1]);
-        let _ = writeln!(out, "portcullis_xdp_packets_total{{action=\"drop\",reason=\"deny\"}} {}", c[2]);
-        let _ = writeln!(out, "portcullis_xdp_packets_total{{action=\"drop\",reason=\"syn_rate\"}} {}", c[3]);
-        header(&mut out, "portcullis_xdp_dropped_total", "counter", "Packets dropped by the XDP gate, by reason.");
+        header(
+            &mut out,
+            "portcullis_xdp_packets_total",
+            "counter",
+            "Packets seen by the XDP gate, by action and reason.",
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_xdp_packets_total{{action=\"pass\",reason=\"\"}} {}",
+            c[0]
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_xdp_packets_total{{action=\"drop\",reason=\"banned\"}} {}",
+            c[1]
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_xdp_packets_total{{action=\"drop\",reason=\"deny\"}} {}",
+            c[2]
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_xdp_packets_total{{action=\"drop\",reason=\"syn_rate\"}} {}",
+            c[3]
+        );
+        header(
+            &mut out,
+            "portcullis_xdp_dropped_total",
+            "counter",
+            "Packets dropped by the XDP gate, by reason.",
+        );
         for (i, r) in [(1, "banned"), (2, "deny"), (3, "syn_rate")] {
-            let _ = writeln!(out, "portcullis_xdp_dropped_total{{reason=\"{r}\"}} {}", c[i]);
+            let _ = writeln!(
+                out,
+                "portcullis_xdp_dropped_total{{reason=\"{r}\"}} {}",
+                c[i]
+            );
         }
     }
 
@@ -126,29 +255,84 @@ pub fn render_metrics(state: &ControlState) -> String {
     let (rtt, retrans, closed, _) = state.telemetry.snapshot();
     let hist = |out: &mut String, name: &str, bounds: &[f64], h: &super::telemetry::Hist| {
         for (i, b) in bounds.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {}", h.counts.get(i).copied().unwrap_or(0));
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{b}\"}} {}",
+                h.counts.get(i).copied().unwrap_or(0)
+            );
         }
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
         let _ = writeln!(out, "{name}_sum {}", h.sum);
         let _ = writeln!(out, "{name}_count {}", h.count);
     };
-    header(&mut out, "portcullis_tcp_rtt_seconds", "histogram", "Smoothed RTT of client connections when they closed (eBPF sock_ops).");
-    hist(&mut out, "portcullis_tcp_rtt_seconds", &super::telemetry::RTT_BUCKETS, &rtt);
-    header(&mut out, "portcullis_tcp_retransmits", "histogram", "Retransmitted segments per client connection (eBPF sock_ops).");
-    hist(&mut out, "portcullis_tcp_retransmits", &super::telemetry::RETRANS_BUCKETS, &retrans);
-    header(&mut out, "portcullis_tcp_connections_closed_total", "counter", "Client connections closed, by the TCP state they closed from.");
+    header(
+        &mut out,
+        "portcullis_tcp_rtt_seconds",
+        "histogram",
+        "Smoothed RTT of client connections when they closed (eBPF sock_ops).",
+    );
+    hist(
+        &mut out,
+        "portcullis_tcp_rtt_seconds",
+        &super::telemetry::RTT_BUCKETS,
+        &rtt,
+    );
+    header(
+        &mut out,
+        "portcullis_tcp_retransmits",
+        "histogram",
+        "Retransmitted segments per client connection (eBPF sock_ops).",
+    );
+    hist(
+        &mut out,
+        "portcullis_tcp_retransmits",
+        &super::telemetry::RETRANS_BUCKETS,
+        &retrans,
+    );
+    header(
+        &mut out,
+        "portcullis_tcp_connections_closed_total",
+        "counter",
+        "Client connections closed, by the TCP state they closed from.",
+    );
     for (state_name, n) in closed {
-        let _ = writeln!(out, "portcullis_tcp_connections_closed_total{{state=\"{state_name}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "portcullis_tcp_connections_closed_total{{state=\"{state_name}\"}} {n}"
+        );
     }
 
     // Control plane.
     let snap = state.reloader.snapshot.load();
-    header(&mut out, "portcullis_apis_loaded", "gauge", "APIs in the running configuration.");
+    header(
+        &mut out,
+        "portcullis_apis_loaded",
+        "gauge",
+        "APIs in the running configuration.",
+    );
     let _ = writeln!(out, "portcullis_apis_loaded {}", snap.apis.len());
-    header(&mut out, "portcullis_config_generation", "gauge", "Generation of the running configuration (1 at start, +1 per applied reload).");
+    header(
+        &mut out,
+        "portcullis_config_generation",
+        "gauge",
+        "Generation of the running configuration (1 at start, +1 per applied reload).",
+    );
     let _ = writeln!(out, "portcullis_config_generation {}", snap.generation);
-    header(&mut out, "portcullis_config_reloads_total", "counter", "Reload attempts by result.");
-    let _ = writeln!(out, "portcullis_config_reloads_total{{result=\"ok\"}} {}", state.reloader.ok_total.load(Ordering::Relaxed));
-    let _ = writeln!(out, "portcullis_config_reloads_total{{result=\"error\"}} {}", state.reloader.error_total.load(Ordering::Relaxed));
+    header(
+        &mut out,
+        "portcullis_config_reloads_total",
+        "counter",
+        "Reload attempts by result.",
+    );
+    let _ = writeln!(
+        out,
+        "portcullis_config_reloads_total{{result=\"ok\"}} {}",
+        state.reloader.ok_total.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "portcullis_config_reloads_total{{result=\"error\"}} {}",
+        state.reloader.error_total.load(Ordering::Relaxed)
+    );
     out
 }

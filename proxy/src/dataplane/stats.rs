@@ -33,7 +33,10 @@ pub struct Histogram {
 
 impl Histogram {
     pub fn observe(&mut self, seconds: f64) {
-        let i = DURATION_BUCKETS.iter().position(|&b| seconds <= b).unwrap_or(DURATION_BUCKETS.len());
+        let i = DURATION_BUCKETS
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(DURATION_BUCKETS.len());
         self.buckets[i] += 1;
         self.count += 1;
         self.sum_seconds += seconds;
@@ -73,13 +76,26 @@ pub struct LocalStats {
 }
 
 impl LocalStats {
-    pub fn record(&mut self, api_id: &str, method: Method, code: u16, seconds: f64, bytes_in: u64, bytes_out: u64) {
+    pub fn record(
+        &mut self,
+        api_id: &str,
+        method: Method,
+        code: u16,
+        seconds: f64,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
         self.requests += 1;
         if !self.apis.contains_key(api_id) {
             self.apis.insert(api_id.into(), ApiStats::default());
         }
-        let Some(api) = self.apis.get_mut(api_id) else { return };
-        api.durations.entry((method, code)).or_default().observe(seconds);
+        let Some(api) = self.apis.get_mut(api_id) else {
+            return;
+        };
+        api.durations
+            .entry((method, code))
+            .or_default()
+            .observe(seconds);
         api.request_bytes += bytes_in;
         api.response_bytes += bytes_out;
     }

@@ -50,7 +50,12 @@ impl RedisStore {
         if self.healthy.load(Ordering::Relaxed) {
             None
         } else {
-            Some(self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            Some(
+                self.last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            )
         }
     }
 
@@ -76,23 +81,35 @@ impl RedisStore {
             .set_connection_timeout(OP_TIMEOUT)
             .set_response_timeout(OP_TIMEOUT)
             .set_number_of_retries(1);
-        let c = tokio::time::timeout(OP_TIMEOUT * 2, ConnectionManager::new_with_config(self.client.clone(), cfg))
-            .await
-            .map_err(|_| StoreError::Redis("connect timed out".into()))?
-            .map_err(rerr)?;
+        let c = tokio::time::timeout(
+            OP_TIMEOUT * 2,
+            ConnectionManager::new_with_config(self.client.clone(), cfg),
+        )
+        .await
+        .map_err(|_| StoreError::Redis("connect timed out".into()))?
+        .map_err(rerr)?;
         *guard = Some(c.clone());
         Ok(c)
     }
 
-    async fn op<T, F>(&self, f: impl FnOnce(ConnectionManager) -> F) -> Result<T, StoreError>
+    /// Runs `f` on the connection; after a failure the connection is dropped and the operation
+    /// tried once more on a new one (a restarted Redis answers at once, not after a backoff).
+    async fn op<T, F>(&self, f: impl Fn(ConnectionManager) -> F) -> Result<T, StoreError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let r = async {
+        let attempt = || async {
             let c = self.conn().await?;
-            tokio::time::timeout(OP_TIMEOUT, f(c)).await.map_err(|_| StoreError::Redis("timed out".into()))?.map_err(rerr)
+            tokio::time::timeout(OP_TIMEOUT, f(c))
+                .await
+                .map_err(|_| StoreError::Redis("timed out".into()))?
+                .map_err(rerr)
+        };
+        let mut r = attempt().await;
+        if r.is_err() {
+            *self.conn.lock().await = None;
+            r = attempt().await;
         }
-        .await;
         self.note(r)
     }
 
@@ -102,12 +119,17 @@ impl RedisStore {
 
     pub async fn get(&self, hash: &KeyHash) -> Result<Option<Session>, StoreError> {
         let key = self.key(hash);
-        let raw: Option<String> = self.op(|mut c| async move { c.get(key).await }).await?;
+        let raw: Option<String> = self
+            .op(|mut c| {
+                let key = key.clone();
+                async move { c.get(key).await }
+            })
+            .await?;
         match raw {
             None => Ok(None),
-            Some(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| StoreError::Redis(format!("session {} is not valid JSON: {e}", hex(hash)))),
+            Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+                StoreError::Redis(format!("session {} is not valid JSON: {e}", hex(hash)))
+            }),
         }
     }
 
@@ -115,10 +137,13 @@ impl RedisStore {
         let key = self.key(hash);
         let text = serde_json::to_string(session).map_err(rerr)?;
         let h = hex(hash);
-        self.op(|mut c| async move {
-            let () = c.set(key, text).await?;
-            let _: i64 = c.publish(CHANNEL, h).await?;
-            Ok(())
+        self.op(|mut c| {
+            let (key, text, h) = (key.clone(), text.clone(), h.clone());
+            async move {
+                let () = c.set(key, text).await?;
+                let _: i64 = c.publish(CHANNEL, h).await?;
+                Ok(())
+            }
         })
         .await
     }
@@ -126,10 +151,13 @@ impl RedisStore {
     pub async fn delete(&self, hash: &KeyHash) -> Result<bool, StoreError> {
         let key = self.key(hash);
         let h = hex(hash);
-        self.op(|mut c| async move {
-            let n: i64 = c.del(key).await?;
-            let _: i64 = c.publish(CHANNEL, h).await?;
-            Ok(n > 0)
+        self.op(|mut c| {
+            let (key, h) = (key.clone(), h.clone());
+            async move {
+                let n: i64 = c.del(key).await?;
+                let _: i64 = c.publish(CHANNEL, h).await?;
+                Ok(n > 0)
+            }
         })
         .await
     }
@@ -137,19 +165,31 @@ impl RedisStore {
     pub async fn list(&self) -> Result<Vec<String>, StoreError> {
         let pattern = format!("{}*", self.prefix);
         let plen = self.prefix.len();
-        self.op(|mut c| async move {
-            let mut out = Vec::new();
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<String>) =
-                    redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query_async(&mut c).await?;
-                out.extend(keys.into_iter().filter_map(|k| k.get(plen..).map(str::to_string)));
-                if next == 0 {
-                    break;
+        self.op(|mut c| {
+            let pattern = pattern.clone();
+            async move {
+                let mut out = Vec::new();
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut c)
+                        .await?;
+                    out.extend(
+                        keys.into_iter()
+                            .filter_map(|k| k.get(plen..).map(str::to_string)),
+                    );
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
                 }
-                cursor = next;
+                Ok(out)
             }
-            Ok(out)
         })
         .await
     }
@@ -160,7 +200,9 @@ impl RedisStore {
 /// cached session (changes may have been missed) and subscribes again.
 pub async fn follow_changes(store: Arc<KeyStore>) {
     use futures_util::StreamExt as _;
-    let Some(redis) = store.redis_store() else { return };
+    let Some(redis) = store.redis_store() else {
+        return;
+    };
     let client = redis.client.clone();
     loop {
         match client.get_async_pubsub().await {
@@ -169,7 +211,8 @@ pub async fn follow_changes(store: Arc<KeyStore>) {
                     store.invalidate_local(Invalidation::All);
                     let mut msgs = ps.on_message();
                     while let Some(m) = msgs.next().await {
-                        if let Some(h) = m.get_payload::<String>().ok().and_then(|s| parse_hex(&s)) {
+                        if let Some(h) = m.get_payload::<String>().ok().and_then(|s| parse_hex(&s))
+                        {
                             store.invalidate_local(Invalidation::Key(h));
                         }
                     }

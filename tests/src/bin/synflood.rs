@@ -21,7 +21,9 @@ fn main() {
     let sa = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(addr.ip().octets()) },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(addr.ip().octets()),
+        },
         sin_zero: [0; 8],
     };
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -42,7 +44,11 @@ fn main() {
                 if fd < 0 {
                     continue;
                 }
-                libc::connect(fd, &sa as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_in>() as u32);
+                libc::connect(
+                    fd,
+                    &sa as *const _ as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                );
             }
             sent += 1;
         }
@@ -51,5 +57,8 @@ fn main() {
         // SAFETY: closing sockets we opened.
         unsafe { libc::close(fd) };
     }
-    println!("{sent} SYNs in {secs} s = {:.0}/s", sent as f64 / secs as f64);
+    println!(
+        "{sent} SYNs in {secs} s = {:.0}/s",
+        sent as f64 / secs as f64
+    );
 }

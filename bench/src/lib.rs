@@ -31,3 +31,22 @@ pub fn snapshot_with_apis(n: usize) -> Snapshot {
     let _ = std::fs::remove_dir_all(&dir);
     snap
 }
+
+/// A snapshot of the given API definitions (`(file stem, json)`) and policies file, loaded by the
+/// proxy's own loader.
+pub fn snapshot_from(apps: &[(&str, String)], policies: &str) -> Snapshot {
+    let dir: PathBuf = std::env::temp_dir().join(format!("portcullis-bench-apps-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    for (name, json) in apps {
+        std::fs::write(dir.join(format!("{name}.json")), json).expect("write api");
+    }
+    std::fs::write(dir.join("policies.json"), policies).expect("write policies");
+    let mut cfg = Config::default();
+    cfg.apps.dir = dir.clone();
+    cfg.apps.policies = dir.join("policies.json");
+    let (snap, errs) = load_snapshot(cfg, 1);
+    assert!(errs.is_empty(), "{errs:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+    snap
+}

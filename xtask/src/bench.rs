@@ -63,9 +63,15 @@ struct Scenario {
     path: &'static str,
     connections: u32,
     close: bool,
+    /// Portcullis is measured through its JWT-protected API (`/gw/...`, with a token); the
+    /// peers proxy the same path plainly.
+    gateway: bool,
     /// `None` when the feature it measures does not exist yet.
     available: Option<()>,
 }
+
+/// HS256 token (`{"sub":"bench-user","iat":1700000000}`, secret `bench-secret`) for `gateway`.
+const GATEWAY_TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJiZW5jaC11c2VyIiwiaWF0IjoxNzAwMDAwMDAwfQ.HuDM4wCSCo7OHlspOkWXlW-RuY70BH9XxqQ7X7HSxZw";
 
 const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -74,6 +80,7 @@ const SCENARIOS: &[Scenario] = &[
         path: "/small",
         connections: 32,
         close: false,
+        gateway: false,
         available: Some(()),
     },
     Scenario {
@@ -82,6 +89,7 @@ const SCENARIOS: &[Scenario] = &[
         path: "/16k",
         connections: 32,
         close: false,
+        gateway: false,
         available: Some(()),
     },
     Scenario {
@@ -90,6 +98,7 @@ const SCENARIOS: &[Scenario] = &[
         path: "/small",
         connections: 32,
         close: true,
+        gateway: false,
         available: Some(()),
     },
     Scenario {
@@ -98,15 +107,17 @@ const SCENARIOS: &[Scenario] = &[
         path: "/small",
         connections: 1000,
         close: false,
+        gateway: false,
         available: Some(()),
     },
     Scenario {
         name: "gateway",
-        what: "JWT HS256 + rate limit + request records vs nginx plain proxying",
+        what: "Portcullis with JWT HS256 auth + claim-to-header transform + auth header stripped, vs plain proxying (rate limits and request records are not implemented yet)",
         path: "/small",
         connections: 32,
         close: false,
-        available: None,
+        gateway: true,
+        available: Some(()),
     },
 ];
 
@@ -305,6 +316,22 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
             r#"{{"api_id": "bench", "name": "bench", "active": true, "use_keyless": true, "proxy": {{"listen_path": "/", "target_url": "http://127.0.0.1:{UPSTREAM_PORT}/"}}}}"#
         ),
     )?;
+    // The gateway scenario's API: JWT (HS256, secret "bench-secret"), identity claim injected
+    // as a header, Authorization stripped, a policy granting the API.
+    std::fs::write(
+        dir.join("apps/gw.json"),
+        format!(
+            r#"{{"api_id": "gw", "name": "gw", "active": true, "enable_jwt": true, "jwt_signing_method": "hmac",
+                "jwt_source": "YmVuY2gtc2VjcmV0", "jwt_identity_base_field": "sub", "jwt_default_policies": ["gw"],
+                "enable_context_vars": true, "strip_auth_data": true,
+                "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default", "global_headers": {{"X-User": "$tyk_context.jwt_claims_sub"}}}}}}}},
+                "proxy": {{"listen_path": "/gw/", "target_url": "http://127.0.0.1:{UPSTREAM_PORT}/", "strip_listen_path": true}}}}"#
+        ),
+    )?;
+    std::fs::write(
+        dir.join("apps/policies.json"),
+        r#"{"gw": {"rate": 1000000, "per": 1, "quota_max": -1, "access_rights": {"gw": {"api_id": "gw", "versions": ["Default"]}}}}"#,
+    )?;
     for (file, target, driver) in [
         ("portcullis.toml", Target::Portcullis, "auto"),
         ("portcullis-uring.toml", Target::PortcullisUring, "uring"),
@@ -454,7 +481,9 @@ fn parse_wrk(out: &str) -> Result<Sample> {
     Ok(s)
 }
 
-fn run_wrk(sc: &Scenario, port: u16, duration: u64) -> Result<Sample> {
+fn run_wrk(sc: &Scenario, target: Target, duration: u64) -> Result<Sample> {
+    let port = target.port();
+    let through_gateway = sc.gateway && matches!(target, Target::Portcullis | Target::PortcullisUring);
     let mut cmd = pinned(LOAD_CPU, "wrk");
     cmd.args([
         "-t1",
@@ -467,7 +496,12 @@ fn run_wrk(sc: &Scenario, port: u16, duration: u64) -> Result<Sample> {
     if sc.close {
         cmd.args(["-H", "Connection: close"]);
     }
-    cmd.arg(format!("http://127.0.0.1:{port}{}", sc.path));
+    if through_gateway {
+        cmd.args(["-H", &format!("Authorization: Bearer {GATEWAY_TOKEN}")]);
+        cmd.arg(format!("http://127.0.0.1:{port}/gw{}", sc.path));
+    } else {
+        cmd.arg(format!("http://127.0.0.1:{port}{}", sc.path));
+    }
     let out = cmd.output().context("running wrk")?;
     parse_wrk(&String::from_utf8_lossy(&out.stdout))
 }
@@ -488,12 +522,12 @@ fn measure(
             connections: sc.connections.min(32),
             ..*sc
         },
-        target.port(),
+        target,
         1,
     );
     let base_rss = pid.and_then(|p| status_kib(p, "VmRSS:"));
     let t0 = pid.and_then(cpu_ticks);
-    let mut s = run_wrk(sc, target.port(), duration)?;
+    let mut s = run_wrk(sc, target, duration)?;
     let t1 = pid.and_then(cpu_ticks);
     if let (Some(t0), Some(t1)) = (t0, t1) {
         // SAFETY: sysconf with a valid name has no preconditions.

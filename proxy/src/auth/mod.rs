@@ -45,11 +45,13 @@ pub fn hash_key(key: &str) -> KeyHash {
 
 /// Lower-case hex of a hash.
 pub fn hex(h: &KeyHash) -> String {
-    use std::fmt::Write as _;
-    h.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(64);
+    for b in h {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
 }
 
 /// Parses 64 hex digits.

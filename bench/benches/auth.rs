@@ -1,0 +1,82 @@
+//! Auth hot path: JWT verification (HS256, RS256 cold), a verified-token cache hit, a cached key
+//! lookup through `auth::decide`, and a whole gateway request head (JWT from the cache, header
+//! injected from a claim, auth header stripped) next to the keyless head of `head.rs`.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use portcullis::auth::jwt::{self, Family, KeySet, Skew, VerifiedCache};
+use portcullis::auth::token::CredentialSource;
+use portcullis::auth::{decide, hash_key, ApiAuth, DecideCtx, Decision, Policies, RequestView, Session, WorkerAuth};
+use portcullis::dataplane::http::{prepare_request, AuthCtx, ClientCtx, Prepared};
+use portcullis_bench::snapshot_from;
+
+const NOW: u64 = 1_800_000_000;
+const RSA_PRIV: &str = include_str!("../../tests/fixtures/rsa_private.pem");
+const RSA_PUB: &str = include_str!("../../tests/fixtures/rsa_public.pem");
+
+fn claims() -> serde_json::Value {
+    serde_json::json!({"sub": "foo@bar.com", "name": "Bench", "iat": NOW - 10, "exp": NOW + 3600})
+}
+
+fn bench(c: &mut Criterion) {
+    let hs_keys = KeySet::from_source(Family::Hmac, "Zm9v").expect("hmac key");
+    let hs = encode(&Header::new(Algorithm::HS256), &claims(), &EncodingKey::from_secret(b"foo")).expect("sign");
+    c.bench_function("jwt/hs256_verify", |b| {
+        b.iter(|| jwt::verify(black_box(&hs), Family::Hmac, &hs_keys, Skew::default(), NOW).expect("valid"))
+    });
+    let rs_keys = KeySet::from_source(Family::Rsa, RSA_PUB).expect("rsa key");
+    let rs = encode(&Header::new(Algorithm::RS256), &claims(), &EncodingKey::from_rsa_pem(RSA_PRIV.as_bytes()).expect("pem")).expect("sign");
+    c.bench_function("jwt/rs256_verify_cold", |b| {
+        b.iter(|| jwt::verify(black_box(&rs), Family::Rsa, &rs_keys, Skew::default(), NOW).expect("valid"))
+    });
+    let mut cache = VerifiedCache::new(10_000, 300);
+    let verified = Rc::new(jwt::verify(&rs, Family::Rsa, &rs_keys, Skew::default(), NOW).expect("valid"));
+    cache.insert("1:0", &rs, verified, NOW);
+    c.bench_function("jwt/rs256_cached", |b| b.iter(|| cache.get("1:0", black_box(&rs), NOW).expect("hit")));
+
+    // A cached key through the whole decision (token found, session hit, grant reused).
+    let auth = ApiAuth { token: Some(CredentialSource::default()), version: "Default".into(), ..Default::default() };
+    let mut w = WorkerAuth::detached(Default::default());
+    let key = "org1c0ffee0123456789abcdef01234567";
+    w.insert_session(hash_key(key), Some(Arc::new(Session { rate: 100.0, per: 1.0, ..Default::default() })));
+    let policies = Policies::default();
+    let value = format!("Bearer {key}");
+    let headers = [httparse::Header { name: "Authorization", value: value.as_bytes() }];
+    c.bench_function("auth/key_lookup_cached", |b| {
+        b.iter(|| {
+            let view = RequestView {
+                method: "GET",
+                path: "/a/get",
+                rel_path: "/get",
+                query: "",
+                headers: black_box(&headers),
+                client_ip: [127, 0, 0, 1].into(),
+            };
+            let cx = DecideCtx { api_id: "a", api_index: 0, generation: 1, policies: &policies, now: NOW };
+            assert!(matches!(decide(&auth, &view, cx, &mut w), Decision::Allow(_)));
+        })
+    });
+
+    // The seed's JWT API: request head with a cached HS256 token, claim -> header, strip.
+    let def = include_str!("../../apps/httpbin-jwt.json").to_string();
+    let snap = snapshot_from(&[("httpbin-jwt", def)], include_str!("../../apps/policies.json"));
+    let req = format!(
+        "GET /httpbin-jwt/get?foo=bar HTTP/1.1\r\nHost: gw.example.com\r\nUser-Agent: bench\r\nAccept: */*\r\nAuthorization: Bearer {hs}\r\n\r\n"
+    );
+    let ctx = ClientCtx { client_ip: "203.0.113.9", client_addr: "203.0.113.9".parse().expect("ip") };
+    let mut w = WorkerAuth::detached(Default::default());
+    let mut out = Vec::with_capacity(1024);
+    c.bench_function("request_head/gateway_jwt_cached", |b| {
+        b.iter(|| {
+            out.clear();
+            let r = prepare_request(black_box(req.as_bytes()), 100, &snap, &ctx, AuthCtx { auth: &mut w, now: NOW }, |o| o.extend_from_slice(b"0123456789abcdef0123456789abcdef"), |_, _| 0, &mut out);
+            assert!(matches!(r, Ok(Prepared::Routed(_))), "{r:?}");
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -28,7 +28,12 @@ fn bench(c: &mut Criterion) {
         b.iter(|| jwt::verify(black_box(&hs), Family::Hmac, &hs_keys, Skew::default(), NOW).expect("valid"))
     });
     let rs_keys = KeySet::from_source(Family::Rsa, RSA_PUB).expect("rsa key");
-    let rs = encode(&Header::new(Algorithm::RS256), &claims(), &EncodingKey::from_rsa_pem(RSA_PRIV.as_bytes()).expect("pem")).expect("sign");
+    let rs = encode(
+        &Header::new(Algorithm::RS256),
+        &claims(),
+        &EncodingKey::from_rsa_pem(RSA_PRIV.as_bytes()).expect("pem"),
+    )
+    .expect("sign");
     c.bench_function("jwt/rs256_verify_cold", |b| {
         b.iter(|| jwt::verify(black_box(&rs), Family::Rsa, &rs_keys, Skew::default(), NOW).expect("valid"))
     });
@@ -72,7 +77,16 @@ fn bench(c: &mut Criterion) {
     c.bench_function("request_head/gateway_jwt_cached", |b| {
         b.iter(|| {
             out.clear();
-            let r = prepare_request(black_box(req.as_bytes()), 100, &snap, &ctx, AuthCtx { auth: &mut w, now: NOW }, |o| o.extend_from_slice(b"0123456789abcdef0123456789abcdef"), |_, _| 0, &mut out);
+            let r = prepare_request(
+                black_box(req.as_bytes()),
+                100,
+                &snap,
+                &ctx,
+                AuthCtx { auth: &mut w, now: NOW },
+                |o| o.extend_from_slice(b"0123456789abcdef0123456789abcdef"),
+                |_, _| 0,
+                &mut out,
+            );
             assert!(matches!(r, Ok(Prepared::Routed(_))), "{r:?}");
         })
     });

@@ -3,9 +3,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use portcullis::auth::WorkerAuth;
-use portcullis::dataplane::http::{
-    prepare_request, prepare_response, AuthCtx, ClientCtx, Prepared, PreparedResponse,
-};
+use portcullis::dataplane::http::{prepare_request, prepare_response, AuthCtx, ClientCtx, Prepared, PreparedResponse};
 use portcullis_bench::snapshot_with_apis;
 
 const REQUEST: &[u8] = b"GET /api5/v1/users/42?expand=true HTTP/1.1\r\nHost: gw.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/120.0\r\nAccept: application/json\r\nAccept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\nConnection: keep-alive\r\nCookie: session=abcdef0123456789; theme=dark\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n";
@@ -13,10 +11,7 @@ const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 23 Nov 
 
 fn bench(c: &mut Criterion) {
     let snap = snapshot_with_apis(10);
-    let ctx = ClientCtx {
-        client_ip: "203.0.113.9",
-        client_addr: "203.0.113.9".parse().unwrap(),
-    };
+    let ctx = ClientCtx { client_ip: "203.0.113.9", client_addr: "203.0.113.9".parse().unwrap() };
     let mut auth = WorkerAuth::detached(Default::default());
     let mut out = Vec::with_capacity(1024);
     c.bench_function("request_head/parse_route_rewrite", |b| {
@@ -27,10 +22,7 @@ fn bench(c: &mut Criterion) {
                 100,
                 &snap,
                 &ctx,
-                AuthCtx {
-                    auth: &mut auth,
-                    now: 0,
-                },
+                AuthCtx { auth: &mut auth, now: 0 },
                 |o| o.extend_from_slice(b"0123456789abcdef0123456789abcdef"),
                 |_, _| 0,
                 &mut out,
@@ -45,10 +37,7 @@ fn bench(c: &mut Criterion) {
             100,
             &snap,
             &ctx,
-            AuthCtx {
-                auth: &mut auth,
-                now: 0,
-            },
+            AuthCtx { auth: &mut auth, now: 0 },
             |_| {},
             |_, _| 0,
             &mut out,

@@ -9,25 +9,14 @@ fn bench(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("route_lookup/{n}_apis"));
         let path = format!("/api{}/v1/users/42", n / 2);
         g.bench_function("path_hit", |b| {
-            b.iter(|| {
-                snap.router
-                    .lookup(black_box(Some(b"gw.example.com")), black_box(&path))
-            })
+            b.iter(|| snap.router.lookup(black_box(Some(b"gw.example.com")), black_box(&path)))
         });
         let host = format!("Host{}.example.com:8080", n - 1);
         let dpath = format!("/api{}/v1/x", n - 1);
         g.bench_function("domain_hit", |b| {
-            b.iter(|| {
-                snap.router
-                    .lookup(black_box(Some(host.as_bytes())), black_box(&dpath))
-            })
+            b.iter(|| snap.router.lookup(black_box(Some(host.as_bytes())), black_box(&dpath)))
         });
-        g.bench_function("miss", |b| {
-            b.iter(|| {
-                snap.router
-                    .lookup(black_box(None), black_box("/nothing/here/at/all"))
-            })
-        });
+        g.bench_function("miss", |b| b.iter(|| snap.router.lookup(black_box(None), black_box("/nothing/here/at/all"))));
         g.finish();
     }
 }

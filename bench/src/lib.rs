@@ -7,16 +7,11 @@ use portcullis::config::{load_snapshot, Config, Snapshot};
 
 /// A snapshot with `n` keyless APIs at `/api{i}/v1` (plus a domain API every 10th).
 pub fn snapshot_with_apis(n: usize) -> Snapshot {
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("portcullis-bench-{}-{n}", std::process::id()));
+    let dir: PathBuf = std::env::temp_dir().join(format!("portcullis-bench-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("bench dir");
     for i in 0..n {
-        let domain = if i % 10 == 9 {
-            format!(r#""domain": "host{i}.example.com","#)
-        } else {
-            String::new()
-        };
+        let domain = if i % 10 == 9 { format!(r#""domain": "host{i}.example.com","#) } else { String::new() };
         let json = format!(
             r#"{{"api_id": "api{i}", "active": true, "use_keyless": true, {domain}
                 "proxy": {{"listen_path": "/api{i}/v1/", "target_url": "http://127.0.0.1:9/", "strip_listen_path": true}}}}"#

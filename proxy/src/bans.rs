@@ -54,9 +54,7 @@ impl BanSet {
                 return true;
             }
         }
-        self.nets
-            .iter()
-            .any(|(n, exp)| n.contains(&ip) && live(exp))
+        self.nets.iter().any(|(n, exp)| n.contains(&ip) && live(exp))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -141,16 +139,11 @@ impl BanManager {
     /// Applies `[ebpf] deny_cidrs` and `allow_cidrs` (at start and on reload). Values were
     /// validated with the config.
     pub fn apply_config(&self, deny: &[String], allow: &[String]) {
-        self.allow.store(Arc::new(
-            allow.iter().filter_map(|s| parse_net(s)).collect(),
-        ));
+        self.allow.store(Arc::new(allow.iter().filter_map(|s| parse_net(s)).collect()));
         let deny: Vec<IpNet> = deny.iter().filter_map(|s| parse_net(s)).collect();
         let mut bans = self.lock();
-        let stale: Vec<IpNet> = bans
-            .values()
-            .filter(|b| b.from_config && !deny.contains(&b.net))
-            .map(|b| b.net)
-            .collect();
+        let stale: Vec<IpNet> =
+            bans.values().filter(|b| b.from_config && !deny.contains(&b.net)).map(|b| b.net).collect();
         for net in stale {
             bans.remove(&net);
             self.notify(|s| s.unbanned(net));
@@ -172,33 +165,17 @@ impl BanManager {
     /// Bans `target` for `ttl` (zero = until removed).
     pub fn ban(&self, target: &str, ttl: Duration, reason: &str) -> Result<Ban, BanError> {
         let net = parse_net(target).ok_or_else(|| BanError::BadAddress(target.to_string()))?;
-        if let Some(a) = self
-            .allow
-            .load()
-            .iter()
-            .find(|a| a.contains(&net) || net.contains(&a.network()))
-        {
+        if let Some(a) = self.allow.load().iter().find(|a| a.contains(&net) || net.contains(&a.network())) {
             let _ = a;
             return Err(BanError::Allowlisted(net));
         }
-        let expires = if ttl.is_zero() {
-            None
-        } else {
-            Some(Instant::now() + ttl)
-        };
-        let ban = Ban {
-            net,
-            reason: reason.to_string(),
-            created: SystemTime::now(),
-            expires,
-            from_config: false,
-        };
+        let expires = if ttl.is_zero() { None } else { Some(Instant::now() + ttl) };
+        let ban = Ban { net, reason: reason.to_string(), created: SystemTime::now(), expires, from_config: false };
         let mut bans = self.lock();
         bans.insert(net, ban.clone());
         self.notify(|s| s.banned(net, expires));
         self.publish(&bans);
-        self.issued_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.issued_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(%net, ttl_seconds = ttl.as_secs(), reason, "banned");
         Ok(ban)
     }
@@ -211,9 +188,7 @@ impl BanManager {
             Some(b) if b.from_config => return Err(BanError::FromConfig(net)),
             Some(_) => {}
         }
-        let ban = bans
-            .remove(&net)
-            .ok_or_else(|| BanError::NotFound(net.to_string()))?;
+        let ban = bans.remove(&net).ok_or_else(|| BanError::NotFound(net.to_string()))?;
         self.notify(|s| s.unbanned(net));
         self.publish(&bans);
         tracing::info!(%net, "unbanned");
@@ -223,22 +198,15 @@ impl BanManager {
     /// Current bans, expired ones left out.
     pub fn list(&self) -> Vec<Ban> {
         let now = Instant::now();
-        self.lock()
-            .values()
-            .filter(|b| b.expires.is_none_or(|e| e > now))
-            .cloned()
-            .collect()
+        self.lock().values().filter(|b| b.expires.is_none_or(|e| e > now)).cloned().collect()
     }
 
     /// Drops expired bans (the control plane calls this every second).
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
         let mut bans = self.lock();
-        let expired: Vec<IpNet> = bans
-            .values()
-            .filter(|b| b.expires.is_some_and(|e| e <= now))
-            .map(|b| b.net)
-            .collect();
+        let expired: Vec<IpNet> =
+            bans.values().filter(|b| b.expires.is_some_and(|e| e <= now)).map(|b| b.net).collect();
         for net in &expired {
             bans.remove(net);
             self.notify(|s| s.unbanned(*net));
@@ -282,29 +250,18 @@ mod tests {
     fn ban_unban_cidr_and_expiry() {
         let m = BanManager::new();
         let set = m.published();
-        m.ban("203.0.113.7", Duration::from_secs(60), "test")
-            .unwrap();
+        m.ban("203.0.113.7", Duration::from_secs(60), "test").unwrap();
         m.ban("10.1.0.0/16", Duration::ZERO, "net").unwrap();
         assert!(set.load().is_banned(ip("203.0.113.7")));
-        assert!(
-            set.load().is_banned(ip("::ffff:203.0.113.7")),
-            "IPv4-mapped clients match"
-        );
+        assert!(set.load().is_banned(ip("::ffff:203.0.113.7")), "IPv4-mapped clients match");
         assert!(set.load().is_banned(ip("10.1.200.3")));
         assert!(!set.load().is_banned(ip("10.2.0.1")));
         m.unban("203.0.113.7").unwrap();
         assert!(!set.load().is_banned(ip("203.0.113.7")));
-        assert_eq!(
-            m.unban("203.0.113.7").unwrap_err(),
-            BanError::NotFound("203.0.113.7/32".into())
-        );
-        m.ban("198.51.100.1", Duration::from_millis(1), "short")
-            .unwrap();
+        assert_eq!(m.unban("203.0.113.7").unwrap_err(), BanError::NotFound("203.0.113.7/32".into()));
+        m.ban("198.51.100.1", Duration::from_millis(1), "short").unwrap();
         std::thread::sleep(Duration::from_millis(5));
-        assert!(
-            !set.load().is_banned(ip("198.51.100.1")),
-            "expired bans stop matching before the sweep"
-        );
+        assert!(!set.load().is_banned(ip("198.51.100.1")), "expired bans stop matching before the sweep");
         assert_eq!(m.sweep(), 1);
         assert_eq!(m.list().len(), 1);
     }
@@ -313,24 +270,12 @@ mod tests {
     fn allowlist_and_config_bans() {
         let m = BanManager::new();
         m.apply_config(&["192.0.2.0/24".into()], &["127.0.0.0/8".into()]);
-        assert!(matches!(
-            m.ban("127.0.0.1", Duration::from_secs(1), "x"),
-            Err(BanError::Allowlisted(_))
-        ));
-        assert!(matches!(
-            m.ban("0.0.0.0/0", Duration::from_secs(1), "x"),
-            Err(BanError::Allowlisted(_))
-        ));
+        assert!(matches!(m.ban("127.0.0.1", Duration::from_secs(1), "x"), Err(BanError::Allowlisted(_))));
+        assert!(matches!(m.ban("0.0.0.0/0", Duration::from_secs(1), "x"), Err(BanError::Allowlisted(_))));
         assert!(m.published().load().is_banned(ip("192.0.2.9")));
-        assert!(matches!(
-            m.unban("192.0.2.0/24"),
-            Err(BanError::FromConfig(_))
-        ));
+        assert!(matches!(m.unban("192.0.2.0/24"), Err(BanError::FromConfig(_))));
         m.apply_config(&[], &[]);
         assert!(!m.published().load().is_banned(ip("192.0.2.9")));
-        assert_eq!(
-            m.ban("nope", Duration::ZERO, "x").unwrap_err(),
-            BanError::BadAddress("nope".into())
-        );
+        assert_eq!(m.ban("nope", Duration::ZERO, "x").unwrap_err(), BanError::BadAddress("nope".into()));
     }
 }

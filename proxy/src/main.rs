@@ -9,11 +9,7 @@ use portcullis::config::CliOverrides;
 use portcullis::server;
 
 #[derive(Parser)]
-#[command(
-    name = "portcullis",
-    version,
-    about = "eBPF-assisted, thread-per-core edge proxy and API gateway"
-)]
+#[command(name = "portcullis", version, about = "eBPF-assisted, thread-per-core edge proxy and API gateway")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

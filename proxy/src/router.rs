@@ -56,12 +56,7 @@ pub struct DuplicateRoute {
 impl Router {
     /// Adds a route; `domain` must be lower case without port, `listen_path` normalised (no
     /// trailing slash, root = "").
-    pub fn add(
-        &mut self,
-        domain: Option<&str>,
-        listen_path: &str,
-        api: ApiIndex,
-    ) -> Result<(), DuplicateRoute> {
+    pub fn add(&mut self, domain: Option<&str>, listen_path: &str, api: ApiIndex) -> Result<(), DuplicateRoute> {
         let table = match domain {
             Some(d) => self.by_domain.entry(d.into()).or_default(),
             None => &mut self.any_domain,
@@ -95,9 +90,7 @@ impl Router {
 /// Lower-cases `host` and strips a port, into `buf`. `None` if it does not fit or is not UTF-8.
 fn normalise_host<'a>(host: &[u8], buf: &'a mut [u8; 256]) -> Option<&'a str> {
     let end = if host.first() == Some(&b'[') {
-        host.iter()
-            .position(|&b| b == b']')
-            .map_or(host.len(), |i| i + 1)
+        host.iter().position(|&b| b == b']').map_or(host.len(), |i| i + 1)
     } else {
         match host.iter().rposition(|&b| b == b':') {
             Some(i) if host[i + 1..].iter().all(u8::is_ascii_digit) => i,
@@ -148,11 +141,7 @@ mod tests {
 
     #[test]
     fn domains_first_then_path_only() {
-        let r = router(&[
-            (None, "/api"),
-            (Some("example.com"), "/api"),
-            (Some("example.com"), "/x"),
-        ]);
+        let r = router(&[(None, "/api"), (Some("example.com"), "/api"), (Some("example.com"), "/x")]);
         assert_eq!(r.lookup(Some(b"Example.com:8080"), "/api/1"), Some(1));
         assert_eq!(r.lookup(Some(b"other.com"), "/api/1"), Some(0));
         assert_eq!(r.lookup(None, "/api/1"), Some(0));

@@ -19,11 +19,7 @@ pub enum StartError {
     #[error("invalid configuration:\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
     Config(Vec<ConfigError>),
     #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind {
-        what: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("cannot start the control plane runtime: {0}")]
     Runtime(std::io::Error),
     #[error("[ebpf] mode = \"on\" but the XDP gate could not be started: {0}")]
@@ -61,11 +57,7 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         tracing::error!(error = %e, "API definition not loaded");
     }
     for a in &snap.apis {
-        let lp = if a.listen_path.is_empty() {
-            "/"
-        } else {
-            a.listen_path.as_str()
-        };
+        let lp = if a.listen_path.is_empty() { "/" } else { a.listen_path.as_str() };
         tracing::info!(api_id = %a.api_id, listen_path = lp, domain = ?a.domain, targets = a.targets.len(), "API loaded");
     }
     let snapshot = Arc::new(ArcSwap::from_pointee(snap));
@@ -78,10 +70,8 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
     let invalidations = (0..workers).map(|_| keystore.subscribe()).collect();
     let keystore = Arc::new(keystore);
     let a = &cfg.auth;
-    let (key_client, lookups) = crate::keystore::lookup_channel(
-        a.key_lookup_queue,
-        Duration::from_millis(a.key_lookup_timeout_ms),
-    );
+    let (key_client, lookups) =
+        crate::keystore::lookup_channel(a.key_lookup_queue, Duration::from_millis(a.key_lookup_timeout_ms));
     let shared = Shared {
         snapshot: Arc::clone(&snapshot),
         shutdown: Arc::clone(&shutdown),
@@ -96,24 +86,11 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
     };
 
     let listen = cfg.listen_addr();
-    let handles = dataplane::start(
-        &shared,
-        listen,
-        workers,
-        cfg.proxy.io_driver,
-        cfg.proxy.accept_backlog,
-    )
-    .map_err(|source| StartError::Bind {
-        what: "proxy.listen",
-        addr: listen,
-        source,
-    })?;
+    let handles = dataplane::start(&shared, listen, workers, cfg.proxy.io_driver, cfg.proxy.accept_backlog)
+        .map_err(|source| StartError::Bind { what: "proxy.listen", addr: listen, source })?;
     tracing::info!(%listen, workers, driver = ?cfg.proxy.io_driver, "proxy listening");
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(StartError::Runtime)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StartError::Runtime)?;
     let hook_bans = Arc::clone(&bans);
     let hook_gate = gate.clone();
     let on_reload = move |snap: &crate::config::Snapshot| {
@@ -131,38 +108,26 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         bans: Arc::clone(&bans),
         gate: gate.clone(),
         telemetry: Arc::new(crate::control::telemetry::Telemetry::default()),
-        workers: handles
-            .iter()
-            .map(|h| (h.id, Arc::clone(&h.stats)))
-            .collect(),
+        workers: handles.iter().map(|h| (h.id, Arc::clone(&h.stats))).collect(),
         shutdown: Arc::clone(&shutdown),
         started,
         keys: Arc::clone(&keystore),
     });
     let admin_addr = cfg.admin_addr();
     let result = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(admin_addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                what: "admin.listen",
-                addr: admin_addr,
-                source,
-            })?;
+        let listener = tokio::net::TcpListener::bind(admin_addr).await.map_err(|source| StartError::Bind {
+            what: "admin.listen",
+            addr: admin_addr,
+            source,
+        })?;
         tracing::info!(admin = %admin_addr, "admin API listening");
         tokio::spawn(serve_admin(listener, Arc::clone(&state)));
-        tokio::spawn(crate::keystore::serve_lookups(
-            Arc::clone(&keystore),
-            lookups,
-        ));
+        tokio::spawn(crate::keystore::serve_lookups(Arc::clone(&keystore), lookups));
         tokio::spawn(crate::keystore::follow_changes(Arc::clone(&keystore)));
-        tokio::spawn(crate::control::jwks::refresh_loop(Arc::clone(
-            &state.reloader.snapshot,
-        )));
+        tokio::spawn(crate::keystore::watch_health(Arc::clone(&keystore)));
+        tokio::spawn(crate::control::jwks::refresh_loop(Arc::clone(&state.reloader.snapshot)));
         if let Some(ring) = state.gate.as_ref().and_then(|g| g.take_ring()) {
-            tokio::spawn(crate::control::telemetry::run(
-                ring,
-                Arc::clone(&state.telemetry),
-            ));
+            tokio::spawn(crate::control::telemetry::run(ring, Arc::clone(&state.telemetry)));
         }
         if let Some(logger) = state.gate.as_ref().and_then(|g| g.take_logger()) {
             tokio::spawn(crate::control::telemetry::pump_ebpf_logs(logger));
@@ -211,8 +176,7 @@ fn open_keystore(cfg: &Config) -> Result<crate::keystore::KeyStore, StartError> 
         tracing::info!(path = %cfg.storage.path.display(), keys = store.hashes().len(), "key store: embedded");
         Ok(KeyStore::embedded(store))
     } else {
-        let store = RedisStore::new(&cfg.storage.redis, &cfg.storage.redis_key_prefix)
-            .map_err(StartError::KeyStore)?;
+        let store = RedisStore::new(&cfg.storage.redis, &cfg.storage.redis_key_prefix).map_err(StartError::KeyStore)?;
         tracing::info!(prefix = %cfg.storage.redis_key_prefix, "key store: redis");
         Ok(KeyStore::redis(store))
     }
@@ -220,14 +184,9 @@ fn open_keystore(cfg: &Config) -> Result<crate::keystore::KeyStore, StartError> 
 
 /// Starts the XDP gate per `[ebpf] mode`. `auto` falls back to user-space enforcement with one
 /// log line; `on` refuses to start without the gate.
-fn start_gate(
-    cfg: &Config,
-    bans: &Arc<BanManager>,
-) -> Result<Option<Arc<crate::ebpf::Gate>>, StartError> {
+fn start_gate(cfg: &Config, bans: &Arc<BanManager>) -> Result<Option<Arc<crate::ebpf::Gate>>, StartError> {
     if cfg.ebpf.mode == EbpfMode::Off {
-        tracing::info!(
-            "eBPF off ([ebpf] mode = \"off\"): bans and deny lists enforced in user space"
-        );
+        tracing::info!("eBPF off ([ebpf] mode = \"off\"): bans and deny lists enforced in user space");
         return Ok(None);
     }
     match crate::ebpf::Gate::load(&cfg.ebpf, cfg.listen_addr().port()) {
@@ -239,9 +198,7 @@ fn start_gate(
         }
         Err(e) if cfg.ebpf.mode == EbpfMode::On => Err(StartError::Ebpf(e)),
         Err(e) => {
-            tracing::warn!(
-                "XDP gate not loaded ({e}); enforcing bans and deny lists in user space"
-            );
+            tracing::warn!("XDP gate not loaded ({e}); enforcing bans and deny lists in user space");
             Ok(None)
         }
     }
@@ -249,11 +206,9 @@ fn start_gate(
 
 async fn wait_for_signals(state: &Arc<ControlState>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         tracing::error!("cannot install signal handlers; stopping");
         return;
     };

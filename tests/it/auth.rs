@@ -32,8 +32,7 @@ fn api(id: &str, listen_path: &str, target: &str, top: &str, version_extra: &str
 /// GET on a fresh connection with extra header lines.
 fn get(p: &Proxy, path: &str, headers: &str) -> Response {
     let mut c = Conn::connect(p.listen).expect("connect");
-    c.request("GET", path, &format!("{headers}Connection: close\r\n"), b"")
-        .expect("request")
+    c.request("GET", path, &format!("{headers}Connection: close\r\n"), b"").expect("request")
 }
 
 fn upstream_header(r: &Response, name: &str) -> Option<String> {
@@ -49,10 +48,7 @@ fn error_of(r: &Response) -> String {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 fn create_key(p: &Proxy, session: &Value) -> (String, String) {
@@ -61,16 +57,31 @@ fn create_key(p: &Proxy, session: &Value) -> (String, String) {
     let v = r.json();
     assert_eq!(v["status"], "ok");
     assert_eq!(v["action"], "added");
-    (
-        v["key"].as_str().unwrap().to_string(),
-        v["key_hash"].as_str().unwrap().to_string(),
-    )
+    (v["key"].as_str().unwrap().to_string(), v["key_hash"].as_str().unwrap().to_string())
+}
+
+/// `[storage]` for a test: the embedded default, or the given Redis.
+fn storage(redis: Option<&RedisServer>) -> String {
+    redis.map(|r| format!("[storage]\nredis = \"{}\"\n", r.url())).unwrap_or_default()
 }
 
 #[test]
 fn token_auth_and_key_crud_take_effect_at_once_on_every_worker() {
+    token_flow(None);
+}
+
+#[test]
+fn token_auth_and_key_crud_with_redis() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    token_flow(Some(&redis));
+}
+
+fn token_flow(redis: Option<&RedisServer>) {
     let up = upstream();
     let p = builder()
+        .section(&storage(redis))
         .workers(2)
         .app("t", api("t", "/t/", &up.url(), r#""use_keyless": false, "use_standard_auth": true, "strip_auth_data": true,"#, ""))
         .app(
@@ -87,15 +98,9 @@ fn token_auth_and_key_crud_take_effect_at_once_on_every_worker() {
 
     // Missing -> 401, unknown -> 403 (Tyk's messages).
     let r = get(&p, "/t/get", "");
-    assert_eq!(
-        (r.status, error_of(&r).as_str()),
-        (401, "Authorization field missing")
-    );
+    assert_eq!((r.status, error_of(&r).as_str()), (401, "Authorization field missing"));
     let r = get(&p, "/t/get", "Authorization: nope\r\n");
-    assert_eq!(
-        (r.status, error_of(&r).as_str()),
-        (403, "Access to this API has been disallowed")
-    );
+    assert_eq!((r.status, error_of(&r).as_str()), (403, "Access to this API has been disallowed"));
 
     let (key, hash) = create_key(
         &p,
@@ -104,10 +109,7 @@ fn token_auth_and_key_crud_take_effect_at_once_on_every_worker() {
     assert!(key.starts_with("org1"));
     assert_eq!(hash.len(), 64);
     // Header (with and without Bearer); the key is stripped before the upstream.
-    for h in [
-        format!("Authorization: {key}\r\n"),
-        format!("Authorization: Bearer {key}\r\n"),
-    ] {
+    for h in [format!("Authorization: {key}\r\n"), format!("Authorization: Bearer {key}\r\n")] {
         let r = get(&p, "/t/get", &h);
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(upstream_header(&r, "authorization"), None);
@@ -127,16 +129,11 @@ fn token_auth_and_key_crud_take_effect_at_once_on_every_worker() {
     assert_eq!(r.json()["meta_data"]["plan"], "gold");
     assert!(!r.text().contains(&key));
     let r = p.admin_get("/tyk/keys");
-    assert!(r.json()["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|k| k == hash.as_str()));
-    let store = std::fs::read_to_string(p.dir.path().join("data/keys.json")).unwrap();
-    assert!(
-        store.contains(&hash) && !store.contains(&key),
-        "the store must hold hashes only"
-    );
+    assert!(r.json()["keys"].as_array().unwrap().iter().any(|k| k == hash.as_str()));
+    if redis.is_none() {
+        let store = std::fs::read_to_string(p.dir.path().join("data/keys.json")).unwrap();
+        assert!(store.contains(&hash) && !store.contains(&key), "the store must hold hashes only");
+    }
 
     // Update: restrict to API "q" only. Every new connection (either worker) sees it at once.
     let t0 = Instant::now();
@@ -145,73 +142,38 @@ fn token_auth_and_key_crud_take_effect_at_once_on_every_worker() {
         &format!("/tyk/keys/{key}"),
         &json!({"access_rights": {"q": {"api_id": "q", "versions": []}}}).to_string(),
     );
-    assert_eq!(
-        (r.status, r.json()["action"].as_str()),
-        (200, Some("modified"))
-    );
+    assert_eq!((r.status, r.json()["action"].as_str()), (200, Some("modified")));
     let update_ms = t0.elapsed().as_secs_f64() * 1e3;
     for _ in 0..10 {
         let r = get(&p, "/t/get", &format!("Authorization: {key}\r\n"));
-        assert_eq!(
-            r.status, 403,
-            "an updated key must be refused on every worker at once"
-        );
-        assert_eq!(
-            get(&p, "/q/get", &format!("X-Api-Key: {key}\r\n")).status,
-            200
-        );
+        assert_eq!(r.status, 403, "an updated key must be refused on every worker at once");
+        assert_eq!(get(&p, "/q/get", &format!("X-Api-Key: {key}\r\n")).status, 200);
     }
     eprintln!("key update: admin reply in {update_ms:.2} ms; the next request on each of 2 workers saw it");
 
     // Delete.
     let r = p.admin_send("DELETE", &format!("/tyk/keys/{key}"), "");
-    assert_eq!(
-        (r.status, r.json()["action"].as_str()),
-        (200, Some("deleted"))
-    );
+    assert_eq!((r.status, r.json()["action"].as_str()), (200, Some("deleted")));
     for _ in 0..6 {
-        assert_eq!(
-            get(&p, "/q/get", &format!("X-Api-Key: {key}\r\n")).status,
-            403
-        );
+        assert_eq!(get(&p, "/q/get", &format!("X-Api-Key: {key}\r\n")).status, 403);
     }
     assert_eq!(p.admin_get(&format!("/tyk/keys/{key}")).status, 404);
 
     // Named keys, expiry, inactive, unknown policies.
-    let r = p.admin_send(
-        "POST",
-        "/tyk/keys/my-named-key",
-        &json!({"expires": now() - 10}).to_string(),
-    );
+    let r = p.admin_send("POST", "/tyk/keys/my-named-key", &json!({"expires": now() - 10}).to_string());
     assert_eq!(r.status, 200);
     let r = get(&p, "/t/get", "Authorization: my-named-key\r\n");
-    assert_eq!(
-        (r.status, error_of(&r).as_str()),
-        (401, "Key has expired, please renew")
-    );
-    p.admin_send(
-        "PUT",
-        "/tyk/keys/my-named-key",
-        &json!({"is_inactive": true}).to_string(),
-    );
-    assert_eq!(
-        get(&p, "/t/get", "Authorization: my-named-key\r\n").status,
-        403
-    );
-    let r = p.admin_send(
-        "POST",
-        "/tyk/keys/create",
-        &json!({"apply_policies": ["missing"]}).to_string(),
-    );
+    assert_eq!((r.status, error_of(&r).as_str()), (401, "Key has expired, please renew"));
+    p.admin_send("PUT", "/tyk/keys/my-named-key", &json!({"is_inactive": true}).to_string());
+    assert_eq!(get(&p, "/t/get", "Authorization: my-named-key\r\n").status, 403);
+    let r = p.admin_send("POST", "/tyk/keys/create", &json!({"apply_policies": ["missing"]}).to_string());
     assert_eq!(r.status, 400);
     assert!(r.text().contains("missing"));
     let r = p.admin_send("POST", "/tyk/keys/create", "{not json");
     assert_eq!(r.status, 400);
     // Writes need the secret.
     let mut c = Conn::connect(p.admin).unwrap();
-    let r = c
-        .request("GET", "/tyk/keys", "Connection: close\r\n", b"")
-        .unwrap();
+    let r = c.request("GET", "/tyk/keys", "Connection: close\r\n", b"").unwrap();
     assert_eq!(r.status, 403);
     let m = p.metrics();
     assert!(m.contains("portcullis_auth_denied_total"), "{m}");
@@ -220,24 +182,11 @@ fn token_auth_and_key_crud_take_effect_at_once_on_every_worker() {
 #[test]
 fn embedded_store_survives_restart() {
     let up = upstream();
-    let mut p = builder()
-        .app(
-            "t",
-            api("t", "/t/", &up.url(), r#""use_standard_auth": true,"#, ""),
-        )
-        .start();
+    let mut p = builder().app("t", api("t", "/t/", &up.url(), r#""use_standard_auth": true,"#, "")).start();
     let (key, _) = create_key(&p, &json!({"rate": 10, "per": 1}));
-    assert_eq!(
-        get(&p, "/t/get", &format!("Authorization: {key}\r\n")).status,
-        200
-    );
+    assert_eq!(get(&p, "/t/get", &format!("Authorization: {key}\r\n")).status, 200);
     p.restart();
-    assert_eq!(
-        get(&p, "/t/get", &format!("Authorization: {key}\r\n")).status,
-        200,
-        "{}",
-        p.log_text()
-    );
+    assert_eq!(get(&p, "/t/get", &format!("Authorization: {key}\r\n")).status, 200, "{}", p.log_text());
 }
 
 const SEED_TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJmb29AYmFyLmNvbSIsIm5hbWUiOiJBaG1ldCBTb29ybWFsbHkiLCJpYXQiOjE1MTYyMzkwMjJ9.8E-X89YnHe6m_jV4Lmyy487VnkCpzuYlsLDceCz4ScU";
@@ -253,33 +202,17 @@ fn seed_jwt_walkthrough_works_verbatim() {
         .replace("http://127.0.0.1:8081/", &up.url());
     let policies = std::fs::read_to_string(format!("{root}/apps/policies.json")).unwrap();
     let p = builder().app("httpbin-jwt", def).policies(policies).start();
-    let r = get(
-        &p,
-        "/httpbin-jwt/get",
-        &format!("Authorization: Bearer {SEED_TOKEN}\r\n"),
-    );
+    let r = get(&p, "/httpbin-jwt/get", &format!("Authorization: Bearer {SEED_TOKEN}\r\n"));
     assert_eq!(r.status, 200, "{}\n{}", r.text(), p.log_text());
     assert_eq!(upstream_header(&r, "User").as_deref(), Some("foo@bar.com"));
-    assert_eq!(
-        upstream_header(&r, "Authorization"),
-        None,
-        "strip_auth_data must remove the JWT"
-    );
+    assert_eq!(upstream_header(&r, "Authorization"), None, "strip_auth_data must remove the JWT");
     // Missing and tampered tokens.
     let r = get(&p, "/httpbin-jwt/get", "");
     assert_eq!(r.status, 401);
     let tampered = SEED_TOKEN.replace("8E-X89", "8E-X88");
-    let r = get(
-        &p,
-        "/httpbin-jwt/get",
-        &format!("Authorization: Bearer {tampered}\r\n"),
-    );
+    let r = get(&p, "/httpbin-jwt/get", &format!("Authorization: Bearer {tampered}\r\n"));
     assert_eq!(r.status, 403);
-    assert!(
-        error_of(&r).starts_with("Key not authorized"),
-        "{}",
-        r.text()
-    );
+    assert!(error_of(&r).starts_with("Key not authorized"), "{}", r.text());
 }
 
 fn jwt_api(id: &str, target: &str, method: &str, source: &str, extra: &str) -> String {
@@ -339,28 +272,10 @@ fn jwt_methods_policies_and_failure_classes() {
     jwk_v["kid"] = "k1".into();
     let jwks = serve_jwks(json!({"keys": [jwk_v]}).to_string());
     let p = builder()
-        .app(
-            "hs",
-            jwt_api(
-                "hs",
-                &up.url(),
-                "hmac",
-                &b64("s3cret"),
-                r#""jwt_expires_at_validation_skew": 0,"#,
-            ),
-        )
+        .app("hs", jwt_api("hs", &up.url(), "hmac", &b64("s3cret"), r#""jwt_expires_at_validation_skew": 0,"#))
         .app("rs", jwt_api("rs", &up.url(), "rsa", &b64(rsa_pub), ""))
         .app("es", jwt_api("es", &up.url(), "ecdsa", &b64(ec_pub), ""))
-        .app(
-            "jwks",
-            jwt_api(
-                "jwks",
-                &up.url(),
-                "rsa",
-                &format!("http://{jwks}/jwks.json"),
-                "",
-            ),
-        )
+        .app("jwks", jwt_api("jwks", &up.url(), "rsa", &format!("http://{jwks}/jwks.json"), ""))
         .policies(POLICIES)
         .start();
     let claims = |extra: Value| {
@@ -371,25 +286,14 @@ fn jwt_methods_policies_and_failure_classes() {
         c
     };
     let hs = |c: &Value, secret: &str| {
-        encode(
-            &Header::new(Algorithm::HS256),
-            c,
-            &EncodingKey::from_secret(secret.as_bytes()),
-        )
-        .unwrap()
+        encode(&Header::new(Algorithm::HS256), c, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
     };
     let rs = |c: &Value, alg: Algorithm, pem: &str| {
         let mut h = Header::new(alg);
         h.kid = Some("k1".into());
         encode(&h, c, &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap()).unwrap()
     };
-    let call = |path: &str, tok: &str| {
-        get(
-            &p,
-            path,
-            &format!("Authorization: Bearer {tok}\r\nX-Secret: hide-me\r\n"),
-        )
-    };
+    let call = |path: &str, tok: &str| get(&p, path, &format!("Authorization: Bearer {tok}\r\nX-Secret: hide-me\r\n"));
 
     // Successes: identity claim and other claims injected, auth header and X-Secret removed.
     let c = claims(json!({}));
@@ -399,71 +303,34 @@ fn jwt_methods_policies_and_failure_classes() {
         ("/rs/get", rs(&c, Algorithm::PS256, rsa_priv)),
         (
             "/es/get",
-            encode(
-                &Header::new(Algorithm::ES256),
-                &c,
-                &EncodingKey::from_ec_pem(ec_priv.as_bytes()).unwrap(),
-            )
-            .unwrap(),
+            encode(&Header::new(Algorithm::ES256), &c, &EncodingKey::from_ec_pem(ec_priv.as_bytes()).unwrap()).unwrap(),
         ),
         ("/jwks/get", rs(&c, Algorithm::RS256, rsa_priv)),
     ] {
         let r = call(path, &tok);
         assert_eq!(r.status, 200, "{path}: {}\n{}", r.text(), p.log_text());
-        assert_eq!(
-            upstream_header(&r, "X-User").as_deref(),
-            Some("alice"),
-            "{path}"
-        );
+        assert_eq!(upstream_header(&r, "X-User").as_deref(), Some("alice"), "{path}");
         assert_eq!(upstream_header(&r, "X-Plan").as_deref(), Some("gold"));
         assert_eq!(upstream_header(&r, "Authorization"), None);
         assert_eq!(upstream_header(&r, "X-Secret"), None);
     }
 
     // Failure classes, each 403 with a reason (401 when missing), never a crash.
-    let none_tok = format!(
-        "{}.{}.",
-        b64url(r#"{"alg":"none","typ":"JWT"}"#),
-        b64url(&c.to_string())
-    );
+    let none_tok = format!("{}.{}.", b64url(r#"{"alg":"none","typ":"JWT"}"#), b64url(&c.to_string()));
     let confused = hs(&c, rsa_pub); // HS256 signed with the RSA public key as secret
     let cases: Vec<(&str, String, &str)> = vec![
         ("/hs/get", none_tok.clone(), "alg none"),
         ("/rs/get", none_tok, "alg none on rsa"),
         ("/rs/get", confused, "HS/RS confusion"),
         ("/hs/get", hs(&c, "wrong"), "wrong key"),
-        (
-            "/rs/get",
-            rs(&c, Algorithm::RS256, other_priv),
-            "wrong RSA key",
-        ),
-        (
-            "/hs/get",
-            hs(&claims(json!({"exp": now() - 100})), "s3cret"),
-            "expired",
-        ),
-        (
-            "/hs/get",
-            hs(&claims(json!({"nbf": now() + 3600})), "s3cret"),
-            "not yet valid",
-        ),
-        (
-            "/hs/get",
-            hs(&claims(json!({"iat": now() + 3600})), "s3cret"),
-            "issued in the future",
-        ),
+        ("/rs/get", rs(&c, Algorithm::RS256, other_priv), "wrong RSA key"),
+        ("/hs/get", hs(&claims(json!({"exp": now() - 100})), "s3cret"), "expired"),
+        ("/hs/get", hs(&claims(json!({"nbf": now() + 3600})), "s3cret"), "not yet valid"),
+        ("/hs/get", hs(&claims(json!({"iat": now() + 3600})), "s3cret"), "issued in the future"),
         ("/hs/get", "abc.def".into(), "malformed"),
         ("/hs/get", "a.b.c".into(), "garbage"),
-        (
-            "/hs/get",
-            hs(&claims(json!({"pol": "other-api"})), "s3cret"),
-            "policy from the claim without this API",
-        ),
-        (
-            "/hs/get",
-            hs(&claims(json!({"pol": "nope"})), "s3cret"),
-            "unknown policy in the claim",
-        ),
+        ("/hs/get", hs(&claims(json!({"pol": "other-api"})), "s3cret"), "policy from the claim without this API"),
+        ("/hs/get", hs(&claims(json!({"pol": "nope"})), "s3cret"), "unknown policy in the claim"),
     ];
     for (path, tok, what) in cases {
         let r = call(path, &tok);
@@ -471,10 +338,7 @@ fn jwt_methods_policies_and_failure_classes() {
     }
     assert_eq!(get(&p, "/hs/get", "").status, 401);
     // The identity falls back to `sub` when the identity claim is absent.
-    let r = call(
-        "/hs/get",
-        &hs(&json!({"sub": "bob", "exp": now() + 60}), "s3cret"),
-    );
+    let r = call("/hs/get", &hs(&json!({"sub": "bob", "exp": now() + 60}), "s3cret"));
     assert_eq!(r.status, 200);
     // A repeated token is served from the cache (same answer).
     let tok = rs(&c, Algorithm::RS256, rsa_priv);
@@ -490,8 +354,21 @@ fn b64url(s: &str) -> String {
 
 #[test]
 fn basic_hmac_and_chained_auth() {
+    basic_hmac_chained_flow(None);
+}
+
+#[test]
+fn basic_hmac_and_chained_auth_with_redis() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    basic_hmac_chained_flow(Some(&redis));
+}
+
+fn basic_hmac_chained_flow(redis: Option<&RedisServer>) {
     let up = upstream();
     let p = builder()
+        .section(&storage(redis))
         .app("basic", api("basic", "/basic/", &up.url(), r#""use_basic_auth": true,"#, ""))
         .app("hmac", api("hmac", "/hmac/", &up.url(), r#""enable_signature_checking": true, "hmac_allowed_clock_skew": 5000,"#, ""))
         .app(
@@ -509,48 +386,24 @@ fn basic_hmac_and_chained_auth() {
         .start();
 
     // Basic auth: the user is a key named by the user name; the password is stored bcrypt-hashed.
-    let r = p.admin_send(
-        "POST",
-        "/tyk/keys/alice",
-        &json!({"basic_auth_data": {"password": "pa:ss"}}).to_string(),
-    );
+    let r = p.admin_send("POST", "/tyk/keys/alice", &json!({"basic_auth_data": {"password": "pa:ss"}}).to_string());
     assert_eq!(r.status, 200, "{}", r.text());
     let shown = p.admin_get("/tyk/keys/alice").text();
     assert!(!shown.contains("pa:ss") && !shown.contains("$2"), "{shown}");
-    let basic = |user: &str, pass: &str| {
-        format!(
-            "Authorization: Basic {}\r\n",
-            b64(&format!("{user}:{pass}"))
-        )
-    };
+    let basic = |user: &str, pass: &str| format!("Authorization: Basic {}\r\n", b64(&format!("{user}:{pass}")));
     assert_eq!(get(&p, "/basic/get", &basic("alice", "pa:ss")).status, 200);
     let r = get(&p, "/basic/get", &basic("alice", "wrong"));
     assert_eq!(r.status, 401);
-    assert!(r
-        .header("www-authenticate")
-        .is_some_and(|v| v.starts_with("Basic")));
+    assert!(r.header("www-authenticate").is_some_and(|v| v.starts_with("Basic")));
     assert_eq!(get(&p, "/basic/get", &basic("nobody", "x")).status, 401);
     let r = get(&p, "/basic/get", "");
-    assert_eq!(
-        (r.status, error_of(&r).as_str()),
-        (401, "Authorization field missing")
-    );
-    assert_eq!(
-        get(&p, "/basic/get", "Authorization: Basic !!!\r\n").status,
-        400
-    );
+    assert_eq!((r.status, error_of(&r).as_str()), (401, "Authorization field missing"));
+    assert_eq!(get(&p, "/basic/get", "Authorization: Basic !!!\r\n").status, 400);
 
     // HMAC: the key API generates the secret.
-    let r = p.admin_send(
-        "POST",
-        "/tyk/keys/create",
-        &json!({"hmac_enabled": true}).to_string(),
-    );
+    let r = p.admin_send("POST", "/tyk/keys/create", &json!({"hmac_enabled": true}).to_string());
     let v = r.json();
-    let (key, secret) = (
-        v["key"].as_str().unwrap().to_string(),
-        v["hmac_string"].as_str().unwrap().to_string(),
-    );
+    let (key, secret) = (v["key"].as_str().unwrap().to_string(), v["hmac_string"].as_str().unwrap().to_string());
     let date = httpdate::fmt_http_date(SystemTime::now());
     let sign = |key: &str, secret: &str, date: &str, path: &str| {
         let s = format!("(request-target): get {path}\ndate: {date}");
@@ -562,44 +415,23 @@ fn basic_hmac_and_chained_auth() {
     };
     let r = get(&p, "/hmac/get", &sign(&key, &secret, &date, "/hmac/get"));
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(
-        get(&p, "/hmac/get", &sign(&key, "wrong", &date, "/hmac/get")).status,
-        403
-    );
+    assert_eq!(get(&p, "/hmac/get", &sign(&key, "wrong", &date, "/hmac/get")).status, 403);
     assert_eq!(
         get(&p, "/hmac/get", &sign(&key, &secret, &date, "/hmac/other")).status,
         403,
         "signature over another path"
     );
     let old = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(3600));
-    assert_eq!(
-        get(&p, "/hmac/get", &sign(&key, &secret, &old, "/hmac/get")).status,
-        403,
-        "Date outside the skew"
-    );
+    assert_eq!(get(&p, "/hmac/get", &sign(&key, &secret, &old, "/hmac/get")).status, 403, "Date outside the skew");
     assert_eq!(get(&p, "/hmac/get", "").status, 401);
 
     // Chained: token (identity) + HMAC signature; both must pass.
     let (tkey, _) = create_key(&p, &json!({"rate": 5, "per": 1}));
-    let both = format!(
-        "X-Api-Key: {tkey}\r\n{}",
-        sign(&key, &secret, &date, "/chain/get")
-    );
+    let both = format!("X-Api-Key: {tkey}\r\n{}", sign(&key, &secret, &date, "/chain/get"));
     assert_eq!(get(&p, "/chain/get", &both).status, 200);
-    assert_eq!(
-        get(&p, "/chain/get", &format!("X-Api-Key: {tkey}\r\n")).status,
-        401,
-        "signature missing"
-    );
-    assert_eq!(
-        get(&p, "/chain/get", &sign(&key, &secret, &date, "/chain/get")).status,
-        401,
-        "token missing"
-    );
-    let bad_sig = format!(
-        "X-Api-Key: {tkey}\r\n{}",
-        sign(&key, "wrong", &date, "/chain/get")
-    );
+    assert_eq!(get(&p, "/chain/get", &format!("X-Api-Key: {tkey}\r\n")).status, 401, "signature missing");
+    assert_eq!(get(&p, "/chain/get", &sign(&key, &secret, &date, "/chain/get")).status, 401, "token missing");
+    let bad_sig = format!("X-Api-Key: {tkey}\r\n{}", sign(&key, "wrong", &date, "/chain/get"));
     assert_eq!(get(&p, "/chain/get", &bad_sig).status, 403);
 }
 
@@ -613,17 +445,44 @@ fn ip_rules_path_lists_and_header_transforms() {
     }"#;
     let wl = r#", "extended_paths": {"white_list": [{"path": "/status/{code}", "method_actions": {"GET": {}}}]}"#;
     let p = builder()
-        .app("open", api("open", "/open/", &up.url(), r#""use_keyless": true, "enable_ip_whitelisting": true, "allowed_ips": ["10.0.0.0/8"],"#, ""))
-        .app("deny", api("deny", "/deny/", &up.url(), r#""use_keyless": true, "enable_ip_blacklisting": true, "blacklisted_ips": ["127.0.0.0/8"],"#, ""))
-        .app("ok", api("ok", "/ok/", &up.url(), r#""use_keyless": true, "enable_ip_whitelisting": true, "allowed_ips": ["127.0.0.1"],"#, ""))
-        .app("keyed", api("keyed", "/keyed/", &up.url(), r#""use_standard_auth": true, "enable_context_vars": true,"#, paths))
+        .app(
+            "open",
+            api(
+                "open",
+                "/open/",
+                &up.url(),
+                r#""use_keyless": true, "enable_ip_whitelisting": true, "allowed_ips": ["10.0.0.0/8"],"#,
+                "",
+            ),
+        )
+        .app(
+            "deny",
+            api(
+                "deny",
+                "/deny/",
+                &up.url(),
+                r#""use_keyless": true, "enable_ip_blacklisting": true, "blacklisted_ips": ["127.0.0.0/8"],"#,
+                "",
+            ),
+        )
+        .app(
+            "ok",
+            api(
+                "ok",
+                "/ok/",
+                &up.url(),
+                r#""use_keyless": true, "enable_ip_whitelisting": true, "allowed_ips": ["127.0.0.1"],"#,
+                "",
+            ),
+        )
+        .app(
+            "keyed",
+            api("keyed", "/keyed/", &up.url(), r#""use_standard_auth": true, "enable_context_vars": true,"#, paths),
+        )
         .app("wl", api("wl", "/wl/", &up.url(), r#""use_keyless": true,"#, wl))
         .start();
     let r = get(&p, "/open/get", "");
-    assert_eq!(
-        (r.status, error_of(&r).as_str()),
-        (403, "access from this IP has been disallowed")
-    );
+    assert_eq!((r.status, error_of(&r).as_str()), (403, "access from this IP has been disallowed"));
     assert_eq!(get(&p, "/deny/get", "").status, 403);
     assert_eq!(get(&p, "/ok/get", "").status, 200);
     // Ignored paths skip auth; black-listed paths are refused even with a key.
@@ -632,36 +491,20 @@ fn ip_rules_path_lists_and_header_transforms() {
     let (key, _) = create_key(&p, &json!({"meta_data": {"plan": "gold"}}));
     let auth = format!("Authorization: {key}\r\n");
     let r = get(&p, "/keyed/admin", &auth);
-    assert_eq!(
-        (r.status, error_of(&r).as_str()),
-        (403, "Requested endpoint is forbidden")
-    );
-    let r = get(
-        &p,
-        "/keyed/get",
-        &format!("{auth}X-Drop: 1\r\nX-Client: c-7\r\n"),
-    );
+    assert_eq!((r.status, error_of(&r).as_str()), (403, "Requested endpoint is forbidden"));
+    let r = get(&p, "/keyed/get", &format!("{auth}X-Drop: 1\r\nX-Client: c-7\r\n"));
     assert_eq!(r.status, 200);
     assert_eq!(upstream_header(&r, "X-Drop"), None);
     assert_eq!(upstream_header(&r, "X-Path").as_deref(), Some("/keyed/get"));
     assert_eq!(upstream_header(&r, "X-Ip").as_deref(), Some("127.0.0.1"));
     assert_eq!(upstream_header(&r, "X-Plan").as_deref(), Some("gold"));
     assert_eq!(upstream_header(&r, "X-Hdr").as_deref(), Some("c-7"));
-    assert_eq!(
-        upstream_header(&r, "Authorization").as_deref(),
-        Some(key.as_str()),
-        "strip_auth_data is off"
-    );
+    assert_eq!(upstream_header(&r, "Authorization").as_deref(), Some(key.as_str()), "strip_auth_data is off");
     // White list: only listed paths and methods.
     assert_eq!(get(&p, "/wl/status/200", "").status, 200);
     assert_eq!(get(&p, "/wl/get", "").status, 403);
     let mut c = Conn::connect(p.listen).unwrap();
-    assert_eq!(
-        c.request("DELETE", "/wl/status/200", "Connection: close\r\n", b"")
-            .unwrap()
-            .status,
-        403
-    );
+    assert_eq!(c.request("DELETE", "/wl/status/200", "Connection: close\r\n", b"").unwrap().status, 403);
 }
 
 #[test]
@@ -673,24 +516,16 @@ fn unsupported_auth_fields_are_reported_by_check() {
         api("a", "/a/", "http://127.0.0.1:1/", r#""use_oauth2": true, "enable_jwt": true, "jwt_signing_method": "hmac", "jwt_source": "", "base_identity_provided_by": "oidc_user","#, ""),
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("portcullis.toml"),
-        "[apps]\ndir = \"apps\"\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("portcullis.toml"), "[apps]\ndir = \"apps\"\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["check", "--config"])
         .arg(dir.path().join("portcullis.toml"))
         .output()
         .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{text}");
     for field in ["use_oauth2", "jwt_source", "base_identity_provided_by"] {
-        assert!(
-            text.contains(field),
-            "`portcullis check` must name {field}:\n{text}"
-        );
+        assert!(text.contains(field), "`portcullis check` must name {field}:\n{text}");
     }
 }
 
@@ -701,40 +536,18 @@ fn redis_store_shared_by_two_nodes() {
     };
     let up = upstream();
     let storage = format!("[storage]\nredis = \"{}\"\n", redis.url());
-    let a = builder()
-        .app(
-            "t",
-            api("t", "/t/", &up.url(), r#""use_standard_auth": true,"#, ""),
-        )
-        .section(&storage)
-        .start();
-    let b = builder()
-        .app(
-            "t",
-            api("t", "/t/", &up.url(), r#""use_standard_auth": true,"#, ""),
-        )
-        .section(&storage)
-        .start();
+    let a =
+        builder().app("t", api("t", "/t/", &up.url(), r#""use_standard_auth": true,"#, "")).section(&storage).start();
+    let b =
+        builder().app("t", api("t", "/t/", &up.url(), r#""use_standard_auth": true,"#, "")).section(&storage).start();
     let (key, hash) = create_key(&a, &json!({"rate": 10, "per": 1}));
     let auth = format!("Authorization: {key}\r\n");
     assert_eq!(get(&a, "/t/get", &auth).status, 200);
-    assert_eq!(
-        get(&b, "/t/get", &auth).status,
-        200,
-        "node B reads the key node A stored"
-    );
-    assert!(b.admin_get("/tyk/keys").json()["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|k| k == hash.as_str()));
+    assert_eq!(get(&b, "/t/get", &auth).status, 200, "node B reads the key node A stored");
+    assert!(b.admin_get("/tyk/keys").json()["keys"].as_array().unwrap().iter().any(|k| k == hash.as_str()));
     // Deleting on A reaches B's worker cache through pub/sub, well before the cache TTL (10 s).
     let t0 = Instant::now();
-    assert_eq!(
-        a.admin_send("DELETE", &format!("/tyk/keys/{key}"), "")
-            .status,
-        200
-    );
+    assert_eq!(a.admin_send("DELETE", &format!("/tyk/keys/{key}"), "").status, 200);
     let mut seen = None;
     while t0.elapsed() < Duration::from_secs(5) {
         if get(&b, "/t/get", &auth).status == 403 {
@@ -744,22 +557,25 @@ fn redis_store_shared_by_two_nodes() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let seen = seen.expect("node B still served a key deleted on node A after 5 s");
-    eprintln!(
-        "key deleted on node A refused by node B after {:.1} ms",
-        seen.as_secs_f64() * 1e3
-    );
+    eprintln!("key deleted on node A refused by node B after {:.1} ms", seen.as_secs_f64() * 1e3);
     // Redis down: cached keys keep working, unknown keys get 503 (never a crash); back up: works.
     let (key2, _) = create_key(&a, &json!({}));
     let auth2 = format!("Authorization: {key2}\r\n");
     assert_eq!(get(&a, "/t/get", &auth2).status, 200);
+    assert_eq!(a.admin_get("/hello").json()["details"]["keystore"]["status"], "pass");
     redis.stop();
-    assert_eq!(
-        get(&a, "/t/get", &auth2).status,
-        200,
-        "cached session served while Redis is down"
-    );
+    assert_eq!(get(&a, "/t/get", &auth2).status, 200, "cached session served while Redis is down");
     let r = get(&a, "/t/get", "Authorization: unknown-key\r\n");
     assert_eq!(r.status, 503, "{}", r.text());
+    // /hello says so (the failing operation or the 2 s health ping notices it).
+    let t0 = Instant::now();
+    let mut hello = a.admin_get("/hello").json();
+    while hello["details"]["keystore"]["status"] != "warn" && t0.elapsed() < Duration::from_secs(6) {
+        std::thread::sleep(Duration::from_millis(100));
+        hello = a.admin_get("/hello").json();
+    }
+    assert_eq!(hello["details"]["keystore"]["status"], "warn", "{hello}");
+    assert_eq!(hello["status"], "warn");
     redis.restart();
     let (key3, _) = {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -769,16 +585,9 @@ fn redis_store_shared_by_two_nodes() {
                 let v = r.json();
                 break (v["key"].as_str().unwrap().to_string(), ());
             }
-            assert!(
-                Instant::now() < deadline,
-                "key store did not recover: {}",
-                r.text()
-            );
+            assert!(Instant::now() < deadline, "key store did not recover: {}", r.text());
             std::thread::sleep(Duration::from_millis(200));
         }
     };
-    assert_eq!(
-        get(&b, "/t/get", &format!("Authorization: {key3}\r\n")).status,
-        200
-    );
+    assert_eq!(get(&b, "/t/get", &format!("Authorization: {key3}\r\n")).status, 200);
 }

@@ -20,19 +20,14 @@ fn builder() -> ProxyBuilder {
 }
 
 fn metric(p: &Proxy, name: &str) -> f64 {
-    p.metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+    p.metrics().lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
 }
 
 /// GET through a fresh connection; `None` if the connection cannot be made or is cut.
 fn try_get(addr: SocketAddr, timeout: Duration) -> Option<u16> {
     let mut c = Conn::connect_timeout(addr, timeout).ok()?;
     c.set_read_timeout(timeout).ok()?;
-    c.request("GET", "/up/get", "Connection: close\r\n", b"")
-        .ok()
-        .map(|r| r.status)
+    c.request("GET", "/up/get", "Connection: close\r\n", b"").ok().map(|r| r.status)
 }
 
 #[test]
@@ -50,39 +45,20 @@ fn user_space_bans_without_the_gate() {
     }
     let p = b.start();
     let log = p.log_text();
-    assert_eq!(
-        log.matches("XDP gate not loaded").count(),
-        1,
-        "one fallback line:\n{log}"
-    );
+    assert_eq!(log.matches("XDP gate not loaded").count(), 1, "one fallback line:\n{log}");
     assert!(log.contains("enforcing bans and deny lists in user space"));
-    eprintln!(
-        "fallback: {}",
-        log.lines()
-            .find(|l| l.contains("XDP gate not loaded"))
-            .unwrap_or("")
-    );
+    eprintln!("fallback: {}", log.lines().find(|l| l.contains("XDP gate not loaded")).unwrap_or(""));
     assert_eq!(client::get(p.listen, "/up/get").unwrap().status, 200);
 
     // A keep-alive connection opened before the ban is cut at its next request.
     let mut kept = Conn::connect(p.listen).unwrap();
     assert_eq!(kept.get("/up/get").unwrap().status, 200);
 
-    let r = p.admin_send(
-        "POST",
-        "/api/bans",
-        r#"{"ip": "127.0.0.1", "ttl": 2, "reason": "test"}"#,
-    );
+    let r = p.admin_send("POST", "/api/bans", r#"{"ip": "127.0.0.1", "ttl": 2, "reason": "test"}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["ban"]["ip"], "127.0.0.1/32");
-    assert!(
-        client::get(p.listen, "/up/get").is_err(),
-        "banned client is refused"
-    );
-    assert!(
-        kept.get("/up/get").is_err(),
-        "existing connection refused too"
-    );
+    assert!(client::get(p.listen, "/up/get").is_err(), "banned client is refused");
+    assert!(kept.get("/up/get").is_err(), "existing connection refused too");
     let list = p.admin_get("/api/bans").json();
     assert_eq!(list["bans"][0]["reason"], "test");
     assert_eq!(list["enforced_by"], "userspace");
@@ -90,39 +66,22 @@ fn user_space_bans_without_the_gate() {
 
     // TTL expiry un-bans.
     std::thread::sleep(Duration::from_millis(2300));
-    assert_eq!(
-        client::get(p.listen, "/up/get").unwrap().status,
-        200,
-        "ban expired"
-    );
+    assert_eq!(client::get(p.listen, "/up/get").unwrap().status, 200, "ban expired");
 
     // A CIDR ban, then DELETE restores.
     let r = p.admin_send("POST", "/api/bans", r#"{"ip": "127.0.0.0/8", "ttl": 0}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(client::get(p.listen, "/up/get").is_err());
-    assert_eq!(
-        p.admin_send("DELETE", "/api/bans/127.0.0.0%2F8", "").status,
-        200
-    );
+    assert_eq!(p.admin_send("DELETE", "/api/bans/127.0.0.0%2F8", "").status, 200);
     assert_eq!(client::get(p.listen, "/up/get").unwrap().status, 200);
 
     // Bad input is refused with a reason naming it.
     let r = p.admin_send("POST", "/api/bans", r#"{"ip": "not-an-ip"}"#);
     assert_eq!(r.status, 400);
     assert!(r.text().contains("not-an-ip"));
-    assert_eq!(
-        p.admin_send("DELETE", "/api/bans/192.0.2.1", "").status,
-        404
-    );
+    assert_eq!(p.admin_send("DELETE", "/api/bans/192.0.2.1", "").status, 404);
     let mut c = Conn::connect(p.admin).unwrap();
-    let r = c
-        .request(
-            "POST",
-            "/api/bans",
-            "X-Tyk-Authorization: wrong\r\n",
-            br#"{"ip":"192.0.2.1"}"#,
-        )
-        .unwrap();
+    let r = c.request("POST", "/api/bans", "X-Tyk-Authorization: wrong\r\n", br#"{"ip":"192.0.2.1"}"#).unwrap();
     assert_eq!(r.status, 403, "writes need the secret");
     assert!(
         metric(&p, "portcullis_connections_banned_total{worker=\"0\"}") >= 2.0 || {
@@ -170,8 +129,7 @@ fn xdp_gate_in_network_namespaces() {
     let port = p.listen.port();
     let to_a = SocketAddr::from((a.host_ip, port));
     let to_b = SocketAddr::from((b.host_ip, port));
-    let get_from =
-        |ns: &NetNs, addr: SocketAddr| ns.run(move || try_get(addr, Duration::from_millis(800)));
+    let get_from = |ns: &NetNs, addr: SocketAddr| ns.run(move || try_get(addr, Duration::from_millis(800)));
 
     assert_eq!(get_from(&a, to_a), Some(200));
     assert_eq!(get_from(&b, to_b), Some(200));
@@ -186,113 +144,55 @@ fn xdp_gate_in_network_namespaces() {
         s.write_all(req).unwrap();
         let mut resp = Vec::new();
         s.read_to_end(&mut resp).unwrap();
-        (
-            s.local_addr().unwrap().port(),
-            req.len() as u64,
-            resp.len() as u64,
-        )
+        (s.local_addr().unwrap().port(), req.len() as u64, resp.len() as u64)
     });
     let deadline = Instant::now() + Duration::from_secs(5);
     let conn = loop {
         let v = p.admin_get("/api/connections").json();
         assert_eq!(v["telemetry"], true, "{v}");
-        let found = v["connections"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["client_port"] == client_port)
-            .cloned();
+        let found = v["connections"].as_array().unwrap().iter().find(|c| c["client_port"] == client_port).cloned();
         if let Some(c) = found {
             break c;
         }
-        assert!(
-            Instant::now() < deadline,
-            "connection {client_port} not reported: {v}"
-        );
+        assert!(Instant::now() < deadline, "connection {client_port} not reported: {v}");
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(conn["client_ip"], a.ns_ip.to_string());
     // The kernel counts sequence space: the FIN adds one to each direction.
     let bytes_in = conn["bytes_in"].as_u64().unwrap();
     let bytes_out = conn["bytes_out"].as_u64().unwrap();
-    assert!(
-        bytes_in == sent || bytes_in == sent + 1,
-        "bytes_in {bytes_in} vs sent {sent}"
-    );
-    assert!(
-        bytes_out == received || bytes_out == received + 1,
-        "bytes_out {bytes_out} vs received {received}"
-    );
+    assert!(bytes_in == sent || bytes_in == sent + 1, "bytes_in {bytes_in} vs sent {sent}");
+    assert!(bytes_out == received || bytes_out == received + 1, "bytes_out {bytes_out} vs received {received}");
     assert!(conn["srtt_us"].as_u64().unwrap() > 0, "{conn}");
-    assert!(p
-        .metrics()
-        .contains("portcullis_tcp_connections_closed_total{state="));
+    assert!(p.metrics().contains("portcullis_tcp_connections_closed_total{state="));
 
     // Ban A: its connects time out (dropped in XDP), B is served.
-    let r = p.admin_send(
-        "POST",
-        "/api/bans",
-        &format!(r#"{{"ip": "{}", "ttl": 60, "reason": "test"}}"#, a.ns_ip),
-    );
+    let r = p.admin_send("POST", "/api/bans", &format!(r#"{{"ip": "{}", "ttl": 60, "reason": "test"}}"#, a.ns_ip));
     assert_eq!(r.status, 200, "{}", r.text());
     let before = metric(&p, "portcullis_xdp_dropped_total{reason=\"banned\"}");
     let t = Instant::now();
     assert_eq!(get_from(&a, to_a), None, "banned client must not connect");
-    assert!(
-        t.elapsed() >= Duration::from_millis(700),
-        "a timeout, not a refusal: the SYN was dropped"
-    );
+    assert!(t.elapsed() >= Duration::from_millis(700), "a timeout, not a refusal: the SYN was dropped");
     assert_eq!(get_from(&b, to_b), Some(200));
     assert!(metric(&p, "portcullis_xdp_dropped_total{reason=\"banned\"}") > before);
-    assert_eq!(
-        p.admin_get("/api/bans").json()["enforced_by"],
-        "xdp+userspace"
-    );
+    assert_eq!(p.admin_get("/api/bans").json()["enforced_by"], "xdp+userspace");
 
     // Unban restores.
-    assert_eq!(
-        p.admin_send("DELETE", &format!("/api/bans/{}", a.ns_ip), "")
-            .status,
-        200
-    );
+    assert_eq!(p.admin_send("DELETE", &format!("/api/bans/{}", a.ns_ip), "").status, 200);
     assert_eq!(get_from(&a, to_a), Some(200));
 
     // A deny CIDR drops the whole network.
     let net_b = format!("{}/24", b.ns_ip);
-    assert_eq!(
-        p.admin_send(
-            "POST",
-            "/api/bans",
-            &format!(r#"{{"ip": "{net_b}", "ttl": 0}}"#)
-        )
-        .status,
-        200
-    );
+    assert_eq!(p.admin_send("POST", "/api/bans", &format!(r#"{{"ip": "{net_b}", "ttl": 0}}"#)).status, 200);
     let before = metric(&p, "portcullis_xdp_dropped_total{reason=\"deny\"}");
     assert_eq!(get_from(&b, to_b), None);
     assert!(metric(&p, "portcullis_xdp_dropped_total{reason=\"deny\"}") > before);
     assert_eq!(get_from(&a, to_a), Some(200));
-    assert_eq!(
-        p.admin_send(
-            "DELETE",
-            &format!("/api/bans/{}", net_b.replace('/', "%2F")),
-            ""
-        )
-        .status,
-        200
-    );
+    assert_eq!(p.admin_send("DELETE", &format!("/api/bans/{}", net_b.replace('/', "%2F")), "").status, 200);
     assert_eq!(get_from(&b, to_b), Some(200));
 
     // TTL expiry un-bans, in the kernel too.
-    assert_eq!(
-        p.admin_send(
-            "POST",
-            "/api/bans",
-            &format!(r#"{{"ip": "{}", "ttl": 1}}"#, a.ns_ip)
-        )
-        .status,
-        200
-    );
+    assert_eq!(p.admin_send("POST", "/api/bans", &format!(r#"{{"ip": "{}", "ttl": 1}}"#, a.ns_ip)).status, 200);
     assert_eq!(get_from(&a, to_a), None);
     std::thread::sleep(Duration::from_millis(1300));
     assert_eq!(get_from(&a, to_a), Some(200));
@@ -307,10 +207,7 @@ fn xdp_gate_in_network_namespaces() {
                 let path = format!("/var/run/netns/{ns}");
                 let f = std::fs::File::open(&path).unwrap();
                 // SAFETY: setns on a valid namespace fd, for this thread only.
-                assert_eq!(
-                    unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) },
-                    0
-                );
+                assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) }, 0);
                 let deadline = Instant::now() + Duration::from_secs(2);
                 let mut attempts = 0;
                 while Instant::now() < deadline && attempts < 400 {
@@ -330,24 +227,13 @@ fn xdp_gate_in_network_namespaces() {
         std::thread::sleep(Duration::from_millis(300));
     }
     let attempts = flood.join().unwrap();
-    assert_eq!(
-        served, 5,
-        "the other client kept being served during the flood"
-    );
+    assert_eq!(served, 5, "the other client kept being served during the flood");
     let dropped = metric(&p, "portcullis_xdp_dropped_total{reason=\"syn_rate\"}") - before;
-    assert!(
-        dropped > 0.0,
-        "SYN flood of {attempts} attempts was not dropped in XDP"
-    );
+    assert!(dropped > 0.0, "SYN flood of {attempts} attempts was not dropped in XDP");
     eprintln!("SYN flood: {attempts} connect attempts, {dropped} SYNs dropped in XDP");
 
     // After shutdown no XDP program remains.
     p.signal(libc::SIGTERM);
-    assert!(p
-        .wait_exit(Duration::from_secs(15))
-        .is_some_and(|s| s.success()));
-    assert!(
-        !a.host_if_has_xdp() && !b.host_if_has_xdp(),
-        "XDP detached on shutdown"
-    );
+    assert!(p.wait_exit(Duration::from_secs(15)).is_some_and(|s| s.success()));
+    assert!(!a.host_if_has_xdp() && !b.host_if_has_xdp(), "XDP detached on shutdown");
 }

@@ -22,10 +22,7 @@ fn upstream(name: &str) -> Httpbin {
 /// One keyless API at `/up/` in front of a fresh upstream.
 fn simple(extra_proxy_config: &str) -> (Proxy, Httpbin) {
     let up = upstream("up");
-    let p = builder()
-        .app("up", keyless_api("up", "/up/", &up.url(), "", ""))
-        .proxy_config(extra_proxy_config)
-        .start();
+    let p = builder().app("up", keyless_api("up", "/up/", &up.url(), "", "")).proxy_config(extra_proxy_config).start();
     (p, up)
 }
 
@@ -42,10 +39,7 @@ fn wait_metrics(p: &Proxy, pred: impl Fn(&str) -> bool) -> String {
 }
 
 fn metric_value(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(name_and_labels)
-            .and_then(|v| v.trim().parse().ok())
-    })
+    text.lines().find_map(|l| l.strip_prefix(name_and_labels).and_then(|v| v.trim().parse().ok()))
 }
 
 #[test]
@@ -70,27 +64,12 @@ fn routing_path_host_strip_longest_prefix() {
     let (a, b, c, d) = (upstream("a"), upstream("b"), upstream("c"), upstream("d"));
     let p = builder()
         .app("a", keyless_api("a", "/app", &a.url(), "", ""))
-        .app(
-            "b",
-            keyless_api("b", "/app/v2/", &format!("{}base/", b.url()), "", ""),
-        )
-        .app(
-            "c",
-            keyless_api("c", "/app", &c.url(), "", r#""domain": "api.example.com","#),
-        )
+        .app("b", keyless_api("b", "/app/v2/", &format!("{}base/", b.url()), "", ""))
+        .app("c", keyless_api("c", "/app", &c.url(), "", r#""domain": "api.example.com","#))
         .app(
             "d",
-            keyless_api(
-                "d",
-                "/anything",
-                &d.url(),
-                r#", "preserve_host_header": true"#,
-                "",
-            )
-            .replace(
-                r#""strip_listen_path": true"#,
-                r#""strip_listen_path": false"#,
-            ),
+            keyless_api("d", "/anything", &d.url(), r#", "preserve_host_header": true"#, "")
+                .replace(r#""strip_listen_path": true"#, r#""strip_listen_path": false"#),
         )
         .start();
     let mut conn = Conn::connect(p.listen).unwrap();
@@ -101,66 +80,31 @@ fn routing_path_host_strip_longest_prefix() {
     };
     let r = get(&mut conn, "x", "/app/anything/1");
     assert_eq!(r.header("x-upstream"), Some("a"));
-    assert!(
-        r.json()["url"].as_str().unwrap().ends_with("/anything/1"),
-        "stripped: {}",
-        r.text()
-    );
+    assert!(r.json()["url"].as_str().unwrap().ends_with("/anything/1"), "stripped: {}", r.text());
     let r = get(&mut conn, "x", "/app/v2/anything/2");
-    assert_eq!(
-        r.header("x-upstream"),
-        Some("b"),
-        "longest listen path wins"
-    );
-    assert_eq!(
-        r.json()["path"],
-        "/base/anything/2",
-        "target path prefix + stripped path"
-    );
+    assert_eq!(r.header("x-upstream"), Some("b"), "longest listen path wins");
+    assert_eq!(r.json()["path"], "/base/anything/2", "target path prefix + stripped path");
     let r = get(&mut conn, "API.example.com:8080", "/app/anything");
-    assert_eq!(
-        r.header("x-upstream"),
-        Some("c"),
-        "domain APIs win over path-only ones"
-    );
+    assert_eq!(r.header("x-upstream"), Some("c"), "domain APIs win over path-only ones");
     let r = get(&mut conn, "x", "/apple");
     assert_eq!(r.status, 404, "/app must not match /apple");
     assert_eq!(r.json()["error"], "no API matches this request");
     let r = get(&mut conn, "client.example", "/anything/kept");
     assert_eq!(r.header("x-upstream"), Some("d"));
     let v = r.json();
-    assert_eq!(
-        v["headers"]["Host"], "client.example",
-        "preserve_host_header"
-    );
-    assert!(
-        v["url"].as_str().unwrap().ends_with("/anything/kept"),
-        "not stripped: {v}"
-    );
+    assert_eq!(v["headers"]["Host"], "client.example", "preserve_host_header");
+    assert!(v["url"].as_str().unwrap().ends_with("/anything/kept"), "not stripped: {v}");
 }
 
 #[test]
 fn load_balanced_targets_round_robin_with_weights() {
     let (a, b) = (upstream("a"), upstream("b"));
-    let targets = format!(
-        r#", "enable_load_balancing": true, "target_list": ["{}", "{}", "{}"]"#,
-        a.url(),
-        a.url(),
-        b.url()
-    );
-    let p = builder()
-        .app("lb", keyless_api("lb", "/lb", "", &targets, ""))
-        .start();
+    let targets =
+        format!(r#", "enable_load_balancing": true, "target_list": ["{}", "{}", "{}"]"#, a.url(), a.url(), b.url());
+    let p = builder().app("lb", keyless_api("lb", "/lb", "", &targets, "")).start();
     let mut conn = Conn::connect(p.listen).unwrap();
-    let names: Vec<String> = (0..9)
-        .map(|_| {
-            conn.get("/lb/get")
-                .unwrap()
-                .header("x-upstream")
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let names: Vec<String> =
+        (0..9).map(|_| conn.get("/lb/get").unwrap().header("x-upstream").unwrap().to_string()).collect();
     assert_eq!(names.iter().filter(|n| *n == "a").count(), 6, "{names:?}");
     assert_eq!(names.iter().filter(|n| *n == "b").count(), 3, "{names:?}");
 }
@@ -172,21 +116,13 @@ fn large_bodies_stream_both_ways_through_a_small_buffer() {
     let body = pattern(3 * 1024 * 1024 + 17);
     let r = conn.request("POST", "/up/echo", "", &body).unwrap();
     assert_eq!(r.status, 200);
-    assert!(
-        r.body == body,
-        "echoed body differs ({} vs {} bytes)",
-        r.body.len(),
-        body.len()
-    );
+    assert!(r.body == body, "echoed body differs ({} vs {} bytes)", r.body.len(), body.len());
     let r = conn.get("/up/bytes/2000000").unwrap();
     assert_eq!(r.body, pattern(2_000_000));
     // Medium bodies that arrive whole with their head (once the buffers have grown) are written
     // in the same syscall as the head.
     for n in [5_000, 10_000, 3_000, 40_000, 10_000] {
-        assert_eq!(
-            conn.get(&format!("/up/bytes/{n}")).unwrap().body,
-            pattern(n)
-        );
+        assert_eq!(conn.get(&format!("/up/bytes/{n}")).unwrap().body, pattern(n));
     }
     // Close-delimited upstream bodies reach the client and close its connection.
     let r = conn.get("/up/close-delimited/100000").unwrap();
@@ -218,15 +154,11 @@ fn chunked_both_ways_with_trailers() {
     let r = conn.get("/up/stream-bytes/100000").unwrap();
     assert_eq!(r.body, pattern(100_000));
     let sum: u64 = pattern(100_000).iter().map(|&b| b as u64).sum();
-    assert_eq!(
-        r.trailers,
-        vec![("X-Checksum".to_string(), sum.to_string())]
-    );
+    assert_eq!(r.trailers, vec![("X-Checksum".to_string(), sum.to_string())]);
 
     // An HTTP/1.0 client gets the chunked response decoded, without trailers, then close.
     let mut c10 = Conn::connect(p.listen).unwrap();
-    c10.send(b"GET /up/stream-bytes/30000 HTTP/1.0\r\n\r\n")
-        .unwrap();
+    c10.send(b"GET /up/stream-bytes/30000 HTTP/1.0\r\n\r\n").unwrap();
     let r = c10.read_response(false).unwrap();
     assert_eq!(r.header("transfer-encoding"), None);
     assert_eq!(r.body, pattern(30_000));
@@ -241,11 +173,7 @@ fn upstream_keep_alive_connections_are_reused() {
             assert_eq!(conn.get("/up/get").unwrap().status, 200);
         }
     }
-    assert_eq!(
-        up.accepted(),
-        1,
-        "100 requests over 5 client connections used one upstream connection"
-    );
+    assert_eq!(up.accepted(), 1, "100 requests over 5 client connections used one upstream connection");
     // The upstream closing its side (Connection: close) is handled by opening a new one.
     let mut conn = Conn::connect(p.listen).unwrap();
     assert_eq!(conn.request("GET", "/up/get", "", b"").unwrap().status, 200);
@@ -256,10 +184,7 @@ fn bad_gateway_and_gateway_timeout() {
     let closed = client_free_addr();
     let up = upstream("slow");
     let p = builder()
-        .app(
-            "dead",
-            keyless_api("dead", "/dead", &format!("http://{closed}/"), "", ""),
-        )
+        .app("dead", keyless_api("dead", "/dead", &format!("http://{closed}/"), "", ""))
         .app("slow", keyless_api("slow", "/slow", &up.url(), "", ""))
         .proxy_config("upstream_response_timeout_ms = 500")
         .start();
@@ -270,23 +195,13 @@ fn bad_gateway_and_gateway_timeout() {
     let r = client::get(p.listen, "/slow/slow-head/3000").unwrap();
     assert_eq!(r.status, 504);
     assert!(t.elapsed() < Duration::from_millis(2500));
-    let m = wait_metrics(&p, |m| {
-        m.contains("portcullis_upstream_timeouts_total{worker=\"0\"} 1")
-    });
-    assert_eq!(
-        metric_value(&m, "portcullis_upstream_connect_errors_total{worker=\"0\"}"),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric_value(&m, "portcullis_upstream_timeouts_total{worker=\"0\"}"),
-        Some(1.0)
-    );
+    let m = wait_metrics(&p, |m| m.contains("portcullis_upstream_timeouts_total{worker=\"0\"} 1"));
+    assert_eq!(metric_value(&m, "portcullis_upstream_connect_errors_total{worker=\"0\"}"), Some(1.0));
+    assert_eq!(metric_value(&m, "portcullis_upstream_timeouts_total{worker=\"0\"}"), Some(1.0));
 }
 
 fn client_free_addr() -> SocketAddr {
-    format!("127.0.0.1:{}", portcullis_tests::free_port())
-        .parse()
-        .unwrap()
+    format!("127.0.0.1:{}", portcullis_tests::free_port()).parse().unwrap()
 }
 
 #[test]
@@ -297,14 +212,11 @@ fn oversized_head_and_body_are_refused() {
     let r = conn.request("GET", "/up/get", &big, b"").unwrap();
     assert_eq!(r.status, 431);
     let mut conn = Conn::connect(p.listen).unwrap();
-    let r = conn
-        .request("POST", "/up/anything", "", &[b'x'; 1001])
-        .unwrap();
+    let r = conn.request("POST", "/up/anything", "", &[b'x'; 1001]).unwrap();
     assert_eq!(r.status, 413);
     // A chunked body over the limit is cut off with 413 too.
     let mut conn = Conn::connect(p.listen).unwrap();
-    let mut raw =
-        b"POST /up/anything HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut raw = b"POST /up/anything HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..3 {
         raw.extend_from_slice(b"200\r\n");
         raw.extend_from_slice(&[b'y'; 512]);
@@ -316,12 +228,7 @@ fn oversized_head_and_body_are_refused() {
     assert_eq!(r.status, 413);
     // Within limits it works.
     let mut conn = Conn::connect(p.listen).unwrap();
-    assert_eq!(
-        conn.request("POST", "/up/anything", "", &[b'x'; 1000])
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(conn.request("POST", "/up/anything", "", &[b'x'; 1000]).unwrap().status, 200);
 }
 
 #[test]
@@ -353,11 +260,7 @@ fn websocket_upgrade_is_tunnelled() {
     let r = conn.read_head().unwrap();
     assert_eq!(r.status, 101);
     assert_eq!(r.header("upgrade"), Some("websocket"));
-    for msg in [
-        &b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58"[..],
-        b"second frame",
-        &pattern(100_000),
-    ] {
+    for msg in [&b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58"[..], b"second frame", &pattern(100_000)] {
         conn.send(msg).unwrap();
         let mut back = vec![0u8; msg.len()];
         conn.reader().read_exact(&mut back).unwrap();
@@ -376,18 +279,9 @@ fn forwarding_headers_hop_by_hop_expect_and_connection_close() {
     assert_eq!(h["X-Forwarded-For"], "203.0.113.9, 127.0.0.1");
     assert_eq!(h["X-Forwarded-Proto"], "http");
     assert_eq!(h["X-Request-Id"], "abc");
-    assert!(
-        h.get("X-Secret").is_none()
-            && h.get("Keep-Alive").is_none()
-            && h.get("Connection").is_none(),
-        "{h}"
-    );
+    assert!(h.get("X-Secret").is_none() && h.get("Keep-Alive").is_none() && h.get("Connection").is_none(), "{h}");
     let r = conn.get("/up/headers").unwrap();
-    assert_eq!(
-        r.json()["headers"]["X-Request-Id"].as_str().unwrap().len(),
-        32,
-        "generated when absent"
-    );
+    assert_eq!(r.json()["headers"]["X-Request-Id"].as_str().unwrap().len(), 32, "generated when absent");
 
     // Expect: 100-continue is answered before the body is sent.
     conn.send(b"POST /up/anything HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n").unwrap();
@@ -399,17 +293,14 @@ fn forwarding_headers_hop_by_hop_expect_and_connection_close() {
 
     // HTTP/1.0 keep-alive and Connection: close.
     let mut c10 = Conn::connect(p.listen).unwrap();
-    c10.send(b"GET /up/get HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-        .unwrap();
+    c10.send(b"GET /up/get HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
     let r = c10.read_response(false).unwrap();
     assert_eq!(r.header("connection"), Some("keep-alive"));
     c10.send(b"GET /up/get HTTP/1.0\r\n\r\n").unwrap();
     let r = c10.read_response(false).unwrap();
     assert_eq!(r.status, 200);
     assert!(c10.closed());
-    let r = conn
-        .request("GET", "/up/get", "Connection: close\r\n", b"")
-        .unwrap();
+    let r = conn.request("GET", "/up/get", "Connection: close\r\n", b"").unwrap();
     assert_eq!(r.header("connection"), Some("close"));
     assert!(conn.closed());
 }
@@ -421,21 +312,12 @@ fn hot_reload_under_load_loses_no_request_and_rejects_bad_config() {
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut threads = Vec::new();
     for keep_alive in [true, false] {
-        let (stop, ok, failed, addr) = (
-            Arc::clone(&stop),
-            Arc::clone(&ok),
-            Arc::clone(&failed),
-            p.listen,
-        );
+        let (stop, ok, failed, addr) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed), p.listen);
         threads.push(std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(20);
             let mut conn = Conn::connect(addr).unwrap();
             while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                let r = if keep_alive {
-                    conn.get("/up/get")
-                } else {
-                    client::get(addr, "/up/get")
-                };
+                let r = if keep_alive { conn.get("/up/get") } else { client::get(addr, "/up/get") };
                 match r {
                     Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::SeqCst),
                     _ => failed.fetch_add(1, Ordering::SeqCst),
@@ -445,11 +327,7 @@ fn hot_reload_under_load_loses_no_request_and_rejects_bad_config() {
     }
     let up2 = upstream("second");
     std::thread::sleep(Duration::from_millis(200));
-    std::fs::write(
-        p.apps_dir().join("second.json"),
-        keyless_api("second", "/second", &up2.url(), "", ""),
-    )
-    .unwrap();
+    std::fs::write(p.apps_dir().join("second.json"), keyless_api("second", "/second", &up2.url(), "", "")).unwrap();
     let r = p.admin_get("/tyk/reload");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["generation"], 2);
@@ -462,9 +340,7 @@ fn hot_reload_under_load_loses_no_request_and_rejects_bad_config() {
     assert_eq!(r.status, 400);
     let errors = r.json()["errors"].to_string();
     assert!(
-        errors.contains("broken.json")
-            && errors.contains("proxy.target_url")
-            && errors.contains("gopher://x"),
+        errors.contains("broken.json") && errors.contains("proxy.target_url") && errors.contains("gopher://x"),
         "{errors}"
     );
     let hello = client::get(p.admin, "/hello").unwrap().json();
@@ -474,28 +350,13 @@ fn hot_reload_under_load_loses_no_request_and_rejects_bad_config() {
     for t in threads {
         t.join().unwrap();
     }
-    assert_eq!(
-        failed.load(Ordering::SeqCst),
-        0,
-        "{} ok",
-        ok.load(Ordering::SeqCst)
-    );
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "{} ok", ok.load(Ordering::SeqCst));
     assert!(ok.load(Ordering::SeqCst) > 20);
-    assert_eq!(
-        client::get(p.listen, "/second/get")
-            .unwrap()
-            .header("x-upstream"),
-        Some("second")
-    );
+    assert_eq!(client::get(p.listen, "/second/get").unwrap().header("x-upstream"), Some("second"));
     assert_eq!(client::get(p.listen, "/up/get").unwrap().status, 200);
     // Reload needs the secret.
     let mut c = Conn::connect(p.admin).unwrap();
-    assert_eq!(
-        c.request("GET", "/tyk/reload", "X-Tyk-Authorization: wrong\r\n", b"")
-            .unwrap()
-            .status,
-        403
-    );
+    assert_eq!(c.request("GET", "/tyk/reload", "X-Tyk-Authorization: wrong\r\n", b"").unwrap().status, 403);
 }
 
 #[test]
@@ -506,14 +367,9 @@ fn sigterm_drains_in_flight_requests() {
     let inflight = std::thread::spawn(move || client::get(addr, "/up/delay/1"));
     std::thread::sleep(Duration::from_millis(300));
     p.signal(libc::SIGTERM);
-    let r = inflight
-        .join()
-        .unwrap()
-        .expect("in-flight request finished");
+    let r = inflight.join().unwrap().expect("in-flight request finished");
     assert_eq!(r.status, 200);
-    let status = p
-        .wait_exit(Duration::from_secs(8))
-        .expect("exited after drain");
+    let status = p.wait_exit(Duration::from_secs(8)).expect("exited after drain");
     assert!(status.success(), "{status}");
     drop(idle);
     assert!(TcpStream::connect(addr).is_err(), "no longer accepting");
@@ -525,48 +381,25 @@ fn check_reports_every_broken_file_with_field_and_value() {
     std::fs::create_dir(dir.path().join("apps")).unwrap();
     std::fs::write(dir.path().join("apps/oauth.json"), r#"{"api_id": "o", "active": true, "use_keyless": true, "use_oauth2": true, "proxy": {"listen_path": "/o", "target_url": "http://127.0.0.1:1/"}}"#).unwrap();
     std::fs::write(dir.path().join("apps/bad.json"), "{ not json").unwrap();
-    std::fs::write(
-        dir.path().join("apps/good.json"),
-        keyless_api("good", "/good", "http://127.0.0.1:1/", "", ""),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("portcullis.toml"),
-        "[proxy]\nlisten = \"nowhere\"\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("apps/good.json"), keyless_api("good", "/good", "http://127.0.0.1:1/", "", ""))
+        .unwrap();
+    std::fs::write(dir.path().join("portcullis.toml"), "[proxy]\nlisten = \"nowhere\"\n").unwrap();
     let run = |cfg: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(["check", "--config"])
             .arg(dir.path().join(cfg))
             .output()
             .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
     };
     let (code, out) = run("portcullis.toml");
     assert_eq!(code, Some(1));
-    assert!(
-        out.contains("proxy.listen") && out.contains("nowhere"),
-        "{out}"
-    );
-    std::fs::write(
-        dir.path().join("portcullis.toml"),
-        "[proxy]\nlisten = \"127.0.0.1:1\"\n",
-    )
-    .unwrap();
+    assert!(out.contains("proxy.listen") && out.contains("nowhere"), "{out}");
+    std::fs::write(dir.path().join("portcullis.toml"), "[proxy]\nlisten = \"127.0.0.1:1\"\n").unwrap();
     let (code, out) = run("portcullis.toml");
     assert_eq!(code, Some(1));
-    assert!(
-        out.contains("oauth.json") && out.contains("use_oauth2") && out.contains("true"),
-        "{out}"
-    );
-    assert!(
-        out.contains("bad.json") && out.contains("not valid JSON"),
-        "{out}"
-    );
+    assert!(out.contains("oauth.json") && out.contains("use_oauth2") && out.contains("true"), "{out}");
+    assert!(out.contains("bad.json") && out.contains("not valid JSON"), "{out}");
     assert!(!out.contains("good.json"), "{out}");
     std::fs::remove_file(dir.path().join("apps/oauth.json")).unwrap();
     std::fs::remove_file(dir.path().join("apps/bad.json")).unwrap();
@@ -591,9 +424,7 @@ fn metrics_parse_as_prometheus_text() {
         conn.get("/up/get").unwrap();
     }
     conn.get("/nowhere").unwrap();
-    let text = wait_metrics(&p, |m| {
-        m.contains("portcullis_worker_requests_total{worker=\"0\"} 6")
-    });
+    let text = wait_metrics(&p, |m| m.contains("portcullis_worker_requests_total{worker=\"0\"} 6"));
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition");
     let count = scrape
@@ -631,39 +462,21 @@ fn two_workers_pinned_with_own_listeners_share_traffic() {
         return;
     }
     let up = upstream("up");
-    let p = builder()
-        .workers(2)
-        .app("up", keyless_api("up", "/up/", &up.url(), "", ""))
-        .start();
+    let p = builder().workers(2).app("up", keyless_api("up", "/up/", &up.url(), "", "")).start();
     for _ in 0..40 {
         assert_eq!(client::get(p.listen, "/up/get").unwrap().status, 200);
     }
     let m = wait_metrics(&p, |m| {
         (0..2).all(|w| {
-            metric_value(
-                m,
-                &format!("portcullis_worker_requests_total{{worker=\"{w}\"}}"),
-            )
-            .unwrap_or(0.0)
-                > 0.0
+            metric_value(m, &format!("portcullis_worker_requests_total{{worker=\"{w}\"}}")).unwrap_or(0.0) > 0.0
         })
     });
     for w in 0..2 {
-        let n = metric_value(
-            &m,
-            &format!("portcullis_worker_requests_total{{worker=\"{w}\"}}"),
-        )
-        .unwrap();
+        let n = metric_value(&m, &format!("portcullis_worker_requests_total{{worker=\"{w}\"}}")).unwrap();
         assert!(n > 0.0, "worker {w} served nothing:\n{m}");
     }
-    assert!(
-        m.contains("portcullis_worker_info{worker=\"0\",cpu=\"0\""),
-        "{m}"
-    );
-    assert!(
-        m.contains("portcullis_worker_info{worker=\"1\",cpu=\"1\""),
-        "{m}"
-    );
+    assert!(m.contains("portcullis_worker_info{worker=\"0\",cpu=\"0\""), "{m}");
+    assert!(m.contains("portcullis_worker_info{worker=\"1\",cpu=\"1\""), "{m}");
     // Each worker thread is pinned to one CPU.
     let pid = p.child.id();
     let mut pinned = Vec::new();
@@ -672,23 +485,12 @@ fn two_workers_pinned_with_own_listeners_share_traffic() {
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap();
         if comm.starts_with("portcullis-w") {
             let status = std::fs::read_to_string(dir.join("status")).unwrap();
-            let cpus = status
-                .lines()
-                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-                .unwrap()
-                .trim()
-                .to_string();
+            let cpus = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim().to_string();
             pinned.push((comm.trim().to_string(), cpus));
         }
     }
     pinned.sort();
-    assert_eq!(
-        pinned,
-        vec![
-            ("portcullis-w0".into(), "0".into()),
-            ("portcullis-w1".into(), "1".into())
-        ]
-    );
+    assert_eq!(pinned, vec![("portcullis-w0".into(), "0".into()), ("portcullis-w1".into(), "1".into())]);
     // Two listening sockets (SO_REUSEPORT), one per worker.
     let port_hex = format!(":{:04X}", p.listen.port());
     let listening = std::fs::read_to_string("/proc/net/tcp")
@@ -705,12 +507,7 @@ fn two_workers_pinned_with_own_listeners_share_traffic() {
 #[test]
 fn taskset_pins_the_single_worker_to_the_allowed_cpu() {
     let cpus = portcullis::dataplane::affinity_cpus();
-    if cpus.len() < 2
-        || std::process::Command::new("taskset")
-            .arg("-V")
-            .output()
-            .is_err()
-    {
+    if cpus.len() < 2 || std::process::Command::new("taskset").arg("-V").output().is_err() {
         eprintln!("skipped: needs 2 CPUs and taskset");
         return;
     }
@@ -718,11 +515,7 @@ fn taskset_pins_the_single_worker_to_the_allowed_cpu() {
     let up = upstream("up");
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("apps")).unwrap();
-    std::fs::write(
-        dir.path().join("apps/up.json"),
-        keyless_api("up", "/up", &up.url(), "", ""),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("apps/up.json"), keyless_api("up", "/up", &up.url(), "", "")).unwrap();
     let (listen, admin) = (client_free_addr(), client_free_addr());
     std::fs::write(
         dir.path().join("p.toml"),
@@ -730,15 +523,7 @@ fn taskset_pins_the_single_worker_to_the_allowed_cpu() {
     )
     .unwrap();
     let mut child = std::process::Command::new("taskset")
-        .args([
-            "-c",
-            &cpu.to_string(),
-            env!("CARGO_BIN_EXE_portcullis"),
-            "run",
-            "--workers",
-            "1",
-            "--config",
-        ])
+        .args(["-c", &cpu.to_string(), env!("CARGO_BIN_EXE_portcullis"), "run", "--workers", "1", "--config"])
         .arg(dir.path().join("p.toml"))
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -756,12 +541,7 @@ fn taskset_pins_the_single_worker_to_the_allowed_cpu() {
     }
     let _ = child.kill();
     let _ = child.wait();
-    assert!(
-        text.contains(&format!(
-            "portcullis_worker_info{{worker=\"0\",cpu=\"{cpu}\""
-        )),
-        "{text}"
-    );
+    assert!(text.contains(&format!("portcullis_worker_info{{worker=\"0\",cpu=\"{cpu}\"")), "{text}");
     assert!(!text.contains("worker=\"1\""), "{text}");
 }
 
@@ -776,28 +556,13 @@ fn connections_over_the_per_worker_limit_are_refused_and_counted() {
     assert_eq!(b.get("/up/get").unwrap().status, 200);
     let mut c = Conn::connect(p.listen).unwrap();
     let _ = c.send(b"GET /up/get HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert!(
-        c.read_response(false).is_err(),
-        "third connection is closed"
-    );
-    let m = wait_metrics(&p, |m| {
-        m.contains("portcullis_worker_connections_refused_total{worker=\"0\"} 1")
-    });
-    assert_eq!(
-        metric_value(
-            &m,
-            "portcullis_worker_connections_refused_total{worker=\"0\"}"
-        ),
-        Some(1.0)
-    );
+    assert!(c.read_response(false).is_err(), "third connection is closed");
+    let m = wait_metrics(&p, |m| m.contains("portcullis_worker_connections_refused_total{worker=\"0\"} 1"));
+    assert_eq!(metric_value(&m, "portcullis_worker_connections_refused_total{worker=\"0\"}"), Some(1.0));
     drop(a);
     std::thread::sleep(Duration::from_millis(100));
     let mut d = Conn::connect(p.listen).unwrap();
-    assert_eq!(
-        d.get("/up/get").unwrap().status,
-        200,
-        "capacity freed by a closed connection is reused"
-    );
+    assert_eq!(d.get("/up/get").unwrap().status, 200, "capacity freed by a closed connection is reused");
     let _ = b.stream().write_all(b"");
 }
 
@@ -817,15 +582,7 @@ fn readme_walkthrough_with_the_repository_config() {
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .current_dir(root)
-        .args([
-            "run",
-            "--config",
-            "portcullis.toml",
-            "--listen",
-            &listen.to_string(),
-            "--admin",
-            &admin.to_string(),
-        ])
+        .args(["run", "--config", "portcullis.toml", "--listen", &listen.to_string(), "--admin", &admin.to_string()])
         .stderr(log.reopen().unwrap())
         .spawn()
         .unwrap();
@@ -840,12 +597,7 @@ fn readme_walkthrough_with_the_repository_config() {
     }
     let _ = child.kill();
     let _ = child.wait();
-    let r = resp.unwrap_or_else(|| {
-        panic!(
-            "no answer:\n{}",
-            std::fs::read_to_string(log.path()).unwrap_or_default()
-        )
-    });
+    let r = resp.unwrap_or_else(|| panic!("no answer:\n{}", std::fs::read_to_string(log.path()).unwrap_or_default()));
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["args"]["foo"], "bar");
     assert_eq!(up.accepted(), 1);

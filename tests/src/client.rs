@@ -16,19 +16,12 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn text(&self) -> String {
@@ -51,9 +44,7 @@ impl Conn {
         let s = TcpStream::connect_timeout(&addr, timeout)?;
         s.set_read_timeout(Some(Duration::from_secs(15)))?;
         s.set_nodelay(true)?;
-        Ok(Conn {
-            r: BufReader::new(s),
-        })
+        Ok(Conn { r: BufReader::new(s) })
     }
 
     pub fn stream(&mut self) -> &mut TcpStream {
@@ -69,13 +60,7 @@ impl Conn {
     }
 
     /// Sends a simple request with `Host: test` and optional extra header lines.
-    pub fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        extra: &str,
-        body: &[u8],
-    ) -> io::Result<Response> {
+    pub fn request(&mut self, method: &str, path: &str, extra: &str, body: &[u8]) -> io::Result<Response> {
         let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}").into_bytes();
         if !body.is_empty() || method == "POST" || method == "PUT" {
             raw.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
@@ -108,10 +93,7 @@ impl Conn {
             let mut line = Vec::new();
             let n = self.r.read_until(b'\n', &mut line)?;
             if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed before a response",
-                ));
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a response"));
             }
             head.extend_from_slice(&line);
             if line == b"\r\n" {
@@ -120,19 +102,13 @@ impl Conn {
         }
         let mut hs = [httparse::EMPTY_HEADER; 128];
         let mut resp = httparse::Response::new(&mut hs);
-        resp.parse(&head)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        resp.parse(&head).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         Ok(Response {
             status: resp.code.unwrap_or(0),
             headers: resp
                 .headers
                 .iter()
-                .map(|h| {
-                    (
-                        h.name.to_string(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
+                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
                 .collect(),
             body: Vec::new(),
             trailers: Vec::new(),
@@ -143,17 +119,11 @@ impl Conn {
         if head_request || resp.status == 204 || resp.status == 304 || resp.status == 101 {
             return Ok(resp);
         }
-        if resp
-            .header("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-        {
+        if resp.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
             let (data, trailers) = crate::httpbin::read_chunked(&mut self.r)?;
             resp.body = data;
             resp.trailers = trailers;
-        } else if let Some(n) = resp
-            .header("content-length")
-            .and_then(|v| v.trim().parse::<usize>().ok())
-        {
+        } else if let Some(n) = resp.header("content-length").and_then(|v| v.trim().parse::<usize>().ok()) {
             resp.body = vec![0; n];
             self.r.read_exact(&mut resp.body)?;
         } else {

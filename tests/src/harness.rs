@@ -17,10 +17,7 @@ pub fn binary() -> PathBuf {
     }
     // Fallback: next to the test executable's target dir.
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("portcullis"))
-        .expect("target dir")
+    exe.parent().and_then(Path::parent).map(|d| d.join("portcullis")).expect("target dir")
 }
 
 fn option_env_bin() -> Option<PathBuf> {
@@ -111,16 +108,11 @@ impl ProxyBuilder {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::create_dir(dir.path().join("apps")).expect("apps dir");
         for (name, json) in &self.apps {
-            fs::write(dir.path().join("apps").join(format!("{name}.json")), json)
-                .expect("write app");
+            fs::write(dir.path().join("apps").join(format!("{name}.json")), json).expect("write app");
         }
         fs::write(dir.path().join("apps/policies.json"), &self.policies).expect("policies");
-        let listen: SocketAddr = format!("{}:{}", self.listen_ip, crate::free_port())
-            .parse()
-            .expect("addr");
-        let admin: SocketAddr = format!("127.0.0.1:{}", crate::free_port())
-            .parse()
-            .expect("addr");
+        let listen: SocketAddr = format!("{}:{}", self.listen_ip, crate::free_port()).parse().expect("addr");
+        let admin: SocketAddr = format!("127.0.0.1:{}", crate::free_port()).parse().expect("addr");
         let secret = "test-secret".to_string();
         let config = format!(
             "[proxy]\nlisten = \"{listen}\"\nworkers = {}\n{}\n[admin]\nlisten = \"{admin}\"\nsecret = \"{secret}\"\n\n[apps]\ndir = \"apps\"\npolicies = \"apps/policies.json\"\n\n[log]\nlevel = \"info\"\n\n{}",
@@ -129,15 +121,7 @@ impl ProxyBuilder {
         fs::write(dir.path().join("portcullis.toml"), config).expect("config");
         let log = dir.path().join("portcullis.log");
         let child = spawn(&self.bin, dir.path(), &log, self.uid);
-        let mut p = Proxy {
-            dir,
-            listen,
-            admin,
-            secret,
-            child,
-            log,
-            bin: self.bin,
-        };
+        let mut p = Proxy { dir, listen, admin, secret, child, log, bin: self.bin };
         p.wait_ready();
         p
     }
@@ -145,11 +129,7 @@ impl ProxyBuilder {
 
 fn spawn(bin: &Path, dir: &Path, log: &Path, uid: Option<u32>) -> Child {
     {
-        let log_file = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log file");
+        let log_file = fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
         let mut cmd = Command::new(bin);
         if let Some(uid) = uid {
             use std::os::unix::fs::PermissionsExt;
@@ -223,29 +203,17 @@ impl Proxy {
     /// Admin GET with the secret.
     pub fn admin_get(&self, path: &str) -> client::Response {
         let mut c = client::Conn::connect(self.admin).expect("admin connect");
-        c.request(
-            "GET",
-            path,
-            &format!(
-                "X-Tyk-Authorization: {}\r\nConnection: close\r\n",
-                self.secret
-            ),
-            b"",
-        )
-        .expect("admin request")
+        c.request("GET", path, &format!("X-Tyk-Authorization: {}\r\nConnection: close\r\n", self.secret), b"")
+            .expect("admin request")
     }
 
     /// Admin request with the secret and a body.
     pub fn admin_send(&self, method: &str, path: &str, body: &str) -> client::Response {
         let mut c = client::Conn::connect(self.admin).expect("admin connect");
-        let extra = format!(
-            "X-Tyk-Authorization: {}\r\nConnection: close\r\nContent-Type: application/json\r\n",
-            self.secret
-        );
-        let raw = format!(
-            "{method} {path} HTTP/1.1\r\nHost: admin\r\n{extra}Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
+        let extra =
+            format!("X-Tyk-Authorization: {}\r\nConnection: close\r\nContent-Type: application/json\r\n", self.secret);
+        let raw =
+            format!("{method} {path} HTTP/1.1\r\nHost: admin\r\n{extra}Content-Length: {}\r\n\r\n{body}", body.len());
         c.send(raw.as_bytes()).expect("admin send");
         c.read_response(false).expect("admin response")
     }
@@ -276,13 +244,7 @@ impl Drop for Proxy {
 }
 
 /// A keyless Tyk API definition.
-pub fn keyless_api(
-    api_id: &str,
-    listen_path: &str,
-    target: &str,
-    extra_proxy: &str,
-    extra_top: &str,
-) -> String {
+pub fn keyless_api(api_id: &str, listen_path: &str, target: &str, extra_proxy: &str, extra_top: &str) -> String {
     format!(
         r#"{{"name": "{api_id}", "api_id": "{api_id}", "active": true, "use_keyless": true, {extra_top}
   "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default"}}}}}},

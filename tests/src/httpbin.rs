@@ -47,12 +47,7 @@ impl Httpbin {
                 });
             }
         });
-        Ok(Httpbin {
-            addr,
-            accepted,
-            stop,
-            name: name.to_string(),
-        })
+        Ok(Httpbin { addr, accepted, stop, name: name.to_string() })
     }
 
     /// Connections accepted so far.
@@ -84,10 +79,7 @@ struct Req {
 
 impl Req {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -97,11 +89,7 @@ fn read_head(r: &mut BufReader<TcpStream>) -> io::Result<Option<Vec<u8>>> {
         let mut line = Vec::new();
         let n = r.read_until(b'\n', &mut line)?;
         if n == 0 {
-            return if head.is_empty() {
-                Ok(None)
-            } else {
-                Err(io::ErrorKind::UnexpectedEof.into())
-            };
+            return if head.is_empty() { Ok(None) } else { Err(io::ErrorKind::UnexpectedEof.into()) };
         }
         head.extend_from_slice(&line);
         if line == b"\r\n" || line == b"\n" {
@@ -120,12 +108,8 @@ pub fn read_chunked<R: BufRead>(r: &mut R) -> io::Result<(Vec<u8>, Vec<(String, 
         let mut line = String::new();
         r.read_line(&mut line)?;
         let size = line.trim().split(';').next().unwrap_or("");
-        let size = usize::from_str_radix(size.trim(), 16).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("bad chunk size {line:?}"),
-            )
-        })?;
+        let size = usize::from_str_radix(size.trim(), 16)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk size {line:?}")))?;
         if size == 0 {
             break;
         }
@@ -156,18 +140,9 @@ fn read_req(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> io::Result<Optio
     };
     let mut hs = [httparse::EMPTY_HEADER; 128];
     let mut req = httparse::Request::new(&mut hs);
-    req.parse(&head)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    let headers: Vec<(String, String)> = req
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
+    req.parse(&head).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    let headers: Vec<(String, String)> =
+        req.headers.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned())).collect();
     let mut out = Req {
         method: req.method.unwrap_or("").to_string(),
         target: req.path.unwrap_or("").to_string(),
@@ -177,24 +152,15 @@ fn read_req(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> io::Result<Optio
         chunked: false,
         trailers: Vec::new(),
     };
-    if out
-        .header("expect")
-        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
-    {
+    if out.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
         w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
     }
-    if out
-        .header("transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-    {
+    if out.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
         let (data, trailers) = read_chunked(r)?;
         out.body = data;
         out.trailers = trailers;
         out.chunked = true;
-    } else if let Some(n) = out
-        .header("content-length")
-        .and_then(|v| v.trim().parse::<usize>().ok())
-    {
+    } else if let Some(n) = out.header("content-length").and_then(|v| v.trim().parse::<usize>().ok()) {
         out.body = vec![0; n];
         r.read_exact(&mut out.body)?;
     }
@@ -210,10 +176,7 @@ fn serve(conn: TcpStream, name: &str) -> io::Result<()> {
         let Some(req) = read_req(&mut r, &mut w)? else {
             return Ok(());
         };
-        let close = req.minor == 0
-            || req
-                .header("connection")
-                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let close = req.minor == 0 || req.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let keep = respond(&req, &mut r, &mut w, peer, name, close)?;
         if !keep || close {
             return Ok(());
@@ -244,24 +207,13 @@ fn json_body(req: &Req, peer: SocketAddr, with_body: bool) -> Value {
         v["method"] = Value::String(req.method.clone());
         v["json"] = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         v["data"] = Value::String(data);
-        v["trailers"] = Value::Object(
-            req.trailers
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                .collect(),
-        );
+        v["trailers"] =
+            Value::Object(req.trailers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect());
     }
     v
 }
 
-fn write_response(
-    w: &mut TcpStream,
-    status: u16,
-    ctype: &str,
-    body: &[u8],
-    name: &str,
-    close: bool,
-) -> io::Result<()> {
+fn write_response(w: &mut TcpStream, status: u16, ctype: &str, body: &[u8], name: &str, close: bool) -> io::Result<()> {
     let reason = match status {
         200 => "OK",
         201 => "Created",
@@ -288,9 +240,7 @@ fn write_response(
 
 /// Deterministic body bytes for `/bytes` and `/stream-bytes`.
 pub fn pattern(n: usize) -> Vec<u8> {
-    (0..n)
-        .map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789"[i % 36])
-        .collect()
+    (0..n).map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789"[i % 36]).collect()
 }
 
 fn respond(
@@ -310,22 +260,13 @@ fn respond(
             if seg[0] == "headers" {
                 v = json!({"headers": v["headers"]});
             }
-            write_response(
-                w,
-                200,
-                json_ct,
-                serde_json::to_string_pretty(&v)?.as_bytes(),
-                name,
-                close,
-            )?;
+            write_response(w, 200, json_ct, serde_json::to_string_pretty(&v)?.as_bytes(), name, close)?;
         }
         ["ip"] => write_response(
             w,
             200,
             json_ct,
-            json!({"origin": peer.ip().to_string()})
-                .to_string()
-                .as_bytes(),
+            json!({"origin": peer.ip().to_string()}).to_string().as_bytes(),
             name,
             close,
         )?,
@@ -333,22 +274,13 @@ fn respond(
             w,
             200,
             json_ct,
-            json!({"user-agent": req.header("user-agent")})
-                .to_string()
-                .as_bytes(),
+            json!({"user-agent": req.header("user-agent")}).to_string().as_bytes(),
             name,
             close,
         )?,
         ["anything", ..] => {
             let v = json_body(req, peer, true);
-            write_response(
-                w,
-                200,
-                json_ct,
-                serde_json::to_string_pretty(&v)?.as_bytes(),
-                name,
-                close,
-            )?;
+            write_response(w, 200, json_ct, serde_json::to_string_pretty(&v)?.as_bytes(), name, close)?;
         }
         ["status", code] => {
             let code: u16 = code.parse().unwrap_or(400);
@@ -358,14 +290,7 @@ fn respond(
             let s: f64 = s.parse().unwrap_or(0.0);
             std::thread::sleep(Duration::from_secs_f64(s.clamp(0.0, 10.0)));
             let v = json_body(req, peer, false);
-            write_response(
-                w,
-                200,
-                json_ct,
-                serde_json::to_string_pretty(&v)?.as_bytes(),
-                name,
-                close,
-            )?;
+            write_response(w, 200, json_ct, serde_json::to_string_pretty(&v)?.as_bytes(), name, close)?;
         }
         ["slow-head", ms] => {
             std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
@@ -393,13 +318,18 @@ fn respond(
         }
         ["close-delimited", n] => {
             let n: usize = n.parse().unwrap_or(0).min(100 << 20);
-            w.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nX-Upstream: {name}\r\n\r\n").as_bytes())?;
+            w.write_all(
+                format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nX-Upstream: {name}\r\n\r\n")
+                    .as_bytes(),
+            )?;
             w.write_all(&pattern(n))?;
             return Ok(false);
         }
         ["echo"] => {
             if req.chunked {
-                let mut out = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+                let mut out =
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        .to_vec();
                 for chunk in req.body.chunks(5000) {
                     out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
                     out.extend_from_slice(chunk);
@@ -434,9 +364,7 @@ fn respond(
             w,
             404,
             json_ct,
-            json!({"error": "not found", "path": path})
-                .to_string()
-                .as_bytes(),
+            json!({"error": "not found", "path": path}).to_string().as_bytes(),
             name,
             close,
         )?,

@@ -15,10 +15,7 @@ pub mod redis;
 
 /// A free loopback port (bound then released; good enough for tests on one host).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 /// True when running in CI (`CI=true`), where privileged tests must run instead of skipping.

@@ -20,17 +20,11 @@ pub fn privileged() -> Option<String> {
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {args:?}: {e}"))?;
+    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {args:?}: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(format!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
@@ -57,28 +51,13 @@ impl NetNs {
         // Leftovers of a killed earlier run with the same pid.
         let _ = ip(&["netns", "del", &ns]);
         let _ = ip(&["link", "del", &host_if]);
-        let me = NetNs {
-            ns: ns.clone(),
-            host_if: host_if.clone(),
-            host_ip,
-            ns_ip,
-        };
+        let me = NetNs { ns: ns.clone(), host_if: host_if.clone(), host_ip, ns_ip };
         ip(&["netns", "add", &ns])?;
-        ip(&[
-            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
-        ])?;
+        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &ns_if])?;
         ip(&["link", "set", &ns_if, "netns", &ns])?;
         ip(&["addr", "add", &format!("{host_ip}/24"), "dev", &host_if])?;
         ip(&["link", "set", &host_if, "up"])?;
-        ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{ns_ip}/24"),
-            "dev",
-            &ns_if,
-        ])?;
+        ip(&["-n", &ns, "addr", "add", &format!("{ns_ip}/24"), "dev", &ns_if])?;
         ip(&["-n", &ns, "link", "set", &ns_if, "up"])?;
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         Ok(me)
@@ -91,12 +70,7 @@ impl NetNs {
             let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
             // SAFETY: setns on a valid namespace fd; it only changes this thread's namespace.
             let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(
-                rc,
-                0,
-                "setns({path}) failed: {}",
-                std::io::Error::last_os_error()
-            );
+            assert_eq!(rc, 0, "setns({path}) failed: {}", std::io::Error::last_os_error());
             f()
         })
         .join()

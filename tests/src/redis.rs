@@ -16,10 +16,7 @@ impl RedisServer {
         let port = crate::free_port();
         let mut s = RedisServer { port, child: None };
         if !s.spawn() {
-            assert!(
-                !crate::in_ci(),
-                "redis-server is not installed; .ci/run must install it"
-            );
+            assert!(!crate::in_ci(), "redis-server is not installed; .ci/run must install it");
             eprintln!("SKIP: redis-server is not installed (apt-get install redis-server); Redis tests skipped");
             return None;
         }
@@ -28,16 +25,7 @@ impl RedisServer {
 
     fn spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();

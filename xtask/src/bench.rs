@@ -49,11 +49,7 @@ impl Target {
         }
     }
     fn port(self) -> u16 {
-        PORTS
-            .iter()
-            .find(|(t, _)| *t == self)
-            .map(|(_, p)| *p)
-            .unwrap_or(0)
+        PORTS.iter().find(|(t, _)| *t == self).map(|(_, p)| *p).unwrap_or(0)
     }
 }
 
@@ -143,27 +139,20 @@ struct Opts {
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
-    let mut o = Opts {
-        uring: false,
-        scenarios: Vec::new(),
-        runs: 3,
-        duration: 10,
-    };
+    let mut o = Opts { uring: false, scenarios: Vec::new(), runs: 3, duration: 10 };
     let mut quick = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut val = |name: &str| {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{name} needs a value"))
-        };
+        let mut val = |name: &str| it.next().cloned().with_context(|| format!("{name} needs a value"));
         match a.as_str() {
             "--scenario" => o.scenarios.push(val("--scenario")?),
             "--runs" => o.runs = val("--runs")?.parse().context("--runs: not a number")?,
             "--duration" => o.duration = val("--duration")?.parse().context("--duration: not a number")?,
             "--quick" => quick = true,
             "--uring" => o.uring = true,
-            other => bail!("unknown bench option {other:?} (use --scenario NAME, --runs N, --duration S, --quick, --uring)"),
+            other => {
+                bail!("unknown bench option {other:?} (use --scenario NAME, --runs N, --duration S, --quick, --uring)")
+            }
         }
     }
     if quick {
@@ -172,14 +161,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
     }
     for s in &o.scenarios {
         if !SCENARIOS.iter().any(|x| x.name == s) {
-            bail!(
-                "unknown scenario {s:?}; known: {}",
-                SCENARIOS
-                    .iter()
-                    .map(|s| s.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            bail!("unknown scenario {s:?}; known: {}", SCENARIOS.iter().map(|s| s.name).collect::<Vec<_>>().join(", "));
         }
     }
     if o.runs == 0 || o.duration == 0 {
@@ -199,23 +181,14 @@ fn have(cmd: &str) -> bool {
 
 /// Installs missing tools through apt; returns the ones still missing with the reason.
 fn ensure_tools() -> Vec<(&'static str, String)> {
-    let wanted = [
-        ("wrk", "wrk"),
-        ("nginx", "nginx-light"),
-        ("haproxy", "haproxy"),
-        ("taskset", "util-linux"),
-    ];
+    let wanted = [("wrk", "wrk"), ("nginx", "nginx-light"), ("haproxy", "haproxy"), ("taskset", "util-linux")];
     let missing: Vec<_> = wanted.iter().filter(|(c, _)| !have(c)).collect();
     if !missing.is_empty() {
         let pkgs: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
         eprintln!(
             "bench: installing {} through apt (missing: {})",
             pkgs.join(" "),
-            missing
-                .iter()
-                .map(|(c, _)| *c)
-                .collect::<Vec<_>>()
-                .join(", ")
+            missing.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ")
         );
         let _ = Command::new("apt-get").args(["update", "-q"]).status();
         let _ = Command::new("apt-get")
@@ -227,22 +200,14 @@ fn ensure_tools() -> Vec<(&'static str, String)> {
     wanted
         .iter()
         .filter(|(c, _)| !have(c))
-        .map(|(c, p)| {
-            (
-                *c,
-                format!("`{c}` not installed and `apt-get install {p}` failed"),
-            )
-        })
+        .map(|(c, p)| (*c, format!("`{c}` not installed and `apt-get install {p}` failed")))
         .collect()
 }
 
 fn raise_nofile() {
     // SAFETY: getrlimit/setrlimit on our own process with a valid, initialised struct.
     unsafe {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
+        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
             r.rlim_cur = r.rlim_max.min(65536);
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
@@ -332,10 +297,9 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
         dir.join("apps/policies.json"),
         r#"{"gw": {"rate": 1000000, "per": 1, "quota_max": -1, "access_rights": {"gw": {"api_id": "gw", "versions": ["Default"]}}}}"#,
     )?;
-    for (file, target, driver) in [
-        ("portcullis.toml", Target::Portcullis, "auto"),
-        ("portcullis-uring.toml", Target::PortcullisUring, "uring"),
-    ] {
+    for (file, target, driver) in
+        [("portcullis.toml", Target::Portcullis, "auto"), ("portcullis-uring.toml", Target::PortcullisUring, "uring")]
+    {
         std::fs::write(
             dir.join(file),
             format!(
@@ -375,11 +339,7 @@ fn start(target: Target, dir: &Path, portcullis: &Path) -> Result<Option<Running
     let child = match target {
         Target::Direct => return Ok(None),
         Target::Portcullis | Target::PortcullisUring => {
-            let name = if target == Target::Portcullis {
-                "portcullis"
-            } else {
-                "portcullis-uring"
-            };
+            let name = if target == Target::Portcullis { "portcullis" } else { "portcullis-uring" };
             pinned(PROXY_CPU, portcullis)
                 .arg("run")
                 .arg("--config")
@@ -387,11 +347,9 @@ fn start(target: Target, dir: &Path, portcullis: &Path) -> Result<Option<Running
                 .stderr(std::fs::File::create(dir.join(format!("{name}.log")))?)
                 .spawn()?
         }
-        Target::Nginx => pinned(PROXY_CPU, "nginx")
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .stderr(Stdio::null())
-            .spawn()?,
+        Target::Nginx => {
+            pinned(PROXY_CPU, "nginx").arg("-c").arg(dir.join("nginx.conf")).stderr(Stdio::null()).spawn()?
+        }
         Target::Haproxy => pinned(PROXY_CPU, "haproxy")
             .arg("-db")
             .arg("-f")
@@ -399,22 +357,15 @@ fn start(target: Target, dir: &Path, portcullis: &Path) -> Result<Option<Running
             .stderr(Stdio::null())
             .spawn()?,
     };
-    let mut running = Running {
-        measured_pid: child.id(),
-        child,
-    };
-    wait_port(target.port(), Duration::from_secs(10))
-        .with_context(|| format!("{} did not start", target.name()))?;
+    let mut running = Running { measured_pid: child.id(), child };
+    wait_port(target.port(), Duration::from_secs(10)).with_context(|| format!("{} did not start", target.name()))?;
     // taskset execs the program, so the child pid is the proxy; nginx's worker is its child.
     if target == Target::Nginx {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let kids = std::fs::read_to_string(format!(
-                "/proc/{}/task/{}/children",
-                running.child.id(),
-                running.child.id()
-            ))
-            .unwrap_or_default();
+            let kids =
+                std::fs::read_to_string(format!("/proc/{}/task/{}/children", running.child.id(), running.child.id()))
+                    .unwrap_or_default();
             if let Some(pid) = kids.split_whitespace().next().and_then(|p| p.parse().ok()) {
                 running.measured_pid = pid;
                 break;
@@ -438,9 +389,7 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
 
 fn status_kib(pid: u32, key: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    s.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 fn parse_latency_us(v: &str) -> Option<f64> {
@@ -467,10 +416,7 @@ fn parse_wrk(out: &str) -> Result<Sample> {
             ["99%", v] => s.p99_us = parse_latency_us(v).unwrap_or(0.0),
             ["Non-2xx", "or", "3xx", "responses:", n] => s.non_2xx = n.parse().unwrap_or(0),
             ["Socket", "errors:", rest @ ..] => {
-                s.errors = rest
-                    .iter()
-                    .filter_map(|x| x.trim_end_matches(',').parse::<u64>().ok())
-                    .sum();
+                s.errors = rest.iter().filter_map(|x| x.trim_end_matches(',').parse::<u64>().ok()).sum();
             }
             _ => {}
         }
@@ -485,14 +431,7 @@ fn run_wrk(sc: &Scenario, target: Target, duration: u64) -> Result<Sample> {
     let port = target.port();
     let through_gateway = sc.gateway && matches!(target, Target::Portcullis | Target::PortcullisUring);
     let mut cmd = pinned(LOAD_CPU, "wrk");
-    cmd.args([
-        "-t1",
-        &format!("-c{}", sc.connections),
-        &format!("-d{duration}s"),
-        "--latency",
-        "--timeout",
-        "5s",
-    ]);
+    cmd.args(["-t1", &format!("-c{}", sc.connections), &format!("-d{duration}s"), "--latency", "--timeout", "5s"]);
     if sc.close {
         cmd.args(["-H", "Connection: close"]);
     }
@@ -506,25 +445,12 @@ fn run_wrk(sc: &Scenario, target: Target, duration: u64) -> Result<Sample> {
     parse_wrk(&String::from_utf8_lossy(&out.stdout))
 }
 
-fn measure(
-    target: Target,
-    sc: &Scenario,
-    dir: &Path,
-    portcullis: &Path,
-    duration: u64,
-) -> Result<Sample> {
+fn measure(target: Target, sc: &Scenario, dir: &Path, portcullis: &Path, duration: u64) -> Result<Sample> {
     wait_port_free(target.port());
     let running = start(target, dir, portcullis)?;
     let pid = running.as_ref().map(|r| r.measured_pid);
     // Short warm-up so connection pools and caches are filled before measuring.
-    let _ = run_wrk(
-        &Scenario {
-            connections: sc.connections.min(32),
-            ..*sc
-        },
-        target,
-        1,
-    );
+    let _ = run_wrk(&Scenario { connections: sc.connections.min(32), ..*sc }, target, 1);
     let base_rss = pid.and_then(|p| status_kib(p, "VmRSS:"));
     let t0 = pid.and_then(cpu_ticks);
     let mut s = run_wrk(sc, target, duration)?;
@@ -576,28 +502,16 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
     let opts = parse_opts(args)?;
     let missing = ensure_tools();
     if missing.iter().any(|(c, _)| *c == "wrk" || *c == "taskset") {
-        bail!(
-            "cannot benchmark: {}",
-            missing
-                .iter()
-                .map(|(_, r)| r.as_str())
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
+        bail!("cannot benchmark: {}", missing.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>().join("; "));
     }
     raise_nofile();
-    if std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        < 2
-    {
-        eprintln!("bench: WARNING fewer than 2 CPUs: proxy and load generator share a core; numbers are not comparable");
+    if std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) < 2 {
+        eprintln!(
+            "bench: WARNING fewer than 2 CPUs: proxy and load generator share a core; numbers are not comparable"
+        );
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(&cargo)
-        .current_dir(root)
-        .args(["build", "--release", "-p", "portcullis"])
-        .status()?;
+    let st = Command::new(&cargo).current_dir(root).args(["build", "--release", "-p", "portcullis"]).status()?;
     if !st.success() {
         bail!("release build failed");
     }
@@ -605,21 +519,14 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
     let dir = root.join("target/bench/work");
     write_configs(&dir, root)?;
 
-    let scenarios: Vec<&Scenario> = SCENARIOS
-        .iter()
-        .filter(|s| opts.scenarios.is_empty() || opts.scenarios.iter().any(|n| n == s.name))
-        .collect();
-    let targets: Vec<Target> = [
-        Target::Direct,
-        Target::Portcullis,
-        Target::PortcullisUring,
-        Target::Nginx,
-        Target::Haproxy,
-    ]
-    .into_iter()
-    .filter(|t| *t != Target::PortcullisUring || opts.uring)
-    .filter(|t| !missing.iter().any(|(c, _)| *c == t.name()))
-    .collect();
+    let scenarios: Vec<&Scenario> =
+        SCENARIOS.iter().filter(|s| opts.scenarios.is_empty() || opts.scenarios.iter().any(|n| n == s.name)).collect();
+    let targets: Vec<Target> =
+        [Target::Direct, Target::Portcullis, Target::PortcullisUring, Target::Nginx, Target::Haproxy]
+            .into_iter()
+            .filter(|t| *t != Target::PortcullisUring || opts.uring)
+            .filter(|t| !missing.iter().any(|(c, _)| *c == t.name()))
+            .collect();
     for (c, why) in &missing {
         eprintln!("bench: {c} will be reported as missing: {why}");
     }
@@ -632,10 +539,7 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
         .stderr(Stdio::null())
         .spawn()
         .context("starting upstream nginx")?;
-    let upstream = Running {
-        measured_pid: upstream.id(),
-        child: upstream,
-    };
+    let upstream = Running { measured_pid: upstream.id(), child: upstream };
     wait_port(UPSTREAM_PORT, Duration::from_secs(10))?;
 
     let measured: Vec<&&Scenario> = scenarios.iter().filter(|s| s.available.is_some()).collect();
@@ -650,10 +554,8 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
             results.push((sc, Vec::new()));
             continue;
         }
-        let mut rows: Vec<(Target, Vec<Sample>, Vec<String>)> = targets
-            .iter()
-            .map(|t| (*t, Vec::new(), Vec::new()))
-            .collect();
+        let mut rows: Vec<(Target, Vec<Sample>, Vec<String>)> =
+            targets.iter().map(|t| (*t, Vec::new(), Vec::new())).collect();
         for run in 1..=opts.runs {
             for (target, samples, failures) in rows.iter_mut() {
                 step += 1;
@@ -682,10 +584,7 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
 
     let (table, json_rows) = report(&results, &missing, opts.runs);
     println!("{table}");
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
     let path: PathBuf = out_dir.join(format!("{stamp}.json"));
@@ -708,23 +607,14 @@ fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-            })
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
         })
         .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     let version = |c: &str, a: &str| {
         Command::new(c).arg(a).output().ok().map(|o| {
-            let t = format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
+            let t = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
             t.lines().next().unwrap_or("").trim().to_string()
         })
     };
@@ -740,11 +630,7 @@ fn machine() -> Value {
 
 type Rows<'a> = [(&'a Scenario, Vec<(Target, Vec<Sample>, Vec<String>)>)];
 
-fn report(
-    results: &Rows<'_>,
-    missing: &[(&'static str, String)],
-    runs: usize,
-) -> (String, Vec<Value>) {
+fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -> (String, Vec<Value>) {
     let mut t = String::new();
     let mut json_rows = Vec::new();
     for (sc, rows) in results {
@@ -760,13 +646,8 @@ fn report(
             "| target | req/s | p50 ms | p99 ms | CPU us/req | peak RSS MiB |{} errors | non-2xx |",
             if per_conn { " RSS/conn KiB |" } else { "" }
         );
-        let _ = writeln!(
-            t,
-            "|---|---|---|---|---|---|{}---|---|",
-            if per_conn { "---|" } else { "" }
-        );
-        let mut medians: Vec<(Target, Option<f64>, Option<f64>, Option<f64>, Option<f64>)> =
-            Vec::new();
+        let _ = writeln!(t, "|---|---|---|---|---|---|{}---|---|", if per_conn { "---|" } else { "" });
+        let mut medians: Vec<(Target, Option<f64>, Option<f64>, Option<f64>, Option<f64>)> = Vec::new();
         let mut json_targets = Vec::new();
         for (target, samples, failures) in rows {
             if samples.is_empty() {
@@ -784,9 +665,8 @@ fn report(
             let p99 = stat(samples, |s| Some(s.p99_us / 1e3));
             let cpu = stat(samples, |s| s.cpu_us_per_req);
             let rss = stat(samples, |s| s.peak_rss_kib.map(|k| k as f64 / 1024.0));
-            let rss_conn = stat(samples, |s| {
-                Some((s.peak_rss_kib? as f64 - s.base_rss_kib? as f64) / sc.connections as f64)
-            });
+            let rss_conn =
+                stat(samples, |s| Some((s.peak_rss_kib? as f64 - s.base_rss_kib? as f64) / sc.connections as f64));
             let errors: u64 = samples.iter().map(|s| s.errors).sum();
             let non2xx: u64 = samples.iter().map(|s| s.non_2xx).sum();
             let _ = writeln!(
@@ -798,19 +678,9 @@ fn report(
                 fmt_stat(p99, 3, runs),
                 fmt_stat(cpu, 2, runs),
                 fmt_stat(rss, 1, runs),
-                if per_conn {
-                    format!(" {} |", fmt_stat(rss_conn, 1, runs))
-                } else {
-                    String::new()
-                },
+                if per_conn { format!(" {} |", fmt_stat(rss_conn, 1, runs)) } else { String::new() },
             );
-            medians.push((
-                *target,
-                cpu.map(|c| c.0),
-                p99.map(|c| c.0),
-                rss_conn.map(|c| c.0),
-                rps.map(|c| c.0),
-            ));
+            medians.push((*target, cpu.map(|c| c.0), p99.map(|c| c.0), rss_conn.map(|c| c.0), rps.map(|c| c.0)));
             json_targets.push(json!({
                 "target": target.name(),
                 "samples": samples.iter().map(|s| json!({

@@ -10,20 +10,11 @@ use anyhow::{bail, Result};
 
 use crate::run_status as run;
 
-const APT_PACKAGES: &[&str] = &[
-    "rustc-web",
-    "cargo-web",
-    "rust-web-src",
-    "llvm-22-dev",
-    "libpolly-22-dev",
-];
+const APT_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev", "libpolly-22-dev"];
 const TOOLCHAIN: &str = "debian-web";
 
 fn ok(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
 fn installed(pkg: &str) -> bool {
@@ -41,16 +32,9 @@ pub fn toolchain_ready() -> bool {
 }
 
 pub fn setup() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !installed(p))
-        .collect();
+    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
-        eprintln!(
-            "setup: Debian packages present ({})",
-            APT_PACKAGES.join(" ")
-        );
+        eprintln!("setup: Debian packages present ({})", APT_PACKAGES.join(" "));
     } else {
         eprintln!("setup: installing {}", missing.join(" "));
         run(Command::new("apt-get").args(["update", "-q"]))?;
@@ -63,10 +47,7 @@ pub fn setup() -> Result<()> {
         eprintln!("setup: bpf-linker present");
     } else {
         eprintln!("setup: building bpf-linker against LLVM 22 (takes a few minutes)");
-        let path = format!(
-            "/usr/lib/llvm-22/bin:{}",
-            std::env::var("PATH").unwrap_or_default()
-        );
+        let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
         run(Command::new("cargo")
             .args([
                 "install",
@@ -97,14 +78,7 @@ pub fn build(root: &Path) -> Result<()> {
     }
     run(Command::new("cargo")
         .arg(format!("+{TOOLCHAIN}"))
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "bpfel-unknown-none",
-            "-Z",
-            "build-std=core",
-        ])
+        .args(["build", "--release", "--target", "bpfel-unknown-none", "-Z", "build-std=core"])
         .current_dir(root.join("proxy-ebpf"))
         .env("RUSTC_BOOTSTRAP", "1")
         // The host workspace's cargo settings must not leak into this build.

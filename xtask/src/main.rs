@@ -21,9 +21,7 @@ fn cargo() -> Command {
 
 fn run_status(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: running {cmd:?}");
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }
@@ -31,10 +29,7 @@ fn run_status(cmd: &mut Command) -> Result<()> {
 }
 
 fn root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
 fn main() -> ExitCode {
@@ -76,12 +71,7 @@ fn run(extra: &[String]) -> Result<()> {
         eprintln!("xtask: something already listens on {upstream_addr}; using it as the upstream");
         None
     } else {
-        Some(
-            Command::new(bin.join("demo-upstream"))
-                .arg(upstream_addr)
-                .spawn()
-                .context("starting demo-upstream")?,
-        )
+        Some(Command::new(bin.join("demo-upstream")).arg(upstream_addr).spawn().context("starting demo-upstream")?)
     };
     eprintln!("xtask: try `curl -i localhost:8080/httpbin/get?foo=bar` (Ctrl-C stops)");
     let status = Command::new(bin.join("portcullis"))
@@ -108,10 +98,5 @@ fn test(extra: &[String]) -> Result<()> {
     } else {
         eprintln!("xtask: eBPF toolchain not installed (`cargo xtask setup`); testing without the XDP gate");
     }
-    run_status(
-        cargo()
-            .current_dir(root())
-            .args(["test", "--workspace"])
-            .args(extra),
-    )
+    run_status(cargo().current_dir(root()).args(["test", "--workspace"]).args(extra))
 }

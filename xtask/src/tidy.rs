@@ -30,29 +30,17 @@ mod tests {
 
     #[test]
     fn every_module_starts_with_a_doc_comment() {
-        let missing: Vec<_> = files()
-            .into_iter()
-            .filter(|p| !std::fs::read_to_string(p).unwrap().starts_with("//!"))
-            .collect();
-        assert!(
-            missing.is_empty(),
-            "files without a leading //! doc comment: {missing:?}"
-        );
+        let missing: Vec<_> =
+            files().into_iter().filter(|p| !std::fs::read_to_string(p).unwrap().starts_with("//!")).collect();
+        assert!(missing.is_empty(), "files without a leading //! doc comment: {missing:?}");
     }
 
     #[test]
     fn no_should_panic() {
         let offenders: Vec<_> = files()
             .into_iter()
-            .filter(|p| {
-                std::fs::read_to_string(p)
-                    .unwrap()
-                    .contains(concat!("#[should", "_panic"))
-            })
+            .filter(|p| std::fs::read_to_string(p).unwrap().contains(concat!("#[should", "_panic")))
             .collect();
-        assert!(
-            offenders.is_empty(),
-            "use explicit assertions instead of should_panic: {offenders:?}"
-        );
+        assert!(offenders.is_empty(), "use explicit assertions instead of should_panic: {offenders:?}");
     }
 }

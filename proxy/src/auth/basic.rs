@@ -76,10 +76,7 @@ impl BasicError {
     /// (those only happen on the admin path).
     pub fn tyk_status(&self) -> u16 {
         match self {
-            BasicError::NotBasic
-            | BasicError::BadBase64
-            | BasicError::NoColon
-            | BasicError::NotUtf8 => 400,
+            BasicError::NotBasic | BasicError::BadBase64 | BasicError::NoColon | BasicError::NotUtf8 => 400,
             BasicError::InvalidCost(_) | BasicError::PasswordTooLong | BasicError::Hash => 500,
         }
     }
@@ -117,9 +114,7 @@ pub fn parse_basic(value: &str) -> Result<(String, String), BasicError> {
     if encoded.is_empty() || encoded.contains([' ', '\t']) {
         return Err(BasicError::NotBasic);
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .map_err(|_| BasicError::BadBase64)?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|_| BasicError::BadBase64)?;
     let text = String::from_utf8(decoded).map_err(|_| BasicError::NotUtf8)?;
     let (user, password) = text.split_once(':').ok_or(BasicError::NoColon)?;
     Ok((user.to_owned(), password.to_owned()))
@@ -171,42 +166,21 @@ mod tests {
     use super::*;
 
     fn header(raw: &[u8]) -> String {
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        )
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
     }
 
     #[test]
     fn parses_valid_headers() {
-        assert_eq!(
-            parse_basic("Basic dXNlcjpwYXNz"),
-            Ok(("user".to_owned(), "pass".to_owned()))
-        );
-        assert_eq!(
-            parse_basic("  basic \t dXNlcjpwYXNz  "),
-            Ok(("user".to_owned(), "pass".to_owned()))
-        );
-        assert_eq!(
-            parse_basic(&header(b"user:")),
-            Ok(("user".into(), String::new()))
-        );
-        assert_eq!(
-            parse_basic(&header(b":")),
-            Ok((String::new(), String::new()))
-        );
-        assert_eq!(
-            parse_basic(&header("ünï:cødé".as_bytes())),
-            Ok(("ünï".into(), "cødé".into()))
-        );
+        assert_eq!(parse_basic("Basic dXNlcjpwYXNz"), Ok(("user".to_owned(), "pass".to_owned())));
+        assert_eq!(parse_basic("  basic \t dXNlcjpwYXNz  "), Ok(("user".to_owned(), "pass".to_owned())));
+        assert_eq!(parse_basic(&header(b"user:")), Ok(("user".into(), String::new())));
+        assert_eq!(parse_basic(&header(b":")), Ok((String::new(), String::new())));
+        assert_eq!(parse_basic(&header("ünï:cødé".as_bytes())), Ok(("ünï".into(), "cødé".into())));
     }
 
     #[test]
     fn password_with_colons_splits_at_first() {
-        assert_eq!(
-            parse_basic(&header(b"user:pa:ss:")),
-            Ok(("user".to_owned(), "pa:ss:".to_owned()))
-        );
+        assert_eq!(parse_basic(&header(b"user:pa:ss:")), Ok(("user".to_owned(), "pa:ss:".to_owned())));
     }
 
     #[test]
@@ -224,19 +198,11 @@ mod tests {
         ] {
             assert_eq!(parse_basic(v), Err(BasicError::NotBasic), "{v:?}");
         }
-        for v in [
-            "Basic !!!!",
-            "Basic dXNlcjpwYXNz=",
-            "Basic dXNlcjpwYXN",
-            "Basic dXNlcjpwYXNz\u{e9}",
-        ] {
+        for v in ["Basic !!!!", "Basic dXNlcjpwYXNz=", "Basic dXNlcjpwYXN", "Basic dXNlcjpwYXNz\u{e9}"] {
             assert_eq!(parse_basic(v), Err(BasicError::BadBase64), "{v:?}");
         }
         assert_eq!(parse_basic(&header(b"userpass")), Err(BasicError::NoColon));
-        assert_eq!(
-            parse_basic(&header(b"us\xffer:pass")),
-            Err(BasicError::NotUtf8)
-        );
+        assert_eq!(parse_basic(&header(b"us\xffer:pass")), Err(BasicError::NotUtf8));
         assert_eq!(BasicError::NoColon.tyk_status(), 400);
         assert_eq!(
             BasicError::BadBase64.to_string(),
@@ -252,12 +218,7 @@ mod tests {
             let mut s = String::new();
             for _ in 0..(state % 7) {
                 state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                s.push_str(
-                    pieces
-                        .get((state >> 16) as usize % pieces.len())
-                        .copied()
-                        .unwrap_or(""),
-                );
+                s.push_str(pieces.get((state >> 16) as usize % pieces.len()).copied().unwrap_or(""));
             }
             state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
             let _ = parse_basic(&s);
@@ -333,9 +294,6 @@ mod tests {
     #[test]
     fn www_authenticate_header() {
         assert_eq!(www_authenticate("My API"), "Basic realm=\"My API\"");
-        assert_eq!(
-            www_authenticate("a\"b\\c\nd"),
-            "Basic realm=\"a\\\"b\\\\cd\""
-        );
+        assert_eq!(www_authenticate("a\"b\\c\nd"), "Basic realm=\"a\\\"b\\\\cd\"");
     }
 }

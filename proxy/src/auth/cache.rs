@@ -40,11 +40,7 @@ pub struct CacheLimits {
 impl Default for CacheLimits {
     /// `[auth]` defaults.
     fn default() -> Self {
-        CacheLimits {
-            capacity: 100_000,
-            session_ttl: Duration::from_secs(10),
-            negative_ttl: Duration::from_secs(1),
-        }
+        CacheLimits { capacity: 100_000, session_ttl: Duration::from_secs(10), negative_ttl: Duration::from_secs(1) }
     }
 }
 
@@ -72,10 +68,7 @@ pub struct WorkerAuth {
 }
 
 impl WorkerAuth {
-    pub fn new(
-        limits: CacheLimits,
-        invalidations: crossbeam_channel::Receiver<Invalidation>,
-    ) -> Self {
+    pub fn new(limits: CacheLimits, invalidations: crossbeam_channel::Receiver<Invalidation>) -> Self {
         WorkerAuth {
             limits,
             sessions: AHashMap::new(),
@@ -110,11 +103,7 @@ impl WorkerAuth {
         let limits = self.limits;
         let fresh = match self.sessions.get(hash) {
             Some(e) => {
-                let ttl = if e.session.is_some() {
-                    limits.session_ttl
-                } else {
-                    limits.negative_ttl
-                };
+                let ttl = if e.session.is_some() { limits.session_ttl } else { limits.negative_ttl };
                 now.duration_since(e.fetched) < ttl
             }
             None => return Cached::Miss,
@@ -135,20 +124,12 @@ impl WorkerAuth {
         if self.sessions.len() >= self.limits.capacity {
             let now = Instant::now();
             let ttl = self.limits.session_ttl;
-            self.sessions
-                .retain(|_, e| now.duration_since(e.fetched) < ttl);
+            self.sessions.retain(|_, e| now.duration_since(e.fetched) < ttl);
             if self.sessions.len() >= self.limits.capacity {
                 self.sessions.clear();
             }
         }
-        self.sessions.insert(
-            hash,
-            SessionEntry {
-                session,
-                grant: None,
-                fetched: Instant::now(),
-            },
-        );
+        self.sessions.insert(hash, SessionEntry { session, grant: None, fetched: Instant::now() });
     }
 
     pub fn cached_sessions(&self) -> usize {
@@ -195,11 +176,7 @@ mod tests {
     use super::*;
 
     fn limits() -> CacheLimits {
-        CacheLimits {
-            capacity: 2,
-            session_ttl: Duration::from_secs(60),
-            negative_ttl: Duration::from_millis(0),
-        }
+        CacheLimits { capacity: 2, session_ttl: Duration::from_secs(60), negative_ttl: Duration::from_millis(0) }
     }
 
     #[test]

@@ -97,18 +97,17 @@ impl Family {
     fn allows(self, alg: Algorithm) -> bool {
         matches!(
             (self, alg),
-            (
-                Family::Hmac,
-                Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
-            ) | (
-                Family::Rsa,
-                Algorithm::RS256
-                    | Algorithm::RS384
-                    | Algorithm::RS512
-                    | Algorithm::PS256
-                    | Algorithm::PS384
-                    | Algorithm::PS512
-            ) | (Family::Ecdsa, Algorithm::ES256 | Algorithm::ES384)
+            (Family::Hmac, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+                | (
+                    Family::Rsa,
+                    Algorithm::RS256
+                        | Algorithm::RS384
+                        | Algorithm::RS512
+                        | Algorithm::PS256
+                        | Algorithm::PS384
+                        | Algorithm::PS512
+                )
+                | (Family::Ecdsa, Algorithm::ES256 | Algorithm::ES384)
         )
     }
 }
@@ -136,18 +135,17 @@ impl KeyKind {
     fn fits(self, alg: Algorithm) -> bool {
         matches!(
             (self, alg),
-            (
-                KeyKind::Hmac,
-                Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
-            ) | (
-                KeyKind::Rsa,
-                Algorithm::RS256
-                    | Algorithm::RS384
-                    | Algorithm::RS512
-                    | Algorithm::PS256
-                    | Algorithm::PS384
-                    | Algorithm::PS512
-            ) | (KeyKind::EcP256, Algorithm::ES256)
+            (KeyKind::Hmac, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+                | (
+                    KeyKind::Rsa,
+                    Algorithm::RS256
+                        | Algorithm::RS384
+                        | Algorithm::RS512
+                        | Algorithm::PS256
+                        | Algorithm::PS384
+                        | Algorithm::PS512
+                )
+                | (KeyKind::EcP256, Algorithm::ES256)
                 | (KeyKind::EcP384, Algorithm::ES384)
         )
     }
@@ -191,20 +189,14 @@ pub struct KeySet {
 
 impl fmt::Debug for KeySet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeySet")
-            .field("family", &self.family)
-            .field("keys", &self.keys)
-            .finish()
+        f.debug_struct("KeySet").field("family", &self.family).field("keys", &self.keys).finish()
     }
 }
 
 impl KeySet {
     /// No keys yet (a JWKS not fetched yet): every token gets [`JwtError::NoKey`].
     pub fn empty(family: Family) -> KeySet {
-        KeySet {
-            family,
-            keys: Vec::new(),
-        }
+        KeySet { family, keys: Vec::new() }
     }
 
     /// Tyk's `jwt_source` for a static key: a base64-encoded value that decodes either to a
@@ -221,9 +213,7 @@ impl KeySet {
             return Err("jwt_source is empty".to_string());
         }
         if looks_like_url(src.as_bytes()) {
-            return Err(
-                "jwt_source is a URL: fetch the JWKS and build the keys from it".to_string(),
-            );
+            return Err("jwt_source is a URL: fetch the JWKS and build the keys from it".to_string());
         }
         if src.starts_with("-----BEGIN") {
             return match family {
@@ -232,32 +222,21 @@ impl KeySet {
                     .to_string()),
                 Family::Rsa | Family::Ecdsa => {
                     let key = key_from_pem(family, src.as_bytes())?;
-                    Ok(KeySet {
-                        family,
-                        keys: vec![key],
-                    })
+                    Ok(KeySet { family, keys: vec![key] })
                 }
             };
         }
-        let decoded = decode_config_b64(src)
-            .ok_or_else(|| "jwt_source is not valid base64 (nor PEM text)".to_string())?;
+        let decoded =
+            decode_config_b64(src).ok_or_else(|| "jwt_source is not valid base64 (nor PEM text)".to_string())?;
         if looks_like_url(decoded.trim_ascii()) {
-            return Err(
-                "jwt_source decodes to a URL: fetch the JWKS and build the keys from it"
-                    .to_string(),
-            );
+            return Err("jwt_source decodes to a URL: fetch the JWKS and build the keys from it".to_string());
         }
         let key = match family {
             Family::Hmac => {
                 if decoded.is_empty() {
                     return Err("jwt_source decodes to an empty hmac secret".to_string());
                 }
-                Key {
-                    kind: KeyKind::Hmac,
-                    kid: None,
-                    alg: None,
-                    key: DecodingKey::from_secret(&decoded),
-                }
+                Key { kind: KeyKind::Hmac, kid: None, alg: None, key: DecodingKey::from_secret(&decoded) }
             }
             Family::Rsa | Family::Ecdsa => {
                 let text = decoded.trim_ascii();
@@ -265,20 +244,14 @@ impl KeySet {
                     key_from_pem(family, text)?
                 } else if text.first() == Some(&0x30) {
                     // Bare DER (a SEQUENCE): assume SubjectPublicKeyInfo.
-                    key_from_pem(family, der_to_pem("PUBLIC KEY", text).as_bytes()).map_err(
-                        |e| format!("jwt_source decodes to DER that is not a usable key: {e}"),
-                    )?
+                    key_from_pem(family, der_to_pem("PUBLIC KEY", text).as_bytes())
+                        .map_err(|e| format!("jwt_source decodes to DER that is not a usable key: {e}"))?
                 } else {
-                    return Err(format!(
-                        "jwt_source does not decode to a PEM public key for the {family} family"
-                    ));
+                    return Err(format!("jwt_source does not decode to a PEM public key for the {family} family"));
                 }
             }
         };
-        Ok(KeySet {
-            family,
-            keys: vec![key],
-        })
+        Ok(KeySet { family, keys: vec![key] })
     }
 
     /// A JWKS document (RFC 7517 JSON, `{"keys":[...]}`) fetched by the caller. Keeps keys whose
@@ -287,12 +260,8 @@ impl KeySet {
     /// family, with `use` other than `sig`, with an `alg` outside the family, or otherwise
     /// unusable are skipped. Errors if the document is not a JWKS or no key is usable.
     pub fn from_jwks(family: Family, json: &[u8]) -> Result<KeySet, String> {
-        let doc: Value =
-            serde_json::from_slice(json).map_err(|e| format!("JWKS is not valid JSON: {e}"))?;
-        let list = doc
-            .get("keys")
-            .and_then(Value::as_array)
-            .ok_or_else(|| "JWKS has no \"keys\" array".to_string())?;
+        let doc: Value = serde_json::from_slice(json).map_err(|e| format!("JWKS is not valid JSON: {e}"))?;
+        let list = doc.get("keys").and_then(Value::as_array).ok_or_else(|| "JWKS has no \"keys\" array".to_string())?;
         let mut keys = Vec::new();
         let mut skipped: Vec<String> = Vec::new();
         for (i, jwk) in list.iter().enumerate() {
@@ -342,10 +311,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 /// Standard or URL-safe base64, padding optional, ASCII whitespace (line wrapping) ignored.
 fn decode_config_b64(s: &str) -> Option<Vec<u8>> {
     let compact: String = s.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    B64_STD_LENIENT
-        .decode(&compact)
-        .or_else(|_| B64_URL_LENIENT.decode(&compact))
-        .ok()
+    B64_STD_LENIENT.decode(&compact).or_else(|_| B64_URL_LENIENT.decode(&compact)).ok()
 }
 
 fn der_to_pem(label: &str, der: &[u8]) -> String {
@@ -375,19 +341,12 @@ fn pem_label(pem: &[u8]) -> Option<&str> {
 
 /// A static RSA/EC public key from PEM (`PUBLIC KEY`, `RSA PUBLIC KEY`, `CERTIFICATE`).
 fn key_from_pem(family: Family, pem: &[u8]) -> Result<Key, String> {
-    let label =
-        pem_label(pem).ok_or_else(|| format!("not a PEM public key for the {family} family"))?;
+    let label = pem_label(pem).ok_or_else(|| format!("not a PEM public key for the {family} family"))?;
     if label.contains("PRIVATE") {
-        return Err(format!(
-            "jwt_source holds a private key ({label}); give the public key for the {family} family"
-        ));
+        return Err(format!("jwt_source holds a private key ({label}); give the public key for the {family} family"));
     }
     // Start parsing at the first block so leading text does not matter.
-    let from = pem
-        .windows(10)
-        .position(|w| w == b"-----BEGIN")
-        .and_then(|i| pem.get(i..))
-        .unwrap_or(pem);
+    let from = pem.windows(10).position(|w| w == b"-----BEGIN").and_then(|i| pem.get(i..)).unwrap_or(pem);
     let rsa = || DecodingKey::from_rsa_pem(from).ok();
     let ec = || DecodingKey::from_ec_pem(from).ok();
     match family {
@@ -398,7 +357,10 @@ fn key_from_pem(family: Family, pem: &[u8]) -> Result<Key, String> {
                     .map_err(|_| bad_pem(family, label))?;
                 Ok(Key { kind: KeyKind::Rsa, kid: None, alg: None, key: rsa_key(&n, &e)? })
             }
-            None if ec().is_some() => Err("not a PEM public key for the rsa family (it is an EC key: use jwt_signing_method ecdsa)".to_string()),
+            None if ec().is_some() => {
+                Err("not a PEM public key for the rsa family (it is an EC key: use jwt_signing_method ecdsa)"
+                    .to_string())
+            }
             None => Err(bad_pem(family, label)),
         },
         Family::Ecdsa => match ec() {
@@ -406,7 +368,10 @@ fn key_from_pem(family: Family, pem: &[u8]) -> Result<Key, String> {
                 let point = k.try_get_as_bytes().map_err(|_| bad_pem(family, label))?;
                 ec_key(point).map(|(kind, key)| Key { kind, kid: None, alg: None, key })
             }
-            None if rsa().is_some() => Err("not a PEM public key for the ecdsa family (it is an RSA key: use jwt_signing_method rsa)".to_string()),
+            None if rsa().is_some() => {
+                Err("not a PEM public key for the ecdsa family (it is an RSA key: use jwt_signing_method rsa)"
+                    .to_string())
+            }
             None => Err(bad_pem(family, label)),
         },
         Family::Hmac => Err("the hmac family takes a shared secret, not a PEM key".to_string()),
@@ -414,9 +379,7 @@ fn key_from_pem(family: Family, pem: &[u8]) -> Result<Key, String> {
 }
 
 fn bad_pem(family: Family, label: &str) -> String {
-    format!(
-        "not a PEM public key for the {family} family (PEM block \"{label}\" could not be read)"
-    )
+    format!("not a PEM public key for the {family} family (PEM block \"{label}\" could not be read)")
 }
 
 /// Validates RSA components the way the RustCrypto backend will, plus the RFC 7518 minimum size.
@@ -428,14 +391,10 @@ fn rsa_key(n: &[u8], e: &[u8]) -> Result<DecodingKey, String> {
         None => 0,
     };
     if bits < RSA_MIN_BITS {
-        return Err(format!(
-            "RSA key is {bits} bits; at least {RSA_MIN_BITS} are required"
-        ));
+        return Err(format!("RSA key is {bits} bits; at least {RSA_MIN_BITS} are required"));
     }
     if bits > RSA_MAX_BITS {
-        return Err(format!(
-            "RSA key is {bits} bits; at most {RSA_MAX_BITS} are supported"
-        ));
+        return Err(format!("RSA key is {bits} bits; at most {RSA_MAX_BITS} are supported"));
     }
     if n.last().is_none_or(|b| b & 1 == 0) {
         return Err("RSA modulus is even".to_string());
@@ -479,9 +438,7 @@ fn jwk_str<'a>(jwk: &'a Value, name: &str) -> Result<Option<&'a str>, String> {
 
 fn jwk_b64(jwk: &Value, name: &str) -> Result<Vec<u8>, String> {
     let s = jwk_str(jwk, name)?.ok_or_else(|| format!("missing \"{name}\""))?;
-    B64_URL_LENIENT
-        .decode(s.trim())
-        .map_err(|_| format!("\"{name}\" is not valid base64url"))
+    B64_URL_LENIENT.decode(s.trim()).map_err(|_| format!("\"{name}\" is not valid base64url"))
 }
 
 /// `Ok(None)`: the key is for another family or another use (silently skipped).
@@ -526,10 +483,7 @@ fn key_from_jwk(family: Family, jwk: &Value) -> Result<Option<Key>, String> {
         }
         Family::Rsa => {
             if jwk.get("n").is_some() || jwk.get("e").is_some() {
-                (
-                    KeyKind::Rsa,
-                    rsa_key(&jwk_b64(jwk, "n")?, &jwk_b64(jwk, "e")?)?,
-                )
+                (KeyKind::Rsa, rsa_key(&jwk_b64(jwk, "n")?, &jwk_b64(jwk, "e")?)?)
             } else {
                 let k = key_from_x5c(family, jwk)?;
                 (k.kind, k.key)
@@ -562,12 +516,7 @@ fn key_from_jwk(family: Family, jwk: &Value) -> Result<Option<Key>, String> {
             }
         }
     };
-    let key = Key {
-        kind,
-        kid,
-        alg,
-        key,
-    };
+    let key = Key { kind, kid, alg, key };
     if let Some(a) = alg {
         if !key.kind.fits(a) {
             return Ok(None); // e.g. alg ES384 on a P-256 key
@@ -662,11 +611,8 @@ struct Header {
 }
 
 fn sanitize_alg(alg: &str) -> String {
-    let s: String = alg
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+'))
-        .take(32)
-        .collect();
+    let s: String =
+        alg.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+')).take(32).collect();
     if s.is_empty() {
         "(invalid)".to_string()
     } else {
@@ -676,11 +622,7 @@ fn sanitize_alg(alg: &str) -> String {
 
 /// A NumericDate claim: absent/null → None; a number → whole seconds (negative → 0);
 /// anything else → Malformed.
-fn numeric_date(
-    map: &Map<String, Value>,
-    name: &str,
-    err: &'static str,
-) -> Result<Option<u64>, JwtError> {
+fn numeric_date(map: &Map<String, Value>, name: &str, err: &'static str) -> Result<Option<u64>, JwtError> {
     match map.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => {
@@ -714,35 +656,23 @@ fn numeric_date(
 /// in seconds since epoch: expired when `now > exp + skew.exp`, not yet valid when
 /// `now + skew.nbf < nbf`, issued in future when `iat > now + skew.iat`. `exp`/`nbf`/`iat` may
 /// be absent but if present must be numbers.
-pub fn verify(
-    token: &str,
-    family: Family,
-    keys: &KeySet,
-    skew: Skew,
-    now: u64,
-) -> Result<Claims, JwtError> {
+pub fn verify(token: &str, family: Family, keys: &KeySet, skew: Skew, now: u64) -> Result<Claims, JwtError> {
     if token.is_empty() {
         return Err(JwtError::Malformed("empty token"));
     }
     if token.len() > MAX_TOKEN_LEN {
         return Err(JwtError::Malformed("token too long"));
     }
-    let (message, sig_b64) = token
-        .rsplit_once('.')
-        .ok_or(JwtError::Malformed("not three parts"))?;
-    let (header_b64, payload_b64) = message
-        .split_once('.')
-        .ok_or(JwtError::Malformed("not three parts"))?;
+    let (message, sig_b64) = token.rsplit_once('.').ok_or(JwtError::Malformed("not three parts"))?;
+    let (header_b64, payload_b64) = message.split_once('.').ok_or(JwtError::Malformed("not three parts"))?;
     if payload_b64.contains('.') {
         return Err(JwtError::Malformed("not three parts"));
     }
 
     // Header.
-    let header_json = B64URL
-        .decode(header_b64)
-        .map_err(|_| JwtError::Malformed("header is not base64url"))?;
-    let header: Header = serde_json::from_slice(&header_json)
-        .map_err(|_| JwtError::Malformed("header is not a JSON object"))?;
+    let header_json = B64URL.decode(header_b64).map_err(|_| JwtError::Malformed("header is not base64url"))?;
+    let header: Header =
+        serde_json::from_slice(&header_json).map_err(|_| JwtError::Malformed("header is not a JSON object"))?;
     let alg_text = match &header.alg {
         Some(Value::String(s)) => s.as_str(),
         Some(_) => return Err(JwtError::Malformed("header alg is not a string")),
@@ -753,12 +683,7 @@ pub fn verify(
     }
     let alg = match Algorithm::from_str(alg_text) {
         Ok(a) if family.allows(a) => a,
-        _ => {
-            return Err(JwtError::AlgNotAllowed {
-                alg: sanitize_alg(alg_text),
-                family,
-            })
-        }
+        _ => return Err(JwtError::AlgNotAllowed { alg: sanitize_alg(alg_text), family }),
     };
     if header.crit.is_some() {
         // RFC 7515 §4.1.11: we understand no extension, so any "crit" must be rejected.
@@ -771,22 +696,14 @@ pub fn verify(
     };
 
     // Remaining parts must be well-formed before we spend a signature check.
-    let payload = B64URL
-        .decode(payload_b64)
-        .map_err(|_| JwtError::Malformed("payload is not base64url"))?;
-    let signature = B64URL
-        .decode(sig_b64)
-        .map_err(|_| JwtError::Malformed("signature is not base64url"))?;
+    let payload = B64URL.decode(payload_b64).map_err(|_| JwtError::Malformed("payload is not base64url"))?;
+    let signature = B64URL.decode(sig_b64).map_err(|_| JwtError::Malformed("signature is not base64url"))?;
 
     // Keys.
     if keys.family != family {
         return Err(JwtError::NoKey);
     }
-    let kid_matches = kid.is_some_and(|id| {
-        keys.keys
-            .iter()
-            .any(|k| k.fits(alg) && k.kid.as_deref() == Some(id))
-    });
+    let kid_matches = kid.is_some_and(|id| keys.keys.iter().any(|k| k.fits(alg) && k.kid.as_deref() == Some(id)));
     let mut tried = false;
     let mut ok = false;
     for key in keys.keys.iter().filter(|k| k.fits(alg)) {
@@ -815,8 +732,8 @@ pub fn verify(
     }
 
     // Claims (only parsed once the signature is known good).
-    let map: Map<String, Value> = serde_json::from_slice(&payload)
-        .map_err(|_| JwtError::Malformed("claims are not a JSON object"))?;
+    let map: Map<String, Value> =
+        serde_json::from_slice(&payload).map_err(|_| JwtError::Malformed("claims are not a JSON object"))?;
     let exp = numeric_date(&map, "exp", "exp is not a number")?;
     let nbf = numeric_date(&map, "nbf", "nbf is not a number")?;
     let iat = numeric_date(&map, "iat", "iat is not a number")?;
@@ -933,21 +850,13 @@ impl VerifiedCache {
         }
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
-        self.map.insert(
-            key,
-            Entry {
-                claims,
-                deadline,
-                seq,
-            },
-        );
+        self.map.insert(key, Entry { claims, deadline, seq });
         self.order.push_back((key, seq));
         self.inserts_since_sweep = self.inserts_since_sweep.saturating_add(1);
         // Drop stale order records once they dominate (O(1) amortised).
         if self.order.len() > self.capacity.saturating_mul(2).saturating_add(16) {
             let map = &self.map;
-            self.order
-                .retain(|(k, s)| map.get(k).is_some_and(|e| e.seq == *s));
+            self.order.retain(|(k, s)| map.get(k).is_some_and(|e| e.seq == *s));
         }
     }
 
@@ -1188,32 +1097,19 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
 
     /// Hand-built token: base64url(header).base64url(claims).signature-as-given.
     fn raw_token(header: &str, claims: &str, sig: &str) -> String {
-        format!(
-            "{}.{}.{}",
-            B64URL.encode(header),
-            B64URL.encode(claims),
-            sig
-        )
+        format!("{}.{}.{}", B64URL.encode(header), B64URL.encode(claims), sig)
     }
 
     /// Hand-built HS256 token over arbitrary header/claims text.
     fn hs256_raw(header: &str, claims: &str, secret: &[u8]) -> String {
         let msg = format!("{}.{}", B64URL.encode(header), B64URL.encode(claims));
-        let sig = jsonwebtoken::crypto::sign(
-            msg.as_bytes(),
-            &EncodingKey::from_secret(secret),
-            Algorithm::HS256,
-        )
-        .unwrap();
+        let sig =
+            jsonwebtoken::crypto::sign(msg.as_bytes(), &EncodingKey::from_secret(secret), Algorithm::HS256).unwrap();
         format!("{msg}.{sig}")
     }
 
     fn jwk_json(pem: &str, alg: Algorithm, kid: &str) -> Value {
-        let enc = if matches!(alg, Algorithm::ES256 | Algorithm::ES384) {
-            ec_enc(pem)
-        } else {
-            rsa_enc(pem)
-        };
+        let enc = if matches!(alg, Algorithm::ES256 | Algorithm::ES384) { ec_enc(pem) } else { rsa_enc(pem) };
         let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&enc, alg).unwrap();
         let mut v = serde_json::to_value(jwk).unwrap();
         v["kid"] = json!(kid);
@@ -1247,17 +1143,11 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
         assert_eq!(c.exp, None);
         // Wrong secret.
         let other = KeySet::from_source(Family::Hmac, "YmFy").unwrap();
-        assert_eq!(
-            verify(TYK_TOKEN, Family::Hmac, &other, Skew::default(), NOW).unwrap_err(),
-            JwtError::BadSignature
-        );
+        assert_eq!(verify(TYK_TOKEN, Family::Hmac, &other, Skew::default(), NOW).unwrap_err(), JwtError::BadSignature);
         // Same token on an rsa API: HS256 is not allowed there.
         assert_eq!(
             verify(TYK_TOKEN, Family::Rsa, &rsa_keys(), Skew::default(), NOW).unwrap_err(),
-            JwtError::AlgNotAllowed {
-                alg: "HS256".into(),
-                family: Family::Rsa
-            }
+            JwtError::AlgNotAllowed { alg: "HS256".into(), family: Family::Rsa }
         );
     }
 
@@ -1265,37 +1155,18 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
     fn hs384_hs512_roundtrip() {
         let keys = hs_keys("s3cret");
         for alg in [Algorithm::HS384, Algorithm::HS512] {
-            let t = sign(
-                alg,
-                None,
-                &json!({"sub": "a"}),
-                &EncodingKey::from_secret(b"s3cret"),
-            );
-            assert!(
-                verify(&t, Family::Hmac, &keys, Skew::default(), NOW).is_ok(),
-                "{alg:?}"
-            );
+            let t = sign(alg, None, &json!({"sub": "a"}), &EncodingKey::from_secret(b"s3cret"));
+            assert!(verify(&t, Family::Hmac, &keys, Skew::default(), NOW).is_ok(), "{alg:?}");
         }
     }
 
     #[test]
     fn hmac_source_errors() {
-        assert_eq!(
-            KeySet::from_source(Family::Hmac, "").unwrap_err(),
-            "jwt_source is empty"
-        );
-        assert!(KeySet::from_source(Family::Hmac, "not base64 !!")
-            .unwrap_err()
-            .contains("not valid base64"));
-        assert!(KeySet::from_source(Family::Hmac, RSA1_PUB)
-            .unwrap_err()
-            .contains("not valid base64"));
-        assert!(KeySet::from_source(Family::Hmac, "https://idp/jwks")
-            .unwrap_err()
-            .contains("URL"));
-        assert!(KeySet::from_source(Family::Hmac, &b64("https://idp/jwks"))
-            .unwrap_err()
-            .contains("URL"));
+        assert_eq!(KeySet::from_source(Family::Hmac, "").unwrap_err(), "jwt_source is empty");
+        assert!(KeySet::from_source(Family::Hmac, "not base64 !!").unwrap_err().contains("not valid base64"));
+        assert!(KeySet::from_source(Family::Hmac, RSA1_PUB).unwrap_err().contains("not valid base64"));
+        assert!(KeySet::from_source(Family::Hmac, "https://idp/jwks").unwrap_err().contains("URL"));
+        assert!(KeySet::from_source(Family::Hmac, &b64("https://idp/jwks")).unwrap_err().contains("URL"));
     }
 
     #[test]
@@ -1316,13 +1187,7 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
         let rs = sign(Algorithm::RS256, None, &claims, &enc);
         let ps = sign(Algorithm::PS256, None, &claims, &enc);
         let rs512 = sign(Algorithm::RS512, None, &claims, &enc);
-        for src in [
-            b64(RSA1_PUB),
-            RSA1_PUB.to_string(),
-            b64(RSA1_PKCS1_PUB),
-            b64(RSA1_CRT),
-            RSA1_CRT.to_string(),
-        ] {
+        for src in [b64(RSA1_PUB), RSA1_PUB.to_string(), b64(RSA1_PKCS1_PUB), b64(RSA1_CRT), RSA1_CRT.to_string()] {
             let keys = KeySet::from_source(Family::Rsa, &src).unwrap();
             for t in [&rs, &ps, &rs512] {
                 let c = verify(t, Family::Rsa, &keys, Skew::default(), NOW).unwrap();
@@ -1335,22 +1200,14 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
             }
         }
         // Base64 of the bare DER SubjectPublicKeyInfo (PEM body only).
-        let body: String = RSA1_PUB
-            .lines()
-            .filter(|l| !l.starts_with("-----"))
-            .collect();
+        let body: String = RSA1_PUB.lines().filter(|l| !l.starts_with("-----")).collect();
         let keys = KeySet::from_source(Family::Rsa, &body).unwrap();
         assert!(verify(&rs, Family::Rsa, &keys, Skew::default(), NOW).is_ok());
     }
 
     #[test]
     fn es256_success_and_sources() {
-        let t = sign(
-            Algorithm::ES256,
-            None,
-            &json!({"sub": "e"}),
-            &ec_enc(EC1_PEM),
-        );
+        let t = sign(Algorithm::ES256, None, &json!({"sub": "e"}), &ec_enc(EC1_PEM));
         for src in [b64(EC1_PUB), EC1_PUB.to_string(), b64(EC1_CRT)] {
             let keys = KeySet::from_source(Family::Ecdsa, &src).unwrap();
             let c = verify(&t, Family::Ecdsa, &keys, Skew::default(), NOW).unwrap();
@@ -1359,19 +1216,9 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
         // Wrong EC key, and junk signatures of odd sizes.
         let keys = KeySet::from_source(Family::Ecdsa, EC1_PUB).unwrap();
         let t_other = sign(Algorithm::ES256, None, &json!({}), &ec_enc(EC2_PEM));
-        assert_eq!(
-            verify(&t_other, Family::Ecdsa, &keys, Skew::default(), NOW).unwrap_err(),
-            JwtError::BadSignature
-        );
+        assert_eq!(verify(&t_other, Family::Ecdsa, &keys, Skew::default(), NOW).unwrap_err(), JwtError::BadSignature);
         let msg = t.rsplit_once('.').unwrap().0;
-        for junk in [
-            vec![],
-            vec![0u8; 1],
-            vec![0u8; 64],
-            vec![0xffu8; 64],
-            vec![1u8; 65],
-            vec![7u8; 4096],
-        ] {
+        for junk in [vec![], vec![0u8; 1], vec![0u8; 64], vec![0xffu8; 64], vec![1u8; 65], vec![7u8; 4096]] {
             let forged = format!("{msg}.{}", B64URL.encode(&junk));
             assert_eq!(
                 verify(&forged, Family::Ecdsa, &keys, Skew::default(), NOW).unwrap_err(),
@@ -1381,10 +1228,7 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
         // ES384 token against a P-256 key: no key of that type.
         let keys = KeySet::from_source(Family::Ecdsa, &b64(EC1_PUB)).unwrap();
         let t384 = sign(Algorithm::ES384, None, &json!({}), &ec_enc(EC384_PEM));
-        assert_eq!(
-            verify(&t384, Family::Ecdsa, &keys, Skew::default(), NOW).unwrap_err(),
-            JwtError::NoKey
-        );
+        assert_eq!(verify(&t384, Family::Ecdsa, &keys, Skew::default(), NOW).unwrap_err(), JwtError::NoKey);
         let keys384 = KeySet::from_source(Family::Ecdsa, EC384_PUB).unwrap();
         assert!(verify(&t384, Family::Ecdsa, &keys384, Skew::default(), NOW).is_ok());
     }
@@ -1394,10 +1238,7 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
         let e = KeySet::from_source(Family::Rsa, &b64(EC1_PUB)).unwrap_err();
         assert!(e.contains("not a PEM public key for the rsa family"), "{e}");
         let e = KeySet::from_source(Family::Ecdsa, RSA1_PUB).unwrap_err();
-        assert!(
-            e.contains("not a PEM public key for the ecdsa family"),
-            "{e}"
-        );
+        assert!(e.contains("not a PEM public key for the ecdsa family"), "{e}");
         let e = KeySet::from_source(Family::Rsa, RSA1_PEM).unwrap_err();
         assert!(e.contains("private key"), "{e}");
         let e = KeySet::from_source(Family::Rsa, &b64("just some text")).unwrap_err();
@@ -1413,102 +1254,52 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
 
     #[test]
     fn wrong_key_is_bad_signature() {
-        let t = sign(
-            Algorithm::RS256,
-            None,
-            &json!({"sub": "x"}),
-            &rsa_enc(RSA2_PEM),
-        );
-        assert_eq!(
-            verify(&t, Family::Rsa, &rsa_keys(), Skew::default(), NOW).unwrap_err(),
-            JwtError::BadSignature
-        );
+        let t = sign(Algorithm::RS256, None, &json!({"sub": "x"}), &rsa_enc(RSA2_PEM));
+        assert_eq!(verify(&t, Family::Rsa, &rsa_keys(), Skew::default(), NOW).unwrap_err(), JwtError::BadSignature);
         let k2 = KeySet::from_source(Family::Rsa, RSA2_PUB).unwrap();
         assert!(verify(&t, Family::Rsa, &k2, Skew::default(), NOW).is_ok());
         // Tampered payload, original signature.
-        let good = sign(
-            Algorithm::RS256,
-            None,
-            &json!({"sub": "x"}),
-            &rsa_enc(RSA1_PEM),
-        );
+        let good = sign(Algorithm::RS256, None, &json!({"sub": "x"}), &rsa_enc(RSA1_PEM));
         let parts: Vec<&str> = good.split('.').collect();
-        let forged = format!(
-            "{}.{}.{}",
-            parts[0],
-            B64URL.encode(r#"{"sub":"admin"}"#),
-            parts[2]
-        );
+        let forged = format!("{}.{}.{}", parts[0], B64URL.encode(r#"{"sub":"admin"}"#), parts[2]);
         assert_eq!(
             verify(&forged, Family::Rsa, &rsa_keys(), Skew::default(), NOW).unwrap_err(),
             JwtError::BadSignature
         );
         // Empty signature.
         let nosig = format!("{}.{}.", parts[0], parts[1]);
-        assert_eq!(
-            verify(&nosig, Family::Rsa, &rsa_keys(), Skew::default(), NOW).unwrap_err(),
-            JwtError::BadSignature
-        );
+        assert_eq!(verify(&nosig, Family::Rsa, &rsa_keys(), Skew::default(), NOW).unwrap_err(), JwtError::BadSignature);
     }
 
     #[test]
     fn alg_none_rejected() {
         let keys = hs_keys("foo");
         for alg in ["none", "None", "NONE", "nOnE"] {
-            let t = raw_token(
-                &format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#),
-                r#"{"sub":"x"}"#,
-                "",
-            );
-            assert_eq!(
-                verify(&t, Family::Hmac, &keys, Skew::default(), NOW).unwrap_err(),
-                JwtError::AlgNone
-            );
-            assert_eq!(
-                verify(&t, Family::Rsa, &rsa_keys(), Skew::default(), NOW).unwrap_err(),
-                JwtError::AlgNone
-            );
+            let t = raw_token(&format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#), r#"{"sub":"x"}"#, "");
+            assert_eq!(verify(&t, Family::Hmac, &keys, Skew::default(), NOW).unwrap_err(), JwtError::AlgNone);
+            assert_eq!(verify(&t, Family::Rsa, &rsa_keys(), Skew::default(), NOW).unwrap_err(), JwtError::AlgNone);
         }
     }
 
     #[test]
     fn unknown_and_foreign_algs_rejected() {
         let keys = hs_keys("foo");
-        for (alg, shown) in [
-            ("hs256", "hs256"),
-            ("XS256", "XS256"),
-            ("EdDSA", "EdDSA"),
-            ("RS256\r\nX: y", "RS256Xy"),
-        ] {
+        for (alg, shown) in [("hs256", "hs256"), ("XS256", "XS256"), ("EdDSA", "EdDSA"), ("RS256\r\nX: y", "RS256Xy")] {
             let h = serde_json::to_string(&json!({"alg": alg})).unwrap();
             let t = hs256_raw(&h, "{}", b"foo");
             assert_eq!(
                 verify(&t, Family::Hmac, &keys, Skew::default(), NOW).unwrap_err(),
-                JwtError::AlgNotAllowed {
-                    alg: shown.into(),
-                    family: Family::Hmac
-                }
+                JwtError::AlgNotAllowed { alg: shown.into(), family: Family::Hmac }
             );
         }
-        let t = sign(
-            Algorithm::HS256,
-            None,
-            &json!({}),
-            &EncodingKey::from_secret(b"foo"),
-        );
+        let t = sign(Algorithm::HS256, None, &json!({}), &EncodingKey::from_secret(b"foo"));
         let e = verify(&t, Family::Ecdsa, &hs_keys("foo"), Skew::default(), NOW).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "signing algorithm HS256 is not allowed for this API (ecdsa)"
-        );
+        assert_eq!(e.to_string(), "signing algorithm HS256 is not allowed for this API (ecdsa)");
         // RS256 token on an hmac API.
         let rs = sign(Algorithm::RS256, None, &json!({}), &rsa_enc(RSA1_PEM));
         assert!(matches!(
             verify(&rs, Family::Hmac, &keys, Skew::default(), NOW).unwrap_err(),
-            JwtError::AlgNotAllowed {
-                family: Family::Hmac,
-                ..
-            }
+            JwtError::AlgNotAllowed { family: Family::Hmac, .. }
         ));
     }
 
@@ -1517,36 +1308,14 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
         let keys = rsa_keys();
         // Attacker signs HS256 with the API's public key PEM bytes as the HMAC secret, in every
         // form the key might be known in.
-        for secret in [
-            RSA1_PUB.as_bytes().to_vec(),
-            b64(RSA1_PUB).into_bytes(),
-            RSA1_PKCS1_PUB.as_bytes().to_vec(),
-        ] {
-            let t = sign(
-                Algorithm::HS256,
-                None,
-                &json!({"sub": "admin"}),
-                &EncodingKey::from_secret(&secret),
-            );
+        for secret in [RSA1_PUB.as_bytes().to_vec(), b64(RSA1_PUB).into_bytes(), RSA1_PKCS1_PUB.as_bytes().to_vec()] {
+            let t = sign(Algorithm::HS256, None, &json!({"sub": "admin"}), &EncodingKey::from_secret(&secret));
             let e = verify(&t, Family::Rsa, &keys, Skew::default(), NOW).unwrap_err();
-            assert_eq!(
-                e,
-                JwtError::AlgNotAllowed {
-                    alg: "HS256".into(),
-                    family: Family::Rsa
-                }
-            );
-            assert_eq!(
-                e.to_string(),
-                "signing algorithm HS256 is not allowed for this API (rsa)"
-            );
+            assert_eq!(e, JwtError::AlgNotAllowed { alg: "HS256".into(), family: Family::Rsa });
+            assert_eq!(e.to_string(), "signing algorithm HS256 is not allowed for this API (rsa)");
             // Relabelled as RS256 but still an HMAC signature: must not verify.
             let parts: Vec<&str> = t.split('.').collect();
-            let relabelled_msg = format!(
-                "{}.{}",
-                B64URL.encode(r#"{"alg":"RS256","typ":"JWT"}"#),
-                parts[1]
-            );
+            let relabelled_msg = format!("{}.{}", B64URL.encode(r#"{"alg":"RS256","typ":"JWT"}"#), parts[1]);
             let sig = jsonwebtoken::crypto::sign(
                 relabelled_msg.as_bytes(),
                 &EncodingKey::from_secret(&secret),
@@ -1561,36 +1330,20 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
         }
         // A KeySet for another family is never used (caller mix-up): no key.
         let hk = KeySet::from_source(Family::Hmac, &b64(RSA1_PUB)).unwrap();
-        let t = sign(
-            Algorithm::HS256,
-            None,
-            &json!({}),
-            &EncodingKey::from_secret(RSA1_PUB.as_bytes()),
-        );
+        let t = sign(Algorithm::HS256, None, &json!({}), &EncodingKey::from_secret(RSA1_PUB.as_bytes()));
         assert!(verify(&t, Family::Hmac, &hk, Skew::default(), NOW).is_ok());
         assert_eq!(
             verify(&t, Family::Rsa, &hk, Skew::default(), NOW).unwrap_err(),
-            JwtError::AlgNotAllowed {
-                alg: "HS256".into(),
-                family: Family::Rsa
-            }
+            JwtError::AlgNotAllowed { alg: "HS256".into(), family: Family::Rsa }
         );
         let rs = sign(Algorithm::RS256, None, &json!({}), &rsa_enc(RSA1_PEM));
-        assert_eq!(
-            verify(&rs, Family::Rsa, &hk, Skew::default(), NOW).unwrap_err(),
-            JwtError::NoKey
-        );
+        assert_eq!(verify(&rs, Family::Rsa, &hk, Skew::default(), NOW).unwrap_err(), JwtError::NoKey);
     }
 
     // --- time claims ----------------------------------------------------------------------------
 
     fn hs(claims: Value) -> String {
-        sign(
-            Algorithm::HS256,
-            None,
-            &claims,
-            &EncodingKey::from_secret(b"k"),
-        )
+        sign(Algorithm::HS256, None, &claims, &EncodingKey::from_secret(b"k"))
     }
 
     fn check(claims: Value, skew: Skew) -> Result<Claims, JwtError> {
@@ -1601,38 +1354,15 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
     fn exp_checks() {
         let none = Skew::default();
         assert!(check(json!({"exp": NOW}), none).is_ok());
-        assert_eq!(
-            check(json!({"exp": NOW - 1}), none).unwrap_err(),
-            JwtError::Expired
-        );
-        assert_eq!(
-            check(json!({"exp": NOW - 10}), Skew { exp: 9, ..none }).unwrap_err(),
-            JwtError::Expired
-        );
+        assert_eq!(check(json!({"exp": NOW - 1}), none).unwrap_err(), JwtError::Expired);
+        assert_eq!(check(json!({"exp": NOW - 10}), Skew { exp: 9, ..none }).unwrap_err(), JwtError::Expired);
         assert!(check(json!({"exp": NOW - 10}), Skew { exp: 10, ..none }).is_ok());
-        assert_eq!(
-            check(json!({"exp": 0}), none).unwrap_err(),
-            JwtError::Expired
-        );
-        assert_eq!(
-            check(json!({"exp": -5}), none).unwrap_err(),
-            JwtError::Expired
-        );
+        assert_eq!(check(json!({"exp": 0}), none).unwrap_err(), JwtError::Expired);
+        assert_eq!(check(json!({"exp": -5}), none).unwrap_err(), JwtError::Expired);
         let c = check(json!({"exp": (NOW + 5) as f64 + 0.9}), none).unwrap();
         assert_eq!(c.exp, Some(NOW + 5));
-        assert_eq!(
-            check(json!({"exp": 1e300}), none).unwrap().exp,
-            Some(u64::MAX)
-        );
-        assert!(check(
-            json!({"exp": u64::MAX}),
-            Skew {
-                exp: u64::MAX,
-                nbf: u64::MAX,
-                iat: u64::MAX
-            }
-        )
-        .is_ok());
+        assert_eq!(check(json!({"exp": 1e300}), none).unwrap().exp, Some(u64::MAX));
+        assert!(check(json!({"exp": u64::MAX}), Skew { exp: u64::MAX, nbf: u64::MAX, iat: u64::MAX }).is_ok());
         assert_eq!(JwtError::Expired.to_string(), "token is expired");
     }
 
@@ -1640,14 +1370,8 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
     fn nbf_checks() {
         let none = Skew::default();
         assert!(check(json!({"nbf": NOW}), none).is_ok());
-        assert_eq!(
-            check(json!({"nbf": NOW + 1}), none).unwrap_err(),
-            JwtError::NotYetValid
-        );
-        assert_eq!(
-            check(json!({"nbf": NOW + 10}), Skew { nbf: 9, ..none }).unwrap_err(),
-            JwtError::NotYetValid
-        );
+        assert_eq!(check(json!({"nbf": NOW + 1}), none).unwrap_err(), JwtError::NotYetValid);
+        assert_eq!(check(json!({"nbf": NOW + 10}), Skew { nbf: 9, ..none }).unwrap_err(), JwtError::NotYetValid);
         assert!(check(json!({"nbf": NOW + 10}), Skew { nbf: 10, ..none }).is_ok());
     }
 
@@ -1655,26 +1379,12 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
     fn iat_checks() {
         let none = Skew::default();
         assert!(check(json!({"iat": NOW}), none).is_ok());
-        assert_eq!(
-            check(json!({"iat": NOW + 1}), none).unwrap_err(),
-            JwtError::IssuedInFuture
-        );
-        assert_eq!(
-            check(json!({"iat": NOW + 10}), Skew { iat: 9, ..none }).unwrap_err(),
-            JwtError::IssuedInFuture
-        );
+        assert_eq!(check(json!({"iat": NOW + 1}), none).unwrap_err(), JwtError::IssuedInFuture);
+        assert_eq!(check(json!({"iat": NOW + 10}), Skew { iat: 9, ..none }).unwrap_err(), JwtError::IssuedInFuture);
         assert!(check(json!({"iat": NOW + 10}), Skew { iat: 10, ..none }).is_ok());
         // Each skew only applies to its own claim.
         assert_eq!(
-            check(
-                json!({"iat": NOW + 10}),
-                Skew {
-                    exp: 100,
-                    nbf: 100,
-                    iat: 0
-                }
-            )
-            .unwrap_err(),
+            check(json!({"iat": NOW + 10}), Skew { exp: 100, nbf: 100, iat: 0 }).unwrap_err(),
             JwtError::IssuedInFuture
         );
     }
@@ -1683,21 +1393,10 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
     fn time_claims_must_be_numbers() {
         let none = Skew::default();
         for name in ["exp", "nbf", "iat"] {
-            for bad in [
-                json!("1900000000"),
-                json!(true),
-                json!([1]),
-                json!({"a": 1}),
-            ] {
+            for bad in [json!("1900000000"), json!(true), json!([1]), json!({"a": 1})] {
                 let mut m = Map::new();
                 m.insert(name.into(), bad);
-                assert!(
-                    matches!(
-                        check(Value::Object(m), none).unwrap_err(),
-                        JwtError::Malformed(_)
-                    ),
-                    "{name}"
-                );
+                assert!(matches!(check(Value::Object(m), none).unwrap_err(), JwtError::Malformed(_)), "{name}");
             }
         }
         assert!(check(json!({"exp": null, "nbf": null}), none).is_ok());
@@ -1708,12 +1407,7 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
     #[test]
     fn malformed_inputs() {
         let keys = hs_keys("foo");
-        let mal = |t: &str| {
-            matches!(
-                verify(t, Family::Hmac, &keys, Skew::default(), NOW),
-                Err(JwtError::Malformed(_))
-            )
-        };
+        let mal = |t: &str| matches!(verify(t, Family::Hmac, &keys, Skew::default(), NOW), Err(JwtError::Malformed(_)));
         let (h, rest) = TYK_TOKEN.split_once('.').unwrap();
         let (p, s) = rest.split_once('.').unwrap();
         assert!(mal(""));
@@ -1726,49 +1420,24 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
         assert!(mal(&format!("{h}=.{p}.{s}")));
         assert!(mal(&format!("{}.{p}.{s}", B64URL.encode("not json"))));
         assert!(mal(&format!("{}.{p}.{s}", B64URL.encode("[1,2]"))));
-        assert!(mal(&format!(
-            "{}.{p}.{s}",
-            B64URL.encode(r#"{"typ":"JWT"}"#)
-        )));
+        assert!(mal(&format!("{}.{p}.{s}", B64URL.encode(r#"{"typ":"JWT"}"#))));
         assert!(mal(&format!("{}.{p}.{s}", B64URL.encode(r#"{"alg":256}"#))));
-        assert!(mal(&format!(
-            "{}.{p}.{s}",
-            B64URL.encode(r#"{"alg":"HS256","kid":7}"#)
-        )));
-        assert!(mal(&format!(
-            "{}.{p}.{s}",
-            B64URL.encode(r#"{"alg":"HS256","crit":["b64"],"b64":false}"#)
-        )));
-        assert!(mal(&format!(
-            "{}.{p}.{s}",
-            B64URL.encode([0xff, 0xfe, b'{'])
-        )));
+        assert!(mal(&format!("{}.{p}.{s}", B64URL.encode(r#"{"alg":"HS256","kid":7}"#))));
+        assert!(mal(&format!("{}.{p}.{s}", B64URL.encode(r#"{"alg":"HS256","crit":["b64"],"b64":false}"#))));
+        assert!(mal(&format!("{}.{p}.{s}", B64URL.encode([0xff, 0xfe, b'{']))));
         assert!(mal(&format!("{h}.{}.{s}", "A".repeat(MAX_TOKEN_LEN))));
         assert!(mal("é.é.é"));
         // Signed but with non-JSON / non-object / invalid UTF-8 claims.
-        for claims in [
-            "not json",
-            "[1]",
-            "\"s\"",
-            "{\"a\":\"\u{0}\"",
-            "{\"sub\":\"x\"} trailing",
-        ] {
-            assert!(
-                mal(&hs256_raw(r#"{"alg":"HS256"}"#, claims, b"foo")),
-                "{claims}"
-            );
+        for claims in ["not json", "[1]", "\"s\"", "{\"a\":\"\u{0}\"", "{\"sub\":\"x\"} trailing"] {
+            assert!(mal(&hs256_raw(r#"{"alg":"HS256"}"#, claims, b"foo")), "{claims}");
         }
         let msg = format!(
             "{}.{}",
             B64URL.encode(r#"{"alg":"HS256"}"#),
             B64URL.encode([b'{', b'"', 0xc3, 0x28, b'"', b':', b'1', b'}'])
         );
-        let sig = jsonwebtoken::crypto::sign(
-            msg.as_bytes(),
-            &EncodingKey::from_secret(b"foo"),
-            Algorithm::HS256,
-        )
-        .unwrap();
+        let sig =
+            jsonwebtoken::crypto::sign(msg.as_bytes(), &EncodingKey::from_secret(b"foo"), Algorithm::HS256).unwrap();
         assert!(mal(&format!("{msg}.{sig}")));
         // Deeply nested JSON does not blow the stack.
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
@@ -1790,72 +1459,36 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
             "eyJhbGciOiJSUzI1NiIsImtpZCI6bnVsbH0.e30.AAAA",
         ];
         for t in samples {
-            assert!(
-                verify(t, Family::Rsa, &keys, Skew::default(), NOW).is_err(),
-                "{t}"
-            );
+            assert!(verify(t, Family::Rsa, &keys, Skew::default(), NOW).is_err(), "{t}");
         }
         let big_sig = format!("eyJhbGciOiJSUzI1NiJ9.e30.{}", "A".repeat(40_000));
-        assert_eq!(
-            verify(&big_sig, Family::Rsa, &keys, Skew::default(), NOW).unwrap_err(),
-            JwtError::BadSignature
-        );
+        assert_eq!(verify(&big_sig, Family::Rsa, &keys, Skew::default(), NOW).unwrap_err(), JwtError::BadSignature);
     }
 
     // --- JWKS -----------------------------------------------------------------------------------
 
     #[test]
     fn jwks_kid_selection() {
-        let jwks = json!({"keys": [jwk_json(RSA1_PEM, Algorithm::RS256, "k1"), jwk_json(RSA2_PEM, Algorithm::RS256, "k2")]});
+        let jwks =
+            json!({"keys": [jwk_json(RSA1_PEM, Algorithm::RS256, "k1"), jwk_json(RSA2_PEM, Algorithm::RS256, "k2")]});
         let keys = KeySet::from_jwks(Family::Rsa, jwks.to_string().as_bytes()).unwrap();
         assert_eq!(keys.len(), 2);
-        let t1 = sign(
-            Algorithm::RS256,
-            Some("k1"),
-            &json!({"sub": "one"}),
-            &rsa_enc(RSA1_PEM),
-        );
-        let t2 = sign(
-            Algorithm::RS256,
-            Some("k2"),
-            &json!({"sub": "two"}),
-            &rsa_enc(RSA2_PEM),
-        );
-        assert_eq!(
-            verify(&t1, Family::Rsa, &keys, Skew::default(), NOW)
-                .unwrap()
-                .text("sub")
-                .as_deref(),
-            Some("one")
-        );
-        assert_eq!(
-            verify(&t2, Family::Rsa, &keys, Skew::default(), NOW)
-                .unwrap()
-                .text("sub")
-                .as_deref(),
-            Some("two")
-        );
+        let t1 = sign(Algorithm::RS256, Some("k1"), &json!({"sub": "one"}), &rsa_enc(RSA1_PEM));
+        let t2 = sign(Algorithm::RS256, Some("k2"), &json!({"sub": "two"}), &rsa_enc(RSA2_PEM));
+        assert_eq!(verify(&t1, Family::Rsa, &keys, Skew::default(), NOW).unwrap().text("sub").as_deref(), Some("one"));
+        assert_eq!(verify(&t2, Family::Rsa, &keys, Skew::default(), NOW).unwrap().text("sub").as_deref(), Some("two"));
         // kid names the other key: only that key is tried.
         let wrong = sign(Algorithm::RS256, Some("k2"), &json!({}), &rsa_enc(RSA1_PEM));
-        assert_eq!(
-            verify(&wrong, Family::Rsa, &keys, Skew::default(), NOW).unwrap_err(),
-            JwtError::BadSignature
-        );
+        assert_eq!(verify(&wrong, Family::Rsa, &keys, Skew::default(), NOW).unwrap_err(), JwtError::BadSignature);
         // Unknown kid: no key.
         let unknown = sign(Algorithm::RS256, Some("k9"), &json!({}), &rsa_enc(RSA1_PEM));
-        assert_eq!(
-            verify(&unknown, Family::Rsa, &keys, Skew::default(), NOW).unwrap_err(),
-            JwtError::NoKey
-        );
+        assert_eq!(verify(&unknown, Family::Rsa, &keys, Skew::default(), NOW).unwrap_err(), JwtError::NoKey);
         // No kid: every RSA key is tried.
         let nokid = sign(Algorithm::RS256, None, &json!({}), &rsa_enc(RSA2_PEM));
         assert!(verify(&nokid, Family::Rsa, &keys, Skew::default(), NOW).is_ok());
         // JWK alg RS256 pins the key: a PS256 token with the same key is not accepted.
         let ps = sign(Algorithm::PS256, Some("k1"), &json!({}), &rsa_enc(RSA1_PEM));
-        assert_eq!(
-            verify(&ps, Family::Rsa, &keys, Skew::default(), NOW).unwrap_err(),
-            JwtError::NoKey
-        );
+        assert_eq!(verify(&ps, Family::Rsa, &keys, Skew::default(), NOW).unwrap_err(), JwtError::NoKey);
         // A static key (no kid) is still used when the token carries a kid.
         let stat = rsa_keys();
         assert!(verify(&t1, Family::Rsa, &stat, Skew::default(), NOW).is_ok());
@@ -1884,50 +1517,28 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
         assert_eq!(ek.len(), 2);
         let hk = KeySet::from_jwks(Family::Hmac, raw.as_bytes()).unwrap();
         assert_eq!(hk.len(), 1);
-        let t = sign(
-            Algorithm::ES256,
-            Some("ec"),
-            &json!({"sub": "e"}),
-            &ec_enc(EC1_PEM),
-        );
+        let t = sign(Algorithm::ES256, Some("ec"), &json!({"sub": "e"}), &ec_enc(EC1_PEM));
         assert!(verify(&t, Family::Ecdsa, &ek, Skew::default(), NOW).is_ok());
-        let t = sign(
-            Algorithm::HS256,
-            Some("hmac"),
-            &json!({}),
-            &EncodingKey::from_secret(b"foo"),
-        );
+        let t = sign(Algorithm::HS256, Some("hmac"), &json!({}), &EncodingKey::from_secret(b"foo"));
         assert!(verify(&t, Family::Hmac, &hk, Skew::default(), NOW).is_ok());
 
         // x5c-only RSA key.
-        let body: String = RSA1_CRT
-            .lines()
-            .filter(|l| !l.starts_with("-----"))
-            .collect();
+        let body: String = RSA1_CRT.lines().filter(|l| !l.starts_with("-----")).collect();
         let x5c = json!({"keys": [{"kty": "RSA", "kid": "c", "x5c": [body]}]});
         let xk = KeySet::from_jwks(Family::Rsa, x5c.to_string().as_bytes()).unwrap();
         let t = sign(Algorithm::RS256, Some("c"), &json!({}), &rsa_enc(RSA1_PEM));
         assert!(verify(&t, Family::Rsa, &xk, Skew::default(), NOW).is_ok());
 
         // Errors.
-        assert!(KeySet::from_jwks(Family::Rsa, b"{")
-            .unwrap_err()
-            .contains("not valid JSON"));
-        assert!(KeySet::from_jwks(Family::Rsa, b"{\"k\":[]}")
-            .unwrap_err()
-            .contains("\"keys\""));
-        assert!(KeySet::from_jwks(Family::Rsa, b"{\"keys\":[]}")
-            .unwrap_err()
-            .contains("no usable key"));
+        assert!(KeySet::from_jwks(Family::Rsa, b"{").unwrap_err().contains("not valid JSON"));
+        assert!(KeySet::from_jwks(Family::Rsa, b"{\"k\":[]}").unwrap_err().contains("\"keys\""));
+        assert!(KeySet::from_jwks(Family::Rsa, b"{\"keys\":[]}").unwrap_err().contains("no usable key"));
         ec["y"] = ec["x"].clone(); // not on the curve
         let bad = json!({"keys": [ec]}).to_string();
         let e = KeySet::from_jwks(Family::Ecdsa, bad.as_bytes()).unwrap_err();
         assert!(e.contains("curve point"), "{e}");
-        let weak = json!({"keys": [{"kty": "RSA", "n": B64URL.encode([0xffu8; 64]), "e": "AQAB"}]})
-            .to_string();
-        assert!(KeySet::from_jwks(Family::Rsa, weak.as_bytes())
-            .unwrap_err()
-            .contains("512 bits"));
+        let weak = json!({"keys": [{"kty": "RSA", "n": B64URL.encode([0xffu8; 64]), "e": "AQAB"}]}).to_string();
+        assert!(KeySet::from_jwks(Family::Rsa, weak.as_bytes()).unwrap_err().contains("512 bits"));
         let _ = rsa;
     }
 
@@ -1941,10 +1552,7 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
     // --- cache ----------------------------------------------------------------------------------
 
     fn claims_exp(exp: Option<u64>) -> Rc<Claims> {
-        Rc::new(Claims {
-            map: Map::new(),
-            exp,
-        })
+        Rc::new(Claims { map: Map::new(), exp })
     }
 
     #[test]
@@ -2011,12 +1619,7 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
         // Long churn stays bounded, including the order queue.
         let mut c = VerifiedCache::new(100, 60);
         for i in 0..10_000u64 {
-            c.insert(
-                "s",
-                &i.to_string(),
-                claims_exp(Some(NOW + i / 50 + (i % 7))),
-                NOW + i / 50,
-            );
+            c.insert("s", &i.to_string(), claims_exp(Some(NOW + i / 50 + (i % 7))), NOW + i / 50);
             assert!(c.len() <= 100);
             assert!(c.order.len() <= 2 * 100 + 17);
         }
@@ -2042,48 +1645,17 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
         }
         let hk = KeySet::from_source(Family::Hmac, "Zm9v").unwrap();
         per_op("HS256 verify", 200_000, || {
-            assert!(verify(
-                std::hint::black_box(TYK_TOKEN),
-                Family::Hmac,
-                &hk,
-                Skew::default(),
-                NOW
-            )
-            .is_ok());
+            assert!(verify(std::hint::black_box(TYK_TOKEN), Family::Hmac, &hk, Skew::default(), NOW).is_ok());
         });
         let rk = rsa_keys();
-        let rs = sign(
-            Algorithm::RS256,
-            None,
-            &json!({"sub": "u", "exp": NOW + 60}),
-            &rsa_enc(RSA1_PEM),
-        );
+        let rs = sign(Algorithm::RS256, None, &json!({"sub": "u", "exp": NOW + 60}), &rsa_enc(RSA1_PEM));
         per_op("RS256 verify (2048)", 5_000, || {
-            assert!(verify(
-                std::hint::black_box(&rs),
-                Family::Rsa,
-                &rk,
-                Skew::default(),
-                NOW
-            )
-            .is_ok());
+            assert!(verify(std::hint::black_box(&rs), Family::Rsa, &rk, Skew::default(), NOW).is_ok());
         });
         let ek = KeySet::from_source(Family::Ecdsa, EC1_PUB).unwrap();
-        let es = sign(
-            Algorithm::ES256,
-            None,
-            &json!({"sub": "u"}),
-            &ec_enc(EC1_PEM),
-        );
+        let es = sign(Algorithm::ES256, None, &json!({"sub": "u"}), &ec_enc(EC1_PEM));
         per_op("ES256 verify", 5_000, || {
-            assert!(verify(
-                std::hint::black_box(&es),
-                Family::Ecdsa,
-                &ek,
-                Skew::default(),
-                NOW
-            )
-            .is_ok());
+            assert!(verify(std::hint::black_box(&es), Family::Ecdsa, &ek, Skew::default(), NOW).is_ok());
         });
         let mut cache = VerifiedCache::new(10_000, 60);
         let claims = Rc::new(verify(&rs, Family::Rsa, &rk, Skew::default(), NOW).unwrap());

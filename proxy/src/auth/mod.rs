@@ -251,20 +251,13 @@ pub struct Strip<'a> {
 
 impl<'a> Strip<'a> {
     fn add_header(&mut self, name: &'a str) {
-        if let Some(slot) = self
-            .headers
-            .iter_mut()
-            .find(|s| s.is_none_or(|n| n.eq_ignore_ascii_case(name)))
-        {
+        if let Some(slot) = self.headers.iter_mut().find(|s| s.is_none_or(|n| n.eq_ignore_ascii_case(name))) {
             *slot = Some(name);
         }
     }
 
     pub fn removes_header(&self, name: &str) -> bool {
-        self.headers
-            .iter()
-            .flatten()
-            .any(|n| n.eq_ignore_ascii_case(name))
+        self.headers.iter().flatten().any(|n| n.eq_ignore_ascii_case(name))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -293,11 +286,7 @@ pub struct Denial {
 }
 
 fn deny(status: u16, message: impl Into<Cow<'static, str>>) -> Denial {
-    Denial {
-        status,
-        message: message.into(),
-        basic_challenge: false,
-    }
+    Denial { status, message: message.into(), basic_challenge: false }
 }
 
 /// Outcome of [`decide`].
@@ -341,12 +330,7 @@ enum Step<'a> {
 }
 
 /// Decides whether `req` may reach the API, as whom, and what auth data to strip.
-pub fn decide<'a>(
-    auth: &'a ApiAuth,
-    req: &RequestView<'a>,
-    cx: DecideCtx<'_>,
-    w: &mut WorkerAuth,
-) -> Decision<'a> {
+pub fn decide<'a>(auth: &'a ApiAuth, req: &RequestView<'a>, cx: DecideCtx<'_>, w: &mut WorkerAuth) -> Decision<'a> {
     let ip = crate::bans::canonical(req.client_ip);
     if let Some(allow) = &auth.ip_allow {
         if !allow.iter().any(|n| n.contains(&ip)) {
@@ -356,27 +340,13 @@ pub fn decide<'a>(
     if auth.ip_deny.iter().any(|n| n.contains(&ip)) {
         return Decision::Deny(deny(403, MSG_IP));
     }
-    if auth
-        .black_list
-        .iter()
-        .any(|r| r.matches(req.method, req.rel_path))
-    {
+    if auth.black_list.iter().any(|r| r.matches(req.method, req.rel_path)) {
         return Decision::Deny(deny(403, MSG_ENDPOINT));
     }
-    if !auth.white_list.is_empty()
-        && !auth
-            .white_list
-            .iter()
-            .any(|r| r.matches(req.method, req.rel_path))
-    {
+    if !auth.white_list.is_empty() && !auth.white_list.iter().any(|r| r.matches(req.method, req.rel_path)) {
         return Decision::Deny(deny(403, MSG_ENDPOINT));
     }
-    if auth.keyless
-        || auth
-            .ignored
-            .iter()
-            .any(|r| r.matches(req.method, req.rel_path))
-    {
+    if auth.keyless || auth.ignored.iter().any(|r| r.matches(req.method, req.rel_path)) {
         return Decision::Allow(Allowed::default());
     }
 
@@ -416,23 +386,14 @@ pub fn decide<'a>(
     if p.grant.inactive {
         return Decision::Deny(deny(403, "Key is inactive, please renew"));
     }
-    if let Err(e) = p
-        .grant
-        .check(cx.api_id, &auth.version, req.method, req.path)
-    {
+    if let Err(e) = p.grant.check(cx.api_id, &auth.version, req.method, req.path) {
         return Decision::Deny(match e {
             policy::AccessDenied::Api => deny(403, MSG_DISALLOWED),
-            policy::AccessDenied::Version => {
-                deny(403, "Access to this API version has been disallowed")
-            }
+            policy::AccessDenied::Version => deny(403, "Access to this API version has been disallowed"),
             policy::AccessDenied::Url => deny(403, "Access to this resource has been disallowed"),
         });
     }
-    allowed.identity = Some(Identity {
-        method,
-        id: p.id,
-        grant: p.grant,
-    });
+    allowed.identity = Some(Identity { method, id: p.id, grant: p.grant });
     allowed.token = p.token;
     allowed.claims = p.claims;
     allowed.session = p.session;
@@ -497,13 +458,7 @@ fn check_token<'a>(
     match session_grant(hash, cx, w) {
         Ok((session, grant)) => {
             strip_found(strip, src, found);
-            Step::Pass(Passed {
-                id: hex(&hash).into(),
-                session: Some(session),
-                grant,
-                token: Some(key),
-                claims: None,
-            })
+            Step::Pass(Passed { id: hex(&hash).into(), session: Some(session), grant, token: Some(key), claims: None })
         }
         Err(d) => Step::Stop(d),
     }
@@ -520,11 +475,7 @@ fn check_basic<'a>(
         return Step::Stop(Decision::Deny(deny(403, MSG_DISALLOWED)));
     };
     let Some(value) = token::header(req.headers, &src.header).filter(|v| !v.is_empty()) else {
-        return Step::Stop(Decision::Deny(Denial {
-            status: 401,
-            message: MSG_MISSING.into(),
-            basic_challenge: true,
-        }));
+        return Step::Stop(Decision::Deny(Denial { status: 401, message: MSG_MISSING.into(), basic_challenge: true }));
     };
     let (user, password) = match basic::parse_basic(value) {
         Ok(v) => v,
@@ -558,13 +509,7 @@ fn check_basic<'a>(
         w.remember_basic(digest);
     }
     strip.add_header(&src.header);
-    Step::Pass(Passed {
-        id: user.into(),
-        session: Some(session),
-        grant,
-        token: None,
-        claims: None,
-    })
+    Step::Pass(Passed { id: user.into(), session: Some(session), grant, token: None, claims: None })
 }
 
 fn check_hmac<'a>(
@@ -594,11 +539,7 @@ fn check_hmac<'a>(
     }
     let lookup = |name: &str| token::header(req.headers, name).map(str::to_string);
     let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(cx.now);
-    if let Err(e) = signature::check_date(
-        signature::date_value(&lookup).as_deref(),
-        now,
-        spec.clock_skew_ms,
-    ) {
+    if let Err(e) = signature::check_date(signature::date_value(&lookup).as_deref(), now, spec.clock_skew_ms) {
         return bad(e);
     }
     let hash = hash_key(&sig.key_id);
@@ -620,13 +561,7 @@ fn check_hmac<'a>(
         return bad(e);
     }
     strip.add_header("authorization");
-    Step::Pass(Passed {
-        id: hex(&hash).into(),
-        session: Some(session),
-        grant,
-        token: None,
-        claims: None,
-    })
+    Step::Pass(Passed { id: hex(&hash).into(), session: Some(session), grant, token: None, claims: None })
 }
 
 fn check_jwt<'a>(
@@ -654,43 +589,19 @@ fn check_jwt<'a>(
                     w.jwt.insert(scope, tok, Rc::clone(&c), cx.now);
                     c
                 }
-                Err(e) => {
-                    return Step::Stop(Decision::Deny(deny(
-                        403,
-                        format!("Key not authorized: {e}"),
-                    )))
-                }
+                Err(e) => return Step::Stop(Decision::Deny(deny(403, format!("Key not authorized: {e}")))),
             }
         }
     };
-    let field = if spec.identity_field.is_empty() {
-        "sub"
-    } else {
-        spec.identity_field.as_str()
-    };
-    let Some(id) = claims
-        .text(field)
-        .or_else(|| claims.text("sub"))
-        .filter(|s| !s.is_empty())
-    else {
-        return Step::Stop(Decision::Deny(deny(
-            403,
-            "Key not authorized: no identity claim in token",
-        )));
+    let field = if spec.identity_field.is_empty() { "sub" } else { spec.identity_field.as_str() };
+    let Some(id) = claims.text(field).or_else(|| claims.text("sub")).filter(|s| !s.is_empty()) else {
+        return Step::Stop(Decision::Deny(deny(403, "Key not authorized: no identity claim in token")));
     };
     // Policies: the policy claim when the API names one and the token carries it, else defaults.
-    let claim_policies = if spec.policy_field.is_empty() {
-        None
-    } else {
-        claims.map.get(&spec.policy_field)
-    };
+    let claim_policies = if spec.policy_field.is_empty() { None } else { claims.map.get(&spec.policy_field) };
     let policy_key = match claim_policies {
         Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Array(a)) => a
-            .iter()
-            .filter_map(|v| v.as_str())
-            .collect::<Vec<_>>()
-            .join(","),
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(","),
         _ => String::new(),
     };
     let grant_key = (cx.generation, cx.api_index, policy_key);
@@ -718,20 +629,11 @@ fn check_jwt<'a>(
         Ok(g) => g,
         Err(e) => {
             tracing::debug!(error = %e, "JWT refused: no usable policy");
-            return Step::Stop(Decision::Deny(deny(
-                403,
-                "Key not authorized: no matching policy found",
-            )));
+            return Step::Stop(Decision::Deny(deny(403, "Key not authorized: no matching policy found")));
         }
     };
     strip_found(strip, &spec.source, found);
-    Step::Pass(Passed {
-        id: id.into(),
-        session: None,
-        grant,
-        token: Some(tok),
-        claims: Some(claims),
-    })
+    Step::Pass(Passed { id: id.into(), session: None, grant, token: Some(tok), claims: Some(claims) })
 }
 
 fn jwt_scope(buf: &mut [u8; 40], generation: u64, api: u32) -> &str {

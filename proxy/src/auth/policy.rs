@@ -59,9 +59,7 @@ pub struct Policies {
 
 impl Policies {
     pub fn new(by_id: impl IntoIterator<Item = (String, Policy)>) -> Self {
-        Policies {
-            by_id: by_id.into_iter().collect(),
-        }
+        Policies { by_id: by_id.into_iter().collect() }
     }
 
     pub fn len(&self) -> usize {
@@ -131,11 +129,7 @@ fn compile_access(
     into: &mut AHashMap<String, ApiAccess>,
 ) -> Result<(), GrantError> {
     for (api_id, def) in rights {
-        let id = if def.api_id.is_empty() {
-            api_id.clone()
-        } else {
-            def.api_id.clone()
-        };
+        let id = if def.api_id.is_empty() { api_id.clone() } else { def.api_id.clone() };
         let entry = into.entry(id).or_default();
         for v in &def.versions {
             if !entry.versions.iter().any(|x| x.eq_ignore_ascii_case(v)) {
@@ -143,8 +137,7 @@ fn compile_access(
             }
         }
         for u in &def.allowed_urls {
-            let pattern =
-                regex::Regex::new(&u.url).map_err(|_| GrantError::BadUrlPattern(u.url.clone()))?;
+            let pattern = regex::Regex::new(&u.url).map_err(|_| GrantError::BadUrlPattern(u.url.clone()))?;
             entry.urls.push(UrlRule {
                 pattern: Arc::new(pattern),
                 methods: u.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
@@ -188,9 +181,7 @@ pub fn grant_for_policies(ids: &[&str], policies: &Policies) -> Result<Grant, Gr
     let mut tags = Vec::new();
     let mut inactive = false;
     for id in ids {
-        let p = policies
-            .get(id)
-            .ok_or_else(|| GrantError::UnknownPolicy(id.to_string()))?;
+        let p = policies.get(id).ok_or_else(|| GrantError::UnknownPolicy(id.to_string()))?;
         let r = effective_rate(p.rate, p.per);
         rate = Some(match (rate, r) {
             (None, r) => r,
@@ -235,13 +226,7 @@ pub enum AccessDenied {
 
 impl Grant {
     /// Checks API, version and `allowed_urls` (regex searched in `path`, as Tyk does).
-    pub fn check(
-        &self,
-        api_id: &str,
-        version: &str,
-        method: &str,
-        path: &str,
-    ) -> Result<(), AccessDenied> {
+    pub fn check(&self, api_id: &str, version: &str, method: &str, path: &str) -> Result<(), AccessDenied> {
         let Some(access) = &self.access else {
             return Ok(());
         };
@@ -292,23 +277,14 @@ mod tests {
         let g = grant_for_policies(&["fast", "slow"], &p).unwrap();
         assert_eq!(g.rate, Some((600.0, 60.0)));
         let p2 = policies(r#"{"x": {"rate": 5, "per": 1}, "y": {"rate": 20, "per": 1}}"#);
-        assert_eq!(
-            grant_for_policies(&["x", "y"], &p2).unwrap().rate,
-            Some((20.0, 1.0))
-        );
-        assert_eq!(
-            grant_for_policies(&["y", "x"], &p2).unwrap().rate,
-            Some((20.0, 1.0))
-        );
+        assert_eq!(grant_for_policies(&["x", "y"], &p2).unwrap().rate, Some((20.0, 1.0)));
+        assert_eq!(grant_for_policies(&["y", "x"], &p2).unwrap().rate, Some((20.0, 1.0)));
         assert_eq!(g.quota, Some((100, 60)));
         assert_eq!(g.tags, ["gold"]);
         assert!(g.check("a", "Default", "POST", "/x").is_ok());
         assert_eq!(g.check("a", "v2", "GET", "/x"), Err(AccessDenied::Version));
         assert!(g.check("b", "whatever", "GET", "/users/1").is_ok());
-        assert_eq!(
-            g.check("b", "v", "POST", "/users/1"),
-            Err(AccessDenied::Url)
-        );
+        assert_eq!(g.check("b", "v", "POST", "/users/1"), Err(AccessDenied::Url));
         assert_eq!(g.check("b", "v", "GET", "/orders"), Err(AccessDenied::Url));
         assert_eq!(g.check("c", "v", "GET", "/"), Err(AccessDenied::Api));
     }
@@ -322,36 +298,22 @@ mod tests {
         assert_eq!(g.rate, None);
         assert_eq!(g.quota, None);
         assert!(g.access.is_none());
-        assert_eq!(
-            grant_for_policies(&["nope"], &p).unwrap_err(),
-            GrantError::UnknownPolicy("nope".into())
-        );
+        assert_eq!(grant_for_policies(&["nope"], &p).unwrap_err(), GrantError::UnknownPolicy("nope".into()));
         assert!(grant_for_policies(&["off"], &p).unwrap().inactive);
     }
 
     #[test]
     fn session_without_policies_uses_its_own_rights() {
-        let mut s = Session {
-            rate: 3.0,
-            per: 1.0,
-            quota_max: -1,
-            ..Default::default()
-        };
+        let mut s = Session { rate: 3.0, per: 1.0, quota_max: -1, ..Default::default() };
         s.access_rights.insert(
             "a".into(),
             AccessDefinition {
                 api_id: "a".into(),
-                allowed_urls: vec![AccessSpec {
-                    url: "[".into(),
-                    methods: vec![],
-                }],
+                allowed_urls: vec![AccessSpec { url: "[".into(), methods: vec![] }],
                 ..Default::default()
             },
         );
-        assert_eq!(
-            grant_for_session(&s, &Policies::default()).unwrap_err(),
-            GrantError::BadUrlPattern("[".into())
-        );
+        assert_eq!(grant_for_session(&s, &Policies::default()).unwrap_err(), GrantError::BadUrlPattern("[".into()));
         s.access_rights.clear();
         let g = grant_for_session(&s, &Policies::default()).unwrap();
         assert_eq!(g.rate, Some((3.0, 1.0)));

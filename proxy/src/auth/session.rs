@@ -83,11 +83,7 @@ impl Session {
     /// Every policy this session applies (`apply_policies` plus the legacy `apply_policy_id`).
     pub fn policy_ids(&self) -> impl Iterator<Item = &str> {
         let legacy = (!self.apply_policy_id.is_empty()).then_some(self.apply_policy_id.as_str());
-        self.apply_policies
-            .iter()
-            .map(String::as_str)
-            .chain(legacy)
-            .filter(|s| !s.is_empty())
+        self.apply_policies.iter().map(String::as_str).chain(legacy).filter(|s| !s.is_empty())
     }
 
     /// True when the key has expired at `now` (unix seconds).
@@ -134,11 +130,7 @@ mod tests {
         };
         assert!(!s.is_expired(99));
         assert!(s.is_expired(100));
-        assert!(!Session {
-            expires: -1,
-            ..Default::default()
-        }
-        .is_expired(i64::MAX));
+        assert!(!Session { expires: -1, ..Default::default() }.is_expired(i64::MAX));
         assert_eq!(s.policy_ids().collect::<Vec<_>>(), ["p1", "p0"]);
     }
 }

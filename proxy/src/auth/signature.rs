@@ -154,10 +154,7 @@ impl std::fmt::Display for Algorithm {
 }
 
 /// [`Algorithm::is_allowed`] as a `Result`, for `?` chains.
-pub fn check_algorithm_allowed<S: AsRef<str>>(
-    algorithm: Algorithm,
-    allowed: &[S],
-) -> Result<(), SigError> {
+pub fn check_algorithm_allowed<S: AsRef<str>>(algorithm: Algorithm, allowed: &[S]) -> Result<(), SigError> {
     if algorithm.is_allowed(allowed) {
         Ok(())
     } else {
@@ -241,21 +238,14 @@ pub fn parse(authorization_value: &str) -> Result<SignatureHeader, SigError> {
         header_names.push("date".to_owned());
     }
 
-    let unescaped = percent_decode(signature_text.as_bytes())
-        .ok_or(SigError::Malformed("bad percent-encoding in signature"))?;
-    let raw = B64
-        .decode(unescaped)
-        .map_err(|_| SigError::Malformed("signature is not base64"))?;
+    let unescaped =
+        percent_decode(signature_text.as_bytes()).ok_or(SigError::Malformed("bad percent-encoding in signature"))?;
+    let raw = B64.decode(unescaped).map_err(|_| SigError::Malformed("signature is not base64"))?;
     if raw.is_empty() {
         return Err(SigError::MissingField("signature"));
     }
 
-    Ok(SignatureHeader {
-        key_id,
-        algorithm,
-        headers: header_names,
-        signature: raw,
-    })
+    Ok(SignatureHeader { key_id, algorithm, headers: header_names, signature: raw })
 }
 
 /// The value Tyk uses for `Date`: `X-Aux-Date` if present and non-empty, else `Date`
@@ -269,9 +259,7 @@ fn date_header(lookup: &dyn Fn(&str) -> Option<String>) -> Option<(&'static str,
     if let Some(v) = lookup("x-aux-date").filter(|v| !v.is_empty()) {
         return Some(("x-aux-date", v));
     }
-    lookup("date")
-        .filter(|v| !v.is_empty())
-        .map(|v| ("date", v))
+    lookup("date").filter(|v| !v.is_empty()).map(|v| ("date", v))
 }
 
 /// The signing string: one `name: value` line per entry of `sig.headers`, joined by `\n`.
@@ -301,8 +289,7 @@ pub fn signing_string(
             out.push(' ');
             out.push_str(target_path);
         } else if name == "date" {
-            let (line_name, value) =
-                date_header(lookup).ok_or_else(|| SigError::MissingHeader("date".to_owned()))?;
+            let (line_name, value) = date_header(lookup).ok_or_else(|| SigError::MissingHeader("date".to_owned()))?;
             out.push_str(line_name);
             out.push_str(": ");
             out.push_str(value.trim());
@@ -356,13 +343,8 @@ pub fn encode_signature(mac: &[u8]) -> String {
 /// Checks `sig.signature` against the HMAC of `signing_string` keyed with `secret` (the
 /// session's `hmac_string`), in constant time. An empty secret is refused, as in Tyk.
 pub fn verify(sig: &SignatureHeader, signing_string: &str, secret: &[u8]) -> Result<(), SigError> {
-    fn run<M: Mac + hmac::digest::KeyInit>(
-        secret: &[u8],
-        msg: &[u8],
-        tag: &[u8],
-    ) -> Result<(), SigError> {
-        let mut m =
-            <M as hmac::digest::KeyInit>::new_from_slice(secret).map_err(|_| SigError::Mismatch)?;
+    fn run<M: Mac + hmac::digest::KeyInit>(secret: &[u8], msg: &[u8], tag: &[u8]) -> Result<(), SigError> {
+        let mut m = <M as hmac::digest::KeyInit>::new_from_slice(secret).map_err(|_| SigError::Mismatch)?;
         m.update(msg);
         // Constant-time compare; a tag of the wrong length is an error, not a panic.
         m.verify_slice(tag).map_err(|_| SigError::Mismatch)
@@ -391,11 +373,7 @@ pub fn verify(sig: &SignatureHeader, signing_string: &str, secret: &[u8]) -> Res
 /// `Mon, 02 Jan 2006 15:04:05 -07`. A letter zone (GMT, UTC, any 3-5 letter abbreviation)
 /// counts as UTC, which is what Go does on a UTC host; the weekday is not checked
 /// against the date (Go ignores it too).
-pub fn check_date(
-    date_header: Option<&str>,
-    now: SystemTime,
-    allowed_skew_ms: f64,
-) -> Result<(), SigError> {
+pub fn check_date(date_header: Option<&str>, now: SystemTime, allowed_skew_ms: f64) -> Result<(), SigError> {
     let value = match date_header {
         Some(v) if !v.is_empty() => v,
         _ => return Err(SigError::DateMissing),
@@ -464,10 +442,7 @@ struct ParamIter<'a> {
 
 impl<'a> ParamIter<'a> {
     fn new(s: &'a str) -> Self {
-        ParamIter {
-            rest: s,
-            done: false,
-        }
+        ParamIter { rest: s, done: false }
     }
 
     fn next_param(&mut self) -> Option<Result<(String, String), SigError>> {
@@ -476,10 +451,7 @@ impl<'a> ParamIter<'a> {
         if self.rest.is_empty() {
             return None;
         }
-        let name_end = self
-            .rest
-            .find(|c: char| !(c.is_ascii() && is_tchar(c as u8)))
-            .unwrap_or(self.rest.len());
+        let name_end = self.rest.find(|c: char| !(c.is_ascii() && is_tchar(c as u8))).unwrap_or(self.rest.len());
         let Some((name, after)) = self.rest.split_at_checked(name_end) else {
             return Some(Err(SigError::Malformed("expected parameter name")));
         };
@@ -488,9 +460,7 @@ impl<'a> ParamIter<'a> {
         }
         let after = after.trim_start_matches([' ', '\t']);
         let Some(after) = after.strip_prefix('=') else {
-            return Some(Err(SigError::Malformed(
-                "expected '=' after parameter name",
-            )));
+            return Some(Err(SigError::Malformed("expected '=' after parameter name")));
         };
         let after = after.trim_start_matches([' ', '\t']);
         let (value, rest) = if let Some(quoted) = after.strip_prefix('"') {
@@ -625,9 +595,7 @@ impl Cursor<'_> {
     /// Three ASCII letters matched case-insensitively against `names`; returns the index.
     fn name3(&mut self, names: &[&str]) -> Option<usize> {
         let word = self.s.get(self.pos..self.pos + 3)?;
-        let idx = names
-            .iter()
-            .position(|n| n.as_bytes().eq_ignore_ascii_case(word))?;
+        let idx = names.iter().position(|n| n.as_bytes().eq_ignore_ascii_case(word))?;
         self.pos += 3;
         Some(idx)
     }
@@ -638,9 +606,7 @@ impl Cursor<'_> {
 }
 
 const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
+const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 fn is_leap(y: i64) -> bool {
     (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
@@ -670,10 +636,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 
 /// Parses Tyk's two accepted layouts into Unix seconds.
 fn parse_tyk_date(value: &str) -> Option<i64> {
-    let mut c = Cursor {
-        s: value.as_bytes(),
-        pos: 0,
-    };
+    let mut c = Cursor { s: value.as_bytes(), pos: 0 };
     c.name3(&DAYS)?;
     c.literal(b',')?;
     c.spaces()?;
@@ -699,10 +662,7 @@ fn parse_tyk_date(value: &str) -> Option<i64> {
         return None;
     }
     let days = days_from_civil(year, month, day);
-    Some(
-        days * 86_400 + i64::from(hour) * 3_600 + i64::from(minute) * 60 + i64::from(second)
-            - offset_secs,
-    )
+    Some(days * 86_400 + i64::from(hour) * 3_600 + i64::from(minute) * 60 + i64::from(second) - offset_secs)
 }
 
 /// Zone at the end of the date: a Go-style abbreviation (taken as UTC) or `±hh`.
@@ -713,11 +673,7 @@ fn parse_zone(z: &[u8]) -> Option<i64> {
             if hours > 24 {
                 return None;
             }
-            Some(if *sign == b'-' {
-                -hours * 3_600
-            } else {
-                hours * 3_600
-            })
+            Some(if *sign == b'-' { -hours * 3_600 } else { hours * 3_600 })
         }
         b"ChST" | b"MeST" => Some(0),
         _ => {
@@ -748,10 +704,7 @@ mod tests {
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned())).collect()
     }
 
     fn lookup_in(map: &HashMap<String, String>) -> impl Fn(&str) -> Option<String> + '_ {
@@ -775,16 +728,8 @@ mod tests {
             encode_hex(&compute(Algorithm::HmacSha256, msg, b"key")),
             "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
         );
-        assert_eq!(
-            encode_hex(&compute(Algorithm::HmacSha1, msg, b"key")),
-            "de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9"
-        );
-        for alg in [
-            Algorithm::HmacSha1,
-            Algorithm::HmacSha256,
-            Algorithm::HmacSha384,
-            Algorithm::HmacSha512,
-        ] {
+        assert_eq!(encode_hex(&compute(Algorithm::HmacSha1, msg, b"key")), "de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9");
+        for alg in [Algorithm::HmacSha1, Algorithm::HmacSha256, Algorithm::HmacSha384, Algorithm::HmacSha512] {
             assert_eq!(compute(alg, msg, b"key").len(), alg.output_len());
         }
     }
@@ -801,18 +746,9 @@ mod tests {
         let secret = b"s3cret";
         let cases: [(&str, Vec<u8>); 4] = [
             ("hmac-sha1", mac::<Hmac<sha1::Sha1>>(secret, &expected_ss)),
-            (
-                "hmac-sha256",
-                mac::<Hmac<sha2::Sha256>>(secret, &expected_ss),
-            ),
-            (
-                "hmac-sha384",
-                mac::<Hmac<sha2::Sha384>>(secret, &expected_ss),
-            ),
-            (
-                "hmac-sha512",
-                mac::<Hmac<sha2::Sha512>>(secret, &expected_ss),
-            ),
+            ("hmac-sha256", mac::<Hmac<sha2::Sha256>>(secret, &expected_ss)),
+            ("hmac-sha384", mac::<Hmac<sha2::Sha384>>(secret, &expected_ss)),
+            ("hmac-sha512", mac::<Hmac<sha2::Sha512>>(secret, &expected_ss)),
         ];
         for (alg, sig) in cases {
             let h = parse(&auth(alg, "(request-target) Date X-Foo", &sig)).unwrap();
@@ -859,10 +795,7 @@ mod tests {
 
     #[test]
     fn tyk_target_path_drops_query_and_decodes() {
-        assert_eq!(
-            tyk_target_path("/a%20b/c?x=1&y=2").as_deref(),
-            Some("/a b/c")
-        );
+        assert_eq!(tyk_target_path("/a%20b/c?x=1&y=2").as_deref(), Some("/a b/c"));
         assert_eq!(tyk_target_path("/p+q").as_deref(), Some("/p+q"));
         assert_eq!(tyk_target_path("/bad%zz"), None);
         assert_eq!(tyk_target_path("/trunc%2"), None);
@@ -873,19 +806,10 @@ mod tests {
     fn missing_signed_header_is_named() {
         let h = parse(&auth("hmac-sha256", "date x-missing", &[1; 32])).unwrap();
         let req = headers(&[("Date", DATE)]);
-        assert_eq!(
-            signing_string(&h, "GET", "/", &lookup_in(&req)),
-            Err(SigError::MissingHeader("x-missing".into()))
-        );
-        assert_eq!(
-            SigError::MissingHeader("x-missing".into()).to_string(),
-            "missing signed header x-missing"
-        );
+        assert_eq!(signing_string(&h, "GET", "/", &lookup_in(&req)), Err(SigError::MissingHeader("x-missing".into())));
+        assert_eq!(SigError::MissingHeader("x-missing".into()).to_string(), "missing signed header x-missing");
         let none = headers(&[]);
-        assert_eq!(
-            signing_string(&h, "GET", "/", &lookup_in(&none)),
-            Err(SigError::MissingHeader("date".into()))
-        );
+        assert_eq!(signing_string(&h, "GET", "/", &lookup_in(&none)), Err(SigError::MissingHeader("date".into())));
     }
 
     #[test]
@@ -895,10 +819,7 @@ mod tests {
         let req = headers(&[("Date", DATE), ("X-Aux-Date", aux)]);
         let sig = mac::<Hmac<sha1::Sha1>>(secret, &format!("x-aux-date: {aux}"));
         // No headers and no algorithm: Tyk defaults (["date"], hmac-sha1).
-        let value = format!(
-            "Signature keyId=\"k1\",signature=\"{}\"",
-            encode_signature(&sig)
-        );
+        let value = format!("Signature keyId=\"k1\",signature=\"{}\"", encode_signature(&sig));
         let h = parse(&value).unwrap();
         assert_eq!(h.headers, ["date"]);
         assert_eq!(h.algorithm, Algorithm::HmacSha1);
@@ -912,16 +833,11 @@ mod tests {
 
     #[test]
     fn signature_encodings_accepted() {
-        let sig: Vec<u8> = (0u8..32)
-            .map(|i| i.wrapping_mul(37).wrapping_add(250))
-            .collect();
+        let sig: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(37).wrapping_add(250)).collect();
         let std_b64 = base64::engine::general_purpose::STANDARD.encode(&sig);
         assert!(std_b64.contains('+') || std_b64.contains('/'));
         let escaped = encode_signature(&sig);
-        let lower = escaped
-            .replace("%2B", "%2b")
-            .replace("%2F", "%2f")
-            .replace("%3D", "%3d");
+        let lower = escaped.replace("%2B", "%2b").replace("%2F", "%2f").replace("%3D", "%3d");
         let unpadded = std_b64.trim_end_matches('=').to_owned();
         for form in [escaped, lower, std_b64, unpadded] {
             let v = format!("Signature keyId=k,algorithm=hmac-sha256,signature=\"{form}\"");
@@ -932,8 +848,7 @@ mod tests {
     #[test]
     fn parse_variants() {
         // Case-insensitive scheme and names, spaces, bare tokens, escapes.
-        let h =
-            parse("signature  KEYID = \"a\\\"b\" , Algorithm=hmac-sha384,signature=AAAA").unwrap();
+        let h = parse("signature  KEYID = \"a\\\"b\" , Algorithm=hmac-sha384,signature=AAAA").unwrap();
         assert_eq!(h.key_id, "a\"b");
         assert_eq!(h.algorithm, Algorithm::HmacSha384);
         assert_eq!(h.signature, vec![0, 0, 0]);
@@ -950,108 +865,49 @@ mod tests {
             ("", SigError::Malformed("no parameters")),
             ("Signature", SigError::Malformed("no parameters")),
             ("Signature   ", SigError::Malformed("no parameters")),
-            (
-                "Signature algorithm=\"hmac-sha256\",signature=\"AAAA\"",
-                SigError::MissingField("keyId"),
-            ),
-            (
-                "Signature keyId=\"\",signature=\"AAAA\"",
-                SigError::MissingField("keyId"),
-            ),
+            ("Signature algorithm=\"hmac-sha256\",signature=\"AAAA\"", SigError::MissingField("keyId")),
+            ("Signature keyId=\"\",signature=\"AAAA\"", SigError::MissingField("keyId")),
             ("Signature keyId=\"k\"", SigError::MissingField("signature")),
-            (
-                "Signature keyId=\"k\",signature=\"%%%\"",
-                SigError::Malformed("bad percent-encoding in signature"),
-            ),
-            (
-                "Signature keyId=\"k\",signature=\"not base64!\"",
-                SigError::Malformed("signature is not base64"),
-            ),
-            (
-                "Signature keyId=\"k\",algorithm=\"rsa-sha256\",signature=\"AAAA\"",
-                SigError::UnknownAlgorithm,
-            ),
-            (
-                "Signature keyId=\"k\",algorithm=\"HMAC-SHA256\",signature=\"AAAA\"",
-                SigError::UnknownAlgorithm,
-            ),
-            (
-                "Signature keyId=\"k,signature=\"AAAA",
-                SigError::Malformed("expected ',' between parameters"),
-            ),
-            (
-                "Signature keyId=\"k",
-                SigError::Malformed("unbalanced quote"),
-            ),
-            (
-                "Signature keyId=\"k\\",
-                SigError::Malformed("unbalanced quote"),
-            ),
-            (
-                "Signature keyId",
-                SigError::Malformed("expected '=' after parameter name"),
-            ),
-            (
-                "Signature keyId=",
-                SigError::Malformed("empty parameter value"),
-            ),
-            (
-                "Signature =x",
-                SigError::Malformed("expected parameter name"),
-            ),
-            (
-                "Signature keyId=k,foo=bar,signature=AAAA",
-                SigError::Malformed("unknown parameter"),
-            ),
-            (
-                "Signature keyId=k,keyId=j,signature=AAAA",
-                SigError::Malformed("repeated parameter"),
-            ),
-            (
-                "Signature keyId=k headers=date",
-                SigError::Malformed("expected ',' between parameters"),
-            ),
+            ("Signature keyId=\"k\",signature=\"%%%\"", SigError::Malformed("bad percent-encoding in signature")),
+            ("Signature keyId=\"k\",signature=\"not base64!\"", SigError::Malformed("signature is not base64")),
+            ("Signature keyId=\"k\",algorithm=\"rsa-sha256\",signature=\"AAAA\"", SigError::UnknownAlgorithm),
+            ("Signature keyId=\"k\",algorithm=\"HMAC-SHA256\",signature=\"AAAA\"", SigError::UnknownAlgorithm),
+            ("Signature keyId=\"k,signature=\"AAAA", SigError::Malformed("expected ',' between parameters")),
+            ("Signature keyId=\"k", SigError::Malformed("unbalanced quote")),
+            ("Signature keyId=\"k\\", SigError::Malformed("unbalanced quote")),
+            ("Signature keyId", SigError::Malformed("expected '=' after parameter name")),
+            ("Signature keyId=", SigError::Malformed("empty parameter value")),
+            ("Signature =x", SigError::Malformed("expected parameter name")),
+            ("Signature keyId=k,foo=bar,signature=AAAA", SigError::Malformed("unknown parameter")),
+            ("Signature keyId=k,keyId=j,signature=AAAA", SigError::Malformed("repeated parameter")),
+            ("Signature keyId=k headers=date", SigError::Malformed("expected ',' between parameters")),
             (
                 "Signature keyId=k,headers=\"da:te\",signature=AAAA",
                 SigError::Malformed("invalid header name in headers"),
             ),
-            (
-                "Basic dXNlcjpwYXNz",
-                SigError::Malformed("expected '=' after parameter name"),
-            ),
+            ("Basic dXNlcjpwYXNz", SigError::Malformed("expected '=' after parameter name")),
         ];
         for (input, want) in cases {
             assert_eq!(parse(input).as_ref(), Err(want), "input {input:?}");
         }
         // Multi-byte characters at every boundary the parser looks at.
-        for s in [
-            "Signatur€",
-            "Signature€",
-            "€",
-            "Signature kéyId=\"é\"",
-            "Signature keyId=é€,signature=€",
-        ] {
+        for s in ["Signatur€", "Signature€", "€", "Signature kéyId=\"é\"", "Signature keyId=é€,signature=€"]
+        {
             assert!(parse(s).is_err(), "{s:?}");
         }
     }
 
     #[test]
     fn pseudo_random_inputs_never_panic() {
-        let alphabet: Vec<char> = "Signature keyId=\"\\,%2bB+/=aé€\t(request-target)hmac-sha256"
-            .chars()
-            .collect();
+        let alphabet: Vec<char> = "Signature keyId=\"\\,%2bB+/=aé€\t(request-target)hmac-sha256".chars().collect();
         let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut ok = 0usize;
         for _ in 0..20_000 {
             let mut s = String::new();
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1);
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
             let len = (state >> 58) as usize;
             for _ in 0..len {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1);
+                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
                 let idx = (state >> 33) as usize % alphabet.len();
                 if let Some(c) = alphabet.get(idx) {
                     s.push(*c);
@@ -1073,14 +929,8 @@ mod tests {
         let none: [&str; 0] = [];
         assert!(Algorithm::HmacSha1.is_allowed(&none));
         let list = vec!["hmac-sha256".to_owned(), "hmac-sha512".to_owned()];
-        assert_eq!(
-            check_algorithm_allowed(Algorithm::HmacSha256, &list),
-            Ok(())
-        );
-        assert_eq!(
-            check_algorithm_allowed(Algorithm::HmacSha1, &list),
-            Err(SigError::AlgorithmNotAllowed)
-        );
+        assert_eq!(check_algorithm_allowed(Algorithm::HmacSha256, &list), Ok(()));
+        assert_eq!(check_algorithm_allowed(Algorithm::HmacSha1, &list), Err(SigError::AlgorithmNotAllowed));
     }
 
     #[test]
@@ -1104,33 +954,15 @@ mod tests {
     #[test]
     fn date_parsing() {
         assert_eq!(parse_tyk_date(DATE), Some(DATE_UNIX as i64));
-        assert_eq!(
-            parse_tyk_date("Sun, 06 Nov 1994 08:49:37 UTC"),
-            Some(DATE_UNIX as i64)
-        );
-        assert_eq!(
-            parse_tyk_date("sun,  06 nov 1994 8:49:37 GMT"),
-            Some(DATE_UNIX as i64)
-        );
+        assert_eq!(parse_tyk_date("Sun, 06 Nov 1994 08:49:37 UTC"), Some(DATE_UNIX as i64));
+        assert_eq!(parse_tyk_date("sun,  06 nov 1994 8:49:37 GMT"), Some(DATE_UNIX as i64));
         // Numeric zone fallback: 09:49:37 +01 == 08:49:37 GMT.
-        assert_eq!(
-            parse_tyk_date("Sun, 06 Nov 1994 09:49:37 +01"),
-            Some(DATE_UNIX as i64)
-        );
-        assert_eq!(
-            parse_tyk_date("Sun, 06 Nov 1994 03:49:37 -05"),
-            Some(DATE_UNIX as i64)
-        );
+        assert_eq!(parse_tyk_date("Sun, 06 Nov 1994 09:49:37 +01"), Some(DATE_UNIX as i64));
+        assert_eq!(parse_tyk_date("Sun, 06 Nov 1994 03:49:37 -05"), Some(DATE_UNIX as i64));
         // Weekday is not checked (Go ignores it).
-        assert_eq!(
-            parse_tyk_date("Fri, 06 Nov 1994 08:49:37 GMT"),
-            Some(DATE_UNIX as i64)
-        );
+        assert_eq!(parse_tyk_date("Fri, 06 Nov 1994 08:49:37 GMT"), Some(DATE_UNIX as i64));
         assert_eq!(parse_tyk_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
-        assert_eq!(
-            parse_tyk_date("Tue, 29 Feb 2000 00:00:00 GMT"),
-            Some(951_782_400)
-        );
+        assert_eq!(parse_tyk_date("Tue, 29 Feb 2000 00:00:00 GMT"), Some(951_782_400));
         for bad in [
             "",
             "Sun, 06 Nov 1994 08:49:37",
@@ -1161,43 +993,22 @@ mod tests {
         let before = date_time - Duration::from_millis(300_001);
         assert_eq!(check_date(Some(DATE), inside, 300_000.0), Ok(()));
         assert_eq!(check_date(Some(DATE), edge, 300_000.0), Ok(()));
-        assert_eq!(
-            check_date(Some(DATE), outside, 300_000.0),
-            Err(SigError::ClockSkew)
-        );
-        assert_eq!(
-            check_date(Some(DATE), before, 300_000.0),
-            Err(SigError::ClockSkew)
-        );
+        assert_eq!(check_date(Some(DATE), outside, 300_000.0), Err(SigError::ClockSkew));
+        assert_eq!(check_date(Some(DATE), before, 300_000.0), Err(SigError::ClockSkew));
         // Skew check off: any parseable date passes, but the date must still parse.
         assert_eq!(check_date(Some(DATE), SystemTime::now(), 0.0), Ok(()));
         assert_eq!(check_date(Some(DATE), SystemTime::now(), -1.0), Ok(()));
         assert_eq!(check_date(Some(DATE), SystemTime::now(), f64::NAN), Ok(()));
-        assert_eq!(
-            check_date(None, SystemTime::now(), 0.0),
-            Err(SigError::DateMissing)
-        );
-        assert_eq!(
-            check_date(Some(""), SystemTime::now(), 1.0),
-            Err(SigError::DateMissing)
-        );
-        assert_eq!(
-            check_date(Some("yesterday"), SystemTime::now(), 0.0),
-            Err(SigError::DateInvalid)
-        );
+        assert_eq!(check_date(None, SystemTime::now(), 0.0), Err(SigError::DateMissing));
+        assert_eq!(check_date(Some(""), SystemTime::now(), 1.0), Err(SigError::DateMissing));
+        assert_eq!(check_date(Some("yesterday"), SystemTime::now(), 0.0), Err(SigError::DateInvalid));
         // `now` before the epoch does not panic.
-        assert_eq!(
-            check_date(Some(DATE), UNIX_EPOCH - Duration::from_secs(10), 1.0),
-            Err(SigError::ClockSkew)
-        );
+        assert_eq!(check_date(Some(DATE), UNIX_EPOCH - Duration::from_secs(10), 1.0), Err(SigError::ClockSkew));
     }
 
     #[test]
     fn tyk_mapping_is_uniform() {
         assert_eq!(SigError::Mismatch.tyk_status(), 400);
-        assert_eq!(
-            SigError::DateMissing.tyk_message(),
-            "Authorization field missing, malformed or invalid"
-        );
+        assert_eq!(SigError::DateMissing.tyk_message(), "Authorization field missing, malformed or invalid");
     }
 }

@@ -1,1 +1,162 @@
-//! Unit tests of `decide`: each method, each failure class, chained auth, IP and path rules.
+//! Unit tests of `decide`: each method, each failure class, chained auth, IP and path rules,
+//! without sockets (the integration tests in `tests/it/auth.rs` cover the same through the binary).
+
+use std::sync::Arc;
+
+use super::*;
+
+const NOW: u64 = 1_800_000_000;
+
+fn h<'a>(name: &'a str, value: &'a str) -> httparse::Header<'a> {
+    httparse::Header { name, value: value.as_bytes() }
+}
+
+fn view<'a>(path: &'a str, rel: &'a str, headers: &'a [httparse::Header<'a>], ip: &str) -> RequestView<'a> {
+    RequestView { method: "GET", path, rel_path: rel, query: "", headers, client_ip: ip.parse().unwrap() }
+}
+
+fn cx(policies: &Policies) -> DecideCtx<'_> {
+    DecideCtx { api_id: "a", api_index: 0, generation: 1, policies, now: NOW }
+}
+
+fn rule(p: &str) -> PathRule {
+    PathRule { pattern: regex::Regex::new(&format!("^{p}")).unwrap(), methods: vec![] }
+}
+
+fn status(d: &Decision<'_>) -> u16 {
+    match d {
+        Decision::Allow(_) => 200,
+        Decision::Deny(x) => x.status,
+        Decision::NeedKey(_) => 0,
+    }
+}
+
+#[test]
+fn ip_and_path_rules_come_before_auth() {
+    let p = Policies::default();
+    let mut w = WorkerAuth::detached(Default::default());
+    let a = ApiAuth {
+        token: Some(Default::default()),
+        ip_allow: Some(vec!["10.0.0.0/8".parse().unwrap()]),
+        ignored: vec![rule("/health")],
+        black_list: vec![rule("/admin")],
+        ..Default::default()
+    };
+    assert_eq!(status(&decide(&a, &view("/a/x", "/x", &[], "192.0.2.1"), cx(&p), &mut w)), 403);
+    // An IPv4-mapped IPv6 client is matched as IPv4.
+    assert_eq!(status(&decide(&a, &view("/a/health", "/health", &[], "::ffff:10.1.2.3"), cx(&p), &mut w)), 200);
+    assert_eq!(status(&decide(&a, &view("/a/admin", "/admin", &[], "10.0.0.1"), cx(&p), &mut w)), 403);
+    assert_eq!(status(&decide(&a, &view("/a/x", "/x", &[], "10.0.0.1"), cx(&p), &mut w)), 401);
+}
+
+#[test]
+fn token_miss_then_hit_then_access_rights() {
+    let p = Policies::default();
+    let mut w = WorkerAuth::detached(Default::default());
+    let a = ApiAuth {
+        token: Some(Default::default()),
+        strip_auth_data: true,
+        version: "Default".into(),
+        ..Default::default()
+    };
+    let hs = [h("Authorization", "Bearer k1")];
+    let d = decide(&a, &view("/a/x", "/x", &hs, "127.0.0.1"), cx(&p), &mut w);
+    let Decision::NeedKey(hash) = d else { panic!("expected a key lookup, got {d:?}") };
+    assert_eq!(hash, hash_key("k1"));
+    w.insert_session(hash, Some(Arc::new(Session::default())));
+    match decide(&a, &view("/a/x", "/x", &hs, "127.0.0.1"), cx(&p), &mut w) {
+        Decision::Allow(x) => {
+            assert!(x.strip.removes_header("authorization"));
+            assert_eq!(x.token, Some("k1"));
+            assert_eq!(&*x.identity.unwrap().id, hex(&hash).as_str());
+        }
+        other => panic!("{other:?}"),
+    }
+    // Unknown key (store said none): 403; rights for another API only: 403.
+    w.insert_session(hash_key("k2"), None);
+    assert_eq!(status(&decide(&a, &view("/a/x", "/x", &[h("Authorization", "k2")], "127.0.0.1"), cx(&p), &mut w)), 403);
+    let mut s = Session::default();
+    s.access_rights.insert("other".into(), Default::default());
+    w.insert_session(hash_key("k3"), Some(Arc::new(s)));
+    assert_eq!(status(&decide(&a, &view("/a/x", "/x", &[h("Authorization", "k3")], "127.0.0.1"), cx(&p), &mut w)), 403);
+}
+
+#[test]
+fn jwt_identity_policies_and_rejections() {
+    let policies: std::collections::BTreeMap<String, policy::Policy> = serde_json::from_str(
+        r#"{"low": {"rate": 5, "per": 1}, "high": {"rate": 50, "per": 1}, "elsewhere": {"access_rights": {"b": {"api_id": "b"}}}}"#,
+    )
+    .unwrap();
+    let p = Policies::new(policies);
+    let a = ApiAuth {
+        jwt: Some(JwtSpec {
+            family: jwt::Family::Hmac,
+            keys: Arc::new(ArcSwap::from_pointee(jwt::KeySet::from_source(jwt::Family::Hmac, "Zm9v").unwrap())),
+            jwks_url: None,
+            source: Default::default(),
+            identity_field: "uid".into(),
+            policy_field: "pol".into(),
+            default_policies: vec!["low".into()],
+            skew: Default::default(),
+        }),
+        ..Default::default()
+    };
+    let key = jsonwebtoken::EncodingKey::from_secret(b"foo");
+    let tok = |c: serde_json::Value| jsonwebtoken::encode(&jsonwebtoken::Header::default(), &c, &key).unwrap();
+    let mut w = WorkerAuth::detached(Default::default());
+    let mut run = |t: &str| {
+        let v = format!("Bearer {t}");
+        let hs = [h("Authorization", &v)];
+        match decide(&a, &view("/a/x", "/x", &hs, "127.0.0.1"), cx(&p), &mut w) {
+            Decision::Allow(x) => Ok(x.identity.map(|i| (i.id.to_string(), i.grant.rate))),
+            Decision::Deny(d) => Err(d.status),
+            Decision::NeedKey(_) => Err(0),
+        }
+    };
+    // Identity claim, default policy.
+    assert_eq!(run(&tok(serde_json::json!({"uid": "u1", "sub": "s"}))), Ok(Some(("u1".into(), Some((5.0, 1.0))))));
+    // `sub` fallback; policies from the claim: the highest rate wins.
+    assert_eq!(
+        run(&tok(serde_json::json!({"sub": "s", "pol": ["low", "high"]}))),
+        Ok(Some(("s".into(), Some((50.0, 1.0)))))
+    );
+    // A policy without this API, an unknown policy, no identity, expired, garbage: 403.
+    assert_eq!(run(&tok(serde_json::json!({"sub": "s", "pol": "elsewhere"}))), Err(403));
+    assert_eq!(run(&tok(serde_json::json!({"sub": "s", "pol": "nope"}))), Err(403));
+    assert_eq!(run(&tok(serde_json::json!({"name": "x"}))), Err(403));
+    assert_eq!(run(&tok(serde_json::json!({"sub": "s", "exp": NOW - 1}))), Err(403));
+    assert_eq!(run("not.a.jwt"), Err(403));
+}
+
+#[test]
+fn chained_auth_needs_every_method_and_uses_the_base_identity() {
+    let p = Policies::default();
+    let mut w = WorkerAuth::detached(Default::default());
+    let a = ApiAuth {
+        token: Some(token::CredentialSource { header: "X-Api-Key".into(), ..Default::default() }),
+        basic: Some(Default::default()),
+        base_identity: Some(Method::Token),
+        ..Default::default()
+    };
+    let digest = basic::hash_password("pw", 4).unwrap();
+    let mut user = Session::default();
+    user.basic_auth_data = session::BasicAuthData { password: digest, hash_type: "bcrypt".into() };
+    w.insert_session(hash_key("alice"), Some(Arc::new(user)));
+    w.insert_session(hash_key("tok"), Some(Arc::new(Session { rate: 9.0, per: 1.0, ..Default::default() })));
+    use base64::Engine as _;
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("alice:pw"));
+    let both = [h("Authorization", &basic), h("X-Api-Key", "tok")];
+    match decide(&a, &view("/a/x", "/x", &both, "127.0.0.1"), cx(&p), &mut w) {
+        Decision::Allow(x) => {
+            let id = x.identity.unwrap();
+            assert_eq!(id.method, Method::Token);
+            assert_eq!(id.grant.rate, Some((9.0, 1.0)));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(status(&decide(&a, &view("/a/x", "/x", &both[..1], "127.0.0.1"), cx(&p), &mut w)), 401);
+    assert_eq!(status(&decide(&a, &view("/a/x", "/x", &both[1..], "127.0.0.1"), cx(&p), &mut w)), 401);
+    let wrong = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("alice:nope"));
+    let hs = [h("Authorization", &wrong), h("X-Api-Key", "tok")];
+    assert_eq!(status(&decide(&a, &view("/a/x", "/x", &hs, "127.0.0.1"), cx(&p), &mut w)), 401);
+}

@@ -15,11 +15,7 @@ pub struct CredentialSource {
 
 impl Default for CredentialSource {
     fn default() -> Self {
-        CredentialSource {
-            header: "Authorization".into(),
-            param: None,
-            cookie: None,
-        }
+        CredentialSource { header: "Authorization".into(), param: None, cookie: None }
     }
 }
 
@@ -32,11 +28,7 @@ pub enum Found {
 }
 
 /// The credential of `src` in this request, with `Bearer ` stripped, or `None` when absent/empty.
-pub fn find<'a>(
-    src: &CredentialSource,
-    headers: &[httparse::Header<'a>],
-    query: &'a str,
-) -> Option<(&'a str, Found)> {
+pub fn find<'a>(src: &CredentialSource, headers: &[httparse::Header<'a>], query: &'a str) -> Option<(&'a str, Found)> {
     if let Some(v) = header(headers, &src.header) {
         let v = strip_bearer(v);
         if !v.is_empty() {
@@ -126,35 +118,19 @@ mod tests {
     use super::*;
 
     fn h<'a>(name: &'a str, value: &'a str) -> httparse::Header<'a> {
-        httparse::Header {
-            name,
-            value: value.as_bytes(),
-        }
+        httparse::Header { name, value: value.as_bytes() }
     }
 
     #[test]
     fn header_param_cookie_in_order() {
-        let src = CredentialSource {
-            header: "X-Api-Key".into(),
-            param: Some("key".into()),
-            cookie: Some("sid".into()),
-        };
+        let src =
+            CredentialSource { header: "X-Api-Key".into(), param: Some("key".into()), cookie: Some("sid".into()) };
         let hs = [h("x-api-key", " Bearer abc "), h("Cookie", "a=1; sid=zzz")];
         assert_eq!(find(&src, &hs, "?key=q"), Some(("abc", Found::Header)));
-        assert_eq!(
-            find(&src, &hs[1..], "?x=1&key=q"),
-            Some(("q", Found::Param))
-        );
+        assert_eq!(find(&src, &hs[1..], "?x=1&key=q"), Some(("q", Found::Param)));
         assert_eq!(find(&src, &hs[1..], ""), Some(("zzz", Found::Cookie)));
         assert_eq!(find(&src, &[], "?key="), None);
-        assert_eq!(
-            find(
-                &CredentialSource::default(),
-                &[h("Authorization", "Bearer ")],
-                ""
-            ),
-            None
-        );
+        assert_eq!(find(&CredentialSource::default(), &[h("Authorization", "Bearer ")], ""), None);
     }
 
     #[test]

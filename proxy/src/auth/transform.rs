@@ -49,11 +49,7 @@ impl Template {
                     if !lit.is_empty() {
                         parts.push(Part::Lit(std::mem::take(&mut lit)));
                     }
-                    parts.push(if is_ctx {
-                        Part::Context(name.into())
-                    } else {
-                        Part::Meta(name.into())
-                    });
+                    parts.push(if is_ctx { Part::Context(name.into()) } else { Part::Meta(name.into()) });
                     rest = &tail[prefix_len + name_len..];
                 }
                 _ => {
@@ -171,15 +167,9 @@ mod tests {
         let claims = Claims { map, exp: None };
         let mut session = Session::default();
         session.meta_data.insert("plan".into(), "gold".into());
-        let hs = [httparse::Header {
-            name: "X-Forwarded-For",
-            value: b"1.2.3.4",
-        }];
+        let hs = [httparse::Header { name: "X-Forwarded-For", value: b"1.2.3.4" }];
         let c = cx(&hs, Some(&claims), Some(&session));
-        let t = Template::parse(
-            "u=$tyk_context.jwt_claims_sub n=$tyk_context.jwt_claims_n $tyk_meta.plan",
-            true,
-        );
+        let t = Template::parse("u=$tyk_context.jwt_claims_sub n=$tyk_context.jwt_claims_n $tyk_meta.plan", true);
         assert_eq!(expand(&t, &c), "u=foo@bar.com n=5 gold");
         let t = Template::parse("$tyk_context.request_id|$tyk_context.remote_addr|$tyk_context.path|$tyk_context.token|$tyk_context.headers_X_Forwarded_For|$tyk_context.nope|$tyk_x", true);
         assert_eq!(expand(&t, &c), "rid|10.0.0.1|/p/x|tok|1.2.3.4||$tyk_x");

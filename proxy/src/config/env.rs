@@ -16,61 +16,32 @@ pub fn apply_env_overrides(
 ) -> Result<(), Vec<ConfigError>> {
     let defaults = toml::Table::try_from(Config::default()).expect("Config serialises to a table");
     let mut errs = Vec::new();
-    let mut vars: Vec<(String, String)> = env
-        .into_iter()
-        .filter(|(k, _)| k.starts_with(PREFIX))
-        .collect();
+    let mut vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(PREFIX)).collect();
     vars.sort();
     for (name, raw) in vars {
         let rest = &name[PREFIX.len()..];
         let Some((section, key)) = rest.split_once('_') else {
-            errs.push(ConfigError::new(
-                &name,
-                "",
-                &raw,
-                "expected PORTCULLIS_<SECTION>_<KEY>",
-            ));
+            errs.push(ConfigError::new(&name, "", &raw, "expected PORTCULLIS_<SECTION>_<KEY>"));
             continue;
         };
         let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-        let Some(default) = defaults
-            .get(&section)
-            .and_then(|s| s.as_table())
-            .and_then(|s| s.get(&key))
-        else {
-            errs.push(ConfigError::new(
-                &name,
-                format!("{section}.{key}"),
-                &raw,
-                "no such config key",
-            ));
+        let Some(default) = defaults.get(&section).and_then(|s| s.as_table()).and_then(|s| s.get(&key)) else {
+            errs.push(ConfigError::new(&name, format!("{section}.{key}"), &raw, "no such config key"));
             continue;
         };
         let value = match typed_value(default, &raw) {
             Ok(v) => v,
             Err(msg) => {
-                errs.push(ConfigError::new(
-                    &name,
-                    format!("{section}.{key}"),
-                    &raw,
-                    msg,
-                ));
+                errs.push(ConfigError::new(&name, format!("{section}.{key}"), &raw, msg));
                 continue;
             }
         };
-        let sect = table
-            .entry(section.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let sect = table.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         match sect.as_table_mut() {
             Some(t) => {
                 t.insert(key, value);
             }
-            None => errs.push(ConfigError::new(
-                &name,
-                section,
-                &raw,
-                "config file has this name as a non-table",
-            )),
+            None => errs.push(ConfigError::new(&name, section, &raw, "config file has this name as a non-table")),
         }
     }
     if errs.is_empty() {
@@ -83,27 +54,15 @@ pub fn apply_env_overrides(
 fn typed_value(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
     use toml::Value;
     Ok(match default {
-        Value::Integer(_) => Value::Integer(
-            raw.trim()
-                .parse()
-                .map_err(|_| "expected an integer".to_string())?,
-        ),
-        Value::Float(_) => Value::Float(
-            raw.trim()
-                .parse()
-                .map_err(|_| "expected a number".to_string())?,
-        ),
+        Value::Integer(_) => Value::Integer(raw.trim().parse().map_err(|_| "expected an integer".to_string())?),
+        Value::Float(_) => Value::Float(raw.trim().parse().map_err(|_| "expected a number".to_string())?),
         Value::Boolean(_) => Value::Boolean(match raw.trim() {
             "true" | "1" | "yes" | "on" => true,
             "false" | "0" | "no" | "off" => false,
             _ => return Err("expected true or false".into()),
         }),
         Value::Array(_) => Value::Array(
-            raw.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| Value::String(s.to_string()))
-                .collect(),
+            raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Value::String(s.to_string())).collect(),
         ),
         _ => Value::String(raw.to_string()),
     })
@@ -115,10 +74,7 @@ mod tests {
     use std::path::Path;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -126,11 +82,7 @@ mod tests {
         let cfg = Config::parse(
             Path::new("t.toml"),
             "[admin]\nsecret = \"file\"\n",
-            env(&[
-                ("PORTCULLIS_ADMIN_SECRET", "s3cret"),
-                ("PORTCULLIS_PROXY_WORKERS", "3"),
-                ("HOME", "/x"),
-            ]),
+            env(&[("PORTCULLIS_ADMIN_SECRET", "s3cret"), ("PORTCULLIS_PROXY_WORKERS", "3"), ("HOME", "/x")]),
         )
         .unwrap();
         assert_eq!(cfg.admin.secret, "s3cret");
@@ -139,12 +91,8 @@ mod tests {
 
     #[test]
     fn keys_with_underscores() {
-        let cfg = Config::parse(
-            Path::new("t.toml"),
-            "",
-            env(&[("PORTCULLIS_PROXY_MAX_CONNECTIONS_PER_WORKER", "7")]),
-        )
-        .unwrap();
+        let cfg = Config::parse(Path::new("t.toml"), "", env(&[("PORTCULLIS_PROXY_MAX_CONNECTIONS_PER_WORKER", "7")]))
+            .unwrap();
         assert_eq!(cfg.proxy.max_connections_per_worker, 7);
     }
 
@@ -153,16 +101,11 @@ mod tests {
         let e = Config::parse(
             Path::new("t.toml"),
             "",
-            env(&[
-                ("PORTCULLIS_PROXY_WORKERS", "many"),
-                ("PORTCULLIS_PROXY_NOPE", "1"),
-            ]),
+            env(&[("PORTCULLIS_PROXY_WORKERS", "many"), ("PORTCULLIS_PROXY_NOPE", "1")]),
         )
         .unwrap_err();
         assert_eq!(e.len(), 2);
-        assert!(e
-            .iter()
-            .any(|e| e.file == "PORTCULLIS_PROXY_WORKERS" && e.value == "many"));
+        assert!(e.iter().any(|e| e.file == "PORTCULLIS_PROXY_WORKERS" && e.value == "many"));
         assert!(e.iter().any(|e| e.file == "PORTCULLIS_PROXY_NOPE"));
     }
 }

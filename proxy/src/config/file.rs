@@ -168,10 +168,7 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig {
-            listen: "127.0.0.1:9090".into(),
-            secret: String::new(),
-        }
+        AdminConfig { listen: "127.0.0.1:9090".into(), secret: String::new() }
     }
 }
 
@@ -185,10 +182,7 @@ pub struct AppsConfig {
 
 impl Default for AppsConfig {
     fn default() -> Self {
-        AppsConfig {
-            dir: "apps".into(),
-            policies: "apps/policies.json".into(),
-        }
+        AppsConfig { dir: "apps".into(), policies: "apps/policies.json".into() }
     }
 }
 
@@ -206,11 +200,7 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig {
-            redis: String::new(),
-            redis_key_prefix: "apikey-".into(),
-            path: "data/keys.json".into(),
-        }
+        StorageConfig { redis: String::new(), redis_key_prefix: "apikey-".into(), path: "data/keys.json".into() }
     }
 }
 
@@ -260,9 +250,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            level: "info".into(),
-        }
+        LogConfig { level: "info".into() }
     }
 }
 
@@ -273,9 +261,7 @@ impl Config {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, Vec<ConfigError>> {
-        let mut table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| vec![toml_error(path, text, &e)])?;
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| vec![toml_error(path, text, &e)])?;
         super::env::apply_env_overrides(&mut table, env)?;
         Config::deserialize(toml::Value::Table(table)).map_err(|e| vec![toml_error(path, text, &e)])
     }
@@ -300,11 +286,7 @@ impl Config {
 
     pub(crate) fn resolve_relative_paths(&mut self, config_path: &Path) {
         let base = config_path.parent().unwrap_or(Path::new("."));
-        for p in [
-            &mut self.apps.dir,
-            &mut self.apps.policies,
-            &mut self.storage.path,
-        ] {
+        for p in [&mut self.apps.dir, &mut self.apps.policies, &mut self.storage.path] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -315,49 +297,26 @@ impl Config {
     pub fn validate(&self, path: &Path) -> Result<(), Vec<ConfigError>> {
         let mut errs = Vec::new();
         let p = &self.proxy;
-        for (field, v) in [
-            ("proxy.listen", &p.listen),
-            ("admin.listen", &self.admin.listen),
-        ] {
+        for (field, v) in [("proxy.listen", &p.listen), ("admin.listen", &self.admin.listen)] {
             if v.parse::<SocketAddr>().is_err() {
-                errs.push(ConfigError::new(
-                    path,
-                    field,
-                    v,
-                    "not an IP:port socket address",
-                ));
+                errs.push(ConfigError::new(path, field, v, "not an IP:port socket address"));
             }
         }
         let nonzero: [(&str, u64); 14] = [
             ("auth.cache_capacity", self.auth.cache_capacity as u64),
-            (
-                "auth.key_lookup_timeout_ms",
-                self.auth.key_lookup_timeout_ms,
-            ),
+            ("auth.key_lookup_timeout_ms", self.auth.key_lookup_timeout_ms),
             ("auth.key_lookup_queue", self.auth.key_lookup_queue as u64),
             ("auth.jwks_refresh_secs", self.auth.jwks_refresh_secs),
-            (
-                "proxy.max_connections_per_worker",
-                p.max_connections_per_worker as u64,
-            ),
+            ("proxy.max_connections_per_worker", p.max_connections_per_worker as u64),
             ("proxy.accept_backlog", p.accept_backlog as u64),
             ("proxy.max_headers", p.max_headers as u64),
             ("proxy.header_read_timeout_ms", p.header_read_timeout_ms),
             ("proxy.client_idle_timeout_ms", p.client_idle_timeout_ms),
-            (
-                "proxy.upstream_connect_timeout_ms",
-                p.upstream_connect_timeout_ms,
-            ),
-            (
-                "proxy.upstream_response_timeout_ms",
-                p.upstream_response_timeout_ms,
-            ),
+            ("proxy.upstream_connect_timeout_ms", p.upstream_connect_timeout_ms),
+            ("proxy.upstream_response_timeout_ms", p.upstream_response_timeout_ms),
             ("proxy.upstream_idle_timeout_ms", p.upstream_idle_timeout_ms),
             ("proxy.drain_timeout_ms", p.drain_timeout_ms),
-            (
-                "proxy.max_response_head_size",
-                p.max_response_head_size as u64,
-            ),
+            ("proxy.max_response_head_size", p.max_response_head_size as u64),
         ];
         for (field, v) in nonzero {
             if v == 0 {
@@ -373,12 +332,7 @@ impl Config {
             ));
         }
         if p.buffer_size < 1024 {
-            errs.push(ConfigError::new(
-                path,
-                "proxy.buffer_size",
-                p.buffer_size.to_string(),
-                "must be at least 1024",
-            ));
+            errs.push(ConfigError::new(path, "proxy.buffer_size", p.buffer_size.to_string(), "must be at least 1024"));
         }
         if p.max_request_head_size < 256 || p.max_request_head_size > p.buffer_size.max(1024) * 64 {
             errs.push(ConfigError::new(
@@ -389,28 +343,15 @@ impl Config {
             ));
         }
         if !self.storage.redis.is_empty()
-            && !(self.storage.redis.starts_with("redis://")
-                || self.storage.redis.starts_with("rediss://"))
+            && !(self.storage.redis.starts_with("redis://") || self.storage.redis.starts_with("rediss://"))
         {
-            errs.push(ConfigError::new(
-                path,
-                "storage.redis",
-                &self.storage.redis,
-                "must be a redis:// URL",
-            ));
+            errs.push(ConfigError::new(path, "storage.redis", &self.storage.redis, "must be a redis:// URL"));
         }
-        for (field, list) in [
-            ("ebpf.deny_cidrs", &self.ebpf.deny_cidrs),
-            ("ebpf.allow_cidrs", &self.ebpf.allow_cidrs),
-        ] {
+        for (field, list) in [("ebpf.deny_cidrs", &self.ebpf.deny_cidrs), ("ebpf.allow_cidrs", &self.ebpf.allow_cidrs)]
+        {
             for v in list {
                 if crate::bans::parse_net(v).is_none() {
-                    errs.push(ConfigError::new(
-                        path,
-                        field,
-                        v,
-                        "not an IP address or CIDR",
-                    ));
+                    errs.push(ConfigError::new(path, field, v, "not an IP address or CIDR"));
                 }
             }
         }
@@ -423,12 +364,7 @@ impl Config {
             ));
         }
         if self.ebpf.max_bans == 0 || self.ebpf.max_syn_sources == 0 {
-            errs.push(ConfigError::new(
-                path,
-                "ebpf.max_bans/max_syn_sources",
-                "0",
-                "must be greater than 0",
-            ));
+            errs.push(ConfigError::new(path, "ebpf.max_bans/max_syn_sources", "0", "must be greater than 0"));
         }
         if !(4..=31).contains(&self.auth.bcrypt_cost) {
             errs.push(ConfigError::new(
@@ -439,12 +375,7 @@ impl Config {
             ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            errs.push(ConfigError::new(
-                path,
-                "log.level",
-                &self.log.level,
-                format!("not a tracing filter: {e}"),
-            ));
+            errs.push(ConfigError::new(path, "log.level", &self.log.level, format!("not a tracing filter: {e}")));
         }
         if errs.is_empty() {
             Ok(())
@@ -455,17 +386,11 @@ impl Config {
 
     pub fn listen_addr(&self) -> SocketAddr {
         // validate() checked it parses; config is only used after validation.
-        self.proxy
-            .listen
-            .parse()
-            .expect("validated by Config::validate")
+        self.proxy.listen.parse().expect("validated by Config::validate")
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
-            .listen
-            .parse()
-            .expect("validated by Config::validate")
+        self.admin.listen.parse().expect("validated by Config::validate")
     }
 }
 

@@ -12,8 +12,7 @@ mod tyk_auth;
 
 pub use env::apply_env_overrides;
 pub use file::{
-    AdminConfig, AppsConfig, AuthConfig, Config, EbpfConfig, EbpfMode, IoDriver, LogConfig,
-    ProxyConfig, StorageConfig,
+    AdminConfig, AppsConfig, AuthConfig, Config, EbpfConfig, EbpfMode, IoDriver, LogConfig, ProxyConfig, StorageConfig,
 };
 pub use snapshot::{load_snapshot, load_snapshot_with, Snapshot};
 pub use tyk::{ApiSpec, Target};
@@ -87,14 +86,8 @@ pub fn load_config_with_env(
     cli: &CliOverrides,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, Vec<ConfigError>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![ConfigError::new(
-            path,
-            "",
-            "",
-            format!("cannot read config file: {e}"),
-        )]
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![ConfigError::new(path, "", "", format!("cannot read config file: {e}"))])?;
     let mut cfg = Config::parse(path, &text, env)?;
     // File paths are relative to the config file; CLI paths to the working directory.
     cfg.resolve_relative_paths(path);

@@ -33,11 +33,7 @@ pub fn load_snapshot(config: Config, generation: u64) -> (Snapshot, Vec<ConfigEr
 }
 
 /// As [`load_snapshot`], with the JWKS fetcher given (tests pass their own).
-pub fn load_snapshot_with(
-    config: Config,
-    generation: u64,
-    fetch: JwksFetch<'_>,
-) -> (Snapshot, Vec<ConfigError>) {
+pub fn load_snapshot_with(config: Config, generation: u64, fetch: JwksFetch<'_>) -> (Snapshot, Vec<ConfigError>) {
     let mut errs = Vec::new();
     let mut apis: Vec<ApiSpec> = Vec::new();
     for file in api_files(&config.apps.dir, &mut errs) {
@@ -78,31 +74,15 @@ pub fn load_snapshot_with(
                 errs.push(ConfigError::new(
                     &spec.file,
                     "proxy.listen_path",
-                    if spec.listen_path.is_empty() {
-                        "/"
-                    } else {
-                        &spec.listen_path
-                    },
-                    format!(
-                        "same domain and listen path as API {:?} in {}",
-                        other.api_id, other.file
-                    ),
+                    if spec.listen_path.is_empty() { "/" } else { &spec.listen_path },
+                    format!("same domain and listen path as API {:?} in {}", other.api_id, other.file),
                 ));
             }
         }
     }
 
     let policies = load_policies(&config.apps.policies, &mut errs);
-    (
-        Snapshot {
-            config,
-            apis: kept,
-            router,
-            generation,
-            policies,
-        },
-        errs,
-    )
+    (Snapshot { config, apis: kept, router, generation, policies }, errs)
 }
 
 fn api_files(dir: &Path, errs: &mut Vec<ConfigError>) -> Vec<PathBuf> {
@@ -134,12 +114,7 @@ fn load_policies(path: &Path, errs: &mut Vec<ConfigError>) -> Arc<Policies> {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Arc::default(),
         Err(e) => {
-            errs.push(ConfigError::new(
-                path,
-                "",
-                "",
-                format!("cannot read policies: {e}"),
-            ));
+            errs.push(ConfigError::new(path, "", "", format!("cannot read policies: {e}")));
             return Arc::default();
         }
     };
@@ -168,10 +143,7 @@ fn load_policies(path: &Path, errs: &mut Vec<ConfigError>) -> Arc<Policies> {
                 path,
                 e.path().to_string(),
                 "",
-                format!(
-                    "policies must be a JSON object of id -> policy: {}",
-                    e.inner()
-                ),
+                format!("policies must be a JSON object of id -> policy: {}", e.inner()),
             ));
             Arc::default()
         }

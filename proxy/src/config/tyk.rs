@@ -77,32 +77,14 @@ struct RawProxy {
 const UNSUPPORTED: &[(&str, &str)] = &[
     ("/use_oauth2", "OAuth2"),
     ("/auth_configs/oauth", "OAuth2"),
-    (
-        "/enable_jwt_scope_to_policy_mapping",
-        "JWT scope to policy mapping",
-    ),
-    (
-        "/jwt_scope_to_policy_mapping",
-        "JWT scope to policy mapping",
-    ),
+    ("/enable_jwt_scope_to_policy_mapping", "JWT scope to policy mapping"),
+    ("/jwt_scope_to_policy_mapping", "JWT scope to policy mapping"),
     ("/jwt_client_base_field", "JWT client id lookup"),
     ("/jwt_issued_at_validation_skew_enabled", "this JWT option"),
-    (
-        "/auth/signature/use",
-        "request signature validation of auth tokens",
-    ),
-    (
-        "/auth_configs/authToken/signature/use",
-        "request signature validation of auth tokens",
-    ),
-    (
-        "/auth_configs/authToken/use_certificate",
-        "certificate-bound tokens",
-    ),
-    (
-        "/basic_auth/extract_from_body",
-        "basic auth credentials from the body",
-    ),
+    ("/auth/signature/use", "request signature validation of auth tokens"),
+    ("/auth_configs/authToken/signature/use", "request signature validation of auth tokens"),
+    ("/auth_configs/authToken/use_certificate", "certificate-bound tokens"),
+    ("/basic_auth/extract_from_body", "basic auth credentials from the body"),
     ("/enable_context_vars_for_body", "body context variables"),
     ("/use_openid", "OpenID Connect"),
     ("/use_mutual_tls_auth", "mutual TLS"),
@@ -118,23 +100,13 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("/custom_middleware/auth_check/name", "custom middleware"),
     ("/custom_middleware/response", "custom middleware"),
     ("/custom_middleware_bundle", "custom middleware bundles"),
-    (
-        "/proxy/service_discovery/use_discovery_service",
-        "service discovery",
-    ),
-    (
-        "/proxy/check_host_against_uptime_tests",
-        "uptime-test based host checks",
-    ),
+    ("/proxy/service_discovery/use_discovery_service", "service discovery"),
+    ("/proxy/check_host_against_uptime_tests", "uptime-test based host checks"),
 ];
 
 /// Per-version keys that are not implemented yet (paths, transforms, per-endpoint behaviour).
-const UNSUPPORTED_VERSION_KEYS: &[&str] = &[
-    "global_response_headers",
-    "global_response_headers_remove",
-    "ignore_endpoint_case",
-    "override_target",
-];
+const UNSUPPORTED_VERSION_KEYS: &[&str] =
+    &["global_response_headers", "global_response_headers_remove", "ignore_endpoint_case", "override_target"];
 
 fn truthy(v: &Value) -> bool {
     match v {
@@ -170,24 +142,17 @@ pub enum Parsed {
 }
 
 /// Parses and validates one API definition. Returns every problem found in it.
-pub fn parse_api(
-    file: &Path,
-    text: &str,
-    fetch: JwksFetch<'_>,
-) -> Result<Parsed, Vec<ConfigError>> {
+pub fn parse_api(file: &Path, text: &str, fetch: JwksFetch<'_>) -> Result<Parsed, Vec<ConfigError>> {
     let err = |field: &str, value: String, msg: String| ConfigError::new(file, field, value, msg);
-    let json: Value = serde_json::from_str(text)
-        .map_err(|e| vec![err("", String::new(), format!("not valid JSON: {e}"))])?;
+    let json: Value =
+        serde_json::from_str(text).map_err(|e| vec![err("", String::new(), format!("not valid JSON: {e}"))])?;
     let mut ignored = Vec::new();
     let raw: RawApi = {
         let mut on_ignored = |path: serde_ignored::Path<'_>| ignored.push(path.to_string());
         let de = serde_ignored::Deserializer::new(&json, &mut on_ignored);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
-            let value = json
-                .pointer(&format!("/{}", field.replace('.', "/")))
-                .map(brief)
-                .unwrap_or_default();
+            let value = json.pointer(&format!("/{}", field.replace('.', "/"))).map(brief).unwrap_or_default();
             vec![err(&field, value, e.into_inner().to_string())]
         })?
     };
@@ -205,23 +170,13 @@ pub fn parse_api(
     let _ = raw.use_keyless;
     for (ptr, what) in UNSUPPORTED {
         if let Some(v) = json.pointer(ptr).filter(|v| truthy(v)) {
-            errs.push(err(
-                &ptr[1..].replace('/', "."),
-                brief(v),
-                format!("{what} is not supported yet"),
-            ));
+            errs.push(err(&ptr[1..].replace('/', "."), brief(v), format!("{what} is not supported yet")));
         }
     }
-    if let Some(versions) = json
-        .pointer("/version_data/versions")
-        .and_then(Value::as_object)
-    {
+    if let Some(versions) = json.pointer("/version_data/versions").and_then(Value::as_object) {
         for (vname, version) in versions {
             if let Some(ext) = version.get("extended_paths").and_then(Value::as_object) {
-                for (k, v) in ext
-                    .iter()
-                    .filter(|(k, v)| truthy(v) && !SUPPORTED_EXTENDED.contains(&k.as_str()))
-                {
+                for (k, v) in ext.iter().filter(|(k, v)| truthy(v) && !SUPPORTED_EXTENDED.contains(&k.as_str())) {
                     errs.push(err(
                         &format!("version_data.versions.{vname}.extended_paths.{k}"),
                         brief(v),
@@ -295,11 +250,7 @@ pub fn parse_api(
     Ok(Parsed::Api(ApiSpec {
         auth: Arc::new(auth),
         plain,
-        name: if raw.name.is_empty() {
-            raw.api_id.clone()
-        } else {
-            raw.name
-        },
+        name: if raw.name.is_empty() { raw.api_id.clone() } else { raw.name },
         api_id: raw.api_id,
         file: file.display().to_string(),
         domain,
@@ -370,12 +321,7 @@ fn parse_target(s: &str) -> Result<Target, String> {
     if url.query().is_some() {
         return Err("query strings in target URLs are not supported".into());
     }
-    Ok(Target {
-        url: s.to_string(),
-        addr,
-        host_header,
-        path_prefix: url.path().trim_end_matches('/').to_string(),
-    })
+    Ok(Target { url: s.to_string(), addr, host_header, path_prefix: url.path().trim_end_matches('/').to_string() })
 }
 
 #[cfg(test)]
@@ -383,9 +329,7 @@ mod tests {
     use super::*;
 
     fn api(json: &str) -> Result<Parsed, Vec<ConfigError>> {
-        parse_api(Path::new("apps/t.json"), json, &|u: &str| {
-            Err(format!("no network in tests: {u}"))
-        })
+        parse_api(Path::new("apps/t.json"), json, &|u: &str| Err(format!("no network in tests: {u}")))
     }
 
     fn spec(json: &str) -> ApiSpec {
@@ -406,10 +350,8 @@ mod tests {
 
     #[test]
     fn unsupported_field_names_file_field_value() {
-        let e = api(
-            r#"{"api_id":"a","active":true,"use_keyless":true,"use_oauth2":true,
-            "proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#,
-        )
+        let e = api(r#"{"api_id":"a","active":true,"use_keyless":true,"use_oauth2":true,
+            "proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#)
         .unwrap_err();
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].file, "apps/t.json");
@@ -419,27 +361,21 @@ mod tests {
 
     #[test]
     fn keyed_api_defaults_to_auth_tokens() {
-        let s = spec(
-            r#"{"api_id":"a","active":true,"proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#,
-        );
+        let s = spec(r#"{"api_id":"a","active":true,"proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#);
         assert!(s.auth.token.is_some());
         assert!(!s.plain);
     }
 
     #[test]
     fn type_errors_name_the_field() {
-        let e = api(r#"{"api_id":"a","active":true,"use_keyless":true,"proxy":{"listen_path":5}}"#)
-            .unwrap_err();
+        let e = api(r#"{"api_id":"a","active":true,"use_keyless":true,"proxy":{"listen_path":5}}"#).unwrap_err();
         assert_eq!(e[0].field, "proxy.listen_path");
         assert_eq!(e[0].value, "5");
     }
 
     #[test]
     fn inactive_is_skipped_and_unknown_fields_ignored() {
-        assert!(matches!(
-            api(r#"{"api_id":"a","active":false}"#),
-            Ok(Parsed::Inactive { .. })
-        ));
+        assert!(matches!(api(r#"{"api_id":"a","active":false}"#), Ok(Parsed::Inactive { .. })));
         let s = spec(
             r#"{"api_id":"a","active":true,"use_keyless":true,"whatever":{"x":1},
             "domain":"Example.COM:8080",

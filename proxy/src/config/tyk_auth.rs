@@ -30,8 +30,7 @@ struct Cx<'a> {
 
 impl Cx<'_> {
     fn err(&mut self, field: &str, value: impl Into<String>, msg: impl Into<String>) {
-        self.errs
-            .push(ConfigError::new(self.file, field, value, msg));
+        self.errs.push(ConfigError::new(self.file, field, value, msg));
     }
 
     fn get(&self, ptr: &str) -> Option<&Value> {
@@ -43,10 +42,7 @@ impl Cx<'_> {
     }
 
     fn string(&self, ptr: &str) -> String {
-        self.get(ptr)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
+        self.get(ptr).and_then(Value::as_str).unwrap_or_default().to_string()
     }
 
     fn strings(&mut self, ptr: &str) -> Vec<String> {
@@ -57,11 +53,7 @@ impl Cx<'_> {
                 for (i, v) in a.iter().enumerate() {
                     match v.as_str() {
                         Some(s) => out.push(s.to_string()),
-                        None => self.err(
-                            &format!("{}[{i}]", dotted(ptr)),
-                            super::tyk::brief(v),
-                            "must be a string",
-                        ),
+                        None => self.err(&format!("{}[{i}]", dotted(ptr)), super::tyk::brief(v), "must be a string"),
                     }
                 }
                 out
@@ -94,17 +86,9 @@ fn dotted(ptr: &str) -> String {
 }
 
 /// Compiles the auth/access/transform fields of one API.
-pub fn parse_auth(
-    file: &std::path::Path,
-    json: &Value,
-    fetch: JwksFetch<'_>,
-    errs: &mut Vec<ConfigError>,
-) -> ApiAuth {
+pub fn parse_auth(file: &std::path::Path, json: &Value, fetch: JwksFetch<'_>, errs: &mut Vec<ConfigError>) -> ApiAuth {
     let mut cx = Cx { file, json, errs };
-    let mut a = ApiAuth {
-        keyless: cx.flag("/use_keyless"),
-        ..Default::default()
-    };
+    let mut a = ApiAuth { keyless: cx.flag("/use_keyless"), ..Default::default() };
 
     // Version: the single version's name (definitions are not versioned).
     a.version = json
@@ -152,11 +136,7 @@ pub fn parse_auth(
                 if enabled {
                     a.base_identity = Some(m);
                 } else {
-                    cx.err(
-                        "base_identity_provided_by",
-                        base,
-                        "names an auth method this API does not enable",
-                    );
+                    cx.err("base_identity_provided_by", base, "names an auth method this API does not enable");
                 }
             }
             None => cx.err(
@@ -177,26 +157,16 @@ pub fn parse_auth(
 
     let context_vars = cx.flag("/enable_context_vars");
     a.transforms.tag_headers = cx.strings("/tag_headers");
-    if let Some(versions) = json
-        .pointer("/version_data/versions")
-        .and_then(Value::as_object)
-    {
+    if let Some(versions) = json.pointer("/version_data/versions").and_then(Value::as_object) {
         for (vname, v) in versions {
-            let base = format!(
-                "/version_data/versions/{}",
-                vname.replace('~', "~0").replace('/', "~1")
-            );
+            let base = format!("/version_data/versions/{}", vname.replace('~', "~0").replace('/', "~1"));
             // Legacy `paths` lists: plain path strings, any method.
-            for (list, out) in [
-                ("ignored", &mut a.ignored),
-                ("white_list", &mut a.white_list),
-                ("black_list", &mut a.black_list),
-            ] {
+            for (list, out) in
+                [("ignored", &mut a.ignored), ("white_list", &mut a.white_list), ("black_list", &mut a.black_list)]
+            {
                 let ptr = format!("{base}/paths/{list}");
                 for (i, p) in cx.strings(&ptr).into_iter().enumerate() {
-                    if let Some(r) =
-                        path_rule(&mut cx, &format!("{}[{i}]", dotted(&ptr)), &p, Vec::new())
-                    {
+                    if let Some(r) = path_rule(&mut cx, &format!("{}[{i}]", dotted(&ptr)), &p, Vec::new()) {
                         out.push(r);
                     }
                 }
@@ -213,35 +183,24 @@ pub fn parse_auth(
                     Some(m) => {
                         for (k, val) in m {
                             match val.as_str() {
-                                Some(s) if valid_header_name(k) => a
-                                    .transforms
-                                    .global_add
-                                    .push((k.clone(), Template::parse(s, context_vars))),
-                                Some(_) => cx.err(
-                                    &format!("{}.{k}", dotted(&ptr)),
-                                    k.clone(),
-                                    "not a valid header name",
-                                ),
-                                None => cx.err(
-                                    &format!("{}.{k}", dotted(&ptr)),
-                                    super::tyk::brief(val),
-                                    "must be a string",
-                                ),
+                                Some(s) if valid_header_name(k) => {
+                                    a.transforms.global_add.push((k.clone(), Template::parse(s, context_vars)))
+                                }
+                                Some(_) => {
+                                    cx.err(&format!("{}.{k}", dotted(&ptr)), k.clone(), "not a valid header name")
+                                }
+                                None => {
+                                    cx.err(&format!("{}.{k}", dotted(&ptr)), super::tyk::brief(val), "must be a string")
+                                }
                             }
                         }
                     }
-                    None => cx.err(
-                        &dotted(&ptr),
-                        super::tyk::brief(&m),
-                        "must be an object of header -> value",
-                    ),
+                    None => cx.err(&dotted(&ptr), super::tyk::brief(&m), "must be an object of header -> value"),
                 }
             }
             let ptr = format!("{base}/global_headers_remove");
             let removes = cx.strings(&ptr);
-            a.transforms
-                .global_remove
-                .extend(removes.into_iter().map(|s| s.to_ascii_lowercase()));
+            a.transforms.global_remove.extend(removes.into_iter().map(|s| s.to_ascii_lowercase()));
             let _ = v;
         }
     }
@@ -249,9 +208,7 @@ pub fn parse_auth(
 }
 
 fn valid_header_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn credential_source(cx: &mut Cx<'_>, kind: &str, legacy_auth: bool) -> CredentialSource {
@@ -263,26 +220,14 @@ fn credential_source(cx: &mut Cx<'_>, kind: &str, legacy_auth: bool) -> Credenti
     };
     let mut src = CredentialSource::default();
     let Some(b) = block else { return src };
-    if let Some(h) = b
-        .get("auth_header_name")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-    {
+    if let Some(h) = b.get("auth_header_name").and_then(Value::as_str).filter(|s| !s.is_empty()) {
         src.header = h.to_string();
     }
-    let name = |key: &str| {
-        b.get(key)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-    };
+    let name = |key: &str| b.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
     if b.get("use_param").and_then(Value::as_bool).unwrap_or(false) {
         src.param = Some(name("param_name").unwrap_or_else(|| src.header.clone()));
     }
-    if b.get("use_cookie")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-    {
+    if b.get("use_cookie").and_then(Value::as_bool).unwrap_or(false) {
         src.cookie = Some(name("cookie_name").unwrap_or_else(|| src.header.clone()));
     }
     src
@@ -293,21 +238,13 @@ fn parse_jwt(cx: &mut Cx<'_>, fetch: JwksFetch<'_>) -> Option<JwtSpec> {
     let family = match Family::parse(&method) {
         Some(f) => f,
         None => {
-            cx.err(
-                "jwt_signing_method",
-                method,
-                "must be one of hmac, rsa, ecdsa",
-            );
+            cx.err("jwt_signing_method", method, "must be one of hmac, rsa, ecdsa");
             return None;
         }
     };
     let source = cx.string("/jwt_source");
     if source.is_empty() {
-        cx.err(
-            "jwt_source",
-            "",
-            "is required when enable_jwt is true (a base64 secret or PEM key, or a JWKS URL)",
-        );
+        cx.err("jwt_source", "", "is required when enable_jwt is true (a base64 secret or PEM key, or a JWKS URL)");
         return None;
     }
     // A JWKS URL, given as is or base64-encoded (Tyk accepts both).
@@ -333,11 +270,8 @@ fn parse_jwt(cx: &mut Cx<'_>, fetch: JwksFetch<'_>) -> Option<JwtSpec> {
         None => match KeySet::from_source(family, &source) {
             Ok(k) => k,
             Err(e) => {
-                let v = if source.len() > 40 {
-                    format!("{}...", &source[..37.min(source.len())])
-                } else {
-                    source.clone()
-                };
+                let v =
+                    if source.len() > 40 { format!("{}...", &source[..37.min(source.len())]) } else { source.clone() };
                 cx.err("jwt_source", v, e);
                 return None;
             }
@@ -374,11 +308,7 @@ fn nets(cx: &mut Cx<'_>, ptr: &str) -> Vec<ipnet::IpNet> {
     for (i, s) in cx.strings(ptr).into_iter().enumerate() {
         match crate::bans::parse_net(&s) {
             Some(n) => out.push(n),
-            None => cx.err(
-                &format!("{}[{i}]", dotted(ptr)),
-                s,
-                "not an IP address or CIDR",
-            ),
+            None => cx.err(&format!("{}[{i}]", dotted(ptr)), s, "not an IP address or CIDR"),
         }
     }
     out
@@ -407,35 +337,20 @@ fn path_rule(cx: &mut Cx<'_>, field: &str, path: &str, methods: Vec<String>) -> 
     }
     re.push_str(rest);
     match regex::Regex::new(&re) {
-        Ok(pattern) => Some(PathRule {
-            pattern,
-            methods: methods
-                .into_iter()
-                .map(|m| m.to_ascii_uppercase())
-                .collect(),
-        }),
+        Ok(pattern) => {
+            Some(PathRule { pattern, methods: methods.into_iter().map(|m| m.to_ascii_uppercase()).collect() })
+        }
         Err(e) => {
-            cx.err(
-                field,
-                path.to_string(),
-                format!("not a valid path pattern: {e}"),
-            );
+            cx.err(field, path.to_string(), format!("not a valid path pattern: {e}"));
             None
         }
     }
 }
 
 fn entry_methods(entry: &Value) -> Vec<String> {
-    let mut m: Vec<String> = entry
-        .get("method_actions")
-        .and_then(Value::as_object)
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default();
-    if let Some(s) = entry
-        .get("method")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-    {
+    let mut m: Vec<String> =
+        entry.get("method_actions").and_then(Value::as_object).map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    if let Some(s) = entry.get("method").and_then(Value::as_str).filter(|s| !s.is_empty()) {
         m.push(s.to_string());
     }
     m
@@ -453,11 +368,7 @@ fn extended_rules(cx: &mut Cx<'_>, ptr: &str, out: &mut Vec<PathRule>) {
     for (i, e) in items.iter().enumerate() {
         let field = format!("{}[{i}]", dotted(ptr));
         let Some(path) = e.get("path").and_then(Value::as_str) else {
-            cx.err(
-                &format!("{field}.path"),
-                super::tyk::brief(e),
-                "is required",
-            );
+            cx.err(&format!("{field}.path"), super::tyk::brief(e), "is required");
             continue;
         };
         if let Some(r) = path_rule(cx, &field, path, entry_methods(e)) {
@@ -466,13 +377,7 @@ fn extended_rules(cx: &mut Cx<'_>, ptr: &str, out: &mut Vec<PathRule>) {
     }
 }
 
-fn transform_headers(
-    cx: &mut Cx<'_>,
-    ptr: &str,
-    items: &Value,
-    context_vars: bool,
-    t: &mut Transforms,
-) {
+fn transform_headers(cx: &mut Cx<'_>, ptr: &str, items: &Value, context_vars: bool, t: &mut Transforms) {
     let Some(items) = items.as_array() else {
         cx.err(&dotted(ptr), super::tyk::brief(items), "must be a list");
         return;
@@ -480,11 +385,7 @@ fn transform_headers(
     for (i, e) in items.iter().enumerate() {
         let field = format!("{}[{i}]", dotted(ptr));
         let Some(path) = e.get("path").and_then(Value::as_str) else {
-            cx.err(
-                &format!("{field}.path"),
-                super::tyk::brief(e),
-                "is required",
-            );
+            cx.err(&format!("{field}.path"), super::tyk::brief(e), "is required");
             continue;
         };
         let Some(rule) = path_rule(cx, &field, path, entry_methods(e)) else {
@@ -493,20 +394,13 @@ fn transform_headers(
         let delete = e
             .get("delete_headers")
             .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_ascii_lowercase)
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_ascii_lowercase).collect())
             .unwrap_or_default();
         let mut add = Vec::new();
         if let Some(m) = e.get("add_headers").and_then(Value::as_object) {
             for (k, v) in m {
                 match v.as_str() {
-                    Some(s) if valid_header_name(k) => {
-                        add.push((k.clone(), Template::parse(s, context_vars)))
-                    }
+                    Some(s) if valid_header_name(k) => add.push((k.clone(), Template::parse(s, context_vars))),
                     _ => cx.err(
                         &format!("{field}.add_headers.{k}"),
                         super::tyk::brief(v),

@@ -33,10 +33,7 @@ pub async fn serve_admin(listener: tokio::net::TcpListener, state: Arc<ControlSt
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| handle(Arc::clone(&state), req));
             let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, svc)
-                .await
-            {
+            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await {
                 tracing::debug!(error = %e, "admin connection error");
             }
         });
@@ -46,10 +43,7 @@ pub async fn serve_admin(listener: tokio::net::TcpListener, state: Arc<ControlSt
 pub(super) fn json_response(status: StatusCode, body: serde_json::Value) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
     r
 }
 
@@ -65,10 +59,7 @@ fn authorised(state: &ControlState, req: &Request<Incoming>) -> Result<(), Resp>
     let given = h
         .get("x-tyk-authorization")
         .map(|v| v.as_bytes())
-        .or_else(|| {
-            h.get(hyper::header::AUTHORIZATION)
-                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        })
+        .or_else(|| h.get(hyper::header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")))
         .unwrap_or_default();
     if bool::from(given.ct_eq(secret.as_bytes())) {
         Ok(())
@@ -93,18 +84,15 @@ async fn handle(state: Arc<ControlState>, req: Request<Incoming>) -> Result<Resp
             );
             r
         }
-        (&Method::GET | &Method::POST, "/tyk/reload" | "/tyk/reload/group") => {
-            match authorised(&state, &req) {
-                Err(r) => r,
-                Ok(()) => reload(&state).await,
-            }
-        }
+        (&Method::GET | &Method::POST, "/tyk/reload" | "/tyk/reload/group") => match authorised(&state, &req) {
+            Err(r) => r,
+            Ok(()) => reload(&state).await,
+        },
         (&Method::GET, "/tyk/apis") => match authorised(&state, &req) {
             Err(r) => r,
             Ok(()) => apis(&state),
         },
-        (_, p) if p == "/tyk/keys" || p.starts_with("/tyk/keys/") => match authorised(&state, &req)
-        {
+        (_, p) if p == "/tyk/keys" || p.starts_with("/tyk/keys/") => match authorised(&state, &req) {
             Err(r) => r,
             Ok(()) => super::keys::handle(&state, req, p).await,
         },
@@ -133,37 +121,27 @@ async fn handle(state: Arc<ControlState>, req: Request<Incoming>) -> Result<Resp
                         StatusCode::OK,
                         json!({"status": "ok", "action": "deleted", "ip": b.net.to_string()}),
                     ),
-                    Err(e @ crate::bans::BanError::NotFound(_)) => json_response(
-                        StatusCode::NOT_FOUND,
-                        json!({"status": "error", "message": e.to_string()}),
-                    ),
-                    Err(e) => json_response(
-                        StatusCode::BAD_REQUEST,
-                        json!({"status": "error", "message": e.to_string()}),
-                    ),
+                    Err(e @ crate::bans::BanError::NotFound(_)) => {
+                        json_response(StatusCode::NOT_FOUND, json!({"status": "error", "message": e.to_string()}))
+                    }
+                    Err(e) => {
+                        json_response(StatusCode::BAD_REQUEST, json!({"status": "error", "message": e.to_string()}))
+                    }
                 }
             }
         },
-        _ => json_response(
-            StatusCode::NOT_FOUND,
-            json!({"status": "error", "message": "not found"}),
-        ),
+        _ => json_response(StatusCode::NOT_FOUND, json!({"status": "error", "message": "not found"})),
     };
     Ok(resp)
 }
 
 fn unix_ms(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Recent client connections as the kernel saw them (most recent first).
 fn connections(state: &ControlState) -> Resp {
-    let enabled = state
-        .gate
-        .as_ref()
-        .is_some_and(|g| g.telemetry_cgroup.is_some());
+    let enabled = state.gate.as_ref().is_some_and(|g| g.telemetry_cgroup.is_some());
     let list: Vec<_> = state
         .telemetry
         .recent()
@@ -183,10 +161,7 @@ fn connections(state: &ControlState) -> Resp {
             })
         })
         .collect();
-    json_response(
-        StatusCode::OK,
-        json!({"telemetry": enabled, "connections": list}),
-    )
+    json_response(StatusCode::OK, json!({"telemetry": enabled, "connections": list}))
 }
 
 fn ban_json(b: &crate::bans::Ban) -> serde_json::Value {
@@ -211,16 +186,8 @@ fn list_bans(state: &ControlState) -> Resp {
 /// `POST /api/bans` `{"ip": "203.0.113.7" | "10.0.0.0/8", "ttl": seconds (0 = until removed), "reason": text}`.
 async fn add_ban(state: &ControlState, req: Request<Incoming>) -> Resp {
     use http_body_util::BodyExt;
-    let bad = |m: String| {
-        json_response(
-            StatusCode::BAD_REQUEST,
-            json!({"status": "error", "message": m}),
-        )
-    };
-    let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
-        .collect()
-        .await
-    {
+    let bad = |m: String| json_response(StatusCode::BAD_REQUEST, json!({"status": "error", "message": m}));
+    let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return bad(format!("cannot read body: {e}")),
     };
@@ -235,42 +202,20 @@ async fn add_ban(state: &ControlState, req: Request<Incoming>) -> Resp {
         None => 0.0,
         Some(t) => match t.as_f64() {
             Some(t) if t >= 0.0 && t.is_finite() => t,
-            _ => {
-                return bad(format!(
-                    "field `ttl` must be a non-negative number of seconds, got {t}"
-                ))
-            }
+            _ => return bad(format!("field `ttl` must be a non-negative number of seconds, got {t}")),
         },
     };
-    let reason = v
-        .get("reason")
-        .and_then(|x| x.as_str())
-        .unwrap_or("admin API");
-    match state
-        .bans
-        .ban(ip, std::time::Duration::from_secs_f64(ttl), reason)
-    {
-        Ok(b) => json_response(
-            StatusCode::OK,
-            json!({"status": "ok", "action": "added", "ban": ban_json(&b)}),
-        ),
+    let reason = v.get("reason").and_then(|x| x.as_str()).unwrap_or("admin API");
+    match state.bans.ban(ip, std::time::Duration::from_secs_f64(ttl), reason) {
+        Ok(b) => json_response(StatusCode::OK, json!({"status": "ok", "action": "added", "ban": ban_json(&b)})),
         Err(e) => bad(e.to_string()),
     }
 }
 
 fn hello(state: &ControlState) -> Resp {
     let snap = state.reloader.snapshot.load();
-    let last_error = state
-        .reloader
-        .last_error
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let workers_up = state
-        .workers
-        .iter()
-        .filter(|(_, w)| w.driver.get().is_some())
-        .count();
+    let last_error = state.reloader.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let workers_up = state.workers.iter().filter(|(_, w)| w.driver.get().is_some()).count();
     let config = match &last_error {
         None => {
             json!({"status": "pass", "componentType": "system", "output": format!("generation {}, {} APIs", snap.generation, snap.apis.len())})
@@ -290,15 +235,20 @@ fn hello(state: &ControlState) -> Resp {
         }
         None => {
             let mode = snap.config.ebpf.mode;
-            let status = if mode == crate::config::EbpfMode::Off {
-                "pass"
-            } else {
-                "warn"
-            };
+            let status = if mode == crate::config::EbpfMode::Off { "pass" } else { "warn" };
             json!({"status": status, "componentType": "system", "output": "XDP gate not loaded; bans and deny lists enforced in user space"})
         }
     };
-    let overall = if last_error.is_none() && workers_up == state.workers.len() {
+    let store_problem = state.keys.redis_store().and_then(|r| r.status());
+    let keystore = match (&store_problem, state.keys.backend_name()) {
+        (None, name) => {
+            json!({"status": "pass", "componentType": "datastore", "output": format!("{name} key store")})
+        }
+        (Some(why), name) => {
+            json!({"status": "warn", "componentType": "datastore", "output": format!("{name} key store unavailable: {why}")})
+        }
+    };
+    let overall = if last_error.is_none() && workers_up == state.workers.len() && store_problem.is_none() {
         "pass"
     } else {
         "warn"
@@ -310,7 +260,7 @@ fn hello(state: &ControlState) -> Resp {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Portcullis API gateway",
             "uptime_seconds": state.started.elapsed().as_secs(),
-            "details": {"config": config, "workers": workers, "ebpf": ebpf},
+            "details": {"config": config, "workers": workers, "ebpf": ebpf, "keystore": keystore},
         }),
     )
 }
@@ -319,16 +269,10 @@ async fn reload(state: &Arc<ControlState>) -> Resp {
     let st = Arc::clone(state);
     let outcome = match tokio::task::spawn_blocking(move || st.reloader.reload()).await {
         Ok(o) => o,
-        Err(e) => ReloadOutcome::Rejected {
-            errors: vec![format!("reload task failed: {e}")],
-        },
+        Err(e) => ReloadOutcome::Rejected { errors: vec![format!("reload task failed: {e}")] },
     };
     match outcome {
-        ReloadOutcome::Applied {
-            generation,
-            apis,
-            restart_needed,
-        } => json_response(
+        ReloadOutcome::Applied { generation, apis, restart_needed } => json_response(
             StatusCode::OK,
             json!({"status": "ok", "message": "reloaded", "generation": generation, "apis": apis, "restart_needed": restart_needed}),
         ),

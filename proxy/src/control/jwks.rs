@@ -18,20 +18,10 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Blocking GET of a JWKS URL (control plane, or `portcullis check`).
 pub fn http_fetch(url: &str) -> Result<Vec<u8>, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(TIMEOUT))
-        .build()
-        .into();
-    let resp = agent
-        .get(url)
-        .call()
-        .map_err(|e| format!("GET {url}: {e}"))?;
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(TIMEOUT)).build().into();
+    let resp = agent.get(url).call().map_err(|e| format!("GET {url}: {e}"))?;
     let mut body = Vec::new();
-    resp.into_body()
-        .into_reader()
-        .take(MAX_BYTES + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| format!("GET {url}: {e}"))?;
+    resp.into_body().into_reader().take(MAX_BYTES + 1).read_to_end(&mut body).map_err(|e| format!("GET {url}: {e}"))?;
     if body.len() as u64 > MAX_BYTES {
         return Err(format!("GET {url}: document larger than {MAX_BYTES} bytes"));
     }
@@ -50,19 +40,15 @@ pub async fn refresh_loop(snapshot: Arc<ArcSwap<Snapshot>>) {
             let Some(url) = jwt.jwks_url.clone() else {
                 continue;
             };
-            let fresh = jwt.keys.load().len() > 0
-                && last_ok
-                    .iter()
-                    .any(|(u, t)| *u == url && t.elapsed() < every);
+            let fresh = jwt.keys.load().len() > 0 && last_ok.iter().any(|(u, t)| *u == url && t.elapsed() < every);
             if fresh {
                 continue;
             }
             let family = jwt.family;
             let fetch_url = url.clone();
-            let r = tokio::task::spawn_blocking(move || {
-                http_fetch(&fetch_url).and_then(|b| KeySet::from_jwks(family, &b))
-            })
-            .await;
+            let r =
+                tokio::task::spawn_blocking(move || http_fetch(&fetch_url).and_then(|b| KeySet::from_jwks(family, &b)))
+                    .await;
             match r {
                 Ok(Ok(keys)) => {
                     tracing::debug!(api_id = %api.api_id, %url, keys = keys.len(), "JWKS refreshed");

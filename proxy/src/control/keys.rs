@@ -24,28 +24,19 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Resp {
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Resp {
-    reply(
-        status,
-        json!({"status": "error", "message": message.into()}),
-    )
+    reply(status, json!({"status": "error", "message": message.into()}))
 }
 
 /// A new random key: `org_id` followed by 32 hex digits (Tyk's shape).
 fn new_key(org_id: &str) -> Result<String, String> {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).map_err(|e| format!("no randomness: {e}"))?;
-    Ok(format!(
-        "{org_id}{}",
-        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-    ))
+    Ok(format!("{org_id}{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()))
 }
 
 /// Routes `/tyk/keys...` (the caller has checked the admin secret).
 pub async fn handle(state: &ControlState, req: Request<Incoming>, path: &str) -> Resp {
-    let hashed = req.uri().query().is_some_and(|q| {
-        q.split('&')
-            .any(|kv| kv == "hashed=true" || kv == "hashed=1")
-    });
+    let hashed = req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "hashed=true" || kv == "hashed=1"));
     let rest = path.trim_start_matches("/tyk/keys").trim_start_matches('/');
     let method = req.method().clone();
     match (method, rest) {
@@ -89,10 +80,7 @@ pub async fn handle(state: &ControlState, req: Request<Incoming>, path: &str) ->
         }
         (Method::GET, key) if !key.is_empty() => {
             let Some(hash) = address(key, hashed) else {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "hashed=true needs a 64-digit hex key hash",
-                );
+                return error(StatusCode::BAD_REQUEST, "hashed=true needs a 64-digit hex key hash");
             };
             match state.keys.get(&hash).await {
                 Ok(Some(s)) => {
@@ -108,10 +96,7 @@ pub async fn handle(state: &ControlState, req: Request<Incoming>, path: &str) ->
         }
         (Method::DELETE, key) if !key.is_empty() => {
             let Some(hash) = address(key, hashed) else {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "hashed=true needs a 64-digit hex key hash",
-                );
+                return error(StatusCode::BAD_REQUEST, "hashed=true needs a 64-digit hex key hash");
             };
             match state.keys.delete(&hash).await {
                 Ok(true) => {
@@ -125,10 +110,7 @@ pub async fn handle(state: &ControlState, req: Request<Incoming>, path: &str) ->
                 Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             }
         }
-        _ => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "unsupported method for /tyk/keys",
-        ),
+        _ => error(StatusCode::METHOD_NOT_ALLOWED, "unsupported method for /tyk/keys"),
     }
 }
 
@@ -156,10 +138,7 @@ async fn read_session(req: Request<Incoming>) -> Result<Session, Resp> {
     let de = &mut serde_json::Deserializer::from_slice(&body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("invalid session: field `{field}`: {}", e.inner()),
-        )
+        error(StatusCode::BAD_REQUEST, format!("invalid session: field `{field}`: {}", e.inner()))
     })
 }
 
@@ -174,10 +153,7 @@ async fn store(state: &ControlState, key: &str, mut s: Session, action: &str) ->
     let snap = state.reloader.snapshot.load_full();
     for id in s.policy_ids() {
         if snap.policies.get(id).is_none() {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("apply_policies: policy {id:?} does not exist"),
-            );
+            return error(StatusCode::BAD_REQUEST, format!("apply_policies: policy {id:?} does not exist"));
         }
     }
     if let Err(e) = policy::grant_for_session(&s, &snap.policies) {
@@ -187,25 +163,13 @@ async fn store(state: &ControlState, key: &str, mut s: Session, action: &str) ->
     if !bad.password.is_empty() && bad.hash_type.is_empty() {
         let cost = snap.config.auth.bcrypt_cost;
         let plain = std::mem::take(&mut s.basic_auth_data.password);
-        match tokio::task::spawn_blocking(move || crate::auth::basic::hash_password(&plain, cost))
-            .await
-        {
+        match tokio::task::spawn_blocking(move || crate::auth::basic::hash_password(&plain, cost)).await {
             Ok(Ok(h)) => {
                 s.basic_auth_data.password = h;
                 s.basic_auth_data.hash_type = "bcrypt".into();
             }
-            Ok(Err(e)) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("basic_auth_data.password: {e}"),
-                )
-            }
-            Err(e) => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("hashing failed: {e}"),
-                )
-            }
+            Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("basic_auth_data.password: {e}")),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("hashing failed: {e}")),
         }
     } else if !bad.password.is_empty() && bad.hash_type != "bcrypt" {
         return error(StatusCode::BAD_REQUEST, format!("basic_auth_data.hash_type {:?} is not supported (send the plain password, or a bcrypt hash with hash_type \"bcrypt\")", bad.hash_type));
@@ -225,8 +189,7 @@ async fn store(state: &ControlState, key: &str, mut s: Session, action: &str) ->
     match state.keys.put(&hash, &s).await {
         Ok(()) => {
             tracing::info!(key_hash = %hex(&hash), action, "key stored");
-            let mut body =
-                json!({"key": key, "status": "ok", "action": action, "key_hash": hex(&hash)});
+            let mut body = json!({"key": key, "status": "ok", "action": action, "key_hash": hex(&hash)});
             if s.hmac_enabled {
                 body["hmac_string"] = s.hmac_string.clone().into();
             }

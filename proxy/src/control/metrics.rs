@@ -13,9 +13,7 @@ use crate::dataplane::stats::{Histogram, DURATION_BUCKETS};
 use super::ControlState;
 
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -26,11 +24,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 /// Renders every metric.
 pub fn render_metrics(state: &ControlState) -> String {
     let mut out = String::with_capacity(8192);
-    let published: Vec<_> = state
-        .workers
-        .iter()
-        .map(|(id, w)| (*id, w, w.published.load_full()))
-        .collect();
+    let published: Vec<_> = state.workers.iter().map(|(id, w)| (*id, w, w.published.load_full())).collect();
 
     // Request durations, summed over workers.
     let mut hists: BTreeMap<(String, &'static str, u16), Histogram> = BTreeMap::new();
@@ -41,9 +35,7 @@ pub fn render_metrics(state: &ControlState) -> String {
             b.0 += a.request_bytes;
             b.1 += a.response_bytes;
             for ((method, code), h) in &a.durations {
-                let t = hists
-                    .entry((api.to_string(), method.as_str(), *code))
-                    .or_default();
+                let t = hists.entry((api.to_string(), method.as_str(), *code)).or_default();
                 for (d, s) in t.buckets.iter_mut().zip(h.buckets.iter()) {
                     *d += s;
                 }
@@ -63,26 +55,12 @@ pub fn render_metrics(state: &ControlState) -> String {
         let mut cum = 0;
         for (i, le) in DURATION_BUCKETS.iter().enumerate() {
             cum += h.buckets[i];
-            let _ = writeln!(
-                out,
-                "http_server_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cum}"
-            );
+            let _ = writeln!(out, "http_server_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cum}");
         }
         cum += h.buckets[DURATION_BUCKETS.len()];
-        let _ = writeln!(
-            out,
-            "http_server_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {cum}"
-        );
-        let _ = writeln!(
-            out,
-            "http_server_request_duration_seconds_sum{{{labels}}} {}",
-            h.sum_seconds
-        );
-        let _ = writeln!(
-            out,
-            "http_server_request_duration_seconds_count{{{labels}}} {}",
-            h.count
-        );
+        let _ = writeln!(out, "http_server_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {cum}");
+        let _ = writeln!(out, "http_server_request_duration_seconds_sum{{{labels}}} {}", h.sum_seconds);
+        let _ = writeln!(out, "http_server_request_duration_seconds_count{{{labels}}} {}", h.count);
     }
     header(
         &mut out,
@@ -91,11 +69,7 @@ pub fn render_metrics(state: &ControlState) -> String {
         "Request bytes received from clients (heads and bodies), by API.",
     );
     for (api, (i, _)) in &bytes {
-        let _ = writeln!(
-            out,
-            "portcullis_request_bytes_total{{api=\"{}\"}} {i}",
-            esc(api)
-        );
+        let _ = writeln!(out, "portcullis_request_bytes_total{{api=\"{}\"}} {i}", esc(api));
     }
     header(
         &mut out,
@@ -104,39 +78,17 @@ pub fn render_metrics(state: &ControlState) -> String {
         "Response bytes sent to clients (heads and bodies), by API.",
     );
     for (api, (_, o)) in &bytes {
-        let _ = writeln!(
-            out,
-            "portcullis_response_bytes_total{{api=\"{}\"}} {o}",
-            esc(api)
-        );
+        let _ = writeln!(out, "portcullis_response_bytes_total{{api=\"{}\"}} {o}", esc(api));
     }
 
     // Per worker.
-    header(
-        &mut out,
-        "portcullis_worker_info",
-        "gauge",
-        "One per worker: the CPU it is pinned to and its io driver.",
-    );
+    header(&mut out, "portcullis_worker_info", "gauge", "One per worker: the CPU it is pinned to and its io driver.");
     for (id, w, _) in &published {
-        let cpu = w
-            .cpu
-            .get()
-            .copied()
-            .flatten()
-            .map_or_else(|| "none".to_string(), |c| c.to_string());
+        let cpu = w.cpu.get().copied().flatten().map_or_else(|| "none".to_string(), |c| c.to_string());
         let driver = w.driver.get().copied().unwrap_or("starting");
-        let _ = writeln!(
-            out,
-            "portcullis_worker_info{{worker=\"{id}\",cpu=\"{cpu}\",driver=\"{driver}\"}} 1"
-        );
+        let _ = writeln!(out, "portcullis_worker_info{{worker=\"{id}\",cpu=\"{cpu}\",driver=\"{driver}\"}} 1");
     }
-    header(
-        &mut out,
-        "portcullis_worker_open_connections",
-        "gauge",
-        "Client connections open on each worker.",
-    );
+    header(&mut out, "portcullis_worker_open_connections", "gauge", "Client connections open on each worker.");
     for (id, w, _) in &published {
         let _ = writeln!(
             out,
@@ -146,17 +98,59 @@ pub fn render_metrics(state: &ControlState) -> String {
     }
     type Field = fn(&crate::dataplane::stats::LocalStats) -> u64;
     let counters: [(&str, &str, &str, Field); 11] = [
-        ("portcullis_auth_denied_total", "counter", "Requests refused by IP rules, path lists or authentication (401/403).", |s| s.auth_denied),
-        ("portcullis_key_lookups_total", "counter", "Session cache misses sent to the key store by each worker.", |s| s.key_lookups),
-        ("portcullis_key_lookup_errors_total", "counter", "Key store lookups that failed or timed out (503).", |s| s.key_lookup_errors),
+        (
+            "portcullis_auth_denied_total",
+            "counter",
+            "Requests refused by IP rules, path lists or authentication (401/403).",
+            |s| s.auth_denied,
+        ),
+        (
+            "portcullis_key_lookups_total",
+            "counter",
+            "Session cache misses sent to the key store by each worker.",
+            |s| s.key_lookups,
+        ),
+        ("portcullis_key_lookup_errors_total", "counter", "Key store lookups that failed or timed out (503).", |s| {
+            s.key_lookup_errors
+        }),
         ("portcullis_auth_cached_sessions", "gauge", "Sessions held in each worker's cache.", |s| s.cached_sessions),
         ("portcullis_worker_requests_total", "counter", "Requests answered by each worker.", |s| s.requests),
-        ("portcullis_worker_connections_accepted_total", "counter", "Client connections accepted by each worker.", |s| s.connections_accepted),
-        ("portcullis_worker_connections_refused_total", "counter", "Client connections closed at once because the worker was at max_connections_per_worker.", |s| s.connections_refused),
-        ("portcullis_upstream_connections_opened_total", "counter", "Upstream connections opened (pool misses).", |s| s.upstream_connections_opened),
-        ("portcullis_upstream_connect_errors_total", "counter", "Upstream connection attempts that failed (502).", |s| s.upstream_connect_errors),
-        ("portcullis_upstream_timeouts_total", "counter", "Upstream connects or responses that timed out (504).", |s| s.upstream_timeouts),
-        ("portcullis_upstream_idle_connections", "gauge", "Idle keep-alive upstream connections pooled by each worker.", |s| s.upstream_idle),
+        (
+            "portcullis_worker_connections_accepted_total",
+            "counter",
+            "Client connections accepted by each worker.",
+            |s| s.connections_accepted,
+        ),
+        (
+            "portcullis_worker_connections_refused_total",
+            "counter",
+            "Client connections closed at once because the worker was at max_connections_per_worker.",
+            |s| s.connections_refused,
+        ),
+        (
+            "portcullis_upstream_connections_opened_total",
+            "counter",
+            "Upstream connections opened (pool misses).",
+            |s| s.upstream_connections_opened,
+        ),
+        (
+            "portcullis_upstream_connect_errors_total",
+            "counter",
+            "Upstream connection attempts that failed (502).",
+            |s| s.upstream_connect_errors,
+        ),
+        (
+            "portcullis_upstream_timeouts_total",
+            "counter",
+            "Upstream connects or responses that timed out (504).",
+            |s| s.upstream_timeouts,
+        ),
+        (
+            "portcullis_upstream_idle_connections",
+            "gauge",
+            "Idle keep-alive upstream connections pooled by each worker.",
+            |s| s.upstream_idle,
+        ),
     ];
     for (name, kind, help, f) in counters {
         header(&mut out, name, kind, help);
@@ -173,11 +167,7 @@ pub fn render_metrics(state: &ControlState) -> String {
         "Connections and requests refused in user space because the client is banned.",
     );
     for (id, _, s) in &published {
-        let _ = writeln!(
-            out,
-            "portcullis_connections_banned_total{{worker=\"{id}\"}} {}",
-            s.connections_banned
-        );
+        let _ = writeln!(out, "portcullis_connections_banned_total{{worker=\"{id}\"}} {}", s.connections_banned);
     }
     header(
         &mut out,
@@ -192,22 +182,14 @@ pub fn render_metrics(state: &ControlState) -> String {
         "counter",
         "Bans issued through the admin API or the abuse detector.",
     );
-    let _ = writeln!(
-        out,
-        "portcullis_bans_issued_total {}",
-        state.bans.issued_total.load(Ordering::Relaxed)
-    );
+    let _ = writeln!(out, "portcullis_bans_issued_total {}", state.bans.issued_total.load(Ordering::Relaxed));
     header(
         &mut out,
         "portcullis_ebpf_loaded",
         "gauge",
         "1 when the XDP gate is loaded and attached, 0 when enforcement is in user space.",
     );
-    let _ = writeln!(
-        out,
-        "portcullis_ebpf_loaded {}",
-        u8::from(state.gate.is_some())
-    );
+    let _ = writeln!(out, "portcullis_ebpf_loaded {}", u8::from(state.gate.is_some()));
     if let Some(g) = &state.gate {
         let c = g.counters();
         header(
@@ -216,38 +198,13 @@ pub fn render_metrics(state: &ControlState) -> String {
             "counter",
             "Packets seen by the XDP gate, by action and reason.",
         );
-        let _ = writeln!(
-            out,
-            "portcullis_xdp_packets_total{{action=\"pass\",reason=\"\"}} {}",
-            c[0]
-        );
-        let _ = writeln!(
-            out,
-            "portcullis_xdp_packets_total{{action=\"drop\",reason=\"banned\"}} {}",
-            c[1]
-        );
-        let _ = writeln!(
-            out,
-            "portcullis_xdp_packets_total{{action=\"drop\",reason=\"deny\"}} {}",
-            c[2]
-        );
-        let _ = writeln!(
-            out,
-            "portcullis_xdp_packets_total{{action=\"drop\",reason=\"syn_rate\"}} {}",
-            c[3]
-        );
-        header(
-            &mut out,
-            "portcullis_xdp_dropped_total",
-            "counter",
-            "Packets dropped by the XDP gate, by reason.",
-        );
+        let _ = writeln!(out, "portcullis_xdp_packets_total{{action=\"pass\",reason=\"\"}} {}", c[0]);
+        let _ = writeln!(out, "portcullis_xdp_packets_total{{action=\"drop\",reason=\"banned\"}} {}", c[1]);
+        let _ = writeln!(out, "portcullis_xdp_packets_total{{action=\"drop\",reason=\"deny\"}} {}", c[2]);
+        let _ = writeln!(out, "portcullis_xdp_packets_total{{action=\"drop\",reason=\"syn_rate\"}} {}", c[3]);
+        header(&mut out, "portcullis_xdp_dropped_total", "counter", "Packets dropped by the XDP gate, by reason.");
         for (i, r) in [(1, "banned"), (2, "deny"), (3, "syn_rate")] {
-            let _ = writeln!(
-                out,
-                "portcullis_xdp_dropped_total{{reason=\"{r}\"}} {}",
-                c[i]
-            );
+            let _ = writeln!(out, "portcullis_xdp_dropped_total{{reason=\"{r}\"}} {}", c[i]);
         }
     }
 
@@ -255,11 +212,7 @@ pub fn render_metrics(state: &ControlState) -> String {
     let (rtt, retrans, closed, _) = state.telemetry.snapshot();
     let hist = |out: &mut String, name: &str, bounds: &[f64], h: &super::telemetry::Hist| {
         for (i, b) in bounds.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{b}\"}} {}",
-                h.counts.get(i).copied().unwrap_or(0)
-            );
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {}", h.counts.get(i).copied().unwrap_or(0));
         }
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
         let _ = writeln!(out, "{name}_sum {}", h.sum);
@@ -271,24 +224,14 @@ pub fn render_metrics(state: &ControlState) -> String {
         "histogram",
         "Smoothed RTT of client connections when they closed (eBPF sock_ops).",
     );
-    hist(
-        &mut out,
-        "portcullis_tcp_rtt_seconds",
-        &super::telemetry::RTT_BUCKETS,
-        &rtt,
-    );
+    hist(&mut out, "portcullis_tcp_rtt_seconds", &super::telemetry::RTT_BUCKETS, &rtt);
     header(
         &mut out,
         "portcullis_tcp_retransmits",
         "histogram",
         "Retransmitted segments per client connection (eBPF sock_ops).",
     );
-    hist(
-        &mut out,
-        "portcullis_tcp_retransmits",
-        &super::telemetry::RETRANS_BUCKETS,
-        &retrans,
-    );
+    hist(&mut out, "portcullis_tcp_retransmits", &super::telemetry::RETRANS_BUCKETS, &retrans);
     header(
         &mut out,
         "portcullis_tcp_connections_closed_total",
@@ -296,20 +239,12 @@ pub fn render_metrics(state: &ControlState) -> String {
         "Client connections closed, by the TCP state they closed from.",
     );
     for (state_name, n) in closed {
-        let _ = writeln!(
-            out,
-            "portcullis_tcp_connections_closed_total{{state=\"{state_name}\"}} {n}"
-        );
+        let _ = writeln!(out, "portcullis_tcp_connections_closed_total{{state=\"{state_name}\"}} {n}");
     }
 
     // Control plane.
     let snap = state.reloader.snapshot.load();
-    header(
-        &mut out,
-        "portcullis_apis_loaded",
-        "gauge",
-        "APIs in the running configuration.",
-    );
+    header(&mut out, "portcullis_apis_loaded", "gauge", "APIs in the running configuration.");
     let _ = writeln!(out, "portcullis_apis_loaded {}", snap.apis.len());
     header(
         &mut out,
@@ -318,12 +253,7 @@ pub fn render_metrics(state: &ControlState) -> String {
         "Generation of the running configuration (1 at start, +1 per applied reload).",
     );
     let _ = writeln!(out, "portcullis_config_generation {}", snap.generation);
-    header(
-        &mut out,
-        "portcullis_config_reloads_total",
-        "counter",
-        "Reload attempts by result.",
-    );
+    header(&mut out, "portcullis_config_reloads_total", "counter", "Reload attempts by result.");
     let _ = writeln!(
         out,
         "portcullis_config_reloads_total{{result=\"ok\"}} {}",

@@ -14,14 +14,8 @@ use crate::config::{load_config, load_snapshot, CliOverrides, ConfigError, Snaps
 /// Result of one reload attempt.
 #[derive(Debug, Clone)]
 pub enum ReloadOutcome {
-    Applied {
-        generation: u64,
-        apis: usize,
-        restart_needed: Vec<&'static str>,
-    },
-    Rejected {
-        errors: Vec<String>,
-    },
+    Applied { generation: u64, apis: usize, restart_needed: Vec<&'static str> },
+    Rejected { errors: Vec<String> },
 }
 
 pub struct Reloader {
@@ -83,11 +77,7 @@ impl Reloader {
                 self.ok_total.fetch_add(1, Ordering::Relaxed);
                 *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 tracing::info!(generation, apis, ?restart_needed, "configuration reloaded");
-                ReloadOutcome::Applied {
-                    generation,
-                    apis,
-                    restart_needed,
-                }
+                ReloadOutcome::Applied { generation, apis, restart_needed }
             }
             Err(errs) => {
                 let errors: Vec<String> = errs.iter().map(ConfigError::to_string).collect();

@@ -14,9 +14,8 @@ use portcullis_ebpf_common::ConnEvent;
 pub const RECENT: usize = 1024;
 
 /// RTT histogram bounds, seconds.
-pub const RTT_BUCKETS: [f64; 12] = [
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-];
+pub const RTT_BUCKETS: [f64; 12] =
+    [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25];
 /// Retransmits-per-connection histogram bounds.
 pub const RETRANS_BUCKETS: [f64; 6] = [0.0, 1.0, 2.0, 5.0, 10.0, 50.0];
 
@@ -93,19 +92,14 @@ pub fn state_name(s: u32) -> &'static str {
 }
 
 fn mono_to_wall(ns: u64, now_mono_ns: u64, now_wall: SystemTime) -> SystemTime {
-    now_wall
-        .checked_sub(Duration::from_nanos(now_mono_ns.saturating_sub(ns)))
-        .unwrap_or(now_wall)
+    now_wall.checked_sub(Duration::from_nanos(now_mono_ns.saturating_sub(ns))).unwrap_or(now_wall)
 }
 
 impl Telemetry {
     pub fn record(&self, ev: &ConnEvent, now_mono_ns: u64) {
         let now_wall = SystemTime::now();
         let v6 = Ipv6Addr::from(ev.remote_addr);
-        let client = v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6));
+        let client = v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6));
         let rec = ConnRecord {
             client,
             client_port: ev.remote_port,
@@ -131,35 +125,19 @@ impl Telemetry {
 
     /// Most recent first.
     pub fn recent(&self) -> Vec<ConnRecord> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .recent
-            .iter()
-            .rev()
-            .cloned()
-            .collect()
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).recent.iter().rev().cloned().collect()
     }
 
     /// (RTT histogram, retransmit histogram, closes by state, events).
     pub fn snapshot(&self) -> (Hist, Hist, Vec<(&'static str, u64)>, u64) {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        (
-            g.rtt.clone(),
-            g.retrans.clone(),
-            g.closed.iter().map(|(k, v)| (*k, *v)).collect(),
-            g.events,
-        )
+        (g.rtt.clone(), g.retrans.clone(), g.closed.iter().map(|(k, v)| (*k, *v)).collect(), g.events)
     }
 }
 
 /// Polls an owned fd-backed source (a ring buffer) on the tokio runtime, calling `drain` each
 /// time it is readable, until polling fails. `what` names it in the one log line on failure.
-async fn pump<T: std::os::fd::AsRawFd>(
-    source: T,
-    what: &'static str,
-    mut drain: impl FnMut(&mut T),
-) {
+async fn pump<T: std::os::fd::AsRawFd>(source: T, what: &'static str, mut drain: impl FnMut(&mut T)) {
     // SAFETY: the source owns its fd and is moved into the AsyncFd, which deregisters it before
     // dropping it, so the fd stays open for as long as it is registered.
     let registered = unsafe { tokio::io::unix::AsyncFd::register(source) };
@@ -189,18 +167,14 @@ pub async fn pump_ebpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) 
 }
 
 /// Reads the telemetry ring buffer until the process ends (a tokio task on the control plane).
-pub async fn run(
-    ring: aya::maps::RingBuf<aya::maps::MapData>,
-    telemetry: std::sync::Arc<Telemetry>,
-) {
+pub async fn run(ring: aya::maps::RingBuf<aya::maps::MapData>, telemetry: std::sync::Arc<Telemetry>) {
     pump(ring, "per-connection telemetry", |ring| {
         let now = crate::ebpf::monotonic_ns();
         while let Some(item) = ring.next() {
             if item.len() >= std::mem::size_of::<ConnEvent>() {
                 // SAFETY: the kernel wrote a whole ConnEvent (a Pod type) at this address; the
                 // read is unaligned-safe.
-                let ev: ConnEvent =
-                    unsafe { std::ptr::read_unaligned(item.as_ptr() as *const ConnEvent) };
+                let ev: ConnEvent = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const ConnEvent) };
                 telemetry.record(&ev, now);
             }
         }

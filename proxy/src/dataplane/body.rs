@@ -59,23 +59,13 @@ pub struct Scan {
 
 impl Default for ChunkedScanner {
     fn default() -> Self {
-        ChunkedScanner {
-            state: State::Size,
-            size: 0,
-            digits: 0,
-            line: 0,
-            data_total: 0,
-        }
+        ChunkedScanner { state: State::Size, size: 0, digits: 0, line: 0, data_total: 0 }
     }
 }
 
 impl ChunkedScanner {
     /// Scans `input`, calling `data` with the range of every data span found.
-    pub fn scan(
-        &mut self,
-        input: &[u8],
-        mut data: impl FnMut(std::ops::Range<usize>),
-    ) -> Result<Scan, &'static str> {
+    pub fn scan(&mut self, input: &[u8], mut data: impl FnMut(std::ops::Range<usize>)) -> Result<Scan, &'static str> {
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
@@ -169,24 +159,13 @@ impl ChunkedScanner {
                         return Err("expected LF at end of chunked body");
                     }
                     self.state = State::Done;
-                    return Ok(Scan {
-                        consumed: i + 1,
-                        done: true,
-                    });
+                    return Ok(Scan { consumed: i + 1, done: true });
                 }
-                State::Done => {
-                    return Ok(Scan {
-                        consumed: i,
-                        done: true,
-                    })
-                }
+                State::Done => return Ok(Scan { consumed: i, done: true }),
             }
             i += 1;
         }
-        Ok(Scan {
-            consumed: i,
-            done: self.state == State::Done,
-        })
+        Ok(Scan { consumed: i, done: self.state == State::Done })
     }
 }
 
@@ -213,9 +192,7 @@ pub enum RelayError {
 impl RelayError {
     pub fn into_proxy_error(self, side: Side) -> ProxyError {
         match (self, side) {
-            (RelayError::TooLarge, _) => {
-                ProxyError::new(ErrorKind::BodyTooLarge, "request body too large")
-            }
+            (RelayError::TooLarge, _) => ProxyError::new(ErrorKind::BodyTooLarge, "request body too large"),
             (RelayError::Source(k, c), _) => ProxyError::new(k, c),
             (RelayError::Sink(c), Side::Client) => ProxyError::new(ErrorKind::UpstreamProtocol, c),
             (RelayError::Sink(c), Side::Upstream) => ProxyError::new(ErrorKind::ClientIo, c),
@@ -252,9 +229,7 @@ pub async fn relay<R: AsyncReadRent, W: AsyncWriteRentExt>(
             let mut left = n;
             loop {
                 let take = (rbuf.len() as u64).min(left) as usize;
-                rbuf.write_out(dst, take)
-                    .await
-                    .map_err(|_| RelayError::Sink("write failed while relaying body"))?;
+                rbuf.write_out(dst, take).await.map_err(|_| RelayError::Sink("write failed while relaying body"))?;
                 left -= take as u64;
                 if left == 0 {
                     return Ok(n);
@@ -267,21 +242,12 @@ pub async fn relay<R: AsyncReadRent, W: AsyncWriteRentExt>(
             loop {
                 let len = rbuf.len();
                 total += len as u64;
-                rbuf.write_out(dst, len)
-                    .await
-                    .map_err(|_| RelayError::Sink("write failed while relaying body"))?;
+                rbuf.write_out(dst, len).await.map_err(|_| RelayError::Sink("write failed while relaying body"))?;
                 match monoio::time::timeout(read_timeout, rbuf.fill(src)).await {
                     Ok(Ok(0)) => return Ok(total),
                     Ok(Ok(_)) => {}
-                    Ok(Err(_)) => {
-                        return Err(RelayError::Source(
-                            eof_kind,
-                            "read failed while relaying body",
-                        ))
-                    }
-                    Err(_) => {
-                        return Err(RelayError::Source(timeout_kind, "timed out reading body"))
-                    }
+                    Ok(Err(_)) => return Err(RelayError::Source(eof_kind, "read failed while relaying body")),
+                    Err(_) => return Err(RelayError::Source(timeout_kind, "timed out reading body")),
                 }
             }
         }
@@ -292,11 +258,7 @@ pub async fn relay<R: AsyncReadRent, W: AsyncWriteRentExt>(
                 spans.clear();
                 let scan = scanner.scan(rbuf.data(), |r| spans.push(r)).map_err(|c| {
                     RelayError::Source(
-                        if side == Side::Client {
-                            ErrorKind::BadRequest
-                        } else {
-                            ErrorKind::UpstreamProtocol
-                        },
+                        if side == Side::Client { ErrorKind::BadRequest } else { ErrorKind::UpstreamProtocol },
                         c,
                     )
                 })?;
@@ -332,15 +294,9 @@ async fn read_more<R: AsyncReadRent>(
     timeout_kind: ErrorKind,
 ) -> Result<(), RelayError> {
     match monoio::time::timeout(read_timeout, rbuf.fill(src)).await {
-        Ok(Ok(0)) => Err(RelayError::Source(
-            eof_kind,
-            "connection closed in the middle of a body",
-        )),
+        Ok(Ok(0)) => Err(RelayError::Source(eof_kind, "connection closed in the middle of a body")),
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(_)) => Err(RelayError::Source(
-            eof_kind,
-            "read failed while relaying body",
-        )),
+        Ok(Err(_)) => Err(RelayError::Source(eof_kind, "read failed while relaying body")),
         Err(_) => Err(RelayError::Source(timeout_kind, "timed out reading body")),
     }
 }
@@ -358,29 +314,12 @@ mod tests {
             let part = &input[pos..end];
             let r = s.scan(part, |r| out.extend_from_slice(&part[r]));
             match r {
-                Ok(Scan {
-                    consumed,
-                    done: true,
-                }) => {
-                    return (
-                        Ok(Scan {
-                            consumed: pos + consumed,
-                            done: true,
-                        }),
-                        out,
-                    )
-                }
+                Ok(Scan { consumed, done: true }) => return (Ok(Scan { consumed: pos + consumed, done: true }), out),
                 Ok(Scan { consumed, .. }) => pos += consumed,
                 Err(e) => return (Err(e), out),
             }
         }
-        (
-            Ok(Scan {
-                consumed: pos,
-                done: false,
-            }),
-            out,
-        )
+        (Ok(Scan { consumed: pos, done: false }), out)
     }
 
     #[test]
@@ -388,32 +327,15 @@ mod tests {
         let body = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: yes\r\n\r\nNEXT";
         for step in 1..body.len() {
             let (r, data) = scan_all(body, step);
-            assert_eq!(
-                r,
-                Ok(Scan {
-                    consumed: body.len() - 4,
-                    done: true
-                }),
-                "step {step}"
-            );
+            assert_eq!(r, Ok(Scan { consumed: body.len() - 4, done: true }), "step {step}");
             assert_eq!(data, b"hello world");
         }
     }
 
     #[test]
     fn chunked_errors() {
-        for bad in [
-            &b"zz\r\n"[..],
-            b"\r\n",
-            b"5\r\nhelloXX",
-            b"5\nhello",
-            b"1234567890123456\r\n",
-        ] {
-            assert!(
-                scan_all(bad, 100).0.is_err(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+        for bad in [&b"zz\r\n"[..], b"\r\n", b"5\r\nhelloXX", b"5\nhello", b"1234567890123456\r\n"] {
+            assert!(scan_all(bad, 100).0.is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
     }
 }

@@ -18,9 +18,7 @@ use crate::config::Snapshot;
 
 use super::body::{self, Side};
 use super::error::{ErrorKind, ProxyError};
-use super::http::{
-    self, AuthCtx, BodyKind, ClientCtx, Prepared, PreparedResponse, RequestMeta, ResponseMeta,
-};
+use super::http::{self, AuthCtx, BodyKind, ClientCtx, Prepared, PreparedResponse, RequestMeta, ResponseMeta};
 use super::io::{write_vec, ReadBuf};
 use super::upstream::{self, Upstream};
 use super::worker::Worker;
@@ -51,11 +49,7 @@ pub(crate) struct ExchangeBufs {
 
 impl ExchangeBufs {
     pub fn unallocated(max: usize) -> Self {
-        ExchangeBufs {
-            upstream: ReadBuf::unallocated(max),
-            req_head: Vec::new(),
-            out: Vec::new(),
-        }
+        ExchangeBufs { upstream: ReadBuf::unallocated(max), req_head: Vec::new(), out: Vec::new() }
     }
 }
 
@@ -82,21 +76,15 @@ struct Failure {
 
 impl From<ProxyError> for Failure {
     fn from(err: ProxyError) -> Self {
-        Failure {
-            err,
-            responded: false,
-        }
+        Failure { err, responded: false }
     }
 }
 
 pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) {
     let client_ip = peer.ip().to_string();
     let buffer_size = worker.snapshot().config.proxy.buffer_size;
-    let mut bufs = Bufs {
-        client: ReadBuf::new(buffer_size),
-        x: ExchangeBufs::unallocated(buffer_size),
-        nodelay: false,
-    };
+    let mut bufs =
+        Bufs { client: ReadBuf::new(buffer_size), x: ExchangeBufs::unallocated(buffer_size), nodelay: false };
     let mut shutdown = worker.shutdown.listen();
     loop {
         let snap = worker.snapshot();
@@ -125,23 +113,11 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
         bufs.client.set_max(snap.config.proxy.buffer_size);
         // Not boxed: boxing the exchange's 2.3 KB state would free it on idle connections, but the
         // per-request allocation measured 4-10 % more CPU per request in the small scenario.
-        let result = exchange(
-            &worker,
-            &snap,
-            &mut client,
-            &mut bufs,
-            &client_ip,
-            peer.ip(),
-            started,
-        )
-        .await;
+        let result = exchange(&worker, &snap, &mut client, &mut bufs, &client_ip, peer.ip(), started).await;
         match result {
             Ok(Next::KeepAlive) => {
                 ensure_nodelay(&client, &mut bufs);
-                let x = std::mem::replace(
-                    &mut bufs.x,
-                    ExchangeBufs::unallocated(snap.config.proxy.buffer_size),
-                );
+                let x = std::mem::replace(&mut bufs.x, ExchangeBufs::unallocated(snap.config.proxy.buffer_size));
                 worker.return_exchange_bufs(x);
                 continue;
             }
@@ -159,13 +135,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
 }
 
 /// The single mapping from a failed exchange to what the client sees.
-async fn respond_error(
-    worker: &Worker,
-    client: &mut TcpStream,
-    out: &mut Vec<u8>,
-    f: Failure,
-    started: Instant,
-) {
+async fn respond_error(worker: &Worker, client: &mut TcpStream, out: &mut Vec<u8>, f: Failure, started: Instant) {
     let mut stats = worker.stats.borrow_mut();
     match f.err.kind {
         ErrorKind::UpstreamConnect => stats.upstream_connect_errors += 1,
@@ -200,19 +170,14 @@ async fn exchange(
     started: Instant,
 ) -> Result<Next, Failure> {
     let cfg = &snap.config.proxy;
-    let ctx = ClientCtx {
-        client_ip,
-        client_addr,
-    };
+    let ctx = ClientCtx { client_ip, client_addr };
     let mut key_fetches = 0u32;
 
     // 1. Request head.
     let head_deadline = started + Duration::from_millis(cfg.header_read_timeout_ms);
     bufs.x.req_head.clear();
     let routed = loop {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let prepared = {
             let mut auth = worker.auth.borrow_mut();
             http::prepare_request(
@@ -220,10 +185,7 @@ async fn exchange(
                 cfg.max_headers,
                 snap,
                 &ctx,
-                AuthCtx {
-                    auth: &mut auth,
-                    now,
-                },
+                AuthCtx { auth: &mut auth, now },
                 |out| worker.write_request_id(out),
                 |api, spec| worker.pick_target(snap.generation, api, spec.targets.len()),
                 &mut bufs.x.req_head,
@@ -237,23 +199,11 @@ async fn exchange(
             Ok(Prepared::Routed(r)) if r.meta.head_len > cfg.max_request_head_size => {
                 return too_large(r.meta.head_len)
             }
-            Ok(Prepared::NoRoute(m)) if m.head_len > cfg.max_request_head_size => {
-                return too_large(m.head_len)
-            }
+            Ok(Prepared::NoRoute(m)) if m.head_len > cfg.max_request_head_size => return too_large(m.head_len),
             Ok(Prepared::Routed(r)) => break r,
             Ok(Prepared::NoRoute(meta)) => {
-                return reply_local(
-                    worker,
-                    client,
-                    bufs,
-                    meta,
-                    "",
-                    404,
-                    "no API matches this request",
-                    None,
-                    started,
-                )
-                .await
+                return reply_local(worker, client, bufs, meta, "", 404, "no API matches this request", None, started)
+                    .await
             }
             Ok(Prepared::Denied { meta, api, denial }) => {
                 let api = &snap.apis[api as usize];
@@ -313,35 +263,18 @@ async fn exchange(
             }
             Ok(Prepared::Partial) => {}
             Err(e) => {
-                record(
-                    worker,
-                    "",
-                    http::Method::Other,
-                    e.kind.status().map_or(0, |s| s.0),
-                    started,
-                    0,
-                    0,
-                );
+                record(worker, "", http::Method::Other, e.kind.status().map_or(0, |s| s.0), started, 0, 0);
                 return Err(e.into());
             }
         }
         if bufs.client.len() >= cfg.max_request_head_size {
             return too_large(bufs.client.len());
         }
-        bufs.client
-            .reserve(cfg.max_request_head_size.min(bufs.client.len() + 4096));
+        bufs.client.reserve(cfg.max_request_head_size.min(bufs.client.len() + 4096));
         match monoio::time::timeout_at(head_deadline.into(), bufs.client.fill(client)).await {
             Ok(Ok(n)) if n > 0 => {}
-            Ok(_) => {
-                return Err(ProxyError::new(
-                    ErrorKind::ClientIo,
-                    "client closed during request head",
-                )
-                .into())
-            }
-            Err(_) => {
-                return Err(ProxyError::new(ErrorKind::Closed, "request head timed out").into())
-            }
+            Ok(_) => return Err(ProxyError::new(ErrorKind::ClientIo, "client closed during request head").into()),
+            Err(_) => return Err(ProxyError::new(ErrorKind::Closed, "request head timed out").into()),
         }
     };
     let meta = routed.meta;
@@ -361,34 +294,19 @@ async fn exchange(
     let (mut up, resp, body_bytes) = loop {
         attempt += 1;
         let pooled = if attempt == 1 {
-            worker.pool.take(
-                target.addr,
-                Duration::from_millis(cfg.upstream_idle_timeout_ms),
-            )
+            worker.pool.take(target.addr, Duration::from_millis(cfg.upstream_idle_timeout_ms))
         } else {
             None
         };
         let mut up = match pooled {
             Some(up) => up,
             None => {
-                let r = upstream::connect(
-                    target.addr,
-                    Duration::from_millis(cfg.upstream_connect_timeout_ms),
-                )
-                .await;
+                let r = upstream::connect(target.addr, Duration::from_millis(cfg.upstream_connect_timeout_ms)).await;
                 worker.stats.borrow_mut().upstream_connections_opened += 1;
                 match r {
                     Ok(up) => up,
                     Err(e) => {
-                        record(
-                            worker,
-                            &api.api_id,
-                            meta.method,
-                            e.kind.status().map_or(0, |s| s.0),
-                            started,
-                            0,
-                            0,
-                        );
+                        record(worker, &api.api_id, meta.method, e.kind.status().map_or(0, |s| s.0), started, 0, 0);
                         return Err(e.into());
                     }
                 }
@@ -398,34 +316,15 @@ async fn exchange(
         match send_request(worker, snap, client, &mut up, bufs, &meta).await {
             Ok(body_bytes) => match read_response_head(snap, &mut up, bufs, &meta, worker).await {
                 Ok(resp) => break (up, resp, body_bytes),
-                Err(e)
-                    if retryable
-                        && e.kind == ErrorKind::UpstreamProtocol
-                        && bufs.x.upstream.is_empty() => {}
+                Err(e) if retryable && e.kind == ErrorKind::UpstreamProtocol && bufs.x.upstream.is_empty() => {}
                 Err(e) => {
-                    record(
-                        worker,
-                        &api.api_id,
-                        meta.method,
-                        e.kind.status().map_or(0, |s| s.0),
-                        started,
-                        0,
-                        0,
-                    );
+                    record(worker, &api.api_id, meta.method, e.kind.status().map_or(0, |s| s.0), started, 0, 0);
                     return Err(e.into());
                 }
             },
             Err(_) if retryable => {}
             Err(f) => {
-                record(
-                    worker,
-                    &api.api_id,
-                    meta.method,
-                    f.err.kind.status().map_or(0, |s| s.0),
-                    started,
-                    0,
-                    0,
-                );
+                record(worker, &api.api_id, meta.method, f.err.kind.status().map_or(0, |s| s.0), started, 0, 0);
                 return Err(f);
             }
         }
@@ -440,15 +339,7 @@ async fn exchange(
         write_vec(client, &mut bufs.x.out)
             .await
             .map_err(|e| ProxyError::io(ErrorKind::ClientIo, "writing 101 to client", e))?;
-        record(
-            worker,
-            &api.api_id,
-            meta.method,
-            101,
-            started,
-            body_in,
-            head_out,
-        );
+        record(worker, &api.api_id, meta.method, 101, started, body_in, head_out);
         return Ok(Next::Tunnel(up));
     }
     let head_out = bufs.x.out.len() as u64;
@@ -456,9 +347,7 @@ async fn exchange(
     let mut body_kind = resp.body;
     if let BodyKind::Length(n) = resp.body {
         if (bufs.x.upstream.len() as u64) >= n {
-            bufs.x
-                .out
-                .extend_from_slice(&bufs.x.upstream.data()[..n as usize]);
+            bufs.x.out.extend_from_slice(&bufs.x.upstream.data()[..n as usize]);
             bufs.x.upstream.consume(n as usize);
             body_kind = BodyKind::None;
         }
@@ -467,12 +356,10 @@ async fn exchange(
     if body_kind != BodyKind::None {
         ensure_nodelay(client, bufs);
     }
-    write_vec(client, &mut bufs.x.out)
-        .await
-        .map_err(|e| Failure {
-            err: ProxyError::io(ErrorKind::ClientIo, "writing response head", e),
-            responded: true,
-        })?;
+    write_vec(client, &mut bufs.x.out).await.map_err(|e| Failure {
+        err: ProxyError::io(ErrorKind::ClientIo, "writing response head", e),
+        responded: true,
+    })?;
     let relayed = body::relay(
         &mut up.stream,
         &mut bufs.x.upstream,
@@ -487,38 +374,15 @@ async fn exchange(
     let body_out = match relayed {
         Ok(n) => n + written_with_head,
         Err(e) => {
-            record(
-                worker,
-                &api.api_id,
-                meta.method,
-                resp.status,
-                started,
-                body_in,
-                head_out,
-            );
-            return Err(Failure {
-                err: e.into_proxy_error(Side::Upstream),
-                responded: true,
-            });
+            record(worker, &api.api_id, meta.method, resp.status, started, body_in, head_out);
+            return Err(Failure { err: e.into_proxy_error(Side::Upstream), responded: true });
         }
     };
-    record(
-        worker,
-        &api.api_id,
-        meta.method,
-        resp.status,
-        started,
-        body_in,
-        head_out + body_out,
-    );
+    record(worker, &api.api_id, meta.method, resp.status, started, body_in, head_out + body_out);
     if resp.upstream_reusable && bufs.x.upstream.is_empty() {
         worker.pool.put(up, cfg.upstream_pool_size);
     }
-    Ok(if resp.close_client || worker.shutdown.is_set() {
-        Next::Close
-    } else {
-        Next::KeepAlive
-    })
+    Ok(if resp.close_client || worker.shutdown.is_set() { Next::Close } else { Next::KeepAlive })
 }
 
 /// Writes the upstream head (already in `bufs.x.out`) and relays the request body. Returns request
@@ -549,9 +413,7 @@ async fn send_request(
     }
     let head_len = bufs.x.req_head.len();
     if sent_with_head > 0 {
-        bufs.x
-            .req_head
-            .extend_from_slice(&bufs.client.data()[..sent_with_head as usize]);
+        bufs.x.req_head.extend_from_slice(&bufs.client.data()[..sent_with_head as usize]);
     }
     let head = std::mem::take(&mut bufs.x.req_head);
     let (res, mut head) = up.stream.write_all(head).await;
@@ -559,12 +421,7 @@ async fn send_request(
     head.truncate(head_len);
     bufs.x.req_head = head;
     if let Err(e) = res {
-        return Err(ProxyError::io(
-            ErrorKind::UpstreamProtocol,
-            "writing request to upstream",
-            e,
-        )
-        .into());
+        return Err(ProxyError::io(ErrorKind::UpstreamProtocol, "writing request to upstream", e).into());
     }
     bufs.client.consume(sent_with_head as usize);
     let relayed = body::relay(
@@ -583,10 +440,7 @@ async fn send_request(
         Err(e) => {
             let err = e.into_proxy_error(Side::Client);
             // Past this point a retry would resend a body we no longer have.
-            Err(Failure {
-                err,
-                responded: false,
-            })
+            Err(Failure { err, responded: false })
         }
     }
 }
@@ -605,13 +459,8 @@ async fn read_response_head(
     let client_keep_alive = meta.keep_alive && !worker.shutdown.is_set();
     loop {
         bufs.x.out.clear();
-        match http::prepare_response(
-            bufs.x.upstream.data(),
-            cfg.max_headers,
-            meta,
-            client_keep_alive,
-            &mut bufs.x.out,
-        )? {
+        match http::prepare_response(bufs.x.upstream.data(), cfg.max_headers, meta, client_keep_alive, &mut bufs.x.out)?
+        {
             PreparedResponse::Ready(r) => {
                 bufs.x.upstream.consume(r.head_len);
                 return Ok(r);
@@ -623,35 +472,14 @@ async fn read_response_head(
             PreparedResponse::Partial => {}
         }
         if bufs.x.upstream.len() >= cfg.max_response_head_size {
-            return Err(ProxyError::new(
-                ErrorKind::UpstreamProtocol,
-                "upstream response head too large",
-            ));
+            return Err(ProxyError::new(ErrorKind::UpstreamProtocol, "upstream response head too large"));
         }
-        bufs.x
-            .upstream
-            .reserve(cfg.max_response_head_size.min(bufs.x.upstream.len() + 4096));
+        bufs.x.upstream.reserve(cfg.max_response_head_size.min(bufs.x.upstream.len() + 4096));
         match monoio::time::timeout(timeout, bufs.x.upstream.fill(&mut up.stream)).await {
             Ok(Ok(n)) if n > 0 => {}
-            Ok(Ok(_)) => {
-                return Err(ProxyError::new(
-                    ErrorKind::UpstreamProtocol,
-                    "upstream closed before responding",
-                ))
-            }
-            Ok(Err(e)) => {
-                return Err(ProxyError::io(
-                    ErrorKind::UpstreamProtocol,
-                    "reading upstream response",
-                    e,
-                ))
-            }
-            Err(_) => {
-                return Err(ProxyError::new(
-                    ErrorKind::UpstreamTimeout,
-                    "upstream response timed out",
-                ))
-            }
+            Ok(Ok(_)) => return Err(ProxyError::new(ErrorKind::UpstreamProtocol, "upstream closed before responding")),
+            Ok(Err(e)) => return Err(ProxyError::io(ErrorKind::UpstreamProtocol, "reading upstream response", e)),
+            Err(_) => return Err(ProxyError::new(ErrorKind::UpstreamTimeout, "upstream response timed out")),
         }
     }
 }
@@ -673,30 +501,13 @@ async fn reply_local(
     let close = meta.body != BodyKind::None || !meta.keep_alive || worker.shutdown.is_set();
     bufs.client.consume(meta.head_len);
     bufs.x.out.clear();
-    http::error_response_with(
-        &mut bufs.x.out,
-        status,
-        http::reason(status),
-        message,
-        close,
-        extra,
-    );
+    http::error_response_with(&mut bufs.x.out, status, http::reason(status), message, close, extra);
     let out_len = bufs.x.out.len() as u64;
-    write_vec(client, &mut bufs.x.out)
-        .await
-        .map_err(|e| Failure {
-            err: ProxyError::io(ErrorKind::ClientIo, "writing a local response", e),
-            responded: true,
-        })?;
-    record(
-        worker,
-        api_id,
-        meta.method,
-        status,
-        started,
-        meta.head_len as u64,
-        out_len,
-    );
+    write_vec(client, &mut bufs.x.out).await.map_err(|e| Failure {
+        err: ProxyError::io(ErrorKind::ClientIo, "writing a local response", e),
+        responded: true,
+    })?;
+    record(worker, api_id, meta.method, status, started, meta.head_len as u64, out_len);
     Ok(if close { Next::Close } else { Next::KeepAlive })
 }
 
@@ -709,14 +520,7 @@ fn record(
     bytes_in: u64,
     bytes_out: u64,
 ) {
-    worker.stats.borrow_mut().record(
-        api,
-        method,
-        code,
-        started.elapsed().as_secs_f64(),
-        bytes_in,
-        bytes_out,
-    );
+    worker.stats.borrow_mut().record(api, method, code, started.elapsed().as_secs_f64(), bytes_in, bytes_out);
 }
 
 /// After a 101: copy bytes both ways until either side closes.

@@ -55,19 +55,11 @@ pub struct ProxyError {
 
 impl ProxyError {
     pub fn new(kind: ErrorKind, context: &'static str) -> Self {
-        ProxyError {
-            kind,
-            context,
-            cause: None,
-        }
+        ProxyError { kind, context, cause: None }
     }
 
     pub fn io(kind: ErrorKind, context: &'static str, cause: io::Error) -> Self {
-        ProxyError {
-            kind,
-            context,
-            cause: Some(cause),
-        }
+        ProxyError { kind, context, cause: Some(cause) }
     }
 }
 

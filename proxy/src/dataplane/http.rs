@@ -132,17 +132,9 @@ pub enum Prepared {
     /// Parsed but no API matches (404 to send).
     NoRoute(RequestMeta),
     /// Refused by IP rules, path lists or auth.
-    Denied {
-        meta: RequestMeta,
-        api: ApiIndex,
-        denial: Denial,
-    },
+    Denied { meta: RequestMeta, api: ApiIndex, denial: Denial },
     /// The session of this key is not in the worker's cache: fetch it, then prepare again.
-    NeedKey {
-        meta: RequestMeta,
-        api: ApiIndex,
-        hash: KeyHash,
-    },
+    NeedKey { meta: RequestMeta, api: ApiIndex, hash: KeyHash },
 }
 
 fn eq_ic(a: &[u8], b: &str) -> bool {
@@ -150,14 +142,8 @@ fn eq_ic(a: &[u8], b: &str) -> bool {
 }
 
 fn trim(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
+    let start = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
     &v[start..end]
 }
 
@@ -187,11 +173,7 @@ struct ConnTokens<'b> {
 
 impl<'b> ConnTokens<'b> {
     fn add(&mut self, value: &'b [u8]) {
-        for t in value
-            .split(|&b| b == b',')
-            .map(trim)
-            .filter(|t| !t.is_empty())
-        {
+        for t in value.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty()) {
             if eq_ic(t, "close") {
                 self.close = true;
             } else if eq_ic(t, "keep-alive") {
@@ -212,16 +194,9 @@ impl<'b> ConnTokens<'b> {
 
 /// Headers never forwarded in either direction.
 fn is_hop_by_hop(name: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "upgrade",
-        "proxy-authorization",
-    ]
-    .iter()
-    .any(|h| name.eq_ignore_ascii_case(h))
+    ["connection", "keep-alive", "proxy-connection", "te", "upgrade", "proxy-authorization"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// Framing facts gathered in one pass over a head's headers.
@@ -234,12 +209,7 @@ struct Framing<'b> {
 
 fn framing<'b>(headers: &[httparse::Header<'b>]) -> Result<Framing<'b>> {
     let bad = |ctx| Err(ProxyError::new(ErrorKind::BadRequest, ctx));
-    let mut f = Framing {
-        content_length: None,
-        chunked: false,
-        has_te: false,
-        conn: ConnTokens::default(),
-    };
+    let mut f = Framing { content_length: None, chunked: false, has_te: false, conn: ConnTokens::default() };
     for h in headers {
         let n = h.name;
         if n.eq_ignore_ascii_case("content-length") {
@@ -285,17 +255,9 @@ pub fn prepare_request(
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(Prepared::Partial),
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(ProxyError::new(
-                ErrorKind::HeadTooLarge,
-                "too many request headers",
-            ))
+            return Err(ProxyError::new(ErrorKind::HeadTooLarge, "too many request headers"))
         }
-        Err(_) => {
-            return Err(ProxyError::new(
-                ErrorKind::BadRequest,
-                "malformed request head",
-            ))
-        }
+        Err(_) => return Err(ProxyError::new(ErrorKind::BadRequest, "malformed request head")),
     };
     let method_str = req.method.unwrap_or("");
     let target = req.path.unwrap_or("");
@@ -305,16 +267,10 @@ pub fn prepare_request(
 
     if f.has_te {
         if f.content_length.is_some() {
-            return Err(ProxyError::new(
-                ErrorKind::BadRequest,
-                "both Content-Length and Transfer-Encoding",
-            ));
+            return Err(ProxyError::new(ErrorKind::BadRequest, "both Content-Length and Transfer-Encoding"));
         }
         if !f.chunked || minor_version == 0 {
-            return Err(ProxyError::new(
-                ErrorKind::BadRequest,
-                "unsupported Transfer-Encoding",
-            ));
+            return Err(ProxyError::new(ErrorKind::BadRequest, "unsupported Transfer-Encoding"));
         }
     }
     let body = if f.chunked {
@@ -331,10 +287,7 @@ pub fn prepare_request(
     for h in headers {
         if h.name.eq_ignore_ascii_case("host") {
             if host.is_some() {
-                return Err(ProxyError::new(
-                    ErrorKind::BadRequest,
-                    "duplicate Host header",
-                ));
+                return Err(ProxyError::new(ErrorKind::BadRequest, "duplicate Host header"));
             }
             host = Some(trim(h.value));
         } else if h.name.eq_ignore_ascii_case("expect") {
@@ -344,16 +297,9 @@ pub fn prepare_request(
         }
     }
     if minor_version == 1 && host.is_none() {
-        return Err(ProxyError::new(
-            ErrorKind::BadRequest,
-            "HTTP/1.1 request without Host",
-        ));
+        return Err(ProxyError::new(ErrorKind::BadRequest, "HTTP/1.1 request without Host"));
     }
-    let keep_alive = if minor_version == 0 {
-        f.conn.keep_alive && !f.conn.close
-    } else {
-        !f.conn.close
-    };
+    let keep_alive = if minor_version == 0 { f.conn.keep_alive && !f.conn.close } else { !f.conn.close };
     let upgrade = f.conn.upgrade && upgrade_value.is_some() && minor_version == 1;
     let method = Method::from_bytes(method_str);
     let meta = RequestMeta {
@@ -382,16 +328,7 @@ pub fn prepare_request(
     let api = &snap.apis[api_idx as usize];
     if !api.plain {
         return prepare_gateway(
-            GatewayReq {
-                meta,
-                method_str,
-                host,
-                path,
-                query,
-                headers,
-                xff_skip: &f.conn,
-                upgrade_value,
-            },
+            GatewayReq { meta, method_str, host, path, query, headers, xff_skip: &f.conn, upgrade_value },
             snap,
             api_idx,
             ctx,
@@ -416,11 +353,7 @@ pub fn prepare_request(
     let mut has_request_id = false;
     for h in headers {
         let n = h.name;
-        if is_hop_by_hop(n)
-            || n.eq_ignore_ascii_case("host")
-            || n.eq_ignore_ascii_case("expect")
-            || f.conn.names(n)
-        {
+        if is_hop_by_hop(n) || n.eq_ignore_ascii_case("host") || n.eq_ignore_ascii_case("expect") || f.conn.names(n) {
             continue;
         }
         if n.eq_ignore_ascii_case("x-forwarded-for") {
@@ -442,13 +375,7 @@ pub fn prepare_request(
         out.extend_from_slice(b"\r\n");
     }
     finish_head(out, upgrade, upgrade_value);
-    Ok(Prepared::Routed(Routed {
-        meta,
-        api: api_idx,
-        target: target_idx,
-        identity: None,
-        tags: Vec::new(),
-    }))
+    Ok(Prepared::Routed(Routed { meta, api: api_idx, target: target_idx, identity: None, tags: Vec::new() }))
 }
 
 fn write_proxy_headers(
@@ -510,10 +437,7 @@ fn prepare_gateway(
     let api = &snap.apis[api_idx as usize];
     let a = &*api.auth;
     let rel_path = {
-        let rest = r
-            .path
-            .get(api.listen_path.len().min(r.path.len())..)
-            .unwrap_or("");
+        let rest = r.path.get(api.listen_path.len().min(r.path.len())..).unwrap_or("");
         if rest.is_empty() {
             "/"
         } else {
@@ -537,40 +461,21 @@ fn prepare_gateway(
     };
     let allowed = match auth::decide(a, &view, dcx, actx.auth) {
         Decision::Allow(x) => x,
-        Decision::Deny(denial) => {
-            return Ok(Prepared::Denied {
-                meta: r.meta,
-                api: api_idx,
-                denial,
-            })
-        }
-        Decision::NeedKey(hash) => {
-            return Ok(Prepared::NeedKey {
-                meta: r.meta,
-                api: api_idx,
-                hash,
-            })
-        }
+        Decision::Deny(denial) => return Ok(Prepared::Denied { meta: r.meta, api: api_idx, denial }),
+        Decision::NeedKey(hash) => return Ok(Prepared::NeedKey { meta: r.meta, api: api_idx, hash }),
     };
     let target_idx = pick(api_idx, api) % api.targets.len();
     let target = &api.targets[target_idx];
 
     // The request id is needed before the headers for `$tyk_context.request_id`.
     let mut rid: Vec<u8> = Vec::new();
-    match r
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("x-request-id"))
-    {
+    match r.headers.iter().find(|h| h.name.eq_ignore_ascii_case("x-request-id")) {
         Some(h) => rid.extend_from_slice(h.value),
         None => request_id(&mut rid),
     }
     let t = &a.transforms;
-    let per_path: Vec<&auth::HeaderTransform> = t
-        .per_path
-        .iter()
-        .filter(|x| x.rule.matches(r.method_str, rel_path))
-        .collect();
+    let per_path: Vec<&auth::HeaderTransform> =
+        t.per_path.iter().filter(|x| x.rule.matches(r.method_str, rel_path)).collect();
     let tcx = transform::Context {
         headers: r.headers,
         path: r.path,
@@ -582,11 +487,7 @@ fn prepare_gateway(
     };
     // Expanded added headers (global first, then per path; a later one replaces an earlier one).
     let mut added: Vec<(&str, Vec<u8>)> = Vec::new();
-    for (name, tpl) in t
-        .global_add
-        .iter()
-        .chain(per_path.iter().flat_map(|x| x.add.iter()))
-    {
+    for (name, tpl) in t.global_add.iter().chain(per_path.iter().flat_map(|x| x.add.iter())) {
         let mut v = Vec::new();
         tpl.expand(&tcx, &mut v);
         v.retain(|&b| b != b'\r' && b != b'\n');
@@ -596,9 +497,7 @@ fn prepare_gateway(
     let removed = |n: &str| {
         allowed.strip.removes_header(n)
             || t.global_remove.iter().any(|x| x.eq_ignore_ascii_case(n))
-            || per_path
-                .iter()
-                .any(|x| x.delete.iter().any(|d| d.eq_ignore_ascii_case(n)))
+            || per_path.iter().any(|x| x.delete.iter().any(|d| d.eq_ignore_ascii_case(n)))
             || added.iter().any(|(a, _)| a.eq_ignore_ascii_case(n))
     };
 
@@ -615,10 +514,7 @@ fn prepare_gateway(
     let mut xff: Option<&[u8]> = None;
     for h in r.headers {
         let n = h.name;
-        if is_hop_by_hop(n)
-            || n.eq_ignore_ascii_case("host")
-            || n.eq_ignore_ascii_case("expect")
-            || r.xff_skip.names(n)
+        if is_hop_by_hop(n) || n.eq_ignore_ascii_case("host") || n.eq_ignore_ascii_case("expect") || r.xff_skip.names(n)
         {
             continue;
         }
@@ -626,17 +522,11 @@ fn prepare_gateway(
             xff = Some(trim(h.value));
             continue;
         }
-        if n.eq_ignore_ascii_case("x-forwarded-proto")
-            || n.eq_ignore_ascii_case("x-request-id")
-            || removed(n)
-        {
+        if n.eq_ignore_ascii_case("x-forwarded-proto") || n.eq_ignore_ascii_case("x-request-id") || removed(n) {
             continue;
         }
         if let (Some(c), true) = (allowed.strip.cookie, n.eq_ignore_ascii_case("cookie")) {
-            if let Some(rest) = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| auth::token::cookie_without(v, c))
-            {
+            if let Some(rest) = std::str::from_utf8(h.value).ok().and_then(|v| auth::token::cookie_without(v, c)) {
                 push_header(out, n.as_bytes(), rest.as_bytes());
             }
             continue;
@@ -654,37 +544,18 @@ fn prepare_gateway(
 
     let mut tags = Vec::new();
     for name in &t.tag_headers {
-        let value = added
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
-            .or_else(|| {
-                r.headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case(name) && !removed(h.name))
-                    .map(|h| h.value)
-            });
+        let value = added.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice()).or_else(|| {
+            r.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name) && !removed(h.name)).map(|h| h.value)
+        });
         if let Some(v) = value {
-            tags.push(format!(
-                "{}-{}",
-                name.to_ascii_lowercase(),
-                String::from_utf8_lossy(v)
-            ));
+            tags.push(format!("{}-{}", name.to_ascii_lowercase(), String::from_utf8_lossy(v)));
         }
     }
-    Ok(Prepared::Routed(Routed {
-        meta: r.meta,
-        api: api_idx,
-        target: target_idx,
-        identity: allowed.identity,
-        tags,
-    }))
+    Ok(Prepared::Routed(Routed { meta: r.meta, api: api_idx, target: target_idx, identity: allowed.identity, tags }))
 }
 
 fn split_absolute(target: &str) -> Option<(&str, &str)> {
-    let rest = target
-        .strip_prefix("http://")
-        .or_else(|| target.strip_prefix("https://"))?;
+    let rest = target.strip_prefix("http://").or_else(|| target.strip_prefix("https://"))?;
     Some(match rest.find(['/', '?']) {
         Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], &rest[i..]),
         Some(i) => (&rest[..i], "/"),
@@ -693,11 +564,7 @@ fn split_absolute(target: &str) -> Option<(&str, &str)> {
 }
 
 fn write_upstream_path(out: &mut Vec<u8>, api: &ApiSpec, target: &Target, path: &str) {
-    let rest = if api.strip_listen_path {
-        &path[api.listen_path.len().min(path.len())..]
-    } else {
-        path
-    };
+    let rest = if api.strip_listen_path { &path[api.listen_path.len().min(path.len())..] } else { path };
     out.extend_from_slice(target.path_prefix.as_bytes());
     if rest.is_empty() || !rest.starts_with('/') {
         out.push(b'/');
@@ -771,8 +638,7 @@ pub fn prepare_response(
         return Ok(PreparedResponse::Informational { head_len });
     }
     let headers = &*resp.headers;
-    let f = framing(headers)
-        .map_err(|_| proto("malformed or conflicting Content-Length from upstream"))?;
+    let f = framing(headers).map_err(|_| proto("malformed or conflicting Content-Length from upstream"))?;
     let body = if switching || req.method == Method::Head || status == 204 || status == 304 {
         BodyKind::None
     } else if f.has_te {
@@ -788,13 +654,10 @@ pub fn prepare_response(
             None => BodyKind::UntilClose,
         }
     };
-    let upstream_reusable = !switching
-        && body != BodyKind::UntilClose
-        && !f.conn.close
-        && (upstream_minor == 1 || f.conn.keep_alive);
+    let upstream_reusable =
+        !switching && body != BodyKind::UntilClose && !f.conn.close && (upstream_minor == 1 || f.conn.keep_alive);
     let dechunk = body == BodyKind::Chunked && req.minor_version == 0;
-    let close_client =
-        !switching && (!client_keep_alive || body == BodyKind::UntilClose || dechunk);
+    let close_client = !switching && (!client_keep_alive || body == BodyKind::UntilClose || dechunk);
 
     let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
     for h in headers {
@@ -803,9 +666,7 @@ pub fn prepare_response(
         if (is_hop_by_hop(n) && !tunnel_header) || f.conn.names(n) {
             continue;
         }
-        if dechunk
-            && (n.eq_ignore_ascii_case("transfer-encoding") || n.eq_ignore_ascii_case("trailer"))
-        {
+        if dechunk && (n.eq_ignore_ascii_case("transfer-encoding") || n.eq_ignore_ascii_case("trailer")) {
             continue;
         }
         push_header(out, n.as_bytes(), h.value);
@@ -845,15 +706,12 @@ pub fn error_response_with(
 ) {
     let msg = serde_json::to_string(message).unwrap_or_else(|_| "\"\"".into());
     let body_len = msg.len() + 11; // {"error": <msg>}
-    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\n");
+    let _ =
+        write!(out, "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\n");
     if let Some((n, v)) = extra {
         let _ = write!(out, "{n}: {v}\r\n");
     }
-    let _ = write!(
-        out,
-        "{}\r\n{{\"error\": {msg}}}",
-        if close { "Connection: close\r\n" } else { "" }
-    );
+    let _ = write!(out, "{}\r\n{{\"error\": {msg}}}", if close { "Connection: close\r\n" } else { "" });
 }
 
 /// Reason phrase of the statuses the proxy itself sends.

@@ -28,22 +28,12 @@ pub struct ReadBuf {
 
 impl ReadBuf {
     pub fn new(max: usize) -> Self {
-        ReadBuf {
-            buf: Vec::with_capacity(INITIAL_CAPACITY.min(max)),
-            pos: 0,
-            max,
-            grow_next: false,
-        }
+        ReadBuf { buf: Vec::with_capacity(INITIAL_CAPACITY.min(max)), pos: 0, max, grow_next: false }
     }
 
     /// A buffer that allocates nothing until its first read.
     pub fn unallocated(max: usize) -> Self {
-        ReadBuf {
-            buf: Vec::new(),
-            pos: 0,
-            max,
-            grow_next: false,
-        }
+        ReadBuf { buf: Vec::new(), pos: 0, max, grow_next: false }
     }
 
     /// Sets the size a full read grows the buffer to (config may change on reload).
@@ -142,9 +132,7 @@ impl ReadBuf {
             return Ok(());
         }
         let buf = std::mem::take(&mut self.buf);
-        let (res, slice) = w
-            .write_all(buf.slice(self.pos + range.start..self.pos + range.end))
-            .await;
+        let (res, slice) = w.write_all(buf.slice(self.pos + range.start..self.pos + range.end)).await;
         self.buf = slice.into_inner();
         res.map(|_| ())
     }
@@ -186,10 +174,7 @@ mod tests {
         });
         let (stream, _) = listener.accept().unwrap();
         stream.set_nonblocking(true).unwrap();
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
         rt.block_on(async move {
             let stream = monoio::net::TcpStream::from_std(stream).unwrap();
             f(stream).await;
@@ -206,46 +191,36 @@ mod tests {
 
     #[test]
     fn reads_grow_the_buffer_past_its_first_size_without_losing_bytes() {
-        with_stream(
-            vec![b"hello".to_vec(), vec![b'x'; 4000], vec![b'y'; 70_000]],
-            |mut s| async move {
-                let mut b = ReadBuf::new(64 * 1024);
-                fill_to(&mut b, &mut s, 5).await;
-                assert_eq!(&b.data()[..5], b"hello");
-                b.consume(5);
-                fill_to(&mut b, &mut s, 4000).await;
-                assert!(b.data()[..4000].iter().all(|&c| c == b'x'));
-                b.consume(4000);
-                // More than `max` in flight: the buffer grows to max, is drained, and keeps reading.
-                let mut ys = 0;
-                while ys < 70_000 {
-                    fill_to(&mut b, &mut s, 1).await;
-                    assert!(b.data().iter().all(|&c| c == b'y'));
-                    ys += b.len();
-                    b.consume(b.len());
-                }
-            },
-        );
+        with_stream(vec![b"hello".to_vec(), vec![b'x'; 4000], vec![b'y'; 70_000]], |mut s| async move {
+            let mut b = ReadBuf::new(64 * 1024);
+            fill_to(&mut b, &mut s, 5).await;
+            assert_eq!(&b.data()[..5], b"hello");
+            b.consume(5);
+            fill_to(&mut b, &mut s, 4000).await;
+            assert!(b.data()[..4000].iter().all(|&c| c == b'x'));
+            b.consume(4000);
+            // More than `max` in flight: the buffer grows to max, is drained, and keeps reading.
+            let mut ys = 0;
+            while ys < 70_000 {
+                fill_to(&mut b, &mut s, 1).await;
+                assert!(b.data().iter().all(|&c| c == b'y'));
+                ys += b.len();
+                b.consume(b.len());
+            }
+        });
     }
 
     #[test]
     fn unallocated_buffers_allocate_on_first_read_and_compact() {
-        with_stream(
-            vec![b"abcdef".to_vec(), b"ghij".to_vec()],
-            |mut s| async move {
-                let mut b = ReadBuf::unallocated(4096);
-                fill_to(&mut b, &mut s, 6).await;
-                b.consume(4);
-                assert_eq!(&b.data()[..2], b"ef");
-                b.reserve(10_000);
-                assert_eq!(
-                    &b.data()[..2],
-                    b"ef",
-                    "reserve compacts without losing data"
-                );
-                fill_to(&mut b, &mut s, 6).await;
-                assert_eq!(b.data(), b"efghij");
-            },
-        );
+        with_stream(vec![b"abcdef".to_vec(), b"ghij".to_vec()], |mut s| async move {
+            let mut b = ReadBuf::unallocated(4096);
+            fill_to(&mut b, &mut s, 6).await;
+            b.consume(4);
+            assert_eq!(&b.data()[..2], b"ef");
+            b.reserve(10_000);
+            assert_eq!(&b.data()[..2], b"ef", "reserve compacts without losing data");
+            fill_to(&mut b, &mut s, 6).await;
+            assert_eq!(b.data(), b"efghij");
+        });
     }
 }

@@ -64,11 +64,7 @@ pub struct Shared {
 
 /// CPUs of the process's affinity mask, in order (empty if it cannot be read).
 pub fn affinity_cpus() -> Vec<usize> {
-    core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| c.id)
-        .collect()
+    core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect()
 }
 
 /// Binds one listener per worker (SO_REUSEPORT) and starts the workers. Binding happens here, on
@@ -91,11 +87,7 @@ pub fn start(
     }
     let mut handles = Vec::with_capacity(workers);
     for (id, listener) in listeners.into_iter().enumerate() {
-        let cpu = if cpus.is_empty() {
-            None
-        } else {
-            Some(cpus[id % cpus.len()])
-        };
+        let cpu = if cpus.is_empty() { None } else { Some(cpus[id % cpus.len()]) };
         handles.push(worker::spawn(id, cpu, driver, listener, shared)?);
     }
     Ok(handles)

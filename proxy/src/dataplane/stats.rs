@@ -18,8 +18,8 @@ pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(200);
 /// Upper bounds (seconds) of the request duration histogram: OTel's HTTP server buckets, extended
 /// below 5 ms because a proxy's own latency lives there.
 pub const DURATION_BUCKETS: [f64; 19] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
-    1.0, 2.5, 5.0, 7.5, 10.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+    10.0,
 ];
 
 /// Histogram of request durations for one (api, method, code).
@@ -33,10 +33,7 @@ pub struct Histogram {
 
 impl Histogram {
     pub fn observe(&mut self, seconds: f64) {
-        let i = DURATION_BUCKETS
-            .iter()
-            .position(|&b| seconds <= b)
-            .unwrap_or(DURATION_BUCKETS.len());
+        let i = DURATION_BUCKETS.iter().position(|&b| seconds <= b).unwrap_or(DURATION_BUCKETS.len());
         self.buckets[i] += 1;
         self.count += 1;
         self.sum_seconds += seconds;
@@ -76,15 +73,7 @@ pub struct LocalStats {
 }
 
 impl LocalStats {
-    pub fn record(
-        &mut self,
-        api_id: &str,
-        method: Method,
-        code: u16,
-        seconds: f64,
-        bytes_in: u64,
-        bytes_out: u64,
-    ) {
+    pub fn record(&mut self, api_id: &str, method: Method, code: u16, seconds: f64, bytes_in: u64, bytes_out: u64) {
         self.requests += 1;
         if !self.apis.contains_key(api_id) {
             self.apis.insert(api_id.into(), ApiStats::default());
@@ -92,10 +81,7 @@ impl LocalStats {
         let Some(api) = self.apis.get_mut(api_id) else {
             return;
         };
-        api.durations
-            .entry((method, code))
-            .or_default()
-            .observe(seconds);
+        api.durations.entry((method, code)).or_default().observe(seconds);
         api.request_bytes += bytes_in;
         api.response_bytes += bytes_out;
     }

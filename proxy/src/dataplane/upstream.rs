@@ -39,11 +39,7 @@ impl Pool {
         let list = idle.get_mut(&addr)?;
         while let Some(c) = list.pop() {
             if c.since.elapsed() < max_idle {
-                return Some(Upstream {
-                    stream: c.stream,
-                    addr,
-                    reused: true,
-                });
+                return Some(Upstream { stream: c.stream, addr, reused: true });
             }
         }
         None
@@ -60,10 +56,7 @@ impl Pool {
             // Drop the oldest: the newest is the likeliest to still be open.
             list.remove(0);
         }
-        list.push(Idle {
-            stream: up.stream,
-            since: Instant::now(),
-        });
+        list.push(Idle { stream: up.stream, since: Instant::now() });
     }
 
     /// Idle connections held now.
@@ -77,17 +70,9 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Upstream> {
     match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
-            Ok(Upstream {
-                stream,
-                addr,
-                reused: false,
-            })
+            Ok(Upstream { stream, addr, reused: false })
         }
-        Ok(Err(e)) => Err(ProxyError::io(
-            ErrorKind::UpstreamConnect,
-            "cannot connect to upstream",
-            e,
-        )),
+        Ok(Err(e)) => Err(ProxyError::io(ErrorKind::UpstreamConnect, "cannot connect to upstream", e)),
         Err(_) => Err(ProxyError::io(
             ErrorKind::UpstreamTimeout,
             "upstream connect timed out",

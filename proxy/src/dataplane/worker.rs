@@ -93,10 +93,7 @@ impl Worker {
 
     /// Buffers for one exchange: from the pool, or fresh (allocated on first use).
     pub fn take_exchange_bufs(&self, buffer_size: usize) -> super::conn::ExchangeBufs {
-        self.spare
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| super::conn::ExchangeBufs::unallocated(buffer_size))
+        self.spare.borrow_mut().pop().unwrap_or_else(|| super::conn::ExchangeBufs::unallocated(buffer_size))
     }
 
     /// Returns an exchange's buffers; the pool keeps at most [`SPARE_MAX`] sets.
@@ -134,44 +131,39 @@ pub fn spawn(
     let bans = Arc::clone(&shared.bans);
     let keys = shared.keys.clone();
     let auth_limits = shared.auth_limits;
-    let invalidations =
-        shared.invalidations.get(id).cloned().ok_or_else(|| {
-            std::io::Error::other(format!("no key-change channel for worker {id}"))
-        })?;
+    let invalidations = shared
+        .invalidations
+        .get(id)
+        .cloned()
+        .ok_or_else(|| std::io::Error::other(format!("no key-change channel for worker {id}")))?;
     let thread_stats = Arc::clone(&stats);
-    let thread = std::thread::Builder::new()
-        .name(format!("portcullis-w{id}"))
-        .spawn(move || {
-            let pinned =
-                cpu.filter(|&c| core_affinity::set_for_current(core_affinity::CoreId { id: c }));
-            let _ = thread_stats.cpu.set(pinned);
-            let current = Rc::new(snapshot.load_full());
-            let seed = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-                ^ ((id as u64) << 56)
-                ^ u64::from(std::process::id()) << 24;
-            let worker = Rc::new(Worker {
-                id,
-                snap: RefCell::new(SnapCache {
-                    cache: Cache::new(snapshot),
-                    current,
-                }),
-                pool: Pool::default(),
-                stats: RefCell::new(LocalStats::default()),
-                shared_stats: thread_stats,
-                shutdown,
-                bans,
-                round_robin: RefCell::new((0, Vec::new())),
-                spare: RefCell::new(Vec::new()),
-                request_seq: Cell::new(0),
-                request_id_seed: seed,
-                auth: RefCell::new(crate::auth::WorkerAuth::new(auth_limits, invalidations)),
-                keys,
-            });
-            run_on_driver(worker, driver, listener);
-        })?;
+    let thread = std::thread::Builder::new().name(format!("portcullis-w{id}")).spawn(move || {
+        let pinned = cpu.filter(|&c| core_affinity::set_for_current(core_affinity::CoreId { id: c }));
+        let _ = thread_stats.cpu.set(pinned);
+        let current = Rc::new(snapshot.load_full());
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ ((id as u64) << 56)
+            ^ u64::from(std::process::id()) << 24;
+        let worker = Rc::new(Worker {
+            id,
+            snap: RefCell::new(SnapCache { cache: Cache::new(snapshot), current }),
+            pool: Pool::default(),
+            stats: RefCell::new(LocalStats::default()),
+            shared_stats: thread_stats,
+            shutdown,
+            bans,
+            round_robin: RefCell::new((0, Vec::new())),
+            spare: RefCell::new(Vec::new()),
+            request_seq: Cell::new(0),
+            request_id_seed: seed,
+            auth: RefCell::new(crate::auth::WorkerAuth::new(auth_limits, invalidations)),
+            keys,
+        });
+        run_on_driver(worker, driver, listener);
+    })?;
     Ok(WorkerHandle { id, stats, thread })
 }
 
@@ -180,11 +172,7 @@ fn run_on_driver(worker: Rc<Worker>, driver: IoDriver, listener: std::net::TcpLi
     let cpu = worker.shared_stats.cpu.get().copied().flatten();
     if driver == IoDriver::Uring {
         if monoio::utils::detect_uring() {
-            match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                .with_entries(1024)
-                .enable_timer()
-                .build()
-            {
+            match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(1024).enable_timer().build() {
                 Ok(mut rt) => {
                     let _ = worker.shared_stats.driver.set("uring");
                     tracing::info!(worker = id, ?cpu, driver = "io_uring", "worker started");
@@ -196,16 +184,10 @@ fn run_on_driver(worker: Rc<Worker>, driver: IoDriver, listener: std::net::TcpLi
                 }
             }
         } else {
-            tracing::warn!(
-                worker = id,
-                "io_uring is not available (kernel or seccomp); using epoll"
-            );
+            tracing::warn!(worker = id, "io_uring is not available (kernel or seccomp); using epoll");
         }
     }
-    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-        .enable_timer()
-        .build()
-    {
+    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
         Ok(mut rt) => {
             let _ = worker.shared_stats.driver.set("epoll");
             tracing::info!(worker = id, ?cpu, driver = "epoll", "worker started");
@@ -264,11 +246,7 @@ async fn accept_loop(worker: Rc<Worker>, listener: std::net::TcpListener) {
     }
     let left = worker.shared_stats.open();
     if left > 0 {
-        tracing::warn!(
-            worker = worker.id,
-            connections = left,
-            "drain timeout: closing remaining connections"
-        );
+        tracing::warn!(worker = worker.id, connections = left, "drain timeout: closing remaining connections");
     } else {
         tracing::info!(worker = worker.id, "drained");
     }
@@ -291,10 +269,7 @@ fn on_accept(worker: &Rc<Worker>, stream: monoio::net::TcpStream, peer: SocketAd
         drop(stream);
         return;
     }
-    worker
-        .shared_stats
-        .open_connections
-        .fetch_add(1, Ordering::Relaxed);
+    worker.shared_stats.open_connections.fetch_add(1, Ordering::Relaxed);
     let guard = OpenGuard(Arc::clone(&worker.shared_stats));
     let worker = Rc::clone(worker);
     let fut = async move {

@@ -43,15 +43,9 @@ pub enum GateError {
     #[error("program {PROG}: {0}", PROG = common::PROG_XDP_GATE)]
     Program(#[from] aya::programs::ProgramError),
     #[error("attaching XDP to {iface} failed (native and generic): {source}")]
-    Attach {
-        iface: String,
-        source: aya::programs::ProgramError,
-    },
+    Attach { iface: String, source: aya::programs::ProgramError },
     #[error("map {map}: {source}")]
-    Map {
-        map: &'static str,
-        source: aya::maps::MapError,
-    },
+    Map { map: &'static str, source: aya::maps::MapError },
     #[error("map {0} missing from the object")]
     MissingMap(&'static str),
 }
@@ -77,11 +71,7 @@ pub struct Gate {
 /// mount from `/proc/self/mountinfo`).
 fn own_cgroup() -> Option<std::path::PathBuf> {
     let cg = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let rel = cg
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))?
-        .trim()
-        .to_string();
+    let rel = cg.lines().find_map(|l| l.strip_prefix("0::"))?.trim().to_string();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let mount = mounts.lines().find_map(|l| {
         let (pre, post) = l.split_once(" - ")?;
@@ -95,10 +85,7 @@ fn own_cgroup() -> Option<std::path::PathBuf> {
 
 /// CLOCK_MONOTONIC now, in ns: the clock `bpf_ktime_get_ns` reads, and `Instant`'s on Linux.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into the valid timespec we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -107,8 +94,7 @@ pub fn monotonic_ns() -> u64 {
 fn expiry_ns(expires: Option<Instant>) -> u64 {
     match expires {
         None => u64::MAX,
-        Some(e) => monotonic_ns()
-            .saturating_add(e.saturating_duration_since(Instant::now()).as_nanos() as u64),
+        Some(e) => monotonic_ns().saturating_add(e.saturating_duration_since(Instant::now()).as_nanos() as u64),
     }
 }
 
@@ -130,11 +116,7 @@ impl Gate {
         }
         // Kernel-side diagnostics (aya-log) are debug level: enabled only when this process
         // logs at debug, so a production gate pays nothing for them.
-        let log_level: u8 = if tracing::enabled!(tracing::Level::DEBUG) {
-            aya_log::Level::Debug as u8
-        } else {
-            0
-        };
+        let log_level: u8 = if tracing::enabled!(tracing::Level::DEBUG) { aya_log::Level::Debug as u8 } else { 0 };
         let mut ebpf = EbpfLoader::new()
             .override_global(aya_log::LEVEL, &log_level, true)
             .map_max_entries(common::MAP_BANNED, cfg.max_bans)
@@ -144,10 +126,8 @@ impl Gate {
             .map_max_entries(common::MAP_ALLOW_V4, 4096)
             .map_max_entries(common::MAP_ALLOW_V6, 4096)
             .load(OBJECT)?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(common::PROG_XDP_GATE)
-            .ok_or(GateError::MissingMap(common::PROG_XDP_GATE))?
-            .try_into()?;
+        let prog: &mut Xdp =
+            ebpf.program_mut(common::PROG_XDP_GATE).ok_or(GateError::MissingMap(common::PROG_XDP_GATE))?.try_into()?;
         // A verifier rejection carries the verifier's full log in the error's text.
         prog.load()?;
         let mut attached = Vec::new();
@@ -157,10 +137,7 @@ impl Gate {
                 Err(native) => {
                     tracing::warn!(%iface, error = %native, "native XDP attach failed; trying generic mode");
                     prog.attach(iface, XdpMode::Skb)
-                        .map_err(|source| GateError::Attach {
-                            iface: iface.clone(),
-                            source,
-                        })?;
+                        .map_err(|source| GateError::Attach { iface: iface.clone(), source })?;
                     attached.push((iface.clone(), "generic"));
                 }
             }
@@ -208,27 +185,16 @@ impl Gate {
             listen_port,
             ..Default::default()
         };
-        let ports: Vec<u16> = if cfg.syn_ports.is_empty() {
-            vec![listen_port]
-        } else {
-            cfg.syn_ports.clone()
-        };
+        let ports: Vec<u16> = if cfg.syn_ports.is_empty() { vec![listen_port] } else { cfg.syn_ports.clone() };
         for (slot, p) in gc.syn_ports.iter_mut().zip(ports) {
             *slot = p;
         }
-        let map = ebpf
-            .map_mut(common::MAP_CONFIG)
-            .ok_or(GateError::MissingMap(common::MAP_CONFIG))?;
-        let mut arr: Array<_, common::GateConfig> =
-            Array::try_from(map).map_err(map_err(common::MAP_CONFIG))?;
+        let map = ebpf.map_mut(common::MAP_CONFIG).ok_or(GateError::MissingMap(common::MAP_CONFIG))?;
+        let mut arr: Array<_, common::GateConfig> = Array::try_from(map).map_err(map_err(common::MAP_CONFIG))?;
         arr.set(0, gc, 0).map_err(map_err(common::MAP_CONFIG))?;
 
         // Allowlist: replace the tries' contents.
-        let nets: Vec<IpNet> = cfg
-            .allow_cidrs
-            .iter()
-            .filter_map(|s| crate::bans::parse_net(s))
-            .collect();
+        let nets: Vec<IpNet> = cfg.allow_cidrs.iter().filter_map(|s| crate::bans::parse_net(s)).collect();
         let v4 = nets.iter().filter_map(|n| match n {
             IpNet::V4(v) => Some(Key::new(v.prefix_len() as u32, v.network().octets())),
             IpNet::V6(_) => None,
@@ -264,11 +230,8 @@ impl Gate {
         let mut ebpf = self.ebpf();
         let single = net.prefix_len() == net.max_prefix_len();
         if single {
-            let map = ebpf
-                .map_mut(common::MAP_BANNED)
-                .ok_or(GateError::MissingMap(common::MAP_BANNED))?;
-            let mut m: HashMap<_, [u8; 16], u64> =
-                HashMap::try_from(map).map_err(map_err(common::MAP_BANNED))?;
+            let map = ebpf.map_mut(common::MAP_BANNED).ok_or(GateError::MissingMap(common::MAP_BANNED))?;
+            let mut m: HashMap<_, [u8; 16], u64> = HashMap::try_from(map).map_err(map_err(common::MAP_BANNED))?;
             let key = v6_key(net.addr());
             match expires {
                 Some(exp) => m.insert(key, exp, 0).map_err(map_err(common::MAP_BANNED))?,
@@ -279,28 +242,18 @@ impl Gate {
             return Ok(());
         }
         match net {
-            IpNet::V4(n) => set_trie(
-                &mut ebpf,
-                common::MAP_DENY_V4,
-                Key::new(n.prefix_len() as u32, n.network().octets()),
-                expires,
-            ),
-            IpNet::V6(n) => set_trie(
-                &mut ebpf,
-                common::MAP_DENY_V6,
-                Key::new(n.prefix_len() as u32, n.network().octets()),
-                expires,
-            ),
+            IpNet::V4(n) => {
+                set_trie(&mut ebpf, common::MAP_DENY_V4, Key::new(n.prefix_len() as u32, n.network().octets()), expires)
+            }
+            IpNet::V6(n) => {
+                set_trie(&mut ebpf, common::MAP_DENY_V6, Key::new(n.prefix_len() as u32, n.network().octets()), expires)
+            }
         }
     }
 }
 
 /// Makes an allowlist trie hold exactly `keys`.
-fn replace_trie<K: aya::Pod>(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    keys: Vec<Key<K>>,
-) -> Result<(), GateError> {
+fn replace_trie<K: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, keys: Vec<Key<K>>) -> Result<(), GateError> {
     let map = ebpf.map_mut(name).ok_or(GateError::MissingMap(name))?;
     let mut t: LpmTrie<_, K, u8> = LpmTrie::try_from(map).map_err(map_err(name))?;
     let old: Vec<Key<K>> = t.keys().filter_map(Result::ok).collect();
@@ -333,39 +286,28 @@ fn set_trie<K: aya::Pod>(
 
 /// Attaches the sock_ops telemetry program to the configured (or this process's) cgroup. A
 /// failure only turns telemetry off, with a warning: the gate itself is still useful.
-fn attach_telemetry(
-    ebpf: &mut Ebpf,
-    cfg: &EbpfConfig,
-) -> (Option<String>, Option<RingBuf<MapData>>) {
-    let path = if cfg.cgroup.is_empty() {
-        own_cgroup()
-    } else {
-        Some(std::path::PathBuf::from(&cfg.cgroup))
-    };
+fn attach_telemetry(ebpf: &mut Ebpf, cfg: &EbpfConfig) -> (Option<String>, Option<RingBuf<MapData>>) {
+    let path = if cfg.cgroup.is_empty() { own_cgroup() } else { Some(std::path::PathBuf::from(&cfg.cgroup)) };
     let Some(path) = path else {
         tracing::warn!("no cgroup v2 found for this process; per-connection telemetry off");
         return (None, None);
     };
     let mut attach = || -> Result<(), String> {
-        let file =
-            std::fs::File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
+        let file = std::fs::File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
         let prog: &mut SockOps = ebpf
             .program_mut(common::PROG_TELEMETRY)
             .ok_or("program missing from the object")?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| e.to_string())?;
         prog.load().map_err(|e| e.to_string())?;
-        prog.attach(file, CgroupAttachMode::Single)
-            .map_err(|e| e.to_string())?;
+        prog.attach(file, CgroupAttachMode::Single).map_err(|e| e.to_string())?;
         Ok(())
     };
     if let Err(e) = attach() {
         tracing::warn!(cgroup = %path.display(), error = %e, "sock_ops telemetry not attached; per-connection telemetry off");
         return (None, None);
     }
-    let ring = ebpf
-        .take_map(common::MAP_CONN_EVENTS)
-        .and_then(|m| RingBuf::try_from(m).ok());
+    let ring = ebpf.take_map(common::MAP_CONN_EVENTS).and_then(|m| RingBuf::try_from(m).ok());
     tracing::info!(cgroup = %path.display(), "per-connection telemetry attached");
     (Some(path.display().to_string()), ring)
 }

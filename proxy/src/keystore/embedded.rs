@@ -33,11 +33,8 @@ impl EmbeddedStore {
     pub fn open(path: &Path) -> Result<EmbeddedStore, StoreError> {
         let keys = match std::fs::read(path) {
             Ok(bytes) => {
-                let f: FileFormat =
-                    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                        path: path.into(),
-                        message: e.to_string(),
-                    })?;
+                let f: FileFormat = serde_json::from_slice(&bytes)
+                    .map_err(|e| StoreError::Corrupt { path: path.into(), message: e.to_string() })?;
                 let mut keys = BTreeMap::new();
                 for (h, s) in f.keys {
                     let hash = parse_hex(&h).ok_or_else(|| StoreError::Corrupt {
@@ -49,34 +46,17 @@ impl EmbeddedStore {
                 keys
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(source) => {
-                return Err(StoreError::File {
-                    path: path.into(),
-                    source,
-                })
-            }
+            Err(source) => return Err(StoreError::File { path: path.into(), source }),
         };
-        Ok(EmbeddedStore {
-            path: path.into(),
-            keys: Mutex::new(keys),
-        })
+        Ok(EmbeddedStore { path: path.into(), keys: Mutex::new(keys) })
     }
 
     pub fn get(&self, hash: &KeyHash) -> Option<Session> {
-        self.keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(hash)
-            .cloned()
+        self.keys.lock().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()
     }
 
     pub fn hashes(&self) -> Vec<KeyHash> {
-        self.keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .copied()
-            .collect()
+        self.keys.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect()
     }
 
     pub fn put(&self, hash: &KeyHash, session: &Session) -> Result<(), StoreError> {
@@ -106,28 +86,14 @@ impl EmbeddedStore {
     }
 
     fn persist(&self, keys: &BTreeMap<KeyHash, Session>) -> Result<(), StoreError> {
-        let file_err = |source| StoreError::File {
-            path: self.path.clone(),
-            source,
-        };
-        let f = FileFormat {
-            version: 1,
-            keys: keys.iter().map(|(h, s)| (hex(h), s.clone())).collect(),
-        };
-        let bytes =
-            serde_json::to_vec_pretty(&f).map_err(|e| file_err(std::io::Error::other(e)))?;
-        let dir = self
-            .path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let file_err = |source| StoreError::File { path: self.path.clone(), source };
+        let f = FileFormat { version: 1, keys: keys.iter().map(|(h, s)| (hex(h), s.clone())).collect() };
+        let bytes = serde_json::to_vec_pretty(&f).map_err(|e| file_err(std::io::Error::other(e)))?;
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(file_err)?;
         let tmp = dir.join(format!(
             ".{}.tmp",
-            self.path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "keys".into())
+            self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "keys".into())
         ));
         {
             let mut out = std::fs::File::create(&tmp).map_err(file_err)?;
@@ -153,14 +119,7 @@ mod tests {
         let path = dir.path().join("sub/keys.json");
         let s = EmbeddedStore::open(&path).unwrap();
         let h = hash_key("secret-key-123");
-        s.put(
-            &h,
-            &Session {
-                rate: 7.0,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        s.put(&h, &Session { rate: 7.0, ..Default::default() }).unwrap();
         s.put(&hash_key("other"), &Session::default()).unwrap();
         assert!(s.delete(&hash_key("other")).unwrap());
         assert!(!s.delete(&hash_key("other")).unwrap());

@@ -19,16 +19,13 @@ use std::time::Duration;
 use crate::auth::{hex, Invalidation, KeyHash, Session};
 
 pub use embedded::EmbeddedStore;
-pub use redis_store::{follow_changes, RedisStore};
+pub use redis_store::{follow_changes, watch_health, RedisStore};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("key store file {path}: {source}")]
-    File {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    File { path: PathBuf, source: std::io::Error },
     #[error("key store file {path} is not valid: {message}")]
     Corrupt { path: PathBuf, message: String },
     #[error("redis: {0}")]
@@ -165,24 +162,17 @@ impl KeyClient {
     /// (monoio): the channel and the oneshot are runtime-agnostic.
     pub async fn fetch(&self, hash: KeyHash) -> Result<Option<Arc<Session>>, LookupError> {
         let (reply, rx) = futures_channel::oneshot::channel();
-        self.tx
-            .try_send(Lookup { hash, reply })
-            .map_err(|_| LookupError::Busy)?;
+        self.tx.try_send(Lookup { hash, reply }).map_err(|_| LookupError::Busy)?;
         match monoio::time::timeout(self.timeout, rx).await {
             Ok(Ok(r)) => r.map_err(LookupError::Store),
-            Ok(Err(_)) => Err(LookupError::Store(
-                "control plane dropped the request".into(),
-            )),
+            Ok(Err(_)) => Err(LookupError::Store("control plane dropped the request".into())),
             Err(_) => Err(LookupError::Timeout),
         }
     }
 }
 
 /// The channel between workers and [`serve_lookups`].
-pub fn lookup_channel(
-    capacity: usize,
-    timeout: Duration,
-) -> (KeyClient, tokio::sync::mpsc::Receiver<Lookup>) {
+pub fn lookup_channel(capacity: usize, timeout: Duration) -> (KeyClient, tokio::sync::mpsc::Receiver<Lookup>) {
     let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
     (KeyClient { tx, timeout }, rx)
 }
@@ -193,14 +183,10 @@ pub async fn serve_lookups(store: Arc<KeyStore>, mut rx: tokio::sync::mpsc::Rece
     while let Some(l) = rx.recv().await {
         let store = Arc::clone(&store);
         tokio::spawn(async move {
-            let r = store
-                .get(&l.hash)
-                .await
-                .map(|s| s.map(Arc::new))
-                .map_err(|e| {
-                    tracing::warn!(error = %e, "session lookup failed");
-                    e.to_string()
-                });
+            let r = store.get(&l.hash).await.map(|s| s.map(Arc::new)).map_err(|e| {
+                tracing::warn!(error = %e, "session lookup failed");
+                e.to_string()
+            });
             let _ = l.reply.send(r);
         });
     }

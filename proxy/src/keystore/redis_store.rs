@@ -50,18 +50,17 @@ impl RedisStore {
         if self.healthy.load(Ordering::Relaxed) {
             None
         } else {
-            Some(
-                self.last_error
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone(),
-            )
+            Some(self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone())
         }
     }
 
     fn note<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
         match &r {
-            Ok(_) => self.healthy.store(true, Ordering::Relaxed),
+            Ok(_) => {
+                if !self.healthy.swap(true, Ordering::Relaxed) {
+                    tracing::info!("redis key store connected");
+                }
+            }
             Err(e) => {
                 if self.healthy.swap(false, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "redis key store unavailable");
@@ -81,13 +80,10 @@ impl RedisStore {
             .set_connection_timeout(OP_TIMEOUT)
             .set_response_timeout(OP_TIMEOUT)
             .set_number_of_retries(1);
-        let c = tokio::time::timeout(
-            OP_TIMEOUT * 2,
-            ConnectionManager::new_with_config(self.client.clone(), cfg),
-        )
-        .await
-        .map_err(|_| StoreError::Redis("connect timed out".into()))?
-        .map_err(rerr)?;
+        let c = tokio::time::timeout(OP_TIMEOUT * 2, ConnectionManager::new_with_config(self.client.clone(), cfg))
+            .await
+            .map_err(|_| StoreError::Redis("connect timed out".into()))?
+            .map_err(rerr)?;
         *guard = Some(c.clone());
         Ok(c)
     }
@@ -127,9 +123,9 @@ impl RedisStore {
             .await?;
         match raw {
             None => Ok(None),
-            Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
-                StoreError::Redis(format!("session {} is not valid JSON: {e}", hex(hash)))
-            }),
+            Some(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| StoreError::Redis(format!("session {} is not valid JSON: {e}", hex(hash)))),
         }
     }
 
@@ -162,6 +158,11 @@ impl RedisStore {
         .await
     }
 
+    /// `PING`, to keep the health status current (see [`watch_health`]).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.op(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await }).await
+    }
+
     pub async fn list(&self) -> Result<Vec<String>, StoreError> {
         let pattern = format!("{}*", self.prefix);
         let plen = self.prefix.len();
@@ -179,10 +180,7 @@ impl RedisStore {
                         .arg(1000)
                         .query_async(&mut c)
                         .await?;
-                    out.extend(
-                        keys.into_iter()
-                            .filter_map(|k| k.get(plen..).map(str::to_string)),
-                    );
+                    out.extend(keys.into_iter().filter_map(|k| k.get(plen..).map(str::to_string)));
                     if next == 0 {
                         break;
                     }
@@ -211,8 +209,7 @@ pub async fn follow_changes(store: Arc<KeyStore>) {
                     store.invalidate_local(Invalidation::All);
                     let mut msgs = ps.on_message();
                     while let Some(m) = msgs.next().await {
-                        if let Some(h) = m.get_payload::<String>().ok().and_then(|s| parse_hex(&s))
-                        {
+                        if let Some(h) = m.get_payload::<String>().ok().and_then(|s| parse_hex(&s)) {
                             store.invalidate_local(Invalidation::Key(h));
                         }
                     }
@@ -224,3 +221,20 @@ pub async fn follow_changes(store: Arc<KeyStore>) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+/// Pings Redis every [`HEALTH_INTERVAL`] so `/hello` says whether the key store is reachable
+/// (and the connection is re-made soon after Redis returns), control plane task.
+pub async fn watch_health(store: Arc<KeyStore>) {
+    let Some(redis) = store.redis_store() else {
+        return;
+    };
+    loop {
+        if redis.ping().await.is_ok() && redis.status().is_none() {
+            tracing::debug!("redis key store reachable");
+        }
+        tokio::time::sleep(HEALTH_INTERVAL).await;
+    }
+}
+
+/// How often [`watch_health`] pings.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);

@@ -2,9 +2,7 @@
 //! address given as the first argument), so the README walkthrough works with no internet.
 
 fn main() {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8081".into());
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8081".into());
     let server = match portcullis_tests::httpbin::Httpbin::start(&addr) {
         Ok(s) => s,
         Err(e) => {
@@ -12,10 +10,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    eprintln!(
-        "demo-upstream: httpbin-like server on http://{}",
-        server.addr
-    );
+    eprintln!("demo-upstream: httpbin-like server on http://{}", server.addr);
     loop {
         std::thread::park();
     }

@@ -21,9 +21,7 @@ fn main() {
     let sa = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(addr.ip().octets()),
-        },
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(addr.ip().octets()) },
         sin_zero: [0; 8],
     };
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -57,8 +55,5 @@ fn main() {
         // SAFETY: closing sockets we opened.
         unsafe { libc::close(fd) };
     }
-    println!(
-        "{sent} SYNs in {secs} s = {:.0}/s",
-        sent as f64 / secs as f64
-    );
+    println!("{sent} SYNs in {secs} s = {:.0}/s", sent as f64 / secs as f64);
 }

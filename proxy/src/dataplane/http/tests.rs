@@ -9,17 +9,9 @@ use crate::router::Router;
 fn snapshot(apis: Vec<ApiSpec>) -> Snapshot {
     let mut router = Router::default();
     for (i, a) in apis.iter().enumerate() {
-        router
-            .add(a.domain.as_deref(), &a.listen_path, i as u32)
-            .unwrap();
+        router.add(a.domain.as_deref(), &a.listen_path, i as u32).unwrap();
     }
-    Snapshot {
-        config: Config::default(),
-        apis,
-        router,
-        generation: 1,
-        policies: Default::default(),
-    }
+    Snapshot { config: Config::default(), apis, router, generation: 1, policies: Default::default() }
 }
 
 fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool) -> ApiSpec {
@@ -37,10 +29,7 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
             host_header: "up:81".into(),
             path_prefix: target_prefix.into(),
         }],
-        auth: std::sync::Arc::new(crate::auth::ApiAuth {
-            keyless: true,
-            ..Default::default()
-        }),
+        auth: std::sync::Arc::new(crate::auth::ApiAuth { keyless: true, ..Default::default() }),
         plain: true,
     }
 }
@@ -48,25 +37,10 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
 /// Prepares `req` against one API; returns the result and the upstream head as text.
 fn prep(snap: &Snapshot, req: &str) -> (Result<Prepared>, String) {
     let mut out = Vec::new();
-    let ctx = ClientCtx {
-        client_ip: "192.0.2.1",
-        client_addr: "192.0.2.1".parse().unwrap(),
-    };
+    let ctx = ClientCtx { client_ip: "192.0.2.1", client_addr: "192.0.2.1".parse().unwrap() };
     let mut auth = crate::auth::WorkerAuth::detached(Default::default());
-    let actx = AuthCtx {
-        auth: &mut auth,
-        now: 1_800_000_000,
-    };
-    let r = prepare_request(
-        req.as_bytes(),
-        100,
-        snap,
-        &ctx,
-        actx,
-        |o| o.extend_from_slice(b"RID"),
-        |_, _| 0,
-        &mut out,
-    );
+    let actx = AuthCtx { auth: &mut auth, now: 1_800_000_000 };
+    let r = prepare_request(req.as_bytes(), 100, snap, &ctx, actx, |o| o.extend_from_slice(b"RID"), |_, _| 0, &mut out);
     (r, String::from_utf8(out).unwrap())
 }
 
@@ -87,10 +61,7 @@ fn bad(snap: &Snapshot, req: &str) -> ErrorKind {
 #[test]
 fn rewrites_path_host_and_forwarding_headers() {
     let snap = snapshot(vec![api("/httpbin", "/base", true, false)]);
-    let (meta, head) = routed(
-        &snap,
-        "GET /httpbin/get?foo=bar HTTP/1.1\r\nHost: gw\r\nAccept: */*\r\n\r\n",
-    );
+    let (meta, head) = routed(&snap, "GET /httpbin/get?foo=bar HTTP/1.1\r\nHost: gw\r\nAccept: */*\r\n\r\n");
     assert_eq!(meta.body, BodyKind::None);
     assert!(meta.keep_alive);
     assert_eq!(
@@ -104,7 +75,10 @@ fn rewrites_path_host_and_forwarding_headers() {
 #[test]
 fn no_strip_and_preserve_host() {
     let snap = snapshot(vec![api("/p", "", false, true)]);
-    let (_, head) = routed(&snap, "GET /p/x HTTP/1.1\r\nHost: Client.Example\r\nX-Forwarded-For: 10.0.0.1\r\nX-Request-Id: mine\r\n\r\n");
+    let (_, head) = routed(
+        &snap,
+        "GET /p/x HTTP/1.1\r\nHost: Client.Example\r\nX-Forwarded-For: 10.0.0.1\r\nX-Request-Id: mine\r\n\r\n",
+    );
     assert!(head.starts_with("GET /p/x HTTP/1.1\r\n"), "{head}");
     assert!(head.contains("Host: Client.Example\r\n"));
     assert!(head.contains("X-Forwarded-For: 10.0.0.1, 192.0.2.1\r\n"));
@@ -118,18 +92,8 @@ fn hop_by_hop_headers_are_dropped() {
         &snap,
         "GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Private\r\nX-Private: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Authorization: x\r\nUpgrade: h2c\r\nX-Keep: yes\r\n\r\n",
     );
-    assert!(
-        !meta.upgrade,
-        "Upgrade without Connection: upgrade is not an upgrade"
-    );
-    for gone in [
-        "Connection",
-        "X-Private",
-        "Keep-Alive",
-        "TE:",
-        "Proxy-Authorization",
-        "Upgrade",
-    ] {
+    assert!(!meta.upgrade, "Upgrade without Connection: upgrade is not an upgrade");
+    for gone in ["Connection", "X-Private", "Keep-Alive", "TE:", "Proxy-Authorization", "Upgrade"] {
         assert!(!head.contains(gone), "{gone} forwarded:\n{head}");
     }
     assert!(head.contains("X-Keep: yes\r\n"));
@@ -139,22 +103,13 @@ fn hop_by_hop_headers_are_dropped() {
 fn framing_of_requests() {
     let snap = snapshot(vec![api("", "", false, false)]);
     let r = |s: &str| routed(&snap, s).0;
-    assert_eq!(
-        r("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n").body,
-        BodyKind::Length(10)
-    );
+    assert_eq!(r("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n").body, BodyKind::Length(10));
     assert_eq!(
         r("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n").body,
         BodyKind::Length(3)
     );
-    assert_eq!(
-        r("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").body,
-        BodyKind::Chunked
-    );
-    assert_eq!(
-        r("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n").body,
-        BodyKind::None
-    );
+    assert_eq!(r("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").body, BodyKind::Chunked);
+    assert_eq!(r("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n").body, BodyKind::None);
     let m = r("POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n");
     assert!(m.expect_continue);
     assert!(
@@ -164,9 +119,7 @@ fn framing_of_requests() {
     assert!(!r("GET / HTTP/1.0\r\n\r\n").keep_alive);
     assert!(r("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
     assert!(!r("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").keep_alive);
-    assert!(
-        r("GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").upgrade
-    );
+    assert!(r("GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").upgrade);
 }
 
 #[test]
@@ -191,26 +144,11 @@ fn smuggling_shapes_are_bad_requests() {
 #[test]
 fn partial_heads_and_unrouted_requests() {
     let snap = snapshot(vec![api("/app", "", true, false)]);
-    assert!(matches!(
-        prep(&snap, "GET /app HTTP/1.1\r\nHost: h\r\n").0,
-        Ok(Prepared::Partial)
-    ));
-    assert!(matches!(
-        prep(&snap, "GET /apple HTTP/1.1\r\nHost: h\r\n\r\n").0,
-        Ok(Prepared::NoRoute(_))
-    ));
-    assert!(matches!(
-        prep(&snap, "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").0,
-        Ok(Prepared::NoRoute(_))
-    ));
-    let (_, head) = routed(
-        &snap,
-        "GET http://other/app/x?y HTTP/1.1\r\nHost: h\r\n\r\n",
-    );
-    assert!(
-        head.starts_with("GET /x?y HTTP/1.1\r\n"),
-        "absolute form: {head}"
-    );
+    assert!(matches!(prep(&snap, "GET /app HTTP/1.1\r\nHost: h\r\n").0, Ok(Prepared::Partial)));
+    assert!(matches!(prep(&snap, "GET /apple HTTP/1.1\r\nHost: h\r\n\r\n").0, Ok(Prepared::NoRoute(_))));
+    assert!(matches!(prep(&snap, "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").0, Ok(Prepared::NoRoute(_))));
+    let (_, head) = routed(&snap, "GET http://other/app/x?y HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(head.starts_with("GET /x?y HTTP/1.1\r\n"), "absolute form: {head}");
 }
 
 fn resp(req: &RequestMeta, client_keep_alive: bool, raw: &str) -> (ResponseMeta, String) {
@@ -236,48 +174,23 @@ fn get_meta(minor: u8) -> RequestMeta {
 #[test]
 fn response_framing_and_reuse() {
     let g = get_meta(1);
-    let (m, head) = resp(
-        &g,
-        true,
-        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nKeep-Alive: timeout=5\r\n\r\n",
-    );
-    assert_eq!(
-        (m.body, m.upstream_reusable, m.close_client),
-        (BodyKind::Length(5), true, false)
-    );
+    let (m, head) = resp(&g, true, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nKeep-Alive: timeout=5\r\n\r\n");
+    assert_eq!((m.body, m.upstream_reusable, m.close_client), (BodyKind::Length(5), true, false));
     assert_eq!(head, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
     let (m, head) = resp(&g, true, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
-    assert_eq!(
-        (m.body, m.upstream_reusable, m.close_client),
-        (BodyKind::UntilClose, false, true)
-    );
+    assert_eq!((m.body, m.upstream_reusable, m.close_client), (BodyKind::UntilClose, false, true));
     assert!(head.ends_with("Connection: close\r\n\r\n"));
     let (m, _) = resp(&g, true, "HTTP/1.1 204 No Content\r\n\r\n");
     assert_eq!(m.body, BodyKind::None);
     let (m, _) = resp(&g, true, "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n");
     assert!(!m.upstream_reusable, "HTTP/1.0 upstream without keep-alive");
-    let head_req = RequestMeta {
-        method: Method::Head,
-        ..g
-    };
-    let (m, _) = resp(
-        &head_req,
-        true,
-        "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
-    );
+    let head_req = RequestMeta { method: Method::Head, ..g };
+    let (m, _) = resp(&head_req, true, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
     assert_eq!(m.body, BodyKind::None, "HEAD responses have no body");
-    let (m, head) = resp(
-        &get_meta(0),
-        true,
-        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X\r\n\r\n",
-    );
+    let (m, head) = resp(&get_meta(0), true, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X\r\n\r\n");
     assert!(m.dechunk && m.close_client);
     assert!(!head.contains("Transfer-Encoding") && !head.contains("Trailer"));
-    let (m, head) = resp(
-        &get_meta(0),
-        true,
-        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n",
-    );
+    let (m, head) = resp(&get_meta(0), true, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n");
     assert!(!m.close_client);
     assert!(head.contains("Connection: keep-alive\r\n"));
     let mut out = Vec::new();
@@ -297,38 +210,20 @@ fn response_framing_and_reuse() {
 
 #[test]
 fn upgrade_response_keeps_upgrade_header() {
-    let up = RequestMeta {
-        upgrade: true,
-        ..get_meta(1)
-    };
-    let (m, head) = resp(
-        &up,
-        true,
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-    );
+    let up = RequestMeta { upgrade: true, ..get_meta(1) };
+    let (m, head) =
+        resp(&up, true, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
     assert!(m.switching);
-    assert_eq!(
-        head,
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
-    );
+    assert_eq!(head, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n");
 }
 
 #[test]
 fn error_responses_are_json_with_exact_length() {
     let mut out = Vec::new();
-    error_response(
-        &mut out,
-        404,
-        "Not Found",
-        "no API matches this request",
-        false,
-    );
+    error_response(&mut out, 404, "Not Found", "no API matches this request", false);
     let text = String::from_utf8(out).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(
-        head.contains(&format!("Content-Length: {}", body.len())),
-        "{text}"
-    );
+    assert!(head.contains(&format!("Content-Length: {}", body.len())), "{text}");
     let v: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(v["error"], "no API matches this request");
 }

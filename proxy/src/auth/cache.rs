@@ -64,7 +64,8 @@ pub struct WorkerAuth {
     pub(crate) jwt: VerifiedCache,
     /// Policy-set text (claim value or "" for the defaults) -> grant, per API and generation.
     pub(crate) jwt_grants: AHashMap<(u64, u32, String), Result<Arc<Grant>, GrantError>>,
-    basic_ok: AHashMap<[u8; 32], Instant>,
+    /// Basic-auth credentials checked: digest -> (verified, when).
+    basic: AHashMap<[u8; 32], (bool, Instant)>,
 }
 
 impl WorkerAuth {
@@ -75,7 +76,7 @@ impl WorkerAuth {
             invalidations,
             jwt: VerifiedCache::new(limits.capacity, limits.session_ttl.as_secs().max(1)),
             jwt_grants: AHashMap::new(),
-            basic_ok: AHashMap::new(),
+            basic: AHashMap::new(),
         }
     }
 
@@ -136,23 +137,26 @@ impl WorkerAuth {
         self.sessions.len()
     }
 
-    /// True when these basic-auth credentials were verified against this stored hash before.
-    pub(crate) fn basic_verified(&mut self, digest: &[u8; 32]) -> bool {
-        match self.basic_ok.get(digest) {
-            Some(t) if t.elapsed() < self.limits.session_ttl => true,
-            Some(_) => {
-                self.basic_ok.remove(digest);
-                false
-            }
-            None => false,
+    /// The remembered answer for these basic-auth credentials: `Some(true)` verified, `Some(false)`
+    /// refused within the negative TTL (so repeated wrong passwords do not cost a bcrypt each),
+    /// `None` not checked yet.
+    pub(crate) fn basic_checked(&mut self, digest: &[u8; 32]) -> Option<bool> {
+        let (ok, at) = *self.basic.get(digest)?;
+        let ttl = if ok { self.limits.session_ttl } else { self.limits.negative_ttl };
+        if at.elapsed() < ttl {
+            Some(ok)
+        } else {
+            self.basic.remove(digest);
+            None
         }
     }
 
-    pub(crate) fn remember_basic(&mut self, digest: [u8; 32]) {
-        if self.basic_ok.len() >= self.limits.capacity {
-            self.basic_ok.clear();
+    /// Remembers the outcome of a password check (done off the worker).
+    pub fn remember_password_check(&mut self, digest: [u8; 32], ok: bool) {
+        if self.basic.len() >= self.limits.capacity {
+            self.basic.clear();
         }
-        self.basic_ok.insert(digest, Instant::now());
+        self.basic.insert(digest, (ok, Instant::now()));
     }
 
     pub(crate) fn jwt_claims(&mut self, scope: &str, token: &str, now: u64) -> Option<Rc<Claims>> {

@@ -289,6 +289,15 @@ fn deny(status: u16, message: impl Into<Cow<'static, str>>) -> Denial {
     Denial { status, message: message.into(), basic_challenge: false }
 }
 
+/// A password to check against a stored hash, and the cache digest to remember the answer under.
+#[derive(Debug)]
+pub struct PasswordCheck {
+    pub digest: [u8; 32],
+    pub password: String,
+    pub stored: String,
+    pub hash_type: String,
+}
+
 /// Outcome of [`decide`].
 #[derive(Debug)]
 pub enum Decision<'a> {
@@ -296,6 +305,10 @@ pub enum Decision<'a> {
     Deny(Denial),
     /// The session of this key hash is not cached: fetch it and decide again.
     NeedKey(KeyHash),
+    /// These basic-auth credentials have not been checked against the stored bcrypt hash by this
+    /// worker yet: check them off the worker (bcrypt costs milliseconds), remember the answer,
+    /// and decide again.
+    NeedPasswordCheck(PasswordCheck),
 }
 
 pub const MSG_MISSING: &str = "Authorization field missing";
@@ -500,13 +513,17 @@ fn check_basic<'a>(
         return refused();
     }
     let digest = cache::basic_digest(&user, &password, &stored.password);
-    if !w.basic_verified(&digest) {
-        // bcrypt costs ~60 ms at cost 10 on these machines: once per credentials and worker,
-        // then served from the cache (README: "Basic authentication").
-        if !basic::check_password(&password, &stored.password, &stored.hash_type) {
-            return refused();
+    match w.basic_checked(&digest) {
+        Some(true) => {}
+        Some(false) => return refused(),
+        None => {
+            return Step::Stop(Decision::NeedPasswordCheck(PasswordCheck {
+                digest,
+                password,
+                stored: stored.password.clone(),
+                hash_type: stored.hash_type.clone(),
+            }))
         }
-        w.remember_basic(digest);
     }
     strip.add_header(&src.header);
     Step::Pass(Passed { id: user.into(), session: Some(session), grant, token: None, claims: None })

@@ -228,6 +228,29 @@ async fn exchange(
                 )
                 .await;
             }
+            Ok(Prepared::NeedPasswordCheck { meta, api, check }) => {
+                key_fetches += 1;
+                let digest = check.digest;
+                let checked = if key_fetches > 3 {
+                    Err("password checks keep repeating".to_string())
+                } else {
+                    worker.keys.check_password(check).await.map_err(|e| e.to_string())
+                };
+                match checked {
+                    Ok(ok) => {
+                        worker.auth.borrow_mut().remember_password_check(digest, ok);
+                        bufs.x.req_head.clear();
+                        continue;
+                    }
+                    Err(e) => {
+                        worker.stats.borrow_mut().key_lookup_errors += 1;
+                        tracing::warn!(error = %e, "cannot check a password: control plane busy");
+                        let api_id = &snap.apis[api as usize].api_id;
+                        let msg = "authentication temporarily unavailable";
+                        return reply_local(worker, client, bufs, meta, api_id, 503, msg, None, started).await;
+                    }
+                }
+            }
             Ok(Prepared::NeedKey { meta, api, hash }) => {
                 key_fetches += 1;
                 let fetched = if key_fetches > 3 {

@@ -135,6 +135,8 @@ pub enum Prepared {
     Denied { meta: RequestMeta, api: ApiIndex, denial: Denial },
     /// The session of this key is not in the worker's cache: fetch it, then prepare again.
     NeedKey { meta: RequestMeta, api: ApiIndex, hash: KeyHash },
+    /// Basic-auth credentials to check off the worker, then prepare again.
+    NeedPasswordCheck { meta: RequestMeta, api: ApiIndex, check: auth::PasswordCheck },
 }
 
 fn eq_ic(a: &[u8], b: &str) -> bool {
@@ -463,6 +465,9 @@ fn prepare_gateway(
         Decision::Allow(x) => x,
         Decision::Deny(denial) => return Ok(Prepared::Denied { meta: r.meta, api: api_idx, denial }),
         Decision::NeedKey(hash) => return Ok(Prepared::NeedKey { meta: r.meta, api: api_idx, hash }),
+        Decision::NeedPasswordCheck(check) => {
+            return Ok(Prepared::NeedPasswordCheck { meta: r.meta, api: api_idx, check })
+        }
     };
     let target_idx = pick(api_idx, api) % api.targets.len();
     let target = &api.targets[target_idx];

@@ -133,11 +133,17 @@ impl KeyStore {
     }
 }
 
-/// A worker's question: the session stored under `hash`.
-pub struct Lookup {
-    pub hash: KeyHash,
-    pub reply: futures_channel::oneshot::Sender<Result<Option<Arc<Session>>, String>>,
+/// A worker's question to the control plane.
+pub enum Lookup {
+    /// The session stored under `hash`.
+    Session { hash: KeyHash, reply: futures_channel::oneshot::Sender<Result<Option<Arc<Session>>, String>> },
+    /// Does this password match its stored hash? (bcrypt, run on the blocking pool.)
+    Password { check: crate::auth::PasswordCheck, reply: futures_channel::oneshot::Sender<bool> },
 }
+
+/// Password checks running at once (each is a bcrypt: milliseconds of CPU); more wait in line,
+/// bounded by the lookup queue and each request's lookup timeout.
+pub const PASSWORD_CHECKS_AT_ONCE: usize = 2;
 
 /// A worker's handle for asking the control plane for sessions.
 #[derive(Clone)]
@@ -162,9 +168,20 @@ impl KeyClient {
     /// (monoio): the channel and the oneshot are runtime-agnostic.
     pub async fn fetch(&self, hash: KeyHash) -> Result<Option<Arc<Session>>, LookupError> {
         let (reply, rx) = futures_channel::oneshot::channel();
-        self.tx.try_send(Lookup { hash, reply }).map_err(|_| LookupError::Busy)?;
+        self.tx.try_send(Lookup::Session { hash, reply }).map_err(|_| LookupError::Busy)?;
         match monoio::time::timeout(self.timeout, rx).await {
             Ok(Ok(r)) => r.map_err(LookupError::Store),
+            Ok(Err(_)) => Err(LookupError::Store("control plane dropped the request".into())),
+            Err(_) => Err(LookupError::Timeout),
+        }
+    }
+
+    /// Has the control plane check a basic-auth password (so the worker never runs bcrypt).
+    pub async fn check_password(&self, check: crate::auth::PasswordCheck) -> Result<bool, LookupError> {
+        let (reply, rx) = futures_channel::oneshot::channel();
+        self.tx.try_send(Lookup::Password { check, reply }).map_err(|_| LookupError::Busy)?;
+        match monoio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(ok)) => Ok(ok),
             Ok(Err(_)) => Err(LookupError::Store("control plane dropped the request".into())),
             Err(_) => Err(LookupError::Timeout),
         }
@@ -180,14 +197,34 @@ pub fn lookup_channel(capacity: usize, timeout: Duration) -> (KeyClient, tokio::
 /// Answers workers' lookups (control plane task). Each lookup runs as its own task so one slow
 /// Redis reply does not hold up the others.
 pub async fn serve_lookups(store: Arc<KeyStore>, mut rx: tokio::sync::mpsc::Receiver<Lookup>) {
+    let bcrypt_slots = Arc::new(tokio::sync::Semaphore::new(PASSWORD_CHECKS_AT_ONCE));
     while let Some(l) = rx.recv().await {
-        let store = Arc::clone(&store);
-        tokio::spawn(async move {
-            let r = store.get(&l.hash).await.map(|s| s.map(Arc::new)).map_err(|e| {
-                tracing::warn!(error = %e, "session lookup failed");
-                e.to_string()
-            });
-            let _ = l.reply.send(r);
-        });
+        match l {
+            Lookup::Session { hash, reply } => {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let r = store.get(&hash).await.map(|s| s.map(Arc::new)).map_err(|e| {
+                        tracing::warn!(error = %e, "session lookup failed");
+                        e.to_string()
+                    });
+                    let _ = reply.send(r);
+                });
+            }
+            Lookup::Password { check, reply } => {
+                let slots = Arc::clone(&bcrypt_slots);
+                tokio::spawn(async move {
+                    let Ok(_permit) = slots.acquire_owned().await else { return };
+                    if reply.is_canceled() {
+                        return; // the request already timed out
+                    }
+                    let ok = tokio::task::spawn_blocking(move || {
+                        crate::auth::basic::check_password(&check.password, &check.stored, &check.hash_type)
+                    })
+                    .await
+                    .unwrap_or(false);
+                    let _ = reply.send(ok);
+                });
+            }
+        }
     }
 }

@@ -73,6 +73,7 @@ fn bench(c: &mut Criterion) {
     );
     let ctx = ClientCtx { client_ip: "203.0.113.9", client_addr: "203.0.113.9".parse().expect("ip") };
     let mut w = WorkerAuth::detached(Default::default());
+    let mut limiter = portcullis::limit::Limiter::new(portcullis::limit::LimiterConfig { max_keys: 1000 });
     let mut out = Vec::with_capacity(1024);
     c.bench_function("request_head/gateway_jwt_cached", |b| {
         b.iter(|| {
@@ -82,7 +83,7 @@ fn bench(c: &mut Criterion) {
                 100,
                 &snap,
                 &ctx,
-                AuthCtx { auth: &mut w, now: NOW },
+                AuthCtx { auth: &mut w, limiter: &mut limiter, now: NOW },
                 |o| o.extend_from_slice(b"0123456789abcdef0123456789abcdef"),
                 |_, _| 0,
                 &mut out,

@@ -13,6 +13,7 @@ fn bench(c: &mut Criterion) {
     let snap = snapshot_with_apis(10);
     let ctx = ClientCtx { client_ip: "203.0.113.9", client_addr: "203.0.113.9".parse().unwrap() };
     let mut auth = WorkerAuth::detached(Default::default());
+    let mut limiter = portcullis::limit::Limiter::new(portcullis::limit::LimiterConfig { max_keys: 1000 });
     let mut out = Vec::with_capacity(1024);
     c.bench_function("request_head/parse_route_rewrite", |b| {
         b.iter(|| {
@@ -22,7 +23,7 @@ fn bench(c: &mut Criterion) {
                 100,
                 &snap,
                 &ctx,
-                AuthCtx { auth: &mut auth, now: 0 },
+                AuthCtx { auth: &mut auth, limiter: &mut limiter, now: 0 },
                 |o| o.extend_from_slice(b"0123456789abcdef0123456789abcdef"),
                 |_, _| 0,
                 &mut out,
@@ -37,7 +38,7 @@ fn bench(c: &mut Criterion) {
             100,
             &snap,
             &ctx,
-            AuthCtx { auth: &mut auth, now: 0 },
+            AuthCtx { auth: &mut auth, limiter: &mut limiter, now: 0 },
             |_| {},
             |_, _| 0,
             &mut out,
@@ -49,7 +50,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("response_head/parse_rewrite", |b| {
         b.iter(|| {
             out.clear();
-            let r = prepare_response(black_box(RESPONSE), 100, &meta, true, &mut out);
+            let r = prepare_response(black_box(RESPONSE), 100, &meta, true, None, &mut out);
             assert!(matches!(r, Ok(PreparedResponse::Ready(_))));
         })
     });

@@ -17,5 +17,6 @@ pub mod control;
 pub mod dataplane;
 pub mod ebpf;
 pub mod keystore;
+pub mod limit;
 pub mod router;
 pub mod server;

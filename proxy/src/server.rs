@@ -72,7 +72,10 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
     let a = &cfg.auth;
     let (key_client, lookups) =
         crate::keystore::lookup_channel(a.key_lookup_queue, Duration::from_millis(a.key_lookup_timeout_ms));
+    let (links, hub_ends) = crate::limit::gossip::channels(workers);
     let shared = Shared {
+        limiter: crate::limit::LimiterConfig { max_keys: cfg.limits.max_keys_per_worker },
+        gossip: std::sync::Mutex::new(links.into_iter().map(Some).collect()),
         snapshot: Arc::clone(&snapshot),
         shutdown: Arc::clone(&shutdown),
         bans: bans.published(),
@@ -90,6 +93,16 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         .map_err(|source| StartError::Bind { what: "proxy.listen", addr: listen, source })?;
     tracing::info!(%listen, workers, driver = ?cfg.proxy.io_driver, "proxy listening");
 
+    let hub_stats = Arc::new(crate::limit::gossip::HubStats::default());
+    let l = &cfg.limits;
+    let hub_cfg = crate::limit::gossip::HubConfig {
+        gossip_interval: Duration::from_millis(l.gossip_interval_ms),
+        cluster_interval: Duration::from_millis(cfg.cluster.gossip_interval_ms),
+        redis: cfg.storage.redis.clone(),
+        ban_threshold: l.ban_threshold,
+        ban_window: Duration::from_secs(l.ban_window_secs),
+        ban_ttl: Duration::from_secs(l.ban_ttl_secs),
+    };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StartError::Runtime)?;
     let hook_bans = Arc::clone(&bans);
     let hook_gate = gate.clone();
@@ -112,6 +125,8 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         shutdown: Arc::clone(&shutdown),
         started,
         keys: Arc::clone(&keystore),
+        limits: Arc::clone(&hub_stats),
+        cluster_enabled: !cfg.storage.redis.is_empty(),
     });
     let admin_addr = cfg.admin_addr();
     let result = rt.block_on(async {
@@ -125,6 +140,7 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         tokio::spawn(crate::keystore::serve_lookups(Arc::clone(&keystore), lookups));
         tokio::spawn(crate::keystore::follow_changes(Arc::clone(&keystore)));
         tokio::spawn(crate::keystore::watch_health(Arc::clone(&keystore)));
+        tokio::spawn(crate::limit::gossip::run_hub(hub_ends, hub_cfg, Arc::clone(&hub_stats), Arc::clone(&bans)));
         tokio::spawn(crate::control::jwks::refresh_loop(Arc::clone(&state.reloader.snapshot)));
         if let Some(ring) = state.gate.as_ref().and_then(|g| g.take_ring()) {
             tokio::spawn(crate::control::telemetry::run(ring, Arc::clone(&state.telemetry)));

@@ -277,16 +277,20 @@ pub struct Allowed<'a> {
 }
 
 /// A request refused, with Tyk's status and message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Denial {
     pub status: u16,
     pub message: Cow<'static, str>,
     /// Send `WWW-Authenticate: Basic` (basic auth with no credentials).
     pub basic_challenge: bool,
+    /// 429: `Retry-After` seconds.
+    pub retry_after: Option<u64>,
+    /// 429: the limit for `X-RateLimit-*`.
+    pub rate: Option<crate::limit::RateInfo>,
 }
 
 fn deny(status: u16, message: impl Into<Cow<'static, str>>) -> Denial {
-    Denial { status, message: message.into(), basic_challenge: false }
+    Denial { status, message: message.into(), ..Default::default() }
 }
 
 /// A password to check against a stored hash, and the cache digest to remember the answer under.
@@ -488,7 +492,12 @@ fn check_basic<'a>(
         return Step::Stop(Decision::Deny(deny(403, MSG_DISALLOWED)));
     };
     let Some(value) = token::header(req.headers, &src.header).filter(|v| !v.is_empty()) else {
-        return Step::Stop(Decision::Deny(Denial { status: 401, message: MSG_MISSING.into(), basic_challenge: true }));
+        return Step::Stop(Decision::Deny(Denial {
+            status: 401,
+            message: MSG_MISSING.into(),
+            basic_challenge: true,
+            ..Default::default()
+        }));
     };
     let (user, password) = match basic::parse_basic(value) {
         Ok(v) => v,
@@ -500,6 +509,7 @@ fn check_basic<'a>(
             status: 401,
             message: basic::TYK_UNAUTHORISED_MESSAGE.into(),
             basic_challenge: true,
+            ..Default::default()
         }))
     };
     let hash = hash_key(&user);

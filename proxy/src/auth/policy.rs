@@ -97,6 +97,9 @@ pub struct ApiAccess {
     pub versions: Vec<String>,
     /// Empty: all paths and methods.
     pub urls: Vec<UrlRule>,
+    /// `access_rights.<api>.limit` (`rate`, `per`): a rate for this API only, replacing the
+    /// grant's rate here (Tyk's per-API limits).
+    pub limit: Option<(f64, f64)>,
 }
 
 /// One compiled `allowed_urls` entry.
@@ -131,6 +134,15 @@ fn compile_access(
     for (api_id, def) in rights {
         let id = if def.api_id.is_empty() { api_id.clone() } else { def.api_id.clone() };
         let entry = into.entry(id).or_default();
+        if let Some(l) = def.extra.get("limit") {
+            let f = |k: &str| l.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+            if let Some(r) = effective_rate(f("rate"), f("per")) {
+                // Several policies naming the same API: the highest rate wins here too.
+                if entry.limit.is_none_or(|(a, b)| r.0 / r.1 > a / b) {
+                    entry.limit = Some(r);
+                }
+            }
+        }
         for v in &def.versions {
             if !entry.versions.iter().any(|x| x.eq_ignore_ascii_case(v)) {
                 entry.versions.push(v.clone());
@@ -225,6 +237,15 @@ pub enum AccessDenied {
 }
 
 impl Grant {
+    /// The rate that applies on `api_id`: its per-API limit when set, else the grant's rate;
+    /// `true` when it is a per-API limit (then it is counted per API).
+    pub fn rate_for(&self, api_id: &str) -> Option<((f64, f64), bool)> {
+        if let Some(l) = self.access.as_ref().and_then(|a| a.get(api_id)).and_then(|a| a.limit) {
+            return Some((l, true));
+        }
+        self.rate.map(|r| (r, false))
+    }
+
     /// Checks API, version and `allowed_urls` (regex searched in `path`, as Tyk does).
     pub fn check(&self, api_id: &str, version: &str, method: &str, path: &str) -> Result<(), AccessDenied> {
         let Some(access) = &self.access else {

@@ -19,6 +19,8 @@ pub struct Config {
     pub apps: AppsConfig,
     pub storage: StorageConfig,
     pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub cluster: ClusterConfig,
     pub ebpf: EbpfConfig,
     pub log: LogConfig,
 }
@@ -204,6 +206,58 @@ impl Default for StorageConfig {
     }
 }
 
+/// `[limits]`: per-core rate limiter tuning, per-IP limits and the abuse detector.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// How often workers exchange limiter deltas, ms (bounds how stale a worker's view is).
+    pub gossip_interval_ms: u64,
+    /// Bucket capacity as a multiple of the rate (1.0: a full bucket holds `rate` requests, as
+    /// Tyk); at least one request.
+    pub burst: f64,
+    /// Limit keys each worker tracks; beyond it idle full buckets, then the least recently used
+    /// tenth, are evicted.
+    pub max_keys_per_worker: usize,
+    /// Requests per `ip_per` seconds allowed per client IP on every API; 0 = off (an API's
+    /// `ip_rate_limit` sets its own).
+    pub ip_rate: f64,
+    pub ip_per: f64,
+    /// Rate-limit rejections from one IP within `ban_window_secs` that get it banned (XDP when
+    /// loaded, user space otherwise) for `ban_ttl_secs`; 0 = never ban.
+    pub ban_threshold: u64,
+    pub ban_window_secs: u64,
+    pub ban_ttl_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            gossip_interval_ms: 5,
+            burst: 1.0,
+            max_keys_per_worker: 100_000,
+            ip_rate: 0.0,
+            ip_per: 1.0,
+            ban_threshold: 1_000,
+            ban_window_secs: 10,
+            ban_ttl_secs: 300,
+        }
+    }
+}
+
+/// `[cluster]`: limiter gossip between nodes through Redis pub/sub (`[storage] redis`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How often this node publishes its limiter deltas, ms.
+    pub gossip_interval_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { gossip_interval_ms: 10 }
+    }
+}
+
 /// `[auth]`: per-worker auth caches and key handling.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -302,7 +356,11 @@ impl Config {
                 errs.push(ConfigError::new(path, field, v, "not an IP:port socket address"));
             }
         }
-        let nonzero: [(&str, u64); 14] = [
+        let nonzero: [(&str, u64); 18] = [
+            ("limits.gossip_interval_ms", self.limits.gossip_interval_ms),
+            ("limits.max_keys_per_worker", self.limits.max_keys_per_worker as u64),
+            ("limits.ban_window_secs", self.limits.ban_window_secs),
+            ("cluster.gossip_interval_ms", self.cluster.gossip_interval_ms),
             ("auth.cache_capacity", self.auth.cache_capacity as u64),
             ("auth.key_lookup_timeout_ms", self.auth.key_lookup_timeout_ms),
             ("auth.key_lookup_queue", self.auth.key_lookup_queue as u64),
@@ -365,6 +423,18 @@ impl Config {
         }
         if self.ebpf.max_bans == 0 || self.ebpf.max_syn_sources == 0 {
             errs.push(ConfigError::new(path, "ebpf.max_bans/max_syn_sources", "0", "must be greater than 0"));
+        }
+        let l = &self.limits;
+        if !(l.burst.is_finite() && l.burst >= 1.0) {
+            errs.push(ConfigError::new(path, "limits.burst", l.burst.to_string(), "must be a number >= 1.0"));
+        }
+        if !(l.ip_rate.is_finite() && l.ip_rate >= 0.0) || !(l.ip_per.is_finite() && l.ip_per > 0.0) {
+            errs.push(ConfigError::new(
+                path,
+                "limits.ip_rate/ip_per",
+                format!("{}/{}", l.ip_rate, l.ip_per),
+                "ip_rate must be >= 0 and ip_per > 0",
+            ));
         }
         if !(4..=31).contains(&self.auth.bcrypt_cost) {
             errs.push(ConfigError::new(

@@ -45,7 +45,13 @@ pub fn load_snapshot_with(config: Config, generation: u64, fetch: JwksFetch<'_>)
             }
         };
         match parse_api(&file, &text, fetch) {
-            Ok(Parsed::Api(spec)) => {
+            Ok(Parsed::Api(mut spec)) => {
+                if spec.limits.ip.is_none() {
+                    if let Some(r) = crate::limit::Rate::new(config.limits.ip_rate, config.limits.ip_per, 1.0) {
+                        spec.limits.ip = Some(r);
+                        spec.plain = false;
+                    }
+                }
                 if let Some(other) = apis.iter().find(|a| a.api_id == spec.api_id) {
                     errs.push(ConfigError::new(
                         &file,

@@ -34,7 +34,9 @@ pub struct ApiSpec {
     pub targets: Vec<Target>,
     /// Who may call it and how requests are changed (auth, IP rules, path lists, transforms).
     pub auth: Arc<ApiAuth>,
-    /// `auth.is_plain()`, cached: keyless with nothing to check or change (the fast path).
+    /// Rate limits the definition sets.
+    pub limits: crate::limit::ApiLimits,
+    /// Keyless with nothing to check, limit or change (the fast path); set by the loader.
     pub plain: bool,
 }
 
@@ -92,7 +94,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("/enable_coprocess_auth", "coprocess auth"),
     ("/internal", "internal-only APIs"),
     ("/enable_batch_request_support", "batch requests"),
-    ("/global_rate_limit/rate", "API-wide rate limits"),
     ("/CORS/enable", "CORS handling"),
     ("/custom_middleware/pre", "custom middleware"),
     ("/custom_middleware/post", "custom middleware"),
@@ -120,7 +121,7 @@ fn truthy(v: &Value) -> bool {
 }
 
 /// Extended-path middleware Portcullis implements.
-const SUPPORTED_EXTENDED: &[&str] = &["ignored", "white_list", "black_list", "transform_headers"];
+const SUPPORTED_EXTENDED: &[&str] = &["ignored", "white_list", "black_list", "transform_headers", "rate_limit"];
 
 pub(super) fn brief(v: &Value) -> String {
     let s = v.to_string();
@@ -243,11 +244,13 @@ pub fn parse_api(file: &Path, text: &str, fetch: JwksFetch<'_>) -> Result<Parsed
     }
 
     let auth = parse_auth(file, &json, fetch, &mut errs);
+    let limits = super::tyk_auth::parse_limits(file, &json, &mut errs);
     if !errs.is_empty() {
         return Err(errs);
     }
-    let plain = auth.is_plain();
+    let plain = auth.is_plain() && limits.is_empty();
     Ok(Parsed::Api(ApiSpec {
+        limits,
         auth: Arc::new(auth),
         plain,
         name: if raw.name.is_empty() { raw.api_id.clone() } else { raw.name },

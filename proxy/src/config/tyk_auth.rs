@@ -412,3 +412,61 @@ fn transform_headers(cx: &mut Cx<'_>, ptr: &str, items: &Value, context_vars: bo
         t.per_path.push(HeaderTransform { rule, delete, add });
     }
 }
+
+fn rate_of(cx: &mut Cx<'_>, field: &str, v: &Value) -> Option<crate::limit::Rate> {
+    let rate = v.get("rate").and_then(Value::as_f64).unwrap_or(0.0);
+    let per = v.get("per").and_then(Value::as_f64).unwrap_or(0.0);
+    if rate == 0.0 && per == 0.0 {
+        return None; // Tyk's "not set"
+    }
+    match crate::limit::Rate::new(rate, per, 1.0) {
+        Some(r) => Some(r),
+        None => {
+            cx.err(field, super::tyk::brief(v), "rate and per must be positive numbers");
+            None
+        }
+    }
+}
+
+/// `global_rate_limit`, `ip_rate_limit`, `extended_paths.rate_limit`, `disable_rate_limit`,
+/// `disable_quota`.
+pub fn parse_limits(file: &std::path::Path, json: &Value, errs: &mut Vec<ConfigError>) -> crate::limit::ApiLimits {
+    let mut cx = Cx { file, json, errs };
+    let mut l = crate::limit::ApiLimits {
+        disable_rate_limit: cx.flag("/disable_rate_limit"),
+        disable_quota: cx.flag("/disable_quota"),
+        ..Default::default()
+    };
+    if let Some(v) = cx.get("/global_rate_limit").cloned() {
+        l.global = rate_of(&mut cx, "global_rate_limit", &v);
+    }
+    if let Some(v) = cx.get("/ip_rate_limit").cloned() {
+        l.ip = rate_of(&mut cx, "ip_rate_limit", &v);
+    }
+    if let Some(versions) = json.pointer("/version_data/versions").and_then(Value::as_object) {
+        for vname in versions.keys() {
+            let ptr = format!(
+                "/version_data/versions/{}/extended_paths/rate_limit",
+                vname.replace('~', "~0").replace('/', "~1")
+            );
+            let Some(items) = cx.get(&ptr).cloned() else { continue };
+            let Some(items) = items.as_array() else {
+                cx.err(&dotted(&ptr), super::tyk::brief(&items), "must be a list");
+                continue;
+            };
+            for (i, e) in items.iter().enumerate() {
+                let field = format!("{}[{i}]", dotted(&ptr));
+                let Some(path) = e.get("path").and_then(Value::as_str) else {
+                    cx.err(&format!("{field}.path"), super::tyk::brief(e), "is required");
+                    continue;
+                };
+                let Some(rule) = path_rule(&mut cx, &field, path, entry_methods(e)) else { continue };
+                match rate_of(&mut cx, &field, e) {
+                    Some(r) => l.endpoints.push((rule, r)),
+                    None => cx.err(&field, super::tyk::brief(e), "rate and per are required"),
+                }
+            }
+        }
+    }
+    l
+}

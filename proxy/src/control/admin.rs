@@ -248,7 +248,25 @@ fn hello(state: &ControlState) -> Resp {
             json!({"status": "warn", "componentType": "datastore", "output": format!("{name} key store unavailable: {why}")})
         }
     };
-    let overall = if last_error.is_none() && workers_up == state.workers.len() && store_problem.is_none() {
+    let cluster_problem = (state.cluster_enabled
+        && !state.limits.cluster_ok.load(std::sync::atomic::Ordering::Relaxed))
+    .then(|| state.limits.cluster_error.lock().unwrap_or_else(|p| p.into_inner()).clone());
+    let cluster = match (&cluster_problem, state.cluster_enabled) {
+        (_, false) => {
+            json!({"status": "pass", "componentType": "system", "output": "single node (no [storage] redis): limits are node-wide"})
+        }
+        (None, true) => {
+            json!({"status": "pass", "componentType": "system", "output": format!("limits gossiped through redis; {} peers seen", state.limits.peers_seen())})
+        }
+        (Some(why), true) => {
+            json!({"status": "warn", "componentType": "system", "output": format!("redis unavailable, limits are node-local: {why}")})
+        }
+    };
+    let overall = if last_error.is_none()
+        && workers_up == state.workers.len()
+        && store_problem.is_none()
+        && cluster_problem.is_none()
+    {
         "pass"
     } else {
         "warn"
@@ -260,7 +278,7 @@ fn hello(state: &ControlState) -> Resp {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Portcullis API gateway",
             "uptime_seconds": state.started.elapsed().as_secs(),
-            "details": {"config": config, "workers": workers, "ebpf": ebpf, "keystore": keystore},
+            "details": {"config": config, "workers": workers, "ebpf": ebpf, "keystore": keystore, "cluster": cluster},
         }),
     )
 }

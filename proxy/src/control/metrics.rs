@@ -97,7 +97,22 @@ pub fn render_metrics(state: &ControlState) -> String {
         );
     }
     type Field = fn(&crate::dataplane::stats::LocalStats) -> u64;
-    let counters: [(&str, &str, &str, Field); 11] = [
+    let counters: [(&str, &str, &str, Field); 15] = [
+        ("portcullis_limit_tracked_keys", "gauge", "Rate-limit keys (buckets) each worker tracks.", |s| {
+            s.limiter.tracked_keys
+        }),
+        ("portcullis_limit_evicted_total", "counter", "Buckets evicted at [limits] max_keys_per_worker.", |s| {
+            s.limiter.evicted
+        }),
+        ("portcullis_limit_gossip_sent_total", "counter", "Gossip rounds in which a worker reported deltas.", |s| {
+            s.limiter.gossip_sent
+        }),
+        (
+            "portcullis_limit_gossip_received_total",
+            "counter",
+            "Gossip batches a worker applied (from other workers and nodes).",
+            |s| s.limiter.gossip_received,
+        ),
         (
             "portcullis_auth_denied_total",
             "counter",
@@ -157,6 +172,79 @@ pub fn render_metrics(state: &ControlState) -> String {
         for (id, _, s) in &published {
             let _ = writeln!(out, "{name}{{worker=\"{id}\"}} {}", f(s));
         }
+    }
+
+    // Rate limits.
+    header(
+        &mut out,
+        "portcullis_limit_decisions_total",
+        "counter",
+        "Rate-limit decisions by outcome (requests with at least one limit).",
+    );
+    for (id, _, s) in &published {
+        let _ = writeln!(
+            out,
+            "portcullis_limit_decisions_total{{worker=\"{id}\",outcome=\"admitted\"}} {}",
+            s.limiter.admitted
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_limit_decisions_total{{worker=\"{id}\",outcome=\"rejected\"}} {}",
+            s.limiter.rejected
+        );
+    }
+    header(
+        &mut out,
+        "portcullis_limit_gossip_lag_seconds",
+        "gauge",
+        "Age of the newest gossip a worker applied in its last round.",
+    );
+    for (id, _, s) in &published {
+        let _ = writeln!(out, "portcullis_limit_gossip_lag_seconds{{worker=\"{id}\"}} {}", s.limiter.gossip_lag_secs);
+    }
+    let h = &state.limits;
+    let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    for (name, kind, help, v) in [
+        (
+            "portcullis_limit_gossip_relayed_total",
+            "counter",
+            "Gossip batches the hub passed to workers.",
+            ld(&h.relayed_total),
+        ),
+        (
+            "portcullis_limit_gossip_dropped_total",
+            "counter",
+            "Gossip batches or reports dropped because a queue was full.",
+            ld(&h.dropped_total),
+        ),
+        (
+            "portcullis_cluster_messages_published_total",
+            "counter",
+            "Limiter messages this node published to Redis.",
+            ld(&h.cluster_published_total),
+        ),
+        (
+            "portcullis_cluster_messages_received_total",
+            "counter",
+            "Limiter messages received from other nodes.",
+            ld(&h.cluster_received_total),
+        ),
+        (
+            "portcullis_cluster_redis_errors_total",
+            "counter",
+            "Failed Redis operations of the cluster gossip (limits are node-local meanwhile).",
+            ld(&h.cluster_errors_total),
+        ),
+        ("portcullis_cluster_peers", "gauge", "Other nodes heard from in the last 10 s.", h.peers_seen() as u64),
+        (
+            "portcullis_limit_bans_total",
+            "counter",
+            "Client IPs banned by the abuse detector (rate-limit rejections over the threshold).",
+            ld(&h.bans_total),
+        ),
+    ] {
+        header(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
     }
 
     // Bans and the XDP gate.

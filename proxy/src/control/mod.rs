@@ -34,4 +34,8 @@ pub struct ControlState {
     pub started: Instant,
     /// Sessions (embedded file or Redis).
     pub keys: Arc<crate::keystore::KeyStore>,
+    /// Limiter gossip hub counters (relays, cluster, abuse bans).
+    pub limits: Arc<crate::limit::gossip::HubStats>,
+    /// `[storage] redis` is set: limits are gossiped between nodes.
+    pub cluster_enabled: bool,
 }

@@ -180,12 +180,13 @@ async fn exchange(
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let prepared = {
             let mut auth = worker.auth.borrow_mut();
+            let mut limiter = worker.limiter.borrow_mut();
             http::prepare_request(
                 bufs.client.data(),
                 cfg.max_headers,
                 snap,
                 &ctx,
-                AuthCtx { auth: &mut auth, now },
+                AuthCtx { auth: &mut auth, limiter: &mut limiter, now },
                 |out| worker.write_request_id(out),
                 |api, spec| worker.pick_target(snap.generation, api, spec.targets.len()),
                 &mut bufs.x.req_head,
@@ -202,19 +203,31 @@ async fn exchange(
             Ok(Prepared::NoRoute(m)) if m.head_len > cfg.max_request_head_size => return too_large(m.head_len),
             Ok(Prepared::Routed(r)) => break r,
             Ok(Prepared::NoRoute(meta)) => {
-                return reply_local(worker, client, bufs, meta, "", 404, "no API matches this request", None, started)
+                return reply_local(worker, client, bufs, meta, "", 404, "no API matches this request", &[], started)
                     .await
             }
             Ok(Prepared::Denied { meta, api, denial }) => {
                 let api = &snap.apis[api as usize];
-                worker.stats.borrow_mut().auth_denied += 1;
-                let challenge;
-                let extra = if denial.basic_challenge {
-                    challenge = crate::auth::basic::www_authenticate(&api.name);
-                    Some(("WWW-Authenticate", challenge.as_str()))
-                } else {
-                    None
-                };
+                {
+                    let mut st = worker.stats.borrow_mut();
+                    if denial.status == 429 {
+                        st.rate_limited += 1;
+                    } else {
+                        st.auth_denied += 1;
+                    }
+                }
+                let mut extra = Vec::new();
+                if denial.basic_challenge {
+                    extra.extend_from_slice(b"WWW-Authenticate: ");
+                    extra.extend_from_slice(crate::auth::basic::www_authenticate(&api.name).as_bytes());
+                    extra.extend_from_slice(b"\r\n");
+                }
+                if let Some(secs) = denial.retry_after {
+                    extra.extend_from_slice(format!("Retry-After: {secs}\r\n").as_bytes());
+                }
+                if let Some(r) = &denial.rate {
+                    http::write_rate_headers(&mut extra, r);
+                }
                 return reply_local(
                     worker,
                     client,
@@ -223,7 +236,7 @@ async fn exchange(
                     &api.api_id,
                     denial.status,
                     &denial.message,
-                    extra,
+                    &extra,
                     started,
                 )
                 .await;
@@ -247,7 +260,7 @@ async fn exchange(
                         tracing::warn!(error = %e, "cannot check a password: control plane busy");
                         let api_id = &snap.apis[api as usize].api_id;
                         let msg = "authentication temporarily unavailable";
-                        return reply_local(worker, client, bufs, meta, api_id, 503, msg, None, started).await;
+                        return reply_local(worker, client, bufs, meta, api_id, 503, msg, &[], started).await;
                     }
                 }
             }
@@ -277,7 +290,7 @@ async fn exchange(
                             api_id,
                             503,
                             "key store unavailable",
-                            None,
+                            &[],
                             started,
                         )
                         .await;
@@ -301,6 +314,7 @@ async fn exchange(
         }
     };
     let meta = routed.meta;
+    let routed = &routed;
     let api = &snap.apis[routed.api as usize];
     bufs.client.consume(meta.head_len);
     if let BodyKind::Length(n) = meta.body {
@@ -337,14 +351,16 @@ async fn exchange(
         };
         let retryable = up.reused && meta.body == BodyKind::None;
         match send_request(worker, snap, client, &mut up, bufs, &meta).await {
-            Ok(body_bytes) => match read_response_head(snap, &mut up, bufs, &meta, worker).await {
-                Ok(resp) => break (up, resp, body_bytes),
-                Err(e) if retryable && e.kind == ErrorKind::UpstreamProtocol && bufs.x.upstream.is_empty() => {}
-                Err(e) => {
-                    record(worker, &api.api_id, meta.method, e.kind.status().map_or(0, |s| s.0), started, 0, 0);
-                    return Err(e.into());
+            Ok(body_bytes) => {
+                match read_response_head(snap, &mut up, bufs, &meta, routed.rate.as_ref(), worker).await {
+                    Ok(resp) => break (up, resp, body_bytes),
+                    Err(e) if retryable && e.kind == ErrorKind::UpstreamProtocol && bufs.x.upstream.is_empty() => {}
+                    Err(e) => {
+                        record(worker, &api.api_id, meta.method, e.kind.status().map_or(0, |s| s.0), started, 0, 0);
+                        return Err(e.into());
+                    }
                 }
-            },
+            }
             Err(_) if retryable => {}
             Err(f) => {
                 record(worker, &api.api_id, meta.method, f.err.kind.status().map_or(0, |s| s.0), started, 0, 0);
@@ -475,6 +491,7 @@ async fn read_response_head(
     up: &mut Upstream,
     bufs: &mut Bufs,
     meta: &RequestMeta,
+    rate: Option<&crate::limit::RateInfo>,
     worker: &Worker,
 ) -> Result<ResponseMeta, ProxyError> {
     let cfg = &snap.config.proxy;
@@ -482,8 +499,14 @@ async fn read_response_head(
     let client_keep_alive = meta.keep_alive && !worker.shutdown.is_set();
     loop {
         bufs.x.out.clear();
-        match http::prepare_response(bufs.x.upstream.data(), cfg.max_headers, meta, client_keep_alive, &mut bufs.x.out)?
-        {
+        match http::prepare_response(
+            bufs.x.upstream.data(),
+            cfg.max_headers,
+            meta,
+            client_keep_alive,
+            rate,
+            &mut bufs.x.out,
+        )? {
             PreparedResponse::Ready(r) => {
                 bufs.x.upstream.consume(r.head_len);
                 return Ok(r);
@@ -518,7 +541,7 @@ async fn reply_local(
     api_id: &str,
     status: u16,
     message: &str,
-    extra: Option<(&str, &str)>,
+    extra: &[u8],
     started: Instant,
 ) -> Result<Next, Failure> {
     let close = meta.body != BodyKind::None || !meta.keep_alive || worker.shutdown.is_set();

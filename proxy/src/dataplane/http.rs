@@ -102,9 +102,10 @@ pub struct ClientCtx<'a> {
     pub client_addr: std::net::IpAddr,
 }
 
-/// The worker state and clock the auth step needs.
+/// The worker state and clock the auth and limit steps need.
 pub struct AuthCtx<'w> {
     pub auth: &'w mut WorkerAuth,
+    pub limiter: &'w mut crate::limit::Limiter,
     /// Unix seconds.
     pub now: u64,
 }
@@ -120,6 +121,8 @@ pub struct Routed {
     pub identity: Option<auth::Identity>,
     /// Tags from `tag_headers` (`<header lower case>-<value>`), for the request record.
     pub tags: Vec<String>,
+    /// The rate limit that applied, for `X-RateLimit-*` on the response.
+    pub rate: Option<crate::limit::RateInfo>,
 }
 
 /// Outcome of looking at the bytes read so far.
@@ -377,7 +380,14 @@ pub fn prepare_request(
         out.extend_from_slice(b"\r\n");
     }
     finish_head(out, upgrade, upgrade_value);
-    Ok(Prepared::Routed(Routed { meta, api: api_idx, target: target_idx, identity: None, tags: Vec::new() }))
+    Ok(Prepared::Routed(Routed {
+        meta,
+        api: api_idx,
+        target: target_idx,
+        identity: None,
+        tags: Vec::new(),
+        rate: None,
+    }))
 }
 
 fn write_proxy_headers(
@@ -469,6 +479,19 @@ fn prepare_gateway(
             return Ok(Prepared::NeedPasswordCheck { meta: r.meta, api: api_idx, check })
         }
     };
+    let rate = match check_limits(snap, api, &allowed, r.method_str, rel_path, ctx.client_addr, actx.limiter) {
+        Ok(info) => info,
+        Err(rej) => {
+            let denial = Denial {
+                status: 429,
+                message: "Rate limit exceeded".into(),
+                retry_after: Some(rej.retry_after),
+                rate: Some(rej.info),
+                ..Default::default()
+            };
+            return Ok(Prepared::Denied { meta: r.meta, api: api_idx, denial });
+        }
+    };
     let target_idx = pick(api_idx, api) % api.targets.len();
     let target = &api.targets[target_idx];
 
@@ -556,7 +579,76 @@ fn prepare_gateway(
             tags.push(format!("{}-{}", name.to_ascii_lowercase(), String::from_utf8_lossy(v)));
         }
     }
-    Ok(Prepared::Routed(Routed { meta: r.meta, api: api_idx, target: target_idx, identity: allowed.identity, tags }))
+    Ok(Prepared::Routed(Routed {
+        meta: r.meta,
+        api: api_idx,
+        target: target_idx,
+        identity: allowed.identity,
+        tags,
+        rate,
+    }))
+}
+
+/// The rate limits that apply to an allowed request, checked together on the worker's limiter:
+/// the identity's (its per-API limit when the grant has one), the endpoint's, the client IP's,
+/// the API's. `Ok(None)` when none applies.
+fn check_limits(
+    snap: &Snapshot,
+    api: &ApiSpec,
+    allowed: &auth::Allowed<'_>,
+    method: &str,
+    rel_path: &str,
+    client: std::net::IpAddr,
+    limiter: &mut crate::limit::Limiter,
+) -> std::result::Result<Option<crate::limit::RateInfo>, crate::limit::Rejected> {
+    use crate::limit::{limit_key, Limit, Rate};
+    let l = &api.limits;
+    let burst = snap.config.limits.burst;
+    let mut limits: [Option<Limit>; 4] = [None; 4];
+    let id = api.api_id.as_bytes();
+    if !l.disable_rate_limit {
+        if let Some(ident) = &allowed.identity {
+            if let Some(((rate, per), per_api)) = ident.grant.rate_for(&api.api_id) {
+                if let Some(r) = Rate::new(rate, per, burst) {
+                    let m = ident.method.as_str().as_bytes();
+                    let key = if per_api {
+                        limit_key(&[m, ident.id.as_bytes(), id])
+                    } else {
+                        limit_key(&[m, ident.id.as_bytes()])
+                    };
+                    limits[0] = Some(Limit { key, rate: r });
+                }
+            }
+        }
+        if let Some((i, (_, r))) = l.endpoints.iter().enumerate().find(|(_, (rule, _))| rule.matches(method, rel_path))
+        {
+            let who = allowed.identity.as_ref().map_or(&b""[..], |x| x.id.as_bytes());
+            if let Some(r) = Rate::new(r.rate, r.per, burst) {
+                limits[1] = Some(Limit { key: limit_key(&[b"ep", id, &(i as u32).to_le_bytes(), who]), rate: r });
+            }
+        }
+        if let Some(r) = l.ip.and_then(|r| Rate::new(r.rate, r.per, burst)) {
+            let ip = match crate::bans::canonical(client) {
+                std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                std::net::IpAddr::V6(v6) => v6.octets(),
+            };
+            limits[2] = Some(Limit { key: limit_key(&[b"ip", id, &ip]), rate: r });
+        }
+    }
+    if let Some(r) = l.global.and_then(|r| Rate::new(r.rate, r.per, burst)) {
+        limits[3] = Some(Limit { key: limit_key(&[b"api", id]), rate: r });
+    }
+    let mut list = [Limit { key: 0, rate: Rate { rate: 1.0, per: 1.0, burst: 1.0 } }; 4];
+    let mut n = 0;
+    for x in limits.into_iter().flatten() {
+        list[n] = x;
+        n += 1;
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    // The headers describe the most specific limit: the first in the list.
+    limiter.check(&list[..n], 0, client).map(Some)
 }
 
 fn split_absolute(target: &str) -> Option<(&str, &str)> {
@@ -620,6 +712,7 @@ pub fn prepare_response(
     max_headers: usize,
     req: &RequestMeta,
     client_keep_alive: bool,
+    rate: Option<&crate::limit::RateInfo>,
     out: &mut Vec<u8>,
 ) -> Result<PreparedResponse> {
     let proto = |ctx| ProxyError::new(ErrorKind::UpstreamProtocol, ctx);
@@ -676,6 +769,9 @@ pub fn prepare_response(
         }
         push_header(out, n.as_bytes(), h.value);
     }
+    if let Some(r) = rate {
+        write_rate_headers(out, r);
+    }
     if switching {
         out.extend_from_slice(b"Connection: upgrade\r\n");
     } else if close_client {
@@ -695,27 +791,29 @@ pub fn prepare_response(
     }))
 }
 
-/// A complete JSON error response (`{"error": "..."}`, Tyk's shape).
-pub fn error_response(out: &mut Vec<u8>, status: u16, reason: &str, message: &str, close: bool) {
-    error_response_with(out, status, reason, message, close, None);
+/// `X-RateLimit-Limit` (requests per the limit's period), `-Remaining`, `-Reset` (Unix seconds
+/// when the bucket is full again): rate values, never quota values (those are `X-Quota-*`).
+pub fn write_rate_headers(out: &mut Vec<u8>, r: &crate::limit::RateInfo) {
+    let _ = write!(
+        out,
+        "X-RateLimit-Limit: {}\r\nX-RateLimit-Remaining: {}\r\nX-RateLimit-Reset: {}\r\n",
+        r.limit, r.remaining, r.reset
+    );
 }
 
-/// As [`error_response`], with one extra header (e.g. `WWW-Authenticate`).
-pub fn error_response_with(
-    out: &mut Vec<u8>,
-    status: u16,
-    reason: &str,
-    message: &str,
-    close: bool,
-    extra: Option<(&str, &str)>,
-) {
+/// A complete JSON error response (`{"error": "..."}`, Tyk's shape).
+pub fn error_response(out: &mut Vec<u8>, status: u16, reason: &str, message: &str, close: bool) {
+    error_response_with(out, status, reason, message, close, &[]);
+}
+
+/// As [`error_response`], with extra header lines (each ending in CRLF: `WWW-Authenticate`,
+/// `Retry-After`, `X-RateLimit-*`).
+pub fn error_response_with(out: &mut Vec<u8>, status: u16, reason: &str, message: &str, close: bool, extra: &[u8]) {
     let msg = serde_json::to_string(message).unwrap_or_else(|_| "\"\"".into());
     let body_len = msg.len() + 11; // {"error": <msg>}
     let _ =
         write!(out, "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\n");
-    if let Some((n, v)) = extra {
-        let _ = write!(out, "{n}: {v}\r\n");
-    }
+    out.extend_from_slice(extra);
     let _ = write!(out, "{}\r\n{{\"error\": {msg}}}", if close { "Connection: close\r\n" } else { "" });
 }
 

@@ -60,6 +60,9 @@ pub struct Shared {
     /// Key-change announcements, one receiver per worker (index = worker id).
     pub invalidations: Vec<crossbeam_channel::Receiver<crate::auth::Invalidation>>,
     pub auth_limits: crate::auth::CacheLimits,
+    pub limiter: crate::limit::LimiterConfig,
+    /// Each worker takes its gossip link (index = worker id) when it starts.
+    pub gossip: std::sync::Mutex<Vec<Option<crate::limit::gossip::WorkerLink>>>,
 }
 
 /// CPUs of the process's affinity mask, in order (empty if it cannot be read).

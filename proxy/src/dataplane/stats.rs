@@ -65,6 +65,10 @@ pub struct LocalStats {
     pub upstream_idle: u64,
     /// Requests refused by IP rules, path lists or auth.
     pub auth_denied: u64,
+    /// Requests refused with 429.
+    pub rate_limited: u64,
+    /// The limiter's own counters (copied when published).
+    pub limiter: crate::limit::LimiterStats,
     /// Cache misses sent to the key store, and those that failed.
     pub key_lookups: u64,
     pub key_lookup_errors: u64,

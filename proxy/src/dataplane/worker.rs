@@ -53,6 +53,9 @@ pub(crate) struct Worker {
     pub auth: RefCell<crate::auth::WorkerAuth>,
     /// Asks the control plane's key store on a cache miss.
     pub keys: crate::keystore::KeyClient,
+    /// Rate-limit buckets (see `limit`), gossiped through `gossip`.
+    pub limiter: RefCell<crate::limit::Limiter>,
+    gossip: crate::limit::gossip::WorkerLink,
 }
 
 impl Worker {
@@ -109,10 +112,34 @@ impl Worker {
         }
     }
 
+    /// One gossip round: apply what other workers and nodes reported, report this round's
+    /// deltas and rejected client IPs to the hub. Never blocks (a full hub queue drops the
+    /// report, which is counted by the hub's dropped counter on its side of the next one).
+    fn gossip_round(&self) {
+        let mut limiter = self.limiter.borrow_mut();
+        let mut newest: Option<Instant> = None;
+        while let Ok(batch) = self.gossip.inbox.try_recv() {
+            limiter.apply(&batch.deltas);
+            newest = Some(newest.map_or(batch.sent, |n: Instant| n.max(batch.sent)));
+        }
+        if let Some(t) = newest {
+            limiter.stats.gossip_lag_secs = t.elapsed().as_secs_f64();
+        }
+        let mut deltas = Vec::new();
+        limiter.take_deltas(&mut deltas);
+        let rejected_ips = limiter.take_rejected_ips();
+        if deltas.is_empty() && rejected_ips.is_empty() {
+            return;
+        }
+        let report = crate::limit::gossip::Report { worker: self.id, sent: Instant::now(), deltas, rejected_ips };
+        let _ = self.gossip.to_hub.try_send(report);
+    }
+
     fn publish(&self) {
         let mut s = self.stats.borrow().clone();
         s.upstream_idle = self.pool.idle_count() as u64;
         s.cached_sessions = self.auth.borrow().cached_sessions() as u64;
+        s.limiter = self.limiter.borrow().stats;
         self.shared_stats.published.store(Arc::new(s));
     }
 }
@@ -136,6 +163,14 @@ pub fn spawn(
         .get(id)
         .cloned()
         .ok_or_else(|| std::io::Error::other(format!("no key-change channel for worker {id}")))?;
+    let limiter_cfg = shared.limiter;
+    let gossip = shared
+        .gossip
+        .lock()
+        .map_err(|_| std::io::Error::other("gossip links poisoned"))?
+        .get_mut(id)
+        .and_then(Option::take)
+        .ok_or_else(|| std::io::Error::other(format!("no gossip link for worker {id}")))?;
     let thread_stats = Arc::clone(&stats);
     let thread = std::thread::Builder::new().name(format!("portcullis-w{id}")).spawn(move || {
         let pinned = cpu.filter(|&c| core_affinity::set_for_current(core_affinity::CoreId { id: c }));
@@ -161,6 +196,8 @@ pub fn spawn(
             request_id_seed: seed,
             auth: RefCell::new(crate::auth::WorkerAuth::new(auth_limits, invalidations)),
             keys,
+            limiter: RefCell::new(crate::limit::Limiter::new(limiter_cfg)),
+            gossip,
         });
         run_on_driver(worker, driver, listener);
     })?;
@@ -223,6 +260,16 @@ async fn accept_loop(worker: Rc<Worker>, listener: std::net::TcpListener) {
             }
         })
     };
+    let gossiper = {
+        let worker = Rc::clone(&worker);
+        monoio::spawn(async move {
+            while !worker.shutdown.is_set() {
+                let every = worker.snapshot().config.limits.gossip_interval_ms.max(1);
+                monoio::time::sleep(Duration::from_millis(every)).await;
+                worker.gossip_round();
+            }
+        })
+    };
     let mut shutdown = worker.shutdown.listen();
     while !worker.shutdown.is_set() {
         let accepted = monoio::select! {
@@ -252,6 +299,7 @@ async fn accept_loop(worker: Rc<Worker>, listener: std::net::TcpListener) {
     }
     worker.publish();
     drop(publisher);
+    drop(gossiper);
 }
 
 fn on_accept(worker: &Rc<Worker>, stream: monoio::net::TcpStream, peer: SocketAddr) {

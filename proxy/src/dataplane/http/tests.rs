@@ -30,6 +30,7 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
             path_prefix: target_prefix.into(),
         }],
         auth: std::sync::Arc::new(crate::auth::ApiAuth { keyless: true, ..Default::default() }),
+        limits: Default::default(),
         plain: true,
     }
 }
@@ -39,7 +40,8 @@ fn prep(snap: &Snapshot, req: &str) -> (Result<Prepared>, String) {
     let mut out = Vec::new();
     let ctx = ClientCtx { client_ip: "192.0.2.1", client_addr: "192.0.2.1".parse().unwrap() };
     let mut auth = crate::auth::WorkerAuth::detached(Default::default());
-    let actx = AuthCtx { auth: &mut auth, now: 1_800_000_000 };
+    let mut limiter = crate::limit::Limiter::new(crate::limit::LimiterConfig { max_keys: 100 });
+    let actx = AuthCtx { auth: &mut auth, limiter: &mut limiter, now: 1_800_000_000 };
     let r = prepare_request(req.as_bytes(), 100, snap, &ctx, actx, |o| o.extend_from_slice(b"RID"), |_, _| 0, &mut out);
     (r, String::from_utf8(out).unwrap())
 }
@@ -153,7 +155,7 @@ fn partial_heads_and_unrouted_requests() {
 
 fn resp(req: &RequestMeta, client_keep_alive: bool, raw: &str) -> (ResponseMeta, String) {
     let mut out = Vec::new();
-    match prepare_response(raw.as_bytes(), 100, req, client_keep_alive, &mut out) {
+    match prepare_response(raw.as_bytes(), 100, req, client_keep_alive, None, &mut out) {
         Ok(PreparedResponse::Ready(m)) => (m, String::from_utf8(out).unwrap()),
         other => panic!("expected a response, got {other:?}"),
     }
@@ -195,7 +197,7 @@ fn response_framing_and_reuse() {
     assert!(head.contains("Connection: keep-alive\r\n"));
     let mut out = Vec::new();
     assert!(matches!(
-        prepare_response(b"HTTP/1.1 100 Continue\r\n\r\n", 100, &g, true, &mut out),
+        prepare_response(b"HTTP/1.1 100 Continue\r\n\r\n", 100, &g, true, None, &mut out),
         Ok(PreparedResponse::Informational { head_len: 25 })
     ));
     assert!(prepare_response(
@@ -203,6 +205,7 @@ fn response_framing_and_reuse() {
         100,
         &g,
         true,
+        None,
         &mut out
     )
     .is_err());

@@ -1,0 +1,328 @@
+//! Integration tests of rate limiting: the real binary (one or three processes, one or two
+//! workers), real sockets on loopback, a real redis-server for the cluster cases. Load loops are
+//! bounded by time and count. Tolerances are derived from the design's bound: a worker's view can
+//! miss what others admitted during one gossip round (5 ms between workers, +10 ms between nodes),
+//! plus timer slop of a request or two at the window edges.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use portcullis_tests::client::Conn;
+use portcullis_tests::harness::{Proxy, ProxyBuilder};
+use portcullis_tests::httpbin::Httpbin;
+use portcullis_tests::redis::RedisServer;
+use serde_json::json;
+
+/// A proxy whose abuse detector is off (these tests hammer limits on purpose from 127.0.0.1).
+fn builder() -> ProxyBuilder {
+    ProxyBuilder::new(env!("CARGO_BIN_EXE_portcullis")).section("[limits]\nban_threshold = 0\n")
+}
+
+fn upstream() -> Httpbin {
+    Httpbin::start_named("127.0.0.1:0", "up").expect("upstream")
+}
+
+/// A keyless API with `top` fields (limits).
+fn api(id: &str, target: &str, top: &str) -> String {
+    format!(
+        r#"{{"name": "{id}", "api_id": "{id}", "active": true, "use_keyless": true, {top}
+  "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default"}}}}}},
+  "proxy": {{"listen_path": "/{id}/", "target_url": "{target}", "strip_listen_path": true}}}}"#
+    )
+}
+
+/// Counts of one load run.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    ok: u64,
+    limited: u64,
+    other: u64,
+}
+
+/// Sends GETs from one thread per `(addr, interval)` on keep-alive connections (reconnecting if
+/// closed) for `total`; only responses completed after `count_from` are counted. Bounded by time
+/// and by 50,000 requests per thread.
+fn load(
+    targets: &[(SocketAddr, Duration)],
+    path: &str,
+    headers: &str,
+    total: Duration,
+    count_from: Duration,
+) -> Counts {
+    let start = Instant::now();
+    let ok = Arc::new(AtomicU64::new(0));
+    let limited = Arc::new(AtomicU64::new(0));
+    let other = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, &(addr, every))| {
+            let (ok, limited, other) = (Arc::clone(&ok), Arc::clone(&limited), Arc::clone(&other));
+            let (path, headers) = (path.to_string(), headers.to_string());
+            std::thread::spawn(move || {
+                let mut conn: Option<Conn> = None;
+                // Paced senders start staggered (half a period apart), as independent clients do.
+                let mut next = Instant::now() + every / 2 * i as u32;
+                for _ in 0..50_000 {
+                    if start.elapsed() >= total {
+                        break;
+                    }
+                    if every > Duration::ZERO {
+                        let now = Instant::now();
+                        if next > now {
+                            std::thread::sleep(next - now);
+                        }
+                        next += every;
+                    }
+                    if conn.is_none() {
+                        conn = Conn::connect(addr).ok();
+                    }
+                    let Some(c) = conn.as_mut() else { continue };
+                    let r = c.request("GET", &path, &headers, b"");
+                    let counted = start.elapsed() >= count_from && start.elapsed() < total;
+                    match r {
+                        Ok(resp) => {
+                            if counted {
+                                let n = match resp.status {
+                                    200 => &ok,
+                                    429 => &limited,
+                                    _ => &other,
+                                };
+                                n.fetch_add(1, Ordering::Relaxed);
+                            }
+                            if resp.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+                                conn = None;
+                            }
+                        }
+                        Err(_) => {
+                            conn = None;
+                            if counted {
+                                other.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    Counts {
+        ok: ok.load(Ordering::Relaxed),
+        limited: limited.load(Ordering::Relaxed),
+        other: other.load(Ordering::Relaxed),
+    }
+}
+
+fn assert_near(what: &str, got: u64, want: f64, tolerance: f64) {
+    let err = (got as f64 - want).abs() / want;
+    eprintln!("{what}: admitted {got}, limit allows {want:.0} ({:+.1}%)", (got as f64 - want) / want * 100.0);
+    assert!(err <= tolerance, "{what}: admitted {got}, expected {want:.0} within {:.0}%", tolerance * 100.0);
+}
+
+fn worker_decisions(p: &Proxy) -> Vec<f64> {
+    let m = p.metrics();
+    (0..8)
+        .filter_map(|w| {
+            let name = format!("portcullis_limit_decisions_total{{worker=\"{w}\",outcome=\"admitted\"}}");
+            let adm: f64 = m.lines().find_map(|l| l.strip_prefix(&name).and_then(|v| v.trim().parse().ok()))?;
+            let name = format!("portcullis_limit_decisions_total{{worker=\"{w}\",outcome=\"rejected\"}}");
+            let rej: f64 = m.lines().find_map(|l| l.strip_prefix(&name).and_then(|v| v.trim().parse().ok()))?;
+            Some(adm + rej)
+        })
+        .collect()
+}
+
+#[test]
+fn limit_holds_on_one_worker_and_spread_over_workers() {
+    let up = upstream();
+    let rate = 40.0;
+    let p = builder()
+        .workers(2)
+        .app("one", api("one", &up.url(), r#""global_rate_limit": {"rate": 40, "per": 1},"#))
+        .app("spread", api("spread", &up.url(), r#""global_rate_limit": {"rate": 40, "per": 1},"#))
+        .start();
+    // (a) One connection: all traffic on one worker. Counting from 1 s on (the first second
+    // spends the initial burst), 3 s at 40/s.
+    let c = load(&[(p.listen, Duration::ZERO)], "/one/get", "", Duration::from_secs(4), Duration::from_secs(1));
+    assert!(c.limited > 0, "the load must exceed the limit: {c:?}");
+    assert_eq!(c.other, 0, "{c:?}");
+    assert_near("one worker", c.ok, rate * 3.0, 0.10);
+
+    // (b) Eight connections spread over both workers (SO_REUSEPORT hashes them).
+    let before = worker_decisions(&p);
+    let targets: Vec<_> = (0..8).map(|_| (p.listen, Duration::from_millis(2))).collect();
+    let c = load(&targets, "/spread/get", "", Duration::from_secs(4), Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(300));
+    let after = worker_decisions(&p);
+    let per_worker: Vec<f64> =
+        after.iter().zip(before.iter().chain(std::iter::repeat(&0.0))).map(|(a, b)| a - b).collect();
+    eprintln!("decisions per worker during the spread run: {per_worker:?}");
+    assert!(per_worker.iter().filter(|d| **d > 100.0).count() == 2, "traffic must reach both workers: {per_worker:?}");
+    assert_eq!(c.other, 0, "{c:?}");
+    assert_near("spread over 2 workers", c.ok, rate * 3.0, 0.10);
+}
+
+#[test]
+fn one_per_second_admits_exactly_one_per_second_and_backing_off_is_admitted_at_once() {
+    let up = upstream();
+    let p = builder()
+        .workers(2)
+        .app("slow", api("slow", &up.url(), r#""global_rate_limit": {"rate": 1, "per": 1},"#))
+        .app("five", api("five", &up.url(), r#""global_rate_limit": {"rate": 5, "per": 1},"#))
+        .start();
+    // Two connections (usually one per worker), a request every 50 ms each, staggered by 25 ms
+    // (longer than a gossip round trip), 5 s: exactly one per second.
+    let targets = [(p.listen, Duration::from_millis(50)), (p.listen, Duration::from_millis(50))];
+    let c = load(&targets, "/slow/get", "", Duration::from_millis(4950), Duration::ZERO);
+    eprintln!("1/s over 4.95 s with 2 connections: {c:?}");
+    assert_eq!(c.ok, 5, "{c:?}");
+    assert!(c.limited > 100);
+
+    // Hammer /five/ into 429s, then back off for one token's time: admitted at once, and the
+    // 429 carried Retry-After and rate values.
+    let mut conn = Conn::connect(p.listen).unwrap();
+    let mut last = None;
+    for _ in 0..200 {
+        let r = conn.request("GET", "/five/get", "", b"").unwrap();
+        if r.status == 429 {
+            last = Some(r);
+        }
+    }
+    let r = last.expect("hammering must hit the limit");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.header("x-ratelimit-limit"), Some("5"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(r.json()["error"], "Rate limit exceeded");
+    std::thread::sleep(Duration::from_millis(250));
+    let r = conn.request("GET", "/five/get", "", b"").unwrap();
+    assert_eq!(r.status, 200, "a client that backed off for one token's time must be admitted");
+    assert!(r.header("x-ratelimit-limit").is_some());
+}
+
+#[test]
+fn key_rate_from_policy_with_headers_and_disable_rate_limit() {
+    let up = upstream();
+    let keyed = |id: &str, extra: &str| {
+        format!(
+            r#"{{"name": "{id}", "api_id": "{id}", "active": true, "use_standard_auth": true, {extra}
+  "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default"}}}}}},
+  "proxy": {{"listen_path": "/{id}/", "target_url": "{}", "strip_listen_path": true}}}}"#,
+            up.url()
+        )
+    };
+    let p = builder()
+        .app("k", keyed("k", ""))
+        .app("free", keyed("free", r#""disable_rate_limit": true,"#))
+        .policies(r#"{"slow": {"rate": 2, "per": 1}, "fast": {"rate": 10, "per": 1}}"#)
+        .start();
+    let r = p.admin_send("POST", "/tyk/keys/create", &json!({"apply_policies": ["slow", "fast"]}).to_string());
+    let key = r.json()["key"].as_str().unwrap().to_string();
+    let auth = format!("Authorization: {key}\r\n");
+    let mut conn = Conn::connect(p.listen).unwrap();
+    let r = conn.request("GET", "/k/get", &auth, b"").unwrap();
+    assert_eq!(r.status, 200);
+    // The highest rate of the two policies (10/s) applies; the headers carry rate values.
+    assert_eq!(r.header("x-ratelimit-limit"), Some("10"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("9"));
+    let reset: u64 = r.header("x-ratelimit-reset").unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(reset >= now && reset <= now + 2, "reset {reset} now {now}");
+    let statuses: Vec<u16> = (0..15).map(|_| conn.request("GET", "/k/get", &auth, b"").unwrap().status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 9, "{statuses:?}");
+    // disable_rate_limit: the same key is not limited there.
+    assert!((0..30).all(|_| conn.request("GET", "/free/get", &auth, b"").unwrap().status == 200));
+    let m = p.metrics();
+    assert!(m.contains("portcullis_limit_decisions_total{worker=\"0\",outcome=\"rejected\"}"), "{m}");
+}
+
+#[test]
+fn abusive_client_is_banned_then_unbanned_after_ttl() {
+    let up = upstream();
+    let p = ProxyBuilder::new(env!("CARGO_BIN_EXE_portcullis"))
+        .app("a", api("a", &up.url(), r#""global_rate_limit": {"rate": 5, "per": 1},"#))
+        .section("[limits]\nban_threshold = 50\nban_window_secs = 10\nban_ttl_secs = 2\n")
+        .start();
+    let mut conn = Conn::connect(p.listen).unwrap();
+    let mut served = 0;
+    for _ in 0..300 {
+        match conn.request("GET", "/a/get", "", b"") {
+            Ok(_) => served += 1,
+            Err(_) => break, // banned: the connection is dropped
+        }
+    }
+    assert!(served < 300, "the client should have been banned");
+    let bans = p.admin_get("/api/bans").json();
+    let ban =
+        bans["bans"].as_array().unwrap().iter().find(|b| b["ip"] == "127.0.0.1/32" || b["ip"] == "127.0.0.1").cloned();
+    let ban = ban.unwrap_or_else(|| panic!("no ban for 127.0.0.1: {bans}"));
+    assert!(ban["reason"].as_str().unwrap().contains("rate limit"), "{ban}");
+    let m = p.metrics();
+    assert!(m.lines().any(|l| l.starts_with("portcullis_limit_bans_total") && !l.ends_with(" 0")), "{m}");
+    // After the TTL the client is served again.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        if let Ok(mut c) = Conn::connect_timeout(p.listen, Duration::from_secs(1)) {
+            if c.request("GET", "/a/get", "", b"").is_ok_and(|r| r.status == 200 || r.status == 429) {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "still banned after the TTL");
+    }
+}
+
+#[test]
+fn three_nodes_share_a_limit_through_redis_and_survive_redis_loss() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let up = upstream();
+    let storage = format!("[storage]\nredis = \"{}\"\n", redis.url());
+    let def = api("shared", &up.url(), r#""global_rate_limit": {"rate": 30, "per": 1},"#);
+    let nodes: Vec<Proxy> = (0..3).map(|_| builder().app("shared", def.clone()).section(&storage).start()).collect();
+    // Wait until every node has heard from the other two.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for n in &nodes {
+        while !n.metrics().lines().any(|l| l == "portcullis_cluster_peers 2") {
+            assert!(Instant::now() < deadline, "nodes did not see each other:\n{}", n.metrics());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // Uneven offered load: 200/s, 100/s and 25/s on the three nodes; limit 30/s cluster-wide.
+    let targets = [
+        (nodes[0].listen, Duration::from_millis(5)),
+        (nodes[1].listen, Duration::from_millis(10)),
+        (nodes[2].listen, Duration::from_millis(40)),
+    ];
+    let c = load(&targets, "/shared/get", "", Duration::from_secs(5), Duration::from_secs(1));
+    assert_eq!(c.other, 0, "{c:?}");
+    // 4 s at 30/s; nodes add up to 10 ms of each other's admissions late: +-15 %.
+    assert_near("3 nodes, uneven split", c.ok, 30.0 * 4.0, 0.15);
+
+    // Redis killed: every node keeps limiting locally (never more than its own limit, no errors)
+    // and says so; Redis back: they rejoin.
+    redis.stop();
+    let stale_deadline = Instant::now() + Duration::from_secs(6);
+    while nodes[0].admin_get("/hello").json()["details"]["cluster"]["status"] != "warn" {
+        assert!(Instant::now() < stale_deadline, "/hello did not report the lost Redis");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // (The other nodes' share of the demand fades over the 1 s share window first.)
+    let c = load(&targets[..1], "/shared/get", "", Duration::from_secs(3), Duration::from_secs(1));
+    assert_eq!(c.other, 0, "{c:?}");
+    assert_near("node-local while Redis is down", c.ok, 60.0, 0.15);
+    assert!(nodes[0]
+        .metrics()
+        .lines()
+        .any(|l| l.starts_with("portcullis_cluster_redis_errors_total") && !l.ends_with(" 0")));
+    redis.restart();
+    let back = Instant::now() + Duration::from_secs(10);
+    for n in &nodes {
+        while n.admin_get("/hello").json()["details"]["cluster"]["status"] != "pass" {
+            assert!(Instant::now() < back, "node did not rejoin after Redis returned");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

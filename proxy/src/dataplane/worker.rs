@@ -119,7 +119,11 @@ impl Worker {
         let mut limiter = self.limiter.borrow_mut();
         let mut newest: Option<Instant> = None;
         while let Ok(batch) = self.gossip.inbox.try_recv() {
-            limiter.apply(&batch.deltas);
+            if batch.nodes_lost {
+                limiter.forget_nodes();
+            }
+            let from_node = matches!(batch.from, crate::limit::gossip::Origin::Node(_));
+            limiter.apply(&batch.deltas, from_node);
             newest = Some(newest.map_or(batch.sent, |n: Instant| n.max(batch.sent)));
         }
         if let Some(t) = newest {

@@ -50,9 +50,11 @@ pub struct Bucket {
     lease: f64,
     /// Time (seconds, caller's clock) of the last refill.
     at: f64,
-    /// Exponentially decayed demand: this worker's and everyone else's (gossip).
+    /// Exponentially decayed demand: this worker's, the other workers' of this node, and other
+    /// nodes' (kept apart so a node that loses Redis can fall back to its own view at once).
     own_demand: f64,
     other_demand: f64,
+    node_demand: f64,
     /// Since the last gossip round: own admissions and own demand (to publish).
     pub pending_admitted: u32,
     pub pending_demand: u32,
@@ -81,6 +83,7 @@ impl Bucket {
             at: now,
             own_demand: 0.0,
             other_demand: 0.0,
+            node_demand: 0.0,
             pending_admitted: 0,
             pending_demand: 0,
             last_used: now,
@@ -89,7 +92,7 @@ impl Bucket {
 
     /// This worker's share of the key's recent demand (1 when nobody else asked).
     pub fn share(&self) -> f64 {
-        let total = self.own_demand + self.other_demand;
+        let total = self.own_demand + self.other_demand + self.node_demand;
         if total <= f64::EPSILON {
             1.0
         } else {
@@ -102,6 +105,7 @@ impl Bucket {
             let k = (-dt / SHARE_WINDOW_SECS).exp();
             self.own_demand *= k;
             self.other_demand *= k;
+            self.node_demand *= k;
         }
     }
 
@@ -146,12 +150,22 @@ impl Bucket {
         }
     }
 
-    /// Applies what other workers or nodes reported: `admitted` requests paid from the shared
-    /// balance, `demand` requests asked.
-    pub fn apply_remote(&mut self, admitted: u32, demand: u32, now: f64) {
+    /// Applies what another worker (`from_node` false) or another node reported: `admitted`
+    /// requests paid from the shared balance, `demand` requests asked.
+    pub fn apply_remote(&mut self, admitted: u32, demand: u32, from_node: bool, now: f64) {
         self.refill(now);
         self.view = (self.view - f64::from(admitted)).max(-self.rate.burst);
-        self.other_demand += f64::from(demand);
+        if from_node {
+            self.node_demand += f64::from(demand);
+        } else {
+            self.other_demand += f64::from(demand);
+        }
+    }
+
+    /// The cluster link is down: other nodes' demand no longer counts (this node's workers
+    /// share the limit between themselves).
+    pub fn forget_nodes(&mut self) {
+        self.node_demand = 0.0;
     }
 
     /// Whole tokens in the view (for `X-RateLimit-Remaining`).
@@ -221,7 +235,7 @@ mod tests {
             let (me, other) = if i % 2 == 0 { (&mut a, &mut b) } else { (&mut b, &mut a) };
             let ok = admit(me, now);
             n += u32::from(ok);
-            other.apply_remote(u32::from(ok), 1, now);
+            other.apply_remote(u32::from(ok), 1, false, now);
         }
         assert!((1000..=1100).contains(&n), "admitted {n}, limit 1000 (+100 burst)");
         let mut solo = Bucket::new(rate, 0.0);
@@ -248,7 +262,7 @@ mod tests {
                     for to in 0..4 {
                         if from != to {
                             let (adm, dem) = pending[from];
-                            w[to].apply_remote(adm, dem, now);
+                            w[to].apply_remote(adm, dem, false, now);
                         }
                     }
                 }

@@ -33,6 +33,8 @@ pub struct Batch {
     /// When the deltas were collected (for the lag metric).
     pub sent: Instant,
     pub deltas: Vec<Delta>,
+    /// The cluster link was lost: drop other nodes' demand (deltas is empty).
+    pub nodes_lost: bool,
 }
 
 /// What a worker sends the hub each round.
@@ -143,6 +145,7 @@ pub async fn run_hub(ends: HubEnds, cfg: HubConfig, stats: Arc<HubStats>, bans: 
     let mut abuse = Abuse { seen: HashMap::new() };
     let mut pending: HashMap<u64, Delta> = HashMap::new();
     let mut last_cluster = Instant::now();
+    let mut cluster_was_ok = false;
     let mut tick = tokio::time::interval(cfg.gossip_interval.max(Duration::from_millis(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -162,7 +165,8 @@ pub async fn run_hub(ends: HubEnds, cfg: HubConfig, stats: Arc<HubStats>, bans: 
                     e.demand = e.demand.saturating_add(d.demand);
                 }
             }
-            let batch = Arc::new(Batch { from: Origin::Worker(r.worker), sent: r.sent, deltas: r.deltas });
+            let batch =
+                Arc::new(Batch { from: Origin::Worker(r.worker), sent: r.sent, deltas: r.deltas, nodes_lost: false });
             ends.send(Some(r.worker), &batch, &stats);
         }
         if !pending.is_empty() && last_cluster.elapsed() >= cfg.cluster_interval {
@@ -173,6 +177,18 @@ pub async fn run_hub(ends: HubEnds, cfg: HubConfig, stats: Arc<HubStats>, bans: 
             last_cluster = Instant::now();
         }
         abuse.expire(&cfg);
+        let ok = stats.cluster_ok.load(Ordering::Relaxed);
+        if cluster_was_ok && !ok {
+            let batch = Arc::new(Batch {
+                from: Origin::Node(node),
+                sent: Instant::now(),
+                deltas: Vec::new(),
+                nodes_lost: true,
+            });
+            ends.send(None, &batch, &stats);
+            stats.peers.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+        cluster_was_ok = ok;
     }
 }
 
@@ -331,7 +347,12 @@ async fn cluster_subscribe(url: String, node: u64, ends: Arc<HubEnds>, stats: Ar
                     stats.cluster_received_total.fetch_add(1, Ordering::Relaxed);
                     stats.peers.lock().unwrap_or_else(|p| p.into_inner()).insert(from, Instant::now());
                     if !deltas.is_empty() {
-                        let batch = Arc::new(Batch { from: Origin::Node(from), sent: Instant::now(), deltas });
+                        let batch = Arc::new(Batch {
+                            from: Origin::Node(from),
+                            sent: Instant::now(),
+                            deltas,
+                            nodes_lost: false,
+                        });
                         ends.send(None, &batch, &stats);
                     }
                 }

@@ -220,15 +220,22 @@ impl Limiter {
         }
     }
 
-    /// Applies deltas from other workers or nodes.
-    pub fn apply(&mut self, deltas: &[Delta]) {
+    /// Other nodes are unreachable: forget their demand (see [`Bucket::forget_nodes`]).
+    pub fn forget_nodes(&mut self) {
+        for b in self.buckets.values_mut() {
+            b.forget_nodes();
+        }
+    }
+
+    /// Applies deltas from other workers (`from_node` false) or other nodes.
+    pub fn apply(&mut self, deltas: &[Delta], from_node: bool) {
         let now = self.now();
         for d in deltas {
             if !self.buckets.contains_key(&d.key) && self.buckets.len() >= self.cfg.max_keys {
                 self.evict(now);
             }
             let b = self.buckets.entry(d.key).or_insert_with(|| Bucket::new(d.rate, now));
-            b.apply_remote(d.admitted, d.demand, now);
+            b.apply_remote(d.admitted, d.demand, from_node, now);
         }
         self.stats.gossip_received += 1;
     }

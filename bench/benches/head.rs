@@ -50,7 +50,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("response_head/parse_rewrite", |b| {
         b.iter(|| {
             out.clear();
-            let r = prepare_response(black_box(RESPONSE), 100, &meta, true, None, &mut out);
+            let r = prepare_response(black_box(RESPONSE), 100, &meta, true, &Default::default(), &mut out);
             assert!(matches!(r, Ok(PreparedResponse::Ready(_))));
         })
     });

@@ -140,6 +140,14 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         tokio::spawn(crate::keystore::serve_lookups(Arc::clone(&keystore), lookups));
         tokio::spawn(crate::keystore::follow_changes(Arc::clone(&keystore)));
         tokio::spawn(crate::keystore::watch_health(Arc::clone(&keystore)));
+        let flusher = Arc::clone(&keystore);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                flusher.flush_quotas();
+            }
+        });
         tokio::spawn(crate::limit::gossip::run_hub(hub_ends, hub_cfg, Arc::clone(&hub_stats), Arc::clone(&bans)));
         tokio::spawn(crate::control::jwks::refresh_loop(Arc::clone(&state.reloader.snapshot)));
         if let Some(ring) = state.gate.as_ref().and_then(|g| g.take_ring()) {
@@ -173,6 +181,7 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
             tracing::warn!(worker = h.id, "worker did not stop in time");
         }
     }
+    keystore.flush_quotas();
     // Detach the XDP gate: dropping the last reference drops aya's links.
     drop(state);
     if let Some(g) = gate {
@@ -190,7 +199,8 @@ fn open_keystore(cfg: &Config) -> Result<crate::keystore::KeyStore, StartError> 
     if cfg.storage.redis.is_empty() {
         let store = EmbeddedStore::open(&cfg.storage.path).map_err(StartError::KeyStore)?;
         tracing::info!(path = %cfg.storage.path.display(), keys = store.hashes().len(), "key store: embedded");
-        Ok(KeyStore::embedded(store))
+        let quotas = cfg.storage.path.with_file_name("quotas.json");
+        KeyStore::embedded(store, &quotas).map_err(StartError::KeyStore)
     } else {
         let store = RedisStore::new(&cfg.storage.redis, &cfg.storage.redis_key_prefix).map_err(StartError::KeyStore)?;
         tracing::info!(prefix = %cfg.storage.redis_key_prefix, "key store: redis");

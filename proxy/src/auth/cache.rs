@@ -66,6 +66,8 @@ pub struct WorkerAuth {
     pub(crate) jwt_grants: AHashMap<(u64, u32, String), Result<Arc<Grant>, GrantError>>,
     /// Basic-auth credentials checked: digest -> (verified, when).
     basic: AHashMap<[u8; 32], (bool, Instant)>,
+    /// Quota blocks reserved by this worker.
+    pub quotas: crate::limit::quota::QuotaLeases,
 }
 
 impl WorkerAuth {
@@ -77,6 +79,7 @@ impl WorkerAuth {
             jwt: VerifiedCache::new(limits.capacity, limits.session_ttl.as_secs().max(1)),
             jwt_grants: AHashMap::new(),
             basic: AHashMap::new(),
+            quotas: Default::default(),
         }
     }
 
@@ -92,8 +95,12 @@ impl WorkerAuth {
             match inv {
                 Invalidation::Key(h) => {
                     self.sessions.remove(&h);
+                    self.quotas.forget(&format!("k:{}", super::hex(&h)));
                 }
-                Invalidation::All => self.sessions.clear(),
+                Invalidation::All => {
+                    self.sessions.clear();
+                    self.quotas.clear();
+                }
             }
         }
     }
@@ -157,6 +164,11 @@ impl WorkerAuth {
             self.basic.clear();
         }
         self.basic.insert(digest, (ok, Instant::now()));
+    }
+
+    /// Drains pending invalidations (the quota check calls this before looking at its blocks).
+    pub fn sync(&mut self) {
+        self.drain_invalidations();
     }
 
     pub(crate) fn jwt_claims(&mut self, scope: &str, token: &str, now: u64) -> Option<Rc<Claims>> {

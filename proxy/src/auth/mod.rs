@@ -239,6 +239,18 @@ pub struct Identity {
     /// Key hash (hex) for keys, user name for basic auth, the identity claim for JWTs.
     pub id: Rc<str>,
     pub grant: Arc<Grant>,
+    /// The session's key hash (keys, HMAC keys, basic-auth users); `None` for JWT identities.
+    pub key_hash: Option<KeyHash>,
+}
+
+impl Identity {
+    /// Whose quota this is: `k:<key hash>` for stored sessions, `j:<identity>` for JWTs.
+    pub fn quota_id(&self) -> String {
+        match &self.key_hash {
+            Some(h) => format!("k:{}", hex(h)),
+            None => format!("j:{}", self.id),
+        }
+    }
 }
 
 /// What `strip_auth_data` removes before the request goes upstream.
@@ -287,6 +299,8 @@ pub struct Denial {
     pub retry_after: Option<u64>,
     /// 429: the limit for `X-RateLimit-*`.
     pub rate: Option<crate::limit::RateInfo>,
+    /// 403 quota exceeded: for `X-Quota-*`.
+    pub quota: Option<crate::limit::quota::QuotaInfo>,
 }
 
 fn deny(status: u16, message: impl Into<Cow<'static, str>>) -> Denial {
@@ -335,6 +349,7 @@ pub struct DecideCtx<'a> {
 /// One method's result.
 struct Passed<'a> {
     id: Rc<str>,
+    key_hash: Option<KeyHash>,
     session: Option<Arc<Session>>,
     grant: Arc<Grant>,
     token: Option<&'a str>,
@@ -410,7 +425,7 @@ pub fn decide<'a>(auth: &'a ApiAuth, req: &RequestView<'a>, cx: DecideCtx<'_>, w
             policy::AccessDenied::Url => deny(403, "Access to this resource has been disallowed"),
         });
     }
-    allowed.identity = Some(Identity { method, id: p.id, grant: p.grant });
+    allowed.identity = Some(Identity { method, id: p.id, grant: p.grant, key_hash: p.key_hash });
     allowed.token = p.token;
     allowed.claims = p.claims;
     allowed.session = p.session;
@@ -475,7 +490,14 @@ fn check_token<'a>(
     match session_grant(hash, cx, w) {
         Ok((session, grant)) => {
             strip_found(strip, src, found);
-            Step::Pass(Passed { id: hex(&hash).into(), session: Some(session), grant, token: Some(key), claims: None })
+            Step::Pass(Passed {
+                id: hex(&hash).into(),
+                key_hash: Some(hash),
+                session: Some(session),
+                grant,
+                token: Some(key),
+                claims: None,
+            })
         }
         Err(d) => Step::Stop(d),
     }
@@ -536,7 +558,14 @@ fn check_basic<'a>(
         }
     }
     strip.add_header(&src.header);
-    Step::Pass(Passed { id: user.into(), session: Some(session), grant, token: None, claims: None })
+    Step::Pass(Passed {
+        id: user.into(),
+        key_hash: Some(hash),
+        session: Some(session),
+        grant,
+        token: None,
+        claims: None,
+    })
 }
 
 fn check_hmac<'a>(
@@ -588,7 +617,14 @@ fn check_hmac<'a>(
         return bad(e);
     }
     strip.add_header("authorization");
-    Step::Pass(Passed { id: hex(&hash).into(), session: Some(session), grant, token: None, claims: None })
+    Step::Pass(Passed {
+        id: hex(&hash).into(),
+        key_hash: Some(hash),
+        session: Some(session),
+        grant,
+        token: None,
+        claims: None,
+    })
 }
 
 fn check_jwt<'a>(
@@ -660,7 +696,7 @@ fn check_jwt<'a>(
         }
     };
     strip_found(strip, &spec.source, found);
-    Step::Pass(Passed { id: id.into(), session: None, grant, token: Some(tok), claims: Some(claims) })
+    Step::Pass(Passed { id: id.into(), key_hash: None, session: None, grant, token: Some(tok), claims: Some(claims) })
 }
 
 fn jwt_scope(buf: &mut [u8; 40], generation: u64, api: u32) -> &str {

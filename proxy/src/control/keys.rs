@@ -5,7 +5,8 @@
 //!
 //! Before storing, a session is checked (its policies exist, `allowed_urls` compile), a plain
 //! basic-auth password is hashed with bcrypt, and an HMAC secret is generated when HMAC is
-//! enabled without one. Must not: echo a stored password hash, or log a key.
+//! enabled without one. Storing a key starts its quota over (Tyk's behaviour) unless the request
+//! has `?suppress_reset=1`. Must not: echo a stored password hash, or log a key.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -36,7 +37,14 @@ fn new_key(org_id: &str) -> Result<String, String> {
 
 /// Routes `/tyk/keys...` (the caller has checked the admin secret).
 pub async fn handle(state: &ControlState, req: Request<Incoming>, path: &str) -> Resp {
-    let hashed = req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "hashed=true" || kv == "hashed=1"));
+    let query_flag = |name: &str| {
+        req.uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv == format!("{name}=true") || kv == format!("{name}=1")))
+    };
+    let hashed = query_flag("hashed");
+    // Tyk: storing a key starts its quota over, unless `suppress_reset=1`.
+    let reset_quota = !query_flag("suppress_reset");
     let rest = path.trim_start_matches("/tyk/keys").trim_start_matches('/');
     let method = req.method().clone();
     match (method, rest) {
@@ -50,14 +58,14 @@ pub async fn handle(state: &ControlState, req: Request<Incoming>, path: &str) ->
                 Ok(k) => k,
                 Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
             };
-            store(state, &key, body, "added").await
+            store(state, &key, body, "added", reset_quota).await
         }
         (Method::POST, key) if !key.is_empty() => {
             let body = match read_session(req).await {
                 Ok(s) => s,
                 Err(r) => return r,
             };
-            store(state, key, body, "added").await
+            store(state, key, body, "added", reset_quota).await
         }
         (Method::PUT, key) if !key.is_empty() => {
             let body = match read_session(req).await {
@@ -72,7 +80,7 @@ pub async fn handle(state: &ControlState, req: Request<Incoming>, path: &str) ->
                     if body.basic_auth_data.password.is_empty() {
                         body.basic_auth_data = old.basic_auth_data;
                     }
-                    store(state, key, body, "modified").await
+                    store(state, key, body, "modified", reset_quota).await
                 }
                 Ok(None) => error(StatusCode::NOT_FOUND, "Key not found"),
                 Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -143,7 +151,7 @@ async fn read_session(req: Request<Incoming>) -> Result<Session, Resp> {
 }
 
 /// Validates, completes and stores a session under `key`.
-async fn store(state: &ControlState, key: &str, mut s: Session, action: &str) -> Resp {
+async fn store(state: &ControlState, key: &str, mut s: Session, action: &str, reset_quota: bool) -> Resp {
     if key.len() > 1024 || key.chars().any(|c| c.is_control() || c == '/') {
         return error(
             StatusCode::BAD_REQUEST,
@@ -186,6 +194,12 @@ async fn store(state: &ControlState, key: &str, mut s: Session, action: &str) ->
     }
     s.last_updated = now;
     let hash = hash_key(key);
+    // Before the put, whose invalidation makes workers drop their quota blocks.
+    if reset_quota {
+        if let Err(e) = state.keys.reset_quota(&format!("k:{}", hex(&hash))).await {
+            return error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot reset the quota: {e}"));
+        }
+    }
     match state.keys.put(&hash, &s).await {
         Ok(()) => {
             tracing::info!(key_hash = %hex(&hash), action, "key stored");

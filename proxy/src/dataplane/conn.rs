@@ -225,9 +225,10 @@ async fn exchange(
                 if let Some(secs) = denial.retry_after {
                     extra.extend_from_slice(format!("Retry-After: {secs}\r\n").as_bytes());
                 }
-                if let Some(r) = &denial.rate {
-                    http::write_rate_headers(&mut extra, r);
-                }
+                http::write_limit_headers(
+                    &mut extra,
+                    &crate::limit::LimitHeaders { rate: denial.rate, quota: denial.quota },
+                );
                 return reply_local(
                     worker,
                     client,
@@ -240,6 +241,28 @@ async fn exchange(
                     started,
                 )
                 .await;
+            }
+            Ok(Prepared::NeedQuota { meta, api, quota }) => {
+                key_fetches += 1;
+                let reserved = if key_fetches > 4 {
+                    Err("quota reservations keep missing".to_string())
+                } else {
+                    worker.keys.reserve_quota(quota.clone()).await.map_err(|e| e.to_string())
+                };
+                match reserved {
+                    Ok(r) => {
+                        worker.auth.borrow_mut().quotas.store(&quota, r);
+                        bufs.x.req_head.clear();
+                        continue;
+                    }
+                    Err(e) => {
+                        worker.stats.borrow_mut().key_lookup_errors += 1;
+                        tracing::warn!(error = %e, "cannot reserve quota: control plane busy");
+                        let api_id = &snap.apis[api as usize].api_id;
+                        let msg = "quota store unavailable";
+                        return reply_local(worker, client, bufs, meta, api_id, 503, msg, &[], started).await;
+                    }
+                }
             }
             Ok(Prepared::NeedPasswordCheck { meta, api, check }) => {
                 key_fetches += 1;
@@ -351,16 +374,14 @@ async fn exchange(
         };
         let retryable = up.reused && meta.body == BodyKind::None;
         match send_request(worker, snap, client, &mut up, bufs, &meta).await {
-            Ok(body_bytes) => {
-                match read_response_head(snap, &mut up, bufs, &meta, routed.rate.as_ref(), worker).await {
-                    Ok(resp) => break (up, resp, body_bytes),
-                    Err(e) if retryable && e.kind == ErrorKind::UpstreamProtocol && bufs.x.upstream.is_empty() => {}
-                    Err(e) => {
-                        record(worker, &api.api_id, meta.method, e.kind.status().map_or(0, |s| s.0), started, 0, 0);
-                        return Err(e.into());
-                    }
+            Ok(body_bytes) => match read_response_head(snap, &mut up, bufs, &meta, &routed.limits, worker).await {
+                Ok(resp) => break (up, resp, body_bytes),
+                Err(e) if retryable && e.kind == ErrorKind::UpstreamProtocol && bufs.x.upstream.is_empty() => {}
+                Err(e) => {
+                    record(worker, &api.api_id, meta.method, e.kind.status().map_or(0, |s| s.0), started, 0, 0);
+                    return Err(e.into());
                 }
-            }
+            },
             Err(_) if retryable => {}
             Err(f) => {
                 record(worker, &api.api_id, meta.method, f.err.kind.status().map_or(0, |s| s.0), started, 0, 0);
@@ -491,7 +512,7 @@ async fn read_response_head(
     up: &mut Upstream,
     bufs: &mut Bufs,
     meta: &RequestMeta,
-    rate: Option<&crate::limit::RateInfo>,
+    limits: &crate::limit::LimitHeaders,
     worker: &Worker,
 ) -> Result<ResponseMeta, ProxyError> {
     let cfg = &snap.config.proxy;
@@ -504,7 +525,7 @@ async fn read_response_head(
             cfg.max_headers,
             meta,
             client_keep_alive,
-            rate,
+            limits,
             &mut bufs.x.out,
         )? {
             PreparedResponse::Ready(r) => {

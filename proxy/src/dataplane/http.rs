@@ -121,8 +121,8 @@ pub struct Routed {
     pub identity: Option<auth::Identity>,
     /// Tags from `tag_headers` (`<header lower case>-<value>`), for the request record.
     pub tags: Vec<String>,
-    /// The rate limit that applied, for `X-RateLimit-*` on the response.
-    pub rate: Option<crate::limit::RateInfo>,
+    /// The rate limit and quota that applied, for `X-RateLimit-*` / `X-Quota-*` on the response.
+    pub limits: crate::limit::LimitHeaders,
 }
 
 /// Outcome of looking at the bytes read so far.
@@ -138,6 +138,8 @@ pub enum Prepared {
     Denied { meta: RequestMeta, api: ApiIndex, denial: Denial },
     /// The session of this key is not in the worker's cache: fetch it, then prepare again.
     NeedKey { meta: RequestMeta, api: ApiIndex, hash: KeyHash },
+    /// No quota block held for this identity: reserve one, then prepare again.
+    NeedQuota { meta: RequestMeta, api: ApiIndex, quota: crate::limit::quota::Quota },
     /// Basic-auth credentials to check off the worker, then prepare again.
     NeedPasswordCheck { meta: RequestMeta, api: ApiIndex, check: auth::PasswordCheck },
 }
@@ -386,7 +388,7 @@ pub fn prepare_request(
         target: target_idx,
         identity: None,
         tags: Vec::new(),
-        rate: None,
+        limits: Default::default(),
     }))
 }
 
@@ -479,6 +481,31 @@ fn prepare_gateway(
             return Ok(Prepared::NeedPasswordCheck { meta: r.meta, api: api_idx, check })
         }
     };
+    // Quota first (a block must be held); a request the rate limits refuse spends none of it.
+    let mut limit_headers = crate::limit::LimitHeaders::default();
+    let quota = match (&allowed.identity, api.limits.disable_quota) {
+        (Some(ident), false) => ident.grant.quota.map(|(max, renewal)| crate::limit::quota::Quota {
+            id: ident.quota_id(),
+            max,
+            // A quota that never renews: one period of ten years.
+            period: if renewal > 0 { renewal } else { 10 * 365 * 86_400 },
+        }),
+        _ => None,
+    };
+    if let Some(q) = &quota {
+        actx.auth.sync();
+        match actx.auth.quotas.check(q) {
+            crate::limit::quota::QuotaCheck::Available(info) => limit_headers.quota = Some(info),
+            crate::limit::quota::QuotaCheck::Reserve => {
+                return Ok(Prepared::NeedQuota { meta: r.meta, api: api_idx, quota: q.clone() })
+            }
+            crate::limit::quota::QuotaCheck::Exceeded(info) => {
+                let denial =
+                    Denial { status: 403, message: "Quota exceeded".into(), quota: Some(info), ..Default::default() };
+                return Ok(Prepared::Denied { meta: r.meta, api: api_idx, denial });
+            }
+        }
+    }
     let rate = match check_limits(snap, api, &allowed, r.method_str, rel_path, ctx.client_addr, actx.limiter) {
         Ok(info) => info,
         Err(rej) => {
@@ -492,6 +519,13 @@ fn prepare_gateway(
             return Ok(Prepared::Denied { meta: r.meta, api: api_idx, denial });
         }
     };
+    limit_headers.rate = rate;
+    if let Some(q) = &quota {
+        actx.auth.quotas.spend(q);
+        if let Some(info) = &mut limit_headers.quota {
+            info.remaining = info.remaining.saturating_sub(1);
+        }
+    }
     let target_idx = pick(api_idx, api) % api.targets.len();
     let target = &api.targets[target_idx];
 
@@ -585,7 +619,7 @@ fn prepare_gateway(
         target: target_idx,
         identity: allowed.identity,
         tags,
-        rate,
+        limits: limit_headers,
     }))
 }
 
@@ -712,7 +746,7 @@ pub fn prepare_response(
     max_headers: usize,
     req: &RequestMeta,
     client_keep_alive: bool,
-    rate: Option<&crate::limit::RateInfo>,
+    limits: &crate::limit::LimitHeaders,
     out: &mut Vec<u8>,
 ) -> Result<PreparedResponse> {
     let proto = |ctx| ProxyError::new(ErrorKind::UpstreamProtocol, ctx);
@@ -769,9 +803,7 @@ pub fn prepare_response(
         }
         push_header(out, n.as_bytes(), h.value);
     }
-    if let Some(r) = rate {
-        write_rate_headers(out, r);
-    }
+    write_limit_headers(out, limits);
     if switching {
         out.extend_from_slice(b"Connection: upgrade\r\n");
     } else if close_client {
@@ -793,6 +825,20 @@ pub fn prepare_response(
 
 /// `X-RateLimit-Limit` (requests per the limit's period), `-Remaining`, `-Reset` (Unix seconds
 /// when the bucket is full again): rate values, never quota values (those are `X-Quota-*`).
+pub fn write_limit_headers(out: &mut Vec<u8>, l: &crate::limit::LimitHeaders) {
+    if let Some(r) = &l.rate {
+        write_rate_headers(out, r);
+    }
+    if let Some(q) = &l.quota {
+        let _ = write!(
+            out,
+            "X-Quota-Limit: {}\r\nX-Quota-Remaining: {}\r\nX-Quota-Reset: {}\r\n",
+            q.limit, q.remaining, q.reset
+        );
+    }
+}
+
+/// See [`write_limit_headers`].
 pub fn write_rate_headers(out: &mut Vec<u8>, r: &crate::limit::RateInfo) {
     let _ = write!(
         out,

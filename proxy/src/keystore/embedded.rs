@@ -86,26 +86,31 @@ impl EmbeddedStore {
     }
 
     fn persist(&self, keys: &BTreeMap<KeyHash, Session>) -> Result<(), StoreError> {
-        let file_err = |source| StoreError::File { path: self.path.clone(), source };
         let f = FileFormat { version: 1, keys: keys.iter().map(|(h, s)| (hex(h), s.clone())).collect() };
-        let bytes = serde_json::to_vec_pretty(&f).map_err(|e| file_err(std::io::Error::other(e)))?;
-        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(file_err)?;
-        let tmp = dir.join(format!(
-            ".{}.tmp",
-            self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "keys".into())
-        ));
-        {
-            let mut out = std::fs::File::create(&tmp).map_err(file_err)?;
-            out.write_all(&bytes).map_err(file_err)?;
-            out.sync_all().map_err(file_err)?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(file_err)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        let bytes = serde_json::to_vec_pretty(&f)
+            .map_err(|e| StoreError::File { path: self.path.clone(), source: std::io::Error::other(e) })?;
+        write_atomic(&self.path, &bytes)
     }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename,
+/// fsync of the directory.
+pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let file_err = |source| StoreError::File { path: path.to_path_buf(), source };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(file_err)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "store".into());
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut out = std::fs::File::create(&tmp).map_err(file_err)?;
+        out.write_all(bytes).map_err(file_err)?;
+        out.sync_all().map_err(file_err)?;
+    }
+    std::fs::rename(&tmp, path).map_err(file_err)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

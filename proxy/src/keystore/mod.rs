@@ -9,6 +9,7 @@
 //! log a key in plain text; run on a worker thread.
 
 mod embedded;
+pub mod quota;
 mod redis_store;
 
 use std::path::PathBuf;
@@ -37,29 +38,67 @@ enum Backend {
     Redis(RedisStore),
 }
 
-/// Sessions by key hash, with change announcements to the workers.
+/// Sessions by key hash, with change announcements to the workers; quota counters.
 pub struct KeyStore {
     backend: Backend,
+    /// Quotas: the embedded table (persisted) or, with Redis, the fallback while it is down.
+    quotas: quota::QuotaTable,
+    pub quota_fallbacks_total: AtomicU64,
     workers: Vec<crossbeam_channel::Sender<Invalidation>>,
     pub lookups_total: AtomicU64,
     pub lookup_errors_total: AtomicU64,
 }
 
 impl KeyStore {
-    pub fn embedded(store: EmbeddedStore) -> Self {
-        Self::with(Backend::Embedded(store))
+    /// The embedded store, with quotas kept in `quota_path`.
+    pub fn embedded(store: EmbeddedStore, quota_path: &std::path::Path) -> Result<Self, StoreError> {
+        Ok(Self::with(Backend::Embedded(store), quota::QuotaTable::open(Some(quota_path))?))
     }
 
     pub fn redis(store: RedisStore) -> Self {
-        Self::with(Backend::Redis(store))
+        // In-memory only: it is the fallback while Redis is unreachable.
+        Self::with(Backend::Redis(store), quota::QuotaTable::empty())
     }
 
-    fn with(backend: Backend) -> Self {
+    fn with(backend: Backend, quotas: quota::QuotaTable) -> Self {
         KeyStore {
             backend,
+            quotas,
+            quota_fallbacks_total: AtomicU64::new(0),
             workers: Vec::new(),
             lookups_total: AtomicU64::new(0),
             lookup_errors_total: AtomicU64::new(0),
+        }
+    }
+
+    /// Reserves a block of a quota for a worker. With Redis unreachable, reserves from this
+    /// node's own table (quotas are node-local until Redis returns; counted).
+    pub async fn reserve_quota(&self, q: &crate::limit::quota::Quota) -> crate::limit::quota::Reservation {
+        if let Backend::Redis(r) = &self.backend {
+            match r.reserve_quota(q).await {
+                Ok(res) => return res,
+                Err(e) => {
+                    self.quota_fallbacks_total.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(error = %e, "quota reserved node-locally: redis unavailable");
+                }
+            }
+        }
+        self.quotas.reserve(q)
+    }
+
+    /// Starts quota `id` over (the key API does it when a key is updated).
+    pub async fn reset_quota(&self, id: &str) -> Result<(), StoreError> {
+        self.quotas.reset(id);
+        if let Backend::Redis(r) = &self.backend {
+            r.reset_quota(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the embedded quota table if it changed.
+    pub fn flush_quotas(&self) {
+        if let Err(e) = self.quotas.flush() {
+            tracing::warn!(error = %e, "cannot write the quota table");
         }
     }
 
@@ -139,6 +178,11 @@ pub enum Lookup {
     Session { hash: KeyHash, reply: futures_channel::oneshot::Sender<Result<Option<Arc<Session>>, String>> },
     /// Does this password match its stored hash? (bcrypt, run on the blocking pool.)
     Password { check: crate::auth::PasswordCheck, reply: futures_channel::oneshot::Sender<bool> },
+    /// A block of this quota.
+    Quota {
+        quota: crate::limit::quota::Quota,
+        reply: futures_channel::oneshot::Sender<crate::limit::quota::Reservation>,
+    },
 }
 
 /// Password checks running at once (each is a bcrypt: milliseconds of CPU); more wait in line,
@@ -176,6 +220,20 @@ impl KeyClient {
         }
     }
 
+    /// Reserves a block of a quota through the control plane.
+    pub async fn reserve_quota(
+        &self,
+        quota: crate::limit::quota::Quota,
+    ) -> Result<crate::limit::quota::Reservation, LookupError> {
+        let (reply, rx) = futures_channel::oneshot::channel();
+        self.tx.try_send(Lookup::Quota { quota, reply }).map_err(|_| LookupError::Busy)?;
+        match monoio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(_)) => Err(LookupError::Store("control plane dropped the request".into())),
+            Err(_) => Err(LookupError::Timeout),
+        }
+    }
+
     /// Has the control plane check a basic-auth password (so the worker never runs bcrypt).
     pub async fn check_password(&self, check: crate::auth::PasswordCheck) -> Result<bool, LookupError> {
         let (reply, rx) = futures_channel::oneshot::channel();
@@ -207,6 +265,13 @@ pub async fn serve_lookups(store: Arc<KeyStore>, mut rx: tokio::sync::mpsc::Rece
                         tracing::warn!(error = %e, "session lookup failed");
                         e.to_string()
                     });
+                    let _ = reply.send(r);
+                });
+            }
+            Lookup::Quota { quota, reply } => {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let r = store.reserve_quota(&quota).await;
                     let _ = reply.send(r);
                 });
             }

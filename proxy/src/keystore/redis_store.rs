@@ -158,6 +158,38 @@ impl RedisStore {
         .await
     }
 
+    /// Reserves a block of quota `q` (see [`super::quota::RESERVE_LUA`]).
+    pub async fn reserve_quota(
+        &self,
+        q: &crate::limit::quota::Quota,
+    ) -> Result<crate::limit::quota::Reservation, StoreError> {
+        let key = format!("quota-{}", q.id);
+        let (max, period) = (q.max, q.period.max(1));
+        let script = redis::Script::new(super::quota::RESERVE_LUA);
+        let (granted, used, ttl_ms): (i64, i64, i64) = self
+            .op(|mut c| {
+                let (key, script) = (key.clone(), script.clone());
+                async move { script.key(key).arg(max).arg(period).invoke_async(&mut c).await }
+            })
+            .await?;
+        let now = crate::limit::unix_now();
+        let reset = now + if ttl_ms > 0 { (ttl_ms as u64).div_ceil(1000) } else { period as u64 };
+        Ok(crate::limit::quota::Reservation {
+            granted: granted.max(0) as u64,
+            remaining: (max - used).max(0) as u64,
+            reset,
+        })
+    }
+
+    pub async fn reset_quota(&self, id: &str) -> Result<(), StoreError> {
+        let key = format!("quota-{id}");
+        self.op(|mut c| {
+            let key = key.clone();
+            async move { c.del::<_, i64>(key).await.map(|_| ()) }
+        })
+        .await
+    }
+
     /// `PING`, to keep the health status current (see [`watch_health`]).
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.op(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await }).await

@@ -11,6 +11,7 @@
 
 pub mod bucket;
 pub mod gossip;
+pub mod quota;
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -74,6 +75,13 @@ pub struct RateInfo {
     pub remaining: u64,
     /// Unix seconds at which the bucket is full again.
     pub reset: u64,
+}
+
+/// What the response tells the client about its limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LimitHeaders {
+    pub rate: Option<RateInfo>,
+    pub quota: Option<quota::QuotaInfo>,
 }
 
 /// A rejected request.

@@ -155,7 +155,7 @@ fn partial_heads_and_unrouted_requests() {
 
 fn resp(req: &RequestMeta, client_keep_alive: bool, raw: &str) -> (ResponseMeta, String) {
     let mut out = Vec::new();
-    match prepare_response(raw.as_bytes(), 100, req, client_keep_alive, None, &mut out) {
+    match prepare_response(raw.as_bytes(), 100, req, client_keep_alive, &Default::default(), &mut out) {
         Ok(PreparedResponse::Ready(m)) => (m, String::from_utf8(out).unwrap()),
         other => panic!("expected a response, got {other:?}"),
     }
@@ -197,7 +197,7 @@ fn response_framing_and_reuse() {
     assert!(head.contains("Connection: keep-alive\r\n"));
     let mut out = Vec::new();
     assert!(matches!(
-        prepare_response(b"HTTP/1.1 100 Continue\r\n\r\n", 100, &g, true, None, &mut out),
+        prepare_response(b"HTTP/1.1 100 Continue\r\n\r\n", 100, &g, true, &Default::default(), &mut out),
         Ok(PreparedResponse::Informational { head_len: 25 })
     ));
     assert!(prepare_response(
@@ -205,7 +205,7 @@ fn response_framing_and_reuse() {
         100,
         &g,
         true,
-        None,
+        &Default::default(),
         &mut out
     )
     .is_err());

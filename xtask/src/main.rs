@@ -6,12 +6,14 @@
 //!   test in the workspace (unit, integration, privileged netns/XDP, tidy).
 //! - `cargo xtask setup` / `build-ebpf`: the eBPF toolchain and build (see `ebpf.rs`).
 //! - `cargo xtask bench` runs the side-by-side load benchmark (see `bench.rs`).
+//! - `cargo xtask bench-limits` reports limiter accuracy (see `bench_limits.rs`).
 
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod bench_limits;
 mod ebpf;
 mod tidy;
 
@@ -38,10 +40,11 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("bench") => bench::bench(&args[1..], &root()),
+        Some("bench-limits") => bench_limits::bench_limits(&root()),
         Some("setup") => ebpf::setup(),
         Some("build-ebpf") => ebpf::build(&root()),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build-ebpf|run|test|bench> [args]\n  setup       install the eBPF toolchain (Debian rustc-web, LLVM 22, bpf-linker)\n  build-ebpf  build the XDP gate (proxy-ebpf) so the proxy embeds it\n  run    start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test   run every test\n  bench  [--scenario NAME] [--runs N] [--duration S] [--quick]: load benchmark vs nginx and HAProxy");
+            eprintln!("usage: cargo xtask <setup|build-ebpf|run|test|bench> [args]\n  setup       install the eBPF toolchain (Debian rustc-web, LLVM 22, bpf-linker)\n  build-ebpf  build the XDP gate (proxy-ebpf) so the proxy embeds it\n  run    start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test   run every test\n  bench  [--scenario NAME] [--runs N] [--duration S] [--quick]: load benchmark vs nginx and HAProxy\n  bench-limits  admitted vs allowed in the rate-limit and quota scenarios");
             return ExitCode::from(2);
         }
     };

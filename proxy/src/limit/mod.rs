@@ -125,6 +125,8 @@ pub struct Limiter {
     buckets: AHashMap<LimitKey, Bucket>,
     cfg: LimiterConfig,
     epoch: Instant,
+    /// Unix time of `epoch`, so one clock read per decision gives both clocks.
+    epoch_unix: f64,
     /// Rejections per client IP since the last round (for the abuse detector).
     rejected_ips: AHashMap<IpAddr, u32>,
     pub stats: LimiterStats,
@@ -136,6 +138,9 @@ impl Limiter {
             buckets: AHashMap::new(),
             cfg,
             epoch: Instant::now(),
+            epoch_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
             rejected_ips: AHashMap::new(),
             stats: LimiterStats::default(),
         }
@@ -196,7 +201,7 @@ impl Limiter {
             .map(|(l, b)| RateInfo {
                 limit: l.rate.rate.round() as u64,
                 remaining: b.remaining(),
-                reset: unix_now() + b.reset_in().ceil() as u64,
+                reset: (self.epoch_unix + now + b.reset_in()).ceil() as u64,
             })
             .unwrap_or(RateInfo { limit: 0, remaining: 0, reset: 0 });
         match rejected {

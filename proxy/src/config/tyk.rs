@@ -401,6 +401,32 @@ mod tests {
     }
 
     #[test]
+    fn rate_limit_fields() {
+        let s = spec(
+            r#"{"api_id":"a","active":true,"use_keyless":true,"global_rate_limit":{"rate":100,"per":60},
+            "ip_rate_limit":{"rate":5,"per":1},
+            "version_data":{"versions":{"Default":{"extended_paths":{"rate_limit":[{"path":"/search","method":"GET","rate":2,"per":1}]}}}},
+            "proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#,
+        );
+        assert_eq!(s.limits.global.map(|r| (r.rate, r.per)), Some((100.0, 60.0)));
+        assert_eq!(s.limits.ip.map(|r| r.rate), Some(5.0));
+        assert_eq!(s.limits.endpoints.len(), 1);
+        assert!(!s.plain, "an API with limits is not on the fast path");
+        // Tyk writes {"rate": 0, "per": 0} for "no limit".
+        let s = spec(
+            r#"{"api_id":"a","active":true,"use_keyless":true,"global_rate_limit":{"rate":0,"per":0},
+            "proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#,
+        );
+        assert!(s.limits.global.is_none() && s.plain);
+        let e = api(
+            r#"{"api_id":"a","active":true,"use_keyless":true,"global_rate_limit":{"rate":-1,"per":1},
+            "proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e[0].field, "global_rate_limit");
+    }
+
+    #[test]
     fn strip_port_cases() {
         assert_eq!(strip_port("a.com:80"), "a.com");
         assert_eq!(strip_port("a.com"), "a.com");

@@ -108,7 +108,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "gateway",
-        what: "Portcullis with JWT HS256 auth + claim-to-header transform + auth header stripped, vs plain proxying (rate limits and request records are not implemented yet)",
+        what: "Portcullis with JWT HS256 auth + rate limit (policy, high enough not to reject) + claim-to-header transform + auth header stripped, vs plain proxying (request records are not implemented yet)",
         path: "/small",
         connections: 32,
         close: false,

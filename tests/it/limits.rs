@@ -429,3 +429,41 @@ fn quota_never_overruns_across_three_nodes() {
     assert!(ok <= 30, "quota overrun: {ok} admitted for a quota of 30");
     assert!(ok >= 28, "blocks stranded on idle workers may leave a little unused, not more: {ok}");
 }
+
+#[test]
+fn endpoint_ip_and_per_api_key_limits() {
+    let up = upstream();
+    let ep = r#", "extended_paths": {"rate_limit": [{"path": "/headers", "method": "GET", "rate": 2, "per": 60}]}"#;
+    let def = |id: &str, top: &str, version_extra: &str| {
+        format!(
+            r#"{{"name": "{id}", "api_id": "{id}", "active": true, {top}
+  "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default" {version_extra}}}}}}},
+  "proxy": {{"listen_path": "/{id}/", "target_url": "{}", "strip_listen_path": true}}}}"#,
+            up.url()
+        )
+    };
+    let p = builder()
+        .app("ep", def("ep", r#""use_keyless": true,"#, ep))
+        .app("ip", def("ip", r#""use_keyless": true, "ip_rate_limit": {"rate": 3, "per": 60},"#, ""))
+        .app("k1", def("k1", r#""use_standard_auth": true,"#, ""))
+        .app("k2", def("k2", r#""use_standard_auth": true,"#, ""))
+        .start();
+    let mut c = Conn::connect(p.listen).unwrap();
+    let mut statuses = |path: &str, auth: &str, n: usize| -> Vec<u16> {
+        (0..n).map(|_| c.request("GET", path, auth, b"").unwrap().status).collect()
+    };
+    // Endpoint limit: 2 per minute on GET /headers only.
+    assert_eq!(statuses("/ep/headers", "", 4), [200, 200, 429, 429]);
+    assert_eq!(statuses("/ep/get", "", 4), [200; 4]);
+    // Per-IP limit: 3 per minute.
+    assert_eq!(statuses("/ip/get", "", 5), [200, 200, 200, 429, 429]);
+    // A key with a per-API limit on k1 (2/min) and its own rate elsewhere (100/s).
+    let session = json!({"rate": 100, "per": 1, "access_rights": {
+        "k1": {"api_id": "k1", "versions": [], "limit": {"rate": 2, "per": 60}},
+        "k2": {"api_id": "k2", "versions": []}}});
+    let r = p.admin_send("POST", "/tyk/keys/per-api-key", &session.to_string());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let auth = "Authorization: per-api-key\r\n";
+    assert_eq!(statuses("/k1/get", auth, 3), [200, 200, 429]);
+    assert_eq!(statuses("/k2/get", auth, 5), [200; 5]);
+}

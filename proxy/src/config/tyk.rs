@@ -418,10 +418,8 @@ mod tests {
             "proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#,
         );
         assert!(s.limits.global.is_none() && s.plain);
-        let e = api(
-            r#"{"api_id":"a","active":true,"use_keyless":true,"global_rate_limit":{"rate":-1,"per":1},
-            "proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#,
-        )
+        let e = api(r#"{"api_id":"a","active":true,"use_keyless":true,"global_rate_limit":{"rate":-1,"per":1},
+            "proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#)
         .unwrap_err();
         assert_eq!(e[0].field, "global_rate_limit");
     }

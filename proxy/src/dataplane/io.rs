@@ -36,6 +36,15 @@ impl ReadBuf {
         ReadBuf { buf: Vec::new(), pos: 0, max, grow_next: false }
     }
 
+    /// Frees the allocation of an empty buffer (the next `fill` allocates the initial size again).
+    pub fn release(&mut self) {
+        if self.is_empty() {
+            self.buf = Vec::new();
+            self.pos = 0;
+            self.grow_next = false;
+        }
+    }
+
     /// Sets the size a full read grows the buffer to (config may change on reload).
     pub fn set_max(&mut self, max: usize) {
         self.max = max;

@@ -602,3 +602,24 @@ fn readme_walkthrough_with_the_repository_config() {
     assert_eq!(r.json()["args"]["foo"], "bar");
     assert_eq!(up.accepted(), 1);
 }
+
+/// Above 256 open connections a waiting connection gives its read buffer back; requests on such
+/// connections (with and without bodies, keep-alive) must be served the same.
+#[test]
+fn many_open_connections_release_idle_buffers_and_still_serve() {
+    let (p, _up) = simple("");
+    let mut conns: Vec<Conn> = (0..300).map(|_| Conn::connect(p.listen).expect("connect")).collect();
+    let m = wait_metrics(&p, |m| metric_value(m, "portcullis_worker_open_connections{worker=\"0\"}").unwrap_or(0.0) >= 300.0);
+    assert!(metric_value(&m, "portcullis_worker_open_connections{worker=\"0\"}").unwrap_or(0.0) >= 300.0, "{m}");
+    for (i, c) in conns.iter_mut().enumerate().step_by(15) {
+        for _ in 0..2 {
+            let r = c.get(&format!("/up/get?i={i}")).expect("get");
+            assert_eq!(r.status, 200);
+            assert_eq!(r.json()["args"]["i"], i.to_string());
+        }
+        let body = pattern(10_000);
+        let r = c.request("POST", "/up/anything", "", &body).expect("post");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["data"].as_str().unwrap().len(), 10_000);
+    }
+}

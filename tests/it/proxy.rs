@@ -609,7 +609,9 @@ fn readme_walkthrough_with_the_repository_config() {
 fn many_open_connections_release_idle_buffers_and_still_serve() {
     let (p, _up) = simple("");
     let mut conns: Vec<Conn> = (0..300).map(|_| Conn::connect(p.listen).expect("connect")).collect();
-    let m = wait_metrics(&p, |m| metric_value(m, "portcullis_worker_open_connections{worker=\"0\"}").unwrap_or(0.0) >= 300.0);
+    let m = wait_metrics(&p, |m| {
+        metric_value(m, "portcullis_worker_open_connections{worker=\"0\"}").unwrap_or(0.0) >= 300.0
+    });
     assert!(metric_value(&m, "portcullis_worker_open_connections{worker=\"0\"}").unwrap_or(0.0) >= 300.0, "{m}");
     for (i, c) in conns.iter_mut().enumerate().step_by(15) {
         for _ in 0..2 {

@@ -356,6 +356,19 @@ struct Passed<'a> {
     claims: Option<Rc<Claims>>,
 }
 
+impl<'a> Passed<'a> {
+    /// A method that authenticated a stored session (token, HMAC key, basic-auth user).
+    fn stored(
+        id: Rc<str>,
+        hash: KeyHash,
+        session: Arc<Session>,
+        grant: Arc<Grant>,
+        token: Option<&'a str>,
+    ) -> Step<'a> {
+        Step::Pass(Passed { id, key_hash: Some(hash), session: Some(session), grant, token, claims: None })
+    }
+}
+
 enum Step<'a> {
     Pass(Passed<'a>),
     Stop(Decision<'a>),
@@ -490,14 +503,7 @@ fn check_token<'a>(
     match session_grant(hash, cx, w) {
         Ok((session, grant)) => {
             strip_found(strip, src, found);
-            Step::Pass(Passed {
-                id: hex(&hash).into(),
-                key_hash: Some(hash),
-                session: Some(session),
-                grant,
-                token: Some(key),
-                claims: None,
-            })
+            Passed::stored(hex(&hash).into(), hash, session, grant, Some(key))
         }
         Err(d) => Step::Stop(d),
     }
@@ -558,14 +564,7 @@ fn check_basic<'a>(
         }
     }
     strip.add_header(&src.header);
-    Step::Pass(Passed {
-        id: user.into(),
-        key_hash: Some(hash),
-        session: Some(session),
-        grant,
-        token: None,
-        claims: None,
-    })
+    Passed::stored(user.into(), hash, session, grant, None)
 }
 
 fn check_hmac<'a>(
@@ -617,14 +616,7 @@ fn check_hmac<'a>(
         return bad(e);
     }
     strip.add_header("authorization");
-    Step::Pass(Passed {
-        id: hex(&hash).into(),
-        key_hash: Some(hash),
-        session: Some(session),
-        grant,
-        token: None,
-        claims: None,
-    })
+    Passed::stored(hex(&hash).into(), hash, session, grant, None)
 }
 
 fn check_jwt<'a>(

@@ -129,6 +129,8 @@ pub struct Limiter {
     epoch_unix: f64,
     /// Rejections per client IP since the last round (for the abuse detector).
     rejected_ips: AHashMap<IpAddr, u32>,
+    /// Keys with deltas not yet taken this round.
+    dirty: Vec<LimitKey>,
     pub stats: LimiterStats,
 }
 
@@ -142,6 +144,7 @@ impl Limiter {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
             rejected_ips: AHashMap::new(),
+            dirty: Vec::new(),
             stats: LimiterStats::default(),
         }
     }
@@ -192,6 +195,9 @@ impl Limiter {
         let admitted = rejected.is_none();
         for l in limits {
             if let Some(b) = self.buckets.get_mut(&l.key) {
+                if b.pending_demand == 0 {
+                    self.dirty.push(l.key);
+                }
                 b.commit(admitted);
             }
         }
@@ -219,10 +225,14 @@ impl Limiter {
     }
 
     /// This round's deltas (and clears them); keys without activity are left out.
+    /// Only keys used this round are visited (a worker may track 100,000 keys; a round every
+    /// 5 ms must not scan them all).
     pub fn take_deltas(&mut self, out: &mut Vec<Delta>) {
-        for (key, b) in self.buckets.iter_mut() {
+        for key in self.dirty.drain(..) {
+            // Evicted since: its deltas are gone with it (the key was idle and full).
+            let Some(b) = self.buckets.get_mut(&key) else { continue };
             if b.pending_demand > 0 {
-                out.push(Delta { key: *key, rate: b.rate, admitted: b.pending_admitted, demand: b.pending_demand });
+                out.push(Delta { key, rate: b.rate, admitted: b.pending_admitted, demand: b.pending_demand });
                 b.pending_admitted = 0;
                 b.pending_demand = 0;
             }
@@ -300,6 +310,27 @@ mod tests {
         let db = out.iter().find(|d| d.key == b.key).unwrap();
         assert_eq!((db.admitted, db.demand), (3, 4));
         assert_eq!(l.take_rejected_ips(), vec![(ip, 1)]);
+    }
+
+    #[test]
+    fn a_round_reports_only_the_keys_used_since_the_last_one() {
+        let mut l = Limiter::new(LimiterConfig { max_keys: 10_000 });
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        for i in 0..1000 {
+            let _ = l.check(&[lim(&format!("k{i}"), 10.0)], 0, ip);
+        }
+        let mut out = Vec::new();
+        l.take_deltas(&mut out);
+        assert_eq!(out.len(), 1000);
+        out.clear();
+        let _ = l.check(&[lim("k7", 10.0)], 0, ip);
+        let _ = l.check(&[lim("k7", 10.0)], 0, ip);
+        l.take_deltas(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].admitted, out[0].demand), (2, 2));
+        out.clear();
+        l.take_deltas(&mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -260,81 +260,23 @@ async fn exchange(
                 )
                 .await;
             }
-            Ok(Prepared::NeedQuota { meta, api, quota }) => {
+            Ok(Prepared::Need { meta, api, need }) => {
                 key_fetches += 1;
-                let reserved = if key_fetches > 4 {
-                    Err("quota reservations keep missing".to_string())
+                let answered = if key_fetches > 4 {
+                    Err(("authentication temporarily unavailable", "the control plane's answers keep changing".into()))
                 } else {
-                    worker.keys.reserve_quota(quota.clone()).await.map_err(|e| e.to_string())
+                    resolve(worker, need).await
                 };
-                match reserved {
-                    Ok(r) => {
-                        worker.auth.borrow_mut().quotas.store(&quota, r);
+                match answered {
+                    Ok(()) => {
                         bufs.x.req_head.clear();
                         continue;
                     }
-                    Err(e) => {
+                    Err((msg, e)) => {
                         worker.stats.borrow_mut().key_lookup_errors += 1;
-                        tracing::warn!(error = %e, "cannot reserve quota: control plane busy");
+                        tracing::warn!(error = %e, "{msg}");
                         let api_id = &snap.apis[api as usize].api_id;
-                        let msg = "quota store unavailable";
                         return reply_local(worker, client, bufs, meta, api_id, 503, msg, &[], started).await;
-                    }
-                }
-            }
-            Ok(Prepared::NeedPasswordCheck { meta, api, check }) => {
-                key_fetches += 1;
-                let digest = check.digest;
-                let checked = if key_fetches > 3 {
-                    Err("password checks keep repeating".to_string())
-                } else {
-                    worker.keys.check_password(check).await.map_err(|e| e.to_string())
-                };
-                match checked {
-                    Ok(ok) => {
-                        worker.auth.borrow_mut().remember_password_check(digest, ok);
-                        bufs.x.req_head.clear();
-                        continue;
-                    }
-                    Err(e) => {
-                        worker.stats.borrow_mut().key_lookup_errors += 1;
-                        tracing::warn!(error = %e, "cannot check a password: control plane busy");
-                        let api_id = &snap.apis[api as usize].api_id;
-                        let msg = "authentication temporarily unavailable";
-                        return reply_local(worker, client, bufs, meta, api_id, 503, msg, &[], started).await;
-                    }
-                }
-            }
-            Ok(Prepared::NeedKey { meta, api, hash }) => {
-                key_fetches += 1;
-                let fetched = if key_fetches > 3 {
-                    Err("key store answers keep changing".to_string())
-                } else {
-                    worker.stats.borrow_mut().key_lookups += 1;
-                    worker.keys.fetch(hash).await.map_err(|e| e.to_string())
-                };
-                match fetched {
-                    Ok(session) => {
-                        worker.auth.borrow_mut().insert_session(hash, session);
-                        bufs.x.req_head.clear();
-                        continue;
-                    }
-                    Err(e) => {
-                        worker.stats.borrow_mut().key_lookup_errors += 1;
-                        tracing::warn!(error = %e, "cannot check a key: key store unavailable");
-                        let api_id = &snap.apis[api as usize].api_id;
-                        return reply_local(
-                            worker,
-                            client,
-                            bufs,
-                            meta,
-                            api_id,
-                            503,
-                            "key store unavailable",
-                            &[],
-                            started,
-                        )
-                        .await;
                     }
                 }
             }
@@ -572,6 +514,36 @@ async fn read_response_head(
             Err(_) => return Err(ProxyError::new(ErrorKind::UpstreamTimeout, "upstream response timed out")),
         }
     }
+}
+
+/// Asks the control plane what `need` names and stores the answer in the worker's caches.
+/// On failure: the client-facing message and the reason.
+async fn resolve(worker: &Worker, need: http::Need) -> Result<(), (&'static str, String)> {
+    match need {
+        http::Need::Key(hash) => {
+            worker.stats.borrow_mut().key_lookups += 1;
+            let session = worker.keys.fetch(hash).await.map_err(|e| ("key store unavailable", e.to_string()))?;
+            worker.auth.borrow_mut().insert_session(hash, session);
+        }
+        http::Need::Password(check) => {
+            let digest = check.digest;
+            let ok = worker
+                .keys
+                .check_password(check)
+                .await
+                .map_err(|e| ("authentication temporarily unavailable", e.to_string()))?;
+            worker.auth.borrow_mut().remember_password_check(digest, ok);
+        }
+        http::Need::Quota(quota) => {
+            let r = worker
+                .keys
+                .reserve_quota(quota.clone())
+                .await
+                .map_err(|e| ("quota store unavailable", e.to_string()))?;
+            worker.auth.borrow_mut().quotas.store(&quota, r);
+        }
+    }
+    Ok(())
 }
 
 /// A response made by the proxy itself (404 no route, auth refusals, 503 key store down). A

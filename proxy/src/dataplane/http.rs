@@ -125,6 +125,17 @@ pub struct Routed {
     pub limits: crate::limit::LimitHeaders,
 }
 
+/// What the worker must ask the control plane before it can decide.
+#[derive(Debug)]
+pub enum Need {
+    /// The session of this key hash (not in the worker's cache).
+    Key(KeyHash),
+    /// Basic-auth credentials to check off the worker.
+    Password(auth::PasswordCheck),
+    /// A block of this quota (none held).
+    Quota(crate::limit::quota::Quota),
+}
+
 /// Outcome of looking at the bytes read so far.
 #[derive(Debug)]
 pub enum Prepared {
@@ -136,12 +147,9 @@ pub enum Prepared {
     NoRoute(RequestMeta),
     /// Refused by IP rules, path lists or auth.
     Denied { meta: RequestMeta, api: ApiIndex, denial: Denial },
-    /// The session of this key is not in the worker's cache: fetch it, then prepare again.
-    NeedKey { meta: RequestMeta, api: ApiIndex, hash: KeyHash },
-    /// No quota block held for this identity: reserve one, then prepare again.
-    NeedQuota { meta: RequestMeta, api: ApiIndex, quota: crate::limit::quota::Quota },
-    /// Basic-auth credentials to check off the worker, then prepare again.
-    NeedPasswordCheck { meta: RequestMeta, api: ApiIndex, check: auth::PasswordCheck },
+    /// The worker needs an answer from the control plane first (a session, a password check,
+    /// a quota block); get it, then prepare again.
+    Need { meta: RequestMeta, api: ApiIndex, need: Need },
 }
 
 fn eq_ic(a: &[u8], b: &str) -> bool {
@@ -476,9 +484,9 @@ fn prepare_gateway(
     let allowed = match auth::decide(a, &view, dcx, actx.auth) {
         Decision::Allow(x) => x,
         Decision::Deny(denial) => return Ok(Prepared::Denied { meta: r.meta, api: api_idx, denial }),
-        Decision::NeedKey(hash) => return Ok(Prepared::NeedKey { meta: r.meta, api: api_idx, hash }),
+        Decision::NeedKey(hash) => return Ok(Prepared::Need { meta: r.meta, api: api_idx, need: Need::Key(hash) }),
         Decision::NeedPasswordCheck(check) => {
-            return Ok(Prepared::NeedPasswordCheck { meta: r.meta, api: api_idx, check })
+            return Ok(Prepared::Need { meta: r.meta, api: api_idx, need: Need::Password(check) })
         }
     };
     // Quota first (a block must be held); a request the rate limits refuse spends none of it.
@@ -497,7 +505,7 @@ fn prepare_gateway(
         match actx.auth.quotas.check(q) {
             crate::limit::quota::QuotaCheck::Available(info) => limit_headers.quota = Some(info),
             crate::limit::quota::QuotaCheck::Reserve => {
-                return Ok(Prepared::NeedQuota { meta: r.meta, api: api_idx, quota: q.clone() })
+                return Ok(Prepared::Need { meta: r.meta, api: api_idx, need: Need::Quota(q.clone()) })
             }
             crate::limit::quota::QuotaCheck::Exceeded(info) => {
                 let denial =

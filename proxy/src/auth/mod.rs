@@ -207,16 +207,26 @@ impl ApiAuth {
             && self.transforms.is_empty()
     }
 
-    fn methods(&self) -> impl Iterator<Item = Method> + '_ {
+    /// The enabled methods with their settings, in checking order.
+    fn methods(&self) -> impl Iterator<Item = MethodSpec<'_>> + '_ {
         [
-            self.hmac.is_some().then_some(Method::Hmac),
-            self.basic.is_some().then_some(Method::Basic),
-            self.token.is_some().then_some(Method::Token),
-            self.jwt.is_some().then_some(Method::Jwt),
+            self.hmac.as_ref().map(MethodSpec::Hmac),
+            self.basic.as_ref().map(MethodSpec::Basic),
+            self.token.as_ref().map(MethodSpec::Token),
+            self.jwt.as_ref().map(MethodSpec::Jwt),
         ]
         .into_iter()
         .flatten()
     }
+}
+
+/// An enabled auth method and its settings.
+#[derive(Clone, Copy)]
+enum MethodSpec<'a> {
+    Token(&'a CredentialSource),
+    Jwt(&'a JwtSpec),
+    Basic(&'a CredentialSource),
+    Hmac(&'a HmacSpec),
 }
 
 /// The parts of a request head auth looks at.
@@ -397,14 +407,12 @@ pub fn decide<'a>(auth: &'a ApiAuth, req: &RequestView<'a>, cx: DecideCtx<'_>, w
 
     let mut allowed = Allowed::default();
     let mut base: Option<(Method, Passed<'a>)> = None;
-    let mut any = false;
-    for m in auth.methods() {
-        any = true;
-        let step = match m {
-            Method::Token => check_token(auth, req, cx, w, &mut allowed.strip),
-            Method::Jwt => check_jwt(auth, req, cx, w, &mut allowed.strip),
-            Method::Basic => check_basic(auth, req, cx, w, &mut allowed.strip),
-            Method::Hmac => check_hmac(auth, req, cx, w, &mut allowed.strip),
+    for spec in auth.methods() {
+        let (m, step) = match spec {
+            MethodSpec::Token(src) => (Method::Token, check_token(src, req, cx, w, &mut allowed.strip)),
+            MethodSpec::Jwt(jwt) => (Method::Jwt, check_jwt(jwt, req, cx, w, &mut allowed.strip)),
+            MethodSpec::Basic(src) => (Method::Basic, check_basic(src, req, cx, w, &mut allowed.strip)),
+            MethodSpec::Hmac(hmac) => (Method::Hmac, check_hmac(hmac, req, cx, w, &mut allowed.strip)),
         };
         let passed = match step {
             Step::Pass(p) => p,
@@ -420,7 +428,6 @@ pub fn decide<'a>(auth: &'a ApiAuth, req: &RequestView<'a>, cx: DecideCtx<'_>, w
     }
     let Some((method, p)) = base else {
         // No method enabled is a config error caught at load; refuse rather than let through.
-        let _ = any;
         return Decision::Deny(deny(403, MSG_DISALLOWED));
     };
     if let Some(s) = &p.session {
@@ -487,15 +494,12 @@ fn strip_found<'a>(strip: &mut Strip<'a>, src: &'a CredentialSource, found: Foun
 }
 
 fn check_token<'a>(
-    auth: &'a ApiAuth,
+    src: &'a CredentialSource,
     req: &RequestView<'a>,
     cx: DecideCtx<'_>,
     w: &mut WorkerAuth,
     strip: &mut Strip<'a>,
 ) -> Step<'a> {
-    let Some(src) = &auth.token else {
-        return Step::Stop(Decision::Deny(deny(403, MSG_DISALLOWED)));
-    };
     let Some((key, found)) = token::find(src, req.headers, req.query) else {
         return Step::Stop(Decision::Deny(deny(401, MSG_MISSING)));
     };
@@ -510,15 +514,12 @@ fn check_token<'a>(
 }
 
 fn check_basic<'a>(
-    auth: &'a ApiAuth,
+    src: &'a CredentialSource,
     req: &RequestView<'a>,
     cx: DecideCtx<'_>,
     w: &mut WorkerAuth,
     strip: &mut Strip<'a>,
 ) -> Step<'a> {
-    let Some(src) = &auth.basic else {
-        return Step::Stop(Decision::Deny(deny(403, MSG_DISALLOWED)));
-    };
     let Some(value) = token::header(req.headers, &src.header).filter(|v| !v.is_empty()) else {
         return Step::Stop(Decision::Deny(Denial {
             status: 401,
@@ -568,15 +569,12 @@ fn check_basic<'a>(
 }
 
 fn check_hmac<'a>(
-    auth: &'a ApiAuth,
+    spec: &'a HmacSpec,
     req: &RequestView<'a>,
     cx: DecideCtx<'_>,
     w: &mut WorkerAuth,
     strip: &mut Strip<'a>,
 ) -> Step<'a> {
-    let Some(spec) = &auth.hmac else {
-        return Step::Stop(Decision::Deny(deny(403, MSG_DISALLOWED)));
-    };
     let Some(value) = token::header(req.headers, "authorization").filter(|v| !v.is_empty()) else {
         return Step::Stop(Decision::Deny(deny(401, MSG_MISSING)));
     };
@@ -620,15 +618,12 @@ fn check_hmac<'a>(
 }
 
 fn check_jwt<'a>(
-    auth: &'a ApiAuth,
+    spec: &'a JwtSpec,
     req: &RequestView<'a>,
     cx: DecideCtx<'_>,
     w: &mut WorkerAuth,
     strip: &mut Strip<'a>,
 ) -> Step<'a> {
-    let Some(spec) = &auth.jwt else {
-        return Step::Stop(Decision::Deny(deny(403, MSG_DISALLOWED)));
-    };
     let Some((tok, found)) = token::find(&spec.source, req.headers, req.query) else {
         return Step::Stop(Decision::Deny(deny(401, MSG_MISSING)));
     };

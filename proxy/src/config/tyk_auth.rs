@@ -174,9 +174,7 @@ pub fn parse_auth(file: &std::path::Path, json: &Value, fetch: JwksFetch<'_>, er
                 extended_rules(&mut cx, &ptr, out);
             }
             let ptr = format!("{base}/extended_paths/transform_headers");
-            if let Some(items) = cx.get(&ptr).cloned() {
-                transform_headers(&mut cx, &ptr, &items, context_vars, &mut a.transforms);
-            }
+            transform_headers(&mut cx, &ptr, context_vars, &mut a.transforms);
             let ptr = format!("{base}/global_headers");
             if let Some(m) = cx.get(&ptr).cloned() {
                 match m.as_object() {
@@ -356,7 +354,10 @@ fn entry_methods(entry: &Value) -> Vec<String> {
     m
 }
 
-fn extended_rules(cx: &mut Cx<'_>, ptr: &str, out: &mut Vec<PathRule>) {
+/// Calls `each(cx, field, entry, rule)` for every entry of the extended-path list at `ptr`
+/// (`{"path": ..., "method" | "method_actions": ...}`), reporting a non-list, a missing `path`
+/// or a bad pattern as errors. Absent: nothing.
+fn for_each_path_entry(cx: &mut Cx<'_>, ptr: &str, mut each: impl FnMut(&mut Cx<'_>, &str, &Value, PathRule)) {
     let Some(items) = cx.get(ptr).cloned() else {
         return;
     };
@@ -371,26 +372,18 @@ fn extended_rules(cx: &mut Cx<'_>, ptr: &str, out: &mut Vec<PathRule>) {
             cx.err(&format!("{field}.path"), super::tyk::brief(e), "is required");
             continue;
         };
-        if let Some(r) = path_rule(cx, &field, path, entry_methods(e)) {
-            out.push(r);
+        if let Some(rule) = path_rule(cx, &field, path, entry_methods(e)) {
+            each(cx, &field, e, rule);
         }
     }
 }
 
-fn transform_headers(cx: &mut Cx<'_>, ptr: &str, items: &Value, context_vars: bool, t: &mut Transforms) {
-    let Some(items) = items.as_array() else {
-        cx.err(&dotted(ptr), super::tyk::brief(items), "must be a list");
-        return;
-    };
-    for (i, e) in items.iter().enumerate() {
-        let field = format!("{}[{i}]", dotted(ptr));
-        let Some(path) = e.get("path").and_then(Value::as_str) else {
-            cx.err(&format!("{field}.path"), super::tyk::brief(e), "is required");
-            continue;
-        };
-        let Some(rule) = path_rule(cx, &field, path, entry_methods(e)) else {
-            continue;
-        };
+fn extended_rules(cx: &mut Cx<'_>, ptr: &str, out: &mut Vec<PathRule>) {
+    for_each_path_entry(cx, ptr, |_, _, _, rule| out.push(rule));
+}
+
+fn transform_headers(cx: &mut Cx<'_>, ptr: &str, context_vars: bool, t: &mut Transforms) {
+    for_each_path_entry(cx, ptr, |cx, field, e, rule| {
         let delete = e
             .get("delete_headers")
             .and_then(Value::as_array)
@@ -410,7 +403,7 @@ fn transform_headers(cx: &mut Cx<'_>, ptr: &str, items: &Value, context_vars: bo
             }
         }
         t.per_path.push(HeaderTransform { rule, delete, add });
-    }
+    });
 }
 
 fn rate_of(cx: &mut Cx<'_>, field: &str, v: &Value) -> Option<crate::limit::Rate> {
@@ -449,23 +442,10 @@ pub fn parse_limits(file: &std::path::Path, json: &Value, errs: &mut Vec<ConfigE
                 "/version_data/versions/{}/extended_paths/rate_limit",
                 vname.replace('~', "~0").replace('/', "~1")
             );
-            let Some(items) = cx.get(&ptr).cloned() else { continue };
-            let Some(items) = items.as_array() else {
-                cx.err(&dotted(&ptr), super::tyk::brief(&items), "must be a list");
-                continue;
-            };
-            for (i, e) in items.iter().enumerate() {
-                let field = format!("{}[{i}]", dotted(&ptr));
-                let Some(path) = e.get("path").and_then(Value::as_str) else {
-                    cx.err(&format!("{field}.path"), super::tyk::brief(e), "is required");
-                    continue;
-                };
-                let Some(rule) = path_rule(&mut cx, &field, path, entry_methods(e)) else { continue };
-                match rate_of(&mut cx, &field, e) {
-                    Some(r) => l.endpoints.push((rule, r)),
-                    None => cx.err(&field, super::tyk::brief(e), "rate and per are required"),
-                }
-            }
+            for_each_path_entry(&mut cx, &ptr, |cx, field, e, rule| match rate_of(cx, field, e) {
+                Some(r) => l.endpoints.push((rule, r)),
+                None => cx.err(field, super::tyk::brief(e), "rate and per are required"),
+            });
         }
     }
     l

@@ -95,20 +95,12 @@ impl Family {
     }
 
     fn allows(self, alg: Algorithm) -> bool {
-        matches!(
-            (self, alg),
-            (Family::Hmac, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
-                | (
-                    Family::Rsa,
-                    Algorithm::RS256
-                        | Algorithm::RS384
-                        | Algorithm::RS512
-                        | Algorithm::PS256
-                        | Algorithm::PS384
-                        | Algorithm::PS512
-                )
-                | (Family::Ecdsa, Algorithm::ES256 | Algorithm::ES384)
-        )
+        let kinds: &[KeyKind] = match self {
+            Family::Hmac => &[KeyKind::Hmac],
+            Family::Rsa => &[KeyKind::Rsa],
+            Family::Ecdsa => &[KeyKind::EcP256, KeyKind::EcP384],
+        };
+        kinds.iter().any(|k| k.fits(alg))
     }
 }
 

@@ -195,7 +195,6 @@ async fn exchange(
     let head_deadline = started + Duration::from_millis(cfg.header_read_timeout_ms);
     bufs.x.req_head.clear();
     let routed = loop {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let prepared = {
             let mut auth = worker.auth.borrow_mut();
             let mut limiter = worker.limiter.borrow_mut();
@@ -204,7 +203,7 @@ async fn exchange(
                 cfg.max_headers,
                 snap,
                 &ctx,
-                AuthCtx { auth: &mut auth, limiter: &mut limiter, now },
+                AuthCtx { auth: &mut auth, limiter: &mut limiter, now: &crate::limit::unix_now },
                 |out| worker.write_request_id(out),
                 |api, spec| worker.pick_target(snap.generation, api, spec.targets.len()),
                 &mut bufs.x.req_head,

@@ -106,8 +106,9 @@ pub struct ClientCtx<'a> {
 pub struct AuthCtx<'w> {
     pub auth: &'w mut WorkerAuth,
     pub limiter: &'w mut crate::limit::Limiter,
-    /// Unix seconds.
-    pub now: u64,
+    /// Unix seconds; read only for requests that need it (APIs with auth), not on the keyless
+    /// fast path.
+    pub now: &'w dyn Fn() -> u64,
 }
 
 /// A routed request whose upstream head has been written into the caller's buffer.
@@ -479,7 +480,7 @@ fn prepare_gateway(
         api_index: api_idx,
         generation: snap.generation,
         policies: &snap.policies,
-        now: actx.now,
+        now: (actx.now)(),
     };
     let allowed = match auth::decide(a, &view, dcx, actx.auth) {
         Decision::Allow(x) => x,

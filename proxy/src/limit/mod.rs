@@ -273,7 +273,8 @@ impl Limiter {
     }
 }
 
-pub(crate) fn unix_now() -> u64 {
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

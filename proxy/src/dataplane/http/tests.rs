@@ -41,7 +41,7 @@ fn prep(snap: &Snapshot, req: &str) -> (Result<Prepared>, String) {
     let ctx = ClientCtx { client_ip: "192.0.2.1", client_addr: "192.0.2.1".parse().unwrap() };
     let mut auth = crate::auth::WorkerAuth::detached(Default::default());
     let mut limiter = crate::limit::Limiter::new(crate::limit::LimiterConfig { max_keys: 100 });
-    let actx = AuthCtx { auth: &mut auth, limiter: &mut limiter, now: 1_800_000_000 };
+    let actx = AuthCtx { auth: &mut auth, limiter: &mut limiter, now: &|| 1_800_000_000 };
     let r = prepare_request(req.as_bytes(), 100, snap, &ctx, actx, |o| o.extend_from_slice(b"RID"), |_, _| 0, &mut out);
     (r, String::from_utf8(out).unwrap())
 }

@@ -18,10 +18,11 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 const UPSTREAM_PORT: u16 = 18181;
-const PORTS: [(Target, u16); 5] = [
+const PORTS: [(Target, u16); 6] = [
     (Target::Direct, UPSTREAM_PORT),
     (Target::Portcullis, 18183),
     (Target::PortcullisUring, 18185),
+    (Target::Baseline, 18186),
     (Target::Nginx, 18182),
     (Target::Haproxy, 18184),
 ];
@@ -34,6 +35,9 @@ enum Target {
     Portcullis,
     /// Portcullis with `io_driver = "uring"` (only with `--uring`).
     PortcullisUring,
+    /// Another Portcullis binary (`--baseline PATH`, e.g. built from an older commit) for an
+    /// A/B comparison inside one run, where the machine's drift affects both sides alike.
+    Baseline,
     Nginx,
     Haproxy,
 }
@@ -44,6 +48,7 @@ impl Target {
             Target::Direct => "direct",
             Target::Portcullis => "portcullis",
             Target::PortcullisUring => "portcullis-uring",
+            Target::Baseline => "portcullis-baseline",
             Target::Nginx => "nginx",
             Target::Haproxy => "haproxy",
         }
@@ -133,13 +138,14 @@ struct Sample {
 
 struct Opts {
     uring: bool,
+    baseline: Option<PathBuf>,
     scenarios: Vec<String>,
     runs: usize,
     duration: u64,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
-    let mut o = Opts { uring: false, scenarios: Vec::new(), runs: 3, duration: 10 };
+    let mut o = Opts { uring: false, baseline: None, scenarios: Vec::new(), runs: 3, duration: 10 };
     let mut quick = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -150,8 +156,18 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--duration" => o.duration = val("--duration")?.parse().context("--duration: not a number")?,
             "--quick" => quick = true,
             "--uring" => o.uring = true,
+            "--baseline" => {
+                let path = PathBuf::from(val("--baseline")?);
+                if !path.is_file() {
+                    bail!(
+                        "--baseline {}: no such file (give a portcullis binary, e.g. one built from an older commit)",
+                        path.display()
+                    );
+                }
+                o.baseline = Some(path);
+            }
             other => {
-                bail!("unknown bench option {other:?} (use --scenario NAME, --runs N, --duration S, --quick, --uring)")
+                bail!("unknown bench option {other:?} (use --scenario NAME, --runs N, --duration S, --quick, --uring, --baseline PATH)")
             }
         }
     }
@@ -297,9 +313,11 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
         dir.join("apps/policies.json"),
         r#"{"gw": {"rate": 1000000, "per": 1, "quota_max": -1, "access_rights": {"gw": {"api_id": "gw", "versions": ["Default"]}}}}"#,
     )?;
-    for (file, target, driver) in
-        [("portcullis.toml", Target::Portcullis, "auto"), ("portcullis-uring.toml", Target::PortcullisUring, "uring")]
-    {
+    for (file, target, driver) in [
+        ("portcullis.toml", Target::Portcullis, "auto"),
+        ("portcullis-uring.toml", Target::PortcullisUring, "uring"),
+        ("portcullis-baseline.toml", Target::Baseline, "auto"),
+    ] {
         std::fs::write(
             dir.join(file),
             format!(
@@ -311,6 +329,12 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
     }
     let _ = root;
     Ok(())
+}
+
+/// The Portcullis binaries under test: this tree's release build and an optional baseline.
+struct Binaries {
+    portcullis: PathBuf,
+    baseline: Option<PathBuf>,
 }
 
 /// A started proxy: the process to kill and the pid whose CPU and RSS we measure.
@@ -335,12 +359,17 @@ impl Drop for Running {
     }
 }
 
-fn start(target: Target, dir: &Path, portcullis: &Path) -> Result<Option<Running>> {
+fn start(target: Target, dir: &Path, bins: &Binaries) -> Result<Option<Running>> {
     let child = match target {
         Target::Direct => return Ok(None),
-        Target::Portcullis | Target::PortcullisUring => {
-            let name = if target == Target::Portcullis { "portcullis" } else { "portcullis-uring" };
-            pinned(PROXY_CPU, portcullis)
+        Target::Portcullis | Target::PortcullisUring | Target::Baseline => {
+            let name = target.name();
+            let bin = match (target, &bins.baseline) {
+                (Target::Baseline, Some(b)) => b.as_path(),
+                (Target::Baseline, None) => bail!("no --baseline binary given"),
+                _ => bins.portcullis.as_path(),
+            };
+            pinned(PROXY_CPU, bin)
                 .arg("run")
                 .arg("--config")
                 .arg(dir.join(format!("{name}.toml")))
@@ -429,7 +458,8 @@ fn parse_wrk(out: &str) -> Result<Sample> {
 
 fn run_wrk(sc: &Scenario, target: Target, duration: u64) -> Result<Sample> {
     let port = target.port();
-    let through_gateway = sc.gateway && matches!(target, Target::Portcullis | Target::PortcullisUring);
+    let through_gateway =
+        sc.gateway && matches!(target, Target::Portcullis | Target::PortcullisUring | Target::Baseline);
     let mut cmd = pinned(LOAD_CPU, "wrk");
     cmd.args(["-t1", &format!("-c{}", sc.connections), &format!("-d{duration}s"), "--latency", "--timeout", "5s"]);
     if sc.close {
@@ -445,9 +475,9 @@ fn run_wrk(sc: &Scenario, target: Target, duration: u64) -> Result<Sample> {
     parse_wrk(&String::from_utf8_lossy(&out.stdout))
 }
 
-fn measure(target: Target, sc: &Scenario, dir: &Path, portcullis: &Path, duration: u64) -> Result<Sample> {
+fn measure(target: Target, sc: &Scenario, dir: &Path, bins: &Binaries, duration: u64) -> Result<Sample> {
     wait_port_free(target.port());
-    let running = start(target, dir, portcullis)?;
+    let running = start(target, dir, bins)?;
     let pid = running.as_ref().map(|r| r.measured_pid);
     // Short warm-up so connection pools and caches are filled before measuring.
     let _ = run_wrk(&Scenario { connections: sc.connections.min(32), ..*sc }, target, 1);
@@ -515,16 +545,17 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
     if !st.success() {
         bail!("release build failed");
     }
-    let portcullis = root.join("target/release/portcullis");
+    let bins = Binaries { portcullis: root.join("target/release/portcullis"), baseline: opts.baseline.clone() };
     let dir = root.join("target/bench/work");
     write_configs(&dir, root)?;
 
     let scenarios: Vec<&Scenario> =
         SCENARIOS.iter().filter(|s| opts.scenarios.is_empty() || opts.scenarios.iter().any(|n| n == s.name)).collect();
     let targets: Vec<Target> =
-        [Target::Direct, Target::Portcullis, Target::PortcullisUring, Target::Nginx, Target::Haproxy]
+        [Target::Direct, Target::Portcullis, Target::Baseline, Target::PortcullisUring, Target::Nginx, Target::Haproxy]
             .into_iter()
             .filter(|t| *t != Target::PortcullisUring || opts.uring)
+            .filter(|t| *t != Target::Baseline || opts.baseline.is_some())
             .filter(|t| !missing.iter().any(|(c, _)| *c == t.name()))
             .collect();
     for (c, why) in &missing {
@@ -567,7 +598,7 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
                     target.name(),
                     left.as_secs()
                 );
-                match measure(*target, sc, &dir, &portcullis, opts.duration) {
+                match measure(*target, sc, &dir, &bins, opts.duration) {
                     Ok(s) => samples.push(s),
                     Err(e) => {
                         eprintln!("bench: {} failed: {e:#}", target.name());
@@ -701,7 +732,7 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
         let get = |tg: Target| medians.iter().find(|m| m.0 == tg).cloned();
         let mut ratios = serde_json::Map::new();
         if let Some(p) = get(Target::Portcullis) {
-            for peer in [Target::Nginx, Target::Haproxy] {
+            for peer in [Target::Baseline, Target::Nginx, Target::Haproxy] {
                 if let Some(o) = get(peer) {
                     let r = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
                     let (cpu, p99, rss, rps) = (r(p.1, o.1), r(p.2, o.2), r(p.3, o.3), r(p.4, o.4));
@@ -753,5 +784,10 @@ mod tests {
         let o = parse_opts(&["--quick".into(), "--scenario".into(), "small".into()]).unwrap();
         assert_eq!((o.runs, o.duration, o.scenarios.len()), (1, 3, 1));
         assert!(parse_opts(&["--scenario".into(), "nope".into()]).is_err());
+        let err = parse_opts(&["--baseline".into(), "/nonexistent/portcullis".into()]).err().unwrap();
+        assert!(format!("{err}").contains("/nonexistent/portcullis"), "{err}");
+        let exe = std::env::current_exe().unwrap();
+        let o = parse_opts(&["--baseline".into(), exe.display().to_string()]).unwrap();
+        assert_eq!(o.baseline.as_deref(), Some(exe.as_path()));
     }
 }

@@ -219,6 +219,42 @@ mod tests {
         });
     }
 
+    /// The vendored monoio clears a socket's readiness after a short read (no EAGAIN recv per
+    /// request); a peer's later data and its FIN, arriving with the data or after it, must still
+    /// wake the reader.
+    #[test]
+    fn short_reads_then_later_data_and_eof_are_all_seen() {
+        with_stream(vec![b"abc".to_vec(), b"def".to_vec()], |mut s| async move {
+            let mut b = ReadBuf::new(4096);
+            let mut got = Vec::new();
+            loop {
+                let read = monoio::time::timeout(std::time::Duration::from_secs(5), b.fill(&mut s)).await;
+                let n = read.expect("reader not woken after a short read").unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(b.data());
+                b.consume(b.len());
+            }
+            assert_eq!(got, b"abcdef");
+        });
+    }
+
+    /// Data and FIN harvested in one event: the short read must not hide the hang-up.
+    #[test]
+    fn a_short_read_with_the_fin_already_harvested_still_sees_eof() {
+        with_stream(vec![b"abc".to_vec()], |mut s| async move {
+            // Let the peer write and close before the first read.
+            monoio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let mut b = ReadBuf::new(4096);
+            let five = std::time::Duration::from_secs(5);
+            assert_eq!(monoio::time::timeout(five, b.fill(&mut s)).await.expect("first read").unwrap(), 3);
+            b.consume(3);
+            let eof = monoio::time::timeout(five, b.fill(&mut s)).await.expect("EOF not seen after a short read");
+            assert_eq!(eof.unwrap(), 0);
+        });
+    }
+
     #[test]
     fn unallocated_buffers_allocate_on_first_read_and_compact() {
         with_stream(vec![b"abcdef".to_vec(), b"ghij".to_vec()], |mut s| async move {

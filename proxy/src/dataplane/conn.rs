@@ -367,20 +367,35 @@ async fn exchange(
         return Ok(Next::Tunnel(up));
     }
     let head_out = bufs.x.out.len() as u64;
-    // Small bodies already read with the head go out in the same write as the head.
+    // A body already read with the head goes out in the same write as the head: the smaller of
+    // the two is copied next to the other (a large body stays where it was read, the new head
+    // taking the place of the upstream head in front of it).
     let mut body_kind = resp.body;
+    let mut written_with_head = 0;
+    let mut in_place = false;
     if let BodyKind::Length(n) = resp.body {
         if (bufs.x.upstream.len() as u64) >= n {
-            bufs.x.out.extend_from_slice(&bufs.x.upstream.data()[..n as usize]);
-            bufs.x.upstream.consume(n as usize);
+            written_with_head = n;
             body_kind = BodyKind::None;
+            if n as usize > bufs.x.out.len() && bufs.x.upstream.fits_prefix(bufs.x.out.len()) {
+                in_place = true;
+            } else {
+                bufs.x.out.extend_from_slice(&bufs.x.upstream.data()[..n as usize]);
+                bufs.x.upstream.consume(n as usize);
+            }
         }
     }
-    let written_with_head = bufs.x.out.len() as u64 - head_out;
     if body_kind != BodyKind::None {
         ensure_nodelay(client, bufs);
     }
-    write_vec(client, &mut bufs.x.out).await.map_err(|e| Failure {
+    let wrote = if in_place {
+        let r = bufs.x.upstream.write_prefixed(client, &bufs.x.out, written_with_head as usize).await;
+        bufs.x.out.clear();
+        r
+    } else {
+        write_vec(client, &mut bufs.x.out).await
+    };
+    wrote.map_err(|e| Failure {
         err: ProxyError::io(ErrorKind::ClientIo, "writing response head", e),
         responded: true,
     })?;

@@ -131,6 +131,32 @@ impl ReadBuf {
         Ok(())
     }
 
+    /// Whether `prefix_len` bytes fit in the consumed space just before the unconsumed bytes,
+    /// where [`write_prefixed`](Self::write_prefixed) puts them.
+    #[inline]
+    pub fn fits_prefix(&self, prefix_len: usize) -> bool {
+        prefix_len <= self.pos
+    }
+
+    /// Writes `prefix` followed by the first `n` unconsumed bytes in one write, and consumes
+    /// them. The prefix is copied into the consumed bytes in front of the data (e.g. a rewritten
+    /// response head over the upstream head it replaces), so a body that arrived with its head
+    /// is not copied again in user space. The caller checks [`fits_prefix`](Self::fits_prefix).
+    ///
+    /// Measured (perf, `16k` scenario): copying a 16 KiB body behind the head in a second
+    /// buffer was 4.5 % of the proxy's cycles.
+    pub async fn write_prefixed<W: AsyncWriteRentExt>(&mut self, w: &mut W, prefix: &[u8], n: usize) -> io::Result<()> {
+        debug_assert!(n <= self.len() && self.fits_prefix(prefix.len()));
+        let start = self.pos - prefix.len();
+        self.buf[start..self.pos].copy_from_slice(prefix);
+        let buf = std::mem::take(&mut self.buf);
+        let (res, slice) = w.write_all(buf.slice(start..self.pos + n)).await;
+        self.buf = slice.into_inner();
+        res?;
+        self.consume(n);
+        Ok(())
+    }
+
     /// Writes an arbitrary sub-range of the unconsumed bytes without consuming anything.
     pub async fn write_range<W: AsyncWriteRentExt>(
         &mut self,
@@ -253,6 +279,29 @@ mod tests {
             let eof = monoio::time::timeout(five, b.fill(&mut s)).await.expect("EOF not seen after a short read");
             assert_eq!(eof.unwrap(), 0);
         });
+    }
+
+    #[test]
+    fn write_prefixed_sends_the_prefix_and_the_body_in_place() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let (mut s, _) = listener.accept().unwrap();
+            let mut v = Vec::new();
+            s.read_to_end(&mut v).unwrap();
+            v
+        });
+        with_stream(vec![b"OLD-HEAD:body-bytes+next".to_vec()], |mut s| async move {
+            let mut b = ReadBuf::new(4096);
+            fill_to(&mut b, &mut s, 24).await;
+            b.consume(9); // the "head"
+            assert!(b.fits_prefix(9) && !b.fits_prefix(10));
+            let mut out = monoio::net::TcpStream::connect(addr).await.unwrap();
+            b.write_prefixed(&mut out, b"new-head|", 10).await.unwrap();
+            assert_eq!(b.data(), b"+next", "the body is consumed, what follows it kept");
+        });
+        assert_eq!(reader.join().unwrap(), b"new-head|body-bytes");
     }
 
     #[test]

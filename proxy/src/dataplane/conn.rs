@@ -101,8 +101,8 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
             if worker.shared_stats.open() > RELEASE_IDLE_ABOVE {
                 // Many connections: wait for the next request without holding a buffer, so
                 // memory follows the requests in flight, not the connections open. Costs a
-                // poll(2) per request (monoio's readiness check), so only done under many
-                // connections, where memory per connection is what limits a host.
+                // readiness wait per request (poll(2) on epoll, a PollAdd on io_uring), so it is
+                // only done under many connections, where memory per connection limits a host.
                 bufs.client.release();
                 let ready = monoio::select! {
                     r = monoio::time::timeout(idle, client.readable(false)) => r,

@@ -141,13 +141,7 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         tokio::spawn(crate::keystore::follow_changes(Arc::clone(&keystore)));
         tokio::spawn(crate::keystore::watch_health(Arc::clone(&keystore)));
         let flusher = Arc::clone(&keystore);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                flusher.flush_quotas();
-            }
-        });
+        every_second(move || flusher.flush_quotas());
         tokio::spawn(crate::limit::gossip::run_hub(hub_ends, hub_cfg, Arc::clone(&hub_stats), Arc::clone(&bans)));
         tokio::spawn(crate::control::jwks::refresh_loop(Arc::clone(&state.reloader.snapshot)));
         if let Some(ring) = state.gate.as_ref().and_then(|g| g.take_ring()) {
@@ -157,12 +151,8 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
             tokio::spawn(crate::control::telemetry::pump_ebpf_logs(logger));
         }
         let sweeper = Arc::clone(&bans);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                sweeper.sweep();
-            }
+        every_second(move || {
+            sweeper.sweep();
         });
         wait_for_signals(&state).await;
         Ok(())
@@ -194,6 +184,17 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
 }
 
 /// The embedded store at `[storage] path`, or Redis when `[storage] redis` is set.
+/// Runs `f` once a second on the control plane for the life of the process.
+fn every_second(mut f: impl FnMut() + Send + 'static) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            f();
+        }
+    });
+}
+
 fn open_keystore(cfg: &Config) -> Result<crate::keystore::KeyStore, StartError> {
     use crate::keystore::{EmbeddedStore, KeyStore, RedisStore};
     if cfg.storage.redis.is_empty() {

@@ -119,16 +119,10 @@ impl ReadBuf {
 
     /// Writes the first `n` unconsumed bytes to `w` and consumes them.
     pub async fn write_out<W: AsyncWriteRentExt>(&mut self, w: &mut W, n: usize) -> io::Result<()> {
-        debug_assert!(n <= self.len());
         if n == 0 {
             return Ok(());
         }
-        let buf = std::mem::take(&mut self.buf);
-        let (res, slice) = w.write_all(buf.slice(self.pos..self.pos + n)).await;
-        self.buf = slice.into_inner();
-        res?;
-        self.consume(n);
-        Ok(())
+        self.write_prefixed(w, &[], n).await
     }
 
     /// Whether `prefix_len` bytes fit in the consumed space just before the unconsumed bytes,

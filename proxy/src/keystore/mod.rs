@@ -208,25 +208,14 @@ pub enum LookupError {
 }
 
 impl KeyClient {
-    /// Asks the control plane; waits at most the configured lookup timeout. Runs on a worker
-    /// (monoio): the channel and the oneshot are runtime-agnostic.
-    pub async fn fetch(&self, hash: KeyHash) -> Result<Option<Arc<Session>>, LookupError> {
-        let (reply, rx) = futures_channel::oneshot::channel();
-        self.tx.try_send(Lookup::Session { hash, reply }).map_err(|_| LookupError::Busy)?;
-        match monoio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(r)) => r.map_err(LookupError::Store),
-            Ok(Err(_)) => Err(LookupError::Store("control plane dropped the request".into())),
-            Err(_) => Err(LookupError::Timeout),
-        }
-    }
-
-    /// Reserves a block of a quota through the control plane.
-    pub async fn reserve_quota(
+    /// Sends one request to the control plane and waits at most the configured lookup timeout
+    /// for its answer. Runs on a worker (monoio): the channel and the oneshot are runtime-agnostic.
+    async fn ask<T>(
         &self,
-        quota: crate::limit::quota::Quota,
-    ) -> Result<crate::limit::quota::Reservation, LookupError> {
+        request: impl FnOnce(futures_channel::oneshot::Sender<T>) -> Lookup,
+    ) -> Result<T, LookupError> {
         let (reply, rx) = futures_channel::oneshot::channel();
-        self.tx.try_send(Lookup::Quota { quota, reply }).map_err(|_| LookupError::Busy)?;
+        self.tx.try_send(request(reply)).map_err(|_| LookupError::Busy)?;
         match monoio::time::timeout(self.timeout, rx).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(_)) => Err(LookupError::Store("control plane dropped the request".into())),
@@ -234,15 +223,22 @@ impl KeyClient {
         }
     }
 
+    /// Asks the control plane for a session.
+    pub async fn fetch(&self, hash: KeyHash) -> Result<Option<Arc<Session>>, LookupError> {
+        self.ask(|reply| Lookup::Session { hash, reply }).await?.map_err(LookupError::Store)
+    }
+
+    /// Reserves a block of a quota through the control plane.
+    pub async fn reserve_quota(
+        &self,
+        quota: crate::limit::quota::Quota,
+    ) -> Result<crate::limit::quota::Reservation, LookupError> {
+        self.ask(|reply| Lookup::Quota { quota, reply }).await
+    }
+
     /// Has the control plane check a basic-auth password (so the worker never runs bcrypt).
     pub async fn check_password(&self, check: crate::auth::PasswordCheck) -> Result<bool, LookupError> {
-        let (reply, rx) = futures_channel::oneshot::channel();
-        self.tx.try_send(Lookup::Password { check, reply }).map_err(|_| LookupError::Busy)?;
-        match monoio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(ok)) => Ok(ok),
-            Ok(Err(_)) => Err(LookupError::Store("control plane dropped the request".into())),
-            Err(_) => Err(LookupError::Timeout),
-        }
+        self.ask(|reply| Lookup::Password { check, reply }).await
     }
 }
 

@@ -13,9 +13,29 @@ pub mod httpbin;
 pub mod netns;
 pub mod redis;
 
-/// A free loopback port (bound then released; good enough for tests on one host).
+/// A free port for a server the test starts (the proxy's listeners, redis-server).
+///
+/// Ports come from below the kernel's ephemeral range (32768-60999 by default), so an outgoing
+/// connection made by another test can never take one between this call and the server's bind,
+/// and never the same port twice within one test process (binding port 0 and releasing it could
+/// hand out the same port to two callers: CI once saw the proxy and its admin API given one port).
+/// The start is spread by process id so test binaries run side by side rarely probe the same ports;
+/// each candidate is checked by binding it on every address.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000; // 20000..32000, below the ephemeral range
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let seed = (std::process::id().wrapping_mul(7919)) % SPAN;
+    let _ = NEXT.compare_exchange(u32::MAX, seed, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + n % SPAN) as u16;
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN);
 }
 
 /// True when running in CI (`CI=true`), where privileged tests must run instead of skipping.

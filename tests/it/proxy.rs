@@ -625,3 +625,46 @@ fn many_open_connections_release_idle_buffers_and_still_serve() {
         assert_eq!(r.json()["data"].as_str().unwrap().len(), 10_000);
     }
 }
+
+#[test]
+fn upstream_connection_cap_queues_requests_and_times_them_out() {
+    // Two slots: six concurrent 300 ms requests are all answered over at most two upstream
+    // connections, four of them after waiting; a tunnel does not hold a slot.
+    let (p, up) = simple("upstream_max_connections = 2\nupstream_queue_timeout_ms = 5000");
+    let listen = p.listen;
+    let started = Instant::now();
+    let handles: Vec<_> = (0..6)
+        .map(|_| std::thread::spawn(move || client::get(listen, "/up/slow-head/300").map(|r| r.status)))
+        .collect();
+    let statuses: Vec<_> = handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
+    assert_eq!(statuses, vec![200; 6]);
+    assert!(up.accepted() <= 2, "upstream saw {} connections, cap is 2", up.accepted());
+    // Three rounds of two at 300 ms each (no upper bound asserted: the machine may be busy).
+    assert!(started.elapsed() >= Duration::from_millis(850), "the cap did not queue: {:?}", started.elapsed());
+    let m = wait_metrics(&p, |m| metric_value(m, "portcullis_upstream_queued_total{worker=\"0\"}") == Some(4.0));
+    assert_eq!(metric_value(&m, "portcullis_upstream_queued_total{worker=\"0\"}"), Some(4.0), "{m}");
+
+    let mut ws = Conn::connect(p.listen).unwrap();
+    ws.send(b"GET /up/ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();
+    assert_eq!(ws.read_head().unwrap().status, 101);
+    let mut ws2 = Conn::connect(p.listen).unwrap();
+    ws2.send(b"GET /up/ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();
+    assert_eq!(ws2.read_head().unwrap().status, 101);
+    assert_eq!(client::get(p.listen, "/up/get").unwrap().status, 200, "two tunnels must not take both slots");
+    drop((ws, ws2));
+
+    // One slot, a short queue timeout: the second request gets 503 while the first holds it.
+    let (p, _up) = simple("upstream_max_connections = 1\nupstream_queue_timeout_ms = 100");
+    let listen = p.listen;
+    let slow = std::thread::spawn(move || client::get(listen, "/up/slow-head/1500").map(|r| r.status));
+    std::thread::sleep(Duration::from_millis(300));
+    let r = client::get(p.listen, "/up/get").unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("upstream connection limit reached"), "{}", r.text());
+    assert_eq!(slow.join().unwrap().unwrap(), 200);
+    // The slot came back: the next request is served.
+    assert_eq!(client::get(p.listen, "/up/get").unwrap().status, 200);
+    let m =
+        wait_metrics(&p, |m| metric_value(m, "portcullis_upstream_queue_timeouts_total{worker=\"0\"}") == Some(1.0));
+    assert_eq!(metric_value(&m, "portcullis_upstream_queue_timeouts_total{worker=\"0\"}"), Some(1.0), "{m}");
+}

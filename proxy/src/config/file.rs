@@ -130,11 +130,20 @@ pub struct ProxyConfig {
     pub upstream_response_timeout_ms: u64,
     /// Idle upstream connections kept per worker and target.
     pub upstream_pool_size: usize,
+    /// Upstream connections in use at once per worker and target; further requests wait for one
+    /// (FIFO). 0 = no cap (a new connection per concurrent request).
+    pub upstream_max_connections: usize,
+    /// Longest wait for an upstream connection under `upstream_max_connections`, ms (exceeded: 503).
+    pub upstream_queue_timeout_ms: u64,
     /// Idle upstream connections older than this are closed instead of reused, ms.
     pub upstream_idle_timeout_ms: u64,
     /// On SIGTERM, how long in-flight requests may take to finish, ms.
     pub drain_timeout_ms: u64,
 }
+
+/// Default `upstream_max_connections`: see README (`[proxy]`) and bench/README (c1000) for the
+/// measurement it rests on.
+pub const DEFAULT_UPSTREAM_MAX_CONNECTIONS: usize = 1024;
 
 impl Default for ProxyConfig {
     fn default() -> Self {
@@ -154,6 +163,8 @@ impl Default for ProxyConfig {
             upstream_connect_timeout_ms: 5_000,
             upstream_response_timeout_ms: 60_000,
             upstream_pool_size: 64,
+            upstream_max_connections: DEFAULT_UPSTREAM_MAX_CONNECTIONS,
+            upstream_queue_timeout_ms: 5_000,
             upstream_idle_timeout_ms: 30_000,
             drain_timeout_ms: 10_000,
         }
@@ -358,7 +369,8 @@ impl Config {
                 errs.push(ConfigError::new(path, field, v, "not an IP:port socket address"));
             }
         }
-        let nonzero: [(&str, u64); 18] = [
+        let nonzero: [(&str, u64); 19] = [
+            ("proxy.upstream_queue_timeout_ms", p.upstream_queue_timeout_ms),
             ("limits.gossip_interval_ms", self.limits.gossip_interval_ms),
             ("limits.max_keys_per_worker", self.limits.max_keys_per_worker as u64),
             ("limits.ban_window_secs", self.limits.ban_window_secs),

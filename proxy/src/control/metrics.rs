@@ -97,7 +97,7 @@ pub fn render_metrics(state: &ControlState) -> String {
         );
     }
     type Field = fn(&crate::dataplane::stats::LocalStats) -> u64;
-    let counters: [(&str, &str, &str, Field); 15] = [
+    let counters: [(&str, &str, &str, Field); 18] = [
         ("portcullis_limit_tracked_keys", "gauge", "Rate-limit keys (buckets) each worker tracks.", |s| {
             s.limiter.tracked_keys
         }),
@@ -165,6 +165,24 @@ pub fn render_metrics(state: &ControlState) -> String {
             "gauge",
             "Idle keep-alive upstream connections pooled by each worker.",
             |s| s.upstream_idle,
+        ),
+        (
+            "portcullis_upstream_queued_total",
+            "counter",
+            "Requests that waited for an upstream connection (all upstream_max_connections in use).",
+            |s| s.upstream_queued,
+        ),
+        (
+            "portcullis_upstream_queue_timeouts_total",
+            "counter",
+            "Requests answered 503 after waiting upstream_queue_timeout_ms for an upstream connection.",
+            |s| s.upstream_queue_timeouts,
+        ),
+        (
+            "portcullis_upstream_waiting_requests",
+            "gauge",
+            "Requests waiting for an upstream connection now, per worker.",
+            |s| s.upstream_waiting,
         ),
     ];
     for (name, kind, help, f) in counters {

@@ -158,6 +158,7 @@ async fn respond_error(worker: &Worker, client: &mut TcpStream, out: &mut Vec<u8
     match f.err.kind {
         ErrorKind::UpstreamConnect => stats.upstream_connect_errors += 1,
         ErrorKind::UpstreamTimeout => stats.upstream_timeouts += 1,
+        ErrorKind::UpstreamBusy => stats.upstream_queue_timeouts += 1,
         _ => {}
     }
     drop(stats);
@@ -312,8 +313,23 @@ async fn exchange(
     }
     let target = &api.targets[routed.target];
 
-    // 2. Upstream connection and request. A pooled connection that fails before any response
-    //    byte is retried once on a fresh one, if the request body has not been sent yet.
+    // 2. Upstream connection and request. The slot (`upstream_max_connections`) is held until
+    //    the exchange ends, so the connection it returns to the pool goes to the next waiter. A
+    //    pooled connection that fails before any response byte is retried once on a fresh one,
+    //    if the request body has not been sent yet.
+    let wait = Duration::from_millis(cfg.upstream_queue_timeout_ms);
+    let _slot = match worker.pool.slot(target.addr, cfg.upstream_max_connections, wait).await {
+        Ok((slot, waited)) => {
+            if waited {
+                worker.stats.borrow_mut().upstream_queued += 1;
+            }
+            slot
+        }
+        Err(upstream::QueueTimeout) => {
+            record(worker, &api.api_id, meta.method, 503, started, 0, 0);
+            return Err(ProxyError::new(ErrorKind::UpstreamBusy, "upstream connection limit reached").into());
+        }
+    };
     let mut attempt = 0;
     let (mut up, resp, body_bytes) = loop {
         attempt += 1;

@@ -24,6 +24,9 @@ pub enum ErrorKind {
     UpstreamProtocol,
     /// Upstream connect or response timed out: 504.
     UpstreamTimeout,
+    /// Every connection `upstream_max_connections` allows to the target stayed in use for
+    /// `upstream_queue_timeout_ms`: 503.
+    UpstreamBusy,
     /// Client went away, timed out or broke the protocol mid-body: no response possible.
     ClientIo,
     /// The worker is shutting down or the client idled out: close quietly.
@@ -40,6 +43,7 @@ impl ErrorKind {
             ErrorKind::HeadTooLarge => (431, "Request Header Fields Too Large"),
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamProtocol => (502, "Bad Gateway"),
             ErrorKind::UpstreamTimeout => (504, "Gateway Timeout"),
+            ErrorKind::UpstreamBusy => (503, "Service Unavailable"),
             ErrorKind::ClientIo | ErrorKind::Closed => return None,
         })
     }

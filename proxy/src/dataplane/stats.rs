@@ -63,6 +63,11 @@ pub struct LocalStats {
     pub upstream_connect_errors: u64,
     pub upstream_timeouts: u64,
     pub upstream_idle: u64,
+    /// Exchanges that waited for a slot under `upstream_max_connections`, those that gave up
+    /// (503), and those waiting now (set when published).
+    pub upstream_queued: u64,
+    pub upstream_queue_timeouts: u64,
+    pub upstream_waiting: u64,
     /// Requests refused by IP rules, path lists or auth.
     pub auth_denied: u64,
     /// Requests refused with 429.

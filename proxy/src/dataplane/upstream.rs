@@ -1,12 +1,25 @@
-//! Per-worker upstream connection pool: idle keep-alive connections by target address.
+//! Per-worker upstream connection pool: idle keep-alive connections by target address, and the
+//! per-target cap on connections in use (`upstream_max_connections`).
 //!
-//! Owned by one worker (`RefCell`, no lock, no sharing). LIFO reuse keeps the hottest connection
-//! warm; connections idle longer than `upstream_idle_timeout_ms` are dropped on checkout, before
-//! an upstream with a shorter keep-alive timeout closes them under us.
+//! Owned by one worker (`RefCell`/`Cell`, no lock, no sharing). LIFO reuse keeps the hottest
+//! connection warm; connections idle longer than `upstream_idle_timeout_ms` are dropped on
+//! checkout, before an upstream with a shorter keep-alive timeout closes them under us.
+//!
+//! The cap: an exchange holds a [`Slot`] for as long as it uses an upstream connection. When all
+//! slots of a target are taken, further exchanges wait in FIFO order (up to
+//! `upstream_queue_timeout_ms`, then 503) and each finished exchange hands its slot, and with it
+//! the keep-alive connection it just returned to the pool, to the oldest waiter. Without the cap a
+//! burst of N concurrent requests opens N upstream connections, most of which the idle pool then
+//! closes again. This module must not do I/O other than connecting, and never blocks.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
@@ -30,6 +43,86 @@ pub struct Upstream {
 #[derive(Default)]
 pub struct Pool {
     idle: RefCell<AHashMap<SocketAddr, Vec<Idle>>>,
+    slots: RefCell<AHashMap<SocketAddr, Rc<Slots>>>,
+}
+
+/// One target's slots on one worker.
+#[derive(Default)]
+struct Slots {
+    in_use: Cell<usize>,
+    waiters: RefCell<VecDeque<Rc<Waiter>>>,
+}
+
+#[derive(Default)]
+struct Waiter {
+    /// A finished exchange passed its slot to this waiter.
+    granted: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl Slots {
+    /// Gives a slot back: to the oldest waiter still waiting, else to the free count.
+    fn release(&self) {
+        let next = self.waiters.borrow_mut().pop_front();
+        match next {
+            Some(w) => {
+                w.granted.set(true);
+                if let Some(waker) = w.waker.take() {
+                    waker.wake();
+                }
+            }
+            None => self.in_use.set(self.in_use.get().saturating_sub(1)),
+        }
+    }
+}
+
+/// The right to use one upstream connection to a target; given back (to the next waiter, if
+/// any) when dropped.
+pub struct Slot {
+    slots: Rc<Slots>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.release();
+    }
+}
+
+/// Why no slot was had.
+#[derive(Debug, PartialEq, Eq)]
+pub struct QueueTimeout;
+
+/// Waits for a slot; on drop before it is granted, leaves the queue, and if it was granted but
+/// never taken, passes the slot on, so a client that goes away loses no slot.
+struct WaitSlot {
+    slots: Rc<Slots>,
+    me: Rc<Waiter>,
+    done: bool,
+}
+
+impl Future for WaitSlot {
+    type Output = Slot;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Slot> {
+        if self.me.granted.get() {
+            self.done = true;
+            return Poll::Ready(Slot { slots: self.slots.clone() });
+        }
+        self.me.waker.set(Some(cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+impl Drop for WaitSlot {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if self.me.granted.get() {
+            self.slots.release();
+        } else {
+            self.slots.waiters.borrow_mut().retain(|w| !Rc::ptr_eq(w, &self.me));
+        }
+    }
 }
 
 impl Pool {
@@ -63,6 +156,37 @@ impl Pool {
     pub fn idle_count(&self) -> usize {
         self.idle.borrow().values().map(Vec::len).sum()
     }
+
+    /// A slot for one exchange with `addr`: at once while fewer than `max` are in use (`max` 0 =
+    /// no cap: `Ok(None)`, nothing counted), else after waiting in line for up to `wait`.
+    /// Returns whether the exchange had to wait, for the queued counter.
+    pub async fn slot(
+        &self,
+        addr: SocketAddr,
+        max: usize,
+        wait: Duration,
+    ) -> Result<(Option<Slot>, bool), QueueTimeout> {
+        if max == 0 {
+            return Ok((None, false));
+        }
+        let slots = self.slots.borrow_mut().entry(addr).or_default().clone();
+        if slots.in_use.get() < max {
+            slots.in_use.set(slots.in_use.get() + 1);
+            return Ok((Some(Slot { slots }), false));
+        }
+        let me = Rc::new(Waiter::default());
+        slots.waiters.borrow_mut().push_back(me.clone());
+        let waiting = WaitSlot { slots, me, done: false };
+        match monoio::time::timeout(wait, waiting).await {
+            Ok(slot) => Ok((Some(slot), true)),
+            Err(_) => Err(QueueTimeout),
+        }
+    }
+
+    /// Exchanges waiting for a slot now, over all targets.
+    pub fn queued_count(&self) -> usize {
+        self.slots.borrow().values().map(|s| s.waiters.borrow().len()).sum()
+    }
 }
 
 /// Opens a new connection with a timeout: refused/unreachable is 502, timeout 504.
@@ -78,5 +202,80 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Upstream> {
             "upstream connect timed out",
             io::Error::from(io::ErrorKind::TimedOut),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("runtime")
+    }
+
+    const A: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
+    const LONG: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn no_cap_counts_nothing() {
+        rt().block_on(async {
+            let pool = Pool::default();
+            let (slot, waited) = pool.slot(A, 0, LONG).await.unwrap();
+            assert!(slot.is_none() && !waited);
+            assert!(pool.slots.borrow().is_empty());
+        });
+    }
+
+    #[test]
+    fn waiters_are_served_in_order_and_a_released_slot_is_passed_on() {
+        rt().block_on(async {
+            let pool = Rc::new(Pool::default());
+            let (first, _) = pool.slot(A, 1, LONG).await.unwrap();
+            let order = Rc::new(RefCell::new(Vec::new()));
+            let mut tasks = Vec::new();
+            for i in 0..3 {
+                let (pool, order) = (pool.clone(), order.clone());
+                tasks.push(monoio::spawn(async move {
+                    let (slot, waited) = pool.slot(A, 1, LONG).await.unwrap();
+                    assert!(waited);
+                    order.borrow_mut().push(i);
+                    monoio::time::sleep(Duration::from_millis(5)).await;
+                    drop(slot);
+                }));
+                monoio::time::sleep(Duration::from_millis(1)).await;
+            }
+            assert_eq!(pool.queued_count(), 3);
+            drop(first);
+            for t in tasks {
+                t.await;
+            }
+            assert_eq!(*order.borrow(), vec![0, 1, 2]);
+            assert_eq!(pool.queued_count(), 0);
+            // Every slot came back: one is free again at once.
+            let (slot, waited) = pool.slot(A, 1, LONG).await.unwrap();
+            assert!(slot.is_some() && !waited);
+        });
+    }
+
+    #[test]
+    fn a_waiter_that_gives_up_leaves_the_line_and_loses_no_slot() {
+        rt().block_on(async {
+            let pool = Rc::new(Pool::default());
+            let (held, _) = pool.slot(A, 1, LONG).await.unwrap();
+            assert_eq!(pool.slot(A, 1, Duration::from_millis(10)).await.err(), Some(QueueTimeout));
+            assert_eq!(pool.queued_count(), 0);
+            // Granted but dropped before it ran (its client went away): the slot is not lost.
+            {
+                let mut waiting = std::pin::pin!(pool.slot(A, 1, LONG));
+                let mut cx = Context::from_waker(Waker::noop());
+                assert!(waiting.as_mut().poll(&mut cx).is_pending());
+                assert_eq!(pool.queued_count(), 1);
+                drop(held);
+                assert_eq!(pool.queued_count(), 0, "the slot went to the waiter");
+            }
+            let (slot, waited) = pool.slot(A, 1, Duration::from_millis(100)).await.unwrap();
+            assert!(!waited, "the abandoned grant was passed back");
+            assert!(slot.is_some());
+        });
     }
 }

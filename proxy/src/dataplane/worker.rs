@@ -146,6 +146,7 @@ impl Worker {
     fn publish(&self) {
         let mut s = self.stats.borrow().clone();
         s.upstream_idle = self.pool.idle_count() as u64;
+        s.upstream_waiting = self.pool.queued_count() as u64;
         s.cached_sessions = self.auth.borrow().cached_sessions() as u64;
         s.limiter = self.limiter.borrow().stats;
         self.shared_stats.published.store(Arc::new(s));

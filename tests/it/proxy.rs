@@ -641,8 +641,11 @@ fn upstream_connection_cap_queues_requests_and_times_them_out() {
     assert!(up.accepted() <= 2, "upstream saw {} connections, cap is 2", up.accepted());
     // Three rounds of two at 300 ms each (no upper bound asserted: the machine may be busy).
     assert!(started.elapsed() >= Duration::from_millis(850), "the cap did not queue: {:?}", started.elapsed());
-    let m = wait_metrics(&p, |m| metric_value(m, "portcullis_upstream_queued_total{worker=\"0\"}") == Some(4.0));
-    assert_eq!(metric_value(&m, "portcullis_upstream_queued_total{worker=\"0\"}"), Some(4.0), "{m}");
+    // Four wait when all six arrive within the first 300 ms (the usual case); a thread started
+    // late on a busy machine may find a slot free, so at least one, at most four.
+    let queued = |m: &str| metric_value(m, "portcullis_upstream_queued_total{worker=\"0\"}").unwrap_or(0.0);
+    let m = wait_metrics(&p, |m| queued(m) == 4.0);
+    assert!((1.0..=4.0).contains(&queued(&m)), "{m}");
 
     let mut ws = Conn::connect(p.listen).unwrap();
     ws.send(b"GET /up/ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();

@@ -10,18 +10,18 @@
 use core::mem;
 
 use aya_ebpf::bindings::xdp_action;
-use aya_ebpf::helpers::bpf_ktime_get_ns;
 use aya_ebpf::bindings::{
-    BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_RETRANS_CB_FLAG, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
-    BPF_TCP_CLOSE,
+    BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_RETRANS_CB_FLAG, BPF_SOCK_OPS_STATE_CB,
+    BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE,
 };
+use aya_ebpf::helpers::bpf_ktime_get_ns;
 use aya_ebpf::macros::{map, sock_ops, xdp};
 use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::maps::{Array, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf};
 use aya_ebpf::programs::{SockOpsContext, XdpContext};
 use portcullis_ebpf_common::{
-    v4_mapped, ConnEvent, ConnKey, GateConfig, SynBucket, COUNTERS as N_COUNTERS, COUNTER_DROPPED_BANNED, COUNTER_DROPPED_DENY,
-    COUNTER_DROPPED_SYN_RATE, COUNTER_PASSED, MAX_SYN_PORTS,
+    v4_mapped, ConnEvent, ConnKey, GateConfig, SynBucket, COUNTERS as N_COUNTERS, COUNTER_DROPPED_BANNED,
+    COUNTER_DROPPED_DENY, COUNTER_DROPPED_SYN_RATE, COUNTER_PASSED, MAX_SYN_PORTS,
 };
 
 // Sizes here are placeholders: the loader sets max_entries from config.

@@ -10,6 +10,7 @@
 //!   [`keystore`] keeps sessions (embedded file or Redis) on the control plane.
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod analytics;
 pub mod auth;
 pub mod bans;
 pub mod config;

@@ -26,6 +26,8 @@ pub enum StartError {
     Ebpf(crate::ebpf::GateError),
     #[error("cannot open the key store: {0}")]
     KeyStore(crate::keystore::StoreError),
+    #[error("cannot start analytics: {0}")]
+    Analytics(crate::analytics::pump::SinkError),
 }
 
 /// Result of `portcullis check`: every problem found.
@@ -73,7 +75,12 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
     let (key_client, lookups) =
         crate::keystore::lookup_channel(a.key_lookup_queue, Duration::from_millis(a.key_lookup_timeout_ms));
     let (links, hub_ends) = crate::limit::gossip::channels(workers);
+    let (feed, pump_ends) = crate::analytics::channels(workers, cfg.analytics.queue_batches);
+    let pump_stats = Arc::new(crate::analytics::pump::PumpStats::default());
+    let pump = crate::analytics::pump::spawn(&cfg.analytics, pump_ends, Arc::clone(&pump_stats))
+        .map_err(StartError::Analytics)?;
     let shared = Shared {
+        analytics: feed,
         limiter: crate::limit::LimiterConfig { max_keys: cfg.limits.max_keys_per_worker },
         gossip: std::sync::Mutex::new(links.into_iter().map(Some).collect()),
         snapshot: Arc::clone(&snapshot),
@@ -92,6 +99,9 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
     let handles = dataplane::start(&shared, listen, workers, cfg.proxy.io_driver, cfg.proxy.accept_backlog)
         .map_err(|source| StartError::Bind { what: "proxy.listen", addr: listen, source })?;
     tracing::info!(%listen, workers, driver = ?cfg.proxy.io_driver, "proxy listening");
+    // The workers hold their own ends now; once they have all stopped, the pump sees the queue
+    // close and ends after writing what is left.
+    drop(shared);
 
     let hub_stats = Arc::new(crate::limit::gossip::HubStats::default());
     let l = &cfg.limits;
@@ -127,6 +137,7 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         keys: Arc::clone(&keystore),
         limits: Arc::clone(&hub_stats),
         cluster_enabled: !cfg.storage.redis.is_empty(),
+        analytics: Arc::clone(&pump_stats),
     });
     let admin_addr = cfg.admin_addr();
     let result = rt.block_on(async {
@@ -172,6 +183,15 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         }
     }
     keystore.flush_quotas();
+    // Records the workers handed over while draining are written before the process exits.
+    while !pump.is_finished() && Instant::now() < deadline + Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if pump.is_finished() {
+        let _ = pump.join();
+    } else {
+        tracing::warn!("analytics pump did not finish writing in time");
+    }
     // Detach the XDP gate: dropping the last reference drops aya's links.
     drop(state);
     if let Some(g) = gate {

@@ -138,6 +138,10 @@ fn spawn(bin: &Path, dir: &Path, log: &Path, uid: Option<u32>) -> Child {
             for p in [dir.to_path_buf(), dir.join("apps")] {
                 fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
             }
+            // ... and write its request records ([analytics] path, default analytics/).
+            let records = dir.join("analytics");
+            fs::create_dir_all(&records).expect("analytics dir");
+            fs::set_permissions(&records, fs::Permissions::from_mode(0o777)).expect("chmod analytics");
             fs::set_permissions(log, fs::Permissions::from_mode(0o666)).expect("chmod log");
             cmd.uid(uid).gid(uid);
         }

@@ -113,7 +113,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "gateway",
-        what: "Portcullis with JWT HS256 auth + rate limit (policy, high enough not to reject) + claim-to-header transform + auth header stripped, vs plain proxying (request records are not implemented yet)",
+        what: "Portcullis with JWT HS256 auth + rate limit (policy, high enough not to reject) + claim-to-header transform + auth header stripped + a request record per request (JSON lines file), vs plain proxying",
         path: "/small",
         connections: 32,
         close: false,
@@ -294,11 +294,12 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
     std::fs::write(
         dir.join("apps/bench.json"),
         format!(
-            r#"{{"api_id": "bench", "name": "bench", "active": true, "use_keyless": true, "proxy": {{"listen_path": "/", "target_url": "http://127.0.0.1:{UPSTREAM_PORT}/"}}}}"#
+            r#"{{"api_id": "bench", "name": "bench", "active": true, "use_keyless": true, "do_not_track": true, "proxy": {{"listen_path": "/", "target_url": "http://127.0.0.1:{UPSTREAM_PORT}/"}}}}"#
         ),
     )?;
     // The gateway scenario's API: JWT (HS256, secret "bench-secret"), identity claim injected
-    // as a header, Authorization stripped, a policy granting the API.
+    // as a header, Authorization stripped, a policy granting the API, request records on (the
+    // plain `bench` API has `do_not_track`, as nginx and HAProxy run with access logs off).
     std::fs::write(
         dir.join("apps/gw.json"),
         format!(
@@ -321,9 +322,10 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
         std::fs::write(
             dir.join(file),
             format!(
-                "[proxy]\nlisten = \"127.0.0.1:{}\"\nworkers = 1\nio_driver = \"{driver}\"\n\n[admin]\nlisten = \"127.0.0.1:{}\"\n\n[apps]\ndir = \"apps\"\npolicies = \"apps/policies.json\"\n\n[log]\nlevel = \"warn\"\n",
+                "[proxy]\nlisten = \"127.0.0.1:{}\"\nworkers = 1\nio_driver = \"{driver}\"\n\n[admin]\nlisten = \"127.0.0.1:{}\"\n\n[apps]\ndir = \"apps\"\npolicies = \"apps/policies.json\"\n\n[analytics]\nenabled = true\npath = \"records-{stem}.jsonl\"\nrotate_mb = 64\nkeep = 1\n\n[log]\nlevel = \"warn\"\n",
                 target.port(),
-                target.port() + 1000
+                target.port() + 1000,
+                stem = file.trim_end_matches(".toml"),
             ),
         )?;
     }

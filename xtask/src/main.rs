@@ -106,12 +106,15 @@ fn test(extra: &[String]) -> Result<()> {
     // proxy and auth integration tests once more on the epoll driver so both stay covered.
     if extra.is_empty() {
         eprintln!("xtask: proxy and auth integration tests again on the epoll driver");
-        run_status(
-            cargo()
-                .current_dir(root())
-                .env("PORTCULLIS_PROXY_IO_DRIVER", "epoll")
-                .args(["test", "-p", "portcullis", "--test", "proxy", "--test", "auth"]),
-        )?;
+        run_status(cargo().current_dir(root()).env("PORTCULLIS_PROXY_IO_DRIVER", "epoll").args([
+            "test",
+            "-p",
+            "portcullis",
+            "--test",
+            "proxy",
+            "--test",
+            "auth",
+        ]))?;
     }
     Ok(())
 }

@@ -22,7 +22,50 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub cluster: ClusterConfig,
     pub ebpf: EbpfConfig,
+    pub analytics: AnalyticsConfig,
     pub log: LogConfig,
+}
+
+/// `[analytics]`: request records (Tyk's AnalyticsRecord fields, one JSON line per request).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    /// Write a record for every request that matched an API (except APIs with
+    /// `do_not_track: true`). Reloadable.
+    pub enabled: bool,
+    /// `file` (JSON lines, rotated) | `stdout`.
+    pub sink: AnalyticsSink,
+    /// The JSON lines file (relative to the config file).
+    pub path: PathBuf,
+    /// Rotate the file before it would grow past this many MiB; 0 = never.
+    pub rotate_mb: u64,
+    /// Rotated files kept (`<path>.1` is the newest); 0 = none.
+    pub keep: usize,
+    /// Batches (up to 64 KiB of records each) queued per worker for the pump; when the queue is
+    /// full, records are dropped and counted (`portcullis_analytics_dropped_total`).
+    pub queue_batches: usize,
+}
+
+/// `[analytics] sink`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AnalyticsSink {
+    #[default]
+    File,
+    Stdout,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig {
+            enabled: true,
+            sink: AnalyticsSink::File,
+            path: "analytics/records.jsonl".into(),
+            rotate_mb: 100,
+            keep: 5,
+            queue_batches: 64,
+        }
+    }
 }
 
 /// `[ebpf]`: the kernel fast path (XDP gate) and bans.
@@ -353,7 +396,7 @@ impl Config {
 
     pub(crate) fn resolve_relative_paths(&mut self, config_path: &Path) {
         let base = config_path.parent().unwrap_or(Path::new("."));
-        for p in [&mut self.apps.dir, &mut self.apps.policies, &mut self.storage.path] {
+        for p in [&mut self.apps.dir, &mut self.apps.policies, &mut self.storage.path, &mut self.analytics.path] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -369,7 +412,8 @@ impl Config {
                 errs.push(ConfigError::new(path, field, v, "not an IP:port socket address"));
             }
         }
-        let nonzero: [(&str, u64); 19] = [
+        let nonzero: [(&str, u64); 20] = [
+            ("analytics.queue_batches", self.analytics.queue_batches as u64),
             ("proxy.upstream_queue_timeout_ms", p.upstream_queue_timeout_ms),
             ("limits.gossip_interval_ms", self.limits.gossip_interval_ms),
             ("limits.max_keys_per_worker", self.limits.max_keys_per_worker as u64),
@@ -413,6 +457,9 @@ impl Config {
                 p.max_request_head_size.to_string(),
                 "must be between 256 and 64 x buffer_size",
             ));
+        }
+        if self.analytics.sink == AnalyticsSink::File && self.analytics.path.as_os_str().is_empty() {
+            errs.push(ConfigError::new(path, "analytics.path", "", "must name a file when sink = \"file\""));
         }
         if !self.storage.redis.is_empty()
             && !(self.storage.redis.starts_with("redis://") || self.storage.redis.starts_with("rediss://"))
@@ -514,6 +561,22 @@ mod tests {
         let e = cfg.validate(Path::new("t.toml")).unwrap_err();
         assert_eq!(e[0].field, "proxy.listen");
         assert_eq!(e[0].value, "nope");
+    }
+
+    #[test]
+    fn analytics_section_defaults_and_errors() {
+        let cfg = parse("", &[]).unwrap();
+        assert!(cfg.analytics.enabled);
+        assert_eq!(cfg.analytics.sink, AnalyticsSink::File);
+        let cfg =
+            parse("[analytics]\nsink = \"stdout\"\nkeep = 0\n", &[("PORTCULLIS_ANALYTICS_ENABLED", "false")]).unwrap();
+        assert_eq!((cfg.analytics.enabled, cfg.analytics.sink, cfg.analytics.keep), (false, AnalyticsSink::Stdout, 0));
+        let e = parse("[analytics]\nsink = \"kafka\"\n", &[]).unwrap_err();
+        assert!(e[0].to_string().contains("kafka") && e[0].to_string().contains("stdout"), "{}", e[0]);
+        let cfg = parse("[analytics]\nqueue_batches = 0\npath = \"\"\n", &[]).unwrap();
+        let e = cfg.validate(Path::new("t.toml")).unwrap_err();
+        assert!(e.iter().any(|e| e.field == "analytics.queue_batches"), "{e:?}");
+        assert!(e.iter().any(|e| e.field == "analytics.path"), "{e:?}");
     }
 
     #[test]

@@ -12,7 +12,8 @@ mod tyk_auth;
 
 pub use env::apply_env_overrides;
 pub use file::{
-    AdminConfig, AppsConfig, AuthConfig, Config, EbpfConfig, EbpfMode, IoDriver, LogConfig, ProxyConfig, StorageConfig,
+    AdminConfig, AnalyticsConfig, AnalyticsSink, AppsConfig, AuthConfig, Config, EbpfConfig, EbpfMode, IoDriver,
+    LogConfig, ProxyConfig, StorageConfig,
 };
 pub use snapshot::{load_snapshot, load_snapshot_with, Snapshot};
 pub use tyk::{ApiSpec, Target};

@@ -38,6 +38,10 @@ pub struct ApiSpec {
     pub limits: crate::limit::ApiLimits,
     /// Keyless with nothing to check, limit or change (the fast path); set by the loader.
     pub plain: bool,
+    /// Tyk's `org_id`, written into request records.
+    pub org_id: String,
+    /// Tyk's `do_not_track`: no request records for this API.
+    pub do_not_track: bool,
 }
 
 /// One upstream target, resolved at load time.
@@ -60,6 +64,8 @@ struct RawApi {
     active: bool,
     use_keyless: bool,
     domain: String,
+    org_id: String,
+    do_not_track: bool,
     proxy: RawProxy,
 }
 
@@ -261,6 +267,8 @@ pub fn parse_api(file: &Path, text: &str, fetch: JwksFetch<'_>) -> Result<Parsed
         strip_listen_path: raw.proxy.strip_listen_path,
         preserve_host_header: raw.proxy.preserve_host_header,
         targets,
+        org_id: raw.org_id,
+        do_not_track: raw.do_not_track,
     }))
 }
 

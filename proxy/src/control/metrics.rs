@@ -97,7 +97,13 @@ pub fn render_metrics(state: &ControlState) -> String {
         );
     }
     type Field = fn(&crate::dataplane::stats::LocalStats) -> u64;
-    let counters: [(&str, &str, &str, Field); 18] = [
+    let counters: [(&str, &str, &str, Field); 19] = [
+        (
+            "portcullis_analytics_records_queued_total",
+            "counter",
+            "Request records each worker handed to the analytics pump.",
+            |s| s.analytics.queued,
+        ),
         ("portcullis_limit_tracked_keys", "gauge", "Rate-limit keys (buckets) each worker tracks.", |s| {
             s.limiter.tracked_keys
         }),
@@ -190,6 +196,26 @@ pub fn render_metrics(state: &ControlState) -> String {
         for (id, _, s) in &published {
             let _ = writeln!(out, "{name}{{worker=\"{id}\"}} {}", f(s));
         }
+    }
+
+    // Analytics.
+    let a = &state.analytics;
+    let queue_full: u64 = published.iter().map(|(_, _, s)| s.analytics.dropped).sum();
+    header(&mut out, "portcullis_analytics_dropped_total", "counter", "Request records lost, by reason.");
+    let _ = writeln!(out, "portcullis_analytics_dropped_total{{reason=\"queue_full\"}} {queue_full}");
+    let _ = writeln!(
+        out,
+        "portcullis_analytics_dropped_total{{reason=\"sink_error\"}} {}",
+        a.sink_dropped.load(Ordering::Relaxed)
+    );
+    for (name, help, v) in [
+        ("portcullis_analytics_records_written_total", "Request records written to the sink.", &a.written),
+        ("portcullis_analytics_written_bytes_total", "Bytes of request records written to the sink.", &a.bytes),
+        ("portcullis_analytics_sink_errors_total", "Failed writes to the analytics sink.", &a.sink_errors),
+        ("portcullis_analytics_rotations_total", "Rotations of the analytics file.", &a.rotations),
+    ] {
+        header(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
     }
 
     // Rate limits.

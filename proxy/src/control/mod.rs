@@ -38,4 +38,6 @@ pub struct ControlState {
     pub limits: Arc<crate::limit::gossip::HubStats>,
     /// `[storage] redis` is set: limits are gossiped between nodes.
     pub cluster_enabled: bool,
+    /// What the analytics pump has written.
+    pub analytics: Arc<crate::analytics::pump::PumpStats>,
 }

@@ -1,7 +1,8 @@
 //! Config reload: re-read the config file, `apps/` and the policies file, validate, and swap the
 //! snapshot whole. Any error rejects the reload and keeps the running snapshot, so a typo in one
 //! file never takes routes away; the errors are returned and logged. Keys that only apply at
-//! startup (listen addresses, worker count, io driver, backlog) are reported if they changed.
+//! startup (listen addresses, worker count, io driver, backlog, the analytics sink) are reported
+//! if they changed.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -112,6 +113,12 @@ fn restart_only_changes(old: &Snapshot, new: &Snapshot) -> Vec<&'static str> {
     }
     if o.log.level != n.log.level {
         v.push("log.level");
+    }
+    let (oa, na) = (&o.analytics, &n.analytics);
+    if (oa.sink, &oa.path, oa.rotate_mb, oa.keep, oa.queue_batches)
+        != (na.sink, &na.path, na.rotate_mb, na.keep, na.queue_batches)
+    {
+        v.push("analytics.sink/path/rotate_mb/keep/queue_batches");
     }
     v
 }

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 
-use crate::config::Snapshot;
+use crate::analytics::{Outcome, RequestFacts};
+use crate::config::{ApiSpec, Snapshot};
 
 use super::body::{self, Side};
 use super::error::{ErrorKind, ProxyError};
@@ -45,11 +46,13 @@ pub(crate) struct ExchangeBufs {
     pub req_head: Vec<u8>,
     /// Client response head (and small bodies written with it).
     pub out: Vec<u8>,
+    /// This exchange's request record while it is being written (empty: not recorded).
+    pub record: Vec<u8>,
 }
 
 impl ExchangeBufs {
     pub fn unallocated(max: usize) -> Self {
-        ExchangeBufs { upstream: ReadBuf::unallocated(max), req_head: Vec::new(), out: Vec::new() }
+        ExchangeBufs { upstream: ReadBuf::unallocated(max), req_head: Vec::new(), out: Vec::new(), record: Vec::new() }
     }
 }
 
@@ -211,7 +214,7 @@ async fn exchange(
             )
         };
         let too_large = |_head_len: usize| {
-            record(worker, "", http::Method::Other, 431, started, 0, 0);
+            record(worker, &mut Vec::new(), "", http::Method::Other, started, outcome(431, 0, 0, 0));
             Err(ProxyError::new(ErrorKind::HeadTooLarge, "request head too large").into())
         };
         match prepared {
@@ -226,6 +229,8 @@ async fn exchange(
             }
             Ok(Prepared::Denied { meta, api, denial }) => {
                 let api = &snap.apis[api as usize];
+                let facts = RecordCtx { api, host: first_target_host(api), identity: None, tags: &[] };
+                begin_record(snap, bufs.client.data(), &meta, client_ip, facts, &mut bufs.x.record);
                 {
                     let mut st = worker.stats.borrow_mut();
                     if denial.status == 429 {
@@ -275,14 +280,17 @@ async fn exchange(
                     Err((msg, e)) => {
                         worker.stats.borrow_mut().key_lookup_errors += 1;
                         tracing::warn!(error = %e, "{msg}");
-                        let api_id = &snap.apis[api as usize].api_id;
-                        return reply_local(worker, client, bufs, meta, api_id, 503, msg, &[], started).await;
+                        let api = &snap.apis[api as usize];
+                        let facts = RecordCtx { api, host: first_target_host(api), identity: None, tags: &[] };
+                        begin_record(snap, bufs.client.data(), &meta, client_ip, facts, &mut bufs.x.record);
+                        return reply_local(worker, client, bufs, meta, &api.api_id, 503, msg, &[], started).await;
                     }
                 }
             }
             Ok(Prepared::Partial) => {}
             Err(e) => {
-                record(worker, "", http::Method::Other, e.kind.status().map_or(0, |s| s.0), started, 0, 0);
+                let code = e.kind.status().map_or(0, |s| s.0);
+                record(worker, &mut Vec::new(), "", http::Method::Other, started, outcome(code, 0, 0, 0));
                 return Err(e.into());
             }
         }
@@ -299,6 +307,9 @@ async fn exchange(
     let meta = routed.meta;
     let routed = &routed;
     let api = &snap.apis[routed.api as usize];
+    let target = &api.targets[routed.target];
+    let facts = RecordCtx { api, host: &target.host_header, identity: routed.identity.as_ref(), tags: &routed.tags };
+    begin_record(snap, bufs.client.data(), &meta, client_ip, facts, &mut bufs.x.record);
     bufs.client.consume(meta.head_len);
     if meta.body == BodyKind::None && worker.shared_stats.open() > RELEASE_IDLE_ABOVE {
         // Nothing more to read from the client until the response is out: with many
@@ -307,11 +318,10 @@ async fn exchange(
     }
     if let BodyKind::Length(n) = meta.body {
         if cfg.max_request_body_size > 0 && n > cfg.max_request_body_size {
-            record(worker, &api.api_id, meta.method, 413, started, 0, 0);
+            record(worker, &mut bufs.x.record, &api.api_id, meta.method, started, outcome(413, 0, 0, 0));
             return Err(ProxyError::new(ErrorKind::BodyTooLarge, "request body too large").into());
         }
     }
-    let target = &api.targets[routed.target];
 
     // 2. Upstream connection and request. The slot (`upstream_max_connections`) is held until
     //    the exchange ends, so the connection it returns to the pool goes to the next waiter. A
@@ -326,11 +336,14 @@ async fn exchange(
             slot
         }
         Err(upstream::QueueTimeout) => {
-            record(worker, &api.api_id, meta.method, 503, started, 0, 0);
+            record(worker, &mut bufs.x.record, &api.api_id, meta.method, started, outcome(503, 0, 0, 0));
             return Err(ProxyError::new(ErrorKind::UpstreamBusy, "upstream connection limit reached").into());
         }
     };
     let mut attempt = 0;
+    // The upstream's share of the time, for the record (not measured when nothing is recorded).
+    let up_started = (!bufs.x.record.is_empty()).then(Instant::now);
+    let up_us = |t: Option<Instant>| t.map_or(0, |t| t.elapsed().as_micros() as u64);
     let (mut up, resp, body_bytes) = loop {
         attempt += 1;
         let pooled = if attempt == 1 {
@@ -346,7 +359,8 @@ async fn exchange(
                 match r {
                     Ok(up) => up,
                     Err(e) => {
-                        record(worker, &api.api_id, meta.method, e.kind.status().map_or(0, |s| s.0), started, 0, 0);
+                        let o = outcome(e.kind.status().map_or(0, |s| s.0), 0, 0, 0);
+                        record(worker, &mut bufs.x.record, &api.api_id, meta.method, started, o);
                         return Err(e.into());
                     }
                 }
@@ -358,13 +372,15 @@ async fn exchange(
                 Ok(resp) => break (up, resp, body_bytes),
                 Err(e) if retryable && e.kind == ErrorKind::UpstreamProtocol && bufs.x.upstream.is_empty() => {}
                 Err(e) => {
-                    record(worker, &api.api_id, meta.method, e.kind.status().map_or(0, |s| s.0), started, 0, 0);
+                    let o = outcome(e.kind.status().map_or(0, |s| s.0), 0, 0, up_us(up_started));
+                    record(worker, &mut bufs.x.record, &api.api_id, meta.method, started, o);
                     return Err(e.into());
                 }
             },
             Err(_) if retryable => {}
             Err(f) => {
-                record(worker, &api.api_id, meta.method, f.err.kind.status().map_or(0, |s| s.0), started, 0, 0);
+                let o = outcome(f.err.kind.status().map_or(0, |s| s.0), 0, 0, up_us(up_started));
+                record(worker, &mut bufs.x.record, &api.api_id, meta.method, started, o);
                 return Err(f);
             }
         }
@@ -373,13 +389,21 @@ async fn exchange(
     };
 
     // 3. Response.
+    let upstream_us = up_us(up_started);
     let body_in = meta.head_len as u64 + body_bytes;
     if resp.switching {
         let head_out = bufs.x.out.len() as u64;
         write_vec(client, &mut bufs.x.out)
             .await
             .map_err(|e| ProxyError::io(ErrorKind::ClientIo, "writing 101 to client", e))?;
-        record(worker, &api.api_id, meta.method, 101, started, body_in, head_out);
+        record(
+            worker,
+            &mut bufs.x.record,
+            &api.api_id,
+            meta.method,
+            started,
+            outcome(101, body_in, head_out, upstream_us),
+        );
         return Ok(Next::Tunnel(up));
     }
     let head_out = bufs.x.out.len() as u64;
@@ -429,11 +453,13 @@ async fn exchange(
     let body_out = match relayed {
         Ok(n) => n + written_with_head,
         Err(e) => {
-            record(worker, &api.api_id, meta.method, resp.status, started, body_in, head_out);
+            let o = outcome(resp.status, body_in, head_out, upstream_us);
+            record(worker, &mut bufs.x.record, &api.api_id, meta.method, started, o);
             return Err(Failure { err: e.into_proxy_error(Side::Upstream), responded: true });
         }
     };
-    record(worker, &api.api_id, meta.method, resp.status, started, body_in, head_out + body_out);
+    let o = outcome(resp.status, body_in, head_out + body_out, upstream_us);
+    record(worker, &mut bufs.x.record, &api.api_id, meta.method, started, o);
     if resp.upstream_reusable && bufs.x.upstream.is_empty() {
         worker.pool.put(up, cfg.upstream_pool_size);
     }
@@ -599,20 +625,102 @@ async fn reply_local(
         err: ProxyError::io(ErrorKind::ClientIo, "writing a local response", e),
         responded: true,
     })?;
-    record(worker, api_id, meta.method, status, started, meta.head_len as u64, out_len);
+    record(worker, &mut bufs.x.record, api_id, meta.method, started, outcome(status, meta.head_len as u64, out_len, 0));
     Ok(if close { Next::Close } else { Next::KeepAlive })
 }
 
-fn record(
-    worker: &Worker,
-    api: &str,
-    method: http::Method,
-    code: u16,
-    started: Instant,
-    bytes_in: u64,
-    bytes_out: u64,
+/// Counts the exchange in the worker's metrics and, when a record was begun for it (`rec` not
+/// empty), finishes the record and hands it to the worker's recorder.
+fn record(worker: &Worker, rec: &mut Vec<u8>, api: &str, method: http::Method, started: Instant, mut o: Outcome) {
+    let elapsed = started.elapsed();
+    worker.stats.borrow_mut().record(api, method, o.code, elapsed.as_secs_f64(), o.bytes_in, o.bytes_out);
+    if !rec.is_empty() {
+        o.total_us = elapsed.as_micros() as u64;
+        worker.analytics.borrow_mut().push(rec, &o);
+    }
+}
+
+fn outcome(code: u16, bytes_in: u64, bytes_out: u64, upstream_us: u64) -> Outcome {
+    Outcome { code, total_us: 0, upstream_us, bytes_in, bytes_out }
+}
+
+/// Who a record is about, besides the request head.
+struct RecordCtx<'a> {
+    api: &'a ApiSpec,
+    /// The upstream target's host (Tyk's `host`).
+    host: &'a str,
+    identity: Option<&'a crate::auth::Identity>,
+    /// Tags from `tag_headers`.
+    tags: &'a [String],
+}
+
+/// The first target's host, for records of requests refused before a target was picked.
+fn first_target_host(api: &ApiSpec) -> &str {
+    api.targets.first().map_or("", |t| t.host_header.as_str())
+}
+
+/// Begins the request's record in `rec` (from the head, still in the read buffer) when
+/// analytics are on and the API is tracked; otherwise leaves `rec` empty.
+fn begin_record(
+    snap: &Snapshot,
+    head: &[u8],
+    meta: &RequestMeta,
+    client_ip: &str,
+    c: RecordCtx<'_>,
+    rec: &mut Vec<u8>,
 ) {
-    worker.stats.borrow_mut().record(api, method, code, started.elapsed().as_secs_f64(), bytes_in, bytes_out);
+    rec.clear();
+    if !snap.config.analytics.enabled || c.api.do_not_track {
+        return;
+    }
+    let raw_path = meta.spans.target.get(head);
+    // Absolute form ("http://h/p?q"): the path starts after the authority.
+    let from = if raw_path.first() == Some(&b'/') {
+        0
+    } else {
+        let after_scheme = raw_path.windows(3).position(|w| w == b"://").map_or(0, |i| i + 3);
+        raw_path[after_scheme..].iter().position(|&b| b == b'/').map_or(raw_path.len(), |i| after_scheme + i)
+    };
+    let path_and_query = &raw_path[from..];
+    let path = &path_and_query[..path_and_query.iter().position(|&b| b == b'?').unwrap_or(path_and_query.len())];
+    let mut key = [0u8; 64];
+    let api_key = match c.identity {
+        Some(crate::auth::Identity { key_hash: Some(h), .. }) => hex_into(h, &mut key),
+        Some(ident) => {
+            use sha2::Digest;
+            hex_into(&sha2::Sha256::digest(ident.id.as_bytes()).into(), &mut key)
+        }
+        None => "",
+    };
+    let grant_tags: &[String] = c.identity.map_or(&[], |i| &i.grant.tags);
+    let facts = RequestFacts {
+        method: meta.spans.method.get(head),
+        path,
+        raw_path,
+        host: c.host,
+        content_length: match meta.body {
+            BodyKind::Length(n) => n,
+            _ => 0,
+        },
+        user_agent: meta.spans.user_agent.get(head),
+        api_key,
+        api_id: &c.api.api_id,
+        api_name: &c.api.name,
+        org_id: &c.api.org_id,
+        ip_address: client_ip,
+        tags: [c.tags, grant_tags],
+    };
+    crate::analytics::record::begin(rec, facts);
+}
+
+/// `h` as 64 lower-case hex digits in `out`.
+fn hex_into<'a>(h: &[u8; 32], out: &'a mut [u8; 64]) -> &'a str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in h.iter().enumerate() {
+        out[2 * i] = DIGITS[(b >> 4) as usize];
+        out[2 * i + 1] = DIGITS[(b & 0xf) as usize];
+    }
+    std::str::from_utf8(out).unwrap_or_default()
 }
 
 /// After a 101: copy bytes both ways until either side closes.

@@ -93,6 +93,41 @@ pub struct RequestMeta {
     pub expect_continue: bool,
     /// `Connection: upgrade` + `Upgrade` were sent: a 101 turns the connection into a tunnel.
     pub upgrade: bool,
+    /// Where the method, target and `User-Agent` sit in the head (for the request record).
+    pub spans: HeadSpans,
+}
+
+/// A part of the head bytes, by offset (empty when absent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    pub start: u32,
+    pub len: u32,
+}
+
+impl Span {
+    /// The span of `part`, a slice of `base`; empty if it is not one.
+    fn of(base: &[u8], part: &[u8]) -> Span {
+        let start = (part.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+        if start > base.len() || part.len() > base.len() - start {
+            return Span::default();
+        }
+        Span { start: start as u32, len: part.len() as u32 }
+    }
+
+    /// The bytes of this span in `head` (the bytes it was taken from).
+    pub fn get(self, head: &[u8]) -> &[u8] {
+        let (s, e) = (self.start as usize, self.start as usize + self.len as usize);
+        head.get(s..e).unwrap_or_default()
+    }
+}
+
+/// Spans of the request head a record needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeadSpans {
+    pub method: Span,
+    /// Request target as sent (path and query; absolute form included).
+    pub target: Span,
+    pub user_agent: Span,
 }
 
 /// Per-connection facts used when writing the upstream head.
@@ -300,8 +335,11 @@ pub fn prepare_request(
     let mut host: Option<&[u8]> = None;
     let mut expect_continue = false;
     let mut upgrade_value: Option<&[u8]> = None;
+    let mut user_agent = Span::default();
     for h in headers {
-        if h.name.eq_ignore_ascii_case("host") {
+        if h.name.len() == 10 && h.name.eq_ignore_ascii_case("user-agent") {
+            user_agent = Span::of(data, h.value);
+        } else if h.name.eq_ignore_ascii_case("host") {
             if host.is_some() {
                 return Err(ProxyError::new(ErrorKind::BadRequest, "duplicate Host header"));
             }
@@ -326,6 +364,11 @@ pub fn prepare_request(
         keep_alive,
         expect_continue: expect_continue && body != BodyKind::None,
         upgrade,
+        spans: HeadSpans {
+            method: Span::of(data, method_str.as_bytes()),
+            target: Span::of(data, target.as_bytes()),
+            user_agent,
+        },
     };
 
     // Origin form ("/p?q") or absolute form ("http://h/p?q"); the latter's authority wins as host.

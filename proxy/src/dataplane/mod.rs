@@ -63,6 +63,8 @@ pub struct Shared {
     pub limiter: crate::limit::LimiterConfig,
     /// Each worker takes its gossip link (index = worker id) when it starts.
     pub gossip: std::sync::Mutex<Vec<Option<crate::limit::gossip::WorkerLink>>>,
+    /// The queue to the analytics pump (each worker takes a clone).
+    pub analytics: crate::analytics::Feed,
 }
 
 /// CPUs of the process's affinity mask, in order (empty if it cannot be read).

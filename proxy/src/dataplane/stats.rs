@@ -79,6 +79,9 @@ pub struct LocalStats {
     pub key_lookup_errors: u64,
     /// Sessions in the worker's cache (set when published).
     pub cached_sessions: u64,
+    /// Request records handed to the analytics pump, and dropped on a full queue (set when
+    /// published).
+    pub analytics: crate::analytics::RecorderStats,
 }
 
 impl LocalStats {

@@ -56,6 +56,8 @@ pub(crate) struct Worker {
     /// Rate-limit buckets (see `limit`), gossiped through `gossip`.
     pub limiter: RefCell<crate::limit::Limiter>,
     gossip: crate::limit::gossip::WorkerLink,
+    /// Request records on their way to the analytics pump.
+    pub analytics: RefCell<crate::analytics::Recorder>,
 }
 
 impl Worker {
@@ -110,6 +112,7 @@ impl Worker {
         }
         x.req_head.clear();
         x.out.clear();
+        x.record.clear();
         let mut spare = self.spare.borrow_mut();
         if spare.len() < SPARE_MAX {
             spare.push(x);
@@ -143,8 +146,16 @@ impl Worker {
         let _ = self.gossip.to_hub.try_send(report);
     }
 
+    /// Publishes a copy of the counters, and hands the records written since the last tick to
+    /// the analytics pump (so a record reaches the sink within one tick at low traffic).
     fn publish(&self) {
+        let analytics = {
+            let mut r = self.analytics.borrow_mut();
+            r.flush();
+            r.stats
+        };
         let mut s = self.stats.borrow().clone();
+        s.analytics = analytics;
         s.upstream_idle = self.pool.idle_count() as u64;
         s.upstream_waiting = self.pool.queued_count() as u64;
         s.cached_sessions = self.auth.borrow().cached_sessions() as u64;
@@ -181,6 +192,7 @@ pub fn spawn(
         .cloned()
         .ok_or_else(|| std::io::Error::other(format!("no key-change channel for worker {id}")))?;
     let limiter_cfg = shared.limiter;
+    let analytics = shared.analytics.clone();
     let gossip = shared
         .gossip
         .lock()
@@ -215,6 +227,7 @@ pub fn spawn(
             keys,
             limiter: RefCell::new(crate::limit::Limiter::new(limiter_cfg)),
             gossip,
+            analytics: RefCell::new(crate::analytics::Recorder::new(analytics)),
         });
         run_on_driver(worker, driver, listener);
     })?;
@@ -342,6 +355,8 @@ async fn accept_loop(worker: Rc<Worker>, listener: std::net::TcpListener) {
         tracing::info!(worker = worker.id, "drained");
     }
     worker.publish();
+    // Records of the last requests: hand them over before the thread ends (waits for room).
+    worker.analytics.borrow_mut().finish();
     drop(publisher);
     drop(gossiper);
 }

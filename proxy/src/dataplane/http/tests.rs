@@ -32,6 +32,8 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
         auth: std::sync::Arc::new(crate::auth::ApiAuth { keyless: true, ..Default::default() }),
         limits: Default::default(),
         plain: true,
+        org_id: String::new(),
+        do_not_track: false,
     }
 }
 
@@ -170,6 +172,7 @@ fn get_meta(minor: u8) -> RequestMeta {
         keep_alive: true,
         expect_continue: false,
         upgrade: false,
+        spans: Default::default(),
     }
 }
 
@@ -229,4 +232,18 @@ fn error_responses_are_json_with_exact_length() {
     assert!(head.contains(&format!("Content-Length: {}", body.len())), "{text}");
     let v: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(v["error"], "no API matches this request");
+}
+
+#[test]
+fn head_spans_point_at_method_target_and_user_agent() {
+    let s = snapshot(vec![api("/a", "", true, false)]);
+    let req = "PATCH /a/x?q=1 HTTP/1.1\r\nHost: h\r\nuser-AGENT: curl/8\r\n\r\n";
+    let (m, _) = routed(&s, req);
+    let head = req.as_bytes();
+    assert_eq!(m.spans.method.get(head), b"PATCH");
+    assert_eq!(m.spans.target.get(head), b"/a/x?q=1");
+    assert_eq!(m.spans.user_agent.get(head), b"curl/8");
+    let (m, _) = routed(&s, "GET http://h/a/y HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(m.spans.user_agent, Default::default(), "no User-Agent: empty span");
+    assert_eq!(m.spans.target.len, "http://h/a/y".len() as u32);
 }

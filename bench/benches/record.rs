@@ -1,0 +1,59 @@
+//! Request record cost on the worker: writing one record (both halves, with a key hash and two
+//! tags) into a reused buffer, and the same plus appending it to the worker's batch (the batch
+//! handed to a pump thread that drains it, so the queue never fills).
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use portcullis::analytics::clock::WallTime;
+use portcullis::analytics::{channels, record, Outcome, Recorder, RequestFacts};
+
+fn facts<'a>(tags: &'a [String]) -> RequestFacts<'a> {
+    RequestFacts {
+        method: b"GET",
+        path: b"/gw/get",
+        raw_path: b"/gw/get?page=2",
+        host: "127.0.0.1:18181",
+        content_length: 0,
+        user_agent: b"wrk/4.2.0 (bench)",
+        api_key: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        api_id: "gw",
+        api_name: "gw",
+        org_id: "acme",
+        ip_address: "127.0.0.1",
+        tags: [tags, &[]],
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let tags = vec!["x-user-bench-user".to_string(), "gold".to_string()];
+    let o = Outcome { code: 200, total_us: 312, upstream_us: 201, bytes_in: 180, bytes_out: 140 };
+    let now = WallTime::at(1_796_107_285_123_456);
+    let mut buf = Vec::with_capacity(1024);
+    c.bench_function("record/encode", |b| {
+        b.iter(|| {
+            record::begin(&mut buf, facts(black_box(&tags)));
+            record::finish(&mut buf, black_box(&o), &now);
+            black_box(buf.len())
+        })
+    });
+
+    let (feed, ends) = channels(1, 64);
+    let drain = std::thread::spawn(move || {
+        while let Ok(b) = ends.batches.recv() {
+            let mut bytes = b.bytes;
+            bytes.clear();
+            let _ = ends.spare.try_send(bytes);
+        }
+    });
+    let mut rec = Recorder::new(feed);
+    c.bench_function("record/encode_and_batch", |b| {
+        b.iter(|| {
+            record::begin(&mut buf, facts(black_box(&tags)));
+            rec.push(&mut buf, black_box(&o));
+        })
+    });
+    drop(rec);
+    let _ = drain.join();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

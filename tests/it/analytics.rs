@@ -1,0 +1,181 @@
+//! Integration tests of request records: the real binary on loopback with the in-process httpbin
+//! upstream, records read back from the `[analytics]` file. Every wait is bounded in time.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use portcullis_tests::client::{Conn, Response};
+use portcullis_tests::harness::{keyless_api, Proxy, ProxyBuilder};
+use portcullis_tests::httpbin::Httpbin;
+use serde_json::{json, Value};
+
+fn builder() -> ProxyBuilder {
+    ProxyBuilder::new(env!("CARGO_BIN_EXE_portcullis"))
+}
+
+fn get(p: &Proxy, path: &str, headers: &str) -> Response {
+    let mut c = Conn::connect(p.listen).expect("connect");
+    c.request("GET", path, &format!("{headers}Connection: close\r\n"), b"").expect("request")
+}
+
+fn records_file(p: &Proxy) -> std::path::PathBuf {
+    p.dir.path().join("analytics/records.jsonl")
+}
+
+/// Every record in the file, each line parsed (a line that is not JSON fails the test).
+fn read_records(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("record is not JSON ({e}): {l}"))).collect()
+}
+
+/// Waits (up to 5 s) until the file holds at least `n` records.
+fn wait_records(path: &Path, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = read_records(path);
+        if r.len() >= n || Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn metric(p: &Proxy, name: &str) -> f64 {
+    p.metrics()
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0)
+}
+
+#[test]
+fn records_carry_tyk_fields_for_served_and_refused_requests() {
+    let up = Httpbin::start_named("127.0.0.1:0", "up").expect("upstream");
+    let keyed = format!(
+        r#"{{"name": "Keyed API", "api_id": "keyed", "org_id": "acme", "active": true, "use_standard_auth": true,
+            "tag_headers": ["X-Team"],
+            "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default"}}}}}},
+            "proxy": {{"listen_path": "/keyed/", "target_url": "{}", "strip_listen_path": true}}}}"#,
+        up.url()
+    );
+    let p = builder()
+        .app("open", keyless_api("open", "/open/", &up.url(), "", ""))
+        .app("quiet", keyless_api("quiet", "/quiet/", &up.url(), "", r#""do_not_track": true,"#))
+        .app("keyed", keyed)
+        .start();
+    let r = p.admin_send(
+        "POST",
+        "/tyk/keys/create",
+        &json!({"rate": 100, "per": 1, "quota_max": -1, "tags": ["gold"]}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (key, hash) =
+        (r.json()["key"].as_str().unwrap().to_string(), r.json()["key_hash"].as_str().unwrap().to_string());
+
+    assert_eq!(get(&p, "/open/get?x=1", "User-Agent: it-agent/1.0 \"quoted\"\r\n").status, 200);
+    assert_eq!(get(&p, "/keyed/get", &format!("Authorization: {key}\r\nX-Team: blue\r\n")).status, 200);
+    assert_eq!(get(&p, "/keyed/get", "").status, 401);
+    assert_eq!(get(&p, "/quiet/get", "").status, 200, "do_not_track API is still served");
+    assert_eq!(get(&p, "/nowhere", "").status, 404);
+
+    let recs = wait_records(&records_file(&p), 3);
+    assert_eq!(recs.len(), 3, "one record per request to a tracked API, none for do_not_track or no route: {recs:#?}");
+    let by = |api: &str, code: u64| {
+        recs.iter()
+            .find(|r| r["api_id"] == api && r["response_code"] == code)
+            .unwrap_or_else(|| panic!("no {api} {code} record in {recs:#?}"))
+            .clone()
+    };
+    let open = by("open", 200);
+    let up_host = up.url().trim_start_matches("http://").trim_end_matches('/').to_string();
+    assert_eq!(open["method"], "GET");
+    assert_eq!(open["path"], "/open/get");
+    assert_eq!(open["raw_path"], "/open/get?x=1");
+    assert_eq!(open["host"], up_host.as_str());
+    assert_eq!(open["user_agent"], "it-agent/1.0 \"quoted\"");
+    assert_eq!(open["ip_address"], "127.0.0.1");
+    assert_eq!(open["api_name"], "open");
+    assert_eq!(open["api_key"], "");
+    assert!(open["network"]["bytes_out"].as_u64().unwrap() > 100, "{open}");
+    assert!(open["request_time_us"].as_u64().unwrap() >= open["latency"]["upstream"].as_u64().unwrap());
+    assert!(open["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert!(open["year"].as_u64().unwrap() >= 2024);
+
+    let served = by("keyed", 200);
+    assert_eq!(served["api_key"], hash.as_str(), "api_key is the stored hash, never the key");
+    assert!(!recs.iter().any(|r| r.to_string().contains(&key)), "the raw key appears in no record");
+    assert_eq!(served["org_id"], "acme");
+    assert_eq!(served["api_name"], "Keyed API");
+    assert_eq!(served["tags"], json!(["x-team-blue", "gold"]));
+
+    let refused = by("keyed", 401);
+    assert_eq!(refused["api_key"], "");
+    assert_eq!(refused["path"], "/keyed/get");
+
+    assert_eq!(metric(&p, "portcullis_analytics_records_written_total"), 3.0);
+    assert_eq!(metric(&p, "portcullis_analytics_dropped_total{reason=\"queue_full\"}"), 0.0);
+
+    // Turned off by a reload: requests are still served, no more records.
+    let cfg = std::fs::read_to_string(p.config_path()).unwrap();
+    std::fs::write(p.config_path(), format!("{cfg}\n[analytics]\nenabled = false\n")).unwrap();
+    let r = p.admin_send("GET", "/tyk/reload", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get(&p, "/open/get", "").status, 200);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(read_records(&records_file(&p)).len(), 3, "records after analytics were disabled");
+}
+
+#[test]
+fn every_record_is_written_before_the_process_exits() {
+    let up = Httpbin::start_named("127.0.0.1:0", "up").expect("upstream");
+    let mut p = builder().app("open", keyless_api("open", "/open/", &up.url(), "", "")).workers(2).start();
+    // Two keep-alive connections (SO_REUSEPORT spreads them over the workers), then SIGTERM at
+    // once: records still in the workers' batches must reach the file during the drain.
+    let mut conns: Vec<Conn> = (0..2).map(|_| Conn::connect(p.listen).expect("connect")).collect();
+    for i in 0..300 {
+        let r = conns[i % 2].request("GET", &format!("/open/get?i={i}"), "", b"").expect("request");
+        assert_eq!(r.status, 200);
+    }
+    drop(conns);
+    p.signal(libc::SIGTERM);
+    assert!(p.wait_exit(Duration::from_secs(15)).is_some(), "proxy did not stop:\n{}", p.log_text());
+    let recs = read_records(&records_file(&p));
+    assert_eq!(recs.len(), 300, "records lost at shutdown");
+    let mut seen: Vec<u64> = recs
+        .iter()
+        .map(|r| r["raw_path"].as_str().unwrap().trim_start_matches("/open/get?i=").parse().unwrap())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..300).collect::<Vec<u64>>());
+}
+
+#[test]
+fn rotation_keeps_whole_records_within_the_configured_size() {
+    let up = Httpbin::start_named("127.0.0.1:0", "up").expect("upstream");
+    let mut p = builder()
+        .app("open", keyless_api("open", "/open/", &up.url(), "", ""))
+        .section("[analytics]\nrotate_mb = 1\nkeep = 2\n")
+        .start();
+    // ~850-byte records: 8,000 of them are about 6.5 MiB, so the file rotates five times or more
+    // and only the newest three files (about 3 MiB) are left.
+    let ua = "u".repeat(400);
+    let mut c = Conn::connect(p.listen).expect("connect");
+    for i in 0..8000 {
+        let r = c.request("GET", &format!("/open/get?i={i}"), &format!("User-Agent: {ua}\r\n"), b"").expect("request");
+        assert_eq!(r.status, 200);
+    }
+    drop(c);
+    p.signal(libc::SIGTERM);
+    assert!(p.wait_exit(Duration::from_secs(15)).is_some());
+    let base = records_file(&p);
+    let mut total = 0;
+    for f in [base.clone(), base.with_extension("jsonl.1"), base.with_extension("jsonl.2")] {
+        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert!(len <= 1 << 20, "{} is {len} bytes, over rotate_mb", f.display());
+        total += read_records(&f).len();
+    }
+    assert!(!base.with_extension("jsonl.3").exists(), "keep = 2");
+    assert!(total > 1000 && total < 8000, "older files beyond keep are removed: {total}");
+    assert!(!p.log_text().contains("analytics sink write failed"), "{}", p.log_text());
+}

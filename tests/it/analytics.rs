@@ -179,3 +179,31 @@ fn rotation_keeps_whole_records_within_the_configured_size() {
     assert!(total > 1000 && total < 8000, "older files beyond keep are removed: {total}");
     assert!(!p.log_text().contains("analytics sink write failed"), "{}", p.log_text());
 }
+
+const SEED_TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJmb29AYmFyLmNvbSIsIm5hbWUiOiJBaG1ldCBTb29ybWFsbHkiLCJpYXQiOjE1MTYyMzkwMjJ9.8E-X89YnHe6m_jV4Lmyy487VnkCpzuYlsLDceCz4ScU";
+
+/// The seed article's Kibana query `response_code:500 AND tags:user-foo@bar.com` needs the JWT
+/// claim injected as `User` and tagged through `tag_headers`: the repository's
+/// `apps/httpbin-jwt.json` and the article's token give exactly those fields.
+#[test]
+fn seed_jwt_definition_records_the_user_tag_and_a_pseudonymous_key() {
+    let up = Httpbin::start_named("127.0.0.1:0", "up").expect("upstream");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let def = std::fs::read_to_string(format!("{root}/apps/httpbin-jwt.json"))
+        .unwrap()
+        .replace("http://127.0.0.1:8081/", &up.url());
+    let policies = std::fs::read_to_string(format!("{root}/apps/policies.json")).unwrap();
+    let p = builder().app("httpbin-jwt", def).policies(policies).start();
+    let auth = format!("Authorization: Bearer {SEED_TOKEN}\r\n");
+    assert_eq!(get(&p, "/httpbin-jwt/status/500", &auth).status, 500);
+    assert_eq!(get(&p, "/httpbin-jwt/get", &auth).status, 200);
+    let recs = wait_records(&records_file(&p), 2);
+    let hit: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["response_code"] == 500 && r["tags"].as_array().unwrap().iter().any(|t| t == "user-foo@bar.com"))
+        .collect();
+    assert_eq!(hit.len(), 1, "response_code:500 AND tags:user-foo@bar.com: {recs:#?}");
+    // sha256("foo@bar.com"): the identity, not the token, and not in clear.
+    assert_eq!(hit[0]["api_key"], "0c7e6a405862e402eb76a70f8a26fc732d07c32931e9fae9ab1582911d2e8a3b");
+    assert!(!recs.iter().any(|r| r.to_string().contains(SEED_TOKEN)));
+}

@@ -230,7 +230,7 @@ async fn exchange(
             Ok(Prepared::Denied { meta, api, denial }) => {
                 let api = &snap.apis[api as usize];
                 let facts = RecordCtx { api, host: first_target_host(api), identity: None, tags: &[] };
-                begin_record(snap, bufs.client.data(), &meta, client_ip, facts, &mut bufs.x.record);
+                begin_record(worker, snap, bufs.client.data(), &meta, client_ip, facts, &mut bufs.x.record);
                 {
                     let mut st = worker.stats.borrow_mut();
                     if denial.status == 429 {
@@ -282,7 +282,7 @@ async fn exchange(
                         tracing::warn!(error = %e, "{msg}");
                         let api = &snap.apis[api as usize];
                         let facts = RecordCtx { api, host: first_target_host(api), identity: None, tags: &[] };
-                        begin_record(snap, bufs.client.data(), &meta, client_ip, facts, &mut bufs.x.record);
+                        begin_record(worker, snap, bufs.client.data(), &meta, client_ip, facts, &mut bufs.x.record);
                         return reply_local(worker, client, bufs, meta, &api.api_id, 503, msg, &[], started).await;
                     }
                 }
@@ -309,7 +309,7 @@ async fn exchange(
     let api = &snap.apis[routed.api as usize];
     let target = &api.targets[routed.target];
     let facts = RecordCtx { api, host: &target.host_header, identity: routed.identity.as_ref(), tags: &routed.tags };
-    begin_record(snap, bufs.client.data(), &meta, client_ip, facts, &mut bufs.x.record);
+    begin_record(worker, snap, bufs.client.data(), &meta, client_ip, facts, &mut bufs.x.record);
     bufs.client.consume(meta.head_len);
     if meta.body == BodyKind::None && worker.shared_stats.open() > RELEASE_IDLE_ABOVE {
         // Nothing more to read from the client until the response is out: with many
@@ -632,11 +632,12 @@ async fn reply_local(
 /// Counts the exchange in the worker's metrics and, when a record was begun for it (`rec` not
 /// empty), finishes the record and hands it to the worker's recorder.
 fn record(worker: &Worker, rec: &mut Vec<u8>, api: &str, method: http::Method, started: Instant, mut o: Outcome) {
-    let elapsed = started.elapsed();
+    let now = Instant::now();
+    let elapsed = now.saturating_duration_since(started);
     worker.stats.borrow_mut().record(api, method, o.code, elapsed.as_secs_f64(), o.bytes_in, o.bytes_out);
     if !rec.is_empty() {
         o.total_us = elapsed.as_micros() as u64;
-        worker.analytics.borrow_mut().push(rec, &o);
+        worker.analytics.borrow_mut().push(rec, &o, now);
     }
 }
 
@@ -662,6 +663,7 @@ fn first_target_host(api: &ApiSpec) -> &str {
 /// Begins the request's record in `rec` (from the head, still in the read buffer) when
 /// analytics are on and the API is tracked; otherwise leaves `rec` empty.
 fn begin_record(
+    worker: &Worker,
     snap: &Snapshot,
     head: &[u8],
     meta: &RequestMeta,
@@ -683,13 +685,14 @@ fn begin_record(
     };
     let path_and_query = &raw_path[from..];
     let path = &path_and_query[..path_and_query.iter().position(|&b| b == b'?').unwrap_or(path_and_query.len())];
-    let mut key = [0u8; 64];
+    let mut recorder = worker.analytics.borrow_mut();
+    let key;
     let api_key = match c.identity {
-        Some(crate::auth::Identity { key_hash: Some(h), .. }) => hex_into(h, &mut key),
-        Some(ident) => {
-            use sha2::Digest;
-            hex_into(&sha2::Sha256::digest(ident.id.as_bytes()).into(), &mut key)
+        Some(crate::auth::Identity { key_hash: Some(h), .. }) => {
+            key = crate::analytics::hex64(h);
+            std::str::from_utf8(&key).unwrap_or_default()
         }
+        Some(ident) => recorder.identity_key(&ident.id),
         None => "",
     };
     let grant_tags: &[String] = c.identity.map_or(&[], |i| &i.grant.tags);
@@ -711,16 +714,6 @@ fn begin_record(
         tags: [c.tags, grant_tags],
     };
     crate::analytics::record::begin(rec, facts);
-}
-
-/// `h` as 64 lower-case hex digits in `out`.
-fn hex_into<'a>(h: &[u8; 32], out: &'a mut [u8; 64]) -> &'a str {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in h.iter().enumerate() {
-        out[2 * i] = DIGITS[(b >> 4) as usize];
-        out[2 * i + 1] = DIGITS[(b & 0xf) as usize];
-    }
-    std::str::from_utf8(out).unwrap_or_default()
 }
 
 /// After a 101: copy bytes both ways until either side closes.

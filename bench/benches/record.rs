@@ -48,7 +48,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("record/encode_and_batch", |b| {
         b.iter(|| {
             record::begin(&mut buf, facts(black_box(&tags)));
-            rec.push(&mut buf, black_box(&o));
+            rec.push(&mut buf, black_box(&o), std::time::Instant::now());
         })
     });
     drop(rec);

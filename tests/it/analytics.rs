@@ -207,3 +207,29 @@ fn seed_jwt_definition_records_the_user_tag_and_a_pseudonymous_key() {
     assert_eq!(hit[0]["api_key"], "0c7e6a405862e402eb76a70f8a26fc732d07c32931e9fae9ab1582911d2e8a3b");
     assert!(!recs.iter().any(|r| r.to_string().contains(SEED_TOKEN)));
 }
+
+#[test]
+fn stdout_sink_prints_one_json_line_per_record() {
+    let up = Httpbin::start_named("127.0.0.1:0", "up").expect("upstream");
+    let p = builder()
+        .app("open", keyless_api("open", "/open/", &up.url(), "", ""))
+        .section("[analytics]\nsink = \"stdout\"\n")
+        .start();
+    for i in 0..3 {
+        assert_eq!(get(&p, &format!("/open/get?n={i}"), "").status, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let text = p.stdout_text();
+        let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        if lines.len() >= 3 || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Workers flush on their own ticks, so records of different workers may interleave.
+    let mut paths: Vec<&str> = lines.iter().filter_map(|r| r["raw_path"].as_str()).collect();
+    paths.sort_unstable();
+    assert_eq!(paths, ["/open/get?n=0", "/open/get?n=1", "/open/get?n=2"], "{}", p.stdout_text());
+    assert!(!records_file(&p).exists(), "the stdout sink writes no file");
+}

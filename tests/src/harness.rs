@@ -130,6 +130,9 @@ impl ProxyBuilder {
 fn spawn(bin: &Path, dir: &Path, log: &Path, uid: Option<u32>) -> Child {
     {
         let log_file = fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+        // stdout (the `stdout` analytics sink) goes next to the log, as `portcullis.out`.
+        let out_file =
+            fs::OpenOptions::new().create(true).append(true).open(log.with_extension("out")).expect("stdout file");
         let mut cmd = Command::new(bin);
         if let Some(uid) = uid {
             use std::os::unix::fs::PermissionsExt;
@@ -148,7 +151,7 @@ fn spawn(bin: &Path, dir: &Path, log: &Path, uid: Option<u32>) -> Child {
         cmd.arg("run")
             .arg("--config")
             .arg(dir.join("portcullis.toml"))
-            .stdout(Stdio::null())
+            .stdout(out_file)
             .stderr(log_file)
             .env_remove("RUST_LOG")
             .spawn()
@@ -183,6 +186,11 @@ impl Proxy {
         let _ = self.child.wait();
         self.child = spawn(&self.bin, self.dir.path(), &self.log, None);
         self.wait_ready();
+    }
+
+    /// What the process wrote to stdout.
+    pub fn stdout_text(&self) -> String {
+        fs::read_to_string(self.log.with_extension("out")).unwrap_or_default()
     }
 
     pub fn log_text(&self) -> String {

@@ -676,15 +676,7 @@ fn begin_record(
         return;
     }
     let raw_path = meta.spans.target.get(head);
-    // Absolute form ("http://h/p?q"): the path starts after the authority.
-    let from = if raw_path.first() == Some(&b'/') {
-        0
-    } else {
-        let after_scheme = raw_path.windows(3).position(|w| w == b"://").map_or(0, |i| i + 3);
-        raw_path[after_scheme..].iter().position(|&b| b == b'/').map_or(raw_path.len(), |i| after_scheme + i)
-    };
-    let path_and_query = &raw_path[from..];
-    let path = &path_and_query[..path_and_query.iter().position(|&b| b == b'?').unwrap_or(path_and_query.len())];
+    let path = record_path(raw_path);
     let mut recorder = worker.analytics.borrow_mut();
     let key;
     let api_key = match c.identity {
@@ -716,6 +708,19 @@ fn begin_record(
     crate::analytics::record::begin(rec, facts);
 }
 
+/// The path of a request target, without the query; for the absolute form
+/// (`http://h/p?q`) the part after the authority (empty when it has none).
+fn record_path(target: &[u8]) -> &[u8] {
+    let from = if target.first() == Some(&b'/') {
+        0
+    } else {
+        let after_scheme = target.windows(3).position(|w| w == b"://").map_or(0, |i| i + 3);
+        target[after_scheme..].iter().position(|&b| b == b'/').map_or(target.len(), |i| after_scheme + i)
+    };
+    let rest = &target[from..];
+    &rest[..rest.iter().position(|&b| b == b'?').unwrap_or(rest.len())]
+}
+
 /// After a 101: copy bytes both ways until either side closes.
 async fn tunnel(mut client: TcpStream, mut up: Upstream, mut bufs: Bufs) {
     let n = bufs.client.len();
@@ -737,4 +742,22 @@ async fn tunnel(mut client: TcpStream, mut up: Upstream, mut bufs: Bufs) {
         let _ = cw.shutdown().await;
     };
     monoio::join!(to_upstream, to_client);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn record_path_of_origin_and_absolute_targets() {
+        for (target, path) in [
+            ("/a/b?x=1", "/a/b"),
+            ("/", "/"),
+            ("/a?", "/a"),
+            ("http://h.example:8080/a/b?q", "/a/b"),
+            ("http://h.example", ""),
+            ("*", ""),
+            ("", ""),
+        ] {
+            assert_eq!(super::record_path(target.as_bytes()), path.as_bytes(), "{target}");
+        }
+    }
 }

@@ -9,6 +9,7 @@
 //! and `latency` are whole milliseconds as in Tyk, `request_time_us` the same in microseconds.
 
 use super::clock::WallTime;
+use crate::digits::push_u64;
 
 /// What a record says about the request, known once it is routed and decided.
 pub struct RequestFacts<'a> {
@@ -108,21 +109,6 @@ pub fn finish(out: &mut Vec<u8>, o: &Outcome, now: &WallTime) {
     out.extend_from_slice(b",\"hour\":");
     push_u64(out, u64::from(now.hour));
     out.extend_from_slice(b",\"track_path\":false}\n");
-}
-
-/// `v` in decimal.
-pub(crate) fn push_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// `s` as a JSON string. Bytes that are not UTF-8 become U+FFFD (header values may be any
@@ -251,14 +237,5 @@ mod tests {
         let v = encode(ua, &[], Outcome::default());
         assert_eq!(v["user_agent"], "a\"b\\c\nd\re\tf\u{1}g\u{7f}h\u{FFFD}\u{FFFD}i\u{FFFD}");
         assert_eq!(v["tags"], serde_json::json!([]));
-    }
-
-    #[test]
-    fn numbers_in_decimal() {
-        for n in [0u64, 7, 10, 1234567890, u64::MAX] {
-            let mut out = Vec::new();
-            push_u64(&mut out, n);
-            assert_eq!(out, n.to_string().as_bytes());
-        }
     }
 }

@@ -627,7 +627,7 @@ fn check_jwt<'a>(
     let Some((tok, found)) = token::find(&spec.source, req.headers, req.query) else {
         return Step::Stop(Decision::Deny(deny(401, MSG_MISSING)));
     };
-    let mut scope_buf = [0u8; 40];
+    let mut scope_buf = [0u8; 41];
     let scope = jwt_scope(&mut scope_buf, cx.generation, cx.api_index);
     let claims = match w.jwt_claims(scope, tok, cx.now) {
         Some(c) => c,
@@ -686,11 +686,11 @@ fn check_jwt<'a>(
     Step::Pass(Passed { id: id.into(), key_hash: None, session: None, grant, token: Some(tok), claims: Some(claims) })
 }
 
-fn jwt_scope(buf: &mut [u8; 40], generation: u64, api: u32) -> &str {
-    use std::io::Write as _;
-    let mut cur = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cur, "{generation}:{api}");
-    let n = cur.position() as usize;
+fn jwt_scope(buf: &mut [u8; 41], generation: u64, api: u32) -> &str {
+    let mut n = crate::digits::write_u64(&mut buf[..20], generation);
+    buf[n] = b':';
+    n += 1;
+    n += crate::digits::write_u64(&mut buf[n..n + 20], u64::from(api));
     std::str::from_utf8(&buf[..n]).unwrap_or("")
 }
 

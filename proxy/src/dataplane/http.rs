@@ -843,7 +843,11 @@ pub fn prepare_response(
     let dechunk = body == BodyKind::Chunked && req.minor_version == 0;
     let close_client = !switching && (!client_keep_alive || body == BodyKind::UntilClose || dechunk);
 
-    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+    out.extend_from_slice(b"HTTP/1.1 ");
+    crate::digits::push_u64(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
     for h in headers {
         let n = h.name;
         let tunnel_header = switching && n.eq_ignore_ascii_case("upgrade");
@@ -882,21 +886,24 @@ pub fn write_limit_headers(out: &mut Vec<u8>, l: &crate::limit::LimitHeaders) {
         write_rate_headers(out, r);
     }
     if let Some(q) = &l.quota {
-        let _ = write!(
-            out,
-            "X-Quota-Limit: {}\r\nX-Quota-Remaining: {}\r\nX-Quota-Reset: {}\r\n",
-            q.limit, q.remaining, q.reset
-        );
+        header_num(out, b"X-Quota-Limit: ", q.limit);
+        header_num(out, b"X-Quota-Remaining: ", q.remaining);
+        header_num(out, b"X-Quota-Reset: ", q.reset);
     }
 }
 
 /// See [`write_limit_headers`].
 pub fn write_rate_headers(out: &mut Vec<u8>, r: &crate::limit::RateInfo) {
-    let _ = write!(
-        out,
-        "X-RateLimit-Limit: {}\r\nX-RateLimit-Remaining: {}\r\nX-RateLimit-Reset: {}\r\n",
-        r.limit, r.remaining, r.reset
-    );
+    header_num(out, b"X-RateLimit-Limit: ", r.limit);
+    header_num(out, b"X-RateLimit-Remaining: ", r.remaining);
+    header_num(out, b"X-RateLimit-Reset: ", r.reset);
+}
+
+/// `<name: >v\r\n` (`name` includes the colon and space).
+fn header_num(out: &mut Vec<u8>, name: &[u8], v: u64) {
+    out.extend_from_slice(name);
+    crate::digits::push_u64(out, v);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// A complete JSON error response (`{"error": "..."}`, Tyk's shape).

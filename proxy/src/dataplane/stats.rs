@@ -87,11 +87,10 @@ pub struct LocalStats {
 impl LocalStats {
     pub fn record(&mut self, api_id: &str, method: Method, code: u16, seconds: f64, bytes_in: u64, bytes_out: u64) {
         self.requests += 1;
-        if !self.apis.contains_key(api_id) {
-            self.apis.insert(api_id.into(), ApiStats::default());
-        }
-        let Some(api) = self.apis.get_mut(api_id) else {
-            return;
+        // One lookup when the API is known (every request but its first).
+        let api = match self.apis.get_mut(api_id) {
+            Some(api) => api,
+            None => self.apis.entry(api_id.into()).or_default(),
         };
         api.durations.entry((method, code)).or_default().observe(seconds);
         api.request_bytes += bytes_in;

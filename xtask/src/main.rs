@@ -115,6 +115,10 @@ fn test(extra: &[String]) -> Result<()> {
             "--test",
             "auth",
         ]))?;
+        // The criterion benches are not built by `cargo test`; build them so an API change
+        // that breaks one fails here, not the next time someone measures.
+        eprintln!("xtask: building the criterion benches");
+        run_status(cargo().current_dir(root()).args(["build", "-p", "portcullis-bench", "--benches"]))?;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use portcullis_tests::client::{Conn, Response};
-use portcullis_tests::harness::{keyless_api, Proxy, ProxyBuilder};
+use portcullis_tests::harness::{keyless_api, seed_jwt_files, Proxy, ProxyBuilder, SEED_TOKEN};
 use portcullis_tests::httpbin::Httpbin;
 use serde_json::{json, Value};
 
@@ -180,19 +180,13 @@ fn rotation_keeps_whole_records_within_the_configured_size() {
     assert!(!p.log_text().contains("analytics sink write failed"), "{}", p.log_text());
 }
 
-const SEED_TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJmb29AYmFyLmNvbSIsIm5hbWUiOiJBaG1ldCBTb29ybWFsbHkiLCJpYXQiOjE1MTYyMzkwMjJ9.8E-X89YnHe6m_jV4Lmyy487VnkCpzuYlsLDceCz4ScU";
-
 /// The seed article's Kibana query `response_code:500 AND tags:user-foo@bar.com` needs the JWT
 /// claim injected as `User` and tagged through `tag_headers`: the repository's
 /// `apps/httpbin-jwt.json` and the article's token give exactly those fields.
 #[test]
 fn seed_jwt_definition_records_the_user_tag_and_a_pseudonymous_key() {
     let up = Httpbin::start_named("127.0.0.1:0", "up").expect("upstream");
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let def = std::fs::read_to_string(format!("{root}/apps/httpbin-jwt.json"))
-        .unwrap()
-        .replace("http://127.0.0.1:8081/", &up.url());
-    let policies = std::fs::read_to_string(format!("{root}/apps/policies.json")).unwrap();
+    let (def, policies) = seed_jwt_files(&up.url());
     let p = builder().app("httpbin-jwt", def).policies(policies).start();
     let auth = format!("Authorization: Bearer {SEED_TOKEN}\r\n");
     assert_eq!(get(&p, "/httpbin-jwt/status/500", &auth).status, 500);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use portcullis::auth::signature;
 use portcullis_tests::client::{Conn, Response};
-use portcullis_tests::harness::{Proxy, ProxyBuilder};
+use portcullis_tests::harness::{seed_jwt_files, Proxy, ProxyBuilder, SEED_TOKEN};
 use portcullis_tests::httpbin::Httpbin;
 use portcullis_tests::redis::RedisServer;
 use serde_json::{json, Value};
@@ -189,18 +189,12 @@ fn embedded_store_survives_restart() {
     assert_eq!(get(&p, "/t/get", &format!("Authorization: {key}\r\n")).status, 200, "{}", p.log_text());
 }
 
-const SEED_TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJmb29AYmFyLmNvbSIsIm5hbWUiOiJBaG1ldCBTb29ybWFsbHkiLCJpYXQiOjE1MTYyMzkwMjJ9.8E-X89YnHe6m_jV4Lmyy487VnkCpzuYlsLDceCz4ScU";
-
 /// The seed article's JWT walkthrough, verbatim: `apps/httpbin-jwt.json` and `apps/policies.json`
 /// from this repository (target pointed at the local upstream) and the article's token.
 #[test]
 fn seed_jwt_walkthrough_works_verbatim() {
     let up = upstream();
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let def = std::fs::read_to_string(format!("{root}/apps/httpbin-jwt.json"))
-        .unwrap()
-        .replace("http://127.0.0.1:8081/", &up.url());
-    let policies = std::fs::read_to_string(format!("{root}/apps/policies.json")).unwrap();
+    let (def, policies) = seed_jwt_files(&up.url());
     let p = builder().app("httpbin-jwt", def).policies(policies).start();
     let r = get(&p, "/httpbin-jwt/get", &format!("Authorization: Bearer {SEED_TOKEN}\r\n"));
     assert_eq!(r.status, 200, "{}\n{}", r.text(), p.log_text());

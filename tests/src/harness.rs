@@ -255,6 +255,20 @@ impl Drop for Proxy {
     }
 }
 
+/// The Tyk article's JWT token (HS256, secret "foo", `sub` foo@bar.com).
+pub const SEED_TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJmb29AYmFyLmNvbSIsIm5hbWUiOiJBaG1ldCBTb29ybWFsbHkiLCJpYXQiOjE1MTYyMzkwMjJ9.8E-X89YnHe6m_jV4Lmyy487VnkCpzuYlsLDceCz4ScU";
+
+/// The repository's `apps/httpbin-jwt.json` with its target pointed at `upstream_url`, and
+/// `apps/policies.json`: the seed article's JWT walkthrough as shipped.
+pub fn seed_jwt_files(upstream_url: &str) -> (String, String) {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let def = fs::read_to_string(format!("{root}/apps/httpbin-jwt.json"))
+        .expect("apps/httpbin-jwt.json")
+        .replace("http://127.0.0.1:8081/", upstream_url);
+    let policies = fs::read_to_string(format!("{root}/apps/policies.json")).expect("apps/policies.json");
+    (def, policies)
+}
+
 /// A keyless Tyk API definition.
 pub fn keyless_api(api_id: &str, listen_path: &str, target: &str, extra_proxy: &str, extra_top: &str) -> String {
     format!(

@@ -15,7 +15,7 @@ pub mod record;
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 
 pub use record::{Outcome, RequestFacts};
 
@@ -98,7 +98,7 @@ impl Recorder {
                 self.identity_keys.clear();
             }
             let digest: [u8; 32] = sha2::Sha256::digest(id.as_bytes()).into();
-            self.identity_keys.insert(id.into(), hex64(&digest));
+            self.identity_keys.insert(id.into(), crate::digits::hex64(&digest));
         }
         self.identity_keys.get(id).and_then(|h| std::str::from_utf8(h).ok()).unwrap_or_default()
     }
@@ -137,39 +137,36 @@ impl Recorder {
     /// Hands the records held so far to the pump without waiting; if its queue is full they are
     /// dropped and counted.
     pub fn flush(&mut self) {
+        self.hand_over(None);
+    }
+
+    /// The worker is stopping: hands over what is left, waiting up to a second for room.
+    pub fn finish(&mut self) {
+        self.hand_over(Some(Duration::from_secs(1)));
+    }
+
+    fn hand_over(&mut self, wait: Option<Duration>) {
         if self.records == 0 {
             return;
         }
         let n = self.records;
         let batch = Batch { bytes: std::mem::take(&mut self.buf), records: n };
         self.records = 0;
-        match self.feed.tx.try_send(batch) {
-            Ok(()) => self.stats.queued += n,
-            Err(TrySendError::Full(b) | TrySendError::Disconnected(b)) => {
-                // Keep the buffer for the next batch.
+        let refused = match wait {
+            None => self.feed.tx.try_send(batch).err().map(|e| e.into_inner()),
+            Some(t) => self.feed.tx.send_timeout(batch, t).err().map(|e| e.into_inner()),
+        };
+        match refused {
+            None => self.stats.queued += n,
+            Some(b) => {
                 self.stats.dropped += n;
+                if wait.is_some() {
+                    tracing::warn!(records = n, "analytics queue full at shutdown: records dropped");
+                }
+                // Keep the buffer for the next batch.
                 let mut bytes = b.bytes;
                 bytes.clear();
                 self.buf = bytes;
-            }
-        }
-    }
-}
-
-impl Recorder {
-    /// The worker is stopping: hands over what is left, waiting up to a second for room.
-    pub fn finish(&mut self) {
-        if self.records == 0 {
-            return;
-        }
-        let n = self.records;
-        let batch = Batch { bytes: std::mem::take(&mut self.buf), records: n };
-        self.records = 0;
-        match self.feed.tx.send_timeout(batch, Duration::from_secs(1)) {
-            Ok(()) => self.stats.queued += n,
-            Err(_) => {
-                self.stats.dropped += n;
-                tracing::warn!(records = n, "analytics queue full at shutdown: records dropped");
             }
         }
     }
@@ -179,17 +176,6 @@ impl Drop for Recorder {
     fn drop(&mut self) {
         self.finish();
     }
-}
-
-/// `h` as 64 lower-case hex digits.
-pub fn hex64(h: &[u8; 32]) -> [u8; 64] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 64];
-    for (i, b) in h.iter().enumerate() {
-        out[2 * i] = DIGITS[(b >> 4) as usize];
-        out[2 * i + 1] = DIGITS[(b & 0xf) as usize];
-    }
-    out
 }
 
 #[cfg(test)]

@@ -45,13 +45,7 @@ pub fn hash_key(key: &str) -> KeyHash {
 
 /// Lower-case hex of a hash.
 pub fn hex(h: &KeyHash) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(64);
-    for b in h {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
+    crate::digits::hex64(h).iter().map(|&b| b as char).collect()
 }
 
 /// Parses 64 hex digits.

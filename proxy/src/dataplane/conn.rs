@@ -681,7 +681,7 @@ fn begin_record(
     let key;
     let api_key = match c.identity {
         Some(crate::auth::Identity { key_hash: Some(h), .. }) => {
-            key = crate::analytics::hex64(h);
+            key = crate::digits::hex64(h);
             std::str::from_utf8(&key).unwrap_or_default()
         }
         Some(ident) => recorder.identity_key(&ident.id),

@@ -65,9 +65,12 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    // The seed's JWT API: request head with a cached HS256 token, claim -> header, strip.
+    // The seed's JWT API: request head with a cached HS256 token, claim -> header, strip, and
+    // its policy's rate limit (raised from 100/s so millions of iterations are all admitted).
     let def = include_str!("../../apps/httpbin-jwt.json").to_string();
-    let snap = snapshot_from(&[("httpbin-jwt", def)], include_str!("../../apps/policies.json"));
+    let policies = include_str!("../../apps/policies.json").replace("\"rate\": 100,", "\"rate\": 1000000000,");
+    assert!(policies.contains("1000000000"), "apps/policies.json changed shape");
+    let snap = snapshot_from(&[("httpbin-jwt", def)], &policies);
     let req = format!(
         "GET /httpbin-jwt/get?foo=bar HTTP/1.1\r\nHost: gw.example.com\r\nUser-Agent: bench\r\nAccept: */*\r\nAuthorization: Bearer {hs}\r\n\r\n"
     );

@@ -87,7 +87,7 @@ fn bench(c: &mut Criterion) {
                 &snap,
                 &ctx,
                 AuthCtx { auth: &mut w, limiter: &mut limiter, now: &|| NOW },
-                |o| o.extend_from_slice(b"0123456789abcdef0123456789abcdef"),
+                || *b"0123456789abcdef0123456789abcdef",
                 |_, _| 0,
                 &mut out,
             );

@@ -24,7 +24,7 @@ fn bench(c: &mut Criterion) {
                 &snap,
                 &ctx,
                 AuthCtx { auth: &mut auth, limiter: &mut limiter, now: &|| 0 },
-                |o| o.extend_from_slice(b"0123456789abcdef0123456789abcdef"),
+                || *b"0123456789abcdef0123456789abcdef",
                 |_, _| 0,
                 &mut out,
             );
@@ -39,7 +39,7 @@ fn bench(c: &mut Criterion) {
             &snap,
             &ctx,
             AuthCtx { auth: &mut auth, limiter: &mut limiter, now: &|| 0 },
-            |_| {},
+            || [b'0'; 32],
             |_, _| 0,
             &mut out,
         ) {

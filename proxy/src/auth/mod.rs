@@ -638,7 +638,12 @@ fn check_jwt<'a>(
         }
     };
     let field = if spec.identity_field.is_empty() { "sub" } else { spec.identity_field.as_str() };
-    let Some(id) = claims.text(field).or_else(|| claims.text("sub")).filter(|s| !s.is_empty()) else {
+    // Worked out once per cached token: a cached `Claims` belongs to one API (the cache is
+    // scoped by API and generation), so its identity field does not change.
+    let identity = claims
+        .identity
+        .get_or_init(|| claims.text(field).or_else(|| claims.text("sub")).filter(|s| !s.is_empty()).map(Rc::from));
+    let Some(id) = identity.as_ref().map(Rc::clone) else {
         return Step::Stop(Decision::Deny(deny(403, "Key not authorized: no identity claim in token")));
     };
     // Policies: the policy claim when the API names one and the token carries it, else defaults.
@@ -677,7 +682,7 @@ fn check_jwt<'a>(
         }
     };
     strip_found(strip, &spec.source, found);
-    Step::Pass(Passed { id: id.into(), key_hash: None, session: None, grant, token: Some(tok), claims: Some(claims) })
+    Step::Pass(Passed { id, key_hash: None, session: None, grant, token: Some(tok), claims: Some(claims) })
 }
 
 fn jwt_scope(buf: &mut [u8; 41], generation: u64, api: u32) -> &str {

@@ -208,7 +208,7 @@ async fn exchange(
                 snap,
                 &ctx,
                 AuthCtx { auth: &mut auth, limiter: &mut limiter, now: &crate::limit::unix_now },
-                |out| worker.write_request_id(out),
+                || worker.next_request_id(),
                 |api, spec| worker.pick_target(snap.generation, api, spec.targets.len()),
                 &mut bufs.x.req_head,
             )

@@ -289,7 +289,7 @@ pub fn prepare_request(
     snap: &Snapshot,
     ctx: &ClientCtx<'_>,
     actx: AuthCtx<'_>,
-    request_id: impl FnOnce(&mut Vec<u8>),
+    request_id: impl FnOnce() -> [u8; 32],
     pick: impl FnOnce(ApiIndex, &ApiSpec) -> usize,
     out: &mut Vec<u8>,
 ) -> Result<Prepared> {
@@ -430,7 +430,7 @@ pub fn prepare_request(
     write_proxy_headers(out, api, target, host, xff, ctx);
     if !has_request_id {
         out.extend_from_slice(b"X-Request-Id: ");
-        request_id(out);
+        out.extend_from_slice(&request_id());
         out.extend_from_slice(b"\r\n");
     }
     finish_head(out, upgrade, upgrade_value);
@@ -496,7 +496,7 @@ fn prepare_gateway(
     api_idx: ApiIndex,
     ctx: &ClientCtx<'_>,
     actx: AuthCtx<'_>,
-    request_id: impl FnOnce(&mut Vec<u8>),
+    request_id: impl FnOnce() -> [u8; 32],
     pick: impl FnOnce(ApiIndex, &ApiSpec) -> usize,
     out: &mut Vec<u8>,
 ) -> Result<Prepared> {
@@ -582,11 +582,14 @@ fn prepare_gateway(
     let target = &api.targets[target_idx];
 
     // The request id is needed before the headers for `$tyk_context.request_id`.
-    let mut rid: Vec<u8> = Vec::new();
-    match r.headers.iter().find(|h| h.name.eq_ignore_ascii_case("x-request-id")) {
-        Some(h) => rid.extend_from_slice(h.value),
-        None => request_id(&mut rid),
-    }
+    let generated;
+    let rid: &[u8] = match r.headers.iter().find(|h| h.name.eq_ignore_ascii_case("x-request-id")) {
+        Some(h) => h.value,
+        None => {
+            generated = request_id();
+            &generated
+        }
+    };
     let t = &a.transforms;
     let per_path: Vec<&auth::HeaderTransform> =
         t.per_path.iter().filter(|x| x.rule.matches(r.method_str, rel_path)).collect();
@@ -594,7 +597,7 @@ fn prepare_gateway(
         headers: r.headers,
         path: r.path,
         remote_addr: ctx.client_addr,
-        request_id: &rid,
+        request_id: rid,
         token: allowed.token,
         claims: allowed.claims.as_deref(),
         session: allowed.session.as_deref(),
@@ -652,7 +655,7 @@ fn prepare_gateway(
     }
     write_proxy_headers(out, api, target, r.host, xff, ctx);
     out.extend_from_slice(b"X-Request-Id: ");
-    out.extend_from_slice(&rid);
+    out.extend_from_slice(rid);
     out.extend_from_slice(b"\r\n");
     finish_head(out, r.meta.upgrade, r.upgrade_value);
 

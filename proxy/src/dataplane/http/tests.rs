@@ -37,6 +37,9 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
     }
 }
 
+/// The request id the tests' proxy generates.
+const RID: [u8; 32] = *b"0123456789abcdef0123456789abcdef";
+
 /// Prepares `req` against one API; returns the result and the upstream head as text.
 fn prep(snap: &Snapshot, req: &str) -> (Result<Prepared>, String) {
     let mut out = Vec::new();
@@ -44,7 +47,7 @@ fn prep(snap: &Snapshot, req: &str) -> (Result<Prepared>, String) {
     let mut auth = crate::auth::WorkerAuth::detached(Default::default());
     let mut limiter = crate::limit::Limiter::new(crate::limit::LimiterConfig { max_keys: 100 });
     let actx = AuthCtx { auth: &mut auth, limiter: &mut limiter, now: &|| 1_800_000_000 };
-    let r = prepare_request(req.as_bytes(), 100, snap, &ctx, actx, |o| o.extend_from_slice(b"RID"), |_, _| 0, &mut out);
+    let r = prepare_request(req.as_bytes(), 100, snap, &ctx, actx, || RID, |_, _| 0, &mut out);
     (r, String::from_utf8(out).unwrap())
 }
 
@@ -70,7 +73,7 @@ fn rewrites_path_host_and_forwarding_headers() {
     assert!(meta.keep_alive);
     assert_eq!(
         head,
-        "GET /base/get?foo=bar HTTP/1.1\r\nAccept: */*\r\nHost: up:81\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Request-Id: RID\r\n\r\n"
+        "GET /base/get?foo=bar HTTP/1.1\r\nAccept: */*\r\nHost: up:81\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Request-Id: 0123456789abcdef0123456789abcdef\r\n\r\n"
     );
     let (_, head) = routed(&snap, "GET /httpbin HTTP/1.1\r\nHost: gw\r\n\r\n");
     assert!(head.starts_with("GET /base/ HTTP/1.1\r\n"), "{head}");
@@ -86,7 +89,7 @@ fn no_strip_and_preserve_host() {
     assert!(head.starts_with("GET /p/x HTTP/1.1\r\n"), "{head}");
     assert!(head.contains("Host: Client.Example\r\n"));
     assert!(head.contains("X-Forwarded-For: 10.0.0.1, 192.0.2.1\r\n"));
-    assert!(head.contains("X-Request-Id: mine\r\n") && !head.contains("RID"));
+    assert!(head.contains("X-Request-Id: mine\r\n") && !head.contains("0123456789abcdef"));
 }
 
 #[test]

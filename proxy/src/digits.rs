@@ -28,6 +28,14 @@ pub fn write_u64(out: &mut [u8], mut v: u64) -> usize {
     n
 }
 
+/// `v` as 16 lower-case hex digits into `out[..16]` (request ids).
+pub fn hex16(v: u64, out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, d) in out[..16].iter_mut().enumerate() {
+        *d = DIGITS[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
+}
+
 /// A 32-byte digest as 64 lower-case hex digits.
 pub fn hex64(h: &[u8; 32]) -> [u8; 64] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -54,6 +62,11 @@ mod tests {
         let h: [u8; 32] = std::array::from_fn(|i| (i * 37 + 5) as u8);
         let expect: String = h.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(&super::hex64(&h)[..], expect.as_bytes());
+        for v in [0u64, 1, 0xf, 0x0123_4567_89ab_cdef, u64::MAX, 0x8000_0000_0000_0000] {
+            let mut out = [0u8; 16];
+            super::hex16(v, &mut out);
+            assert_eq!(std::str::from_utf8(&out).unwrap(), format!("{v:016x}"));
+        }
         let mut short = [0u8; 2];
         assert_eq!(super::write_u64(&mut short, 12345), 2);
     }

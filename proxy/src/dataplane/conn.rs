@@ -229,8 +229,7 @@ async fn exchange(
             }
             Ok(Prepared::Denied { meta, api, denial }) => {
                 let api = &snap.apis[api as usize];
-                let facts = RecordCtx { api, host: first_target_host(api), identity: None, tags: &[] };
-                begin_record(worker, snap, bufs.client.data(), &meta, client_ip, facts, &mut bufs.x.record);
+                begin_refused_record(worker, snap, bufs, &meta, client_ip, api);
                 {
                     let mut st = worker.stats.borrow_mut();
                     if denial.status == 429 {
@@ -281,8 +280,7 @@ async fn exchange(
                         worker.stats.borrow_mut().key_lookup_errors += 1;
                         tracing::warn!(error = %e, "{msg}");
                         let api = &snap.apis[api as usize];
-                        let facts = RecordCtx { api, host: first_target_host(api), identity: None, tags: &[] };
-                        begin_record(worker, snap, bufs.client.data(), &meta, client_ip, facts, &mut bufs.x.record);
+                        begin_refused_record(worker, snap, bufs, &meta, client_ip, api);
                         return reply_local(worker, client, bufs, meta, &api.api_id, 503, msg, &[], started).await;
                     }
                 }
@@ -310,6 +308,8 @@ async fn exchange(
     let target = &api.targets[routed.target];
     let facts = RecordCtx { api, host: &target.host_header, identity: routed.identity.as_ref(), tags: &routed.tags };
     begin_record(worker, snap, bufs.client.data(), &meta, client_ip, facts, &mut bufs.x.record);
+    // Counts this exchange (and finishes its record) however it ends.
+    let done = |rec: &mut Vec<u8>, o: Outcome| record(worker, rec, &api.api_id, meta.method, started, o);
     bufs.client.consume(meta.head_len);
     if meta.body == BodyKind::None && worker.shared_stats.open() > RELEASE_IDLE_ABOVE {
         // Nothing more to read from the client until the response is out: with many
@@ -318,7 +318,7 @@ async fn exchange(
     }
     if let BodyKind::Length(n) = meta.body {
         if cfg.max_request_body_size > 0 && n > cfg.max_request_body_size {
-            record(worker, &mut bufs.x.record, &api.api_id, meta.method, started, outcome(413, 0, 0, 0));
+            done(&mut bufs.x.record, outcome(413, 0, 0, 0));
             return Err(ProxyError::new(ErrorKind::BodyTooLarge, "request body too large").into());
         }
     }
@@ -336,7 +336,7 @@ async fn exchange(
             slot
         }
         Err(upstream::QueueTimeout) => {
-            record(worker, &mut bufs.x.record, &api.api_id, meta.method, started, outcome(503, 0, 0, 0));
+            done(&mut bufs.x.record, outcome(503, 0, 0, 0));
             return Err(ProxyError::new(ErrorKind::UpstreamBusy, "upstream connection limit reached").into());
         }
     };
@@ -360,7 +360,7 @@ async fn exchange(
                     Ok(up) => up,
                     Err(e) => {
                         let o = outcome(e.kind.status().map_or(0, |s| s.0), 0, 0, 0);
-                        record(worker, &mut bufs.x.record, &api.api_id, meta.method, started, o);
+                        done(&mut bufs.x.record, o);
                         return Err(e.into());
                     }
                 }
@@ -373,14 +373,14 @@ async fn exchange(
                 Err(e) if retryable && e.kind == ErrorKind::UpstreamProtocol && bufs.x.upstream.is_empty() => {}
                 Err(e) => {
                     let o = outcome(e.kind.status().map_or(0, |s| s.0), 0, 0, up_us(up_started));
-                    record(worker, &mut bufs.x.record, &api.api_id, meta.method, started, o);
+                    done(&mut bufs.x.record, o);
                     return Err(e.into());
                 }
             },
             Err(_) if retryable => {}
             Err(f) => {
                 let o = outcome(f.err.kind.status().map_or(0, |s| s.0), 0, 0, up_us(up_started));
-                record(worker, &mut bufs.x.record, &api.api_id, meta.method, started, o);
+                done(&mut bufs.x.record, o);
                 return Err(f);
             }
         }
@@ -396,14 +396,7 @@ async fn exchange(
         write_vec(client, &mut bufs.x.out)
             .await
             .map_err(|e| ProxyError::io(ErrorKind::ClientIo, "writing 101 to client", e))?;
-        record(
-            worker,
-            &mut bufs.x.record,
-            &api.api_id,
-            meta.method,
-            started,
-            outcome(101, body_in, head_out, upstream_us),
-        );
+        done(&mut bufs.x.record, outcome(101, body_in, head_out, upstream_us));
         return Ok(Next::Tunnel(up));
     }
     let head_out = bufs.x.out.len() as u64;
@@ -460,12 +453,12 @@ async fn exchange(
         Ok(n) => n + written_with_head,
         Err(e) => {
             let o = outcome(resp.status, body_in, head_out, upstream_us);
-            record(worker, &mut bufs.x.record, &api.api_id, meta.method, started, o);
+            done(&mut bufs.x.record, o);
             return Err(Failure { err: e.into_proxy_error(Side::Upstream), responded: true });
         }
     };
     let o = outcome(resp.status, body_in, head_out + body_out, upstream_us);
-    record(worker, &mut bufs.x.record, &api.api_id, meta.method, started, o);
+    done(&mut bufs.x.record, o);
     if resp.upstream_reusable && bufs.x.upstream.is_empty() {
         worker.pool.put(up, cfg.upstream_pool_size);
     }
@@ -667,9 +660,19 @@ struct RecordCtx<'a> {
     tags: &'a [String],
 }
 
-/// The first target's host, for records of requests refused before a target was picked.
-fn first_target_host(api: &ApiSpec) -> &str {
-    api.targets.first().map_or("", |t| t.host_header.as_str())
+/// Begins the record of a request refused before a target was picked (its `host` is the
+/// API's first target's).
+fn begin_refused_record(
+    worker: &Worker,
+    snap: &Snapshot,
+    bufs: &mut Bufs,
+    meta: &RequestMeta,
+    client_ip: &str,
+    api: &ApiSpec,
+) {
+    let host = api.targets.first().map_or("", |t| t.host_header.as_str());
+    let facts = RecordCtx { api, host, identity: None, tags: &[] };
+    begin_record(worker, snap, bufs.client.data(), meta, client_ip, facts, &mut bufs.x.record);
 }
 
 /// Begins the request's record in `rec` (from the head, still in the read buffer) when

@@ -93,6 +93,9 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
     let mut bufs =
         Bufs { client: ReadBuf::new(buffer_size), x: ExchangeBufs::unallocated(buffer_size), nodelay: false };
     let mut shutdown = worker.shutdown.listen();
+    // Whether the last thing on this connection was our response: the client's next request
+    // is then not there yet (a freshly accepted connection may already hold its first).
+    let mut answered = false;
     loop {
         let snap = worker.snapshot();
         if bufs.client.is_empty() {
@@ -114,9 +117,10 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
                 if !matches!(ready, Ok(Ok(()))) {
                     return;
                 }
+                answered = false;
             }
             let read = monoio::select! {
-                r = monoio::time::timeout(idle, bufs.client.fill(&mut client)) => r,
+                r = monoio::time::timeout(idle, bufs.client.fill_socket(&mut client, answered)) => r,
                 _ = &mut shutdown => return,
             };
             match read {
@@ -137,6 +141,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
         let result = exchange(&worker, &snap, &mut client, &mut bufs, &client_ip, peer.ip(), started).await;
         match result {
             Ok(Next::KeepAlive) => {
+                answered = true;
                 ensure_nodelay(&client, &mut bufs);
                 let x = std::mem::replace(&mut bufs.x, ExchangeBufs::unallocated(snap.config.proxy.buffer_size));
                 worker.return_exchange_bufs(x);
@@ -568,7 +573,9 @@ async fn read_response_head(
             return Err(ProxyError::new(ErrorKind::UpstreamProtocol, "upstream response head too large"));
         }
         bufs.x.upstream.reserve(cfg.max_response_head_size.min(bufs.x.upstream.len() + 4096));
-        match monoio::time::timeout(timeout, bufs.x.upstream.fill(&mut up.stream)).await {
+        // Nothing of the response yet: the upstream is still working on the request just sent.
+        let expect_empty = bufs.x.upstream.is_empty();
+        match monoio::time::timeout(timeout, bufs.x.upstream.fill_socket(&mut up.stream, expect_empty)).await {
             Ok(Ok(n)) if n > 0 => {}
             Ok(Ok(_)) => return Err(ProxyError::new(ErrorKind::UpstreamProtocol, "upstream closed before responding")),
             Ok(Err(e)) => return Err(ProxyError::io(ErrorKind::UpstreamProtocol, "reading upstream response", e)),

@@ -49,11 +49,22 @@ pub(crate) struct Recv<T> {
 
     /// Reference to the in-flight buffer.
     pub(crate) buf: T,
+
+    /// Portcullis patch: ask io_uring to arm its poll before trying the receive
+    /// (`IORING_RECVSEND_POLL_FIRST`), for a read the caller knows will find no data yet.
+    poll_first: bool,
 }
 
 impl<T: IoBufMut> Op<Recv<T>> {
     pub(crate) fn recv(fd: SharedFd, buf: T) -> io::Result<Self> {
-        Op::submit_with(Recv { fd, buf })
+        Op::submit_with(Recv { fd, buf, poll_first: false })
+    }
+
+    /// Portcullis patch: with `poll_first`, a receive that waits for readiness before its
+    /// first attempt on io_uring (the legacy driver waits for readiness after a drained socket
+    /// anyway).
+    pub(crate) fn recv_poll_first(fd: SharedFd, buf: T, poll_first: bool) -> io::Result<Self> {
+        Op::submit_with(Recv { fd, buf, poll_first })
     }
 
     #[allow(unused)]
@@ -61,6 +72,7 @@ impl<T: IoBufMut> Op<Recv<T>> {
         Recv {
             fd: fd.clone(),
             buf,
+            poll_first: false,
         }
     }
 
@@ -82,12 +94,25 @@ impl<T: IoBufMut> Op<Recv<T>> {
 impl<T: IoBufMut> OpAble for Recv<T> {
     #[cfg(all(target_os = "linux", feature = "iouring"))]
     fn uring_op(&mut self) -> io_uring::squeue::Entry {
-        opcode::Recv::new(
+        let mut entry = opcode::Recv::new(
             types::Fd(self.fd.raw_fd()),
             self.buf.write_ptr(),
             self.buf.bytes_total() as _,
         )
-        .build()
+        .build();
+        if self.poll_first {
+            // io-uring 0.6's `Recv` builder has no ioprio setter. `Entry` is `#[repr(C)]`
+            // around `io_uring_sqe`, whose layout is the kernel ABI: opcode (u8), flags (u8),
+            // ioprio (u16) at byte offset 2. For send/recv, ioprio carries the RECVSEND flags
+            // (Linux 5.19+).
+            const IORING_RECVSEND_POLL_FIRST: u16 = 1;
+            // Safety: offset 2 is within the 64-byte SQE and u16-aligned (the SQE is 8-aligned).
+            unsafe {
+                let sqe = &mut entry as *mut io_uring::squeue::Entry as *mut u8;
+                *(sqe.add(2) as *mut u16) = IORING_RECVSEND_POLL_FIRST;
+            }
+        }
+        entry
     }
 
     #[cfg(any(feature = "legacy", feature = "poll-io"))]

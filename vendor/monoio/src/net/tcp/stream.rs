@@ -230,6 +230,19 @@ impl TcpStream {
         }
     }
 
+    /// Portcullis patch: reads like `AsyncReadRent::read`. With `poll_first`, for a read that
+    /// will almost surely find no data yet (the peer answers what was just written to it), the
+    /// io_uring receive arms its poll before its first attempt instead of failing one receive
+    /// first. Same result either way; the legacy driver ignores the hint.
+    pub fn read_poll_first<T: IoBufMut>(
+        &mut self,
+        buf: T,
+        poll_first: bool,
+    ) -> impl Future<Output = BufResult<usize, T>> {
+        let op = Op::recv_poll_first(self.fd.clone(), buf, poll_first).unwrap();
+        op.read()
+    }
+
     /// Wait for read readiness.
     /// Note: Do not use it before every io. It is different from other runtimes!
     ///

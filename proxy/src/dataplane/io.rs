@@ -272,6 +272,14 @@ mod tests {
         (stream, writer)
     }
 
+    /// Every connection task holds a timeout; the vendored monoio's `Sleep` is not padded to
+    /// cache lines (it was 640 bytes at 128-byte alignment; `vendor/monoio/PORTCULLIS.md`).
+    #[test]
+    fn timers_are_not_cache_padded() {
+        assert!(std::mem::size_of::<monoio::time::Sleep>() <= 160, "{}", std::mem::size_of::<monoio::time::Sleep>());
+        assert!(std::mem::align_of::<monoio::time::Sleep>() <= 16);
+    }
+
     /// A receive with poll first (io_uring) sees data queued before it was submitted, data that
     /// arrives while it waits, and the peer's FIN; the same calls on epoll ignore the hint.
     #[test]

@@ -574,7 +574,9 @@ impl Drop for TimerEntry {
     }
 }
 
-#[cfg_attr(target_arch = "x86_64", repr(align(128)))]
-#[cfg_attr(not(target_arch = "x86_64"), repr(align(64)))]
+// Portcullis patch: no cache-line alignment. This was tokio's padding against false sharing
+// between threads; monoio's timers (Cell, RefCell) never leave their thread, so it only made
+// every `Sleep` 640 bytes at 128-byte alignment, inside every future that holds a timeout
+// (a proxy connection task: 3,712 -> 2,864 bytes; vendor/monoio/PORTCULLIS.md).
 #[derive(Debug, Default)]
 struct CachePadded<T>(T);

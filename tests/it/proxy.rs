@@ -671,3 +671,25 @@ fn upstream_connection_cap_queues_requests_and_times_them_out() {
         wait_metrics(&p, |m| metric_value(m, "portcullis_upstream_queue_timeouts_total{worker=\"0\"}") == Some(1.0));
     assert_eq!(metric_value(&m, "portcullis_upstream_queue_timeouts_total{worker=\"0\"}"), Some(1.0), "{m}");
 }
+
+/// Pooled upstream connections idle past `upstream_idle_timeout_ms` are closed by the worker's
+/// periodic prune, not kept open (in CLOSE-WAIT once the upstream gives up on them) until a
+/// request happens to take them.
+#[test]
+fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
+    let (p, _up) = simple("upstream_idle_timeout_ms = 300");
+    let idle = |m: &str| -> f64 {
+        m.lines()
+            .filter(|l| l.starts_with("portcullis_upstream_idle_connections{"))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .sum()
+    };
+    let r = client::get(p.listen, "/up/get").unwrap();
+    assert_eq!(r.status, 200);
+    let m = wait_metrics(&p, |m| idle(m) >= 1.0);
+    assert_eq!(idle(&m), 1.0, "the connection was pooled:\n{m}");
+    let m = wait_metrics(&p, |m| idle(m) == 0.0);
+    assert_eq!(idle(&m), 0.0, "the idle connection outlived upstream_idle_timeout_ms:\n{m}");
+    // A new request still works (a fresh connection).
+    assert_eq!(client::get(p.listen, "/up/get").unwrap().status, 200);
+}

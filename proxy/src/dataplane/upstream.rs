@@ -156,6 +156,18 @@ impl Pool {
         list.push(Idle { stream: up.stream, since: Instant::now() });
     }
 
+    /// Closes pooled connections idle for `max_idle` or longer (they would not be reused, and
+    /// one the upstream has closed would sit in CLOSE-WAIT holding its descriptor until then),
+    /// and forgets targets with nothing pooled and slot counts with nothing in use or waiting
+    /// (targets a reload removed). Called once per stats tick; a few entries per target.
+    pub fn prune(&self, max_idle: Duration) {
+        self.idle.borrow_mut().retain(|_, list| {
+            list.retain(|c| c.since.elapsed() < max_idle);
+            !list.is_empty()
+        });
+        self.slots.borrow_mut().retain(|_, s| s.in_use.get() > 0 || !s.waiters.borrow().is_empty());
+    }
+
     /// Idle connections held now.
     pub fn idle_count(&self) -> usize {
         self.idle.borrow().values().map(Vec::len).sum()
@@ -219,6 +231,34 @@ mod tests {
 
     const A: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
     const LONG: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn prune_closes_expired_idle_connections_and_forgets_unused_targets() {
+        rt().block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let pool = Pool::default();
+            for _ in 0..2 {
+                let stream = TcpStream::connect_addr(addr).await.unwrap();
+                pool.put(Upstream { stream, addr, reused: false }, 8);
+            }
+            let (slot, _) = pool.slot(A, 4, LONG).await.unwrap();
+            pool.prune(LONG);
+            assert_eq!(pool.idle_count(), 2, "young connections stay");
+            assert_eq!(pool.slots.borrow().len(), 1, "a slot in use stays");
+            drop(slot);
+            pool.prune(Duration::ZERO);
+            assert_eq!(pool.idle_count(), 0);
+            assert!(pool.idle.borrow().is_empty() && pool.slots.borrow().is_empty());
+            // The pruned connections were closed: the listener's side reads EOF.
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().unwrap();
+                s.set_read_timeout(Some(LONG)).unwrap();
+                let mut b = [0u8; 1];
+                assert_eq!(std::io::Read::read(&mut s, &mut b).unwrap(), 0);
+            }
+        });
+    }
 
     #[test]
     fn no_cap_counts_nothing() {

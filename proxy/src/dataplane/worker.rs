@@ -156,6 +156,7 @@ impl Worker {
         };
         let mut s = self.stats.borrow().clone();
         s.analytics = analytics;
+        self.pool.prune(Duration::from_millis(self.snapshot().config.proxy.upstream_idle_timeout_ms));
         s.upstream_idle = self.pool.idle_count() as u64;
         s.upstream_waiting = self.pool.queued_count() as u64;
         s.cached_sessions = self.auth.borrow().cached_sessions() as u64;

@@ -4,28 +4,46 @@
 //! `core::fmt::write` in the gateway profile (0.4 % of cycles). Must not: allocate.
 
 /// Appends `v` in decimal.
+///
+/// Written in place: the number of digits first, then the digits from the last. Copying a
+/// variable-length run of digits goes through a `memmove` call for a handful of bytes, which was
+/// 1 % of the gateway's cycles (perf, records on); a fixed 20-byte extend is a pair of stores.
 pub fn push_u64(out: &mut Vec<u8>, v: u64) {
-    let mut digits = [0u8; 20];
-    let n = write_u64(&mut digits, v);
-    out.extend_from_slice(&digits[..n]);
+    let n = digit_count(v);
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 20]);
+    fill_digits(&mut out[start..start + n], v);
+    out.truncate(start + n);
 }
 
 /// Writes `v` in decimal at the start of `out` (20 bytes always suffice) and returns the number
-/// of digits; digits that do not fit are cut off (never a panic).
-pub fn write_u64(out: &mut [u8], mut v: u64) -> usize {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+/// of digits written; the last digits of a number that does not fit are cut off (never a panic).
+pub fn write_u64(out: &mut [u8], v: u64) -> usize {
+    let n = digit_count(v);
+    if n <= out.len() {
+        fill_digits(&mut out[..n], v);
+        return n;
     }
-    let n = (digits.len() - i).min(out.len());
-    out[..n].copy_from_slice(&digits[i..i + n]);
-    n
+    let mut digits = [0u8; 20];
+    fill_digits(&mut digits[..n], v);
+    let m = out.len();
+    out.copy_from_slice(&digits[..m]);
+    m
+}
+
+/// Decimal digits of `v` (1 for 0).
+#[inline]
+fn digit_count(v: u64) -> usize {
+    v.checked_ilog10().map_or(1, |l| l as usize + 1)
+}
+
+/// Fills `out` with the last `out.len()` decimal digits of `v`.
+#[inline]
+fn fill_digits(out: &mut [u8], mut v: u64) {
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
 }
 
 /// `v` as 16 lower-case hex digits into `out[..16]` (request ids).
@@ -51,7 +69,7 @@ pub fn hex64(h: &[u8; 32]) -> [u8; 64] {
 mod tests {
     #[test]
     fn matches_the_formatter() {
-        for n in [0u64, 7, 10, 99, 100, 1234567890, u64::MAX] {
+        for n in [0u64, 7, 9, 10, 99, 100, 999, 1000, 1234567890, 9_999_999_999_999_999_999, u64::MAX] {
             let mut out = b"x".to_vec();
             super::push_u64(&mut out, n);
             assert_eq!(out, format!("x{n}").as_bytes());
@@ -69,5 +87,6 @@ mod tests {
         }
         let mut short = [0u8; 2];
         assert_eq!(super::write_u64(&mut short, 12345), 2);
+        assert_eq!(&short, b"12", "the leading digits are kept");
     }
 }

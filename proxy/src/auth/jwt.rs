@@ -551,6 +551,9 @@ pub struct Claims {
     /// The identity claim as the API that verified the token reads it (`jwt_identity_base_field`,
     /// else `sub`), set on first use; `Some(None)`: the token has none.
     pub identity: std::cell::OnceCell<Option<Rc<str>>>,
+    /// The grant (policies) the API that verified the token gives it, set on first use. A
+    /// cached `Claims` belongs to one API and snapshot generation, and so do the policies.
+    pub grant: std::cell::OnceCell<Result<std::sync::Arc<super::policy::Grant>, super::policy::GrantError>>,
 }
 
 impl Claims {
@@ -747,7 +750,7 @@ pub fn verify(token: &str, family: Family, keys: &KeySet, skew: Skew, now: u64) 
             return Err(JwtError::IssuedInFuture);
         }
     }
-    Ok(Claims { map, exp, identity: Default::default() })
+    Ok(Claims { map, exp, identity: Default::default(), grant: Default::default() })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1548,7 +1551,7 @@ l78OQtXQSo5zj6zGBQIDAQAB\n\
     // --- cache ----------------------------------------------------------------------------------
 
     fn claims_exp(exp: Option<u64>) -> Rc<Claims> {
-        Rc::new(Claims { map: Map::new(), exp, identity: Default::default() })
+        Rc::new(Claims { map: Map::new(), exp, identity: Default::default(), grant: Default::default() })
     }
 
     #[test]

@@ -646,34 +646,41 @@ fn check_jwt<'a>(
     let Some(id) = identity.as_ref().map(Rc::clone) else {
         return Step::Stop(Decision::Deny(deny(403, "Key not authorized: no identity claim in token")));
     };
-    // Policies: the policy claim when the API names one and the token carries it, else defaults.
-    let claim_policies = if spec.policy_field.is_empty() { None } else { claims.map.get(&spec.policy_field) };
-    let policy_key = match claim_policies {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(","),
-        _ => String::new(),
-    };
-    let grant_key = (cx.generation, cx.api_index, policy_key);
-    let grant = match w.jwt_grants.get(&grant_key) {
-        Some(g) => g.clone(),
-        None => {
-            let ids: Vec<&str> = if grant_key.2.is_empty() {
-                spec.default_policies.iter().map(String::as_str).collect()
-            } else {
-                grant_key.2.split(',').collect()
-            };
-            let g = if ids.is_empty() {
-                Err(policy::GrantError::UnknownPolicy(String::new()))
-            } else {
-                policy::grant_for_policies(&ids, cx.policies).map(Arc::new)
-            };
-            if w.jwt_grants.len() > 4096 {
-                w.jwt_grants.clear();
+    // Worked out once per cached token as well (same scope as the identity above); a token
+    // seen for the first time looks its policies up in the worker's grant map. The per-request
+    // policy key (a String), its hash and compare were ~1 % of the gateway's cycles (perf);
+    // criterion `request_head/gateway_jwt_cached` 856 -> 770 ns.
+    let grant = claims.grant.get_or_init(|| {
+        // Policies: the policy claim when the API names one and the token carries it, else defaults.
+        let claim_policies = if spec.policy_field.is_empty() { None } else { claims.map.get(&spec.policy_field) };
+        let policy_key = match claim_policies {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(","),
+            _ => String::new(),
+        };
+        let grant_key = (cx.generation, cx.api_index, policy_key);
+        match w.jwt_grants.get(&grant_key) {
+            Some(g) => g.clone(),
+            None => {
+                let ids: Vec<&str> = if grant_key.2.is_empty() {
+                    spec.default_policies.iter().map(String::as_str).collect()
+                } else {
+                    grant_key.2.split(',').collect()
+                };
+                let g = if ids.is_empty() {
+                    Err(policy::GrantError::UnknownPolicy(String::new()))
+                } else {
+                    policy::grant_for_policies(&ids, cx.policies).map(Arc::new)
+                };
+                if w.jwt_grants.len() > 4096 {
+                    w.jwt_grants.clear();
+                }
+                w.jwt_grants.insert(grant_key, g.clone());
+                g
             }
-            w.jwt_grants.insert(grant_key, g.clone());
-            g
         }
-    };
+    });
+    let grant = grant.clone();
     let grant = match grant {
         Ok(g) => g,
         Err(e) => {

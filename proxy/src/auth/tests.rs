@@ -142,6 +142,45 @@ fn jwt_identity_policies_and_rejections() {
     assert_eq!(run("not.a.jwt"), Err(403));
 }
 
+/// A cached token keeps the grant worked out on its first use within one snapshot generation,
+/// and a new generation (a reload that changed the policies) works it out again.
+#[test]
+fn a_cached_jwt_keeps_its_grant_until_the_generation_changes() {
+    let pol = |rate: u32| {
+        Policies::new(serde_json::from_str::<std::collections::BTreeMap<String, policy::Policy>>(&format!(r#"{{"low": {{"rate": {rate}, "per": 1}}}}"#)).unwrap())
+    };
+    let (p1, p2) = (pol(5), pol(7));
+    let a = ApiAuth {
+        jwt: Some(JwtSpec {
+            family: jwt::Family::Hmac,
+            keys: Arc::new(ArcSwap::from_pointee(jwt::KeySet::from_source(jwt::Family::Hmac, "Zm9v").unwrap())),
+            jwks_url: None,
+            source: Default::default(),
+            identity_field: String::new(),
+            policy_field: String::new(),
+            default_policies: vec!["low".into()],
+            skew: Default::default(),
+        }),
+        ..Default::default()
+    };
+    let key = jsonwebtoken::EncodingKey::from_secret(b"foo");
+    let t = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &serde_json::json!({"sub": "s"}), &key).unwrap();
+    let v = format!("Bearer {t}");
+    let hs = [h("Authorization", &v)];
+    let mut w = WorkerAuth::detached(Default::default());
+    let mut rate = |generation: u64, p: &Policies| {
+        let c = DecideCtx { api_id: "a", api_index: 0, generation, policies: p, now: NOW };
+        match decide(&a, &view("/a/x", "/x", &hs, "127.0.0.1"), c, &mut w) {
+            Decision::Allow(x) => x.identity.and_then(|i| i.grant.rate),
+            _ => None,
+        }
+    };
+    assert_eq!(rate(1, &p1), Some((5.0, 1.0)));
+    assert_eq!(rate(1, &p1), Some((5.0, 1.0)), "cached token, same grant");
+    assert_eq!(rate(2, &p2), Some((7.0, 1.0)), "new generation: the new policies apply");
+    assert_eq!(rate(2, &p2), Some((7.0, 1.0)));
+}
+
 #[test]
 fn chained_auth_needs_every_method_and_uses_the_base_identity() {
     let p = Policies::default();

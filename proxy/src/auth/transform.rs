@@ -164,7 +164,7 @@ mod tests {
         let mut map = serde_json::Map::new();
         map.insert("sub".into(), "foo@bar.com".into());
         map.insert("n".into(), 5.into());
-        let claims = Claims { map, exp: None, identity: Default::default() };
+        let claims = Claims { map, exp: None, identity: Default::default(), grant: Default::default() };
         let mut session = Session::default();
         session.meta_data.insert("plan".into(), "gold".into());
         let hs = [httparse::Header { name: "X-Forwarded-For", value: b"1.2.3.4" }];

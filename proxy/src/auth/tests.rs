@@ -147,7 +147,12 @@ fn jwt_identity_policies_and_rejections() {
 #[test]
 fn a_cached_jwt_keeps_its_grant_until_the_generation_changes() {
     let pol = |rate: u32| {
-        Policies::new(serde_json::from_str::<std::collections::BTreeMap<String, policy::Policy>>(&format!(r#"{{"low": {{"rate": {rate}, "per": 1}}}}"#)).unwrap())
+        Policies::new(
+            serde_json::from_str::<std::collections::BTreeMap<String, policy::Policy>>(&format!(
+                r#"{{"low": {{"rate": {rate}, "per": 1}}}}"#
+            ))
+            .unwrap(),
+        )
     };
     let (p1, p2) = (pol(5), pol(7));
     let a = ApiAuth {

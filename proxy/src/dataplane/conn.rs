@@ -352,7 +352,8 @@ async fn exchange(
     let (mut up, resp, body_bytes) = loop {
         attempt += 1;
         let pooled = if attempt == 1 {
-            worker.pool.take(target.addr, Duration::from_millis(cfg.upstream_idle_timeout_ms))
+            // The exchange's start as "now": the idle limit is seconds, the request microseconds old.
+            worker.pool.take(target.addr, Duration::from_millis(cfg.upstream_idle_timeout_ms), started)
         } else {
             None
         };
@@ -463,9 +464,9 @@ async fn exchange(
         }
     };
     let o = outcome(resp.status, body_in, head_out + body_out, upstream_us);
-    done(&mut bufs.x.record, o);
+    let finished = done(&mut bufs.x.record, o);
     if resp.upstream_reusable && bufs.x.upstream.is_empty() {
-        worker.pool.put(up, cfg.upstream_pool_size);
+        worker.pool.put(up, cfg.upstream_pool_size, finished);
     }
     Ok(if resp.close_client || worker.shutdown.is_set() { Next::Close } else { Next::KeepAlive })
 }
@@ -643,8 +644,16 @@ async fn reply_local(
 }
 
 /// Counts the exchange in the worker's metrics and, when a record was begun for it (`rec` not
-/// empty), finishes the record and hands it to the worker's recorder.
-fn record(worker: &Worker, rec: &mut Vec<u8>, api: &str, method: http::Method, started: Instant, mut o: Outcome) {
+/// empty), finishes the record and hands it to the worker's recorder. Returns the time it read
+/// (the exchange's end, for whatever else needs a time then).
+fn record(
+    worker: &Worker,
+    rec: &mut Vec<u8>,
+    api: &str,
+    method: http::Method,
+    started: Instant,
+    mut o: Outcome,
+) -> Instant {
     let now = Instant::now();
     let elapsed = now.saturating_duration_since(started);
     worker.stats.borrow_mut().record(api, method, o.code, elapsed.as_secs_f64(), o.bytes_in, o.bytes_out);
@@ -652,6 +661,7 @@ fn record(worker: &Worker, rec: &mut Vec<u8>, api: &str, method: http::Method, s
         o.total_us = elapsed.as_micros() as u64;
         worker.analytics.borrow_mut().push(rec, &o, now);
     }
+    now
 }
 
 fn outcome(code: u16, bytes_in: u64, bytes_out: u64, upstream_us: u64) -> Outcome {

@@ -130,20 +130,21 @@ impl Drop for WaitSlot {
 }
 
 impl Pool {
-    /// Takes the freshest idle connection to `addr` younger than `max_idle`.
-    pub fn take(&self, addr: SocketAddr, max_idle: Duration) -> Option<Upstream> {
+    /// Takes the freshest idle connection to `addr` younger than `max_idle` at `now` (a time the
+    /// caller read anyway: a clock read per request was measurable).
+    pub fn take(&self, addr: SocketAddr, max_idle: Duration, now: Instant) -> Option<Upstream> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         while let Some(c) = list.pop() {
-            if c.since.elapsed() < max_idle {
+            if now.saturating_duration_since(c.since) < max_idle {
                 return Some(Upstream { stream: c.stream, addr, reused: true });
             }
         }
         None
     }
 
-    /// Returns a connection whose last response was read completely.
-    pub fn put(&self, up: Upstream, max_per_target: usize) {
+    /// Returns a connection whose last response was read completely, at `now`.
+    pub fn put(&self, up: Upstream, max_per_target: usize, now: Instant) {
         if max_per_target == 0 {
             return;
         }
@@ -153,7 +154,7 @@ impl Pool {
             // Drop the oldest: the newest is the likeliest to still be open.
             list.remove(0);
         }
-        list.push(Idle { stream: up.stream, since: Instant::now() });
+        list.push(Idle { stream: up.stream, since: now });
     }
 
     /// Closes pooled connections idle for `max_idle` or longer (they would not be reused, and
@@ -240,7 +241,7 @@ mod tests {
             let pool = Pool::default();
             for _ in 0..2 {
                 let stream = TcpStream::connect_addr(addr).await.unwrap();
-                pool.put(Upstream { stream, addr, reused: false }, 8);
+                pool.put(Upstream { stream, addr, reused: false }, 8, Instant::now());
             }
             let (slot, _) = pool.slot(A, 4, LONG).await.unwrap();
             pool.prune(LONG);

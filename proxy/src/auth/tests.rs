@@ -95,6 +95,24 @@ fn token_miss_then_hit_then_access_rights() {
     assert_eq!(status(&decide(&a, &view("/a/x", "/x", &[h("Authorization", "k3")], "127.0.0.1"), cx(&p), &mut w)), 403);
 }
 
+/// An API verifying HS256 tokens signed with "foo", reading the identity and policies from the
+/// given claims (empty: `sub`, none), with one default policy.
+fn hmac_jwt_api(identity_field: &str, policy_field: &str, default_policy: &str) -> ApiAuth {
+    ApiAuth {
+        jwt: Some(JwtSpec {
+            family: jwt::Family::Hmac,
+            keys: Arc::new(ArcSwap::from_pointee(jwt::KeySet::from_source(jwt::Family::Hmac, "Zm9v").unwrap())),
+            jwks_url: None,
+            source: Default::default(),
+            identity_field: identity_field.into(),
+            policy_field: policy_field.into(),
+            default_policies: vec![default_policy.into()],
+            skew: Default::default(),
+        }),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn jwt_identity_policies_and_rejections() {
     let policies: std::collections::BTreeMap<String, policy::Policy> = serde_json::from_str(
@@ -102,19 +120,7 @@ fn jwt_identity_policies_and_rejections() {
     )
     .unwrap();
     let p = Policies::new(policies);
-    let a = ApiAuth {
-        jwt: Some(JwtSpec {
-            family: jwt::Family::Hmac,
-            keys: Arc::new(ArcSwap::from_pointee(jwt::KeySet::from_source(jwt::Family::Hmac, "Zm9v").unwrap())),
-            jwks_url: None,
-            source: Default::default(),
-            identity_field: "uid".into(),
-            policy_field: "pol".into(),
-            default_policies: vec!["low".into()],
-            skew: Default::default(),
-        }),
-        ..Default::default()
-    };
+    let a = hmac_jwt_api("uid", "pol", "low");
     let key = jsonwebtoken::EncodingKey::from_secret(b"foo");
     let tok = |c: serde_json::Value| jsonwebtoken::encode(&jsonwebtoken::Header::default(), &c, &key).unwrap();
     let mut w = WorkerAuth::detached(Default::default());
@@ -155,19 +161,7 @@ fn a_cached_jwt_keeps_its_grant_until_the_generation_changes() {
         )
     };
     let (p1, p2) = (pol(5), pol(7));
-    let a = ApiAuth {
-        jwt: Some(JwtSpec {
-            family: jwt::Family::Hmac,
-            keys: Arc::new(ArcSwap::from_pointee(jwt::KeySet::from_source(jwt::Family::Hmac, "Zm9v").unwrap())),
-            jwks_url: None,
-            source: Default::default(),
-            identity_field: String::new(),
-            policy_field: String::new(),
-            default_policies: vec!["low".into()],
-            skew: Default::default(),
-        }),
-        ..Default::default()
-    };
+    let a = hmac_jwt_api("", "", "low");
     let key = jsonwebtoken::EncodingKey::from_secret(b"foo");
     let t = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &serde_json::json!({"sub": "s"}), &key).unwrap();
     let v = format!("Bearer {t}");

@@ -285,25 +285,33 @@ mod tests {
     #[test]
     fn poll_first_reads_see_queued_data_later_data_and_eof() {
         async fn check(mut s: monoio::net::TcpStream) {
-            let five = std::time::Duration::from_secs(5);
             // Let the first write arrive before the first read is submitted.
             monoio::time::sleep(std::time::Duration::from_millis(10)).await;
-            let mut b = ReadBuf::new(4096);
-            let mut got = Vec::new();
-            loop {
-                let read = monoio::time::timeout(five, b.fill_socket(&mut s, true)).await;
-                let n = read.expect("poll-first read never completed").unwrap();
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(b.data());
-                b.consume(b.len());
-            }
-            assert_eq!(got, b"queued-then-later");
+            assert_eq!(read_to_eof(&mut s, Some(true), "poll-first read never completed").await, b"queued-then-later");
         }
         let writes = || vec![b"queued-".to_vec(), b"then-".to_vec(), b"later".to_vec()];
         with_stream(writes(), check);
         with_stream_uring(writes(), check);
+    }
+
+    /// Reads until EOF, each read given 5 s (`stuck` is the panic message otherwise), through
+    /// `fill` (`poll_first` None) or `fill_socket`; returns everything read.
+    async fn read_to_eof(s: &mut monoio::net::TcpStream, poll_first: Option<bool>, stuck: &str) -> Vec<u8> {
+        let five = std::time::Duration::from_secs(5);
+        let mut b = ReadBuf::new(4096);
+        let mut got = Vec::new();
+        loop {
+            let read = match poll_first {
+                None => monoio::time::timeout(five, b.fill(s)).await,
+                Some(p) => monoio::time::timeout(five, b.fill_socket(s, p)).await,
+            };
+            let n = read.unwrap_or_else(|_| panic!("{stuck}")).unwrap();
+            if n == 0 {
+                return got;
+            }
+            got.extend_from_slice(b.data());
+            b.consume(b.len());
+        }
     }
 
     /// Fills until at least `n` bytes are buffered (the peer's writes may arrive split or merged).
@@ -340,18 +348,7 @@ mod tests {
     #[test]
     fn short_reads_then_later_data_and_eof_are_all_seen() {
         with_stream(vec![b"abc".to_vec(), b"def".to_vec()], |mut s| async move {
-            let mut b = ReadBuf::new(4096);
-            let mut got = Vec::new();
-            loop {
-                let read = monoio::time::timeout(std::time::Duration::from_secs(5), b.fill(&mut s)).await;
-                let n = read.expect("reader not woken after a short read").unwrap();
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(b.data());
-                b.consume(b.len());
-            }
-            assert_eq!(got, b"abcdef");
+            assert_eq!(read_to_eof(&mut s, None, "reader not woken after a short read").await, b"abcdef");
         });
     }
 

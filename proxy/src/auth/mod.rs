@@ -650,37 +650,7 @@ fn check_jwt<'a>(
     // seen for the first time looks its policies up in the worker's grant map. The per-request
     // policy key (a String), its hash and compare were ~1 % of the gateway's cycles (perf);
     // criterion `request_head/gateway_jwt_cached` 856 -> 770 ns.
-    let grant = claims.grant.get_or_init(|| {
-        // Policies: the policy claim when the API names one and the token carries it, else defaults.
-        let claim_policies = if spec.policy_field.is_empty() { None } else { claims.map.get(&spec.policy_field) };
-        let policy_key = match claim_policies {
-            Some(serde_json::Value::String(s)) => s.clone(),
-            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(","),
-            _ => String::new(),
-        };
-        let grant_key = (cx.generation, cx.api_index, policy_key);
-        match w.jwt_grants.get(&grant_key) {
-            Some(g) => g.clone(),
-            None => {
-                let ids: Vec<&str> = if grant_key.2.is_empty() {
-                    spec.default_policies.iter().map(String::as_str).collect()
-                } else {
-                    grant_key.2.split(',').collect()
-                };
-                let g = if ids.is_empty() {
-                    Err(policy::GrantError::UnknownPolicy(String::new()))
-                } else {
-                    policy::grant_for_policies(&ids, cx.policies).map(Arc::new)
-                };
-                if w.jwt_grants.len() > 4096 {
-                    w.jwt_grants.clear();
-                }
-                w.jwt_grants.insert(grant_key, g.clone());
-                g
-            }
-        }
-    });
-    let grant = grant.clone();
+    let grant = claims.grant.get_or_init(|| jwt_grant(spec, &claims, cx, w)).clone();
     let grant = match grant {
         Ok(g) => g,
         Err(e) => {
@@ -690,6 +660,44 @@ fn check_jwt<'a>(
     };
     strip_found(strip, &spec.source, found);
     Step::Pass(Passed { id, key_hash: None, session: None, grant, token: Some(tok), claims: Some(claims) })
+}
+
+/// The grant of a verified token: its policy claim's policies when the API names the claim and
+/// the token carries it, else the API's defaults; shared by tokens naming the same policies
+/// through the worker's grant map.
+fn jwt_grant(
+    spec: &JwtSpec,
+    claims: &jwt::Claims,
+    cx: DecideCtx<'_>,
+    w: &mut WorkerAuth,
+) -> Result<Arc<policy::Grant>, policy::GrantError> {
+    let claim_policies = if spec.policy_field.is_empty() { None } else { claims.map.get(&spec.policy_field) };
+    let policy_key = match claim_policies {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(","),
+        _ => String::new(),
+    };
+    let grant_key = (cx.generation, cx.api_index, policy_key);
+    match w.jwt_grants.get(&grant_key) {
+        Some(g) => g.clone(),
+        None => {
+            let ids: Vec<&str> = if grant_key.2.is_empty() {
+                spec.default_policies.iter().map(String::as_str).collect()
+            } else {
+                grant_key.2.split(',').collect()
+            };
+            let g = if ids.is_empty() {
+                Err(policy::GrantError::UnknownPolicy(String::new()))
+            } else {
+                policy::grant_for_policies(&ids, cx.policies).map(Arc::new)
+            };
+            if w.jwt_grants.len() > 4096 {
+                w.jwt_grants.clear();
+            }
+            w.jwt_grants.insert(grant_key, g.clone());
+            g
+        }
+    }
 }
 
 fn jwt_scope(buf: &mut [u8; 41], generation: u64, api: u32) -> &str {

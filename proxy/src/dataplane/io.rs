@@ -234,10 +234,7 @@ mod tests {
         F: FnOnce(monoio::net::TcpStream) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
-        let mut urb = io_uring::IoUring::builder();
-        urb.setup_coop_taskrun().setup_single_issuer().setup_defer_taskrun();
-        let rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().uring_builder(urb).enable_timer().build();
-        let mut rt = match rt {
+        let mut rt = match super::super::worker::uring_runtime(true) {
             Ok(rt) => rt,
             Err(e) if std::env::var_os("CI").is_none() => {
                 eprintln!("skipped: no io_uring with DEFER_TASKRUN on this kernel ({e})");

@@ -232,7 +232,9 @@ pub fn spawn(
 /// interrupting it (COOP_TASKRUN, DEFER_TASKRUN; Linux 6.1+). Measured (`cargo xtask bench
 /// --uring`, 3 x 5 s, us CPU/request vs epoll in the same run): small 14.31 vs 16.64, close 40.59
 /// vs 48.69, c1000 28.62 vs 49.79, 16k 21.55 vs 21.13; a default ring was 1.1-1.2x epoll.
-fn uring_runtime(tuned: bool) -> std::io::Result<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
+pub(super) fn uring_runtime(
+    tuned: bool,
+) -> std::io::Result<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
     let mut urb = io_uring::IoUring::builder();
     if tuned {
         urb.setup_coop_taskrun().setup_single_issuer().setup_defer_taskrun();

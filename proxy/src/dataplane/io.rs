@@ -141,8 +141,11 @@ impl ReadBuf {
 
     /// Reads once from a multishot receive (io_uring): waits for the bytes first and only then
     /// makes room for them, so a released buffer is allocated again only once data is there.
+    /// With the ring too full to arm a receive, this read is a one-shot receive instead.
     pub async fn fill_multishot(&mut self, m: &mut MultishotRecv) -> io::Result<usize> {
-        m.ready().await;
+        if !m.ready().await {
+            return self.fill(m).await;
+        }
         self.make_room();
         let len = self.buf.len();
         let free = self.buf.capacity() - len;
@@ -430,12 +433,41 @@ mod tests {
         });
     }
 
-    /// More connections with unread data than the ring has buffers: receives that find the
-    /// ring empty arm again and complete once others give buffers back, and buffers held by
-    /// readers that are dropped go back to the ring.
+    /// A peer sending much more than its reader takes: the receive is cancelled after 8 untaken
+    /// completions (it must not hold the whole ring), and every byte still arrives, in order.
+    #[test]
+    fn a_reader_that_falls_behind_loses_nothing() {
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let want = big.clone();
+        with_stream_uring(vec![big], |s| async move {
+            let mut m = s.multishot_reader().unwrap();
+            let mut b = ReadBuf::new(64 * 1024);
+            assert!(b.fill_multishot(&mut m).await.unwrap() > 0);
+            // Fall behind while the rest arrives.
+            monoio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let mut got = b.data().to_vec();
+            b.consume(b.len());
+            let five = std::time::Duration::from_secs(5);
+            loop {
+                let n = monoio::time::timeout(five, b.fill_multishot(&mut m)).await.expect("reader stuck").unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(b.data());
+                b.consume(b.len());
+            }
+            assert!(got == want, "{} of {} bytes, or out of order", got.len(), want.len());
+        });
+    }
+
+    /// More unread data than the ring has buffers (128 readers, the cap, each receiving 6,000
+    /// bytes = three buffers): receives that find the ring empty (ENOBUFS) fall back to one-shot
+    /// receives and lose nothing; buffers and reader slots of dropped readers come back.
     #[test]
     fn an_exhausted_buffer_ring_delays_reads_but_loses_none() {
-        const N: usize = 300; // > the ring's 256 buffers
+        const READERS: usize = 128;
+        const DROPPED: usize = 43; // x 3 buffers = 129: more than half the ring
+        const LEN: usize = 6000;
         let Ok(mut rt) = super::super::worker::uring_runtime(true) else {
             assert!(std::env::var_os("CI").is_none(), "CI must run the io_uring tests");
             eprintln!("skipped: no io_uring with DEFER_TASKRUN on this kernel");
@@ -443,12 +475,13 @@ mod tests {
         };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
+        let pattern = |i: usize| -> Vec<u8> { (0..LEN).map(|j| ((i * 7 + j) % 251) as u8).collect() };
         let mut peers = Vec::new();
         let mut accepted = Vec::new();
-        for i in 0..N + 200 {
+        for i in 0..READERS + DROPPED + 1 {
             use std::io::Write;
             let mut p = std::net::TcpStream::connect(addr).unwrap();
-            p.write_all(format!("conn-{i}").as_bytes()).unwrap();
+            p.write_all(&pattern(i)).unwrap();
             peers.push(p);
             let (a, _) = listener.accept().unwrap();
             a.set_nonblocking(true).unwrap();
@@ -456,31 +489,48 @@ mod tests {
         }
         rt.block_on(async move {
             let mut streams: Vec<_> = accepted.into_iter().map(|a| monoio::net::TcpStream::from_std(a).unwrap()).collect();
-            // 200 readers that take a buffer each and are dropped without reading it.
-            let spare = streams.split_off(N);
+            let extra = streams.pop().unwrap();
+            // Readers that take buffers and are dropped without reading them.
+            let spare = streams.split_off(READERS);
             let mut dropped: Vec<_> = spare.iter().map(|s| s.multishot_reader().unwrap()).collect();
             for m in dropped.iter_mut() {
-                m.ready().await;
+                assert!(m.ready().await);
             }
+            // Over half the ring is held: a new reader reads one-shot, and gets its bytes.
+            let mut first = streams[0].multishot_reader().unwrap();
+            assert!(!first.ready().await, "armed a receive on a ring more than half held");
+            let mut b = ReadBuf::new(LEN);
+            while b.len() < LEN {
+                assert!(b.fill_multishot(&mut first).await.unwrap() > 0);
+            }
+            assert!(b.data() == pattern(0));
             drop(dropped);
-            // N readers armed in the same tick: the ring runs out, the rest must arm again.
-            let tasks: Vec<_> = streams
+            // The cap: readers 1..=128 exist, the 129th does not.
+            let mut readers: Vec<_> = streams[1..].iter().map(|s| s.multishot_reader().expect("reader slot not given back")).collect();
+            assert!(extra.multishot_reader().is_none(), "more readers than the cap");
+            readers.insert(0, first);
+            // All armed in the same tick: 384 buffers' worth of data for 256 buffers.
+            let tasks: Vec<_> = readers
                 .into_iter()
-                .map(|s| {
+                .skip(1)
+                .map(|mut m| {
                     monoio::spawn(async move {
-                        let mut m = s.multishot_reader().unwrap();
-                        let mut b = ReadBuf::new(4096);
+                        let mut b = ReadBuf::new(LEN);
                         let five = std::time::Duration::from_secs(5);
-                        let n = monoio::time::timeout(five, b.fill_multishot(&mut m)).await.ok()?.ok()?;
-                        Some(b.data()[..n].to_vec())
+                        while b.len() < LEN {
+                            if monoio::time::timeout(five, b.fill_multishot(&mut m)).await.ok()?.ok()? == 0 {
+                                return None;
+                            }
+                        }
+                        Some(b.data().to_vec())
                     })
                 })
                 .collect();
-            for (i, t) in tasks.into_iter().enumerate() {
-                let got = t.await.unwrap_or_else(|| panic!("connection {i} never got its bytes"));
-                assert_eq!(got, format!("conn-{i}").as_bytes());
+            for (i, t) in tasks.into_iter().enumerate().map(|(i, t)| (i + 1, t)) {
+                let got = t.await.unwrap_or_else(|| panic!("connection {i} never got all its bytes"));
+                assert!(got == pattern(i), "connection {i}: bytes lost or out of order");
             }
-            drop(spare);
+            drop((spare, streams));
         });
         drop(peers);
     }

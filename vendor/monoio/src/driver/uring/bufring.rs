@@ -24,8 +24,6 @@ pub(crate) struct BufRing {
     buf_size: u32,
     /// Our copy of the tail (the kernel only reads it).
     tail: u16,
-    /// Buffers the kernel has filled and we have not given back yet.
-    held: u16,
     bgid: u16,
     registered: bool,
 }
@@ -46,7 +44,7 @@ impl BufRing {
             unsafe { dealloc(ring.as_ptr() as *mut u8, ring_layout) };
             return Err(io::ErrorKind::OutOfMemory.into());
         };
-        let mut me = BufRing { ring, ring_layout, bufs, bufs_layout, entries, buf_size, tail: 0, held: 0, bgid, registered: false };
+        let mut me = BufRing { ring, ring_layout, bufs, bufs_layout, entries, buf_size, tail: 0, bgid, registered: false };
         // SAFETY: the ring memory is page aligned, zeroed and lives until `drop`, which
         // unregisters it first.
         unsafe { uring.submitter().register_buf_ring(ring.as_ptr() as u64, entries, bgid)? };
@@ -69,21 +67,8 @@ impl BufRing {
         unsafe { self.bufs.as_ptr().add(bid as usize * self.buf_size as usize) }
     }
 
-    /// Counts buffer `bid` as filled by a completion (until `recycle`).
-    pub(crate) fn taken(&mut self, _bid: u16) {
-        self.held = self.held.saturating_add(1);
-    }
-
-    /// Whether at most half the buffers are held: only then is a new multishot receive armed,
-    /// so a ring that runs dry makes readers fall back to one-shot receives instead of arming
-    /// receives that fail with ENOBUFS again and again.
-    pub(crate) fn has_room(&self) -> bool {
-        self.held < self.entries / 2
-    }
-
     /// Gives buffer `bid` back to the kernel.
     pub(crate) fn recycle(&mut self, bid: u16) {
-        self.held = self.held.saturating_sub(1);
         self.push(bid);
         self.publish();
     }

@@ -37,8 +37,6 @@ pub(crate) struct MultiState {
     pub(crate) waker: Option<Waker>,
     /// The owner is gone: recycle each completion's buffer, remove the entry at the last one.
     pub(crate) dropped: bool,
-    /// A cancel for a reader that left too many completions untaken has been submitted.
-    pub(crate) cancelling: bool,
 }
 
 impl<'a> Ref<'a, Lifecycle> {

@@ -47,14 +47,6 @@ pub(crate) const MIN_REVERSED_USERDATA: u64 = u64::MAX - 3;
 /// in turn (the ring is FIFO), so they all become resident: 256 x 2 KiB = 512 KiB per worker.
 /// A receive larger than a buffer completes as several.
 const MULTISHOT_BUFFERS: u16 = 256;
-/// Readers per ring: half the buffers, so that data arriving on all of them at once (each
-/// completion holds its buffer until its task runs) does not run the ring dry. Measured with
-/// no cap, 1,000 busy connections on 256 buffers: most receives failed with ENOBUFS and were
-/// armed again, CPU per request 1.56x and p99 8.7x (bench/README, c1000). Sockets beyond the
-/// cap read with one-shot receives.
-const MULTISHOT_READERS: usize = MULTISHOT_BUFFERS as usize / 2;
-/// Completions one reader may leave untaken before its receive is cancelled (16 KiB).
-const MULTISHOT_MAX_QUEUED: usize = 8;
 const MULTISHOT_BUFFER_SIZE: u32 = 2048;
 const MULTISHOT_BGID: u16 = 0x5043;
 
@@ -103,10 +95,6 @@ pub(crate) struct UringInner {
 
     /// Portcullis patch: provided buffers for multishot receives, set up on first use.
     bufring: Option<bufring::BufRing>,
-    /// Portcullis patch: multishot readers alive on this ring (at most `MULTISHOT_READERS`).
-    multishot_readers: usize,
-    /// Portcullis patch: multishot receives to cancel once the completion queue is read.
-    multishot_cancels: Vec<u64>,
 }
 
 // When dropping the driver, all in-flight operations must have completed. This
@@ -137,8 +125,6 @@ impl IoUringDriver {
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
             bufring: None,
-            multishot_readers: 0,
-            multishot_cancels: Vec::new(),
             uring,
         }));
 
@@ -174,8 +160,6 @@ impl IoUringDriver {
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
             bufring: None,
-            multishot_readers: 0,
-            multishot_cancels: Vec::new(),
             uring,
             shared_waker: std::sync::Arc::new(waker::EventWaker::new(waker)),
             eventfd_installed: false,
@@ -426,12 +410,8 @@ impl UringInner {
                     let mut lifecycle = unsafe { self.ops.slab.get(index as _).unwrap_unchecked() };
                     if let Lifecycle::Multi(state) = &mut *lifecycle {
                         let flags = cqe.flags();
-                        let bid = cqueue::buffer_select(flags);
-                        if let (Some(bid), Some(ring)) = (bid, self.bufring.as_mut()) {
-                            ring.taken(bid);
-                        }
                         if state.dropped {
-                            if let (Some(bid), Some(ring)) = (bid, self.bufring.as_mut()) {
+                            if let (Some(bid), Some(ring)) = (cqueue::buffer_select(flags), self.bufring.as_mut()) {
                                 ring.recycle(bid);
                             }
                             if !cqueue::more(flags) {
@@ -439,13 +419,6 @@ impl UringInner {
                             }
                         } else {
                             state.queue.push_back((cqe.result(), flags));
-                            if !state.cancelling && state.queue.len() >= MULTISHOT_MAX_QUEUED && cqueue::more(flags) {
-                                // A peer sending faster than its reader takes: stop receiving
-                                // for it (the rest waits in the socket, under TCP flow control)
-                                // before it holds the buffers every other reader needs.
-                                state.cancelling = true;
-                                self.multishot_cancels.push(index);
-                            }
                             if let Some(waker) = state.waker.take() {
                                 waker.wake();
                             }
@@ -453,18 +426,6 @@ impl UringInner {
                     } else {
                         lifecycle.complete(resultify(&cqe), cqe.flags());
                     }
-                }
-            }
-        }
-        while let Some(index) = self.multishot_cancels.pop() {
-            if !self.ops.multishot_live(index as usize) {
-                continue;
-            }
-            let cancel = opcode::AsyncCancel::new(index).build().user_data(CANCEL_USERDATA);
-            unsafe {
-                if self.uring.submission().push(&cancel).is_err() {
-                    self.submit()?;
-                    let _ = self.uring.submission().push(&cancel);
                 }
             }
         }
@@ -630,33 +591,6 @@ impl UringInner {
         Ok(())
     }
 
-    /// Portcullis patch: counts a new multishot reader in, `false` when the ring has its
-    /// `MULTISHOT_READERS` already (or cannot have a buffer ring).
-    pub(crate) fn multishot_reader_add(this: &Rc<UnsafeCell<UringInner>>) -> bool {
-        if Self::multishot_ready(this).is_err() {
-            return false;
-        }
-        let inner = unsafe { &mut *this.get() };
-        if inner.multishot_readers >= MULTISHOT_READERS {
-            return false;
-        }
-        inner.multishot_readers += 1;
-        true
-    }
-
-    /// Portcullis patch: a multishot reader is gone.
-    pub(crate) fn multishot_reader_remove(this: &Rc<UnsafeCell<UringInner>>) {
-        let inner = unsafe { &mut *this.get() };
-        inner.multishot_readers = inner.multishot_readers.saturating_sub(1);
-    }
-
-    /// Portcullis patch: whether the buffer ring has room for another armed receive (at most
-    /// half its buffers held; else read with a one-shot receive).
-    pub(crate) fn multishot_has_room(this: &Rc<UnsafeCell<UringInner>>) -> bool {
-        let inner = unsafe { &*this.get() };
-        inner.bufring.as_ref().is_some_and(|r| r.has_room())
-    }
-
     /// Portcullis patch: arms a multishot receive on `fd` (after `multishot_ready`); returns its
     /// slab index.
     pub(crate) fn multishot_recv(this: &Rc<UnsafeCell<UringInner>>, fd: RawFd) -> io::Result<usize> {
@@ -722,11 +656,6 @@ impl UringInner {
     /// still queue, the last one without `IORING_CQE_F_MORE`.
     pub(crate) fn multishot_cancel(this: &Rc<UnsafeCell<UringInner>>, index: usize) {
         let inner = unsafe { &mut *this.get() };
-        if !inner.ops.multishot_live(index) {
-            // Its last completion is already here: a cancel now could hit a later operation
-            // that reuses the slab index.
-            return;
-        }
         let cancel = opcode::AsyncCancel::new(index as u64).build().user_data(CANCEL_USERDATA);
         unsafe {
             if inner.uring.submission().push(&cancel).is_err() {
@@ -817,15 +746,6 @@ impl Ops {
     // Insert a new operation
     pub(crate) fn insert(&mut self) -> usize {
         self.slab.insert(Lifecycle::Submitted)
-    }
-
-    /// Portcullis patch: whether multishot operation `index` is still running in the kernel
-    /// (its last completion, the one without `IORING_CQE_F_MORE`, has not arrived).
-    fn multishot_live(&mut self, index: usize) -> bool {
-        match self.slab.get(index).as_deref() {
-            Some(Lifecycle::Multi(state)) => !state.queue.back().is_some_and(|c| !cqueue::more(c.1)),
-            _ => false,
-        }
     }
 }
 

@@ -5,10 +5,8 @@
 //! disarms; the next receive arms it again. A multishot receive is armed once and stays armed:
 //! each arrival of data completes into one of the ring's buffers, and the reader copies the
 //! bytes out and gives the buffer back. Data read from the socket is never lost: completions
-//! queue until taken; a receive that finds the ring empty (`ENOBUFS`) ends, the data still in
-//! the socket. A new receive is armed only while at most half the ring's buffers are held;
-//! otherwise the read is a one-shot receive into the caller's buffer, so readers never spin on
-//! an empty ring. A reader that leaves 8 completions untaken has its receive cancelled.
+//! queue until taken, a receive that finds the ring empty (`ENOBUFS`) ends the multishot and the
+//! next read arms a new one, the data still in the socket.
 
 use std::{
     cell::UnsafeCell,
@@ -23,7 +21,7 @@ use io_uring::cqueue;
 use super::UringInner;
 use crate::{
     buf::{IoBufMut, IoVecBufMut},
-    driver::{op::Op, shared_fd::SharedFd, Inner, CURRENT},
+    driver::{shared_fd::SharedFd, Inner, CURRENT},
     io::AsyncReadRent,
     BufResult,
 };
@@ -47,9 +45,8 @@ pub struct MultishotRecv {
 }
 
 impl MultishotRecv {
-    /// A reader for `fd`, or `None` when the current runtime is not io_uring, its kernel has
-    /// no provided-buffer rings, or the ring has as many readers as it serves (half its
-    /// buffers: 128 sockets per ring; read the others with one-shot receives).
+    /// A reader for `fd`, or `None` when the current runtime is not io_uring or its kernel has
+    /// no provided-buffer rings.
     pub(crate) fn new(fd: SharedFd) -> Option<Self> {
         if !CURRENT.is_set() {
             return None;
@@ -59,9 +56,7 @@ impl MultishotRecv {
             #[allow(unreachable_patterns)]
             _ => None,
         })?;
-        if !UringInner::multishot_reader_add(&driver) {
-            return None;
-        }
+        UringInner::multishot_ready(&driver).ok()?;
         Some(MultishotRecv { driver, fd, index: None, chunk: None, eof: false, error: None })
     }
 
@@ -71,19 +66,16 @@ impl MultishotRecv {
     }
 
     /// Waits until bytes, EOF or an error can be taken with [`take`](Self::take), without
-    /// needing a destination yet (a caller can allocate its buffer once data is there): `true`.
-    /// `false`: nothing is armed and the ring is too full to arm a receive; read this once with
-    /// a one-shot receive ([`AsyncReadRent::read`] does).
-    pub async fn ready(&mut self) -> bool {
+    /// needing a destination yet (a caller can allocate its buffer once data is there).
+    pub async fn ready(&mut self) {
         poll_fn(|cx| self.poll_ready(cx)).await
     }
 
     /// Poll form of [`ready`](Self::ready).
-    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         while !self.is_ready() {
             let index = match self.index {
                 Some(i) => i,
-                None if !UringInner::multishot_has_room(&self.driver) => return Poll::Ready(false),
                 None => match UringInner::multishot_recv(&self.driver, self.fd.raw_fd()) {
                     Ok(i) => {
                         self.index = Some(i);
@@ -109,14 +101,14 @@ impl MultishotRecv {
                 self.eof = true;
             } else if res == -libc::ENOBUFS || res == -libc::ECANCELED {
                 // ENOBUFS: every buffer is held by completions not yet taken; the bytes are still
-                // in the socket. ECANCELED: cancelled for leaving too many completions untaken,
-                // or an interrupted `stop`. Arm again if the ring has room, else read one-shot.
+                // in the socket. ECANCELED: a `stop` was interrupted. Arm again (after other
+                // tasks have run and given buffers back).
                 continue;
             } else {
                 self.error = Some(io::Error::from_raw_os_error(-res));
             }
         }
-        Poll::Ready(true)
+        Poll::Ready(())
     }
 
     /// Takes what is ready (see [`ready`](Self::ready)): copies up to `len` bytes to `dst` and
@@ -189,20 +181,26 @@ impl MultishotRecv {
         self.index.is_some()
     }
 
+    /// Reads once into `dst[..len]`: waits for data, copies what is there. `Ok(0)` is EOF.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of `len` bytes until the returned future completes or is
+    /// dropped (the kernel never writes to it: the bytes are copied when the future completes).
+    pub async unsafe fn read_raw(&mut self, dst: *mut u8, len: usize) -> io::Result<usize> {
+        if len == 0 {
+            return Ok(0);
+        }
+        self.ready().await;
+        self.take(dst, len)
+    }
 }
 
 impl AsyncReadRent for MultishotRecv {
     async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
         let len = buf.bytes_total();
-        if len == 0 {
-            return (Ok(0), buf);
-        }
-        if !self.ready().await {
-            // One-shot: nothing is armed, so nothing races this receive for the bytes.
-            return Op::recv(self.fd.clone(), buf).unwrap().read().await;
-        }
+        let ptr = buf.write_ptr();
         // SAFETY: the rented buffer owns `len` writable bytes from `write_ptr`.
-        let res = unsafe { self.take(buf.write_ptr(), len) };
+        let res = unsafe { self.read_raw(ptr, len).await };
         if let Ok(n) = res {
             unsafe { buf.set_init(n) };
         }
@@ -210,9 +208,6 @@ impl AsyncReadRent for MultishotRecv {
     }
 
     async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
-        if !self.ready().await {
-            return Op::readv(self.fd.clone(), buf).unwrap().read().await;
-        }
         // Fill the first non-empty iovec (a short read is allowed).
         let iovs = buf.write_iovec_ptr();
         let count = buf.write_iovec_len();
@@ -221,7 +216,7 @@ impl AsyncReadRent for MultishotRecv {
             // SAFETY: the rented buffer owns `count` iovecs.
             let iov = unsafe { *iovs.add(i) };
             if iov.iov_len > 0 {
-                res = unsafe { self.take(iov.iov_base as *mut u8, iov.iov_len) };
+                res = unsafe { self.read_raw(iov.iov_base as *mut u8, iov.iov_len).await };
                 break;
             }
         }
@@ -240,6 +235,5 @@ impl Drop for MultishotRecv {
         if let Some(index) = self.index.take() {
             UringInner::multishot_drop(&self.driver, index);
         }
-        UringInner::multishot_reader_remove(&self.driver);
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, Splitable};
-use monoio::net::{MultishotRecv, TcpStream};
+use monoio::net::TcpStream;
 
 use crate::analytics::{Outcome, RequestFacts};
 use crate::config::{ApiSpec, Snapshot};
@@ -20,7 +20,7 @@ use crate::config::{ApiSpec, Snapshot};
 use super::body::{self, Side};
 use super::error::{ErrorKind, ProxyError};
 use super::http::{self, AuthCtx, BodyKind, ClientCtx, Prepared, PreparedResponse, RequestMeta, ResponseMeta};
-use super::io::{write_vec, ReadBuf, Source};
+use super::io::{write_vec, ReadBuf};
 use super::upstream::{self, Upstream};
 use super::worker::Worker;
 
@@ -28,9 +28,6 @@ use super::worker::Worker;
 struct Bufs {
     /// Client bytes read but not yet consumed.
     client: ReadBuf,
-    /// The multishot receive armed on the client socket (io_uring): every client read goes
-    /// through it when it is there, see [`Bufs::client_source`].
-    client_ms: Option<MultishotRecv>,
     /// The buffers only an exchange in flight needs, borrowed from the worker's pool for its
     /// duration, so an idle keep-alive connection holds only its client buffer.
     x: ExchangeBufs,
@@ -56,17 +53,6 @@ pub(crate) struct ExchangeBufs {
 impl ExchangeBufs {
     pub fn unallocated(max: usize) -> Self {
         ExchangeBufs { upstream: ReadBuf::unallocated(max), req_head: Vec::new(), out: Vec::new(), record: Vec::new() }
-    }
-}
-
-impl Bufs {
-    /// Where the client's bytes are read from, and the buffer they go to.
-    fn client_source<'a>(&'a mut self, client: &'a mut TcpStream) -> (Source<'a>, &'a mut ReadBuf) {
-        let src = match self.client_ms.as_mut() {
-            Some(m) => Source::Multishot(m),
-            None => Source::Socket(client),
-        };
-        (src, &mut self.client)
     }
 }
 
@@ -104,11 +90,8 @@ const RELEASE_IDLE_ABOVE: u64 = 256;
 pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) {
     let client_ip = peer.ip().to_string();
     let buffer_size = worker.snapshot().config.proxy.buffer_size;
-    // One receive armed for the connection's life instead of one per read (io_uring only):
-    // saves the poll arming and the submission of every client read; measured in bench/README.
-    let client_ms = client.multishot_reader();
     let mut bufs =
-        Bufs { client: ReadBuf::new(buffer_size), client_ms, x: ExchangeBufs::unallocated(buffer_size), nodelay: false };
+        Bufs { client: ReadBuf::new(buffer_size), x: ExchangeBufs::unallocated(buffer_size), nodelay: false };
     let mut shutdown = worker.shutdown.listen();
     // Whether the last thing on this connection was our response: the client's next request
     // is then not there yet (a freshly accepted connection may already hold its first).
@@ -126,23 +109,18 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
                 // memory follows the requests in flight, not the connections open. Costs a
                 // readiness wait per request (poll(2) on epoll, a PollAdd on io_uring), so it is
                 // only done under many connections, where memory per connection limits a host.
-                // With a multishot receive the wait needs no buffer anyway (the bytes arrive in
-                // the ring's, and the read buffer is allocated once they are there).
                 bufs.client.release();
-                if bufs.client_ms.is_none() {
-                    let ready = monoio::select! {
-                        r = monoio::time::timeout(idle, client.readable(false)) => r,
-                        _ = &mut shutdown => return,
-                    };
-                    if !matches!(ready, Ok(Ok(()))) {
-                        return;
-                    }
-                    answered = false;
+                let ready = monoio::select! {
+                    r = monoio::time::timeout(idle, client.readable(false)) => r,
+                    _ = &mut shutdown => return,
+                };
+                if !matches!(ready, Ok(Ok(()))) {
+                    return;
                 }
+                answered = false;
             }
-            let (src, buf) = bufs.client_source(&mut client);
             let read = monoio::select! {
-                r = monoio::time::timeout(idle, buf.fill_from(src, answered)) => r,
+                r = monoio::time::timeout(idle, bufs.client.fill_socket(&mut client, answered)) => r,
                 _ = &mut shutdown => return,
             };
             match read {
@@ -179,18 +157,6 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
                 return;
             }
         }
-    }
-}
-
-/// Request body bytes still to read above which the client's multishot receive is stopped
-/// for the body (see `send_request`): four of its 2 KiB buffers.
-const LARGE_BODY: u64 = 8 * 1024;
-
-fn large_body(body: BodyKind, buffered: usize) -> bool {
-    match body {
-        BodyKind::Length(n) => n.saturating_sub(buffered as u64) > LARGE_BODY,
-        BodyKind::Chunked | BodyKind::UntilClose => true,
-        BodyKind::None => false,
     }
 }
 
@@ -335,8 +301,7 @@ async fn exchange(
             return too_large(bufs.client.len());
         }
         bufs.client.reserve(cfg.max_request_head_size.min(bufs.client.len() + 4096));
-        let (src, buf) = bufs.client_source(client);
-        match monoio::time::timeout_at(head_deadline.into(), buf.fill_from(src, false)).await {
+        match monoio::time::timeout_at(head_deadline.into(), bufs.client.fill(client)).await {
             Ok(Ok(n)) if n > 0 => {}
             Ok(_) => return Err(ProxyError::new(ErrorKind::ClientIo, "client closed during request head").into()),
             Err(_) => return Err(ProxyError::new(ErrorKind::Closed, "request head timed out").into()),
@@ -551,20 +516,9 @@ async fn send_request(
     let relayed = if body == BodyKind::None {
         Ok(0)
     } else {
-        let mut src = match bufs.client_ms.as_mut() {
-            // Large bodies are read from the socket in `buffer_size` receives: through the
-            // multishot receive they would arrive in 2 KiB completions, each copied once more.
-            Some(m) if large_body(body, bufs.client.len()) => {
-                bufs.client.drain_multishot(m).await;
-                Source::Socket(client)
-            }
-            Some(m) => Source::Multishot(m),
-            None => Source::Socket(client),
-        };
-        let buf = &mut bufs.client;
         Box::pin(body::relay(
-            &mut src,
-            buf,
+            client,
+            &mut bufs.client,
             &mut up.stream,
             body,
             Side::Client,
@@ -810,14 +764,10 @@ async fn tunnel(mut client: TcpStream, mut up: Upstream, mut bufs: Bufs) {
     if bufs.x.upstream.write_out(&mut client, n).await.is_err() {
         return;
     }
-    let mut client_ms = bufs.client_ms.take();
     let (mut cr, mut cw) = client.into_split();
     let (mut ur, mut uw) = up.stream.into_split();
     let to_upstream = async {
-        let _ = match client_ms.as_mut() {
-            Some(m) => monoio::io::copy(m, &mut uw).await,
-            None => monoio::io::copy(&mut cr, &mut uw).await,
-        };
+        let _ = monoio::io::copy(&mut cr, &mut uw).await;
         let _ = uw.shutdown().await;
     };
     let to_client = async {

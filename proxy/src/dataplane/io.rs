@@ -6,7 +6,7 @@ use std::io;
 
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::{MultishotRecv, TcpStream};
+use monoio::net::TcpStream;
 
 /// Capacity a connection's buffers start with. Small buffers of many connections share pages,
 /// which is what keeps resident memory per idle or small-message connection low (bench: c1000).
@@ -14,29 +14,6 @@ pub const INITIAL_CAPACITY: usize = 2048;
 
 /// Free space below which a read first compacts or grows the buffer.
 const MIN_FREE: usize = 512;
-
-/// Where a connection's bytes come from: its socket, or the multishot receive armed on it (once
-/// armed, every read must go through it).
-pub enum Source<'a> {
-    Socket(&'a mut TcpStream),
-    Multishot(&'a mut MultishotRecv),
-}
-
-impl AsyncReadRent for Source<'_> {
-    async fn read<T: IoBufMut>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
-        match self {
-            Source::Socket(s) => s.read(buf).await,
-            Source::Multishot(m) => m.read(buf).await,
-        }
-    }
-
-    async fn readv<T: monoio::buf::IoVecBufMut>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
-        match self {
-            Source::Socket(s) => s.readv(buf).await,
-            Source::Multishot(m) => m.readv(buf).await,
-        }
-    }
-}
 
 /// A growable read buffer: `buf[pos..]` is read but not yet consumed.
 ///
@@ -139,43 +116,8 @@ impl ReadBuf {
         self.put_back(slice.into_inner(), res, free)
     }
 
-    /// Reads once from a multishot receive (io_uring): waits for the bytes first and only then
-    /// makes room for them, so a released buffer is allocated again only once data is there.
-    pub async fn fill_multishot(&mut self, m: &mut MultishotRecv) -> io::Result<usize> {
-        m.ready().await;
-        self.make_room();
-        let len = self.buf.len();
-        let free = self.buf.capacity() - len;
-        // SAFETY: `free` bytes of spare capacity start at `len`; `take` copies at most that many.
-        let n = unsafe { m.take(self.buf.as_mut_ptr().add(len), free)? };
-        unsafe { self.buf.set_len(len + n) };
-        if n == free {
-            self.grow_next = true;
-        }
-        Ok(n)
-    }
-
-    /// Ends a multishot receive (see `MultishotRecv::stop`), keeping every byte it had received
-    /// behind the unconsumed ones; afterwards the socket is read directly.
-    pub async fn drain_multishot(&mut self, m: &mut MultishotRecv) {
-        m.stop(|bytes| {
-            self.reserve(bytes.len());
-            self.buf.extend_from_slice(bytes);
-        })
-        .await
-    }
-
-    /// Reads once from the client side of a connection: through its multishot receive when it
-    /// has one, else from the socket ([`fill_socket`](Self::fill_socket)).
-    pub async fn fill_from(&mut self, src: Source<'_>, expect_empty: bool) -> io::Result<usize> {
-        match src {
-            Source::Multishot(m) => self.fill_multishot(m).await,
-            Source::Socket(s) => self.fill_socket(s, expect_empty).await,
-        }
-    }
-
-    /// Grows or compacts the buffer when a read would find too little free space.
-    fn make_room(&mut self) {
+    /// Makes room for a read and lends the buffer out: (buffer, filled length, free space).
+    fn take_for_read(&mut self) -> (Vec<u8>, usize, usize) {
         if self.buf.capacity() == 0 {
             self.buf.reserve_exact(INITIAL_CAPACITY.min(self.max));
         } else if self.buf.capacity() - self.buf.len() < MIN_FREE || self.grow_next {
@@ -186,11 +128,6 @@ impl ReadBuf {
             }
             self.grow_next = false;
         }
-    }
-
-    /// Makes room for a read and lends the buffer out: (buffer, filled length, free space).
-    fn take_for_read(&mut self) -> (Vec<u8>, usize, usize) {
-        self.make_room();
         let buf = std::mem::take(&mut self.buf);
         let len = buf.len();
         let free = buf.capacity() - len;
@@ -372,117 +309,6 @@ mod tests {
             got.extend_from_slice(b.data());
             b.consume(b.len());
         }
-    }
-
-    /// A multishot receive sees data queued before it was armed, data arriving while it is
-    /// armed (including writes larger than one 2 KiB ring buffer, in order), and the peer's FIN;
-    /// on epoll there is no multishot reader.
-    #[test]
-    fn multishot_reads_see_queued_data_later_data_large_writes_and_eof() {
-        let big: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
-        let mut want = b"queued-then-".to_vec();
-        want.extend_from_slice(&big);
-        let writes = vec![b"queued-".to_vec(), b"then-".to_vec(), big];
-        with_stream(Vec::new(), |s| async move { assert!(s.multishot_reader().is_none()) });
-        with_stream_uring(writes, |s| async move {
-            monoio::time::sleep(std::time::Duration::from_millis(10)).await;
-            let mut m = s.multishot_reader().expect("io_uring runtime without a multishot reader");
-            let five = std::time::Duration::from_secs(5);
-            let mut b = ReadBuf::new(4096);
-            let mut got = Vec::new();
-            loop {
-                let n = monoio::time::timeout(five, b.fill_multishot(&mut m)).await.expect("multishot read stuck").unwrap();
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(b.data());
-                b.consume(b.len());
-            }
-            assert_eq!(got, want);
-            // EOF stays EOF.
-            assert_eq!(b.fill_multishot(&mut m).await.unwrap(), 0);
-        });
-    }
-
-    /// Stopping a multishot receive keeps every byte it had received; the socket is then read
-    /// directly, and the next multishot read arms again and sees later data.
-    #[test]
-    fn stopping_a_multishot_receive_loses_nothing() {
-        let writes = vec![b"one-".to_vec(), b"two-".to_vec(), b"three".to_vec()];
-        with_stream_uring(writes, |mut s| async move {
-            let mut m = s.multishot_reader().unwrap();
-            let mut b = ReadBuf::new(4096);
-            assert!(b.fill_multishot(&mut m).await.unwrap() > 0);
-            // Let "two-" arrive into the ring before stopping.
-            monoio::time::sleep(std::time::Duration::from_millis(30)).await;
-            b.drain_multishot(&mut m).await;
-            assert!(!m.is_armed());
-            let mut got = b.data().to_vec();
-            b.consume(b.len());
-            while !got.ends_with(b"two-") && got.len() < 8 {
-                assert!(b.fill(&mut s).await.unwrap() > 0);
-                got.extend_from_slice(b.data());
-                b.consume(b.len());
-            }
-            assert_eq!(got, b"one-two-");
-            assert_eq!(b.fill_multishot(&mut m).await.unwrap(), 5);
-            assert_eq!(b.data(), b"three");
-        });
-    }
-
-    /// More connections with unread data than the ring has buffers: receives that find the
-    /// ring empty arm again and complete once others give buffers back, and buffers held by
-    /// readers that are dropped go back to the ring.
-    #[test]
-    fn an_exhausted_buffer_ring_delays_reads_but_loses_none() {
-        const N: usize = 300; // > the ring's 256 buffers
-        let Ok(mut rt) = super::super::worker::uring_runtime(true) else {
-            assert!(std::env::var_os("CI").is_none(), "CI must run the io_uring tests");
-            eprintln!("skipped: no io_uring with DEFER_TASKRUN on this kernel");
-            return;
-        };
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut peers = Vec::new();
-        let mut accepted = Vec::new();
-        for i in 0..N + 200 {
-            use std::io::Write;
-            let mut p = std::net::TcpStream::connect(addr).unwrap();
-            p.write_all(format!("conn-{i}").as_bytes()).unwrap();
-            peers.push(p);
-            let (a, _) = listener.accept().unwrap();
-            a.set_nonblocking(true).unwrap();
-            accepted.push(a);
-        }
-        rt.block_on(async move {
-            let mut streams: Vec<_> = accepted.into_iter().map(|a| monoio::net::TcpStream::from_std(a).unwrap()).collect();
-            // 200 readers that take a buffer each and are dropped without reading it.
-            let spare = streams.split_off(N);
-            let mut dropped: Vec<_> = spare.iter().map(|s| s.multishot_reader().unwrap()).collect();
-            for m in dropped.iter_mut() {
-                m.ready().await;
-            }
-            drop(dropped);
-            // N readers armed in the same tick: the ring runs out, the rest must arm again.
-            let tasks: Vec<_> = streams
-                .into_iter()
-                .map(|s| {
-                    monoio::spawn(async move {
-                        let mut m = s.multishot_reader().unwrap();
-                        let mut b = ReadBuf::new(4096);
-                        let five = std::time::Duration::from_secs(5);
-                        let n = monoio::time::timeout(five, b.fill_multishot(&mut m)).await.ok()?.ok()?;
-                        Some(b.data()[..n].to_vec())
-                    })
-                })
-                .collect();
-            for (i, t) in tasks.into_iter().enumerate() {
-                let got = t.await.unwrap_or_else(|| panic!("connection {i} never got its bytes"));
-                assert_eq!(got, format!("conn-{i}").as_bytes());
-            }
-            drop(spare);
-        });
-        drop(peers);
     }
 
     /// Fills until at least `n` bytes are buffered (the peer's writes may arrive split or merged).

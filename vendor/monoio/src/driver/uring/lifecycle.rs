@@ -22,21 +22,6 @@ pub(crate) enum Lifecycle {
 
     /// The operation has completed.
     Completed(io::Result<u32>, u32),
-
-    /// Portcullis patch: a multishot operation (many completions for one submission). Only
-    /// `UringInner::multishot_*` touch it; the one-shot paths below never see it.
-    Multi(Box<MultiState>),
-}
-
-/// Completions of a multishot operation not yet taken by its owner.
-#[derive(Default)]
-pub(crate) struct MultiState {
-    /// (result, flags) of each completion, oldest first.
-    pub(crate) queue: std::collections::VecDeque<(i32, u32)>,
-    /// Woken on the next completion.
-    pub(crate) waker: Option<Waker>,
-    /// The owner is gone: recycle each completion's buffer, remove the entry at the last one.
-    pub(crate) dropped: bool,
 }
 
 impl<'a> Ref<'a, Lifecycle> {
@@ -59,7 +44,6 @@ impl<'a> Ref<'a, Lifecycle> {
                 self.remove();
             }
             Lifecycle::Completed(..) => unsafe { std::hint::unreachable_unchecked() },
-            Lifecycle::Multi(..) => unreachable!("multishot completions go through UringInner::tick"),
         }
     }
 
@@ -103,7 +87,6 @@ impl<'a> Ref<'a, Lifecycle> {
                 self.remove();
             }
             Lifecycle::Ignored(..) => unsafe { std::hint::unreachable_unchecked() },
-            Lifecycle::Multi(..) => unreachable!("multishot operations are dropped by UringInner::multishot_drop"),
         }
         true
     }

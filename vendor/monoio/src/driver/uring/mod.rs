@@ -24,10 +24,7 @@ use super::{
 };
 use crate::utils::slab::Slab;
 
-mod bufring;
 mod lifecycle;
-mod multishot;
-pub use multishot::MultishotRecv;
 #[cfg(feature = "sync")]
 mod waker;
 #[cfg(feature = "sync")]
@@ -42,13 +39,6 @@ pub(crate) const EVENTFD_USERDATA: u64 = u64::MAX - 2;
 pub(crate) const POLLER_USERDATA: u64 = u64::MAX - 3;
 
 pub(crate) const MIN_REVERSED_USERDATA: u64 = u64::MAX - 3;
-
-/// Portcullis patch: provided buffers for multishot receives, per ring. Every buffer gets used
-/// in turn (the ring is FIFO), so they all become resident: 256 x 2 KiB = 512 KiB per worker.
-/// A receive larger than a buffer completes as several.
-const MULTISHOT_BUFFERS: u16 = 256;
-const MULTISHOT_BUFFER_SIZE: u32 = 2048;
-const MULTISHOT_BGID: u16 = 0x5043;
 
 /// Driver with uring.
 pub struct IoUringDriver {
@@ -92,9 +82,6 @@ pub(crate) struct UringInner {
 
     // Uring support ext_arg
     ext_arg: bool,
-
-    /// Portcullis patch: provided buffers for multishot receives, set up on first use.
-    bufring: Option<bufring::BufRing>,
 }
 
 // When dropping the driver, all in-flight operations must have completed. This
@@ -124,7 +111,6 @@ impl IoUringDriver {
             poller_installed: false,
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
-            bufring: None,
             uring,
         }));
 
@@ -159,7 +145,6 @@ impl IoUringDriver {
             poll: super::poll::Poll::with_capacity(entries as usize)?,
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
-            bufring: None,
             uring,
             shared_waker: std::sync::Arc::new(waker::EventWaker::new(waker)),
             eventfd_installed: false,
@@ -406,27 +391,7 @@ impl UringInner {
                     self.poll.tick(Some(Duration::ZERO))?;
                 }
                 _ if index >= MIN_REVERSED_USERDATA => (),
-                _ => {
-                    let mut lifecycle = unsafe { self.ops.slab.get(index as _).unwrap_unchecked() };
-                    if let Lifecycle::Multi(state) = &mut *lifecycle {
-                        let flags = cqe.flags();
-                        if state.dropped {
-                            if let (Some(bid), Some(ring)) = (cqueue::buffer_select(flags), self.bufring.as_mut()) {
-                                ring.recycle(bid);
-                            }
-                            if !cqueue::more(flags) {
-                                lifecycle.remove();
-                            }
-                        } else {
-                            state.queue.push_back((cqe.result(), flags));
-                            if let Some(waker) = state.waker.take() {
-                                waker.wake();
-                            }
-                        }
-                    } else {
-                        lifecycle.complete(resultify(&cqe), cqe.flags());
-                    }
-                }
+                _ => self.ops.complete(index as _, resultify(&cqe), cqe.flags()),
             }
         }
         Ok(())
@@ -580,114 +545,6 @@ impl UringInner {
         }
     }
 
-    /// Portcullis patch: sets up the provided-buffer ring if it is not yet (`Err` if the kernel
-    /// cannot: then multishot receives are not available on this ring).
-    pub(crate) fn multishot_ready(this: &Rc<UnsafeCell<UringInner>>) -> io::Result<()> {
-        let inner = unsafe { &mut *this.get() };
-        if inner.bufring.is_none() {
-            inner.bufring =
-                Some(bufring::BufRing::new(&inner.uring, MULTISHOT_BUFFERS, MULTISHOT_BUFFER_SIZE, MULTISHOT_BGID)?);
-        }
-        Ok(())
-    }
-
-    /// Portcullis patch: arms a multishot receive on `fd` (after `multishot_ready`); returns its
-    /// slab index.
-    pub(crate) fn multishot_recv(this: &Rc<UnsafeCell<UringInner>>, fd: RawFd) -> io::Result<usize> {
-        Self::multishot_ready(this)?;
-        let inner = unsafe { &mut *this.get() };
-        if inner.uring.submission().is_full() {
-            inner.submit()?;
-        }
-        let bgid = inner.bufring.as_ref().map_or(MULTISHOT_BGID, |r| r.bgid());
-        let index = inner.ops.slab.insert(Lifecycle::Multi(Box::default()));
-        let sqe = opcode::RecvMulti::new(io_uring::types::Fd(fd), bgid).build().user_data(index as _);
-        if unsafe { inner.uring.submission().push(&sqe).is_err() } {
-            inner.ops.slab.remove(index);
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(index)
-    }
-
-    /// Portcullis patch: the next completion of multishot operation `index` as (result, flags).
-    pub(crate) fn multishot_poll(
-        this: &Rc<UnsafeCell<UringInner>>,
-        index: usize,
-        cx: &mut Context<'_>,
-    ) -> Poll<(i32, u32)> {
-        let inner = unsafe { &mut *this.get() };
-        let mut lifecycle = unsafe { inner.ops.slab.get(index).unwrap_unchecked() };
-        let Lifecycle::Multi(state) = &mut *lifecycle else {
-            unreachable!("multishot_poll on a one-shot operation")
-        };
-        match state.queue.pop_front() {
-            Some(c) => {
-                if !cqueue::more(c.1) {
-                    // The last completion: the kernel is done with this operation.
-                    lifecycle.remove();
-                }
-                Poll::Ready(c)
-            }
-            None => {
-                match &state.waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => state.waker = Some(cx.waker().clone()),
-                }
-                Poll::Pending
-            }
-        }
-    }
-
-    /// Portcullis patch: the bytes of provided buffer `bid` (valid until `multishot_recycle`).
-    pub(crate) fn multishot_buf(this: &Rc<UnsafeCell<UringInner>>, bid: u16) -> *const u8 {
-        let inner = unsafe { &*this.get() };
-        inner.bufring.as_ref().map_or(std::ptr::null(), |r| r.buf(bid))
-    }
-
-    /// Portcullis patch: gives provided buffer `bid` back to the kernel.
-    pub(crate) fn multishot_recycle(this: &Rc<UnsafeCell<UringInner>>, bid: u16) {
-        let inner = unsafe { &mut *this.get() };
-        if let Some(r) = inner.bufring.as_mut() {
-            r.recycle(bid);
-        }
-    }
-
-    /// Portcullis patch: asks the kernel to end multishot operation `index`; its completions
-    /// still queue, the last one without `IORING_CQE_F_MORE`.
-    pub(crate) fn multishot_cancel(this: &Rc<UnsafeCell<UringInner>>, index: usize) {
-        let inner = unsafe { &mut *this.get() };
-        let cancel = opcode::AsyncCancel::new(index as u64).build().user_data(CANCEL_USERDATA);
-        unsafe {
-            if inner.uring.submission().push(&cancel).is_err() {
-                let _ = inner.submit();
-                let _ = inner.uring.submission().push(&cancel);
-            }
-        }
-    }
-
-    /// Portcullis patch: the owner of multishot operation `index` is gone (its last completion
-    /// not yet taken): recycle what is queued, cancel it, and let `tick` remove the entry at
-    /// its last completion.
-    pub(crate) fn multishot_drop(this: &Rc<UnsafeCell<UringInner>>, index: usize) {
-        let inner = unsafe { &mut *this.get() };
-        let Some(mut lifecycle) = inner.ops.slab.get(index) else { return };
-        let Lifecycle::Multi(state) = &mut *lifecycle else { return };
-        let mut ended = false;
-        while let Some((_, flags)) = state.queue.pop_front() {
-            if let (Some(bid), Some(ring)) = (cqueue::buffer_select(flags), inner.bufring.as_mut()) {
-                ring.recycle(bid);
-            }
-            ended |= !cqueue::more(flags);
-        }
-        if ended {
-            lifecycle.remove();
-            return;
-        }
-        state.dropped = true;
-        state.waker = None;
-        Self::multishot_cancel(this, index);
-    }
-
     #[cfg(feature = "sync")]
     pub(crate) fn unpark(this: &Rc<UnsafeCell<UringInner>>) -> waker::UnparkHandle {
         let inner = unsafe { &*this.get() };
@@ -728,10 +585,6 @@ impl Drop for UringInner {
     fn drop(&mut self) {
         // no need to wait for completion, as the kernel will clean up the ring asynchronically.
         let _ = self.uring.submitter().submit();
-        if let Some(ring) = self.bufring.as_mut() {
-            // Before the ring goes: the buffers are freed only once the kernel has let go.
-            ring.unregister(&self.uring);
-        }
         unsafe {
             ManuallyDrop::drop(&mut self.uring);
         }
@@ -746,6 +599,11 @@ impl Ops {
     // Insert a new operation
     pub(crate) fn insert(&mut self) -> usize {
         self.slab.insert(Lifecycle::Submitted)
+    }
+
+    fn complete(&mut self, index: usize, result: io::Result<u32>, flags: u32) {
+        let lifecycle = unsafe { self.slab.get(index).unwrap_unchecked() };
+        lifecycle.complete(result, flags);
     }
 }
 

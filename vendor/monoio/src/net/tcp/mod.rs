@@ -9,8 +9,6 @@ mod tfo;
 pub use listener::TcpListener;
 pub use split::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
 pub use stream::{TcpConnectOpts, TcpStream};
-#[cfg(all(target_os = "linux", feature = "iouring"))]
-pub use crate::driver::MultishotRecv;
 
 #[cfg(feature = "poll-io")]
 pub mod stream_poll;

@@ -243,14 +243,6 @@ impl TcpStream {
         op.read()
     }
 
-    /// Portcullis patch: a multishot receive for this socket (see [`MultishotRecv`]), or `None`
-    /// when the runtime is not io_uring or its kernel has no provided-buffer rings. Once it
-    /// exists, read only through it.
-    #[cfg(all(target_os = "linux", feature = "iouring"))]
-    pub fn multishot_reader(&self) -> Option<crate::net::tcp::MultishotRecv> {
-        crate::net::tcp::MultishotRecv::new(self.fd.clone())
-    }
-
     /// Wait for read readiness.
     /// Note: Do not use it before every io. It is different from other runtimes!
     ///

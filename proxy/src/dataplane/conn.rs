@@ -24,8 +24,10 @@ use super::io::{write_vec, ReadBuf};
 use super::upstream::{self, Upstream};
 use super::worker::Worker;
 
-/// Per-connection buffers, reused across requests.
+/// Per-connection buffers, reused across requests, and given back to the worker's pools when
+/// the connection ends (see `Drop`).
 struct Bufs {
+    worker: Rc<Worker>,
     /// Client bytes read but not yet consumed.
     client: ReadBuf,
     /// The buffers only an exchange in flight needs, borrowed from the worker's pool for its
@@ -53,6 +55,25 @@ pub(crate) struct ExchangeBufs {
 impl ExchangeBufs {
     pub fn unallocated(max: usize) -> Self {
         ExchangeBufs { upstream: ReadBuf::unallocated(max), req_head: Vec::new(), out: Vec::new(), record: Vec::new() }
+    }
+
+    /// Holds no allocation (not worth pooling).
+    pub fn is_unallocated(&self) -> bool {
+        self.upstream.capacity() == 0
+            && self.req_head.capacity() == 0
+            && self.out.capacity() == 0
+            && self.record.capacity() == 0
+    }
+}
+
+impl Drop for Bufs {
+    /// However the connection ends, its buffers go back to the worker: a connection per request
+    /// (the close scenario) otherwise allocated and freed its exchange buffers and client buffer
+    /// every time (perf, close: about 4.5 % of the proxy's cycles in malloc and free).
+    fn drop(&mut self) {
+        let x = std::mem::replace(&mut self.x, ExchangeBufs::unallocated(0));
+        self.worker.return_exchange_bufs(x);
+        self.worker.return_client_buf(self.client.take_allocation());
     }
 }
 
@@ -90,8 +111,12 @@ const RELEASE_IDLE_ABOVE: u64 = 256;
 pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) {
     let client_ip = peer.ip().to_string();
     let buffer_size = worker.snapshot().config.proxy.buffer_size;
-    let mut bufs =
-        Bufs { client: ReadBuf::new(buffer_size), x: ExchangeBufs::unallocated(buffer_size), nodelay: false };
+    let mut bufs = Bufs {
+        client: ReadBuf::from_vec(worker.take_client_buf(), buffer_size),
+        x: ExchangeBufs::unallocated(buffer_size),
+        nodelay: false,
+        worker: worker.clone(),
+    };
     let mut shutdown = worker.shutdown.listen();
     // Whether the last thing on this connection was our response: the client's next request
     // is then not there yet (a freshly accepted connection may already hold its first).
@@ -109,13 +134,16 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
                 // memory follows the requests in flight, not the connections open. Costs a
                 // readiness wait per request (poll(2) on epoll, a PollAdd on io_uring), so it is
                 // only done under many connections, where memory per connection limits a host.
-                bufs.client.release();
+                worker.return_client_buf(bufs.client.take_allocation());
                 let ready = monoio::select! {
                     r = monoio::time::timeout(idle, client.readable(false)) => r,
                     _ = &mut shutdown => return,
                 };
                 if !matches!(ready, Ok(Ok(()))) {
                     return;
+                }
+                if bufs.client.capacity() == 0 {
+                    bufs.client = ReadBuf::from_vec(worker.take_client_buf(), snap.config.proxy.buffer_size);
                 }
                 answered = false;
             }
@@ -319,7 +347,7 @@ async fn exchange(
     if meta.body == BodyKind::None && worker.shared_stats.open() > RELEASE_IDLE_ABOVE {
         // Nothing more to read from the client until the response is out: with many
         // connections, do not hold its buffer while the upstream answers.
-        bufs.client.release();
+        worker.return_client_buf(bufs.client.take_allocation());
     }
     if let BodyKind::Length(n) = meta.body {
         if cfg.max_request_body_size > 0 && n > cfg.max_request_body_size {

@@ -37,13 +37,23 @@ impl ReadBuf {
         ReadBuf { buf: Vec::new(), pos: 0, max, grow_next: false }
     }
 
-    /// Frees the allocation of an empty buffer (the next `fill` allocates the initial size again).
-    pub fn release(&mut self) {
-        if self.is_empty() {
-            self.buf = Vec::new();
-            self.pos = 0;
-            self.grow_next = false;
+    /// A buffer around `buf` (cleared; an empty `Vec` allocates on the first read).
+    pub fn from_vec(mut buf: Vec<u8>, max: usize) -> Self {
+        buf.clear();
+        ReadBuf { buf, pos: 0, max, grow_next: false }
+    }
+
+    /// Hands out the allocation of an empty buffer (for a pool), leaving it unallocated; an
+    /// empty `Vec` when it holds bytes or has none.
+    pub fn take_allocation(&mut self) -> Vec<u8> {
+        if !self.is_empty() {
+            return Vec::new();
         }
+        self.pos = 0;
+        self.grow_next = false;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf
     }
 
     /// Sets the size a full read grows the buffer to (config may change on reload).
@@ -59,6 +69,12 @@ impl ReadBuf {
     #[inline]
     pub fn len(&self) -> usize {
         self.buf.len() - self.pos
+    }
+
+    /// Bytes allocated (0: unallocated).
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     #[inline]
@@ -316,6 +332,23 @@ mod tests {
         while b.len() < n {
             assert!(b.fill(s).await.unwrap() > 0, "peer closed early");
         }
+    }
+
+    /// A pooled buffer leaves only once empty, and comes back cleared.
+    #[test]
+    fn take_allocation_hands_out_only_an_empty_buffer() {
+        let mut b = ReadBuf::from_vec(Vec::with_capacity(INITIAL_CAPACITY), 4096);
+        b.buf.extend_from_slice(b"unread");
+        assert_eq!(b.take_allocation().capacity(), 0, "a buffer holding bytes was handed out");
+        assert_eq!(b.data(), b"unread");
+        b.consume(6);
+        let v = b.take_allocation();
+        assert_eq!((v.len(), v.capacity()), (0, INITIAL_CAPACITY));
+        assert_eq!(b.capacity(), 0);
+        let mut dirty = v;
+        dirty.extend_from_slice(b"stale");
+        let b = ReadBuf::from_vec(dirty, 4096);
+        assert!(b.is_empty() && b.capacity() == INITIAL_CAPACITY);
     }
 
     #[test]

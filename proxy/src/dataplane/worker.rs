@@ -47,6 +47,8 @@ pub(crate) struct Worker {
     round_robin: RefCell<(u64, Vec<usize>)>,
     /// Exchange buffers not in use (see `conn::ExchangeBufs`).
     spare: RefCell<Vec<super::conn::ExchangeBufs>>,
+    /// Client read buffers not in use, all of `io::INITIAL_CAPACITY`.
+    spare_client: RefCell<Vec<Vec<u8>>>,
     request_seq: Cell<u64>,
     request_id_seed: u64,
     /// Session, JWT and basic-auth caches (see `auth::cache`).
@@ -107,7 +109,7 @@ impl Worker {
 
     /// Returns an exchange's buffers; the pool keeps at most [`SPARE_MAX`] sets.
     pub fn return_exchange_bufs(&self, mut x: super::conn::ExchangeBufs) {
-        if !x.upstream.is_empty() {
+        if !x.upstream.is_empty() || x.is_unallocated() {
             return;
         }
         x.req_head.clear();
@@ -116,6 +118,23 @@ impl Worker {
         let mut spare = self.spare.borrow_mut();
         if spare.len() < SPARE_MAX {
             spare.push(x);
+        }
+    }
+
+    /// A client read buffer: from the pool, or an empty `Vec` (allocated on first read).
+    pub fn take_client_buf(&self) -> Vec<u8> {
+        self.spare_client.borrow_mut().pop().unwrap_or_default()
+    }
+
+    /// Returns a client read buffer (`ReadBuf::take_allocation`); the pool keeps at most
+    /// [`SPARE_MAX`], and only buffers still at their initial size.
+    pub fn return_client_buf(&self, buf: Vec<u8>) {
+        debug_assert!(buf.is_empty());
+        if buf.capacity() == super::io::INITIAL_CAPACITY {
+            let mut spare = self.spare_client.borrow_mut();
+            if spare.len() < SPARE_MAX {
+                spare.push(buf);
+            }
         }
     }
 
@@ -214,6 +233,7 @@ pub fn spawn(
             bans,
             round_robin: RefCell::new((0, Vec::new())),
             spare: RefCell::new(Vec::new()),
+            spare_client: RefCell::new(Vec::new()),
             request_seq: Cell::new(0),
             request_id_seed: seed,
             auth: RefCell::new(crate::auth::WorkerAuth::new(auth_limits, invalidations)),

@@ -66,14 +66,26 @@ impl ExchangeBufs {
     }
 }
 
+impl Bufs {
+    /// Gives the exchange's buffers back to the worker's pool (after each exchange).
+    fn return_exchange(&mut self) {
+        let x = std::mem::replace(&mut self.x, ExchangeBufs::unallocated(self.client.max()));
+        self.worker.return_exchange_bufs(x);
+    }
+
+    /// Gives an empty client buffer back to the worker's pool (while nothing is to be read).
+    fn release_client(&mut self) {
+        self.worker.return_client_buf(self.client.take_allocation());
+    }
+}
+
 impl Drop for Bufs {
     /// However the connection ends, its buffers go back to the worker: a connection per request
     /// (the close scenario) otherwise allocated and freed its exchange buffers and client buffer
     /// every time (perf, close: about 4.5 % of the proxy's cycles in malloc and free).
     fn drop(&mut self) {
-        let x = std::mem::replace(&mut self.x, ExchangeBufs::unallocated(0));
-        self.worker.return_exchange_bufs(x);
-        self.worker.return_client_buf(self.client.take_allocation());
+        self.return_exchange();
+        self.release_client();
     }
 }
 
@@ -134,7 +146,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
                 // memory follows the requests in flight, not the connections open. Costs a
                 // readiness wait per request (poll(2) on epoll, a PollAdd on io_uring), so it is
                 // only done under many connections, where memory per connection limits a host.
-                worker.return_client_buf(bufs.client.take_allocation());
+                bufs.release_client();
                 let ready = monoio::select! {
                     r = monoio::time::timeout(idle, client.readable(false)) => r,
                     _ = &mut shutdown => return,
@@ -171,8 +183,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
             Ok(Next::KeepAlive) => {
                 answered = true;
                 ensure_nodelay(&client, &mut bufs);
-                let x = std::mem::replace(&mut bufs.x, ExchangeBufs::unallocated(snap.config.proxy.buffer_size));
-                worker.return_exchange_bufs(x);
+                bufs.return_exchange();
                 continue;
             }
             Ok(Next::Close) => return,
@@ -347,7 +358,7 @@ async fn exchange(
     if meta.body == BodyKind::None && worker.shared_stats.open() > RELEASE_IDLE_ABOVE {
         // Nothing more to read from the client until the response is out: with many
         // connections, do not hold its buffer while the upstream answers.
-        worker.return_client_buf(bufs.client.take_allocation());
+        bufs.release_client();
     }
     if let BodyKind::Length(n) = meta.body {
         if cfg.max_request_body_size > 0 && n > cfg.max_request_body_size {

@@ -56,6 +56,11 @@ impl ReadBuf {
         buf
     }
 
+    /// The size a full read grows the buffer to.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// Sets the size a full read grows the buffer to (config may change on reload).
     pub fn set_max(&mut self, max: usize) {
         self.max = max;

@@ -162,8 +162,9 @@ impl Pool {
     /// and forgets targets with nothing pooled and slot counts with nothing in use or waiting
     /// (targets a reload removed). Called once per stats tick; a few entries per target.
     pub fn prune(&self, max_idle: Duration) {
+        let now = Instant::now();
         self.idle.borrow_mut().retain(|_, list| {
-            list.retain(|c| c.since.elapsed() < max_idle);
+            list.retain(|c| now.saturating_duration_since(c.since) < max_idle);
             !list.is_empty()
         });
         self.slots.borrow_mut().retain(|_, s| s.in_use.get() > 0 || !s.waiters.borrow().is_empty());

@@ -693,3 +693,83 @@ fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
     // A new request still works (a fresh connection).
     assert_eq!(client::get(p.listen, "/up/get").unwrap().status, 200);
 }
+
+#[test]
+fn large_response_bodies_are_spliced_intact_and_not_when_turned_off() {
+    let up = upstream("up");
+    for (config, expect_spliced) in [("", true), ("splice_min_body = 0", false)] {
+        let p = builder().app("up", keyless_api("up", "/up/", &up.url(), "", "")).proxy_config(config).start();
+        let mut conn = Conn::connect(p.listen).unwrap();
+        // Sizes on both sides of the thresholds, before and after the worker has seen that this
+        // API's bodies are large (then it reads heads with a small read).
+        for n in [20_000, 20_000, 20_000, 3_000, 5_000, 100, 16_384, 70_000, 2_000_000, 4_000, 0, 9_000, 20_000] {
+            let r = conn.get(&format!("/up/bytes/{n}")).unwrap();
+            assert_eq!(r.status, 200);
+            assert!(r.body == pattern(n), "{config:?} /bytes/{n}: {} bytes back", r.body.len());
+        }
+        // A body that trickles in: the proxy waits for the upstream between splices.
+        let r = conn.get("/up/drip/50000/5/20").unwrap();
+        assert!(r.body == pattern(50_000), "{config:?} drip: {} bytes back", r.body.len());
+        let key = "portcullis_response_bodies_spliced_total{worker=\"0\"}";
+        let m = wait_metrics(&p, |m| {
+            metric_value(m, "portcullis_worker_requests_total{worker=\"0\"}").unwrap_or(0.0) >= 14.0
+                && (!expect_spliced || metric_value(m, key).unwrap_or(0.0) >= 7.0)
+        });
+        let spliced = metric_value(&m, key).unwrap_or(-1.0);
+        if expect_spliced {
+            // 20k x4, 16k, 70k, 2M and the drip at least.
+            assert!(spliced >= 7.0, "{config:?}: {spliced} bodies spliced\n{m}");
+            assert!(metric_value(&m, "portcullis_response_bytes_spliced_total{worker=\"0\"}").unwrap_or(0.0) > 2e6);
+        } else {
+            assert_eq!(spliced, 0.0, "{config:?}\n{m}");
+        }
+    }
+}
+
+#[test]
+fn spliced_bodies_survive_a_slow_reader_a_truncating_and_a_stalling_upstream() {
+    let (p, _up) = simple("upstream_response_timeout_ms = 400");
+    // A client that reads nothing for a while: the proxy must wait for room in the client's
+    // socket (20 MB is more than the socket buffers hold), not block the worker or drop bytes.
+    let mut slow = Conn::connect(p.listen).unwrap();
+    slow.send(b"GET /up/bytes/20000000 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Meanwhile the worker serves others.
+    let r = client::get(p.listen, "/up/bytes/30000").unwrap();
+    assert!(r.body == pattern(30_000));
+    let r = slow.read_response(false).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == pattern(20_000_000), "slow reader got {} bytes", r.body.len());
+
+    // A body that trickles in: the worker waits for the upstream between splices instead of
+    // spinning (a spinning worker would burn about the second the body takes).
+    let cpu_secs = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", p.child.id())).unwrap();
+        let f: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+    };
+    let before = cpu_secs();
+    let r = client::get(p.listen, "/up/drip/40000/4/250").unwrap();
+    assert!(r.body == pattern(40_000));
+    let used = cpu_secs() - before;
+    assert!(used < 0.5, "{used} s of CPU while a body trickled in for 1 s");
+
+    // An upstream that closes in the middle of a body: the client's connection is closed
+    // before the announced length, and the next exchange gets clean bytes.
+    let mut conn = Conn::connect(p.listen).unwrap();
+    conn.set_read_timeout(Duration::from_secs(5)).unwrap();
+    assert!(conn.get("/up/truncated/100000/30000/0").is_err(), "a truncated body must not look complete");
+    let r = client::get(p.listen, "/up/bytes/100000").unwrap();
+    assert!(r.body == pattern(100_000));
+
+    // An upstream that stalls in the middle of a body: closed after the response timeout.
+    let mut conn = Conn::connect(p.listen).unwrap();
+    conn.set_read_timeout(Duration::from_secs(5)).unwrap();
+    let t = Instant::now();
+    assert!(conn.get("/up/truncated/100000/30000/3000").is_err());
+    assert!(t.elapsed() < Duration::from_millis(2500), "stalled body held the client {:?}", t.elapsed());
+    let mut conn = Conn::connect(p.listen).unwrap();
+    for n in [100_000, 20_000, 5_000] {
+        assert!(conn.get(&format!("/up/bytes/{n}")).unwrap().body == pattern(n));
+    }
+}

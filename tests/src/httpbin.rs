@@ -316,6 +316,33 @@ fn respond(
             out.extend_from_slice(format!("0\r\nX-Checksum: {sum}\r\n\r\n").as_bytes());
             w.write_all(&out)?;
         }
+        ["drip", n, pieces, ms] => {
+            // A Content-Length body of `n` bytes in `pieces` writes `ms` apart (the head first).
+            let n: usize = n.parse().unwrap_or(0).min(100 << 20);
+            let pieces: usize = pieces.parse().unwrap_or(1).clamp(1, 1000);
+            let pause = Duration::from_millis(ms.parse().unwrap_or(0).min(1000));
+            w.write_all(
+                format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {n}\r\nX-Upstream: {name}\r\n\r\n")
+                    .as_bytes(),
+            )?;
+            let body = pattern(n);
+            for chunk in body.chunks(n.div_ceil(pieces).max(1)) {
+                std::thread::sleep(pause);
+                w.write_all(chunk)?;
+            }
+        }
+        ["truncated", n, sent, ms] => {
+            // Announces `n` body bytes, sends `sent` of them, waits `ms`, then closes.
+            let n: usize = n.parse().unwrap_or(0).min(100 << 20);
+            let sent: usize = sent.parse().unwrap_or(0).min(n);
+            w.write_all(
+                format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {n}\r\nX-Upstream: {name}\r\n\r\n")
+                    .as_bytes(),
+            )?;
+            w.write_all(&pattern(n)[..sent])?;
+            std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0).min(10_000)));
+            return Ok(false);
+        }
         ["close-delimited", n] => {
             let n: usize = n.parse().unwrap_or(0).min(100 << 20);
             w.write_all(

@@ -159,6 +159,10 @@ pub struct ProxyConfig {
     pub max_response_head_size: usize,
     /// Largest request body, bytes; larger gets 413. 0 = no limit.
     pub max_request_body_size: u64,
+    /// `Content-Length` response bodies with at least this many bytes still to come after the
+    /// head read move from the upstream to the client socket with splice(2), never copied
+    /// through the proxy, bytes. 0 = always copy.
+    pub splice_min_body: usize,
     /// Most headers in a request or response head (at most 128); more gets 431 (request) or
     /// 502 (response).
     pub max_headers: usize,
@@ -200,6 +204,7 @@ impl Default for ProxyConfig {
             max_request_head_size: 32 * 1024,
             max_response_head_size: 32 * 1024,
             max_request_body_size: 100 * 1024 * 1024,
+            splice_min_body: 4096,
             max_headers: 100,
             header_read_timeout_ms: 10_000,
             client_idle_timeout_ms: 60_000,

@@ -97,7 +97,7 @@ pub fn render_metrics(state: &ControlState) -> String {
         );
     }
     type Field = fn(&crate::dataplane::stats::LocalStats) -> u64;
-    let counters: [(&str, &str, &str, Field); 19] = [
+    let counters: [(&str, &str, &str, Field); 21] = [
         (
             "portcullis_analytics_records_queued_total",
             "counter",
@@ -154,6 +154,13 @@ pub fn render_metrics(state: &ControlState) -> String {
             "Upstream connections opened (pool misses).",
             |s| s.upstream_connections_opened,
         ),
+        (
+            "portcullis_response_bodies_spliced_total",
+            "counter",
+            "Response bodies moved from upstream to client with splice(2), never copied through the proxy.",
+            |s| s.bodies_spliced,
+        ),
+        ("portcullis_response_bytes_spliced_total", "counter", "Body bytes moved with splice(2).", |s| s.bytes_spliced),
         (
             "portcullis_upstream_connect_errors_total",
             "counter",

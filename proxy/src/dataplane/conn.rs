@@ -37,6 +37,8 @@ struct Bufs {
     /// connection is kept alive or a body is streamed in several writes: a one-request
     /// connection answered in one write gains nothing from it and would pay a syscall.
     nodelay: bool,
+    /// The client socket has been made non-blocking for splice(2) (see `splice`).
+    nonblocking: bool,
 }
 
 /// Buffers of one exchange (pooled per worker, see `Worker::take_exchange_bufs`).
@@ -127,6 +129,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
         client: ReadBuf::from_vec(worker.take_client_buf(), buffer_size),
         x: ExchangeBufs::unallocated(buffer_size),
         nodelay: false,
+        nonblocking: false,
         worker: worker.clone(),
     };
     let mut shutdown = worker.shutdown.listen();
@@ -384,6 +387,12 @@ async fn exchange(
             return Err(ProxyError::new(ErrorKind::UpstreamBusy, "upstream connection limit reached").into());
         }
     };
+    // An API whose recent bodies were large enough to splice gets its head read small, so the
+    // body stays in the socket for splice(2) (see `splice`).
+    let splice_min = cfg.splice_min_body as u64;
+    let api_index = routed.api as usize;
+    let head_read =
+        (splice_min > 0 && worker.splice.hints.large(snap.generation, api_index)).then_some(super::splice::HEAD_READ);
     let mut attempt = 0;
     // The upstream's share of the time, for the record (not measured when nothing is recorded).
     let up_started = (!bufs.x.record.is_empty()).then(Instant::now);
@@ -413,15 +422,17 @@ async fn exchange(
         };
         let retryable = up.reused && meta.body == BodyKind::None;
         match send_request(worker, snap, client, &mut up, bufs, &meta).await {
-            Ok(body_bytes) => match read_response_head(snap, &mut up, bufs, &meta, &routed.limits, worker).await {
-                Ok(resp) => break (up, resp, body_bytes),
-                Err(e) if retryable && e.kind == ErrorKind::UpstreamProtocol && bufs.x.upstream.is_empty() => {}
-                Err(e) => {
-                    let o = outcome(e.kind.status().map_or(0, |s| s.0), 0, 0, up_us(up_started));
-                    done(&mut bufs.x.record, o);
-                    return Err(e.into());
+            Ok(body_bytes) => {
+                match read_response_head(snap, &mut up, bufs, &meta, &routed.limits, worker, head_read).await {
+                    Ok(resp) => break (up, resp, body_bytes),
+                    Err(e) if retryable && e.kind == ErrorKind::UpstreamProtocol && bufs.x.upstream.is_empty() => {}
+                    Err(e) => {
+                        let o = outcome(e.kind.status().map_or(0, |s| s.0), 0, 0, up_us(up_started));
+                        done(&mut bufs.x.record, o);
+                        return Err(e.into());
+                    }
                 }
-            },
+            }
             Err(_) if retryable => {}
             Err(f) => {
                 let o = outcome(f.err.kind.status().map_or(0, |s| s.0), 0, 0, up_us(up_started));
@@ -451,48 +462,85 @@ async fn exchange(
     let mut body_kind = resp.body;
     let mut written_with_head = 0;
     let mut in_place = false;
+    let mut spliced = 0;
+    let mut pipe = None;
     if let BodyKind::Length(n) = resp.body {
-        if (bufs.x.upstream.len() as u64) >= n {
-            written_with_head = n;
+        if splice_min > 0 {
+            worker.splice.hints.note(snap.generation, api_index, n >= splice_min + super::splice::HEAD_READ as u64);
+        }
+        let have = bufs.x.upstream.len() as u64;
+        if have < n && splice_min > 0 && n - have >= splice_min {
+            pipe = worker.splice.prepare(&up.stream, &mut up.nonblocking, client, &mut bufs.nonblocking);
+        } else if have < n && head_read.is_some() && n as usize <= bufs.x.upstream.max() {
+            // The small head read left a body too short to splice: read the rest now, so head
+            // and body still leave in one write.
+            read_body_rest(&mut up.stream, &mut bufs.x.upstream, n as usize, cfg.upstream_response_timeout_ms)
+                .await
+                .map_err(|e| Failure { err: e.into_proxy_error(Side::Upstream), responded: false })?;
+        }
+        let have = bufs.x.upstream.len() as u64;
+        if have >= n || pipe.is_some() {
+            written_with_head = have.min(n);
+            spliced = n - written_with_head;
             body_kind = BodyKind::None;
-            if n as usize > bufs.x.out.len() && bufs.x.upstream.fits_prefix(bufs.x.out.len()) {
+            let w = written_with_head as usize;
+            if w > bufs.x.out.len() && bufs.x.upstream.fits_prefix(bufs.x.out.len()) {
                 in_place = true;
             } else {
-                bufs.x.out.extend_from_slice(&bufs.x.upstream.data()[..n as usize]);
-                bufs.x.upstream.consume(n as usize);
+                bufs.x.out.extend_from_slice(&bufs.x.upstream.data()[..w]);
+                bufs.x.upstream.consume(w);
             }
         }
     }
-    if body_kind != BodyKind::None {
+    let relayed = if let Some(pipe) = pipe {
+        // The head and the body bytes read with it leave with the first spliced bytes.
         ensure_nodelay(client, bufs);
-    }
-    let wrote = if in_place {
-        let r = bufs.x.upstream.write_prefixed(client, &bufs.x.out, written_with_head as usize).await;
+        let timeout = Duration::from_millis(cfg.upstream_response_timeout_ms);
+        let w = written_with_head as usize;
+        let head: &[u8] = if in_place { bufs.x.upstream.prefixed(&bufs.x.out, w) } else { &bufs.x.out };
+        let r = Box::pin(super::splice::relay(&worker.splice, pipe, &up.stream, client, head, spliced, timeout)).await;
+        if in_place {
+            bufs.x.upstream.consume(w);
+        }
         bufs.x.out.clear();
+        if let Ok(n) = r {
+            let mut stats = worker.stats.borrow_mut();
+            stats.bodies_spliced += 1;
+            stats.bytes_spliced += n;
+        }
         r
     } else {
-        write_vec(client, &mut bufs.x.out).await
-    };
-    wrote.map_err(|e| Failure {
-        err: ProxyError::io(ErrorKind::ClientIo, "writing response head", e),
-        responded: true,
-    })?;
-    // Boxed for the reason given in `send_request`; bodies that arrived with the head (most
-    // small responses) need no relay at all.
-    let relayed = if body_kind == BodyKind::None {
-        Ok(0)
-    } else {
-        Box::pin(body::relay(
-            &mut up.stream,
-            &mut bufs.x.upstream,
-            client,
-            body_kind,
-            Side::Upstream,
-            Duration::from_millis(cfg.upstream_response_timeout_ms),
-            0,
-            resp.dechunk,
-        ))
-        .await
+        if body_kind != BodyKind::None {
+            ensure_nodelay(client, bufs);
+        }
+        let wrote = if in_place {
+            let r = bufs.x.upstream.write_prefixed(client, &bufs.x.out, written_with_head as usize).await;
+            bufs.x.out.clear();
+            r
+        } else {
+            write_vec(client, &mut bufs.x.out).await
+        };
+        wrote.map_err(|e| Failure {
+            err: ProxyError::io(ErrorKind::ClientIo, "writing response head", e),
+            responded: true,
+        })?;
+        // Boxed for the reason given in `send_request`; bodies that arrived with the head (most
+        // small responses) need no relay at all.
+        if body_kind == BodyKind::None {
+            Ok(0)
+        } else {
+            Box::pin(body::relay(
+                &mut up.stream,
+                &mut bufs.x.upstream,
+                client,
+                body_kind,
+                Side::Upstream,
+                Duration::from_millis(cfg.upstream_response_timeout_ms),
+                0,
+                resp.dechunk,
+            ))
+            .await
+        }
     };
     let body_out = match relayed {
         Ok(n) => n + written_with_head,
@@ -579,6 +627,34 @@ async fn send_request(
 
 /// Reads the upstream response head, skipping 1xx informational responses, and writes the
 /// client's response head into `bufs.x.out`.
+/// Reads until `rbuf` holds `n` bytes (a body's rest after a short head read; `n` fits the
+/// buffer), waiting at most `timeout_ms` per read.
+async fn read_body_rest(
+    up: &mut TcpStream,
+    rbuf: &mut ReadBuf,
+    n: usize,
+    timeout_ms: u64,
+) -> Result<(), body::RelayError> {
+    let timeout = Duration::from_millis(timeout_ms);
+    rbuf.reserve(n - rbuf.len());
+    while rbuf.len() < n {
+        match monoio::time::timeout(timeout, rbuf.fill(up)).await {
+            Ok(Ok(0)) => {
+                return Err(body::RelayError::Source(
+                    ErrorKind::UpstreamProtocol,
+                    "connection closed in the middle of a body",
+                ))
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => {
+                return Err(body::RelayError::Source(ErrorKind::UpstreamProtocol, "read failed while relaying body"))
+            }
+            Err(_) => return Err(body::RelayError::Source(ErrorKind::UpstreamTimeout, "timed out reading body")),
+        }
+    }
+    Ok(())
+}
+
 async fn read_response_head(
     snap: &Snapshot,
     up: &mut Upstream,
@@ -586,6 +662,7 @@ async fn read_response_head(
     meta: &RequestMeta,
     limits: &crate::limit::LimitHeaders,
     worker: &Worker,
+    mut head_read: Option<usize>,
 ) -> Result<ResponseMeta, ProxyError> {
     let cfg = &snap.config.proxy;
     let timeout = Duration::from_millis(cfg.upstream_response_timeout_ms);
@@ -616,7 +693,15 @@ async fn read_response_head(
         bufs.x.upstream.reserve(cfg.max_response_head_size.min(bufs.x.upstream.len() + 4096));
         // Nothing of the response yet: the upstream is still working on the request just sent.
         let expect_empty = bufs.x.upstream.is_empty();
-        match monoio::time::timeout(timeout, bufs.x.upstream.fill_socket(&mut up.stream, expect_empty)).await {
+        // Only the first read is capped: a head longer than the cap is read whole.
+        let cap = head_read.take();
+        let read = async {
+            match cap {
+                Some(cap) => bufs.x.upstream.fill_socket_at_most(&mut up.stream, expect_empty, cap).await,
+                None => bufs.x.upstream.fill_socket(&mut up.stream, expect_empty).await,
+            }
+        };
+        match monoio::time::timeout(timeout, read).await {
             Ok(Ok(n)) if n > 0 => {}
             Ok(Ok(_)) => return Err(ProxyError::new(ErrorKind::UpstreamProtocol, "upstream closed before responding")),
             Ok(Err(e)) => return Err(ProxyError::io(ErrorKind::UpstreamProtocol, "reading upstream response", e)),

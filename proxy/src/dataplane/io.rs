@@ -137,6 +137,19 @@ impl ReadBuf {
         self.put_back(slice.into_inner(), res, free)
     }
 
+    /// [`fill_socket`](Self::fill_socket) reading at most `cap` bytes (`cap` > 0).
+    pub async fn fill_socket_at_most(
+        &mut self,
+        r: &mut TcpStream,
+        expect_empty: bool,
+        cap: usize,
+    ) -> io::Result<usize> {
+        let (buf, len, free) = self.take_for_read();
+        let free = free.min(cap);
+        let (res, slice) = r.read_poll_first(buf.slice_mut(len..len + free), expect_empty).await;
+        self.put_back(slice.into_inner(), res, free)
+    }
+
     /// Makes room for a read and lends the buffer out: (buffer, filled length, free space).
     fn take_for_read(&mut self) -> (Vec<u8>, usize, usize) {
         if self.buf.capacity() == 0 {
@@ -197,6 +210,16 @@ impl ReadBuf {
         res?;
         self.consume(n);
         Ok(())
+    }
+
+    /// Puts `prefix` in front of the first `n` unconsumed bytes, as
+    /// [`write_prefixed`](Self::write_prefixed) does, and returns the whole span without
+    /// writing or consuming anything. The caller checks [`fits_prefix`](Self::fits_prefix).
+    pub fn prefixed(&mut self, prefix: &[u8], n: usize) -> &[u8] {
+        debug_assert!(n <= self.len() && self.fits_prefix(prefix.len()));
+        let start = self.pos - prefix.len();
+        self.buf[start..self.pos].copy_from_slice(prefix);
+        &self.buf[start..self.pos + n]
     }
 
     /// Writes an arbitrary sub-range of the unconsumed bytes without consuming anything.

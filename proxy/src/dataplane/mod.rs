@@ -10,6 +10,7 @@ mod conn;
 pub mod error;
 pub mod http;
 mod io;
+mod splice;
 pub mod stats;
 mod upstream;
 mod worker;

@@ -33,6 +33,7 @@ use super::error::{ErrorKind, ProxyError, Result};
 
 struct Idle {
     stream: TcpStream,
+    nonblocking: bool,
     since: Instant,
 }
 
@@ -42,6 +43,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// Came from the pool: a failure before the first response byte may be a stale connection.
     pub reused: bool,
+    /// The socket has been made non-blocking for splice(2) (see `splice`).
+    pub nonblocking: bool,
 }
 
 #[derive(Default)]
@@ -137,7 +140,7 @@ impl Pool {
         let list = idle.get_mut(&addr)?;
         while let Some(c) = list.pop() {
             if now.saturating_duration_since(c.since) < max_idle {
-                return Some(Upstream { stream: c.stream, addr, reused: true });
+                return Some(Upstream { stream: c.stream, addr, reused: true, nonblocking: c.nonblocking });
             }
         }
         None
@@ -154,7 +157,7 @@ impl Pool {
             // Drop the oldest: the newest is the likeliest to still be open.
             list.remove(0);
         }
-        list.push(Idle { stream: up.stream, since: now });
+        list.push(Idle { stream: up.stream, nonblocking: up.nonblocking, since: now });
     }
 
     /// Closes pooled connections idle for `max_idle` or longer (they would not be reused, and
@@ -212,7 +215,7 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Upstream> {
     match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
-            Ok(Upstream { stream, addr, reused: false })
+            Ok(Upstream { stream, addr, reused: false, nonblocking: false })
         }
         Ok(Err(e)) => Err(ProxyError::io(ErrorKind::UpstreamConnect, "cannot connect to upstream", e)),
         Err(_) => Err(ProxyError::io(
@@ -242,7 +245,7 @@ mod tests {
             let pool = Pool::default();
             for _ in 0..2 {
                 let stream = TcpStream::connect_addr(addr).await.unwrap();
-                pool.put(Upstream { stream, addr, reused: false }, 8, Instant::now());
+                pool.put(Upstream { stream, addr, reused: false, nonblocking: false }, 8, Instant::now());
             }
             let (slot, _) = pool.slot(A, 4, LONG).await.unwrap();
             pool.prune(LONG);

@@ -60,6 +60,8 @@ pub(crate) struct Worker {
     gossip: crate::limit::gossip::WorkerLink,
     /// Request records on their way to the analytics pump.
     pub analytics: RefCell<crate::analytics::Recorder>,
+    /// Pipes and body hints for spliced response bodies (see `splice`).
+    pub splice: super::splice::Splicer,
 }
 
 impl Worker {
@@ -241,6 +243,7 @@ pub fn spawn(
             limiter: RefCell::new(crate::limit::Limiter::new(limiter_cfg)),
             gossip,
             analytics: RefCell::new(crate::analytics::Recorder::new(analytics)),
+            splice: super::splice::Splicer::default(),
         });
         run_on_driver(worker, driver, listener);
     })?;
@@ -292,6 +295,7 @@ fn run_on_driver(worker: Rc<Worker>, driver: IoDriver, listener: std::net::TcpLi
     };
     if let Some(mut rt) = uring {
         let _ = worker.shared_stats.driver.set("uring");
+        worker.splice.blocking_sockets.set(true);
         tracing::info!(worker = id, ?cpu, driver = "io_uring", "worker started");
         rt.block_on(accept_loop(worker, listener));
         return;

@@ -286,7 +286,9 @@ pub async fn relay<R: AsyncReadRent, W: AsyncWriteRentExt>(
     }
 }
 
-async fn read_more<R: AsyncReadRent>(
+/// Reads once more into `rbuf` for a body in progress: EOF and read errors are `eof_kind`, a
+/// pause over `read_timeout` is `timeout_kind`.
+pub(crate) async fn read_more<R: AsyncReadRent>(
     src: &mut R,
     rbuf: &mut ReadBuf,
     read_timeout: Duration,

@@ -625,8 +625,6 @@ async fn send_request(
     }
 }
 
-/// Reads the upstream response head, skipping 1xx informational responses, and writes the
-/// client's response head into `bufs.x.out`.
 /// Reads until `rbuf` holds `n` bytes (a body's rest after a short head read; `n` fits the
 /// buffer), waiting at most `timeout_ms` per read.
 async fn read_body_rest(
@@ -635,26 +633,16 @@ async fn read_body_rest(
     n: usize,
     timeout_ms: u64,
 ) -> Result<(), body::RelayError> {
-    let timeout = Duration::from_millis(timeout_ms);
     rbuf.reserve(n - rbuf.len());
     while rbuf.len() < n {
-        match monoio::time::timeout(timeout, rbuf.fill(up)).await {
-            Ok(Ok(0)) => {
-                return Err(body::RelayError::Source(
-                    ErrorKind::UpstreamProtocol,
-                    "connection closed in the middle of a body",
-                ))
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => {
-                return Err(body::RelayError::Source(ErrorKind::UpstreamProtocol, "read failed while relaying body"))
-            }
-            Err(_) => return Err(body::RelayError::Source(ErrorKind::UpstreamTimeout, "timed out reading body")),
-        }
+        let timeout = Duration::from_millis(timeout_ms);
+        body::read_more(up, rbuf, timeout, ErrorKind::UpstreamProtocol, ErrorKind::UpstreamTimeout).await?;
     }
     Ok(())
 }
 
+/// Reads the upstream response head, skipping 1xx informational responses, and writes the
+/// client's response head into `bufs.x.out`. `head_read` caps the first read (see `splice`).
 async fn read_response_head(
     snap: &Snapshot,
     up: &mut Upstream,

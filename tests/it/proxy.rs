@@ -727,7 +727,7 @@ fn large_response_bodies_are_spliced_intact_and_not_when_turned_off() {
 }
 
 #[test]
-fn spliced_bodies_survive_a_slow_reader_a_truncating_and_a_stalling_upstream() {
+fn spliced_bodies_survive_slow_and_vanishing_clients_and_truncating_or_stalling_upstreams() {
     let (p, _up) = simple("upstream_response_timeout_ms = 400");
     // A client that reads nothing for a while: the proxy must wait for room in the client's
     // socket (20 MB is more than the socket buffers hold), not block the worker or drop bytes.
@@ -740,6 +740,18 @@ fn spliced_bodies_survive_a_slow_reader_a_truncating_and_a_stalling_upstream() {
     let r = slow.read_response(false).unwrap();
     assert_eq!(r.status, 200);
     assert!(r.body == pattern(20_000_000), "slow reader got {} bytes", r.body.len());
+
+    // A client that goes away in the middle of a spliced body (the next splice to its socket
+    // fails with EPIPE, which must not kill the process): the worker goes on serving.
+    for _ in 0..3 {
+        let mut gone = Conn::connect(p.listen).unwrap();
+        gone.send(b"GET /up/bytes/20000000 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut some = [0u8; 100_000];
+        gone.stream().read_exact(&mut some).unwrap();
+        drop(gone);
+    }
+    let r = client::get(p.listen, "/up/bytes/30000").unwrap();
+    assert!(r.body == pattern(30_000));
 
     // A body that trickles in: the worker waits for the upstream between splices instead of
     // spinning (a spinning worker would burn about the second the body takes).

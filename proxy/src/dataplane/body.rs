@@ -202,7 +202,7 @@ impl RelayError {
 
 /// Relays one body of `kind` from `src` (whose already-read bytes are in `rbuf`) to `dst`.
 /// Returns the number of data bytes. Bytes after the body stay in `rbuf` (pipelining).
-pub async fn relay<R: AsyncReadRent, W: AsyncWriteRentExt>(
+pub async fn relay<R: AsyncReadRent, W: AsyncWriteRentExt + std::os::fd::AsRawFd>(
     src: &mut R,
     rbuf: &mut ReadBuf,
     dst: &mut W,

@@ -7,10 +7,12 @@
 //! responses in exactly one place, [`respond_error`].
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use monoio::buf::IoBuf;
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 
@@ -588,8 +590,14 @@ async fn send_request(
     if sent_with_head > 0 {
         bufs.x.req_head.extend_from_slice(&bufs.client.data()[..sent_with_head as usize]);
     }
-    let head = std::mem::take(&mut bufs.x.req_head);
-    let (res, mut head) = up.stream.write_all(head).await;
+    let sent = super::io::send_now(up.stream.as_raw_fd(), &bufs.x.req_head);
+    let (res, mut head) = if sent == bufs.x.req_head.len() {
+        (Ok(sent), std::mem::take(&mut bufs.x.req_head))
+    } else {
+        let head = std::mem::take(&mut bufs.x.req_head);
+        let (res, slice) = up.stream.write_all(head.slice(sent..)).await;
+        (res, slice.into_inner())
+    };
     // Keep the head (without body) for a retry on a fresh connection.
     head.truncate(head_len);
     bufs.x.req_head = head;

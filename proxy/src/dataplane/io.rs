@@ -3,6 +3,7 @@
 //! body chunk is copied from kernel to user space and back once, never into a second buffer.
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -179,7 +180,7 @@ impl ReadBuf {
     }
 
     /// Writes the first `n` unconsumed bytes to `w` and consumes them.
-    pub async fn write_out<W: AsyncWriteRentExt>(&mut self, w: &mut W, n: usize) -> io::Result<()> {
+    pub async fn write_out<W: AsyncWriteRentExt + AsRawFd>(&mut self, w: &mut W, n: usize) -> io::Result<()> {
         if n == 0 {
             return Ok(());
         }
@@ -200,14 +201,18 @@ impl ReadBuf {
     ///
     /// Measured (perf, `16k` scenario): copying a 16 KiB body behind the head in a second
     /// buffer was 4.5 % of the proxy's cycles.
-    pub async fn write_prefixed<W: AsyncWriteRentExt>(&mut self, w: &mut W, prefix: &[u8], n: usize) -> io::Result<()> {
+    pub async fn write_prefixed<W: AsyncWriteRentExt + AsRawFd>(&mut self, w: &mut W, prefix: &[u8], n: usize) -> io::Result<()> {
         debug_assert!(n <= self.len() && self.fits_prefix(prefix.len()));
         let start = self.pos - prefix.len();
         self.buf[start..self.pos].copy_from_slice(prefix);
-        let buf = std::mem::take(&mut self.buf);
-        let (res, slice) = w.write_all(buf.slice(start..self.pos + n)).await;
-        self.buf = slice.into_inner();
-        res?;
+        let end = self.pos + n;
+        let sent = send_now(w.as_raw_fd(), &self.buf[start..end]);
+        if start + sent < end {
+            let buf = std::mem::take(&mut self.buf);
+            let (res, slice) = w.write_all(buf.slice(start + sent..end)).await;
+            self.buf = slice.into_inner();
+            res?;
+        }
         self.consume(n);
         Ok(())
     }
@@ -223,7 +228,7 @@ impl ReadBuf {
     }
 
     /// Writes an arbitrary sub-range of the unconsumed bytes without consuming anything.
-    pub async fn write_range<W: AsyncWriteRentExt>(
+    pub async fn write_range<W: AsyncWriteRentExt + AsRawFd>(
         &mut self,
         w: &mut W,
         range: std::ops::Range<usize>,
@@ -231,20 +236,53 @@ impl ReadBuf {
         if range.is_empty() {
             return Ok(());
         }
+        let (start, end) = (self.pos + range.start, self.pos + range.end);
+        let sent = send_now(w.as_raw_fd(), &self.buf[start..end]);
+        if start + sent == end {
+            return Ok(());
+        }
         let buf = std::mem::take(&mut self.buf);
-        let (res, slice) = w.write_all(buf.slice(self.pos + range.start..self.pos + range.end)).await;
+        let (res, slice) = w.write_all(buf.slice(start + sent..end)).await;
         self.buf = slice.into_inner();
         res.map(|_| ())
     }
 }
 
 /// Writes a whole owned `Vec` and hands it back cleared, ready for reuse.
-pub async fn write_vec<W: AsyncWriteRentExt>(w: &mut W, v: &mut Vec<u8>) -> io::Result<()> {
+pub async fn write_vec<W: AsyncWriteRentExt + AsRawFd>(w: &mut W, v: &mut Vec<u8>) -> io::Result<()> {
+    let sent = send_now(w.as_raw_fd(), v);
+    if sent == v.len() {
+        v.clear();
+        return Ok(());
+    }
     let buf = std::mem::take(v);
-    let (res, mut buf) = w.write_all(buf).await;
+    let (res, slice) = w.write_all(buf.slice(sent..)).await;
+    let mut buf = slice.into_inner();
     buf.clear();
     *v = buf;
     res.map(|_| ())
+}
+
+/// Sends as much of `data` as the socket takes right now with one non-blocking send(2) and
+/// returns how many it sent; 0 on any error (the runtime's write that follows reports it).
+///
+/// Every write tries this first and hands only what is left to the runtime. A runtime write
+/// suspends the connection's task until its completion is reaped (io_uring) or the socket is
+/// polled writable (epoll) and then polls the task again; a direct send that takes everything,
+/// as it almost always does for a request or a response head, spares that round. Measured
+/// (alternating 4 s wrk -c32 runs, same binary with and without, us CPU per request, medians):
+/// small 8.07 vs 8.16 on io_uring and 8.30 vs 8.45 on epoll, 16k 10.53 vs 10.62.
+pub fn send_now(fd: RawFd, data: &[u8]) -> usize {
+    if data.is_empty() {
+        return 0;
+    }
+    // SAFETY: `data` is a live slice for the duration of the call; `fd` is the caller's open socket.
+    let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if n > 0 {
+        n as usize
+    } else {
+        0
+    }
 }
 
 // `IoBuf` is used through the `slice` method above.
@@ -476,6 +514,67 @@ mod tests {
         with_stream(vec![sent.clone()], check);
         if with_stream_uring(vec![sent], check).is_none() {
             eprintln!("capped_reads_leave_the_rest_in_the_socket: io_uring half skipped");
+        }
+    }
+
+    /// A write the socket cannot take at once: the direct send takes what fits without
+    /// blocking (also on a blocking socket, as io_uring's are), the runtime writes the rest,
+    /// and the peer gets every byte in order.
+    #[test]
+    fn writes_too_big_for_the_socket_send_part_now_and_the_rest_later() {
+        const LEN: usize = 64 << 20;
+        fn pattern() -> Vec<u8> {
+            (0..LEN).map(|i| (i % 251) as u8).collect()
+        }
+        async fn check(mut s: monoio::net::TcpStream) {
+            let data = pattern();
+            let now = send_now(s.as_raw_fd(), &data);
+            assert!(now > 0 && now < LEN, "a non-reading peer takes part of 64 MiB at once, not {now}");
+            let mut rest = data[now..].to_vec();
+            write_vec(&mut s, &mut rest).await.unwrap();
+            assert!(rest.is_empty());
+            let mut tail = b"tail".to_vec();
+            write_vec(&mut s, &mut tail).await.unwrap();
+        }
+        fn run(uring: bool) -> Option<()> {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let reader = std::thread::spawn(move || {
+                use std::io::Read;
+                let (mut s, _) = listener.accept().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                let mut v = Vec::new();
+                s.read_to_end(&mut v).unwrap();
+                v
+            });
+            let stream = std::net::TcpStream::connect(addr).unwrap();
+            if uring {
+                let mut rt = match super::super::worker::uring_runtime(true) {
+                    Ok(rt) => rt,
+                    Err(e) if std::env::var_os("CI").is_none() => {
+                        eprintln!("skipped: no io_uring with DEFER_TASKRUN on this kernel ({e})");
+                        drop(stream);
+                        let _ = reader.join();
+                        return None;
+                    }
+                    Err(e) => panic!("CI must run the io_uring tests, but the ring could not be set up: {e}"),
+                };
+                // Blocking, as the io_uring driver's sockets are.
+                rt.block_on(async move { check(monoio::net::TcpStream::from_std(stream).unwrap()).await });
+            } else {
+                stream.set_nonblocking(true).unwrap();
+                let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
+                rt.block_on(async move { check(monoio::net::TcpStream::from_std(stream).unwrap()).await });
+            }
+            let got = reader.join().unwrap();
+            let mut want = pattern();
+            want.extend_from_slice(b"tail");
+            assert!(got.len() == want.len() && got == want, "peer got {} of {} bytes, or out of order", got.len(), want.len());
+            Some(())
+        }
+        run(false);
+        if run(true).is_none() {
+            eprintln!("writes_too_big_for_the_socket_send_part_now_and_the_rest_later: io_uring half skipped");
         }
     }
 

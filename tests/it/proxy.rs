@@ -603,8 +603,9 @@ fn readme_walkthrough_with_the_repository_config() {
     assert_eq!(up.accepted(), 1);
 }
 
-/// Above 256 open connections a waiting connection gives its read buffer back; requests on such
-/// connections (with and without bodies, keep-alive) must be served the same.
+/// Above 256 open connections a waiting connection gives its read buffer back and writes go
+/// through the runtime instead of a direct send; requests on such connections (with and without
+/// bodies, keep-alive) must be served the same.
 #[test]
 fn many_open_connections_release_idle_buffers_and_still_serve() {
     let (p, _up) = simple("");

@@ -120,8 +120,10 @@ impl From<ProxyError> for Failure {
     }
 }
 
-/// Open connections on a worker above which idle connections give their read buffer back while
-/// they wait (see `serve`). c1000 bench: RSS per connection with and without, in bench/README.
+/// Open connections on a worker above which it counts as busy: idle connections give their read
+/// buffer back while they wait (see `serve`; c1000 bench: RSS per connection with and without, in
+/// bench/README), and writes go through the runtime instead of trying a direct send first (see
+/// `io::send_now`: batched into one `io_uring_enter` they cost less there).
 const RELEASE_IDLE_ABOVE: u64 = 256;
 
 pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) {
@@ -178,6 +180,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
             worker.stats.borrow_mut().connections_banned += 1;
             return;
         }
+        super::io::set_direct_send(worker.shared_stats.open() <= RELEASE_IDLE_ABOVE);
         let started = Instant::now();
         bufs.x = worker.take_exchange_bufs(snap.config.proxy.buffer_size);
         bufs.client.set_max(snap.config.proxy.buffer_size);

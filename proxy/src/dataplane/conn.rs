@@ -7,13 +7,11 @@
 //! responses in exactly one place, [`respond_error`].
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monoio::buf::IoBuf;
-use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use monoio::io::{AsyncWriteRent, Splitable};
 use monoio::net::TcpStream;
 
 use crate::analytics::{Outcome, RequestFacts};
@@ -593,17 +591,10 @@ async fn send_request(
     if sent_with_head > 0 {
         bufs.x.req_head.extend_from_slice(&bufs.client.data()[..sent_with_head as usize]);
     }
-    let sent = super::io::send_now(up.stream.as_raw_fd(), &bufs.x.req_head);
-    let (res, mut head) = if sent == bufs.x.req_head.len() {
-        (Ok(sent), std::mem::take(&mut bufs.x.req_head))
-    } else {
-        let head = std::mem::take(&mut bufs.x.req_head);
-        let (res, slice) = up.stream.write_all(head.slice(sent..)).await;
-        (res, slice.into_inner())
-    };
+    let len = bufs.x.req_head.len();
+    let res = super::io::write_span(&mut up.stream, &mut bufs.x.req_head, 0..len).await;
     // Keep the head (without body) for a retry on a fresh connection.
-    head.truncate(head_len);
-    bufs.x.req_head = head;
+    bufs.x.req_head.truncate(head_len);
     if let Err(e) = res {
         return Err(ProxyError::io(ErrorKind::UpstreamProtocol, "writing request to upstream", e).into());
     }
@@ -645,8 +636,8 @@ async fn read_body_rest(
     timeout_ms: u64,
 ) -> Result<(), body::RelayError> {
     rbuf.reserve(n - rbuf.len());
+    let timeout = Duration::from_millis(timeout_ms);
     while rbuf.len() < n {
-        let timeout = Duration::from_millis(timeout_ms);
         body::read_more(up, rbuf, timeout, ErrorKind::UpstreamProtocol, ErrorKind::UpstreamTimeout).await?;
     }
     Ok(())

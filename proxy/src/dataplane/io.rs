@@ -205,14 +205,7 @@ impl ReadBuf {
         debug_assert!(n <= self.len() && self.fits_prefix(prefix.len()));
         let start = self.pos - prefix.len();
         self.buf[start..self.pos].copy_from_slice(prefix);
-        let end = self.pos + n;
-        let sent = send_now(w.as_raw_fd(), &self.buf[start..end]);
-        if start + sent < end {
-            let buf = std::mem::take(&mut self.buf);
-            let (res, slice) = w.write_all(buf.slice(start + sent..end)).await;
-            self.buf = slice.into_inner();
-            res?;
-        }
+        write_span(w, &mut self.buf, start..self.pos + n).await?;
         self.consume(n);
         Ok(())
     }
@@ -236,30 +229,33 @@ impl ReadBuf {
         if range.is_empty() {
             return Ok(());
         }
-        let (start, end) = (self.pos + range.start, self.pos + range.end);
-        let sent = send_now(w.as_raw_fd(), &self.buf[start..end]);
-        if start + sent == end {
-            return Ok(());
-        }
-        let buf = std::mem::take(&mut self.buf);
-        let (res, slice) = w.write_all(buf.slice(start + sent..end)).await;
-        self.buf = slice.into_inner();
-        res.map(|_| ())
+        write_span(w, &mut self.buf, self.pos + range.start..self.pos + range.end).await
     }
 }
 
 /// Writes a whole owned `Vec` and hands it back cleared, ready for reuse.
 pub async fn write_vec<W: AsyncWriteRentExt + AsRawFd>(w: &mut W, v: &mut Vec<u8>) -> io::Result<()> {
-    let sent = send_now(w.as_raw_fd(), v);
-    if sent == v.len() {
-        v.clear();
+    let len = v.len();
+    let res = write_span(w, v, 0..len).await;
+    v.clear();
+    res
+}
+
+/// Writes `buf[span]` whole: a direct [`send_now`] first, the runtime's write (which borrows
+/// the `Vec` and gives it back) for whatever the socket did not take. Every write of the data
+/// plane goes through here.
+pub async fn write_span<W: AsyncWriteRentExt + AsRawFd>(
+    w: &mut W,
+    buf: &mut Vec<u8>,
+    span: std::ops::Range<usize>,
+) -> io::Result<()> {
+    let sent = send_now(w.as_raw_fd(), &buf[span.clone()]);
+    if sent == span.len() {
         return Ok(());
     }
-    let buf = std::mem::take(v);
-    let (res, slice) = w.write_all(buf.slice(sent..)).await;
-    let mut buf = slice.into_inner();
-    buf.clear();
-    *v = buf;
+    let owned = std::mem::take(buf);
+    let (res, slice) = w.write_all(owned.slice(span.start + sent..span.end)).await;
+    *buf = slice.into_inner();
     res.map(|_| ())
 }
 

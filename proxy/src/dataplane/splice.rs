@@ -63,7 +63,7 @@ impl BodyHints {
         self.generation.get() == generation && self.counters.borrow().get(api).is_some_and(|&c| c >= 2)
     }
 
-    /// Records a response body of `len` bytes; `large` says it was large enough to splice.
+    /// Records one `Content-Length` response body; `large` says it was large enough to splice.
     pub fn note(&self, generation: u64, api: usize, large: bool) {
         let mut counters = self.counters.borrow_mut();
         if self.generation.get() != generation {

@@ -345,7 +345,7 @@ async fn exchange(
         if bufs.client.len() >= cfg.max_request_head_size {
             return too_large(bufs.client.len());
         }
-        bufs.client.reserve(cfg.max_request_head_size.min(bufs.client.len() + 4096));
+        bufs.client.reserve_for_head(cfg.max_request_head_size);
         match monoio::time::timeout_at(head_deadline.into(), bufs.client.fill(client)).await {
             Ok(Ok(n)) if n > 0 => {}
             Ok(_) => return Err(ProxyError::new(ErrorKind::ClientIo, "client closed during request head").into()),
@@ -680,7 +680,7 @@ async fn read_response_head(
         if bufs.x.upstream.len() >= cfg.max_response_head_size {
             return Err(ProxyError::new(ErrorKind::UpstreamProtocol, "upstream response head too large"));
         }
-        bufs.x.upstream.reserve(cfg.max_response_head_size.min(bufs.x.upstream.len() + 4096));
+        bufs.x.upstream.reserve_for_head(cfg.max_response_head_size);
         // Nothing of the response yet: the upstream is still working on the request just sent.
         let expect_empty = bufs.x.upstream.is_empty();
         // Only the first read is capped: a head longer than the cap is read whole.

@@ -130,6 +130,27 @@ fn large_bodies_stream_both_ways_through_a_small_buffer() {
     assert_eq!(r.header("connection"), Some("close"));
 }
 
+/// Heads longer than a fresh read buffer (2 KiB) and than its first growth (4 KiB) pass intact
+/// both ways, on one keep-alive connection, so pooled buffers of either size are reused.
+#[test]
+fn heads_longer_than_the_first_read_pass_both_ways() {
+    let (p, _up) = simple("");
+    let mut conn = Conn::connect(p.listen).unwrap();
+    for n in [100, 3_000, 7_000, 20_000, 1_500, 7_000] {
+        let v = "h".repeat(n);
+        let r = conn.request("GET", "/up/headers", &format!("X-Long: {v}\r\n"), b"").unwrap();
+        assert_eq!(r.status, 200, "request head with a {n}-byte header");
+        let seen = r.json()["headers"].as_object().and_then(|h| {
+            h.iter().find(|(k, _)| k.eq_ignore_ascii_case("x-long")).and_then(|(_, v)| v.as_str().map(str::len))
+        });
+        assert_eq!(seen, Some(n), "request header of {n} bytes");
+        let r = conn.get(&format!("/up/response-headers?X-Long={v}")).unwrap();
+        assert_eq!(r.status, 200, "response head with a {n}-byte header");
+        assert_eq!(r.header("x-long").map(str::len), Some(n), "response header of {n} bytes");
+        assert_eq!(r.json()["X-Long"].as_str().map(str::len), Some(n), "body after a {n}-byte header");
+    }
+}
+
 #[test]
 fn chunked_both_ways_with_trailers() {
     let (p, _up) = simple("buffer_size = 4096");

@@ -214,6 +214,19 @@ fn json_body(req: &Req, peer: SocketAddr, with_body: bool) -> Value {
 }
 
 fn write_response(w: &mut TcpStream, status: u16, ctype: &str, body: &[u8], name: &str, close: bool) -> io::Result<()> {
+    write_response_with(w, status, ctype, &[], body, name, close)
+}
+
+/// [`write_response`] with `extra` headers after the standard ones.
+fn write_response_with(
+    w: &mut TcpStream,
+    status: u16,
+    ctype: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+    name: &str,
+    close: bool,
+) -> io::Result<()> {
     let reason = match status {
         200 => "OK",
         201 => "Created",
@@ -227,6 +240,9 @@ fn write_response(w: &mut TcpStream, status: u16, ctype: &str, body: &[u8], name
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nAccess-Control-Allow-Origin: *\r\nX-Upstream: {name}\r\n"
     )
     .into_bytes();
+    for (k, v) in extra {
+        out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
     if status != 204 && status != 304 {
         out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
     }
@@ -261,6 +277,16 @@ fn respond(
                 v = json!({"headers": v["headers"]});
             }
             write_response(w, 200, json_ct, serde_json::to_string_pretty(&v)?.as_bytes(), name, close)?;
+        }
+        ["response-headers"] => {
+            // As httpbin: every query argument becomes a response header (values unescaped:
+            // tests pass plain tokens), and the body lists them.
+            let query = req.target.split_once('?').map_or("", |(_, q)| q);
+            let pairs: Vec<(&str, &str)> =
+                query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, ""))).collect();
+            let body =
+                json!(pairs.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect::<Map<_, _>>());
+            write_response_with(w, 200, json_ct, &pairs, body.to_string().as_bytes(), name, close)?;
         }
         ["ip"] => write_response(
             w,

@@ -697,6 +697,39 @@ fn upstream_connection_cap_queues_requests_and_times_them_out() {
 /// Pooled upstream connections idle past `upstream_idle_timeout_ms` are closed by the worker's
 /// periodic prune, not kept open (in CLOSE-WAIT once the upstream gives up on them) until a
 /// request happens to take them.
+/// A burst's upstream connections beyond `upstream_pool_size` serve the next burst, then close
+/// once idle for `upstream_pool_surplus_ms`; with 0 they close at once and the next burst
+/// reconnects (nginx's `keepalive N`).
+#[test]
+fn upstream_connections_past_the_pool_size_outlive_a_burst() {
+    let idle = |m: &str| metric_value(m, "portcullis_upstream_idle_connections{worker=\"0\"}").unwrap_or(-1.0);
+    let burst = |listen: SocketAddr| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| std::thread::spawn(move || client::get(listen, "/up/slow-head/400").map(|r| r.status)))
+            .collect();
+        let statuses: Vec<_> = handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
+        assert_eq!(statuses, vec![200; 8]);
+    };
+    let (p, up) = simple("upstream_pool_size = 2\nupstream_pool_surplus_ms = 1500");
+    burst(p.listen);
+    let opened = up.accepted();
+    assert!((2..=8).contains(&opened), "first burst opened {opened}");
+    burst(p.listen);
+    assert_eq!(up.accepted(), opened, "the second burst reconnected instead of reusing the first's connections");
+    let m = wait_metrics(&p, |m| idle(m) == 2.0);
+    assert_eq!(idle(&m), 2.0, "surplus connections did not close after upstream_pool_surplus_ms:\n{m}");
+    assert_eq!(client::get(p.listen, "/up/get").unwrap().status, 200);
+
+    let (p, up) = simple("upstream_pool_size = 2\nupstream_pool_surplus_ms = 0");
+    burst(p.listen);
+    let opened = up.accepted();
+    assert!(wait_metrics(&p, |m| idle(m) == 2.0).contains("idle_connections{worker=\"0\"} 2"));
+    burst(p.listen);
+    // Eight concurrent 400 ms requests and two pooled connections: at least one new one, as
+    // long as more than two overlap (they start together; a busy machine may stagger some).
+    assert!(up.accepted() > opened, "with no surplus the pool kept more than its size");
+}
+
 #[test]
 fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
     let (p, _up) = simple("upstream_idle_timeout_ms = 300");

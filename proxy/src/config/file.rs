@@ -175,8 +175,12 @@ pub struct ProxyConfig {
     /// Time for the upstream to send its response head, and longest pause between body reads, ms
     /// (exceeded: 504 before the head, connection closed after it).
     pub upstream_response_timeout_ms: u64,
-    /// Idle upstream connections kept per worker and target.
+    /// Idle upstream connections kept per worker and target (0 = no pooling).
     pub upstream_pool_size: usize,
+    /// Idle upstream connections beyond `upstream_pool_size` are closed once idle this long, ms
+    /// (0 = at once), so a burst's connections serve the next burst instead of being closed and
+    /// reopened.
+    pub upstream_pool_surplus_ms: u64,
     /// Upstream connections in use at once per worker and target; further requests wait for one
     /// (FIFO). 0 = no cap (a new connection per concurrent request).
     pub upstream_max_connections: usize,
@@ -211,6 +215,7 @@ impl Default for ProxyConfig {
             upstream_connect_timeout_ms: 5_000,
             upstream_response_timeout_ms: 60_000,
             upstream_pool_size: 64,
+            upstream_pool_surplus_ms: 2_000,
             upstream_max_connections: DEFAULT_UPSTREAM_MAX_CONNECTIONS,
             upstream_queue_timeout_ms: 5_000,
             upstream_idle_timeout_ms: 30_000,

@@ -567,7 +567,7 @@ async fn exchange(
     let o = outcome(resp.status, body_in, head_out + body_out, upstream_us);
     let finished = done(&mut bufs.x.record, o);
     if resp.upstream_reusable && bufs.x.upstream.is_empty() {
-        worker.pool.put(up, cfg.upstream_pool_size, finished);
+        worker.pool.put(up, cfg.upstream_pool_size, cfg.upstream_pool_surplus_ms == 0, finished);
     }
     Ok(if resp.close_client || worker.shutdown.is_set() { Next::Close } else { Next::KeepAlive })
 }

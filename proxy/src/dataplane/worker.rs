@@ -177,7 +177,12 @@ impl Worker {
         };
         let mut s = self.stats.borrow().clone();
         s.analytics = analytics;
-        self.pool.prune(Duration::from_millis(self.snapshot().config.proxy.upstream_idle_timeout_ms));
+        let cfg = &self.snapshot().config.proxy;
+        self.pool.prune(
+            Duration::from_millis(cfg.upstream_idle_timeout_ms),
+            cfg.upstream_pool_size,
+            Duration::from_millis(cfg.upstream_pool_surplus_ms),
+        );
         s.upstream_idle = self.pool.idle_count() as u64;
         s.upstream_waiting = self.pool.queued_count() as u64;
         s.cached_sessions = self.auth.borrow().cached_sessions() as u64;

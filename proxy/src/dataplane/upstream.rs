@@ -254,6 +254,11 @@ mod tests {
     const A: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
     const LONG: Duration = Duration::from_secs(5);
 
+    /// A fresh connection to `addr`, as the pool holds it.
+    async fn fresh(addr: SocketAddr) -> Upstream {
+        Upstream { stream: TcpStream::connect_addr(addr).await.unwrap(), addr, reused: false, nonblocking: false }
+    }
+
     #[test]
     fn prune_closes_expired_idle_connections_and_forgets_unused_targets() {
         rt().block_on(async {
@@ -261,8 +266,7 @@ mod tests {
             let addr = listener.local_addr().unwrap();
             let pool = Pool::default();
             for _ in 0..2 {
-                let stream = TcpStream::connect_addr(addr).await.unwrap();
-                pool.put(Upstream { stream, addr, reused: false, nonblocking: false }, 8, false, Instant::now());
+                pool.put(fresh(addr).await, 8, false, Instant::now());
             }
             let (slot, _) = pool.slot(A, 4, LONG).await.unwrap();
             pool.prune(LONG, 8, LONG);
@@ -293,10 +297,9 @@ mod tests {
             let t0 = Instant::now();
             let mut local_ports = Vec::new();
             for i in 0..5u64 {
-                let stream = TcpStream::connect_addr(addr).await.unwrap();
-                local_ports.push(stream.local_addr().unwrap().port());
-                let at = t0 + Duration::from_millis(i);
-                pool.put(Upstream { stream, addr, reused: false, nonblocking: false }, 2, false, at);
+                let up = fresh(addr).await;
+                local_ports.push(up.stream.local_addr().unwrap().port());
+                pool.put(up, 2, false, t0 + Duration::from_millis(i));
             }
             assert_eq!(pool.idle_count(), 5, "a burst's connections are all pooled");
             pool.prune(LONG, 2, LONG);
@@ -310,8 +313,7 @@ mod tests {
 
             // No surplus: the pool never holds more than its size.
             for _ in 0..3 {
-                let stream = TcpStream::connect_addr(addr).await.unwrap();
-                pool.put(Upstream { stream, addr, reused: false, nonblocking: false }, 2, true, Instant::now());
+                pool.put(fresh(addr).await, 2, true, Instant::now());
             }
             assert_eq!(pool.idle_count(), 2);
         });

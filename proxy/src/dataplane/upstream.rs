@@ -11,11 +11,11 @@
 //! slots of a target are taken, further exchanges wait in FIFO order (up to
 //! `upstream_queue_timeout_ms`, then 503) and each finished exchange hands its slot, and with it
 //! the keep-alive connection it just returned to the pool, to the oldest waiter. Without the cap a
-//! burst of N concurrent requests opens N upstream connections at the upstream. The queue is a few lines of `Cell`/`RefCell` rather than a semaphore crate:
-//! `tokio::sync::Semaphore` and `async-lock` synchronise through a mutex or atomics, and nothing
-//! on the request path may lock; here a slot costs one hash lookup and an `Rc` clone (the `small`
-//! scenario measured 1.00x with and without it, bench/README). This module must not do I/O other
-//! than connecting, and never blocks.
+//! burst of N concurrent requests opens N connections to the upstream. The queue is a few lines
+//! of `Cell`/`RefCell` rather than a semaphore crate: `tokio::sync::Semaphore` and `async-lock`
+//! synchronise through a mutex or atomics, and nothing on the request path may lock; here a slot
+//! costs one hash lookup and an `Rc` clone (the `small` scenario measured 1.00x with and without
+//! it, bench/README). This module must not do I/O other than connecting, and never blocks.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

@@ -134,6 +134,79 @@ struct Sample {
     base_rss_kib: Option<u64>,
     errors: u64,
     non_2xx: u64,
+    /// What else the machine did while this run was measured (see [`Noise`]).
+    noise: Option<Noise>,
+}
+
+/// Interference over one wrk run, in percent of the run. The proxy's CPU figure is only
+/// comparable between rows when both are near zero. `steal_pct`: time the hypervisor gave one
+/// of the two benchmark vCPUs to someone else (`/proc/stat`; the CPU-per-request figure
+/// excludes it, but a stolen core also loses its caches). `wait_pct`: time the measured
+/// process's threads were runnable but waited for their core (`/proc/<pid>/task/*/schedstat`),
+/// which is what another process on the proxy's CPU (a build, a second benchmark) costs it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Noise {
+    /// Largest steal share of the two benchmark CPUs.
+    steal_pct: f64,
+    /// `None` for the direct row (no proxy process).
+    wait_pct: Option<f64>,
+}
+
+/// Steal above this share of a run marks it noisy.
+const STEAL_PCT: f64 = 2.0;
+/// Run-queue waits above this share of a run mark it noisy. Higher than the steal threshold
+/// because a proxy's own threads wait for one another on its one core: Portcullis' worker,
+/// analytics and control threads wait about 1 % of a `small` run with nothing else there,
+/// 12 % next to a `nice 10` busy loop.
+const WAIT_PCT: f64 = 5.0;
+
+/// One CPU's counters from `/proc/stat`, in clock ticks.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct CpuTimes {
+    steal: u64,
+    /// Every field (user nice system idle iowait irq softirq steal).
+    total: u64,
+}
+
+/// The `cpuN` line of a `/proc/stat` text.
+fn parse_cpu_times(stat: &str, cpu: &str) -> Option<CpuTimes> {
+    let line = stat.lines().find(|l| l.split_whitespace().next() == Some(&format!("cpu{cpu}")[..]))?;
+    let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().ok()).collect::<Option<_>>()?;
+    // guest and guest_nice (fields 9 and 10) are already counted in user and nice.
+    let get = |i: usize| f.get(i).copied().unwrap_or(0);
+    Some(CpuTimes { steal: get(7), total: (0..8).map(get).sum() })
+}
+
+/// Steal counters of the proxy's and the load generator's CPUs.
+fn read_cpu_times() -> Option<(CpuTimes, CpuTimes)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    Some((parse_cpu_times(&stat, PROXY_CPU)?, parse_cpu_times(&stat, LOAD_CPU)?))
+}
+
+/// Nanoseconds all threads of `pid` have spent runnable but waiting for a CPU (the second field
+/// of each thread's schedstat).
+fn runqueue_wait_ns(pid: u32) -> Option<u64> {
+    let mut sum = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let s = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        sum += s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Some(sum)
+}
+
+/// The noise of one run: the CPUs' counters before and after it, and the measured process's
+/// run-queue wait over the run's wall time.
+fn noise(before: (CpuTimes, CpuTimes), after: (CpuTimes, CpuTimes), wait: Option<(u64, Duration)>) -> Noise {
+    let pct = |part: u64, total: u64| if total == 0 { 0.0 } else { part as f64 * 100.0 / total as f64 };
+    let steal = |b: CpuTimes, a: CpuTimes| pct(a.steal.saturating_sub(b.steal), a.total.saturating_sub(b.total));
+    Noise {
+        steal_pct: steal(before.0, after.0).max(steal(before.1, after.1)),
+        wait_pct: wait.map(|(ns, wall)| pct(ns, wall.as_nanos().min(u64::MAX as u128) as u64)),
+    }
+}
+
+fn is_noisy(n: &Noise) -> bool {
+    n.steal_pct > STEAL_PCT || n.wait_pct.is_some_and(|w| w > WAIT_PCT)
 }
 
 struct Opts {
@@ -488,9 +561,15 @@ fn measure(target: Target, sc: &Scenario, dir: &Path, bins: &Binaries, duration:
     // Short warm-up so connection pools and caches are filled before measuring.
     let _ = run_wrk(&Scenario { connections: sc.connections.min(32), ..*sc }, target, 1);
     let base_rss = pid.and_then(|p| status_kib(p, "VmRSS:"));
+    let machine0 = read_cpu_times();
+    let wait0 = pid.and_then(runqueue_wait_ns);
+    let wall = Instant::now();
     let t0 = pid.and_then(cpu_ticks);
     let mut s = run_wrk(sc, target, duration)?;
     let t1 = pid.and_then(cpu_ticks);
+    let wall = wall.elapsed();
+    let wait = wait0.zip(pid.and_then(runqueue_wait_ns)).map(|(a, b)| (b.saturating_sub(a), wall));
+    s.noise = read_cpu_times().zip(machine0).map(|(after, before)| noise(before, after, wait));
     if let (Some(t0), Some(t1)) = (t0, t1) {
         // SAFETY: sysconf with a valid name has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
@@ -584,15 +663,14 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
     let per_step = Duration::from_secs(opts.duration + 2);
     let started = Instant::now();
     let mut step = 0;
-    let mut results: Vec<(&Scenario, Vec<(Target, Vec<Sample>, Vec<String>)>)> = Vec::new();
+    let mut results: Vec<(&Scenario, Vec<Row>)> = Vec::new();
     for sc in &scenarios {
         if sc.available.is_none() {
             eprintln!("bench: scenario {}: not available yet", sc.name);
             results.push((sc, Vec::new()));
             continue;
         }
-        let mut rows: Vec<(Target, Vec<Sample>, Vec<String>)> =
-            targets.iter().map(|t| (*t, Vec::new(), Vec::new())).collect();
+        let mut rows: Vec<Row> = targets.iter().map(|t| (*t, Vec::new(), Vec::new())).collect();
         for run in 1..=opts.runs {
             for (target, samples, failures) in rows.iter_mut() {
                 step += 1;
@@ -665,7 +743,9 @@ fn machine() -> Value {
     })
 }
 
-type Rows<'a> = [(&'a Scenario, Vec<(Target, Vec<Sample>, Vec<String>)>)];
+/// One target's samples and failure messages in one scenario.
+type Row = (Target, Vec<Sample>, Vec<String>);
+type Rows<'a> = [(&'a Scenario, Vec<Row>)];
 
 fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -> (String, Vec<Value>) {
     let mut t = String::new();
@@ -684,7 +764,8 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
             if per_conn { " RSS/conn KiB |" } else { "" }
         );
         let _ = writeln!(t, "|---|---|---|---|---|---|{}---|---|", if per_conn { "---|" } else { "" });
-        let mut medians: Vec<(Target, Option<f64>, Option<f64>, Option<f64>, Option<f64>)> = Vec::new();
+        // Per target: medians of CPU per request, p99, RSS per connection, req/s.
+        let mut medians: Vec<(Target, [Option<f64>; 4])> = Vec::new();
         let mut json_targets = Vec::new();
         for (target, samples, failures) in rows {
             if samples.is_empty() {
@@ -717,13 +798,14 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
                 fmt_stat(rss, 1, runs),
                 if per_conn { format!(" {} |", fmt_stat(rss_conn, 1, runs)) } else { String::new() },
             );
-            medians.push((*target, cpu.map(|c| c.0), p99.map(|c| c.0), rss_conn.map(|c| c.0), rps.map(|c| c.0)));
+            medians.push((*target, [cpu, p99, rss_conn, rps].map(|s| s.map(|c| c.0))));
             json_targets.push(json!({
                 "target": target.name(),
                 "samples": samples.iter().map(|s| json!({
                     "rps": s.rps, "p50_us": s.p50_us, "p99_us": s.p99_us, "requests": s.requests,
                     "cpu_us_per_req": s.cpu_us_per_req, "peak_rss_kib": s.peak_rss_kib, "base_rss_kib": s.base_rss_kib,
                     "errors": s.errors, "non_2xx": s.non_2xx,
+                    "steal_pct": s.noise.map(|n| n.steal_pct), "runqueue_wait_pct": s.noise.and_then(|n| n.wait_pct),
                 })).collect::<Vec<_>>(),
                 "median": {"rps": rps.map(|x| x.0), "p50_ms": p50.map(|x| x.0), "p99_ms": p99.map(|x| x.0),
                            "cpu_us_per_req": cpu.map(|x| x.0), "peak_rss_mib": rss.map(|x| x.0), "rss_per_conn_kib": rss_conn.map(|x| x.0)},
@@ -735,13 +817,21 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
                 let _ = writeln!(t, "| {c} | missing: {why} |");
             }
         }
+        let noisy = noisy_runs(rows);
+        if !noisy.is_empty() {
+            let _ = writeln!(
+                t,
+                "\nNoisy runs (over {STEAL_PCT} % of the run stolen by the hypervisor, or the proxy waiting over {WAIT_PCT} % of it for its core; compare these rows with care): {}",
+                noisy.join("; ")
+            );
+        }
         let get = |tg: Target| medians.iter().find(|m| m.0 == tg).cloned();
         let mut ratios = serde_json::Map::new();
         if let Some(p) = get(Target::Portcullis) {
             for peer in [Target::Baseline, Target::Nginx, Target::Haproxy] {
                 if let Some(o) = get(peer) {
                     let r = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
-                    let (cpu, p99, rss, rps) = (r(p.1, o.1), r(p.2, o.2), r(p.3, o.3), r(p.4, o.4));
+                    let [cpu, p99, rss, rps] = [0, 1, 2, 3].map(|i| r(p.1[i], o.1[i]));
                     let f = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}x"));
                     let _ = write!(
                         t,
@@ -762,9 +852,23 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
             }
             let _ = writeln!(t);
         }
-        json_rows.push(json!({"scenario": sc.name, "what": sc.what, "connections": sc.connections, "available": true, "targets": json_targets, "ratios": ratios}));
+        json_rows.push(json!({"scenario": sc.name, "what": sc.what, "connections": sc.connections, "available": true, "targets": json_targets, "ratios": ratios, "noisy_runs": noisy}));
     }
     (t, json_rows)
+}
+
+/// "target run N: steal X %, waited Y %" for every run over a noise threshold.
+fn noisy_runs(rows: &[Row]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (target, samples, _) in rows {
+        for (i, s) in samples.iter().enumerate() {
+            if let Some(n) = s.noise.filter(is_noisy) {
+                let wait = n.wait_pct.map_or(String::new(), |w| format!(", waited for its core {w:.1} %"));
+                out.push(format!("{} run {}: steal {:.1} %{wait}", target.name(), i + 1, n.steal_pct));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -781,6 +885,33 @@ mod tests {
         assert_eq!(s.errors, 3);
         assert_eq!(s.non_2xx, 5);
         assert!((s.rps - 59932.98).abs() < 1e-6);
+    }
+
+    #[test]
+    fn noise_is_steal_and_waiting_for_the_core() {
+        let before = "cpu  10 0 10 100 0 0 0 0 0 0\ncpu0 100 0 50 1000 5 0 20 10 0 0\ncpu1 200 3 100 2000 0 1 30 0 7 0\nintr 1\n";
+        // Over the run: cpu1 (the proxy's) 100 ticks, none stolen; cpu0 (load) 200, 8 stolen.
+        let after =
+            "cpu  10 0 10 100 0 0 0 0 0 0\ncpu0 150 0 100 1080 5 0 32 18 0 0\ncpu1 240 3 120 2030 0 1 40 0 7 0\n";
+        let b = (parse_cpu_times(before, PROXY_CPU).unwrap(), parse_cpu_times(before, LOAD_CPU).unwrap());
+        let a = (parse_cpu_times(after, PROXY_CPU).unwrap(), parse_cpu_times(after, LOAD_CPU).unwrap());
+        assert_eq!(b.0, CpuTimes { steal: 0, total: 2334 });
+        let n = noise(b, a, Some((300_000_000, Duration::from_secs(3))));
+        assert!((n.steal_pct - 4.0).abs() < 1e-9, "{n:?}");
+        assert!((n.wait_pct.unwrap() - 10.0).abs() < 1e-9, "{n:?}");
+        assert_eq!(noise(b, a, None).wait_pct, None);
+        assert_eq!(parse_cpu_times(before, "7"), None);
+        assert!(runqueue_wait_ns(std::process::id()).is_some());
+        let quiet = Sample { noise: Some(Noise { steal_pct: 0.5, wait_pct: Some(1.0) }), ..Default::default() };
+        let stolen = Sample { noise: Some(Noise { steal_pct: 2.5, wait_pct: None }), ..Default::default() };
+        let rows = vec![
+            (Target::Nginx, vec![quiet.clone(), Sample { noise: Some(n), ..Default::default() }], Vec::new()),
+            (Target::Direct, vec![stolen, quiet], Vec::new()),
+        ];
+        assert_eq!(
+            noisy_runs(&rows),
+            ["nginx run 2: steal 4.0 %, waited for its core 10.0 %", "direct run 1: steal 2.5 %"]
+        );
     }
 
     #[test]

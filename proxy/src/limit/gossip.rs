@@ -2,8 +2,12 @@
 //! deltas to the other workers, relays them to other nodes through Redis pub/sub (and theirs
 //! back), and the abuse detector that bans client IPs whose rejections exceed a threshold.
 //!
-//! Workers never wait for any of this: they push a report into a bounded channel once per round
-//! and drain their inbox once per round. When Redis is unreachable the node keeps limiting with
+//! Workers never wait for any of this: they push a report into a bounded channel in a round that
+//! has something to report and drain their inbox once per round. The hub sleeps until a report
+//! comes: with no rate limit in use and no Redis it never wakes (a tick every gossip interval had
+//! cost 3 % of a busy worker's core at 1,000 connections, by preempting it 200 times a second;
+//! bench/README.md). With Redis it also wakes every gossip interval, to flush this node's deltas
+//! and to notice a lost link. When Redis is unreachable the node keeps limiting with
 //! its own (gossiped between its workers) view, says so in `/hello` and the metrics, and rejoins
 //! when Redis returns. Must not: block a worker; lose a worker's report silently (a full queue is
 //! counted).
@@ -48,7 +52,8 @@ pub struct Report {
 
 /// A worker's end of the gossip channels.
 pub struct WorkerLink {
-    pub to_hub: crossbeam_channel::Sender<Report>,
+    /// Bounded; `try_send` from the worker's thread wakes the hub's task.
+    pub to_hub: tokio::sync::mpsc::Sender<Report>,
     pub inbox: crossbeam_channel::Receiver<Arc<Batch>>,
 }
 
@@ -91,7 +96,7 @@ pub struct HubConfig {
 
 /// Channels for `workers` workers: their links, and the hub's ends.
 pub fn channels(workers: usize) -> (Vec<WorkerLink>, HubEnds) {
-    let (to_hub, from_workers) = crossbeam_channel::bounded(workers * 64);
+    let (to_hub, from_workers) = tokio::sync::mpsc::channel(workers.max(1) * 64);
     let mut links = Vec::with_capacity(workers);
     let mut to_workers = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -99,16 +104,21 @@ pub fn channels(workers: usize) -> (Vec<WorkerLink>, HubEnds) {
         links.push(WorkerLink { to_hub: to_hub.clone(), inbox: rx });
         to_workers.push(tx);
     }
-    (links, HubEnds { from_workers, to_workers })
+    (links, HubEnds { from_workers, relay: Relay { to_workers } })
 }
 
 /// The hub's ends of the channels.
 pub struct HubEnds {
-    from_workers: crossbeam_channel::Receiver<Report>,
+    from_workers: tokio::sync::mpsc::Receiver<Report>,
+    relay: Relay,
+}
+
+/// The senders into the workers' inboxes (shared by the hub and the cluster subscriber).
+struct Relay {
     to_workers: Vec<crossbeam_channel::Sender<Arc<Batch>>>,
 }
 
-impl HubEnds {
+impl Relay {
     fn send(&self, except: Option<usize>, batch: &Arc<Batch>, stats: &HubStats) {
         for (i, tx) in self.to_workers.iter().enumerate() {
             if Some(i) == except {
@@ -134,9 +144,11 @@ pub async fn run_hub(ends: HubEnds, cfg: HubConfig, stats: Arc<HubStats>, bans: 
         let _ = getrandom::fill(&mut b);
         u64::from_le_bytes(b)
     };
-    let ends = Arc::new(ends);
+    let HubEnds { mut from_workers, relay } = ends;
+    let ends = Arc::new(relay);
     let (cluster_tx, cluster_rx) = tokio::sync::mpsc::channel::<Vec<Delta>>(64);
-    if !cfg.redis.is_empty() {
+    let clustered = !cfg.redis.is_empty();
+    if clustered {
         tokio::spawn(cluster_publish(cfg.redis.clone(), node, cluster_rx, Arc::clone(&stats)));
         tokio::spawn(cluster_subscribe(cfg.redis.clone(), node, Arc::clone(&ends), Arc::clone(&stats)));
     } else {
@@ -146,18 +158,26 @@ pub async fn run_hub(ends: HubEnds, cfg: HubConfig, stats: Arc<HubStats>, bans: 
     let mut pending: HashMap<u64, Delta> = HashMap::new();
     let mut last_cluster = Instant::now();
     let mut cluster_was_ok = false;
+    // Only polled with Redis: flushes this node's pending deltas and watches the link.
     let mut tick = tokio::time::interval(cfg.gossip_interval.max(Duration::from_millis(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        while let Ok(r) = ends.from_workers.try_recv() {
+        let first = tokio::select! {
+            r = from_workers.recv() => match r {
+                Some(r) => Some(r),
+                None => return, // every worker's link is gone: the node is stopping
+            },
+            _ = tick.tick(), if clustered => None,
+        };
+        let mut next = first;
+        while let Some(r) = next.take().or_else(|| from_workers.try_recv().ok()) {
             for (ip, n) in &r.rejected_ips {
                 abuse.note(*ip, u64::from(*n), &cfg, &bans, &stats);
             }
             if r.deltas.is_empty() {
                 continue;
             }
-            if !cfg.redis.is_empty() {
+            if clustered {
                 for d in &r.deltas {
                     let e = pending.entry(d.key).or_insert(Delta { key: d.key, rate: d.rate, admitted: 0, demand: 0 });
                     e.rate = d.rate;
@@ -331,7 +351,7 @@ async fn cluster_publish(
     }
 }
 
-async fn cluster_subscribe(url: String, node: u64, ends: Arc<HubEnds>, stats: Arc<HubStats>) {
+async fn cluster_subscribe(url: String, node: u64, ends: Arc<Relay>, stats: Arc<HubStats>) {
     use futures_util::StreamExt as _;
     let Ok(client) = redis::Client::open(url.as_str()) else { return };
     loop {

@@ -97,7 +97,7 @@ pub fn render_metrics(state: &ControlState) -> String {
         );
     }
     type Field = fn(&crate::dataplane::stats::LocalStats) -> u64;
-    let counters: [(&str, &str, &str, Field); 21] = [
+    let counters: [(&str, &str, &str, Field); 22] = [
         (
             "portcullis_analytics_records_queued_total",
             "counter",
@@ -113,6 +113,12 @@ pub fn render_metrics(state: &ControlState) -> String {
         ("portcullis_limit_gossip_sent_total", "counter", "Gossip rounds in which a worker reported deltas.", |s| {
             s.limiter.gossip_sent
         }),
+        (
+            "portcullis_limit_gossip_reports_dropped_total",
+            "counter",
+            "Gossip reports a worker dropped because the hub's queue was full.",
+            |s| s.limiter.gossip_dropped,
+        ),
         (
             "portcullis_limit_gossip_received_total",
             "counter",

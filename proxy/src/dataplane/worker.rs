@@ -141,8 +141,8 @@ impl Worker {
     }
 
     /// One gossip round: apply what other workers and nodes reported, report this round's
-    /// deltas and rejected client IPs to the hub. Never blocks (a full hub queue drops the
-    /// report, which is counted by the hub's dropped counter on its side of the next one).
+    /// deltas and rejected client IPs to the hub. Never blocks: a full hub queue drops the
+    /// report, counted in `portcullis_limit_gossip_reports_dropped_total`.
     fn gossip_round(&self) {
         let mut limiter = self.limiter.borrow_mut();
         let mut newest: Option<Instant> = None;
@@ -164,7 +164,9 @@ impl Worker {
             return;
         }
         let report = crate::limit::gossip::Report { worker: self.id, sent: Instant::now(), deltas, rejected_ips };
-        let _ = self.gossip.to_hub.try_send(report);
+        if self.gossip.to_hub.try_send(report).is_err() {
+            limiter.stats.gossip_dropped += 1;
+        }
     }
 
     /// Publishes a copy of the counters, and hands the records written since the last tick to

@@ -109,6 +109,8 @@ pub struct LimiterStats {
     pub evicted: u64,
     pub tracked_keys: u64,
     pub gossip_sent: u64,
+    /// Reports this worker could not hand to the hub (its queue was full).
+    pub gossip_dropped: u64,
     pub gossip_received: u64,
     /// Age of the newest gossip applied in the last round, seconds (how stale views are).
     pub gossip_lag_secs: f64,

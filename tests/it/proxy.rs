@@ -384,15 +384,22 @@ fn hot_reload_under_load_loses_no_request_and_rejects_bad_config() {
 fn sigterm_drains_in_flight_requests() {
     let (mut p, _up) = simple("drain_timeout_ms = 5000");
     let addr = p.listen;
-    let idle = Conn::connect(addr).unwrap();
+    // A keep-alive connection between requests: the drain closes it at once instead of waiting
+    // for it until the drain timeout.
+    let mut idle = Conn::connect(addr).unwrap();
+    assert_eq!(idle.get("/up/get").unwrap().status, 200);
     let inflight = std::thread::spawn(move || client::get(addr, "/up/delay/1"));
     std::thread::sleep(Duration::from_millis(300));
+    let signalled = std::time::Instant::now();
     p.signal(libc::SIGTERM);
+    idle.set_read_timeout(Duration::from_secs(4)).unwrap();
+    assert!(idle.closed(), "idle keep-alive connection closed by the drain");
+    assert!(signalled.elapsed() < Duration::from_secs(3), "idle connection held {:?}", signalled.elapsed());
     let r = inflight.join().unwrap().expect("in-flight request finished");
     assert_eq!(r.status, 200);
     let status = p.wait_exit(Duration::from_secs(8)).expect("exited after drain");
     assert!(status.success(), "{status}");
-    drop(idle);
+    assert!(signalled.elapsed() < Duration::from_secs(4), "exited before the drain timeout: nothing was left open");
     assert!(TcpStream::connect(addr).is_err(), "no longer accepting");
 }
 

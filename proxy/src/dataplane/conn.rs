@@ -134,7 +134,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
         nonblocking: false,
         worker: worker.clone(),
     };
-    let mut shutdown = worker.shutdown.listen();
+    let mut shutdown = worker.local_shutdown.listen();
     // Whether the last thing on this connection was our response: the client's next request
     // is then not there yet (a freshly accepted connection may already hold its first).
     let mut answered = false;

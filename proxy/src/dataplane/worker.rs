@@ -42,6 +42,8 @@ pub(crate) struct Worker {
     pub stats: RefCell<LocalStats>,
     pub shared_stats: Arc<WorkerStats>,
     pub shutdown: Arc<Shutdown>,
+    /// The process-wide shutdown, relayed by the accept loop to this worker's connections.
+    pub local_shutdown: Rc<super::LocalShutdown>,
     /// Banned addresses (user-space enforcement; the XDP gate drops them earlier when loaded).
     pub bans: Arc<ArcSwap<crate::bans::BanSet>>,
     round_robin: RefCell<(u64, Vec<usize>)>,
@@ -239,6 +241,7 @@ pub fn spawn(
             stats: RefCell::new(LocalStats::default()),
             shared_stats: thread_stats,
             shutdown,
+            local_shutdown: Rc::default(),
             bans,
             round_robin: RefCell::new((0, Vec::new())),
             spare: RefCell::new(Vec::new()),
@@ -369,6 +372,7 @@ async fn accept_loop(worker: Rc<Worker>, listener: std::net::TcpListener) {
         }
     }
     drop(listener);
+    worker.local_shutdown.trigger();
     let drain = Duration::from_millis(worker.snapshot().config.proxy.drain_timeout_ms);
     let deadline = Instant::now() + drain;
     while worker.shared_stats.open() > 0 && Instant::now() < deadline {

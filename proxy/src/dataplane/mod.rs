@@ -67,16 +67,21 @@ impl Shutdown {
 #[derive(Default)]
 pub(crate) struct LocalShutdown {
     set: Cell<bool>,
-    /// Wakers of waiting listeners, by slot; `free` holds the slots of dropped listeners.
-    slots: RefCell<Vec<Option<Waker>>>,
-    free: RefCell<Vec<usize>>,
+    slots: RefCell<Slots>,
+}
+
+/// Wakers of waiting listeners, by slot, and the slots dropped listeners left free.
+#[derive(Default)]
+struct Slots {
+    wakers: Vec<Option<Waker>>,
+    free: Vec<usize>,
 }
 
 impl LocalShutdown {
     /// Marks shutdown and wakes every waiting listener; listeners created later are ready at once.
     pub fn trigger(&self) {
         self.set.set(true);
-        let wakers: Vec<Waker> = self.slots.borrow_mut().iter_mut().filter_map(Option::take).collect();
+        let wakers: Vec<Waker> = self.slots.borrow_mut().wakers.iter_mut().filter_map(Option::take).collect();
         for w in wakers {
             w.wake();
         }
@@ -103,19 +108,16 @@ impl Future for LocalListener {
         }
         let mut slots = this.notice.slots.borrow_mut();
         match this.slot {
-            Some(i) => match &mut slots[i] {
+            Some(i) => match &mut slots.wakers[i] {
                 Some(w) if w.will_wake(cx.waker()) => {}
                 w => *w = Some(cx.waker().clone()),
             },
             None => {
-                let i = match this.notice.free.borrow_mut().pop() {
-                    Some(i) => i,
-                    None => {
-                        slots.push(None);
-                        slots.len() - 1
-                    }
-                };
-                slots[i] = Some(cx.waker().clone());
+                let i = slots.free.pop().unwrap_or_else(|| {
+                    slots.wakers.push(None);
+                    slots.wakers.len() - 1
+                });
+                slots.wakers[i] = Some(cx.waker().clone());
                 this.slot = Some(i);
             }
         }
@@ -126,8 +128,9 @@ impl Future for LocalListener {
 impl Drop for LocalListener {
     fn drop(&mut self) {
         if let Some(i) = self.slot {
-            self.notice.slots.borrow_mut()[i] = None;
-            self.notice.free.borrow_mut().push(i);
+            let mut slots = self.notice.slots.borrow_mut();
+            slots.wakers[i] = None;
+            slots.free.push(i);
         }
     }
 }
@@ -237,7 +240,7 @@ mod tests {
         let mut lc = notice.listen();
         let (c_count, c) = waker();
         assert!(poll(&mut lc, &c).is_pending());
-        assert_eq!(notice.slots.borrow().len(), 3);
+        assert_eq!(notice.slots.borrow().wakers.len(), 3);
         notice.trigger();
         let counts = [&a_count, &b_old_count, &b_count, &gone_count, &c_count].map(|c| c.0.load(Ordering::SeqCst));
         assert_eq!(counts, [1, 0, 1, 0, 1]);

@@ -145,12 +145,12 @@ pub async fn run_hub(ends: HubEnds, cfg: HubConfig, stats: Arc<HubStats>, bans: 
         u64::from_le_bytes(b)
     };
     let HubEnds { mut from_workers, relay } = ends;
-    let ends = Arc::new(relay);
+    let relay = Arc::new(relay);
     let (cluster_tx, cluster_rx) = tokio::sync::mpsc::channel::<Vec<Delta>>(64);
     let clustered = !cfg.redis.is_empty();
     if clustered {
         tokio::spawn(cluster_publish(cfg.redis.clone(), node, cluster_rx, Arc::clone(&stats)));
-        tokio::spawn(cluster_subscribe(cfg.redis.clone(), node, Arc::clone(&ends), Arc::clone(&stats)));
+        tokio::spawn(cluster_subscribe(cfg.redis.clone(), node, Arc::clone(&relay), Arc::clone(&stats)));
     } else {
         drop(cluster_rx);
     }
@@ -162,14 +162,14 @@ pub async fn run_hub(ends: HubEnds, cfg: HubConfig, stats: Arc<HubStats>, bans: 
     let mut tick = tokio::time::interval(cfg.gossip_interval.max(Duration::from_millis(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let first = tokio::select! {
+        // The report that woke the hub (none on a tick); the rest queued are drained below.
+        let mut next = tokio::select! {
             r = from_workers.recv() => match r {
                 Some(r) => Some(r),
                 None => return, // every worker's link is gone: the node is stopping
             },
             _ = tick.tick(), if clustered => None,
         };
-        let mut next = first;
         while let Some(r) = next.take().or_else(|| from_workers.try_recv().ok()) {
             for (ip, n) in &r.rejected_ips {
                 abuse.note(*ip, u64::from(*n), &cfg, &bans, &stats);
@@ -187,7 +187,7 @@ pub async fn run_hub(ends: HubEnds, cfg: HubConfig, stats: Arc<HubStats>, bans: 
             }
             let batch =
                 Arc::new(Batch { from: Origin::Worker(r.worker), sent: r.sent, deltas: r.deltas, nodes_lost: false });
-            ends.send(Some(r.worker), &batch, &stats);
+            relay.send(Some(r.worker), &batch, &stats);
         }
         if !pending.is_empty() && last_cluster.elapsed() >= cfg.cluster_interval {
             let out: Vec<Delta> = pending.drain().map(|(_, d)| d).collect();
@@ -205,7 +205,7 @@ pub async fn run_hub(ends: HubEnds, cfg: HubConfig, stats: Arc<HubStats>, bans: 
                 deltas: Vec::new(),
                 nodes_lost: true,
             });
-            ends.send(None, &batch, &stats);
+            relay.send(None, &batch, &stats);
             stats.peers.lock().unwrap_or_else(|p| p.into_inner()).clear();
         }
         cluster_was_ok = ok;
@@ -351,7 +351,7 @@ async fn cluster_publish(
     }
 }
 
-async fn cluster_subscribe(url: String, node: u64, ends: Arc<Relay>, stats: Arc<HubStats>) {
+async fn cluster_subscribe(url: String, node: u64, relay: Arc<Relay>, stats: Arc<HubStats>) {
     use futures_util::StreamExt as _;
     let Ok(client) = redis::Client::open(url.as_str()) else { return };
     loop {
@@ -373,7 +373,7 @@ async fn cluster_subscribe(url: String, node: u64, ends: Arc<Relay>, stats: Arc<
                             deltas,
                             nodes_lost: false,
                         });
-                        ends.send(None, &batch, &stats);
+                        relay.send(None, &batch, &stats);
                     }
                 }
             }

@@ -3,7 +3,7 @@
 //! `$tyk_meta.<key>` (the session's `meta_data`) expanded, and `tag_headers` collected.
 //!
 //! Templates are parsed once at load; expansion writes straight into the upstream head. Must not:
-//! allocate for APIs without transforms.
+//! allocate per request (a number-valued claim is serialised into the head, not via a String).
 
 use std::net::IpAddr;
 
@@ -85,7 +85,10 @@ fn write_json_text(v: &serde_json::Value, out: &mut Vec<u8>) {
     match v {
         serde_json::Value::String(s) => out.extend_from_slice(s.as_bytes()),
         serde_json::Value::Null => {}
-        other => out.extend_from_slice(other.to_string().as_bytes()),
+        // Serialised into `out` directly; writing to a Vec cannot fail.
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
     }
 }
 

@@ -602,20 +602,14 @@ fn prepare_gateway(
         claims: allowed.claims.as_deref(),
         session: allowed.session.as_deref(),
     };
-    // Expanded added headers (global first, then per path; a later one replaces an earlier one).
-    let mut added: Vec<(&str, Vec<u8>)> = Vec::new();
-    for (name, tpl) in t.global_add.iter().chain(per_path.iter().flat_map(|x| x.add.iter())) {
-        let mut v = Vec::new();
-        tpl.expand(&tcx, &mut v);
-        v.retain(|&b| b != b'\r' && b != b'\n');
-        added.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-        added.push((name.as_str(), v));
-    }
+    // Added headers: global first, then per path; a later one replaces an earlier one of the
+    // same name. Expanded straight into the head below (no buffer per header per request).
+    let adds = || t.global_add.iter().chain(per_path.iter().flat_map(|x| x.add.iter()));
     let removed = |n: &str| {
         allowed.strip.removes_header(n)
             || t.global_remove.iter().any(|x| x.eq_ignore_ascii_case(n))
             || per_path.iter().any(|x| x.delete.iter().any(|d| d.eq_ignore_ascii_case(n)))
-            || added.iter().any(|(a, _)| a.eq_ignore_ascii_case(n))
+            || adds().any(|(a, _)| a.eq_ignore_ascii_case(n))
     };
 
     // Request line.
@@ -650,8 +644,21 @@ fn prepare_gateway(
         }
         push_header(out, n.as_bytes(), h.value);
     }
-    for (name, v) in &added {
-        push_header(out, name.as_bytes(), v);
+    // Where each added value landed in `out`, kept only when `tag_headers` may ask for one.
+    let mut added_at: Vec<(&str, std::ops::Range<usize>)> = Vec::new();
+    for (i, (name, tpl)) in adds().enumerate() {
+        if adds().skip(i + 1).any(|(later, _)| later.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        let start = out.len();
+        tpl.expand(&tcx, out);
+        strip_line_breaks(out, start);
+        if !t.tag_headers.is_empty() {
+            added_at.push((name.as_str(), start..out.len()));
+        }
+        out.extend_from_slice(b"\r\n");
     }
     write_proxy_headers(out, api, target, r.host, xff, ctx);
     out.extend_from_slice(b"X-Request-Id: ");
@@ -661,7 +668,7 @@ fn prepare_gateway(
 
     let mut tags = Vec::new();
     for name in &t.tag_headers {
-        let value = added.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice()).or_else(|| {
+        let value = added_at.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, at)| &out[at.clone()]).or_else(|| {
             r.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name) && !removed(h.name)).map(|h| h.value)
         });
         if let Some(v) = value {
@@ -756,6 +763,22 @@ fn write_upstream_path(out: &mut Vec<u8>, api: &ApiSpec, target: &Target, path: 
         out.push(b'/');
     }
     out.extend_from_slice(rest.as_bytes());
+}
+
+/// Drops CR and LF from `out[start..]`: an expanded value must not end its header line early.
+fn strip_line_breaks(out: &mut Vec<u8>, start: usize) {
+    if !out[start..].iter().any(|&b| b == b'\r' || b == b'\n') {
+        return;
+    }
+    let mut w = start;
+    for r in start..out.len() {
+        let b = out[r];
+        if b != b'\r' && b != b'\n' {
+            out[w] = b;
+            w += 1;
+        }
+    }
+    out.truncate(w);
 }
 
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

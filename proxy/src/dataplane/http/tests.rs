@@ -250,3 +250,43 @@ fn head_spans_point_at_method_target_and_user_agent() {
     assert_eq!(m.spans.user_agent, Default::default(), "no User-Agent: empty span");
     assert_eq!(m.spans.target.len, "http://h/a/y".len() as u32);
 }
+
+/// Added headers are expanded straight into the upstream head: a per-path header replaces a
+/// global one of the same name (only the last is sent), line breaks in an expanded value are
+/// dropped (no header injection), a client header of an added name is replaced, and
+/// `tag_headers` sees the value as sent.
+#[test]
+fn added_headers_replace_in_order_drop_line_breaks_and_feed_tags() {
+    use crate::auth::transform::Template;
+    use crate::auth::{ApiAuth, HeaderTransform, PathRule, Transforms};
+    let transforms = Transforms {
+        global_add: vec![
+            ("X-Plan".into(), Template::parse("global", true)),
+            ("X-Where".into(), Template::parse("at $tyk_context.path", true)),
+        ],
+        global_remove: Vec::new(),
+        per_path: vec![HeaderTransform {
+            rule: PathRule { pattern: regex::Regex::new("^/").unwrap(), methods: Vec::new() },
+            delete: Vec::new(),
+            add: vec![("x-plan".into(), Template::parse("path-$tyk_context.headers_X_In\r\nX-Evil: 1", true))],
+        }],
+        tag_headers: vec!["X-Plan".into(), "X-Where".into()],
+    };
+    let mut a = api("/t", "", true, false);
+    a.auth = std::sync::Arc::new(ApiAuth { keyless: true, transforms, ..Default::default() });
+    a.plain = false;
+    let snap = snapshot(vec![a]);
+    // The per-path template (an API definition's text) holds a CRLF and a header after it.
+    let req = "GET /t/x HTTP/1.1\r\nHost: h\r\nX-Plan: client\r\nX-In: a\r\n\r\n";
+    let (r, head) = prep(&snap, req);
+    let r = match r {
+        Ok(Prepared::Routed(r)) => r,
+        other => panic!("expected routed, got {other:?}"),
+    };
+    let lines: Vec<&str> = head.split("\r\n").collect();
+    let plan: Vec<&&str> = lines.iter().filter(|l| l.to_ascii_lowercase().starts_with("x-plan:")).collect();
+    assert_eq!(plan, [&"x-plan: path-aX-Evil: 1"], "one X-Plan, the per-path one, on one line:\n{head}");
+    assert!(lines.contains(&"X-Where: at /t/x"), "{head}");
+    assert!(!lines.iter().any(|l| l.starts_with("X-Evil")), "{head}");
+    assert_eq!(r.tags, ["x-plan-path-aX-Evil: 1", "x-where-at /t/x"]);
+}

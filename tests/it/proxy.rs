@@ -788,6 +788,49 @@ fn large_response_bodies_are_spliced_intact_and_not_when_turned_off() {
     }
 }
 
+/// Once an API's large responses have had heads that go to the client unchanged, the next head
+/// is peeked and spliced with its body: the client then gets the upstream's head byte for byte,
+/// its `Connection: keep-alive` line included. A head that must be rewritten (another hop-by-hop
+/// header) or a body too small to splice after a peek is read out of the socket as usual, with
+/// nothing lost or seen twice.
+#[test]
+fn unchanged_heads_are_spliced_with_their_bodies_and_the_others_rewritten() {
+    let (p, _up) = simple("");
+    let mut conn = Conn::connect(p.listen).unwrap();
+    let mut whole = 0;
+    let get = |conn: &mut Conn, n: usize, header: &str| {
+        let r = conn.get(&format!("/up/bytes-header/{n}/{header}")).unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.body == pattern(n), "/bytes-header/{n}/{header}: {} bytes back", r.body.len());
+        r
+    };
+    // Large, then small and empty bodies, then large again, on one connection.
+    for n in [20_000, 20_000, 20_000, 20_000, 20_000, 100, 0, 70_000, 16_384, 5_000, 300_000, 20_000] {
+        let r = get(&mut conn, n, "Connection/keep-alive");
+        if r.header("connection") == Some("keep-alive") {
+            assert!(n >= 4096, "a {n}-byte body was spliced with its head");
+            whole += 1;
+        }
+    }
+    assert!(whole >= 4, "only {whole} heads went out unchanged with their bodies");
+    // The same API's heads now need rewriting: peeked, then read out as usual.
+    for n in [20_000, 20_000, 20_000, 100, 20_000, 20_000, 70_000] {
+        let r = get(&mut conn, n, "Keep-Alive/timeout=5");
+        assert_eq!(r.header("keep-alive"), None, "a hop-by-hop header was passed on");
+        assert_eq!(r.header("connection"), None);
+    }
+    // And back: unchanged heads are spliced whole again once seen twice.
+    let mut whole_again = 0;
+    for n in [20_000, 20_000, 20_000, 20_000] {
+        whole_again += usize::from(get(&mut conn, n, "Connection/keep-alive").header("connection").is_some());
+    }
+    assert!(whole_again >= 1, "unchanged heads were not spliced again");
+    // A client that asks to close gets `Connection: close`, never the upstream's keep-alive.
+    let r = client::get(p.listen, "/up/bytes-header/20000/Connection/keep-alive").unwrap();
+    assert!(r.body == pattern(20_000));
+    assert_ne!(r.header("connection"), Some("keep-alive"));
+}
+
 #[test]
 fn spliced_bodies_survive_slow_and_vanishing_clients_and_truncating_or_stalling_upstreams() {
     let (p, _up) = simple("upstream_response_timeout_ms = 400");

@@ -4,7 +4,8 @@
 //! `/status/{code}`, `/delay/{seconds}`, `/bytes/{n}`. Test endpoints: `/echo` (body back with the
 //! same framing, trailers included), `/stream-bytes/{n}` (chunked, with an `X-Checksum` trailer),
 //! `/close-delimited/{n}` (no Content-Length, ends by closing), `/ws` (101 then echoes bytes),
-//! `/slow-head/{ms}` (waits before the head). It counts accepted connections.
+//! `/slow-head/{ms}` (waits before the head), `/bytes-header/{n}/{name}/{value}` (`/bytes/{n}`
+//! with one more header). It counts accepted connections.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -325,6 +326,11 @@ fn respond(
         ["bytes", n] => {
             let n: usize = n.parse().unwrap_or(0).min(100 << 20);
             write_response(w, 200, "application/octet-stream", &pattern(n), name, close)?;
+        }
+        ["bytes-header", n, h, v] => {
+            // `/bytes/{n}` with one more header in the head.
+            let n: usize = n.parse().unwrap_or(0).min(100 << 20);
+            write_response_with(w, 200, "application/octet-stream", &[(h, v)], &pattern(n), name, close)?;
         }
         ["stream-bytes", n] => {
             let n: usize = n.parse().unwrap_or(0).min(100 << 20);

@@ -7,6 +7,7 @@
 //! responses in exactly one place, [`respond_error`].
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -407,11 +408,14 @@ async fn exchange(
     let api_index = routed.api as usize;
     let head_read =
         (splice_min > 0 && worker.splice.hints.large(snap.generation, api_index)).then_some(super::splice::HEAD_READ);
+    // And if its heads have also gone to the client unchanged, the head is peeked, so that head
+    // and body can leave the upstream socket together (see `splice`).
+    let peek = head_read.is_some() && worker.splice.hints.verbatim(snap.generation, api_index);
     let mut attempt = 0;
     // The upstream's share of the time, for the record (not measured when nothing is recorded).
     let up_started = (!bufs.x.record.is_empty()).then(Instant::now);
     let up_us = |t: Option<Instant>| t.map_or(0, |t| t.elapsed().as_micros() as u64);
-    let (mut up, resp, body_bytes) = loop {
+    let (mut up, head, body_bytes) = loop {
         attempt += 1;
         let pooled = if attempt == 1 {
             // The exchange's start as "now": the idle limit is seconds, the request microseconds old.
@@ -437,8 +441,9 @@ async fn exchange(
         let retryable = up.reused && meta.body == BodyKind::None;
         match send_request(worker, snap, client, &mut up, bufs, &meta).await {
             Ok(body_bytes) => {
-                match read_response_head(snap, &mut up, bufs, &meta, &routed.limits, worker, head_read).await {
-                    Ok(resp) => break (up, resp, body_bytes),
+                let how = HeadRead { cap: head_read, peek, splice_min };
+                match read_response_head(snap, &mut up, bufs, &meta, &routed.limits, worker, how).await {
+                    Ok(head) => break (up, head, body_bytes),
                     Err(e) if retryable && e.kind == ErrorKind::UpstreamProtocol && bufs.x.upstream.is_empty() => {}
                     Err(e) => {
                         let o = outcome(e.kind.status().map_or(0, |s| s.0), 0, 0, up_us(up_started));
@@ -459,6 +464,10 @@ async fn exchange(
     };
 
     // 3. Response.
+    let resp = head.meta;
+    if let Some(v) = head.verbatim {
+        worker.splice.hints.note_verbatim(snap.generation, api_index, v);
+    }
     let upstream_us = up_us(up_started);
     let body_in = meta.head_len as u64 + body_bytes;
     if resp.switching {
@@ -478,12 +487,32 @@ async fn exchange(
     let mut in_place = false;
     let mut spliced = 0;
     let mut pipe = None;
+    // The upstream's head passes unchanged and is still queued in its socket with the body:
+    // both are spliced, so the head costs no write of its own.
+    let mut whole = false;
     if let BodyKind::Length(n) = resp.body {
         if splice_min > 0 {
             worker.splice.hints.note(snap.generation, api_index, n >= splice_min + super::splice::HEAD_READ as u64);
         }
+        if head.queued {
+            pipe = worker.splice.prepare(&up.stream, &mut up.nonblocking, client, &mut bufs.nonblocking);
+            if pipe.is_some() {
+                whole = true;
+                spliced = resp.head_len as u64 + n;
+                body_kind = BodyKind::None;
+            } else {
+                // No pipe: take the peeked bytes out of the socket and go on as after a read.
+                let queued = bufs.x.upstream.len();
+                bufs.x.upstream.unqueue_peeked(up.stream.as_raw_fd(), queued).map_err(|e| Failure {
+                    err: ProxyError::io(ErrorKind::UpstreamProtocol, "reading upstream response", e),
+                    responded: false,
+                })?;
+                bufs.x.upstream.consume(resp.head_len);
+            }
+        }
         let have = bufs.x.upstream.len() as u64;
-        if have < n && splice_min > 0 && n - have >= splice_min {
+        if whole {
+        } else if have < n && splice_min > 0 && n - have >= splice_min {
             pipe = worker.splice.prepare(&up.stream, &mut up.nonblocking, client, &mut bufs.nonblocking);
         } else if have < n && head_read.is_some() && n as usize <= bufs.x.upstream.max() {
             // The small head read left a body too short to splice: read the rest now, so head
@@ -493,7 +522,7 @@ async fn exchange(
                 .map_err(|e| Failure { err: e.into_proxy_error(Side::Upstream), responded: false })?;
         }
         let have = bufs.x.upstream.len() as u64;
-        if have >= n || pipe.is_some() {
+        if !whole && (have >= n || pipe.is_some()) {
             written_with_head = have.min(n);
             spliced = n - written_with_head;
             body_kind = BodyKind::None;
@@ -506,17 +535,30 @@ async fn exchange(
             }
         }
     }
+    // What went out as the head: the upstream's own when it passed unchanged.
+    let head_out = if whole { resp.head_len as u64 } else { head_out };
     let relayed = if let Some(pipe) = pipe {
         // The head and the body bytes read with it leave with the first spliced bytes.
         ensure_nodelay(client, bufs);
         let timeout = Duration::from_millis(cfg.upstream_response_timeout_ms);
         let w = written_with_head as usize;
-        let head: &[u8] = if in_place { bufs.x.upstream.prefixed(&bufs.x.out, w) } else { &bufs.x.out };
+        let head: &[u8] = if whole {
+            &[]
+        } else if in_place {
+            bufs.x.upstream.prefixed(&bufs.x.out, w)
+        } else {
+            &bufs.x.out
+        };
         let r = Box::pin(super::splice::relay(&worker.splice, pipe, &up.stream, client, head, spliced, timeout)).await;
-        if in_place {
+        if whole {
+            // The peeked copy: its bytes left by splice.
+            bufs.x.upstream.consume(bufs.x.upstream.len());
+        } else if in_place {
             bufs.x.upstream.consume(w);
         }
         bufs.x.out.clear();
+        // Body bytes, as for the other paths.
+        let r = r.map(|n| if whole { n - head_out } else { n });
         if let Ok(n) = r {
             let mut stats = worker.stats.borrow_mut();
             stats.bodies_spliced += 1;
@@ -654,8 +696,30 @@ async fn read_body_rest(
     Ok(())
 }
 
+/// How [`read_response_head`] reads (see `splice`).
+struct HeadRead {
+    /// Caps the first read ([`super::splice::HEAD_READ`] for an API with large bodies).
+    cap: Option<usize>,
+    /// Peek the first (capped) read: the API's heads have gone out unchanged.
+    peek: bool,
+    /// `proxy.splice_min_body`.
+    splice_min: u64,
+}
+
+/// What [`read_response_head`] found.
+struct ResponseHead {
+    meta: ResponseMeta,
+    /// For a capped read: whether the client gets the upstream's head unchanged
+    /// ([`http::forwards_verbatim`]).
+    verbatim: Option<bool>,
+    /// The head passes unchanged and a `Content-Length` body worth splicing follows, and the
+    /// bytes in `bufs.x.upstream` were peeked: they are all still queued in the upstream socket,
+    /// head first, for head and body to be spliced together. Otherwise the head is consumed.
+    queued: bool,
+}
+
 /// Reads the upstream response head, skipping 1xx informational responses, and writes the
-/// client's response head into `bufs.x.out`. `head_read` caps the first read (see `splice`).
+/// client's response head into `bufs.x.out`.
 async fn read_response_head(
     snap: &Snapshot,
     up: &mut Upstream,
@@ -663,11 +727,18 @@ async fn read_response_head(
     meta: &RequestMeta,
     limits: &crate::limit::LimitHeaders,
     worker: &Worker,
-    mut head_read: Option<usize>,
-) -> Result<ResponseMeta, ProxyError> {
+    how: HeadRead,
+) -> Result<ResponseHead, ProxyError> {
     let cfg = &snap.config.proxy;
     let timeout = Duration::from_millis(cfg.upstream_response_timeout_ms);
     let client_keep_alive = meta.keep_alive && !worker.shutdown.is_set();
+    let check_verbatim = how.cap.is_some();
+    let mut cap = how.cap;
+    // Bytes at the end of the buffer that a peek left queued in the socket.
+    let mut peeked = 0;
+    let unqueue = |b: &mut ReadBuf, fd, n| {
+        b.unqueue_peeked(fd, n).map_err(|e| ProxyError::io(ErrorKind::UpstreamProtocol, "reading upstream response", e))
+    };
     loop {
         bufs.x.out.clear();
         match http::prepare_response(
@@ -679,14 +750,32 @@ async fn read_response_head(
             &mut bufs.x.out,
         )? {
             PreparedResponse::Ready(r) => {
+                let verbatim = check_verbatim
+                    .then(|| http::forwards_verbatim(&bufs.x.upstream.data()[..r.head_len], &bufs.x.out, &r));
+                if peeked > 0 {
+                    let body_have = (bufs.x.upstream.len() - r.head_len) as u64;
+                    let spliceable =
+                        matches!(r.body, BodyKind::Length(n) if n > body_have && n - body_have >= how.splice_min);
+                    if verbatim == Some(true) && spliceable {
+                        return Ok(ResponseHead { meta: r, verbatim, queued: true });
+                    }
+                    unqueue(&mut bufs.x.upstream, up.stream.as_raw_fd(), peeked)?;
+                }
                 bufs.x.upstream.consume(r.head_len);
-                return Ok(r);
+                return Ok(ResponseHead { meta: r, verbatim, queued: false });
             }
             PreparedResponse::Informational { head_len } => {
+                if peeked > 0 {
+                    unqueue(&mut bufs.x.upstream, up.stream.as_raw_fd(), std::mem::take(&mut peeked))?;
+                }
                 bufs.x.upstream.consume(head_len);
                 continue;
             }
-            PreparedResponse::Partial => {}
+            PreparedResponse::Partial => {
+                if peeked > 0 {
+                    unqueue(&mut bufs.x.upstream, up.stream.as_raw_fd(), std::mem::take(&mut peeked))?;
+                }
+            }
         }
         if bufs.x.upstream.len() >= cfg.max_response_head_size {
             return Err(ProxyError::new(ErrorKind::UpstreamProtocol, "upstream response head too large"));
@@ -694,16 +783,23 @@ async fn read_response_head(
         bufs.x.upstream.reserve_for_head(cfg.max_response_head_size);
         // Nothing of the response yet: the upstream is still working on the request just sent.
         let expect_empty = bufs.x.upstream.is_empty();
-        // Only the first read is capped: a head longer than the cap is read whole.
-        let cap = head_read.take();
+        // Only the first read is capped (a head longer than the cap is read whole), and only a
+        // first read into an empty buffer peeks.
+        let cap = cap.take();
+        let peek = how.peek && cap.is_some() && expect_empty;
         let read = async {
             match cap {
+                Some(cap) if peek => bufs.x.upstream.peek_socket_at_most(&mut up.stream, expect_empty, cap).await,
                 Some(cap) => bufs.x.upstream.fill_socket_at_most(&mut up.stream, expect_empty, cap).await,
                 None => bufs.x.upstream.fill_socket(&mut up.stream, expect_empty).await,
             }
         };
         match monoio::time::timeout(timeout, read).await {
-            Ok(Ok(n)) if n > 0 => {}
+            Ok(Ok(n)) if n > 0 => {
+                if peek {
+                    peeked = n;
+                }
+            }
             Ok(Ok(_)) => return Err(ProxyError::new(ErrorKind::UpstreamProtocol, "upstream closed before responding")),
             Ok(Err(e)) => return Err(ProxyError::io(ErrorKind::UpstreamProtocol, "reading upstream response", e)),
             Err(_) => return Err(ProxyError::new(ErrorKind::UpstreamTimeout, "upstream response timed out")),

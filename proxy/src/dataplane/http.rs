@@ -668,9 +668,10 @@ fn prepare_gateway(
 
     let mut tags = Vec::new();
     for name in &t.tag_headers {
-        let value = added_at.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, at)| &out[at.clone()]).or_else(|| {
-            r.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name) && !removed(h.name)).map(|h| h.value)
-        });
+        let value =
+            added_at.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, at)| &out[at.clone()]).or_else(|| {
+                r.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name) && !removed(h.name)).map(|h| h.value)
+            });
         if let Some(v) = value {
             tags.push(format!("{}-{}", name.to_ascii_lowercase(), String::from_utf8_lossy(v)));
         }
@@ -903,6 +904,31 @@ pub fn prepare_response(
         close_client,
         switching,
     }))
+}
+
+/// Whether the upstream's response head may go to the client byte for byte, so that it can be
+/// spliced with the body and never enter user space: `client_head` (what [`prepare_response`]
+/// wrote for it) is the same bytes, or the same without one `Connection: keep-alive` line,
+/// which is then just as true of the client connection (it stays open, HTTP/1.1; nginx sends
+/// the line to its clients too). Any other difference (an HTTP/1.0 or obs-fold status line,
+/// other hop-by-hop headers, rate-limit headers, a client that closes) means no.
+pub fn forwards_verbatim(upstream_head: &[u8], client_head: &[u8], r: &ResponseMeta) -> bool {
+    const KEEP_ALIVE: &[u8] = b"connection: keep-alive\r\n";
+    if r.close_client || r.switching || r.dechunk {
+        return false;
+    }
+    if upstream_head == client_head {
+        return true;
+    }
+    if upstream_head.len() != client_head.len() + KEEP_ALIVE.len() {
+        return false;
+    }
+    // The first difference must be inside the dropped line; back up to that line's start.
+    let same = upstream_head.iter().zip(client_head).take_while(|(a, b)| a == b).count();
+    let line = upstream_head[..same].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    line > 0
+        && upstream_head[line..line + KEEP_ALIVE.len()].eq_ignore_ascii_case(KEEP_ALIVE)
+        && upstream_head[line + KEEP_ALIVE.len()..] == client_head[line..]
 }
 
 /// `X-RateLimit-Limit` (requests per the limit's period), `-Remaining`, `-Reset` (Unix seconds

@@ -163,6 +163,50 @@ impl ReadBuf {
         self.put_back(slice.into_inner(), res, free)
     }
 
+    /// [`fill_socket_at_most`](Self::fill_socket_at_most) with `MSG_PEEK`: the bytes land in the
+    /// buffer but stay queued in the socket, for splice(2) to move on or
+    /// [`unqueue_peeked`](Self::unqueue_peeked) to take out.
+    pub async fn peek_socket_at_most(
+        &mut self,
+        r: &mut TcpStream,
+        expect_empty: bool,
+        cap: usize,
+    ) -> io::Result<usize> {
+        let (buf, len, free) = self.take_for_read();
+        let free = free.min(cap);
+        let (res, slice) = r.peek_poll_first(buf.slice_mut(len..len + free), expect_empty).await;
+        self.put_back(slice.into_inner(), res, free)
+    }
+
+    /// Takes the last `n` bytes of the buffer, read with
+    /// [`peek_socket_at_most`](Self::peek_socket_at_most), out of `fd`'s receive queue, so the
+    /// buffer and the socket agree as after a plain read. They are still queued, so this never
+    /// waits. TCP's `MSG_TRUNC` drops them in the kernel without a copy; they are received over
+    /// the buffer's own copy of them all the same, so a kernel that copied would write the same
+    /// bytes.
+    pub fn unqueue_peeked(&mut self, fd: RawFd, n: usize) -> io::Result<()> {
+        let end = self.buf.len();
+        let mut at = end.checked_sub(n).filter(|&a| a >= self.pos).ok_or(io::ErrorKind::InvalidInput)?;
+        while at < end {
+            // SAFETY: `buf[at..end]` is initialised memory this buffer owns, borrowed mutably
+            // for the duration of the call.
+            let r = unsafe {
+                libc::recv(fd, self.buf[at..].as_mut_ptr().cast(), end - at, libc::MSG_TRUNC | libc::MSG_DONTWAIT)
+            };
+            match r {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                k if k > 0 => at += (k as usize).min(end - at),
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Makes room for a read and lends the buffer out: (buffer, filled length, free space).
     fn take_for_read(&mut self) -> (Vec<u8>, usize, usize) {
         if self.buf.capacity() == 0 {
@@ -400,6 +444,36 @@ mod tests {
             assert_eq!(read_to_eof(&mut s, Some(true), "poll-first read never completed").await, b"queued-then-later");
         }
         let writes = || vec![b"queued-".to_vec(), b"then-".to_vec(), b"later".to_vec()];
+        with_stream(writes(), check);
+        with_stream_uring(writes(), check);
+    }
+
+    #[test]
+    fn peeked_bytes_stay_queued_until_unqueued() {
+        async fn check(mut s: monoio::net::TcpStream) {
+            let five = std::time::Duration::from_secs(5);
+            let mut b = ReadBuf::new(4096);
+            // The peek waits for the first write, takes at most 4 bytes and leaves them queued.
+            let n = monoio::time::timeout(five, b.peek_socket_at_most(&mut s, true, 4)).await.unwrap().unwrap();
+            assert_eq!(&b.data()[..n], &b"head-body"[..n]);
+            let mut again = ReadBuf::new(4096);
+            monoio::time::timeout(five, again.fill_socket_at_most(&mut s, false, n)).await.unwrap().unwrap();
+            assert_eq!(again.data(), b.data(), "a peek consumed what it read");
+            // Now a peek of what is queued, taken out without a copy: the next read sees the rest.
+            let mut p = ReadBuf::new(4096);
+            let k = monoio::time::timeout(five, p.peek_socket_at_most(&mut s, false, 3)).await.unwrap().unwrap();
+            assert!(k > 0);
+            let peeked = p.data().to_vec();
+            assert!(p.unqueue_peeked(s.as_raw_fd(), k + 1).is_err(), "more than was peeked");
+            p.unqueue_peeked(s.as_raw_fd(), k).unwrap();
+            assert_eq!(p.data(), &peeked[..], "the buffer keeps the bytes");
+            let mut rest = read_to_eof(&mut s, Some(false), "read after unqueue never completed").await;
+            let mut all = again.data().to_vec();
+            all.extend_from_slice(&peeked);
+            all.append(&mut rest);
+            assert_eq!(all, b"head-body-tail", "bytes lost or seen twice");
+        }
+        let writes = || vec![b"head-body".to_vec(), b"-tail".to_vec()];
         with_stream(writes(), check);
         with_stream_uring(writes(), check);
     }

@@ -8,6 +8,14 @@
 //! ([`HEAD_READ`]) so most of the body is left in the socket for splicing; [`BodyHints`] keeps
 //! that per worker and API. Measured in bench/README ("splice for response bodies").
 //!
+//! Where the API's heads have also gone to the client unchanged (`http::forwards_verbatim`:
+//! the same bytes, or the same less a `Connection: keep-alive` line), the small head read is a
+//! peek (`MSG_PEEK`): the head stays queued in the upstream socket and is spliced with the
+//! body, so the proxy makes no write of its own for the response (one `sendto` fewer per
+//! response; bench/README, "Unchanged heads spliced with their bodies"). A peeked head that
+//! turns out to need rewriting, or a body too small to splice, is taken out of the socket
+//! without a copy (`ReadBuf::unqueue_peeked`) and handled as after a read.
+//!
 //! Must not: block the worker (every splice and send is non-blocking, waits go through the
 //! runtime's readiness ops), hand a pipe that still holds bytes to another exchange, or fail an
 //! exchange for want of a pipe (the caller falls back to copying).
@@ -48,36 +56,65 @@ impl Pipe {
     }
 }
 
-/// Whether an API's recent `Content-Length` responses were large enough to splice: a two-bit
-/// saturating counter per API, up on a large body, down on a small one, so one odd response
-/// does not flip it. Reset when the configuration generation changes (API indexes move).
+/// Two per-API hints, each a two-bit saturating counter (up on a yes, down on a no, so one odd
+/// response does not flip it), reset when the configuration generation changes (API indexes
+/// move):
+/// - *large*: the API's recent `Content-Length` responses were large enough to splice, so its
+///   next head is read with [`HEAD_READ`];
+/// - *verbatim*: their heads also went to the client unchanged
+///   (`http::forwards_verbatim`), so the next head is peeked rather than read, and head and body
+///   leave the upstream socket together by splice.
 #[derive(Default)]
 pub struct BodyHints {
     generation: Cell<u64>,
-    counters: RefCell<Vec<u8>>,
+    counters: RefCell<Vec<Hint>>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Hint {
+    large: u8,
+    verbatim: u8,
 }
 
 impl BodyHints {
     /// The API's bodies have been large: read its next head with [`HEAD_READ`].
     pub fn large(&self, generation: u64, api: usize) -> bool {
-        self.generation.get() == generation && self.counters.borrow().get(api).is_some_and(|&c| c >= 2)
+        self.get(generation, api).is_some_and(|h| h.large >= 2)
+    }
+
+    /// The API's large responses have had heads the client gets unchanged: peek its next head.
+    pub fn verbatim(&self, generation: u64, api: usize) -> bool {
+        self.get(generation, api).is_some_and(|h| h.large >= 2 && h.verbatim >= 2)
     }
 
     /// Records one `Content-Length` response body; `large` says it was large enough to splice.
     pub fn note(&self, generation: u64, api: usize, large: bool) {
+        self.update(generation, api, large, |h| &mut h.large);
+    }
+
+    /// Records whether the head of a response read with [`HEAD_READ`] went out unchanged.
+    pub fn note_verbatim(&self, generation: u64, api: usize, verbatim: bool) {
+        self.update(generation, api, verbatim, |h| &mut h.verbatim);
+    }
+
+    fn get(&self, generation: u64, api: usize) -> Option<Hint> {
+        (self.generation.get() == generation).then(|| self.counters.borrow().get(api).copied()).flatten()
+    }
+
+    fn update(&self, generation: u64, api: usize, yes: bool, field: impl Fn(&mut Hint) -> &mut u8) {
         let mut counters = self.counters.borrow_mut();
         if self.generation.get() != generation {
             self.generation.set(generation);
             counters.clear();
         }
         if counters.len() <= api {
-            if !large {
+            if !yes {
                 return;
             }
-            counters.resize(api + 1, 0);
+            counters.resize(api + 1, Hint::default());
         }
-        let c = &mut counters[api];
-        *c = if large { (*c + 1).min(3) } else { c.saturating_sub(1) };
+        let c = field(&mut counters[api]);
+        *c = if yes { (*c + 1).min(3) } else { c.saturating_sub(1) };
     }
 }
 
@@ -270,5 +307,25 @@ mod tests {
         assert!(!h.large(2, 3), "a new generation forgets");
         h.note(2, 0, false);
         assert!(!h.large(2, 3));
+    }
+
+    #[test]
+    fn the_verbatim_hint_needs_two_verbatim_heads_of_large_bodies() {
+        let h = BodyHints::default();
+        h.note_verbatim(1, 0, true);
+        h.note_verbatim(1, 0, true);
+        assert!(!h.verbatim(1, 0), "verbatim heads of bodies not (yet) large do not count");
+        h.note(1, 0, true);
+        h.note(1, 0, true);
+        assert!(h.verbatim(1, 0));
+        h.note_verbatim(1, 0, true);
+        h.note_verbatim(1, 0, false);
+        assert!(h.verbatim(1, 0), "one rewritten head after three verbatim ones keeps it");
+        h.note_verbatim(1, 0, false);
+        assert!(!h.verbatim(1, 0));
+        assert!(h.large(1, 0), "the two hints are independent");
+        h.note_verbatim(1, 0, true);
+        h.note_verbatim(1, 0, true);
+        assert!(!h.verbatim(2, 0), "a new generation forgets");
     }
 }

@@ -218,6 +218,58 @@ fn response_framing_and_reuse() {
 }
 
 #[test]
+fn heads_that_go_out_unchanged_are_told_apart() {
+    // (request's HTTP minor version, client kept alive, upstream head, forwarded verbatim)
+    let cases: &[(u8, bool, &str, bool)] = &[
+        (1, true, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true),
+        // nginx's keep-alive responses: the one line the client head leaves out.
+        (
+            1,
+            true,
+            "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 5\r\nConnection: keep-alive\r\nETag: x\r\n\r\n",
+            true,
+        ),
+        // The dropped line followed by one sharing its first letters.
+        (1, true, "HTTP/1.1 200 OK\r\nconnection: Keep-Alive\r\nContent-Length: 5\r\n\r\n", true),
+        (1, true, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n", true),
+        // The client closes after this response, so "keep-alive" would be false.
+        (1, false, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n", false),
+        (1, false, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false),
+        // Other hop-by-hop headers, other Connection values, other versions are rewritten.
+        (1, true, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nKeep-Alive: timeout=5\r\n\r\n", false),
+        (1, true, "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-A\r\nX-A: 1\r\nContent-Length: 5\r\n\r\n", false),
+        (
+            1,
+            true,
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: keep-alive\r\nContent-Length: 5\r\n\r\n",
+            false,
+        ),
+        (1, true, "HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n", false),
+        (1, true, "HTTP/1.1 200 OK\r\nContent-Length:5\r\n\r\n", false),
+        // An HTTP/1.0 client gets "Connection: keep-alive" at the end of the head: the same
+        // bytes only where the upstream put it there too.
+        (0, true, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n", true),
+        (0, true, "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 5\r\n\r\n", false),
+        (0, true, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false),
+    ];
+    for &(minor, keep_alive, raw, want) in cases {
+        let (m, head) = resp(&get_meta(minor), keep_alive, raw);
+        assert_eq!(forwards_verbatim(raw.as_bytes(), head.as_bytes(), &m), want, "{raw:?} -> {head:?}");
+    }
+    let limits = crate::limit::LimitHeaders {
+        rate: Some(crate::limit::RateInfo { limit: 10, remaining: 9, reset: 0 }),
+        ..Default::default()
+    };
+    let raw = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
+    let mut out = Vec::new();
+    let Ok(PreparedResponse::Ready(m)) = prepare_response(raw.as_bytes(), 100, &get_meta(1), true, &limits, &mut out)
+    else {
+        panic!("expected a response")
+    };
+    assert!(!forwards_verbatim(raw.as_bytes(), &out, &m), "rate-limit headers are added");
+}
+
+#[test]
 fn upgrade_response_keeps_upgrade_header() {
     let up = RequestMeta { upgrade: true, ..get_meta(1) };
     let (m, head) =

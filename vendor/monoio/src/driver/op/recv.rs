@@ -53,18 +53,27 @@ pub(crate) struct Recv<T> {
     /// Portcullis patch: ask io_uring to arm its poll before trying the receive
     /// (`IORING_RECVSEND_POLL_FIRST`), for a read the caller knows will find no data yet.
     poll_first: bool,
+
+    /// Portcullis patch: receive with `MSG_PEEK`, leaving the bytes queued in the socket.
+    peek: bool,
 }
 
 impl<T: IoBufMut> Op<Recv<T>> {
     pub(crate) fn recv(fd: SharedFd, buf: T) -> io::Result<Self> {
-        Op::submit_with(Recv { fd, buf, poll_first: false })
+        Op::submit_with(Recv { fd, buf, poll_first: false, peek: false })
     }
 
     /// Portcullis patch: with `poll_first`, a receive that waits for readiness before its
     /// first attempt on io_uring (the legacy driver waits for readiness after a drained socket
     /// anyway).
     pub(crate) fn recv_poll_first(fd: SharedFd, buf: T, poll_first: bool) -> io::Result<Self> {
-        Op::submit_with(Recv { fd, buf, poll_first })
+        Op::submit_with(Recv { fd, buf, poll_first, peek: false })
+    }
+
+    /// Portcullis patch: like `recv_poll_first`, with `MSG_PEEK`: the bytes stay queued in the
+    /// socket for a later receive or splice(2).
+    pub(crate) fn peek_poll_first(fd: SharedFd, buf: T, poll_first: bool) -> io::Result<Self> {
+        Op::submit_with(Recv { fd, buf, poll_first, peek: true })
     }
 
     #[allow(unused)]
@@ -73,6 +82,7 @@ impl<T: IoBufMut> Op<Recv<T>> {
             fd: fd.clone(),
             buf,
             poll_first: false,
+            peek: false,
         }
     }
 
@@ -99,6 +109,7 @@ impl<T: IoBufMut> OpAble for Recv<T> {
             self.buf.write_ptr(),
             self.buf.bytes_total() as _,
         )
+        .flags(if self.peek { libc::MSG_PEEK } else { 0 })
         .build();
         if self.poll_first {
             // io-uring 0.6's `Recv` builder has no ioprio setter. `Entry` is `#[repr(C)]`
@@ -125,8 +136,9 @@ impl<T: IoBufMut> OpAble for Recv<T> {
     #[inline]
     fn legacy_drained(&mut self, n: u32) -> bool {
         // Portcullis patch: a stream socket's recv returns less than asked only when it has
-        // copied everything queued; data arriving later raises a new edge-triggered event.
-        n > 0 && (n as usize) < self.buf.bytes_total().min(u32::MAX as usize)
+        // copied everything queued; data arriving later raises a new edge-triggered event. A
+        // peek leaves the bytes queued, so the socket stays readable.
+        !self.peek && n > 0 && (n as usize) < self.buf.bytes_total().min(u32::MAX as usize)
     }
 
     #[cfg(all(any(feature = "legacy", feature = "poll-io"), unix))]
@@ -136,7 +148,7 @@ impl<T: IoBufMut> OpAble for Recv<T> {
             fd,
             self.buf.write_ptr() as _,
             self.buf.bytes_total().min(u32::MAX as usize),
-            0
+            if self.peek { libc::MSG_PEEK } else { 0 }
         ))
     }
 

@@ -243,6 +243,17 @@ impl TcpStream {
         op.read()
     }
 
+    /// Portcullis patch: `read_poll_first` with `MSG_PEEK`: the bytes read stay queued in the
+    /// socket (for splice(2), say), and a later receive returns them again.
+    pub fn peek_poll_first<T: IoBufMut>(
+        &mut self,
+        buf: T,
+        poll_first: bool,
+    ) -> impl Future<Output = BufResult<usize, T>> {
+        let op = Op::peek_poll_first(self.fd.clone(), buf, poll_first).unwrap();
+        op.read()
+    }
+
     /// Wait for read readiness.
     /// Note: Do not use it before every io. It is different from other runtimes!
     ///

@@ -510,28 +510,29 @@ async fn exchange(
                 bufs.x.upstream.consume(resp.head_len);
             }
         }
-        let have = bufs.x.upstream.len() as u64;
-        if whole {
-        } else if have < n && splice_min > 0 && n - have >= splice_min {
-            pipe = worker.splice.prepare(&up.stream, &mut up.nonblocking, client, &mut bufs.nonblocking);
-        } else if have < n && head_read.is_some() && n as usize <= bufs.x.upstream.max() {
-            // The small head read left a body too short to splice: read the rest now, so head
-            // and body still leave in one write.
-            read_body_rest(&mut up.stream, &mut bufs.x.upstream, n as usize, cfg.upstream_response_timeout_ms)
-                .await
-                .map_err(|e| Failure { err: e.into_proxy_error(Side::Upstream), responded: false })?;
-        }
-        let have = bufs.x.upstream.len() as u64;
-        if !whole && (have >= n || pipe.is_some()) {
-            written_with_head = have.min(n);
-            spliced = n - written_with_head;
-            body_kind = BodyKind::None;
-            let w = written_with_head as usize;
-            if w > bufs.x.out.len() && bufs.x.upstream.fits_prefix(bufs.x.out.len()) {
-                in_place = true;
-            } else {
-                bufs.x.out.extend_from_slice(&bufs.x.upstream.data()[..w]);
-                bufs.x.upstream.consume(w);
+        if !whole {
+            let have = bufs.x.upstream.len() as u64;
+            if have < n && splice_min > 0 && n - have >= splice_min {
+                pipe = worker.splice.prepare(&up.stream, &mut up.nonblocking, client, &mut bufs.nonblocking);
+            } else if have < n && head_read.is_some() && n as usize <= bufs.x.upstream.max() {
+                // The small head read left a body too short to splice: read the rest now, so
+                // head and body still leave in one write.
+                read_body_rest(&mut up.stream, &mut bufs.x.upstream, n as usize, cfg.upstream_response_timeout_ms)
+                    .await
+                    .map_err(|e| Failure { err: e.into_proxy_error(Side::Upstream), responded: false })?;
+            }
+            let have = bufs.x.upstream.len() as u64;
+            if have >= n || pipe.is_some() {
+                written_with_head = have.min(n);
+                spliced = n - written_with_head;
+                body_kind = BodyKind::None;
+                let w = written_with_head as usize;
+                if w > bufs.x.out.len() && bufs.x.upstream.fits_prefix(bufs.x.out.len()) {
+                    in_place = true;
+                } else {
+                    bufs.x.out.extend_from_slice(&bufs.x.upstream.data()[..w]);
+                    bufs.x.upstream.consume(w);
+                }
             }
         }
     }

@@ -341,9 +341,22 @@ fn wait_port(port: u16, timeout: Duration) -> Result<()> {
     bail!("nothing listens on port {port} after {timeout:?}")
 }
 
-fn wait_port_free(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+/// Waits up to `timeout` for `port` to be free (a target of the previous row may still be
+/// letting go of it). A port that stays taken belongs to a process this run did not start:
+/// measuring then would load that process and read the CPU of one that failed to bind, so the
+/// row fails instead, naming the port.
+fn wait_port_free(port: u16, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "port {port} is in use by a process this benchmark did not start \
+                 (`ss -ltnp 'sport = :{port}'` names it); stop it and run again"
+            );
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -483,6 +496,10 @@ fn start(target: Target, dir: &Path, bins: &Binaries) -> Result<Option<Running>>
     };
     let mut running = Running { measured_pid: child.id(), child };
     wait_port(target.port(), Duration::from_secs(10)).with_context(|| format!("{} did not start", target.name()))?;
+    // Something answered on the port; make sure it is what was just started.
+    if let Ok(Some(status)) = running.child.try_wait() {
+        bail!("{} exited right after starting ({status}); see its log in {}", target.name(), dir.display());
+    }
     // taskset execs the program, so the child pid is the proxy; nginx's worker is its child.
     if target == Target::Nginx {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -574,7 +591,7 @@ fn measure(target: Target, sc: &Scenario, dir: &Path, bins: &Binaries, duration:
     // The direct row's port is the upstream's, which stays bound: waiting for it to be free
     // only spent the 5 s timeout on every direct row.
     if target != Target::Direct {
-        wait_port_free(target.port());
+        wait_port_free(target.port(), Duration::from_secs(5))?;
     }
     let running = start(target, dir, bins)?;
     let pid = running.as_ref().map(|r| r.measured_pid);
@@ -671,7 +688,7 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
     }
 
     // Upstream for the whole benchmark.
-    wait_port_free(UPSTREAM_PORT);
+    wait_port_free(UPSTREAM_PORT, Duration::from_secs(5))?;
     let upstream = pinned(LOAD_CPU, "nginx")
         .arg("-c")
         .arg(dir.join("upstream.conf"))
@@ -940,6 +957,16 @@ mod tests {
             noisy_runs(&rows),
             ["nginx run 2: steal 4.0 %, waited for its core 10.0 %", "direct run 1: steal 2.5 %"]
         );
+    }
+
+    #[test]
+    fn a_port_taken_by_someone_else_fails_the_row_and_a_free_one_passes() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let e = wait_port_free(port, Duration::from_millis(100)).unwrap_err().to_string();
+        assert!(e.contains(&format!("port {port} is in use")), "{e}");
+        drop(l);
+        wait_port_free(port, Duration::from_secs(5)).unwrap();
     }
 
     #[test]

@@ -710,8 +710,10 @@ struct HeadRead {
 /// What [`read_response_head`] found.
 struct ResponseHead {
     meta: ResponseMeta,
-    /// For a capped read: whether the client gets the upstream's head unchanged
-    /// ([`http::forwards_verbatim`]).
+    /// For a capped read: whether the response could be spliced whole, its head unchanged
+    /// ([`http::forwards_verbatim`]) and its `Content-Length` body worth splicing. A response
+    /// that could not (a rewritten head, a small or chunked body, a HEAD request) counts
+    /// against peeking the API's next head, as a peek would have cost it one more call.
     verbatim: Option<bool>,
     /// The head passes unchanged and a `Content-Length` body worth splicing follows, and the
     /// bytes in `bufs.x.upstream` were peeked: they are all still queued in the upstream socket,
@@ -751,13 +753,15 @@ async fn read_response_head(
             &mut bufs.x.out,
         )? {
             PreparedResponse::Ready(r) => {
-                let verbatim = check_verbatim
-                    .then(|| http::forwards_verbatim(&bufs.x.upstream.data()[..r.head_len], &bufs.x.out, &r));
-                if peeked > 0 {
+                // Whether head and body could leave together: a head that passes unchanged and
+                // a `Content-Length` body worth splicing. Only checked for a capped read.
+                let verbatim = check_verbatim.then(|| {
                     let body_have = (bufs.x.upstream.len() - r.head_len) as u64;
-                    let spliceable =
-                        matches!(r.body, BodyKind::Length(n) if n > body_have && n - body_have >= how.splice_min);
-                    if verbatim == Some(true) && spliceable {
+                    matches!(r.body, BodyKind::Length(n) if n > body_have && n - body_have >= how.splice_min)
+                        && http::forwards_verbatim(&bufs.x.upstream.data()[..r.head_len], &bufs.x.out, &r)
+                });
+                if peeked > 0 {
+                    if verbatim == Some(true) {
                         return Ok(ResponseHead { meta: r, verbatim, queued: true });
                     }
                     unqueue(&mut bufs.x.upstream, up.stream.as_raw_fd(), peeked)?;

@@ -61,9 +61,10 @@ impl Pipe {
 /// move):
 /// - *large*: the API's recent `Content-Length` responses were large enough to splice, so its
 ///   next head is read with [`HEAD_READ`];
-/// - *verbatim*: their heads also went to the client unchanged
-///   (`http::forwards_verbatim`), so the next head is peeked rather than read, and head and body
-///   leave the upstream socket together by splice.
+/// - *verbatim*: those responses could also have been spliced whole, head included (the head
+///   goes to the client unchanged, `http::forwards_verbatim`, and the body is worth splicing),
+///   so the next head is peeked rather than read, and head and body leave the upstream socket
+///   together by splice.
 #[derive(Default)]
 pub struct BodyHints {
     generation: Cell<u64>,
@@ -92,7 +93,7 @@ impl BodyHints {
         self.update(generation, api, large, |h| &mut h.large);
     }
 
-    /// Records whether the head of a response read with [`HEAD_READ`] went out unchanged.
+    /// Records whether a response read with [`HEAD_READ`] could have been spliced whole.
     pub fn note_verbatim(&self, generation: u64, api: usize, verbatim: bool) {
         self.update(generation, api, verbatim, |h| &mut h.verbatim);
     }

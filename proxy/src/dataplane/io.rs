@@ -157,10 +157,7 @@ impl ReadBuf {
         expect_empty: bool,
         cap: usize,
     ) -> io::Result<usize> {
-        let (buf, len, free) = self.take_for_read();
-        let free = free.min(cap);
-        let (res, slice) = r.read_poll_first(buf.slice_mut(len..len + free), expect_empty).await;
-        self.put_back(slice.into_inner(), res, free)
+        self.read_at_most(r, expect_empty, cap, false).await
     }
 
     /// [`fill_socket_at_most`](Self::fill_socket_at_most) with `MSG_PEEK`: the bytes land in the
@@ -172,9 +169,24 @@ impl ReadBuf {
         expect_empty: bool,
         cap: usize,
     ) -> io::Result<usize> {
+        self.read_at_most(r, expect_empty, cap, true).await
+    }
+
+    async fn read_at_most(
+        &mut self,
+        r: &mut TcpStream,
+        expect_empty: bool,
+        cap: usize,
+        peek: bool,
+    ) -> io::Result<usize> {
         let (buf, len, free) = self.take_for_read();
         let free = free.min(cap);
-        let (res, slice) = r.peek_poll_first(buf.slice_mut(len..len + free), expect_empty).await;
+        let slice = buf.slice_mut(len..len + free);
+        let (res, slice) = if peek {
+            r.peek_poll_first(slice, expect_empty).await
+        } else {
+            r.read_poll_first(slice, expect_empty).await
+        };
         self.put_back(slice.into_inner(), res, free)
     }
 

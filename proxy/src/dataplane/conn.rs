@@ -739,48 +739,47 @@ async fn read_response_head(
     let mut cap = how.cap;
     // Bytes at the end of the buffer that a peek left queued in the socket.
     let mut peeked = 0;
-    let unqueue = |b: &mut ReadBuf, fd, n| {
-        b.unqueue_peeked(fd, n).map_err(|e| ProxyError::io(ErrorKind::UpstreamProtocol, "reading upstream response", e))
-    };
     loop {
         bufs.x.out.clear();
-        match http::prepare_response(
+        let prepared = http::prepare_response(
             bufs.x.upstream.data(),
             cfg.max_headers,
             meta,
             client_keep_alive,
             limits,
             &mut bufs.x.out,
-        )? {
+        )?;
+        // Whether head and body could leave together: a head that passes unchanged and a
+        // `Content-Length` body worth splicing. Only checked for a capped read.
+        let verbatim = match &prepared {
+            PreparedResponse::Ready(r) if check_verbatim => Some({
+                let body_have = (bufs.x.upstream.len() - r.head_len) as u64;
+                matches!(r.body, BodyKind::Length(n) if n > body_have && n - body_have >= how.splice_min)
+                    && http::forwards_verbatim(&bufs.x.upstream.data()[..r.head_len], &bufs.x.out, r)
+            }),
+            _ => None,
+        };
+        let whole = peeked > 0 && verbatim == Some(true);
+        if peeked > 0 && !whole {
+            // A peek is kept only for a response that goes whole; otherwise its bytes leave the
+            // socket now, as after a plain read.
+            bufs.x
+                .upstream
+                .unqueue_peeked(up.stream.as_raw_fd(), std::mem::take(&mut peeked))
+                .map_err(|e| ProxyError::io(ErrorKind::UpstreamProtocol, "reading upstream response", e))?;
+        }
+        match prepared {
             PreparedResponse::Ready(r) => {
-                // Whether head and body could leave together: a head that passes unchanged and
-                // a `Content-Length` body worth splicing. Only checked for a capped read.
-                let verbatim = check_verbatim.then(|| {
-                    let body_have = (bufs.x.upstream.len() - r.head_len) as u64;
-                    matches!(r.body, BodyKind::Length(n) if n > body_have && n - body_have >= how.splice_min)
-                        && http::forwards_verbatim(&bufs.x.upstream.data()[..r.head_len], &bufs.x.out, &r)
-                });
-                if peeked > 0 {
-                    if verbatim == Some(true) {
-                        return Ok(ResponseHead { meta: r, verbatim, queued: true });
-                    }
-                    unqueue(&mut bufs.x.upstream, up.stream.as_raw_fd(), peeked)?;
+                if !whole {
+                    bufs.x.upstream.consume(r.head_len);
                 }
-                bufs.x.upstream.consume(r.head_len);
-                return Ok(ResponseHead { meta: r, verbatim, queued: false });
+                return Ok(ResponseHead { meta: r, verbatim, queued: whole });
             }
             PreparedResponse::Informational { head_len } => {
-                if peeked > 0 {
-                    unqueue(&mut bufs.x.upstream, up.stream.as_raw_fd(), std::mem::take(&mut peeked))?;
-                }
                 bufs.x.upstream.consume(head_len);
                 continue;
             }
-            PreparedResponse::Partial => {
-                if peeked > 0 {
-                    unqueue(&mut bufs.x.upstream, up.stream.as_raw_fd(), std::mem::take(&mut peeked))?;
-                }
-            }
+            PreparedResponse::Partial => {}
         }
         if bufs.x.upstream.len() >= cfg.max_response_head_size {
             return Err(ProxyError::new(ErrorKind::UpstreamProtocol, "upstream response head too large"));

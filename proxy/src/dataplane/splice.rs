@@ -83,7 +83,8 @@ impl BodyHints {
         self.get(generation, api).is_some_and(|h| h.large >= 2)
     }
 
-    /// The API's large responses have had heads the client gets unchanged: peek its next head.
+    /// The API's large responses could also have gone whole (unchanged heads, bodies worth
+    /// splicing): peek its next head.
     pub fn verbatim(&self, generation: u64, api: usize) -> bool {
         self.get(generation, api).is_some_and(|h| h.large >= 2 && h.verbatim >= 2)
     }

@@ -6,7 +6,8 @@
 //! generator (wrk). Proxy pinned to CPU 1; upstream and wrk pinned to CPU 0. Each proxy process is
 //! started fresh per run so its peak RSS belongs to that run. Reports medians (min-max) of req/s,
 //! p50/p99 latency, proxy CPU microseconds per request (utime+stime from /proc over the wrk run /
-//! requests), peak RSS, errors and non-2xx; prints a markdown table with the ratios and writes
+//! requests, and its user/kernel split), the proxy's sleeps per request (voluntary context
+//! switches of all its threads), peak RSS, errors and non-2xx; prints a markdown table with the ratios and writes
 //! JSON to `target/bench/<timestamp>.json`.
 
 use std::fmt::Write as _;
@@ -130,6 +131,11 @@ struct Sample {
     p99_us: f64,
     requests: u64,
     cpu_us_per_req: Option<f64>,
+    /// The user-space and kernel parts of `cpu_us_per_req`.
+    user_us_per_req: Option<f64>,
+    sys_us_per_req: Option<f64>,
+    /// Times the proxy's threads went to sleep (voluntary context switches), per request.
+    sleeps_per_req: Option<f64>,
     peak_rss_kib: Option<u64>,
     base_rss_kib: Option<u64>,
     errors: u64,
@@ -520,12 +526,35 @@ fn start(target: Target, dir: &Path, bins: &Binaries) -> Result<Option<Running>>
     Ok(Some(running))
 }
 
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
+/// A process' CPU time in clock ticks (all its threads) and how often its threads went to sleep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcCpu {
+    user: u64,
+    sys: u64,
+    sleeps: u64,
+}
+
+fn proc_cpu(pid: u32) -> Option<ProcCpu> {
+    let (user, sys) = stat_times(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    // /proc/PID/status counts the main thread's switches only; the worker is another thread.
+    let mut sleeps = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        // A thread that ended between the listing and the read took its count with it.
+        sleeps += std::fs::read_to_string(task.path().join("status")).ok().and_then(|s| voluntary_switches(&s)).unwrap_or(0);
+    }
+    Some(ProcCpu { user, sys, sleeps })
+}
+
+/// utime and stime (fields 14 and 15) of a /proc/PID/stat line. The command (field 2) may hold
+/// spaces and parentheses, so fields are counted from its last ')'.
+fn stat_times(stat: &str) -> Option<(u64, u64)> {
+    let after = stat.get(stat.rfind(')')? + 2..)?;
     let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the command.
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    Some((f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?))
+}
+
+fn voluntary_switches(status: &str) -> Option<u64> {
+    status.lines().find_map(|l| l.strip_prefix("voluntary_ctxt_switches:")).and_then(|v| v.trim().parse().ok())
 }
 
 fn status_kib(pid: u32, key: &str) -> Option<u64> {
@@ -601,19 +630,24 @@ fn measure(target: Target, sc: &Scenario, dir: &Path, bins: &Binaries, duration:
     let machine0 = read_cpu_times();
     let sched0 = pid.and_then(thread_sched);
     let wall = Instant::now();
-    let t0 = pid.and_then(cpu_ticks);
+    let t0 = pid.and_then(proc_cpu);
     let mut s = run_wrk(sc, target, duration)?;
-    let t1 = pid.and_then(cpu_ticks);
+    let t1 = pid.and_then(proc_cpu);
     let wall = wall.elapsed();
     let wait = sched0
         .zip(pid.and_then(thread_sched))
         .and_then(|(before, after)| busiest_thread_wait_ns(&before, &after))
         .map(|ns| (ns, wall));
     s.noise = read_cpu_times().zip(machine0).map(|(after, before)| noise(before, after, wait));
-    if let (Some(t0), Some(t1)) = (t0, t1) {
+    if let (Some(t0), Some(t1), true) = (t0, t1, s.requests > 0) {
         // SAFETY: sysconf with a valid name has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        s.cpu_us_per_req = Some((t1 - t0) as f64 / hz * 1e6 / s.requests as f64);
+        let per_req = |ticks: u64| ticks as f64 / hz * 1e6 / s.requests as f64;
+        let (user, sys) = (t1.user.saturating_sub(t0.user), t1.sys.saturating_sub(t0.sys));
+        s.cpu_us_per_req = Some(per_req(user + sys));
+        s.user_us_per_req = Some(per_req(user));
+        s.sys_us_per_req = Some(per_req(sys));
+        s.sleeps_per_req = Some(t1.sleeps.saturating_sub(t0.sleeps) as f64 / s.requests as f64);
     }
     s.peak_rss_kib = pid.and_then(|p| status_kib(p, "VmHWM:"));
     s.base_rss_kib = base_rss;
@@ -749,7 +783,7 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
         "duration_seconds": opts.duration,
         "elapsed_seconds": elapsed.as_secs(),
         "machine": machine(),
-        "method": "proxy on CPU 1 (1 worker), wrk -t1 + upstream nginx on CPU 0; CPU = utime+stime over the wrk run / requests; medians of runs",
+        "method": "proxy on CPU 1 (1 worker), wrk -t1 + upstream nginx on CPU 0; CPU = utime+stime over the wrk run / requests (user + kernel split); sleeps = voluntary context switches of all the proxy threads / requests; medians of runs",
         "missing": missing.iter().map(|(c, r)| json!({"peer": c, "reason": r})).collect::<Vec<_>>(),
         "scenarios": json_rows,
     });
@@ -800,10 +834,10 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
         let per_conn = sc.connections >= 1000;
         let _ = writeln!(
             t,
-            "| target | req/s | p50 ms | p99 ms | CPU us/req | peak RSS MiB |{} errors | non-2xx |",
+            "| target | req/s | p50 ms | p99 ms | CPU us/req | user + kernel | sleeps/req | peak RSS MiB |{} errors | non-2xx |",
             if per_conn { " RSS/conn KiB |" } else { "" }
         );
-        let _ = writeln!(t, "|---|---|---|---|---|---|{}---|---|", if per_conn { "---|" } else { "" });
+        let _ = writeln!(t, "|---|---|---|---|---|---|---|---|{}---|---|", if per_conn { "---|" } else { "" });
         // Per target: medians of CPU per request, p99, RSS per connection, req/s.
         let mut medians: Vec<(Target, [Option<f64>; 4])> = Vec::new();
         let mut json_targets = Vec::new();
@@ -822,6 +856,9 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
             let p50 = stat(samples, |s| Some(s.p50_us / 1e3));
             let p99 = stat(samples, |s| Some(s.p99_us / 1e3));
             let cpu = stat(samples, |s| s.cpu_us_per_req);
+            let user = stat(samples, |s| s.user_us_per_req);
+            let sys = stat(samples, |s| s.sys_us_per_req);
+            let sleeps = stat(samples, |s| s.sleeps_per_req);
             let rss = stat(samples, |s| s.peak_rss_kib.map(|k| k as f64 / 1024.0));
             let rss_conn =
                 stat(samples, |s| Some((s.peak_rss_kib? as f64 - s.base_rss_kib? as f64) / sc.connections as f64));
@@ -829,12 +866,18 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
             let non2xx: u64 = samples.iter().map(|s| s.non_2xx).sum();
             let _ = writeln!(
                 t,
-                "| {} | {} | {} | {} | {} | {} |{} {errors} | {non2xx} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |{} {errors} | {non2xx} |",
                 target.name(),
                 fmt_stat(rps, 0, runs),
                 fmt_stat(p50, 3, runs),
                 fmt_stat(p99, 3, runs),
                 fmt_stat(cpu, 2, runs),
+                // Medians only: the split explains the total, the total carries the spread.
+                match (user, sys) {
+                    (Some(u), Some(k)) => format!("{:.2} + {:.2}", u.0, k.0),
+                    _ => "-".into(),
+                },
+                fmt_stat(sleeps, 3, 1),
                 fmt_stat(rss, 1, runs),
                 if per_conn { format!(" {} |", fmt_stat(rss_conn, 1, runs)) } else { String::new() },
             );
@@ -843,12 +886,14 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
                 "target": target.name(),
                 "samples": samples.iter().map(|s| json!({
                     "rps": s.rps, "p50_us": s.p50_us, "p99_us": s.p99_us, "requests": s.requests,
-                    "cpu_us_per_req": s.cpu_us_per_req, "peak_rss_kib": s.peak_rss_kib, "base_rss_kib": s.base_rss_kib,
+                    "cpu_us_per_req": s.cpu_us_per_req, "user_us_per_req": s.user_us_per_req,
+                    "sys_us_per_req": s.sys_us_per_req, "sleeps_per_req": s.sleeps_per_req, "peak_rss_kib": s.peak_rss_kib, "base_rss_kib": s.base_rss_kib,
                     "errors": s.errors, "non_2xx": s.non_2xx,
                     "steal_pct": s.noise.map(|n| n.steal_pct), "runqueue_wait_pct": s.noise.and_then(|n| n.wait_pct),
                 })).collect::<Vec<_>>(),
                 "median": {"rps": rps.map(|x| x.0), "p50_ms": p50.map(|x| x.0), "p99_ms": p99.map(|x| x.0),
-                           "cpu_us_per_req": cpu.map(|x| x.0), "peak_rss_mib": rss.map(|x| x.0), "rss_per_conn_kib": rss_conn.map(|x| x.0)},
+                           "cpu_us_per_req": cpu.map(|x| x.0), "user_us_per_req": user.map(|x| x.0),
+                           "sys_us_per_req": sys.map(|x| x.0), "sleeps_per_req": sleeps.map(|x| x.0), "peak_rss_mib": rss.map(|x| x.0), "rss_per_conn_kib": rss_conn.map(|x| x.0)},
                 "errors": errors, "non_2xx": non2xx, "failures": failures,
             }));
         }
@@ -967,6 +1012,23 @@ mod tests {
         assert!(e.contains(&format!("port {port} is in use")), "{e}");
         drop(l);
         wait_port_free(port, Duration::from_secs(5)).unwrap();
+    }
+
+    #[test]
+    fn cpu_split_and_sleeps_are_read_from_proc() {
+        // A command with spaces and a ')' of its own; utime 1234, stime 567.
+        let stat = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 567 0 0 20 0 3 0 99 1000 50";
+        assert_eq!(stat_times(stat), Some((1234, 567)));
+        assert_eq!(stat_times("4242 (cut short) S 1"), None);
+        let status = "Name:\tportcullis-w0\nvoluntary_ctxt_switches:\t1500\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(voluntary_switches(status), Some(1500));
+        assert_eq!(voluntary_switches("Name:\tx\n"), None);
+        // This process: CPU time and sleeps never go backwards.
+        let me = std::process::id();
+        let a = proc_cpu(me).expect("own /proc entry");
+        std::thread::sleep(Duration::from_millis(20));
+        let b = proc_cpu(me).expect("own /proc entry");
+        assert!(b.user >= a.user && b.sys >= a.sys && b.sleeps > a.sleeps, "{a:?} then {b:?}");
     }
 
     #[test]

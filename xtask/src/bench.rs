@@ -136,6 +136,9 @@ struct Sample {
     sys_us_per_req: Option<f64>,
     /// Times the proxy's threads went to sleep (voluntary context switches), per request.
     sleeps_per_req: Option<f64>,
+    /// Busy time of the proxy's CPU (`/proc/stat`), per request: the cross-check of
+    /// `cpu_us_per_req` that a wake-up from idle cannot inflate (bench/README.md, "Method").
+    core_us_per_req: Option<f64>,
     peak_rss_kib: Option<u64>,
     base_rss_kib: Option<u64>,
     errors: u64,
@@ -170,6 +173,8 @@ const WAIT_PCT: f64 = 5.0;
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct CpuTimes {
     steal: u64,
+    /// Time the CPU was running anything: user, nice, system, irq and softirq.
+    busy: u64,
     /// Every field (user nice system idle iowait irq softirq steal).
     total: u64,
 }
@@ -180,7 +185,7 @@ fn parse_cpu_times(stat: &str, cpu: &str) -> Option<CpuTimes> {
     let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().ok()).collect::<Option<_>>()?;
     // guest and guest_nice (fields 9 and 10) are already counted in user and nice.
     let get = |i: usize| f.get(i).copied().unwrap_or(0);
-    Some(CpuTimes { steal: get(7), total: (0..8).map(get).sum() })
+    Some(CpuTimes { steal: get(7), busy: [0, 1, 2, 5, 6].map(get).iter().sum(), total: (0..8).map(get).sum() })
 }
 
 /// Steal counters of the proxy's and the load generator's CPUs.
@@ -638,11 +643,15 @@ fn measure(target: Target, sc: &Scenario, dir: &Path, bins: &Binaries, duration:
         .zip(pid.and_then(thread_sched))
         .and_then(|(before, after)| busiest_thread_wait_ns(&before, &after))
         .map(|ns| (ns, wall));
-    s.noise = read_cpu_times().zip(machine0).map(|(after, before)| noise(before, after, wait));
+    let machine1 = read_cpu_times();
+    s.noise = machine1.zip(machine0).map(|(after, before)| noise(before, after, wait));
+    // SAFETY: sysconf with a valid name has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let per_req = |ticks: u64| ticks as f64 / hz * 1e6 / s.requests as f64;
+    if let (Some(before), Some(after), true, true) = (machine0, machine1, pid.is_some(), s.requests > 0) {
+        s.core_us_per_req = Some(per_req(after.0.busy.saturating_sub(before.0.busy)));
+    }
     if let (Some(t0), Some(t1), true) = (t0, t1, s.requests > 0) {
-        // SAFETY: sysconf with a valid name has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        let per_req = |ticks: u64| ticks as f64 / hz * 1e6 / s.requests as f64;
         let (user, sys) = (t1.user.saturating_sub(t0.user), t1.sys.saturating_sub(t0.sys));
         s.cpu_us_per_req = Some(per_req(user + sys));
         s.user_us_per_req = Some(per_req(user));
@@ -834,12 +843,12 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
         let per_conn = sc.connections >= 1000;
         let _ = writeln!(
             t,
-            "| target | req/s | p50 ms | p99 ms | CPU us/req | user + kernel | sleeps/req | peak RSS MiB |{} errors | non-2xx |",
+            "| target | req/s | p50 ms | p99 ms | CPU us/req | user + kernel | sleeps/req | core us/req | peak RSS MiB |{} errors | non-2xx |",
             if per_conn { " RSS/conn KiB |" } else { "" }
         );
-        let _ = writeln!(t, "|---|---|---|---|---|---|---|---|{}---|---|", if per_conn { "---|" } else { "" });
-        // Per target: medians of CPU per request, p99, RSS per connection, req/s.
-        let mut medians: Vec<(Target, [Option<f64>; 4])> = Vec::new();
+        let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|{}---|---|", if per_conn { "---|" } else { "" });
+        // Per target: medians of CPU per request, p99, RSS per connection, req/s, core busy per request.
+        let mut medians: Vec<(Target, [Option<f64>; 5])> = Vec::new();
         let mut json_targets = Vec::new();
         for (target, samples, failures) in rows {
             if samples.is_empty() {
@@ -859,6 +868,7 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
             let user = stat(samples, |s| s.user_us_per_req);
             let sys = stat(samples, |s| s.sys_us_per_req);
             let sleeps = stat(samples, |s| s.sleeps_per_req);
+            let core = stat(samples, |s| s.core_us_per_req);
             let rss = stat(samples, |s| s.peak_rss_kib.map(|k| k as f64 / 1024.0));
             let rss_conn =
                 stat(samples, |s| Some((s.peak_rss_kib? as f64 - s.base_rss_kib? as f64) / sc.connections as f64));
@@ -866,7 +876,7 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
             let non2xx: u64 = samples.iter().map(|s| s.non_2xx).sum();
             let _ = writeln!(
                 t,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |{} {errors} | {non2xx} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |{} {errors} | {non2xx} |",
                 target.name(),
                 fmt_stat(rps, 0, runs),
                 fmt_stat(p50, 3, runs),
@@ -878,22 +888,23 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
                     _ => "-".into(),
                 },
                 fmt_stat(sleeps, 3, 1),
+                fmt_stat(core, 2, runs),
                 fmt_stat(rss, 1, runs),
                 if per_conn { format!(" {} |", fmt_stat(rss_conn, 1, runs)) } else { String::new() },
             );
-            medians.push((*target, [cpu, p99, rss_conn, rps].map(|s| s.map(|c| c.0))));
+            medians.push((*target, [cpu, p99, rss_conn, rps, core].map(|s| s.map(|c| c.0))));
             json_targets.push(json!({
                 "target": target.name(),
                 "samples": samples.iter().map(|s| json!({
                     "rps": s.rps, "p50_us": s.p50_us, "p99_us": s.p99_us, "requests": s.requests,
                     "cpu_us_per_req": s.cpu_us_per_req, "user_us_per_req": s.user_us_per_req,
-                    "sys_us_per_req": s.sys_us_per_req, "sleeps_per_req": s.sleeps_per_req, "peak_rss_kib": s.peak_rss_kib, "base_rss_kib": s.base_rss_kib,
+                    "sys_us_per_req": s.sys_us_per_req, "sleeps_per_req": s.sleeps_per_req, "core_us_per_req": s.core_us_per_req, "peak_rss_kib": s.peak_rss_kib, "base_rss_kib": s.base_rss_kib,
                     "errors": s.errors, "non_2xx": s.non_2xx,
                     "steal_pct": s.noise.map(|n| n.steal_pct), "runqueue_wait_pct": s.noise.and_then(|n| n.wait_pct),
                 })).collect::<Vec<_>>(),
                 "median": {"rps": rps.map(|x| x.0), "p50_ms": p50.map(|x| x.0), "p99_ms": p99.map(|x| x.0),
                            "cpu_us_per_req": cpu.map(|x| x.0), "user_us_per_req": user.map(|x| x.0),
-                           "sys_us_per_req": sys.map(|x| x.0), "sleeps_per_req": sleeps.map(|x| x.0), "peak_rss_mib": rss.map(|x| x.0), "rss_per_conn_kib": rss_conn.map(|x| x.0)},
+                           "sys_us_per_req": sys.map(|x| x.0), "sleeps_per_req": sleeps.map(|x| x.0), "core_us_per_req": core.map(|x| x.0), "peak_rss_mib": rss.map(|x| x.0), "rss_per_conn_kib": rss_conn.map(|x| x.0)},
                 "errors": errors, "non_2xx": non2xx, "failures": failures,
             }));
         }
@@ -916,13 +927,14 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
             for peer in [Target::Baseline, Target::Nginx, Target::Haproxy] {
                 if let Some(o) = get(peer) {
                     let r = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
-                    let [cpu, p99, rss, rps] = [0, 1, 2, 3].map(|i| r(p.1[i], o.1[i]));
+                    let [cpu, p99, rss, rps, core] = [0, 1, 2, 3, 4].map(|i| r(p.1[i], o.1[i]));
                     let f = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}x"));
                     let _ = write!(
                         t,
-                        "\nPortcullis/{}: CPU per request {}, p99 {}, req/s {}",
+                        "\nPortcullis/{}: CPU per request {} (core {}), p99 {}, req/s {}",
                         peer.name(),
                         f(cpu),
+                        f(core),
                         f(p99),
                         f(rps)
                     );
@@ -931,7 +943,7 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
                     }
                     ratios.insert(
                         peer.name().into(),
-                        json!({"cpu_per_req": cpu, "p99": p99, "rps": rps, "rss_per_conn": rss}),
+                        json!({"cpu_per_req": cpu, "core_per_req": core, "p99": p99, "rps": rps, "rss_per_conn": rss}),
                     );
                 }
             }
@@ -980,7 +992,10 @@ mod tests {
             "cpu  10 0 10 100 0 0 0 0 0 0\ncpu0 150 0 100 1080 5 0 32 18 0 0\ncpu1 240 3 120 2030 0 1 40 0 7 0\n";
         let b = (parse_cpu_times(before, PROXY_CPU).unwrap(), parse_cpu_times(before, LOAD_CPU).unwrap());
         let a = (parse_cpu_times(after, PROXY_CPU).unwrap(), parse_cpu_times(after, LOAD_CPU).unwrap());
-        assert_eq!(b.0, CpuTimes { steal: 0, total: 2334 });
+        assert_eq!(b.0, CpuTimes { steal: 0, busy: 334, total: 2334 });
+        // Busy: user, nice, system, irq, softirq — not idle, iowait or steal.
+        assert_eq!(a.0.busy - b.0.busy, 70);
+        assert_eq!(a.1.busy - b.1.busy, 112);
         let n = noise(b, a, Some((300_000_000, Duration::from_secs(3))));
         assert!((n.steal_pct - 4.0).abs() < 1e-9, "{n:?}");
         assert!((n.wait_pct.unwrap() - 10.0).abs() < 1e-9, "{n:?}");

@@ -7,6 +7,8 @@
 //! - `cargo xtask setup` / `build-ebpf`: the eBPF toolchain and build (see `ebpf.rs`).
 //! - `cargo xtask bench` runs the side-by-side load benchmark (see `bench.rs`).
 //! - `cargo xtask bench-limits` reports limiter accuracy (see `bench_limits.rs`).
+//! - `cargo xtask wake-cost` measures what the host charges per sleep and wake-up (see
+//!   `wake_cost.rs`), the check behind the benchmark's "core us/req" column.
 
 use std::process::{Command, ExitCode};
 
@@ -16,6 +18,7 @@ mod bench;
 mod bench_limits;
 mod ebpf;
 mod tidy;
+mod wake_cost;
 
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -41,10 +44,11 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("bench") => bench::bench(&args[1..], &root()),
         Some("bench-limits") => bench_limits::bench_limits(&root()),
+        Some("wake-cost") => wake_cost::wake_cost(),
         Some("setup") => ebpf::setup(),
         Some("build-ebpf") => ebpf::build(&root()),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build-ebpf|run|test|bench> [args]\n  setup       install the eBPF toolchain (Debian rustc-web, LLVM 22, bpf-linker)\n  build-ebpf  build the XDP gate (proxy-ebpf) so the proxy embeds it\n  run    start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test   run every test\n  bench  [--scenario NAME] [--runs N] [--duration S] [--quick]: load benchmark vs nginx and HAProxy\n  bench-limits  admitted vs allowed in the rate-limit and quota scenarios");
+            eprintln!("usage: cargo xtask <setup|build-ebpf|run|test|bench> [args]\n  setup       install the eBPF toolchain (Debian rustc-web, LLVM 22, bpf-linker)\n  build-ebpf  build the XDP gate (proxy-ebpf) so the proxy embeds it\n  run    start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test   run every test\n  bench  [--scenario NAME] [--runs N] [--duration S] [--quick]: load benchmark vs nginx and HAProxy\n  bench-limits  admitted vs allowed in the rate-limit and quota scenarios\n  wake-cost  what this host charges a thread per sleep and wake-up (against its core's busy time)");
             return ExitCode::from(2);
         }
     };

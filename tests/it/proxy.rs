@@ -289,6 +289,51 @@ fn websocket_upgrade_is_tunnelled() {
     }
 }
 
+/// A kept-alive connection is read in several ways (the idle wait for the next head, the rest of
+/// a head, body relays, the tunnel after an upgrade); every way of sending a request after the
+/// first must arrive whole and in order: bodies that trail their head, chunked bodies in pieces,
+/// pipelined requests, a large body, and an upgrade. (Written for the multishot-receive
+/// experiment in bench/README.md, kept as the check for any change to how these reads are made.)
+#[test]
+fn kept_alive_connections_carry_trailing_bodies_pipelining_and_upgrades() {
+    let (p, _up) = simple("");
+    let mut conn = Conn::connect(p.listen).unwrap();
+    for _ in 0..3 {
+        assert_eq!(conn.get("/up/get").unwrap().status, 200);
+    }
+    // A body that comes after its head: the head alone is read first.
+    conn.send(b"POST /up/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    conn.send(b"0123456789").unwrap();
+    let r = conn.read_response(false).unwrap();
+    assert_eq!((r.status, &r.body[..]), (200, &b"0123456789"[..]));
+    // Chunked, in pieces.
+    conn.send(b"POST /up/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    conn.send(b"6\r\n world\r\n0\r\n\r\n").unwrap();
+    let r = conn.read_response(false).unwrap();
+    assert_eq!((r.status, &r.body[..]), (200, &b"hello world"[..]));
+    // Receiving again after the stop, then two requests in one write.
+    assert_eq!(conn.get("/up/get").unwrap().status, 200);
+    conn.send(b"GET /up/bytes/7 HTTP/1.1\r\nHost: x\r\n\r\nGET /up/bytes/9 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(conn.read_response(false).unwrap().body == pattern(7));
+    assert!(conn.read_response(false).unwrap().body == pattern(9));
+    // A large body right behind its head.
+    let big = pattern(300_000);
+    let r = conn.request("POST", "/up/echo", "", &big).unwrap();
+    assert!(r.status == 200 && r.body == big, "echoed {} bytes", r.body.len());
+    // And an upgrade on the same connection: the tunnel gets every byte.
+    assert_eq!(conn.get("/up/get").unwrap().status, 200);
+    conn.send(b"GET /up/ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").unwrap();
+    assert_eq!(conn.read_head().unwrap().status, 101);
+    for msg in [&b"first frame"[..], &pattern(100_000)] {
+        conn.send(msg).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        conn.reader().read_exact(&mut back).unwrap();
+        assert_eq!(back, msg);
+    }
+}
+
 #[test]
 fn forwarding_headers_hop_by_hop_expect_and_connection_close() {
     let (p, _up) = simple("");

@@ -545,7 +545,8 @@ fn proc_cpu(pid: u32) -> Option<ProcCpu> {
     let mut sleeps = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
         // A thread that ended between the listing and the read took its count with it.
-        sleeps += std::fs::read_to_string(task.path().join("status")).ok().and_then(|s| voluntary_switches(&s)).unwrap_or(0);
+        sleeps +=
+            std::fs::read_to_string(task.path().join("status")).ok().and_then(|s| voluntary_switches(&s)).unwrap_or(0);
     }
     Some(ProcCpu { user, sys, sleeps })
 }

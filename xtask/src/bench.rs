@@ -7,8 +7,9 @@
 //! started fresh per run so its peak RSS belongs to that run. Reports medians (min-max) of req/s,
 //! p50/p99 latency, proxy CPU microseconds per request (utime+stime from /proc over the wrk run /
 //! requests, and its user/kernel split), the proxy's sleeps per request (voluntary context
-//! switches of all its threads), peak RSS, errors and non-2xx; prints a markdown table with the ratios and writes
-//! JSON to `target/bench/<timestamp>.json`.
+//! switches of all its threads), its CPU's busy time per request (`/proc/stat`, a cross-check the
+//! host's charge for wake-ups cannot inflate), peak RSS, errors and non-2xx; prints a markdown
+//! table with the ratios and writes JSON to `target/bench/<timestamp>.json`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -793,7 +794,7 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
         "duration_seconds": opts.duration,
         "elapsed_seconds": elapsed.as_secs(),
         "machine": machine(),
-        "method": "proxy on CPU 1 (1 worker), wrk -t1 + upstream nginx on CPU 0; CPU = utime+stime over the wrk run / requests (user + kernel split); sleeps = voluntary context switches of all the proxy threads / requests; medians of runs",
+        "method": "proxy on CPU 1 (1 worker), wrk -t1 + upstream nginx on CPU 0; CPU = utime+stime over the wrk run / requests (user + kernel split); sleeps = voluntary context switches of all the proxy threads / requests; core = busy time of CPU 1 (/proc/stat) / requests; medians of runs",
         "missing": missing.iter().map(|(c, r)| json!({"peer": c, "reason": r})).collect::<Vec<_>>(),
         "scenarios": json_rows,
     });

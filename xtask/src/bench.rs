@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: the side-by-side load benchmark (DESIGN.md section 8).
 //!
-//! For each scenario and run, measures in turn a `direct` row (no proxy), Portcullis, nginx and
-//! HAProxy, configured equivalently (one worker/thread, upstream keep-alive pool, access logs off),
+//! For each scenario and run, measures in turn a `direct` row (no proxy), a `floor` row (a
+//! byte-copy forwarder with no HTTP, `forward.rs`: what any proxy pays the kernel here),
+//! Portcullis, nginx and HAProxy, configured equivalently (one worker/thread, upstream keep-alive pool, access logs off),
 //! against the same upstream (nginx `return 200` / a static 16 KiB file) with the same load
 //! generator (wrk). Proxy pinned to CPU 1; upstream and wrk pinned to CPU 0. Each proxy process is
 //! started fresh per run so its peak RSS belongs to that run. Reports medians (min-max) of req/s,
@@ -20,8 +21,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 const UPSTREAM_PORT: u16 = 18181;
-const PORTS: [(Target, u16); 6] = [
+const PORTS: [(Target, u16); 7] = [
     (Target::Direct, UPSTREAM_PORT),
+    (Target::Floor, 18187),
     (Target::Portcullis, 18183),
     (Target::PortcullisUring, 18185),
     (Target::Baseline, 18186),
@@ -34,6 +36,9 @@ const LOAD_CPU: &str = "0";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
     Direct,
+    /// `cargo xtask forward` (`forward.rs`): a byte-copy forwarder with no HTTP, what the kernel
+    /// charges any epoll proxy for the traffic; the floor the proxies' CPU figures sit on.
+    Floor,
     Portcullis,
     /// Portcullis with `io_driver = "uring"` (only with `--uring`).
     PortcullisUring,
@@ -48,6 +53,7 @@ impl Target {
     fn name(self) -> &'static str {
         match self {
             Target::Direct => "direct",
+            Target::Floor => "floor",
             Target::Portcullis => "portcullis",
             Target::PortcullisUring => "portcullis-uring",
             Target::Baseline => "portcullis-baseline",
@@ -451,9 +457,11 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The Portcullis binaries under test: this tree's release build and an optional baseline.
+/// The binaries under test: this tree's release builds of Portcullis and of xtask (for the
+/// floor's forwarder), and an optional baseline Portcullis.
 struct Binaries {
     portcullis: PathBuf,
+    xtask: PathBuf,
     baseline: Option<PathBuf>,
 }
 
@@ -482,6 +490,11 @@ impl Drop for Running {
 fn start(target: Target, dir: &Path, bins: &Binaries) -> Result<Option<Running>> {
     let child = match target {
         Target::Direct => return Ok(None),
+        Target::Floor => pinned(PROXY_CPU, &bins.xtask)
+            .args(["forward", "--listen", &format!("127.0.0.1:{}", target.port())])
+            .args(["--upstream", &format!("127.0.0.1:{UPSTREAM_PORT}")])
+            .stderr(std::fs::File::create(dir.join("floor.log"))?)
+            .spawn()?,
         Target::Portcullis | Target::PortcullisUring | Target::Baseline => {
             let name = target.name();
             let bin = match (target, &bins.baseline) {
@@ -711,23 +724,38 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
         );
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(&cargo).current_dir(root).args(["build", "--release", "-p", "portcullis"]).status()?;
+    // xtask in release too: the floor row runs its forwarder, which must not carry debug code.
+    let st = Command::new(&cargo)
+        .current_dir(root)
+        .args(["build", "--release", "-p", "portcullis", "-p", "xtask"])
+        .status()?;
     if !st.success() {
         bail!("release build failed");
     }
-    let bins = Binaries { portcullis: root.join("target/release/portcullis"), baseline: opts.baseline.clone() };
+    let bins = Binaries {
+        portcullis: root.join("target/release/portcullis"),
+        xtask: root.join("target/release/xtask"),
+        baseline: opts.baseline.clone(),
+    };
     let dir = root.join("target/bench/work");
     write_configs(&dir, root)?;
 
     let scenarios: Vec<&Scenario> =
         SCENARIOS.iter().filter(|s| opts.scenarios.is_empty() || opts.scenarios.iter().any(|n| n == s.name)).collect();
-    let targets: Vec<Target> =
-        [Target::Direct, Target::Portcullis, Target::Baseline, Target::PortcullisUring, Target::Nginx, Target::Haproxy]
-            .into_iter()
-            .filter(|t| *t != Target::PortcullisUring || opts.uring)
-            .filter(|t| *t != Target::Baseline || opts.baseline.is_some())
-            .filter(|t| !missing.iter().any(|(c, _)| *c == t.name()))
-            .collect();
+    let targets: Vec<Target> = [
+        Target::Direct,
+        Target::Floor,
+        Target::Portcullis,
+        Target::Baseline,
+        Target::PortcullisUring,
+        Target::Nginx,
+        Target::Haproxy,
+    ]
+    .into_iter()
+    .filter(|t| *t != Target::PortcullisUring || opts.uring)
+    .filter(|t| *t != Target::Baseline || opts.baseline.is_some())
+    .filter(|t| !missing.iter().any(|(c, _)| *c == t.name()))
+    .collect();
     for (c, why) in &missing {
         eprintln!("bench: {c} will be reported as missing: {why}");
     }
@@ -951,6 +979,20 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
             }
             let _ = writeln!(t);
         }
+        // The floor opens an upstream connection per client connection (no pool), so it is a
+        // floor only where connections are kept alive.
+        if let (Some(fl), Some(n), false) = (get(Target::Floor), get(Target::Nginx), sc.close) {
+            let r = |i: usize| fl.1[i].zip(n.1[i]).map(|(a, b)| a / b);
+            let (cpu, core) = (r(0), r(4));
+            let f = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}x"));
+            let _ = writeln!(
+                t,
+                "floor/nginx: CPU per request {} (core {}): what a byte-copy forwarder with no HTTP costs here",
+                f(cpu),
+                f(core)
+            );
+            ratios.insert("floor_vs_nginx".into(), json!({"cpu_per_req": cpu, "core_per_req": core}));
+        }
         json_rows.push(json!({"scenario": sc.name, "what": sc.what, "connections": sc.connections, "available": true, "targets": json_targets, "ratios": ratios, "noisy_runs": noisy}));
     }
     (t, json_rows)
@@ -984,6 +1026,36 @@ mod tests {
         assert_eq!(s.errors, 3);
         assert_eq!(s.non_2xx, 5);
         assert!((s.rps - 59932.98).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_floor_is_set_against_nginx_where_connections_are_kept_alive() {
+        let sample = |cpu: f64| Sample {
+            requests: 1000,
+            rps: 1000.0,
+            cpu_us_per_req: Some(cpu),
+            core_us_per_req: Some(cpu / 2.0),
+            ..Default::default()
+        };
+        let rows = |floor: f64, nginx: f64| -> Vec<Row> {
+            vec![
+                (Target::Floor, vec![sample(floor)], Vec::new()),
+                (Target::Portcullis, vec![sample(14.0)], Vec::new()),
+                (Target::Nginx, vec![sample(nginx)], Vec::new()),
+            ]
+        };
+        let find = |name: &str| SCENARIOS.iter().find(|s| s.name == name).unwrap();
+        let results = vec![(find("small"), rows(12.0, 16.0)), (find("close"), rows(40.0, 30.0))];
+        let (table, json) = report(&results, &[], 1);
+        assert!(table.contains("| floor | 1000 |"), "{table}");
+        let small = &table[..table.find("### close").unwrap()];
+        assert!(small.contains("floor/nginx: CPU per request 0.75x (core 0.75x)"), "{small}");
+        assert!(small.contains("Portcullis/nginx: CPU per request 0.88x"), "{small}");
+        assert_eq!(json[0]["ratios"]["floor_vs_nginx"]["cpu_per_req"], 0.75);
+        // With a connection per request the floor pays an upstream connect the pooling proxies
+        // do not: no floor line there.
+        assert!(!table[table.find("### close").unwrap()..].contains("floor/nginx"), "{table}");
+        assert!(json[1]["ratios"].get("floor_vs_nginx").is_none());
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - `cargo xtask bench-limits` reports limiter accuracy (see `bench_limits.rs`).
 //! - `cargo xtask wake-cost` measures what the host charges per sleep and wake-up (see
 //!   `wake_cost.rs`), the check behind the benchmark's "core us/req" column.
+//! - `cargo xtask forward --listen ADDR --upstream ADDR`: the minimal byte-copy forwarder the
+//!   benchmark's `floor` row measures (see `forward.rs`).
 
 use std::process::{Command, ExitCode};
 
@@ -17,6 +19,7 @@ use anyhow::{bail, Context, Result};
 mod bench;
 mod bench_limits;
 mod ebpf;
+mod forward;
 mod tidy;
 mod wake_cost;
 
@@ -45,10 +48,11 @@ fn main() -> ExitCode {
         Some("bench") => bench::bench(&args[1..], &root()),
         Some("bench-limits") => bench_limits::bench_limits(&root()),
         Some("wake-cost") => wake_cost::wake_cost(),
+        Some("forward") => forward::forward(&args[1..]),
         Some("setup") => ebpf::setup(),
         Some("build-ebpf") => ebpf::build(&root()),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build-ebpf|run|test|bench> [args]\n  setup       install the eBPF toolchain (Debian rustc-web, LLVM 22, bpf-linker)\n  build-ebpf  build the XDP gate (proxy-ebpf) so the proxy embeds it\n  run    start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test   run every test\n  bench  [--scenario NAME] [--runs N] [--duration S] [--quick]: load benchmark vs nginx and HAProxy\n  bench-limits  admitted vs allowed in the rate-limit and quota scenarios\n  wake-cost  what this host charges a thread per sleep and wake-up (against its core's busy time)");
+            eprintln!("usage: cargo xtask <setup|build-ebpf|run|test|bench> [args]\n  setup       install the eBPF toolchain (Debian rustc-web, LLVM 22, bpf-linker)\n  build-ebpf  build the XDP gate (proxy-ebpf) so the proxy embeds it\n  run    start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test   run every test\n  bench  [--scenario NAME] [--runs N] [--duration S] [--quick]: load benchmark vs nginx and HAProxy\n  bench-limits  admitted vs allowed in the rate-limit and quota scenarios\n  wake-cost  what this host charges a thread per sleep and wake-up (against its core's busy time)\n  forward --listen ADDR --upstream ADDR  the benchmark's floor: a minimal byte-copy forwarder");
             return ExitCode::from(2);
         }
     };

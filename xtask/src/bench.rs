@@ -723,14 +723,15 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
             "bench: WARNING fewer than 2 CPUs: proxy and load generator share a core; numbers are not comparable"
         );
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // xtask in release too: the floor row runs its forwarder, which must not carry debug code.
-    let st = Command::new(&cargo)
-        .current_dir(root)
-        .args(["build", "--release", "-p", "portcullis", "-p", "xtask"])
-        .status()?;
-    if !st.success() {
-        bail!("release build failed");
+    // Two builds, not one with both packages: features are unified across the packages of one
+    // build, which would give Portcullis other dependency builds than `cargo build -p
+    // portcullis` (and a fat-LTO relink whenever the two alternate).
+    for package in ["portcullis", "xtask"] {
+        let st = crate::cargo().current_dir(root).args(["build", "--release", "-p", package]).status()?;
+        if !st.success() {
+            bail!("release build of {package} failed");
+        }
     }
     let bins = Binaries {
         portcullis: root.join("target/release/portcullis"),

@@ -5,8 +5,6 @@
 //! `tests/it/limits.rs` (release build, one at a time, real binary, real redis-server) and
 //! reports what they measured; it does not make up or fix any number.
 
-use std::process::Command;
-
 use anyhow::{bail, Context, Result};
 
 /// Tyk's distributed rate limiter, as reported (DESIGN.md section 5, issue 6).
@@ -17,9 +15,8 @@ const TYK: &[(&str, &str)] = &[
 ];
 
 pub fn bench_limits(root: &std::path::Path) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("bench-limits: running the limit scenarios (release build, ~1 min)");
-    let out = Command::new(&cargo)
+    let out = crate::cargo()
         .current_dir(root)
         .args(["test", "--release", "-p", "portcullis", "--test", "limits", "--", "--nocapture", "--test-threads=1"])
         .output()

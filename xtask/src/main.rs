@@ -23,8 +23,26 @@ mod forward;
 mod tidy;
 mod wake_cost;
 
-fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+/// The cargo that runs xtask, without the variables `cargo run` set for xtask itself. Left in,
+/// `CARGO_MANIFEST_DIR=.../xtask` reaches the build scripts of the nested build, and one that
+/// watches it (ring's) reruns, rebuilding ring, rustls, ureq and the proxy (a fat-LTO release
+/// link, about 2 minutes here) every time `cargo xtask bench` follows a plain `cargo build`.
+pub(crate) fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if is_cargo_run_var(name) {
+            c.env_remove(name);
+        }
+    }
+    c
+}
+
+/// Set by `cargo run` for the package it runs (here xtask); not meant for a nested build.
+fn is_cargo_run_var(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_MANIFEST_")
+        || matches!(name, "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE")
 }
 
 fn run_status(cmd: &mut Command) -> Result<()> {
@@ -129,4 +147,27 @@ fn test(extra: &[String]) -> Result<()> {
         run_status(cargo().current_dir(root()).args(["build", "-p", "portcullis-bench", "--benches"]))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_cargo_runs_without_xtask_package_variables() {
+        for name in
+            ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_PKG_NAME", "CARGO_CRATE_NAME", "CARGO_BIN_NAME"]
+        {
+            assert!(is_cargo_run_var(name), "{name}");
+        }
+        for name in ["CARGO", "CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_TERM_COLOR", "PATH"] {
+            assert!(!is_cargo_run_var(name), "{name}");
+        }
+        // Under `cargo test` cargo sets CARGO_MANIFEST_DIR for this crate: the command drops it.
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        let c = cargo();
+        let removed: Vec<_> = c.get_envs().filter(|(_, v)| v.is_none()).map(|(k, _)| k.to_owned()).collect();
+        assert!(removed.iter().any(|k| k == "CARGO_MANIFEST_DIR"), "{removed:?}");
+        assert!(!removed.iter().any(|k| k == "CARGO"), "{removed:?}");
+    }
 }

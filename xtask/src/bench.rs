@@ -1,11 +1,11 @@
 //! `cargo xtask bench`: the side-by-side load benchmark (DESIGN.md section 8).
 //!
 //! For each scenario and run, measures in turn a `direct` row (no proxy), a `floor` row (a
-//! byte-copy forwarder with no HTTP, `forward.rs`: what any proxy pays the kernel here),
-//! Portcullis, nginx and HAProxy, configured equivalently (one worker/thread, upstream keep-alive pool, access logs off),
-//! against the same upstream (nginx `return 200` / a static 16 KiB file) with the same load
-//! generator (wrk). Proxy pinned to CPU 1; upstream and wrk pinned to CPU 0. Each proxy process is
-//! started fresh per run so its peak RSS belongs to that run. Reports medians (min-max) of req/s,
+//! byte-copy forwarder with no HTTP, `forward.rs`: what an epoll proxy pays the kernel here),
+//! Portcullis, nginx and HAProxy, configured equivalently (one worker/thread, upstream
+//! keep-alive pool, access logs off), against the same upstream (nginx `return 200` / a static
+//! 16 KiB file) with the same load generator (wrk). Proxy pinned to CPU 1; upstream and wrk
+//! pinned to CPU 0. Each proxy process is started fresh per run so its peak RSS belongs to that run. Reports medians (min-max) of req/s,
 //! p50/p99 latency, proxy CPU microseconds per request (utime+stime from /proc over the wrk run /
 //! requests, and its user/kernel split), the proxy's sleeps per request (voluntary context
 //! switches of all its threads), its CPU's busy time per request (`/proc/stat`, a cross-check the
@@ -823,7 +823,7 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
         "duration_seconds": opts.duration,
         "elapsed_seconds": elapsed.as_secs(),
         "machine": machine(),
-        "method": "proxy on CPU 1 (1 worker), wrk -t1 + upstream nginx on CPU 0; CPU = utime+stime over the wrk run / requests (user + kernel split); sleeps = voluntary context switches of all the proxy threads / requests; core = busy time of CPU 1 (/proc/stat) / requests; medians of runs",
+        "method": "proxy on CPU 1 (1 worker), wrk -t1 + upstream nginx on CPU 0; floor = `cargo xtask forward`, a byte-copy forwarder with no HTTP (an upstream connection per client connection); CPU = utime+stime over the wrk run / requests (user + kernel split); sleeps = voluntary context switches of all the proxy threads / requests; core = busy time of CPU 1 (/proc/stat) / requests; medians of runs",
         "missing": missing.iter().map(|(c, r)| json!({"peer": c, "reason": r})).collect::<Vec<_>>(),
         "scenarios": json_rows,
     });

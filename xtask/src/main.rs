@@ -70,7 +70,7 @@ fn main() -> ExitCode {
         Some("setup") => ebpf::setup(),
         Some("build-ebpf") => ebpf::build(&root()),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build-ebpf|run|test|bench> [args]\n  setup       install the eBPF toolchain (Debian rustc-web, LLVM 22, bpf-linker)\n  build-ebpf  build the XDP gate (proxy-ebpf) so the proxy embeds it\n  run    start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test   run every test\n  bench  [--scenario NAME] [--runs N] [--duration S] [--quick]: load benchmark vs nginx and HAProxy\n  bench-limits  admitted vs allowed in the rate-limit and quota scenarios\n  wake-cost  what this host charges a thread per sleep and wake-up (against its core's busy time)\n  forward --listen ADDR --upstream ADDR  the benchmark's floor: a minimal byte-copy forwarder");
+            eprintln!("usage: cargo xtask <setup|build-ebpf|run|test|bench|bench-limits|wake-cost|forward> [args]\n  setup       install the eBPF toolchain (Debian rustc-web, LLVM 22, bpf-linker)\n  build-ebpf  build the XDP gate (proxy-ebpf) so the proxy embeds it\n  run    start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test   run every test\n  bench  [--scenario NAME] [--runs N] [--duration S] [--quick]: load benchmark vs nginx and HAProxy\n  bench-limits  admitted vs allowed in the rate-limit and quota scenarios\n  wake-cost  what this host charges a thread per sleep and wake-up (against its core's busy time)\n  forward --listen ADDR --upstream ADDR  the benchmark's floor: a minimal byte-copy forwarder");
             return ExitCode::from(2);
         }
     };

@@ -994,6 +994,23 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
             );
             ratios.insert("floor_vs_nginx".into(), json!({"cpu_per_req": cpu, "core_per_req": core}));
         }
+        // What each proxy spends above the floor: its own work, comparable across hosts where the
+        // kernel's share (and so every ratio to nginx) is not.
+        if let (Some(fl), false) = (get(Target::Floor), sc.close) {
+            let above: Vec<(Target, f64)> = medians
+                .iter()
+                .filter(|m| !matches!(m.0, Target::Direct | Target::Floor))
+                .filter_map(|m| Some((m.0, m.1[0]? - fl.1[0]?)))
+                .collect();
+            if !above.is_empty() {
+                let list: Vec<String> = above.iter().map(|(t, us)| format!("{} {us:+.2}", t.name())).collect();
+                let _ = writeln!(t, "CPU us/req above the floor: {}", list.join(", "));
+                ratios.insert(
+                    "above_floor_us".into(),
+                    above.iter().map(|(t, us)| (t.name().to_string(), json!(us))).collect(),
+                );
+            }
+        }
         json_rows.push(json!({"scenario": sc.name, "what": sc.what, "connections": sc.connections, "available": true, "targets": json_targets, "ratios": ratios, "noisy_runs": noisy}));
     }
     (t, json_rows)
@@ -1053,10 +1070,13 @@ mod tests {
         assert!(small.contains("floor/nginx: CPU per request 0.75x (core 0.75x)"), "{small}");
         assert!(small.contains("Portcullis/nginx: CPU per request 0.88x"), "{small}");
         assert_eq!(json[0]["ratios"]["floor_vs_nginx"]["cpu_per_req"], 0.75);
+        assert!(small.contains("CPU us/req above the floor: portcullis +2.00, nginx +4.00"), "{small}");
+        assert_eq!(json[0]["ratios"]["above_floor_us"]["portcullis"], 2.0);
         // With a connection per request the floor pays an upstream connect the pooling proxies
         // do not: no floor line there.
         assert!(!table[table.find("### close").unwrap()..].contains("floor/nginx"), "{table}");
         assert!(json[1]["ratios"].get("floor_vs_nginx").is_none());
+        assert!(json[1]["ratios"].get("above_floor_us").is_none());
     }
 
     #[test]

@@ -957,20 +957,18 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
         if let Some(p) = get(Target::Portcullis) {
             for peer in [Target::Baseline, Target::Nginx, Target::Haproxy] {
                 if let Some(o) = get(peer) {
-                    let r = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
-                    let [cpu, p99, rss, rps, core] = [0, 1, 2, 3, 4].map(|i| r(p.1[i], o.1[i]));
-                    let f = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}x"));
+                    let [cpu, p99, rss, rps, core] = [0, 1, 2, 3, 4].map(|i| ratio(p.1[i], o.1[i]));
                     let _ = write!(
                         t,
                         "\nPortcullis/{}: CPU per request {} (core {}), p99 {}, req/s {}",
                         peer.name(),
-                        f(cpu),
-                        f(core),
-                        f(p99),
-                        f(rps)
+                        fmt_ratio(cpu),
+                        fmt_ratio(core),
+                        fmt_ratio(p99),
+                        fmt_ratio(rps)
                     );
                     if per_conn {
-                        let _ = write!(t, ", RSS per connection {}", f(rss));
+                        let _ = write!(t, ", RSS per connection {}", fmt_ratio(rss));
                     }
                     ratios.insert(
                         peer.name().into(),
@@ -982,21 +980,19 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
         }
         // The floor opens an upstream connection per client connection (no pool), so it is a
         // floor only where connections are kept alive.
-        if let (Some(fl), Some(n), false) = (get(Target::Floor), get(Target::Nginx), sc.close) {
-            let r = |i: usize| fl.1[i].zip(n.1[i]).map(|(a, b)| a / b);
-            let (cpu, core) = (r(0), r(4));
-            let f = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}x"));
-            let _ = writeln!(
-                t,
-                "floor/nginx: CPU per request {} (core {}): what a byte-copy forwarder with no HTTP costs here",
-                f(cpu),
-                f(core)
-            );
-            ratios.insert("floor_vs_nginx".into(), json!({"cpu_per_req": cpu, "core_per_req": core}));
-        }
-        // What each proxy spends above the floor: its own work, comparable across hosts where the
-        // kernel's share (and so every ratio to nginx) is not.
         if let (Some(fl), false) = (get(Target::Floor), sc.close) {
+            if let Some(n) = get(Target::Nginx) {
+                let (cpu, core) = (ratio(fl.1[0], n.1[0]), ratio(fl.1[4], n.1[4]));
+                let _ = writeln!(
+                    t,
+                    "floor/nginx: CPU per request {} (core {}): what a byte-copy forwarder with no HTTP costs here",
+                    fmt_ratio(cpu),
+                    fmt_ratio(core)
+                );
+                ratios.insert("floor_vs_nginx".into(), json!({"cpu_per_req": cpu, "core_per_req": core}));
+            }
+            // What each proxy spends above the floor: its own work, comparable across hosts
+            // where the kernel's share (and so every ratio to nginx) is not.
             let above: Vec<(Target, f64)> = medians
                 .iter()
                 .filter(|m| !matches!(m.0, Target::Direct | Target::Floor))
@@ -1014,6 +1010,14 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
         json_rows.push(json!({"scenario": sc.name, "what": sc.what, "connections": sc.connections, "available": true, "targets": json_targets, "ratios": ratios, "noisy_runs": noisy}));
     }
     (t, json_rows)
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    a.zip(b).map(|(a, b)| a / b)
+}
+
+fn fmt_ratio(x: Option<f64>) -> String {
+    x.map_or("-".to_string(), |x| format!("{x:.2}x"))
 }
 
 /// "target run N: steal X %, waited Y %" for every run over a noise threshold.

@@ -178,16 +178,16 @@ const WAIT_PCT: f64 = 5.0;
 
 /// One CPU's counters from `/proc/stat`, in clock ticks.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct CpuTimes {
+pub(crate) struct CpuTimes {
     steal: u64,
     /// Time the CPU was running anything: user, nice, system, irq and softirq.
-    busy: u64,
+    pub(crate) busy: u64,
     /// Every field (user nice system idle iowait irq softirq steal).
     total: u64,
 }
 
 /// The `cpuN` line of a `/proc/stat` text.
-fn parse_cpu_times(stat: &str, cpu: &str) -> Option<CpuTimes> {
+pub(crate) fn parse_cpu_times(stat: &str, cpu: &str) -> Option<CpuTimes> {
     let line = stat.lines().find(|l| l.split_whitespace().next() == Some(&format!("cpu{cpu}")[..]))?;
     let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().ok()).collect::<Option<_>>()?;
     // guest and guest_nice (fields 9 and 10) are already counted in user and nice.

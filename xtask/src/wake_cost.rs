@@ -40,9 +40,7 @@ fn thread_cpu_us() -> f64 {
 /// CPU 1's busy clock ticks (user nice system irq softirq) from `/proc/stat`.
 fn cpu1_busy_ticks() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().find(|l| l.split_whitespace().next() == Some("cpu1"))?;
-    let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
-    Some([0, 1, 2, 5, 6].iter().map(|&i| f.get(i).copied().unwrap_or(0)).sum())
+    crate::bench::parse_cpu_times(&stat, "1").map(|c| c.busy)
 }
 
 struct Row {

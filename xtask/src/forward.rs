@@ -91,12 +91,11 @@ pub fn serve(mut listener: TcpListener, upstream: SocketAddr, stop: &AtomicBool)
                     if ev.is_writable() {
                         f.flush(t);
                     }
-                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                        if ev.is_read_closed() || ev.is_error() {
-                            if let Some(s) = f.sides.get_mut(t).and_then(Option::as_mut) {
-                                s.hup = true;
-                            }
-                        }
+                    let hup = ev.is_read_closed() || ev.is_error();
+                    if let (true, Some(s)) = (hup, f.sides.get_mut(t).and_then(Option::as_mut)) {
+                        s.hup = true;
+                    }
+                    if ev.is_readable() || hup {
                         f.relay(t);
                     }
                 }

@@ -1,7 +1,7 @@
 //! The analytics pump: one control-plane thread that takes the workers' record batches off the
 //! queue and writes them to the configured sink, then gives the buffers back for reuse.
 //!
-//! Sinks: `file` (JSON lines, appended; rotated to `<path>.1` .. `<path>.<keep>` when it would
+//! Sinks: `file` (JSON lines, appended into disk blocks reserved ahead; rotated to `<path>.1` .. `<path>.<keep>` when it would
 //! pass `rotate_mb`; a batch is written whole, so rotation never splits a record) and `stdout`.
 //! A write that fails drops that batch (counted, logged at most every 10 s) and the file is opened
 //! again for the next one. Must not: run on a worker, or hold records back once written (each
@@ -9,6 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -75,7 +76,21 @@ struct FileSink {
     /// 0 = never rotate.
     rotate_bytes: u64,
     keep: usize,
+    /// Bytes from the start of the file that have disk blocks reserved (see [`PREALLOC_BYTES`]);
+    /// at least `size` while `prealloc` holds.
+    reserved: u64,
+    /// Reserving blocks ahead works on this file system (cleared when `fallocate` fails).
+    prealloc: bool,
 }
+
+/// Disk blocks are reserved this far ahead of the file's end, with `fallocate(2)` and
+/// `FALLOC_FL_KEEP_SIZE` (the file's size, all that readers see, still grows only by what was
+/// written). Appending into reserved blocks spares the file system its block allocation on every
+/// page written: appending 64 KiB batches to ext4 (kernel 6.18) took 235-312 us of CPU per MiB
+/// written, 151 us with blocks reserved 8 MiB ahead (bench/README.md, "Request records: the
+/// analytics thread"). The reservation past the last record is given back (the file truncated
+/// to its size) when the file is rotated or closed, and when it is opened after a crash.
+const PREALLOC_BYTES: u64 = 8 << 20;
 
 impl FileSink {
     fn open(path: &Path, rotate_bytes: u64, keep: usize) -> std::io::Result<FileSink> {
@@ -83,8 +98,14 @@ impl FileSink {
             std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        let size = file.metadata()?.len();
-        Ok(FileSink { path: path.to_path_buf(), file, size, rotate_bytes, keep })
+        let meta = file.metadata()?;
+        let size = meta.len();
+        // Blocks reserved past the end by a process that did not get to give them back.
+        use std::os::unix::fs::MetadataExt;
+        if meta.blocks() * 512 > size.next_multiple_of(meta.blksize().max(512)) {
+            file.set_len(size)?;
+        }
+        Ok(FileSink { path: path.to_path_buf(), file, size, rotate_bytes, keep, reserved: size, prealloc: true })
     }
 
     fn write(&mut self, bytes: &[u8], stats: &PumpStats) -> std::io::Result<()> {
@@ -92,13 +113,50 @@ impl FileSink {
             self.rotate()?;
             stats.rotations.fetch_add(1, Ordering::Relaxed);
         }
+        self.reserve(bytes.len() as u64);
         self.file.write_all(bytes)?;
         self.size += bytes.len() as u64;
         Ok(())
     }
 
+    /// When the next `len` bytes are not all reserved yet, reserves the next [`PREALLOC_BYTES`]
+    /// (at least `len`; not past the rotation size). Failing is not an error: the write
+    /// allocates as it goes, as without a reservation.
+    fn reserve(&mut self, len: u64) {
+        let need = self.size + len;
+        if !self.prealloc || need <= self.reserved {
+            return;
+        }
+        let mut end = self.size + len.max(PREALLOC_BYTES);
+        if self.rotate_bytes > 0 {
+            end = end.min(self.rotate_bytes.max(need));
+        }
+        let (Ok(offset), Ok(span)) = (libc::off_t::try_from(self.size), libc::off_t::try_from(end - self.size)) else {
+            return;
+        };
+        // SAFETY: fallocate only reads its integer arguments; the descriptor is this file's own.
+        let r = unsafe { libc::fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, offset, span) };
+        if r == 0 {
+            self.reserved = end;
+        } else {
+            self.prealloc = false;
+            tracing::debug!(path = %self.path.display(), error = %std::io::Error::last_os_error(),
+                "analytics: cannot reserve blocks ahead; appending without");
+        }
+    }
+
+    /// Gives back the blocks reserved past the file's end.
+    fn release(&mut self) -> std::io::Result<()> {
+        if self.reserved > self.size {
+            self.file.set_len(self.size)?;
+            self.reserved = self.size;
+        }
+        Ok(())
+    }
+
     /// `path.(keep-1)` -> `path.keep`, ..., `path` -> `path.1`, then a new empty `path`.
     fn rotate(&mut self) -> std::io::Result<()> {
+        self.release()?;
         let numbered = |i: usize| {
             let mut p = self.path.clone().into_os_string();
             p.push(format!(".{i}"));
@@ -118,6 +176,14 @@ impl FileSink {
         }
         *self = FileSink::open(&self.path, self.rotate_bytes, self.keep)?;
         Ok(())
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        if let Err(e) = self.release() {
+            tracing::warn!(path = %self.path.display(), error = %e, "analytics: giving back reserved blocks failed");
+        }
     }
 }
 
@@ -216,6 +282,61 @@ mod tests {
         }
         assert!(!dir.path().join("r.jsonl.3").exists());
         assert_eq!(std::fs::read_to_string(&path).unwrap().len(), 2 * 300);
+    }
+
+    /// Bytes of disk blocks the file holds beyond what its size needs.
+    fn reserved_past_end(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).unwrap();
+        (m.blocks() * 512).saturating_sub(m.len().next_multiple_of(m.blksize()))
+    }
+
+    #[test]
+    fn blocks_are_reserved_ahead_and_given_back_at_rotation_and_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let stats = PumpStats::default();
+        let mut f = FileSink::open(&path, 64 << 20, 1).unwrap();
+        f.write(b"{}\n", &stats).unwrap();
+        if !f.prealloc {
+            eprintln!("skipped: the file system under {} cannot reserve blocks (fallocate)", dir.path().display());
+            return;
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 3, "the size is only what was written");
+        assert!(reserved_past_end(&path) >= PREALLOC_BYTES / 2, "{}", reserved_past_end(&path));
+        assert_eq!(f.reserved, PREALLOC_BYTES);
+        // Rotation gives the rotated file's reservation back.
+        f.rotate_bytes = 4;
+        f.write(b"{}\n", &stats).unwrap();
+        let rotated = dir.path().join("r.jsonl.1");
+        assert_eq!(std::fs::read(&rotated).unwrap(), b"{}\n");
+        assert_eq!(reserved_past_end(&rotated), 0);
+        // Never past the rotation size.
+        assert_eq!(f.reserved, 4);
+        f.rotate_bytes = 64 << 20;
+        f.write(b"{}\n", &stats).unwrap();
+        assert!(reserved_past_end(&path) > 0);
+        drop(f);
+        assert_eq!(reserved_past_end(&path), 0, "closing gives the reservation back");
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}\n{}\n");
+    }
+
+    #[test]
+    fn a_reservation_left_by_a_crash_is_given_back_when_the_file_is_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let mut f = FileSink::open(&path, 0, 1).unwrap();
+        f.write(b"{}\n", &PumpStats::default()).unwrap();
+        if !f.prealloc {
+            eprintln!("skipped: the file system under {} cannot reserve blocks (fallocate)", dir.path().display());
+            return;
+        }
+        std::mem::forget(f); // as if the process died: nothing given back
+        assert!(reserved_past_end(&path) > 0);
+        let f = FileSink::open(&path, 0, 1).unwrap();
+        assert_eq!(reserved_past_end(&path), 0);
+        assert_eq!(f.size, 3);
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}\n");
     }
 
     #[test]

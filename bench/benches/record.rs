@@ -1,10 +1,16 @@
 //! Request record cost on the worker: writing one record (both halves, with a key hash and two
 //! tags) into a reused buffer, and the same plus appending it to the worker's batch (the batch
-//! handed to a pump thread that drains it, so the queue never fills).
+//! handed to a pump thread that drains it, so the queue never fills). And on the analytics
+//! thread: appending one 64 KiB batch to the records file through the pump's `FileSink` (disk
+//! blocks reserved ahead), against a plain `File` append, both rotating (deleting) the file every
+//! 64 MiB as the load benchmark's configuration does. The file goes to `target/bench-files/`, on
+//! the file system the records would use; on tmpfs the two come out the same.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use portcullis::analytics::clock::WallTime;
+use portcullis::analytics::pump::{FileSink, PumpStats};
 use portcullis::analytics::{channels, record, Outcome, Recorder, RequestFacts};
+use std::io::Write;
 
 fn facts<'a>(tags: &'a [String]) -> RequestFacts<'a> {
     RequestFacts {
@@ -53,6 +59,35 @@ fn bench(c: &mut Criterion) {
     });
     drop(rec);
     let _ = drain.join();
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-files");
+    std::fs::create_dir_all(&dir).expect("creating target/bench-files");
+    let batch = vec![b'x'; 64 * 1024];
+    const ROTATE: u64 = 64 << 20;
+    let path = dir.join("records-reserved.jsonl");
+    let mut sink = FileSink::open(&path, ROTATE, 0).expect("opening the records file");
+    let stats = PumpStats::default();
+    c.bench_function("record/file_append_64k_reserved", |b| {
+        b.iter(|| sink.write(black_box(&batch), &stats).expect("appending"))
+    });
+    drop(sink);
+    let _ = std::fs::remove_file(&path);
+
+    let path = dir.join("records-plain.jsonl");
+    let open = || std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("opening");
+    let (mut file, mut size) = (open(), 0u64);
+    c.bench_function("record/file_append_64k_plain", |b| {
+        b.iter(|| {
+            if size + batch.len() as u64 > ROTATE {
+                std::fs::remove_file(&path).expect("rotating");
+                (file, size) = (open(), 0);
+            }
+            file.write_all(black_box(&batch)).expect("appending");
+            size += batch.len() as u64;
+        })
+    });
+    drop(file);
+    let _ = std::fs::remove_file(&path);
 }
 
 criterion_group!(benches, bench);

@@ -1,11 +1,11 @@
 //! The analytics pump: one control-plane thread that takes the workers' record batches off the
 //! queue and writes them to the configured sink, then gives the buffers back for reuse.
 //!
-//! Sinks: `file` (JSON lines, appended into disk blocks reserved ahead; rotated to `<path>.1` .. `<path>.<keep>` when it would
-//! pass `rotate_mb`; a batch is written whole, so rotation never splits a record) and `stdout`.
-//! A write that fails drops that batch (counted, logged at most every 10 s) and the file is opened
-//! again for the next one. Must not: run on a worker, or hold records back once written (each
-//! batch is one `write` to the file, no user-space buffering).
+//! Sinks: `file` (JSON lines, appended into disk blocks reserved ahead; rotated to `<path>.1` ..
+//! `<path>.<keep>` when it would pass `rotate_mb`; a batch is written whole, so rotation never
+//! splits a record) and `stdout`. A write that fails drops that batch (counted, logged at most
+//! every 10 s) and the file is opened again for the next one. Must not: run on a worker, or hold
+//! records back once written (each batch is one `write` to the file, no user-space buffering).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -90,8 +90,8 @@ pub struct FileSink {
 /// page written: appending 64 KiB batches to ext4 (kernel 6.18) took 235-312 us of CPU per MiB
 /// written, 151 us with blocks reserved 8 MiB ahead; criterion `record/file_append_64k_*`
 /// 12.25 against 16.76 us per batch (bench/README.md, "Request records: the records file's
-/// blocks reserved ahead"). The reservation past the last record is given back (the file truncated
-/// to its size) when the file is rotated or closed, and when it is opened after a crash.
+/// blocks reserved ahead"). The reservation past the last record is given back (the file
+/// truncated to its size) when the file is rotated or closed, and when it is opened after a crash.
 const PREALLOC_BYTES: u64 = 8 << 20;
 
 impl FileSink {
@@ -104,12 +104,15 @@ impl FileSink {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let meta = file.metadata()?;
         let size = meta.len();
-        // Blocks reserved past the end by a process that did not get to give them back.
+        // More blocks than the size needs: a reservation a process did not get to give back
+        // (or, on a large file, the file system's own index blocks: then the call changes
+        // nothing).
         use std::os::unix::fs::MetadataExt;
-        if meta.blocks() * 512 > size.next_multiple_of(meta.blksize().max(512)) {
-            file.set_len(size)?;
-        }
-        Ok(FileSink { path: path.to_path_buf(), file, size, rotate_bytes, keep, reserved: size, prealloc: true })
+        let reserved =
+            if meta.blocks() * 512 > size.next_multiple_of(meta.blksize().max(512)) { u64::MAX } else { size };
+        let mut sink = FileSink { path: path.to_path_buf(), file, size, rotate_bytes, keep, reserved, prealloc: true };
+        sink.release();
+        Ok(sink)
     }
 
     /// Appends `bytes` (whole records), rotating first if they would pass the rotation size.
@@ -150,18 +153,21 @@ impl FileSink {
         }
     }
 
-    /// Gives back the blocks reserved past the file's end.
-    fn release(&mut self) -> std::io::Result<()> {
+    /// Gives back the blocks reserved past the file's end. Failing loses no record (the size
+    /// stays), so it is logged, not returned.
+    fn release(&mut self) {
         if self.reserved > self.size {
-            self.file.set_len(self.size)?;
+            if let Err(e) = self.file.set_len(self.size) {
+                tracing::warn!(path = %self.path.display(), error = %e,
+                    "analytics: cannot give back the blocks reserved past the end");
+            }
             self.reserved = self.size;
         }
-        Ok(())
     }
 
     /// `path.(keep-1)` -> `path.keep`, ..., `path` -> `path.1`, then a new empty `path`.
     fn rotate(&mut self) -> std::io::Result<()> {
-        self.release()?;
+        self.release();
         let numbered = |i: usize| {
             let mut p = self.path.clone().into_os_string();
             p.push(format!(".{i}"));
@@ -186,9 +192,7 @@ impl FileSink {
 
 impl Drop for FileSink {
     fn drop(&mut self) {
-        if let Err(e) = self.release() {
-            tracing::warn!(path = %self.path.display(), error = %e, "analytics: giving back reserved blocks failed");
-        }
+        self.release();
     }
 }
 

@@ -87,10 +87,10 @@ pub struct FileSink {
 /// Disk blocks are reserved this far ahead of the file's end, with `fallocate(2)` and
 /// `FALLOC_FL_KEEP_SIZE` (the file's size, all that readers see, still grows only by what was
 /// written). Appending into reserved blocks spares the file system its block allocation on every
-/// page written: appending 64 KiB batches to ext4 (kernel 6.18) took 235-312 us of CPU per MiB
-/// written, 151 us with blocks reserved 8 MiB ahead; criterion `record/file_append_64k_*`
-/// 12.25 against 16.76 us per batch (bench/README.md, "Request records: the records file's
-/// blocks reserved ahead"). The reservation past the last record is given back (the file
+/// page written: appending batches as workers hand them over (64.5 KiB of whole records) to ext4
+/// (kernel 6.18) took 311-450 us of CPU per MiB written, 231-267 us with blocks reserved 8 MiB
+/// ahead; criterion `record/file_append_batch_*` 23.2 against 28.8 us per batch (bench/README.md,
+/// "Request records: the records file's blocks reserved ahead"). The reservation past the last record is given back (the file
 /// truncated to its size) when the file is rotated or closed, and when it is opened after a crash.
 const PREALLOC_BYTES: u64 = 8 << 20;
 

@@ -153,11 +153,13 @@ impl FileSink {
         }
     }
 
-    /// Gives back the blocks reserved past the file's end. Failing loses no record (the size
-    /// stays), so it is logged, not returned.
+    /// Gives back the blocks reserved past the file's end: truncates the file to the length it
+    /// has now, which is `size` unless something else shortened it (logrotate's `copytruncate`;
+    /// truncating to `size` would then pad the file with zeros). Failing loses no record, so it
+    /// is logged, not returned.
     fn release(&mut self) {
         if self.reserved > self.size {
-            if let Err(e) = self.file.set_len(self.size) {
+            if let Err(e) = self.file.metadata().and_then(|m| self.file.set_len(m.len())) {
                 tracing::warn!(path = %self.path.display(), error = %e,
                     "analytics: cannot give back the blocks reserved past the end");
             }
@@ -328,6 +330,21 @@ mod tests {
         drop(f);
         assert_eq!(reserved_past_end(&path), 0, "closing gives the reservation back");
         assert_eq!(std::fs::read(&path).unwrap(), b"{}\n{}\n");
+    }
+
+    #[test]
+    fn a_file_truncated_under_the_sink_is_not_padded_when_the_reservation_is_given_back() {
+        // logrotate's copytruncate empties the file while the proxy holds it open.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let stats = PumpStats::default();
+        let mut f = FileSink::open(&path, 0, 1).unwrap();
+        f.write(b"{\"a\":1}\n", &stats).unwrap();
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+        f.write(b"{\"a\":2}\n", &stats).unwrap();
+        drop(f);
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":2}\n");
+        assert_eq!(reserved_past_end(&path), 0);
     }
 
     #[test]

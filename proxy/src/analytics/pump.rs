@@ -104,12 +104,9 @@ impl FileSink {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let meta = file.metadata()?;
         let size = meta.len();
-        // More blocks than the size needs: a reservation a process did not get to give back
-        // (or, on a large file, the file system's own index blocks: then the call changes
-        // nothing).
-        use std::os::unix::fs::MetadataExt;
-        let reserved =
-            if meta.blocks() * 512 > size.next_multiple_of(meta.blksize().max(512)) { u64::MAX } else { size };
+        // A reservation a process did not get to give back (or, on a large file, the file
+        // system's own index blocks: then giving it back changes nothing).
+        let reserved = size + blocks_past_end(&meta);
         let mut sink = FileSink { path: path.to_path_buf(), file, size, rotate_bytes, keep, reserved, prealloc: true };
         sink.release();
         Ok(sink)
@@ -190,6 +187,12 @@ impl FileSink {
         *self = FileSink::open(&self.path, self.rotate_bytes, self.keep)?;
         Ok(())
     }
+}
+
+/// Bytes of disk blocks a file holds beyond what its size needs.
+fn blocks_past_end(meta: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    (meta.blocks() * 512).saturating_sub(meta.len().next_multiple_of(meta.blksize().max(512)))
 }
 
 impl Drop for FileSink {
@@ -295,11 +298,8 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap().len(), 2 * 300);
     }
 
-    /// Bytes of disk blocks the file holds beyond what its size needs.
     fn reserved_past_end(path: &Path) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(path).unwrap();
-        (m.blocks() * 512).saturating_sub(m.len().next_multiple_of(m.blksize()))
+        blocks_past_end(&std::fs::metadata(path).unwrap())
     }
 
     #[test]

@@ -403,14 +403,7 @@ mod tests {
         F: FnOnce(monoio::net::TcpStream) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
-        let mut rt = match super::super::worker::uring_runtime(true) {
-            Ok(rt) => rt,
-            Err(e) if std::env::var_os("CI").is_none() => {
-                eprintln!("skipped: no io_uring with DEFER_TASKRUN on this kernel ({e})");
-                return None;
-            }
-            Err(e) => panic!("CI must run the io_uring tests, but the ring could not be set up: {e}"),
-        };
+        let mut rt = uring_test_runtime()?;
         let (stream, writer) = peer_pair(peer_writes);
         rt.block_on(async move {
             let stream = monoio::net::TcpStream::from_std(stream).unwrap();
@@ -418,6 +411,19 @@ mod tests {
         });
         writer.join().unwrap();
         Some(())
+    }
+
+    /// An io_uring runtime set up as the workers' (`None` where the kernel has none; in CI that
+    /// is a failure, elsewhere the caller skips with a message).
+    fn uring_test_runtime() -> Option<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
+        match super::super::worker::uring_runtime(true) {
+            Ok(rt) => Some(rt),
+            Err(e) if std::env::var_os("CI").is_none() => {
+                eprintln!("skipped: no io_uring with DEFER_TASKRUN on this kernel ({e})");
+                None
+            }
+            Err(e) => panic!("CI must run the io_uring tests, but the ring could not be set up: {e}"),
+        }
     }
 
     /// An accepted non-blocking loopback stream whose peer (a std socket on its own thread)
@@ -488,6 +494,57 @@ mod tests {
         let writes = || vec![b"head-body".to_vec(), b"-tail".to_vec()];
         with_stream(writes(), check);
         with_stream_uring(writes(), check);
+    }
+
+    /// A stream dropped on io_uring is closed by one submission. monoio followed that close with
+    /// an `AsyncCancel` of it (the kernel searching its io-wq and poll tables for a close that
+    /// cannot be cancelled), one per closed connection; the vendored copy no longer does
+    /// (`vendor/monoio/PORTCULLIS.md`). Counted from the ring's `SqTail` in `/proc/self/fdinfo`.
+    #[test]
+    fn a_dropped_stream_is_closed_by_one_submission_without_a_cancel() {
+        let Some(mut rt) = uring_test_runtime() else { return };
+        let (closed_local, mut closed_peer) = connected_pair();
+        let (probe_local, mut probe_peer) = connected_pair();
+        std::io::Write::write_all(&mut probe_peer, b"xy").unwrap();
+        rt.block_on(async move {
+            let ring = monoio::utils::current_uring_fd().expect("an io_uring runtime has a ring");
+            let closed = monoio::net::TcpStream::from_std(closed_local).unwrap();
+            let mut probe = monoio::net::TcpStream::from_std(probe_local).unwrap();
+            // A first read parks the runtime once, which arms its wake-up eventfd (a submission
+            // of its own that is not made again until another thread wakes the runtime).
+            let (r, _) = monoio::io::AsyncReadRent::read(&mut probe, vec![0u8; 1]).await;
+            assert_eq!(r.unwrap(), 1);
+            let before = submitted(ring);
+            drop(closed);
+            // Reading the other queued byte makes the runtime enter the ring with the close queued.
+            let (r, _) = monoio::io::AsyncReadRent::read(&mut probe, vec![0u8; 1]).await;
+            assert_eq!(r.unwrap(), 1);
+            let after = submitted(ring);
+            assert_eq!(after.wrapping_sub(before), 2, "expected the close and the probe's receive, nothing else");
+        });
+        closed_peer.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let n = std::io::Read::read(&mut closed_peer, &mut [0u8; 1]).expect("the dropped stream was never closed");
+        assert_eq!(n, 0, "the peer should see the close");
+    }
+
+    /// A connected loopback pair: (non-blocking accepted side, blocking connecting side).
+    fn connected_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (local, _) = listener.accept().unwrap();
+        local.set_nonblocking(true).unwrap();
+        (local, peer)
+    }
+
+    /// Submissions made so far on io_uring `ring` (its `SqTail`; wraps at 2^32).
+    fn submitted(ring: RawFd) -> u32 {
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{ring}")).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("SqTail:"))
+            .unwrap_or_else(|| panic!("no SqTail in the ring's fdinfo: {info}"))
+            .trim()
+            .parse()
+            .unwrap()
     }
 
     /// Reads until EOF, each read given 5 s (`stuck` is the panic message otherwise), through

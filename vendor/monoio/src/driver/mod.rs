@@ -173,6 +173,24 @@ impl Inner {
         }
     }
 
+    /// Portcullis patch: forget an op without cancelling it (a close of a dropped fd).
+    #[allow(unused)]
+    fn detach_op(&self, index: usize) {
+        match self {
+            #[cfg(all(target_os = "linux", feature = "iouring"))]
+            Inner::Uring(this) => UringInner::detach_op(this, index),
+            #[cfg(feature = "legacy")]
+            Inner::Legacy(_) => {}
+            #[cfg(all(
+                not(feature = "legacy"),
+                not(all(target_os = "linux", feature = "iouring"))
+            ))]
+            _ => {
+                util::feature_panic();
+            }
+        }
+    }
+
     #[allow(unused)]
     pub(super) unsafe fn cancel_op(&self, op_canceller: &op::OpCanceller) {
         match self {
@@ -252,6 +270,21 @@ impl From<self::legacy::UnparkHandle> for UnparkHandle {
     fn from(inner: self::legacy::UnparkHandle) -> Self {
         Self::Legacy(inner)
     }
+}
+
+/// Portcullis patch: the file descriptor of the io_uring the calling thread's runtime drives
+/// (`None` outside a runtime or on the legacy driver). Its `/proc/self/fdinfo` entry counts the
+/// submissions (`SqTail`), which Portcullis' tests use to check what a socket costs the ring.
+pub fn current_uring_fd() -> Option<std::os::unix::io::RawFd> {
+    if !CURRENT.is_set() {
+        return None;
+    }
+    CURRENT.with(|inner| match inner {
+        #[cfg(all(target_os = "linux", feature = "iouring"))]
+        Inner::Uring(this) => Some(UringInner::ring_fd(this)),
+        #[cfg(feature = "legacy")]
+        Inner::Legacy(_) => None,
+    })
 }
 
 #[cfg(feature = "sync")]

@@ -528,9 +528,14 @@ impl Drop for Inner {
         match state {
             #[cfg(all(target_os = "linux", feature = "iouring"))]
             State::Uring(UringState::Init) | State::Uring(UringState::Waiting(..)) => {
-                if super::op::Op::close(fd).is_err() {
-                    let _ = unsafe { std::fs::File::from_raw_fd(fd) };
-                };
+                // Portcullis patch: the close is submitted and forgotten; dropping the `Op`
+                // would also submit an `AsyncCancel` for it (one per closed connection).
+                match super::op::Op::close(fd) {
+                    Ok(op) => op.detach(),
+                    Err(_) => {
+                        let _ = unsafe { std::fs::File::from_raw_fd(fd) };
+                    }
+                }
             }
             #[cfg(feature = "legacy")]
             State::Legacy(idx) => drop_legacy(fd, *idx),

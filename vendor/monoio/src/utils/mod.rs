@@ -13,6 +13,9 @@ pub use rand::thread_rng_n;
 pub use uring_detect::detect_uring;
 
 pub use crate::driver::op::is_legacy;
+/// Portcullis patch (see `crate::driver::current_uring_fd`).
+#[cfg(unix)]
+pub use crate::driver::current_uring_fd;
 
 #[cfg(feature = "signal")]
 mod ctrlc;

@@ -534,6 +534,22 @@ impl UringInner {
         }
     }
 
+    /// Portcullis patch: the ring's file descriptor (`driver::current_uring_fd`).
+    pub(crate) fn ring_fd(this: &Rc<UnsafeCell<UringInner>>) -> RawFd {
+        unsafe { (*this.get()).uring.as_raw_fd() }
+    }
+
+    /// Portcullis patch: forget an op without cancelling it (see `Lifecycle::detach`).
+    pub(crate) fn detach_op(this: &Rc<UnsafeCell<UringInner>>, index: usize) {
+        let inner = unsafe { &mut *this.get() };
+        if index == usize::MAX {
+            return;
+        }
+        if let Some(lifecycle) = inner.ops.slab.get(index) {
+            lifecycle.detach();
+        }
+    }
+
     pub(crate) unsafe fn cancel_op(this: &Rc<UnsafeCell<UringInner>>, index: usize) {
         let inner = &mut *this.get();
         let cancel = opcode::AsyncCancel::new(index as u64)

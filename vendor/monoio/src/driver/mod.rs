@@ -157,28 +157,10 @@ impl Inner {
     }
 
     #[allow(unused)]
-    fn drop_op<T: 'static>(&self, index: usize, data: &mut Option<T>) {
+    fn drop_op<T: 'static>(&self, index: usize, data: &mut Option<T>, cancel: bool) {
         match self {
             #[cfg(all(target_os = "linux", feature = "iouring"))]
-            Inner::Uring(this) => UringInner::drop_op(this, index, data),
-            #[cfg(feature = "legacy")]
-            Inner::Legacy(_) => {}
-            #[cfg(all(
-                not(feature = "legacy"),
-                not(all(target_os = "linux", feature = "iouring"))
-            ))]
-            _ => {
-                util::feature_panic();
-            }
-        }
-    }
-
-    /// Portcullis patch: forget an op without cancelling it (a close of a dropped fd).
-    #[allow(unused)]
-    fn detach_op(&self, index: usize) {
-        match self {
-            #[cfg(all(target_os = "linux", feature = "iouring"))]
-            Inner::Uring(this) => UringInner::detach_op(this, index),
+            Inner::Uring(this) => UringInner::drop_op(this, index, data, cancel),
             #[cfg(feature = "legacy")]
             Inner::Legacy(_) => {}
             #[cfg(all(

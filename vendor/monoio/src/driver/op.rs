@@ -150,7 +150,8 @@ impl<T> Op<T> {
     /// data holds no buffer the kernel may still use, such as a close.
     #[allow(unused)]
     pub(crate) fn detach(mut self) {
-        self.driver.detach_op(self.index);
+        self.data = None;
+        self.driver.drop_op(self.index, &mut self.data, false);
         // Drop's `drop_op` then sees a finished op and does nothing.
         self.index = usize::MAX;
     }
@@ -200,7 +201,7 @@ where
 
 impl<T> Drop for Op<T> {
     fn drop(&mut self) {
-        self.driver.drop_op(self.index, &mut self.data);
+        self.driver.drop_op(self.index, &mut self.data, true);
     }
 }
 

@@ -70,24 +70,6 @@ impl<'a> Ref<'a, Lifecycle> {
         }
     }
 
-    /// Portcullis patch: the submitter wants neither the result nor a cancel (a close submitted
-    /// when an fd is dropped: there is no buffer to keep alive and nothing to stop, as a close
-    /// cannot be undone). The entry is removed when the completion arrives, as for `drop_op`,
-    /// but no `AsyncCancel` follows it and nothing is boxed.
-    pub(crate) fn detach(mut self) {
-        let ref_mut = &mut *self;
-        match ref_mut {
-            Lifecycle::Submitted | Lifecycle::Waiting(_) => {
-                // () is a ZST: no allocation.
-                *ref_mut = Lifecycle::Ignored(Box::new(()));
-            }
-            Lifecycle::Completed(..) => {
-                self.remove();
-            }
-            Lifecycle::Ignored(..) => {}
-        }
-    }
-
     // return if the op must has been finished
     pub(crate) fn drop_op<T: 'static>(mut self, data: &mut Option<T>) -> bool {
         let ref_mut = &mut *self;

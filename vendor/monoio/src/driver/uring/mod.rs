@@ -505,10 +505,13 @@ impl UringInner {
             .poll_syscall(cx, index, direction, || OpAble::legacy_call(data))
     }
 
+    /// Portcullis patch: `cancel` false forgets an unfinished op without an `AsyncCancel`
+    /// (`Op::detach`).
     pub(crate) fn drop_op<T: 'static>(
         this: &Rc<UnsafeCell<UringInner>>,
         index: usize,
         data: &mut Option<T>,
+        cancel: bool,
     ) {
         let inner = unsafe { &mut *this.get() };
         if index == usize::MAX {
@@ -518,7 +521,7 @@ impl UringInner {
         if let Some(lifecycle) = inner.ops.slab.get(index) {
             let _must_finished = lifecycle.drop_op(data);
             #[cfg(feature = "async-cancel")]
-            if !_must_finished {
+            if cancel && !_must_finished {
                 unsafe {
                     let cancel = opcode::AsyncCancel::new(index as u64)
                         .build()
@@ -537,17 +540,6 @@ impl UringInner {
     /// Portcullis patch: the ring's file descriptor (`driver::current_uring_fd`).
     pub(crate) fn ring_fd(this: &Rc<UnsafeCell<UringInner>>) -> RawFd {
         unsafe { (*this.get()).uring.as_raw_fd() }
-    }
-
-    /// Portcullis patch: forget an op without cancelling it (see `Lifecycle::detach`).
-    pub(crate) fn detach_op(this: &Rc<UnsafeCell<UringInner>>, index: usize) {
-        let inner = unsafe { &mut *this.get() };
-        if index == usize::MAX {
-            return;
-        }
-        if let Some(lifecycle) = inner.ops.slab.get(index) {
-            lifecycle.detach();
-        }
     }
 
     pub(crate) unsafe fn cancel_op(this: &Rc<UnsafeCell<UringInner>>, index: usize) {

@@ -249,6 +249,8 @@ fn is_noisy(n: &Noise) -> bool {
 
 struct Opts {
     uring: bool,
+    /// Measure the plain release build instead of the PGO one (`--no-pgo`).
+    no_pgo: bool,
     baseline: Option<PathBuf>,
     scenarios: Vec<String>,
     runs: usize,
@@ -256,7 +258,7 @@ struct Opts {
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
-    let mut o = Opts { uring: false, baseline: None, scenarios: Vec::new(), runs: 3, duration: 10 };
+    let mut o = Opts { uring: false, no_pgo: false, baseline: None, scenarios: Vec::new(), runs: 3, duration: 10 };
     let mut quick = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -267,6 +269,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--duration" => o.duration = val("--duration")?.parse().context("--duration: not a number")?,
             "--quick" => quick = true,
             "--uring" => o.uring = true,
+            "--no-pgo" => o.no_pgo = true,
             "--baseline" => {
                 let path = PathBuf::from(val("--baseline")?);
                 if !path.is_file() {
@@ -278,7 +281,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
                 o.baseline = Some(path);
             }
             other => {
-                bail!("unknown bench option {other:?} (use --scenario NAME, --runs N, --duration S, --quick, --uring, --baseline PATH)")
+                bail!("unknown bench option {other:?} (use --scenario NAME, --runs N, --duration S, --quick, --uring, --no-pgo, --baseline PATH)")
             }
         }
     }
@@ -724,20 +727,36 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
         );
     }
     // xtask in release too: the floor row runs its forwarder, which must not carry debug code.
-    // Two builds, not one with both packages: features are unified across the packages of one
-    // build, which would give Portcullis other dependency builds than `cargo build -p
+    // Separate builds, not one with both packages: features are unified across the packages of
+    // one build, which would give Portcullis other dependency builds than `cargo build -p
     // portcullis` (and a fat-LTO relink whenever the two alternate).
-    for package in ["portcullis", "xtask"] {
-        let st = crate::cargo().current_dir(root).args(["build", "--release", "-p", package]).status()?;
-        if !st.success() {
-            bail!("release build of {package} failed");
-        }
+    let st = crate::cargo().current_dir(root).args(["build", "--release", "-p", "xtask"]).status()?;
+    if !st.success() {
+        bail!("release build of xtask failed");
     }
-    let bins = Binaries {
-        portcullis: root.join("target/release/portcullis"),
-        xtask: root.join("target/release/xtask"),
-        baseline: opts.baseline.clone(),
+    // Portcullis as it is deployed: the PGO build of `cargo xtask dist` (pgo.rs), or the plain
+    // release build with `--no-pgo` or where the PGO build cannot be made (said once, and
+    // recorded in the JSON).
+    let plain = |why: &str| -> Result<(PathBuf, String)> {
+        let st = crate::cargo().current_dir(root).args(["build", "--release", "-p", "portcullis"]).status()?;
+        if !st.success() {
+            bail!("release build of portcullis failed");
+        }
+        Ok((root.join("target/release/portcullis"), format!("release without PGO ({why})")))
     };
+    let (portcullis, build) = if opts.no_pgo {
+        plain("--no-pgo")?
+    } else {
+        match crate::pgo::build(root) {
+            Ok(bin) => (bin, "release with PGO (cargo xtask dist)".to_string()),
+            Err(e) => {
+                eprintln!("bench: WARNING no PGO build ({e:#}); measuring the plain release build");
+                plain(&format!("PGO build failed: {e:#}"))?
+            }
+        }
+    };
+    eprintln!("bench: Portcullis binary {} ({build})", portcullis.display());
+    let bins = Binaries { portcullis, xtask: root.join("target/release/xtask"), baseline: opts.baseline.clone() };
     let dir = root.join("target/bench/work");
     write_configs(&dir, root)?;
 
@@ -812,6 +831,7 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
     let elapsed = started.elapsed();
 
     let (table, json_rows) = report(&results, &missing, opts.runs);
+    println!("Portcullis build: {build}");
     println!("{table}");
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let out_dir = root.join("target/bench");
@@ -822,6 +842,7 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
         "runs": opts.runs,
         "duration_seconds": opts.duration,
         "elapsed_seconds": elapsed.as_secs(),
+        "portcullis_build": build,
         "machine": machine(),
         "method": "proxy on CPU 1 (1 worker), wrk -t1 + upstream nginx on CPU 0; floor = `cargo xtask forward`, a byte-copy forwarder with no HTTP (an upstream connection per client connection); CPU = utime+stime over the wrk run / requests (user + kernel split); sleeps = voluntary context switches of all the proxy threads / requests; core = busy time of CPU 1 (/proc/stat) / requests; medians of runs",
         "missing": missing.iter().map(|(c, r)| json!({"peer": c, "reason": r})).collect::<Vec<_>>(),

@@ -5,7 +5,9 @@
 //! - `cargo xtask test` builds the XDP gate when the eBPF toolchain is there, then runs every
 //!   test in the workspace (unit, integration, privileged netns/XDP, tidy).
 //! - `cargo xtask setup` / `build-ebpf`: the eBPF toolchain and build (see `ebpf.rs`).
-//! - `cargo xtask bench` runs the side-by-side load benchmark (see `bench.rs`).
+//! - `cargo xtask dist` builds the deployable binary with profile-guided optimisation,
+//!   `target/dist/portcullis` (see `pgo.rs`).
+//! - `cargo xtask bench` runs the side-by-side load benchmark on that binary (see `bench.rs`).
 //! - `cargo xtask bench-limits` reports limiter accuracy (see `bench_limits.rs`).
 //! - `cargo xtask wake-cost` measures what the host charges per sleep and wake-up (see
 //!   `wake_cost.rs`), the check behind the benchmark's "core us/req" column.
@@ -20,6 +22,7 @@ mod bench;
 mod bench_limits;
 mod ebpf;
 mod forward;
+mod pgo;
 mod tidy;
 mod wake_cost;
 
@@ -64,13 +67,14 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("bench") => bench::bench(&args[1..], &root()),
+        Some("dist") => pgo::dist(&args[1..], &root()),
         Some("bench-limits") => bench_limits::bench_limits(&root()),
         Some("wake-cost") => wake_cost::wake_cost(),
         Some("forward") => forward::forward(&args[1..]),
         Some("setup") => ebpf::setup(),
         Some("build-ebpf") => ebpf::build(&root()),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build-ebpf|run|test|bench|bench-limits|wake-cost|forward> [args]\n  setup       install the eBPF toolchain (Debian rustc-web, LLVM 22, bpf-linker)\n  build-ebpf  build the XDP gate (proxy-ebpf) so the proxy embeds it\n  run    start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test   run every test\n  bench  [--scenario NAME] [--runs N] [--duration S] [--quick]: load benchmark vs nginx and HAProxy\n  bench-limits  admitted vs allowed in the rate-limit and quota scenarios\n  wake-cost  what this host charges a thread per sleep and wake-up (against its core's busy time)\n  forward --listen ADDR --upstream ADDR  the benchmark's floor: a minimal byte-copy forwarder");
+            eprintln!("usage: cargo xtask <setup|build-ebpf|run|test|dist|bench|bench-limits|wake-cost|forward> [args]\n  setup       install the eBPF toolchain (Debian rustc-web, LLVM 22, bpf-linker)\n  build-ebpf  build the XDP gate (proxy-ebpf) so the proxy embeds it\n  run    start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test   run every test\n  dist   the release binary built with profile-guided optimisation: target/dist/portcullis\n  bench  [--scenario NAME] [--runs N] [--duration S] [--quick] [--no-pgo]: load benchmark vs nginx and HAProxy\n  bench-limits  admitted vs allowed in the rate-limit and quota scenarios\n  wake-cost  what this host charges a thread per sleep and wake-up (against its core's busy time)\n  forward --listen ADDR --upstream ADDR  the benchmark's floor: a minimal byte-copy forwarder");
             return ExitCode::from(2);
         }
     };

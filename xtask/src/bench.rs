@@ -429,18 +429,9 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
     // plain `bench` API has `do_not_track`, as nginx and HAProxy run with access logs off).
     std::fs::write(
         dir.join("apps/gw.json"),
-        format!(
-            r#"{{"api_id": "gw", "name": "gw", "active": true, "enable_jwt": true, "jwt_signing_method": "hmac",
-                "jwt_source": "YmVuY2gtc2VjcmV0", "jwt_identity_base_field": "sub", "jwt_default_policies": ["gw"],
-                "enable_context_vars": true, "strip_auth_data": true,
-                "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default", "global_headers": {{"X-User": "$tyk_context.jwt_claims_sub"}}}}}}}},
-                "proxy": {{"listen_path": "/gw/", "target_url": "http://127.0.0.1:{UPSTREAM_PORT}/", "strip_listen_path": true}}}}"#
-        ),
+        jwt_api("gw", "/gw/", "YmVuY2gtc2VjcmV0", "gw", &format!("127.0.0.1:{UPSTREAM_PORT}")),
     )?;
-    std::fs::write(
-        dir.join("apps/policies.json"),
-        r#"{"gw": {"rate": 1000000, "per": 1, "quota_max": -1, "access_rights": {"gw": {"api_id": "gw", "versions": ["Default"]}}}}"#,
-    )?;
+    std::fs::write(dir.join("apps/policies.json"), policy("gw", "gw"))?;
     for (file, target, driver) in [
         ("portcullis.toml", Target::Portcullis, "auto"),
         ("portcullis-uring.toml", Target::PortcullisUring, "uring"),
@@ -458,6 +449,27 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
     }
     let _ = root;
     Ok(())
+}
+
+/// A Tyk API definition behind JWT (HS256 with the base64 secret `secret_b64`) that injects the
+/// `sub` claim as `X-User`, strips the Authorization header and grants `policy` to every token,
+/// proxying `listen_path` (stripped) to `upstream` (`host:port`). The gateway scenario's API,
+/// and the PGO training's (pgo.rs).
+pub(crate) fn jwt_api(id: &str, listen_path: &str, secret_b64: &str, policy: &str, upstream: &str) -> String {
+    format!(
+        r#"{{"api_id": "{id}", "name": "{id}", "active": true, "enable_jwt": true, "jwt_signing_method": "hmac",
+            "jwt_source": "{secret_b64}", "jwt_identity_base_field": "sub", "jwt_default_policies": ["{policy}"],
+            "enable_context_vars": true, "strip_auth_data": true,
+            "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default", "global_headers": {{"X-User": "$tyk_context.jwt_claims_sub"}}}}}}}},
+            "proxy": {{"listen_path": "{listen_path}", "target_url": "http://{upstream}/", "strip_listen_path": true}}}}"#
+    )
+}
+
+/// A policies file with one policy granting `api` at a rate too high to reject anything.
+pub(crate) fn policy(name: &str, api: &str) -> String {
+    format!(
+        r#"{{"{name}": {{"rate": 1000000, "per": 1, "quota_max": -1, "access_rights": {{"{api}": {{"api_id": "{api}", "versions": ["Default"]}}}}}}}}"#
+    )
 }
 
 /// The binaries under test: this tree's release builds of Portcullis and of xtask (for the
@@ -1058,6 +1070,16 @@ fn noisy_runs(rows: &[Row]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_jwt_api_and_its_policy_are_valid_json_naming_each_other() {
+        let api: Value = serde_json::from_str(&jwt_api("gw", "/gw/", "c2VjcmV0", "p", "127.0.0.1:1")).unwrap();
+        assert_eq!(api["api_id"], "gw");
+        assert_eq!(api["jwt_default_policies"][0], "p");
+        assert_eq!(api["proxy"]["target_url"], "http://127.0.0.1:1/");
+        let pol: Value = serde_json::from_str(&policy("p", "gw")).unwrap();
+        assert_eq!(pol["p"]["access_rights"]["gw"]["api_id"], "gw");
+    }
 
     #[test]
     fn parses_wrk_output() {

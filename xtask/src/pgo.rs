@@ -6,7 +6,8 @@
 //! a local upstream with a mixed workload ([`train`]), `llvm-profdata merge`, and the release
 //! build that uses the profile (`-Cprofile-use`), copied to `target/dist/portcullis` and smoke
 //! tested. Training is skipped when the instrumented binary has not changed since the profile
-//! was made; the proxy crate's build script watches the profile file
+//! was made (so a change to the training alone takes effect with the next change to the proxy,
+//! or after deleting `target/pgo/portcullis.profdata`); the proxy crate's build script watches the profile file
 //! (`PORTCULLIS_PGO_PROFILE`), so a new profile rebuilds the proxy and nothing else.
 //!
 //! Why: the request path is one large async state machine per connection plus the runtime's
@@ -222,20 +223,12 @@ fn write_config(work: &Path, port: u16, admin: u16, upstream: SocketAddr) -> Res
                 "proxy": {{"listen_path": "/open/", "target_url": "http://{upstream}/", "strip_listen_path": true}}}}"#
         ),
     )?;
+    let upstream = upstream.to_string();
     std::fs::write(
         work.join("apps/jwt.json"),
-        format!(
-            r#"{{"api_id": "jwt", "name": "jwt", "active": true, "enable_jwt": true, "jwt_signing_method": "hmac",
-                "jwt_source": "dHJhaW4tc2VjcmV0", "jwt_identity_base_field": "sub", "jwt_default_policies": ["p"],
-                "enable_context_vars": true, "strip_auth_data": true,
-                "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default", "global_headers": {{"X-User": "$tyk_context.jwt_claims_sub"}}}}}}}},
-                "proxy": {{"listen_path": "/jwt/", "target_url": "http://{upstream}/", "strip_listen_path": true}}}}"#
-        ),
+        crate::bench::jwt_api("jwt", "/jwt/", "dHJhaW4tc2VjcmV0", "p", &upstream),
     )?;
-    std::fs::write(
-        work.join("apps/policies.json"),
-        r#"{"p": {"rate": 1000000, "per": 1, "quota_max": -1, "access_rights": {"jwt": {"api_id": "jwt", "versions": ["Default"]}}}}"#,
-    )?;
+    std::fs::write(work.join("apps/policies.json"), crate::bench::policy("p", "jwt"))?;
     std::fs::write(
         work.join("portcullis.toml"),
         format!(

@@ -83,14 +83,16 @@ pub fn build(root: &Path) -> Result<PathBuf> {
     eprintln!("pgo: [4/4] release build with the profile (target/pgo/use)");
     let flags = rustflags(&format!("-Cprofile-use={}", profile.display()));
     build_proxy(root, &dir.join("use"), &flags, Some(&profile))?;
+    let built = dir.join("use/release/portcullis");
+    // Tested before it replaces what target/dist holds.
+    smoke(&built, &dir.join("work")).context("the PGO binary failed its smoke test")?;
     let out = root.join("target/dist");
     std::fs::create_dir_all(&out)?;
     let bin = out.join("portcullis");
     // Copy through a temporary name: a running copy of the old binary keeps its inode.
     let tmp = out.join(".portcullis.new");
-    std::fs::copy(dir.join("use/release/portcullis"), &tmp)?;
+    std::fs::copy(&built, &tmp)?;
     std::fs::rename(&tmp, &bin)?;
-    smoke(&bin, &dir.join("work")).context("the PGO binary failed its smoke test")?;
     eprintln!("pgo: built {}", bin.display());
     Ok(bin)
 }
@@ -98,10 +100,12 @@ pub fn build(root: &Path) -> Result<PathBuf> {
 /// `llvm-profdata` of the active Rust toolchain (rustup's `llvm-tools` component), installed
 /// through rustup when missing: its profile format must match the compiler's LLVM.
 pub fn profdata_tool() -> Result<PathBuf> {
+    // The compiler cargo uses: `RUSTC` when set, as cargo honours it.
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let find = || -> Option<PathBuf> {
-        let out = Command::new("rustc").args(["--print", "sysroot"]).output().ok()?;
+        let out = Command::new(&rustc).args(["--print", "sysroot"]).output().ok()?;
         let sysroot = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
-        let out = Command::new("rustc").arg("-vV").output().ok()?;
+        let out = Command::new(&rustc).arg("-vV").output().ok()?;
         let host = String::from_utf8(out.stdout).ok()?.lines().find_map(|l| l.strip_prefix("host: "))?.to_string();
         let tool = sysroot.join("lib/rustlib").join(host).join("bin/llvm-profdata");
         tool.is_file().then_some(tool)

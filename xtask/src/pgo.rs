@@ -242,14 +242,20 @@ fn write_config(work: &Path, port: u16, admin: u16, upstream: SocketAddr) -> Res
     Ok(())
 }
 
-/// Runs the instrumented proxy through the training workload and stops it cleanly.
-fn train(bin: &Path, work: &Path) -> Result<Report> {
+/// A fresh `work` directory with the training configuration, its upstream, and `bin` started on
+/// it; returns the proxy's address. The upstream stops accepting when its handle is dropped.
+fn start_configured(bin: &Path, work: &Path) -> Result<(Upstream, Proxy, SocketAddr)> {
     let _ = std::fs::remove_dir_all(work);
     let upstream = Upstream::start()?;
     let (port, admin) = (free_port()?, free_port()?);
     write_config(work, port, admin, upstream.addr)?;
     let proxy = Proxy::start(bin, work, port)?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    Ok((upstream, proxy, ([127, 0, 0, 1], port).into()))
+}
+
+/// Runs the instrumented proxy through the training workload and stops it cleanly.
+fn train(bin: &Path, work: &Path) -> Result<Report> {
+    let (_upstream, proxy, addr) = start_configured(bin, work)?;
     let mut report = Report::default();
     for phase in PHASES {
         let r = run_phase(addr, phase)?;
@@ -273,13 +279,7 @@ fn check(r: &Report) -> Result<()> {
 
 /// Starts `bin` with the training configuration and checks one request of each kind.
 fn smoke(bin: &Path, work: &Path) -> Result<()> {
-    let work = work.join("smoke");
-    let _ = std::fs::remove_dir_all(&work);
-    let upstream = Upstream::start()?;
-    let (port, admin) = (free_port()?, free_port()?);
-    write_config(&work, port, admin, upstream.addr)?;
-    let proxy = Proxy::start(bin, &work, port)?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let (_upstream, proxy, addr) = start_configured(bin, &work.join("smoke"))?;
     for phase in PHASES {
         let one = Phase { connections: 1, requests: 1, ..*phase };
         let r = run_phase(addr, &one)?;

@@ -1,12 +1,19 @@
 //! Request head parse + route + upstream head write, and response head parse + client head write,
-//! for a typical browser-sized request and a small JSON response.
+//! for a typical browser-sized request and a small JSON response; and the check that decides
+//! whether a large response's head can be spliced to the client unchanged (`forwards_verbatim`,
+//! run on every response of an API whose bodies are spliced).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use portcullis::auth::WorkerAuth;
-use portcullis::dataplane::http::{prepare_request, prepare_response, AuthCtx, ClientCtx, Prepared, PreparedResponse};
+use portcullis::dataplane::http::{
+    forwards_verbatim, prepare_request, prepare_response, AuthCtx, ClientCtx, Prepared, PreparedResponse,
+};
 use portcullis_bench::snapshot_with_apis;
 
 const REQUEST: &[u8] = b"GET /api5/v1/users/42?expand=true HTTP/1.1\r\nHost: gw.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/120.0\r\nAccept: application/json\r\nAccept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\nConnection: keep-alive\r\nCookie: session=abcdef0123456789; theme=dark\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n";
+/// nginx's head for a static 16 KiB file (the bench scenario `16k`): `Connection: keep-alive` is
+/// the only line the client head leaves out.
+const FILE_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 02 Dec 2026 15:30:00 GMT\r\nContent-Type: application/octet-stream\r\nContent-Length: 16384\r\nLast-Modified: Wed, 02 Dec 2026 15:04:00 GMT\r\nConnection: keep-alive\r\nETag: \"692f0a40-4000\"\r\nAccept-Ranges: bytes\r\n\r\n";
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 23 Nov 2026 13:00:00 GMT\r\nContent-Type: application/json\r\nContent-Length: 27\r\nConnection: keep-alive\r\nCache-Control: no-store\r\n\r\n";
 
 fn bench(c: &mut Criterion) {
@@ -53,6 +60,16 @@ fn bench(c: &mut Criterion) {
             let r = prepare_response(black_box(RESPONSE), 100, &meta, true, &Default::default(), &mut out);
             assert!(matches!(r, Ok(PreparedResponse::Ready(_))));
         })
+    });
+    out.clear();
+    let file_meta = match prepare_response(FILE_RESPONSE, 100, &meta, true, &Default::default(), &mut out) {
+        Ok(PreparedResponse::Ready(m)) => m,
+        other => panic!("{other:?}"),
+    };
+    let client_head = out.clone();
+    assert!(forwards_verbatim(FILE_RESPONSE, &client_head, &file_meta));
+    c.bench_function("response_head/forwards_verbatim", |b| {
+        b.iter(|| assert!(forwards_verbatim(black_box(FILE_RESPONSE), black_box(&client_head), &file_meta)))
     });
 }
 

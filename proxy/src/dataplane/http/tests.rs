@@ -342,3 +342,24 @@ fn added_headers_replace_in_order_drop_line_breaks_and_feed_tags() {
     assert!(!lines.iter().any(|l| l.starts_with("X-Evil")), "{head}");
     assert_eq!(r.tags, ["x-plan-path-aX-Evil: 1", "x-where-at /t/x"]);
 }
+
+#[test]
+fn common_prefix_finds_the_first_difference_at_every_position() {
+    let naive = |a: &[u8], b: &[u8]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let base: Vec<u8> = (0..70u8).map(|i| b'a' + i % 26).collect();
+    for len in 0..base.len() {
+        let a = &base[..len];
+        // Equal, and either one a prefix of the other.
+        assert_eq!(common_prefix(a, a), len);
+        assert_eq!(common_prefix(a, &base), len);
+        assert_eq!(common_prefix(&base, a), len);
+        // One byte changed at every position, in either argument.
+        for at in 0..len {
+            let mut b = a.to_vec();
+            b[at] ^= 0x20;
+            assert_eq!(common_prefix(a, &b), at, "len {len}, differ at {at}");
+            assert_eq!(common_prefix(&b, a), at);
+            assert_eq!(common_prefix(a, &b), naive(a, &b));
+        }
+    }
+}

@@ -192,7 +192,7 @@ pub struct ProxyConfig {
     pub drain_timeout_ms: u64,
 }
 
-/// Default `upstream_max_connections`: see README (`[proxy]`) and bench/README (c1000) for the
+/// Default `upstream_max_connections`: see README (`[proxy]`) and bench/HISTORY.md (c1000) for the
 /// measurement it rests on.
 pub const DEFAULT_UPSTREAM_MAX_CONNECTIONS: usize = 1024;
 

@@ -121,7 +121,7 @@ impl From<ProxyError> for Failure {
 
 /// Open connections on a worker above which it counts as busy: idle connections give their read
 /// buffer back while they wait (see `serve`; c1000 bench: RSS per connection with and without, in
-/// bench/README), and writes go through the runtime instead of trying a direct send first (see
+/// bench/HISTORY.md), and writes go through the runtime instead of trying a direct send first (see
 /// `io::send_now`: batched into one `io_uring_enter` they cost less there).
 const RELEASE_IDLE_ABOVE: u64 = 256;
 

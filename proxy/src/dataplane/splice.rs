@@ -6,13 +6,13 @@
 //! to come after the head read (the proxy neither inspects nor rewrites response bodies). For an
 //! API whose recent responses were that large, the head is read with a small read
 //! ([`HEAD_READ`]) so most of the body is left in the socket for splicing; [`BodyHints`] keeps
-//! that per worker and API. Measured in bench/README ("splice for response bodies").
+//! that per worker and API. Measured in bench/HISTORY.md ("splice for response bodies").
 //!
 //! Where the API's heads have also gone to the client unchanged (`http::forwards_verbatim`:
 //! the same bytes, or the same less a `Connection: keep-alive` line), the small head read is a
 //! peek (`MSG_PEEK`): the head stays queued in the upstream socket and is spliced with the
 //! body, so the proxy makes no write of its own for the response (one `sendto` fewer per
-//! response; bench/README, "Unchanged heads spliced with their bodies"). A peeked head that
+//! response; bench/HISTORY.md, "Unchanged heads spliced with their bodies"). A peeked head that
 //! turns out to need rewriting, or a body too small to splice, is taken out of the socket
 //! without a copy (`ReadBuf::unqueue_peeked`) and handled as after a read.
 //!

@@ -15,7 +15,7 @@
 //! of `Cell`/`RefCell` rather than a semaphore crate: `tokio::sync::Semaphore` and `async-lock`
 //! synchronise through a mutex or atomics, and nothing on the request path may lock; here a slot
 //! costs one hash lookup and an `Rc` clone (the `small` scenario measured 1.00x with and without
-//! it, bench/README). This module must not do I/O other than connecting, and never blocks.
+//! it, bench/HISTORY.md). This module must not do I/O other than connecting, and never blocks.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -173,7 +173,7 @@ impl Pool {
     /// Why surplus is kept at all: under 1,000 concurrent clients, responses complete in
     /// batches, so closing everything past `keep` at once closed connections the next batch
     /// reopened milliseconds later — 3,300-32,000 upstream connects in 5 s of c1000, against
-    /// 1,000 with the surplus kept (p99 0.67x, CPU per request 0.96-0.98x; bench/README.md,
+    /// 1,000 with the surplus kept (p99 0.67x, CPU per request 0.96-0.98x; bench/HISTORY.md,
     /// "Upstream connections kept through bursts").
     pub fn prune(&self, max_idle: Duration, keep: usize, surplus_idle: Duration) {
         let now = Instant::now();

@@ -7,12 +7,6 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(ebpf_embedded)");
     println!("cargo::rerun-if-env-changed=PORTCULLIS_EBPF_OBJECT");
-    // `cargo xtask dist` names the PGO profile it passes in RUSTFLAGS (`-Cprofile-use`); cargo
-    // does not watch files named in flags, so a retrained profile rebuilds the crate through this.
-    println!("cargo::rerun-if-env-changed=PORTCULLIS_PGO_PROFILE");
-    if let Some(profile) = std::env::var_os("PORTCULLIS_PGO_PROFILE") {
-        println!("cargo::rerun-if-changed={}", PathBuf::from(profile).display());
-    }
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let object = std::env::var_os("PORTCULLIS_EBPF_OBJECT")
         .map(PathBuf::from)

@@ -7,8 +7,11 @@
 //! build that uses the profile (`-Cprofile-use`), copied to `target/dist/portcullis` and smoke
 //! tested. Training is skipped when the instrumented binary has not changed since the profile
 //! was made (so a change to the training alone takes effect with the next change to the proxy,
-//! or after deleting `target/pgo/portcullis.profdata`); the proxy crate's build script watches the profile file
-//! (`PORTCULLIS_PGO_PROFILE`), so a new profile rebuilds the proxy and nothing else.
+//! or after deleting `target/pgo/portcullis.profdata`). rustc lists the `-Cprofile-use` file in
+//! every crate's dep-info, so cargo rebuilds the whole profile-using build, dependencies
+//! included (they are compiled with the profile too), whenever the profile changes: a change
+//! to the proxy crate costs one rebuild of the instrumented proxy, the training, and one full
+//! release build.
 //!
 //! Why: the request path is one large async state machine per connection plus the runtime's
 //! task and driver code; its user-space profile is flat (no symbol above 5 % of the proxy's
@@ -52,7 +55,7 @@ pub fn build(root: &Path) -> Result<PathBuf> {
 
     eprintln!("pgo: [1/4] instrumented release build (target/pgo/gen)");
     let flags = rustflags(&format!("-Cprofile-generate={}", raw.display()));
-    build_proxy(root, &dir.join("gen"), &flags, None)?;
+    build_proxy(root, &dir.join("gen"), &flags)?;
     let instrumented = dir.join("gen/release/portcullis");
 
     if newer(&profile, &instrumented) {
@@ -82,7 +85,7 @@ pub fn build(root: &Path) -> Result<PathBuf> {
 
     eprintln!("pgo: [4/4] release build with the profile (target/pgo/use)");
     let flags = rustflags(&format!("-Cprofile-use={}", profile.display()));
-    build_proxy(root, &dir.join("use"), &flags, Some(&profile))?;
+    build_proxy(root, &dir.join("use"), &flags)?;
     let built = dir.join("use/release/portcullis");
     // Tested before it replaces what target/dist holds.
     smoke(&built, &dir.join("work")).context("the PGO binary failed its smoke test")?;
@@ -134,15 +137,12 @@ fn join_flags(own: Option<String>, extra: &str) -> String {
     }
 }
 
-fn build_proxy(root: &Path, target_dir: &Path, flags: &str, profile: Option<&Path>) -> Result<()> {
+fn build_proxy(root: &Path, target_dir: &Path, flags: &str) -> Result<()> {
     let mut cmd = crate::cargo();
     cmd.current_dir(root)
         .args(["build", "--release", "-p", "portcullis", "--target-dir"])
         .arg(target_dir)
         .env("RUSTFLAGS", flags);
-    if let Some(p) = profile {
-        cmd.env("PORTCULLIS_PGO_PROFILE", p);
-    }
     crate::run_status(&mut cmd)
 }
 

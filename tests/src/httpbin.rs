@@ -264,9 +264,10 @@ pub fn pattern(n: usize) -> Vec<u8> {
     const UNIT: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut v = Vec::with_capacity(n.max(UNIT.len()));
     v.extend_from_slice(UNIT);
-    // Every length is a multiple of 36, so each copy continues the sequence.
+    // Before each copy the length is a multiple of 36 (or the copy is the last one), so copying
+    // a prefix continues the sequence.
     while v.len() < n {
-        v.extend_from_within(..v.len().min(n - v.len()).next_multiple_of(UNIT.len()).min(v.len()));
+        v.extend_from_within(..v.len().min(n - v.len()));
     }
     v.truncate(n);
     v

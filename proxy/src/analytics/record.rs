@@ -117,7 +117,10 @@ fn json_str(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
     // Fast path: printable ASCII with nothing to escape (almost every value) is copied as is.
     // Measured (`cargo bench -p portcullis-bench --bench record`): see bench/README.md.
-    // No early exit, so the compiler vectorises the check.
+    // No early exit, so the compiler vectorises the check (the release build does; the PGO
+    // build keeps a scalar loop unrolled twice, most values being a few bytes: in perf annotate
+    // of the gateway scenario, 2026-12-03, about half of `begin`, 0.2 us of a record's 0.6 us,
+    // 1 % of the request; a 16-byte-chunk version measured slower on short values).
     let special = s.iter().fold(false, |any, &b| any | !(0x20..0x7f).contains(&b) | (b == b'"') | (b == b'\\'));
     if !special {
         out.extend_from_slice(s);

@@ -475,6 +475,15 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What the peers run with in the large-body scenarios, for the table and the JSON.
+fn peer_buffers() -> String {
+    format!(
+        "nginx and HAProxy with buffers that hold the response: nginx `proxy_buffer_size {k}k; proxy_buffers 4 {k}k;`, HAProxy `tune.bufsize {b}` (their defaults take it in pieces; bench/README.md, \"The peers' buffers in 16k\")",
+        k = PEER_BUFFER_KIB,
+        b = PEER_BUFFER_KIB * 1024
+    )
+}
+
 /// HAProxy's configuration; `bufsize` sets `tune.bufsize` (global, hence a file of its own for
 /// the scenarios with large bodies).
 fn haproxy_cfg(bufsize: Option<u32>) -> String {
@@ -891,6 +900,7 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
         "elapsed_seconds": elapsed.as_secs(),
         "portcullis_build": build,
         "machine": machine(),
+        "peer_buffers": {"scenarios": SCENARIOS.iter().filter(|sc| sc.large_body).map(|sc| sc.name).collect::<Vec<_>>(), "what": peer_buffers()},
         "method": "proxy on CPU 1 (1 worker), wrk -t1 + upstream nginx on CPU 0; floor = `cargo xtask forward`, a byte-copy forwarder with no HTTP (an upstream connection per client connection); CPU = utime+stime over the wrk run / requests (user + kernel split); sleeps = voluntary context switches of all the proxy threads / requests; core = busy time of CPU 1 (/proc/stat) / requests; medians of runs",
         "missing": missing.iter().map(|(c, r)| json!({"peer": c, "reason": r})).collect::<Vec<_>>(),
         "scenarios": json_rows,
@@ -938,6 +948,9 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
             let _ = writeln!(t, "not available yet");
             json_rows.push(json!({"scenario": sc.name, "available": false}));
             continue;
+        }
+        if sc.large_body {
+            let _ = writeln!(t, "{}\n", peer_buffers());
         }
         let per_conn = sc.connections >= 1000;
         let _ = writeln!(

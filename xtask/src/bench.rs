@@ -420,6 +420,7 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
     const PROXY: &str = "proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\";";
     let mut large = String::new();
     let mut paths: Vec<&str> = SCENARIOS.iter().filter(|sc| sc.large_body).map(|sc| sc.path).collect();
+    paths.sort_unstable();
     paths.dedup();
     for path in paths {
         let _ = writeln!(

@@ -423,10 +423,7 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
     paths.sort_unstable();
     paths.dedup();
     for path in paths {
-        let _ = writeln!(
-            large,
-            "                 location = {path} {{ {PROXY} proxy_buffer_size {PEER_BUFFER_KIB}k; proxy_buffers 4 {PEER_BUFFER_KIB}k; }}"
-        );
+        let _ = writeln!(large, "                 location = {path} {{ {PROXY} {} }}", nginx_large_buffers());
     }
     std::fs::write(
         dir.join("nginx.conf"),
@@ -476,12 +473,17 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// nginx's buffer directives for the large-body scenarios' locations.
+fn nginx_large_buffers() -> String {
+    format!("proxy_buffer_size {k}k; proxy_buffers 4 {k}k;", k = PEER_BUFFER_KIB)
+}
+
 /// What the peers run with in the large-body scenarios, for the table and the JSON.
 fn peer_buffers() -> String {
     format!(
-        "nginx and HAProxy with buffers that hold the response: nginx `proxy_buffer_size {k}k; proxy_buffers 4 {k}k;`, HAProxy `tune.bufsize {b}` (their defaults take it in pieces; bench/README.md, \"The peers' buffers in 16k\")",
-        k = PEER_BUFFER_KIB,
-        b = PEER_BUFFER_KIB * 1024
+        "nginx and HAProxy with buffers that hold the response: nginx `{}`, HAProxy `tune.bufsize {}` (their defaults take it in pieces; bench/README.md, \"The peers' buffers in 16k\")",
+        nginx_large_buffers(),
+        PEER_BUFFER_KIB * 1024
     )
 }
 

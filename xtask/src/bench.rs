@@ -437,8 +437,9 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
             Target::Nginx.port()
         ),
     )?;
-    for (file, bufsize) in [("haproxy.cfg", None), ("haproxy-large.cfg", Some(PEER_BUFFER_KIB * 1024))] {
-        std::fs::write(dir.join(file), haproxy_cfg(bufsize))?;
+    for large_body in [false, true] {
+        let bufsize = large_body.then_some(PEER_BUFFER_KIB * 1024);
+        std::fs::write(dir.join(haproxy_cfg_file(large_body)), haproxy_cfg(bufsize))?;
     }
     std::fs::write(
         dir.join("apps/bench.json"),
@@ -485,6 +486,15 @@ fn peer_buffers() -> String {
         nginx_large_buffers(),
         PEER_BUFFER_KIB * 1024
     )
+}
+
+/// The file holding HAProxy's configuration for scenarios with (or without) large bodies.
+fn haproxy_cfg_file(large_body: bool) -> &'static str {
+    if large_body {
+        "haproxy-large.cfg"
+    } else {
+        "haproxy.cfg"
+    }
 }
 
 /// HAProxy's configuration; `bufsize` sets `tune.bufsize` (global, hence a file of its own for
@@ -577,7 +587,7 @@ fn start(target: Target, sc: &Scenario, dir: &Path, bins: &Binaries) -> Result<O
         Target::Haproxy => pinned(PROXY_CPU, "haproxy")
             .arg("-db")
             .arg("-f")
-            .arg(dir.join(if sc.large_body { "haproxy-large.cfg" } else { "haproxy.cfg" }))
+            .arg(dir.join(haproxy_cfg_file(sc.large_body)))
             .stderr(Stdio::null())
             .spawn()?,
     };
@@ -1137,7 +1147,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("portcullis-bench-configs-{}", std::process::id()));
         write_configs(&dir, &dir).unwrap();
         let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
-        let (nginx, haproxy, haproxy_large) = (read("nginx.conf"), read("haproxy.cfg"), read("haproxy-large.cfg"));
+        let (nginx, haproxy, haproxy_large) =
+            (read("nginx.conf"), read(haproxy_cfg_file(false)), read(haproxy_cfg_file(true)));
         // The served body plus room for its head (under 512 bytes from the upstream).
         let response = std::fs::metadata(dir.join("www/16k")).unwrap().len() + 512;
         let kib = |line: &str, key: &str| -> u64 {

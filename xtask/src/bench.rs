@@ -31,9 +31,10 @@ const UPSTREAM_PORT: u16 = 18181;
 /// HAProxy 0.93x (bench/README.md, "The peers' buffers in 16k"). Only there: the other
 /// scenarios' 12-byte responses fit the defaults, and c1000's memory is measured with them.
 const PEER_BUFFER_KIB: u32 = 32;
-const PORTS: [(Target, u16); 7] = [
+const PORTS: [(Target, u16); 8] = [
     (Target::Direct, UPSTREAM_PORT),
     (Target::Floor, 18187),
+    (Target::FloorSplice, 18188),
     (Target::Portcullis, 18183),
     (Target::PortcullisUring, 18185),
     (Target::Baseline, 18186),
@@ -49,6 +50,10 @@ enum Target {
     /// `cargo xtask forward` (`forward.rs`): a byte-copy forwarder with no HTTP, what the kernel
     /// charges any epoll proxy for the traffic; the floor the proxies' CPU figures sit on.
     Floor,
+    /// The same forwarder splicing the upstream's bytes to the client (`forward --splice`):
+    /// the floor for a proxy that splices response bodies, measured where bodies are large
+    /// (`Scenario::large_body`) only.
+    FloorSplice,
     Portcullis,
     /// Portcullis with `io_driver = "uring"` (only with `--uring`).
     PortcullisUring,
@@ -64,6 +69,7 @@ impl Target {
         match self {
             Target::Direct => "direct",
             Target::Floor => "floor",
+            Target::FloorSplice => "floor-splice",
             Target::Portcullis => "portcullis",
             Target::PortcullisUring => "portcullis-uring",
             Target::Baseline => "portcullis-baseline",
@@ -71,6 +77,11 @@ impl Target {
             Target::Haproxy => "haproxy",
         }
     }
+    /// Whether the target has a row in `sc` (the splicing floor only where bodies are large).
+    fn measured_in(self, sc: &Scenario) -> bool {
+        self != Target::FloorSplice || sc.large_body
+    }
+
     fn port(self) -> u16 {
         PORTS.iter().find(|(t, _)| *t == self).map(|(_, p)| *p).unwrap_or(0)
     }
@@ -562,10 +573,11 @@ impl Drop for Running {
 fn start(target: Target, sc: &Scenario, dir: &Path, bins: &Binaries) -> Result<Option<Running>> {
     let child = match target {
         Target::Direct => return Ok(None),
-        Target::Floor => pinned(PROXY_CPU, &bins.xtask)
+        Target::Floor | Target::FloorSplice => pinned(PROXY_CPU, &bins.xtask)
             .args(["forward", "--listen", &format!("127.0.0.1:{}", target.port())])
             .args(["--upstream", &format!("127.0.0.1:{UPSTREAM_PORT}")])
-            .stderr(std::fs::File::create(dir.join("floor.log"))?)
+            .args((target == Target::FloorSplice).then_some("--splice"))
+            .stderr(std::fs::File::create(dir.join(format!("{}.log", target.name())))?)
             .spawn()?,
         Target::Portcullis | Target::PortcullisUring | Target::Baseline => {
             let name = target.name();
@@ -834,6 +846,7 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
     let targets: Vec<Target> = [
         Target::Direct,
         Target::Floor,
+        Target::FloorSplice,
         Target::Portcullis,
         Target::Baseline,
         Target::PortcullisUring,
@@ -861,7 +874,8 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
     wait_port(UPSTREAM_PORT, Duration::from_secs(10))?;
 
     let measured: Vec<&&Scenario> = scenarios.iter().filter(|s| s.available.is_some()).collect();
-    let total = measured.len() * opts.runs * targets.len();
+    let total =
+        measured.iter().map(|sc| targets.iter().filter(|t| t.measured_in(sc)).count()).sum::<usize>() * opts.runs;
     let per_step = Duration::from_secs(opts.duration + 2);
     let started = Instant::now();
     let mut step = 0;
@@ -872,7 +886,8 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
             results.push((sc, Vec::new()));
             continue;
         }
-        let mut rows: Vec<Row> = targets.iter().map(|t| (*t, Vec::new(), Vec::new())).collect();
+        let mut rows: Vec<Row> =
+            targets.iter().filter(|t| t.measured_in(sc)).map(|t| (*t, Vec::new(), Vec::new())).collect();
         for run in 1..=opts.runs {
             for (target, samples, failures) in rows.iter_mut() {
                 step += 1;
@@ -914,7 +929,7 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
         "portcullis_build": build,
         "machine": machine(),
         "peer_buffers": {"scenarios": SCENARIOS.iter().filter(|sc| sc.large_body).map(|sc| sc.name).collect::<Vec<_>>(), "what": peer_buffers()},
-        "method": "proxy on CPU 1 (1 worker), wrk -t1 + upstream nginx on CPU 0; floor = `cargo xtask forward`, a byte-copy forwarder with no HTTP (an upstream connection per client connection); CPU = utime+stime over the wrk run / requests (user + kernel split); sleeps = voluntary context switches of all the proxy threads / requests; core = busy time of CPU 1 (/proc/stat) / requests; medians of runs",
+        "method": "proxy on CPU 1 (1 worker), wrk -t1 + upstream nginx on CPU 0; floor = `cargo xtask forward`, a byte-copy forwarder with no HTTP (an upstream connection per client connection); floor-splice (large-body scenarios) = the same forwarder splicing the upstream's bytes to the client (`forward --splice`); CPU = utime+stime over the wrk run / requests (user + kernel split); sleeps = voluntary context switches of all the proxy threads / requests; core = busy time of CPU 1 (/proc/stat) / requests; medians of runs",
         "missing": missing.iter().map(|(c, r)| json!({"peer": c, "reason": r})).collect::<Vec<_>>(),
         "scenarios": json_rows,
     });
@@ -1072,31 +1087,37 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
             }
             let _ = writeln!(t);
         }
-        // The floor opens an upstream connection per client connection (no pool), so it is a
-        // floor only where connections are kept alive.
-        if let (Some(fl), false) = (get(Target::Floor), sc.close) {
+        // The floors open an upstream connection per client connection (no pool), so they are
+        // floors only where connections are kept alive.
+        let floors = [
+            (Target::Floor, "a byte-copy forwarder with no HTTP", "", ""),
+            (Target::FloorSplice, "the same forwarder splicing the upstream's bytes", "_splice", " splice"),
+        ];
+        for (floor, what, key, label) in floors {
+            let (Some(fl), false) = (get(floor), sc.close) else { continue };
             if let Some(n) = get(Target::Nginx) {
                 let (cpu, core) = (ratio(fl.1[0], n.1[0]), ratio(fl.1[4], n.1[4]));
                 let _ = writeln!(
                     t,
-                    "floor/nginx: CPU per request {} (core {}): what a byte-copy forwarder with no HTTP costs here",
+                    "{}/nginx: CPU per request {} (core {}): what {what} costs here",
+                    floor.name(),
                     fmt_ratio(cpu),
                     fmt_ratio(core)
                 );
-                ratios.insert("floor_vs_nginx".into(), json!({"cpu_per_req": cpu, "core_per_req": core}));
+                ratios.insert(format!("floor{key}_vs_nginx"), json!({"cpu_per_req": cpu, "core_per_req": core}));
             }
             // What each proxy spends above the floor: its own work, comparable across hosts
             // where the kernel's share (and so every ratio to nginx) is not.
             let above: Vec<(Target, f64)> = medians
                 .iter()
-                .filter(|m| !matches!(m.0, Target::Direct | Target::Floor))
+                .filter(|m| !matches!(m.0, Target::Direct | Target::Floor | Target::FloorSplice))
                 .filter_map(|m| Some((m.0, m.1[0]? - fl.1[0]?)))
                 .collect();
             if !above.is_empty() {
                 let list: Vec<String> = above.iter().map(|(t, us)| format!("{} {us:+.2}", t.name())).collect();
-                let _ = writeln!(t, "CPU us/req above the floor: {}", list.join(", "));
+                let _ = writeln!(t, "CPU us/req above the{label} floor: {}", list.join(", "));
                 ratios.insert(
-                    "above_floor_us".into(),
+                    format!("above_floor{key}_us"),
                     above.iter().map(|(t, us)| (t.name().to_string(), json!(us))).collect(),
                 );
             }
@@ -1215,6 +1236,20 @@ mod tests {
         assert!(!table[table.find("### close").unwrap()..].contains("floor/nginx"), "{table}");
         assert!(json[1]["ratios"].get("floor_vs_nginx").is_none());
         assert!(json[1]["ratios"].get("above_floor_us").is_none());
+        // The splicing floor: a row in the large-body scenarios only, set against nginx and
+        // giving its own "above" line next to the byte-copy floor's.
+        let large = find("16k");
+        assert!(Target::FloorSplice.measured_in(large) && Target::Floor.measured_in(find("small")));
+        assert!(!Target::FloorSplice.measured_in(find("small")));
+        let mut with_splice = rows(15.0, 20.0);
+        with_splice.insert(1, (Target::FloorSplice, vec![sample(13.0)], Vec::new()));
+        let (table, json) = report(&[(large, with_splice)], &[], 1);
+        assert!(table.contains("| floor-splice | 1000 |"), "{table}");
+        assert!(table.contains("floor-splice/nginx: CPU per request 0.65x (core 0.65x)"), "{table}");
+        assert!(table.contains("CPU us/req above the splice floor: portcullis +1.00, nginx +7.00"), "{table}");
+        assert!(table.contains("CPU us/req above the floor: portcullis -1.00, nginx +5.00"), "{table}");
+        assert_eq!(json[0]["ratios"]["floor_splice_vs_nginx"]["cpu_per_req"], 0.65);
+        assert_eq!(json[0]["ratios"]["above_floor_splice_us"]["nginx"], 7.0);
     }
 
     #[test]

@@ -12,9 +12,18 @@
 //! take more bytes stops being read until the peer drains (no unbounded buffering). A side that
 //! ends (EOF) has its peer's write half shut once the bytes already read are written; the pair
 //! is closed when both have ended, or at once on an error.
+//!
+//! With `--splice` (the `floor-splice` row of the large-body scenarios) the upstream's bytes go
+//! to the client through a pipe with splice(2) instead of a read and a write, as a proxy that
+//! splices response bodies moves them; requests are still copied. It is the floor for such a
+//! proxy: what the kernel charges for the traffic when the payload never enters user space.
+//! Each pipe is sized to [`PIPE_BYTES`], so a splice shorter than [`READ_BUF`] means the socket
+//! drained, as a short read does (the pipe is empty when a splice into it starts, and
+//! [`PIPE_BYTES`] leaves room for one [`READ_BUF`] splice of packets down to 1 KiB each).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream as StdStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -24,10 +33,12 @@ use mio::{Events, Interest, Poll, Token};
 
 const LISTENER: Token = Token(usize::MAX);
 const READ_BUF: usize = 64 * 1024;
+/// A splice pipe's capacity (`F_SETPIPE_SZ`): 64 slots of 4 KiB pages.
+const PIPE_BYTES: usize = 256 * 1024;
 
 /// `cargo xtask forward` entry point: runs until killed.
 pub fn forward(args: &[String]) -> Result<()> {
-    let (mut listen, mut upstream) = (None, None);
+    let (mut listen, mut upstream, mut splice) = (None, None, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = |name: &str| -> Result<SocketAddr> {
@@ -37,14 +48,15 @@ pub fn forward(args: &[String]) -> Result<()> {
         match a.as_str() {
             "--listen" => listen = Some(val("--listen")?),
             "--upstream" => upstream = Some(val("--upstream")?),
-            other => bail!("unknown forward option {other:?} (use --listen ADDR --upstream ADDR)"),
+            "--splice" => splice = true,
+            other => bail!("unknown forward option {other:?} (use --listen ADDR --upstream ADDR [--splice])"),
         }
     }
     let (Some(listen), Some(upstream)) = (listen, upstream) else {
         bail!("forward needs --listen ADDR and --upstream ADDR");
     };
     let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
-    serve(listener, upstream, &AtomicBool::new(false))
+    serve(listener, upstream, splice, &AtomicBool::new(false))
 }
 
 /// One side of a forwarded pair.
@@ -54,6 +66,10 @@ struct Side {
     peer: usize,
     /// Bytes read from the peer that this side's socket has not taken yet.
     pending: Vec<u8>,
+    /// `--splice`, on the client side: the pipe the upstream's bytes pass through to it, and
+    /// how many of them the pipe still holds.
+    pipe: Option<Pipe>,
+    piped: usize,
     /// This side's read half ended (EOF).
     eof: bool,
     /// epoll reported the peer's FIN: read on past a short read, up to the EOF, since no
@@ -63,20 +79,64 @@ struct Side {
     shut_after_flush: bool,
 }
 
+impl Side {
+    /// Bytes this side's socket has yet to take.
+    fn backlog(&self) -> bool {
+        !self.pending.is_empty() || self.piped > 0
+    }
+}
+
+/// A pipe's two ends.
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Pipe> {
+        let mut fds = [0 as RawFd; 2];
+        // SAFETY: `fds` is a valid two-element array for pipe2 to fill.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded: both descriptors are open and owned by nobody else.
+        let pipe = unsafe { Pipe { read: OwnedFd::from_raw_fd(fds[0]), write: OwnedFd::from_raw_fd(fds[1]) } };
+        // SAFETY: fcntl on a descriptor we own.
+        if unsafe { libc::fcntl(pipe.write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES as libc::c_int) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(pipe)
+    }
+}
+
+/// splice(2) of up to `len` bytes, non-blocking.
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
+    // SAFETY: plain descriptors and null offsets (both ends are sockets or pipes).
+    let n = unsafe { libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, flags) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 struct Forwarder {
     poll: Poll,
+    splice: bool,
     sides: Vec<Option<Side>>,
     free: Vec<usize>,
     buf: Box<[u8]>,
     upstream: SocketAddr,
 }
 
-/// Forwards every connection `listener` accepts to `upstream` until `stop` is set (checked
-/// every 100 ms).
-pub fn serve(mut listener: TcpListener, upstream: SocketAddr, stop: &AtomicBool) -> Result<()> {
+/// Forwards every connection `listener` accepts to `upstream` (the upstream's bytes spliced
+/// with `splice`) until `stop` is set (checked every 100 ms).
+pub fn serve(mut listener: TcpListener, upstream: SocketAddr, splice: bool, stop: &AtomicBool) -> Result<()> {
     let poll = Poll::new().context("creating the epoll instance")?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-    let mut f = Forwarder { poll, sides: Vec::new(), free: Vec::new(), buf: vec![0; READ_BUF].into(), upstream };
+    let buf = vec![0; READ_BUF].into();
+    let mut f = Forwarder { poll, splice, sides: Vec::new(), free: Vec::new(), buf, upstream };
     let mut events = Events::with_capacity(256);
     while !stop.load(Ordering::Relaxed) {
         match f.poll.poll(&mut events, Some(Duration::from_millis(100))) {
@@ -133,6 +193,7 @@ impl Forwarder {
         let mut up = TcpStream::from_std(up);
         client.set_nodelay(true)?;
         up.set_nodelay(true)?;
+        let pipe = if self.splice { Some(Pipe::new().context("creating a splice pipe")?) } else { None };
         let (c, u) = (self.slot(), self.slot());
         let both = Interest::READABLE | Interest::WRITABLE;
         let registered = self
@@ -140,11 +201,12 @@ impl Forwarder {
             .registry()
             .register(&mut client, Token(c), both)
             .and_then(|()| self.poll.registry().register(&mut up, Token(u), both));
-        let side = |stream, peer| {
-            Some(Side { stream, peer, pending: Vec::new(), eof: false, hup: false, shut_after_flush: false })
+        let side = |stream, peer, pipe| {
+            let pending = Vec::new();
+            Some(Side { stream, peer, pending, pipe, piped: 0, eof: false, hup: false, shut_after_flush: false })
         };
-        self.sides[c] = side(client, u);
-        self.sides[u] = side(up, c);
+        self.sides[c] = side(client, u, pipe);
+        self.sides[u] = side(up, c, None);
         if let Err(e) = registered {
             self.close(c);
             return Err(e).context("registering the pair");
@@ -159,16 +221,21 @@ impl Forwarder {
         })
     }
 
-    /// Reads from `t` and writes each read to its peer, until `t` is drained, ends, or the
-    /// peer stops taking bytes.
+    /// Reads from `t` and writes each read to its peer (or splices it through the peer's pipe),
+    /// until `t` is drained, ends, or the peer stops taking bytes.
     fn relay(&mut self, t: usize) {
         loop {
             let Some((peer, eof, hup)) = self.sides[t].as_ref().map(|s| (s.peer, s.eof, s.hup)) else { return };
-            if eof || self.sides[peer].as_ref().is_some_and(|p| !p.pending.is_empty()) {
+            if eof || self.sides[peer].as_ref().is_some_and(Side::backlog) {
                 return; // ended, or resumed by `flush` once the peer has taken its backlog
             }
+            let pipe_in = self.sides[peer].as_ref().and_then(|p| p.pipe.as_ref()).map(|p| p.write.as_raw_fd());
             let Some(side) = self.sides[t].as_mut() else { return };
-            let n = match side.stream.read(&mut self.buf) {
+            let got = match pipe_in {
+                Some(pipe) => splice(side.stream.as_raw_fd(), pipe, READ_BUF),
+                None => side.stream.read(&mut self.buf),
+            };
+            let n = match got {
                 Ok(0) => return self.end(t),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -176,12 +243,22 @@ impl Forwarder {
                 Err(_) => return self.close(t),
             };
             let Some(p) = self.sides[peer].as_mut() else { return self.close(t) };
-            match write_some(&mut p.stream, &self.buf[..n]) {
-                Ok(w) if w == n => {}
-                Ok(w) => p.pending.extend_from_slice(&self.buf[w..n]),
-                Err(_) => return self.close(t),
+            let sent = if pipe_in.is_some() {
+                p.piped = n;
+                drain_pipe(p)
+            } else {
+                match write_some(&mut p.stream, &self.buf[..n]) {
+                    Ok(w) => {
+                        p.pending.extend_from_slice(&self.buf[w..n]);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            if sent.is_err() {
+                return self.close(t);
             }
-            if n < self.buf.len() && !hup {
+            if n < READ_BUF && !hup {
                 return; // a short read drained the socket; the next bytes raise a new edge
             }
         }
@@ -191,16 +268,20 @@ impl Forwarder {
     /// or resumes reading the peer.
     fn flush(&mut self, t: usize) {
         let Some(side) = self.sides[t].as_mut() else { return };
-        if side.pending.is_empty() {
+        if !side.backlog() {
             return;
         }
-        match write_some(&mut side.stream, &side.pending) {
-            Ok(w) => {
+        let written = if side.piped > 0 {
+            drain_pipe(side)
+        } else {
+            write_some(&mut side.stream, &side.pending).map(|w| {
                 side.pending.drain(..w);
-            }
-            Err(_) => return self.close(t),
+            })
+        };
+        if written.is_err() {
+            return self.close(t);
         }
-        if !side.pending.is_empty() {
+        if side.backlog() {
             return;
         }
         let peer = side.peer;
@@ -218,7 +299,7 @@ impl Forwarder {
         side.eof = true;
         let peer = side.peer;
         let Some(p) = self.sides[peer].as_mut() else { return self.close(t) };
-        if p.pending.is_empty() {
+        if !p.backlog() {
             let _ = p.stream.shutdown(std::net::Shutdown::Write);
         } else {
             p.shut_after_flush = true;
@@ -228,7 +309,7 @@ impl Forwarder {
 
     /// Closes the pair once both read halves have ended and nothing is left to write.
     fn close_if_done(&mut self, t: usize) {
-        let done = |s: &Option<Side>| s.as_ref().is_none_or(|s| s.eof && s.pending.is_empty());
+        let done = |s: &Option<Side>| s.as_ref().is_none_or(|s| s.eof && !s.backlog());
         let Some(peer) = self.sides[t].as_ref().map(|s| s.peer) else { return };
         if done(&self.sides[t]) && done(&self.sides[peer]) {
             self.close(t);
@@ -243,6 +324,21 @@ impl Forwarder {
             self.free.push(side.peer);
         }
     }
+}
+
+/// Splices what `side`'s pipe holds into its socket, as much as the socket takes now.
+fn drain_pipe(side: &mut Side) -> io::Result<()> {
+    let Some(pipe) = side.pipe.as_ref() else { return Ok(()) };
+    while side.piped > 0 {
+        match splice(pipe.read.as_raw_fd(), side.stream.as_raw_fd(), side.piped) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => side.piped -= n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Writes as much of `bytes` as the socket takes now (0 when it takes nothing).
@@ -285,17 +381,29 @@ mod tests {
         addr
     }
 
-    fn start_forwarder(upstream: SocketAddr) -> (SocketAddr, Arc<AtomicBool>, std::thread::JoinHandle<Result<()>>) {
+    fn start_forwarder(
+        upstream: SocketAddr,
+        splice: bool,
+    ) -> (SocketAddr, Arc<AtomicBool>, std::thread::JoinHandle<Result<()>>) {
         let l = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = l.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
-        (addr, stop, std::thread::spawn(move || serve(l, upstream, &s)))
+        (addr, stop, std::thread::spawn(move || serve(l, upstream, splice, &s)))
     }
 
     #[test]
     fn bytes_go_both_ways_with_backpressure_and_the_pair_closes_after_the_last_byte() {
-        let (addr, stop, handle) = start_forwarder(echo_upstream());
+        both_ways(false);
+    }
+
+    #[test]
+    fn spliced_bytes_go_both_ways_with_backpressure_and_the_pair_closes_after_the_last_byte() {
+        both_ways(true);
+    }
+
+    fn both_ways(splice: bool) {
+        let (addr, stop, handle) = start_forwarder(echo_upstream(), splice);
         // Small messages, one at a time (a keep-alive exchange).
         let mut c = StdStream::connect(addr).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -328,7 +436,7 @@ mod tests {
     fn an_upstream_that_refuses_drops_the_client_and_the_forwarder_goes_on() {
         // A port nothing listens on: bind, read the port, close.
         let dead = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let (addr, stop, handle) = start_forwarder(dead);
+        let (addr, stop, handle) = start_forwarder(dead, true);
         for _ in 0..3 {
             let mut c = StdStream::connect(addr).unwrap();
             c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -345,5 +453,6 @@ mod tests {
         assert!(forward(&["--listen".into(), "nowhere".into()]).unwrap_err().to_string().contains("not an IP:port"));
         assert!(forward(&["--port".into()]).unwrap_err().to_string().contains("unknown forward option"));
         assert!(forward(&[]).unwrap_err().to_string().contains("needs --listen"));
+        assert!(forward(&["--splice".into()]).unwrap_err().to_string().contains("needs --listen"));
     }
 }

@@ -23,13 +23,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream as StdStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+use rustix::pipe::{PipeFlags, SpliceFlags};
 
 const LISTENER: Token = Token(usize::MAX);
 const READ_BUF: usize = 64 * 1024;
@@ -94,31 +95,15 @@ struct Pipe {
 
 impl Pipe {
     fn new() -> io::Result<Pipe> {
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: `fds` is a valid two-element array for pipe2 to fill.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: pipe2 succeeded: both descriptors are open and owned by nobody else.
-        let pipe = unsafe { Pipe { read: OwnedFd::from_raw_fd(fds[0]), write: OwnedFd::from_raw_fd(fds[1]) } };
-        // SAFETY: fcntl on a descriptor we own.
-        if unsafe { libc::fcntl(pipe.write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES as libc::c_int) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(pipe)
+        let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+        rustix::pipe::fcntl_setpipe_size(&write, PIPE_BYTES)?;
+        Ok(Pipe { read, write })
     }
 }
 
 /// splice(2) of up to `len` bytes, non-blocking.
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-    let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
-    // SAFETY: plain descriptors and null offsets (both ends are sockets or pipes).
-    let n = unsafe { libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, flags) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> io::Result<usize> {
+    Ok(rustix::pipe::splice(from, None, to, None, len, SpliceFlags::MOVE | SpliceFlags::NONBLOCK)?)
 }
 
 struct Forwarder {
@@ -229,11 +214,12 @@ impl Forwarder {
             if eof || self.sides[peer].as_ref().is_some_and(Side::backlog) {
                 return; // ended, or resumed by `flush` once the peer has taken its backlog
             }
-            let pipe_in = self.sides[peer].as_ref().and_then(|p| p.pipe.as_ref()).map(|p| p.write.as_raw_fd());
-            let Some(side) = self.sides[t].as_mut() else { return };
+            let Some(side) = self.sides[t].as_ref() else { return };
+            let pipe_in = self.sides[peer].as_ref().and_then(|p| p.pipe.as_ref());
+            let spliced = pipe_in.is_some();
             let got = match pipe_in {
-                Some(pipe) => splice(side.stream.as_raw_fd(), pipe, READ_BUF),
-                None => side.stream.read(&mut self.buf),
+                Some(pipe) => splice(&side.stream, &pipe.write, READ_BUF),
+                None => (&side.stream).read(&mut self.buf),
             };
             let n = match got {
                 Ok(0) => return self.end(t),
@@ -243,17 +229,11 @@ impl Forwarder {
                 Err(_) => return self.close(t),
             };
             let Some(p) = self.sides[peer].as_mut() else { return self.close(t) };
-            let sent = if pipe_in.is_some() {
+            let sent = if spliced {
                 p.piped = n;
                 drain_pipe(p)
             } else {
-                match write_some(&mut p.stream, &self.buf[..n]) {
-                    Ok(w) => {
-                        p.pending.extend_from_slice(&self.buf[w..n]);
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
+                write_some(&mut p.stream, &self.buf[..n]).map(|w| p.pending.extend_from_slice(&self.buf[w..n]))
             };
             if sent.is_err() {
                 return self.close(t);
@@ -330,7 +310,7 @@ impl Forwarder {
 fn drain_pipe(side: &mut Side) -> io::Result<()> {
     let Some(pipe) = side.pipe.as_ref() else { return Ok(()) };
     while side.piped > 0 {
-        match splice(pipe.read.as_raw_fd(), side.stream.as_raw_fd(), side.piped) {
+        match splice(&pipe.read, &side.stream, side.piped) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => side.piped -= n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

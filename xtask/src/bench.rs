@@ -873,9 +873,12 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
     let upstream = Running { measured_pid: upstream.id(), child: upstream };
     wait_port(UPSTREAM_PORT, Duration::from_secs(10))?;
 
-    let measured: Vec<&&Scenario> = scenarios.iter().filter(|s| s.available.is_some()).collect();
+    // Each scenario's targets (the splicing floor only in some), and so the number of steps.
+    let rows_of = |sc: &Scenario| -> Vec<Row> {
+        targets.iter().filter(|t| t.measured_in(sc)).map(|t| (*t, Vec::new(), Vec::new())).collect()
+    };
     let total =
-        measured.iter().map(|sc| targets.iter().filter(|t| t.measured_in(sc)).count()).sum::<usize>() * opts.runs;
+        scenarios.iter().filter(|s| s.available.is_some()).map(|sc| rows_of(sc).len()).sum::<usize>() * opts.runs;
     let per_step = Duration::from_secs(opts.duration + 2);
     let started = Instant::now();
     let mut step = 0;
@@ -886,8 +889,7 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
             results.push((sc, Vec::new()));
             continue;
         }
-        let mut rows: Vec<Row> =
-            targets.iter().filter(|t| t.measured_in(sc)).map(|t| (*t, Vec::new(), Vec::new())).collect();
+        let mut rows = rows_of(sc);
         for run in 1..=opts.runs {
             for (target, samples, failures) in rows.iter_mut() {
                 step += 1;

@@ -210,11 +210,11 @@ impl Forwarder {
     /// until `t` is drained, ends, or the peer stops taking bytes.
     fn relay(&mut self, t: usize) {
         loop {
-            let Some((peer, eof, hup)) = self.sides[t].as_ref().map(|s| (s.peer, s.eof, s.hup)) else { return };
-            if eof || self.sides[peer].as_ref().is_some_and(Side::backlog) {
+            let Some(side) = self.sides[t].as_ref() else { return };
+            let (peer, hup) = (side.peer, side.hup);
+            if side.eof || self.sides[peer].as_ref().is_some_and(Side::backlog) {
                 return; // ended, or resumed by `flush` once the peer has taken its backlog
             }
-            let Some(side) = self.sides[t].as_ref() else { return };
             let pipe_in = self.sides[peer].as_ref().and_then(|p| p.pipe.as_ref());
             let spliced = pipe_in.is_some();
             let got = match pipe_in {

@@ -1092,11 +1092,13 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
         // The floors open an upstream connection per client connection (no pool), so they are
         // floors only where connections are kept alive.
         let floors = [
-            (Target::Floor, "a byte-copy forwarder with no HTTP", "", ""),
-            (Target::FloorSplice, "the same forwarder splicing the upstream's bytes", "_splice", " splice"),
+            (Target::Floor, "a byte-copy forwarder with no HTTP", ""),
+            (Target::FloorSplice, "the same forwarder splicing the upstream's bytes", " splice"),
         ];
-        for (floor, what, key, label) in floors {
+        for (floor, what, label) in floors {
             let (Some(fl), false) = (get(floor), sc.close) else { continue };
+            // The JSON keys name the row: `floor_vs_nginx`, `above_floor_splice_us` ...
+            let key = floor.name().replace('-', "_");
             if let Some(n) = get(Target::Nginx) {
                 let (cpu, core) = (ratio(fl.1[0], n.1[0]), ratio(fl.1[4], n.1[4]));
                 let _ = writeln!(
@@ -1106,7 +1108,7 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
                     fmt_ratio(cpu),
                     fmt_ratio(core)
                 );
-                ratios.insert(format!("floor{key}_vs_nginx"), json!({"cpu_per_req": cpu, "core_per_req": core}));
+                ratios.insert(format!("{key}_vs_nginx"), json!({"cpu_per_req": cpu, "core_per_req": core}));
             }
             // What each proxy spends above the floor: its own work, comparable across hosts
             // where the kernel's share (and so every ratio to nginx) is not.
@@ -1119,7 +1121,7 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
                 let list: Vec<String> = above.iter().map(|(t, us)| format!("{} {us:+.2}", t.name())).collect();
                 let _ = writeln!(t, "CPU us/req above the{label} floor: {}", list.join(", "));
                 ratios.insert(
-                    format!("above_floor{key}_us"),
+                    format!("above_{key}_us"),
                     above.iter().map(|(t, us)| (t.name().to_string(), json!(us))).collect(),
                 );
             }

@@ -1,8 +1,9 @@
 //! `cargo xtask bench`: the side-by-side load benchmark (DESIGN.md section 8).
 //!
 //! For each scenario and run, measures in turn a `direct` row (no proxy), a `floor` row (a
-//! byte-copy forwarder with no HTTP, `forward.rs`: what an epoll proxy pays the kernel here),
-//! Portcullis, nginx and HAProxy, configured equivalently (one worker/thread, upstream
+//! byte-copy forwarder with no HTTP, `forward.rs`: what an epoll proxy pays the kernel here;
+//! where bodies are large also `floor-splice`, the same forwarder splicing them, and
+//! `floor-http`, that one framing responses by their parsed heads), Portcullis, nginx and HAProxy, configured equivalently (one worker/thread, upstream
 //! keep-alive pool, access logs off, and where the response outgrows the peers' default buffers,
 //! buffers that hold it: [`PEER_BUFFER_KIB`]), against the same upstream (nginx `return 200` / a static
 //! 16 KiB file) with the same load generator (wrk). Proxy pinned to CPU 1; upstream and wrk
@@ -31,10 +32,11 @@ const UPSTREAM_PORT: u16 = 18181;
 /// HAProxy 0.93x (bench/README.md, "The peers' buffers in 16k"). Only there: the other
 /// scenarios' 12-byte responses fit the defaults, and c1000's memory is measured with them.
 const PEER_BUFFER_KIB: u32 = 32;
-const PORTS: [(Target, u16); 8] = [
+const PORTS: [(Target, u16); 9] = [
     (Target::Direct, UPSTREAM_PORT),
     (Target::Floor, 18187),
     (Target::FloorSplice, 18188),
+    (Target::FloorHttp, 18189),
     (Target::Portcullis, 18183),
     (Target::PortcullisUring, 18185),
     (Target::Baseline, 18186),
@@ -54,6 +56,11 @@ enum Target {
     /// the floor for a proxy that splices response bodies, measured where bodies are large
     /// (`Scenario::large_body`) only.
     FloorSplice,
+    /// The splicing forwarder parsing each request head and peeking at and parsing each
+    /// response head to splice it by its length (`forward --splice --http`): what a
+    /// hand-written epoll loop that understands HTTP/1.1 pays, with no runtime, routing, timers
+    /// or pool; large-body scenarios only, next to `FloorSplice`.
+    FloorHttp,
     Portcullis,
     /// Portcullis with `io_driver = "uring"` (only with `--uring`).
     PortcullisUring,
@@ -70,6 +77,7 @@ impl Target {
             Target::Direct => "direct",
             Target::Floor => "floor",
             Target::FloorSplice => "floor-splice",
+            Target::FloorHttp => "floor-http",
             Target::Portcullis => "portcullis",
             Target::PortcullisUring => "portcullis-uring",
             Target::Baseline => "portcullis-baseline",
@@ -77,9 +85,14 @@ impl Target {
             Target::Haproxy => "haproxy",
         }
     }
-    /// Whether the target has a row in `sc` (the splicing floor only where bodies are large).
+    /// Whether the target has a row in `sc` (the splicing floors only where bodies are large).
     fn measured_in(self, sc: &Scenario) -> bool {
-        self != Target::FloorSplice || sc.large_body
+        !self.is_floor() || self == Target::Floor || sc.large_body
+    }
+
+    /// The forwarder's rows, which the proxies' figures are set against.
+    fn is_floor(self) -> bool {
+        matches!(self, Target::Floor | Target::FloorSplice | Target::FloorHttp)
     }
 
     fn port(self) -> u16 {
@@ -573,10 +586,11 @@ impl Drop for Running {
 fn start(target: Target, sc: &Scenario, dir: &Path, bins: &Binaries) -> Result<Option<Running>> {
     let child = match target {
         Target::Direct => return Ok(None),
-        Target::Floor | Target::FloorSplice => pinned(PROXY_CPU, &bins.xtask)
+        Target::Floor | Target::FloorSplice | Target::FloorHttp => pinned(PROXY_CPU, &bins.xtask)
             .args(["forward", "--listen", &format!("127.0.0.1:{}", target.port())])
             .args(["--upstream", &format!("127.0.0.1:{UPSTREAM_PORT}")])
-            .args((target == Target::FloorSplice).then_some("--splice"))
+            .args((target != Target::Floor).then_some("--splice"))
+            .args((target == Target::FloorHttp).then_some("--http"))
             .stderr(std::fs::File::create(dir.join(format!("{}.log", target.name())))?)
             .spawn()?,
         Target::Portcullis | Target::PortcullisUring | Target::Baseline => {
@@ -847,6 +861,7 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
         Target::Direct,
         Target::Floor,
         Target::FloorSplice,
+        Target::FloorHttp,
         Target::Portcullis,
         Target::Baseline,
         Target::PortcullisUring,
@@ -931,7 +946,7 @@ pub fn bench(args: &[String], root: &Path) -> Result<()> {
         "portcullis_build": build,
         "machine": machine(),
         "peer_buffers": {"scenarios": SCENARIOS.iter().filter(|sc| sc.large_body).map(|sc| sc.name).collect::<Vec<_>>(), "what": peer_buffers()},
-        "method": "proxy on CPU 1 (1 worker), wrk -t1 + upstream nginx on CPU 0; floor = `cargo xtask forward`, a byte-copy forwarder with no HTTP (an upstream connection per client connection); floor-splice (large-body scenarios) = the same forwarder splicing the upstream's bytes to the client (`forward --splice`); CPU = utime+stime over the wrk run / requests (user + kernel split); sleeps = voluntary context switches of all the proxy threads / requests; core = busy time of CPU 1 (/proc/stat) / requests; medians of runs",
+        "method": "proxy on CPU 1 (1 worker), wrk -t1 + upstream nginx on CPU 0; floor = `cargo xtask forward`, a byte-copy forwarder with no HTTP (an upstream connection per client connection); floor-splice (large-body scenarios) = the same forwarder splicing the upstream's bytes to the client (`forward --splice`); floor-http (large-body scenarios) = the splicing forwarder parsing each request head and splicing each response by the length in its peeked head (`forward --splice --http`); CPU = utime+stime over the wrk run / requests (user + kernel split); sleeps = voluntary context switches of all the proxy threads / requests; core = busy time of CPU 1 (/proc/stat) / requests; medians of runs",
         "missing": missing.iter().map(|(c, r)| json!({"peer": c, "reason": r})).collect::<Vec<_>>(),
         "scenarios": json_rows,
     });
@@ -1094,6 +1109,7 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
         let floors = [
             (Target::Floor, "a byte-copy forwarder with no HTTP", ""),
             (Target::FloorSplice, "the same forwarder splicing the upstream's bytes", " splice"),
+            (Target::FloorHttp, "the splicing forwarder framing responses by their parsed heads", " HTTP"),
         ];
         for (floor, what, label) in floors {
             let (Some(fl), false) = (get(floor), sc.close) else { continue };
@@ -1114,7 +1130,7 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
             // where the kernel's share (and so every ratio to nginx) is not.
             let above: Vec<(Target, f64)> = medians
                 .iter()
-                .filter(|m| !matches!(m.0, Target::Direct | Target::Floor | Target::FloorSplice))
+                .filter(|m| m.0 != Target::Direct && !m.0.is_floor())
                 .filter_map(|m| Some((m.0, m.1[0]? - fl.1[0]?)))
                 .collect();
             if !above.is_empty() {
@@ -1245,8 +1261,10 @@ mod tests {
         let large = find("16k");
         assert!(Target::FloorSplice.measured_in(large) && Target::Floor.measured_in(find("small")));
         assert!(!Target::FloorSplice.measured_in(find("small")));
+        assert!(Target::FloorHttp.measured_in(large) && !Target::FloorHttp.measured_in(find("small")));
         let mut with_splice = rows(15.0, 20.0);
         with_splice.insert(1, (Target::FloorSplice, vec![sample(13.0)], Vec::new()));
+        with_splice.insert(2, (Target::FloorHttp, vec![sample(13.5)], Vec::new()));
         let (table, json) = report(&[(large, with_splice)], &[], 1);
         assert!(table.contains("| floor-splice | 1000 |"), "{table}");
         assert!(table.contains("floor-splice/nginx: CPU per request 0.65x (core 0.65x)"), "{table}");
@@ -1254,6 +1272,12 @@ mod tests {
         assert!(table.contains("CPU us/req above the floor: portcullis -1.00, nginx +5.00"), "{table}");
         assert_eq!(json[0]["ratios"]["floor_splice_vs_nginx"]["cpu_per_req"], 0.65);
         assert_eq!(json[0]["ratios"]["above_floor_splice_us"]["nginx"], 7.0);
+        // The HTTP floor likewise, and no floor is counted above another.
+        assert!(table.contains("| floor-http | 1000 |"), "{table}");
+        assert!(table.contains("floor-http/nginx: CPU per request 0.68x (core 0.68x)"), "{table}");
+        assert!(table.contains("CPU us/req above the HTTP floor: portcullis +0.50, nginx +6.50\n"), "{table}");
+        assert_eq!(json[0]["ratios"]["above_floor_http_us"]["portcullis"], 0.5);
+        assert!(json[0]["ratios"]["above_floor_us"].get("floor-http").is_none());
     }
 
     #[test]

@@ -11,8 +11,8 @@
 //! - `cargo xtask bench-limits` reports limiter accuracy (see `bench_limits.rs`).
 //! - `cargo xtask wake-cost` measures what the host charges per sleep and wake-up (see
 //!   `wake_cost.rs`), the check behind the benchmark's "core us/req" column.
-//! - `cargo xtask forward --listen ADDR --upstream ADDR [--splice]`: the minimal forwarder the
-//!   benchmark's `floor` and `floor-splice` rows measure (see `forward.rs`).
+//! - `cargo xtask forward --listen ADDR --upstream ADDR [--splice [--http]]`: the minimal forwarder the
+//!   benchmark's `floor`, `floor-splice` and `floor-http` rows measure (see `forward.rs`).
 
 use std::process::{Command, ExitCode};
 
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
         Some("setup") => ebpf::setup(),
         Some("build-ebpf") => ebpf::build(&root()),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build-ebpf|run|test|dist|bench|bench-limits|wake-cost|forward> [args]\n  setup       install the eBPF toolchain (Debian rustc-web, LLVM 22, bpf-linker)\n  build-ebpf  build the XDP gate (proxy-ebpf) so the proxy embeds it\n  run    start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test   run every test\n  dist   the release binary built with profile-guided optimisation: target/dist/portcullis\n  bench  [--scenario NAME] [--runs N] [--duration S] [--quick] [--no-pgo]: load benchmark vs nginx and HAProxy\n  bench-limits  admitted vs allowed in the rate-limit and quota scenarios\n  wake-cost  what this host charges a thread per sleep and wake-up (against its core's busy time)\n  forward --listen ADDR --upstream ADDR [--splice]  the benchmark's floor: a minimal byte-copy (or splicing) forwarder");
+            eprintln!("usage: cargo xtask <setup|build-ebpf|run|test|dist|bench|bench-limits|wake-cost|forward> [args]\n  setup       install the eBPF toolchain (Debian rustc-web, LLVM 22, bpf-linker)\n  build-ebpf  build the XDP gate (proxy-ebpf) so the proxy embeds it\n  run    start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test   run every test\n  dist   the release binary built with profile-guided optimisation: target/dist/portcullis\n  bench  [--scenario NAME] [--runs N] [--duration S] [--quick] [--no-pgo]: load benchmark vs nginx and HAProxy\n  bench-limits  admitted vs allowed in the rate-limit and quota scenarios\n  wake-cost  what this host charges a thread per sleep and wake-up (against its core's busy time)\n  forward --listen ADDR --upstream ADDR [--splice [--http]]  the benchmark's floors: a minimal byte-copy (or splicing, or HTTP-framing) forwarder");
             return ExitCode::from(2);
         }
     };

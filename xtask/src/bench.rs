@@ -3,12 +3,13 @@
 //! For each scenario and run, measures in turn a `direct` row (no proxy), a `floor` row (a
 //! byte-copy forwarder with no HTTP, `forward.rs`: what an epoll proxy pays the kernel here;
 //! where bodies are large also `floor-splice`, the same forwarder splicing them, and
-//! `floor-http`, that one framing responses by their parsed heads), Portcullis, nginx and HAProxy, configured equivalently (one worker/thread, upstream
-//! keep-alive pool, access logs off, and where the response outgrows the peers' default buffers,
-//! buffers that hold it: [`PEER_BUFFER_KIB`]), against the same upstream (nginx `return 200` / a static
-//! 16 KiB file) with the same load generator (wrk). Proxy pinned to CPU 1; upstream and wrk
-//! pinned to CPU 0. Each proxy process is started fresh per run so its peak RSS belongs to that run. Reports medians (min-max) of req/s,
-//! p50/p99 latency, proxy CPU microseconds per request (utime+stime from /proc over the wrk run /
+//! `floor-http`, that one framing responses by their parsed heads), Portcullis, nginx and
+//! HAProxy, configured equivalently (one worker/thread, upstream keep-alive pool, access logs
+//! off, and where the response outgrows the peers' default buffers, buffers that hold it:
+//! [`PEER_BUFFER_KIB`]), against the same upstream (nginx `return 200` / a static 16 KiB file)
+//! with the same load generator (wrk). Proxy pinned to CPU 1; upstream and wrk pinned to CPU 0.
+//! Each proxy process is started fresh per run so its peak RSS belongs to that run. Reports
+//! medians (min-max) of req/s, p50/p99 latency, proxy CPU microseconds per request (utime+stime from /proc over the wrk run /
 //! requests, and its user/kernel split), the proxy's sleeps per request (voluntary context
 //! switches of all its threads), its CPU's busy time per request (`/proc/stat`, a cross-check the
 //! host's charge for wake-ups cannot inflate), peak RSS, errors and non-2xx; prints a markdown
@@ -87,7 +88,10 @@ impl Target {
     }
     /// Whether the target has a row in `sc` (the splicing floors only where bodies are large).
     fn measured_in(self, sc: &Scenario) -> bool {
-        !self.is_floor() || self == Target::Floor || sc.large_body
+        match self {
+            Target::FloorSplice | Target::FloorHttp => sc.large_body,
+            _ => true,
+        }
     }
 
     /// The forwarder's rows, which the proxies' figures are set against.

@@ -29,7 +29,10 @@
 //! loop that understands HTTP/1.1 costs here, between the splicing floor and a real proxy.
 //! Once a response is out it waits for the next edge rather than peek again (which would find
 //! nothing and cost a call per request), so it does not take pipelined requests: a response
-//! already waiting behind the last one waits for more bytes. wrk does not pipeline.
+//! already waiting behind the last one waits for more bytes. Nor does it frame what wrk's
+//! GETs never meet: each read from a client is parsed as a whole request head (no request
+//! bodies), and a response's length is its head's `Content-Length` (no HEAD requests, no 204 or
+//! 304; without one the body runs to the connection's end).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream as StdStream};
@@ -404,7 +407,7 @@ fn next_response(s: &TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
         Some(None) => return Err(invalid("response Content-Length is not a number".into())),
         None => return Ok(Some(usize::MAX)),
     };
-    Ok(Some(head + body))
+    head.checked_add(body).map(Some).ok_or_else(|| invalid(format!("response Content-Length {body} is too large")))
 }
 
 /// `--http`: parses a request head read from the client (it is forwarded as it came).

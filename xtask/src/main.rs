@@ -11,8 +11,9 @@
 //! - `cargo xtask bench-limits` reports limiter accuracy (see `bench_limits.rs`).
 //! - `cargo xtask wake-cost` measures what the host charges per sleep and wake-up (see
 //!   `wake_cost.rs`), the check behind the benchmark's "core us/req" column.
-//! - `cargo xtask forward --listen ADDR --upstream ADDR [--splice [--http]]`: the minimal forwarder the
-//!   benchmark's `floor`, `floor-splice` and `floor-http` rows measure (see `forward.rs`).
+//! - `cargo xtask forward --listen ADDR --upstream ADDR [--splice [--http]]`: the minimal
+//!   forwarder the benchmark's `floor`, `floor-splice` and `floor-http` rows measure (see
+//!   `forward.rs`).
 
 use std::process::{Command, ExitCode};
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 
 use super::error::{ErrorKind, ProxyError, Result};
-use super::http::BodyKind;
+use super::http::{is_field_value_byte, BodyKind};
 use super::io::ReadBuf;
 
 /// Longest chunk-size line (size + extensions) or trailer line accepted.
@@ -20,6 +20,8 @@ const MAX_CHUNK_LINE: usize = 4096;
 enum State {
     /// Reading hex digits of a chunk size.
     Size,
+    /// Whitespace after the size digits (before `;` or CRLF).
+    SizeWs,
     /// After the size: extensions until CRLF.
     Ext,
     /// Expecting LF after CR of the size line.
@@ -29,8 +31,10 @@ enum State {
     DataLf,
     /// At the start of a trailer line (or the final empty line).
     TrailerStart,
-    /// Inside a trailer line.
-    Trailer,
+    /// Inside a trailer field's name.
+    TrailerName,
+    /// Inside a trailer field's value.
+    TrailerValue,
     TrailerLf,
     /// CR of the final empty line seen.
     EndLf,
@@ -80,12 +84,29 @@ impl ChunkedScanner {
                     }
                     None if self.digits == 0 => return Err("chunk size missing"),
                     None if b == b'\r' => self.state = State::SizeLf,
-                    None if b == b';' || b == b' ' || b == b'\t' => {
+                    None if b == b';' => {
                         self.state = State::Ext;
+                        self.line = 0;
+                    }
+                    None if b == b' ' || b == b'\t' => {
+                        self.state = State::SizeWs;
                         self.line = 0;
                     }
                     None => return Err("invalid chunk size"),
                 },
+                // Only `;` (extensions) or the line end may follow: `5 6` is no size.
+                State::SizeWs => {
+                    self.line += 1;
+                    if self.line > MAX_CHUNK_LINE {
+                        return Err("chunk extension too long");
+                    }
+                    match b {
+                        b' ' | b'\t' => {}
+                        b';' => self.state = State::Ext,
+                        b'\r' => self.state = State::SizeLf,
+                        _ => return Err("invalid chunk size"),
+                    }
+                }
                 State::Ext => {
                     self.line += 1;
                     if self.line > MAX_CHUNK_LINE {
@@ -95,6 +116,8 @@ impl ChunkedScanner {
                         self.state = State::SizeLf;
                     } else if b == b'\n' {
                         return Err("bare LF in chunk size line");
+                    } else if !is_field_value_byte(b) {
+                        return Err("control byte in chunk extension");
                     }
                 }
                 State::SizeLf => {
@@ -131,21 +154,33 @@ impl ChunkedScanner {
                     }
                     self.state = State::Size;
                 }
+                // Every trailer line is `name: value` CRLF, as a header line: a bare LF or any
+                // other shape is where lenient parsers behind us end the body early (`0\r\n\n`
+                // followed by a request), so it is refused, never relayed.
                 State::TrailerStart => {
                     if b == b'\r' {
                         self.state = State::EndLf;
-                    } else {
-                        self.state = State::Trailer;
+                    } else if is_tchar(b) {
+                        self.state = State::TrailerName;
                         self.line = 1;
+                    } else if b == b'\n' {
+                        return Err("bare LF in chunked trailer section");
+                    } else {
+                        return Err("invalid trailer field name");
                     }
                 }
-                State::Trailer => {
+                State::TrailerName | State::TrailerValue => {
                     self.line += 1;
                     if self.line > MAX_CHUNK_LINE {
                         return Err("trailer line too long");
                     }
-                    if b == b'\r' {
-                        self.state = State::TrailerLf;
+                    match (self.state, b) {
+                        (_, b'\r') if self.state == State::TrailerValue => self.state = State::TrailerLf,
+                        (State::TrailerName, b':') => self.state = State::TrailerValue,
+                        (State::TrailerName, b) if is_tchar(b) => {}
+                        (State::TrailerValue, b) if is_field_value_byte(b) => {}
+                        (_, b'\n') => return Err("bare LF in chunked trailer"),
+                        _ => return Err("invalid trailer field"),
                     }
                 }
                 State::TrailerLf => {
@@ -167,6 +202,11 @@ impl ChunkedScanner {
         }
         Ok(Scan { consumed: i, done: self.state == State::Done })
     }
+}
+
+/// A token character (RFC 9110 5.6.2), as in a field name.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Which side a relay reads from, for error classification and timeouts.
@@ -338,6 +378,36 @@ mod tests {
     fn chunked_errors() {
         for bad in [&b"zz\r\n"[..], b"\r\n", b"5\r\nhelloXX", b"5\nhello", b"1234567890123456\r\n"] {
             assert!(scan_all(bad, 100).0.is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    /// Trailer and size-line shapes that lenient parsers read differently from strict ones:
+    /// each is refused, at any split.
+    #[test]
+    fn chunked_desync_shapes_refused() {
+        for bad in [
+            // A bare LF ends the body for nginx and node, which then run the next bytes.
+            &b"0\r\n\nGET /admin HTTP/1.1\r\nHost: internal\r\n\r\n"[..],
+            b"0\r\nX-T: 1\nGET /admin HTTP/1.1\r\n\r\n",
+            b"0\r\nX-T: 1\r\n\n",
+            b"0\r\nno colon\r\n\r\n",
+            b"0\r\n: empty name\r\n\r\n",
+            b"0\r\nX-T: a\x00b\r\n\r\n",
+            b"0\r\nX-T: a\x0bb\r\n\r\n",
+            b"0\r\n X-T: folded\r\n\r\n",
+            b"0\r\nX-T : 1\r\n\r\n",
+            b"5 6\r\nhello\r\n",
+            b"5;a\x00b\r\nhello\r\n",
+            b"5;a\nhello\r\n",
+        ] {
+            for step in [1, 3, 100] {
+                assert!(scan_all(bad, step).0.is_err(), "{:?} step {step}", String::from_utf8_lossy(bad));
+            }
+        }
+        for good in [&b"5 \t;x=\"y z\"\r\nhello\r\n0\r\n\r\n"[..], b"5  \r\nhello\r\n0\r\nA: \r\nB:c\td\r\n\r\n"] {
+            let (r, data) = scan_all(good, 1);
+            assert_eq!(r, Ok(Scan { consumed: good.len(), done: true }), "{:?}", String::from_utf8_lossy(good));
+            assert_eq!(data, b"hello");
         }
     }
 }

@@ -220,6 +220,10 @@ struct ConnTokens<'b> {
     close: bool,
     keep_alive: bool,
     upgrade: bool,
+    /// A token named `Content-Length`, `Transfer-Encoding` or `Host`. Such a token is never
+    /// honoured: dropping the header it names while relaying the body it frames is how a
+    /// request is smuggled past the proxy (see [`framing`]).
+    names_framing: bool,
 }
 
 impl<'b> ConnTokens<'b> {
@@ -231,6 +235,8 @@ impl<'b> ConnTokens<'b> {
                 self.keep_alive = true;
             } else if eq_ic(t, "upgrade") {
                 self.upgrade = true;
+            } else if eq_ic(t, "content-length") || eq_ic(t, "transfer-encoding") || eq_ic(t, "host") {
+                self.names_framing = true;
             } else if self.n < self.tokens.len() {
                 self.tokens[self.n] = t;
                 self.n += 1;
@@ -253,14 +259,25 @@ fn is_hop_by_hop(name: &str) -> bool {
 /// Framing facts gathered in one pass over a head's headers.
 struct Framing<'b> {
     content_length: Option<u64>,
+    /// The final coding of the last `Transfer-Encoding` header is `chunked`.
     chunked: bool,
     has_te: bool,
+    /// There is exactly one `Transfer-Encoding` header and its value is `chunked` and nothing
+    /// else: the only request framing by transfer coding accepted (as nginx: anything else is
+    /// an ambiguity that a lenient hop behind us may resolve differently).
+    te_exactly_chunked: bool,
     conn: ConnTokens<'b>,
 }
 
 fn framing<'b>(headers: &[httparse::Header<'b>]) -> Result<Framing<'b>> {
     let bad = |ctx| Err(ProxyError::new(ErrorKind::BadRequest, ctx));
-    let mut f = Framing { content_length: None, chunked: false, has_te: false, conn: ConnTokens::default() };
+    let mut f = Framing {
+        content_length: None,
+        chunked: false,
+        has_te: false,
+        te_exactly_chunked: false,
+        conn: ConnTokens::default(),
+    };
     for h in headers {
         let n = h.name;
         if n.eq_ignore_ascii_case("content-length") {
@@ -272,6 +289,7 @@ fn framing<'b>(headers: &[httparse::Header<'b>]) -> Result<Framing<'b>> {
                 _ => f.content_length = Some(v),
             }
         } else if n.eq_ignore_ascii_case("transfer-encoding") {
+            f.te_exactly_chunked = !f.has_te && eq_ic(trim(h.value), "chunked");
             f.has_te = true;
             f.chunked = final_coding_is_chunked(h.value);
         } else if n.eq_ignore_ascii_case("connection") {
@@ -279,6 +297,23 @@ fn framing<'b>(headers: &[httparse::Header<'b>]) -> Result<Framing<'b>> {
         }
     }
     Ok(f)
+}
+
+/// `Content-Length` and `Transfer-Encoding`: never copied from a request head, but written
+/// once, normalised, by [`write_framing`].
+fn is_framing(name: &str) -> bool {
+    name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding")
+}
+
+/// The request's framing as the upstream gets it: exactly what the proxy parsed, in one
+/// canonical header, so that no hop behind it can read duplicates, list forms or odd spacing
+/// differently.
+fn write_framing(out: &mut Vec<u8>, body: BodyKind, declared_length: Option<u64>) {
+    match (body, declared_length) {
+        (BodyKind::Chunked, _) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        (_, Some(n)) => header_num(out, b"Content-Length: ", n),
+        _ => {}
+    }
 }
 
 /// Parses as much of a request head as `data` holds; when complete, validates framing, routes
@@ -316,11 +351,16 @@ pub fn prepare_request(
     let headers = &*req.headers;
     let f = framing(headers)?;
 
+    if f.conn.names_framing {
+        // Refused rather than ignored: no client has a reason to send it, and a hop in front
+        // of us (a CDN, another proxy) may already have acted on it differently.
+        return Err(ProxyError::new(ErrorKind::BadRequest, "Connection names a framing header"));
+    }
     if f.has_te {
         if f.content_length.is_some() {
             return Err(ProxyError::new(ErrorKind::BadRequest, "both Content-Length and Transfer-Encoding"));
         }
-        if !f.chunked || minor_version == 0 {
+        if !f.te_exactly_chunked || minor_version == 0 {
             return Err(ProxyError::new(ErrorKind::BadRequest, "unsupported Transfer-Encoding"));
         }
     }
@@ -387,7 +427,17 @@ pub fn prepare_request(
     let api = &snap.apis[api_idx as usize];
     if !api.plain {
         return prepare_gateway(
-            GatewayReq { meta, method_str, host, path, query, headers, xff_skip: &f.conn, upgrade_value },
+            GatewayReq {
+                meta,
+                method_str,
+                host,
+                path,
+                query,
+                headers,
+                xff_skip: &f.conn,
+                upgrade_value,
+                declared_length: f.content_length,
+            },
             snap,
             api_idx,
             ctx,
@@ -412,7 +462,12 @@ pub fn prepare_request(
     let mut has_request_id = false;
     for h in headers {
         let n = h.name;
-        if is_hop_by_hop(n) || n.eq_ignore_ascii_case("host") || n.eq_ignore_ascii_case("expect") || f.conn.names(n) {
+        if is_hop_by_hop(n)
+            || is_framing(n)
+            || n.eq_ignore_ascii_case("host")
+            || n.eq_ignore_ascii_case("expect")
+            || f.conn.names(n)
+        {
             continue;
         }
         if n.eq_ignore_ascii_case("x-forwarded-for") {
@@ -427,6 +482,7 @@ pub fn prepare_request(
         }
         push_header(out, n.as_bytes(), h.value);
     }
+    write_framing(out, body, f.content_length);
     write_proxy_headers(out, api, target, host, xff, ctx);
     if !has_request_id {
         out.extend_from_slice(b"X-Request-Id: ");
@@ -485,6 +541,8 @@ struct GatewayReq<'b, 'c> {
     headers: &'b [httparse::Header<'b>],
     xff_skip: &'c ConnTokens<'b>,
     upgrade_value: Option<&'b [u8]>,
+    /// The request's `Content-Length`, for [`write_framing`].
+    declared_length: Option<u64>,
 }
 
 /// Requests to APIs with auth, IP rules, path lists or transforms: decide, then write the
@@ -625,7 +683,11 @@ fn prepare_gateway(
     let mut xff: Option<&[u8]> = None;
     for h in r.headers {
         let n = h.name;
-        if is_hop_by_hop(n) || n.eq_ignore_ascii_case("host") || n.eq_ignore_ascii_case("expect") || r.xff_skip.names(n)
+        if is_hop_by_hop(n)
+            || is_framing(n)
+            || n.eq_ignore_ascii_case("host")
+            || n.eq_ignore_ascii_case("expect")
+            || r.xff_skip.names(n)
         {
             continue;
         }
@@ -654,12 +716,13 @@ fn prepare_gateway(
         out.extend_from_slice(b": ");
         let start = out.len();
         tpl.expand(&tcx, out);
-        strip_line_breaks(out, start);
+        strip_non_field_bytes(out, start);
         if !t.tag_headers.is_empty() {
             added_at.push((name.as_str(), start..out.len()));
         }
         out.extend_from_slice(b"\r\n");
     }
+    write_framing(out, r.meta.body, r.declared_length);
     write_proxy_headers(out, api, target, r.host, xff, ctx);
     out.extend_from_slice(b"X-Request-Id: ");
     out.extend_from_slice(rid);
@@ -766,15 +829,22 @@ fn write_upstream_path(out: &mut Vec<u8>, api: &ApiSpec, target: &Target, path: 
     out.extend_from_slice(rest.as_bytes());
 }
 
-/// Drops CR and LF from `out[start..]`: an expanded value must not end its header line early.
-fn strip_line_breaks(out: &mut Vec<u8>, start: usize) {
-    if !out[start..].iter().any(|&b| b == b'\r' || b == b'\n') {
+/// Whether `b` may appear in a header field value (RFC 9110 5.5: HTAB, SP, VCHAR, obs-text).
+pub(crate) fn is_field_value_byte(b: u8) -> bool {
+    b == b'\t' || b >= 0x20 && b != 0x7f
+}
+
+/// Drops from `out[start..]` every byte not allowed in a field value (CR and LF, which would end
+/// the header line early, and NUL, the other controls and DEL, which some parsers take as a line
+/// end and others refuse): an expanded value (JWT claims, session metadata) comes from outside.
+fn strip_non_field_bytes(out: &mut Vec<u8>, start: usize) {
+    if out[start..].iter().all(|&b| is_field_value_byte(b)) {
         return;
     }
     let mut w = start;
     for r in start..out.len() {
         let b = out[r];
-        if b != b'\r' && b != b'\n' {
+        if is_field_value_byte(b) {
             out[w] = b;
             w += 1;
         }

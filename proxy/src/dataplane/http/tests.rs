@@ -115,7 +115,7 @@ fn framing_of_requests() {
         r("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n").body,
         BodyKind::Length(3)
     );
-    assert_eq!(r("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").body, BodyKind::Chunked);
+    assert_eq!(r("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked \r\n\r\n").body, BodyKind::Chunked);
     assert_eq!(r("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n").body, BodyKind::None);
     let m = r("POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n");
     assert!(m.expect_continue);
@@ -139,6 +139,17 @@ fn smuggling_shapes_are_bad_requests() {
         "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1, 1\r\n\r\n",
         "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n",
         "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: ,chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked,\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n",
+        // Framing headers named in Connection (issue: the proxy dropped the header and still
+        // relayed the body, which the upstream then read as the next request).
+        "POST / HTTP/1.1\r\nHost: h\r\nConnection: Content-Length\r\nContent-Length: 54\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nConnection: close\r\nConnection: CONTENT-LENGTH\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nConnection: Host\r\n\r\n",
         "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         "GET / HTTP/1.1\r\n\r\n",
@@ -146,6 +157,31 @@ fn smuggling_shapes_are_bad_requests() {
     ] {
         assert_eq!(bad(&snap, req), ErrorKind::BadRequest, "{req:?}");
     }
+}
+
+/// The upstream gets the framing the proxy parsed, once, in canonical form: never a duplicate,
+/// a list or odd spacing another parser might read differently.
+#[test]
+fn request_framing_is_forwarded_normalised() {
+    let snap = snapshot(vec![api("", "", false, false)]);
+    let (_, head) =
+        routed(&snap, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nX-A: 1\r\ncontent-length:  003 \r\n\r\n");
+    assert_eq!(head.matches("ontent-").count(), 1, "{head}");
+    assert!(head.contains("\r\nContent-Length: 3\r\n"), "{head}");
+    let (_, head) = routed(&snap, "POST / HTTP/1.1\r\nHost: h\r\ntransfer-encoding: CHUNKED\r\n\r\n");
+    assert!(head.contains("\r\nTransfer-Encoding: chunked\r\n") && !head.contains("CHUNKED"), "{head}");
+    let (_, head) = routed(&snap, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
+    assert!(head.contains("\r\nContent-Length: 0\r\n"), "an empty body stays declared: {head}");
+    let (_, head) = routed(&snap, "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(!head.contains("Content-Length") && !head.contains("Transfer-Encoding"), "{head}");
+}
+
+#[test]
+fn header_values_lose_every_byte_a_field_value_may_not_hold() {
+    let mut out = b"X-Claim: ".to_vec();
+    out.extend_from_slice(b"a\rb\nc\x00d\x0be\x0cf\x7fg\th \xc3\xa9");
+    strip_non_field_bytes(&mut out, 9);
+    assert_eq!(out, b"X-Claim: abcdefg\th \xc3\xa9");
 }
 
 #[test]
@@ -188,6 +224,15 @@ fn response_framing_and_reuse() {
     let (m, head) = resp(&g, true, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
     assert_eq!((m.body, m.upstream_reusable, m.close_client), (BodyKind::UntilClose, false, true));
     assert!(head.ends_with("Connection: close\r\n\r\n"));
+    // A framing header named in Connection stays: the body is framed by it.
+    let (m, head) =
+        resp(&g, true, "HTTP/1.1 200 OK\r\nConnection: Content-Length, X-P\r\nX-P: 1\r\nContent-Length: 5\r\n\r\n");
+    assert_eq!(m.body, BodyKind::Length(5));
+    assert_eq!(head, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+    let (m, head) =
+        resp(&g, true, "HTTP/1.1 200 OK\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n");
+    assert_eq!(m.body, BodyKind::Chunked);
+    assert!(head.contains("Transfer-Encoding: chunked\r\n"), "{head}");
     let (m, _) = resp(&g, true, "HTTP/1.1 204 No Content\r\n\r\n");
     assert_eq!(m.body, BodyKind::None);
     let (m, _) = resp(&g, true, "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n");

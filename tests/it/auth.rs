@@ -501,6 +501,47 @@ fn ip_rules_path_lists_and_header_transforms() {
     assert_eq!(c.request("DELETE", "/wl/status/200", "Connection: close\r\n", b"").unwrap().status, 403);
 }
 
+/// Path rules are matched on the one canonical path, which is also what goes upstream: none of
+/// the encodings a backend resolves to the listed path gets past a rule.
+#[test]
+fn path_rules_see_the_canonical_path() {
+    let up = upstream();
+    let black = r#", "extended_paths": {"black_list": [{"path": "/admin", "method_actions": {"GET": {"action": "no_action"}}}]}"#;
+    let ignored =
+        r#", "extended_paths": {"ignored": [{"path": "/public", "method_actions": {"GET": {"action": "no_action"}}}]}"#;
+    let p = builder()
+        .app("plng", api("plng", "/plng/", &up.url(), r#""use_keyless": true,"#, black))
+        .app("keyed", api("keyed", "/api/", &up.url(), r#""use_standard_auth": true,"#, ignored))
+        .start();
+    assert_eq!(get(&p, "/plng/admin", "").status, 403);
+    for bypass in [
+        "/plng//admin",
+        "/plng/./admin",
+        "/plng/x/../admin",
+        "/plng/%61dmin",
+        "/plng/%2e/admin",
+        "/plng/%2E%2e/plng/admin",
+        "//plng/admin",
+        "/plng/admin/.",
+    ] {
+        let r = get(&p, bypass, "");
+        assert_eq!((r.status, error_of(&r).as_str()), (403, "Requested endpoint is forbidden"), "{bypass}");
+    }
+    for ambiguous in ["/plng/%2fadmin", "/plng/%2Fadmin", "/plng/%5cadmin", "/plng/%zz"] {
+        assert_eq!(get(&p, ambiguous, "").status, 400, "{ambiguous}");
+    }
+    // An ignored prefix does not carry a request out of it without credentials.
+    // (the upstream has no such page: its 404, not the proxy's 401)
+    assert_eq!(get(&p, "/api/public/x", "").status, 404);
+    for bypass in ["/api/public/../get", "/api/public/%2e%2e/get", "/api//public/../get"] {
+        assert_eq!(get(&p, bypass, "").status, 401, "{bypass}");
+    }
+    // The upstream gets the canonical path, not what the client sent.
+    let r = get(&p, "/plng/x/..//%67et?q=%2F", "");
+    assert_eq!(r.status, 200);
+    assert!(r.json()["url"].as_str().unwrap().ends_with("/get?q=%2F"), "{}", r.json()["url"]);
+}
+
 #[test]
 fn unsupported_auth_fields_are_reported_by_check() {
     let dir = tempfile::tempdir().unwrap();

@@ -939,7 +939,10 @@ fn begin_record(
         return;
     }
     let raw_path = meta.spans.target.get(head);
-    let path = record_path(raw_path);
+    // The canonical path, as routing and the rules saw it (Tyk records the decoded path too).
+    let sent = record_path(raw_path);
+    let canonical = std::str::from_utf8(sent).ok().and_then(|p| super::path::canonical(p).ok());
+    let path = canonical.as_deref().map_or(sent, str::as_bytes);
     let mut recorder = worker.analytics.borrow_mut();
     let key;
     let api_key = match c.identity {

@@ -417,10 +417,13 @@ pub fn prepare_request(
         None if target.starts_with('/') => (host, target),
         None => return Ok(Prepared::NoRoute(meta)),
     };
-    let (path, query) = match path_and_query.find('?') {
+    let (raw_path, query) = match path_and_query.find('?') {
         Some(i) => (&path_and_query[..i], &path_and_query[i..]),
         None => (path_and_query, ""),
     };
+    // From here on only the canonical path exists: routing, rules, limits and the upstream.
+    let path = super::path::canonical(raw_path).map_err(|e| ProxyError::new(ErrorKind::BadRequest, e))?;
+    let path = &*path;
     let Some(api_idx) = snap.router.lookup(host, path) else {
         return Ok(Prepared::NoRoute(meta));
     };
@@ -536,7 +539,8 @@ struct GatewayReq<'b, 'c> {
     meta: RequestMeta,
     method_str: &'b str,
     host: Option<&'b [u8]>,
-    path: &'b str,
+    /// Canonical (see `dataplane::path`).
+    path: &'c str,
     query: &'b str,
     headers: &'b [httparse::Header<'b>],
     xff_skip: &'c ConnTokens<'b>,

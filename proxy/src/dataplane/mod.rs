@@ -11,6 +11,7 @@ mod conn;
 pub mod error;
 pub mod http;
 mod io;
+pub mod path;
 mod splice;
 pub mod stats;
 mod upstream;

@@ -16,6 +16,11 @@ use ahash::AHashMap;
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
+/// Longest ban, seconds (ten years): the admin API's `ttl` and `[limits] ban_ttl_secs` are
+/// refused above it. Longer is "until removed" (`ttl` 0); an expiry that far out would also not
+/// fit an `Instant` or the gate's nanosecond clock.
+pub const MAX_BAN_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
+
 /// Parses `203.0.113.7`, `2001:db8::1`, `10.0.0.0/8` or `2001:db8::/32` (host bits cleared).
 pub fn parse_net(s: &str) -> Option<IpNet> {
     let s = s.trim();
@@ -85,6 +90,8 @@ pub enum BanError {
     NotFound(String),
     #[error("{0} comes from [ebpf] deny_cidrs; change the config to remove it")]
     FromConfig(IpNet),
+    #[error("ttl {0:?} is too long: at most {MAX_BAN_TTL_SECS} seconds (0 = until removed)")]
+    TtlTooLong(Duration),
 }
 
 /// Receives every change so the kernel maps mirror the list (implemented by the eBPF loader).
@@ -169,7 +176,13 @@ impl BanManager {
             let _ = a;
             return Err(BanError::Allowlisted(net));
         }
-        let expires = if ttl.is_zero() { None } else { Some(Instant::now() + ttl) };
+        let expires = if ttl.is_zero() {
+            None
+        } else if ttl > Duration::from_secs(MAX_BAN_TTL_SECS) {
+            return Err(BanError::TtlTooLong(ttl));
+        } else {
+            Some(Instant::now().checked_add(ttl).ok_or(BanError::TtlTooLong(ttl))?)
+        };
         let ban = Ban { net, reason: reason.to_string(), created: SystemTime::now(), expires, from_config: false };
         let mut bans = self.lock();
         bans.insert(net, ban.clone());
@@ -277,5 +290,16 @@ mod tests {
         m.apply_config(&[], &[]);
         assert!(!m.published().load().is_banned(ip("192.0.2.9")));
         assert_eq!(m.ban("nope", Duration::ZERO, "x").unwrap_err(), BanError::BadAddress("nope".into()));
+    }
+
+    #[test]
+    fn overlong_ttl_is_an_error_not_a_panic() {
+        let m = BanManager::new();
+        for ttl in [Duration::MAX, Duration::from_secs(u64::MAX), Duration::from_secs(MAX_BAN_TTL_SECS + 1)] {
+            assert_eq!(m.ban("203.0.113.7", ttl, "x").unwrap_err(), BanError::TtlTooLong(ttl));
+        }
+        assert!(m.list().is_empty());
+        m.ban("203.0.113.7", Duration::from_secs(MAX_BAN_TTL_SECS), "x").unwrap();
+        assert!(m.published().load().is_banned(ip("203.0.113.7")));
     }
 }

@@ -20,5 +20,6 @@ pub mod digits;
 pub mod ebpf;
 pub mod keystore;
 pub mod limit;
+pub mod ratelog;
 pub mod router;
 pub mod server;

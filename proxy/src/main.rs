@@ -93,7 +93,8 @@ fn main() -> ExitCode {
         },
         Command::Run(c) => {
             // The log level comes from the file; read it leniently here, errors surface in run().
-            let level = std::fs::read_to_string(&c.config)
+            // Bounded, regular files only: a FIFO or /dev/zero must not hang or flood startup.
+            let level = portcullis::config::read_file(&c.config)
                 .ok()
                 .and_then(|t| t.parse::<toml::Table>().ok())
                 .and_then(|t| t.get("log")?.get("level")?.as_str().map(str::to_string))

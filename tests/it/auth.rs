@@ -626,3 +626,33 @@ fn redis_store_shared_by_two_nodes() {
     };
     assert_eq!(get(&b, "/t/get", &format!("Authorization: {key3}\r\n")).status, 200);
 }
+
+#[test]
+fn key_api_refuses_rates_without_a_meaning_naming_the_field() {
+    let p = builder().start();
+    for (session, field, value) in [
+        (json!({"rate": 10, "per": 0}), "per", "0"),
+        (json!({"rate": 10}), "per", "0"),
+        (json!({"rate": -5, "per": 1}), "rate", "-5"),
+        (json!({"rate": 1, "per": -1}), "per", "-1"),
+        (
+            json!({"rate": 5, "per": 1, "access_rights": {"a": {"api_id": "a", "limit": {"rate": 2, "per": 0}}}}),
+            "access_rights.a.limit.per",
+            "0",
+        ),
+    ] {
+        let r = p.admin_send("POST", "/tyk/keys/create", &session.to_string());
+        assert_eq!(r.status, 400, "{session}: {}", r.text());
+        let msg = r.json()["message"].as_str().unwrap_or_default().to_string();
+        assert!(msg.contains(&format!("`{field}` = {value}")), "{session}: {msg}");
+    }
+    // Updating a key is checked the same way.
+    let (key, _) = create_key(&p, &json!({"rate": 10, "per": 1}));
+    let r = p.admin_send("PUT", &format!("/tyk/keys/{key}"), &json!({"rate": 10, "per": 0}).to_string());
+    assert_eq!(r.status, 400, "{}", r.text());
+    // Tyk's "no rate limit" (rate 0 or -1, per unused) is kept.
+    for session in [json!({"rate": -1}), json!({"rate": -1, "per": -1}), json!({"rate": 0, "per": 0})] {
+        let r = p.admin_send("POST", "/tyk/keys/create", &session.to_string());
+        assert_eq!(r.status, 200, "{session}: {}", r.text());
+    }
+}

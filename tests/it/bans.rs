@@ -91,6 +91,25 @@ fn user_space_bans_without_the_gate() {
     );
 }
 
+#[test]
+fn ban_ttl_out_of_range_is_refused_naming_field_and_value() {
+    let p = builder().section("[ebpf]\nmode = \"off\"\n").start();
+    // `1e30` and u64::MAX made `Duration::from_secs_f64` panic on the control plane.
+    for ttl in ["1e30", "18446744073709551615", "315360001", "-1", "\"60\""] {
+        let r = p.admin_send("POST", "/api/bans", &format!(r#"{{"ip": "192.0.2.1", "ttl": {ttl}}}"#));
+        assert_eq!(r.status, 400, "ttl {ttl}: {}", r.text());
+        let msg = r.json()["message"].as_str().unwrap_or_default().to_string();
+        assert!(msg.contains("`ttl`") && msg.contains("315360000"), "ttl {ttl}: {msg}");
+    }
+    let r = p.admin_send("POST", "/api/bans", r#"{"ip": "192.0.2.1", "ttl": 1e30}"#);
+    assert!(r.json()["message"].as_str().unwrap().contains("got 1e+30"), "{}", r.text());
+    // The control plane is still there, and a ban of the longest TTL is taken.
+    assert_eq!(client::get(p.admin, "/hello").unwrap().status, 200);
+    let r = p.admin_send("POST", "/api/bans", r#"{"ip": "192.0.2.1", "ttl": 315360000}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(p.admin_get("/api/bans").json()["bans"][0]["expires_in"].as_f64().unwrap() > 3.0e8);
+}
+
 fn skip_or_fail(reason: &str) -> bool {
     if portcullis_tests::in_ci() {
         panic!("privileged test cannot run under CI=true: {reason}");

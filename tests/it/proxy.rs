@@ -433,7 +433,8 @@ fn sigterm_drains_in_flight_requests() {
     // for it until the drain timeout.
     let mut idle = Conn::connect(addr).unwrap();
     assert_eq!(idle.get("/up/get").unwrap().status, 200);
-    let inflight = std::thread::spawn(move || client::get(addr, "/up/delay/1"));
+    // A kept-alive request in flight when the drain starts.
+    let inflight = std::thread::spawn(move || Conn::connect(addr).and_then(|mut c| c.get("/up/delay/1")));
     std::thread::sleep(Duration::from_millis(300));
     let signalled = std::time::Instant::now();
     p.signal(libc::SIGTERM);
@@ -442,6 +443,11 @@ fn sigterm_drains_in_flight_requests() {
     assert!(signalled.elapsed() < Duration::from_secs(3), "idle connection held {:?}", signalled.elapsed());
     let r = inflight.join().unwrap().expect("in-flight request finished");
     assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("connection").map(str::to_ascii_lowercase).as_deref(),
+        Some("close"),
+        "a response during the drain tells its client the connection closes"
+    );
     let status = p.wait_exit(Duration::from_secs(8)).expect("exited after drain");
     assert!(status.success(), "{status}");
     assert!(signalled.elapsed() < Duration::from_secs(4), "exited before the drain timeout: nothing was left open");
@@ -934,4 +940,92 @@ fn spliced_bodies_survive_slow_and_vanishing_clients_and_truncating_or_stalling_
     for n in [100_000, 20_000, 5_000] {
         assert!(conn.get(&format!("/up/bytes/{n}")).unwrap().body == pattern(n));
     }
+}
+
+/// Reads what the proxy sends on `s` until it closes or `within` passes; the status of the
+/// first response, if any.
+fn status_within(s: &mut TcpStream, within: Duration) -> Option<u16> {
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    text.strip_prefix("HTTP/1.1 ").and_then(|r| r.get(..3)).and_then(|c| c.parse().ok())
+}
+
+/// Slow request bodies (a byte now and then, each read well inside the idle timeout) used to
+/// hold every upstream connection `upstream_max_connections` allows, and every other request
+/// then got 503. Small bodies are now read whole before a connection is taken; bodies too slow
+/// for `request_body_timeout_ms` + `request_body_min_rate` get 408.
+#[test]
+fn slow_request_bodies_hold_no_upstream_connection() {
+    let (p, _up) = simple(
+        "upstream_max_connections = 4\nupstream_queue_timeout_ms = 300\nrequest_body_timeout_ms = 1500\nrequest_body_min_rate = 500",
+    );
+    let mut slow = Vec::new();
+    for _ in 0..40 {
+        let mut s = TcpStream::connect(p.listen).unwrap();
+        s.write_all(b"POST /up/anything HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nx").unwrap();
+        slow.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..20 {
+        let r = client::get(p.listen, "/up/get").unwrap();
+        assert_eq!(r.status, 200, "legitimate request {i} while 40 bodies trickle in");
+        let mut c = Conn::connect(p.listen).unwrap();
+        let r = c.request("POST", "/up/anything", "Connection: close\r\n", b"{\"a\": 1}").unwrap();
+        assert_eq!(r.status, 200, "legitimate POST {i}");
+    }
+    // Each trickled body is cut off once it falls behind the body clock: 408.
+    let mut timed_out = 0;
+    for s in &mut slow {
+        if status_within(s, Duration::from_secs(5)) == Some(408) {
+            timed_out += 1;
+        }
+    }
+    assert_eq!(timed_out, slow.len(), "every trickled body ends in 408");
+}
+
+/// Bodies larger than `request_buffer_size` stream to the upstream; one client IP streams at
+/// most `max_streaming_bodies_per_client` at once per worker, and each is held to the body
+/// clock, so a few slow large uploads cannot hold the upstream's connections either.
+#[test]
+fn streamed_bodies_are_capped_per_client_and_held_to_a_minimum_rate() {
+    let (p, _up) = simple(
+        "upstream_max_connections = 4\nupstream_queue_timeout_ms = 300\nrequest_buffer_size = 16\nmax_streaming_bodies_per_client = 2\nrequest_body_timeout_ms = 1500\nrequest_body_min_rate = 100",
+    );
+    let mut streaming = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(p.listen).unwrap();
+        s.write_all(b"POST /up/anything HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\nx").unwrap();
+        streaming.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut third = TcpStream::connect(p.listen).unwrap();
+    third.write_all(b"POST /up/anything HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\nx").unwrap();
+    assert_eq!(status_within(&mut third, Duration::from_secs(5)), Some(429), "a third streamed body from one IP");
+    // Two connections are held; the other two serve everyone else.
+    for i in 0..10 {
+        assert_eq!(client::get(p.listen, "/up/get").unwrap().status, 200, "request {i}");
+    }
+    // A body that stops coming falls behind 100 bytes/s once the 1.5 s grace is over.
+    for s in &mut streaming {
+        assert_eq!(status_within(s, Duration::from_secs(6)), Some(408));
+    }
+    // Their count is given back: a normal large upload goes through.
+    let mut c = Conn::connect(p.listen).unwrap();
+    let body = vec![b'z'; 5000];
+    assert_eq!(c.request("POST", "/up/anything", "Connection: close\r\n", &body).unwrap().status, 200);
 }

@@ -40,6 +40,7 @@ pub struct ProxyBuilder {
     bin: PathBuf,
     apps: Vec<(String, String)>,
     extra_config: String,
+    admin_config: String,
     tail: String,
     listen_ip: String,
     workers: usize,
@@ -53,6 +54,7 @@ impl ProxyBuilder {
             bin: bin.into(),
             apps: Vec::new(),
             extra_config: String::new(),
+            admin_config: String::new(),
             tail: String::new(),
             listen_ip: "127.0.0.1".into(),
             workers: 1,
@@ -71,6 +73,13 @@ impl ProxyBuilder {
     pub fn proxy_config(mut self, lines: &str) -> Self {
         self.extra_config.push_str(lines);
         self.extra_config.push('\n');
+        self
+    }
+
+    /// Extra lines appended to the `[admin]` section.
+    pub fn admin_config(mut self, lines: &str) -> Self {
+        self.admin_config.push_str(lines);
+        self.admin_config.push('\n');
         self
     }
 
@@ -115,8 +124,8 @@ impl ProxyBuilder {
         let admin: SocketAddr = format!("127.0.0.1:{}", crate::free_port()).parse().expect("addr");
         let secret = "test-secret".to_string();
         let config = format!(
-            "[proxy]\nlisten = \"{listen}\"\nworkers = {}\n{}\n[admin]\nlisten = \"{admin}\"\nsecret = \"{secret}\"\n\n[apps]\ndir = \"apps\"\npolicies = \"apps/policies.json\"\n\n[log]\nlevel = \"info\"\n\n{}",
-            self.workers, self.extra_config, self.tail
+            "[proxy]\nlisten = \"{listen}\"\nworkers = {}\n{}\n[admin]\nlisten = \"{admin}\"\nsecret = \"{secret}\"\n{}\n[apps]\ndir = \"apps\"\npolicies = \"apps/policies.json\"\n\n[log]\nlevel = \"info\"\n\n{}",
+            self.workers, self.extra_config, self.admin_config, self.tail
         );
         fs::write(dir.path().join("portcullis.toml"), config).expect("config");
         let log = dir.path().join("portcullis.log");

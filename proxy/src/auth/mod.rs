@@ -455,13 +455,12 @@ fn session_grant<'a>(
     cx: DecideCtx<'_>,
     w: &mut WorkerAuth,
 ) -> Result<(Arc<Session>, Arc<Grant>), Decision<'a>> {
-    let entry = match w.session(&hash) {
+    let mut entry = match w.session(&hash) {
         Cached::Miss => return Err(Decision::NeedKey(hash)),
+        Cached::Unknown => return Err(Decision::Deny(deny(403, MSG_DISALLOWED))),
         Cached::Hit(e) => e,
     };
-    let Some(session) = entry.session.clone() else {
-        return Err(Decision::Deny(deny(403, MSG_DISALLOWED)));
-    };
+    let session = Arc::clone(&entry.session);
     let grant = match &entry.grant {
         Some((gen, g)) if *gen == cx.generation => g.clone(),
         _ => {

@@ -119,6 +119,88 @@ pub enum GrantError {
     BadUrlPattern(String),
 }
 
+/// One refused `rate`/`per` value of a session or policy: the field as a dotted path, the value
+/// as written, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateProblem {
+    pub field: String,
+    pub value: String,
+    pub message: &'static str,
+}
+
+/// Checks a `rate`/`per` pair as Tyk gives it meaning. `rate` 0 (the default: no limit set) and
+/// `rate` -1 mean "no rate limit", as in Tyk: `gateway/session_manager.go`,
+/// `SessionLimiter.newRateLimitChecker`, returns no checker when `apiLimit.Rate <= 0` ("If rate
+/// is -1 or 0, it means unlimited"), and Tyk's own policies write -1 for it
+/// (`internal/policy/testdata/policies.json`, "unlimited-rate"); `per` is then not used. Any
+/// other negative rate, and a positive rate with `per <= 0`, have no meaning in Tyk (its API
+/// definitions call `per <= 0` "rate limit disabled: per invalid", `apidef.RateLimitMeta.Err`)
+/// and would silently act as no limit here, so they are refused where sessions and policies
+/// come in (the key API, the policies file, the embedded key store's file).
+pub fn check_rate(rate: f64, per: f64) -> Result<(), (&'static str, &'static str)> {
+    if !rate.is_finite() || (rate < 0.0 && rate != -1.0) {
+        return Err(("rate", "must be a number of requests > 0, or 0 or -1 for no rate limit"));
+    }
+    if rate > 0.0 && !(per.is_finite() && per > 0.0) {
+        return Err(("per", "must be a number of seconds > 0 when rate is set (rate 0 or -1: no rate limit)"));
+    }
+    Ok(())
+}
+
+fn rate_problems_into(
+    prefix: &str,
+    rate: f64,
+    per: f64,
+    rights: &BTreeMap<String, AccessDefinition>,
+    out: &mut Vec<RateProblem>,
+) {
+    let mut push = |field: String, value: String, message: &'static str| {
+        out.push(RateProblem { field, value, message });
+    };
+    if let Err((field, message)) = check_rate(rate, per) {
+        let value = if field == "rate" { rate } else { per };
+        push(format!("{prefix}{field}"), value.to_string(), message);
+    }
+    for (api, def) in rights {
+        let Some(limit) = def.extra.get("limit") else { continue };
+        let at = format!("{prefix}access_rights.{api}.limit");
+        let Some(obj) = limit.as_object() else {
+            push(at, limit.to_string(), "must be an object with rate and per");
+            continue;
+        };
+        // Absent fields are 0, as in Tyk (and as `compile_access` reads them).
+        let mut num = |k: &str| match obj.get(k) {
+            None | Some(serde_json::Value::Null) => Some(0.0),
+            Some(v) => {
+                let n = v.as_f64();
+                if n.is_none() {
+                    push(format!("{at}.{k}"), v.to_string(), "must be a number");
+                }
+                n
+            }
+        };
+        let (Some(r), Some(p)) = (num("rate"), num("per")) else { continue };
+        if let Err((field, message)) = check_rate(r, p) {
+            let value = if field == "rate" { r } else { p };
+            push(format!("{at}.{field}"), value.to_string(), message);
+        }
+    }
+}
+
+/// Every `rate`/`per` problem of a session: its own pair and each `access_rights.<api>.limit`.
+pub fn session_rate_problems(s: &Session) -> Vec<RateProblem> {
+    let mut out = Vec::new();
+    rate_problems_into("", s.rate, s.per, &s.access_rights, &mut out);
+    out
+}
+
+/// Every `rate`/`per` problem of a policy, fields prefixed with `prefix` (e.g. `gold.`).
+pub fn policy_rate_problems(prefix: &str, p: &Policy) -> Vec<RateProblem> {
+    let mut out = Vec::new();
+    rate_problems_into(prefix, p.rate, p.per, &p.access_rights, &mut out);
+    out
+}
+
 fn effective_rate(rate: f64, per: f64) -> Option<(f64, f64)> {
     (rate > 0.0 && per > 0.0).then_some((rate, per))
 }
@@ -321,6 +403,41 @@ mod tests {
         assert!(g.access.is_none());
         assert_eq!(grant_for_policies(&["nope"], &p).unwrap_err(), GrantError::UnknownPolicy("nope".into()));
         assert!(grant_for_policies(&["off"], &p).unwrap().inactive);
+    }
+
+    #[test]
+    fn rate_and_per_without_a_meaning_are_refused() {
+        // Tyk's "no rate limit": rate 0 (the default) or -1, whatever per says.
+        for (rate, per) in [(0.0, 0.0), (-1.0, 0.0), (-1.0, -1.0), (0.0, -3.0), (10.0, 1.0), (0.5, 60.0)] {
+            assert_eq!(check_rate(rate, per), Ok(()), "{rate}/{per}");
+        }
+        for (rate, per, field) in
+            [(-2.0, 1.0, "rate"), (-0.5, 1.0, "rate"), (f64::NAN, 1.0, "rate"), (10.0, 0.0, "per"), (10.0, -1.0, "per")]
+        {
+            assert_eq!(check_rate(rate, per).map_err(|e| e.0), Err(field), "{rate}/{per}");
+        }
+        let s: Session = serde_json::from_str(
+            r#"{"rate": 5, "per": 0, "access_rights": {
+                "a": {"api_id": "a", "limit": {"rate": -5, "per": 1}},
+                "b": {"api_id": "b", "limit": {"rate": 1, "per": "1"}},
+                "c": {"api_id": "c", "limit": {"rate": -1}},
+                "d": {"api_id": "d"}}}"#,
+        )
+        .unwrap();
+        let got: Vec<(String, String)> = session_rate_problems(&s).into_iter().map(|p| (p.field, p.value)).collect();
+        assert_eq!(
+            got,
+            [
+                ("per".to_string(), "0".to_string()),
+                ("access_rights.a.limit.rate".into(), "-5".into()),
+                ("access_rights.b.limit.per".into(), "\"1\"".into()),
+            ]
+        );
+        let p: Policy = serde_json::from_str(r#"{"rate": -3, "per": 1}"#).unwrap();
+        assert_eq!(policy_rate_problems("gold.", &p)[0].field, "gold.rate");
+        let unlimited: Policy = serde_json::from_str(r#"{"rate": -1}"#).unwrap();
+        assert!(policy_rate_problems("u.", &unlimited).is_empty());
+        assert_eq!(effective_rate(-1.0, 0.0), None, "-1: no rate limit");
     }
 
     #[test]

@@ -14,7 +14,9 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Session {
-    /// Requests allowed per `per` seconds; `<= 0` (or `per <= 0`) means no rate limit.
+    /// Requests allowed per `per` seconds; 0 or -1 means no rate limit (Tyk's meaning, see
+    /// [`crate::auth::policy::check_rate`]); other negative rates, and `per <= 0` with a rate,
+    /// are refused by the key API and when loaded from a file.
     pub rate: f64,
     pub per: f64,
     pub allowance: f64,

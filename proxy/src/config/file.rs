@@ -143,7 +143,8 @@ pub enum IoDriver {
 pub struct ProxyConfig {
     /// Address the workers listen on (each worker binds its own SO_REUSEPORT socket).
     pub listen: String,
-    /// Number of workers; 0 = one per CPU in the process's affinity mask.
+    /// Number of workers; 0 = one per CPU in the process's affinity mask; at most
+    /// [`MAX_WORKERS`].
     pub workers: usize,
     /// `auto` | `uring` | `epoll`.
     pub io_driver: IoDriver,
@@ -186,11 +187,28 @@ pub struct ProxyConfig {
     pub upstream_max_connections: usize,
     /// Longest wait for an upstream connection under `upstream_max_connections`, ms (exceeded: 503).
     pub upstream_queue_timeout_ms: u64,
+    /// Request bodies up to this many bytes are read whole before an upstream connection is
+    /// taken, so a client sending one slowly holds none (0 = always stream).
+    pub request_buffer_size: usize,
+    /// Time a client has to send a request body, ms, extended by one second for every
+    /// `request_body_min_rate` bytes received (Apache mod_reqtimeout's `body=20,MinRate=500`);
+    /// exceeded: 408 and the connection closes. 0 = only `client_idle_timeout_ms` between reads.
+    pub request_body_timeout_ms: u64,
+    /// See `request_body_timeout_ms`, bytes per second (0 = the timeout is for the whole body).
+    pub request_body_min_rate: u64,
+    /// Request bodies larger than `request_buffer_size` that one client IP may stream to
+    /// upstreams at once, per worker; more gets 429 (0 = no cap).
+    pub max_streaming_bodies_per_client: usize,
     /// Idle upstream connections older than this are closed instead of reused, ms.
     pub upstream_idle_timeout_ms: u64,
     /// On SIGTERM, how long in-flight requests may take to finish, ms.
     pub drain_timeout_ms: u64,
 }
+
+/// Most workers `[proxy] workers` may ask for. Each worker is a thread pinned to a CPU with its
+/// own listener, io_uring ring and caches; more workers than CPUs only share cores, and a typo
+/// (`workers = 100000`) would exhaust threads, file descriptors and memory at start.
+pub const MAX_WORKERS: usize = 1024;
 
 /// Default `upstream_max_connections`: see README (`[proxy]`) and bench/HISTORY.md (c1000) for the
 /// measurement it rests on.
@@ -218,6 +236,10 @@ impl Default for ProxyConfig {
             upstream_pool_surplus_ms: 2_000,
             upstream_max_connections: DEFAULT_UPSTREAM_MAX_CONNECTIONS,
             upstream_queue_timeout_ms: 5_000,
+            request_buffer_size: 64 * 1024,
+            request_body_timeout_ms: 20_000,
+            request_body_min_rate: 500,
+            max_streaming_bodies_per_client: 32,
             upstream_idle_timeout_ms: 30_000,
             drain_timeout_ms: 10_000,
         }
@@ -232,11 +254,15 @@ pub struct AdminConfig {
     /// Secret for `/tyk/*` (header `X-Tyk-Authorization` or `Authorization: Bearer`); empty
     /// disables those endpoints.
     pub secret: String,
+    /// Time an admin connection has to send a complete request head, ms, counted from when the
+    /// server starts waiting for it (a new connection, or the next request of a kept-alive one);
+    /// then the connection is closed (slowloris).
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: "127.0.0.1:9090".into(), secret: String::new() }
+        AdminConfig { listen: "127.0.0.1:9090".into(), secret: String::new(), header_read_timeout_ms: 10_000 }
     }
 }
 
@@ -422,7 +448,24 @@ impl Config {
                 errs.push(ConfigError::new(path, field, v, "not an IP:port socket address"));
             }
         }
-        let nonzero: [(&str, u64); 20] = [
+        if p.workers > MAX_WORKERS {
+            errs.push(ConfigError::new(
+                path,
+                "proxy.workers",
+                p.workers.to_string(),
+                format!("must be at most {MAX_WORKERS} (0 = one per CPU in the affinity mask)"),
+            ));
+        }
+        if self.limits.ban_ttl_secs > crate::bans::MAX_BAN_TTL_SECS {
+            errs.push(ConfigError::new(
+                path,
+                "limits.ban_ttl_secs",
+                self.limits.ban_ttl_secs.to_string(),
+                format!("must be at most {} (ten years; 0 = until removed)", crate::bans::MAX_BAN_TTL_SECS),
+            ));
+        }
+        let nonzero: [(&str, u64); 21] = [
+            ("admin.header_read_timeout_ms", self.admin.header_read_timeout_ms),
             ("analytics.queue_batches", self.analytics.queue_batches as u64),
             ("proxy.upstream_queue_timeout_ms", p.upstream_queue_timeout_ms),
             ("limits.gossip_interval_ms", self.limits.gossip_interval_ms),
@@ -587,6 +630,35 @@ mod tests {
         let e = cfg.validate(Path::new("t.toml")).unwrap_err();
         assert!(e.iter().any(|e| e.field == "analytics.queue_batches"), "{e:?}");
         assert!(e.iter().any(|e| e.field == "analytics.path"), "{e:?}");
+    }
+
+    #[test]
+    fn workers_are_bounded() {
+        for ok in [0, 1, MAX_WORKERS] {
+            let cfg = parse(&format!("[proxy]\nworkers = {ok}\n"), &[]).unwrap();
+            assert!(cfg.validate(Path::new("t.toml")).is_ok(), "{ok}");
+        }
+        let cfg = parse("[proxy]\nworkers = 100000\n", &[]).unwrap();
+        let e = cfg.validate(Path::new("t.toml")).unwrap_err();
+        assert_eq!((e[0].field.as_str(), e[0].value.as_str()), ("proxy.workers", "100000"), "{e:?}");
+        assert!(e[0].to_string().contains("at most 1024"), "{}", e[0]);
+        // The command-line override is checked the same way.
+        let mut cfg = parse("", &[]).unwrap();
+        cfg.apply_cli(&CliOverrides { workers: Some(MAX_WORKERS + 1), ..Default::default() });
+        assert_eq!(cfg.validate(Path::new("t.toml")).unwrap_err()[0].field, "proxy.workers");
+    }
+
+    #[test]
+    fn admin_header_read_timeout_and_ban_ttl_are_checked() {
+        let cfg = parse("[admin]\nheader_read_timeout_ms = 250\n", &[]).unwrap();
+        assert_eq!(cfg.admin.header_read_timeout_ms, 250);
+        assert_eq!(Config::default().admin.header_read_timeout_ms, 10_000);
+        let cfg = parse("[admin]\nheader_read_timeout_ms = 0\n", &[]).unwrap();
+        let e = cfg.validate(Path::new("t.toml")).unwrap_err();
+        assert_eq!(e[0].field, "admin.header_read_timeout_ms");
+        let cfg = parse("[limits]\nban_ttl_secs = 9223372036854775807\n", &[]).unwrap();
+        let e = cfg.validate(Path::new("t.toml")).unwrap_err();
+        assert_eq!((e[0].field.as_str(), e[0].value.as_str()), ("limits.ban_ttl_secs", "9223372036854775807"));
     }
 
     #[test]

@@ -66,6 +66,75 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Largest file the configuration reads (the config file, each API definition, the policies
+/// file): 16 MiB, far above any real one.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Why a configuration file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a regular file (a {0}); only regular files are read")]
+    NotRegular(&'static str),
+    #[error("larger than {} MiB, the limit for configuration files", MAX_FILE_BYTES >> 20)]
+    TooLarge,
+}
+
+impl ReadError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ReadError::Io(e) if e.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+/// Reads a configuration file as text: regular files only (after following symlinks) and at
+/// most [`MAX_FILE_BYTES`]. The type is checked before opening (opening a device can have
+/// effects of its own), and again through the open descriptor, which is opened non-blocking (a
+/// FIFO swapped in between would otherwise wait for a writer forever) and without becoming a
+/// controlling terminal; so a FIFO or a device such as `/dev/zero` (endless) is never read.
+pub fn read_file(path: &Path) -> Result<String, ReadError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    regular(&std::fs::metadata(path)?)?;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path)?;
+    let meta = file.metadata()?;
+    regular(&meta)?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    // The size may change after the check (a file being written): never read past the cap.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        ReadError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, "stream did not contain valid UTF-8"))
+    })
+}
+
+/// `Ok` for a regular file, else what it is.
+fn regular(meta: &std::fs::Metadata) -> Result<(), ReadError> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let kind = meta.file_type();
+    if kind.is_file() {
+        return Ok(());
+    }
+    Err(ReadError::NotRegular(if kind.is_dir() {
+        "directory"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_char_device() {
+        "character device"
+    } else if kind.is_block_device() {
+        "block device"
+    } else if kind.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }))
+}
+
 /// Overrides given on the command line; they win over the file and the environment.
 #[derive(Debug, Default, Clone)]
 pub struct CliOverrides {
@@ -87,12 +156,62 @@ pub fn load_config_with_env(
     cli: &CliOverrides,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, Vec<ConfigError>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| vec![ConfigError::new(path, "", "", format!("cannot read config file: {e}"))])?;
+    let text =
+        read_file(path).map_err(|e| vec![ConfigError::new(path, "", "", format!("cannot read config file: {e}"))])?;
     let mut cfg = Config::parse(path, &text, env)?;
     // File paths are relative to the config file; CLI paths to the working directory.
     cfg.resolve_relative_paths(path);
     cfg.apply_cli(cli);
     cfg.validate(path)?;
     Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_file_takes_regular_files_only_and_caps_the_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("ok.json");
+        std::fs::write(&ok, "{}").unwrap();
+        assert_eq!(read_file(&ok).unwrap(), "{}");
+        // A symlink to a regular file is followed.
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&ok, &link).unwrap();
+        assert_eq!(read_file(&link).unwrap(), "{}");
+        // A FIFO is refused at once (opening it for reading would wait for a writer forever).
+        let fifo = dir.path().join("fifo.json");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path we own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = read_file(&fifo).unwrap_err();
+        assert!(matches!(e, ReadError::NotRegular("FIFO")), "{e}");
+        // A symlink to an endless device is refused, not read.
+        let zero = dir.path().join("zero.json");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let e = read_file(&zero).unwrap_err();
+        assert!(e.to_string().contains("not a regular file (a character device)"), "{e}");
+        assert!(matches!(read_file(dir.path()).unwrap_err(), ReadError::NotRegular("directory")));
+        // Over the cap: refused, saying the limit.
+        let big = dir.path().join("big.json");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(MAX_FILE_BYTES + 1).unwrap();
+        let e = read_file(&big).unwrap_err();
+        assert!(e.to_string().contains("16 MiB"), "{e}");
+        f.set_len(MAX_FILE_BYTES).unwrap();
+        assert_eq!(read_file(&big).unwrap().len() as u64, MAX_FILE_BYTES);
+        assert!(read_file(&dir.path().join("missing")).unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn load_config_refuses_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("portcullis.toml");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path we own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = load_config_with_env(&fifo, &CliOverrides::default(), Vec::new()).unwrap_err();
+        assert!(e[0].to_string().contains("portcullis.toml") && e[0].message.contains("FIFO"), "{}", e[0]);
+    }
 }

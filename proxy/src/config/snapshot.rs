@@ -37,7 +37,7 @@ pub fn load_snapshot_with(config: Config, generation: u64, fetch: JwksFetch<'_>)
     let mut errs = Vec::new();
     let mut apis: Vec<ApiSpec> = Vec::new();
     for file in api_files(&config.apps.dir, &mut errs) {
-        let text = match std::fs::read_to_string(&file) {
+        let text = match super::read_file(&file) {
             Ok(t) => t,
             Err(e) => {
                 errs.push(ConfigError::new(&file, "", "", format!("cannot read: {e}")));
@@ -116,9 +116,9 @@ fn api_files(dir: &Path, errs: &mut Vec<ConfigError>) -> Vec<PathBuf> {
 /// Policies file: a JSON object `id -> policy` (Tyk's format). A missing file means no policies.
 /// A policy without `id` takes its map key; one whose `id` differs from its key is an error.
 fn load_policies(path: &Path, errs: &mut Vec<ConfigError>) -> Arc<Policies> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match super::read_file(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Arc::default(),
+        Err(e) if e.is_not_found() => return Arc::default(),
         Err(e) => {
             errs.push(ConfigError::new(path, "", "", format!("cannot read policies: {e}")));
             return Arc::default();
@@ -138,6 +138,14 @@ fn load_policies(path: &Path, errs: &mut Vec<ConfigError>) -> Arc<Policies> {
                         &p.id,
                         "must equal the policy's key in the map",
                     ));
+                    continue;
+                }
+                let problems = crate::auth::policy::policy_rate_problems(&format!("{key}."), &p);
+                if !problems.is_empty() {
+                    // Left out, as an unknown policy: keys applying it are refused, never unlimited.
+                    for pr in problems {
+                        errs.push(ConfigError::new(path, pr.field, pr.value, pr.message));
+                    }
                     continue;
                 }
                 out.push((key, p));

@@ -30,10 +30,21 @@ pub async fn serve_admin(listener: tokio::net::TcpListener, state: Arc<ControlSt
             }
         };
         let state = Arc::clone(&state);
+        // Read per connection, so a reload applies to the next connection.
+        let head_timeout =
+            std::time::Duration::from_millis(state.reloader.snapshot.load().config.admin.header_read_timeout_ms);
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| handle(Arc::clone(&state), req));
             let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await {
+            // hyper counts the head's time from when it starts waiting for a request (a new
+            // connection, or the next request on a kept-alive one) and closes the connection
+            // when the head is not complete by then: a slowloris client holds no admin
+            // connection open for long. The timeout needs a timer (without one, hyper has none).
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(head_timeout)
+                .serve_connection(io, svc);
+            if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "admin connection error");
             }
         });
@@ -199,17 +210,29 @@ async fn add_ban(state: &ControlState, req: Request<Incoming>) -> Resp {
         return bad("field `ip` (string) is required".into());
     };
     let ttl = match v.get("ttl") {
-        None => 0.0,
-        Some(t) => match t.as_f64() {
-            Some(t) if t >= 0.0 && t.is_finite() => t,
-            _ => return bad(format!("field `ttl` must be a non-negative number of seconds, got {t}")),
+        None => std::time::Duration::ZERO,
+        Some(t) => match ban_ttl(t) {
+            Some(d) => d,
+            None => {
+                return bad(format!(
+                    "field `ttl` must be a number of seconds from 0 to {} (0 = until removed), got {t}",
+                    crate::bans::MAX_BAN_TTL_SECS
+                ))
+            }
         },
     };
     let reason = v.get("reason").and_then(|x| x.as_str()).unwrap_or("admin API");
-    match state.bans.ban(ip, std::time::Duration::from_secs_f64(ttl), reason) {
+    match state.bans.ban(ip, ttl, reason) {
         Ok(b) => json_response(StatusCode::OK, json!({"status": "ok", "action": "added", "ban": ban_json(&b)})),
         Err(e) => bad(e.to_string()),
     }
+}
+
+/// A ban's `ttl` (JSON seconds) as a duration: `None` unless it is a number from 0 to
+/// [`crate::bans::MAX_BAN_TTL_SECS`] (`1e30` or `u64::MAX` made `Duration::from_secs_f64` panic).
+fn ban_ttl(t: &serde_json::Value) -> Option<std::time::Duration> {
+    let secs = t.as_f64().filter(|s| s.is_finite() && (0.0..=crate::bans::MAX_BAN_TTL_SECS as f64).contains(s))?;
+    std::time::Duration::try_from_secs_f64(secs).ok()
 }
 
 fn hello(state: &ControlState) -> Resp {
@@ -320,4 +343,23 @@ fn apis(state: &ControlState) -> Resp {
         })
         .collect();
     json_response(StatusCode::OK, serde_json::Value::Array(list))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ban_ttl_range() {
+        let secs = |v: serde_json::Value| ban_ttl(&v).map(|d| d.as_secs_f64());
+        assert_eq!(secs(json!(0)), Some(0.0));
+        assert_eq!(secs(json!(1.5)), Some(1.5));
+        assert_eq!(secs(json!(crate::bans::MAX_BAN_TTL_SECS)), Some(crate::bans::MAX_BAN_TTL_SECS as f64));
+        let too_long: serde_json::Value = serde_json::from_str("1e30").unwrap();
+        for bad in
+            [too_long, json!(u64::MAX), json!(crate::bans::MAX_BAN_TTL_SECS + 1), json!(-1), json!("60"), json!(null)]
+        {
+            assert_eq!(ban_ttl(&bad), None, "{bad}");
+        }
+    }
 }

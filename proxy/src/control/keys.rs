@@ -158,6 +158,14 @@ async fn store(state: &ControlState, key: &str, mut s: Session, action: &str, re
             "keys must be at most 1024 characters, without '/' or control characters",
         );
     }
+    // rate/per without a meaning in Tyk (negative other than -1, per <= 0 with a rate) would
+    // act as no limit: refused, naming the field and the value.
+    if let Some(p) = policy::session_rate_problems(&s).into_iter().next() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid session: field `{}` = {}: {}", p.field, p.value, p.message),
+        );
+    }
     let snap = state.reloader.snapshot.load_full();
     for id in s.policy_ids() {
         if snap.policies.get(id).is_none() {

@@ -209,6 +209,30 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// How long a client may take over a request body: `request_body_timeout_ms` from the end of
+/// its head, one second more for every `request_body_min_rate` bytes received. A body trickled
+/// in (one byte every few seconds, each read well inside `client_idle_timeout_ms`) falls
+/// behind and is cut off, whatever its size.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyClock {
+    start: std::time::Instant,
+    timeout: Duration,
+    min_rate: u64,
+}
+
+impl BodyClock {
+    /// `None` when `timeout_ms` is 0 (off).
+    pub fn new(start: std::time::Instant, timeout_ms: u64, min_rate: u64) -> Option<BodyClock> {
+        (timeout_ms > 0).then(|| BodyClock { start, timeout: Duration::from_millis(timeout_ms), min_rate })
+    }
+
+    /// When the body must be complete, or have more than `received` bytes.
+    pub fn deadline(&self, received: u64) -> std::time::Instant {
+        let earned = if self.min_rate > 0 { Duration::from_secs(received / self.min_rate) } else { Duration::ZERO };
+        self.start + self.timeout + earned
+    }
+}
+
 /// Which side a relay reads from, for error classification and timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -251,6 +275,7 @@ pub async fn relay<R: AsyncReadRent, W: AsyncWriteRentExt + std::os::fd::AsRawFd
     read_timeout: Duration,
     limit: u64,
     dechunk: bool,
+    clock: Option<BodyClock>,
 ) -> Result<u64, RelayError> {
     let eof_kind = match side {
         Side::Client => ErrorKind::ClientIo,
@@ -274,7 +299,7 @@ pub async fn relay<R: AsyncReadRent, W: AsyncWriteRentExt + std::os::fd::AsRawFd
                 if left == 0 {
                     return Ok(n);
                 }
-                read_more(src, rbuf, read_timeout, eof_kind, timeout_kind).await?;
+                read_body(src, rbuf, read_timeout, clock, n - left, eof_kind, timeout_kind).await?;
             }
         }
         BodyKind::UntilClose => {
@@ -320,10 +345,31 @@ pub async fn relay<R: AsyncReadRent, W: AsyncWriteRentExt + std::os::fd::AsRawFd
                 if scan.done {
                     return Ok(scanner.data_total);
                 }
-                read_more(src, rbuf, read_timeout, eof_kind, timeout_kind).await?;
+                read_body(src, rbuf, read_timeout, clock, scanner.data_total, eof_kind, timeout_kind).await?;
             }
         }
     }
+}
+
+/// [`read_more`] for a body of which `received` bytes have come: with a `clock`, the read
+/// also ends at the clock's deadline for them (a `BodyTimeout`).
+pub(crate) async fn read_body<R: AsyncReadRent>(
+    src: &mut R,
+    rbuf: &mut ReadBuf,
+    read_timeout: Duration,
+    clock: Option<BodyClock>,
+    received: u64,
+    eof_kind: ErrorKind,
+    timeout_kind: ErrorKind,
+) -> Result<(), RelayError> {
+    let Some(clock) = clock else {
+        return read_more(src, rbuf, read_timeout, eof_kind, timeout_kind).await;
+    };
+    let left = clock.deadline(received).saturating_duration_since(std::time::Instant::now());
+    if left < read_timeout {
+        return read_more(src, rbuf, left, eof_kind, ErrorKind::BodyTimeout).await;
+    }
+    read_more(src, rbuf, read_timeout, eof_kind, timeout_kind).await
 }
 
 /// Reads once more into `rbuf` for a body in progress: EOF and read errors are `eof_kind`, a

@@ -385,6 +385,35 @@ async fn exchange(
         }
     }
 
+    // A request body small enough is read whole before an upstream slot is taken, so a client
+    // that sends it slowly holds no upstream connection; a larger one streams under the body
+    // clock, and one client IP streams at most `max_streaming_bodies_per_client` of them.
+    let clock = body::BodyClock::new(Instant::now(), cfg.request_body_timeout_ms, cfg.request_body_min_rate);
+    let mut expect_continue = meta.expect_continue;
+    let mut _streaming = None;
+    if body_to_read(meta.body, bufs.client.len()) {
+        let buffered = Box::pin(buffer_body(client, bufs, meta.body, &mut expect_continue, cfg, clock)).await;
+        match buffered {
+            Ok(true) => {}
+            Ok(false) => match StreamingBody::start(worker, client_addr, cfg.max_streaming_bodies_per_client) {
+                Some(s) => _streaming = Some(s),
+                None => {
+                    done(&mut bufs.x.record, outcome(429, 0, 0, 0));
+                    return Err(ProxyError::new(
+                        ErrorKind::ClientBodies,
+                        "too many request bodies in progress from this client",
+                    )
+                    .into());
+                }
+            },
+            Err(e) => {
+                done(&mut bufs.x.record, outcome(e.kind.status().map_or(0, |s| s.0), 0, 0, 0));
+                return Err(e.into());
+            }
+        }
+    }
+    let meta = RequestMeta { expect_continue, ..meta };
+
     // 2. Upstream connection and request. The slot (`upstream_max_connections`) is held until
     //    the exchange ends, so the connection it returns to the pool goes to the next waiter. A
     //    pooled connection that fails before any response byte is retried once on a fresh one,
@@ -439,7 +468,7 @@ async fn exchange(
             }
         };
         let retryable = up.reused && meta.body == BodyKind::None;
-        match send_request(worker, snap, client, &mut up, bufs, &meta).await {
+        match send_request(worker, snap, client, &mut up, bufs, &meta, clock).await {
             Ok(body_bytes) => {
                 let how = HeadRead { cap: head_read, peek, splice_min };
                 match read_response_head(snap, &mut up, bufs, &meta, &routed.limits, worker, how).await {
@@ -595,6 +624,7 @@ async fn exchange(
                 Duration::from_millis(cfg.upstream_response_timeout_ms),
                 0,
                 resp.dechunk,
+                None,
             ))
             .await
         }
@@ -624,6 +654,7 @@ async fn send_request(
     up: &mut Upstream,
     bufs: &mut Bufs,
     meta: &RequestMeta,
+    clock: Option<body::BodyClock>,
 ) -> Result<u64, Failure> {
     let cfg = &snap.config.proxy;
     let _ = worker;
@@ -668,6 +699,7 @@ async fn send_request(
             Duration::from_millis(cfg.client_idle_timeout_ms),
             cfg.max_request_body_size,
             false,
+            clock,
         ))
         .await
     };
@@ -677,6 +709,114 @@ async fn send_request(
             let err = e.into_proxy_error(Side::Client);
             // Past this point a retry would resend a body we no longer have.
             Err(Failure { err, responded: false })
+        }
+    }
+}
+
+/// Whether some of the request body is still to be read from the client.
+fn body_to_read(body: BodyKind, buffered: usize) -> bool {
+    match body {
+        BodyKind::Length(n) => n > buffered as u64,
+        BodyKind::Chunked => true,
+        BodyKind::None | BodyKind::UntilClose => false,
+    }
+}
+
+/// Reads the request body into the client buffer if it is at most `request_buffer_size` bytes
+/// (chunked: until it ends or passes that size). `Ok(true)`: the whole body is buffered;
+/// `Ok(false)`: it is larger and will be streamed. Answers `Expect: 100-continue` first (and
+/// clears `expect_continue`) when it reads anything.
+async fn buffer_body(
+    client: &mut TcpStream,
+    bufs: &mut Bufs,
+    body: BodyKind,
+    expect_continue: &mut bool,
+    cfg: &crate::config::ProxyConfig,
+    clock: Option<body::BodyClock>,
+) -> Result<bool, ProxyError> {
+    let limit = cfg.request_buffer_size;
+    if limit == 0 || matches!(body, BodyKind::Length(n) if n > limit as u64) {
+        return Ok(false);
+    }
+    if *expect_continue {
+        let mut cont = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+        write_vec(client, &mut cont)
+            .await
+            .map_err(|e| ProxyError::io(ErrorKind::ClientIo, "writing 100 Continue", e))?;
+        *expect_continue = false;
+        ensure_nodelay(client, bufs);
+    }
+    let idle = Duration::from_millis(cfg.client_idle_timeout_ms);
+    let read = |e: body::RelayError| e.into_proxy_error(Side::Client);
+    let rbuf = &mut bufs.client;
+    match body {
+        BodyKind::Length(n) => {
+            let n = n as usize;
+            while rbuf.len() < n {
+                // Grown as bytes arrive, not to the declared size: a head alone costs no memory.
+                rbuf.reserve((n - rbuf.len()).min(16 * 1024));
+                let have = rbuf.len() as u64;
+                body::read_body(client, rbuf, idle, clock, have, ErrorKind::ClientIo, ErrorKind::ClientIo)
+                    .await
+                    .map_err(read)?;
+            }
+            Ok(true)
+        }
+        BodyKind::Chunked => {
+            let mut scanner = body::ChunkedScanner::default();
+            let mut scanned = 0;
+            loop {
+                let scan = scanner
+                    .scan(&rbuf.data()[scanned..], |_| {})
+                    .map_err(|c| ProxyError::new(ErrorKind::BadRequest, c))?;
+                scanned += scan.consumed;
+                if scan.done {
+                    return Ok(true);
+                }
+                if scanned >= limit {
+                    return Ok(false);
+                }
+                rbuf.reserve(16 * 1024);
+                body::read_body(client, rbuf, idle, clock, scanned as u64, ErrorKind::ClientIo, ErrorKind::ClientIo)
+                    .await
+                    .map_err(read)?;
+            }
+        }
+        BodyKind::None | BodyKind::UntilClose => Ok(true),
+    }
+}
+
+/// One request body a client IP is streaming to an upstream (counted in
+/// `Worker::streaming_bodies` while it lives).
+struct StreamingBody<'w> {
+    worker: &'w Worker,
+    ip: std::net::IpAddr,
+}
+
+impl<'w> StreamingBody<'w> {
+    /// `None` when `ip` already streams `cap` bodies on this worker (`cap` 0: no cap).
+    fn start(worker: &'w Worker, ip: std::net::IpAddr, cap: usize) -> Option<Self> {
+        let mut map = worker.streaming_bodies.borrow_mut();
+        let n = map.entry(ip).or_insert(0);
+        if cap > 0 && *n as usize >= cap {
+            if *n == 0 {
+                map.remove(&ip);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(StreamingBody { worker, ip })
+    }
+}
+
+impl Drop for StreamingBody<'_> {
+    fn drop(&mut self) {
+        let mut map = self.worker.streaming_bodies.borrow_mut();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
         }
     }
 }
@@ -734,13 +874,16 @@ async fn read_response_head(
 ) -> Result<ResponseHead, ProxyError> {
     let cfg = &snap.config.proxy;
     let timeout = Duration::from_millis(cfg.upstream_response_timeout_ms);
-    let client_keep_alive = meta.keep_alive && !worker.shutdown.is_set();
     let check_verbatim = how.cap.is_some();
     let mut cap = how.cap;
     // Bytes at the end of the buffer that a peek left queued in the socket.
     let mut peeked = 0;
     loop {
         bufs.x.out.clear();
+        // Read when the head is there, not when the request went out: a drain that began while
+        // the upstream worked must still say `Connection: close` on this response, or the
+        // client sends its next request into a connection about to close.
+        let client_keep_alive = meta.keep_alive && !worker.shutdown.is_set();
         let prepared = http::prepare_response(
             bufs.x.upstream.data(),
             cfg.max_headers,

@@ -18,6 +18,10 @@ pub enum ErrorKind {
     BodyTooLarge,
     /// Request head larger than `max_request_head_size`: 431.
     HeadTooLarge,
+    /// Request body slower than `request_body_timeout_ms` / `request_body_min_rate`: 408.
+    BodyTimeout,
+    /// The client already streams `max_streaming_bodies_per_client` bodies on this worker: 429.
+    ClientBodies,
     /// Could not connect to the upstream: 502.
     UpstreamConnect,
     /// Upstream sent something that is not valid HTTP/1.x, or closed early: 502.
@@ -41,6 +45,8 @@ impl ErrorKind {
             ErrorKind::NoRoute => (404, "Not Found"),
             ErrorKind::BodyTooLarge => (413, "Payload Too Large"),
             ErrorKind::HeadTooLarge => (431, "Request Header Fields Too Large"),
+            ErrorKind::BodyTimeout => (408, "Request Timeout"),
+            ErrorKind::ClientBodies => (429, "Too Many Requests"),
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamProtocol => (502, "Bad Gateway"),
             ErrorKind::UpstreamTimeout => (504, "Gateway Timeout"),
             ErrorKind::UpstreamBusy => (503, "Service Unavailable"),

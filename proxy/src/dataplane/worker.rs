@@ -64,6 +64,9 @@ pub(crate) struct Worker {
     pub analytics: RefCell<crate::analytics::Recorder>,
     /// Pipes and body hints for spliced response bodies (see `splice`).
     pub splice: super::splice::Splicer,
+    /// Request bodies each client IP is streaming to an upstream now (see
+    /// `conn::StreamingBody`); entries go when their count drops to zero.
+    pub streaming_bodies: RefCell<std::collections::HashMap<std::net::IpAddr, u32>>,
 }
 
 impl Worker {
@@ -254,6 +257,7 @@ pub fn spawn(
             gossip,
             analytics: RefCell::new(crate::analytics::Recorder::new(analytics)),
             splice: super::splice::Splicer::default(),
+            streaming_bodies: RefCell::default(),
         });
         run_on_driver(worker, driver, listener);
     })?;
@@ -357,6 +361,9 @@ async fn accept_loop(worker: Rc<Worker>, listener: std::net::TcpListener) {
         })
     };
     let mut shutdown = worker.shutdown.listen();
+    // Out of file descriptors, accept fails about 180 times a second: one line per 10 s, with
+    // the count of those left out.
+    let mut accept_log = crate::ratelog::RateLimited::new(Duration::from_secs(10));
     while !worker.shutdown.is_set() {
         let accepted = monoio::select! {
             r = listener.accept() => r,
@@ -366,7 +373,9 @@ async fn accept_loop(worker: Rc<Worker>, listener: std::net::TcpListener) {
             Ok((stream, peer)) => on_accept(&worker, stream, peer),
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(worker = worker.id, error = %e, "accept failed");
+                if let Some(left_out) = accept_log.check(Instant::now()) {
+                    tracing::warn!(worker = worker.id, error = %e, left_out, "accept failed");
+                }
                 monoio::time::sleep(Duration::from_millis(10)).await;
             }
         }

@@ -41,6 +41,12 @@ impl EmbeddedStore {
                         path: path.into(),
                         message: format!("{h:?} is not a SHA-256 hex key hash"),
                     })?;
+                    if let Some(p) = crate::auth::policy::session_rate_problems(&s).into_iter().next() {
+                        return Err(StoreError::Corrupt {
+                            path: path.into(),
+                            message: format!("key {h}: field `{}` = {}: {}", p.field, p.value, p.message),
+                        });
+                    }
                     keys.insert(hash, s);
                 }
                 keys
@@ -124,7 +130,7 @@ mod tests {
         let path = dir.path().join("sub/keys.json");
         let s = EmbeddedStore::open(&path).unwrap();
         let h = hash_key("secret-key-123");
-        s.put(&h, &Session { rate: 7.0, ..Default::default() }).unwrap();
+        s.put(&h, &Session { rate: 7.0, per: 1.0, ..Default::default() }).unwrap();
         s.put(&hash_key("other"), &Session::default()).unwrap();
         assert!(s.delete(&hash_key("other")).unwrap());
         assert!(!s.delete(&hash_key("other")).unwrap());
@@ -143,5 +149,21 @@ mod tests {
         std::fs::write(&path, "{not json").unwrap();
         let e = EmbeddedStore::open(&path).err().unwrap().to_string();
         assert!(e.contains("keys.json"), "{e}");
+    }
+
+    #[test]
+    fn a_key_with_a_meaningless_rate_is_an_error_naming_key_field_and_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let h = hex(&hash_key("k"));
+        std::fs::write(&path, format!(r#"{{"version": 1, "keys": {{"{h}": {{"rate": 10, "per": 0}}}}}}"#)).unwrap();
+        let e = EmbeddedStore::open(&path).err().unwrap().to_string();
+        assert!(e.contains("keys.json") && e.contains(&h) && e.contains("`per` = 0"), "{e}");
+        std::fs::write(&path, format!(r#"{{"version": 1, "keys": {{"{h}": {{"rate": -5, "per": 1}}}}}}"#)).unwrap();
+        let e = EmbeddedStore::open(&path).err().unwrap().to_string();
+        assert!(e.contains("`rate` = -5"), "{e}");
+        // Tyk's "no rate limit" is kept.
+        std::fs::write(&path, format!(r#"{{"version": 1, "keys": {{"{h}": {{"rate": -1, "per": 0}}}}}}"#)).unwrap();
+        assert!(EmbeddedStore::open(&path).is_ok());
     }
 }

@@ -20,8 +20,10 @@ const MAX_CHUNK_LINE: usize = 4096;
 enum State {
     /// Reading hex digits of a chunk size.
     Size,
-    /// Whitespace after the size digits (before `;` or CRLF).
+    /// Whitespace after the size digits (only before a `;`).
     SizeWs,
+    /// After a `;`: optional whitespace, then an extension name.
+    ExtStart,
     /// After the size: extensions until CRLF.
     Ext,
     /// Expecting LF after CR of the size line.
@@ -85,7 +87,7 @@ impl ChunkedScanner {
                     None if self.digits == 0 => return Err("chunk size missing"),
                     None if b == b'\r' => self.state = State::SizeLf,
                     None if b == b';' => {
-                        self.state = State::Ext;
+                        self.state = State::ExtStart;
                         self.line = 0;
                     }
                     None if b == b' ' || b == b'\t' => {
@@ -94,7 +96,8 @@ impl ChunkedScanner {
                     }
                     None => return Err("invalid chunk size"),
                 },
-                // Only `;` (extensions) or the line end may follow: `5 6` is no size.
+                // Whitespace is only allowed before an extension (RFC 9112 7.1.1, BWS before
+                // `;`): `5 6` is no size, and `5 ` CRLF is one that node refuses and nginx takes.
                 State::SizeWs => {
                     self.line += 1;
                     if self.line > MAX_CHUNK_LINE {
@@ -102,9 +105,19 @@ impl ChunkedScanner {
                     }
                     match b {
                         b' ' | b'\t' => {}
-                        b';' => self.state = State::Ext,
-                        b'\r' => self.state = State::SizeLf,
+                        b';' => self.state = State::ExtStart,
                         _ => return Err("invalid chunk size"),
+                    }
+                }
+                State::ExtStart => {
+                    self.line += 1;
+                    if self.line > MAX_CHUNK_LINE {
+                        return Err("chunk extension too long");
+                    }
+                    match b {
+                        b' ' | b'\t' => {}
+                        b if is_tchar(b) => self.state = State::Ext,
+                        _ => return Err("empty chunk extension name"),
                     }
                 }
                 State::Ext => {
@@ -445,12 +458,16 @@ mod tests {
             b"5 6\r\nhello\r\n",
             b"5;a\x00b\r\nhello\r\n",
             b"5;a\nhello\r\n",
+            b"5 \r\nhello\r\n",
+            b"5\t\r\nhello\r\n",
+            b"5;\r\nhello\r\n",
+            b"5; =x\r\nhello\r\n",
         ] {
             for step in [1, 3, 100] {
                 assert!(scan_all(bad, step).0.is_err(), "{:?} step {step}", String::from_utf8_lossy(bad));
             }
         }
-        for good in [&b"5 \t;x=\"y z\"\r\nhello\r\n0\r\n\r\n"[..], b"5  \r\nhello\r\n0\r\nA: \r\nB:c\td\r\n\r\n"] {
+        for good in [&b"5 \t;x=\"y z\"\r\nhello\r\n0\r\n\r\n"[..], b"5  ;a\r\nhello\r\n0\r\nA: \r\nB:c\td\r\n\r\n"] {
             let (r, data) = scan_all(good, 1);
             assert_eq!(r, Ok(Scan { consumed: good.len(), done: true }), "{:?}", String::from_utf8_lossy(good));
             assert_eq!(data, b"hello");

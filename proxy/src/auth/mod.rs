@@ -292,10 +292,25 @@ pub struct Allowed<'a> {
     pub strip: Strip<'a>,
 }
 
-/// A request refused, with Tyk's status and message.
+/// Why a request is refused, in the classes Tyk answers with; the status each gets is
+/// `dataplane::error::ErrorKind::status`'s to say (`ErrorKind::Denied`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Refusal {
+    /// A malformed credential (Tyk: 400).
+    BadRequest,
+    /// No or expired credentials (Tyk: 401).
+    #[default]
+    Unauthorized,
+    /// Credentials that do not grant this request, IP and path rules, quota (Tyk: 403).
+    Forbidden,
+    /// A rate limit (Tyk: 429).
+    TooManyRequests,
+}
+
+/// A request refused, with Tyk's class and message.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Denial {
-    pub status: u16,
+    pub kind: Refusal,
     pub message: Cow<'static, str>,
     /// Send `WWW-Authenticate: Basic` (basic auth with no credentials).
     pub basic_challenge: bool,
@@ -307,8 +322,8 @@ pub struct Denial {
     pub quota: Option<crate::limit::quota::QuotaInfo>,
 }
 
-fn deny(status: u16, message: impl Into<Cow<'static, str>>) -> Denial {
-    Denial { status, message: message.into(), ..Default::default() }
+fn deny(kind: Refusal, message: impl Into<Cow<'static, str>>) -> Denial {
+    Denial { kind, message: message.into(), ..Default::default() }
 }
 
 /// A password to check against a stored hash, and the cache digest to remember the answer under.
@@ -383,17 +398,17 @@ pub fn decide<'a>(auth: &'a ApiAuth, req: &RequestView<'a>, cx: DecideCtx<'_>, w
     let ip = crate::bans::canonical(req.client_ip);
     if let Some(allow) = &auth.ip_allow {
         if !allow.iter().any(|n| n.contains(&ip)) {
-            return Decision::Deny(deny(403, MSG_IP));
+            return Decision::Deny(deny(Refusal::Forbidden, MSG_IP));
         }
     }
     if auth.ip_deny.iter().any(|n| n.contains(&ip)) {
-        return Decision::Deny(deny(403, MSG_IP));
+        return Decision::Deny(deny(Refusal::Forbidden, MSG_IP));
     }
     if auth.black_list.iter().any(|r| r.matches(req.method, req.rel_path)) {
-        return Decision::Deny(deny(403, MSG_ENDPOINT));
+        return Decision::Deny(deny(Refusal::Forbidden, MSG_ENDPOINT));
     }
     if !auth.white_list.is_empty() && !auth.white_list.iter().any(|r| r.matches(req.method, req.rel_path)) {
-        return Decision::Deny(deny(403, MSG_ENDPOINT));
+        return Decision::Deny(deny(Refusal::Forbidden, MSG_ENDPOINT));
     }
     if auth.keyless || auth.ignored.iter().any(|r| r.matches(req.method, req.rel_path)) {
         return Decision::Allow(Allowed::default());
@@ -422,21 +437,21 @@ pub fn decide<'a>(auth: &'a ApiAuth, req: &RequestView<'a>, cx: DecideCtx<'_>, w
     }
     let Some((method, p)) = base else {
         // No method enabled is a config error caught at load; refuse rather than let through.
-        return Decision::Deny(deny(403, MSG_DISALLOWED));
+        return Decision::Deny(deny(Refusal::Forbidden, MSG_DISALLOWED));
     };
     if let Some(s) = &p.session {
         if s.is_expired(cx.now as i64) {
-            return Decision::Deny(deny(401, "Key has expired, please renew"));
+            return Decision::Deny(deny(Refusal::Unauthorized, "Key has expired, please renew"));
         }
     }
     if p.grant.inactive {
-        return Decision::Deny(deny(403, "Key is inactive, please renew"));
+        return Decision::Deny(deny(Refusal::Forbidden, "Key is inactive, please renew"));
     }
     if let Err(e) = p.grant.check(cx.api_id, &auth.version, req.method, req.path) {
         return Decision::Deny(match e {
-            policy::AccessDenied::Api => deny(403, MSG_DISALLOWED),
-            policy::AccessDenied::Version => deny(403, "Access to this API version has been disallowed"),
-            policy::AccessDenied::Url => deny(403, "Access to this resource has been disallowed"),
+            policy::AccessDenied::Api => deny(Refusal::Forbidden, MSG_DISALLOWED),
+            policy::AccessDenied::Version => deny(Refusal::Forbidden, "Access to this API version has been disallowed"),
+            policy::AccessDenied::Url => deny(Refusal::Forbidden, "Access to this resource has been disallowed"),
         });
     }
     allowed.identity = Some(Identity { method, id: p.id, grant: p.grant, key_hash: p.key_hash });
@@ -457,7 +472,7 @@ fn session_grant<'a>(
 ) -> Result<(Arc<Session>, Arc<Grant>), Decision<'a>> {
     let mut entry = match w.session(&hash) {
         Cached::Miss => return Err(Decision::NeedKey(hash)),
-        Cached::Unknown => return Err(Decision::Deny(deny(403, MSG_DISALLOWED))),
+        Cached::Unknown => return Err(Decision::Deny(deny(Refusal::Forbidden, MSG_DISALLOWED))),
         Cached::Hit(e) => e,
     };
     let session = Arc::clone(&entry.session);
@@ -473,7 +488,7 @@ fn session_grant<'a>(
         Ok(g) => Ok((session, g)),
         Err(e) => {
             tracing::warn!(key_hash = %hex(&hash), error = %e, "key refused: its policies cannot be applied");
-            Err(Decision::Deny(deny(403, MSG_DISALLOWED)))
+            Err(Decision::Deny(deny(Refusal::Forbidden, MSG_DISALLOWED)))
         }
     }
 }
@@ -494,7 +509,7 @@ fn check_token<'a>(
     strip: &mut Strip<'a>,
 ) -> Step<'a> {
     let Some((key, found)) = token::find(src, req.headers, req.query) else {
-        return Step::Stop(Decision::Deny(deny(401, MSG_MISSING)));
+        return Step::Stop(Decision::Deny(deny(Refusal::Unauthorized, MSG_MISSING)));
     };
     let hash = hash_key(key);
     match session_grant(hash, cx, w) {
@@ -515,7 +530,7 @@ fn check_basic<'a>(
 ) -> Step<'a> {
     let Some(value) = token::header(req.headers, &src.header).filter(|v| !v.is_empty()) else {
         return Step::Stop(Decision::Deny(Denial {
-            status: 401,
+            kind: Refusal::Unauthorized,
             message: MSG_MISSING.into(),
             basic_challenge: true,
             ..Default::default()
@@ -523,12 +538,12 @@ fn check_basic<'a>(
     };
     let (user, password) = match basic::parse_basic(value) {
         Ok(v) => v,
-        Err(e) => return Step::Stop(Decision::Deny(deny(400, e.to_string()))),
+        Err(e) => return Step::Stop(Decision::Deny(deny(Refusal::BadRequest, e.to_string()))),
     };
     // Wrong credentials: Tyk's 401 with a Basic challenge (browsers prompt again on it).
     let refused = || {
         Step::Stop(Decision::Deny(Denial {
-            status: 401,
+            kind: Refusal::Unauthorized,
             message: basic::TYK_UNAUTHORISED_MESSAGE.into(),
             basic_challenge: true,
             ..Default::default()
@@ -569,12 +584,12 @@ fn check_hmac<'a>(
     strip: &mut Strip<'a>,
 ) -> Step<'a> {
     let Some(value) = token::header(req.headers, "authorization").filter(|v| !v.is_empty()) else {
-        return Step::Stop(Decision::Deny(deny(401, MSG_MISSING)));
+        return Step::Stop(Decision::Deny(deny(Refusal::Unauthorized, MSG_MISSING)));
     };
     // Tyk answers every signature failure with one message; the reason goes to the debug log.
     let bad = |e: signature::SigError| {
         tracing::debug!(reason = %e, "request signature refused");
-        Step::Stop(Decision::Deny(deny(403, signature::TYK_MESSAGE)))
+        Step::Stop(Decision::Deny(deny(Refusal::Forbidden, signature::TYK_MESSAGE)))
     };
     let sig = match signature::parse(value) {
         Ok(s) => s,
@@ -618,7 +633,7 @@ fn check_jwt<'a>(
     strip: &mut Strip<'a>,
 ) -> Step<'a> {
     let Some((tok, found)) = token::find(&spec.source, req.headers, req.query) else {
-        return Step::Stop(Decision::Deny(deny(401, MSG_MISSING)));
+        return Step::Stop(Decision::Deny(deny(Refusal::Unauthorized, MSG_MISSING)));
     };
     let mut scope_buf = [0u8; 41];
     let scope = jwt_scope(&mut scope_buf, cx.generation, cx.api_index);
@@ -632,7 +647,9 @@ fn check_jwt<'a>(
                     w.jwt.insert(scope, tok, Rc::clone(&c), cx.now);
                     c
                 }
-                Err(e) => return Step::Stop(Decision::Deny(deny(403, format!("Key not authorized: {e}")))),
+                Err(e) => {
+                    return Step::Stop(Decision::Deny(deny(Refusal::Forbidden, format!("Key not authorized: {e}"))))
+                }
             }
         }
     };
@@ -643,7 +660,7 @@ fn check_jwt<'a>(
         .identity
         .get_or_init(|| claims.text(field).or_else(|| claims.text("sub")).filter(|s| !s.is_empty()).map(Rc::from));
     let Some(id) = identity.as_ref().map(Rc::clone) else {
-        return Step::Stop(Decision::Deny(deny(403, "Key not authorized: no identity claim in token")));
+        return Step::Stop(Decision::Deny(deny(Refusal::Forbidden, "Key not authorized: no identity claim in token")));
     };
     // Worked out once per cached token as well (same scope as the identity above); a token
     // seen for the first time looks its policies up in the worker's grant map. The per-request
@@ -654,7 +671,10 @@ fn check_jwt<'a>(
         Ok(g) => g,
         Err(e) => {
             tracing::debug!(error = %e, "JWT refused: no usable policy");
-            return Step::Stop(Decision::Deny(deny(403, "Key not authorized: no matching policy found")));
+            return Step::Stop(Decision::Deny(deny(
+                Refusal::Forbidden,
+                "Key not authorized: no matching policy found",
+            )));
         }
     };
     strip_found(strip, &spec.source, found);

@@ -26,7 +26,7 @@ fn rule(p: &str) -> PathRule {
 fn status(d: &Decision<'_>) -> u16 {
     match d {
         Decision::Allow(_) => 200,
-        Decision::Deny(x) => x.status,
+        Decision::Deny(x) => crate::dataplane::error::ErrorKind::Denied(x.kind).code(),
         Decision::NeedKey(_) | Decision::NeedPasswordCheck(_) => 0,
     }
 }
@@ -129,7 +129,7 @@ fn jwt_identity_policies_and_rejections() {
         let hs = [h("Authorization", &v)];
         match decide(&a, &view("/a/x", "/x", &hs, "127.0.0.1"), cx(&p), &mut w) {
             Decision::Allow(x) => Ok(x.identity.map(|i| (i.id.to_string(), i.grant.rate))),
-            Decision::Deny(d) => Err(d.status),
+            Decision::Deny(d) => Err(crate::dataplane::error::ErrorKind::Denied(d.kind).code()),
             Decision::NeedKey(_) | Decision::NeedPasswordCheck(_) => Err(0),
         }
     };

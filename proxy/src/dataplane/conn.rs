@@ -225,12 +225,11 @@ async fn respond_error(worker: &Worker, client: &mut TcpStream, out: &mut Vec<u8
     if f.responded {
         return;
     }
-    if let Some((status, reason)) = f.err.kind.status() {
-        out.clear();
-        http::error_response(out, status, reason, f.err.context, true);
+    out.clear();
+    if http::error_response(out, f.err.kind, f.err.context, true) {
         let _ = write_vec(client, out).await;
-        let _ = started;
     }
+    let _ = started;
 }
 
 async fn exchange(
@@ -265,7 +264,14 @@ async fn exchange(
             )
         };
         let too_large = |_head_len: usize| {
-            record(worker, &mut Vec::new(), "", http::Method::Other, started, outcome(431, 0, 0, 0));
+            record(
+                worker,
+                &mut Vec::new(),
+                "",
+                http::Method::Other,
+                started,
+                outcome(ErrorKind::HeadTooLarge.code(), 0, 0, 0),
+            );
             Err(ProxyError::new(ErrorKind::HeadTooLarge, "request head too large").into())
         };
         match prepared {
@@ -281,7 +287,7 @@ async fn exchange(
                     bufs,
                     meta,
                     "",
-                    404,
+                    ErrorKind::NoRoute,
                     "no API matches this request",
                     &[],
                     started,
@@ -293,7 +299,7 @@ async fn exchange(
                 begin_refused_record(worker, snap, bufs, &meta, client_ip, api);
                 {
                     let mut st = worker.stats.borrow_mut();
-                    if denial.status == 429 {
+                    if denial.kind == crate::auth::Refusal::TooManyRequests {
                         st.rate_limited += 1;
                     } else {
                         st.auth_denied += 1;
@@ -318,7 +324,7 @@ async fn exchange(
                     bufs,
                     meta,
                     &api.api_id,
-                    denial.status,
+                    ErrorKind::Denied(denial.kind),
                     &denial.message,
                     &extra,
                     started,
@@ -342,14 +348,24 @@ async fn exchange(
                         tracing::warn!(error = %e, "{msg}");
                         let api = &snap.apis[api as usize];
                         begin_refused_record(worker, snap, bufs, &meta, client_ip, api);
-                        return Box::pin(reply_local(worker, client, bufs, meta, &api.api_id, 503, msg, &[], started))
-                            .await;
+                        return Box::pin(reply_local(
+                            worker,
+                            client,
+                            bufs,
+                            meta,
+                            &api.api_id,
+                            ErrorKind::AuthUnavailable,
+                            msg,
+                            &[],
+                            started,
+                        ))
+                        .await;
                     }
                 }
             }
             Ok(Prepared::Partial) => {}
             Err(e) => {
-                let code = e.kind.status().map_or(0, |s| s.0);
+                let code = e.kind.code();
                 record(worker, &mut Vec::new(), "", http::Method::Other, started, outcome(code, 0, 0, 0));
                 return Err(e.into());
             }
@@ -380,7 +396,7 @@ async fn exchange(
     }
     if let BodyKind::Length(n) = meta.body {
         if cfg.max_request_body_size > 0 && n > cfg.max_request_body_size {
-            done(&mut bufs.x.record, outcome(413, 0, 0, 0));
+            done(&mut bufs.x.record, outcome(ErrorKind::BodyTooLarge.code(), 0, 0, 0));
             return Err(ProxyError::new(ErrorKind::BodyTooLarge, "request body too large").into());
         }
     }
@@ -398,7 +414,7 @@ async fn exchange(
             Ok(false) => match StreamingBody::start(worker, client_addr, cfg.max_streaming_bodies_per_client) {
                 Some(s) => _streaming = Some(s),
                 None => {
-                    done(&mut bufs.x.record, outcome(429, 0, 0, 0));
+                    done(&mut bufs.x.record, outcome(ErrorKind::ClientBodies.code(), 0, 0, 0));
                     return Err(ProxyError::new(
                         ErrorKind::ClientBodies,
                         "too many request bodies in progress from this client",
@@ -407,7 +423,7 @@ async fn exchange(
                 }
             },
             Err(e) => {
-                done(&mut bufs.x.record, outcome(e.kind.status().map_or(0, |s| s.0), 0, 0, 0));
+                done(&mut bufs.x.record, outcome(e.kind.code(), 0, 0, 0));
                 return Err(e.into());
             }
         }
@@ -427,7 +443,7 @@ async fn exchange(
             slot
         }
         Err(upstream::QueueTimeout) => {
-            done(&mut bufs.x.record, outcome(503, 0, 0, 0));
+            done(&mut bufs.x.record, outcome(ErrorKind::UpstreamBusy.code(), 0, 0, 0));
             return Err(ProxyError::new(ErrorKind::UpstreamBusy, "upstream connection limit reached").into());
         }
     };
@@ -460,7 +476,7 @@ async fn exchange(
                 match r {
                     Ok(up) => up,
                     Err(e) => {
-                        let o = outcome(e.kind.status().map_or(0, |s| s.0), 0, 0, 0);
+                        let o = outcome(e.kind.code(), 0, 0, 0);
                         done(&mut bufs.x.record, o);
                         return Err(e.into());
                     }
@@ -475,7 +491,7 @@ async fn exchange(
                     Ok(head) => break (up, head, body_bytes),
                     Err(e) if retryable && e.kind == ErrorKind::UpstreamProtocol && bufs.x.upstream.is_empty() => {}
                     Err(e) => {
-                        let o = outcome(e.kind.status().map_or(0, |s| s.0), 0, 0, up_us(up_started));
+                        let o = outcome(e.kind.code(), 0, 0, up_us(up_started));
                         done(&mut bufs.x.record, o);
                         return Err(e.into());
                     }
@@ -483,7 +499,7 @@ async fn exchange(
             }
             Err(_) if retryable => {}
             Err(f) => {
-                let o = outcome(f.err.kind.status().map_or(0, |s| s.0), 0, 0, up_us(up_started));
+                let o = outcome(f.err.kind.code(), 0, 0, up_us(up_started));
                 done(&mut bufs.x.record, o);
                 return Err(f);
             }
@@ -998,7 +1014,7 @@ async fn reply_local(
     bufs: &mut Bufs,
     meta: RequestMeta,
     api_id: &str,
-    status: u16,
+    kind: ErrorKind,
     message: &str,
     extra: &[u8],
     started: Instant,
@@ -1006,13 +1022,16 @@ async fn reply_local(
     let close = meta.body != BodyKind::None || !meta.keep_alive || worker.shutdown.is_set();
     bufs.client.consume(meta.head_len);
     bufs.x.out.clear();
-    http::error_response_with(&mut bufs.x.out, status, http::reason(status), message, close, extra);
+    if !http::error_response_with(&mut bufs.x.out, kind, message, close, extra) {
+        // Not a kind with an answer (callers pass refusals, 404 and 503): nothing to send.
+        return Ok(Next::Close);
+    }
     let out_len = bufs.x.out.len() as u64;
     write_vec(client, &mut bufs.x.out).await.map_err(|e| Failure {
         err: ProxyError::io(ErrorKind::ClientIo, "writing a local response", e),
         responded: true,
     })?;
-    record(worker, &mut bufs.x.record, api_id, meta.method, started, outcome(status, meta.head_len as u64, out_len, 0));
+    record(worker, &mut bufs.x.record, api_id, meta.method, started, outcome(kind.code(), meta.head_len as u64, out_len, 0));
     Ok(if close { Next::Close } else { Next::KeepAlive })
 }
 

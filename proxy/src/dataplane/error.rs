@@ -7,6 +7,8 @@
 use std::fmt;
 use std::io;
 
+use crate::auth::Refusal;
+
 /// What went wrong, classified once where it happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -33,6 +35,11 @@ pub enum ErrorKind {
     UpstreamBusy,
     /// Client went away, timed out or broke the protocol mid-body: no response possible.
     ClientIo,
+    /// Refused by IP rules, path lists, auth, quota or a rate limit: 400, 401, 403 or 429, as
+    /// Tyk answers.
+    Denied(crate::auth::Refusal),
+    /// The control plane could not answer a key, password or quota question in time: 503.
+    AuthUnavailable,
     /// The worker is shutting down or the client idled out: close quietly.
     Closed,
 }
@@ -49,9 +56,20 @@ impl ErrorKind {
             ErrorKind::ClientBodies => (429, "Too Many Requests"),
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamProtocol => (502, "Bad Gateway"),
             ErrorKind::UpstreamTimeout => (504, "Gateway Timeout"),
-            ErrorKind::UpstreamBusy => (503, "Service Unavailable"),
+            ErrorKind::UpstreamBusy | ErrorKind::AuthUnavailable => (503, "Service Unavailable"),
+            ErrorKind::Denied(r) => match r {
+                Refusal::BadRequest => (400, "Bad Request"),
+                Refusal::Unauthorized => (401, "Unauthorized"),
+                Refusal::Forbidden => (403, "Forbidden"),
+                Refusal::TooManyRequests => (429, "Too Many Requests"),
+            },
             ErrorKind::ClientIo | ErrorKind::Closed => return None,
         })
+    }
+
+    /// The status code, or 0 when nothing is sent (as request records and metrics count it).
+    pub fn code(self) -> u16 {
+        self.status().map_or(0, |s| s.0)
     }
 }
 
@@ -90,3 +108,35 @@ impl std::error::Error for ProxyError {
 }
 
 pub type Result<T, E = ProxyError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one mapping, whole: every status the data plane writes is one of these.
+    #[test]
+    fn every_kind_has_its_status() {
+        let table = [
+            (ErrorKind::BadRequest, 400),
+            (ErrorKind::NoRoute, 404),
+            (ErrorKind::BodyTimeout, 408),
+            (ErrorKind::BodyTooLarge, 413),
+            (ErrorKind::ClientBodies, 429),
+            (ErrorKind::HeadTooLarge, 431),
+            (ErrorKind::UpstreamConnect, 502),
+            (ErrorKind::UpstreamProtocol, 502),
+            (ErrorKind::UpstreamBusy, 503),
+            (ErrorKind::AuthUnavailable, 503),
+            (ErrorKind::UpstreamTimeout, 504),
+            (ErrorKind::Denied(Refusal::BadRequest), 400),
+            (ErrorKind::Denied(Refusal::Unauthorized), 401),
+            (ErrorKind::Denied(Refusal::Forbidden), 403),
+            (ErrorKind::Denied(Refusal::TooManyRequests), 429),
+            (ErrorKind::ClientIo, 0),
+            (ErrorKind::Closed, 0),
+        ];
+        for (kind, code) in table {
+            assert_eq!(kind.code(), code, "{kind:?}");
+        }
+    }
+}

@@ -614,8 +614,12 @@ fn prepare_gateway(
                 return Ok(Prepared::Need { meta: r.meta, api: api_idx, need: Need::Quota(q.clone()) })
             }
             crate::limit::quota::QuotaCheck::Exceeded(info) => {
-                let denial =
-                    Denial { status: 403, message: "Quota exceeded".into(), quota: Some(info), ..Default::default() };
+                let denial = Denial {
+                    kind: auth::Refusal::Forbidden,
+                    message: "Quota exceeded".into(),
+                    quota: Some(info),
+                    ..Default::default()
+                };
                 return Ok(Prepared::Denied { meta: r.meta, api: api_idx, denial });
             }
         }
@@ -624,7 +628,7 @@ fn prepare_gateway(
         Ok(info) => info,
         Err(rej) => {
             let denial = Denial {
-                status: 429,
+                kind: auth::Refusal::TooManyRequests,
                 message: "Rate limit exceeded".into(),
                 retry_after: Some(rej.retry_after),
                 rate: Some(rej.info),
@@ -1055,38 +1059,26 @@ fn header_num(out: &mut Vec<u8>, name: &[u8], v: u64) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A complete JSON error response (`{"error": "..."}`, Tyk's shape).
-pub fn error_response(out: &mut Vec<u8>, status: u16, reason: &str, message: &str, close: bool) {
-    error_response_with(out, status, reason, message, close, &[]);
+/// A complete JSON error response (`{"error": "..."}`, Tyk's shape) for `kind`, whose status
+/// comes from [`ErrorKind::status`], the one mapping: there is no other way to write one.
+/// Returns false (and writes nothing) for a kind that is not answered.
+pub fn error_response(out: &mut Vec<u8>, kind: ErrorKind, message: &str, close: bool) -> bool {
+    error_response_with(out, kind, message, close, &[])
 }
 
 /// As [`error_response`], with extra header lines (each ending in CRLF: `WWW-Authenticate`,
 /// `Retry-After`, `X-RateLimit-*`).
-pub fn error_response_with(out: &mut Vec<u8>, status: u16, reason: &str, message: &str, close: bool, extra: &[u8]) {
+pub fn error_response_with(out: &mut Vec<u8>, kind: ErrorKind, message: &str, close: bool, extra: &[u8]) -> bool {
+    let Some((status, reason)) = kind.status() else {
+        return false;
+    };
     let msg = serde_json::to_string(message).unwrap_or_else(|_| "\"\"".into());
     let body_len = msg.len() + 11; // {"error": <msg>}
     let _ =
         write!(out, "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\n");
     out.extend_from_slice(extra);
     let _ = write!(out, "{}\r\n{{\"error\": {msg}}}", if close { "Connection: close\r\n" } else { "" });
-}
-
-/// Reason phrase of the statuses the proxy itself sends.
-pub fn reason(status: u16) -> &'static str {
-    match status {
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        408 => "Request Timeout",
-        413 => "Payload Too Large",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Error",
-    }
+    true
 }
 
 #[cfg(test)]

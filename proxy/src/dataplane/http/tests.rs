@@ -325,8 +325,10 @@ fn upgrade_response_keeps_upgrade_header() {
 
 #[test]
 fn error_responses_are_json_with_exact_length() {
+    let mut none = Vec::new();
+    assert!(!error_response(&mut none, ErrorKind::Closed, "x", true) && none.is_empty(), "nothing to answer");
     let mut out = Vec::new();
-    error_response(&mut out, 404, "Not Found", "no API matches this request", false);
+    assert!(error_response(&mut out, ErrorKind::NoRoute, "no API matches this request", false));
     let text = String::from_utf8(out).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     assert!(head.contains(&format!("Content-Length: {}", body.len())), "{text}");

@@ -1,4 +1,4 @@
-//! `portcullis` command line: `run` and `check` (DESIGN.md section 4).
+//! `portcullis` command line: `run` and `check` (docs/deployment.md).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -293,7 +293,8 @@ fn websocket_upgrade_is_tunnelled() {
 /// a head, body relays, the tunnel after an upgrade); every way of sending a request after the
 /// first must arrive whole and in order: bodies that trail their head, chunked bodies in pieces,
 /// pipelined requests, a large body, and an upgrade. (Written for the multishot-receive
-/// experiment in bench/HISTORY.md, kept as the check for any change to how these reads are made.)
+/// experiment, docs/decisions/0007-poll-first-receives-not-multishot.md, kept as the check for
+/// any change to how these reads are made.)
 #[test]
 fn kept_alive_connections_carry_trailing_bodies_pipelining_and_upgrades() {
     let (p, _up) = simple("");

@@ -76,7 +76,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 mod strict {
     use super::{esc, find};
 
-    pub enum Step {
+    pub(crate) enum Step {
         /// The head is not complete yet.
         NeedHead,
         /// The head is complete, the body is not.
@@ -123,7 +123,7 @@ mod strict {
     }
 
     /// The bytes of one request from the start of `buf`.
-    pub fn parse_one(buf: &[u8], max_body: usize) -> Step {
+    pub(crate) fn parse_one(buf: &[u8], max_body: usize) -> Step {
         let head_end = find(buf, b"\r\n\r\n").map(|i| i + 4);
         let head = &buf[..head_end.unwrap_or(buf.len())];
         if let Some((i, what)) = bare_cr_or_lf(head) {
@@ -264,7 +264,7 @@ mod strict {
     }
 
     /// Decodes a chunked body: its data so far, and where it ended once it has.
-    pub fn dechunk(b: &[u8]) -> Result<(Vec<u8>, Option<usize>), String> {
+    pub(crate) fn dechunk(b: &[u8]) -> Result<(Vec<u8>, Option<usize>), String> {
         let mut data = Vec::new();
         let mut i = 0;
         // An incomplete line may already show a bare LF or CR.

@@ -102,8 +102,11 @@ fn read_head(r: &mut BufReader<TcpStream>) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
+/// Header (name, value) pairs, in order.
+pub type Fields = Vec<(String, String)>;
+
 /// Reads a chunked body; returns (data, trailers).
-pub fn read_chunked<R: BufRead>(r: &mut R) -> io::Result<(Vec<u8>, Vec<(String, String)>)> {
+pub fn read_chunked<R: BufRead>(r: &mut R) -> io::Result<(Vec<u8>, Fields)> {
     let mut data = Vec::new();
     loop {
         let mut line = String::new();

@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: the side-by-side load benchmark (DESIGN.md section 8).
+//! `cargo xtask bench`: the side-by-side load benchmark (method and results: bench/README.md).
 //!
 //! For each scenario and run, measures in turn a `direct` row (no proxy), a `floor` row (a
 //! byte-copy forwarder with no HTTP, `forward.rs`: what an epoll proxy pays the kernel here;
@@ -813,7 +813,7 @@ fn fmt_stat(s: Option<(f64, f64, f64)>, prec: usize, runs: usize) -> String {
     }
 }
 
-pub fn bench(args: &[String], root: &Path) -> Result<()> {
+pub(crate) fn bench(args: &[String], root: &Path) -> Result<()> {
     let opts = parse_opts(args)?;
     let missing = ensure_tools();
     if missing.iter().any(|(c, _)| *c == "wrk" || *c == "taskset") {

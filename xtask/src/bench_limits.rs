@@ -1,20 +1,21 @@
 //! `cargo xtask bench-limits`: how close the rate limiter and quotas stay to their limits in the
-//! scenarios the issue names (one worker, spread over workers, three nodes sharing Redis with an
-//! uneven split, 1/s, node-local while Redis is down, quotas over three nodes), next to Tyk's
-//! published figures, plus the criterion decision cost. It runs the real scenarios of
+//! scenarios where a distributed limiter can go wrong (one worker, spread over workers, three
+//! nodes sharing Redis with an uneven split, 1/s, node-local while Redis is down, quotas over
+//! three nodes), next to Tyk's published figures, plus the criterion decision cost. It runs the real scenarios of
 //! `tests/it/limits.rs` (release build, one at a time, real binary, real redis-server) and
 //! reports what they measured; it does not make up or fix any number.
 
 use anyhow::{bail, Context, Result};
 
-/// Tyk's distributed rate limiter, as reported (DESIGN.md section 5, issue 6).
+/// Tyk's distributed rate limiter, as reported for Tyk (not measured here; see
+/// docs/decisions/0022-limiter-lease-on-share-growth.md).
 const TYK: &[(&str, &str)] = &[
     ("3 nodes x 20 rps", "admits 18 rps (-10 %): the limit is split 1/N per gateway"),
     ("50 rps limit", "throttles at 40-45 rps (-10 to -20 %)"),
     ("rejected requests", "counted, so clients that back off may never recover"),
 ];
 
-pub fn bench_limits(root: &std::path::Path) -> Result<()> {
+pub(crate) fn bench_limits(root: &std::path::Path) -> Result<()> {
     eprintln!("bench-limits: running the limit scenarios (release build, ~1 min)");
     let out = crate::cargo()
         .current_dir(root)

@@ -1,5 +1,5 @@
-//! `cargo xtask setup` and `cargo xtask build-ebpf`: the eBPF toolchain recipe of DESIGN.md
-//! section 6, made idempotent. rustup has no `rust-src` here, so the kernel crate is built with
+//! `cargo xtask setup` and `cargo xtask build-ebpf`: the eBPF toolchain recipe, made
+//! idempotent. rustup has no `rust-src` here, so the kernel crate is built with
 //! Debian's `rustc-web` (and its library source for `-Z build-std=core`), linked into rustup as
 //! the `debian-web` toolchain, and `bpf-linker` built against Debian's LLVM 22.
 
@@ -25,13 +25,13 @@ fn installed(pkg: &str) -> bool {
 }
 
 /// True when everything `build-ebpf` needs is present.
-pub fn toolchain_ready() -> bool {
+pub(crate) fn toolchain_ready() -> bool {
     ok(Command::new("bpf-linker").arg("--version"))
         && ok(Command::new("rustup").args(["run", TOOLCHAIN, "rustc", "--version"]))
         && APT_PACKAGES.iter().all(|p| installed(p))
 }
 
-pub fn setup() -> Result<()> {
+pub(crate) fn setup() -> Result<()> {
     let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         eprintln!("setup: Debian packages present ({})", APT_PACKAGES.join(" "));
@@ -72,7 +72,7 @@ pub fn setup() -> Result<()> {
 }
 
 /// Builds `proxy-ebpf` for `bpfel-unknown-none`; the proxy's build script embeds the result.
-pub fn build(root: &Path) -> Result<()> {
+pub(crate) fn build(root: &Path) -> Result<()> {
     if !toolchain_ready() {
         bail!("the eBPF toolchain is not installed: run `cargo xtask setup` first");
     }

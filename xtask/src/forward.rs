@@ -56,7 +56,7 @@ const MAX_HEADERS: usize = 32;
 
 /// How the forwarder treats the bytes it moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Read and write both ways (`floor`).
     Copy,
     /// The upstream's bytes spliced to the client (`--splice`, `floor-splice`).
@@ -66,7 +66,7 @@ pub enum Mode {
 }
 
 /// `cargo xtask forward` entry point: runs until killed.
-pub fn forward(args: &[String]) -> Result<()> {
+pub(crate) fn forward(args: &[String]) -> Result<()> {
     let (mut listen, mut upstream, mut splice, mut http) = (None, None, false, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -155,7 +155,7 @@ struct Forwarder {
 
 /// Forwards every connection `listener` accepts to `upstream` (the upstream's bytes moved as
 /// `mode` says) until `stop` is set (checked every 100 ms).
-pub fn serve(mut listener: TcpListener, upstream: SocketAddr, mode: Mode, stop: &AtomicBool) -> Result<()> {
+pub(crate) fn serve(mut listener: TcpListener, upstream: SocketAddr, mode: Mode, stop: &AtomicBool) -> Result<()> {
     let poll = Poll::new().context("creating the epoll instance")?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let buf = vec![0; READ_BUF].into();

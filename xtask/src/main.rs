@@ -2,8 +2,11 @@
 //!
 //! - `cargo xtask run` builds release binaries and starts the httpbin-like demo upstream on
 //!   127.0.0.1:8081 and the proxy with `portcullis.toml` and `apps/`.
-//! - `cargo xtask test` builds the XDP gate when the eBPF toolchain is there, then runs every
-//!   test in the workspace (unit, integration, privileged netns/XDP, tidy).
+//! - `cargo xtask test` runs the gates of `cargo xtask lint`, builds the XDP gate when the eBPF
+//!   toolchain is there, then runs every test in the workspace (unit, integration, privileged
+//!   netns/XDP, tidy).
+//! - `cargo xtask lint`: the CI gates alone: `cargo fmt --check`, no unused dependencies
+//!   (cargo-machete), `cargo clippy --workspace --all-targets -- -D warnings`.
 //! - `cargo xtask setup` / `build-ebpf`: the eBPF toolchain and build (see `ebpf.rs`).
 //! - `cargo xtask dist` builds the deployable binary with profile-guided optimisation,
 //!   `target/dist/portcullis` (see `pgo.rs`).
@@ -14,6 +17,8 @@
 //! - `cargo xtask forward --listen ADDR --upstream ADDR [--splice [--http]]`: the minimal
 //!   forwarder the benchmark's `floor`, `floor-splice` and `floor-http` rows measure (see
 //!   `forward.rs`).
+//! - `cargo xtask docs` writes `docs/configuration.md` from the config structs' doc comments
+//!   (see `docs.rs`; a tidy test fails when the file is out of date).
 
 use std::process::{Command, ExitCode};
 
@@ -21,10 +26,13 @@ use anyhow::{bail, Context, Result};
 
 mod bench;
 mod bench_limits;
+mod docs;
 mod ebpf;
 mod forward;
 mod pgo;
 mod tidy;
+#[cfg(test)]
+mod vendored;
 mod wake_cost;
 
 /// The cargo that runs xtask, without the variables `cargo run` set for xtask itself. Left in,
@@ -67,6 +75,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("run") => run(&args[1..]),
         Some("test") => test(&args[1..]),
+        Some("lint") => lint(),
         Some("bench") => bench::bench(&args[1..], &root()),
         Some("dist") => pgo::dist(&args[1..], &root()),
         Some("bench-limits") => bench_limits::bench_limits(&root()),
@@ -74,8 +83,9 @@ fn main() -> ExitCode {
         Some("forward") => forward::forward(&args[1..]),
         Some("setup") => ebpf::setup(),
         Some("build-ebpf") => ebpf::build(&root()),
+        Some("docs") => docs::docs(&root()),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build-ebpf|run|test|dist|bench|bench-limits|wake-cost|forward> [args]\n  setup       install the eBPF toolchain (Debian rustc-web, LLVM 22, bpf-linker)\n  build-ebpf  build the XDP gate (proxy-ebpf) so the proxy embeds it\n  run    start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test   run every test\n  dist   the release binary built with profile-guided optimisation: target/dist/portcullis\n  bench  [--scenario NAME] [--runs N] [--duration S] [--quick] [--no-pgo]: load benchmark vs nginx and HAProxy\n  bench-limits  admitted vs allowed in the rate-limit and quota scenarios\n  wake-cost  what this host charges a thread per sleep and wake-up (against its core's busy time)\n  forward --listen ADDR --upstream ADDR [--splice [--http]]  the benchmark's floors: a minimal byte-copy (or splicing, or HTTP-framing) forwarder");
+            eprintln!("usage: cargo xtask <setup|build-ebpf|run|test|lint|dist|bench|bench-limits|wake-cost|forward|docs> [args]\n  setup       install the eBPF toolchain (Debian rustc-web, LLVM 22, bpf-linker)\n  build-ebpf  build the XDP gate (proxy-ebpf) so the proxy embeds it\n  run    start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test   the gates of `lint`, then every test\n  lint   the CI gates: cargo fmt --check, cargo machete (unused dependencies), cargo clippy -D warnings\n  dist   the release binary built with profile-guided optimisation: target/dist/portcullis\n  bench  [--scenario NAME] [--runs N] [--duration S] [--quick] [--no-pgo]: load benchmark vs nginx and HAProxy\n  bench-limits  admitted vs allowed in the rate-limit and quota scenarios\n  wake-cost  what this host charges a thread per sleep and wake-up (against its core's busy time)\n  forward --listen ADDR --upstream ADDR [--splice [--http]]  the benchmark's floors: a minimal byte-copy (or splicing, or HTTP-framing) forwarder\n  docs   write docs/configuration.md from the config structs' doc comments");
             return ExitCode::from(2);
         }
     };
@@ -124,13 +134,57 @@ fn run(extra: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Crates whose dependencies cargo-machete checks: the workspace members and the eBPF crates
+/// (not vendor/monoio: third-party code, patched only where Portcullis needs it).
+const MACHETE_DIRS: &[&str] = &["proxy", "xtask", "tests", "bench", "proxy-ebpf"];
+
+/// The CI gates, which `cargo xtask test` runs first: formatting, no unused dependencies, and
+/// clippy with every warning an error (the lints and their allow-list are in the workspace
+/// Cargo.toml).
+fn lint() -> Result<()> {
+    gate_fmt()?;
+    gate_unused_deps()?;
+    gate_clippy()
+}
+
+fn gate_fmt() -> Result<()> {
+    run_status(cargo().current_dir(root()).args(["fmt", "--all", "--check"]))
+        .context("gate: formatting (`cargo fmt --all` fixes it)")
+}
+
+fn gate_unused_deps() -> Result<()> {
+    let installed = cargo().args(["machete", "--version"]).output().is_ok_and(|o| o.status.success());
+    if !installed {
+        bail!("gate: cargo-machete is not installed: `cargo install cargo-machete --locked` (.ci/run installs it)");
+    }
+    run_status(cargo().current_dir(root()).arg("machete").args(MACHETE_DIRS)).context(
+        "gate: unused dependencies (remove them; list a false positive, with why, under \
+         `[package.metadata.cargo-machete] ignored` in that crate's Cargo.toml)",
+    )
+}
+
+fn gate_clippy() -> Result<()> {
+    run_status(cargo().current_dir(root()).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+        .context("gate: clippy (fix the warnings above, or `#[expect(clippy::..., reason = \"...\")]` one)")
+}
+
 fn test(extra: &[String]) -> Result<()> {
+    // The gates, unless the arguments ask for some tests only: the quick ones first, clippy after
+    // the eBPF build (so it checks the proxy the tests build).
+    let gates = extra.is_empty();
+    if gates {
+        gate_fmt()?;
+        gate_unused_deps()?;
+    }
     // With the eBPF toolchain present, build the XDP gate first so the tests run against a proxy
     // that embeds it (the privileged tests need it; under CI=true they fail without it).
     if ebpf::toolchain_ready() {
         ebpf::build(&root())?;
     } else {
         eprintln!("xtask: eBPF toolchain not installed (`cargo xtask setup`); testing without the XDP gate");
+    }
+    if gates {
+        gate_clippy()?;
     }
     run_status(cargo().current_dir(root()).args(["test", "--workspace"]).args(extra))?;
     // The workers run on io_uring where the kernel allows it (`io_driver = "auto"`); run the
@@ -174,5 +228,14 @@ mod tests {
         let removed: Vec<_> = c.get_envs().filter(|(_, v)| v.is_none()).map(|(k, _)| k.to_owned()).collect();
         assert!(removed.iter().any(|k| k == "CARGO_MANIFEST_DIR"), "{removed:?}");
         assert!(!removed.iter().any(|k| k == "CARGO"), "{removed:?}");
+    }
+
+    #[test]
+    fn unused_dependency_gate_covers_every_workspace_member() {
+        let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+        let members = manifest.lines().find_map(|l| l.trim().strip_prefix("members = [")).expect("members line");
+        for m in members.trim_end_matches(']').split(',').map(|m| m.trim().trim_matches('"')) {
+            assert!(MACHETE_DIRS.contains(&m), "{m} is a workspace member missing from MACHETE_DIRS");
+        }
     }
 }

@@ -16,7 +16,7 @@
 //! Why: the request path is one large async state machine per connection plus the runtime's
 //! task and driver code; its user-space profile is flat (no symbol above 5 % of the proxy's
 //! samples) and what PGO changes is the layout and branch order of all of it. Measured in
-//! bench/README.md ("Profile-guided build").
+//! docs/decisions/0017-profile-guided-build.md.
 //!
 //! Must not: train on the benchmark's own configuration or upstream (its APIs, paths and the
 //! nginx upstream are the bench's; training has its own, with request bodies, errors and
@@ -37,7 +37,7 @@ use anyhow::{bail, Context, Result};
 const TRAIN_TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ0cmFpbi11c2VyIiwiaWF0IjoxNzAwMDAwMDAwfQ._V9uomDHKdJMriDrAJqrjwiiggvhYnXl_2KiqgJnUJw";
 
 /// `cargo xtask dist`: builds `target/dist/portcullis` with PGO and prints where.
-pub fn dist(args: &[String], root: &Path) -> Result<()> {
+pub(crate) fn dist(args: &[String], root: &Path) -> Result<()> {
     if let Some(a) = args.first() {
         bail!("unknown dist option {a:?} (cargo xtask dist takes none)");
     }
@@ -47,7 +47,7 @@ pub fn dist(args: &[String], root: &Path) -> Result<()> {
 }
 
 /// Builds (or reuses) the PGO binary and returns `target/dist/portcullis`.
-pub fn build(root: &Path) -> Result<PathBuf> {
+pub(crate) fn build(root: &Path) -> Result<PathBuf> {
     let profdata = profdata_tool()?;
     let dir = root.join("target/pgo");
     let raw = dir.join("raw");
@@ -102,7 +102,7 @@ pub fn build(root: &Path) -> Result<PathBuf> {
 
 /// `llvm-profdata` of the active Rust toolchain (rustup's `llvm-tools` component), installed
 /// through rustup when missing: its profile format must match the compiler's LLVM.
-pub fn profdata_tool() -> Result<PathBuf> {
+pub(crate) fn profdata_tool() -> Result<PathBuf> {
     // The compiler cargo uses: `RUSTC` when set, as cargo honours it.
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let find = || -> Option<PathBuf> {

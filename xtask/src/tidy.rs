@@ -1,5 +1,7 @@
 //! Code-tidiness checks run as tests (rust-analyzer's `tidy.rs`): every module file starts with a
-//! `//!` doc comment saying its job, and no test uses the `should_panic` attribute.
+//! `//!` doc comment saying its job, no test uses the `should_panic` attribute,
+//! `docs/configuration.md` is what `cargo xtask docs` generates from the config structs, and
+//! `vendor/monoio` is crates.io monoio 0.2.4 with `vendor/patches/monoio/*.patch` applied.
 
 #[cfg(test)]
 mod tests {
@@ -42,5 +44,31 @@ mod tests {
             .filter(|p| std::fs::read_to_string(p).unwrap().contains(concat!("#[should", "_panic")))
             .collect();
         assert!(offenders.is_empty(), "use explicit assertions instead of should_panic: {offenders:?}");
+    }
+
+    #[test]
+    fn configuration_reference_is_generated() {
+        let root = super::super::root();
+        let want = crate::docs::configuration_md(&root).unwrap_or_else(|e| panic!("{e:#}"));
+        let have = std::fs::read_to_string(root.join(crate::docs::CONFIG_DOC)).unwrap_or_default();
+        assert!(
+            have == want,
+            "{} is not what `cargo xtask docs` generates from the doc comments in {}: run `cargo xtask docs`",
+            crate::docs::CONFIG_DOC,
+            crate::docs::CONFIG_SOURCE
+        );
+    }
+
+    #[test]
+    fn vendored_monoio_is_the_published_crate_plus_its_patches() {
+        match crate::vendored::check_monoio(&super::super::root()) {
+            Err(e) => panic!("{e:#}"),
+            Ok(Ok(())) => {}
+            // Offline with no cached copy: only CI (which has the network) must run it.
+            Ok(Err(unavailable)) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+                panic!("cannot fetch the published monoio under CI=true: {}", unavailable.0)
+            }
+            Ok(Err(unavailable)) => eprintln!("skipped: cannot fetch the published monoio: {}", unavailable.0),
+        }
     }
 }

@@ -111,7 +111,7 @@ fn measure(gap: Duration) -> Result<Row> {
     })
 }
 
-pub fn wake_cost() -> Result<()> {
+pub(crate) fn wake_cost() -> Result<()> {
     if std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) < 2 {
         bail!("needs 2 CPUs (a producer on CPU 0, the sleeper on CPU 1)");
     }

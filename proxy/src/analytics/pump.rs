@@ -89,8 +89,8 @@ pub struct FileSink {
 /// written). Appending into reserved blocks spares the file system its block allocation on every
 /// page written: appending batches as workers hand them over (64.5 KiB of whole records) to ext4
 /// (kernel 6.18) took 311-450 us of CPU per MiB written, 231-267 us with blocks reserved 8 MiB
-/// ahead; criterion `record/file_append_batch_*` 23.2 against 28.8 us per batch (bench/README.md,
-/// "Request records: the records file's blocks reserved ahead"). The reservation past the last record is given back (the file
+/// ahead; criterion `record/file_append_batch_*` 23.2 against 28.8 us per batch
+/// (docs/decisions/0018-request-records.md). The reservation past the last record is given back (the file
 /// truncated to its size) when the file is rotated or closed, and when it is opened after a crash.
 const PREALLOC_BYTES: u64 = 8 << 20;
 

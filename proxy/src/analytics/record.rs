@@ -3,7 +3,7 @@
 //! in the read buffer) and how it ended ([`finish`]). Pure byte writing: no allocation beyond the
 //! buffer's growth, no clock read (the caller passes the time), no I/O.
 //!
-//! Field meanings (see README, "Analytics"): `path` is the request path without the query as the
+//! Field meanings (see docs/analytics.md): `path` is the request path without the query as the
 //! client sent it, `raw_path` the request target with the query; `host` is the upstream target's
 //! host (as Tyk records it); `api_key` is the SHA-256 of the key (hex), as stored; `request_time`
 //! and `latency` are whole milliseconds as in Tyk, `request_time_us` the same in microseconds.

@@ -1,7 +1,7 @@
 //! Policies (Tyk's `policies.json`: a map `id -> policy`) and the [`Grant`] a request is served
 //! under: a session merged with the policies it applies.
 //!
-//! Merge rules (documented in README, "Policies"): with no policy the session's own rate, quota
+//! Merge rules (documented in docs/authentication.md, "Policies"): with no policy the session's own rate, quota
 //! and access rights apply; with policies, their access rights are united (per API: versions and
 //! allowed URLs united), the highest effective rate (`rate / per`, no limit beats any limit)
 //! wins, the largest quota wins (`-1` = unlimited beats any), tags are united, and an inactive

@@ -192,8 +192,10 @@ fn chained_auth_needs_every_method_and_uses_the_base_identity() {
         ..Default::default()
     };
     let digest = basic::hash_password("pw", 4).unwrap();
-    let mut user = Session::default();
-    user.basic_auth_data = session::BasicAuthData { password: digest, hash_type: "bcrypt".into() };
+    let user = Session {
+        basic_auth_data: session::BasicAuthData { password: digest, hash_type: "bcrypt".into() },
+        ..Default::default()
+    };
     w.insert_session(hash_key("alice"), Some(Arc::new(user)));
     w.insert_session(hash_key("tok"), Some(Arc::new(Session { rate: 9.0, per: 1.0, ..Default::default() })));
     use base64::Engine as _;

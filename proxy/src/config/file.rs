@@ -1,7 +1,9 @@
 //! The TOML config file: typed sections with documented defaults, parsing and validation.
 //!
-//! Every key here is documented in README.md ("Configuration reference") with its default.
-//! Unknown keys are errors (a typo must not silently fall back to a default).
+//! The doc comments of `Config`, of each section struct and of each key are the configuration
+//! reference: `cargo xtask docs` writes them, with each key's type and default, to
+//! docs/configuration.md (a tidy test fails when that file is out of date). Unknown keys are
+//! errors (a typo must not silently fall back to a default).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,7 +12,19 @@ use serde::{Deserialize, Serialize};
 
 use super::{CliOverrides, ConfigError};
 
-/// The whole config file.
+/// One TOML file (`portcullis.toml` is the example), read by `portcullis run` and checked by
+/// `portcullis check`. Unknown keys are errors. Relative paths in the file are relative to the
+/// file's directory.
+///
+/// Every key can be overridden by the environment as `PORTCULLIS_<SECTION>_<KEY>` (for example
+/// `PORTCULLIS_ADMIN_SECRET=s3cret`, `PORTCULLIS_PROXY_MAX_CONNECTIONS_PER_WORKER=5000`; lists as
+/// comma-separated values), and the flags of `portcullis run` (`--listen`, `--admin`, `--apps`,
+/// `--policies`, `--workers`) win over both.
+///
+/// A reload (`SIGHUP` or `/tyk/reload`) applies every key except those marked "read at startup
+/// only", which take effect on restart. The config file, the API definitions and the policies
+/// file must be regular files (symlinks to them are followed) of at most 16 MiB; anything else (a
+/// FIFO, a device such as `/dev/zero`, a directory) is an error naming the file, never a hang.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -26,23 +40,27 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-/// `[analytics]`: request records (Tyk's AnalyticsRecord fields, one JSON line per request).
+/// `[analytics]`: request records (Tyk's AnalyticsRecord fields, one JSON line per request;
+/// docs/analytics.md).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnalyticsConfig {
     /// Write a record for every request that matched an API (except APIs with
-    /// `do_not_track: true`). Reloadable.
+    /// `do_not_track: true`). A reload applies it.
     pub enabled: bool,
-    /// `file` (JSON lines, rotated) | `stdout`.
+    /// Where the records go. Read at startup only: a reload that changes it says so in `restart_needed`.
     pub sink: AnalyticsSink,
-    /// The JSON lines file (relative to the config file).
+    /// The JSON lines file, relative to the config file; its directory is created. If it cannot
+    /// be opened at startup the proxy does not start, naming the path. Read at startup only: a reload that changes it says so in `restart_needed`.
     pub path: PathBuf,
-    /// Rotate the file before it would grow past this many MiB; 0 = never.
+    /// Rotate the file before it would grow past this many MiB; 0 = never. Read at startup only: a reload that changes it says so in `restart_needed`.
     pub rotate_mb: u64,
-    /// Rotated files kept (`<path>.1` is the newest); 0 = none.
+    /// Rotated files kept (`<path>.1` is the newest), so the records take at most
+    /// `(keep + 1) x rotate_mb` MiB; 0 = none. Read at startup only: a reload that changes it says so in `restart_needed`.
     pub keep: usize,
-    /// Batches (up to 64 KiB of records each) queued per worker for the pump; when the queue is
-    /// full, records are dropped and counted (`portcullis_analytics_dropped_total`).
+    /// Batches (up to 64 KiB of records each) queued per worker for the analytics thread; when
+    /// the queue is full, records are dropped and counted (`portcullis_analytics_dropped_total`).
+    /// Read at startup only: a reload that changes it says so in `restart_needed`.
     pub queue_batches: usize,
 }
 
@@ -50,8 +68,10 @@ pub struct AnalyticsConfig {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AnalyticsSink {
+    /// JSON lines appended to `path`, rotated at `rotate_mb`.
     #[default]
     File,
+    /// JSON lines on standard output.
     Stdout,
 }
 
@@ -68,30 +88,33 @@ impl Default for AnalyticsConfig {
     }
 }
 
-/// `[ebpf]`: the kernel fast path (XDP gate) and bans.
+/// `[ebpf]`: the kernel fast path (the XDP gate, docs/ebpf.md) and bans.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct EbpfConfig {
     /// `auto`: use the XDP gate when it can be loaded, else enforce in user space (one log
-    /// line); `on`: refuse to start without it; `off`: user space only.
+    /// line); `on`: refuse to start without it; `off`: user space only. Read at startup only.
     pub mode: EbpfMode,
-    /// Interfaces to attach the XDP gate to (native mode, generic as a fallback).
+    /// Interfaces to attach the XDP gate to, e.g. `["eth0"]` (`PORTCULLIS_EBPF_INTERFACES=eth0,eth1`):
+    /// native mode, generic as a fallback with a warning. Read at startup only.
     pub interfaces: Vec<String>,
-    /// SYNs per second allowed per source address (per CPU) to `syn_ports`; 0 = off.
+    /// TCP SYNs per second allowed per source address (per CPU) to `syn_ports`; 0 = off.
     pub syn_rate_per_sec: u32,
-    /// Burst of the SYN limiter.
+    /// Burst of the SYN limiter's token bucket.
     pub syn_burst: u32,
-    /// Ports the SYN limiter watches; empty = the proxy's listen port.
+    /// Destination ports the SYN limiter watches (at most 8); empty = the proxy's listen port.
     pub syn_ports: Vec<u16>,
-    /// Networks whose packets are always dropped (IPs or CIDRs).
+    /// IPs or CIDRs whose packets are always dropped (shown in `GET /api/bans` as
+    /// `source: config`).
     pub deny_cidrs: Vec<String>,
-    /// Networks never dropped, rate limited or banned (IPs or CIDRs).
+    /// IPs or CIDRs never dropped, rate limited or banned.
     pub allow_cidrs: Vec<String>,
-    /// Capacity of the banned-address map (LRU beyond it).
+    /// Capacity of the banned-address map (LRU beyond it). Read at startup only.
     pub max_bans: u32,
-    /// Source addresses tracked by the SYN limiter (LRU beyond it).
+    /// Source addresses tracked by the SYN limiter (LRU beyond it). Read at startup only.
     pub max_syn_sources: u32,
-    /// cgroup v2 directory to attach the telemetry program to; empty = this process's cgroup.
+    /// cgroup v2 directory to attach the telemetry (sock_ops) program to; empty = this process's
+    /// cgroup. Read at startup only.
     pub cgroup: String,
 }
 
@@ -127,11 +150,13 @@ impl Default for EbpfConfig {
 #[serde(rename_all = "lowercase")]
 pub enum IoDriver {
     /// io_uring set up for one thread (SINGLE_ISSUER + DEFER_TASKRUN, Linux 6.1+), measured
-    /// cheaper per request than epoll here; epoll when that ring cannot be set up.
+    /// cheaper per request than epoll (docs/decisions/0003-io-uring-ring-per-thread.md); epoll,
+    /// with one log line saying why, when that ring cannot be set up.
     #[default]
     Auto,
     /// io_uring (the single-thread setup when the kernel has it, else a default ring); falls
-    /// back to epoll, with a warning, when io_uring cannot be set up.
+    /// back to epoll, with a warning, when io_uring cannot be set up (e.g. under a seccomp
+    /// profile or `kernel.io_uring_disabled`).
     Uring,
     /// epoll readiness (monoio's LegacyDriver).
     Epoll,
@@ -141,65 +166,105 @@ pub enum IoDriver {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyConfig {
-    /// Address the workers listen on (each worker binds its own SO_REUSEPORT socket).
+    /// Address the workers listen on (each worker binds its own SO_REUSEPORT socket). The proxy
+    /// refuses to start when another process already listens there (SO_REUSEPORT would
+    /// otherwise let a second instance share the port silently); a port still held by a process
+    /// that just exited is waited for up to 2 s. Read at startup only: a reload that changes it says so in `restart_needed`.
     pub listen: String,
-    /// Number of workers; 0 = one per CPU in the process's affinity mask; at most
-    /// [`MAX_WORKERS`].
+    /// Number of workers, at most [`MAX_WORKERS`]; 0 = one per CPU in the process's affinity mask
+    /// (`taskset -c 1 portcullis run --workers 1` runs one worker on CPU 1). Worker *i* is
+    /// pinned to the *i*-th CPU of the mask. Read at startup only: a reload that changes it says so in `restart_needed`.
     pub workers: usize,
-    /// `auto` | `uring` | `epoll`.
+    /// The workers' I/O driver; `portcullis_worker_info{driver=...}` in `/metrics` shows what
+    /// each worker runs. Read at startup only: a reload that changes it says so in `restart_needed`.
     pub io_driver: IoDriver,
-    /// Open client connections per worker; beyond it the worker stops accepting.
+    /// Open client connections per worker; connections beyond it are closed at once and counted
+    /// in `portcullis_worker_connections_refused_total`.
     pub max_connections_per_worker: usize,
-    /// listen(2) backlog of each worker's socket.
+    /// listen(2) backlog of each worker's socket. Read at startup only: a reload that changes it says so in `restart_needed`.
     pub accept_backlog: u32,
-    /// Size of each per-connection read buffer, bytes (bodies stream through it).
+    /// Size of each per-connection read buffer, bytes, per direction (bodies stream through it;
+    /// at least 1024). Buffers start at 2 KiB and grow only when a read fills them, and only the
+    /// pages a connection fills become resident, so a large value costs memory only for large
+    /// messages, and lets a 16 KiB response arrive in one read (where it is not spliced, see
+    /// `splice_min_body`).
     pub buffer_size: usize,
-    /// Largest request head (request line + headers) accepted, bytes; larger gets 431.
+    /// Largest request head (request line + headers) accepted, bytes, between 256 and 64 x
+    /// `buffer_size`; larger gets 431.
     pub max_request_head_size: usize,
     /// Largest response head accepted from an upstream, bytes; larger gets 502.
     pub max_response_head_size: usize,
     /// Largest request body, bytes; larger gets 413. 0 = no limit.
     pub max_request_body_size: u64,
     /// `Content-Length` response bodies with at least this many bytes still to come after the
-    /// head read move from the upstream to the client socket with splice(2), never copied
-    /// through the proxy, bytes. 0 = always copy.
+    /// head read move from the upstream to the client socket through a pipe with splice(2), so
+    /// the proxy never copies them in and out. 0 = always copy.
+    ///
+    /// For an API whose recent responses were that large, each worker reads the head with a
+    /// 1 KiB read so the body stays in the socket; where those heads also went to the client
+    /// unchanged, that read is a peek and the head is spliced with the body (one write fewer per
+    /// response). Needs two descriptors per body in flight (pipes are reused; a worker keeps at
+    /// most 64 idle ones); when a pipe cannot be made the body is copied and one warning is
+    /// logged.
+    ///
+    /// Where splicing starts to pay depends on the host: on one test VM it measured 0.90x the CPU
+    /// per request of copying for 16 KiB bodies and 0.74x for 32 KiB; on another copying was
+    /// cheaper up to about 32 KiB (16 KiB: splice 1.04-1.08x); others measured 0.97x and 0.89x
+    /// at 16 KiB (docs/decisions/0009-splice-response-bodies.md). Measure with your body sizes:
+    /// `cargo xtask bench --baseline` with a wrapper that sets
+    /// `PORTCULLIS_PROXY_SPLICE_MIN_BODY=0` compares both in one run.
     pub splice_min_body: usize,
     /// Most headers in a request or response head (at most 128); more gets 431 (request) or
     /// 502 (response).
     pub max_headers: usize,
-    /// Time to receive a complete request head once its first byte arrived, ms.
+    /// Time to receive a complete request head once its first byte arrived, ms; then the
+    /// connection closes.
     pub header_read_timeout_ms: u64,
-    /// Idle keep-alive time between requests on a client connection, ms.
+    /// Idle keep-alive time between requests on a client connection, and the longest pause
+    /// while reading a request body, ms.
     pub client_idle_timeout_ms: u64,
-    /// Time to establish an upstream TCP connection, ms (exceeded: 504).
+    /// Time to establish an upstream TCP connection, ms (exceeded: 504; refused or unreachable:
+    /// 502).
     pub upstream_connect_timeout_ms: u64,
     /// Time for the upstream to send its response head, and longest pause between body reads, ms
     /// (exceeded: 504 before the head, connection closed after it).
     pub upstream_response_timeout_ms: u64,
-    /// Idle upstream connections kept per worker and target (0 = no pooling).
+    /// Idle upstream connections kept per worker and target, until `upstream_idle_timeout_ms`
+    /// (0 = no pooling).
     pub upstream_pool_size: usize,
-    /// Idle upstream connections beyond `upstream_pool_size` are closed once idle this long, ms
-    /// (0 = at once), so a burst's connections serve the next burst instead of being closed and
-    /// reopened.
+    /// Idle upstream connections beyond `upstream_pool_size` (a burst's) stay pooled this long,
+    /// ms, then the oldest close down to the pool size (checked every 200 ms), so the next burst
+    /// reuses them instead of reconnecting; 0 = close them at once, as nginx's `keepalive N`
+    /// does. Under 1,000 concurrent clients this spared 2,000-31,000 upstream connects per 5 s
+    /// and cut p99 by a third (docs/decisions/0012-upstream-pool-surplus.md).
     pub upstream_pool_surplus_ms: u64,
-    /// Upstream connections in use at once per worker and target; further requests wait for one
-    /// (FIFO). 0 = no cap (a new connection per concurrent request).
+    /// Upstream connections in use at once per worker and target (so at most `workers` x this
+    /// per target); when all are busy, further requests wait in line (FIFO) and each finished
+    /// exchange hands its keep-alive connection to the oldest waiter. Protects an upstream from a
+    /// connection per concurrent client. WebSocket/upgrade tunnels do not count once switched.
+    /// 0 = no cap (a new connection per concurrent request). Why 1024 and not lower:
+    /// docs/decisions/0011-upstream-connection-cap.md.
     pub upstream_max_connections: usize,
-    /// Longest wait for an upstream connection under `upstream_max_connections`, ms (exceeded: 503).
+    /// Longest wait in that line, ms; then `503 {"error": "upstream connection limit reached"}`
+    /// (counted in `portcullis_upstream_queue_timeouts_total`).
     pub upstream_queue_timeout_ms: u64,
-    /// Request bodies up to this many bytes are read whole before an upstream connection is
-    /// taken, so a client sending one slowly holds none (0 = always stream).
+    /// Request bodies up to this many bytes (chunked: until they end or pass it) are read whole
+    /// before an upstream connection is taken, so a client that sends its body slowly holds none
+    /// of `upstream_max_connections`; larger bodies stream. 0 = always stream.
     pub request_buffer_size: usize,
-    /// Time a client has to send a request body, ms, extended by one second for every
-    /// `request_body_min_rate` bytes received (Apache mod_reqtimeout's `body=20,MinRate=500`);
-    /// exceeded: 408 and the connection closes. 0 = only `client_idle_timeout_ms` between reads.
+    /// Time a client has for its request body, ms, extended by one second for every
+    /// `request_body_min_rate` bytes received (Apache mod_reqtimeout's `body=20,MinRate=500`); a
+    /// body that falls behind gets `408 {"error": "timed out reading body"}` and the connection
+    /// closes. 0 = no body clock (only `client_idle_timeout_ms` between reads).
     pub request_body_timeout_ms: u64,
-    /// See `request_body_timeout_ms`, bytes per second (0 = the timeout is for the whole body).
+    /// Bytes per second, see `request_body_timeout_ms` (0 = the timeout is for the whole body).
     pub request_body_min_rate: u64,
     /// Request bodies larger than `request_buffer_size` that one client IP may stream to
-    /// upstreams at once, per worker; more gets 429 (0 = no cap).
+    /// upstreams at once, per worker; one more gets
+    /// `429 {"error": "too many request bodies in progress from this client"}` (0 = no cap).
     pub max_streaming_bodies_per_client: usize,
-    /// Idle upstream connections older than this are closed instead of reused, ms.
+    /// Pooled upstream connections idle longer than this are closed (checked every 200 ms) and
+    /// never reused, ms; keep it below the upstream's own keep-alive timeout.
     pub upstream_idle_timeout_ms: u64,
     /// On SIGTERM, how long in-flight requests may take to finish, ms.
     pub drain_timeout_ms: u64,
@@ -208,11 +273,11 @@ pub struct ProxyConfig {
 /// Most workers `[proxy] workers` may ask for. Each worker is a thread pinned to a CPU with its
 /// own listener, io_uring ring and caches; more workers than CPUs only share cores, and a typo
 /// (`workers = 100000`) would exhaust threads, file descriptors and memory at start.
-pub const MAX_WORKERS: usize = 1024;
+pub(super) const MAX_WORKERS: usize = 1024;
 
-/// Default `upstream_max_connections`: see README (`[proxy]`) and bench/HISTORY.md (c1000) for the
-/// measurement it rests on.
-pub const DEFAULT_UPSTREAM_MAX_CONNECTIONS: usize = 1024;
+/// Default `upstream_max_connections`: see its doc comment and
+/// docs/decisions/0011-upstream-connection-cap.md (c1000) for the measurement it rests on.
+pub(super) const DEFAULT_UPSTREAM_MAX_CONNECTIONS: usize = 1024;
 
 impl Default for ProxyConfig {
     fn default() -> Self {
@@ -246,17 +311,20 @@ impl Default for ProxyConfig {
     }
 }
 
-/// `[admin]`: the control plane's listener.
+/// `[admin]`: the control plane's listener: the admin API (docs/admin-api.md) and `/metrics`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
+    /// Address of the admin API. Read at startup only: a reload that changes it says so in `restart_needed`.
     pub listen: String,
-    /// Secret for `/tyk/*` (header `X-Tyk-Authorization` or `Authorization: Bearer`); empty
-    /// disables those endpoints.
+    /// Secret for `/tyk/*` and `/api/*` (header `X-Tyk-Authorization: <secret>` or
+    /// `Authorization: Bearer <secret>`, compared in constant time); empty disables those
+    /// endpoints.
     pub secret: String,
     /// Time an admin connection has to send a complete request head, ms, counted from when the
     /// server starts waiting for it (a new connection, or the next request of a kept-alive one);
-    /// then the connection is closed (slowloris).
+    /// then the connection is closed (slowloris). Applies to connections accepted after a
+    /// reload.
     pub header_read_timeout_ms: u64,
 }
 
@@ -270,7 +338,11 @@ impl Default for AdminConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AppsConfig {
+    /// Directory of Tyk API definitions: every `*.json` in it except `policies.json` is one API
+    /// (docs/tyk-compatibility.md).
     pub dir: PathBuf,
+    /// Tyk policies file (`{id: policy}`), validated and applied on load and reload; a missing
+    /// file means no policies.
     pub policies: PathBuf,
 }
 
@@ -280,15 +352,19 @@ impl Default for AppsConfig {
     }
 }
 
-/// `[storage]`: where keys (sessions) are stored.
+/// `[storage]`: where keys (sessions) are stored: one file, or Redis shared by every node
+/// (docs/authentication.md).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
-    /// Redis URL (`redis://host:port/db`); empty = the embedded store.
+    /// `redis://` (or `rediss://`) URL of the key store shared by every node
+    /// (`redis://host:port/db`), which also holds quotas and carries the rate limiters' gossip
+    /// between nodes; empty = the embedded store. Read at startup only.
     pub redis: String,
-    /// Prefix of session keys in Redis (Tyk's layout: `apikey-<hash>`).
+    /// Prefix of session keys in Redis (Tyk's layout: `apikey-<sha256 hex>`). Read at startup only.
     pub redis_key_prefix: String,
-    /// File of the embedded store (relative to the config file).
+    /// File of the embedded store, relative to the config file: one JSON file rewritten
+    /// atomically on each change (fine for thousands of keys; use Redis beyond). Read at startup only.
     pub path: PathBuf,
 }
 
@@ -298,7 +374,8 @@ impl Default for StorageConfig {
     }
 }
 
-/// `[limits]`: per-core rate limiter tuning, per-IP limits and the abuse detector.
+/// `[limits]`: per-core rate limiter tuning, per-IP limits and the abuse detector
+/// (docs/rate-limits.md).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -311,13 +388,17 @@ pub struct LimitsConfig {
     /// tenth, are evicted.
     pub max_keys_per_worker: usize,
     /// Requests per `ip_per` seconds allowed per client IP on every API; 0 = off (an API's
-    /// `ip_rate_limit` sets its own).
+    /// `ip_rate_limit` sets its own and wins).
     pub ip_rate: f64,
+    /// The period of `ip_rate`, seconds.
     pub ip_per: f64,
-    /// Rate-limit rejections from one IP within `ban_window_secs` that get it banned (XDP when
-    /// loaded, user space otherwise) for `ban_ttl_secs`; 0 = never ban.
+    /// Rate-limit rejections (429s) from one IP within `ban_window_secs` that get it banned (in
+    /// XDP when the gate is loaded, in user space otherwise) for `ban_ttl_secs`; 0 = never ban.
+    /// Allowlisted networks (`ebpf.allow_cidrs`) are never banned.
     pub ban_threshold: u64,
+    /// The window of `ban_threshold`, seconds.
     pub ban_window_secs: u64,
+    /// How long such a ban lasts, seconds, at most 315360000 (ten years); 0 = until removed.
     pub ban_ttl_secs: u64,
 }
 
@@ -336,11 +417,12 @@ impl Default for LimitsConfig {
     }
 }
 
-/// `[cluster]`: limiter gossip between nodes through Redis pub/sub (`[storage] redis`).
+/// `[cluster]`: limiter gossip between nodes through Redis pub/sub (needs `[storage] redis`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// How often this node publishes its limiter deltas, ms.
+    /// How often this node publishes its limiter deltas to Redis, ms (it also sends a heartbeat
+    /// every second, so peers are counted).
     pub gossip_interval_ms: u64,
 }
 
@@ -350,25 +432,31 @@ impl Default for ClusterConfig {
     }
 }
 
-/// `[auth]`: per-worker auth caches and key handling.
+/// `[auth]`: per-worker auth caches and key handling (docs/authentication.md).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Sessions, verified JWTs and basic-auth checks cached per worker (each cache).
+    /// Sessions, verified JWTs and verified basic-auth credentials cached per worker (each
+    /// cache). Beyond it one entry at a time is evicted by a scan-resistant policy (S3-FIFO):
+    /// entries seen once go before entries in use. Unknown keys and refused passwords are
+    /// remembered apart, in caches of a quarter of this size, so a flood of bogus keys never
+    /// evicts valid sessions. Read at startup only.
     pub cache_capacity: usize,
     /// Longest a worker serves a cached session before asking the store again, ms. Changes made
     /// through this node's admin API reach every worker at once; this bounds changes made
-    /// elsewhere (another node's admin API through Redis when pub/sub is lost).
+    /// elsewhere (another node's admin API through Redis when pub/sub is lost). Read at startup only.
     pub session_cache_ttl_ms: u64,
-    /// How long an unknown key is remembered as unknown, ms.
+    /// How long an unknown key, or a refused basic-auth password, is remembered as such, ms.
+    /// Read at startup only.
     pub negative_cache_ttl_ms: u64,
-    /// Longest a request waits for the key store on a cache miss, ms (then 503).
+    /// Longest a request waits for the key store on a cache miss, ms (then 503). Read at startup only.
     pub key_lookup_timeout_ms: u64,
-    /// Pending key lookups from all workers; beyond it requests get 503.
+    /// Pending key lookups from all workers; beyond it requests get 503. Read at startup only.
     pub key_lookup_queue: usize,
     /// How often JWKS URLs are fetched again, seconds (failed fetches retry every 10 s).
     pub jwks_refresh_secs: u64,
-    /// bcrypt cost for basic-auth passwords set through the key API (4..=31).
+    /// bcrypt cost for basic-auth passwords set through the key API (4 to 31; at 10 a check took
+    /// about 60 ms on the 2-vCPU test machines).
     pub bcrypt_cost: u32,
 }
 
@@ -386,11 +474,12 @@ impl Default for AuthConfig {
     }
 }
 
-/// `[log]`.
+/// `[log]`: the proxy's own log (to standard error).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    /// tracing filter, e.g. `info` or `portcullis=debug`; `RUST_LOG` wins when set.
+    /// tracing filter (`info`, `debug`, `portcullis=debug,info` ...); `RUST_LOG` wins when set.
+    /// Read at startup only: a reload that changes it says so in `restart_needed`.
     pub level: String,
 }
 
@@ -514,8 +603,9 @@ impl Config {
         if self.analytics.sink == AnalyticsSink::File && self.analytics.path.as_os_str().is_empty() {
             errs.push(ConfigError::new(path, "analytics.path", "", "must name a file when sink = \"file\""));
         }
-        if !self.storage.redis.is_empty()
-            && !(self.storage.redis.starts_with("redis://") || self.storage.redis.starts_with("rediss://"))
+        if !(self.storage.redis.is_empty()
+            || self.storage.redis.starts_with("redis://")
+            || self.storage.redis.starts_with("rediss://"))
         {
             errs.push(ConfigError::new(path, "storage.redis", &self.storage.redis, "must be a redis:// URL"));
         }
@@ -542,7 +632,7 @@ impl Config {
         if !(l.burst.is_finite() && l.burst >= 1.0) {
             errs.push(ConfigError::new(path, "limits.burst", l.burst.to_string(), "must be a number >= 1.0"));
         }
-        if !(l.ip_rate.is_finite() && l.ip_rate >= 0.0) || !(l.ip_per.is_finite() && l.ip_per > 0.0) {
+        if !(l.ip_rate.is_finite() && l.ip_rate >= 0.0 && l.ip_per.is_finite() && l.ip_per > 0.0) {
             errs.push(ConfigError::new(
                 path,
                 "limits.ip_rate/ip_per",

@@ -140,7 +140,8 @@ pub(super) fn brief(v: &Value) -> String {
 
 /// Outcome of parsing one definition file.
 #[derive(Debug)]
-pub enum Parsed {
+#[expect(clippy::large_enum_variant, reason = "one per definition file at load, moved into the snapshot at once")]
+pub(super) enum Parsed {
     Api(ApiSpec),
     /// `active: false`: skipped, as Tyk does.
     Inactive {
@@ -149,7 +150,7 @@ pub enum Parsed {
 }
 
 /// Parses and validates one API definition. Returns every problem found in it.
-pub fn parse_api(file: &Path, text: &str, fetch: JwksFetch<'_>) -> Result<Parsed, Vec<ConfigError>> {
+pub(super) fn parse_api(file: &Path, text: &str, fetch: JwksFetch<'_>) -> Result<Parsed, Vec<ConfigError>> {
     let err = |field: &str, value: String, msg: String| ConfigError::new(file, field, value, msg);
     let json: Value =
         serde_json::from_str(text).map_err(|e| vec![err("", String::new(), format!("not valid JSON: {e}"))])?;

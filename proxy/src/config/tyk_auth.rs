@@ -86,7 +86,12 @@ fn dotted(ptr: &str) -> String {
 }
 
 /// Compiles the auth/access/transform fields of one API.
-pub fn parse_auth(file: &std::path::Path, json: &Value, fetch: JwksFetch<'_>, errs: &mut Vec<ConfigError>) -> ApiAuth {
+pub(super) fn parse_auth(
+    file: &std::path::Path,
+    json: &Value,
+    fetch: JwksFetch<'_>,
+    errs: &mut Vec<ConfigError>,
+) -> ApiAuth {
     let mut cx = Cx { file, json, errs };
     let mut a = ApiAuth { keyless: cx.flag("/use_keyless"), ..Default::default() };
 
@@ -423,7 +428,11 @@ fn rate_of(cx: &mut Cx<'_>, field: &str, v: &Value) -> Option<crate::limit::Rate
 
 /// `global_rate_limit`, `ip_rate_limit`, `extended_paths.rate_limit`, `disable_rate_limit`,
 /// `disable_quota`.
-pub fn parse_limits(file: &std::path::Path, json: &Value, errs: &mut Vec<ConfigError>) -> crate::limit::ApiLimits {
+pub(super) fn parse_limits(
+    file: &std::path::Path,
+    json: &Value,
+    errs: &mut Vec<ConfigError>,
+) -> crate::limit::ApiLimits {
     let mut cx = Cx { file, json, errs };
     let mut l = crate::limit::ApiLimits {
         disable_rate_limit: cx.flag("/disable_rate_limit"),

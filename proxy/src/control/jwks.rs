@@ -40,7 +40,7 @@ pub async fn refresh_loop(snapshot: Arc<ArcSwap<Snapshot>>) {
             let Some(url) = jwt.jwks_url.clone() else {
                 continue;
             };
-            let fresh = jwt.keys.load().len() > 0 && last_ok.iter().any(|(u, t)| *u == url && t.elapsed() < every);
+            let fresh = !jwt.keys.load().is_empty() && last_ok.iter().any(|(u, t)| *u == url && t.elapsed() < every);
             if fresh {
                 continue;
             }

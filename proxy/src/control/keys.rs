@@ -36,7 +36,7 @@ fn new_key(org_id: &str) -> Result<String, String> {
 }
 
 /// Routes `/tyk/keys...` (the caller has checked the admin secret).
-pub async fn handle(state: &ControlState, req: Request<Incoming>, path: &str) -> Resp {
+pub(super) async fn handle(state: &ControlState, req: Request<Incoming>, path: &str) -> Resp {
     let query_flag = |name: &str| {
         req.uri()
             .query()

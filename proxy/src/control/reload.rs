@@ -19,6 +19,9 @@ pub enum ReloadOutcome {
     Rejected { errors: Vec<String> },
 }
 
+/// Called with each snapshot a reload applies.
+type OnApplied = Box<dyn Fn(&Snapshot) + Send + Sync>;
+
 pub struct Reloader {
     config_path: PathBuf,
     cli: CliOverrides,
@@ -28,7 +31,7 @@ pub struct Reloader {
     pub ok_total: AtomicU64,
     pub error_total: AtomicU64,
     pub last_error: Mutex<Option<Vec<String>>>,
-    on_applied: Option<Box<dyn Fn(&Snapshot) + Send + Sync>>,
+    on_applied: Option<OnApplied>,
 }
 
 impl Reloader {

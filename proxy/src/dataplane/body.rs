@@ -241,7 +241,7 @@ impl BodyClock {
 
     /// When the body must be complete, or have more than `received` bytes.
     pub fn deadline(&self, received: u64) -> std::time::Instant {
-        let earned = if self.min_rate > 0 { Duration::from_secs(received / self.min_rate) } else { Duration::ZERO };
+        let earned = received.checked_div(self.min_rate).map_or(Duration::ZERO, Duration::from_secs);
         self.start + self.timeout + earned
     }
 }

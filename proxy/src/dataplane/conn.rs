@@ -22,6 +22,7 @@ use super::body::{self, Side};
 use super::error::{ErrorKind, ProxyError};
 use super::http::{self, AuthCtx, BodyKind, ClientCtx, Prepared, PreparedResponse, RequestMeta, ResponseMeta};
 use super::io::{write_vec, ReadBuf};
+use super::plan::{plan_body, BodyFacts, BodyPlan, Placement};
 use super::upstream::{self, Upstream};
 use super::worker::Worker;
 
@@ -56,12 +57,12 @@ pub(crate) struct ExchangeBufs {
 }
 
 impl ExchangeBufs {
-    pub fn unallocated(max: usize) -> Self {
+    pub(super) fn unallocated(max: usize) -> Self {
         ExchangeBufs { upstream: ReadBuf::unallocated(max), req_head: Vec::new(), out: Vec::new(), record: Vec::new() }
     }
 
     /// Holds no allocation (not worth pooling).
-    pub fn is_unallocated(&self) -> bool {
+    pub(super) fn is_unallocated(&self) -> bool {
         self.upstream.capacity() == 0
             && self.req_head.capacity() == 0
             && self.out.capacity() == 0
@@ -121,8 +122,9 @@ impl From<ProxyError> for Failure {
 
 /// Open connections on a worker above which it counts as busy: idle connections give their read
 /// buffer back while they wait (see `serve`; c1000 bench: RSS per connection with and without, in
-/// bench/HISTORY.md), and writes go through the runtime instead of trying a direct send first (see
-/// `io::send_now`: batched into one `io_uring_enter` they cost less there).
+/// docs/decisions/0006-memory-per-connection.md), and writes go through the runtime instead of
+/// trying a direct send first (see `io::send_now`: batched into one `io_uring_enter` they cost
+/// less there; docs/decisions/0008-direct-send-first.md).
 const RELEASE_IDLE_ABOVE: u64 = 256;
 
 pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: SocketAddr) {
@@ -208,14 +210,15 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
 
 /// The single mapping from a failed exchange to what the client sees.
 async fn respond_error(worker: &Worker, client: &mut TcpStream, out: &mut Vec<u8>, f: Failure, started: Instant) {
-    let mut stats = worker.stats.borrow_mut();
-    match f.err.kind {
-        ErrorKind::UpstreamConnect => stats.upstream_connect_errors += 1,
-        ErrorKind::UpstreamTimeout => stats.upstream_timeouts += 1,
-        ErrorKind::UpstreamBusy => stats.upstream_queue_timeouts += 1,
-        _ => {}
+    {
+        let mut stats = worker.stats.borrow_mut();
+        match f.err.kind {
+            ErrorKind::UpstreamConnect => stats.upstream_connect_errors += 1,
+            ErrorKind::UpstreamTimeout => stats.upstream_timeouts += 1,
+            ErrorKind::UpstreamBusy => stats.upstream_queue_timeouts += 1,
+            _ => {}
+        }
     }
-    drop(stats);
     match f.err.kind {
         ErrorKind::ClientIo | ErrorKind::Closed => {
             tracing::debug!(error = %f.err, "client connection closed")
@@ -527,25 +530,36 @@ async fn exchange(
     // A body already read with the head goes out in the same write as the head: the smaller of
     // the two is copied next to the other (a large body stays where it was read, the new head
     // taking the place of the upstream head in front of it).
-    let mut body_kind = resp.body;
-    let mut written_with_head = 0;
-    let mut in_place = false;
-    let mut spliced = 0;
-    let mut pipe = None;
-    // The upstream's head passes unchanged and is still queued in its socket with the body:
-    // both are spliced, so the head costs no write of its own.
-    let mut whole = false;
     if let BodyKind::Length(n) = resp.body {
         if splice_min > 0 {
             worker.splice.hints.note(snap.generation, api_index, n >= splice_min + super::splice::HEAD_READ as u64);
         }
-        if head.queued {
+    }
+    // How the body leaves (`plan::plan_body`), planned again without pipes when none can be had
+    // and after a short body's rest has been read.
+    let mut facts = BodyFacts {
+        body: resp.body,
+        queued: head.queued,
+        have: 0,
+        splice_min,
+        pipes: true,
+        small_head_read: head_read.is_some(),
+        buffer_max: bufs.x.upstream.max() as u64,
+        head_out: bufs.x.out.len(),
+        room_in_front: 0,
+    };
+    let mut pipe = None;
+    let plan = loop {
+        facts.have = if facts.queued { 0 } else { bufs.x.upstream.len() as u64 };
+        facts.room_in_front = bufs.x.upstream.consumed();
+        let plan = plan_body(&facts);
+        if plan.needs_pipe() {
             pipe = worker.splice.prepare(&up.stream, &mut up.nonblocking, client, &mut bufs.nonblocking);
             if pipe.is_some() {
-                whole = true;
-                spliced = resp.head_len as u64 + n;
-                body_kind = BodyKind::None;
-            } else {
+                break plan;
+            }
+            facts.pipes = false;
+            if facts.queued {
                 // No pipe: take the peeked bytes out of the socket and go on as after a read.
                 let queued = bufs.x.upstream.len();
                 bufs.x.upstream.unqueue_peeked(up.stream.as_raw_fd(), queued).map_err(|e| Failure {
@@ -553,35 +567,43 @@ async fn exchange(
                     responded: false,
                 })?;
                 bufs.x.upstream.consume(resp.head_len);
+                facts.queued = false;
             }
+            continue;
         }
-        if !whole {
-            let have = bufs.x.upstream.len() as u64;
-            if have < n && splice_min > 0 && n - have >= splice_min {
-                pipe = worker.splice.prepare(&up.stream, &mut up.nonblocking, client, &mut bufs.nonblocking);
-            } else if have < n && head_read.is_some() && n as usize <= bufs.x.upstream.max() {
-                // The small head read left a body too short to splice: read the rest now, so
-                // head and body still leave in one write.
-                read_body_rest(&mut up.stream, &mut bufs.x.upstream, n as usize, cfg.upstream_response_timeout_ms)
-                    .await
-                    .map_err(|e| Failure { err: e.into_proxy_error(Side::Upstream), responded: false })?;
-            }
-            let have = bufs.x.upstream.len() as u64;
-            if have >= n || pipe.is_some() {
-                written_with_head = have.min(n);
-                spliced = n - written_with_head;
-                body_kind = BodyKind::None;
-                let w = written_with_head as usize;
-                if w > bufs.x.out.len() && bufs.x.upstream.fits_prefix(bufs.x.out.len()) {
-                    in_place = true;
-                } else {
-                    bufs.x.out.extend_from_slice(&bufs.x.upstream.data()[..w]);
-                    bufs.x.upstream.consume(w);
-                }
-            }
+        if plan == BodyPlan::ReadRest {
+            let BodyKind::Length(n) = resp.body else { break BodyPlan::Relay(resp.body) };
+            read_body_rest(&mut up.stream, &mut bufs.x.upstream, n as usize, cfg.upstream_response_timeout_ms)
+                .await
+                .map_err(|e| Failure { err: e.into_proxy_error(Side::Upstream), responded: false })?;
+            facts.small_head_read = false;
+            continue;
         }
+        break plan;
+    };
+    // The head goes with the body bytes already read: the smaller of the two is copied next to
+    // the other (a large body stays where it was read, the client head taking the place of the
+    // upstream head in front of it).
+    let (whole, with_head, placement, body_kind) = match plan {
+        BodyPlan::SpliceWhole => (true, 0, Placement::Copied, BodyKind::None),
+        BodyPlan::Splice { with_head, placement } => (false, with_head, placement, BodyKind::None),
+        BodyPlan::WithHead { n, placement } => (false, n, placement, BodyKind::None),
+        BodyPlan::Relay(kind) => (false, 0, Placement::Copied, kind),
+        // Not left by the loop above (it reads the rest and plans again).
+        BodyPlan::ReadRest => (false, 0, Placement::Copied, resp.body),
+    };
+    let written_with_head = with_head;
+    let spliced = match (plan, resp.body) {
+        (BodyPlan::SpliceWhole, BodyKind::Length(n)) => resp.head_len as u64 + n,
+        (BodyPlan::Splice { with_head, .. }, BodyKind::Length(n)) => n - with_head,
+        _ => 0,
+    };
+    let in_place = placement == Placement::InPlace;
+    if with_head > 0 && !in_place {
+        let w = with_head as usize;
+        bufs.x.out.extend_from_slice(&bufs.x.upstream.data()[..w]);
+        bufs.x.upstream.consume(w);
     }
-    // What went out as the head: the upstream's own when it passed unchanged.
     let head_out = if whole { resp.head_len as u64 } else { head_out };
     let relayed = if let Some(pipe) = pipe {
         // The head and the body bytes read with it leave with the first spliced bytes.
@@ -701,8 +723,8 @@ async fn send_request(
     }
     bufs.client.consume(sent_with_head as usize);
     // A body still to stream is relayed by a boxed future: inlined, its 1.3 KB state would be
-    // part of every connection's task, idle or not (the task went from 3,840 to 3,712 bytes;
-    // 2,864 since monoio's timers lost their cache-line padding).
+    // part of every connection's task, idle or not (the task went from 3,840 to 3,712 bytes when
+    // it was boxed; docs/decisions/0006-memory-per-connection.md has today's size).
     let relayed = if body == BodyKind::None {
         Ok(0)
     } else {
@@ -1007,7 +1029,6 @@ async fn resolve(worker: &Worker, need: http::Need) -> Result<(), (&'static str,
 /// connection's task (`-Zprint-type-sizes`: exchange 2,288 -> 1,984 bytes, task 3,096 ->
 /// 2,792; c1000 6.28 -> 5.99 KiB per connection). The price is one allocation per local reply,
 /// next to its socket write.
-#[allow(clippy::too_many_arguments)]
 async fn reply_local(
     worker: &Worker,
     client: &mut TcpStream,
@@ -1031,7 +1052,14 @@ async fn reply_local(
         err: ProxyError::io(ErrorKind::ClientIo, "writing a local response", e),
         responded: true,
     })?;
-    record(worker, &mut bufs.x.record, api_id, meta.method, started, outcome(kind.code(), meta.head_len as u64, out_len, 0));
+    record(
+        worker,
+        &mut bufs.x.record,
+        api_id,
+        meta.method,
+        started,
+        outcome(kind.code(), meta.head_len as u64, out_len, 0),
+    );
     Ok(if close { Next::Close } else { Next::KeepAlive })
 }
 

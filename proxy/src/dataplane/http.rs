@@ -551,7 +551,6 @@ struct GatewayReq<'b, 'c> {
 
 /// Requests to APIs with auth, IP rules, path lists or transforms: decide, then write the
 /// upstream head with auth data stripped and headers transformed.
-#[allow(clippy::too_many_arguments)]
 fn prepare_gateway(
     r: GatewayReq<'_, '_>,
     snap: &Snapshot,

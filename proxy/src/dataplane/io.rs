@@ -11,7 +11,7 @@ use monoio::net::TcpStream;
 
 /// Capacity a connection's buffers start with. Small buffers of many connections share pages,
 /// which is what keeps resident memory per idle or small-message connection low (bench: c1000).
-pub const INITIAL_CAPACITY: usize = 2048;
+pub(super) const INITIAL_CAPACITY: usize = 2048;
 
 /// Free space below which a read first compacts or grows the buffer.
 const MIN_FREE: usize = 512;
@@ -262,6 +262,11 @@ impl ReadBuf {
     /// Whether `prefix_len` bytes fit in the consumed space just before the unconsumed bytes,
     /// where [`write_prefixed`](Self::write_prefixed) puts them.
     #[inline]
+    /// Consumed bytes in front of the data: room for a prefix written in place.
+    pub fn consumed(&self) -> usize {
+        self.pos
+    }
+
     pub fn fits_prefix(&self, prefix_len: usize) -> bool {
         prefix_len <= self.pos
     }
@@ -311,7 +316,7 @@ impl ReadBuf {
 }
 
 /// Writes a whole owned `Vec` and hands it back cleared, ready for reuse.
-pub async fn write_vec<W: AsyncWriteRentExt + AsRawFd>(w: &mut W, v: &mut Vec<u8>) -> io::Result<()> {
+pub(super) async fn write_vec<W: AsyncWriteRentExt + AsRawFd>(w: &mut W, v: &mut Vec<u8>) -> io::Result<()> {
     let len = v.len();
     let res = write_span(w, v, 0..len).await;
     v.clear();
@@ -321,7 +326,7 @@ pub async fn write_vec<W: AsyncWriteRentExt + AsRawFd>(w: &mut W, v: &mut Vec<u8
 /// Writes `buf[span]` whole: a direct [`send_now`] first, the runtime's write (which borrows
 /// the `Vec` and gives it back) for whatever the socket did not take. Every write of the data
 /// plane goes through here.
-pub async fn write_span<W: AsyncWriteRentExt + AsRawFd>(
+pub(super) async fn write_span<W: AsyncWriteRentExt + AsRawFd>(
     w: &mut W,
     buf: &mut Vec<u8>,
     span: std::ops::Range<usize>,
@@ -343,7 +348,7 @@ thread_local! {
 }
 
 /// Turns [`send_now`] on or off for the calling thread's worker.
-pub fn set_direct_send(on: bool) {
+pub(super) fn set_direct_send(on: bool) {
     DIRECT_SEND.with(|d| d.set(on));
 }
 
@@ -363,7 +368,7 @@ pub fn set_direct_send(on: bool) {
 /// ran dry more often); re-measured once the pool kept a burst's connections (connects equal,
 /// ~1,000 in 5 s either way), 4 alternating 5 s c1000 runs: 10.99 vs 12.07 us (medians), so the
 /// batching alone still pays.
-pub fn send_now(fd: RawFd, data: &[u8]) -> usize {
+pub(super) fn send_now(fd: RawFd, data: &[u8]) -> usize {
     if data.is_empty() || !DIRECT_SEND.with(|d| d.get()) {
         return 0;
     }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 mod io;
 pub mod path;
+mod plan;
 mod splice;
 pub mod stats;
 mod upstream;
@@ -80,7 +81,7 @@ struct Slots {
 
 impl LocalShutdown {
     /// Marks shutdown and wakes every waiting listener; listeners created later are ready at once.
-    pub fn trigger(&self) {
+    pub(crate) fn trigger(&self) {
         self.set.set(true);
         let wakers: Vec<Waker> = self.slots.borrow_mut().wakers.iter_mut().filter_map(Option::take).collect();
         for w in wakers {
@@ -88,7 +89,7 @@ impl LocalShutdown {
         }
     }
 
-    pub fn listen(self: &Rc<Self>) -> LocalListener {
+    pub(crate) fn listen(self: &Rc<Self>) -> LocalListener {
         LocalListener { notice: Rc::clone(self), slot: None }
     }
 }

@@ -6,13 +6,13 @@
 //! to come after the head read (the proxy neither inspects nor rewrites response bodies). For an
 //! API whose recent responses were that large, the head is read with a small read
 //! ([`HEAD_READ`]) so most of the body is left in the socket for splicing; [`BodyHints`] keeps
-//! that per worker and API. Measured in bench/HISTORY.md ("splice for response bodies").
+//! that per worker and API. Measured in docs/decisions/0009-splice-response-bodies.md.
 //!
 //! Where the API's heads have also gone to the client unchanged (`http::forwards_verbatim`:
 //! the same bytes, or the same less a `Connection: keep-alive` line), the small head read is a
 //! peek (`MSG_PEEK`): the head stays queued in the upstream socket and is spliced with the
 //! body, so the proxy makes no write of its own for the response (one `sendto` fewer per
-//! response; bench/HISTORY.md, "Unchanged heads spliced with their bodies"). A peeked head that
+//! response; docs/decisions/0010-unchanged-heads-spliced.md). A peeked head that
 //! turns out to need rewriting, or a body too small to splice, is taken out of the socket
 //! without a copy (`ReadBuf::unqueue_peeked`) and handled as after a read.
 //!
@@ -32,13 +32,13 @@ use super::error::ErrorKind;
 
 /// Bytes the head read takes for an API with large bodies: a head and the start of the body.
 /// A head longer than this takes a second read (and that response is copied, not spliced).
-pub const HEAD_READ: usize = 1024;
+pub(super) const HEAD_READ: usize = 1024;
 
 /// Most idle pipes a worker keeps (two descriptors each).
 const SPARE_PIPES: usize = 64;
 
 /// One pipe, empty whenever it is not lent to a relay.
-pub struct Pipe {
+pub(super) struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
 }
@@ -66,7 +66,7 @@ impl Pipe {
 ///   so the next head is peeked rather than read, and head and body leave the upstream socket
 ///   together by splice.
 #[derive(Default)]
-pub struct BodyHints {
+pub(super) struct BodyHints {
     generation: Cell<u64>,
     counters: RefCell<Vec<Hint>>,
 }
@@ -79,23 +79,23 @@ struct Hint {
 
 impl BodyHints {
     /// The API's bodies have been large: read its next head with [`HEAD_READ`].
-    pub fn large(&self, generation: u64, api: usize) -> bool {
+    pub(super) fn large(&self, generation: u64, api: usize) -> bool {
         self.get(generation, api).is_some_and(|h| h.large >= 2)
     }
 
     /// The API's large responses could also have gone whole (unchanged heads, bodies worth
     /// splicing): peek its next head.
-    pub fn verbatim(&self, generation: u64, api: usize) -> bool {
+    pub(super) fn verbatim(&self, generation: u64, api: usize) -> bool {
         self.get(generation, api).is_some_and(|h| h.large >= 2 && h.verbatim >= 2)
     }
 
     /// Records one `Content-Length` response body; `large` says it was large enough to splice.
-    pub fn note(&self, generation: u64, api: usize, large: bool) {
+    pub(super) fn note(&self, generation: u64, api: usize, large: bool) {
         self.update(generation, api, large, |h| &mut h.large);
     }
 
     /// Records whether a response read with [`HEAD_READ`] could have been spliced whole.
-    pub fn note_verbatim(&self, generation: u64, api: usize, verbatim: bool) {
+    pub(super) fn note_verbatim(&self, generation: u64, api: usize, verbatim: bool) {
         self.update(generation, api, verbatim, |h| &mut h.verbatim);
     }
 
@@ -122,7 +122,7 @@ impl BodyHints {
 
 /// A worker's splice state: idle pipes, body hints, and whether its sockets are blocking.
 #[derive(Default)]
-pub struct Splicer {
+pub(super) struct Splicer {
     spare: RefCell<Vec<Pipe>>,
     pub hints: BodyHints,
     /// The runtime's sockets are blocking (io_uring); see [`ensure_nonblocking`].
@@ -134,7 +134,13 @@ pub struct Splicer {
 impl Splicer {
     /// Readies both sockets and lends a pipe for one relay; `None` (logged once per worker)
     /// when the descriptor limit or fcntl refuses, and the caller copies the body instead.
-    pub fn prepare(&self, up: &TcpStream, up_nb: &mut bool, client: &TcpStream, client_nb: &mut bool) -> Option<Pipe> {
+    pub(super) fn prepare(
+        &self,
+        up: &TcpStream,
+        up_nb: &mut bool,
+        client: &TcpStream,
+        client_nb: &mut bool,
+    ) -> Option<Pipe> {
         let ready = ensure_nonblocking(self.blocking_sockets.get(), up.as_raw_fd(), up_nb)
             .and_then(|_| ensure_nonblocking(self.blocking_sockets.get(), client.as_raw_fd(), client_nb))
             .and_then(|_| match self.spare.borrow_mut().pop() {
@@ -222,7 +228,7 @@ async fn send_head(client: &TcpStream, mut head: &[u8]) -> Result<(), RelayError
 /// Sends `head`, then moves exactly `n` body bytes from `up` to `client` through `pipe` (from
 /// [`Splicer::prepare`]). Waits for the upstream at most `read_timeout` at a time. On error the
 /// pipe is closed rather than returned, whatever it still holds.
-pub async fn relay(
+pub(super) async fn relay(
     splicer: &Splicer,
     pipe: Pipe,
     up: &TcpStream,

@@ -15,7 +15,8 @@
 //! of `Cell`/`RefCell` rather than a semaphore crate: `tokio::sync::Semaphore` and `async-lock`
 //! synchronise through a mutex or atomics, and nothing on the request path may lock; here a slot
 //! costs one hash lookup and an `Rc` clone (the `small` scenario measured 1.00x with and without
-//! it, bench/HISTORY.md). This module must not do I/O other than connecting, and never blocks.
+//! it, docs/decisions/0011-upstream-connection-cap.md). This module must not do I/O other than
+//! connecting, and never blocks.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -39,7 +40,7 @@ struct Idle {
 }
 
 /// A connection checked out of the pool or freshly made.
-pub struct Upstream {
+pub(super) struct Upstream {
     pub stream: TcpStream,
     pub addr: SocketAddr,
     /// Came from the pool: a failure before the first response byte may be a stale connection.
@@ -49,7 +50,7 @@ pub struct Upstream {
 }
 
 #[derive(Default)]
-pub struct Pool {
+pub(super) struct Pool {
     idle: RefCell<AHashMap<SocketAddr, Vec<Idle>>>,
     slots: RefCell<AHashMap<SocketAddr, Rc<Slots>>>,
 }
@@ -86,7 +87,7 @@ impl Slots {
 
 /// The right to use one upstream connection to a target; given back (to the next waiter, if
 /// any) when dropped.
-pub struct Slot {
+pub(super) struct Slot {
     slots: Rc<Slots>,
 }
 
@@ -98,7 +99,7 @@ impl Drop for Slot {
 
 /// Why no slot was had.
 #[derive(Debug, PartialEq, Eq)]
-pub struct QueueTimeout;
+pub(super) struct QueueTimeout;
 
 /// Waits for a slot; on drop before it is granted, leaves the queue, and if it was granted but
 /// never taken, passes the slot on, so a client that goes away loses no slot.
@@ -136,7 +137,7 @@ impl Drop for WaitSlot {
 impl Pool {
     /// Takes the freshest idle connection to `addr` younger than `max_idle` at `now` (a time the
     /// caller read anyway: a clock read per request was measurable).
-    pub fn take(&self, addr: SocketAddr, max_idle: Duration, now: Instant) -> Option<Upstream> {
+    pub(super) fn take(&self, addr: SocketAddr, max_idle: Duration, now: Instant) -> Option<Upstream> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         while let Some(c) = list.pop() {
@@ -151,7 +152,7 @@ impl Pool {
     /// pool size per target (0: no pooling, the connection closes). Past it the connection is
     /// pooled as surplus, which [`prune`](Self::prune) closes after a while, unless
     /// `no_surplus`: then the oldest connection closes at once (nginx's `keepalive N`).
-    pub fn put(&self, up: Upstream, keep: usize, no_surplus: bool, now: Instant) {
+    pub(super) fn put(&self, up: Upstream, keep: usize, no_surplus: bool, now: Instant) {
         if keep == 0 {
             return;
         }
@@ -173,9 +174,9 @@ impl Pool {
     /// Why surplus is kept at all: under 1,000 concurrent clients, responses complete in
     /// batches, so closing everything past `keep` at once closed connections the next batch
     /// reopened milliseconds later — 3,300-32,000 upstream connects in 5 s of c1000, against
-    /// 1,000 with the surplus kept (p99 0.67x, CPU per request 0.96-0.98x; bench/HISTORY.md,
-    /// "Upstream connections kept through bursts").
-    pub fn prune(&self, max_idle: Duration, keep: usize, surplus_idle: Duration) {
+    /// 1,000 with the surplus kept (p99 0.67x, CPU per request 0.96-0.98x;
+    /// docs/decisions/0012-upstream-pool-surplus.md).
+    pub(super) fn prune(&self, max_idle: Duration, keep: usize, surplus_idle: Duration) {
         let now = Instant::now();
         self.idle.borrow_mut().retain(|_, list| {
             list.retain(|c| now.saturating_duration_since(c.since) < max_idle);
@@ -191,14 +192,14 @@ impl Pool {
     }
 
     /// Idle connections held now.
-    pub fn idle_count(&self) -> usize {
+    pub(super) fn idle_count(&self) -> usize {
         self.idle.borrow().values().map(Vec::len).sum()
     }
 
     /// A slot for one exchange with `addr`: at once while fewer than `max` are in use (`max` 0 =
     /// no cap: `Ok(None)`, nothing counted), else after waiting in line for up to `wait`.
     /// Returns whether the exchange had to wait, for the queued counter.
-    pub async fn slot(
+    pub(super) async fn slot(
         &self,
         addr: SocketAddr,
         max: usize,
@@ -222,13 +223,13 @@ impl Pool {
     }
 
     /// Exchanges waiting for a slot now, over all targets.
-    pub fn queued_count(&self) -> usize {
+    pub(super) fn queued_count(&self) -> usize {
         self.slots.borrow().values().map(|s| s.waiters.borrow().len()).sum()
     }
 }
 
 /// Opens a new connection with a timeout: refused/unreachable is 502, timeout 504.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Upstream> {
+pub(super) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Upstream> {
     match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);

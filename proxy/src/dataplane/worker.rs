@@ -31,6 +31,7 @@ pub struct WorkerHandle {
 
 struct SnapCache {
     cache: Cache<Arc<ArcSwap<Snapshot>>, Arc<Snapshot>>,
+    #[expect(clippy::redundant_allocation, reason = "an Rc clone per request is non-atomic; an Arc's is shared")]
     current: Rc<Arc<Snapshot>>,
 }
 
@@ -72,7 +73,8 @@ pub(crate) struct Worker {
 impl Worker {
     /// The current snapshot. Checking for a newer one reads one shared atomic; cloning the
     /// result is a non-atomic `Rc` increment, so workers never contend on a reference count.
-    pub fn snapshot(&self) -> Rc<Arc<Snapshot>> {
+    #[expect(clippy::redundant_allocation, reason = "the Rc is the point: see above")]
+    pub(super) fn snapshot(&self) -> Rc<Arc<Snapshot>> {
         let mut guard = self.snap.borrow_mut();
         let SnapCache { cache, current } = &mut *guard;
         let latest = cache.load();
@@ -83,7 +85,7 @@ impl Worker {
     }
 
     /// Round robin over an API's targets (repeated entries weight it).
-    pub fn pick_target(&self, generation: u64, api: ApiIndex, n: usize) -> usize {
+    pub(super) fn pick_target(&self, generation: u64, api: ApiIndex, n: usize) -> usize {
         let mut rr = self.round_robin.borrow_mut();
         if rr.0 != generation {
             *rr = (generation, Vec::new());
@@ -98,7 +100,7 @@ impl Worker {
     }
 
     /// A new request id (32 hex digits, unique per process run and worker).
-    pub fn next_request_id(&self) -> [u8; 32] {
+    pub(super) fn next_request_id(&self) -> [u8; 32] {
         let seq = self.request_seq.get().wrapping_add(1);
         self.request_seq.set(seq);
         // A digit table rather than `write!("{:016x}")`: the formatter was 0.7 % of the proxy's
@@ -110,12 +112,12 @@ impl Worker {
     }
 
     /// Buffers for one exchange: from the pool, or fresh (allocated on first use).
-    pub fn take_exchange_bufs(&self, buffer_size: usize) -> super::conn::ExchangeBufs {
+    pub(super) fn take_exchange_bufs(&self, buffer_size: usize) -> super::conn::ExchangeBufs {
         self.spare.borrow_mut().pop().unwrap_or_else(|| super::conn::ExchangeBufs::unallocated(buffer_size))
     }
 
     /// Returns an exchange's buffers; the pool keeps at most [`SPARE_MAX`] sets.
-    pub fn return_exchange_bufs(&self, mut x: super::conn::ExchangeBufs) {
+    pub(super) fn return_exchange_bufs(&self, mut x: super::conn::ExchangeBufs) {
         if !x.upstream.is_empty() || x.is_unallocated() {
             return;
         }
@@ -129,13 +131,13 @@ impl Worker {
     }
 
     /// A client read buffer: from the pool, or an empty `Vec` (allocated on first read).
-    pub fn take_client_buf(&self) -> Vec<u8> {
+    pub(super) fn take_client_buf(&self) -> Vec<u8> {
         self.spare_client.borrow_mut().pop().unwrap_or_default()
     }
 
     /// Returns a client read buffer (`ReadBuf::take_allocation`); the pool keeps at most
     /// [`SPARE_MAX`], and only buffers still at their initial size.
-    pub fn return_client_buf(&self, buf: Vec<u8>) {
+    pub(super) fn return_client_buf(&self, buf: Vec<u8>) {
         debug_assert!(buf.is_empty());
         if buf.capacity() == super::io::INITIAL_CAPACITY {
             let mut spare = self.spare_client.borrow_mut();
@@ -199,7 +201,7 @@ impl Worker {
 }
 
 /// Starts worker `id` on its own thread.
-pub fn spawn(
+pub(super) fn spawn(
     id: usize,
     cpu: Option<usize>,
     driver: IoDriver,

@@ -16,9 +16,9 @@ use crate::auth::{hex, parse_hex, Invalidation, KeyHash, Session};
 use super::{KeyStore, StoreError};
 
 /// Pub/sub channel carrying the hash (hex) of each changed key.
-pub const CHANNEL: &str = "portcullis.keys";
+pub(super) const CHANNEL: &str = "portcullis.keys";
 /// Longest wait for one Redis operation.
-pub const OP_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const OP_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct RedisStore {
     client: redis::Client,
@@ -269,4 +269,4 @@ pub async fn watch_health(store: Arc<KeyStore>) {
 }
 
 /// How often [`watch_health`] pings.
-pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+pub(super) const HEALTH_INTERVAL: Duration = Duration::from_secs(2);

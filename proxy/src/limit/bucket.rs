@@ -308,11 +308,10 @@ mod tests {
             pending[k].0 += u32::from(ok);
             pending[k].1 += 1;
             if i % 40 == 39 {
-                for from in 0..4 {
-                    for to in 0..4 {
+                for (from, &(adm, dem)) in pending.iter().enumerate() {
+                    for (to, wt) in w.iter_mut().enumerate() {
                         if from != to {
-                            let (adm, dem) = pending[from];
-                            w[to].apply_remote(adm, dem, false, now);
+                            wt.apply_remote(adm, dem, false, now);
                         }
                     }
                 }

@@ -6,7 +6,7 @@
 //! has something to report and drain their inbox once per round. The hub sleeps until a report
 //! comes: with no rate limit in use and no Redis it never wakes (a tick every gossip interval had
 //! cost 3 % of a busy worker's core at 1,000 connections, by preempting it 200 times a second;
-//! bench/HISTORY.md). With Redis it also wakes every gossip interval, to flush this node's deltas
+//! docs/decisions/0015-gossip-hub-sleeps.md). With Redis it also wakes every gossip interval, to flush this node's deltas
 //! and to notice a lost link. When Redis is unreachable the node keeps limiting with
 //! its own (gossiped between its workers) view, says so in `/hello` and the metrics, and rejoins
 //! when Redis returns. Must not: block a worker; lose a worker's report silently (a full queue is

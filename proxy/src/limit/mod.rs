@@ -1,4 +1,4 @@
-//! Rate limiting with per-core token buckets whose counters are gossiped (DESIGN.md section 5).
+//! Rate limiting with per-core token buckets whose counters are gossiped (docs/rate-limits.md).
 //!
 //! Each worker owns a [`Limiter`]: buckets by limit key, decided locally with no lock and no
 //! network wait ([`bucket`] has the arithmetic). Every `[limits] gossip_interval_ms` a worker

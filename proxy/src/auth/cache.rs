@@ -9,7 +9,7 @@
 use std::hash::Hash;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -76,7 +76,7 @@ pub(crate) struct SessionEntry {
     pub session: Arc<Session>,
     /// Grant built for snapshot generation `.0`.
     pub grant: Option<(u64, Result<Arc<Grant>, GrantError>)>,
-    fetched: Instant,
+    fetched: Duration,
 }
 
 type SessionRef<'a> =
@@ -101,17 +101,19 @@ pub struct WorkerAuth {
     /// Sessions by key hash (store answered with a session).
     sessions: Scan<KeyHash, SessionEntry>,
     /// Key hashes the store did not know, and when it said so.
-    unknown: Scan<KeyHash, Instant>,
+    unknown: Scan<KeyHash, Duration>,
     invalidations: crossbeam_channel::Receiver<Invalidation>,
     pub(crate) jwt: VerifiedCache,
     /// Policy-set text (claim value or "" for the defaults) -> grant, per API and generation.
     pub(crate) jwt_grants: ahash::AHashMap<(u64, u32, String), Result<Arc<Grant>, GrantError>>,
     /// Basic-auth credentials verified: digest -> when.
-    basic: Scan<[u8; 32], Instant>,
+    basic: Scan<[u8; 32], Duration>,
     /// Basic-auth credentials refused: digest -> when.
-    basic_refused: Scan<[u8; 32], Instant>,
+    basic_refused: Scan<[u8; 32], Duration>,
     /// Quota blocks reserved by this worker.
     pub quotas: crate::limit::quota::QuotaLeases,
+    /// The time, as the caller last set it ([`WorkerAuth::set_clock`]): `auth` reads no clock.
+    now: Duration,
 }
 
 impl WorkerAuth {
@@ -127,7 +129,15 @@ impl WorkerAuth {
             basic: scan_cache(limits.capacity),
             basic_refused: scan_cache(negative),
             quotas: Default::default(),
+            now: Duration::ZERO,
         }
+    }
+
+    /// Sets the time the cache entries' ages are measured against: any monotonic time since a
+    /// fixed origin of the caller's (the data plane passes the request's start since its
+    /// worker started). Time never goes backwards here: an earlier value is ignored.
+    pub fn set_clock(&mut self, now: Duration) {
+        self.now = self.now.max(now);
     }
 
     /// Caches with no control plane behind them (benchmarks, tests): sessions only arrive
@@ -156,11 +166,11 @@ impl WorkerAuth {
 
     pub(crate) fn session(&mut self, hash: &KeyHash) -> Cached<'_> {
         self.drain_invalidations();
-        let now = Instant::now();
+        let now = self.now;
         // Freshness is checked with a peek (it does not count as a use), then the entry is
         // taken with a use: two probes, as before, and no entry outlives its TTL.
         match self.sessions.peek(hash) {
-            Some(e) if now.duration_since(e.fetched) < self.limits.session_ttl => {
+            Some(e) if now.saturating_sub(e.fetched) < self.limits.session_ttl => {
                 return match self.sessions.get_mut(hash) {
                     Some(e) => Cached::Hit(e),
                     None => Cached::Miss,
@@ -173,7 +183,7 @@ impl WorkerAuth {
             None => {}
         }
         match self.unknown.get(hash) {
-            Some(at) if now.duration_since(*at) < self.limits.negative_ttl => Cached::Unknown,
+            Some(at) if now.saturating_sub(*at) < self.limits.negative_ttl => Cached::Unknown,
             Some(_) => {
                 self.unknown.remove(hash);
                 Cached::Miss
@@ -185,7 +195,7 @@ impl WorkerAuth {
     /// Stores what the key store answered for `hash` (`None`: no such key).
     pub fn insert_session(&mut self, hash: KeyHash, session: Option<Arc<Session>>) {
         self.drain_invalidations();
-        let now = Instant::now();
+        let now = self.now;
         match session {
             Some(session) => {
                 self.unknown.remove(&hash);
@@ -207,15 +217,15 @@ impl WorkerAuth {
     /// refused within the negative TTL (so repeated wrong passwords do not cost a bcrypt each),
     /// `None` not checked yet.
     pub(crate) fn basic_checked(&mut self, digest: &[u8; 32]) -> Option<bool> {
-        let now = Instant::now();
+        let now = self.now;
         if let Some(at) = self.basic.get(digest).copied() {
-            if now.duration_since(at) < self.limits.session_ttl {
+            if now.saturating_sub(at) < self.limits.session_ttl {
                 return Some(true);
             }
             self.basic.remove(digest);
         }
         let at = self.basic_refused.get(digest).copied()?;
-        if now.duration_since(at) < self.limits.negative_ttl {
+        if now.saturating_sub(at) < self.limits.negative_ttl {
             Some(false)
         } else {
             self.basic_refused.remove(digest);
@@ -225,7 +235,7 @@ impl WorkerAuth {
 
     /// Remembers the outcome of a password check (done off the worker).
     pub fn remember_password_check(&mut self, digest: [u8; 32], ok: bool) {
-        let now = Instant::now();
+        let now = self.now;
         if ok {
             self.basic_refused.remove(&digest);
             self.basic.insert(digest, now);

@@ -254,6 +254,7 @@ async fn exchange(
     let routed = loop {
         let prepared = {
             let mut auth = worker.auth.borrow_mut();
+            auth.set_clock(started.saturating_duration_since(worker.epoch));
             let mut limiter = worker.limiter.borrow_mut();
             http::prepare_request(
                 bufs.client.data(),
@@ -999,7 +1000,9 @@ async fn resolve(worker: &Worker, need: http::Need) -> Result<(), (&'static str,
         http::Need::Key(hash) => {
             worker.stats.borrow_mut().key_lookups += 1;
             let session = worker.keys.fetch(hash).await.map_err(|e| ("key store unavailable", e.to_string()))?;
-            worker.auth.borrow_mut().insert_session(hash, session);
+            let mut auth = worker.auth.borrow_mut();
+            auth.set_clock(worker.epoch.elapsed());
+            auth.insert_session(hash, session);
         }
         http::Need::Password(check) => {
             let digest = check.digest;
@@ -1008,7 +1011,9 @@ async fn resolve(worker: &Worker, need: http::Need) -> Result<(), (&'static str,
                 .check_password(check)
                 .await
                 .map_err(|e| ("authentication temporarily unavailable", e.to_string()))?;
-            worker.auth.borrow_mut().remember_password_check(digest, ok);
+            let mut auth = worker.auth.borrow_mut();
+            auth.set_clock(worker.epoch.elapsed());
+            auth.remember_password_check(digest, ok);
         }
         http::Need::Quota(quota) => {
             let r = worker

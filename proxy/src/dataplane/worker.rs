@@ -68,6 +68,8 @@ pub(crate) struct Worker {
     /// Request bodies each client IP is streaming to an upstream now (see
     /// `conn::StreamingBody`); entries go when their count drops to zero.
     pub streaming_bodies: RefCell<std::collections::HashMap<std::net::IpAddr, u32>>,
+    /// When the worker started: the origin of the clock it passes to `auth` (which reads none).
+    pub epoch: Instant,
 }
 
 impl Worker {
@@ -260,6 +262,7 @@ pub(super) fn spawn(
             analytics: RefCell::new(crate::analytics::Recorder::new(analytics)),
             splice: super::splice::Splicer::default(),
             streaming_bodies: RefCell::default(),
+            epoch: Instant::now(),
         });
         run_on_driver(worker, driver, listener);
     })?;

@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use portcullis::config::{load_snapshot, Config, Snapshot};
+use portcullis::config::{Config, Snapshot};
+use portcullis::control::load_snapshot;
 
 /// A snapshot with `n` keyless APIs at `/api{i}/v1` (plus a domain API every 10th).
 pub fn snapshot_with_apis(n: usize) -> Snapshot {

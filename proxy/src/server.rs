@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::bans::{BanManager, BanSink};
-use crate::config::{load_config, load_snapshot, CliOverrides, Config, ConfigError, EbpfMode};
+use crate::config::{load_config, CliOverrides, Config, ConfigError, EbpfMode};
+use crate::control::load_snapshot;
 use crate::control::{serve_admin, ControlState, Reloader};
 use crate::dataplane::{self, Shared, Shutdown};
 

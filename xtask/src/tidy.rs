@@ -75,6 +75,11 @@ mod tests {
             ),
             ("proxy/src/dataplane", &["tokio"], "the data plane never awaits a tokio future"),
             (
+                "proxy/src/config",
+                &["crate::dataplane", "crate::control", "crate::keystore", "ureq", "TcpStream"],
+                "config turns files into a snapshot: no network I/O, no dependency on the planes that use it",
+            ),
+            (
                 "proxy/src/dataplane",
                 &["redis::", "aya::", "crate::ebpf"],
                 "only the control plane talks to Redis or the store, and writes the XDP maps",

@@ -270,6 +270,10 @@ pub struct ProxyConfig {
     pub drain_timeout_ms: u64,
 }
 
+/// Most headers `[proxy] max_headers` may allow in one head (the data plane sizes its header
+/// table by it).
+pub const MAX_HEADERS: usize = 128;
+
 /// Most workers `[proxy] workers` may ask for. Each worker is a thread pinned to a CPU with its
 /// own listener, io_uring ring and caches; more workers than CPUs only share cores, and a typo
 /// (`workers = 100000`) would exhaust threads, file descriptors and memory at start.
@@ -581,12 +585,12 @@ impl Config {
                 errs.push(ConfigError::new(path, field, "0", "must be greater than 0"));
             }
         }
-        if p.max_headers > crate::dataplane::http::MAX_HEADERS {
+        if p.max_headers > MAX_HEADERS {
             errs.push(ConfigError::new(
                 path,
                 "proxy.max_headers",
                 p.max_headers.to_string(),
-                format!("must be at most {}", crate::dataplane::http::MAX_HEADERS),
+                format!("must be at most {}", MAX_HEADERS),
             ));
         }
         if p.buffer_size < 1024 {

@@ -13,9 +13,9 @@ mod tyk_auth;
 pub use env::apply_env_overrides;
 pub use file::{
     AdminConfig, AnalyticsConfig, AnalyticsSink, AppsConfig, AuthConfig, Config, EbpfConfig, EbpfMode, IoDriver,
-    LogConfig, ProxyConfig, StorageConfig,
+    LogConfig, ProxyConfig, StorageConfig, MAX_HEADERS,
 };
-pub use snapshot::{load_snapshot, load_snapshot_with, Snapshot};
+pub use snapshot::{load_snapshot_with, Snapshot};
 pub use tyk::{ApiSpec, Target};
 pub use tyk_auth::JwksFetch;
 

@@ -27,12 +27,9 @@ pub struct Snapshot {
 }
 
 /// Loads `apps/*.json` and the policies file named by `config`. Invalid APIs are left out and
-/// their errors returned alongside the snapshot of the valid ones.
-pub fn load_snapshot(config: Config, generation: u64) -> (Snapshot, Vec<ConfigError>) {
-    load_snapshot_with(config, generation, &crate::control::jwks::http_fetch)
-}
-
-/// As [`load_snapshot`], with the JWKS fetcher given (tests pass their own).
+/// their errors returned alongside the snapshot of the valid ones. JWKS documents named by the
+/// definitions are fetched with `fetch`: config does no network I/O of its own (the control
+/// plane passes `control::jwks::http_fetch`, tests their own).
 pub fn load_snapshot_with(config: Config, generation: u64, fetch: JwksFetch<'_>) -> (Snapshot, Vec<ConfigError>) {
     let mut errs = Vec::new();
     let mut apis: Vec<ApiSpec> = Vec::new();

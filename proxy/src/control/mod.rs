@@ -16,6 +16,15 @@ pub use admin::serve_admin;
 pub use metrics::render_metrics;
 pub use reload::{ReloadOutcome, Reloader};
 
+/// Loads the snapshot `config` names, fetching JWKS documents over HTTP (see
+/// [`crate::config::load_snapshot_with`]).
+pub fn load_snapshot(
+    config: crate::config::Config,
+    generation: u64,
+) -> (crate::config::Snapshot, Vec<crate::config::ConfigError>) {
+    crate::config::load_snapshot_with(config, generation, &jwks::http_fetch)
+}
+
 use std::sync::Arc;
 use std::time::Instant;
 

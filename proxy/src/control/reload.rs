@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::config::{load_config, load_snapshot, CliOverrides, ConfigError, Snapshot};
+use super::load_snapshot;
+use crate::config::{load_config, CliOverrides, ConfigError, Snapshot};
 
 /// Result of one reload attempt.
 #[derive(Debug, Clone)]

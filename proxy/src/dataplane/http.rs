@@ -19,8 +19,8 @@ use crate::router::ApiIndex;
 
 use super::error::{ErrorKind, ProxyError, Result};
 
-/// Upper bound on headers per head; `proxy.max_headers` may lower it.
-pub const MAX_HEADERS: usize = 128;
+// Upper bound on headers per head; `proxy.max_headers` may lower it.
+use crate::config::MAX_HEADERS;
 
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

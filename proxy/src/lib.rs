@@ -20,6 +20,7 @@ pub mod digits;
 pub mod ebpf;
 pub mod keystore;
 pub mod limit;
+pub mod path_rule;
 pub mod ratelog;
 pub mod router;
 pub mod server;

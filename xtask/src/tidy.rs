@@ -85,6 +85,7 @@ mod tests {
                 "only the control plane talks to Redis or the store, and writes the XDP maps",
             ),
             ("proxy/src/auth", &["redis::", "aya::"], "only the control plane talks to Redis"),
+            ("proxy/src/limit", &["crate::auth"], "limits do not depend on auth (auth uses limits)"),
             (
                 "proxy/src/dataplane/http.rs",
                 &["monoio", "TcpStream", "std::fs", "std::net::UdpSocket"],

@@ -120,22 +120,7 @@ pub struct HmacSpec {
     pub clock_skew_ms: f64,
 }
 
-/// A path rule of `white_list` / `black_list` / `ignored` / `transform_headers`.
-#[derive(Debug, Clone)]
-pub struct PathRule {
-    /// Matched from the start of the path below the listen path (Tyk's `{name}` segments become
-    /// `[^/]+`).
-    pub pattern: regex::Regex,
-    /// Upper case; empty: any method.
-    pub methods: Vec<String>,
-}
-
-impl PathRule {
-    pub fn matches(&self, method: &str, rel_path: &str) -> bool {
-        (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
-            && self.pattern.is_match(rel_path)
-    }
-}
+pub use crate::path_rule::PathRule;
 
 /// One `transform_headers` entry.
 #[derive(Debug, Clone)]

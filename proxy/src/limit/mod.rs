@@ -51,7 +51,7 @@ pub struct ApiLimits {
     /// `ip_rate_limit` (or `[limits] ip_rate`): per client IP.
     pub ip: Option<Rate>,
     /// `extended_paths.rate_limit`: per identity (per API when keyless) on matching requests.
-    pub endpoints: Vec<(crate::auth::PathRule, Rate)>,
+    pub endpoints: Vec<(crate::path_rule::PathRule, Rate)>,
 }
 
 impl ApiLimits {

@@ -40,13 +40,8 @@ fn wait_records(path: &Path, n: usize) -> Vec<Value> {
     }
 }
 
-fn metric(p: &Proxy, name: &str) -> f64 {
-    p.metrics()
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1.0)
+fn metric(p: &Proxy, series: &str) -> f64 {
+    portcullis_tests::metrics::value(&p.metrics(), series).unwrap_or(-1.0)
 }
 
 #[test]

@@ -19,8 +19,8 @@ fn builder() -> ProxyBuilder {
     ProxyBuilder::new(env!("CARGO_BIN_EXE_portcullis"))
 }
 
-fn metric(p: &Proxy, name: &str) -> f64 {
-    p.metrics().lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
+fn metric(p: &Proxy, series: &str) -> f64 {
+    portcullis_tests::metrics::value(&p.metrics(), series).unwrap_or(0.0)
 }
 
 /// GET through a fresh connection; `None` if the connection cannot be made or is cut.

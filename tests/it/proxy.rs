@@ -38,8 +38,8 @@ fn wait_metrics(p: &Proxy, pred: impl Fn(&str) -> bool) -> String {
     }
 }
 
-fn metric_value(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(name_and_labels).and_then(|v| v.trim().parse().ok()))
+fn metric_value(text: &str, series: &str) -> Option<f64> {
+    portcullis_tests::metrics::value(text, series)
 }
 
 #[test]

@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::procstat::{parse_cpu_times, CpuTimes};
+use crate::workload::{jwt_api, policy};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
@@ -221,25 +223,6 @@ const STEAL_PCT: f64 = 2.0;
 /// waits about 1 % of a `small` run and 3.5 % of a `gateway` run with nothing else there, and
 /// 10-12 % next to a `nice 10` busy loop.
 const WAIT_PCT: f64 = 5.0;
-
-/// One CPU's counters from `/proc/stat`, in clock ticks.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(crate) struct CpuTimes {
-    steal: u64,
-    /// Time the CPU was running anything: user, nice, system, irq and softirq.
-    pub(crate) busy: u64,
-    /// Every field (user nice system idle iowait irq softirq steal).
-    total: u64,
-}
-
-/// The `cpuN` line of a `/proc/stat` text.
-pub(crate) fn parse_cpu_times(stat: &str, cpu: &str) -> Option<CpuTimes> {
-    let line = stat.lines().find(|l| l.split_whitespace().next() == Some(&format!("cpu{cpu}")[..]))?;
-    let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().ok()).collect::<Option<_>>()?;
-    // guest and guest_nice (fields 9 and 10) are already counted in user and nice.
-    let get = |i: usize| f.get(i).copied().unwrap_or(0);
-    Some(CpuTimes { steal: get(7), busy: [0, 1, 2, 5, 6].map(get).iter().sum(), total: (0..8).map(get).sum() })
-}
 
 /// Steal counters of the proxy's and the load generator's CPUs.
 fn read_cpu_times() -> Option<(CpuTimes, CpuTimes)> {
@@ -533,27 +516,6 @@ fn haproxy_cfg(bufsize: Option<u32>) -> String {
         "global\n  nbthread 1\n  maxconn 4000\n{tune}\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  http-reuse always\n\n\
          frontend f\n  bind 127.0.0.1:{}\n  default_backend b\n\nbackend b\n  server s1 127.0.0.1:{UPSTREAM_PORT}\n",
         Target::Haproxy.port()
-    )
-}
-
-/// A Tyk API definition behind JWT (HS256 with the base64 secret `secret_b64`) that injects the
-/// `sub` claim as `X-User`, strips the Authorization header and grants `policy` to every token,
-/// proxying `listen_path` (stripped) to `upstream` (`host:port`). The gateway scenario's API,
-/// and the PGO training's (pgo.rs).
-pub(crate) fn jwt_api(id: &str, listen_path: &str, secret_b64: &str, policy: &str, upstream: &str) -> String {
-    format!(
-        r#"{{"api_id": "{id}", "name": "{id}", "active": true, "enable_jwt": true, "jwt_signing_method": "hmac",
-            "jwt_source": "{secret_b64}", "jwt_identity_base_field": "sub", "jwt_default_policies": ["{policy}"],
-            "enable_context_vars": true, "strip_auth_data": true,
-            "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default", "global_headers": {{"X-User": "$tyk_context.jwt_claims_sub"}}}}}}}},
-            "proxy": {{"listen_path": "{listen_path}", "target_url": "http://{upstream}/", "strip_listen_path": true}}}}"#
-    )
-}
-
-/// A policies file with one policy granting `api` at a rate too high to reject anything.
-pub(crate) fn policy(name: &str, api: &str) -> String {
-    format!(
-        r#"{{"{name}": {{"rate": 1000000, "per": 1, "quota_max": -1, "access_rights": {{"{api}": {{"api_id": "{api}", "versions": ["Default"]}}}}}}}}"#
     )
 }
 

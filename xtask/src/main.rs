@@ -30,10 +30,12 @@ mod docs;
 mod ebpf;
 mod forward;
 mod pgo;
+mod procstat;
 mod tidy;
 #[cfg(test)]
 mod vendored;
 mod wake_cost;
+mod workload;
 
 /// The cargo that runs xtask, without the variables `cargo run` set for xtask itself. Left in,
 /// `CARGO_MANIFEST_DIR=.../xtask` reaches the build scripts of the nested build, and one that

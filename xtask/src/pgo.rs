@@ -230,9 +230,9 @@ fn write_config(work: &Path, port: u16, admin: u16, upstream: SocketAddr) -> Res
     let upstream = upstream.to_string();
     std::fs::write(
         work.join("apps/jwt.json"),
-        crate::bench::jwt_api("jwt", "/jwt/", "dHJhaW4tc2VjcmV0", "p", &upstream),
+        crate::workload::jwt_api("jwt", "/jwt/", "dHJhaW4tc2VjcmV0", "p", &upstream),
     )?;
-    std::fs::write(work.join("apps/policies.json"), crate::bench::policy("p", "jwt"))?;
+    std::fs::write(work.join("apps/policies.json"), crate::workload::policy("p", "jwt"))?;
     std::fs::write(
         work.join("portcullis.toml"),
         format!(

@@ -86,6 +86,12 @@ mod tests {
             ),
             ("proxy/src/auth", &["redis::", "aya::"], "only the control plane talks to Redis"),
             ("proxy/src/limit", &["crate::auth"], "limits do not depend on auth (auth uses limits)"),
+            ("proxy/src/config/tyk_auth.rs", &["super::tyk::"], "tyk.rs uses tyk_auth.rs, not the other way round"),
+            (
+                "proxy/src/control/keys.rs",
+                &["super::admin"],
+                "the admin API routes to the key API, not the other way round",
+            ),
             (
                 "proxy/src/dataplane/http.rs",
                 &["monoio", "TcpStream", "std::fs", "std::net::UdpSocket"],

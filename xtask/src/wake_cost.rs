@@ -40,7 +40,7 @@ fn thread_cpu_us() -> f64 {
 /// CPU 1's busy clock ticks (user nice system irq softirq) from `/proc/stat`.
 fn cpu1_busy_ticks() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    crate::bench::parse_cpu_times(&stat, "1").map(|c| c.busy)
+    crate::procstat::parse_cpu_times(&stat, "1").map(|c| c.busy)
 }
 
 struct Row {

@@ -166,9 +166,29 @@ pub fn load_config_with_env(
     Ok(cfg)
 }
 
+/// A JSON value as an error message quotes it: at most 80 characters (cut on a character
+/// boundary, so a long non-ASCII value cannot panic the loader).
+pub(crate) fn brief(v: &serde_json::Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 80 {
+        format!("{}...", s.chars().take(77).collect::<String>())
+    } else {
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Quoting a long value cut inside a multi-byte character panicked the loader.
+    #[test]
+    fn brief_cuts_long_values_on_character_boundaries() {
+        let v = serde_json::Value::String(format!("a{}", "é".repeat(100)));
+        let b = brief(&v);
+        assert!(b.ends_with("...") && b.chars().count() == 80, "{b}");
+        assert_eq!(brief(&serde_json::json!(1)), "1");
+    }
 
     #[test]
     fn read_file_takes_regular_files_only_and_caps_the_size() {

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::auth::ApiAuth;
 
+use super::brief;
 use super::tyk_auth::{parse_auth, JwksFetch};
 use super::ConfigError;
 
@@ -128,15 +129,6 @@ fn truthy(v: &Value) -> bool {
 
 /// Extended-path middleware Portcullis implements.
 const SUPPORTED_EXTENDED: &[&str] = &["ignored", "white_list", "black_list", "transform_headers", "rate_limit"];
-
-pub(super) fn brief(v: &Value) -> String {
-    let s = v.to_string();
-    if s.len() > 80 {
-        format!("{}...", &s[..77])
-    } else {
-        s
-    }
-}
 
 /// Outcome of parsing one definition file.
 #[derive(Debug)]

@@ -53,13 +53,13 @@ impl Cx<'_> {
                 for (i, v) in a.iter().enumerate() {
                     match v.as_str() {
                         Some(s) => out.push(s.to_string()),
-                        None => self.err(&format!("{}[{i}]", dotted(ptr)), super::tyk::brief(v), "must be a string"),
+                        None => self.err(&format!("{}[{i}]", dotted(ptr)), super::brief(v), "must be a string"),
                     }
                 }
                 out
             }
             Some(v) => {
-                let b = super::tyk::brief(&v);
+                let b = super::brief(&v);
                 self.err(&dotted(ptr), b, "must be a list of strings");
                 Vec::new()
             }
@@ -72,7 +72,7 @@ impl Cx<'_> {
             Some(v) => match v.as_f64() {
                 Some(n) => n,
                 None => {
-                    let b = super::tyk::brief(&v);
+                    let b = super::brief(&v);
                     self.err(&dotted(ptr), b, "must be a number");
                     0.0
                 }
@@ -192,13 +192,11 @@ pub(super) fn parse_auth(
                                 Some(_) => {
                                     cx.err(&format!("{}.{k}", dotted(&ptr)), k.clone(), "not a valid header name")
                                 }
-                                None => {
-                                    cx.err(&format!("{}.{k}", dotted(&ptr)), super::tyk::brief(val), "must be a string")
-                                }
+                                None => cx.err(&format!("{}.{k}", dotted(&ptr)), super::brief(val), "must be a string"),
                             }
                         }
                     }
-                    None => cx.err(&dotted(&ptr), super::tyk::brief(&m), "must be an object of header -> value"),
+                    None => cx.err(&dotted(&ptr), super::brief(&m), "must be an object of header -> value"),
                 }
             }
             let ptr = format!("{base}/global_headers_remove");
@@ -367,14 +365,14 @@ fn for_each_path_entry(cx: &mut Cx<'_>, ptr: &str, mut each: impl FnMut(&mut Cx<
         return;
     };
     let Some(items) = items.as_array() else {
-        let b = super::tyk::brief(&items);
+        let b = super::brief(&items);
         cx.err(&dotted(ptr), b, "must be a list");
         return;
     };
     for (i, e) in items.iter().enumerate() {
         let field = format!("{}[{i}]", dotted(ptr));
         let Some(path) = e.get("path").and_then(Value::as_str) else {
-            cx.err(&format!("{field}.path"), super::tyk::brief(e), "is required");
+            cx.err(&format!("{field}.path"), super::brief(e), "is required");
             continue;
         };
         if let Some(rule) = path_rule(cx, &field, path, entry_methods(e)) {
@@ -401,7 +399,7 @@ fn transform_headers(cx: &mut Cx<'_>, ptr: &str, context_vars: bool, t: &mut Tra
                     Some(s) if valid_header_name(k) => add.push((k.clone(), Template::parse(s, context_vars))),
                     _ => cx.err(
                         &format!("{field}.add_headers.{k}"),
-                        super::tyk::brief(v),
+                        super::brief(v),
                         "must be a string value for a valid header name",
                     ),
                 }
@@ -420,7 +418,7 @@ fn rate_of(cx: &mut Cx<'_>, field: &str, v: &Value) -> Option<crate::limit::Rate
     match crate::limit::Rate::new(rate, per, 1.0) {
         Some(r) => Some(r),
         None => {
-            cx.err(field, super::tyk::brief(v), "rate and per must be positive numbers");
+            cx.err(field, super::brief(v), "rate and per must be positive numbers");
             None
         }
     }
@@ -453,7 +451,7 @@ pub(super) fn parse_limits(
             );
             for_each_path_entry(&mut cx, &ptr, |cx, field, e, rule| match rate_of(cx, field, e) {
                 Some(r) => l.endpoints.push((rule, r)),
-                None => cx.err(field, super::tyk::brief(e), "rate and per are required"),
+                None => cx.err(field, super::brief(e), "rate and per are required"),
             });
         }
     }

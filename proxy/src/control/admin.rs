@@ -18,6 +18,8 @@ use super::{render_metrics, ControlState, ReloadOutcome};
 
 type Resp = Response<Full<Bytes>>;
 
+use super::json_response;
+
 /// Accepts admin connections until the listener fails (the runtime ends it on shutdown).
 pub async fn serve_admin(listener: tokio::net::TcpListener, state: Arc<ControlState>) {
     loop {
@@ -49,13 +51,6 @@ pub async fn serve_admin(listener: tokio::net::TcpListener, state: Arc<ControlSt
             }
         });
     }
-}
-
-pub(super) fn json_response(status: StatusCode, body: serde_json::Value) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
-    r
 }
 
 fn authorised(state: &ControlState, req: &Request<Incoming>) -> Result<(), Resp> {

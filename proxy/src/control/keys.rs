@@ -21,7 +21,7 @@ use super::ControlState;
 type Resp = Response<Full<Bytes>>;
 
 fn reply(status: StatusCode, body: serde_json::Value) -> Resp {
-    super::admin::json_response(status, body)
+    super::json_response(status, body)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Resp {

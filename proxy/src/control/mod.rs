@@ -16,6 +16,17 @@ pub use admin::serve_admin;
 pub use metrics::render_metrics;
 pub use reload::{ReloadOutcome, Reloader};
 
+/// A JSON response with `status` (the admin API and the Tyk key API answer this way).
+pub(crate) fn json_response(
+    status: hyper::StatusCode,
+    body: serde_json::Value,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    r
+}
+
 /// Loads the snapshot `config` names, fetching JWKS documents over HTTP (see
 /// [`crate::config::load_snapshot_with`]).
 pub fn load_snapshot(

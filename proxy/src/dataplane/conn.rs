@@ -235,6 +235,8 @@ async fn respond_error(worker: &Worker, client: &mut TcpStream, out: &mut Vec<u8
     let _ = started;
 }
 
+/// One exchange, in three steps: the request (head, route, rules, auth, limits, the body when
+/// it is small), forwarding it upstream, and the response.
 async fn exchange(
     worker: &Worker,
     snap: &Arc<Snapshot>,
@@ -244,6 +246,54 @@ async fn exchange(
     client_addr: std::net::IpAddr,
     started: Instant,
 ) -> Result<Next, Failure> {
+    let ex = Ex { worker, snap, started };
+    let req = match request(&ex, client, bufs, client_ip, client_addr).await? {
+        Step::Answered(next) => return Ok(next),
+        Step::Forward(req) => req,
+    };
+    let fwd = forward(&ex, client, bufs, &req).await?;
+    respond(&ex, client, bufs, &req, fwd).await
+}
+
+/// What the steps of one exchange share.
+struct Ex<'a> {
+    worker: &'a Worker,
+    snap: &'a Arc<Snapshot>,
+    /// When the exchange began (its first byte was there).
+    started: Instant,
+}
+
+/// After the request step: answered already (a local reply), or a request to forward.
+enum Step<'w> {
+    Answered(Next),
+    Forward(Request<'w>),
+}
+
+/// A routed request whose upstream head is in `bufs.x.req_head` and whose body, when small, is
+/// in the client buffer.
+struct Request<'w> {
+    routed: http::Routed,
+    clock: Option<body::BodyClock>,
+    /// Held while a large body streams (see `StreamingBody`).
+    _streaming: Option<StreamingBody<'w>>,
+}
+
+impl Request<'_> {
+    fn meta(&self) -> &RequestMeta {
+        &self.routed.meta
+    }
+}
+
+/// Reads the request head, routes it and runs the rules, auth and limits on it (asking the
+/// control plane when a cache misses), then reads a small body whole.
+async fn request<'w>(
+    ex: &Ex<'w>,
+    client: &mut TcpStream,
+    bufs: &mut Bufs,
+    client_ip: &str,
+    client_addr: std::net::IpAddr,
+) -> Result<Step<'w>, Failure> {
+    let (worker, snap, started) = (ex.worker, ex.snap, ex.started);
     let cfg = &snap.config.proxy;
     let ctx = ClientCtx { client_ip, client_addr };
     let mut key_fetches = 0u32;
@@ -251,7 +301,7 @@ async fn exchange(
     // 1. Request head.
     let head_deadline = started + Duration::from_millis(cfg.header_read_timeout_ms);
     bufs.x.req_head.clear();
-    let routed = loop {
+    let mut routed = loop {
         let prepared = {
             let mut auth = worker.auth.borrow_mut();
             auth.set_clock(started.saturating_duration_since(worker.epoch));
@@ -297,6 +347,7 @@ async fn exchange(
                     started,
                 ))
                 .await
+                .map(Step::Answered)
             }
             Ok(Prepared::Denied { meta, api, denial }) => {
                 let api = &snap.apis[api as usize];
@@ -333,7 +384,8 @@ async fn exchange(
                     &extra,
                     started,
                 ))
-                .await;
+                .await
+                .map(Step::Answered);
             }
             Ok(Prepared::Need { meta, api, need }) => {
                 key_fetches += 1;
@@ -363,7 +415,8 @@ async fn exchange(
                             &[],
                             started,
                         ))
-                        .await;
+                        .await
+                        .map(Step::Answered);
                     }
                 }
             }
@@ -385,7 +438,6 @@ async fn exchange(
         }
     };
     let meta = routed.meta;
-    let routed = &routed;
     let api = &snap.apis[routed.api as usize];
     let target = &api.targets[routed.target];
     let facts = RecordCtx { api, host: &target.host_header, identity: routed.identity.as_ref(), tags: &routed.tags };
@@ -432,14 +484,34 @@ async fn exchange(
             }
         }
     }
-    let meta = RequestMeta { expect_continue, ..meta };
+    routed.meta.expect_continue = expect_continue;
+    Ok(Step::Forward(Request { routed, clock, _streaming }))
+}
+
+/// The upstream connection (under the target's slot) and the request on it, up to the
+/// response head: a pooled connection that fails before any response byte is retried once on a
+/// fresh one when the request had no body.
+async fn forward(
+    ex: &Ex<'_>,
+    client: &mut TcpStream,
+    bufs: &mut Bufs,
+    req: &Request<'_>,
+) -> Result<Forwarded, Failure> {
+    let (worker, snap, started) = (ex.worker, ex.snap, ex.started);
+    let cfg = &snap.config.proxy;
+    let routed = &req.routed;
+    let meta = *req.meta();
+    let clock = req.clock;
+    let api = &snap.apis[routed.api as usize];
+    let target = &api.targets[routed.target];
+    let done = |rec: &mut Vec<u8>, o: Outcome| record(worker, rec, &api.api_id, meta.method, started, o);
 
     // 2. Upstream connection and request. The slot (`upstream_max_connections`) is held until
     //    the exchange ends, so the connection it returns to the pool goes to the next waiter. A
     //    pooled connection that fails before any response byte is retried once on a fresh one,
     //    if the request body has not been sent yet.
     let wait = Duration::from_millis(cfg.upstream_queue_timeout_ms);
-    let _slot = match worker.pool.slot(target.addr, cfg.upstream_max_connections, wait).await {
+    let slot = match worker.pool.slot(target.addr, cfg.upstream_max_connections, wait).await {
         Ok((slot, waited)) => {
             if waited {
                 worker.stats.borrow_mut().upstream_queued += 1;
@@ -464,7 +536,7 @@ async fn exchange(
     // The upstream's share of the time, for the record (not measured when nothing is recorded).
     let up_started = (!bufs.x.record.is_empty()).then(Instant::now);
     let up_us = |t: Option<Instant>| t.map_or(0, |t| t.elapsed().as_micros() as u64);
-    let (mut up, head, body_bytes) = loop {
+    let (up, head, body_bytes) = loop {
         attempt += 1;
         let pooled = if attempt == 1 {
             // The exchange's start as "now": the idle limit is seconds, the request microseconds old.
@@ -511,6 +583,43 @@ async fn exchange(
         // A stale pooled connection: `req_head` is intact, try once more on a fresh one.
         tracing::debug!(upstream = %target.addr, "pooled upstream connection was closed; retrying on a new one");
     };
+    Ok(Forwarded { _slot: slot, up, head, body_bytes, up_started, head_read })
+}
+
+/// What forwarding leaves for the response step.
+struct Forwarded {
+    /// Held until the exchange ends, so the connection it returns to the pool goes to the next
+    /// waiter.
+    _slot: Option<upstream::Slot>,
+    up: Upstream,
+    head: ResponseHead,
+    /// Request body bytes sent.
+    body_bytes: u64,
+    /// When the upstream's share began (only measured when the exchange is recorded).
+    up_started: Option<Instant>,
+    /// The small head read used (see `splice`), if any.
+    head_read: Option<usize>,
+}
+
+/// The response: its head to the client and its body as `plan::plan_body` says, then the
+/// upstream connection back to the pool when it can be reused.
+async fn respond(
+    ex: &Ex<'_>,
+    client: &mut TcpStream,
+    bufs: &mut Bufs,
+    req: &Request<'_>,
+    fwd: Forwarded,
+) -> Result<Next, Failure> {
+    let (worker, snap, started) = (ex.worker, ex.snap, ex.started);
+    let cfg = &snap.config.proxy;
+    let routed = &req.routed;
+    let meta = *req.meta();
+    let api = &snap.apis[routed.api as usize];
+    let done = |rec: &mut Vec<u8>, o: Outcome| record(worker, rec, &api.api_id, meta.method, started, o);
+    let Forwarded { _slot, mut up, head, body_bytes, up_started, head_read } = fwd;
+    let up_us = |t: Option<Instant>| t.map_or(0, |t| t.elapsed().as_micros() as u64);
+    let splice_min = cfg.splice_min_body as u64;
+    let api_index = routed.api as usize;
 
     // 3. Response.
     let resp = head.meta;

@@ -70,6 +70,15 @@ impl Default for ChunkedScanner {
 }
 
 impl ChunkedScanner {
+    /// One more byte of a size or trailer line; `Err(too_long)` past [`MAX_CHUNK_LINE`].
+    fn count_line(&mut self, too_long: &'static str) -> Result<(), &'static str> {
+        self.line += 1;
+        if self.line > MAX_CHUNK_LINE {
+            return Err(too_long);
+        }
+        Ok(())
+    }
+
     /// Scans `input`, calling `data` with the range of every data span found.
     pub fn scan(&mut self, input: &[u8], mut data: impl FnMut(std::ops::Range<usize>)) -> Result<Scan, &'static str> {
         let mut i = 0;
@@ -99,10 +108,7 @@ impl ChunkedScanner {
                 // Whitespace is only allowed before an extension (RFC 9112 7.1.1, BWS before
                 // `;`): `5 6` is no size, and `5 ` CRLF is one that node refuses and nginx takes.
                 State::SizeWs => {
-                    self.line += 1;
-                    if self.line > MAX_CHUNK_LINE {
-                        return Err("chunk extension too long");
-                    }
+                    self.count_line("chunk extension too long")?;
                     match b {
                         b' ' | b'\t' => {}
                         b';' => self.state = State::ExtStart,
@@ -110,10 +116,7 @@ impl ChunkedScanner {
                     }
                 }
                 State::ExtStart => {
-                    self.line += 1;
-                    if self.line > MAX_CHUNK_LINE {
-                        return Err("chunk extension too long");
-                    }
+                    self.count_line("chunk extension too long")?;
                     match b {
                         b' ' | b'\t' => {}
                         b if is_tchar(b) => self.state = State::Ext,
@@ -121,10 +124,7 @@ impl ChunkedScanner {
                     }
                 }
                 State::Ext => {
-                    self.line += 1;
-                    if self.line > MAX_CHUNK_LINE {
-                        return Err("chunk extension too long");
-                    }
+                    self.count_line("chunk extension too long")?;
                     if b == b'\r' {
                         self.state = State::SizeLf;
                     } else if b == b'\n' {
@@ -183,10 +183,7 @@ impl ChunkedScanner {
                     }
                 }
                 State::TrailerName | State::TrailerValue => {
-                    self.line += 1;
-                    if self.line > MAX_CHUNK_LINE {
-                        return Err("trailer line too long");
-                    }
+                    self.count_line("trailer line too long")?;
                     match (self.state, b) {
                         (_, b'\r') if self.state == State::TrailerValue => self.state = State::TrailerLf,
                         (State::TrailerName, b':') => self.state = State::TrailerValue,

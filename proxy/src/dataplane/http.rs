@@ -299,6 +299,17 @@ fn framing<'b>(headers: &[httparse::Header<'b>]) -> Result<Framing<'b>> {
     Ok(f)
 }
 
+/// Request headers the proxy never copies upstream, on either path: hop-by-hop ones and those
+/// `Connection` names, the framing (rewritten by [`write_framing`]), `Host` (set by
+/// `write_proxy_headers`) and `Expect` (answered by the proxy).
+fn never_forwarded(n: &str, conn: &ConnTokens<'_>) -> bool {
+    is_hop_by_hop(n)
+        || is_framing(n)
+        || n.eq_ignore_ascii_case("host")
+        || n.eq_ignore_ascii_case("expect")
+        || conn.names(n)
+}
+
 /// `Content-Length` and `Transfer-Encoding`: never copied from a request head, but written
 /// once, normalised, by [`write_framing`].
 fn is_framing(name: &str) -> bool {
@@ -465,12 +476,7 @@ pub fn prepare_request(
     let mut has_request_id = false;
     for h in headers {
         let n = h.name;
-        if is_hop_by_hop(n)
-            || is_framing(n)
-            || n.eq_ignore_ascii_case("host")
-            || n.eq_ignore_ascii_case("expect")
-            || f.conn.names(n)
-        {
+        if never_forwarded(n, &f.conn) {
             continue;
         }
         if n.eq_ignore_ascii_case("x-forwarded-for") {
@@ -690,12 +696,7 @@ fn prepare_gateway(
     let mut xff: Option<&[u8]> = None;
     for h in r.headers {
         let n = h.name;
-        if is_hop_by_hop(n)
-            || is_framing(n)
-            || n.eq_ignore_ascii_case("host")
-            || n.eq_ignore_ascii_case("expect")
-            || r.xff_skip.names(n)
-        {
+        if never_forwarded(n, r.xff_skip) {
             continue;
         }
         if n.eq_ignore_ascii_case("x-forwarded-for") {

@@ -10,8 +10,7 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use portcullis::auth::jwt::{self, Family, KeySet, Skew, VerifiedCache};
 use portcullis::auth::token::CredentialSource;
 use portcullis::auth::{decide, hash_key, ApiAuth, DecideCtx, Decision, Policies, RequestView, Session, WorkerAuth};
-use portcullis::dataplane::http::{prepare_request, AuthCtx, ClientCtx, Prepared};
-use portcullis_bench::snapshot_from;
+use portcullis_bench::{prepare, snapshot_from, Prepared, Worker};
 
 const NOW: u64 = 1_800_000_000;
 const RSA_PRIV: &str = include_str!("../../tests/fixtures/rsa_private.pem");
@@ -49,7 +48,7 @@ fn bench(c: &mut Criterion) {
     w.insert_session(hash_key(key), Some(Arc::new(Session { rate: 100.0, per: 1.0, ..Default::default() })));
     let policies = Policies::default();
     let value = format!("Bearer {key}");
-    let headers = [httparse::Header { name: "Authorization", value: value.as_bytes() }];
+    let headers = portcullis_http1::HeaderList::new(&[("Authorization", value.as_bytes())]);
     c.bench_function("auth/key_lookup_cached", |b| {
         b.iter(|| {
             let view = RequestView {
@@ -57,7 +56,7 @@ fn bench(c: &mut Criterion) {
                 path: "/a/get",
                 rel_path: "/get",
                 query: "",
-                headers: black_box(&headers),
+                headers: black_box(headers.view()),
                 client_ip: [127, 0, 0, 1].into(),
             };
             let cx = DecideCtx { api_id: "a", api_index: 0, generation: 1, policies: &policies, now: NOW };
@@ -74,24 +73,13 @@ fn bench(c: &mut Criterion) {
     let req = format!(
         "GET /httpbin-jwt/get?foo=bar HTTP/1.1\r\nHost: gw.example.com\r\nUser-Agent: bench\r\nAccept: */*\r\nAuthorization: Bearer {hs}\r\n\r\n"
     );
-    let ctx = ClientCtx { client_ip: "203.0.113.9", client_addr: "203.0.113.9".parse().expect("ip") };
-    let mut w = WorkerAuth::detached(Default::default());
-    let mut limiter = portcullis::limit::Limiter::new(portcullis::limit::LimiterConfig { max_keys: 1000 });
+    let mut w = Worker::default();
     let mut out = Vec::with_capacity(1024);
     c.bench_function("request_head/gateway_jwt_cached", |b| {
         b.iter(|| {
             out.clear();
-            let r = prepare_request(
-                black_box(req.as_bytes()),
-                100,
-                &snap,
-                &ctx,
-                AuthCtx { auth: &mut w, limiter: &mut limiter, now: &|| NOW },
-                || *b"0123456789abcdef0123456789abcdef",
-                |_, _| 0,
-                &mut out,
-            );
-            assert!(matches!(r, Ok(Prepared::Routed(_))), "{r:?}");
+            let r = prepare(&snap, &mut w, black_box(req.as_bytes()), NOW, &mut out);
+            assert!(matches!(r, Prepared::Routed(_)), "{r:?}");
         })
     });
 }

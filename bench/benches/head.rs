@@ -4,11 +4,8 @@
 //! run on every response of an API whose bodies are spliced).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use portcullis::auth::WorkerAuth;
-use portcullis::dataplane::http::{
-    forwards_verbatim, prepare_request, prepare_response, AuthCtx, ClientCtx, Prepared, PreparedResponse,
-};
-use portcullis_bench::snapshot_with_apis;
+use portcullis_bench::{prepare, snapshot_with_apis, Prepared, Worker};
+use portcullis_http1::{forwards_verbatim, prepare_response, PreparedResponse};
 
 const REQUEST: &[u8] = b"GET /api5/v1/users/42?expand=true HTTP/1.1\r\nHost: gw.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/120.0\r\nAccept: application/json\r\nAccept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\nConnection: keep-alive\r\nCookie: session=abcdef0123456789; theme=dark\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n";
 /// nginx's head for a static 16 KiB file (the bench scenario `16k`): `Connection: keep-alive` is
@@ -18,51 +15,26 @@ const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 23 Nov 
 
 fn bench(c: &mut Criterion) {
     let snap = snapshot_with_apis(10);
-    let ctx = ClientCtx { client_ip: "203.0.113.9", client_addr: "203.0.113.9".parse().unwrap() };
-    let mut auth = WorkerAuth::detached(Default::default());
-    let mut limiter = portcullis::limit::Limiter::new(portcullis::limit::LimiterConfig { max_keys: 1000 });
+    let mut w = Worker::default();
     let mut out = Vec::with_capacity(1024);
     c.bench_function("request_head/parse_route_rewrite", |b| {
         b.iter(|| {
             out.clear();
-            let r = prepare_request(
-                black_box(REQUEST),
-                100,
-                &snap,
-                &ctx,
-                AuthCtx { auth: &mut auth, limiter: &mut limiter, now: &|| 0 },
-                || *b"0123456789abcdef0123456789abcdef",
-                |_, _| 0,
-                &mut out,
-            );
-            assert!(matches!(r, Ok(Prepared::Routed(_))));
+            let r = prepare(&snap, &mut w, black_box(REQUEST), 0, &mut out);
+            assert!(matches!(r, Prepared::Routed(_)));
         })
     });
-    let meta = {
-        out.clear();
-        match prepare_request(
-            REQUEST,
-            100,
-            &snap,
-            &ctx,
-            AuthCtx { auth: &mut auth, limiter: &mut limiter, now: &|| 0 },
-            || [b'0'; 32],
-            |_, _| 0,
-            &mut out,
-        ) {
-            Ok(Prepared::Routed(r)) => r.meta,
-            other => panic!("{other:?}"),
-        }
-    };
+    out.clear();
+    let Prepared::Routed(meta) = prepare(&snap, &mut w, REQUEST, 0, &mut out) else { panic!("not routed") };
     c.bench_function("response_head/parse_rewrite", |b| {
         b.iter(|| {
             out.clear();
-            let r = prepare_response(black_box(RESPONSE), 100, &meta, true, &Default::default(), &mut out);
+            let r = prepare_response(black_box(RESPONSE), 100, &meta, true, |_| {}, &mut out);
             assert!(matches!(r, Ok(PreparedResponse::Ready(_))));
         })
     });
     out.clear();
-    let file_meta = match prepare_response(FILE_RESPONSE, 100, &meta, true, &Default::default(), &mut out) {
+    let file_meta = match prepare_response(FILE_RESPONSE, 100, &meta, true, |_| {}, &mut out) {
         Ok(PreparedResponse::Ready(m)) => m,
         other => panic!("{other:?}"),
     };
@@ -74,12 +46,10 @@ fn bench(c: &mut Criterion) {
     // The canonical path every request gets: a path already canonical (nearly all) is one scan
     // and borrowed; one with dot segments and escapes is rewritten into a new string.
     c.bench_function("request_path/canonical_unchanged", |b| {
-        b.iter(|| portcullis::dataplane::path::canonical(black_box("/httpbin/anything/users/42/orders")).is_ok())
+        b.iter(|| portcullis_http1::path::canonical(black_box("/httpbin/anything/users/42/orders")).is_ok())
     });
     c.bench_function("request_path/canonical_rewritten", |b| {
-        b.iter(|| {
-            portcullis::dataplane::path::canonical(black_box("/httpbin//anything/./users/%34%32/../orders")).is_ok()
-        })
+        b.iter(|| portcullis_http1::path::canonical(black_box("/httpbin//anything/./users/%34%32/../orders")).is_ok())
     });
 }
 

@@ -46,3 +46,56 @@ pub fn snapshot_from(apps: &[(&str, String)], policies: &str) -> Snapshot {
     let _ = std::fs::remove_dir_all(&dir);
     snap
 }
+
+/// The worker state a request head needs on its way through the phases.
+pub struct Worker {
+    pub auth: portcullis::auth::WorkerAuth,
+    pub limiter: portcullis::limit::Limiter,
+    spans: Vec<portcullis_http1::HeaderSpan>,
+    path: String,
+}
+
+impl Default for Worker {
+    fn default() -> Self {
+        Worker {
+            auth: portcullis::auth::WorkerAuth::detached(Default::default()),
+            limiter: portcullis::limit::Limiter::new(portcullis::limit::LimiterConfig { max_keys: 1000 }),
+            spans: Vec::new(),
+            path: String::new(),
+        }
+    }
+}
+
+/// What a worker does with a request head before forwarding it: parse it once, then run the
+/// request phases (route, access, authenticate, quota, rate, transform, upstream head) with the
+/// clock at `now`; the upstream head goes to `out`. The outcome (routed, or why not).
+pub fn prepare(snap: &Snapshot, w: &mut Worker, req: &[u8], now: u64, out: &mut Vec<u8>) -> Prepared {
+    use portcullis::dataplane::phase::{start, ClientCtx, Env, Outcome};
+    let head = match portcullis_http1::parse_request(req, 100, &mut w.spans) {
+        Ok(Some(h)) => h,
+        Ok(None) => return Prepared::Partial,
+        Err(_) => return Prepared::Refused,
+    };
+    let view = head.view(req, &w.spans);
+    let ctx = ClientCtx { client_ip: "203.0.113.9", client_addr: [203, 0, 113, 9].into() };
+    let mut env = Env {
+        client: &ctx,
+        auth: &mut w.auth,
+        limiter: &mut w.limiter,
+        now: &|| now,
+        request_id: &|| *b"0123456789abcdef0123456789abcdef",
+        pick: &|_, _| 0,
+    };
+    match start(&view, snap, &mut w.path, &mut env, out) {
+        Ok((_, Outcome::Routed(r))) => Prepared::Routed(r.meta),
+        Ok(_) | Err(_) => Prepared::Refused,
+    }
+}
+
+/// See [`prepare`].
+#[derive(Debug)]
+pub enum Prepared {
+    Partial,
+    Routed(portcullis_http1::RequestMeta),
+    Refused,
+}

@@ -16,7 +16,6 @@ pub mod bans;
 pub mod config;
 pub mod control;
 pub mod dataplane;
-pub mod digits;
 pub mod ebpf;
 pub mod keystore;
 pub mod limit;

@@ -108,7 +108,7 @@ impl Recorder {
                 self.identity_keys.clear();
             }
             let digest: [u8; 32] = sha2::Sha256::digest(id.as_bytes()).into();
-            self.identity_keys.insert(id.into(), crate::digits::hex64(&digest));
+            self.identity_keys.insert(id.into(), portcullis_http1::digits::hex64(&digest));
         }
         self.identity_keys.get(id).and_then(|h| std::str::from_utf8(h).ok()).unwrap_or_default()
     }

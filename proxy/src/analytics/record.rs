@@ -9,7 +9,7 @@
 //! and `latency` are whole milliseconds as in Tyk, `request_time_us` the same in microseconds.
 
 use super::clock::WallTime;
-use crate::digits::push_u64;
+use portcullis_http1::digits::push_u64;
 
 /// What a record says about the request, known once it is routed and decided.
 pub struct RequestFacts<'a> {

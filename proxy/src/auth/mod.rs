@@ -45,7 +45,7 @@ pub fn hash_key(key: &str) -> KeyHash {
 
 /// Lower-case hex of a hash.
 pub fn hex(h: &KeyHash) -> String {
-    crate::digits::hex64(h).iter().map(|&b| b as char).collect()
+    portcullis_http1::digits::hex64(h).iter().map(|&b| b as char).collect()
 }
 
 /// Parses 64 hex digits.
@@ -217,7 +217,7 @@ pub struct RequestView<'a> {
     pub rel_path: &'a str,
     /// `""` or `?...`.
     pub query: &'a str,
-    pub headers: &'a [httparse::Header<'a>],
+    pub headers: portcullis_http1::Headers<'a>,
     pub client_ip: IpAddr,
 }
 
@@ -380,21 +380,42 @@ enum Step<'a> {
 
 /// Decides whether `req` may reach the API, as whom, and what auth data to strip.
 pub fn decide<'a>(auth: &'a ApiAuth, req: &RequestView<'a>, cx: DecideCtx<'_>, w: &mut WorkerAuth) -> Decision<'a> {
+    match access(auth, req) {
+        Ok(()) => authenticate(auth, req, cx, w),
+        Err(d) => Decision::Deny(d),
+    }
+}
+
+/// The access rules that need no credential: IP allow and deny lists, then the black and white
+/// path lists (the request phase `access`).
+pub fn access(auth: &ApiAuth, req: &RequestView<'_>) -> Result<(), Denial> {
     let ip = crate::bans::canonical(req.client_ip);
     if let Some(allow) = &auth.ip_allow {
         if !allow.iter().any(|n| n.contains(&ip)) {
-            return Decision::Deny(deny(Refusal::Forbidden, MSG_IP));
+            return Err(deny(Refusal::Forbidden, MSG_IP));
         }
     }
     if auth.ip_deny.iter().any(|n| n.contains(&ip)) {
-        return Decision::Deny(deny(Refusal::Forbidden, MSG_IP));
+        return Err(deny(Refusal::Forbidden, MSG_IP));
     }
     if auth.black_list.iter().any(|r| r.matches(req.method, req.rel_path)) {
-        return Decision::Deny(deny(Refusal::Forbidden, MSG_ENDPOINT));
+        return Err(deny(Refusal::Forbidden, MSG_ENDPOINT));
     }
     if !auth.white_list.is_empty() && !auth.white_list.iter().any(|r| r.matches(req.method, req.rel_path)) {
-        return Decision::Deny(deny(Refusal::Forbidden, MSG_ENDPOINT));
+        return Err(deny(Refusal::Forbidden, MSG_ENDPOINT));
     }
+    Ok(())
+}
+
+/// Who the request runs as, once [`access`] has let it through (the request phase
+/// `authenticate`): ignored paths and keyless APIs pass with no identity; otherwise each enabled
+/// method, chained by `base_identity_provided_by`, then expiry, inactive keys and `access_rights`.
+pub fn authenticate<'a>(
+    auth: &'a ApiAuth,
+    req: &RequestView<'a>,
+    cx: DecideCtx<'_>,
+    w: &mut WorkerAuth,
+) -> Decision<'a> {
     if auth.keyless || auth.ignored.iter().any(|r| r.matches(req.method, req.rel_path)) {
         return Decision::Allow(Allowed::default());
     }
@@ -705,10 +726,10 @@ fn jwt_grant(
 }
 
 fn jwt_scope(buf: &mut [u8; 41], generation: u64, api: u32) -> &str {
-    let mut n = crate::digits::write_u64(&mut buf[..20], generation);
+    let mut n = portcullis_http1::digits::write_u64(&mut buf[..20], generation);
     buf[n] = b':';
     n += 1;
-    n += crate::digits::write_u64(&mut buf[n..n + 20], u64::from(api));
+    n += portcullis_http1::digits::write_u64(&mut buf[n..n + 20], u64::from(api));
     std::str::from_utf8(&buf[..n]).unwrap_or("")
 }
 

@@ -7,12 +7,15 @@ use super::*;
 
 const NOW: u64 = 1_800_000_000;
 
-fn h<'a>(name: &'a str, value: &'a str) -> httparse::Header<'a> {
-    httparse::Header { name, value: value.as_bytes() }
+fn h<'a>(name: &'a str, value: &'a str) -> (&'a str, &'a str) {
+    (name, value)
 }
 
-fn view<'a>(path: &'a str, rel: &'a str, headers: &'a [httparse::Header<'a>], ip: &str) -> RequestView<'a> {
-    RequestView { method: "GET", path, rel_path: rel, query: "", headers, client_ip: ip.parse().unwrap() }
+/// A request view over these headers (leaked: a test's few bytes, for a `'static` borrow).
+fn view<'a>(path: &'a str, rel: &'a str, headers: &[(&str, &str)], ip: &str) -> RequestView<'a> {
+    let pairs: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+    let list: &'static portcullis_http1::HeaderList = Box::leak(Box::new(portcullis_http1::HeaderList::new(&pairs)));
+    RequestView { method: "GET", path, rel_path: rel, query: "", headers: list.view(), client_ip: ip.parse().unwrap() }
 }
 
 fn cx(policies: &Policies) -> DecideCtx<'_> {

@@ -2,6 +2,10 @@
 //! cookie, as Tyk's `auth` / `auth_configs` blocks say. Must not: allocate on the request path
 //! (results borrow from the request head).
 
+#[cfg(test)]
+use portcullis_http1::HeaderList;
+use portcullis_http1::Headers;
+
 /// Tyk's `auth_configs.<method>` / `auth` block, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialSource {
@@ -28,7 +32,7 @@ pub enum Found {
 }
 
 /// The credential of `src` in this request, with `Bearer ` stripped, or `None` when absent/empty.
-pub fn find<'a>(src: &CredentialSource, headers: &[httparse::Header<'a>], query: &'a str) -> Option<(&'a str, Found)> {
+pub fn find<'a>(src: &CredentialSource, headers: Headers<'a>, query: &'a str) -> Option<(&'a str, Found)> {
     if let Some(v) = header(headers, &src.header) {
         let v = strip_bearer(v);
         if !v.is_empty() {
@@ -43,7 +47,7 @@ pub fn find<'a>(src: &CredentialSource, headers: &[httparse::Header<'a>], query:
     if let Some(c) = &src.cookie {
         if let Some(v) = headers
             .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+            .filter(|h| h.is("cookie"))
             .find_map(|h| cookie(std::str::from_utf8(h.value).ok()?, c))
             .filter(|v| !v.is_empty())
         {
@@ -54,12 +58,8 @@ pub fn find<'a>(src: &CredentialSource, headers: &[httparse::Header<'a>], query:
 }
 
 /// First header `name` as trimmed UTF-8.
-pub fn header<'a>(headers: &[httparse::Header<'a>], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
-        .map(str::trim)
+pub fn header<'a>(headers: Headers<'a>, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| std::str::from_utf8(v).ok()).map(str::trim)
 }
 
 /// `Bearer abc` -> `abc` (case-insensitive scheme, as Tyk).
@@ -117,20 +117,21 @@ pub fn cookie_without(value: &str, name: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn h<'a>(name: &'a str, value: &'a str) -> httparse::Header<'a> {
-        httparse::Header { name, value: value.as_bytes() }
+    fn hs(pairs: &[(&str, &str)]) -> HeaderList {
+        HeaderList::new(&pairs.iter().map(|(n, v)| (*n, v.as_bytes())).collect::<Vec<_>>())
     }
 
     #[test]
     fn header_param_cookie_in_order() {
         let src =
             CredentialSource { header: "X-Api-Key".into(), param: Some("key".into()), cookie: Some("sid".into()) };
-        let hs = [h("x-api-key", " Bearer abc "), h("Cookie", "a=1; sid=zzz")];
-        assert_eq!(find(&src, &hs, "?key=q"), Some(("abc", Found::Header)));
-        assert_eq!(find(&src, &hs[1..], "?x=1&key=q"), Some(("q", Found::Param)));
-        assert_eq!(find(&src, &hs[1..], ""), Some(("zzz", Found::Cookie)));
-        assert_eq!(find(&src, &[], "?key="), None);
-        assert_eq!(find(&CredentialSource::default(), &[h("Authorization", "Bearer ")], ""), None);
+        let both = hs(&[("x-api-key", " Bearer abc "), ("Cookie", "a=1; sid=zzz")]);
+        let cookie = hs(&[("Cookie", "a=1; sid=zzz")]);
+        assert_eq!(find(&src, both.view(), "?key=q"), Some(("abc", Found::Header)));
+        assert_eq!(find(&src, cookie.view(), "?x=1&key=q"), Some(("q", Found::Param)));
+        assert_eq!(find(&src, cookie.view(), ""), Some(("zzz", Found::Cookie)));
+        assert_eq!(find(&src, hs(&[]).view(), "?key="), None);
+        assert_eq!(find(&CredentialSource::default(), hs(&[("Authorization", "Bearer ")]).view(), ""), None);
     }
 
     #[test]

@@ -7,6 +7,8 @@
 
 use std::net::IpAddr;
 
+use portcullis_http1::Headers;
+
 use super::jwt::Claims;
 use super::session::Session;
 
@@ -94,7 +96,7 @@ fn write_json_text(v: &serde_json::Value, out: &mut Vec<u8>) {
 
 /// What context variables can see.
 pub struct Context<'a> {
-    pub headers: &'a [httparse::Header<'a>],
+    pub headers: Headers<'a>,
     pub path: &'a str,
     pub remote_addr: IpAddr,
     pub request_id: &'a [u8],
@@ -112,9 +114,9 @@ impl Context<'_> {
             }
         } else if let Some(h) = name.strip_prefix("headers_") {
             // Tyk names headers with `-` written as `_` (headers_X_Forwarded_For).
-            let matches = |n: &str| {
+            let matches = |n: &[u8]| {
                 n.len() == h.len()
-                    && n.bytes().zip(h.bytes()).all(|(a, b)| {
+                    && n.iter().zip(h.bytes()).all(|(&a, b)| {
                         let a = if a == b'-' { b'_' } else { a };
                         a.eq_ignore_ascii_case(&b)
                     })
@@ -140,11 +142,7 @@ impl Context<'_> {
 mod tests {
     use super::*;
 
-    fn cx<'a>(
-        headers: &'a [httparse::Header<'a>],
-        claims: Option<&'a Claims>,
-        session: Option<&'a Session>,
-    ) -> Context<'a> {
+    fn cx<'a>(headers: Headers<'a>, claims: Option<&'a Claims>, session: Option<&'a Session>) -> Context<'a> {
         Context {
             headers,
             path: "/p/x",
@@ -170,8 +168,8 @@ mod tests {
         let claims = Claims { map, exp: None, identity: Default::default(), grant: Default::default() };
         let mut session = Session::default();
         session.meta_data.insert("plan".into(), "gold".into());
-        let hs = [httparse::Header { name: "X-Forwarded-For", value: b"1.2.3.4" }];
-        let c = cx(&hs, Some(&claims), Some(&session));
+        let hs = portcullis_http1::HeaderList::new(&[("X-Forwarded-For", b"1.2.3.4")]);
+        let c = cx(hs.view(), Some(&claims), Some(&session));
         let t = Template::parse("u=$tyk_context.jwt_claims_sub n=$tyk_context.jwt_claims_n $tyk_meta.plan", true);
         assert_eq!(expand(&t, &c), "u=foo@bar.com n=5 gold");
         let t = Template::parse("$tyk_context.request_id|$tyk_context.remote_addr|$tyk_context.path|$tyk_context.token|$tyk_context.headers_X_Forwarded_For|$tyk_context.nope|$tyk_x", true);

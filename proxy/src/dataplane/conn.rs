@@ -15,14 +15,18 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncWriteRent, Splitable};
 use monoio::net::TcpStream;
 
-use crate::analytics::{Outcome, RequestFacts};
-use crate::config::{ApiSpec, Snapshot};
+use crate::analytics::Outcome;
+use crate::config::Snapshot;
 
 use super::body::{self, Side};
 use super::error::{ErrorKind, ProxyError};
-use super::http::{self, AuthCtx, BodyKind, ClientCtx, Prepared, PreparedResponse, RequestMeta, ResponseMeta};
+use portcullis_http1::plan::{plan_body, BodyFacts, BodyPlan, Placement};
+use portcullis_http1::{BodyKind, Method, PreparedResponse, RequestMeta, ResponseMeta};
+
+use super::error::error_response_with;
 use super::io::{write_vec, ReadBuf};
-use super::plan::{plan_body, BodyFacts, BodyPlan, Placement};
+use super::phase::{self, ClientCtx, Phase};
+use super::record::{begin_record, begin_refused_record, outcome, record, RecordCtx};
 use super::upstream::{self, Upstream};
 use super::worker::Worker;
 
@@ -54,11 +58,22 @@ pub(crate) struct ExchangeBufs {
     pub out: Vec<u8>,
     /// This exchange's request record while it is being written (empty: not recorded).
     pub record: Vec<u8>,
+    /// Where the request head's headers sit in the client buffer (parsed once; see `phase`).
+    pub headers: Vec<portcullis_http1::HeaderSpan>,
+    /// The request's canonical path when it differs from the one sent (see `phase::route`).
+    pub path: String,
 }
 
 impl ExchangeBufs {
     pub(super) fn unallocated(max: usize) -> Self {
-        ExchangeBufs { upstream: ReadBuf::unallocated(max), req_head: Vec::new(), out: Vec::new(), record: Vec::new() }
+        ExchangeBufs {
+            upstream: ReadBuf::unallocated(max),
+            req_head: Vec::new(),
+            out: Vec::new(),
+            record: Vec::new(),
+            headers: Vec::new(),
+            path: String::new(),
+        }
     }
 
     /// Holds no allocation (not worth pooling).
@@ -67,6 +82,8 @@ impl ExchangeBufs {
             && self.req_head.capacity() == 0
             && self.out.capacity() == 0
             && self.record.capacity() == 0
+            && self.headers.capacity() == 0
+            && self.path.capacity() == 0
     }
 }
 
@@ -229,7 +246,7 @@ async fn respond_error(worker: &Worker, client: &mut TcpStream, out: &mut Vec<u8
         return;
     }
     out.clear();
-    if http::error_response(out, f.err.kind, f.err.context, true) {
+    if super::error::error_response(out, f.err.kind, f.err.context, true) {
         let _ = write_vec(client, out).await;
     }
     let _ = started;
@@ -272,7 +289,7 @@ enum Step<'w> {
 /// A routed request whose upstream head is in `bufs.x.req_head` and whose body, when small, is
 /// in the client buffer.
 struct Request<'w> {
-    routed: http::Routed,
+    routed: phase::Routed,
     clock: Option<body::BodyClock>,
     /// Held while a large body streams (see `StreamingBody`).
     _streaming: Option<StreamingBody<'w>>,
@@ -296,45 +313,57 @@ async fn request<'w>(
     let (worker, snap, started) = (ex.worker, ex.snap, ex.started);
     let cfg = &snap.config.proxy;
     let ctx = ClientCtx { client_ip, client_addr };
-    let mut key_fetches = 0u32;
 
-    // 1. Request head.
+    // 1. Request head, parsed once: its offsets stay in the exchange's buffers while a phase
+    //    waits for the control plane.
     let head_deadline = started + Duration::from_millis(cfg.header_read_timeout_ms);
-    bufs.x.req_head.clear();
-    let mut routed = loop {
-        let prepared = {
-            let mut auth = worker.auth.borrow_mut();
-            auth.set_clock(started.saturating_duration_since(worker.epoch));
-            let mut limiter = worker.limiter.borrow_mut();
-            http::prepare_request(
-                bufs.client.data(),
-                cfg.max_headers,
-                snap,
-                &ctx,
-                AuthCtx { auth: &mut auth, limiter: &mut limiter, now: &crate::limit::unix_now },
-                || worker.next_request_id(),
-                |api, spec| worker.pick_target(snap.generation, api, spec.targets.len()),
-                &mut bufs.x.req_head,
-            )
-        };
-        let too_large = |_head_len: usize| {
-            record(
-                worker,
-                &mut Vec::new(),
-                "",
-                http::Method::Other,
-                started,
-                outcome(ErrorKind::HeadTooLarge.code(), 0, 0, 0),
-            );
-            Err(ProxyError::new(ErrorKind::HeadTooLarge, "request head too large").into())
-        };
-        match prepared {
-            Ok(Prepared::Routed(r)) if r.meta.head_len > cfg.max_request_head_size => {
-                return too_large(r.meta.head_len)
+    let too_large = || {
+        record(worker, &mut Vec::new(), "", Method::Other, started, outcome(ErrorKind::HeadTooLarge.code(), 0, 0, 0));
+        Err(ProxyError::new(ErrorKind::HeadTooLarge, "request head too large").into())
+    };
+    let head = loop {
+        match portcullis_http1::parse_request(bufs.client.data(), cfg.max_headers, &mut bufs.x.headers) {
+            Ok(Some(head)) if head.meta.head_len > cfg.max_request_head_size => return too_large(),
+            Ok(Some(head)) => break head,
+            Ok(None) => {}
+            Err(e) => {
+                let e = ProxyError::from(e);
+                record(worker, &mut Vec::new(), "", Method::Other, started, outcome(e.kind.code(), 0, 0, 0));
+                return Err(e.into());
             }
-            Ok(Prepared::NoRoute(m)) if m.head_len > cfg.max_request_head_size => return too_large(m.head_len),
-            Ok(Prepared::Routed(r)) => break r,
-            Ok(Prepared::NoRoute(meta)) => {
+        }
+        if bufs.client.len() >= cfg.max_request_head_size {
+            return too_large();
+        }
+        bufs.client.reserve_for_head(cfg.max_request_head_size);
+        match monoio::time::timeout_at(head_deadline.into(), bufs.client.fill(client)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return Err(ProxyError::new(ErrorKind::ClientIo, "client closed during request head").into()),
+            Err(_) => return Err(ProxyError::new(ErrorKind::Closed, "request head timed out").into()),
+        }
+    };
+    let meta = head.meta;
+
+    // 2. The request phases (`phase`): route, access, authenticate, quota, rate, transform,
+    //    upstream head; resumed at the phase that asked after each control-plane answer.
+    bufs.x.req_head.clear();
+    let x = &mut bufs.x;
+    let data = bufs.client.data();
+    let req = head.view(data, &x.headers);
+    let first = run_phases(worker, snap, &ctx, started, &req, &mut x.req_head, Resume::Start(&mut x.path));
+    let (gate, mut outcome_) = match first {
+        Ok(r) => r,
+        Err(e) => {
+            record(worker, &mut Vec::new(), "", Method::Other, started, outcome(e.kind.code(), 0, 0, 0));
+            return Err(e.into());
+        }
+    };
+    let mut gate = gate.expect("start returns the gate");
+    let mut key_fetches = 0u32;
+    let mut routed = loop {
+        match outcome_ {
+            phase::Outcome::Routed(r) => break r,
+            phase::Outcome::NoRoute => {
                 return Box::pin(reply_local(
                     worker,
                     client,
@@ -349,9 +378,9 @@ async fn request<'w>(
                 .await
                 .map(Step::Answered)
             }
-            Ok(Prepared::Denied { meta, api, denial }) => {
+            phase::Outcome::Denied { api, denial } => {
                 let api = &snap.apis[api as usize];
-                begin_refused_record(worker, snap, bufs, &meta, client_ip, api);
+                begin_refused_record(worker, snap, data, &meta, client_ip, api, gate.path(), &mut x.record);
                 {
                     let mut st = worker.stats.borrow_mut();
                     if denial.kind == crate::auth::Refusal::TooManyRequests {
@@ -369,7 +398,7 @@ async fn request<'w>(
                 if let Some(secs) = denial.retry_after {
                     extra.extend_from_slice(format!("Retry-After: {secs}\r\n").as_bytes());
                 }
-                http::write_limit_headers(
+                phase::rate::write_limit_headers(
                     &mut extra,
                     &crate::limit::LimitHeaders { rate: denial.rate, quota: denial.quota },
                 );
@@ -387,7 +416,7 @@ async fn request<'w>(
                 .await
                 .map(Step::Answered);
             }
-            Ok(Prepared::Need { meta, api, need }) => {
+            phase::Outcome::Need { api, at, need } => {
                 key_fetches += 1;
                 let answered = if key_fetches > 4 {
                     Err(("authentication temporarily unavailable", "the control plane's answers keep changing".into()))
@@ -396,14 +425,28 @@ async fn request<'w>(
                 };
                 match answered {
                     Ok(()) => {
-                        bufs.x.req_head.clear();
-                        continue;
+                        x.req_head.clear();
+                        match run_phases(worker, snap, &ctx, started, &req, &mut x.req_head, Resume::At(at, &mut gate))
+                        {
+                            Ok((_, o)) => outcome_ = o,
+                            Err(e) => {
+                                record(
+                                    worker,
+                                    &mut Vec::new(),
+                                    "",
+                                    Method::Other,
+                                    started,
+                                    outcome(e.kind.code(), 0, 0, 0),
+                                );
+                                return Err(e.into());
+                            }
+                        }
                     }
                     Err((msg, e)) => {
                         worker.stats.borrow_mut().key_lookup_errors += 1;
                         tracing::warn!(error = %e, "{msg}");
                         let api = &snap.apis[api as usize];
-                        begin_refused_record(worker, snap, bufs, &meta, client_ip, api);
+                        begin_refused_record(worker, snap, data, &meta, client_ip, api, gate.path(), &mut x.record);
                         return Box::pin(reply_local(
                             worker,
                             client,
@@ -420,28 +463,19 @@ async fn request<'w>(
                     }
                 }
             }
-            Ok(Prepared::Partial) => {}
-            Err(e) => {
-                let code = e.kind.code();
-                record(worker, &mut Vec::new(), "", http::Method::Other, started, outcome(code, 0, 0, 0));
-                return Err(e.into());
-            }
-        }
-        if bufs.client.len() >= cfg.max_request_head_size {
-            return too_large(bufs.client.len());
-        }
-        bufs.client.reserve_for_head(cfg.max_request_head_size);
-        match monoio::time::timeout_at(head_deadline.into(), bufs.client.fill(client)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            Ok(_) => return Err(ProxyError::new(ErrorKind::ClientIo, "client closed during request head").into()),
-            Err(_) => return Err(ProxyError::new(ErrorKind::Closed, "request head timed out").into()),
         }
     };
     let meta = routed.meta;
     let api = &snap.apis[routed.api as usize];
     let target = &api.targets[routed.target];
-    let facts = RecordCtx { api, host: &target.host_header, identity: routed.identity.as_ref(), tags: &routed.tags };
-    begin_record(worker, snap, bufs.client.data(), &meta, client_ip, facts, &mut bufs.x.record);
+    let facts = RecordCtx {
+        api,
+        path: gate.path(),
+        host: &target.host_header,
+        identity: routed.identity.as_ref(),
+        tags: &routed.tags,
+    };
+    begin_record(worker, snap, data, &meta, client_ip, facts, &mut x.record);
     // Counts this exchange (and finishes its record) however it ends.
     let done = |rec: &mut Vec<u8>, o: Outcome| record(worker, rec, &api.api_id, meta.method, started, o);
     bufs.client.consume(meta.head_len);
@@ -486,6 +520,41 @@ async fn request<'w>(
     }
     routed.meta.expect_continue = expect_continue;
     Ok(Step::Forward(Request { routed, clock, _streaming }))
+}
+
+/// Where the phases start: from the beginning (with the buffer a rewritten path goes to), or
+/// again at the phase that asked the control plane.
+enum Resume<'g, 'a> {
+    Start(&'a mut String),
+    At(Phase, &'g mut phase::Gate<'a>),
+}
+
+/// Runs the request phases on the worker's auth caches and limiter, borrowed only for the
+/// duration (never across an await).
+fn run_phases<'a>(
+    worker: &Worker,
+    snap: &'a Snapshot,
+    ctx: &ClientCtx<'_>,
+    started: Instant,
+    req: &portcullis_http1::Request<'a>,
+    out: &mut Vec<u8>,
+    from: Resume<'_, 'a>,
+) -> Result<(Option<phase::Gate<'a>>, phase::Outcome), ProxyError> {
+    let mut auth = worker.auth.borrow_mut();
+    auth.set_clock(started.saturating_duration_since(worker.epoch));
+    let mut limiter = worker.limiter.borrow_mut();
+    let mut env = phase::Env {
+        client: ctx,
+        auth: &mut auth,
+        limiter: &mut limiter,
+        now: &crate::limit::unix_now,
+        request_id: &|| worker.next_request_id(),
+        pick: &|api, spec| worker.pick_target(snap.generation, api, spec.targets.len()),
+    };
+    match from {
+        Resume::Start(path_buf) => phase::start(req, snap, path_buf, &mut env, out).map(|(g, o)| (Some(g), o)),
+        Resume::At(at, g) => phase::run(at, g, req, snap, &mut env, out).map(|o| (None, o)),
+    }
 }
 
 /// The upstream connection (under the target's slot) and the request on it, up to the
@@ -911,7 +980,7 @@ async fn buffer_body(
             Ok(true)
         }
         BodyKind::Chunked => {
-            let mut scanner = body::ChunkedScanner::default();
+            let mut scanner = portcullis_http1::chunked::ChunkedScanner::default();
             let mut scanned = 0;
             loop {
                 let scan = scanner
@@ -999,7 +1068,7 @@ struct HeadRead {
 struct ResponseHead {
     meta: ResponseMeta,
     /// For a capped read: whether the response could be spliced whole, its head unchanged
-    /// ([`http::forwards_verbatim`]) and its `Content-Length` body worth splicing. A response
+    /// ([`portcullis_http1::forwards_verbatim`]) and its `Content-Length` body worth splicing. A response
     /// that could not (a rewritten head, a small or chunked body, a HEAD request) counts
     /// against peeking the API's next head, as a peek would have cost it one more call.
     verbatim: Option<bool>,
@@ -1032,12 +1101,12 @@ async fn read_response_head(
         // the upstream worked must still say `Connection: close` on this response, or the
         // client sends its next request into a connection about to close.
         let client_keep_alive = meta.keep_alive && !worker.shutdown.is_set();
-        let prepared = http::prepare_response(
+        let prepared = portcullis_http1::prepare_response(
             bufs.x.upstream.data(),
             cfg.max_headers,
             meta,
             client_keep_alive,
-            limits,
+            |out| phase::rate::write_limit_headers(out, limits),
             &mut bufs.x.out,
         )?;
         // Whether head and body could leave together: a head that passes unchanged and a
@@ -1046,7 +1115,7 @@ async fn read_response_head(
             PreparedResponse::Ready(r) if check_verbatim => Some({
                 let body_have = (bufs.x.upstream.len() - r.head_len) as u64;
                 matches!(r.body, BodyKind::Length(n) if n > body_have && n - body_have >= how.splice_min)
-                    && http::forwards_verbatim(&bufs.x.upstream.data()[..r.head_len], &bufs.x.out, r)
+                    && portcullis_http1::forwards_verbatim(&bufs.x.upstream.data()[..r.head_len], &bufs.x.out, r)
             }),
             _ => None,
         };
@@ -1104,16 +1173,16 @@ async fn read_response_head(
 
 /// Asks the control plane what `need` names and stores the answer in the worker's caches.
 /// On failure: the client-facing message and the reason. Awaited boxed, like [`reply_local`].
-async fn resolve(worker: &Worker, need: http::Need) -> Result<(), (&'static str, String)> {
+async fn resolve(worker: &Worker, need: phase::Need) -> Result<(), (&'static str, String)> {
     match need {
-        http::Need::Key(hash) => {
+        phase::Need::Key(hash) => {
             worker.stats.borrow_mut().key_lookups += 1;
             let session = worker.keys.fetch(hash).await.map_err(|e| ("key store unavailable", e.to_string()))?;
             let mut auth = worker.auth.borrow_mut();
             auth.set_clock(worker.epoch.elapsed());
             auth.insert_session(hash, session);
         }
-        http::Need::Password(check) => {
+        phase::Need::Password(check) => {
             let digest = check.digest;
             let ok = worker
                 .keys
@@ -1124,7 +1193,7 @@ async fn resolve(worker: &Worker, need: http::Need) -> Result<(), (&'static str,
             auth.set_clock(worker.epoch.elapsed());
             auth.remember_password_check(digest, ok);
         }
-        http::Need::Quota(quota) => {
+        phase::Need::Quota(quota) => {
             let r = worker
                 .keys
                 .reserve_quota(quota.clone())
@@ -1157,7 +1226,7 @@ async fn reply_local(
     let close = meta.body != BodyKind::None || !meta.keep_alive || worker.shutdown.is_set();
     bufs.client.consume(meta.head_len);
     bufs.x.out.clear();
-    if !http::error_response_with(&mut bufs.x.out, kind, message, close, extra) {
+    if !error_response_with(&mut bufs.x.out, kind, message, close, extra) {
         // Not a kind with an answer (callers pass refusals, 404 and 503): nothing to send.
         return Ok(Next::Close);
     }
@@ -1175,120 +1244,6 @@ async fn reply_local(
         outcome(kind.code(), meta.head_len as u64, out_len, 0),
     );
     Ok(if close { Next::Close } else { Next::KeepAlive })
-}
-
-/// Counts the exchange in the worker's metrics and, when a record was begun for it (`rec` not
-/// empty), finishes the record and hands it to the worker's recorder. Returns the time it read
-/// (the exchange's end, for whatever else needs a time then).
-fn record(
-    worker: &Worker,
-    rec: &mut Vec<u8>,
-    api: &str,
-    method: http::Method,
-    started: Instant,
-    mut o: Outcome,
-) -> Instant {
-    let now = Instant::now();
-    let elapsed = now.saturating_duration_since(started);
-    worker.stats.borrow_mut().record(api, method, o.code, elapsed.as_secs_f64(), o.bytes_in, o.bytes_out);
-    if !rec.is_empty() {
-        o.total_us = elapsed.as_micros() as u64;
-        worker.analytics.borrow_mut().push(rec, &o, now);
-    }
-    now
-}
-
-fn outcome(code: u16, bytes_in: u64, bytes_out: u64, upstream_us: u64) -> Outcome {
-    Outcome { code, total_us: 0, upstream_us, bytes_in, bytes_out }
-}
-
-/// Who a record is about, besides the request head.
-struct RecordCtx<'a> {
-    api: &'a ApiSpec,
-    /// The upstream target's host (Tyk's `host`).
-    host: &'a str,
-    identity: Option<&'a crate::auth::Identity>,
-    /// Tags from `tag_headers`.
-    tags: &'a [String],
-}
-
-/// Begins the record of a request refused before a target was picked (its `host` is the
-/// API's first target's).
-fn begin_refused_record(
-    worker: &Worker,
-    snap: &Snapshot,
-    bufs: &mut Bufs,
-    meta: &RequestMeta,
-    client_ip: &str,
-    api: &ApiSpec,
-) {
-    let host = api.targets.first().map_or("", |t| t.host_header.as_str());
-    let facts = RecordCtx { api, host, identity: None, tags: &[] };
-    begin_record(worker, snap, bufs.client.data(), meta, client_ip, facts, &mut bufs.x.record);
-}
-
-/// Begins the request's record in `rec` (from the head, still in the read buffer) when
-/// analytics are on and the API is tracked; otherwise leaves `rec` empty.
-fn begin_record(
-    worker: &Worker,
-    snap: &Snapshot,
-    head: &[u8],
-    meta: &RequestMeta,
-    client_ip: &str,
-    c: RecordCtx<'_>,
-    rec: &mut Vec<u8>,
-) {
-    rec.clear();
-    if !snap.config.analytics.enabled || c.api.do_not_track {
-        return;
-    }
-    let raw_path = meta.spans.target.get(head);
-    // The canonical path, as routing and the rules saw it (Tyk records the decoded path too).
-    let sent = record_path(raw_path);
-    let canonical = std::str::from_utf8(sent).ok().and_then(|p| super::path::canonical(p).ok());
-    let path = canonical.as_deref().map_or(sent, str::as_bytes);
-    let mut recorder = worker.analytics.borrow_mut();
-    let key;
-    let api_key = match c.identity {
-        Some(crate::auth::Identity { key_hash: Some(h), .. }) => {
-            key = crate::digits::hex64(h);
-            std::str::from_utf8(&key).unwrap_or_default()
-        }
-        Some(ident) => recorder.identity_key(&ident.id),
-        None => "",
-    };
-    let grant_tags: &[String] = c.identity.map_or(&[], |i| &i.grant.tags);
-    let facts = RequestFacts {
-        method: meta.spans.method.get(head),
-        path,
-        raw_path,
-        host: c.host,
-        content_length: match meta.body {
-            BodyKind::Length(n) => n,
-            _ => 0,
-        },
-        user_agent: meta.spans.user_agent.get(head),
-        api_key,
-        api_id: &c.api.api_id,
-        api_name: &c.api.name,
-        org_id: &c.api.org_id,
-        ip_address: client_ip,
-        tags: [c.tags, grant_tags],
-    };
-    crate::analytics::record::begin(rec, facts);
-}
-
-/// The path of a request target, without the query; for the absolute form
-/// (`http://h/p?q`) the part after the authority (empty when it has none).
-fn record_path(target: &[u8]) -> &[u8] {
-    let from = if target.first() == Some(&b'/') {
-        0
-    } else {
-        let after_scheme = target.windows(3).position(|w| w == b"://").map_or(0, |i| i + 3);
-        target[after_scheme..].iter().position(|&b| b == b'/').map_or(target.len(), |i| after_scheme + i)
-    };
-    let rest = &target[from..];
-    &rest[..rest.iter().position(|&b| b == b'?').unwrap_or(rest.len())]
 }
 
 /// After a 101: copy bytes both ways until either side closes.
@@ -1312,22 +1267,4 @@ async fn tunnel(mut client: TcpStream, mut up: Upstream, mut bufs: Bufs) {
         let _ = cw.shutdown().await;
     };
     monoio::join!(to_upstream, to_client);
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn record_path_of_origin_and_absolute_targets() {
-        for (target, path) in [
-            ("/a/b?x=1", "/a/b"),
-            ("/", "/"),
-            ("/a?", "/a"),
-            ("http://h.example:8080/a/b?q", "/a/b"),
-            ("http://h.example", ""),
-            ("*", ""),
-            ("", ""),
-        ] {
-            assert_eq!(super::record_path(target.as_bytes()), path.as_bytes(), "{target}");
-        }
-    }
 }

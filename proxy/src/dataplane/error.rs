@@ -107,7 +107,42 @@ impl std::error::Error for ProxyError {
     }
 }
 
+impl From<portcullis_http1::HeadError> for ProxyError {
+    fn from(e: portcullis_http1::HeadError) -> Self {
+        use portcullis_http1::HeadErrorKind as K;
+        let kind = match e.kind {
+            K::BadRequest => ErrorKind::BadRequest,
+            K::TooManyHeaders => ErrorKind::HeadTooLarge,
+            K::UpstreamProtocol => ErrorKind::UpstreamProtocol,
+        };
+        ProxyError::new(kind, e.context)
+    }
+}
+
 pub type Result<T, E = ProxyError> = std::result::Result<T, E>;
+
+/// A complete JSON error response (`{"error": "..."}`, Tyk's shape) for `kind`, whose status
+/// comes from [`ErrorKind::status`], the one mapping: there is no other way to write one.
+/// Returns false (and writes nothing) for a kind that is not answered.
+pub fn error_response(out: &mut Vec<u8>, kind: ErrorKind, message: &str, close: bool) -> bool {
+    error_response_with(out, kind, message, close, &[])
+}
+
+/// As [`error_response`], with extra header lines (each ending in CRLF: `WWW-Authenticate`,
+/// `Retry-After`, `X-RateLimit-*`).
+pub fn error_response_with(out: &mut Vec<u8>, kind: ErrorKind, message: &str, close: bool, extra: &[u8]) -> bool {
+    use std::io::Write as _;
+    let Some((status, reason)) = kind.status() else {
+        return false;
+    };
+    let msg = serde_json::to_string(message).unwrap_or_else(|_| "\"\"".into());
+    let body_len = msg.len() + 11; // {"error": <msg>}
+    let _ =
+        write!(out, "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\n");
+    out.extend_from_slice(extra);
+    let _ = write!(out, "{}\r\n{{\"error\": {msg}}}", if close { "Connection: close\r\n" } else { "" });
+    true
+}
 
 #[cfg(test)]
 mod tests {
@@ -138,5 +173,18 @@ mod tests {
         for (kind, code) in table {
             assert_eq!(kind.code(), code, "{kind:?}");
         }
+    }
+
+    #[test]
+    fn error_responses_are_json_with_exact_length() {
+        let mut none = Vec::new();
+        assert!(!error_response(&mut none, ErrorKind::Closed, "x", true) && none.is_empty(), "nothing to answer");
+        let mut out = Vec::new();
+        assert!(error_response(&mut out, ErrorKind::NoRoute, "no API matches this request", false));
+        let text = String::from_utf8(out).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())), "{text}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"], "no API matches this request");
     }
 }

@@ -9,10 +9,9 @@
 pub mod body;
 mod conn;
 pub mod error;
-pub mod http;
 mod io;
-pub mod path;
-mod plan;
+pub mod phase;
+mod record;
 mod splice;
 pub mod stats;
 mod upstream;

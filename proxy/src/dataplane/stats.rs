@@ -10,7 +10,7 @@ use std::time::Duration;
 use ahash::AHashMap;
 use arc_swap::ArcSwap;
 
-use super::http::Method;
+use portcullis_http1::Method;
 
 /// How often a worker publishes its counters.
 pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(200);

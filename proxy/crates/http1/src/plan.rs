@@ -8,11 +8,11 @@
 //! socket with splice(2); a head that passes unchanged and is still queued in the upstream socket
 //! (peeked) is spliced with its body.
 
-use super::http::BodyKind;
+use crate::request::BodyKind;
 
 /// What is known about a response body when it is planned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct BodyFacts {
+pub struct BodyFacts {
     /// Its framing.
     pub body: BodyKind,
     /// The head was peeked and passes unchanged: head and body are still queued in the upstream
@@ -36,7 +36,7 @@ pub(crate) struct BodyFacts {
 
 /// Where the client head goes relative to body bytes written with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Placement {
+pub enum Placement {
     /// Copied in front of the body, over the upstream head it replaces (the body is larger).
     InPlace,
     /// The body bytes are copied behind the client head.
@@ -45,7 +45,7 @@ pub(crate) enum Placement {
 
 /// How the body leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BodyPlan {
+pub enum BodyPlan {
     /// Head and body are spliced together from the upstream socket (a pipe is needed).
     SpliceWhole,
     /// The head goes with the `with_head` body bytes already read, the rest is spliced (a pipe
@@ -61,13 +61,13 @@ pub(crate) enum BodyPlan {
 
 impl BodyPlan {
     /// Whether carrying the plan out takes a pipe.
-    pub(crate) fn needs_pipe(self) -> bool {
+    pub fn needs_pipe(self) -> bool {
         matches!(self, BodyPlan::SpliceWhole | BodyPlan::Splice { .. })
     }
 }
 
 /// The plan for a body with these facts.
-pub(crate) fn plan_body(f: &BodyFacts) -> BodyPlan {
+pub fn plan_body(f: &BodyFacts) -> BodyPlan {
     let BodyKind::Length(n) = f.body else {
         return BodyPlan::Relay(f.body);
     };

@@ -1,0 +1,243 @@
+//! The request phases: what the gateway does with a parsed request head before it is forwarded,
+//! each a function in its own module with a typed outcome, run in this order:
+//!
+//! | phase | module | outcome |
+//! |---|---|---|
+//! | route | [`route`] | an API and the canonical path, or no route (404) |
+//! | access | [`access`] | IP and path lists: through, or refused |
+//! | authenticate | [`authenticate`] | who the request runs as, refused, or a question for the control plane |
+//! | quota | [`quota`] | a quota unit held, exceeded, or a block to reserve |
+//! | rate | [`rate`] | within the rate limits, or 429 |
+//! | transform | [`transform`] | the header edits |
+//! | upstream head | [`upstream_head`] | the head the upstream gets, in the exchange's buffer |
+//!
+//! Forward, respond and record follow in `conn.rs` (`forward`, `respond`) and `record.rs`.
+//!
+//! A phase that needs the control plane (a session, a bcrypt check, a quota block) returns
+//! [`Outcome::Need`] naming itself. The connection loop asks, caches the answer on the worker,
+//! and calls [`run`] again from that phase, with the [`Gate`] the earlier phases filled in and
+//! the head parsed once (its offsets are in the exchange's pooled buffers): nothing is parsed or
+//! decided twice. The phases do no I/O and read no clock (the time comes in [`Env`]), so they are
+//! unit tested without sockets (`tests.rs`).
+//!
+//! A new step of the request path (TLS facts for auth, an API-visibility capture, a plugin) is
+//! a new module here and one line in [`run`], at its place in the order.
+
+pub(crate) mod access;
+pub(crate) mod authenticate;
+pub(crate) mod quota;
+pub(crate) mod rate;
+pub(crate) mod route;
+pub(crate) mod transform;
+pub(crate) mod upstream_head;
+
+#[cfg(test)]
+mod tests;
+
+use portcullis_http1::{Request, RequestMeta};
+
+use crate::auth::{self, Allowed, DecideCtx, Denial, KeyHash, RequestView, WorkerAuth};
+use crate::config::{ApiSpec, Snapshot};
+use crate::dataplane::error::ProxyError;
+use crate::limit::quota::{Quota, QuotaInfo};
+use crate::limit::{LimitHeaders, Limiter};
+use crate::router::ApiIndex;
+use authenticate::Authenticated;
+use quota::QuotaStep;
+use route::Route;
+
+/// The phases that can be resumed, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Access,
+    Authenticate,
+    Quota,
+    Rate,
+}
+
+/// What the worker must ask the control plane before a phase can decide.
+#[derive(Debug)]
+pub enum Need {
+    /// The session of this key hash (not in the worker's cache).
+    Key(KeyHash),
+    /// Basic-auth credentials to check off the worker.
+    Password(auth::PasswordCheck),
+    /// A block of this quota (none held).
+    Quota(Quota),
+}
+
+/// Per-connection facts the phases use.
+pub struct ClientCtx<'a> {
+    /// Client IP as text, for `X-Forwarded-For`.
+    pub client_ip: &'a str,
+    pub client_addr: std::net::IpAddr,
+}
+
+/// The worker state, clock and choices the phases need.
+pub struct Env<'e> {
+    pub client: &'e ClientCtx<'e>,
+    pub auth: &'e mut WorkerAuth,
+    pub limiter: &'e mut Limiter,
+    /// Unix seconds; read only for requests that need it (APIs with auth), not on the keyless
+    /// fast path.
+    pub now: &'e dyn Fn() -> u64,
+    /// A new request id (when the client sent none).
+    pub request_id: &'e dyn Fn() -> [u8; 32],
+    /// Which of the API's targets.
+    pub pick: &'e dyn Fn(ApiIndex, &ApiSpec) -> usize,
+}
+
+/// What the phases have found so far: kept across a control-plane round trip.
+pub struct Gate<'a> {
+    pub api: ApiIndex,
+    /// Canonical.
+    path: &'a str,
+    allowed: Allowed<'a>,
+    quota: Option<(Quota, QuotaInfo)>,
+}
+
+impl<'a> Gate<'a> {
+    /// The canonical path (empty before routing).
+    pub fn path(&self) -> &'a str {
+        self.path
+    }
+}
+
+/// A routed request whose upstream head has been written into the exchange's buffer.
+#[derive(Debug)]
+pub struct Routed {
+    pub meta: RequestMeta,
+    pub api: ApiIndex,
+    /// Index into the API's `targets`.
+    pub target: usize,
+    /// Who the request runs as (APIs with auth).
+    pub identity: Option<auth::Identity>,
+    /// Tags from `tag_headers` (`<header lower case>-<value>`), for the request record.
+    pub tags: Vec<String>,
+    /// The rate limit and quota that applied, for `X-RateLimit-*` / `X-Quota-*` on the response.
+    pub limits: LimitHeaders,
+}
+
+/// What the phases decided.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Upstream head written.
+    Routed(Routed),
+    /// No API matches (404).
+    NoRoute,
+    /// Refused by IP rules, path lists, auth, quota or rate limits.
+    Denied { api: ApiIndex, denial: Denial },
+    /// Ask the control plane, then [`run`] again from `at`.
+    Need { api: ApiIndex, at: Phase, need: Need },
+}
+
+/// Routes `req` (phase `route`), then runs the phases after it. A path rewritten to its canonical
+/// form goes into `path_buf`.
+pub fn start<'a>(
+    req: &Request<'a>,
+    snap: &'a Snapshot,
+    path_buf: &'a mut String,
+    env: &mut Env<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(Gate<'a>, Outcome), ProxyError> {
+    let (api, path) = match route::route(snap, req, path_buf)? {
+        Route::Api(api, path) => (api, path),
+        Route::NoRoute => {
+            let gate = Gate { api: 0, path: "", allowed: Allowed::default(), quota: None };
+            return Ok((gate, Outcome::NoRoute));
+        }
+    };
+    let mut gate = Gate { api, path, allowed: Allowed::default(), quota: None };
+    let outcome = run(Phase::Access, &mut gate, req, snap, env, out);
+    outcome.map(|o| (gate, o))
+}
+
+/// Runs the phases from `from` on a routed request.
+pub fn run<'a>(
+    from: Phase,
+    g: &mut Gate<'a>,
+    req: &Request<'a>,
+    snap: &'a Snapshot,
+    env: &mut Env<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Outcome, ProxyError> {
+    let api = &snap.apis[g.api as usize];
+    let meta = req.head.meta;
+    if api.plain {
+        // Keyless, no rules, no transforms: straight to the upstream head.
+        let target = (env.pick)(g.api, api) % api.targets.len();
+        let tags = upstream_head::write(out, req, g.path, api, &api.targets[target], env.client, None, env.request_id);
+        let routed = Routed { meta, api: g.api, target, identity: None, tags, limits: LimitHeaders::default() };
+        return Ok(Outcome::Routed(routed));
+    }
+    let a = &*api.auth;
+    let rel_path = {
+        let rest = g.path.get(api.listen_path.len().min(g.path.len())..).unwrap_or("");
+        if rest.is_empty() {
+            "/"
+        } else {
+            rest
+        }
+    };
+    let view = RequestView {
+        method: req.method,
+        path: g.path,
+        rel_path,
+        query: req.query,
+        headers: req.headers,
+        client_ip: env.client.client_addr,
+    };
+    let denied = |denial| Ok(Outcome::Denied { api: g.api, denial });
+    let need = |at, need| Ok(Outcome::Need { api: g.api, at, need });
+    if from <= Phase::Access {
+        if let Err(d) = access::check(a, &view) {
+            return denied(d);
+        }
+    }
+    if from <= Phase::Authenticate {
+        let cx = DecideCtx {
+            api_id: &api.api_id,
+            api_index: g.api,
+            generation: snap.generation,
+            policies: &snap.policies,
+            now: (env.now)(),
+        };
+        match authenticate::run(a, &view, cx, env.auth) {
+            Authenticated::Allowed(allowed) => g.allowed = allowed,
+            Authenticated::Denied(d) => return denied(d),
+            Authenticated::Need(n) => return need(Phase::Authenticate, n),
+        }
+    }
+    if from <= Phase::Quota {
+        g.quota = match quota::check(api, g.allowed.identity.as_ref(), env.auth) {
+            QuotaStep::None => None,
+            QuotaStep::Held(q, info) => Some((q, info)),
+            QuotaStep::Denied(d) => return denied(d),
+            QuotaStep::Need(n) => return need(Phase::Quota, n),
+        };
+    }
+    let mut limits = LimitHeaders::default();
+    match rate::check(snap, api, &g.allowed, req.method, rel_path, env.client.client_addr, env.limiter) {
+        Ok(rate) => limits.rate = rate,
+        Err(d) => return denied(d),
+    }
+    if let Some((q, mut info)) = g.quota.take() {
+        quota::spend(&q, &mut info, env.auth);
+        limits.quota = Some(info);
+    }
+    let target = (env.pick)(g.api, api) % api.targets.len();
+    // The request id is needed before the headers for `$tyk_context.request_id`.
+    let generated;
+    let rid: &[u8] = match req.headers.get("x-request-id") {
+        Some(v) => v,
+        None => {
+            generated = (env.request_id)();
+            &generated
+        }
+    };
+    let allowed = std::mem::take(&mut g.allowed);
+    let edits = transform::edits(a, &allowed, req, rel_path, rid);
+    let tags = upstream_head::write(out, req, g.path, api, &api.targets[target], env.client, Some(&edits), || [0; 32]);
+    drop(edits);
+    Ok(Outcome::Routed(Routed { meta, api: g.api, target, identity: allowed.identity, tags, limits }))
+}

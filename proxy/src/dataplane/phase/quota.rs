@@ -1,0 +1,57 @@
+//! Phase `quota`: the identity's quota, from the block of it this worker holds
+//! (`limit::quota`). No block held asks the control plane to reserve one (Redis or the embedded
+//! table), then the phase runs again. The request's unit is spent only once the rate limits have
+//! let it through ([`spend`]): a request they refuse spends none.
+
+use super::Need;
+use crate::auth::Denial;
+use crate::auth::{Identity, Refusal, WorkerAuth};
+use crate::config::ApiSpec;
+use crate::limit::quota::{Quota, QuotaCheck, QuotaInfo};
+
+/// What the quota phase decided.
+pub(crate) enum QuotaStep {
+    /// No quota applies.
+    None,
+    /// Units are left in the block held.
+    Held(Quota, QuotaInfo),
+    Denied(Denial),
+    /// Reserve a block, then run this phase again.
+    Need(Need),
+}
+
+/// The quota of `identity` on `api`, if one applies.
+pub(crate) fn of(api: &ApiSpec, identity: Option<&Identity>) -> Option<Quota> {
+    match (identity, api.limits.disable_quota) {
+        (Some(ident), false) => ident.grant.quota.map(|(max, renewal)| Quota {
+            id: ident.quota_id(),
+            max,
+            // A quota that never renews: one period of ten years.
+            period: if renewal > 0 { renewal } else { 10 * 365 * 86_400 },
+        }),
+        _ => None,
+    }
+}
+
+pub(crate) fn check(api: &ApiSpec, identity: Option<&Identity>, w: &mut WorkerAuth) -> QuotaStep {
+    let Some(q) = of(api, identity) else {
+        return QuotaStep::None;
+    };
+    w.sync();
+    match w.quotas.check(&q) {
+        QuotaCheck::Available(info) => QuotaStep::Held(q, info),
+        QuotaCheck::Reserve => QuotaStep::Need(Need::Quota(q)),
+        QuotaCheck::Exceeded(info) => QuotaStep::Denied(Denial {
+            kind: Refusal::Forbidden,
+            message: "Quota exceeded".into(),
+            quota: Some(info),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Spends one unit of `q` (the request has passed every limit); `info` then shows it spent.
+pub(crate) fn spend(q: &Quota, info: &mut QuotaInfo, w: &mut WorkerAuth) {
+    w.quotas.spend(q);
+    info.remaining = info.remaining.saturating_sub(1);
+}

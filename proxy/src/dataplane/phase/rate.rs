@@ -1,0 +1,110 @@
+//! Phase `rate`: the rate limits that apply to the request, checked together on the worker's
+//! own limiter (`limit::Limiter`, no lock, no wait): the identity's, the endpoint's, the client
+//! IP's, the API's. And the `X-RateLimit-*` / `X-Quota-*` headers that report them.
+
+use portcullis_http1::request::header_num;
+
+use crate::auth::{self, Denial, Refusal};
+use crate::config::{ApiSpec, Snapshot};
+use crate::limit::{LimitHeaders, RateInfo};
+
+/// `Ok` with the limit the headers describe (`None`: no limit applies), or the 429 refusal.
+pub(crate) fn check(
+    snap: &Snapshot,
+    api: &ApiSpec,
+    allowed: &auth::Allowed<'_>,
+    method: &str,
+    rel_path: &str,
+    client: std::net::IpAddr,
+    limiter: &mut crate::limit::Limiter,
+) -> Result<Option<RateInfo>, Denial> {
+    check_limits(snap, api, allowed, method, rel_path, client, limiter).map_err(|rej| Denial {
+        kind: Refusal::TooManyRequests,
+        message: "Rate limit exceeded".into(),
+        retry_after: Some(rej.retry_after),
+        rate: Some(rej.info),
+        ..Default::default()
+    })
+}
+
+/// The rate limits that apply to an allowed request, checked together on the worker's limiter:
+/// the identity's (its per-API limit when the grant has one), the endpoint's, the client IP's,
+/// the API's. `Ok(None)` when none applies.
+fn check_limits(
+    snap: &Snapshot,
+    api: &ApiSpec,
+    allowed: &auth::Allowed<'_>,
+    method: &str,
+    rel_path: &str,
+    client: std::net::IpAddr,
+    limiter: &mut crate::limit::Limiter,
+) -> std::result::Result<Option<crate::limit::RateInfo>, crate::limit::Rejected> {
+    use crate::limit::{limit_key, Limit, Rate};
+    let l = &api.limits;
+    let burst = snap.config.limits.burst;
+    let mut limits: [Option<Limit>; 4] = [None; 4];
+    let id = api.api_id.as_bytes();
+    if !l.disable_rate_limit {
+        if let Some(ident) = &allowed.identity {
+            if let Some(((rate, per), per_api)) = ident.grant.rate_for(&api.api_id) {
+                if let Some(r) = Rate::new(rate, per, burst) {
+                    let m = ident.method.as_str().as_bytes();
+                    let key = if per_api {
+                        limit_key(&[m, ident.id.as_bytes(), id])
+                    } else {
+                        limit_key(&[m, ident.id.as_bytes()])
+                    };
+                    limits[0] = Some(Limit { key, rate: r });
+                }
+            }
+        }
+        if let Some((i, (_, r))) = l.endpoints.iter().enumerate().find(|(_, (rule, _))| rule.matches(method, rel_path))
+        {
+            let who = allowed.identity.as_ref().map_or(&b""[..], |x| x.id.as_bytes());
+            if let Some(r) = Rate::new(r.rate, r.per, burst) {
+                limits[1] = Some(Limit { key: limit_key(&[b"ep", id, &(i as u32).to_le_bytes(), who]), rate: r });
+            }
+        }
+        if let Some(r) = l.ip.and_then(|r| Rate::new(r.rate, r.per, burst)) {
+            let ip = match crate::bans::canonical(client) {
+                std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                std::net::IpAddr::V6(v6) => v6.octets(),
+            };
+            limits[2] = Some(Limit { key: limit_key(&[b"ip", id, &ip]), rate: r });
+        }
+    }
+    if let Some(r) = l.global.and_then(|r| Rate::new(r.rate, r.per, burst)) {
+        limits[3] = Some(Limit { key: limit_key(&[b"api", id]), rate: r });
+    }
+    let mut list = [Limit { key: 0, rate: Rate { rate: 1.0, per: 1.0, burst: 1.0 } }; 4];
+    let mut n = 0;
+    for x in limits.into_iter().flatten() {
+        list[n] = x;
+        n += 1;
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    // The headers describe the most specific limit: the first in the list.
+    limiter.check(&list[..n], 0, client).map(Some)
+}
+
+/// `X-RateLimit-Limit` (requests per the limit's period), `-Remaining`, `-Reset` (Unix seconds
+/// when the bucket is full again): rate values, never quota values (those are `X-Quota-*`).
+pub(crate) fn write_limit_headers(out: &mut Vec<u8>, l: &LimitHeaders) {
+    if let Some(r) = &l.rate {
+        write_rate_headers(out, r);
+    }
+    if let Some(q) = &l.quota {
+        header_num(out, b"X-Quota-Limit: ", q.limit);
+        header_num(out, b"X-Quota-Remaining: ", q.remaining);
+        header_num(out, b"X-Quota-Reset: ", q.reset);
+    }
+}
+
+/// See [`write_limit_headers`].
+pub(crate) fn write_rate_headers(out: &mut Vec<u8>, r: &RateInfo) {
+    header_num(out, b"X-RateLimit-Limit: ", r.limit);
+    header_num(out, b"X-RateLimit-Remaining: ", r.remaining);
+    header_num(out, b"X-RateLimit-Reset: ", r.reset);
+}

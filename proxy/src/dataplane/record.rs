@@ -1,0 +1,113 @@
+//! Phase `record`: every exchange is counted in the worker's metrics, and, when analytics are on
+//! and the API is tracked, its request record is begun while the request head is still in the
+//! read buffer and finished when the exchange ends (`analytics::record`).
+
+use std::time::Instant;
+
+use portcullis_http1::{BodyKind, Method, RequestMeta};
+
+use super::worker::Worker;
+use crate::analytics::{Outcome, RequestFacts};
+use crate::config::{ApiSpec, Snapshot};
+
+/// Counts the exchange in the worker's metrics and, when a record was begun for it (`rec` not
+/// empty), finishes the record and hands it to the worker's recorder. Returns the time it read
+/// (the exchange's end, for whatever else needs a time then).
+pub(super) fn record(
+    worker: &Worker,
+    rec: &mut Vec<u8>,
+    api: &str,
+    method: Method,
+    started: Instant,
+    mut o: Outcome,
+) -> Instant {
+    let now = Instant::now();
+    let elapsed = now.saturating_duration_since(started);
+    worker.stats.borrow_mut().record(api, method, o.code, elapsed.as_secs_f64(), o.bytes_in, o.bytes_out);
+    if !rec.is_empty() {
+        o.total_us = elapsed.as_micros() as u64;
+        worker.analytics.borrow_mut().push(rec, &o, now);
+    }
+    now
+}
+
+pub(super) fn outcome(code: u16, bytes_in: u64, bytes_out: u64, upstream_us: u64) -> Outcome {
+    Outcome { code, total_us: 0, upstream_us, bytes_in, bytes_out }
+}
+
+/// Who a record is about, besides the request head.
+pub(super) struct RecordCtx<'a> {
+    pub(super) api: &'a ApiSpec,
+    /// The canonical path, as routing and the rules saw it (Tyk records the decoded path too).
+    pub(super) path: &'a str,
+    /// The upstream target's host (Tyk's `host`).
+    pub(super) host: &'a str,
+    pub(super) identity: Option<&'a crate::auth::Identity>,
+    /// Tags from `tag_headers`.
+    pub(super) tags: &'a [String],
+}
+
+/// Begins the record of a request refused before a target was picked (its `host` is the
+/// API's first target's).
+pub(super) fn begin_refused_record(
+    worker: &Worker,
+    snap: &Snapshot,
+    head: &[u8],
+    meta: &RequestMeta,
+    client_ip: &str,
+    api: &ApiSpec,
+    path: &str,
+    rec: &mut Vec<u8>,
+) {
+    let host = api.targets.first().map_or("", |t| t.host_header.as_str());
+    let facts = RecordCtx { api, path, host, identity: None, tags: &[] };
+    begin_record(worker, snap, head, meta, client_ip, facts, rec);
+}
+
+/// Begins the request's record in `rec` (from the head, still in the read buffer) when
+/// analytics are on and the API is tracked; otherwise leaves `rec` empty.
+pub(super) fn begin_record(
+    worker: &Worker,
+    snap: &Snapshot,
+    head: &[u8],
+    meta: &RequestMeta,
+    client_ip: &str,
+    c: RecordCtx<'_>,
+    rec: &mut Vec<u8>,
+) {
+    rec.clear();
+    if !snap.config.analytics.enabled || c.api.do_not_track {
+        return;
+    }
+    let raw_path = meta.spans.target.get(head);
+    let path = c.path.as_bytes();
+    let mut recorder = worker.analytics.borrow_mut();
+    let key;
+    let api_key = match c.identity {
+        Some(crate::auth::Identity { key_hash: Some(h), .. }) => {
+            key = portcullis_http1::digits::hex64(h);
+            std::str::from_utf8(&key).unwrap_or_default()
+        }
+        Some(ident) => recorder.identity_key(&ident.id),
+        None => "",
+    };
+    let grant_tags: &[String] = c.identity.map_or(&[], |i| &i.grant.tags);
+    let facts = RequestFacts {
+        method: meta.spans.method.get(head),
+        path,
+        raw_path,
+        host: c.host,
+        content_length: match meta.body {
+            BodyKind::Length(n) => n,
+            _ => 0,
+        },
+        user_agent: meta.spans.user_agent.get(head),
+        api_key,
+        api_id: &c.api.api_id,
+        api_name: &c.api.name,
+        org_id: &c.api.org_id,
+        ip_address: client_ip,
+        tags: [c.tags, grant_tags],
+    };
+    crate::analytics::record::begin(rec, facts);
+}

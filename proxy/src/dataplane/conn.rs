@@ -6,8 +6,10 @@
 //! Protocols` to an upgrade request turns the connection into a byte tunnel. Errors are mapped to
 //! responses in exactly one place, [`respond_error`].
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -345,136 +347,35 @@ async fn request<'w>(
     let meta = head.meta;
 
     // 2. The request phases (`phase`): route, access, authenticate, quota, rate, transform,
-    //    upstream head; resumed at the phase that asked after each control-plane answer.
+    //    upstream head; resumed at the phase that asked after each control-plane answer. The
+    //    phases' state stays in `start_phases`' frame, or in the boxed wait: not in the task.
     bufs.x.req_head.clear();
     let x = &mut bufs.x;
     let data = bufs.client.data();
-    let req = head.view(data, &x.headers);
-    let first = run_phases(worker, snap, &ctx, started, &req, &mut x.req_head, Resume::Start(&mut x.path));
-    let (gate, mut outcome_) = match first {
-        Ok(r) => r,
-        Err(e) => {
+    let (path, decided) =
+        match start_phases(worker, snap, &ctx, started, head, data, &x.headers, &mut x.path, &mut x.req_head) {
+            Ok((path, Started::Decided(d))) => (path, Ok(d)),
+            Ok((path, Started::Waiting(wait))) => (path, wait.await),
+            Err(e) => ("", Err(e)),
+        };
+    let routed = match conclude(worker, snap, data, &meta, client_ip, path, decided, &mut x.record) {
+        Ok(routed) => routed,
+        Err(Concluded::Failed(e)) => {
             record(worker, &mut Vec::new(), "", Method::Other, started, outcome(e.kind.code(), 0, 0, 0));
             return Err(e.into());
         }
-    };
-    let mut gate = gate.expect("start returns the gate");
-    let mut key_fetches = 0u32;
-    let mut routed = loop {
-        match outcome_ {
-            phase::Outcome::Routed(r) => break r,
-            phase::Outcome::NoRoute => {
-                return Box::pin(reply_local(
-                    worker,
-                    client,
-                    bufs,
-                    meta,
-                    "",
-                    ErrorKind::NoRoute,
-                    "no API matches this request",
-                    &[],
-                    started,
-                ))
+        Err(Concluded::Reply(r)) => {
+            return Box::pin(reply_local(worker, client, bufs, meta, r.api_id, r.kind, &r.message, &r.extra, started))
                 .await
                 .map(Step::Answered)
-            }
-            phase::Outcome::Denied { api, denial } => {
-                let api = &snap.apis[api as usize];
-                begin_refused_record(worker, snap, data, &meta, client_ip, api, gate.path(), &mut x.record);
-                {
-                    let mut st = worker.stats.borrow_mut();
-                    if denial.kind == crate::auth::Refusal::TooManyRequests {
-                        st.rate_limited += 1;
-                    } else {
-                        st.auth_denied += 1;
-                    }
-                }
-                let mut extra = Vec::new();
-                if denial.basic_challenge {
-                    extra.extend_from_slice(b"WWW-Authenticate: ");
-                    extra.extend_from_slice(crate::auth::basic::www_authenticate(&api.name).as_bytes());
-                    extra.extend_from_slice(b"\r\n");
-                }
-                if let Some(secs) = denial.retry_after {
-                    extra.extend_from_slice(format!("Retry-After: {secs}\r\n").as_bytes());
-                }
-                phase::rate::write_limit_headers(
-                    &mut extra,
-                    &crate::limit::LimitHeaders { rate: denial.rate, quota: denial.quota },
-                );
-                return Box::pin(reply_local(
-                    worker,
-                    client,
-                    bufs,
-                    meta,
-                    &api.api_id,
-                    ErrorKind::Denied(denial.kind),
-                    &denial.message,
-                    &extra,
-                    started,
-                ))
-                .await
-                .map(Step::Answered);
-            }
-            phase::Outcome::Need { api, at, need } => {
-                key_fetches += 1;
-                let answered = if key_fetches > 4 {
-                    Err(("authentication temporarily unavailable", "the control plane's answers keep changing".into()))
-                } else {
-                    Box::pin(resolve(worker, need)).await
-                };
-                match answered {
-                    Ok(()) => {
-                        x.req_head.clear();
-                        match run_phases(worker, snap, &ctx, started, &req, &mut x.req_head, Resume::At(at, &mut gate))
-                        {
-                            Ok((_, o)) => outcome_ = o,
-                            Err(e) => {
-                                record(
-                                    worker,
-                                    &mut Vec::new(),
-                                    "",
-                                    Method::Other,
-                                    started,
-                                    outcome(e.kind.code(), 0, 0, 0),
-                                );
-                                return Err(e.into());
-                            }
-                        }
-                    }
-                    Err((msg, e)) => {
-                        worker.stats.borrow_mut().key_lookup_errors += 1;
-                        tracing::warn!(error = %e, "{msg}");
-                        let api = &snap.apis[api as usize];
-                        begin_refused_record(worker, snap, data, &meta, client_ip, api, gate.path(), &mut x.record);
-                        return Box::pin(reply_local(
-                            worker,
-                            client,
-                            bufs,
-                            meta,
-                            &api.api_id,
-                            ErrorKind::AuthUnavailable,
-                            msg,
-                            &[],
-                            started,
-                        ))
-                        .await
-                        .map(Step::Answered);
-                    }
-                }
-            }
         }
     };
+    let mut routed = routed;
     let meta = routed.meta;
     let api = &snap.apis[routed.api as usize];
     let target = &api.targets[routed.target];
-    let facts = RecordCtx {
-        api,
-        path: gate.path(),
-        host: &target.host_header,
-        identity: routed.identity.as_ref(),
-        tags: &routed.tags,
-    };
+    let facts =
+        RecordCtx { api, path, host: &target.host_header, identity: routed.identity.as_ref(), tags: &routed.tags };
     begin_record(worker, snap, data, &meta, client_ip, facts, &mut x.record);
     // Counts this exchange (and finishes its record) however it ends.
     let done = |rec: &mut Vec<u8>, o: Outcome| record(worker, rec, &api.api_id, meta.method, started, o);
@@ -520,6 +421,158 @@ async fn request<'w>(
     }
     routed.meta.expect_continue = expect_continue;
     Ok(Step::Forward(Request { routed, clock, _streaming }))
+}
+
+/// What the phases decided, or that the control plane could not answer.
+#[expect(clippy::large_enum_variant, reason = "returned once per request; boxing would allocate on every request")]
+enum Decided {
+    Phases(phase::Outcome),
+    /// The client-facing message says what was unavailable.
+    Unavailable {
+        api: crate::router::ApiIndex,
+        msg: &'static str,
+    },
+}
+
+/// The phases' first run: decided, or waiting for the control plane (boxed, see [`settle`]).
+#[expect(clippy::large_enum_variant, reason = "returned once per request; boxing would allocate on every request")]
+enum Started<'a> {
+    Decided(Decided),
+    Waiting(Pin<Box<dyn Future<Output = Result<Decided, ProxyError>> + 'a>>),
+}
+
+/// Runs the phases on a parsed head; returns the canonical path (empty when unrouted) and what
+/// they decided, or the boxed wait that settles a question for the control plane. A plain
+/// function, so the gate and outcome it holds never size the connection's task.
+fn start_phases<'a>(
+    worker: &'a Worker,
+    snap: &'a Snapshot,
+    ctx: &'a ClientCtx<'a>,
+    started: Instant,
+    head: portcullis_http1::RequestHead,
+    data: &'a [u8],
+    spans: &'a [portcullis_http1::HeaderSpan],
+    path_buf: &'a mut String,
+    out: &'a mut Vec<u8>,
+) -> Result<(&'a str, Started<'a>), ProxyError> {
+    let req = head.view(data, spans);
+    let (gate, first) = run_phases(worker, snap, ctx, started, &req, out, Resume::Start(path_buf))?;
+    let gate = gate.expect("the first run returns the gate");
+    let path = gate.path();
+    Ok(match first {
+        phase::Outcome::Need { api, at, need } => {
+            let wait = settle(worker, snap, ctx, started, head, data, spans, gate, (api, at, need), out);
+            (path, Started::Waiting(Box::pin(wait)))
+        }
+        o => (path, Started::Decided(Decided::Phases(o))),
+    })
+}
+
+/// A local reply: the API (for the record and metrics), the error kind, message and extra
+/// header lines.
+struct LocalReply<'a> {
+    api_id: &'a str,
+    kind: ErrorKind,
+    message: std::borrow::Cow<'static, str>,
+    extra: Vec<u8>,
+}
+
+/// How a request the phases did not route ends.
+enum Concluded<'a> {
+    Reply(LocalReply<'a>),
+    Failed(ProxyError),
+}
+
+/// The routed request, or the reply to send instead (its record begun and its refusal counted).
+fn conclude<'a>(
+    worker: &Worker,
+    snap: &'a Snapshot,
+    data: &[u8],
+    meta: &RequestMeta,
+    client_ip: &str,
+    path: &str,
+    decided: Result<Decided, ProxyError>,
+    rec: &mut Vec<u8>,
+) -> Result<phase::Routed, Concluded<'a>> {
+    let (api, kind, message, extra) = match decided.map_err(Concluded::Failed)? {
+        Decided::Phases(phase::Outcome::Routed(r)) => return Ok(r),
+        Decided::Phases(phase::Outcome::NoRoute) => {
+            let message = "no API matches this request".into();
+            return Err(Concluded::Reply(LocalReply {
+                api_id: "",
+                kind: ErrorKind::NoRoute,
+                message,
+                extra: Vec::new(),
+            }));
+        }
+        Decided::Phases(phase::Outcome::Denied { api, denial }) => {
+            let spec = &snap.apis[api as usize];
+            {
+                let mut st = worker.stats.borrow_mut();
+                if denial.kind == crate::auth::Refusal::TooManyRequests {
+                    st.rate_limited += 1;
+                } else {
+                    st.auth_denied += 1;
+                }
+            }
+            let mut extra = Vec::new();
+            if denial.basic_challenge {
+                extra.extend_from_slice(b"WWW-Authenticate: ");
+                extra.extend_from_slice(crate::auth::basic::www_authenticate(&spec.name).as_bytes());
+                extra.extend_from_slice(b"\r\n");
+            }
+            if let Some(secs) = denial.retry_after {
+                extra.extend_from_slice(format!("Retry-After: {secs}\r\n").as_bytes());
+            }
+            let limits = crate::limit::LimitHeaders { rate: denial.rate, quota: denial.quota };
+            phase::rate::write_limit_headers(&mut extra, &limits);
+            (api, ErrorKind::Denied(denial.kind), denial.message, extra)
+        }
+        Decided::Phases(phase::Outcome::Need { api, .. }) => {
+            (api, ErrorKind::AuthUnavailable, UNAVAILABLE.into(), Vec::new())
+        }
+        Decided::Unavailable { api, msg } => (api, ErrorKind::AuthUnavailable, msg.into(), Vec::new()),
+    };
+    let spec = &snap.apis[api as usize];
+    begin_refused_record(worker, snap, data, meta, client_ip, spec, path, rec);
+    Err(Concluded::Reply(LocalReply { api_id: &spec.api_id, kind, message, extra }))
+}
+
+/// What a client is told when the control plane cannot answer a phase's question.
+const UNAVAILABLE: &str = "authentication temporarily unavailable";
+
+/// Asks the control plane what a phase needs, caches the answer on the worker and runs the
+/// phases again from the one that asked, at most four times (answers that keep changing, a key
+/// replaced between fetches, end it). Awaited boxed: only requests that wait carry its state.
+async fn settle<'a>(
+    worker: &'a Worker,
+    snap: &'a Snapshot,
+    ctx: &'a ClientCtx<'a>,
+    started: Instant,
+    head: portcullis_http1::RequestHead,
+    data: &'a [u8],
+    spans: &'a [portcullis_http1::HeaderSpan],
+    mut gate: phase::Gate<'a>,
+    waited: (crate::router::ApiIndex, Phase, phase::Need),
+    out: &'a mut Vec<u8>,
+) -> Result<Decided, ProxyError> {
+    let req = head.view(data, spans);
+    let (mut api, mut at, mut need) = waited;
+    for _ in 0..4 {
+        if let Err((what, e)) = resolve(worker, need).await {
+            worker.stats.borrow_mut().key_lookup_errors += 1;
+            tracing::warn!(error = %e, "{what}");
+            return Ok(Decided::Unavailable { api, msg: what });
+        }
+        out.clear();
+        match run_phases(worker, snap, ctx, started, &req, out, Resume::At(at, &mut gate))?.1 {
+            phase::Outcome::Need { api: a, at: t, need: n } => (api, at, need) = (a, t, n),
+            o => return Ok(Decided::Phases(o)),
+        }
+    }
+    worker.stats.borrow_mut().key_lookup_errors += 1;
+    tracing::warn!("{UNAVAILABLE}: the control plane's answers keep changing");
+    Ok(Decided::Unavailable { api, msg: UNAVAILABLE })
 }
 
 /// Where the phases start: from the beginning (with the buffer a rewritten path goes to), or
@@ -670,7 +723,7 @@ struct Forwarded {
     head_read: Option<usize>,
 }
 
-/// The response: its head to the client and its body as `plan::plan_body` says, then the
+/// The response: its head to the client and its body as `portcullis_http1::plan::plan_body` says, then the
 /// upstream connection back to the pool when it can be reused.
 async fn respond(
     ex: &Ex<'_>,
@@ -714,7 +767,7 @@ async fn respond(
             worker.splice.hints.note(snap.generation, api_index, n >= splice_min + super::splice::HEAD_READ as u64);
         }
     }
-    // How the body leaves (`plan::plan_body`), planned again without pipes when none can be had
+    // How the body leaves (`portcullis_http1::plan::plan_body`), planned again without pipes when none can be had
     // and after a short body's rest has been read.
     let mut facts = BodyFacts {
         body: resp.body,

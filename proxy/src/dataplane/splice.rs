@@ -8,7 +8,7 @@
 //! ([`HEAD_READ`]) so most of the body is left in the socket for splicing; [`BodyHints`] keeps
 //! that per worker and API. Measured in docs/decisions/0009-splice-response-bodies.md.
 //!
-//! Where the API's heads have also gone to the client unchanged (`http::forwards_verbatim`:
+//! Where the API's heads have also gone to the client unchanged (`portcullis_http1::forwards_verbatim`:
 //! the same bytes, or the same less a `Connection: keep-alive` line), the small head read is a
 //! peek (`MSG_PEEK`): the head stays queued in the upstream socket and is spliced with the
 //! body, so the proxy makes no write of its own for the response (one `sendto` fewer per
@@ -62,7 +62,7 @@ impl Pipe {
 /// - *large*: the API's recent `Content-Length` responses were large enough to splice, so its
 ///   next head is read with [`HEAD_READ`];
 /// - *verbatim*: those responses could also have been spliced whole, head included (the head
-///   goes to the client unchanged, `http::forwards_verbatim`, and the body is worth splicing),
+///   goes to the client unchanged, `portcullis_http1::forwards_verbatim`, and the body is worth splicing),
 ///   so the next head is peeked rather than read, and head and body leave the upstream socket
 ///   together by splice.
 #[derive(Default)]

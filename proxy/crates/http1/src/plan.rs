@@ -1,5 +1,5 @@
 //! How a response body leaves: a pure decision over what is known once the response head is
-//! read, so every branch is unit tested without sockets. The connection loop (`conn.rs`) carries
+//! read, so every branch is unit tested without sockets. The proxy's connection loop carries
 //! the plan out; when a plan needs a pipe and none can be had, it plans again without pipes.
 //!
 //! The aims, measured (bench/README.md): a body read with its head leaves in the same write as

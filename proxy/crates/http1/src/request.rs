@@ -303,7 +303,8 @@ pub struct RequestHead {
 /// A parsed request head together with its bytes: what the request phases read.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
-    pub head: &'a RequestHead,
+    /// A copy: a view borrows only the bytes, never the head it was made from.
+    pub head: RequestHead,
     /// The head's bytes (and whatever followed them in the buffer).
     pub data: &'a [u8],
     pub method: &'a str,
@@ -318,12 +319,12 @@ pub struct Request<'a> {
 impl RequestHead {
     /// This head over `data` (the bytes it was parsed from) and `spans` (the header spans
     /// [`parse_request`] filled in).
-    pub fn view<'a>(&'a self, data: &'a [u8], spans: &'a [HeaderSpan]) -> Request<'a> {
+    pub fn view<'a>(&self, data: &'a [u8], spans: &'a [HeaderSpan]) -> Request<'a> {
         // Method and target were checked by httparse (a token, visible ASCII); a view over other
         // bytes than the parsed ones gets empty strings, never undefined behaviour.
         let text = |s: Span| std::str::from_utf8(s.get(data)).unwrap_or("");
         Request {
-            head: self,
+            head: *self,
             data,
             method: text(self.meta.spans.method),
             raw_path: text(self.path),

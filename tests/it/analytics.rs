@@ -2,20 +2,16 @@
 //! upstream, records read back from the `[analytics]` file. Every wait is bounded in time.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use portcullis_tests::client::{Conn, Response};
+use portcullis_tests::client::Conn;
 use portcullis_tests::harness::{keyless_api, seed_jwt_files, Proxy, ProxyBuilder, SEED_TOKEN};
-use portcullis_tests::httpbin::Httpbin;
+use portcullis_tests::httpbin::upstream;
+use portcullis_tests::{metrics, wait_for, WAIT};
 use serde_json::{json, Value};
 
 fn builder() -> ProxyBuilder {
     ProxyBuilder::new(env!("CARGO_BIN_EXE_portcullis"))
-}
-
-fn get(p: &Proxy, path: &str, headers: &str) -> Response {
-    let mut c = Conn::connect(p.listen).expect("connect");
-    c.request("GET", path, &format!("{headers}Connection: close\r\n"), b"").expect("request")
 }
 
 fn records_file(p: &Proxy) -> std::path::PathBuf {
@@ -28,25 +24,21 @@ fn read_records(path: &Path) -> Vec<Value> {
     text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("record is not JSON ({e}): {l}"))).collect()
 }
 
-/// Waits (up to 5 s) until the file holds at least `n` records.
+/// Waits until the file holds at least `n` records; all of them.
 fn wait_records(path: &Path, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    wait_for(&format!("{n} records in {}", path.display()), WAIT, || {
         let r = read_records(path);
-        if r.len() >= n || Instant::now() > deadline {
-            return r;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        (r.len() >= n).then_some(r)
+    })
 }
 
 fn metric(p: &Proxy, series: &str) -> f64 {
-    portcullis_tests::metrics::value(&p.metrics(), series).unwrap_or(-1.0)
+    p.metric(series).unwrap_or(-1.0)
 }
 
 #[test]
 fn records_carry_tyk_fields_for_served_and_refused_requests() {
-    let up = Httpbin::start_named("127.0.0.1:0", "up").expect("upstream");
+    let up = upstream("up");
     let keyed = format!(
         r#"{{"name": "Keyed API", "api_id": "keyed", "org_id": "acme", "active": true, "use_standard_auth": true,
             "tag_headers": ["X-Team"],
@@ -68,11 +60,11 @@ fn records_carry_tyk_fields_for_served_and_refused_requests() {
     let (key, hash) =
         (r.json()["key"].as_str().unwrap().to_string(), r.json()["key_hash"].as_str().unwrap().to_string());
 
-    assert_eq!(get(&p, "/open/get?x=1", "User-Agent: it-agent/1.0 \"quoted\"\r\n").status, 200);
-    assert_eq!(get(&p, "/keyed/get", &format!("Authorization: {key}\r\nX-Team: blue\r\n")).status, 200);
-    assert_eq!(get(&p, "/keyed/get", "").status, 401);
-    assert_eq!(get(&p, "/quiet/get", "").status, 200, "do_not_track API is still served");
-    assert_eq!(get(&p, "/nowhere", "").status, 404);
+    assert_eq!(p.get("/open/get?x=1", "User-Agent: it-agent/1.0 \"quoted\"\r\n").status, 200);
+    assert_eq!(p.get("/keyed/get", &format!("Authorization: {key}\r\nX-Team: blue\r\n")).status, 200);
+    assert_eq!(p.get("/keyed/get", "").status, 401);
+    assert_eq!(p.get("/quiet/get", "").status, 200, "do_not_track API is still served");
+    assert_eq!(p.get("/nowhere", "").status, 404);
 
     let recs = wait_records(&records_file(&p), 3);
     assert_eq!(recs.len(), 3, "one record per request to a tracked API, none for do_not_track or no route: {recs:#?}");
@@ -116,14 +108,19 @@ fn records_carry_tyk_fields_for_served_and_refused_requests() {
     std::fs::write(p.config_path(), format!("{cfg}\n[analytics]\nenabled = false\n")).unwrap();
     let r = p.admin_send("GET", "/tyk/reload", "");
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(get(&p, "/open/get", "").status, 200);
-    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(p.get("/open/get", "").status, 200);
+    // The worker publishes its request count and the records it handed to the writer in one
+    // snapshot, after flushing: once the sixth request is counted, its record would be too.
+    let m = p.wait_metrics("the request after the reload counted", |m| {
+        metrics::value(m, "portcullis_worker_requests_total{worker=\"0\"}").unwrap_or(0.0) >= 6.0
+    });
+    assert_eq!(metrics::sum(&m, "portcullis_analytics_records_queued_total"), 3.0, "{m}");
     assert_eq!(read_records(&records_file(&p)).len(), 3, "records after analytics were disabled");
 }
 
 #[test]
 fn every_record_is_written_before_the_process_exits() {
-    let up = Httpbin::start_named("127.0.0.1:0", "up").expect("upstream");
+    let up = upstream("up");
     let mut p = builder().app("open", keyless_api("open", "/open/", &up.url(), "", "")).workers(2).start();
     // Two keep-alive connections (SO_REUSEPORT spreads them over the workers), then SIGTERM at
     // once: records still in the workers' batches must reach the file during the drain.
@@ -149,7 +146,7 @@ fn every_record_is_written_before_the_process_exits() {
 
 #[test]
 fn rotation_keeps_whole_records_within_the_configured_size() {
-    let up = Httpbin::start_named("127.0.0.1:0", "up").expect("upstream");
+    let up = upstream("up");
     let mut p = builder()
         .app("open", keyless_api("open", "/open/", &up.url(), "", ""))
         .section("[analytics]\nrotate_mb = 1\nkeep = 2\n")
@@ -182,12 +179,12 @@ fn rotation_keeps_whole_records_within_the_configured_size() {
 /// `apps/httpbin-jwt.json` and the article's token give exactly those fields.
 #[test]
 fn seed_jwt_definition_records_the_user_tag_and_a_pseudonymous_key() {
-    let up = Httpbin::start_named("127.0.0.1:0", "up").expect("upstream");
+    let up = upstream("up");
     let (def, policies) = seed_jwt_files(&up.url());
     let p = builder().app("httpbin-jwt", def).policies(policies).start();
     let auth = format!("Authorization: Bearer {SEED_TOKEN}\r\n");
-    assert_eq!(get(&p, "/httpbin-jwt/status/500", &auth).status, 500);
-    assert_eq!(get(&p, "/httpbin-jwt/get", &auth).status, 200);
+    assert_eq!(p.get("/httpbin-jwt/status/500", &auth).status, 500);
+    assert_eq!(p.get("/httpbin-jwt/get", &auth).status, 200);
     let recs = wait_records(&records_file(&p), 2);
     let hit: Vec<&Value> = recs
         .iter()
@@ -201,23 +198,19 @@ fn seed_jwt_definition_records_the_user_tag_and_a_pseudonymous_key() {
 
 #[test]
 fn stdout_sink_prints_one_json_line_per_record() {
-    let up = Httpbin::start_named("127.0.0.1:0", "up").expect("upstream");
+    let up = upstream("up");
     let p = builder()
         .app("open", keyless_api("open", "/open/", &up.url(), "", ""))
         .section("[analytics]\nsink = \"stdout\"\n")
         .start();
     for i in 0..3 {
-        assert_eq!(get(&p, &format!("/open/get?n={i}"), "").status, 200);
+        assert_eq!(p.get(&format!("/open/get?n={i}"), "").status, 200);
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let lines = loop {
+    let lines = wait_for("3 records on stdout", WAIT, || {
         let text = p.stdout_text();
         let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-        if lines.len() >= 3 || Instant::now() > deadline {
-            break lines;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+        (lines.len() >= 3).then_some(lines)
+    });
     // Workers flush on their own ticks, so records of different workers may interleave.
     let mut paths: Vec<&str> = lines.iter().filter_map(|r| r["raw_path"].as_str()).collect();
     paths.sort_unstable();

@@ -7,32 +7,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use portcullis::auth::signature;
 use portcullis_tests::client::{Conn, Response};
-use portcullis_tests::harness::{seed_jwt_files, Proxy, ProxyBuilder, SEED_TOKEN};
-use portcullis_tests::httpbin::Httpbin;
+use portcullis_tests::harness::{api, seed_jwt_files, ProxyBuilder, SEED_TOKEN};
+use portcullis_tests::httpbin::upstream;
 use portcullis_tests::redis::RedisServer;
+use portcullis_tests::{wait, wait_for, WAIT};
 use serde_json::{json, Value};
 
 fn builder() -> ProxyBuilder {
     ProxyBuilder::new(env!("CARGO_BIN_EXE_portcullis"))
-}
-
-fn upstream() -> Httpbin {
-    Httpbin::start_named("127.0.0.1:0", "up").expect("upstream")
-}
-
-/// A keyed API: `top` adds top-level fields (auth settings).
-fn api(id: &str, listen_path: &str, target: &str, top: &str, version_extra: &str) -> String {
-    format!(
-        r#"{{"name": "{id}", "api_id": "{id}", "active": true, {top}
-  "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default" {version_extra}}}}}}},
-  "proxy": {{"listen_path": "{listen_path}", "target_url": "{target}", "strip_listen_path": true}}}}"#
-    )
-}
-
-/// GET on a fresh connection with extra header lines.
-fn get(p: &Proxy, path: &str, headers: &str) -> Response {
-    let mut c = Conn::connect(p.listen).expect("connect");
-    c.request("GET", path, &format!("{headers}Connection: close\r\n"), b"").expect("request")
 }
 
 fn upstream_header(r: &Response, name: &str) -> Option<String> {
@@ -49,15 +31,6 @@ fn error_of(r: &Response) -> String {
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-fn create_key(p: &Proxy, session: &Value) -> (String, String) {
-    let r = p.admin_send("POST", "/tyk/keys/create", &session.to_string());
-    assert_eq!(r.status, 200, "{}", r.text());
-    let v = r.json();
-    assert_eq!(v["status"], "ok");
-    assert_eq!(v["action"], "added");
-    (v["key"].as_str().unwrap().to_string(), v["key_hash"].as_str().unwrap().to_string())
 }
 
 /// `[storage]` for a test: the embedded default, or the given Redis.
@@ -79,7 +52,7 @@ fn token_auth_and_key_crud_with_redis() {
 }
 
 fn token_flow(redis: Option<&RedisServer>) {
-    let up = upstream();
+    let up = upstream("up");
     let p = builder()
         .section(&storage(redis))
         .workers(2)
@@ -97,30 +70,28 @@ fn token_flow(redis: Option<&RedisServer>) {
         .start();
 
     // Missing -> 401, unknown -> 403 (Tyk's messages).
-    let r = get(&p, "/t/get", "");
+    let r = p.get("/t/get", "");
     assert_eq!((r.status, error_of(&r).as_str()), (401, "Authorization field missing"));
-    let r = get(&p, "/t/get", "Authorization: nope\r\n");
+    let r = p.get("/t/get", "Authorization: nope\r\n");
     assert_eq!((r.status, error_of(&r).as_str()), (403, "Access to this API has been disallowed"));
 
-    let (key, hash) = create_key(
-        &p,
-        &json!({"rate": 100, "per": 1, "quota_max": -1, "org_id": "org1", "meta_data": {"plan": "gold"}}),
-    );
+    let (key, hash) =
+        p.create_key(&json!({"rate": 100, "per": 1, "quota_max": -1, "org_id": "org1", "meta_data": {"plan": "gold"}}));
     assert!(key.starts_with("org1"));
     assert_eq!(hash.len(), 64);
     // Header (with and without Bearer); the key is stripped before the upstream.
     for h in [format!("Authorization: {key}\r\n"), format!("Authorization: Bearer {key}\r\n")] {
-        let r = get(&p, "/t/get", &h);
+        let r = p.get("/t/get", &h);
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(upstream_header(&r, "authorization"), None);
     }
     // Param and cookie sources (not stripped: strip_auth_data is off for /q/).
-    let r = get(&p, &format!("/q/get?key={key}&x=1"), "");
+    let r = p.get(&format!("/q/get?key={key}&x=1"), "");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["args"]["key"], key.as_str());
-    let r = get(&p, "/q/get", &format!("Cookie: a=1; sid={key}\r\n"));
+    let r = p.get("/q/get", &format!("Cookie: a=1; sid={key}\r\n"));
     assert_eq!(r.status, 200);
-    let r = get(&p, "/q/get", &format!("X-Api-Key: {key}\r\n"));
+    let r = p.get("/q/get", &format!("X-Api-Key: {key}\r\n"));
     assert_eq!(r.status, 200);
 
     // GET shows the session, never the key; the list shows hashes.
@@ -145,9 +116,9 @@ fn token_flow(redis: Option<&RedisServer>) {
     assert_eq!((r.status, r.json()["action"].as_str()), (200, Some("modified")));
     let update_ms = t0.elapsed().as_secs_f64() * 1e3;
     for _ in 0..10 {
-        let r = get(&p, "/t/get", &format!("Authorization: {key}\r\n"));
+        let r = p.get("/t/get", &format!("Authorization: {key}\r\n"));
         assert_eq!(r.status, 403, "an updated key must be refused on every worker at once");
-        assert_eq!(get(&p, "/q/get", &format!("X-Api-Key: {key}\r\n")).status, 200);
+        assert_eq!(p.get("/q/get", &format!("X-Api-Key: {key}\r\n")).status, 200);
     }
     eprintln!("key update: admin reply in {update_ms:.2} ms; the next request on each of 2 workers saw it");
 
@@ -155,17 +126,17 @@ fn token_flow(redis: Option<&RedisServer>) {
     let r = p.admin_send("DELETE", &format!("/tyk/keys/{key}"), "");
     assert_eq!((r.status, r.json()["action"].as_str()), (200, Some("deleted")));
     for _ in 0..6 {
-        assert_eq!(get(&p, "/q/get", &format!("X-Api-Key: {key}\r\n")).status, 403);
+        assert_eq!(p.get("/q/get", &format!("X-Api-Key: {key}\r\n")).status, 403);
     }
     assert_eq!(p.admin_get(&format!("/tyk/keys/{key}")).status, 404);
 
     // Named keys, expiry, inactive, unknown policies.
     let r = p.admin_send("POST", "/tyk/keys/my-named-key", &json!({"expires": now() - 10}).to_string());
     assert_eq!(r.status, 200);
-    let r = get(&p, "/t/get", "Authorization: my-named-key\r\n");
+    let r = p.get("/t/get", "Authorization: my-named-key\r\n");
     assert_eq!((r.status, error_of(&r).as_str()), (401, "Key has expired, please renew"));
     p.admin_send("PUT", "/tyk/keys/my-named-key", &json!({"is_inactive": true}).to_string());
-    assert_eq!(get(&p, "/t/get", "Authorization: my-named-key\r\n").status, 403);
+    assert_eq!(p.get("/t/get", "Authorization: my-named-key\r\n").status, 403);
     let r = p.admin_send("POST", "/tyk/keys/create", &json!({"apply_policies": ["missing"]}).to_string());
     assert_eq!(r.status, 400);
     assert!(r.text().contains("missing"));
@@ -181,30 +152,30 @@ fn token_flow(redis: Option<&RedisServer>) {
 
 #[test]
 fn embedded_store_survives_restart() {
-    let up = upstream();
+    let up = upstream("up");
     let mut p = builder().app("t", api("t", "/t/", &up.url(), r#""use_standard_auth": true,"#, "")).start();
-    let (key, _) = create_key(&p, &json!({"rate": 10, "per": 1}));
-    assert_eq!(get(&p, "/t/get", &format!("Authorization: {key}\r\n")).status, 200);
+    let (key, _) = p.create_key(&json!({"rate": 10, "per": 1}));
+    assert_eq!(p.get("/t/get", &format!("Authorization: {key}\r\n")).status, 200);
     p.restart();
-    assert_eq!(get(&p, "/t/get", &format!("Authorization: {key}\r\n")).status, 200, "{}", p.log_text());
+    assert_eq!(p.get("/t/get", &format!("Authorization: {key}\r\n")).status, 200, "{}", p.log_text());
 }
 
 /// The seed article's JWT walkthrough, verbatim: `apps/httpbin-jwt.json` and `apps/policies.json`
 /// from this repository (target pointed at the local upstream) and the article's token.
 #[test]
 fn seed_jwt_walkthrough_works_verbatim() {
-    let up = upstream();
+    let up = upstream("up");
     let (def, policies) = seed_jwt_files(&up.url());
     let p = builder().app("httpbin-jwt", def).policies(policies).start();
-    let r = get(&p, "/httpbin-jwt/get", &format!("Authorization: Bearer {SEED_TOKEN}\r\n"));
+    let r = p.get("/httpbin-jwt/get", &format!("Authorization: Bearer {SEED_TOKEN}\r\n"));
     assert_eq!(r.status, 200, "{}\n{}", r.text(), p.log_text());
     assert_eq!(upstream_header(&r, "User").as_deref(), Some("foo@bar.com"));
     assert_eq!(upstream_header(&r, "Authorization"), None, "strip_auth_data must remove the JWT");
     // Missing and tampered tokens.
-    let r = get(&p, "/httpbin-jwt/get", "");
+    let r = p.get("/httpbin-jwt/get", "");
     assert_eq!(r.status, 401);
     let tampered = SEED_TOKEN.replace("8E-X89", "8E-X88");
-    let r = get(&p, "/httpbin-jwt/get", &format!("Authorization: Bearer {tampered}\r\n"));
+    let r = p.get("/httpbin-jwt/get", &format!("Authorization: Bearer {tampered}\r\n"));
     assert_eq!(r.status, 403);
     assert!(error_of(&r).starts_with("Key not authorized"), "{}", r.text());
 }
@@ -250,7 +221,7 @@ fn serve_jwks(body: String) -> std::net::SocketAddr {
 
 #[test]
 fn jwt_methods_policies_and_failure_classes() {
-    let up = upstream();
+    let up = upstream("up");
     let rsa_priv = include_str!("../fixtures/rsa_private.pem");
     let rsa_pub = include_str!("../fixtures/rsa_public.pem");
     let other_priv = include_str!("../fixtures/rsa_other_private.pem");
@@ -287,7 +258,7 @@ fn jwt_methods_policies_and_failure_classes() {
         h.kid = Some("k1".into());
         encode(&h, c, &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap()).unwrap()
     };
-    let call = |path: &str, tok: &str| get(&p, path, &format!("Authorization: Bearer {tok}\r\nX-Secret: hide-me\r\n"));
+    let call = |path: &str, tok: &str| p.get(path, &format!("Authorization: Bearer {tok}\r\nX-Secret: hide-me\r\n"));
 
     // Successes: identity claim and other claims injected, auth header and X-Secret removed.
     let c = claims(json!({}));
@@ -330,7 +301,7 @@ fn jwt_methods_policies_and_failure_classes() {
         let r = call(path, &tok);
         assert_eq!(r.status, 403, "{what}: {}", r.text());
     }
-    assert_eq!(get(&p, "/hs/get", "").status, 401);
+    assert_eq!(p.get("/hs/get", "").status, 401);
     // The identity falls back to `sub` when the identity claim is absent.
     let r = call("/hs/get", &hs(&json!({"sub": "bob", "exp": now() + 60}), "s3cret"));
     assert_eq!(r.status, 200);
@@ -360,7 +331,7 @@ fn basic_hmac_and_chained_auth_with_redis() {
 }
 
 fn basic_hmac_chained_flow(redis: Option<&RedisServer>) {
-    let up = upstream();
+    let up = upstream("up");
     let p = builder()
         .section(&storage(redis))
         .app("basic", api("basic", "/basic/", &up.url(), r#""use_basic_auth": true,"#, ""))
@@ -385,14 +356,14 @@ fn basic_hmac_chained_flow(redis: Option<&RedisServer>) {
     let shown = p.admin_get("/tyk/keys/alice").text();
     assert!(!shown.contains("pa:ss") && !shown.contains("$2"), "{shown}");
     let basic = |user: &str, pass: &str| format!("Authorization: Basic {}\r\n", b64(&format!("{user}:{pass}")));
-    assert_eq!(get(&p, "/basic/get", &basic("alice", "pa:ss")).status, 200);
-    let r = get(&p, "/basic/get", &basic("alice", "wrong"));
+    assert_eq!(p.get("/basic/get", &basic("alice", "pa:ss")).status, 200);
+    let r = p.get("/basic/get", &basic("alice", "wrong"));
     assert_eq!(r.status, 401);
     assert!(r.header("www-authenticate").is_some_and(|v| v.starts_with("Basic")));
-    assert_eq!(get(&p, "/basic/get", &basic("nobody", "x")).status, 401);
-    let r = get(&p, "/basic/get", "");
+    assert_eq!(p.get("/basic/get", &basic("nobody", "x")).status, 401);
+    let r = p.get("/basic/get", "");
     assert_eq!((r.status, error_of(&r).as_str()), (401, "Authorization field missing"));
-    assert_eq!(get(&p, "/basic/get", "Authorization: Basic !!!\r\n").status, 400);
+    assert_eq!(p.get("/basic/get", "Authorization: Basic !!!\r\n").status, 400);
 
     // HMAC: the key API generates the secret.
     let r = p.admin_send("POST", "/tyk/keys/create", &json!({"hmac_enabled": true}).to_string());
@@ -407,31 +378,31 @@ fn basic_hmac_chained_flow(redis: Option<&RedisServer>) {
             signature::encode_signature(&mac)
         )
     };
-    let r = get(&p, "/hmac/get", &sign(&key, &secret, &date, "/hmac/get"));
+    let r = p.get("/hmac/get", &sign(&key, &secret, &date, "/hmac/get"));
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(get(&p, "/hmac/get", &sign(&key, "wrong", &date, "/hmac/get")).status, 403);
+    assert_eq!(p.get("/hmac/get", &sign(&key, "wrong", &date, "/hmac/get")).status, 403);
     assert_eq!(
-        get(&p, "/hmac/get", &sign(&key, &secret, &date, "/hmac/other")).status,
+        p.get("/hmac/get", &sign(&key, &secret, &date, "/hmac/other")).status,
         403,
         "signature over another path"
     );
     let old = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(3600));
-    assert_eq!(get(&p, "/hmac/get", &sign(&key, &secret, &old, "/hmac/get")).status, 403, "Date outside the skew");
-    assert_eq!(get(&p, "/hmac/get", "").status, 401);
+    assert_eq!(p.get("/hmac/get", &sign(&key, &secret, &old, "/hmac/get")).status, 403, "Date outside the skew");
+    assert_eq!(p.get("/hmac/get", "").status, 401);
 
     // Chained: token (identity) + HMAC signature; both must pass.
-    let (tkey, _) = create_key(&p, &json!({"rate": 5, "per": 1}));
+    let (tkey, _) = p.create_key(&json!({"rate": 5, "per": 1}));
     let both = format!("X-Api-Key: {tkey}\r\n{}", sign(&key, &secret, &date, "/chain/get"));
-    assert_eq!(get(&p, "/chain/get", &both).status, 200);
-    assert_eq!(get(&p, "/chain/get", &format!("X-Api-Key: {tkey}\r\n")).status, 401, "signature missing");
-    assert_eq!(get(&p, "/chain/get", &sign(&key, &secret, &date, "/chain/get")).status, 401, "token missing");
+    assert_eq!(p.get("/chain/get", &both).status, 200);
+    assert_eq!(p.get("/chain/get", &format!("X-Api-Key: {tkey}\r\n")).status, 401, "signature missing");
+    assert_eq!(p.get("/chain/get", &sign(&key, &secret, &date, "/chain/get")).status, 401, "token missing");
     let bad_sig = format!("X-Api-Key: {tkey}\r\n{}", sign(&key, "wrong", &date, "/chain/get"));
-    assert_eq!(get(&p, "/chain/get", &bad_sig).status, 403);
+    assert_eq!(p.get("/chain/get", &bad_sig).status, 403);
 }
 
 #[test]
 fn ip_rules_path_lists_and_header_transforms() {
-    let up = upstream();
+    let up = upstream("up");
     let paths = r#", "extended_paths": {
         "ignored": [{"path": "/ip", "method_actions": {"GET": {"action": "no_action"}}}],
         "black_list": [{"path": "/admin", "method_actions": {"GET": {"action": "no_action"}}}],
@@ -475,18 +446,18 @@ fn ip_rules_path_lists_and_header_transforms() {
         )
         .app("wl", api("wl", "/wl/", &up.url(), r#""use_keyless": true,"#, wl))
         .start();
-    let r = get(&p, "/open/get", "");
+    let r = p.get("/open/get", "");
     assert_eq!((r.status, error_of(&r).as_str()), (403, "access from this IP has been disallowed"));
-    assert_eq!(get(&p, "/deny/get", "").status, 403);
-    assert_eq!(get(&p, "/ok/get", "").status, 200);
+    assert_eq!(p.get("/deny/get", "").status, 403);
+    assert_eq!(p.get("/ok/get", "").status, 200);
     // Ignored paths skip auth; black-listed paths are refused even with a key.
-    assert_eq!(get(&p, "/keyed/ip", "").status, 200);
-    assert_eq!(get(&p, "/keyed/get", "").status, 401);
-    let (key, _) = create_key(&p, &json!({"meta_data": {"plan": "gold"}}));
+    assert_eq!(p.get("/keyed/ip", "").status, 200);
+    assert_eq!(p.get("/keyed/get", "").status, 401);
+    let (key, _) = p.create_key(&json!({"meta_data": {"plan": "gold"}}));
     let auth = format!("Authorization: {key}\r\n");
-    let r = get(&p, "/keyed/admin", &auth);
+    let r = p.get("/keyed/admin", &auth);
     assert_eq!((r.status, error_of(&r).as_str()), (403, "Requested endpoint is forbidden"));
-    let r = get(&p, "/keyed/get", &format!("{auth}X-Drop: 1\r\nX-Client: c-7\r\n"));
+    let r = p.get("/keyed/get", &format!("{auth}X-Drop: 1\r\nX-Client: c-7\r\n"));
     assert_eq!(r.status, 200);
     assert_eq!(upstream_header(&r, "X-Drop"), None);
     assert_eq!(upstream_header(&r, "X-Path").as_deref(), Some("/keyed/get"));
@@ -495,8 +466,8 @@ fn ip_rules_path_lists_and_header_transforms() {
     assert_eq!(upstream_header(&r, "X-Hdr").as_deref(), Some("c-7"));
     assert_eq!(upstream_header(&r, "Authorization").as_deref(), Some(key.as_str()), "strip_auth_data is off");
     // White list: only listed paths and methods.
-    assert_eq!(get(&p, "/wl/status/200", "").status, 200);
-    assert_eq!(get(&p, "/wl/get", "").status, 403);
+    assert_eq!(p.get("/wl/status/200", "").status, 200);
+    assert_eq!(p.get("/wl/get", "").status, 403);
     let mut c = Conn::connect(p.listen).unwrap();
     assert_eq!(c.request("DELETE", "/wl/status/200", "Connection: close\r\n", b"").unwrap().status, 403);
 }
@@ -505,7 +476,7 @@ fn ip_rules_path_lists_and_header_transforms() {
 /// the encodings a backend resolves to the listed path gets past a rule.
 #[test]
 fn path_rules_see_the_canonical_path() {
-    let up = upstream();
+    let up = upstream("up");
     let black = r#", "extended_paths": {"black_list": [{"path": "/admin", "method_actions": {"GET": {"action": "no_action"}}}]}"#;
     let ignored =
         r#", "extended_paths": {"ignored": [{"path": "/public", "method_actions": {"GET": {"action": "no_action"}}}]}"#;
@@ -513,7 +484,7 @@ fn path_rules_see_the_canonical_path() {
         .app("plng", api("plng", "/plng/", &up.url(), r#""use_keyless": true,"#, black))
         .app("keyed", api("keyed", "/api/", &up.url(), r#""use_standard_auth": true,"#, ignored))
         .start();
-    assert_eq!(get(&p, "/plng/admin", "").status, 403);
+    assert_eq!(p.get("/plng/admin", "").status, 403);
     for bypass in [
         "/plng//admin",
         "/plng/./admin",
@@ -524,20 +495,20 @@ fn path_rules_see_the_canonical_path() {
         "//plng/admin",
         "/plng/admin/.",
     ] {
-        let r = get(&p, bypass, "");
+        let r = p.get(bypass, "");
         assert_eq!((r.status, error_of(&r).as_str()), (403, "Requested endpoint is forbidden"), "{bypass}");
     }
     for ambiguous in ["/plng/%2fadmin", "/plng/%2Fadmin", "/plng/%5cadmin", "/plng/%zz"] {
-        assert_eq!(get(&p, ambiguous, "").status, 400, "{ambiguous}");
+        assert_eq!(p.get(ambiguous, "").status, 400, "{ambiguous}");
     }
     // An ignored prefix does not carry a request out of it without credentials.
     // (the upstream has no such page: its 404, not the proxy's 401)
-    assert_eq!(get(&p, "/api/public/x", "").status, 404);
+    assert_eq!(p.get("/api/public/x", "").status, 404);
     for bypass in ["/api/public/../get", "/api/public/%2e%2e/get", "/api//public/../get"] {
-        assert_eq!(get(&p, bypass, "").status, 401, "{bypass}");
+        assert_eq!(p.get(bypass, "").status, 401, "{bypass}");
     }
     // The upstream gets the canonical path, not what the client sent.
-    let r = get(&p, "/plng/x/..//%67et?q=%2F", "");
+    let r = p.get("/plng/x/..//%67et?q=%2F", "");
     assert_eq!(r.status, 200);
     assert!(r.json()["url"].as_str().unwrap().ends_with("/get?q=%2F"), "{}", r.json()["url"]);
 }
@@ -569,62 +540,48 @@ fn redis_store_shared_by_two_nodes() {
     let Some(mut redis) = RedisServer::start() else {
         return;
     };
-    let up = upstream();
+    let up = upstream("up");
     let storage = format!("[storage]\nredis = \"{}\"\n", redis.url());
     let a =
         builder().app("t", api("t", "/t/", &up.url(), r#""use_standard_auth": true,"#, "")).section(&storage).start();
     let b =
         builder().app("t", api("t", "/t/", &up.url(), r#""use_standard_auth": true,"#, "")).section(&storage).start();
-    let (key, hash) = create_key(&a, &json!({"rate": 10, "per": 1}));
+    let (key, hash) = a.create_key(&json!({"rate": 10, "per": 1}));
     let auth = format!("Authorization: {key}\r\n");
-    assert_eq!(get(&a, "/t/get", &auth).status, 200);
-    assert_eq!(get(&b, "/t/get", &auth).status, 200, "node B reads the key node A stored");
+    assert_eq!(a.get("/t/get", &auth).status, 200);
+    assert_eq!(b.get("/t/get", &auth).status, 200, "node B reads the key node A stored");
     assert!(b.admin_get("/tyk/keys").json()["keys"].as_array().unwrap().iter().any(|k| k == hash.as_str()));
     // Deleting on A reaches B's worker cache through pub/sub, well before the cache TTL (10 s).
     let t0 = Instant::now();
     assert_eq!(a.admin_send("DELETE", &format!("/tyk/keys/{key}"), "").status, 200);
-    let mut seen = None;
-    while t0.elapsed() < Duration::from_secs(5) {
-        if get(&b, "/t/get", &auth).status == 403 {
-            seen = Some(t0.elapsed());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // 5 s, not the usual generous wait: half the cache TTL, so the cache expiring cannot pass for
+    // the pub/sub message.
+    let seen = wait::poll(Duration::from_secs(5), || (b.get("/t/get", &auth).status == 403).then(|| t0.elapsed()));
     let seen = seen.expect("node B still served a key deleted on node A after 5 s");
     eprintln!("key deleted on node A refused by node B after {:.1} ms", seen.as_secs_f64() * 1e3);
     // Redis down: cached keys keep working, unknown keys get 503 (never a crash); back up: works.
-    let (key2, _) = create_key(&a, &json!({}));
+    let (key2, _) = a.create_key(&json!({}));
     let auth2 = format!("Authorization: {key2}\r\n");
-    assert_eq!(get(&a, "/t/get", &auth2).status, 200);
+    assert_eq!(a.get("/t/get", &auth2).status, 200);
     assert_eq!(a.admin_get("/hello").json()["details"]["keystore"]["status"], "pass");
     redis.stop();
-    assert_eq!(get(&a, "/t/get", &auth2).status, 200, "cached session served while Redis is down");
-    let r = get(&a, "/t/get", "Authorization: unknown-key\r\n");
+    assert_eq!(a.get("/t/get", &auth2).status, 200, "cached session served while Redis is down");
+    let r = a.get("/t/get", "Authorization: unknown-key\r\n");
     assert_eq!(r.status, 503, "{}", r.text());
     // /hello says so (the failing operation or the 2 s health ping notices it).
-    let t0 = Instant::now();
     let mut hello = a.admin_get("/hello").json();
-    while hello["details"]["keystore"]["status"] != "warn" && t0.elapsed() < Duration::from_secs(6) {
-        std::thread::sleep(Duration::from_millis(100));
+    wait::poll(WAIT, || {
         hello = a.admin_get("/hello").json();
-    }
+        (hello["details"]["keystore"]["status"] == "warn").then_some(())
+    });
     assert_eq!(hello["details"]["keystore"]["status"], "warn", "{hello}");
     assert_eq!(hello["status"], "warn");
     redis.restart();
-    let (key3, _) = {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let r = a.admin_send("POST", "/tyk/keys/create", "{}");
-            if r.status == 200 {
-                let v = r.json();
-                break (v["key"].as_str().unwrap().to_string(), ());
-            }
-            assert!(Instant::now() < deadline, "key store did not recover: {}", r.text());
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
-    assert_eq!(get(&b, "/t/get", &format!("Authorization: {key3}\r\n")).status, 200);
+    let key3 = wait_for("the key store to recover (a key created)", WAIT, || {
+        let r = a.admin_send("POST", "/tyk/keys/create", "{}");
+        (r.status == 200).then(|| r.json()["key"].as_str().unwrap().to_string())
+    });
+    assert_eq!(b.get("/t/get", &format!("Authorization: {key3}\r\n")).status, 200);
 }
 
 #[test]
@@ -647,7 +604,7 @@ fn key_api_refuses_rates_without_a_meaning_naming_the_field() {
         assert!(msg.contains(&format!("`{field}` = {value}")), "{session}: {msg}");
     }
     // Updating a key is checked the same way.
-    let (key, _) = create_key(&p, &json!({"rate": 10, "per": 1}));
+    let (key, _) = p.create_key(&json!({"rate": 10, "per": 1}));
     let r = p.admin_send("PUT", &format!("/tyk/keys/{key}"), &json!({"rate": 10, "per": 0}).to_string());
     assert_eq!(r.status, 400, "{}", r.text());
     // Tyk's "no rate limit" (rate 0 or -1, per unused) is kept.

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portcullis_tests::client::Conn;
-use portcullis_tests::harness::{Proxy, ProxyBuilder};
+use portcullis_tests::harness::{self, Proxy, ProxyBuilder};
 use portcullis_tests::httpbin::Httpbin;
 use portcullis_tests::redis::RedisServer;
+use portcullis_tests::{metrics, wait, wait_until, WAIT};
 use serde_json::json;
 
 /// A proxy whose abuse detector is off (these tests hammer limits on purpose from 127.0.0.1).
@@ -21,16 +22,12 @@ fn builder() -> ProxyBuilder {
 }
 
 fn upstream() -> Httpbin {
-    Httpbin::start_named("127.0.0.1:0", "up").expect("upstream")
+    portcullis_tests::httpbin::upstream("up")
 }
 
-/// A keyless API with `top` fields (limits).
+/// A keyless API at `/{id}/` with `top` fields (limits).
 fn api(id: &str, target: &str, top: &str) -> String {
-    format!(
-        r#"{{"name": "{id}", "api_id": "{id}", "active": true, "use_keyless": true, {top}
-  "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default"}}}}}},
-  "proxy": {{"listen_path": "/{id}/", "target_url": "{target}", "strip_listen_path": true}}}}"#
-    )
+    harness::api(id, &format!("/{id}/"), target, &format!(r#""use_keyless": true, {top}"#), "")
 }
 
 /// Counts of one load run.
@@ -74,6 +71,7 @@ fn load(
                     if every > Duration::ZERO {
                         let now = Instant::now();
                         if next > now {
+                            // Stays: pacing; the offered rate is what the tests set.
                             std::thread::sleep(next - now);
                         }
                         next += every;
@@ -129,11 +127,9 @@ fn worker_decisions(p: &Proxy) -> Vec<f64> {
     let m = p.metrics();
     (0..8)
         .filter_map(|w| {
-            let name = format!("portcullis_limit_decisions_total{{worker=\"{w}\",outcome=\"admitted\"}}");
-            let adm: f64 = m.lines().find_map(|l| l.strip_prefix(&name).and_then(|v| v.trim().parse().ok()))?;
-            let name = format!("portcullis_limit_decisions_total{{worker=\"{w}\",outcome=\"rejected\"}}");
-            let rej: f64 = m.lines().find_map(|l| l.strip_prefix(&name).and_then(|v| v.trim().parse().ok()))?;
-            Some(adm + rej)
+            let series =
+                |outcome: &str| format!("portcullis_limit_decisions_total{{worker=\"{w}\",outcome=\"{outcome}\"}}");
+            Some(metrics::value(&m, &series("admitted"))? + metrics::value(&m, &series("rejected"))?)
         })
         .collect()
 }
@@ -159,10 +155,14 @@ fn limit_holds_on_one_worker_and_spread_over_workers() {
     let before = worker_decisions(&p);
     let targets: Vec<_> = (0..16).map(|_| (p.listen, Duration::from_millis(4))).collect();
     let c = load(&targets, "/spread/get", "", Duration::from_secs(4), Duration::from_secs(1));
-    std::thread::sleep(Duration::from_millis(300));
-    let after = worker_decisions(&p);
-    let per_worker: Vec<f64> =
-        after.iter().zip(before.iter().chain(std::iter::repeat(&0.0))).map(|(a, b)| a - b).collect();
+    // Until the workers' published decision counts show the run on both (they publish every
+    // 200 ms); what they show then is asserted below.
+    let mut per_worker = Vec::new();
+    wait::poll(WAIT, || {
+        let after = worker_decisions(&p);
+        per_worker = after.iter().zip(before.iter().chain(std::iter::repeat(&0.0))).map(|(a, b)| a - b).collect();
+        (per_worker.iter().filter(|d| **d > 100.0).count() == 2).then_some(())
+    });
     eprintln!("decisions per worker during the spread run: {per_worker:?}");
     assert!(per_worker.iter().filter(|d| **d > 100.0).count() == 2, "traffic must reach both workers: {per_worker:?}");
     assert_eq!(c.other, 0, "{c:?}");
@@ -200,6 +200,7 @@ fn one_per_second_admits_exactly_one_per_second_and_backing_off_is_admitted_at_o
     assert_eq!(r.header("x-ratelimit-limit"), Some("5"));
     assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
     assert_eq!(r.json()["error"], "Rate limit exceeded");
+    // Stays: backing off for one token's time (1/5 s) is what is tested.
     std::thread::sleep(Duration::from_millis(250));
     let r = conn.request("GET", "/five/get", "", b"").unwrap();
     assert_eq!(r.status, 200, "a client that backed off for one token's time must be admitted");
@@ -210,12 +211,7 @@ fn one_per_second_admits_exactly_one_per_second_and_backing_off_is_admitted_at_o
 fn key_rate_from_policy_with_headers_and_disable_rate_limit() {
     let up = upstream();
     let keyed = |id: &str, extra: &str| {
-        format!(
-            r#"{{"name": "{id}", "api_id": "{id}", "active": true, "use_standard_auth": true, {extra}
-  "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default"}}}}}},
-  "proxy": {{"listen_path": "/{id}/", "target_url": "{}", "strip_listen_path": true}}}}"#,
-            up.url()
-        )
+        harness::api(id, &format!("/{id}/"), &up.url(), &format!(r#""use_standard_auth": true, {extra}"#), "")
     };
     let p = builder()
         .app("k", keyed("k", ""))
@@ -239,7 +235,7 @@ fn key_rate_from_policy_with_headers_and_disable_rate_limit() {
     // disable_rate_limit: the same key is not limited there.
     assert!((0..30).all(|_| conn.request("GET", "/free/get", &auth, b"").unwrap().status == 200));
     let m = p.metrics();
-    assert!(m.contains("portcullis_limit_decisions_total{worker=\"0\",outcome=\"rejected\"}"), "{m}");
+    assert!(metrics::value(&m, "portcullis_limit_decisions_total{worker=\"0\",outcome=\"rejected\"}").is_some(), "{m}");
 }
 
 #[test]
@@ -269,18 +265,12 @@ fn abusive_client_is_banned_then_unbanned_after_ttl() {
     let ban = ban.unwrap_or_else(|| panic!("no ban for 127.0.0.1: {bans}"));
     assert!(ban["reason"].as_str().unwrap().contains("rate limit"), "{ban}");
     let m = p.metrics();
-    assert!(m.lines().any(|l| l.starts_with("portcullis_limit_bans_total") && !l.ends_with(" 0")), "{m}");
+    assert!(metrics::values(&m, "portcullis_limit_bans_total").iter().any(|v| *v != 0.0), "{m}");
     // After the TTL the client is served again.
-    let deadline = Instant::now() + Duration::from_secs(8);
-    loop {
-        std::thread::sleep(Duration::from_millis(250));
-        if let Ok(mut c) = Conn::connect_timeout(p.listen, Duration::from_secs(1)) {
-            if c.request("GET", "/a/get", "", b"").is_ok_and(|r| r.status == 200 || r.status == 429) {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "still banned after the TTL");
-    }
+    wait_until("the client to be served again after the ban's TTL", WAIT, || {
+        Conn::connect_timeout(p.listen, Duration::from_secs(1))
+            .is_ok_and(|mut c| c.request("GET", "/a/get", "", b"").is_ok_and(|r| r.status == 200 || r.status == 429))
+    });
 }
 
 #[test]
@@ -291,12 +281,8 @@ fn three_nodes_share_a_limit_through_redis_and_survive_redis_loss() {
     let def = api("shared", &up.url(), r#""global_rate_limit": {"rate": 30, "per": 1},"#);
     let nodes: Vec<Proxy> = (0..3).map(|_| builder().app("shared", def.clone()).section(&storage).start()).collect();
     // Wait until every node has heard from the other two.
-    let deadline = Instant::now() + Duration::from_secs(10);
     for n in &nodes {
-        while !n.metrics().lines().any(|l| l == "portcullis_cluster_peers 2") {
-            assert!(Instant::now() < deadline, "nodes did not see each other:\n{}", n.metrics());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        n.wait_metrics("the other two nodes", |m| metrics::value(m, "portcullis_cluster_peers") == Some(2.0));
     }
     // Uneven offered load: 200/s, 100/s and 25/s on the three nodes; limit 30/s cluster-wide.
     let targets = [
@@ -312,35 +298,25 @@ fn three_nodes_share_a_limit_through_redis_and_survive_redis_loss() {
     // Redis killed: every node keeps limiting locally (never more than its own limit, no errors)
     // and says so; Redis back: they rejoin.
     redis.stop();
-    let stale_deadline = Instant::now() + Duration::from_secs(6);
-    while nodes[0].admin_get("/hello").json()["details"]["cluster"]["status"] != "warn" {
-        assert!(Instant::now() < stale_deadline, "/hello did not report the lost Redis");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("/hello to report the lost Redis", WAIT, || {
+        nodes[0].admin_get("/hello").json()["details"]["cluster"]["status"] == "warn"
+    });
     // (The other nodes' share of the demand fades over the 1 s share window first.)
     let c = load(&targets[..1], "/shared/get", "", Duration::from_secs(3), Duration::from_secs(1));
     assert_eq!(c.other, 0, "{c:?}");
     assert_near("node-local while Redis is down", c.ok, 60.0, 0.15);
-    assert!(nodes[0]
-        .metrics()
-        .lines()
-        .any(|l| l.starts_with("portcullis_cluster_redis_errors_total") && !l.ends_with(" 0")));
+    let m = nodes[0].metrics();
+    assert!(metrics::values(&m, "portcullis_cluster_redis_errors_total").iter().any(|v| *v != 0.0), "{m}");
     redis.restart();
-    let back = Instant::now() + Duration::from_secs(10);
     for n in &nodes {
-        while n.admin_get("/hello").json()["details"]["cluster"]["status"] != "pass" {
-            assert!(Instant::now() < back, "node did not rejoin after Redis returned");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until("the node to rejoin after Redis returned", WAIT, || {
+            n.admin_get("/hello").json()["details"]["cluster"]["status"] == "pass"
+        });
     }
 }
 
 fn keyed_api(id: &str, target: &str) -> String {
-    format!(
-        r#"{{"name": "{id}", "api_id": "{id}", "active": true, "use_standard_auth": true,
-  "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default"}}}}}},
-  "proxy": {{"listen_path": "/{id}/", "target_url": "{target}", "strip_listen_path": true}}}}"#
-    )
+    harness::api(id, &format!("/{id}/"), target, r#""use_standard_auth": true,"#, "")
 }
 
 /// Sends `n` requests with `auth` on fresh connections (spread over the workers), counting
@@ -398,7 +374,12 @@ fn quota_is_exact_across_workers_resets_through_the_key_api_and_survives_restart
     assert_eq!(r.header("x-quota-remaining"), Some("9"));
     assert_eq!(count_statuses(&[p.listen], "/q/get", auth, 4).0, 4);
     // 5 used; the embedded table is written within a second, and read back after a restart.
-    std::thread::sleep(Duration::from_millis(1500));
+    let quotas = p.dir.path().join("data/quotas.json");
+    wait_until("quotas.json to hold the 5 used", WAIT, || {
+        let table: serde_json::Value =
+            std::fs::read(&quotas).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        table.as_object().is_some_and(|t| t.values().any(|c| c["used"] == 5))
+    });
     p.restart();
     let (ok, over, _) = count_statuses(&[p.listen], "/q/get", auth, 8);
     assert_eq!((ok, over), (5, 3), "quota use must survive a restart");
@@ -442,14 +423,8 @@ fn quota_never_overruns_across_three_nodes() {
 fn endpoint_ip_and_per_api_key_limits() {
     let up = upstream();
     let ep = r#", "extended_paths": {"rate_limit": [{"path": "/headers", "method": "GET", "rate": 2, "per": 60}]}"#;
-    let def = |id: &str, top: &str, version_extra: &str| {
-        format!(
-            r#"{{"name": "{id}", "api_id": "{id}", "active": true, {top}
-  "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default" {version_extra}}}}}}},
-  "proxy": {{"listen_path": "/{id}/", "target_url": "{}", "strip_listen_path": true}}}}"#,
-            up.url()
-        )
-    };
+    let def =
+        |id: &str, top: &str, version_extra: &str| harness::api(id, &format!("/{id}/"), &up.url(), top, version_extra);
     let p = builder()
         .app("ep", def("ep", r#""use_keyless": true,"#, ep))
         .app("ip", def("ip", r#""use_keyless": true, "ip_rate_limit": {"rate": 3, "per": 60},"#, ""))

@@ -9,14 +9,11 @@ use std::time::{Duration, Instant};
 
 use portcullis_tests::client::{self, Conn};
 use portcullis_tests::harness::{keyless_api, Proxy, ProxyBuilder};
-use portcullis_tests::httpbin::{pattern, Httpbin};
+use portcullis_tests::httpbin::{pattern, upstream, Httpbin};
+use portcullis_tests::{free_addr, metrics, wait, wait_until, WAIT};
 
 fn builder() -> ProxyBuilder {
     ProxyBuilder::new(env!("CARGO_BIN_EXE_portcullis"))
-}
-
-fn upstream(name: &str) -> Httpbin {
-    Httpbin::start_named("127.0.0.1:0", name).expect("upstream")
 }
 
 /// One keyless API at `/up/` in front of a fresh upstream.
@@ -26,20 +23,9 @@ fn simple(extra_proxy_config: &str) -> (Proxy, Httpbin) {
     (p, up)
 }
 
-/// Waits until `metrics` satisfies `pred` (workers publish every 200 ms).
-fn wait_metrics(p: &Proxy, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let m = p.metrics();
-        if pred(&m) || Instant::now() > deadline {
-            return m;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn metric_value(text: &str, series: &str) -> Option<f64> {
-    portcullis_tests::metrics::value(text, series)
+/// The open client connections of worker 0 (a gauge read live, not on the 200 ms publish tick).
+fn open_connections(p: &Proxy) -> f64 {
+    p.metric("portcullis_worker_open_connections{worker=\"0\"}").unwrap_or(-1.0)
 }
 
 #[test]
@@ -202,7 +188,7 @@ fn upstream_keep_alive_connections_are_reused() {
 
 #[test]
 fn bad_gateway_and_gateway_timeout() {
-    let closed = client_free_addr();
+    let closed = free_addr();
     let up = upstream("slow");
     let p = builder()
         .app("dead", keyless_api("dead", "/dead", &format!("http://{closed}/"), "", ""))
@@ -216,13 +202,11 @@ fn bad_gateway_and_gateway_timeout() {
     let r = client::get(p.listen, "/slow/slow-head/3000").unwrap();
     assert_eq!(r.status, 504);
     assert!(t.elapsed() < Duration::from_millis(2500));
-    let m = wait_metrics(&p, |m| m.contains("portcullis_upstream_timeouts_total{worker=\"0\"} 1"));
-    assert_eq!(metric_value(&m, "portcullis_upstream_connect_errors_total{worker=\"0\"}"), Some(1.0));
-    assert_eq!(metric_value(&m, "portcullis_upstream_timeouts_total{worker=\"0\"}"), Some(1.0));
-}
-
-fn client_free_addr() -> SocketAddr {
-    format!("127.0.0.1:{}", portcullis_tests::free_port()).parse().unwrap()
+    let m = p.wait_metrics("one upstream timeout", |m| {
+        metrics::value(m, "portcullis_upstream_timeouts_total{worker=\"0\"}") == Some(1.0)
+    });
+    assert_eq!(metrics::value(&m, "portcullis_upstream_connect_errors_total{worker=\"0\"}"), Some(1.0));
+    assert_eq!(metrics::value(&m, "portcullis_upstream_timeouts_total{worker=\"0\"}"), Some(1.0));
 }
 
 #[test]
@@ -304,12 +288,14 @@ fn kept_alive_connections_carry_trailing_bodies_pipelining_and_upgrades() {
     }
     // A body that comes after its head: the head alone is read first.
     conn.send(b"POST /up/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n").unwrap();
+    // Stays: the gap between head and body is what is tested (the proxy sees nothing to wait on).
     std::thread::sleep(Duration::from_millis(50));
     conn.send(b"0123456789").unwrap();
     let r = conn.read_response(false).unwrap();
     assert_eq!((r.status, &r.body[..]), (200, &b"0123456789"[..]));
     // Chunked, in pieces.
     conn.send(b"POST /up/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n").unwrap();
+    // Stays: the gap between the pieces is what is tested.
     std::thread::sleep(Duration::from_millis(30));
     conn.send(b"6\r\n world\r\n0\r\n\r\n").unwrap();
     let r = conn.read_response(false).unwrap();
@@ -393,14 +379,22 @@ fn hot_reload_under_load_loses_no_request_and_rejects_bad_config() {
         }));
     }
     let up2 = upstream("second");
-    std::thread::sleep(Duration::from_millis(200));
+    // Each step happens while both clients keep getting answers: at least 20 more each time.
+    let answered_more = |what: &str| {
+        let from = ok.load(Ordering::SeqCst);
+        wait_until(what, WAIT, || ok.load(Ordering::SeqCst) >= from + 20);
+    };
+    answered_more("the load to be running");
     std::fs::write(p.apps_dir().join("second.json"), keyless_api("second", "/second", &up2.url(), "", "")).unwrap();
     let r = p.admin_get("/tyk/reload");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["generation"], 2);
-    std::thread::sleep(Duration::from_millis(200));
+    answered_more("requests after the reload");
     p.signal(libc::SIGHUP);
-    std::thread::sleep(Duration::from_millis(200));
+    p.wait_metrics("the SIGHUP reload (generation 3)", |m| {
+        metrics::value(m, "portcullis_config_generation") == Some(3.0)
+    });
+    answered_more("requests after the SIGHUP reload");
     // A broken definition: reload rejected, running config kept.
     std::fs::write(p.apps_dir().join("broken.json"), r#"{"api_id": "broken", "active": true, "use_keyless": true, "proxy": {"listen_path": "/b", "target_url": "gopher://x"}}"#).unwrap();
     let r = p.admin_get("/tyk/reload");
@@ -412,7 +406,7 @@ fn hot_reload_under_load_loses_no_request_and_rejects_bad_config() {
     );
     let hello = client::get(p.admin, "/hello").unwrap().json();
     assert_eq!(hello["status"], "warn");
-    std::thread::sleep(Duration::from_millis(200));
+    answered_more("requests after the rejected reload");
     stop.store(true, Ordering::SeqCst);
     for t in threads {
         t.join().unwrap();
@@ -428,7 +422,7 @@ fn hot_reload_under_load_loses_no_request_and_rejects_bad_config() {
 
 #[test]
 fn sigterm_drains_in_flight_requests() {
-    let (mut p, _up) = simple("drain_timeout_ms = 5000");
+    let (mut p, up) = simple("drain_timeout_ms = 5000");
     let addr = p.listen;
     // A keep-alive connection between requests: the drain closes it at once instead of waiting
     // for it until the drain timeout.
@@ -436,7 +430,7 @@ fn sigterm_drains_in_flight_requests() {
     assert_eq!(idle.get("/up/get").unwrap().status, 200);
     // A kept-alive request in flight when the drain starts.
     let inflight = std::thread::spawn(move || Conn::connect(addr).and_then(|mut c| c.get("/up/delay/1")));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until("the upstream to read the in-flight request", WAIT, || up.heads() >= 2);
     let signalled = std::time::Instant::now();
     p.signal(libc::SIGTERM);
     idle.set_read_timeout(Duration::from_secs(4)).unwrap();
@@ -504,7 +498,9 @@ fn metrics_parse_as_prometheus_text() {
         conn.get("/up/get").unwrap();
     }
     conn.get("/nowhere").unwrap();
-    let text = wait_metrics(&p, |m| m.contains("portcullis_worker_requests_total{worker=\"0\"} 6"));
+    let text = p.wait_metrics("six requests counted", |m| {
+        metrics::value(m, "portcullis_worker_requests_total{worker=\"0\"}") == Some(6.0)
+    });
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition");
     let count = scrape
@@ -546,13 +542,13 @@ fn two_workers_pinned_with_own_listeners_share_traffic() {
     for _ in 0..40 {
         assert_eq!(client::get(p.listen, "/up/get").unwrap().status, 200);
     }
-    let m = wait_metrics(&p, |m| {
+    let m = p.wait_metrics("requests on both workers", |m| {
         (0..2).all(|w| {
-            metric_value(m, &format!("portcullis_worker_requests_total{{worker=\"{w}\"}}")).unwrap_or(0.0) > 0.0
+            metrics::value(m, &format!("portcullis_worker_requests_total{{worker=\"{w}\"}}")).unwrap_or(0.0) > 0.0
         })
     });
     for w in 0..2 {
-        let n = metric_value(&m, &format!("portcullis_worker_requests_total{{worker=\"{w}\"}}")).unwrap();
+        let n = metrics::value(&m, &format!("portcullis_worker_requests_total{{worker=\"{w}\"}}")).unwrap();
         assert!(n > 0.0, "worker {w} served nothing:\n{m}");
     }
     assert!(m.contains("portcullis_worker_info{worker=\"0\",cpu=\"0\""), "{m}");
@@ -596,7 +592,7 @@ fn taskset_pins_the_single_worker_to_the_allowed_cpu() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("apps")).unwrap();
     std::fs::write(dir.path().join("apps/up.json"), keyless_api("up", "/up", &up.url(), "", "")).unwrap();
-    let (listen, admin) = (client_free_addr(), client_free_addr());
+    let (listen, admin) = (free_addr(), free_addr());
     std::fs::write(
         dir.path().join("p.toml"),
         format!("[proxy]\nlisten = \"{listen}\"\n[admin]\nlisten = \"{admin}\"\n"),
@@ -608,28 +604,31 @@ fn taskset_pins_the_single_worker_to_the_allowed_cpu() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
     let mut text = String::new();
-    while Instant::now() < deadline {
-        if let Ok(r) = client::get(admin, "/metrics") {
-            text = r.text();
-            if text.contains("driver=\"epoll\"") || text.contains("driver=\"uring\"") {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Until the worker reports its io driver (not "starting"); the process is killed either way.
+    wait::poll(WAIT, || {
+        text = client::get(admin, "/metrics").ok()?.text();
+        ["epoll", "uring"]
+            .iter()
+            .any(|d| metrics::value(&text, &format!("portcullis_worker_info{{driver=\"{d}\"}}")).is_some())
+            .then_some(())
+    });
     let _ = child.kill();
     let _ = child.wait();
-    assert!(text.contains(&format!("portcullis_worker_info{{worker=\"0\",cpu=\"{cpu}\"")), "{text}");
+    let pinned = format!("portcullis_worker_info{{worker=\"0\",cpu=\"{cpu}\"}}");
+    assert!(metrics::value(&text, &pinned).is_some(), "{text}");
     assert!(!text.contains("worker=\"1\""), "{text}");
 }
 
 #[test]
 fn connections_over_the_per_worker_limit_are_refused_and_counted() {
     let (p, _up) = simple("max_connections_per_worker = 2");
-    // Let the worker see the harness's readiness probe connection close.
-    std::thread::sleep(Duration::from_millis(200));
+    // Until the worker has seen the harness's readiness probe connection (accepted, counted on
+    // the publish tick) close (the open gauge is live).
+    p.wait_metrics("the readiness probe's connection closed", |m| {
+        metrics::value(m, "portcullis_worker_connections_accepted_total{worker=\"0\"}").unwrap_or(0.0) >= 1.0
+            && metrics::value(m, "portcullis_worker_open_connections{worker=\"0\"}") == Some(0.0)
+    });
     let mut a = Conn::connect(p.listen).unwrap();
     let mut b = Conn::connect(p.listen).unwrap();
     assert_eq!(a.get("/up/get").unwrap().status, 200);
@@ -637,10 +636,12 @@ fn connections_over_the_per_worker_limit_are_refused_and_counted() {
     let mut c = Conn::connect(p.listen).unwrap();
     let _ = c.send(b"GET /up/get HTTP/1.1\r\nHost: t\r\n\r\n");
     assert!(c.read_response(false).is_err(), "third connection is closed");
-    let m = wait_metrics(&p, |m| m.contains("portcullis_worker_connections_refused_total{worker=\"0\"} 1"));
-    assert_eq!(metric_value(&m, "portcullis_worker_connections_refused_total{worker=\"0\"}"), Some(1.0));
+    let m = p.wait_metrics("one refused connection", |m| {
+        metrics::value(m, "portcullis_worker_connections_refused_total{worker=\"0\"}") == Some(1.0)
+    });
+    assert_eq!(metrics::value(&m, "portcullis_worker_connections_refused_total{worker=\"0\"}"), Some(1.0));
     drop(a);
-    std::thread::sleep(Duration::from_millis(100));
+    wait_until("the worker to see a closed connection", WAIT, || open_connections(&p) <= 1.0);
     let mut d = Conn::connect(p.listen).unwrap();
     assert_eq!(d.get("/up/get").unwrap().status, 200, "capacity freed by a closed connection is reused");
     let _ = b.stream().write_all(b"");
@@ -658,7 +659,7 @@ fn readme_walkthrough_with_the_repository_config() {
         }
     };
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let (listen, admin) = (client_free_addr(), client_free_addr());
+    let (listen, admin) = (free_addr(), free_addr());
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .current_dir(root)
@@ -666,15 +667,7 @@ fn readme_walkthrough_with_the_repository_config() {
         .stderr(log.reopen().unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut resp = None;
-    while Instant::now() < deadline {
-        if let Ok(r) = client::get(listen, "/httpbin/get?foo=bar") {
-            resp = Some(r);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let resp = wait::poll(WAIT, || client::get(listen, "/httpbin/get?foo=bar").ok());
     let _ = child.kill();
     let _ = child.wait();
     let r = resp.unwrap_or_else(|| panic!("no answer:\n{}", std::fs::read_to_string(log.path()).unwrap_or_default()));
@@ -690,10 +683,10 @@ fn readme_walkthrough_with_the_repository_config() {
 fn many_open_connections_release_idle_buffers_and_still_serve() {
     let (p, _up) = simple("");
     let mut conns: Vec<Conn> = (0..300).map(|_| Conn::connect(p.listen).expect("connect")).collect();
-    let m = wait_metrics(&p, |m| {
-        metric_value(m, "portcullis_worker_open_connections{worker=\"0\"}").unwrap_or(0.0) >= 300.0
+    let m = p.wait_metrics("300 open connections", |m| {
+        metrics::value(m, "portcullis_worker_open_connections{worker=\"0\"}").unwrap_or(0.0) >= 300.0
     });
-    assert!(metric_value(&m, "portcullis_worker_open_connections{worker=\"0\"}").unwrap_or(0.0) >= 300.0, "{m}");
+    assert!(metrics::value(&m, "portcullis_worker_open_connections{worker=\"0\"}").unwrap_or(0.0) >= 300.0, "{m}");
     for (i, c) in conns.iter_mut().enumerate().step_by(15) {
         for _ in 0..2 {
             let r = c.get(&format!("/up/get?i={i}")).expect("get");
@@ -724,8 +717,11 @@ fn upstream_connection_cap_queues_requests_and_times_them_out() {
     assert!(started.elapsed() >= Duration::from_millis(850), "the cap did not queue: {:?}", started.elapsed());
     // Four wait when all six arrive within the first 300 ms (the usual case); a thread started
     // late on a busy machine may find a slot free, so at least one, at most four.
-    let queued = |m: &str| metric_value(m, "portcullis_upstream_queued_total{worker=\"0\"}").unwrap_or(0.0);
-    let m = wait_metrics(&p, |m| queued(m) == 4.0);
+    let queued = |m: &str| metrics::value(m, "portcullis_upstream_queued_total{worker=\"0\"}").unwrap_or(0.0);
+    // The six requests and their waits are counted in the same published snapshot.
+    let m = p.wait_metrics("the six requests counted", |m| {
+        metrics::value(m, "portcullis_worker_requests_total{worker=\"0\"}").unwrap_or(0.0) >= 6.0
+    });
     assert!((1.0..=4.0).contains(&queued(&m)), "{m}");
 
     let mut ws = Conn::connect(p.listen).unwrap();
@@ -738,19 +734,20 @@ fn upstream_connection_cap_queues_requests_and_times_them_out() {
     drop((ws, ws2));
 
     // One slot, a short queue timeout: the second request gets 503 while the first holds it.
-    let (p, _up) = simple("upstream_max_connections = 1\nupstream_queue_timeout_ms = 100");
+    let (p, up) = simple("upstream_max_connections = 1\nupstream_queue_timeout_ms = 100");
     let listen = p.listen;
     let slow = std::thread::spawn(move || client::get(listen, "/up/slow-head/1500").map(|r| r.status));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until("the slow request to hold the one upstream slot", WAIT, || up.heads() >= 1);
     let r = client::get(p.listen, "/up/get").unwrap();
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.text().contains("upstream connection limit reached"), "{}", r.text());
     assert_eq!(slow.join().unwrap().unwrap(), 200);
     // The slot came back: the next request is served.
     assert_eq!(client::get(p.listen, "/up/get").unwrap().status, 200);
-    let m =
-        wait_metrics(&p, |m| metric_value(m, "portcullis_upstream_queue_timeouts_total{worker=\"0\"}") == Some(1.0));
-    assert_eq!(metric_value(&m, "portcullis_upstream_queue_timeouts_total{worker=\"0\"}"), Some(1.0), "{m}");
+    let m = p.wait_metrics("one queue timeout", |m| {
+        metrics::value(m, "portcullis_upstream_queue_timeouts_total{worker=\"0\"}") == Some(1.0)
+    });
+    assert_eq!(metrics::value(&m, "portcullis_upstream_queue_timeouts_total{worker=\"0\"}"), Some(1.0), "{m}");
 }
 
 /// Pooled upstream connections idle past `upstream_idle_timeout_ms` are closed by the worker's
@@ -761,7 +758,7 @@ fn upstream_connection_cap_queues_requests_and_times_them_out() {
 /// reconnects (nginx's `keepalive N`).
 #[test]
 fn upstream_connections_past_the_pool_size_outlive_a_burst() {
-    let idle = |m: &str| metric_value(m, "portcullis_upstream_idle_connections{worker=\"0\"}").unwrap_or(-1.0);
+    let idle = |m: &str| metrics::value(m, "portcullis_upstream_idle_connections{worker=\"0\"}").unwrap_or(-1.0);
     let burst = |listen: SocketAddr| {
         let handles: Vec<_> = (0..8)
             .map(|_| std::thread::spawn(move || client::get(listen, "/up/slow-head/400").map(|r| r.status)))
@@ -775,14 +772,15 @@ fn upstream_connections_past_the_pool_size_outlive_a_burst() {
     assert!((2..=8).contains(&opened), "first burst opened {opened}");
     burst(p.listen);
     assert_eq!(up.accepted(), opened, "the second burst reconnected instead of reusing the first's connections");
-    let m = wait_metrics(&p, |m| idle(m) == 2.0);
+    let m = p.wait_metrics("two idle upstream connections", |m| idle(m) == 2.0);
     assert_eq!(idle(&m), 2.0, "surplus connections did not close after upstream_pool_surplus_ms:\n{m}");
     assert_eq!(client::get(p.listen, "/up/get").unwrap().status, 200);
 
     let (p, up) = simple("upstream_pool_size = 2\nupstream_pool_surplus_ms = 0");
     burst(p.listen);
     let opened = up.accepted();
-    assert!(wait_metrics(&p, |m| idle(m) == 2.0).contains("idle_connections{worker=\"0\"} 2"));
+    let m = p.wait_metrics("two idle upstream connections", |m| idle(m) == 2.0);
+    assert_eq!(metrics::value(&m, "portcullis_upstream_idle_connections{worker=\"0\"}"), Some(2.0));
     burst(p.listen);
     // Eight concurrent 400 ms requests and two pooled connections: at least one new one, as
     // long as more than two overlap (they start together; a busy machine may stagger some).
@@ -792,17 +790,12 @@ fn upstream_connections_past_the_pool_size_outlive_a_burst() {
 #[test]
 fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
     let (p, _up) = simple("upstream_idle_timeout_ms = 300");
-    let idle = |m: &str| -> f64 {
-        m.lines()
-            .filter(|l| l.starts_with("portcullis_upstream_idle_connections{"))
-            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-            .sum()
-    };
+    let idle = |m: &str| metrics::sum(m, "portcullis_upstream_idle_connections");
     let r = client::get(p.listen, "/up/get").unwrap();
     assert_eq!(r.status, 200);
-    let m = wait_metrics(&p, |m| idle(m) >= 1.0);
+    let m = p.wait_metrics("a pooled upstream connection", |m| idle(m) >= 1.0);
     assert_eq!(idle(&m), 1.0, "the connection was pooled:\n{m}");
-    let m = wait_metrics(&p, |m| idle(m) == 0.0);
+    let m = p.wait_metrics("no idle upstream connection", |m| idle(m) == 0.0);
     assert_eq!(idle(&m), 0.0, "the idle connection outlived upstream_idle_timeout_ms:\n{m}");
     // A new request still works (a fresh connection).
     assert_eq!(client::get(p.listen, "/up/get").unwrap().status, 200);
@@ -825,15 +818,15 @@ fn large_response_bodies_are_spliced_intact_and_not_when_turned_off() {
         let r = conn.get("/up/drip/50000/5/20").unwrap();
         assert!(r.body == pattern(50_000), "{config:?} drip: {} bytes back", r.body.len());
         let key = "portcullis_response_bodies_spliced_total{worker=\"0\"}";
-        let m = wait_metrics(&p, |m| {
-            metric_value(m, "portcullis_worker_requests_total{worker=\"0\"}").unwrap_or(0.0) >= 14.0
-                && (!expect_spliced || metric_value(m, key).unwrap_or(0.0) >= 7.0)
+        let m = p.wait_metrics("the 14 requests (and the spliced bodies) counted", |m| {
+            metrics::value(m, "portcullis_worker_requests_total{worker=\"0\"}").unwrap_or(0.0) >= 14.0
+                && (!expect_spliced || metrics::value(m, key).unwrap_or(0.0) >= 7.0)
         });
-        let spliced = metric_value(&m, key).unwrap_or(-1.0);
+        let spliced = metrics::value(&m, key).unwrap_or(-1.0);
         if expect_spliced {
             // 20k x4, 16k, 70k, 2M and the drip at least.
             assert!(spliced >= 7.0, "{config:?}: {spliced} bodies spliced\n{m}");
-            assert!(metric_value(&m, "portcullis_response_bytes_spliced_total{worker=\"0\"}").unwrap_or(0.0) > 2e6);
+            assert!(metrics::value(&m, "portcullis_response_bytes_spliced_total{worker=\"0\"}").unwrap_or(0.0) > 2e6);
         } else {
             assert_eq!(spliced, 0.0, "{config:?}\n{m}");
         }
@@ -890,6 +883,7 @@ fn spliced_bodies_survive_slow_and_vanishing_clients_and_truncating_or_stalling_
     // socket (20 MB is more than the socket buffers hold), not block the worker or drop bytes.
     let mut slow = Conn::connect(p.listen).unwrap();
     slow.send(b"GET /up/bytes/20000000 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // Stays: a client not reading for a while is what is tested.
     std::thread::sleep(Duration::from_millis(300));
     // Meanwhile the worker serves others.
     let r = client::get(p.listen, "/up/bytes/30000").unwrap();
@@ -981,7 +975,7 @@ fn slow_request_bodies_hold_no_upstream_connection() {
         s.write_all(b"POST /up/anything HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nx").unwrap();
         slow.push(s);
     }
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until("the 40 trickling connections to be open", WAIT, || open_connections(&p) >= 40.0);
     for i in 0..20 {
         let r = client::get(p.listen, "/up/get").unwrap();
         assert_eq!(r.status, 200, "legitimate request {i} while 40 bodies trickle in");
@@ -1004,7 +998,7 @@ fn slow_request_bodies_hold_no_upstream_connection() {
 /// clock, so a few slow large uploads cannot hold the upstream's connections either.
 #[test]
 fn streamed_bodies_are_capped_per_client_and_held_to_a_minimum_rate() {
-    let (p, _up) = simple(
+    let (p, up) = simple(
         "upstream_max_connections = 4\nupstream_queue_timeout_ms = 300\nrequest_buffer_size = 16\nmax_streaming_bodies_per_client = 2\nrequest_body_timeout_ms = 1500\nrequest_body_min_rate = 100",
     );
     let mut streaming = Vec::new();
@@ -1013,7 +1007,7 @@ fn streamed_bodies_are_capped_per_client_and_held_to_a_minimum_rate() {
         s.write_all(b"POST /up/anything HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\nx").unwrap();
         streaming.push(s);
     }
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until("both bodies to be streaming to the upstream", WAIT, || up.heads() >= 2);
     let mut third = TcpStream::connect(p.listen).unwrap();
     third.write_all(b"POST /up/anything HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\nx").unwrap();
     assert_eq!(status_within(&mut third, Duration::from_secs(5)), Some(429), "a third streamed body from one IP");

@@ -352,6 +352,7 @@ fn start_recorder(log: Log, stop: Arc<AtomicBool>) -> SocketAddr {
                     let (log, stop) = (log.clone(), stop.clone());
                     std::thread::spawn(move || record_connection(s, &log, &stop));
                 }
+                // Stays: the accept is non-blocking so the stop flag is seen; this only stops a spin.
                 Err(_) => std::thread::sleep(Duration::from_millis(2)),
             }
         }
@@ -443,17 +444,15 @@ fn start_raw(stop: &Arc<AtomicBool>) -> Backend {
 }
 
 fn wait_listening(addr: SocketAddr, child: &mut ChildGuard, what: &str, diag: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
+    let listening = portcullis_tests::wait::poll(portcullis_tests::WAIT, || {
         if let Ok(Some(status)) = child.0.try_wait() {
             panic!("{what} exited early ({status}):\n{}", diag());
         }
-        if TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        TcpStream::connect(addr).is_ok().then_some(())
+    });
+    if listening.is_none() {
+        panic!("{what} did not listen on {addr}:\n{}", diag());
     }
-    panic!("{what} did not listen on {addr}:\n{}", diag());
 }
 
 /// nginx as a backend: it parses the proxy's requests and proxies each to a raw recorder of
@@ -527,6 +526,7 @@ http {{
         let deadline = Instant::now() + RUN_LIMIT;
         let mut offset = 0usize;
         while !tail_stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            // Stays: the tail's read interval; it runs until the stop flag, with nothing to wait on.
             std::thread::sleep(Duration::from_millis(10));
             let Ok(text) = std::fs::read(&access) else { continue };
             let Some(end) = text.iter().rposition(|&b| b == b'\n').map(|i| i + 1).filter(|&e| e > offset) else {
@@ -672,6 +672,7 @@ fn settle(log: &Log) {
     let mut len = log_len(log);
     let mut changed = Instant::now();
     while start.elapsed() < SETTLE_MAX {
+        // Stays: settling is the absence of news for SETTLE, which no event signals.
         std::thread::sleep(Duration::from_millis(10));
         let now = log_len(log);
         if now != len {

@@ -2,14 +2,15 @@
 //! admin listener's limits. The real binary on loopback; every wait is bounded.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use portcullis_tests::client;
 use portcullis_tests::harness::{keyless_api, ProxyBuilder};
-use portcullis_tests::httpbin::Httpbin;
+use portcullis_tests::httpbin::upstream;
+use portcullis_tests::{free_addr, wait};
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_portcullis")
@@ -17,12 +18,8 @@ fn bin() -> &'static str {
 
 /// Waits for `child` to exit within `timeout`; kills it (and says so) if it does not.
 fn wait_or_kill(child: &mut Child, timeout: Duration) -> Result<ExitStatus, String> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
-            return Ok(s);
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if let Some(s) = wait::child_exit(child, timeout) {
+        return Ok(s);
     }
     let _ = child.kill();
     let _ = child.wait();
@@ -53,7 +50,7 @@ fn check(config: &Path, args: &[&str]) -> (Option<i32>, String) {
 
 #[test]
 fn fifos_devices_and_oversized_files_are_refused_without_hanging() {
-    let up = Httpbin::start_named("127.0.0.1:0", "up").unwrap();
+    let up = upstream("up");
     let dir = tempfile::tempdir().unwrap();
     let apps = dir.path().join("apps");
     std::fs::create_dir(&apps).unwrap();
@@ -64,8 +61,7 @@ fn fifos_devices_and_oversized_files_are_refused_without_hanging() {
     std::os::unix::fs::symlink("/dev/zero", apps.join("zero.json")).unwrap();
     std::fs::File::create(apps.join("big.json")).unwrap().set_len(17 << 20).unwrap();
     mkfifo(&apps.join("policies.json"));
-    let listen = format!("127.0.0.1:{}", portcullis_tests::free_port());
-    let admin: SocketAddr = format!("127.0.0.1:{}", portcullis_tests::free_port()).parse().unwrap();
+    let (listen, admin) = (free_addr(), free_addr());
     let config = dir.path().join("portcullis.toml");
     std::fs::write(
         &config,
@@ -94,13 +90,11 @@ fn fifos_devices_and_oversized_files_are_refused_without_hanging() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut ready = false;
-    while Instant::now() < deadline && !ready {
+    let ready = wait::poll(Duration::from_secs(20), || {
         assert!(child.try_wait().unwrap().is_none(), "run exited:\n{}", std::fs::read_to_string(&log).unwrap());
-        ready = client::get(admin, "/hello").is_ok_and(|r| r.status == 200);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        client::get(admin, "/hello").is_ok_and(|r| r.status == 200).then_some(())
+    })
+    .is_some();
     let _ = child.kill();
     let _ = child.wait();
     let text = std::fs::read_to_string(&log).unwrap();
@@ -160,7 +154,7 @@ fn a_second_instance_on_a_busy_port_refuses_to_start() {
     let first = ProxyBuilder::new(bin()).workers(2).section("[ebpf]\nmode = \"off\"\n").start();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("apps")).unwrap();
-    let admin = format!("127.0.0.1:{}", portcullis_tests::free_port());
+    let admin = free_addr();
     let config = dir.path().join("portcullis.toml");
     std::fs::write(
         &config,

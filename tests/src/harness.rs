@@ -6,9 +6,10 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::client;
+use crate::wait::WAIT;
 
 /// Where the binary is: `CARGO_BIN_EXE_portcullis` (set for the portcullis package's tests).
 pub fn binary() -> PathBuf {
@@ -170,23 +171,21 @@ fn spawn(bin: &Path, dir: &Path, log: &Path, uid: Option<u32>) -> Child {
 
 impl Proxy {
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
+        let probe = if self.listen.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], self.listen.port()))
+        } else {
+            self.listen
+        };
+        let ready = crate::wait::poll(Duration::from_secs(20), || {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("portcullis exited early ({status}):\n{}", self.log_text());
             }
             let admin_ok = client::get(self.admin, "/hello").is_ok_and(|r| r.status == 200);
-            let probe = if self.listen.ip().is_unspecified() {
-                SocketAddr::from(([127, 0, 0, 1], self.listen.port()))
-            } else {
-                self.listen
-            };
-            if admin_ok && std::net::TcpStream::connect(probe).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            (admin_ok && std::net::TcpStream::connect(probe).is_ok()).then_some(())
+        });
+        if ready.is_none() {
+            panic!("portcullis did not become ready:\n{}", self.log_text());
         }
-        panic!("portcullis did not become ready:\n{}", self.log_text());
     }
 
     /// Stops the process (SIGKILL) and starts it again with the same files and ports.
@@ -244,16 +243,47 @@ impl Proxy {
         client::get(self.admin, "/metrics").expect("metrics").text()
     }
 
+    /// One series of `/metrics` (see [`crate::metrics::value`]).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        crate::metrics::value(&self.metrics(), series)
+    }
+
+    /// Waits (up to [`WAIT`]) until `/metrics` satisfies `pred` and returns that text; panics
+    /// naming `what`, with the last text seen, if it never does. Workers publish their counters
+    /// every 200 ms; connection gauges and config values are read live.
+    pub fn wait_metrics(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        let found = crate::wait::poll(WAIT, || {
+            let m = self.metrics();
+            if pred(&m) {
+                Some(m)
+            } else {
+                last = m;
+                None
+            }
+        });
+        found.unwrap_or_else(|| panic!("timed out after {WAIT:?} waiting for {what}; last /metrics:\n{last}"))
+    }
+
+    /// GET on a fresh connection to the proxy, with extra header lines and `Connection: close`.
+    pub fn get(&self, path: &str, headers: &str) -> client::Response {
+        let mut c = client::Conn::connect(self.listen).expect("connect");
+        c.request("GET", path, &format!("{headers}Connection: close\r\n"), b"").expect("request")
+    }
+
+    /// Creates a key through `POST /tyk/keys/create`: (key, key_hash).
+    pub fn create_key(&self, session: &serde_json::Value) -> (String, String) {
+        let r = self.admin_send("POST", "/tyk/keys/create", &session.to_string());
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        assert_eq!(v["status"], "ok");
+        assert_eq!(v["action"], "added");
+        (v["key"].as_str().unwrap().to_string(), v["key_hash"].as_str().unwrap().to_string())
+    }
+
     /// Waits for the process to exit, up to `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        crate::wait::child_exit(&mut self.child, timeout)
     }
 }
 
@@ -284,5 +314,15 @@ pub fn keyless_api(api_id: &str, listen_path: &str, target: &str, extra_proxy: &
         r#"{{"name": "{api_id}", "api_id": "{api_id}", "active": true, "use_keyless": true, {extra_top}
   "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default"}}}}}},
   "proxy": {{"listen_path": "{listen_path}", "target_url": "{target}", "strip_listen_path": true {extra_proxy}}}}}"#
+    )
+}
+
+/// A Tyk API definition: `top` adds top-level fields (auth settings, limits; each followed by a
+/// comma), `version_extra` fields of the `Default` version (each preceded by a comma).
+pub fn api(id: &str, listen_path: &str, target: &str, top: &str, version_extra: &str) -> String {
+    format!(
+        r#"{{"name": "{id}", "api_id": "{id}", "active": true, {top}
+  "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default" {version_extra}}}}}}},
+  "proxy": {{"listen_path": "{listen_path}", "target_url": "{target}", "strip_listen_path": true}}}}"#
     )
 }

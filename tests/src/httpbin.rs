@@ -5,7 +5,7 @@
 //! same framing, trailers included), `/stream-bytes/{n}` (chunked, with an `X-Checksum` trailer),
 //! `/close-delimited/{n}` (no Content-Length, ends by closing), `/ws` (101 then echoes bytes),
 //! `/slow-head/{ms}` (waits before the head), `/bytes-header/{n}/{name}/{value}` (`/bytes/{n}`
-//! with one more header). It counts accepted connections.
+//! with one more header). It counts accepted connections and request heads read.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -19,6 +19,7 @@ use serde_json::{json, Map, Value};
 pub struct Httpbin {
     pub addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
+    heads: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     /// Name reported in the `X-Upstream` response header (tells load-balanced targets apart).
     pub name: String,
@@ -33,8 +34,9 @@ impl Httpbin {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let accepted = Arc::new(AtomicUsize::new(0));
+        let heads = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (a, s, n) = (Arc::clone(&accepted), Arc::clone(&stop), name.to_string());
+        let (a, h, s, n) = (Arc::clone(&accepted), Arc::clone(&heads), Arc::clone(&stop), name.to_string());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(Ordering::SeqCst) {
@@ -42,13 +44,13 @@ impl Httpbin {
                 }
                 let Ok(conn) = conn else { continue };
                 a.fetch_add(1, Ordering::SeqCst);
-                let n = n.clone();
+                let (n, h) = (n.clone(), Arc::clone(&h));
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &n);
+                    let _ = serve(conn, &n, &h);
                 });
             }
         });
-        Ok(Httpbin { addr, accepted, stop, name: name.to_string() })
+        Ok(Httpbin { addr, accepted, heads, stop, name: name.to_string() })
     }
 
     /// Connections accepted so far.
@@ -56,9 +58,20 @@ impl Httpbin {
         self.accepted.load(Ordering::SeqCst)
     }
 
+    /// Request heads read so far, counted before the body is read (so a request whose body is
+    /// still coming, or whose answer is delayed, has been counted).
+    pub fn heads(&self) -> usize {
+        self.heads.load(Ordering::SeqCst)
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}/", self.addr)
     }
+}
+
+/// An upstream for one test on a free loopback port, named `name` (its `X-Upstream` header).
+pub fn upstream(name: &str) -> Httpbin {
+    Httpbin::start_named("127.0.0.1:0", name).expect("upstream")
 }
 
 impl Drop for Httpbin {
@@ -138,10 +151,11 @@ pub fn read_chunked<R: BufRead>(r: &mut R) -> io::Result<(Vec<u8>, Fields)> {
     Ok((data, trailers))
 }
 
-fn read_req(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> io::Result<Option<Req>> {
+fn read_req(r: &mut BufReader<TcpStream>, w: &mut TcpStream, heads: &AtomicUsize) -> io::Result<Option<Req>> {
     let Some(head) = read_head(r)? else {
         return Ok(None);
     };
+    heads.fetch_add(1, Ordering::SeqCst);
     let mut hs = [httparse::EMPTY_HEADER; 128];
     let mut req = httparse::Request::new(&mut hs);
     req.parse(&head).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
@@ -171,13 +185,13 @@ fn read_req(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> io::Result<Optio
     Ok(Some(out))
 }
 
-fn serve(conn: TcpStream, name: &str) -> io::Result<()> {
+fn serve(conn: TcpStream, name: &str, heads: &AtomicUsize) -> io::Result<()> {
     conn.set_nodelay(true)?;
     let peer = conn.peer_addr()?;
     let mut w = conn.try_clone()?;
     let mut r = BufReader::new(conn);
     loop {
-        let Some(req) = read_req(&mut r, &mut w)? else {
+        let Some(req) = read_req(&mut r, &mut w, heads)? else {
             return Ok(());
         };
         let close = req.minor == 0 || req.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
@@ -331,11 +345,13 @@ fn respond(
         }
         ["delay", s] => {
             let s: f64 = s.parse().unwrap_or(0.0);
+            // The delay is what this endpoint is for (httpbin's `/delay`).
             std::thread::sleep(Duration::from_secs_f64(s.clamp(0.0, 10.0)));
             let v = json_body(req, peer, false);
             write_response(w, 200, json_ct, serde_json::to_string_pretty(&v)?.as_bytes(), name, close)?;
         }
         ["slow-head", ms] => {
+            // A slow upstream is what this endpoint is for.
             std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
             write_response(w, 200, "text/plain", b"slow", name, close)?;
         }
@@ -375,6 +391,7 @@ fn respond(
             )?;
             let body = pattern(n);
             for chunk in body.chunks(n.div_ceil(pieces).max(1)) {
+                // Trickling the body is what this endpoint is for.
                 std::thread::sleep(pause);
                 w.write_all(chunk)?;
             }
@@ -388,6 +405,7 @@ fn respond(
                     .as_bytes(),
             )?;
             w.write_all(&pattern(n)[..sent])?;
+            // Stalling before the close is what this endpoint is for.
             std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0).min(10_000)));
             return Ok(false);
         }

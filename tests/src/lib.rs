@@ -7,6 +7,7 @@
 //! - [`harness`]: writes a config and `apps/`, starts the real `portcullis` binary, waits for it.
 //! - [`redis`]: a real `redis-server` on a free port for one test.
 //! - [`metrics`]: one series of the proxy's `/metrics`, parsed with `prometheus-parse`.
+//! - [`wait`]: bounded polls on something observable, in place of sleeps.
 
 pub mod client;
 pub mod harness;
@@ -14,6 +15,9 @@ pub mod httpbin;
 pub mod metrics;
 pub mod netns;
 pub mod redis;
+pub mod wait;
+
+pub use wait::{wait_for, wait_until, WAIT};
 
 /// A free port for a server the test starts (the proxy's listeners, redis-server).
 ///
@@ -38,6 +42,11 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free port in {FIRST}..{}", FIRST + SPAN);
+}
+
+/// `127.0.0.1:<a free port>` (see [`free_port`]): an address nothing listens on, or one to listen on.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
 /// True when running in CI (`CI=true`), where privileged tests must run instead of skipping.

@@ -4,18 +4,31 @@
 /// The value of the series `series` in the Prometheus text `text`: `name` alone matches the
 /// first sample of that name, `name{a="x"}` the first whose labels include those given.
 pub fn value(text: &str, series: &str) -> Option<f64> {
+    values(text, series).first().copied()
+}
+
+/// The values of every sample that `series` matches (as in [`value`]), in the order written.
+pub fn values(text: &str, series: &str) -> Vec<f64> {
     let (name, want) = split_series(series);
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).ok()?;
+    let Ok(scrape) = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))) else {
+        return Vec::new();
+    };
     scrape
         .samples
         .iter()
-        .find(|s| s.metric == name && want.iter().all(|(k, v)| s.labels.get(k) == Some(v.as_str())))
+        .filter(|s| s.metric == name && want.iter().all(|(k, v)| s.labels.get(k) == Some(v.as_str())))
         .map(|s| match s.value {
             prometheus_parse::Value::Counter(v)
             | prometheus_parse::Value::Gauge(v)
             | prometheus_parse::Value::Untyped(v) => v,
             prometheus_parse::Value::Histogram(_) | prometheus_parse::Value::Summary(_) => f64::NAN,
         })
+        .collect()
+}
+
+/// The sum of every sample that `series` matches (0 when none does): a metric over all workers.
+pub fn sum(text: &str, series: &str) -> f64 {
+    values(text, series).iter().sum()
 }
 
 /// `name{a="x",b="y"}` -> (`name`, [(a, x), (b, y)]).
@@ -42,5 +55,8 @@ mod tests {
         assert_eq!(super::value(text, "g"), Some(2.5));
         assert_eq!(super::value(text, "a_total{worker=\"2\"}"), None);
         assert_eq!(super::value(text, "missing"), None);
+        assert_eq!(super::values(text, "a_total"), [3.0, 4.0]);
+        assert_eq!(super::sum(text, "a_total"), 7.0);
+        assert_eq!(super::sum(text, "missing"), 0.0);
     }
 }

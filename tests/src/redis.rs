@@ -3,7 +3,6 @@
 //! in CI (`CI=true`) it fails, because `.ci/run` installs it.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 pub struct RedisServer {
     pub port: u16,
@@ -31,14 +30,8 @@ impl RedisServer {
             .spawn();
         let Ok(child) = child else { return false };
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not start on port {}", self.port);
+        crate::wait::port_accepting(([127, 0, 0, 1], self.port).into(), "redis-server");
+        true
     }
 
     pub fn url(&self) -> String {

@@ -1,36 +1,36 @@
-//! Policies (Tyk's `policies.json`: a map `id -> policy`) and the [`Grant`] a request is served
-//! under: a session merged with the policies it applies.
+//! Policies (a map `id -> policy`, read by `config` from Tyk's `policies.json`) and the
+//! [`Grant`] a request is served under: a session merged with the policies it applies.
 //!
 //! Merge rules (documented in docs/authentication.md, "Policies"): with no policy the session's own rate, quota
 //! and access rights apply; with policies, their access rights are united (per API: versions and
 //! allowed URLs united), the highest effective rate (`rate / per`, no limit beats any limit)
 //! wins, the largest quota wins (`-1` = unlimited beats any), tags are united, and an inactive
 //! policy makes the grant inactive. An unknown policy id denies the request (a key must not gain
-//! or lose rights because a policy file is incomplete). Must not: do I/O; compile regular
-//! expressions on the request path (grants are built once per cached session or identity).
+//! or lose rights because a policy file is incomplete). Must not: know a wire format (that is
+//! `config::TykPolicy`); do I/O; compile regular expressions on the request path (grants are
+//! built once per cached session or identity).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ahash::AHashMap;
-use serde::{Deserialize, Serialize};
 
-use super::session::{AccessDefinition, Session};
+use super::session::{ApiRights, Session};
 
-/// One policy, Tyk field names.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+/// One policy.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     pub id: String,
-    pub name: String,
+    /// Requests per `per` seconds; `rate <= 0`: no rate limit.
     pub rate: f64,
     pub per: f64,
+    /// Requests per quota period; `-1` (or `0` with no renewal period): unlimited.
     pub quota_max: i64,
+    /// Quota period, seconds.
     pub quota_renewal_rate: i64,
-    pub access_rights: BTreeMap<String, AccessDefinition>,
-    /// Absent means active.
-    pub active: bool,
-    pub is_inactive: bool,
+    /// Empty: every API.
+    pub access_rights: Vec<ApiRights>,
+    /// An inactive policy makes every grant that applies it inactive.
+    pub inactive: bool,
     pub tags: Vec<String>,
 }
 
@@ -38,14 +38,12 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             id: String::new(),
-            name: String::new(),
             rate: 0.0,
             per: 0.0,
             quota_max: -1,
             quota_renewal_rate: 0,
-            access_rights: BTreeMap::new(),
-            active: true,
-            is_inactive: false,
+            access_rights: Vec::new(),
+            inactive: false,
             tags: Vec::new(),
         }
     }
@@ -119,88 +117,6 @@ pub enum GrantError {
     BadUrlPattern(String),
 }
 
-/// One refused `rate`/`per` value of a session or policy: the field as a dotted path, the value
-/// as written, and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RateProblem {
-    pub field: String,
-    pub value: String,
-    pub message: &'static str,
-}
-
-/// Checks a `rate`/`per` pair as Tyk gives it meaning. `rate` 0 (the default: no limit set) and
-/// `rate` -1 mean "no rate limit", as in Tyk: `gateway/session_manager.go`,
-/// `SessionLimiter.newRateLimitChecker`, returns no checker when `apiLimit.Rate <= 0` ("If rate
-/// is -1 or 0, it means unlimited"), and Tyk's own policies write -1 for it
-/// (`internal/policy/testdata/policies.json`, "unlimited-rate"); `per` is then not used. Any
-/// other negative rate, and a positive rate with `per <= 0`, have no meaning in Tyk (its API
-/// definitions call `per <= 0` "rate limit disabled: per invalid", `apidef.RateLimitMeta.Err`)
-/// and would silently act as no limit here, so they are refused where sessions and policies
-/// come in (the key API, the policies file, the embedded key store's file).
-pub fn check_rate(rate: f64, per: f64) -> Result<(), (&'static str, &'static str)> {
-    if !rate.is_finite() || (rate < 0.0 && rate != -1.0) {
-        return Err(("rate", "must be a number of requests > 0, or 0 or -1 for no rate limit"));
-    }
-    if rate > 0.0 && !(per.is_finite() && per > 0.0) {
-        return Err(("per", "must be a number of seconds > 0 when rate is set (rate 0 or -1: no rate limit)"));
-    }
-    Ok(())
-}
-
-fn rate_problems_into(
-    prefix: &str,
-    rate: f64,
-    per: f64,
-    rights: &BTreeMap<String, AccessDefinition>,
-    out: &mut Vec<RateProblem>,
-) {
-    let mut push = |field: String, value: String, message: &'static str| {
-        out.push(RateProblem { field, value, message });
-    };
-    if let Err((field, message)) = check_rate(rate, per) {
-        let value = if field == "rate" { rate } else { per };
-        push(format!("{prefix}{field}"), value.to_string(), message);
-    }
-    for (api, def) in rights {
-        let Some(limit) = def.extra.get("limit") else { continue };
-        let at = format!("{prefix}access_rights.{api}.limit");
-        let Some(obj) = limit.as_object() else {
-            push(at, limit.to_string(), "must be an object with rate and per");
-            continue;
-        };
-        // Absent fields are 0, as in Tyk (and as `compile_access` reads them).
-        let mut num = |k: &str| match obj.get(k) {
-            None | Some(serde_json::Value::Null) => Some(0.0),
-            Some(v) => {
-                let n = v.as_f64();
-                if n.is_none() {
-                    push(format!("{at}.{k}"), v.to_string(), "must be a number");
-                }
-                n
-            }
-        };
-        let (Some(r), Some(p)) = (num("rate"), num("per")) else { continue };
-        if let Err((field, message)) = check_rate(r, p) {
-            let value = if field == "rate" { r } else { p };
-            push(format!("{at}.{field}"), value.to_string(), message);
-        }
-    }
-}
-
-/// Every `rate`/`per` problem of a session: its own pair and each `access_rights.<api>.limit`.
-pub fn session_rate_problems(s: &Session) -> Vec<RateProblem> {
-    let mut out = Vec::new();
-    rate_problems_into("", s.rate, s.per, &s.access_rights, &mut out);
-    out
-}
-
-/// Every `rate`/`per` problem of a policy, fields prefixed with `prefix` (e.g. `gold.`).
-pub fn policy_rate_problems(prefix: &str, p: &Policy) -> Vec<RateProblem> {
-    let mut out = Vec::new();
-    rate_problems_into(prefix, p.rate, p.per, &p.access_rights, &mut out);
-    out
-}
-
 fn effective_rate(rate: f64, per: f64) -> Option<(f64, f64)> {
     (rate > 0.0 && per > 0.0).then_some((rate, per))
 }
@@ -209,16 +125,11 @@ fn effective_quota(max: i64, renewal: i64) -> Option<(i64, i64)> {
     (max >= 0 && !(max == 0 && renewal <= 0)).then_some((max, renewal))
 }
 
-fn compile_access(
-    rights: &BTreeMap<String, AccessDefinition>,
-    into: &mut AHashMap<String, ApiAccess>,
-) -> Result<(), GrantError> {
-    for (api_id, def) in rights {
-        let id = if def.api_id.is_empty() { api_id.clone() } else { def.api_id.clone() };
-        let entry = into.entry(id).or_default();
-        if let Some(l) = def.extra.get("limit") {
-            let f = |k: &str| l.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
-            if let Some(r) = effective_rate(f("rate"), f("per")) {
+fn compile_access(rights: &[ApiRights], into: &mut AHashMap<String, ApiAccess>) -> Result<(), GrantError> {
+    for def in rights {
+        let entry = into.entry(def.api_id.clone()).or_default();
+        if let Some((rate, per)) = def.limit {
+            if let Some(r) = effective_rate(rate, per) {
                 // Several policies naming the same API: the highest rate wins here too.
                 if entry.limit.is_none_or(|(a, b)| r.0 / r.1 > a / b) {
                     entry.limit = Some(r);
@@ -243,7 +154,7 @@ fn compile_access(
 
 /// The grant of a key's session: its own limits, or the merge of the policies it applies.
 pub fn grant_for_session(session: &Session, policies: &Policies) -> Result<Grant, GrantError> {
-    let ids: Vec<&str> = session.policy_ids().collect();
+    let ids: Vec<&str> = session.policies.iter().map(String::as_str).collect();
     if ids.is_empty() {
         let mut access = AHashMap::new();
         compile_access(&session.access_rights, &mut access)?;
@@ -252,12 +163,12 @@ pub fn grant_for_session(session: &Session, policies: &Policies) -> Result<Grant
             quota: effective_quota(session.quota_max, session.quota_renewal_rate),
             access: (!access.is_empty()).then_some(access),
             tags: session.tags.clone(),
-            inactive: session.is_inactive,
+            inactive: session.inactive,
             policies: Vec::new(),
         });
     }
     let mut g = grant_for_policies(&ids, policies)?;
-    g.inactive |= session.is_inactive;
+    g.inactive |= session.inactive;
     for t in &session.tags {
         if !g.tags.contains(t) {
             g.tags.push(t.clone());
@@ -295,7 +206,7 @@ pub fn grant_for_policies(ids: &[&str], policies: &Policies) -> Result<Grant, Gr
                 tags.push(t.clone());
             }
         }
-        inactive |= !p.active || p.is_inactive;
+        inactive |= p.inactive;
     }
     Ok(Grant {
         rate: rate.flatten(),
@@ -355,11 +266,12 @@ impl Grant {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::session::AccessSpec;
+    use crate::auth::session::UrlAccess;
 
+    /// Policies written as in a policies file (converted as `config` does).
     fn policies(json: &str) -> Policies {
-        let m: BTreeMap<String, Policy> = serde_json::from_str(json).unwrap();
-        Policies::new(m)
+        let m: std::collections::BTreeMap<String, crate::config::TykPolicy> = serde_json::from_str(json).unwrap();
+        Policies::new(m.into_iter().map(|(k, p)| (k, p.to_policy())))
     }
 
     const TWO: &str = r#"{
@@ -406,58 +318,28 @@ mod tests {
     }
 
     #[test]
-    fn rate_and_per_without_a_meaning_are_refused() {
-        // Tyk's "no rate limit": rate 0 (the default) or -1, whatever per says.
-        for (rate, per) in [(0.0, 0.0), (-1.0, 0.0), (-1.0, -1.0), (0.0, -3.0), (10.0, 1.0), (0.5, 60.0)] {
-            assert_eq!(check_rate(rate, per), Ok(()), "{rate}/{per}");
-        }
-        for (rate, per, field) in
-            [(-2.0, 1.0, "rate"), (-0.5, 1.0, "rate"), (f64::NAN, 1.0, "rate"), (10.0, 0.0, "per"), (10.0, -1.0, "per")]
-        {
-            assert_eq!(check_rate(rate, per).map_err(|e| e.0), Err(field), "{rate}/{per}");
-        }
-        let s: Session = serde_json::from_str(
-            r#"{"rate": 5, "per": 0, "access_rights": {
-                "a": {"api_id": "a", "limit": {"rate": -5, "per": 1}},
-                "b": {"api_id": "b", "limit": {"rate": 1, "per": "1"}},
-                "c": {"api_id": "c", "limit": {"rate": -1}},
-                "d": {"api_id": "d"}}}"#,
-        )
-        .unwrap();
-        let got: Vec<(String, String)> = session_rate_problems(&s).into_iter().map(|p| (p.field, p.value)).collect();
-        assert_eq!(
-            got,
-            [
-                ("per".to_string(), "0".to_string()),
-                ("access_rights.a.limit.rate".into(), "-5".into()),
-                ("access_rights.b.limit.per".into(), "\"1\"".into()),
-            ]
-        );
-        let p: Policy = serde_json::from_str(r#"{"rate": -3, "per": 1}"#).unwrap();
-        assert_eq!(policy_rate_problems("gold.", &p)[0].field, "gold.rate");
-        let unlimited: Policy = serde_json::from_str(r#"{"rate": -1}"#).unwrap();
-        assert!(policy_rate_problems("u.", &unlimited).is_empty());
+    fn rate_or_per_not_positive_is_no_limit() {
         assert_eq!(effective_rate(-1.0, 0.0), None, "-1: no rate limit");
+        assert_eq!(effective_rate(0.0, 1.0), None);
+        assert_eq!(effective_rate(5.0, 0.0), None);
+        assert_eq!(effective_rate(5.0, 2.0), Some((5.0, 2.0)));
     }
 
     #[test]
     fn session_without_policies_uses_its_own_rights() {
         let mut s = Session { rate: 3.0, per: 1.0, quota_max: -1, ..Default::default() };
-        s.access_rights.insert(
-            "a".into(),
-            AccessDefinition {
-                api_id: "a".into(),
-                allowed_urls: vec![AccessSpec { url: "[".into(), methods: vec![] }],
-                ..Default::default()
-            },
-        );
+        s.access_rights.push(ApiRights {
+            api_id: "a".into(),
+            allowed_urls: vec![UrlAccess { url: "[".into(), methods: vec![] }],
+            ..Default::default()
+        });
         assert_eq!(grant_for_session(&s, &Policies::default()).unwrap_err(), GrantError::BadUrlPattern("[".into()));
         s.access_rights.clear();
         let g = grant_for_session(&s, &Policies::default()).unwrap();
         assert_eq!(g.rate, Some((3.0, 1.0)));
         assert!(g.check("any", "v", "GET", "/").is_ok());
-        s.apply_policies = vec!["p".into()];
-        s.is_inactive = true;
+        s.policies = vec!["p".into()];
+        s.inactive = true;
         let g = grant_for_session(&s, &policies(r#"{"p": {"rate": 1, "per": 1}}"#)).unwrap();
         assert!(g.inactive);
         assert_eq!(g.rate, Some((1.0, 1.0)));

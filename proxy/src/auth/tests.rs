@@ -18,6 +18,12 @@ fn view<'a>(path: &'a str, rel: &'a str, headers: &[(&str, &str)], ip: &str) -> 
     RequestView { method: "GET", path, rel_path: rel, query: "", headers: list.view(), client_ip: ip.parse().unwrap() }
 }
 
+/// Policies written as in a policies file (converted as `config` does).
+fn policies(json: &str) -> Policies {
+    let m: std::collections::BTreeMap<String, crate::config::TykPolicy> = serde_json::from_str(json).unwrap();
+    Policies::new(m.into_iter().map(|(k, p)| (k, p.to_policy())))
+}
+
 fn cx(policies: &Policies) -> DecideCtx<'_> {
     DecideCtx { api_id: "a", api_index: 0, generation: 1, policies, now: NOW }
 }
@@ -93,7 +99,7 @@ fn token_miss_then_hit_then_access_rights() {
     w.insert_session(hash_key("k2"), None);
     assert_eq!(status(&decide(&a, &view("/a/x", "/x", &[h("Authorization", "k2")], "127.0.0.1"), cx(&p), &mut w)), 403);
     let mut s = Session::default();
-    s.access_rights.insert("other".into(), Default::default());
+    s.access_rights.push(session::ApiRights { api_id: "other".into(), ..Default::default() });
     w.insert_session(hash_key("k3"), Some(Arc::new(s)));
     assert_eq!(status(&decide(&a, &view("/a/x", "/x", &[h("Authorization", "k3")], "127.0.0.1"), cx(&p), &mut w)), 403);
 }
@@ -118,11 +124,9 @@ fn hmac_jwt_api(identity_field: &str, policy_field: &str, default_policy: &str) 
 
 #[test]
 fn jwt_identity_policies_and_rejections() {
-    let policies: std::collections::BTreeMap<String, policy::Policy> = serde_json::from_str(
+    let p = policies(
         r#"{"low": {"rate": 5, "per": 1}, "high": {"rate": 50, "per": 1}, "elsewhere": {"access_rights": {"b": {"api_id": "b"}}}}"#,
-    )
-    .unwrap();
-    let p = Policies::new(policies);
+    );
     let a = hmac_jwt_api("uid", "pol", "low");
     let key = jsonwebtoken::EncodingKey::from_secret(b"foo");
     let tok = |c: serde_json::Value| jsonwebtoken::encode(&jsonwebtoken::Header::default(), &c, &key).unwrap();
@@ -155,14 +159,7 @@ fn jwt_identity_policies_and_rejections() {
 /// and a new generation (a reload that changed the policies) works it out again.
 #[test]
 fn a_cached_jwt_keeps_its_grant_until_the_generation_changes() {
-    let pol = |rate: u32| {
-        Policies::new(
-            serde_json::from_str::<std::collections::BTreeMap<String, policy::Policy>>(&format!(
-                r#"{{"low": {{"rate": {rate}, "per": 1}}}}"#
-            ))
-            .unwrap(),
-        )
-    };
+    let pol = |rate: u32| policies(&format!(r#"{{"low": {{"rate": {rate}, "per": 1}}}}"#));
     let (p1, p2) = (pol(5), pol(7));
     let a = hmac_jwt_api("", "", "low");
     let key = jsonwebtoken::EncodingKey::from_secret(b"foo");
@@ -196,7 +193,7 @@ fn chained_auth_needs_every_method_and_uses_the_base_identity() {
     };
     let digest = basic::hash_password("pw", 4).unwrap();
     let user = Session {
-        basic_auth_data: session::BasicAuthData { password: digest, hash_type: "bcrypt".into() },
+        basic_auth_data: session::BasicAuth { password: digest, hash_type: "bcrypt".into() },
         ..Default::default()
     };
     w.insert_session(hash_key("alice"), Some(Arc::new(user)));

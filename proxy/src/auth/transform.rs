@@ -75,7 +75,7 @@ impl Template {
                 Part::Context(name) => cx.context_var(name, out),
                 Part::Meta(key) => {
                     if let Some(v) = cx.session.and_then(|s| s.meta_data.get(key.as_str())) {
-                        write_json_text(v, out);
+                        out.extend_from_slice(v.as_bytes());
                     }
                 }
             }

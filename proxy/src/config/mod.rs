@@ -1,14 +1,18 @@
 //! Configuration: the TOML file, `PORTCULLIS_<SECTION>_<KEY>` environment overrides, CLI
 //! overrides, and loading of Tyk API definitions into an immutable [`Snapshot`].
 //!
-//! Only this module parses Tyk JSON; the data plane sees validated [`ApiSpec`]s. Loading returns
-//! every problem it finds (file, field, value) instead of stopping at the first.
+//! Only this module parses Tyk JSON: API definitions become validated [`ApiSpec`]s, and the
+//! session and policy objects are [`TykSession`] and [`TykPolicy`], converted into auth's own
+//! types. Loading returns every problem it finds (file, field, value) instead of stopping at
+//! the first.
 
 mod env;
 mod file;
 mod snapshot;
 mod tyk;
 mod tyk_auth;
+mod tyk_policy;
+mod tyk_session;
 
 pub use env::apply_env_overrides;
 pub use file::{
@@ -18,6 +22,8 @@ pub use file::{
 pub use snapshot::{load_snapshot_with, Snapshot};
 pub use tyk::{ApiSpec, Target};
 pub use tyk_auth::JwksFetch;
+pub use tyk_policy::TykPolicy;
+pub use tyk_session::{AccessDefinition, AccessSpec, BasicAuthData, RateProblem, TykSession};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::auth::policy::{Policies, Policy};
+use crate::auth::Policies;
 use crate::router::Router;
 
 use super::tyk::{parse_api, Parsed};
+use super::tyk_policy::TykPolicy;
 use super::{ApiSpec, Config, ConfigError, JwksFetch};
 
 /// Everything a worker needs to serve a request, frozen.
@@ -122,7 +123,7 @@ fn load_policies(path: &Path, errs: &mut Vec<ConfigError>) -> Arc<Policies> {
         }
     };
     let de = &mut serde_json::Deserializer::from_str(&text);
-    match serde_path_to_error::deserialize::<_, BTreeMap<String, Policy>>(de) {
+    match serde_path_to_error::deserialize::<_, BTreeMap<String, TykPolicy>>(de) {
         Ok(m) => {
             let mut out = Vec::with_capacity(m.len());
             for (key, mut p) in m {
@@ -137,7 +138,7 @@ fn load_policies(path: &Path, errs: &mut Vec<ConfigError>) -> Arc<Policies> {
                     ));
                     continue;
                 }
-                let problems = crate::auth::policy::policy_rate_problems(&format!("{key}."), &p);
+                let problems = p.rate_problems(&format!("{key}."));
                 if !problems.is_empty() {
                     // Left out, as an unknown policy: keys applying it are refused, never unlimited.
                     for pr in problems {
@@ -145,7 +146,7 @@ fn load_policies(path: &Path, errs: &mut Vec<ConfigError>) -> Arc<Policies> {
                     }
                     continue;
                 }
-                out.push((key, p));
+                out.push((key, p.to_policy()));
             }
             Arc::new(Policies::new(out))
         }

@@ -14,7 +14,8 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
-use crate::auth::{hash_key, hex, parse_hex, policy, Session};
+use crate::auth::{hash_key, hex, parse_hex, policy};
+use crate::config::TykSession;
 
 use super::ControlState;
 
@@ -137,7 +138,7 @@ async fn list(state: &ControlState) -> Resp {
     }
 }
 
-async fn read_session(req: Request<Incoming>) -> Result<Session, Resp> {
+async fn read_session(req: Request<Incoming>) -> Result<TykSession, Resp> {
     let body = http_body_util::Limited::new(req.into_body(), 1024 * 1024)
         .collect()
         .await
@@ -151,7 +152,7 @@ async fn read_session(req: Request<Incoming>) -> Result<Session, Resp> {
 }
 
 /// Validates, completes and stores a session under `key`.
-async fn store(state: &ControlState, key: &str, mut s: Session, action: &str, reset_quota: bool) -> Resp {
+async fn store(state: &ControlState, key: &str, mut s: TykSession, action: &str, reset_quota: bool) -> Resp {
     if key.len() > 1024 || key.chars().any(|c| c.is_control() || c == '/') {
         return error(
             StatusCode::BAD_REQUEST,
@@ -160,7 +161,7 @@ async fn store(state: &ControlState, key: &str, mut s: Session, action: &str, re
     }
     // rate/per without a meaning in Tyk (negative other than -1, per <= 0 with a rate) would
     // act as no limit: refused, naming the field and the value.
-    if let Some(p) = policy::session_rate_problems(&s).into_iter().next() {
+    if let Some(p) = s.rate_problems().into_iter().next() {
         return error(
             StatusCode::BAD_REQUEST,
             format!("invalid session: field `{}` = {}: {}", p.field, p.value, p.message),
@@ -172,7 +173,7 @@ async fn store(state: &ControlState, key: &str, mut s: Session, action: &str, re
             return error(StatusCode::BAD_REQUEST, format!("apply_policies: policy {id:?} does not exist"));
         }
     }
-    if let Err(e) = policy::grant_for_session(&s, &snap.policies) {
+    if let Err(e) = policy::grant_for_session(&s.to_session(), &snap.policies) {
         return error(StatusCode::BAD_REQUEST, e.to_string());
     }
     let bad = &s.basic_auth_data;

@@ -11,19 +11,20 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{hex, parse_hex, KeyHash, Session};
+use crate::auth::{hex, parse_hex, KeyHash};
+use crate::config::TykSession;
 
 use super::StoreError;
 
 #[derive(Serialize, Deserialize)]
 struct FileFormat {
     version: u32,
-    keys: BTreeMap<String, Session>,
+    keys: BTreeMap<String, TykSession>,
 }
 
 pub struct EmbeddedStore {
     path: PathBuf,
-    keys: Mutex<BTreeMap<KeyHash, Session>>,
+    keys: Mutex<BTreeMap<KeyHash, TykSession>>,
 }
 
 impl EmbeddedStore {
@@ -41,7 +42,7 @@ impl EmbeddedStore {
                         path: path.into(),
                         message: format!("{h:?} is not a SHA-256 hex key hash"),
                     })?;
-                    if let Some(p) = crate::auth::policy::session_rate_problems(&s).into_iter().next() {
+                    if let Some(p) = s.rate_problems().into_iter().next() {
                         return Err(StoreError::Corrupt {
                             path: path.into(),
                             message: format!("key {h}: field `{}` = {}: {}", p.field, p.value, p.message),
@@ -57,7 +58,7 @@ impl EmbeddedStore {
         Ok(EmbeddedStore { path: path.into(), keys: Mutex::new(keys) })
     }
 
-    pub fn get(&self, hash: &KeyHash) -> Option<Session> {
+    pub fn get(&self, hash: &KeyHash) -> Option<TykSession> {
         self.keys.lock().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()
     }
 
@@ -65,7 +66,7 @@ impl EmbeddedStore {
         self.keys.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect()
     }
 
-    pub fn put(&self, hash: &KeyHash, session: &Session) -> Result<(), StoreError> {
+    pub fn put(&self, hash: &KeyHash, session: &TykSession) -> Result<(), StoreError> {
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         let old = keys.insert(*hash, session.clone());
         if let Err(e) = self.persist(&keys) {
@@ -91,7 +92,7 @@ impl EmbeddedStore {
         Ok(true)
     }
 
-    fn persist(&self, keys: &BTreeMap<KeyHash, Session>) -> Result<(), StoreError> {
+    fn persist(&self, keys: &BTreeMap<KeyHash, TykSession>) -> Result<(), StoreError> {
         let f = FileFormat { version: 1, keys: keys.iter().map(|(h, s)| (hex(h), s.clone())).collect() };
         let bytes = serde_json::to_vec_pretty(&f)
             .map_err(|e| StoreError::File { path: self.path.clone(), source: std::io::Error::other(e) })?;
@@ -130,15 +131,21 @@ mod tests {
         let path = dir.path().join("sub/keys.json");
         let s = EmbeddedStore::open(&path).unwrap();
         let h = hash_key("secret-key-123");
-        s.put(&h, &Session { rate: 7.0, per: 1.0, ..Default::default() }).unwrap();
-        s.put(&hash_key("other"), &Session::default()).unwrap();
+        // Fields Portcullis does not use are written back as they came.
+        let stored: TykSession = serde_json::from_str(
+            r#"{"rate": 7, "per": 1, "throttle_interval": -1, "monitor": {"trigger_limits": [80.0]},
+                "access_rights": {"a": {"api_id": "a", "limit": {"rate": 5, "per": 1, "smoothing": null}}}}"#,
+        )
+        .unwrap();
+        s.put(&h, &stored).unwrap();
+        s.put(&hash_key("other"), &TykSession::default()).unwrap();
         assert!(s.delete(&hash_key("other")).unwrap());
         assert!(!s.delete(&hash_key("other")).unwrap());
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("secret-key-123"));
         assert!(text.contains(&hex(&h)));
         let s2 = EmbeddedStore::open(&path).unwrap();
-        assert_eq!(s2.get(&h).unwrap().rate, 7.0);
+        assert_eq!(s2.get(&h).unwrap(), stored);
         assert_eq!(s2.hashes().len(), 1);
     }
 

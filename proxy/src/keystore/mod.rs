@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{hex, Invalidation, KeyHash, Session};
+use crate::config::TykSession;
 
 pub use embedded::EmbeddedStore;
 pub use redis_store::{follow_changes, watch_health, RedisStore};
@@ -130,7 +131,8 @@ impl KeyStore {
         }
     }
 
-    pub async fn get(&self, hash: &KeyHash) -> Result<Option<Session>, StoreError> {
+    /// The stored session (Tyk's JSON, every field kept).
+    pub async fn get(&self, hash: &KeyHash) -> Result<Option<TykSession>, StoreError> {
         self.lookups_total.fetch_add(1, Ordering::Relaxed);
         let r = match &self.backend {
             Backend::Embedded(e) => Ok(e.get(hash)),
@@ -142,7 +144,7 @@ impl KeyStore {
         r
     }
 
-    pub async fn put(&self, hash: &KeyHash, session: &Session) -> Result<(), StoreError> {
+    pub async fn put(&self, hash: &KeyHash, session: &TykSession) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Embedded(e) => e.put(hash, session)?,
             Backend::Redis(r) => r.put(hash, session).await?,
@@ -174,7 +176,7 @@ impl KeyStore {
 
 /// A worker's question to the control plane.
 pub enum Lookup {
-    /// The session stored under `hash`.
+    /// The session stored under `hash`, as auth acts on it.
     Session { hash: KeyHash, reply: futures_channel::oneshot::Sender<Result<Option<Arc<Session>>, String>> },
     /// Does this password match its stored hash? (bcrypt, run on the blocking pool.)
     Password { check: crate::auth::PasswordCheck, reply: futures_channel::oneshot::Sender<bool> },
@@ -257,7 +259,7 @@ pub async fn serve_lookups(store: Arc<KeyStore>, mut rx: tokio::sync::mpsc::Rece
             Lookup::Session { hash, reply } => {
                 let store = Arc::clone(&store);
                 tokio::spawn(async move {
-                    let r = store.get(&hash).await.map(|s| s.map(Arc::new)).map_err(|e| {
+                    let r = store.get(&hash).await.map(|s| s.map(|s| Arc::new(s.to_session()))).map_err(|e| {
                         tracing::warn!(error = %e, "session lookup failed");
                         e.to_string()
                     });

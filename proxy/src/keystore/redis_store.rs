@@ -11,7 +11,8 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
-use crate::auth::{hex, parse_hex, Invalidation, KeyHash, Session};
+use crate::auth::{hex, parse_hex, Invalidation, KeyHash};
+use crate::config::TykSession;
 
 use super::{KeyStore, StoreError};
 
@@ -113,7 +114,7 @@ impl RedisStore {
         format!("{}{}", self.prefix, hex(hash))
     }
 
-    pub async fn get(&self, hash: &KeyHash) -> Result<Option<Session>, StoreError> {
+    pub async fn get(&self, hash: &KeyHash) -> Result<Option<TykSession>, StoreError> {
         let key = self.key(hash);
         let raw: Option<String> = self
             .op(|mut c| {
@@ -129,7 +130,7 @@ impl RedisStore {
         }
     }
 
-    pub async fn put(&self, hash: &KeyHash, session: &Session) -> Result<(), StoreError> {
+    pub async fn put(&self, hash: &KeyHash, session: &TykSession) -> Result<(), StoreError> {
         let key = self.key(hash);
         let text = serde_json::to_string(session).map_err(rerr)?;
         let h = hex(hash);

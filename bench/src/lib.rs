@@ -59,7 +59,7 @@ impl Default for Worker {
     fn default() -> Self {
         Worker {
             auth: portcullis::auth::WorkerAuth::detached(Default::default()),
-            limiter: portcullis::limit::Limiter::new(portcullis::limit::LimiterConfig { max_keys: 1000 }),
+            limiter: portcullis::limit::Limiter::new(portcullis::limit::LimiterConfig { max_keys: 1000 }, 0.0),
             spans: Vec::new(),
             path: String::new(),
         }

@@ -31,12 +31,7 @@ pub fn parse_net(s: &str) -> Option<IpNet> {
 }
 
 /// The IPv4 form of an IPv4-mapped IPv6 address (clients of a dual-stack listener).
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
-}
+pub use portcullis_policy::canonical_ip as canonical;
 
 /// What workers read: banned addresses and networks with their expiry (`None` = until removed).
 #[derive(Debug, Default)]

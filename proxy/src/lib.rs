@@ -6,20 +6,27 @@
 //! - [`dataplane`] runs one pinned monoio worker per core: accept, parse, route, proxy. It never
 //!   awaits a tokio future and takes no lock on the request path.
 //! - [`control`] runs the tokio control plane: admin API, `/metrics`, reload, signals.
-//! - [`auth`] decides who may call an API (keys, JWT, basic, HMAC, policies, IP and path rules);
-//!   [`keystore`] keeps sessions (embedded file or Redis) on the control plane.
+//! - [`auth`] decides who may call an API (keys, JWT, basic, HMAC, policies, IP and path rules)
+//!   and [`limit`] how often: both are the `portcullis-policy` crate (no I/O, no runtime, no
+//!   clock of its own), re-exported here; [`keystore`] keeps sessions (embedded file or Redis)
+//!   and [`gossip`] relays the limiters' counters, on the control plane.
+//! - HTTP/1 heads, framing, paths and body plans are the `portcullis-http1` crate.
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod analytics;
-pub mod auth;
 pub mod bans;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod ebpf;
+pub mod gossip;
 pub mod keystore;
-pub mod limit;
-pub mod path_rule;
 pub mod ratelog;
 pub mod router;
 pub mod server;
+
+pub use portcullis_policy::{auth, limit, path_rule};
+
+#[cfg(test)]
+mod tyk_decisions;

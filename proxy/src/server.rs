@@ -75,7 +75,7 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
     let a = &cfg.auth;
     let (key_client, lookups) =
         crate::keystore::lookup_channel(a.key_lookup_queue, Duration::from_millis(a.key_lookup_timeout_ms));
-    let (links, hub_ends) = crate::limit::gossip::channels(workers);
+    let (links, hub_ends) = crate::gossip::channels(workers);
     let (feed, pump_ends) = crate::analytics::channels(workers, cfg.analytics.queue_batches);
     let pump_stats = Arc::new(crate::analytics::pump::PumpStats::default());
     let pump = crate::analytics::pump::spawn(&cfg.analytics, pump_ends, Arc::clone(&pump_stats))
@@ -104,9 +104,9 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
     // close and ends after writing what is left.
     drop(shared);
 
-    let hub_stats = Arc::new(crate::limit::gossip::HubStats::default());
+    let hub_stats = Arc::new(crate::gossip::HubStats::default());
     let l = &cfg.limits;
-    let hub_cfg = crate::limit::gossip::HubConfig {
+    let hub_cfg = crate::gossip::HubConfig {
         gossip_interval: Duration::from_millis(l.gossip_interval_ms),
         cluster_interval: Duration::from_millis(cfg.cluster.gossip_interval_ms),
         redis: cfg.storage.redis.clone(),
@@ -154,7 +154,7 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         tokio::spawn(crate::keystore::watch_health(Arc::clone(&keystore)));
         let flusher = Arc::clone(&keystore);
         every_second(move || flusher.flush_quotas());
-        tokio::spawn(crate::limit::gossip::run_hub(hub_ends, hub_cfg, Arc::clone(&hub_stats), Arc::clone(&bans)));
+        tokio::spawn(crate::gossip::run_hub(hub_ends, hub_cfg, Arc::clone(&hub_stats), Arc::clone(&bans)));
         tokio::spawn(crate::control::jwks::refresh_loop(Arc::clone(&state.reloader.snapshot)));
         if let Some(ring) = state.gate.as_ref().and_then(|g| g.take_ring()) {
             tokio::spawn(crate::control::telemetry::run(ring, Arc::clone(&state.telemetry)));

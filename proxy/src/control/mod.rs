@@ -55,7 +55,7 @@ pub struct ControlState {
     /// Sessions (embedded file or Redis).
     pub keys: Arc<crate::keystore::KeyStore>,
     /// Limiter gossip hub counters (relays, cluster, abuse bans).
-    pub limits: Arc<crate::limit::gossip::HubStats>,
+    pub limits: Arc<crate::gossip::HubStats>,
     /// `[storage] redis` is set: limits are gossiped between nodes.
     pub cluster_enabled: bool,
     /// What the analytics pump has written.

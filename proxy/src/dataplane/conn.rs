@@ -596,11 +596,12 @@ fn run_phases<'a>(
     let mut auth = worker.auth.borrow_mut();
     auth.set_clock(started.saturating_duration_since(worker.epoch));
     let mut limiter = worker.limiter.borrow_mut();
+    limiter.set_clock(started.saturating_duration_since(worker.epoch));
     let mut env = phase::Env {
         client: ctx,
         auth: &mut auth,
         limiter: &mut limiter,
-        now: &crate::limit::unix_now,
+        now: &crate::clock::unix_now,
         request_id: &|| worker.next_request_id(),
         pick: &|api, spec| worker.pick_target(snap.generation, api, spec.targets.len()),
     };
@@ -1252,7 +1253,10 @@ async fn resolve(worker: &Worker, need: phase::Need) -> Result<(), (&'static str
                 .reserve_quota(quota.clone())
                 .await
                 .map_err(|e| ("quota store unavailable", e.to_string()))?;
-            worker.auth.borrow_mut().quotas.store(&quota, r);
+            let mut auth = worker.auth.borrow_mut();
+            auth.set_clock(worker.epoch.elapsed());
+            let now = auth.now();
+            auth.quotas.store(&quota, r, now, crate::clock::unix_now());
         }
     }
     Ok(())

@@ -149,7 +149,7 @@ pub struct Shared {
     pub auth_limits: crate::auth::CacheLimits,
     pub limiter: crate::limit::LimiterConfig,
     /// Each worker takes its gossip link (index = worker id) when it starts.
-    pub gossip: std::sync::Mutex<Vec<Option<crate::limit::gossip::WorkerLink>>>,
+    pub gossip: std::sync::Mutex<Vec<Option<crate::gossip::WorkerLink>>>,
     /// The queue to the analytics pump (each worker takes a clone).
     pub analytics: crate::analytics::Feed,
 }

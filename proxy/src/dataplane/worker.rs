@@ -60,7 +60,7 @@ pub(crate) struct Worker {
     pub keys: crate::keystore::KeyClient,
     /// Rate-limit buckets (see `limit`), gossiped through `gossip`.
     pub limiter: RefCell<crate::limit::Limiter>,
-    gossip: crate::limit::gossip::WorkerLink,
+    gossip: crate::gossip::WorkerLink,
     /// Request records on their way to the analytics pump.
     pub analytics: RefCell<crate::analytics::Recorder>,
     /// Pipes and body hints for spliced response bodies (see `splice`).
@@ -154,12 +154,13 @@ impl Worker {
     /// report, counted in `portcullis_limit_gossip_reports_dropped_total`.
     fn gossip_round(&self) {
         let mut limiter = self.limiter.borrow_mut();
+        limiter.set_clock(self.epoch.elapsed());
         let mut newest: Option<Instant> = None;
         while let Ok(batch) = self.gossip.inbox.try_recv() {
             if batch.nodes_lost {
                 limiter.forget_nodes();
             }
-            let from_node = matches!(batch.from, crate::limit::gossip::Origin::Node(_));
+            let from_node = matches!(batch.from, crate::gossip::Origin::Node(_));
             limiter.apply(&batch.deltas, from_node);
             newest = Some(newest.map_or(batch.sent, |n: Instant| n.max(batch.sent)));
         }
@@ -172,8 +173,8 @@ impl Worker {
         if deltas.is_empty() && rejected_ips.is_empty() {
             return;
         }
-        let report = crate::limit::gossip::Report { worker: self.id, sent: Instant::now(), deltas, rejected_ips };
-        if self.gossip.to_hub.try_send(report).is_err() {
+        let report = crate::gossip::Report { worker: self.id, sent: Instant::now(), deltas, rejected_ips };
+        if self.gossip.to_hub.borrow_mut().try_send(report).is_err() {
             limiter.stats.gossip_dropped += 1;
         }
     }
@@ -241,6 +242,8 @@ pub(super) fn spawn(
             .unwrap_or(0)
             ^ ((id as u64) << 56)
             ^ u64::from(std::process::id()) << 24;
+        // The clocks auth and the limiter are given count from here (`set_clock`).
+        let (epoch, epoch_unix) = (Instant::now(), crate::clock::unix_now_f64());
         let worker = Rc::new(Worker {
             id,
             snap: RefCell::new(SnapCache { cache: Cache::new(snapshot), current }),
@@ -257,12 +260,12 @@ pub(super) fn spawn(
             request_id_seed: seed,
             auth: RefCell::new(crate::auth::WorkerAuth::new(auth_limits, invalidations)),
             keys,
-            limiter: RefCell::new(crate::limit::Limiter::new(limiter_cfg)),
+            limiter: RefCell::new(crate::limit::Limiter::new(limiter_cfg, epoch_unix)),
             gossip,
             analytics: RefCell::new(crate::analytics::Recorder::new(analytics)),
             splice: super::splice::Splicer::default(),
             streaming_bodies: RefCell::default(),
-            epoch: Instant::now(),
+            epoch,
         });
         run_on_driver(worker, driver, listener);
     })?;

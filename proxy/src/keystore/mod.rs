@@ -192,9 +192,9 @@ pub enum Lookup {
 pub const PASSWORD_CHECKS_AT_ONCE: usize = 2;
 
 /// A worker's handle for asking the control plane for sessions.
-#[derive(Clone)]
+/// The channel is futures-channel, not tokio's: the data plane holds no tokio type.
 pub struct KeyClient {
-    tx: tokio::sync::mpsc::Sender<Lookup>,
+    tx: std::cell::RefCell<futures_channel::mpsc::Sender<Lookup>>,
     timeout: Duration,
 }
 
@@ -217,7 +217,7 @@ impl KeyClient {
         request: impl FnOnce(futures_channel::oneshot::Sender<T>) -> Lookup,
     ) -> Result<T, LookupError> {
         let (reply, rx) = futures_channel::oneshot::channel();
-        self.tx.try_send(request(reply)).map_err(|_| LookupError::Busy)?;
+        self.tx.borrow_mut().try_send(request(reply)).map_err(|_| LookupError::Busy)?;
         match monoio::time::timeout(self.timeout, rx).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(_)) => Err(LookupError::Store("control plane dropped the request".into())),
@@ -245,16 +245,23 @@ impl KeyClient {
 }
 
 /// The channel between workers and [`serve_lookups`].
-pub fn lookup_channel(capacity: usize, timeout: Duration) -> (KeyClient, tokio::sync::mpsc::Receiver<Lookup>) {
-    let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
-    (KeyClient { tx, timeout }, rx)
+pub fn lookup_channel(capacity: usize, timeout: Duration) -> (KeyClient, futures_channel::mpsc::Receiver<Lookup>) {
+    let (tx, rx) = futures_channel::mpsc::channel(capacity.max(1));
+    (KeyClient { tx: std::cell::RefCell::new(tx), timeout }, rx)
+}
+
+impl Clone for KeyClient {
+    /// One client per worker, each with its own sender.
+    fn clone(&self) -> Self {
+        KeyClient { tx: std::cell::RefCell::new(self.tx.borrow().clone()), timeout: self.timeout }
+    }
 }
 
 /// Answers workers' lookups (control plane task). Each lookup runs as its own task so one slow
 /// Redis reply does not hold up the others.
-pub async fn serve_lookups(store: Arc<KeyStore>, mut rx: tokio::sync::mpsc::Receiver<Lookup>) {
+pub async fn serve_lookups(store: Arc<KeyStore>, mut rx: futures_channel::mpsc::Receiver<Lookup>) {
     let bcrypt_slots = Arc::new(tokio::sync::Semaphore::new(PASSWORD_CHECKS_AT_ONCE));
-    while let Some(l) = rx.recv().await {
+    while let Some(l) = futures_util::StreamExt::next(&mut rx).await {
         match l {
             Lookup::Session { hash, reply } => {
                 let store = Arc::clone(&store);

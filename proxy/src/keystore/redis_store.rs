@@ -173,7 +173,7 @@ impl RedisStore {
                 async move { script.key(key).arg(max).arg(period).invoke_async(&mut c).await }
             })
             .await?;
-        let now = crate::limit::unix_now();
+        let now = crate::clock::unix_now();
         let reset = now + if ttl_ms > 0 { (ttl_ms as u64).div_ceil(1000) } else { period as u64 };
         Ok(crate::limit::quota::Reservation {
             granted: granted.max(0) as u64,

@@ -297,6 +297,8 @@ pub struct RequestHead {
     /// The request's `Content-Length`, for [`RequestHead::write_framing`].
     declared_length: Option<u64>,
     upgrade_value: Option<Span>,
+    /// The first `X-Request-Id` (found in the parse, so no phase scans for it).
+    request_id: Option<Span>,
     conn: ConnTokens,
 }
 
@@ -335,7 +337,12 @@ impl RequestHead {
     }
 }
 
-impl Request<'_> {
+impl<'a> Request<'a> {
+    /// The client's first `X-Request-Id`, if it sent one.
+    pub fn request_id(&self) -> Option<&'a [u8]> {
+        self.head.request_id.map(|s| s.get(self.data))
+    }
+
     /// Whether a request header may be copied upstream as it is: not hop-by-hop, not named by
     /// `Connection`, not the framing (written once by [`RequestHead::write_framing`]), not
     /// `Host` (the proxy writes it) and not `Expect` (answered by the proxy).
@@ -429,6 +436,7 @@ pub fn parse_request(
     let mut host: Option<&[u8]> = None;
     let mut expect_continue = false;
     let mut upgrade_value: Option<&[u8]> = None;
+    let mut request_id: Option<Span> = None;
     let mut user_agent = Span::default();
     for h in headers {
         spans.push(HeaderSpan { name: Span::of(data, h.name.as_bytes()), value: Span::of(data, h.value) });
@@ -443,6 +451,8 @@ pub fn parse_request(
             expect_continue = eq_ic(trim(h.value), "100-continue");
         } else if h.name.eq_ignore_ascii_case("upgrade") {
             upgrade_value = Some(trim(h.value));
+        } else if request_id.is_none() && h.name.len() == 12 && h.name.eq_ignore_ascii_case("x-request-id") {
+            request_id = Some(Span::of(data, h.value));
         }
     }
     if minor_version == 1 && host.is_none() {
@@ -482,6 +492,7 @@ pub fn parse_request(
         query: Span::of(data, query.as_bytes()),
         declared_length: f.content_length,
         upgrade_value: upgrade_value.map(|v| Span::of(data, v)),
+        request_id,
         conn: f.conn,
     }))
 }

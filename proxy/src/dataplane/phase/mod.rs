@@ -228,7 +228,7 @@ pub fn run<'a>(
     let target = (env.pick)(g.api, api) % api.targets.len();
     // The request id is needed before the headers for `$tyk_context.request_id`.
     let generated;
-    let rid: &[u8] = match req.headers.get("x-request-id") {
+    let rid: &[u8] = match req.request_id() {
         Some(v) => v,
         None => {
             generated = (env.request_id)();

@@ -38,7 +38,8 @@ pub(crate) fn check(api: &ApiSpec, identity: Option<&Identity>, w: &mut WorkerAu
         return QuotaStep::None;
     };
     w.sync();
-    match w.quotas.check(&q) {
+    let now = w.now();
+    match w.quotas.check(&q, now) {
         QuotaCheck::Available(info) => QuotaStep::Held(q, info),
         QuotaCheck::Reserve => QuotaStep::Need(Need::Quota(q)),
         QuotaCheck::Exceeded(info) => QuotaStep::Denied(Denial {

@@ -66,7 +66,7 @@ fn prep(snap: &Snapshot, req: &str) -> (Result<Prepared, ProxyError>, String) {
     let view = head.view(req.as_bytes(), &spans);
     let ctx = ClientCtx { client_ip: "192.0.2.1", client_addr: "192.0.2.1".parse().unwrap() };
     let mut auth = crate::auth::WorkerAuth::detached(Default::default());
-    let mut limiter = crate::limit::Limiter::new(crate::limit::LimiterConfig { max_keys: 100 });
+    let mut limiter = crate::limit::Limiter::new(crate::limit::LimiterConfig { max_keys: 100 }, 0.0);
     let mut env = Env {
         client: &ctx,
         auth: &mut auth,
@@ -311,7 +311,7 @@ fn phases_resume_where_they_asked_without_running_earlier_ones_again() {
     let view = head.view(req.as_bytes(), &spans);
     let ctx = ClientCtx { client_ip: "192.0.2.1", client_addr: "192.0.2.1".parse().unwrap() };
     let mut auth = crate::auth::WorkerAuth::detached(Default::default());
-    let mut limiter = crate::limit::Limiter::new(crate::limit::LimiterConfig { max_keys: 100 });
+    let mut limiter = crate::limit::Limiter::new(crate::limit::LimiterConfig { max_keys: 100 }, 0.0);
     let (mut path, mut out) = (String::new(), Vec::new());
     let (mut gate, first) = {
         let mut env = Env {
@@ -337,7 +337,8 @@ fn phases_resume_where_they_asked_without_running_earlier_ones_again() {
     };
     // The key is gone from the worker's point of view; the quota answer arrives.
     auth.insert_session(hash, None);
-    auth.quotas.store(&q, Reservation { granted: 5, remaining: 9, reset: 1_800_003_600 });
+    let now = auth.now();
+    auth.quotas.store(&q, Reservation { granted: 5, remaining: 9, reset: 1_800_003_600 }, now, 1_800_000_000);
     match resume(Phase::Quota, &mut gate, &view, &snap, &ctx, &mut auth, &mut limiter, &mut out) {
         Outcome::Routed(r) => {
             assert!(r.identity.is_some(), "the identity found before the wait is kept");

@@ -38,12 +38,12 @@ impl<'a> Edits<'a> {
 
     /// Whether a client header named `n` is left out of the upstream head.
     pub(crate) fn removes(&self, n: &[u8]) -> bool {
-        let Ok(n) = std::str::from_utf8(n) else { return false };
+        let named = |x: &str| n.eq_ignore_ascii_case(x.as_bytes());
         let t = &self.auth.transforms;
-        self.allowed.strip.removes_header(n)
-            || t.global_remove.iter().any(|x| x.eq_ignore_ascii_case(n))
-            || self.per_path.iter().any(|x| x.delete.iter().any(|d| d.eq_ignore_ascii_case(n)))
-            || self.adds().any(|(a, _)| a.eq_ignore_ascii_case(n))
+        self.allowed.strip.headers.iter().flatten().any(|h| named(h))
+            || t.global_remove.iter().any(|x| named(x))
+            || self.per_path.iter().any(|x| x.delete.iter().any(|d| named(d)))
+            || self.adds().any(|(a, _)| named(a))
     }
 
     /// What templates may expand.

@@ -866,6 +866,7 @@ impl VerifiedCache {
 // ---------------------------------------------------------------------------------------------
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "tests read the real clock to build and time their cases")]
 mod tests {
     use super::*;
     use jsonwebtoken::{encode, EncodingKey, Header as JwtHeader};

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Delta, Rate};
+use crate::limit::{Delta, Rate};
 
 /// Pub/sub channel of the cluster's limiter deltas.
 pub const CHANNEL: &str = "portcullis.limits";
@@ -52,8 +52,9 @@ pub struct Report {
 
 /// A worker's end of the gossip channels.
 pub struct WorkerLink {
-    /// Bounded; `try_send` from the worker's thread wakes the hub's task.
-    pub to_hub: tokio::sync::mpsc::Sender<Report>,
+    /// Bounded; `try_send` from the worker's thread wakes the hub's task. A runtime-agnostic
+    /// channel (futures-channel): the data plane holds no tokio type.
+    pub to_hub: std::cell::RefCell<futures_channel::mpsc::Sender<Report>>,
     pub inbox: crossbeam_channel::Receiver<Arc<Batch>>,
 }
 
@@ -96,12 +97,12 @@ pub struct HubConfig {
 
 /// Channels for `workers` workers: their links, and the hub's ends.
 pub fn channels(workers: usize) -> (Vec<WorkerLink>, HubEnds) {
-    let (to_hub, from_workers) = tokio::sync::mpsc::channel(workers.max(1) * 64);
+    let (to_hub, from_workers) = futures_channel::mpsc::channel(workers.max(1) * 64);
     let mut links = Vec::with_capacity(workers);
     let mut to_workers = Vec::with_capacity(workers);
     for _ in 0..workers {
         let (tx, rx) = crossbeam_channel::bounded(1024);
-        links.push(WorkerLink { to_hub: to_hub.clone(), inbox: rx });
+        links.push(WorkerLink { to_hub: std::cell::RefCell::new(to_hub.clone()), inbox: rx });
         to_workers.push(tx);
     }
     (links, HubEnds { from_workers, relay: Relay { to_workers } })
@@ -109,7 +110,7 @@ pub fn channels(workers: usize) -> (Vec<WorkerLink>, HubEnds) {
 
 /// The hub's ends of the channels.
 pub struct HubEnds {
-    from_workers: tokio::sync::mpsc::Receiver<Report>,
+    from_workers: futures_channel::mpsc::Receiver<Report>,
     relay: Relay,
 }
 
@@ -164,7 +165,7 @@ pub async fn run_hub(ends: HubEnds, cfg: HubConfig, stats: Arc<HubStats>, bans: 
     loop {
         // The report that woke the hub (none on a tick); the rest queued are drained below.
         let mut next = tokio::select! {
-            r = from_workers.recv() => match r {
+            r = futures_util::StreamExt::next(&mut from_workers) => match r {
                 Some(r) => Some(r),
                 None => return, // every worker's link is gone: the node is stopping
             },
@@ -408,10 +409,12 @@ mod tests {
             // Idle first: a hub that ticked would be the same here, so this only checks that a
             // report sent later (from a plain thread, as a worker does) is still seen.
             tokio::time::sleep(Duration::from_millis(50)).await;
+            // The worker's sender goes to the thread (a placeholder stays in the link).
+            let mut to_hub = std::mem::replace(&mut *w0.to_hub.borrow_mut(), futures_channel::mpsc::channel(1).0);
             std::thread::scope(|s| {
-                s.spawn(|| {
+                s.spawn(move || {
                     let r = Report { worker: 0, sent: Instant::now(), deltas: vec![d], rejected_ips: Vec::new() };
-                    w0.to_hub.try_send(r).unwrap();
+                    to_hub.try_send(r).unwrap();
                 });
             });
             let deadline = Instant::now() + Duration::from_secs(5);

@@ -3,18 +3,18 @@
 //! Each worker owns a [`Limiter`]: buckets by limit key, decided locally with no lock and no
 //! network wait ([`bucket`] has the arithmetic). Every `[limits] gossip_interval_ms` a worker
 //! sends what it admitted and what was asked of it (per key) to the control plane's hub
-//! ([`gossip`]), which passes it to the other workers and, through Redis pub/sub, to the other
+//! (the proxy's `gossip`), which passes it to the other workers and, through Redis pub/sub, to the other
 //! nodes; what arrives is applied to the local buckets, so each worker's view reflects the whole
 //! cluster's consumption and its lease reflects its share of the demand. Workers also count
 //! rejections per client IP for the abuse detector. Must not: allocate per request beyond a
-//! bucket's first use, block, or touch another worker's state.
+//! bucket's first use, block, read a clock (the caller passes it: [`Limiter::set_clock`]), or
+//! touch another worker's state.
 
 pub mod bucket;
-pub mod gossip;
 pub mod quota;
 
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::Duration;
 
 use ahash::AHashMap;
 
@@ -126,8 +126,9 @@ pub struct LimiterConfig {
 pub struct Limiter {
     buckets: AHashMap<LimitKey, Bucket>,
     cfg: LimiterConfig,
-    epoch: Instant,
-    /// Unix time of `epoch`, so one clock read per decision gives both clocks.
+    /// Seconds since the epoch the caller measures from (`set_clock`): the buckets' clock.
+    now: f64,
+    /// Unix time of that epoch, so one clock read per decision gives both clocks.
     epoch_unix: f64,
     /// Rejections per client IP since the last round (for the abuse detector).
     rejected_ips: AHashMap<IpAddr, u32>,
@@ -137,23 +138,29 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    pub fn new(cfg: LimiterConfig) -> Limiter {
+    /// A limiter whose clock (see [`Limiter::set_clock`]) counts from an epoch at unix time
+    /// `epoch_unix` (seconds).
+    pub fn new(cfg: LimiterConfig, epoch_unix: f64) -> Limiter {
         Limiter {
             buckets: AHashMap::new(),
             cfg,
-            epoch: Instant::now(),
-            epoch_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
+            now: 0.0,
+            epoch_unix,
             rejected_ips: AHashMap::new(),
             dirty: Vec::new(),
             stats: LimiterStats::default(),
         }
     }
 
-    /// Seconds since this limiter started (the buckets' clock).
+    /// Sets the clock: time since the epoch given to [`Limiter::new`] (the caller reads it once
+    /// per request or round; it never goes back).
+    pub fn set_clock(&mut self, since_epoch: Duration) {
+        self.now = self.now.max(since_epoch.as_secs_f64());
+    }
+
+    /// Seconds since the epoch (the buckets' clock), as last set.
     pub fn now(&self) -> f64 {
-        self.epoch.elapsed().as_secs_f64()
+        self.now
     }
 
     fn bucket(&mut self, l: &Limit, now: f64) -> &mut Bucket {
@@ -219,7 +226,7 @@ impl Limiter {
             }
             Some(wait) => {
                 self.stats.rejected += 1;
-                let n = self.rejected_ips.entry(crate::bans::canonical(client)).or_insert(0);
+                let n = self.rejected_ips.entry(crate::canonical_ip(client)).or_insert(0);
                 *n = n.saturating_add(1);
                 Err(Rejected { retry_after: (wait.ceil() as u64).max(1), info })
             }
@@ -275,11 +282,6 @@ impl Limiter {
     }
 }
 
-/// Unix seconds now.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,7 +300,7 @@ mod tests {
 
     #[test]
     fn all_limits_must_admit_and_rejections_pay_nothing() {
-        let mut l = Limiter::new(LimiterConfig { max_keys: 100 });
+        let mut l = Limiter::new(LimiterConfig { max_keys: 100 }, 0.0);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let (a, b) = (lim("a", 3.0), lim("b", 100.0));
         for _ in 0..3 {
@@ -317,7 +319,7 @@ mod tests {
 
     #[test]
     fn a_round_reports_only_the_keys_used_since_the_last_one() {
-        let mut l = Limiter::new(LimiterConfig { max_keys: 10_000 });
+        let mut l = Limiter::new(LimiterConfig { max_keys: 10_000 }, 0.0);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         for i in 0..1000 {
             let _ = l.check(&[lim(&format!("k{i}"), 10.0)], 0, ip);
@@ -338,7 +340,7 @@ mod tests {
 
     #[test]
     fn eviction_bounds_tracked_keys() {
-        let mut l = Limiter::new(LimiterConfig { max_keys: 50 });
+        let mut l = Limiter::new(LimiterConfig { max_keys: 50 }, 0.0);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         for i in 0..500 {
             let _ = l.check(&[lim(&format!("k{i}"), 10.0)], 0, ip);

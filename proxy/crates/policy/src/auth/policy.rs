@@ -266,56 +266,6 @@ impl Grant {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::session::UrlAccess;
-
-    /// Policies written as in a policies file (converted as `config` does).
-    fn policies(json: &str) -> Policies {
-        let m: std::collections::BTreeMap<String, crate::config::TykPolicy> = serde_json::from_str(json).unwrap();
-        Policies::new(m.into_iter().map(|(k, p)| (k, p.to_policy())))
-    }
-
-    const TWO: &str = r#"{
-        "slow": {"rate": 10, "per": 1, "quota_max": 100, "quota_renewal_rate": 60,
-                 "access_rights": {"a": {"api_id": "a", "versions": ["Default"]}}},
-        "fast": {"rate": 600, "per": 60, "quota_max": 50, "quota_renewal_rate": 60, "tags": ["gold"],
-                 "access_rights": {"b": {"api_id": "b", "versions": [],
-                    "allowed_urls": [{"url": "^/users", "methods": ["GET"]}]}}},
-        "off": {"active": false}
-    }"#;
-
-    #[test]
-    fn highest_rate_wins_and_rights_unite() {
-        let p = policies(TWO);
-        let g = grant_for_policies(&["slow", "fast"], &p).unwrap();
-        // 10/1 s beats 600/60 s (10 per second each: the first stays).
-        assert_eq!(g.rate, Some((10.0, 1.0)));
-        let g = grant_for_policies(&["fast", "slow"], &p).unwrap();
-        assert_eq!(g.rate, Some((600.0, 60.0)));
-        let p2 = policies(r#"{"x": {"rate": 5, "per": 1}, "y": {"rate": 20, "per": 1}}"#);
-        assert_eq!(grant_for_policies(&["x", "y"], &p2).unwrap().rate, Some((20.0, 1.0)));
-        assert_eq!(grant_for_policies(&["y", "x"], &p2).unwrap().rate, Some((20.0, 1.0)));
-        assert_eq!(g.quota, Some((100, 60)));
-        assert_eq!(g.tags, ["gold"]);
-        assert!(g.check("a", "Default", "POST", "/x").is_ok());
-        assert_eq!(g.check("a", "v2", "GET", "/x"), Err(AccessDenied::Version));
-        assert!(g.check("b", "whatever", "GET", "/users/1").is_ok());
-        assert_eq!(g.check("b", "v", "POST", "/users/1"), Err(AccessDenied::Url));
-        assert_eq!(g.check("b", "v", "GET", "/orders"), Err(AccessDenied::Url));
-        assert_eq!(g.check("c", "v", "GET", "/"), Err(AccessDenied::Api));
-    }
-
-    #[test]
-    fn unlimited_beats_limits_and_unknown_or_inactive_policies_deny() {
-        let p = policies(
-            r#"{"lim": {"rate": 5, "per": 1, "quota_max": 10}, "free": {"rate": 0, "quota_max": -1}, "off": {"active": false}}"#,
-        );
-        let g = grant_for_policies(&["lim", "free"], &p).unwrap();
-        assert_eq!(g.rate, None);
-        assert_eq!(g.quota, None);
-        assert!(g.access.is_none());
-        assert_eq!(grant_for_policies(&["nope"], &p).unwrap_err(), GrantError::UnknownPolicy("nope".into()));
-        assert!(grant_for_policies(&["off"], &p).unwrap().inactive);
-    }
 
     #[test]
     fn rate_or_per_not_positive_is_no_limit() {
@@ -323,25 +273,5 @@ mod tests {
         assert_eq!(effective_rate(0.0, 1.0), None);
         assert_eq!(effective_rate(5.0, 0.0), None);
         assert_eq!(effective_rate(5.0, 2.0), Some((5.0, 2.0)));
-    }
-
-    #[test]
-    fn session_without_policies_uses_its_own_rights() {
-        let mut s = Session { rate: 3.0, per: 1.0, quota_max: -1, ..Default::default() };
-        s.access_rights.push(ApiRights {
-            api_id: "a".into(),
-            allowed_urls: vec![UrlAccess { url: "[".into(), methods: vec![] }],
-            ..Default::default()
-        });
-        assert_eq!(grant_for_session(&s, &Policies::default()).unwrap_err(), GrantError::BadUrlPattern("[".into()));
-        s.access_rights.clear();
-        let g = grant_for_session(&s, &Policies::default()).unwrap();
-        assert_eq!(g.rate, Some((3.0, 1.0)));
-        assert!(g.check("any", "v", "GET", "/").is_ok());
-        s.policies = vec!["p".into()];
-        s.inactive = true;
-        let g = grant_for_session(&s, &policies(r#"{"p": {"rate": 1, "per": 1}}"#)).unwrap();
-        assert!(g.inactive);
-        assert_eq!(g.rate, Some((1.0, 1.0)));
     }
 }

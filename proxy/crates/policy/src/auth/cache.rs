@@ -140,6 +140,11 @@ impl WorkerAuth {
         self.now = self.now.max(now);
     }
 
+    /// The time as last set (see [`WorkerAuth::set_clock`]).
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
     /// Caches with no control plane behind them (benchmarks, tests): sessions only arrive
     /// through [`WorkerAuth::insert_session`].
     pub fn detached(limits: CacheLimits) -> Self {

@@ -1,9 +1,12 @@
-//! Unit tests of `decide`: each method, each failure class, chained auth, IP and path rules,
-//! without sockets (the integration tests in `tests/it/auth.rs` cover the same through the binary).
+//! Unit tests of `auth::decide` and of policy merging over Tyk's JSON as `config` converts it: each
+//! method, each failure class, chained auth, IP and path rules, without sockets (the integration tests in `tests/it/auth.rs` cover the same through the binary).
 
 use std::sync::Arc;
 
-use super::*;
+use arc_swap::ArcSwap;
+
+use crate::auth::*;
+use crate::path_rule::PathRule;
 
 const NOW: u64 = 1_800_000_000;
 
@@ -219,4 +222,81 @@ fn chained_auth_needs_every_method_and_uses_the_base_identity() {
     let wrong = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("alice:nope"));
     let hs = [h("Authorization", &wrong), h("X-Api-Key", "tok")];
     assert_eq!(status(&decide_checking(&a, &view("/a/x", "/x", &hs, "127.0.0.1"), &p, &mut w)), 401);
+}
+
+/// Policy merging (`auth::policy`) from policies written as in a policies file.
+mod policies {
+    use crate::auth::policy::*;
+    use crate::auth::session::UrlAccess;
+    use crate::auth::session::{ApiRights, Session};
+    use crate::auth::Policies;
+
+    /// Policies written as in a policies file (converted as `config` does).
+    fn policies(json: &str) -> Policies {
+        let m: std::collections::BTreeMap<String, crate::config::TykPolicy> = serde_json::from_str(json).unwrap();
+        Policies::new(m.into_iter().map(|(k, p)| (k, p.to_policy())))
+    }
+
+    const TWO: &str = r#"{
+        "slow": {"rate": 10, "per": 1, "quota_max": 100, "quota_renewal_rate": 60,
+                 "access_rights": {"a": {"api_id": "a", "versions": ["Default"]}}},
+        "fast": {"rate": 600, "per": 60, "quota_max": 50, "quota_renewal_rate": 60, "tags": ["gold"],
+                 "access_rights": {"b": {"api_id": "b", "versions": [],
+                    "allowed_urls": [{"url": "^/users", "methods": ["GET"]}]}}},
+        "off": {"active": false}
+    }"#;
+
+    #[test]
+    fn highest_rate_wins_and_rights_unite() {
+        let p = policies(TWO);
+        let g = grant_for_policies(&["slow", "fast"], &p).unwrap();
+        // 10/1 s beats 600/60 s (10 per second each: the first stays).
+        assert_eq!(g.rate, Some((10.0, 1.0)));
+        let g = grant_for_policies(&["fast", "slow"], &p).unwrap();
+        assert_eq!(g.rate, Some((600.0, 60.0)));
+        let p2 = policies(r#"{"x": {"rate": 5, "per": 1}, "y": {"rate": 20, "per": 1}}"#);
+        assert_eq!(grant_for_policies(&["x", "y"], &p2).unwrap().rate, Some((20.0, 1.0)));
+        assert_eq!(grant_for_policies(&["y", "x"], &p2).unwrap().rate, Some((20.0, 1.0)));
+        assert_eq!(g.quota, Some((100, 60)));
+        assert_eq!(g.tags, ["gold"]);
+        assert!(g.check("a", "Default", "POST", "/x").is_ok());
+        assert_eq!(g.check("a", "v2", "GET", "/x"), Err(AccessDenied::Version));
+        assert!(g.check("b", "whatever", "GET", "/users/1").is_ok());
+        assert_eq!(g.check("b", "v", "POST", "/users/1"), Err(AccessDenied::Url));
+        assert_eq!(g.check("b", "v", "GET", "/orders"), Err(AccessDenied::Url));
+        assert_eq!(g.check("c", "v", "GET", "/"), Err(AccessDenied::Api));
+    }
+
+    #[test]
+    fn unlimited_beats_limits_and_unknown_or_inactive_policies_deny() {
+        let p = policies(
+            r#"{"lim": {"rate": 5, "per": 1, "quota_max": 10}, "free": {"rate": 0, "quota_max": -1}, "off": {"active": false}}"#,
+        );
+        let g = grant_for_policies(&["lim", "free"], &p).unwrap();
+        assert_eq!(g.rate, None);
+        assert_eq!(g.quota, None);
+        assert!(g.access.is_none());
+        assert_eq!(grant_for_policies(&["nope"], &p).unwrap_err(), GrantError::UnknownPolicy("nope".into()));
+        assert!(grant_for_policies(&["off"], &p).unwrap().inactive);
+    }
+
+    #[test]
+    fn session_without_policies_uses_its_own_rights() {
+        let mut s = Session { rate: 3.0, per: 1.0, quota_max: -1, ..Default::default() };
+        s.access_rights.push(ApiRights {
+            api_id: "a".into(),
+            allowed_urls: vec![UrlAccess { url: "[".into(), methods: vec![] }],
+            ..Default::default()
+        });
+        assert_eq!(grant_for_session(&s, &Policies::default()).unwrap_err(), GrantError::BadUrlPattern("[".into()));
+        s.access_rights.clear();
+        let g = grant_for_session(&s, &Policies::default()).unwrap();
+        assert_eq!(g.rate, Some((3.0, 1.0)));
+        assert!(g.check("any", "v", "GET", "/").is_ok());
+        s.policies = vec!["p".into()];
+        s.inactive = true;
+        let g = grant_for_session(&s, &policies(r#"{"p": {"rate": 1, "per": 1}}"#)).unwrap();
+        assert!(g.inactive);
+        assert_eq!(g.rate, Some((1.0, 1.0)));
+    }
 }

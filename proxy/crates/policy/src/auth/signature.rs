@@ -691,6 +691,7 @@ fn parse_zone(z: &[u8]) -> Option<i64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "tests read the real clock to build and time their cases")]
 mod tests {
     use super::*;
     use hmac::digest::KeyInit;

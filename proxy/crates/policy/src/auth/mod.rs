@@ -389,7 +389,7 @@ pub fn decide<'a>(auth: &'a ApiAuth, req: &RequestView<'a>, cx: DecideCtx<'_>, w
 /// The access rules that need no credential: IP allow and deny lists, then the black and white
 /// path lists (the request phase `access`).
 pub fn access(auth: &ApiAuth, req: &RequestView<'_>) -> Result<(), Denial> {
-    let ip = crate::bans::canonical(req.client_ip);
+    let ip = crate::canonical_ip(req.client_ip);
     if let Some(allow) = &auth.ip_allow {
         if !allow.iter().any(|n| n.contains(&ip)) {
             return Err(deny(Refusal::Forbidden, MSG_IP));
@@ -732,6 +732,3 @@ fn jwt_scope(buf: &mut [u8; 41], generation: u64, api: u32) -> &str {
     n += portcullis_http1::digits::write_u64(&mut buf[n..n + 20], u64::from(api));
     std::str::from_utf8(&buf[..n]).unwrap_or("")
 }
-
-#[cfg(test)]
-mod tests;

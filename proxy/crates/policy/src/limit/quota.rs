@@ -7,7 +7,7 @@
 //! A rejected request (by a rate limit, or the quota itself) spends nothing. Must not: block or
 //! wait (a missing block is answered with [`QuotaCheck::Reserve`] and fetched by the caller).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ahash::AHashMap;
 
@@ -48,7 +48,8 @@ struct Lease {
     left: u64,
     remaining: u64,
     reset: u64,
-    until: Instant,
+    /// When the block lapses, on the caller's clock (time since its epoch).
+    until: Duration,
 }
 
 /// For `X-Quota-*`.
@@ -81,11 +82,12 @@ pub struct QuotaLeases {
 const MAX_LEASES: usize = 100_000;
 
 impl QuotaLeases {
-    pub fn check(&mut self, q: &Quota) -> QuotaCheck {
+    /// The block of `q` at `now` (time since the caller's epoch, as for [`QuotaLeases::store`]).
+    pub fn check(&mut self, q: &Quota, now: Duration) -> QuotaCheck {
         let key = q.key();
         let Some(l) = self.map.get(&key) else { return QuotaCheck::Reserve };
         let info = QuotaInfo { limit: q.max.max(0) as u64, remaining: l.remaining + l.left, reset: l.reset };
-        if Instant::now() >= l.until {
+        if now >= l.until {
             self.map.remove(&key);
             return QuotaCheck::Reserve;
         }
@@ -105,13 +107,13 @@ impl QuotaLeases {
         }
     }
 
-    /// Stores what the control plane reserved.
-    pub fn store(&mut self, q: &Quota, r: Reservation) {
+    /// Stores what the control plane reserved, at `now` (time since the caller's epoch) and
+    /// `now_unix` (unix seconds): the block lapses when its period resets.
+    pub fn store(&mut self, q: &Quota, r: Reservation, now: Duration, now_unix: u64) {
         if self.map.len() >= MAX_LEASES {
             self.map.clear();
         }
-        let now_unix = super::unix_now();
-        let until = Instant::now() + Duration::from_secs(r.reset.saturating_sub(now_unix).max(1));
+        let until = now + Duration::from_secs(r.reset.saturating_sub(now_unix).max(1));
         let e = self.map.entry(q.key()).or_insert(Lease { left: 0, remaining: 0, reset: 0, until });
         e.left += r.granted;
         e.remaining = r.remaining;
@@ -143,18 +145,22 @@ mod tests {
     fn blocks_are_spent_then_renewed_then_exhausted() {
         let q = Quota { id: "k:abc".into(), max: 3, period: 60 };
         let mut l = QuotaLeases::default();
-        assert_eq!(l.check(&q), QuotaCheck::Reserve);
-        let reset = super::super::unix_now() + 60;
-        l.store(&q, Reservation { granted: 2, remaining: 1, reset });
-        assert!(matches!(l.check(&q), QuotaCheck::Available(QuotaInfo { limit: 3, remaining: 3, .. })));
+        let (now, now_unix) = (Duration::from_secs(5), 1_800_000_000);
+        assert_eq!(l.check(&q, now), QuotaCheck::Reserve);
+        let reset = now_unix + 60;
+        l.store(&q, Reservation { granted: 2, remaining: 1, reset }, now, now_unix);
+        assert!(matches!(l.check(&q, now), QuotaCheck::Available(QuotaInfo { limit: 3, remaining: 3, .. })));
         l.spend(&q);
         l.spend(&q);
-        assert_eq!(l.check(&q), QuotaCheck::Reserve);
-        l.store(&q, Reservation { granted: 1, remaining: 0, reset });
+        assert_eq!(l.check(&q, now), QuotaCheck::Reserve);
+        l.store(&q, Reservation { granted: 1, remaining: 0, reset }, now, now_unix);
         l.spend(&q);
-        assert!(matches!(l.check(&q), QuotaCheck::Exceeded(QuotaInfo { remaining: 0, .. })));
+        assert!(matches!(l.check(&q, now), QuotaCheck::Exceeded(QuotaInfo { remaining: 0, .. })));
+        // A block lapses when its period resets.
+        l.store(&q, Reservation { granted: 1, remaining: 0, reset }, now, now_unix);
+        assert_eq!(l.check(&q, now + Duration::from_secs(60)), QuotaCheck::Reserve);
         l.forget("k:abc");
-        assert_eq!(l.check(&q), QuotaCheck::Reserve);
+        assert_eq!(l.check(&q, now), QuotaCheck::Reserve);
     }
 
     #[test]

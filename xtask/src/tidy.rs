@@ -93,6 +93,12 @@ mod tests {
                 "the admin API routes to the key API, not the other way round",
             ),
             (
+                "proxy/src/dataplane/worker.rs",
+                &["conn::", "accept::"],
+                "a worker's state knows nothing of the connections that use it (accept.rs runs them): \
+                 no conn <-> worker cycle",
+            ),
+            (
                 "proxy/crates/http1/src",
                 &["std::fs", "std::net", "std::time", "std::thread", "std::process", "std::env"],
                 "the HTTP/1 codec does no I/O and reads no clock, so every rule is unit tested without sockets \

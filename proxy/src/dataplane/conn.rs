@@ -26,7 +26,7 @@ use portcullis_http1::plan::{plan_body, BodyFacts, BodyPlan, Placement};
 use portcullis_http1::{BodyKind, Method, PreparedResponse, RequestMeta, ResponseMeta};
 
 use super::error::error_response_with;
-use super::io::{write_vec, ReadBuf};
+use super::io::{write_vec, ExchangeBufs, ReadBuf};
 use super::phase::{self, ClientCtx, Phase};
 use super::record::{begin_record, begin_refused_record, outcome, record, RecordCtx};
 use super::upstream::{self, Upstream};
@@ -47,46 +47,6 @@ struct Bufs {
     nodelay: bool,
     /// The client socket has been made non-blocking for splice(2) (see `splice`).
     nonblocking: bool,
-}
-
-/// Buffers of one exchange (pooled per worker, see `Worker::take_exchange_bufs`).
-pub(crate) struct ExchangeBufs {
-    /// Upstream bytes read but not yet consumed.
-    pub upstream: ReadBuf,
-    /// Upstream request head, kept until the response head arrives so a stale pooled
-    /// connection can be retried.
-    pub req_head: Vec<u8>,
-    /// Client response head (and small bodies written with it).
-    pub out: Vec<u8>,
-    /// This exchange's request record while it is being written (empty: not recorded).
-    pub record: Vec<u8>,
-    /// Where the request head's headers sit in the client buffer (parsed once; see `phase`).
-    pub headers: Vec<portcullis_http1::HeaderSpan>,
-    /// The request's canonical path when it differs from the one sent (see `phase::route`).
-    pub path: String,
-}
-
-impl ExchangeBufs {
-    pub(super) fn unallocated(max: usize) -> Self {
-        ExchangeBufs {
-            upstream: ReadBuf::unallocated(max),
-            req_head: Vec::new(),
-            out: Vec::new(),
-            record: Vec::new(),
-            headers: Vec::new(),
-            path: String::new(),
-        }
-    }
-
-    /// Holds no allocation (not worth pooling).
-    pub(super) fn is_unallocated(&self) -> bool {
-        self.upstream.capacity() == 0
-            && self.req_head.capacity() == 0
-            && self.out.capacity() == 0
-            && self.record.capacity() == 0
-            && self.headers.capacity() == 0
-            && self.path.capacity() == 0
-    }
 }
 
 impl Bufs {

@@ -385,6 +385,46 @@ pub(super) fn send_now(fd: RawFd, data: &[u8]) -> usize {
 #[allow(unused_imports)]
 use IoBuf as _;
 
+/// Buffers of one exchange (pooled per worker, see `Worker::take_exchange_bufs`).
+pub(crate) struct ExchangeBufs {
+    /// Upstream bytes read but not yet consumed.
+    pub upstream: ReadBuf,
+    /// Upstream request head, kept until the response head arrives so a stale pooled
+    /// connection can be retried.
+    pub req_head: Vec<u8>,
+    /// Client response head (and small bodies written with it).
+    pub out: Vec<u8>,
+    /// This exchange's request record while it is being written (empty: not recorded).
+    pub record: Vec<u8>,
+    /// Where the request head's headers sit in the client buffer (parsed once; see `phase`).
+    pub headers: Vec<portcullis_http1::HeaderSpan>,
+    /// The request's canonical path when it differs from the one sent (see `phase::route`).
+    pub path: String,
+}
+
+impl ExchangeBufs {
+    pub(super) fn unallocated(max: usize) -> Self {
+        ExchangeBufs {
+            upstream: ReadBuf::unallocated(max),
+            req_head: Vec::new(),
+            out: Vec::new(),
+            record: Vec::new(),
+            headers: Vec::new(),
+            path: String::new(),
+        }
+    }
+
+    /// Holds no allocation (not worth pooling).
+    pub(super) fn is_unallocated(&self) -> bool {
+        self.upstream.capacity() == 0
+            && self.req_head.capacity() == 0
+            && self.out.capacity() == 0
+            && self.record.capacity() == 0
+            && self.headers.capacity() == 0
+            && self.path.capacity() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,7 +489,7 @@ mod tests {
     /// An io_uring runtime set up as the workers' (`None` where the kernel has none; in CI that
     /// is a failure, elsewhere the caller skips with a message).
     fn uring_test_runtime() -> Option<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
-        match super::super::worker::uring_runtime(true) {
+        match super::super::accept::uring_runtime(true) {
             Ok(rt) => Some(rt),
             Err(e) if std::env::var_os("CI").is_none() => {
                 eprintln!("skipped: no io_uring with DEFER_TASKRUN on this kernel ({e})");
@@ -776,7 +816,7 @@ mod tests {
             });
             let stream = std::net::TcpStream::connect(addr).unwrap();
             if uring {
-                let mut rt = match super::super::worker::uring_runtime(true) {
+                let mut rt = match super::super::accept::uring_runtime(true) {
                     Ok(rt) => rt,
                     Err(e) if std::env::var_os("CI").is_none() => {
                         eprintln!("skipped: no io_uring with DEFER_TASKRUN on this kernel ({e})");

@@ -6,6 +6,7 @@
 //! whole by the control plane; shutdown arrives through [`Shutdown`], which each worker's accept
 //! loop relays to its connections through a [`LocalShutdown`].
 
+mod accept;
 pub mod body;
 mod conn;
 pub mod error;
@@ -204,7 +205,7 @@ pub fn start(
     let mut handles = Vec::with_capacity(workers);
     for (id, listener) in listeners.into_iter().enumerate() {
         let cpu = if cpus.is_empty() { None } else { Some(cpus[id % cpus.len()]) };
-        handles.push(worker::spawn(id, cpu, driver, listener, shared)?);
+        handles.push(accept::spawn(id, cpu, driver, listener, shared)?);
     }
     Ok(handles)
 }

@@ -19,16 +19,9 @@ use ipnet::IpNet;
 /// Longest ban, seconds (ten years): the admin API's `ttl` and `[limits] ban_ttl_secs` are
 /// refused above it. Longer is "until removed" (`ttl` 0); an expiry that far out would also not
 /// fit an `Instant` or the gate's nanosecond clock.
-pub const MAX_BAN_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
+pub use crate::config::MAX_BAN_TTL_SECS;
 
-/// Parses `203.0.113.7`, `2001:db8::1`, `10.0.0.0/8` or `2001:db8::/32` (host bits cleared).
-pub fn parse_net(s: &str) -> Option<IpNet> {
-    let s = s.trim();
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Some(IpNet::from(ip));
-    }
-    s.parse::<IpNet>().ok().map(|n| n.trunc())
-}
+pub use portcullis_policy::parse_net;
 
 /// The IPv4 form of an IPv4-mapped IPv6 address (clients of a dual-stack listener).
 pub use portcullis_policy::canonical_ip as canonical;

@@ -1,8 +1,9 @@
 //! Portcullis: an eBPF-assisted, thread-per-core edge proxy and API gateway.
 //!
 //! The crate is split by plane (see ARCHITECTURE.md):
-//! - [`config`] reads the TOML config and Tyk-format API definitions and turns them into an
-//!   immutable [`config::Snapshot`]; it is the only module that knows the Tyk JSON format.
+//! - [`config`] (the `portcullis-config` crate) reads the TOML config and Tyk-format API
+//!   definitions and turns them into an immutable [`config::Snapshot`]; it is the only crate that
+//!   knows the Tyk JSON format.
 //! - [`dataplane`] runs one pinned monoio worker per core: accept, parse, route, proxy. It never
 //!   awaits a tokio future and takes no lock on the request path.
 //! - [`control`] runs the tokio control plane: admin API, `/metrics`, reload, signals.
@@ -16,16 +17,16 @@
 pub mod analytics;
 pub mod bans;
 pub mod clock;
-pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod ebpf;
 pub mod gossip;
 pub mod keystore;
 pub mod ratelog;
-pub mod router;
 pub mod server;
 
+pub use portcullis_config as config;
+pub use portcullis_config::router;
 pub use portcullis_policy::{auth, limit, path_rule};
 
 #[cfg(test)]

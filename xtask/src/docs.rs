@@ -1,5 +1,5 @@
 //! `cargo xtask docs`: writes `docs/configuration.md` from the config structs in
-//! `proxy/src/config/file.rs`, as rust-analyzer generates its configuration docs from its
+//! `proxy/crates/config/src/file.rs`, as rust-analyzer generates its configuration docs from its
 //! config's doc comments. The page is the `Config` struct's doc comment, then one part per
 //! `[section]` (a field of `Config`): the section struct's doc comment, a table of its keys, and
 //! per key its type, default, environment variable and doc comment.
@@ -19,10 +19,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use syn::{Attribute, Expr, Fields, GenericArgument, Item, ItemEnum, ItemStruct, Lit, PathArguments, Type};
 
 /// The file the reference is generated from, relative to the workspace root.
-pub(crate) const CONFIG_SOURCE: &str = "proxy/src/config/file.rs";
+pub(crate) const CONFIG_SOURCE: &str = "proxy/crates/config/src/file.rs";
 /// The generated reference, relative to the workspace root.
 pub(crate) const CONFIG_DOC: &str = "docs/configuration.md";
-/// The environment variable prefix (`proxy/src/config/env.rs`).
+/// The environment variable prefix (`proxy/crates/config/src/env.rs`).
 const ENV_PREFIX: &str = "PORTCULLIS_";
 
 pub(crate) fn docs(root: &Path) -> Result<()> {

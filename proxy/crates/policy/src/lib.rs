@@ -15,6 +15,17 @@ pub mod path_rule;
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
+/// Parses `203.0.113.7`, `2001:db8::1`, `10.0.0.0/8` or `2001:db8::/32` (host bits cleared).
+pub fn parse_net(s: &str) -> Option<IpNet> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(IpNet::from(ip));
+    }
+    s.parse::<IpNet>().ok().map(|n| n.trunc())
+}
+
 /// The IPv4 form of an IPv4-mapped IPv6 address (clients of a dual-stack listener), so rules,
 /// limits and bans see one address per client.
 pub fn canonical_ip(ip: IpAddr) -> IpAddr {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::auth::Policies;
 use crate::router::Router;
+use portcullis_policy::auth::Policies;
 
 use super::tyk::{parse_api, Parsed};
 use super::tyk_policy::TykPolicy;
@@ -45,7 +45,9 @@ pub fn load_snapshot_with(config: Config, generation: u64, fetch: JwksFetch<'_>)
         match parse_api(&file, &text, fetch) {
             Ok(Parsed::Api(mut spec)) => {
                 if spec.limits.ip.is_none() {
-                    if let Some(r) = crate::limit::Rate::new(config.limits.ip_rate, config.limits.ip_per, 1.0) {
+                    if let Some(r) =
+                        portcullis_policy::limit::Rate::new(config.limits.ip_rate, config.limits.ip_per, 1.0)
+                    {
                         spec.limits.ip = Some(r);
                         spec.plain = false;
                     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::auth::ApiAuth;
+use portcullis_policy::auth::ApiAuth;
 
 use super::brief;
 use super::tyk_auth::{parse_auth, JwksFetch};
@@ -36,7 +36,7 @@ pub struct ApiSpec {
     /// Who may call it and how requests are changed (auth, IP rules, path lists, transforms).
     pub auth: Arc<ApiAuth>,
     /// Rate limits the definition sets.
-    pub limits: crate::limit::ApiLimits,
+    pub limits: portcullis_policy::limit::ApiLimits,
     /// Keyless with nothing to check, limit or change (the fast path); set by the loader.
     pub plain: bool,
     /// Tyk's `org_id`, written into request records.
@@ -345,7 +345,7 @@ mod tests {
 
     #[test]
     fn seed_httpbin_definition_loads() {
-        let s = spec(include_str!("../../../apps/httpbin.json"));
+        let s = spec(include_str!("../../../../apps/httpbin.json"));
         assert_eq!(s.api_id, "httpbin");
         assert_eq!(s.listen_path, "/httpbin");
         assert!(s.strip_listen_path);

@@ -12,10 +12,10 @@ use arc_swap::ArcSwap;
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::auth::jwt::{Family, KeySet, Skew};
-use crate::auth::token::CredentialSource;
-use crate::auth::transform::Template;
-use crate::auth::{ApiAuth, HeaderTransform, HmacSpec, JwtSpec, Method, PathRule, Transforms};
+use portcullis_policy::auth::jwt::{Family, KeySet, Skew};
+use portcullis_policy::auth::token::CredentialSource;
+use portcullis_policy::auth::transform::Template;
+use portcullis_policy::auth::{ApiAuth, HeaderTransform, HmacSpec, JwtSpec, Method, PathRule, Transforms};
 
 use super::ConfigError;
 
@@ -307,7 +307,7 @@ fn parse_jwt(cx: &mut Cx<'_>, fetch: JwksFetch<'_>) -> Option<JwtSpec> {
 fn nets(cx: &mut Cx<'_>, ptr: &str) -> Vec<ipnet::IpNet> {
     let mut out = Vec::new();
     for (i, s) in cx.strings(ptr).into_iter().enumerate() {
-        match crate::bans::parse_net(&s) {
+        match portcullis_policy::parse_net(&s) {
             Some(n) => out.push(n),
             None => cx.err(&format!("{}[{i}]", dotted(ptr)), s, "not an IP address or CIDR"),
         }
@@ -409,13 +409,13 @@ fn transform_headers(cx: &mut Cx<'_>, ptr: &str, context_vars: bool, t: &mut Tra
     });
 }
 
-fn rate_of(cx: &mut Cx<'_>, field: &str, v: &Value) -> Option<crate::limit::Rate> {
+fn rate_of(cx: &mut Cx<'_>, field: &str, v: &Value) -> Option<portcullis_policy::limit::Rate> {
     let rate = v.get("rate").and_then(Value::as_f64).unwrap_or(0.0);
     let per = v.get("per").and_then(Value::as_f64).unwrap_or(0.0);
     if rate == 0.0 && per == 0.0 {
         return None; // Tyk's "not set"
     }
-    match crate::limit::Rate::new(rate, per, 1.0) {
+    match portcullis_policy::limit::Rate::new(rate, per, 1.0) {
         Some(r) => Some(r),
         None => {
             cx.err(field, super::brief(v), "rate and per must be positive numbers");
@@ -430,9 +430,9 @@ pub(super) fn parse_limits(
     file: &std::path::Path,
     json: &Value,
     errs: &mut Vec<ConfigError>,
-) -> crate::limit::ApiLimits {
+) -> portcullis_policy::limit::ApiLimits {
     let mut cx = Cx { file, json, errs };
-    let mut l = crate::limit::ApiLimits {
+    let mut l = portcullis_policy::limit::ApiLimits {
         disable_rate_limit: cx.flag("/disable_rate_limit"),
         disable_quota: cx.flag("/disable_quota"),
         ..Default::default()

@@ -1,13 +1,16 @@
-//! Configuration: the TOML file, `PORTCULLIS_<SECTION>_<KEY>` environment overrides, CLI
+//! Portcullis' configuration (crate `portcullis-config`): the TOML file, `PORTCULLIS_<SECTION>_<KEY>` environment overrides, CLI
 //! overrides, and loading of Tyk API definitions into an immutable [`Snapshot`].
 //!
-//! Only this module parses Tyk JSON: API definitions become validated [`ApiSpec`]s, and the
+//! Only this crate parses Tyk JSON: API definitions become validated [`ApiSpec`]s, and the
 //! session and policy objects are [`TykSession`] and [`TykPolicy`], converted into auth's own
 //! types. Loading returns every problem it finds (file, field, value) instead of stopping at
-//! the first.
+//! the first. It also holds the [`router`] a snapshot routes with. Must not: depend on the data
+//! or control plane (it is a crate of its own, below both), or do network I/O (the control plane
+//! passes the JWKS fetcher, [`JwksFetch`]).
 
 mod env;
 mod file;
+pub mod router;
 mod snapshot;
 mod tyk;
 mod tyk_auth;
@@ -17,8 +20,9 @@ mod tyk_session;
 pub use env::apply_env_overrides;
 pub use file::{
     AdminConfig, AnalyticsConfig, AnalyticsSink, AppsConfig, AuthConfig, Config, EbpfConfig, EbpfMode, IoDriver,
-    LogConfig, ProxyConfig, StorageConfig, MAX_HEADERS,
+    LogConfig, ProxyConfig, StorageConfig, MAX_BAN_TTL_SECS,
 };
+pub use portcullis_http1::MAX_HEADERS;
 pub use snapshot::{load_snapshot_with, Snapshot};
 pub use tyk::{ApiSpec, Target};
 pub use tyk_auth::JwksFetch;

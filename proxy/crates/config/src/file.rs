@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use portcullis_http1::MAX_HEADERS;
 use serde::{Deserialize, Serialize};
 
 use super::{CliOverrides, ConfigError};
@@ -270,9 +271,8 @@ pub struct ProxyConfig {
     pub drain_timeout_ms: u64,
 }
 
-/// Most headers `[proxy] max_headers` may allow in one head (the data plane sizes its header
-/// table by it).
-pub const MAX_HEADERS: usize = 128;
+/// Longest ban a config or the admin API may set: ten years (0 = until removed).
+pub const MAX_BAN_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
 
 /// Most workers `[proxy] workers` may ask for. Each worker is a thread pinned to a CPU with its
 /// own listener, io_uring ring and caches; more workers than CPUs only share cores, and a typo
@@ -549,12 +549,12 @@ impl Config {
                 format!("must be at most {MAX_WORKERS} (0 = one per CPU in the affinity mask)"),
             ));
         }
-        if self.limits.ban_ttl_secs > crate::bans::MAX_BAN_TTL_SECS {
+        if self.limits.ban_ttl_secs > MAX_BAN_TTL_SECS {
             errs.push(ConfigError::new(
                 path,
                 "limits.ban_ttl_secs",
                 self.limits.ban_ttl_secs.to_string(),
-                format!("must be at most {} (ten years; 0 = until removed)", crate::bans::MAX_BAN_TTL_SECS),
+                format!("must be at most {} (ten years; 0 = until removed)", MAX_BAN_TTL_SECS),
             ));
         }
         let nonzero: [(&str, u64); 21] = [
@@ -616,7 +616,7 @@ impl Config {
         for (field, list) in [("ebpf.deny_cidrs", &self.ebpf.deny_cidrs), ("ebpf.allow_cidrs", &self.ebpf.allow_cidrs)]
         {
             for v in list {
-                if crate::bans::parse_net(v).is_none() {
+                if portcullis_policy::parse_net(v).is_none() {
                     errs.push(ConfigError::new(path, field, v, "not an IP address or CIDR"));
                 }
             }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::policy::Policy;
+use portcullis_policy::auth::policy::Policy;
 
 use super::tyk_session::{api_rights, rate_problems_into, AccessDefinition, RateProblem};
 

@@ -6,14 +6,14 @@
 //! store without loss. [`TykSession::to_session`] gives auth its own [`Session`];
 //! [`TykSession::rate_problems`] refuses `rate`/`per` values without a meaning in Tyk. Must not:
 //! hold the key itself (sessions are stored under the key's hash, see
-//! [`crate::auth::hash_key`]) or do I/O.
+//! [`portcullis_policy::auth::hash_key`]) or do I/O.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::auth::session::{ApiRights, BasicAuth, Session, UrlAccess};
+use portcullis_policy::auth::session::{ApiRights, BasicAuth, Session, UrlAccess};
 
 /// A key's session, Tyk field names.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -27,7 +27,7 @@ use portcullis_http1::{BodyKind, Method, PreparedResponse, RequestMeta, Response
 
 use super::error::error_response_with;
 use super::io::{write_vec, ExchangeBufs, ReadBuf};
-use super::phase::{self, ClientCtx, Phase};
+use super::phase::{self, ClientCtx};
 use super::record::{begin_record, begin_refused_record, outcome, record, RecordCtx};
 use super::upstream::{self, Upstream};
 use super::worker::Worker;
@@ -312,12 +312,12 @@ async fn request<'w>(
     bufs.x.req_head.clear();
     let x = &mut bufs.x;
     let data = bufs.client.data();
-    let (path, decided) =
-        match start_phases(worker, snap, &ctx, started, head, data, &x.headers, &mut x.path, &mut x.req_head) {
-            Ok((path, Started::Decided(d))) => (path, Ok(d)),
-            Ok((path, Started::Waiting(wait))) => (path, wait.await),
-            Err(e) => ("", Err(e)),
-        };
+    let req = head.view(data, &x.headers);
+    let (path, decided) = match start_phases(worker, snap, &ctx, started, req, &mut x.path, &mut x.req_head) {
+        Ok((path, Started::Decided(o))) => (path, Ok(Decided::Phases(o))),
+        Ok((path, Started::Waiting(wait))) => (path, wait.await),
+        Err(e) => ("", Err(e)),
+    };
     let routed = match conclude(worker, snap, data, &meta, client_ip, path, decided, &mut x.record) {
         Ok(routed) => routed,
         Err(Concluded::Failed(e)) => {
@@ -385,8 +385,8 @@ async fn request<'w>(
 
 /// What the phases decided, or that the control plane could not answer.
 #[expect(clippy::large_enum_variant, reason = "returned once per request; boxing would allocate on every request")]
-enum Decided {
-    Phases(phase::Outcome),
+enum Decided<'a> {
+    Phases(phase::Outcome<'a>),
     /// The client-facing message says what was unavailable.
     Unavailable {
         api: crate::router::ApiIndex,
@@ -397,34 +397,28 @@ enum Decided {
 /// The phases' first run: decided, or waiting for the control plane (boxed, see [`settle`]).
 #[expect(clippy::large_enum_variant, reason = "returned once per request; boxing would allocate on every request")]
 enum Started<'a> {
-    Decided(Decided),
-    Waiting(Pin<Box<dyn Future<Output = Result<Decided, ProxyError>> + 'a>>),
+    Decided(phase::Outcome<'a>),
+    Waiting(Pin<Box<dyn Future<Output = Result<Decided<'a>, ProxyError>> + 'a>>),
 }
 
 /// Runs the phases on a parsed head; returns the canonical path (empty when unrouted) and what
 /// they decided, or the boxed wait that settles a question for the control plane. A plain
-/// function, so the gate and outcome it holds never size the connection's task.
+/// function, so what the phases hold never sizes the connection's task.
 fn start_phases<'a>(
     worker: &'a Worker,
     snap: &'a Snapshot,
     ctx: &'a ClientCtx<'a>,
     started: Instant,
-    head: portcullis_http1::RequestHead,
-    data: &'a [u8],
-    spans: &'a [portcullis_http1::HeaderSpan],
+    req: portcullis_http1::Request<'a>,
     path_buf: &'a mut String,
     out: &'a mut Vec<u8>,
 ) -> Result<(&'a str, Started<'a>), ProxyError> {
-    let req = head.view(data, spans);
-    let (gate, first) = run_phases(worker, snap, ctx, started, &req, out, Resume::Start(path_buf))?;
-    let gate = gate.expect("the first run returns the gate");
-    let path = gate.path();
+    let (path, first) = with_env(worker, snap, ctx, started, |env| phase::start(&req, snap, path_buf, env, out))?;
     Ok(match first {
-        phase::Outcome::Need { api, at, need } => {
-            let wait = settle(worker, snap, ctx, started, head, data, spans, gate, (api, at, need), out);
-            (path, Started::Waiting(Box::pin(wait)))
+        phase::Outcome::Waiting(w) => {
+            (path, Started::Waiting(Box::pin(settle(worker, snap, ctx, started, req, w, out))))
         }
-        o => (path, Started::Decided(Decided::Phases(o))),
+        o => (path, Started::Decided(o)),
     })
 }
 
@@ -451,7 +445,7 @@ fn conclude<'a>(
     meta: &RequestMeta,
     client_ip: &str,
     path: &str,
-    decided: Result<Decided, ProxyError>,
+    decided: Result<Decided<'_>, ProxyError>,
     rec: &mut Vec<u8>,
 ) -> Result<phase::Routed, Concluded<'a>> {
     let (api, kind, message, extra) = match decided.map_err(Concluded::Failed)? {
@@ -488,8 +482,9 @@ fn conclude<'a>(
             phase::rate::write_limit_headers(&mut extra, &limits);
             (api, ErrorKind::Denied(denial.kind), denial.message, extra)
         }
-        Decided::Phases(phase::Outcome::Need { api, .. }) => {
-            (api, ErrorKind::AuthUnavailable, UNAVAILABLE.into(), Vec::new())
+        // `settle` answers every wait; a waiting outcome here would be a bug, refused safely.
+        Decided::Phases(phase::Outcome::Waiting(w)) => {
+            (w.api, ErrorKind::AuthUnavailable, UNAVAILABLE.into(), Vec::new())
         }
         Decided::Unavailable { api, msg } => (api, ErrorKind::AuthUnavailable, msg.into(), Vec::new()),
     };
@@ -509,50 +504,37 @@ async fn settle<'a>(
     snap: &'a Snapshot,
     ctx: &'a ClientCtx<'a>,
     started: Instant,
-    head: portcullis_http1::RequestHead,
-    data: &'a [u8],
-    spans: &'a [portcullis_http1::HeaderSpan],
-    mut gate: phase::Gate<'a>,
-    waited: (crate::router::ApiIndex, Phase, phase::Need),
+    req: portcullis_http1::Request<'a>,
+    mut w: Box<phase::Waiting<'a>>,
     out: &'a mut Vec<u8>,
-) -> Result<Decided, ProxyError> {
-    let req = head.view(data, spans);
-    let (mut api, mut at, mut need) = waited;
+) -> Result<Decided<'a>, ProxyError> {
     for _ in 0..4 {
+        let Some(need) = w.need.take() else { break };
         if let Err((what, e)) = resolve(worker, need).await {
             worker.stats.borrow_mut().key_lookup_errors += 1;
             tracing::warn!(error = %e, "{what}");
-            return Ok(Decided::Unavailable { api, msg: what });
+            return Ok(Decided::Unavailable { api: w.api, msg: what });
         }
         out.clear();
-        match run_phases(worker, snap, ctx, started, &req, out, Resume::At(at, &mut gate))?.1 {
-            phase::Outcome::Need { api: a, at: t, need: n } => (api, at, need) = (a, t, n),
+        match with_env(worker, snap, ctx, started, |env| phase::resume(w, &req, snap, env, out))? {
+            phase::Outcome::Waiting(next) => w = next,
             o => return Ok(Decided::Phases(o)),
         }
     }
     worker.stats.borrow_mut().key_lookup_errors += 1;
     tracing::warn!("{UNAVAILABLE}: the control plane's answers keep changing");
-    Ok(Decided::Unavailable { api, msg: UNAVAILABLE })
+    Ok(Decided::Unavailable { api: w.api, msg: UNAVAILABLE })
 }
 
-/// Where the phases start: from the beginning (with the buffer a rewritten path goes to), or
-/// again at the phase that asked the control plane.
-enum Resume<'g, 'a> {
-    Start(&'a mut String),
-    At(Phase, &'g mut phase::Gate<'a>),
-}
-
-/// Runs the request phases on the worker's auth caches and limiter, borrowed only for the
-/// duration (never across an await).
-fn run_phases<'a>(
+/// Lends the phases the worker's auth caches and limiter, with their clocks set to the
+/// exchange's start, for the duration of `f` (never across an await).
+fn with_env<T>(
     worker: &Worker,
-    snap: &'a Snapshot,
+    snap: &Snapshot,
     ctx: &ClientCtx<'_>,
     started: Instant,
-    req: &portcullis_http1::Request<'a>,
-    out: &mut Vec<u8>,
-    from: Resume<'_, 'a>,
-) -> Result<(Option<phase::Gate<'a>>, phase::Outcome), ProxyError> {
+    f: impl FnOnce(&mut phase::Env<'_>) -> T,
+) -> T {
     let mut auth = worker.auth.borrow_mut();
     auth.set_clock(started.saturating_duration_since(worker.epoch));
     let mut limiter = worker.limiter.borrow_mut();
@@ -565,10 +547,7 @@ fn run_phases<'a>(
         request_id: &|| worker.next_request_id(),
         pick: &|api, spec| worker.pick_target(snap.generation, api, spec.targets.len()),
     };
-    match from {
-        Resume::Start(path_buf) => phase::start(req, snap, path_buf, &mut env, out).map(|(g, o)| (Some(g), o)),
-        Resume::At(at, g) => phase::run(at, g, req, snap, &mut env, out).map(|o| (None, o)),
-    }
+    f(&mut env)
 }
 
 /// The upstream connection (under the target's slot) and the request on it, up to the

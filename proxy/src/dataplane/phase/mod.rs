@@ -14,10 +14,10 @@
 //! Forward, respond and record follow in `conn.rs` (`forward`, `respond`) and `record.rs`.
 //!
 //! A phase that needs the control plane (a session, a bcrypt check, a quota block) returns
-//! [`Outcome::Need`] naming itself. The connection loop asks, caches the answer on the worker,
-//! and calls [`run`] again from that phase, with the [`Gate`] the earlier phases filled in and
-//! the head parsed once (its offsets are in the exchange's pooled buffers): nothing is parsed or
-//! decided twice. The phases do no I/O and read no clock (the time comes in [`Env`]), so they are
+//! [`Outcome::Waiting`]: what it needs, and the phase and [`Gate`] (what the earlier phases found)
+//! to [`resume`] with, boxed, so only a request that waits carries them. The connection loop asks,
+//! caches the answer on the worker and resumes there, with the head parsed once (its offsets are
+//! in the exchange's pooled buffers): nothing is parsed or decided twice. The phases do no I/O and read no clock (the time comes in [`Env`]), so they are
 //! unit tested without sockets (`tests.rs`).
 //!
 //! A new step of the request path (TLS facts for auth, an API-visibility capture, a plugin) is
@@ -88,19 +88,12 @@ pub struct Env<'e> {
 }
 
 /// What the phases have found so far: kept across a control-plane round trip.
-pub struct Gate<'a> {
-    pub api: ApiIndex,
+struct Gate<'a> {
+    api: ApiIndex,
     /// Canonical.
     path: &'a str,
     allowed: Allowed<'a>,
     quota: Option<(Quota, QuotaInfo)>,
-}
-
-impl<'a> Gate<'a> {
-    /// The canonical path (empty before routing).
-    pub fn path(&self) -> &'a str {
-        self.path
-    }
 }
 
 /// A routed request whose upstream head has been written into the exchange's buffer.
@@ -120,47 +113,86 @@ pub struct Routed {
 
 /// What the phases decided.
 #[derive(Debug)]
-pub enum Outcome {
+pub enum Outcome<'a> {
     /// Upstream head written.
     Routed(Routed),
     /// No API matches (404).
     NoRoute,
     /// Refused by IP rules, path lists, auth, quota or rate limits.
     Denied { api: ApiIndex, denial: Denial },
-    /// Ask the control plane, then [`run`] again from `at`.
-    Need { api: ApiIndex, at: Phase, need: Need },
+    /// Ask the control plane what [`Waiting::need`] names, then [`resume`].
+    Waiting(Box<Waiting<'a>>),
+}
+
+/// A request waiting for the control plane: what it needs, and where to resume.
+pub struct Waiting<'a> {
+    pub api: ApiIndex,
+    pub at: Phase,
+    /// Taken by whoever asks the control plane.
+    pub need: Option<Need>,
+    gate: Gate<'a>,
+}
+
+impl std::fmt::Debug for Waiting<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiting").field("api", &self.api).field("at", &self.at).field("need", &self.need).finish()
+    }
+}
+
+/// What [`run`] decided: an [`Outcome`] whose waiting still has to be given its gate.
+enum Step {
+    Done(Outcome<'static>),
+    Need { at: Phase, need: Need },
 }
 
 /// Routes `req` (phase `route`), then runs the phases after it. A path rewritten to its canonical
 /// form goes into `path_buf`.
+/// Returns the canonical path (empty when unrouted) and the outcome.
 pub fn start<'a>(
     req: &Request<'a>,
     snap: &'a Snapshot,
     path_buf: &'a mut String,
     env: &mut Env<'_>,
     out: &mut Vec<u8>,
-) -> Result<(Gate<'a>, Outcome), ProxyError> {
+) -> Result<(&'a str, Outcome<'a>), ProxyError> {
     let (api, path) = match route::route(snap, req, path_buf)? {
         Route::Api(api, path) => (api, path),
-        Route::NoRoute => {
-            let gate = Gate { api: 0, path: "", allowed: Allowed::default(), quota: None };
-            return Ok((gate, Outcome::NoRoute));
-        }
+        Route::NoRoute => return Ok(("", Outcome::NoRoute)),
     };
     let mut gate = Gate { api, path, allowed: Allowed::default(), quota: None };
-    let outcome = run(Phase::Access, &mut gate, req, snap, env, out);
-    outcome.map(|o| (gate, o))
+    Ok(match run(Phase::Access, &mut gate, req, snap, env, out)? {
+        Step::Done(o) => (path, o),
+        Step::Need { at, need } => (path, Outcome::Waiting(Box::new(Waiting { api, at, need: Some(need), gate }))),
+    })
+}
+
+/// Runs the phases again from the one that waited, once the worker has the control plane's
+/// answer (see [`Outcome::Waiting`]).
+pub fn resume<'a>(
+    mut w: Box<Waiting<'a>>,
+    req: &Request<'a>,
+    snap: &'a Snapshot,
+    env: &mut Env<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Outcome<'a>, ProxyError> {
+    Ok(match run(w.at, &mut w.gate, req, snap, env, out)? {
+        Step::Done(o) => o,
+        Step::Need { at, need } => {
+            (w.at, w.need) = (at, Some(need));
+            Outcome::Waiting(w)
+        }
+    })
 }
 
 /// Runs the phases from `from` on a routed request.
-pub fn run<'a>(
+fn run<'a>(
     from: Phase,
     g: &mut Gate<'a>,
     req: &Request<'a>,
     snap: &'a Snapshot,
     env: &mut Env<'_>,
     out: &mut Vec<u8>,
-) -> Result<Outcome, ProxyError> {
+) -> Result<Step, ProxyError> {
     let api = &snap.apis[g.api as usize];
     let meta = req.head.meta;
     if api.plain {
@@ -168,7 +200,7 @@ pub fn run<'a>(
         let target = (env.pick)(g.api, api) % api.targets.len();
         let tags = upstream_head::write(out, req, g.path, api, &api.targets[target], env.client, None, env.request_id);
         let routed = Routed { meta, api: g.api, target, identity: None, tags, limits: LimitHeaders::default() };
-        return Ok(Outcome::Routed(routed));
+        return Ok(Step::Done(Outcome::Routed(routed)));
     }
     let a = &*api.auth;
     let rel_path = {
@@ -187,8 +219,8 @@ pub fn run<'a>(
         headers: req.headers,
         client_ip: env.client.client_addr,
     };
-    let denied = |denial| Ok(Outcome::Denied { api: g.api, denial });
-    let need = |at, need| Ok(Outcome::Need { api: g.api, at, need });
+    let denied = |denial| Ok(Step::Done(Outcome::Denied { api: g.api, denial }));
+    let need = |at, need| Ok(Step::Need { at, need });
     if from <= Phase::Access {
         if let Err(d) = access::check(a, &view) {
             return denied(d);
@@ -239,5 +271,5 @@ pub fn run<'a>(
     let edits = transform::edits(a, &allowed, req, rel_path, rid);
     let tags = upstream_head::write(out, req, g.path, api, &api.targets[target], env.client, Some(&edits), || [0; 32]);
     drop(edits);
-    Ok(Outcome::Routed(Routed { meta, api: g.api, target, identity: allowed.identity, tags, limits }))
+    Ok(Step::Done(Outcome::Routed(Routed { meta, api: g.api, target, identity: allowed.identity, tags, limits })))
 }

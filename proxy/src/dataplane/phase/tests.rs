@@ -80,7 +80,7 @@ fn prep(snap: &Snapshot, req: &str) -> (Result<Prepared, ProxyError>, String) {
         Outcome::Routed(r) => Prepared::Routed(r),
         Outcome::NoRoute => Prepared::NoRoute,
         Outcome::Denied { denial, .. } => Prepared::Denied(denial),
-        Outcome::Need { need, .. } => Prepared::Need(need),
+        Outcome::Waiting(mut w) => Prepared::Need(w.need.take().expect("a need")),
     });
     (r, String::from_utf8(out).unwrap())
 }
@@ -274,19 +274,18 @@ fn added_headers_replace_in_order_drop_line_breaks_and_feed_tags() {
     assert_eq!(r.tags, ["x-plan-path-aX-Evil: 1", "x-where-at /t/x"]);
 }
 
-/// Runs the phases again from `at`, as the connection loop does after an answer.
-fn resume<'a>(
-    at: Phase,
-    g: &mut Gate<'a>,
+/// Runs the phases again where they waited, as the connection loop does after an answer.
+fn again<'a>(
+    w: Box<Waiting<'a>>,
     view: &portcullis_http1::Request<'a>,
     snap: &'a Snapshot,
     ctx: &ClientCtx<'_>,
     auth: &mut crate::auth::WorkerAuth,
     limiter: &mut crate::limit::Limiter,
     out: &mut Vec<u8>,
-) -> Outcome {
+) -> Outcome<'a> {
     let mut env = Env { client: ctx, auth, limiter, now: &|| 1_800_000_000, request_id: &|| RID, pick: &|_, _| 0 };
-    run(at, g, view, snap, &mut env, out).unwrap()
+    resume(w, view, snap, &mut env, out).unwrap()
 }
 
 /// A request that waits for the control plane twice (its session, then a quota block) is
@@ -313,7 +312,7 @@ fn phases_resume_where_they_asked_without_running_earlier_ones_again() {
     let mut auth = crate::auth::WorkerAuth::detached(Default::default());
     let mut limiter = crate::limit::Limiter::new(crate::limit::LimiterConfig { max_keys: 100 }, 0.0);
     let (mut path, mut out) = (String::new(), Vec::new());
-    let (mut gate, first) = {
+    let (_, first) = {
         let mut env = Env {
             client: &ctx,
             auth: &mut auth,
@@ -325,21 +324,18 @@ fn phases_resume_where_they_asked_without_running_earlier_ones_again() {
         start(&view, &snap, &mut path, &mut env, &mut out).unwrap()
     };
     let hash = hash_key("k1");
-    assert!(
-        matches!(first, Outcome::Need { at: Phase::Authenticate, need: Need::Key(h), .. } if h == hash),
-        "{first:?}"
-    );
+    let Outcome::Waiting(mut w) = first else { panic!("expected a wait for the session, got {first:?}") };
+    assert!(matches!((w.at, w.need.take()), (Phase::Authenticate, Some(Need::Key(h))) if h == hash), "{w:?}");
     let session = Session { quota_max: 10, quota_renewal_rate: 3600, ..Default::default() };
     auth.insert_session(hash, Some(std::sync::Arc::new(session)));
-    let second = resume(Phase::Authenticate, &mut gate, &view, &snap, &ctx, &mut auth, &mut limiter, &mut out);
-    let Outcome::Need { at: Phase::Quota, need: Need::Quota(q), .. } = second else {
-        panic!("expected a quota block to be asked for, got {second:?}")
-    };
+    let second = again(w, &view, &snap, &ctx, &mut auth, &mut limiter, &mut out);
+    let Outcome::Waiting(mut w) = second else { panic!("expected a quota block to be asked for, got {second:?}") };
+    let (Phase::Quota, Some(Need::Quota(q))) = (w.at, w.need.take()) else { panic!("{w:?}") };
     // The key is gone from the worker's point of view; the quota answer arrives.
     auth.insert_session(hash, None);
     let now = auth.now();
     auth.quotas.store(&q, Reservation { granted: 5, remaining: 9, reset: 1_800_003_600 }, now, 1_800_000_000);
-    match resume(Phase::Quota, &mut gate, &view, &snap, &ctx, &mut auth, &mut limiter, &mut out) {
+    match again(w, &view, &snap, &ctx, &mut auth, &mut limiter, &mut out) {
         Outcome::Routed(r) => {
             assert!(r.identity.is_some(), "the identity found before the wait is kept");
             // 9 left in the store and 5 held by this worker, one of them spent.

@@ -96,8 +96,16 @@ mod tests {
                 &["super::admin"],
                 "the admin API routes to the key API, not the other way round",
             ),
-            ("xtask/src/pgo.rs", &["crate::bench", "bench::"], "the benchmark uses the PGO build, not the other way round"),
-            ("xtask/src/wake_cost.rs", &["crate::bench", "bench::"], "wake-cost measures on its own; shared code is procstat.rs"),
+            (
+                "xtask/src/pgo.rs",
+                &["crate::bench", "bench::"],
+                "the benchmark uses the PGO build, not the other way round",
+            ),
+            (
+                "xtask/src/wake_cost.rs",
+                &["crate::bench", "bench::"],
+                "wake-cost measures on its own; shared code is procstat.rs",
+            ),
             (
                 "proxy/src/dataplane/worker.rs",
                 &["conn::", "accept::"],

@@ -73,11 +73,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check(c) => match server::check(&c.config, &c.overrides()) {
-            Ok((cfg, apis)) => {
+            Ok(ok) => {
+                for s in &ok.inactive {
+                    println!("skipped: {} (api_id {:?}): {}", s.file, s.api_id, s.reason);
+                }
+                let cfg = &ok.config;
                 println!(
-                    "{}: OK ({apis} APIs from {}, listen {}, admin {})",
+                    "{}: OK ({} APIs from {}, {} skipped as inactive, listen {}, admin {})",
                     c.config.display(),
+                    ok.apis,
                     cfg.apps.dir.display(),
+                    ok.inactive.len(),
                     cfg.proxy.listen,
                     cfg.admin.listen
                 );

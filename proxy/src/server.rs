@@ -32,14 +32,22 @@ pub enum StartError {
 }
 
 /// Result of `portcullis check`: every problem found.
-pub fn check(config_path: &Path, cli: &CliOverrides) -> Result<(Config, usize), Vec<ConfigError>> {
+pub fn check(config_path: &Path, cli: &CliOverrides) -> Result<Checked, Vec<ConfigError>> {
     let cfg = load_config(config_path, cli)?;
     let (snap, errs) = load_snapshot(cfg.clone(), 1);
     if errs.is_empty() {
-        Ok((cfg, snap.apis.len()))
+        Ok(Checked { apis: snap.apis.len(), inactive: snap.skipped, config: cfg })
     } else {
         Err(errs)
     }
+}
+
+/// A configuration `check` found valid.
+pub struct Checked {
+    pub config: Config,
+    pub apis: usize,
+    /// Definitions with `active: false`, which are not served.
+    pub inactive: Vec<crate::config::Skipped>,
 }
 
 /// Number of workers for a config value (0 = one per CPU of the affinity mask).
@@ -56,6 +64,9 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
     let started = Instant::now();
     let cfg = load_config(config_path, &cli).map_err(StartError::Config)?;
     let (snap, errs) = load_snapshot(cfg.clone(), 1);
+    if cfg.apps.strict && !errs.is_empty() {
+        return Err(StartError::Config(errs));
+    }
     for e in &errs {
         tracing::error!(error = %e, "API definition not loaded");
     }

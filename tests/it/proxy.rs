@@ -359,7 +359,7 @@ fn forwarding_headers_hop_by_hop_expect_and_connection_close() {
 }
 
 #[test]
-fn hot_reload_under_load_loses_no_request_and_rejects_bad_config() {
+fn hot_reload_under_load_loses_no_request_skips_bad_definitions_and_rejects_bad_config() {
     let (p, _up) = simple("");
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -395,18 +395,30 @@ fn hot_reload_under_load_loses_no_request_and_rejects_bad_config() {
         metrics::value(m, "portcullis_config_generation") == Some(3.0)
     });
     answered_more("requests after the SIGHUP reload");
-    // A broken definition: reload rejected, running config kept.
+    // A broken definition next to a new valid one: the broken one is skipped (reported with file,
+    // field and value), the valid one loads, as Tyk does.
     std::fs::write(p.apps_dir().join("broken.json"), r#"{"api_id": "broken", "active": true, "use_keyless": true, "proxy": {"listen_path": "/b", "target_url": "gopher://x"}}"#).unwrap();
+    std::fs::write(p.apps_dir().join("third.json"), keyless_api("third", "/third", &up2.url(), "", "")).unwrap();
     let r = p.admin_get("/tyk/reload");
-    assert_eq!(r.status, 400);
-    let errors = r.json()["errors"].to_string();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let skipped = r.json()["skipped"].to_string();
     assert!(
-        errors.contains("broken.json") && errors.contains("proxy.target_url") && errors.contains("gopher://x"),
-        "{errors}"
+        skipped.contains("broken.json") && skipped.contains("proxy.target_url") && skipped.contains("gopher://x"),
+        "{skipped}"
     );
+    assert_eq!(client::get(p.listen, "/third/get").unwrap().status, 200, "the valid new API is served");
+    assert_eq!(client::get(p.listen, "/b/get").unwrap().status, 404);
     let hello = client::get(p.admin, "/hello").unwrap().json();
     assert_eq!(hello["status"], "warn");
+    assert!(hello.to_string().contains("broken.json"), "{hello}");
+    answered_more("requests after the reload that skipped a definition");
+    // A broken policies file: reload rejected, running config kept.
+    std::fs::write(p.apps_dir().join("policies.json"), "{not json").unwrap();
+    let r = p.admin_get("/tyk/reload");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["errors"].to_string().contains("policies.json"), "{}", r.text());
     answered_more("requests after the rejected reload");
+    assert_eq!(client::get(p.listen, "/third/get").unwrap().status, 200);
     stop.store(true, Ordering::SeqCst);
     for t in threads {
         t.join().unwrap();
@@ -1023,4 +1035,23 @@ fn streamed_bodies_are_capped_per_client_and_held_to_a_minimum_rate() {
     let mut c = Conn::connect(p.listen).unwrap();
     let body = vec![b'z'; 5000];
     assert_eq!(c.request("POST", "/up/anything", "Connection: close\r\n", &body).unwrap().status, 200);
+}
+
+/// `[apps] strict = true`: one refused definition rejects the whole reload (and would fail
+/// startup); the valid definition written with it is not loaded either.
+#[test]
+fn strict_apps_reject_a_reload_with_one_bad_definition() {
+    let up = upstream("up");
+    let p = builder().app("up", keyless_api("up", "/up/", &up.url(), "", "")).apps_config("strict = true").start();
+    std::fs::write(
+        p.apps_dir().join("broken.json"),
+        r#"{"api_id": "broken", "use_keyless": true, "proxy": {"listen_path": "/b", "target_url": "gopher://x"}}"#,
+    )
+    .unwrap();
+    std::fs::write(p.apps_dir().join("third.json"), keyless_api("third", "/third", &up.url(), "", "")).unwrap();
+    let r = p.admin_get("/tyk/reload");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["errors"].to_string().contains("broken.json"), "{}", r.text());
+    assert_eq!(client::get(p.listen, "/third/get").unwrap().status, 404, "nothing of the rejected reload applies");
+    assert_eq!(client::get(p.listen, "/up/get").unwrap().status, 200);
 }

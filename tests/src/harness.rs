@@ -43,6 +43,7 @@ pub struct ProxyBuilder {
     extra_config: String,
     admin_config: String,
     tail: String,
+    apps_config: String,
     listen_ip: String,
     workers: usize,
     uid: Option<u32>,
@@ -57,6 +58,7 @@ impl ProxyBuilder {
             extra_config: String::new(),
             admin_config: String::new(),
             tail: String::new(),
+            apps_config: String::new(),
             listen_ip: "127.0.0.1".into(),
             workers: 1,
             uid: None,
@@ -81,6 +83,13 @@ impl ProxyBuilder {
     pub fn admin_config(mut self, lines: &str) -> Self {
         self.admin_config.push_str(lines);
         self.admin_config.push('\n');
+        self
+    }
+
+    /// Extra lines appended to the `[apps]` section.
+    pub fn apps_config(mut self, lines: &str) -> Self {
+        self.apps_config.push_str(lines);
+        self.apps_config.push('\n');
         self
     }
 
@@ -125,8 +134,8 @@ impl ProxyBuilder {
         let admin: SocketAddr = format!("127.0.0.1:{}", crate::free_port()).parse().expect("addr");
         let secret = "test-secret".to_string();
         let config = format!(
-            "[proxy]\nlisten = \"{listen}\"\nworkers = {}\n{}\n[admin]\nlisten = \"{admin}\"\nsecret = \"{secret}\"\n{}\n[apps]\ndir = \"apps\"\npolicies = \"apps/policies.json\"\n\n[log]\nlevel = \"info\"\n\n{}",
-            self.workers, self.extra_config, self.admin_config, self.tail
+            "[proxy]\nlisten = \"{listen}\"\nworkers = {}\n{}\n[admin]\nlisten = \"{admin}\"\nsecret = \"{secret}\"\n{}\n[apps]\ndir = \"apps\"\npolicies = \"apps/policies.json\"\n{}\n[log]\nlevel = \"info\"\n\n{}",
+            self.workers, self.extra_config, self.admin_config, self.apps_config, self.tail
         );
         fs::write(dir.path().join("portcullis.toml"), config).expect("config");
         let log = dir.path().join("portcullis.log");

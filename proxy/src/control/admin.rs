@@ -230,14 +230,29 @@ fn ban_ttl(t: &serde_json::Value) -> Option<std::time::Duration> {
     std::time::Duration::try_from_secs_f64(secs).ok()
 }
 
+/// Definitions a snapshot does not serve, for `/hello` and `/tyk/reload`.
+fn skipped_json(skipped: &[crate::config::Skipped]) -> serde_json::Value {
+    skipped
+        .iter()
+        .map(|s| json!({"file": s.file, "api_id": s.api_id, "reason": s.reason, "inactive": s.inactive}))
+        .collect()
+}
+
 fn hello(state: &ControlState) -> Resp {
     let snap = state.reloader.snapshot.load();
     let last_error = state.reloader.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let workers_up = state.workers.iter().filter(|(_, w)| w.driver.get().is_some()).count();
     let config = match &last_error {
-        None => {
+        None if snap.skipped.is_empty() => {
             json!({"status": "pass", "componentType": "system", "output": format!("generation {}, {} APIs", snap.generation, snap.apis.len())})
         }
+        None => json!({
+            // Refused definitions are a warning; `active: false` ones are listed only.
+            "status": if snap.skipped.iter().any(|s| !s.inactive) { "warn" } else { "pass" },
+            "componentType": "system",
+            "output": format!("generation {}, {} APIs, {} definitions skipped", snap.generation, snap.apis.len(), snap.skipped.len()),
+            "skipped": skipped_json(&snap.skipped),
+        }),
         Some(errs) => {
             json!({"status": "warn", "componentType": "system", "output": format!("last reload rejected: {}", errs.join("; "))})
         }
@@ -281,6 +296,7 @@ fn hello(state: &ControlState) -> Resp {
         }
     };
     let overall = if last_error.is_none()
+        && config["status"] == "pass"
         && workers_up == state.workers.len()
         && store_problem.is_none()
         && cluster_problem.is_none()
@@ -308,9 +324,10 @@ async fn reload(state: &Arc<ControlState>) -> Resp {
         Err(e) => ReloadOutcome::Rejected { errors: vec![format!("reload task failed: {e}")] },
     };
     match outcome {
-        ReloadOutcome::Applied { generation, apis, restart_needed } => json_response(
+        ReloadOutcome::Applied { generation, apis, restart_needed, skipped } => json_response(
             StatusCode::OK,
-            json!({"status": "ok", "message": "reloaded", "generation": generation, "apis": apis, "restart_needed": restart_needed}),
+            json!({"status": "ok", "message": "reloaded", "generation": generation, "apis": apis,
+                   "restart_needed": restart_needed, "skipped": skipped_json(&skipped)}),
         ),
         ReloadOutcome::Rejected { errors } => json_response(
             StatusCode::BAD_REQUEST,

@@ -1,6 +1,7 @@
 //! Config reload: re-read the config file, `apps/` and the policies file, validate, and swap the
-//! snapshot whole. Any error rejects the reload and keeps the running snapshot, so a typo in one
-//! file never takes routes away; the errors are returned and logged. Keys that only apply at
+//! snapshot whole. An error in the config file or the policies file rejects the reload and keeps
+//! the running snapshot; a refused API definition is skipped (logged, listed in the outcome) and
+//! the others apply, as Tyk does, unless `[apps] strict`, where it rejects the reload too. Keys that only apply at
 //! startup (listen addresses, worker count, io driver, backlog, the analytics sink) are reported
 //! if they changed.
 
@@ -11,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use super::load_snapshot;
-use crate::config::{load_config, CliOverrides, ConfigError, Snapshot};
+use crate::config::{load_config, CliOverrides, ConfigError, Skipped, Snapshot};
 
 /// Result of one reload attempt.
 #[derive(Debug, Clone)]
 pub enum ReloadOutcome {
-    Applied { generation: u64, apis: usize, restart_needed: Vec<&'static str> },
+    Applied { generation: u64, apis: usize, restart_needed: Vec<&'static str>, skipped: Vec<Skipped> },
     Rejected { errors: Vec<String> },
 }
 
@@ -63,10 +64,15 @@ impl Reloader {
             Err(errs) => Err(errs),
             Ok(cfg) => {
                 let (snap, errs) = load_snapshot(cfg, old.generation + 1);
-                if errs.is_empty() {
+                let (skips, fatal): (Vec<ConfigError>, Vec<ConfigError>) =
+                    errs.into_iter().partition(|e| !snap.config.apps.strict && snap.skips(e));
+                for e in &skips {
+                    tracing::error!(error = %e, "API definition skipped; the others are loaded");
+                }
+                if fatal.is_empty() {
                     Ok(snap)
                 } else {
-                    Err(errs)
+                    Err(fatal)
                 }
             }
         };
@@ -75,14 +81,15 @@ impl Reloader {
                 let restart_needed = restart_only_changes(&old, &snap);
                 let generation = snap.generation;
                 let apis = snap.apis.len();
+                let skipped = snap.skipped.clone();
                 if let Some(f) = &self.on_applied {
                     f(&snap);
                 }
                 self.snapshot.store(Arc::new(snap));
                 self.ok_total.fetch_add(1, Ordering::Relaxed);
                 *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                tracing::info!(generation, apis, ?restart_needed, "configuration reloaded");
-                ReloadOutcome::Applied { generation, apis, restart_needed }
+                tracing::info!(generation, apis, skipped = skipped.len(), ?restart_needed, "configuration reloaded");
+                ReloadOutcome::Applied { generation, apis, restart_needed, skipped }
             }
             Err(errs) => {
                 let errors: Vec<String> = errs.iter().map(ConfigError::to_string).collect();

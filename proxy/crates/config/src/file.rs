@@ -348,11 +348,17 @@ pub struct AppsConfig {
     /// Tyk policies file (`{id: policy}`), validated and applied on load and reload; a missing
     /// file means no policies.
     pub policies: PathBuf,
+    /// All or nothing: with `true`, one refused definition fails startup and rejects a reload
+    /// (the running configuration is kept). With `false` (Tyk's behaviour), refused definitions
+    /// are skipped with a logged error naming file, field and value, the others load, and
+    /// `/hello` and `/tyk/reload` list what was skipped. Errors in the config file or the
+    /// policies file always keep the running configuration.
+    pub strict: bool,
 }
 
 impl Default for AppsConfig {
     fn default() -> Self {
-        AppsConfig { dir: "apps".into(), policies: "apps/policies.json".into() }
+        AppsConfig { dir: "apps".into(), policies: "apps/policies.json".into(), strict: false }
     }
 }
 

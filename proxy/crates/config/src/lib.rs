@@ -23,7 +23,7 @@ pub use file::{
     LogConfig, ProxyConfig, StorageConfig, MAX_BAN_TTL_SECS,
 };
 pub use portcullis_http1::MAX_HEADERS;
-pub use snapshot::{load_snapshot_with, Snapshot};
+pub use snapshot::{load_snapshot_with, Skipped, Snapshot};
 pub use tyk::{ApiSpec, Target};
 pub use tyk_auth::JwksFetch;
 pub use tyk_policy::TykPolicy;

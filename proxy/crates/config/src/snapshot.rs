@@ -25,6 +25,29 @@ pub struct Snapshot {
     pub generation: u64,
     /// The policies file.
     pub policies: Arc<Policies>,
+    /// Definition files not loaded: `active: false`, or refused (their errors are returned with
+    /// the snapshot). A reload applies without them unless `[apps] strict`.
+    pub skipped: Vec<Skipped>,
+}
+
+/// A definition file the snapshot does not serve, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// As `ConfigError::file` names it.
+    pub file: String,
+    /// Empty when the file could not be read or parsed far enough to have one.
+    pub api_id: String,
+    pub reason: String,
+    /// Skipped on purpose (`active: false`), not refused.
+    pub inactive: bool,
+}
+
+impl Snapshot {
+    /// Whether `e` is about a definition file this snapshot skipped (as opposed to the policies
+    /// file or the config itself).
+    pub fn skips(&self, e: &ConfigError) -> bool {
+        self.skipped.iter().any(|s| s.file == e.file)
+    }
 }
 
 /// Loads `apps/*.json` and the policies file named by `config`. Invalid APIs are left out and
@@ -33,12 +56,25 @@ pub struct Snapshot {
 /// plane passes `control::jwks::http_fetch`, tests their own).
 pub fn load_snapshot_with(config: Config, generation: u64, fetch: JwksFetch<'_>) -> (Snapshot, Vec<ConfigError>) {
     let mut errs = Vec::new();
+    let mut skipped = Vec::new();
+    let skip = |skipped: &mut Vec<Skipped>, e: &ConfigError, api_id: &str| {
+        if !skipped.iter().any(|s: &Skipped| s.file == e.file) {
+            skipped.push(Skipped {
+                file: e.file.clone(),
+                api_id: api_id.into(),
+                reason: e.to_string(),
+                inactive: false,
+            });
+        }
+    };
     let mut apis: Vec<ApiSpec> = Vec::new();
     for file in api_files(&config.apps.dir, &mut errs) {
         let text = match super::read_file(&file) {
             Ok(t) => t,
             Err(e) => {
-                errs.push(ConfigError::new(&file, "", "", format!("cannot read: {e}")));
+                let e = ConfigError::new(&file, "", "", format!("cannot read: {e}"));
+                skip(&mut skipped, &e, "");
+                errs.push(e);
                 continue;
             }
         };
@@ -53,20 +89,30 @@ pub fn load_snapshot_with(config: Config, generation: u64, fetch: JwksFetch<'_>)
                     }
                 }
                 if let Some(other) = apis.iter().find(|a| a.api_id == spec.api_id) {
-                    errs.push(ConfigError::new(
-                        &file,
-                        "api_id",
-                        &spec.api_id,
-                        format!("already used by {}", other.file),
-                    ));
+                    let e = ConfigError::new(&file, "api_id", &spec.api_id, format!("already used by {}", other.file));
+                    skip(&mut skipped, &e, &spec.api_id);
+                    errs.push(e);
                     continue;
                 }
                 apis.push(spec);
             }
             Ok(Parsed::Inactive { api_id }) => {
                 tracing::info!(file = %file.display(), api_id, "skipping API: active is false");
+                let file = file.display().to_string();
+                skipped.push(Skipped { file, api_id, reason: "active is false".into(), inactive: true });
             }
-            Err(mut e) => errs.append(&mut e),
+            Err(mut e) => {
+                if let Some(first) = e.first() {
+                    let api_id = api_id_of(&text);
+                    skipped.push(Skipped {
+                        file: first.file.clone(),
+                        api_id,
+                        reason: e.iter().map(ConfigError::to_string).collect::<Vec<_>>().join("; "),
+                        inactive: false,
+                    });
+                }
+                errs.append(&mut e);
+            }
         }
     }
 
@@ -77,18 +123,28 @@ pub fn load_snapshot_with(config: Config, generation: u64, fetch: JwksFetch<'_>)
             Ok(()) => kept.push(spec),
             Err(dup) => {
                 let other: &ApiSpec = &kept[dup.existing as usize];
-                errs.push(ConfigError::new(
+                let e = ConfigError::new(
                     &spec.file,
                     "proxy.listen_path",
                     if spec.listen_path.is_empty() { "/" } else { &spec.listen_path },
                     format!("same domain and listen path as API {:?} in {}", other.api_id, other.file),
-                ));
+                );
+                skip(&mut skipped, &e, &spec.api_id);
+                errs.push(e);
             }
         }
     }
 
     let policies = load_policies(&config.apps.policies, &mut errs);
-    (Snapshot { config, apis: kept, router, generation, policies }, errs)
+    (Snapshot { config, apis: kept, router, generation, policies, skipped }, errs)
+}
+
+/// The `api_id` of a definition that was refused, if its JSON gets that far.
+fn api_id_of(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v.get("api_id")?.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn api_files(dir: &Path, errs: &mut Vec<ConfigError>) -> Vec<PathBuf> {
@@ -129,17 +185,18 @@ fn load_policies(path: &Path, errs: &mut Vec<ConfigError>) -> Arc<Policies> {
         Ok(m) => {
             let mut out = Vec::with_capacity(m.len());
             for (key, mut p) in m {
-                if p.id.is_empty() {
+                // The map key names the policy; an `id` field that differs is ignored, as Tyk
+                // does (gateway/policy.go, LoadPoliciesFromFile: the key wins unless empty).
+                if !p.id.is_empty() && p.id != key && !key.is_empty() {
+                    tracing::warn!(file = %path.display(), key, id = %p.id, "policy id differs from its key; the key names it");
+                }
+                if !key.is_empty() {
                     p.id = key.clone();
-                } else if p.id != key {
-                    errs.push(ConfigError::new(
-                        path,
-                        format!("{key}.id"),
-                        &p.id,
-                        "must equal the policy's key in the map",
-                    ));
+                } else if p.id.is_empty() {
+                    errs.push(ConfigError::new(path, "\"\"", "", "a policy needs a key or an id"));
                     continue;
                 }
+                let key = p.id.clone();
                 let problems = p.rate_problems(&format!("{key}."));
                 if !problems.is_empty() {
                     // Left out, as an unknown policy: keys applying it are refused, never unlimited.
@@ -161,5 +218,56 @@ fn load_policies(path: &Path, errs: &mut Vec<ConfigError>) -> Arc<Policies> {
             ));
             Arc::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The map key names a policy, whatever its `id` field says (Tyk: gateway/policy.go,
+    /// `LoadPoliciesFromFile`); a policy is applied by its key.
+    #[test]
+    fn a_policy_is_named_by_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policies.json");
+        std::fs::write(
+            &path,
+            r#"{"gold": {"id": "something-else", "rate": 10, "per": 1}, "silver": {"rate": 5, "per": 1}}"#,
+        )
+        .unwrap();
+        let mut errs = Vec::new();
+        let p = load_policies(&path, &mut errs);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert!(p.get("gold").is_some() && p.get("silver").is_some());
+        assert!(p.get("something-else").is_none());
+    }
+
+    /// A refused definition is skipped and listed with its reason; an inactive one is listed as
+    /// inactive; the others load.
+    #[test]
+    fn refused_and_inactive_definitions_are_listed_and_the_rest_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let apps = dir.path().join("apps");
+        std::fs::create_dir(&apps).unwrap();
+        let def = |id: &str, target: &str, extra: &str| {
+            format!(
+                r#"{{"api_id":"{id}","use_keyless":true{extra},"proxy":{{"listen_path":"/{id}","target_url":"{target}"}}}}"#
+            )
+        };
+        std::fs::write(apps.join("good.json"), def("good", "http://127.0.0.1:1/", "")).unwrap();
+        std::fs::write(apps.join("bad.json"), def("bad", "gopher://x", "")).unwrap();
+        std::fs::write(apps.join("off.json"), def("off", "http://127.0.0.1:1/", r#","active":false"#)).unwrap();
+        let mut cfg = Config::default();
+        cfg.apps.dir = apps.clone();
+        cfg.apps.policies = dir.path().join("none.json");
+        let (snap, errs) = load_snapshot_with(cfg, 1, &|u: &str| Err(format!("no network: {u}")));
+        assert_eq!(snap.apis.iter().map(|a| a.api_id.as_str()).collect::<Vec<_>>(), ["good"]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(snap.skips(&errs[0]));
+        let bad = snap.skipped.iter().find(|s| s.api_id == "bad").expect("bad listed");
+        assert!(!bad.inactive && bad.reason.contains("proxy.target_url"), "{bad:?}");
+        let off = snap.skipped.iter().find(|s| s.api_id == "off").expect("off listed");
+        assert!(off.inactive, "{off:?}");
     }
 }

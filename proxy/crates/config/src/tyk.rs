@@ -62,7 +62,11 @@ pub struct Target {
 struct RawApi {
     name: String,
     api_id: String,
-    active: bool,
+    /// Absent: loaded (Tyk loads file-based definitions whatever `active` says; an absent field
+    /// is the common case, Tyk's own `apps/*.json` have none). `false`: skipped and listed by
+    /// `check`, `/hello` and `/tyk/reload`: stricter than Tyk, which loads it anyway
+    /// (docs/tyk-compatibility.md).
+    active: Option<bool>,
     use_keyless: bool,
     domain: String,
     org_id: String,
@@ -84,8 +88,9 @@ struct RawProxy {
 /// Fields that change security or routing semantics and are not implemented yet: an API that
 /// sets any of them to a truthy value (true, non-zero, non-empty) is rejected.
 const UNSUPPORTED: &[(&str, &str)] = &[
+    // `auth_configs.oauth` is read only when `use_oauth2` is on (Tyk: mw_oauth2_key_exists.go,
+    // `EnabledForSpec` is `UseOauth2`): every Dashboard export carries the block, disabled.
     ("/use_oauth2", "OAuth2"),
-    ("/auth_configs/oauth", "OAuth2"),
     ("/enable_jwt_scope_to_policy_mapping", "JWT scope to policy mapping"),
     ("/jwt_scope_to_policy_mapping", "JWT scope to policy mapping"),
     ("/jwt_client_base_field", "JWT client id lookup"),
@@ -135,7 +140,7 @@ const SUPPORTED_EXTENDED: &[&str] = &["ignored", "white_list", "black_list", "tr
 #[expect(clippy::large_enum_variant, reason = "one per definition file at load, moved into the snapshot at once")]
 pub(super) enum Parsed {
     Api(ApiSpec),
-    /// `active: false`: skipped, as Tyk does.
+    /// `active: false`: skipped (and listed; Tyk would load it).
     Inactive {
         api_id: String,
     },
@@ -159,7 +164,7 @@ pub(super) fn parse_api(file: &Path, text: &str, fetch: JwksFetch<'_>) -> Result
     if !ignored.is_empty() {
         tracing::debug!(file = %file.display(), fields = ?ignored, "ignoring API definition fields Portcullis does not use");
     }
-    if !raw.active {
+    if raw.active == Some(false) {
         return Ok(Parsed::Inactive { api_id: raw.api_id });
     }
 
@@ -361,6 +366,23 @@ mod tests {
         assert_eq!(e[0].file, "apps/t.json");
         assert_eq!(e[0].field, "use_oauth2");
         assert_eq!(e[0].value, "true");
+    }
+
+    /// Tyk loads a file-based definition without `active` (its own `apps/*.json` have none), and a
+    /// disabled OAuth block (every Dashboard export has one) is no reason to refuse.
+    #[test]
+    fn absent_active_and_a_disabled_oauth_block_load() {
+        let s = spec(
+            r#"{"api_id":"a","use_keyless":true,"proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#,
+        );
+        assert_eq!(s.api_id, "a");
+        let s = spec(
+            r#"{"api_id":"o","active":true,"use_keyless":true,"use_oauth2":false,
+            "auth_configs":{"oauth":{"auth_header_name":"Authorization","use_param":false}},
+            "oauth_meta":{"allowed_access_types":["authorization_code"]},
+            "proxy":{"listen_path":"/o","target_url":"http://127.0.0.1:1/"}}"#,
+        );
+        assert_eq!(s.api_id, "o");
     }
 
     #[test]

@@ -14,7 +14,14 @@ fn snapshot(apis: Vec<ApiSpec>) -> Snapshot {
     for (i, a) in apis.iter().enumerate() {
         router.add(a.domain.as_deref(), &a.listen_path, i as u32).unwrap();
     }
-    Snapshot { config: Config::default(), apis, router, generation: 1, policies: Default::default() }
+    Snapshot {
+        config: Config::default(),
+        apis,
+        router,
+        generation: 1,
+        policies: Default::default(),
+        skipped: Vec::new(),
+    }
 }
 
 fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool) -> ApiSpec {

@@ -345,8 +345,9 @@ pub struct AppsConfig {
     /// Directory of Tyk API definitions: every `*.json` in it except `policies.json` is one API
     /// (docs/tyk-compatibility.md).
     pub dir: PathBuf,
-    /// Tyk policies file (`{id: policy}`), validated and applied on load and reload; a missing
-    /// file means no policies.
+    /// Tyk policies: a file (`{id: policy}`, Tyk's `policy_record_name`) or a directory with one
+    /// policy object per `*.json` file, named by its `id` (Tyk's `policy_path`). Validated and
+    /// applied on load and reload; a missing file means no policies.
     pub policies: PathBuf,
     /// All or nothing: with `true`, one refused definition fails startup and rejects a reload
     /// (the running configuration is kept). With `false` (Tyk's behaviour), refused definitions

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::router::Router;
+use portcullis_policy::auth::policy::Policy;
 use portcullis_policy::auth::Policies;
 
 use super::tyk::{parse_api, Parsed};
@@ -166,12 +167,28 @@ fn api_files(dir: &Path, errs: &mut Vec<ConfigError>) -> Vec<PathBuf> {
         .filter(|p| p.file_name().is_some_and(|n| n != "policies.json"))
         .collect();
     files.sort();
+    // A Tyk OAS API is a classic definition (`x.json`, `is_oas: true`) plus its OpenAPI document
+    // (`x-oas.json`, or `x-mcp.json`): the companion is not a definition of its own (Tyk:
+    // api_definition.go, isOASCompanionFile). Without its classic file it is refused by name.
+    let companion = |p: &PathBuf| {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        ["-oas.json", "-mcp.json"].iter().any(|suffix| {
+            name.strip_suffix(suffix).is_some_and(|stem| {
+                files.iter().any(|f| f.file_name().is_some_and(|n| n.to_str() == Some(&format!("{stem}.json"))))
+            })
+        })
+    };
+    let companions: Vec<PathBuf> = files.iter().filter(|p| companion(p)).cloned().collect();
+    files.retain(|p| !companions.contains(p));
     files
 }
 
 /// Policies file: a JSON object `id -> policy` (Tyk's format). A missing file means no policies.
 /// A policy without `id` takes its map key; one whose `id` differs from its key is an error.
 fn load_policies(path: &Path, errs: &mut Vec<ConfigError>) -> Arc<Policies> {
+    if path.is_dir() {
+        return load_policy_dir(path, errs);
+    }
     let text = match super::read_file(path) {
         Ok(t) => t,
         Err(e) if e.is_not_found() => return Arc::default(),
@@ -196,16 +213,9 @@ fn load_policies(path: &Path, errs: &mut Vec<ConfigError>) -> Arc<Policies> {
                     errs.push(ConfigError::new(path, "\"\"", "", "a policy needs a key or an id"));
                     continue;
                 }
-                let key = p.id.clone();
-                let problems = p.rate_problems(&format!("{key}."));
-                if !problems.is_empty() {
-                    // Left out, as an unknown policy: keys applying it are refused, never unlimited.
-                    for pr in problems {
-                        errs.push(ConfigError::new(path, pr.field, pr.value, pr.message));
-                    }
-                    continue;
+                if let Some(policy) = checked(path, &format!("{}.", p.id), p, errs) {
+                    out.push(policy);
                 }
-                out.push((key, p.to_policy()));
             }
             Arc::new(Policies::new(out))
         }
@@ -219,6 +229,67 @@ fn load_policies(path: &Path, errs: &mut Vec<ConfigError>) -> Arc<Policies> {
             Arc::default()
         }
     }
+}
+
+/// Tyk's `policies.policy_path`: a directory with one policy object per `*.json` file, named by
+/// its `id` field (Tyk: gateway/policy.go, LoadPoliciesFromDir). A file that cannot be read or
+/// parsed, or has no `id`, is an error naming it.
+fn load_policy_dir(dir: &Path, errs: &mut Vec<ConfigError>) -> Arc<Policies> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect(),
+        Err(e) => {
+            errs.push(ConfigError::new(dir, "apps.policies", dir.display().to_string(), format!("cannot read: {e}")));
+            return Arc::default();
+        }
+    };
+    files.sort();
+    let mut out: Vec<(String, Policy)> = Vec::with_capacity(files.len());
+    for file in files {
+        let text = match super::read_file(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                errs.push(ConfigError::new(&file, "", "", format!("cannot read policy: {e}")));
+                continue;
+            }
+        };
+        let de = &mut serde_json::Deserializer::from_str(&text);
+        let p: TykPolicy = match serde_path_to_error::deserialize(de) {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = format!("a policy file holds one policy object: {}", e.inner());
+                errs.push(ConfigError::new(&file, e.path().to_string(), "", msg));
+                continue;
+            }
+        };
+        if p.id.is_empty() {
+            errs.push(ConfigError::new(&file, "id", "", "a policy in a policy directory is named by its id"));
+            continue;
+        }
+        if out.iter().any(|(id, _)| *id == p.id) {
+            errs.push(ConfigError::new(&file, "id", &p.id, "another file in the directory has this id"));
+            continue;
+        }
+        if let Some(policy) = checked(&file, "", p, errs) {
+            out.push(policy);
+        }
+    }
+    Arc::new(Policies::new(out))
+}
+
+/// A policy whose `rate`/`per` mean something, converted; otherwise its errors (a policy left out
+/// is unknown: keys applying it are refused, never unlimited).
+fn checked(file: &Path, prefix: &str, p: TykPolicy, errs: &mut Vec<ConfigError>) -> Option<(String, Policy)> {
+    let problems = p.rate_problems(prefix);
+    if !problems.is_empty() {
+        for pr in problems {
+            errs.push(ConfigError::new(file, pr.field, pr.value, pr.message));
+        }
+        return None;
+    }
+    Some((p.id.clone(), p.to_policy()))
 }
 
 #[cfg(test)]
@@ -269,5 +340,45 @@ mod tests {
         assert!(!bad.inactive && bad.reason.contains("proxy.target_url"), "{bad:?}");
         let off = snap.skipped.iter().find(|s| s.api_id == "off").expect("off listed");
         assert!(off.inactive, "{off:?}");
+    }
+
+    /// Tyk's `policy_path`: one policy per file, named by its `id`.
+    #[test]
+    fn a_policy_directory_holds_one_policy_per_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("gold.json"), r#"{"id": "gold", "rate": 10, "per": 1}"#).unwrap();
+        std::fs::write(dir.path().join("again.json"), r#"{"id": "gold", "rate": 99, "per": 1}"#).unwrap();
+        std::fs::write(dir.path().join("anon.json"), r#"{"rate": 5, "per": 1}"#).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a policy").unwrap();
+        let mut errs = Vec::new();
+        let p = load_policies(dir.path(), &mut errs);
+        assert!(p.get("gold").is_some());
+        assert_eq!(p.len(), 1);
+        let text = errs.iter().map(ConfigError::to_string).collect::<Vec<_>>().join("\n");
+        assert!(text.contains("anon.json") && text.contains("named by its id"), "{text}");
+        // Files are read in name order: `again.json` names `gold` first, `gold.json` is refused.
+        assert!(text.contains("gold.json") && text.contains("another file"), "{text}");
+    }
+
+    /// A Tyk OAS API's OpenAPI companion is not a definition of its own; a lone OAS document is
+    /// refused by name, never loaded as an empty classic definition.
+    #[test]
+    fn oas_companions_are_skipped_and_lone_oas_documents_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let apps = dir.path().join("apps");
+        std::fs::create_dir(&apps).unwrap();
+        let classic = r#"{"api_id":"m","is_oas":true,"use_keyless":true,"proxy":{"listen_path":"/m","target_url":"http://127.0.0.1:1/"}}"#;
+        let oas = r#"{"openapi":"3.0.3","info":{"title":"m","version":"1"},"paths":{},"x-tyk-api-gateway":{}}"#;
+        std::fs::write(apps.join("m.json"), classic).unwrap();
+        std::fs::write(apps.join("m-oas.json"), oas).unwrap();
+        std::fs::write(apps.join("lone-oas.json"), oas).unwrap();
+        let mut cfg = Config::default();
+        cfg.apps.dir = apps;
+        cfg.apps.policies = dir.path().join("none.json");
+        let (snap, errs) = load_snapshot_with(cfg, 1, &|u: &str| Err(format!("no network: {u}")));
+        assert_eq!(snap.apis.iter().map(|a| a.api_id.as_str()).collect::<Vec<_>>(), ["m"]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].file.ends_with("lone-oas.json") && errs[0].field == "openapi", "{errs:?}");
+        assert!(errs[0].message.contains("Tyk OAS"), "{errs:?}");
     }
 }

@@ -151,6 +151,15 @@ pub(super) fn parse_api(file: &Path, text: &str, fetch: JwksFetch<'_>) -> Result
     let err = |field: &str, value: String, msg: String| ConfigError::new(file, field, value, msg);
     let json: Value =
         serde_json::from_str(text).map_err(|e| vec![err("", String::new(), format!("not valid JSON: {e}"))])?;
+    // A Tyk OAS definition on its own (no classic companion, see `snapshot::api_files`): refused
+    // by name, never read as a classic definition with nothing in it.
+    for key in ["openapi", "swagger"] {
+        if let Some(v) = json.get(key) {
+            let msg = "a Tyk OAS API definition (an OpenAPI document with x-tyk-api-gateway) is not supported yet; \
+                       load its classic definition, which Tyk keeps beside it as <name>.json with is_oas: true";
+            return Err(vec![err(key, brief(v), msg.into())]);
+        }
+    }
     let mut ignored = Vec::new();
     let raw: RawApi = {
         let mut on_ignored = |path: serde_ignored::Path<'_>| ignored.push(path.to_string());

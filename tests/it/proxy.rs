@@ -1055,3 +1055,26 @@ fn strict_apps_reject_a_reload_with_one_bad_definition() {
     assert_eq!(client::get(p.listen, "/third/get").unwrap().status, 404, "nothing of the rejected reload applies");
     assert_eq!(client::get(p.listen, "/up/get").unwrap().status, 200);
 }
+
+/// Upstream host names are resolved when a request needs them, by the control plane (never on a
+/// worker): a definition whose host does not resolve still loads and only its requests fail
+/// (502); a name that resolves is proxied. Tyk resolves per dial too (reverse_proxy.go).
+#[test]
+fn upstream_host_names_resolve_per_request_and_a_bad_one_fails_only_its_requests() {
+    let up = upstream("up");
+    let by_name = up.url().replace("127.0.0.1", "localhost");
+    let p = builder()
+        .app("named", keyless_api("named", "/named/", &by_name, "", ""))
+        .app("nowhere", keyless_api("nowhere", "/nowhere/", "http://portcullis-no-such-host.invalid:81", "", ""))
+        .start();
+    let hello = client::get(p.admin, "/hello").unwrap().json();
+    assert_eq!(hello["status"], "pass", "both definitions load: {hello}");
+    for _ in 0..3 {
+        let r = client::get(p.listen, "/named/get").unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-upstream"), Some("up"));
+    }
+    let r = client::get(p.listen, "/nowhere/get").unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(client::get(p.listen, "/named/get").unwrap().status, 200, "the other API is still served");
+}

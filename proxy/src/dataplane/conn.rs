@@ -567,13 +567,23 @@ async fn forward(
     let api = &snap.apis[routed.api as usize];
     let target = &api.targets[routed.target];
     let done = |rec: &mut Vec<u8>, o: Outcome| record(worker, rec, &api.api_id, meta.method, started, o);
+    let addr = match target.addr {
+        Some(a) => a,
+        None => match Box::pin(resolve_target(worker, snap, routed.api, routed.target, started)).await {
+            Ok(a) => a,
+            Err(e) => {
+                done(&mut bufs.x.record, outcome(e.kind.code(), 0, 0, 0));
+                return Err(e.into());
+            }
+        },
+    };
 
     // 2. Upstream connection and request. The slot (`upstream_max_connections`) is held until
     //    the exchange ends, so the connection it returns to the pool goes to the next waiter. A
     //    pooled connection that fails before any response byte is retried once on a fresh one,
     //    if the request body has not been sent yet.
     let wait = Duration::from_millis(cfg.upstream_queue_timeout_ms);
-    let slot = match worker.pool.slot(target.addr, cfg.upstream_max_connections, wait).await {
+    let slot = match worker.pool.slot(addr, cfg.upstream_max_connections, wait).await {
         Ok((slot, waited)) => {
             if waited {
                 worker.stats.borrow_mut().upstream_queued += 1;
@@ -602,14 +612,14 @@ async fn forward(
         attempt += 1;
         let pooled = if attempt == 1 {
             // The exchange's start as "now": the idle limit is seconds, the request microseconds old.
-            worker.pool.take(target.addr, Duration::from_millis(cfg.upstream_idle_timeout_ms), started)
+            worker.pool.take(addr, Duration::from_millis(cfg.upstream_idle_timeout_ms), started)
         } else {
             None
         };
         let mut up = match pooled {
             Some(up) => up,
             None => {
-                let r = upstream::connect(target.addr, Duration::from_millis(cfg.upstream_connect_timeout_ms)).await;
+                let r = upstream::connect(addr, Duration::from_millis(cfg.upstream_connect_timeout_ms)).await;
                 worker.stats.borrow_mut().upstream_connections_opened += 1;
                 match r {
                     Ok(up) => up,
@@ -643,7 +653,7 @@ async fn forward(
             }
         }
         // A stale pooled connection: `req_head` is intact, try once more on a fresh one.
-        tracing::debug!(upstream = %target.addr, "pooled upstream connection was closed; retrying on a new one");
+        tracing::debug!(upstream = %addr, "pooled upstream connection was closed; retrying on a new one");
     };
     Ok(Forwarded { _slot: slot, up, head, body_bytes, up_started, head_read })
 }
@@ -1162,6 +1172,46 @@ async fn read_response_head(
             Err(_) => return Err(ProxyError::new(ErrorKind::UpstreamTimeout, "upstream response timed out")),
         }
     }
+}
+
+/// How long a host name that did not resolve is not asked again.
+const DNS_NEGATIVE_TTL: Duration = Duration::from_secs(5);
+
+/// The address of target `index` of API `api`, whose host is a name: from the worker's cache, or
+/// resolved by the control plane (the system resolver, off the worker) and kept for
+/// `dns_ttl_secs`. A name that does not resolve fails this request (502), not the API, and is
+/// not asked again for [`DNS_NEGATIVE_TTL`]. Awaited boxed, like [`resolve`].
+async fn resolve_target(
+    worker: &Worker,
+    snap: &Snapshot,
+    api: crate::router::ApiIndex,
+    index: usize,
+    now: Instant,
+) -> Result<SocketAddr, ProxyError> {
+    let lookup_failed = || ProxyError::new(ErrorKind::UpstreamConnect, "upstream host lookup failed");
+    let key = (snap.generation, api, index as u32);
+    if let Some(&(addr, until)) = worker.resolved.borrow().get(&key) {
+        if now < until {
+            return addr.ok_or_else(lookup_failed);
+        }
+    }
+    let target = &snap.apis[api as usize].targets[index];
+    let answer = worker.keys.resolve(&target.host, target.port).await;
+    let ttl = Duration::from_secs(snap.config.proxy.dns_ttl_secs);
+    let (addr, keep) = match &answer {
+        Ok(a) => (Some(*a), ttl),
+        Err(e) => {
+            tracing::warn!(host = %target.host, error = %e, "upstream host lookup failed");
+            (None, DNS_NEGATIVE_TTL)
+        }
+    };
+    let mut cache = worker.resolved.borrow_mut();
+    // Entries of older snapshots go (a reload may have changed the targets).
+    cache.retain(|k, _| k.0 == snap.generation);
+    if !keep.is_zero() {
+        cache.insert(key, (addr, Instant::now() + keep));
+    }
+    addr.ok_or_else(lookup_failed)
 }
 
 /// Asks the control plane what `need` names and stores the answer in the worker's caches.

@@ -69,7 +69,16 @@ pub(crate) struct Worker {
     pub streaming_bodies: RefCell<std::collections::HashMap<std::net::IpAddr, u32>>,
     /// When the worker started: the origin of the clock it passes to `auth` (which reads none).
     pub epoch: Instant,
+    /// Upstream host names resolved for this worker, by (snapshot generation, API, target):
+    /// the address (or `None`: did not resolve) and until when it holds.
+    pub resolved: RefCell<std::collections::HashMap<TargetKey, Resolved>>,
 }
+
+/// A target of a snapshot: (generation, API, index into its targets).
+pub(crate) type TargetKey = (u64, u32, u32);
+
+/// A resolved host name: its address (`None`: it did not resolve) and until when that holds.
+pub(crate) type Resolved = (Option<std::net::SocketAddr>, Instant);
 
 impl Worker {
     /// The current snapshot. Checking for a newer one reads one shared atomic; cloning the
@@ -250,6 +259,7 @@ impl Worker {
             splice: super::splice::Splicer::default(),
             streaming_bodies: RefCell::default(),
             epoch,
+            resolved: RefCell::default(),
         }
     }
 }

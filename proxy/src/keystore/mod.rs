@@ -185,6 +185,8 @@ pub enum Lookup {
         quota: crate::limit::quota::Quota,
         reply: futures_channel::oneshot::Sender<crate::limit::quota::Reservation>,
     },
+    /// The address of an upstream host name (the system resolver, off the worker).
+    Resolve { host: String, port: u16, reply: futures_channel::oneshot::Sender<Result<std::net::SocketAddr, String>> },
 }
 
 /// Password checks running at once (each is a bcrypt: milliseconds of CPU); more wait in line,
@@ -236,6 +238,13 @@ impl KeyClient {
         quota: crate::limit::quota::Quota,
     ) -> Result<crate::limit::quota::Reservation, LookupError> {
         self.ask(|reply| Lookup::Quota { quota, reply }).await
+    }
+
+    /// Has the control plane resolve an upstream host name (so the worker never blocks in
+    /// getaddrinfo).
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<std::net::SocketAddr, LookupError> {
+        let host = host.to_string();
+        self.ask(|reply| Lookup::Resolve { host, port, reply }).await?.map_err(LookupError::Store)
     }
 
     /// Has the control plane check a basic-auth password (so the worker never runs bcrypt).
@@ -293,6 +302,29 @@ pub async fn serve_lookups(store: Arc<KeyStore>, mut rx: futures_channel::mpsc::
                     .await
                     .unwrap_or(false);
                     let _ = reply.send(ok);
+                });
+            }
+            Lookup::Resolve { host, port, reply } => {
+                tokio::spawn(async move {
+                    // tokio runs the system resolver (getaddrinfo) on its blocking pool. An IPv4
+                    // address is preferred when the name has both (`localhost` lists ::1 first
+                    // on most systems, where upstreams often listen on 127.0.0.1 only).
+                    let r = match tokio::net::lookup_host((host.as_str(), port)).await {
+                        Ok(addrs) => {
+                            let addrs: Vec<std::net::SocketAddr> = addrs.collect();
+                            addrs
+                                .iter()
+                                .find(|a| a.is_ipv4())
+                                .or(addrs.first())
+                                .copied()
+                                .ok_or_else(|| format!("{host} resolves to no address"))
+                        }
+                        Err(e) => Err(format!("cannot resolve {host}: {e}")),
+                    };
+                    if let Err(e) = &r {
+                        tracing::warn!(error = %e, "upstream host lookup failed");
+                    }
+                    let _ = reply.send(r);
                 });
             }
         }

@@ -227,6 +227,11 @@ pub struct ProxyConfig {
     /// Time to establish an upstream TCP connection, ms (exceeded: 504; refused or unreachable:
     /// 502).
     pub upstream_connect_timeout_ms: u64,
+    /// How long a worker keeps the address an upstream host name resolved to, s (0: resolve
+    /// for every new upstream connection). A name that did not resolve is asked again after 5 s.
+    /// Names are resolved by the control plane (the system resolver, on its blocking pool),
+    /// never on a worker; an API whose target does not resolve loads, and its requests get 502.
+    pub dns_ttl_secs: u64,
     /// Time for the upstream to send its response head, and longest pause between body reads, ms
     /// (exceeded: 504 before the head, connection closed after it).
     pub upstream_response_timeout_ms: u64,
@@ -300,6 +305,7 @@ impl Default for ProxyConfig {
             header_read_timeout_ms: 10_000,
             client_idle_timeout_ms: 60_000,
             upstream_connect_timeout_ms: 5_000,
+            dns_ttl_secs: 60,
             upstream_response_timeout_ms: 60_000,
             upstream_pool_size: 64,
             upstream_pool_surplus_ms: 2_000,

@@ -5,7 +5,7 @@
 //! semantics and that Portcullis does not implement yet make the API fail to load, with an error
 //! naming file, field and value, rather than be silently mis-served.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -45,12 +45,18 @@ pub struct ApiSpec {
     pub do_not_track: bool,
 }
 
-/// One upstream target, resolved at load time.
+/// One upstream target. An IP address is used as written; a host name is resolved when a
+/// request needs it (through the control plane, cached per worker: `[proxy] dns_ttl_secs`), so
+/// a name that does not resolve now fails that request, not the definition (as Tyk).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// As written in the definition.
     pub url: String,
-    pub addr: SocketAddr,
+    /// The address, when the host is an IP literal.
+    pub addr: Option<SocketAddr>,
+    /// The host as written (without brackets) and the port, for resolving a name.
+    pub host: String,
+    pub port: u16,
     /// Value for the upstream `Host` header (`host` or `host:port`).
     pub host_header: String,
     /// Path prefix of the target URL without trailing `/` (empty for `/`).
@@ -327,11 +333,7 @@ fn parse_target(s: &str) -> Result<Target, String> {
     let host = url.host_str().ok_or("has no host")?;
     let port = url.port_or_known_default().unwrap_or(80);
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addr = (bare, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host} resolves to no address"))?;
+    let addr = bare.parse::<std::net::IpAddr>().ok().map(|ip| SocketAddr::new(ip, port));
     let host_header = match url.port() {
         Some(p) => format!("{host}:{p}"),
         None => host.to_string(),
@@ -339,7 +341,14 @@ fn parse_target(s: &str) -> Result<Target, String> {
     if url.query().is_some() {
         return Err("query strings in target URLs are not supported".into());
     }
-    Ok(Target { url: s.to_string(), addr, host_header, path_prefix: url.path().trim_end_matches('/').to_string() })
+    Ok(Target {
+        url: s.to_string(),
+        addr,
+        host: bare.to_string(),
+        port,
+        host_header,
+        path_prefix: url.path().trim_end_matches('/').to_string(),
+    })
 }
 
 #[cfg(test)]

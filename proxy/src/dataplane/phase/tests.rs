@@ -35,7 +35,9 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
         preserve_host_header: preserve_host,
         targets: vec![Target {
             url: "http://up:81".into(),
-            addr: "127.0.0.1:81".parse::<SocketAddr>().unwrap(),
+            addr: Some("127.0.0.1:81".parse::<SocketAddr>().unwrap()),
+            host: "127.0.0.1".into(),
+            port: 81,
             host_header: "up:81".into(),
             path_prefix: target_prefix.into(),
         }],

@@ -8,7 +8,10 @@ use crate::auth::{self, Denial, Refusal};
 use crate::config::{ApiSpec, Snapshot};
 use crate::limit::{LimitHeaders, RateInfo};
 
-/// `Ok` with the limit the headers describe (`None`: no limit applies), or the 429 refusal.
+/// The rate limits that apply to an allowed request, checked together on the worker's limiter:
+/// the identity's (its per-API limit when the grant has one), the endpoint's, the client IP's,
+/// the API's. `Ok` with the limit the headers describe (`None`: no limit applies), or the 429
+/// refusal.
 pub(crate) fn check(
     snap: &Snapshot,
     api: &ApiSpec,
@@ -18,27 +21,6 @@ pub(crate) fn check(
     client: std::net::IpAddr,
     limiter: &mut crate::limit::Limiter,
 ) -> Result<Option<RateInfo>, Denial> {
-    check_limits(snap, api, allowed, method, rel_path, client, limiter).map_err(|rej| Denial {
-        kind: Refusal::TooManyRequests,
-        message: "Rate limit exceeded".into(),
-        retry_after: Some(rej.retry_after),
-        rate: Some(rej.info),
-        ..Default::default()
-    })
-}
-
-/// The rate limits that apply to an allowed request, checked together on the worker's limiter:
-/// the identity's (its per-API limit when the grant has one), the endpoint's, the client IP's,
-/// the API's. `Ok(None)` when none applies.
-fn check_limits(
-    snap: &Snapshot,
-    api: &ApiSpec,
-    allowed: &auth::Allowed<'_>,
-    method: &str,
-    rel_path: &str,
-    client: std::net::IpAddr,
-    limiter: &mut crate::limit::Limiter,
-) -> std::result::Result<Option<crate::limit::RateInfo>, crate::limit::Rejected> {
     use crate::limit::{limit_key, Limit, Rate};
     let l = &api.limits;
     let burst = snap.config.limits.burst;
@@ -86,7 +68,13 @@ fn check_limits(
         return Ok(None);
     }
     // The headers describe the most specific limit: the first in the list.
-    limiter.check(&list[..n], 0, client).map(Some)
+    limiter.check(&list[..n], 0, client).map(Some).map_err(|rej| Denial {
+        kind: Refusal::TooManyRequests,
+        message: "Rate limit exceeded".into(),
+        retry_after: Some(rej.retry_after),
+        rate: Some(rej.info),
+        ..Default::default()
+    })
 }
 
 /// `X-RateLimit-Limit` (requests per the limit's period), `-Remaining`, `-Reset` (Unix seconds

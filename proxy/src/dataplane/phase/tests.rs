@@ -49,6 +49,15 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
     }
 }
 
+/// The worker state the phases are lent, at the tests' time, request id and first target.
+fn env<'e>(
+    ctx: &'e ClientCtx<'e>,
+    auth: &'e mut crate::auth::WorkerAuth,
+    limiter: &'e mut crate::limit::Limiter,
+) -> Env<'e> {
+    Env { client: ctx, auth, limiter, now: &|| 1_800_000_000, request_id: &|| RID, pick: &|_, _| 0 }
+}
+
 /// The request id the tests' proxy generates.
 const RID: [u8; 32] = *b"0123456789abcdef0123456789abcdef";
 
@@ -76,14 +85,7 @@ fn prep(snap: &Snapshot, req: &str) -> (Result<Prepared, ProxyError>, String) {
     let ctx = ClientCtx { client_ip: "192.0.2.1", client_addr: "192.0.2.1".parse().unwrap() };
     let mut auth = crate::auth::WorkerAuth::detached(Default::default());
     let mut limiter = crate::limit::Limiter::new(crate::limit::LimiterConfig { max_keys: 100 }, 0.0);
-    let mut env = Env {
-        client: &ctx,
-        auth: &mut auth,
-        limiter: &mut limiter,
-        now: &|| 1_800_000_000,
-        request_id: &|| RID,
-        pick: &|_, _| 0,
-    };
+    let mut env = env(&ctx, &mut auth, &mut limiter);
     let mut path = String::new();
     let r = start(&view, snap, &mut path, &mut env, &mut out).map(|(_, o)| match o {
         Outcome::Routed(r) => Prepared::Routed(r),
@@ -293,8 +295,7 @@ fn again<'a>(
     limiter: &mut crate::limit::Limiter,
     out: &mut Vec<u8>,
 ) -> Outcome<'a> {
-    let mut env = Env { client: ctx, auth, limiter, now: &|| 1_800_000_000, request_id: &|| RID, pick: &|_, _| 0 };
-    resume(w, view, snap, &mut env, out).unwrap()
+    resume(w, view, snap, &mut env(ctx, auth, limiter), out).unwrap()
 }
 
 /// A request that waits for the control plane twice (its session, then a quota block) is
@@ -321,17 +322,7 @@ fn phases_resume_where_they_asked_without_running_earlier_ones_again() {
     let mut auth = crate::auth::WorkerAuth::detached(Default::default());
     let mut limiter = crate::limit::Limiter::new(crate::limit::LimiterConfig { max_keys: 100 }, 0.0);
     let (mut path, mut out) = (String::new(), Vec::new());
-    let (_, first) = {
-        let mut env = Env {
-            client: &ctx,
-            auth: &mut auth,
-            limiter: &mut limiter,
-            now: &|| 1_800_000_000,
-            request_id: &|| RID,
-            pick: &|_, _| 0,
-        };
-        start(&view, &snap, &mut path, &mut env, &mut out).unwrap()
-    };
+    let (_, first) = start(&view, &snap, &mut path, &mut env(&ctx, &mut auth, &mut limiter), &mut out).unwrap();
     let hash = hash_key("k1");
     let Outcome::Waiting(mut w) = first else { panic!("expected a wait for the session, got {first:?}") };
     assert!(matches!((w.at, w.need.take()), (Phase::Authenticate, Some(Need::Key(h))) if h == hash), "{w:?}");

@@ -180,7 +180,8 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
                 return;
             }
             Err(f) => {
-                respond_error(&worker, &mut client, &mut bufs.x.out, f, started).await;
+                let style = bufs.x.errors;
+                respond_error(&worker, &mut client, &mut bufs.x.out, f, style, started).await;
                 return;
             }
         }
@@ -188,11 +189,18 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
 }
 
 /// The single mapping from a failed exchange to what the client sees.
-async fn respond_error(worker: &Worker, client: &mut TcpStream, out: &mut Vec<u8>, f: Failure, started: Instant) {
+async fn respond_error(
+    worker: &Worker,
+    client: &mut TcpStream,
+    out: &mut Vec<u8>,
+    f: Failure,
+    style: super::error::ErrorStyle,
+    started: Instant,
+) {
     {
         let mut stats = worker.stats.borrow_mut();
         match f.err.kind {
-            ErrorKind::UpstreamConnect => stats.upstream_connect_errors += 1,
+            ErrorKind::UpstreamConnect | ErrorKind::UpstreamLookup => stats.upstream_connect_errors += 1,
             ErrorKind::UpstreamTimeout => stats.upstream_timeouts += 1,
             ErrorKind::UpstreamBusy => stats.upstream_queue_timeouts += 1,
             _ => {}
@@ -208,7 +216,8 @@ async fn respond_error(worker: &Worker, client: &mut TcpStream, out: &mut Vec<u8
         return;
     }
     out.clear();
-    if super::error::error_response(out, f.err.kind, f.err.context, true) {
+    let message = f.err.kind.client_message(f.err.context);
+    if super::error::error_response(out, f.err.kind, message, true, style) {
         let _ = write_vec(client, out).await;
     }
     let _ = started;
@@ -283,6 +292,9 @@ async fn request<'w>(
         record(worker, &mut Vec::new(), "", Method::Other, started, outcome(ErrorKind::HeadTooLarge.code(), 0, 0, 0));
         Err(ProxyError::new(ErrorKind::HeadTooLarge, "request head too large").into())
     };
+    // Errors before the head is parsed are JSON; after, as the request's Content-Type asks.
+    let generator = !cfg.hide_generator_header;
+    bufs.x.errors = super::error::ErrorStyle::of(b"", generator);
     let head = loop {
         match portcullis_http1::parse_request(bufs.client.data(), cfg.max_headers, &mut bufs.x.headers) {
             Ok(Some(head)) if head.meta.head_len > cfg.max_request_head_size => return too_large(),
@@ -305,6 +317,7 @@ async fn request<'w>(
         }
     };
     let meta = head.meta;
+    bufs.x.errors = super::error::ErrorStyle::of(meta.spans.content_type.get(bufs.client.data()), generator);
 
     // 2. The request phases (`phase`): route, access, authenticate, quota, rate, transform,
     //    upstream head; resumed at the phase that asked after each control-plane answer. The
@@ -1188,7 +1201,7 @@ async fn resolve_target(
     index: usize,
     now: Instant,
 ) -> Result<SocketAddr, ProxyError> {
-    let lookup_failed = || ProxyError::new(ErrorKind::UpstreamConnect, "upstream host lookup failed");
+    let lookup_failed = || ProxyError::new(ErrorKind::UpstreamLookup, "upstream host lookup failed");
     let key = (snap.generation, api, index as u32);
     if let Some(&(addr, until)) = worker.resolved.borrow().get(&key) {
         if now < until {
@@ -1272,7 +1285,7 @@ async fn reply_local(
     let close = meta.body != BodyKind::None || !meta.keep_alive || worker.shutdown.is_set();
     bufs.client.consume(meta.head_len);
     bufs.x.out.clear();
-    if !error_response_with(&mut bufs.x.out, kind, message, close, extra) {
+    if !error_response_with(&mut bufs.x.out, kind, message, close, extra, bufs.x.errors) {
         // Not a kind with an answer (callers pass refusals, 404 and 503): nothing to send.
         return Ok(Next::Close);
     }

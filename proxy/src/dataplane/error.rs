@@ -24,11 +24,14 @@ pub enum ErrorKind {
     BodyTimeout,
     /// The client already streams `max_streaming_bodies_per_client` bodies on this worker: 429.
     ClientBodies,
-    /// Could not connect to the upstream: 502.
+    /// Could not connect to the upstream (refused, unreachable, connect timeout): 500, as Tyk
+    /// answers a failed dial (gateway/reverse_proxy.go, `ErrorHandler` fallthrough).
     UpstreamConnect,
-    /// Upstream sent something that is not valid HTTP/1.x, or closed early: 502.
+    /// The upstream host name did not resolve: 500 (Tyk: "no such host").
+    UpstreamLookup,
+    /// Upstream sent something that is not valid HTTP/1.x, or closed early: 500 (Tyk).
     UpstreamProtocol,
-    /// Upstream connect or response timed out: 504.
+    /// Upstream response head timed out: 504.
     UpstreamTimeout,
     /// Every connection `upstream_max_connections` allows to the target stayed in use for
     /// `upstream_queue_timeout_ms`: 503.
@@ -54,7 +57,9 @@ impl ErrorKind {
             ErrorKind::HeadTooLarge => (431, "Request Header Fields Too Large"),
             ErrorKind::BodyTimeout => (408, "Request Timeout"),
             ErrorKind::ClientBodies => (429, "Too Many Requests"),
-            ErrorKind::UpstreamConnect | ErrorKind::UpstreamProtocol => (502, "Bad Gateway"),
+            ErrorKind::UpstreamConnect | ErrorKind::UpstreamLookup | ErrorKind::UpstreamProtocol => {
+                (500, "Internal Server Error")
+            }
             ErrorKind::UpstreamTimeout => (504, "Gateway Timeout"),
             ErrorKind::UpstreamBusy | ErrorKind::AuthUnavailable => (503, "Service Unavailable"),
             ErrorKind::Denied(r) => match r {
@@ -65,6 +70,18 @@ impl ErrorKind {
             },
             ErrorKind::ClientIo | ErrorKind::Closed => return None,
         })
+    }
+
+    /// What the client is told about a failure of this kind that is not a refusal: Tyk's texts
+    /// (gateway/reverse_proxy.go:1401-1420). `context`, our own detail, goes to logs and
+    /// records, never into the body.
+    pub fn client_message(self, context: &'static str) -> &'static str {
+        match self {
+            ErrorKind::UpstreamConnect | ErrorKind::UpstreamProtocol => "There was a problem proxying the request",
+            ErrorKind::UpstreamLookup => "Upstream host lookup failed",
+            ErrorKind::UpstreamTimeout => "Upstream service reached hard timeout.",
+            _ => context,
+        }
     }
 
     /// The status code, or 0 when nothing is sent (as request records and metrics count it).
@@ -121,27 +138,114 @@ impl From<portcullis_http1::HeadError> for ProxyError {
 
 pub type Result<T, E = ProxyError> = std::result::Result<T, E>;
 
-/// A complete JSON error response (`{"error": "..."}`, Tyk's shape) for `kind`, whose status
-/// comes from [`ErrorKind::status`], the one mapping: there is no other way to write one.
-/// Returns false (and writes nothing) for a kind that is not answered.
-pub fn error_response(out: &mut Vec<u8>, kind: ErrorKind, message: &str, close: bool) -> bool {
-    error_response_with(out, kind, message, close, &[])
+/// How an error body is written, chosen per request: Tyk's default templates
+/// (`templates/error.json` / `error.xml`), XML when the request's `Content-Type` is one of the
+/// XML types (Tyk: gateway/handler_error.go:291-307, compared exactly, parameters cut).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ErrorStyle {
+    pub xml: bool,
+    /// `X-Generator: tyk.io` (unless `[proxy] hide_generator_header`).
+    pub generator: bool,
+}
+
+impl ErrorStyle {
+    /// The style for a request with this `Content-Type` value (empty: none).
+    pub fn of(content_type: &[u8], generator: bool) -> ErrorStyle {
+        let media = content_type.split(|&b| b == b';').next().unwrap_or(b"");
+        let xml = matches!(media, b"application/xml" | b"text/xml" | b"application/soap+xml");
+        ErrorStyle { xml, generator }
+    }
+}
+
+/// A complete error response for `kind`, whose status comes from [`ErrorKind::status`], the one
+/// mapping: there is no other way to write one. Returns false (and writes nothing) for a kind
+/// that is not answered.
+pub fn error_response(out: &mut Vec<u8>, kind: ErrorKind, message: &str, close: bool, style: ErrorStyle) -> bool {
+    error_response_with(out, kind, message, close, &[], style)
 }
 
 /// As [`error_response`], with extra header lines (each ending in CRLF: `WWW-Authenticate`,
 /// `Retry-After`, `X-RateLimit-*`).
-pub fn error_response_with(out: &mut Vec<u8>, kind: ErrorKind, message: &str, close: bool, extra: &[u8]) -> bool {
+///
+/// The body is Tyk's default template, byte for byte: `{\n    "error": "<msg>"\n}` with the
+/// message escaped as Tyk's `jsonEscapeString` does (gateway/util.go:21-64), or
+/// `<?xml version = "1.0" encoding = "UTF-8"?>\n<error><msg></error>\n`. No API matched (404):
+/// `Not Found` as text, as Tyk's router answers (proxy_muxer.go:214-222).
+pub fn error_response_with(
+    out: &mut Vec<u8>,
+    kind: ErrorKind,
+    message: &str,
+    close: bool,
+    extra: &[u8],
+    style: ErrorStyle,
+) -> bool {
     use std::io::Write as _;
     let Some((status, reason)) = kind.status() else {
         return false;
     };
-    let msg = serde_json::to_string(message).unwrap_or_else(|_| "\"\"".into());
-    let body_len = msg.len() + 11; // {"error": <msg>}
+    let mut body = Vec::with_capacity(message.len() + 24);
+    let content_type = if kind == ErrorKind::NoRoute {
+        body.extend_from_slice(b"Not Found");
+        "text/plain; charset=utf-8"
+    } else if style.xml {
+        body.extend_from_slice(b"<?xml version = \"1.0\" encoding = \"UTF-8\"?>\n<error>");
+        html_escape(&mut body, message);
+        body.extend_from_slice(b"</error>\n");
+        "application/xml"
+    } else {
+        body.extend_from_slice(b"{\n    \"error\": \"");
+        go_json_escape(&mut body, message);
+        body.extend_from_slice(b"\"\n}");
+        "application/json"
+    };
     let _ =
-        write!(out, "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\n");
+        write!(out, "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n", body.len());
+    if style.generator && kind != ErrorKind::NoRoute {
+        out.extend_from_slice(b"X-Generator: tyk.io\r\n");
+    }
     out.extend_from_slice(extra);
-    let _ = write!(out, "{}\r\n{{\"error\": {msg}}}", if close { "Connection: close\r\n" } else { "" });
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
     true
+}
+
+/// Tyk's `jsonEscapeString`: `"`, `\\`, `\n`, `\r`, `\t` escaped by name, other bytes below
+/// 0x20 as `\u00XX`; everything else as is.
+fn go_json_escape(out: &mut Vec<u8>, s: &str) {
+    for &b in s.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0..=0x1f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 15) as usize]);
+            }
+            _ => out.push(b),
+        }
+    }
+}
+
+/// Go's `html/template.HTMLEscapeString`, which Tyk's XML template uses.
+fn html_escape(out: &mut Vec<u8>, s: &str) {
+    for &b in s.as_bytes() {
+        match b {
+            b'&' => out.extend_from_slice(b"&amp;"),
+            b'<' => out.extend_from_slice(b"&lt;"),
+            b'>' => out.extend_from_slice(b"&gt;"),
+            b'"' => out.extend_from_slice(b"&#34;"),
+            b'\'' => out.extend_from_slice(b"&#39;"),
+            0 => out.extend_from_slice("\u{fffd}".as_bytes()),
+            _ => out.push(b),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -158,8 +262,9 @@ mod tests {
             (ErrorKind::BodyTooLarge, 413),
             (ErrorKind::ClientBodies, 429),
             (ErrorKind::HeadTooLarge, 431),
-            (ErrorKind::UpstreamConnect, 502),
-            (ErrorKind::UpstreamProtocol, 502),
+            (ErrorKind::UpstreamConnect, 500),
+            (ErrorKind::UpstreamLookup, 500),
+            (ErrorKind::UpstreamProtocol, 500),
             (ErrorKind::UpstreamBusy, 503),
             (ErrorKind::AuthUnavailable, 503),
             (ErrorKind::UpstreamTimeout, 504),
@@ -175,16 +280,91 @@ mod tests {
         }
     }
 
-    #[test]
-    fn error_responses_are_json_with_exact_length() {
-        let mut none = Vec::new();
-        assert!(!error_response(&mut none, ErrorKind::Closed, "x", true) && none.is_empty(), "nothing to answer");
-        let mut out = Vec::new();
-        assert!(error_response(&mut out, ErrorKind::NoRoute, "no API matches this request", false));
+    fn split(out: Vec<u8>) -> (String, String) {
         let text = String::from_utf8(out).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("Content-Length: {}", body.len())), "{text}");
-        let v: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert_eq!(v["error"], "no API matches this request");
+        (head.to_string(), body.to_string())
+    }
+
+    /// Tyk's default `templates/error.json`, byte for byte: 46 bytes for "Authorization field
+    /// missing" (gateway/handler_error.go:287-373, templates/error.json).
+    #[test]
+    fn error_bodies_are_tyks_default_template() {
+        let mut none = Vec::new();
+        let style = ErrorStyle { xml: false, generator: true };
+        assert!(
+            !error_response(&mut none, ErrorKind::Closed, "x", true, style) && none.is_empty(),
+            "nothing to answer"
+        );
+        let mut out = Vec::new();
+        assert!(error_response(
+            &mut out,
+            ErrorKind::Denied(Refusal::Unauthorized),
+            "Authorization field missing",
+            false,
+            style
+        ));
+        let (head, body) = split(out);
+        assert_eq!(body, "{\n    \"error\": \"Authorization field missing\"\n}");
+        assert_eq!(body.len(), 46);
+        assert!(head.starts_with("HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n"), "{head}");
+        assert!(head.contains("\r\nX-Generator: tyk.io"), "{head}");
+        assert!(!head.contains("Connection: close"), "{head}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"], "Authorization field missing");
+    }
+
+    #[test]
+    fn messages_are_escaped_as_tyks_json_escape_string() {
+        let mut out = Vec::new();
+        let msg = "a\"b\\c\nd\te\u{8}<&é";
+        error_response(&mut out, ErrorKind::BadRequest, msg, true, ErrorStyle::default());
+        let (head, body) = split(out);
+        assert_eq!(body, "{\n    \"error\": \"a\\\"b\\\\c\\nd\\te\\u0008<&é\"\n}");
+        assert!(head.contains("Connection: close") && !head.contains("X-Generator"), "{head}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"], msg);
+    }
+
+    #[test]
+    fn xml_requests_get_tyks_xml_template_and_no_route_is_plain_text() {
+        for (ct, xml) in [
+            (&b"application/xml"[..], true),
+            (b"text/xml; charset=utf-8", true),
+            (b"application/soap+xml", true),
+            (b"Application/XML", false),
+            (b"application/json", false),
+            (b"", false),
+        ] {
+            assert_eq!(ErrorStyle::of(ct, true).xml, xml, "{}", String::from_utf8_lossy(ct));
+        }
+        let mut out = Vec::new();
+        let style = ErrorStyle::of(b"text/xml", false);
+        error_response(&mut out, ErrorKind::Denied(Refusal::Forbidden), "<Quota> & \"more\"", false, style);
+        let (head, body) = split(out);
+        assert!(head.contains("Content-Type: application/xml"), "{head}");
+        assert_eq!(
+            body,
+            "<?xml version = \"1.0\" encoding = \"UTF-8\"?>\n<error>&lt;Quota&gt; &amp; &#34;more&#34;</error>\n"
+        );
+        let mut out = Vec::new();
+        error_response(&mut out, ErrorKind::NoRoute, "no API matches this request", false, style);
+        let (head, body) = split(out);
+        assert_eq!(body, "Not Found");
+        assert!(head.contains("Content-Type: text/plain; charset=utf-8") && !head.contains("X-Generator"), "{head}");
+    }
+
+    /// Our detail stays in logs; the client gets Tyk's words (reverse_proxy.go:1401-1420).
+    #[test]
+    fn upstream_failures_tell_the_client_what_tyk_tells_it() {
+        assert_eq!(
+            ErrorKind::UpstreamConnect.client_message("cannot connect"),
+            "There was a problem proxying the request"
+        );
+        assert_eq!(ErrorKind::UpstreamProtocol.client_message("x"), "There was a problem proxying the request");
+        assert_eq!(ErrorKind::UpstreamLookup.client_message("x"), "Upstream host lookup failed");
+        assert_eq!(ErrorKind::UpstreamTimeout.client_message("x"), "Upstream service reached hard timeout.");
+        assert_eq!(ErrorKind::BadRequest.client_message("malformed request head"), "malformed request head");
     }
 }

@@ -400,6 +400,8 @@ pub(crate) struct ExchangeBufs {
     pub headers: Vec<portcullis_http1::HeaderSpan>,
     /// The request's canonical path when it differs from the one sent (see `phase::route`).
     pub path: String,
+    /// How this exchange's error answer is written (set when its head is parsed).
+    pub errors: super::error::ErrorStyle,
 }
 
 impl ExchangeBufs {
@@ -411,6 +413,7 @@ impl ExchangeBufs {
             record: Vec::new(),
             headers: Vec::new(),
             path: String::new(),
+            errors: super::error::ErrorStyle::default(),
         }
     }
 

@@ -228,7 +228,8 @@ impl Pool {
     }
 }
 
-/// Opens a new connection with a timeout: refused/unreachable is 502, timeout 504.
+/// Opens a new connection with a timeout: refused, unreachable or timed out, it is
+/// `UpstreamConnect` (Tyk answers a failed dial, timeout included, with 500).
 pub(super) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Upstream> {
     match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(stream)) => {
@@ -237,7 +238,7 @@ pub(super) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Upstr
         }
         Ok(Err(e)) => Err(ProxyError::io(ErrorKind::UpstreamConnect, "cannot connect to upstream", e)),
         Err(_) => Err(ProxyError::io(
-            ErrorKind::UpstreamTimeout,
+            ErrorKind::UpstreamConnect,
             "upstream connect timed out",
             io::Error::from(io::ErrorKind::TimedOut),
         )),

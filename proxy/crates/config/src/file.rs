@@ -224,17 +224,23 @@ pub struct ProxyConfig {
     /// Idle keep-alive time between requests on a client connection, and the longest pause
     /// while reading a request body, ms.
     pub client_idle_timeout_ms: u64,
-    /// Time to establish an upstream TCP connection, ms (exceeded: 504; refused or unreachable:
-    /// 502).
+    /// Time to establish an upstream TCP connection, ms (exceeded, refused or unreachable: 500
+    /// "There was a problem proxying the request", as Tyk answers a failed dial).
     pub upstream_connect_timeout_ms: u64,
     /// How long a worker keeps the address an upstream host name resolved to, s (0: resolve
     /// for every new upstream connection). A name that did not resolve is asked again after 5 s.
     /// Names are resolved by the control plane (the system resolver, on its blocking pool),
-    /// never on a worker; an API whose target does not resolve loads, and its requests get 502.
+    /// never on a worker; an API whose target does not resolve loads, and its requests get 500
+    /// "Upstream host lookup failed" (as Tyk).
     pub dns_ttl_secs: u64,
     /// Time for the upstream to send its response head, and longest pause between body reads, ms
-    /// (exceeded: 504 before the head, connection closed after it).
+    /// (exceeded: 504 "Upstream service reached hard timeout." before the head, connection
+    /// closed after it).
     pub upstream_response_timeout_ms: u64,
+    /// Leave out the `X-Generator: tyk.io` header Tyk puts on every error it answers (Tyk's
+    /// `hide_generator_header`). Sent by default so that monitoring written for Tyk sees its
+    /// errors unchanged.
+    pub hide_generator_header: bool,
     /// Idle upstream connections kept per worker and target, until `upstream_idle_timeout_ms`
     /// (0 = no pooling).
     pub upstream_pool_size: usize,
@@ -307,6 +313,7 @@ impl Default for ProxyConfig {
             upstream_connect_timeout_ms: 5_000,
             dns_ttl_secs: 60,
             upstream_response_timeout_ms: 60_000,
+            hide_generator_header: false,
             upstream_pool_size: 64,
             upstream_pool_surplus_ms: 2_000,
             upstream_max_connections: DEFAULT_UPSTREAM_MAX_CONNECTIONS,

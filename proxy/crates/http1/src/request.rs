@@ -124,6 +124,8 @@ pub struct HeadSpans {
     /// Request target as sent (path and query; absolute form included).
     pub target: Span,
     pub user_agent: Span,
+    /// The first `Content-Type` (empty when none).
+    pub content_type: Span,
 }
 
 /// Where one header's name and value sit in the head.
@@ -450,9 +452,12 @@ pub fn parse_request(
     let mut upgrade_value: Option<&[u8]> = None;
     let mut request_id: Option<Span> = None;
     let mut user_agent = Span::default();
+    let mut content_type = Span::default();
     for h in headers {
         if h.name.len() == 10 && h.name.eq_ignore_ascii_case("user-agent") {
             user_agent = Span::of(data, h.value);
+        } else if h.name.len() == 12 && content_type.len == 0 && h.name.eq_ignore_ascii_case("content-type") {
+            content_type = Span::of(data, trim(h.value));
         } else if h.name.eq_ignore_ascii_case("host") {
             if host.is_some() {
                 return Err(HeadError::bad("duplicate Host header"));
@@ -483,6 +488,7 @@ pub fn parse_request(
             method: Span::of(data, method_str.as_bytes()),
             target: Span::of(data, target.as_bytes()),
             user_agent,
+            content_type,
         },
     };
     // Origin form ("/p?q") or absolute form ("http://h/p?q"); the latter's authority wins as host.

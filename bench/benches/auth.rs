@@ -42,7 +42,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("jwt/rs256_cached", |b| b.iter(|| cache.get("1:0", black_box(&rs), NOW).expect("hit")));
 
     // A cached key through the whole decision (token found, session hit, grant reused).
-    let auth = ApiAuth { token: Some(CredentialSource::default()), version: "Default".into(), ..Default::default() };
+    let auth = ApiAuth { token: Some(CredentialSource::default()), ..Default::default() };
     let mut w = WorkerAuth::detached(Default::default());
     let key = "org1c0ffee0123456789abcdef01234567";
     w.insert_session(hash_key(key), Some(Arc::new(Session { rate: 100.0, per: 1.0, ..Default::default() })));

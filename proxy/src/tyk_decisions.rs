@@ -32,7 +32,8 @@ fn cx(policies: &Policies) -> DecideCtx<'_> {
 }
 
 fn rule(p: &str) -> PathRule {
-    PathRule { pattern: regex::Regex::new(&format!("^{p}")).unwrap(), methods: vec![] }
+    let re = portcullis_policy::path_rule::tyk_pattern(p, Default::default(), false);
+    PathRule { pattern: regex::Regex::new(&re).unwrap(), methods: portcullis_policy::path_rule::Methods::Any }
 }
 
 fn status(d: &Decision<'_>) -> u16 {
@@ -79,12 +80,7 @@ fn ip_and_path_rules_come_before_auth() {
 fn token_miss_then_hit_then_access_rights() {
     let p = Policies::default();
     let mut w = WorkerAuth::detached(Default::default());
-    let a = ApiAuth {
-        token: Some(Default::default()),
-        strip_auth_data: true,
-        version: "Default".into(),
-        ..Default::default()
-    };
+    let a = ApiAuth { token: Some(Default::default()), strip_auth_data: true, version: None, ..Default::default() };
     let hs = [h("Authorization", "Bearer k1")];
     let d = decide(&a, &view("/a/x", "/x", &hs, "127.0.0.1"), cx(&p), &mut w);
     let Decision::NeedKey(hash) = d else { panic!("expected a key lookup, got {d:?}") };
@@ -259,12 +255,18 @@ mod policies {
         assert_eq!(grant_for_policies(&["y", "x"], &p2).unwrap().rate, Some((20.0, 1.0)));
         assert_eq!(g.quota, Some((100, 60)));
         assert_eq!(g.tags, ["gold"]);
-        assert!(g.check("a", "Default", "POST", "/x").is_ok());
-        assert_eq!(g.check("a", "v2", "GET", "/x"), Err(AccessDenied::Version));
-        assert!(g.check("b", "whatever", "GET", "/users/1").is_ok());
-        assert_eq!(g.check("b", "v", "POST", "/users/1"), Err(AccessDenied::Url));
-        assert_eq!(g.check("b", "v", "GET", "/orders"), Err(AccessDenied::Url));
-        assert_eq!(g.check("c", "v", "GET", "/"), Err(AccessDenied::Api));
+        assert!(g.check("a", Some("Default"), "POST", "/x", "/x").is_ok());
+        assert_eq!(g.check("a", Some("v2"), "GET", "/x", "/x"), Err(AccessDenied::Version));
+        // Not versioned: a key's versions are not checked (Tyk: mw_access_rights.go:39-41).
+        assert!(g.check("a", None, "GET", "/x", "/x").is_ok());
+        // Versioned: exactly, and an empty list allows none (mw_access_rights.go:43-63).
+        assert_eq!(g.check("a", Some("default"), "GET", "/x", "/x"), Err(AccessDenied::Version));
+        assert_eq!(g.check("b", Some("whatever"), "GET", "/users/1", "/users/1"), Err(AccessDenied::Version));
+        assert!(g.check("b", None, "GET", "/users/1", "/users/1").is_ok());
+        assert_eq!(g.check("b", None, "POST", "/users/1", "/users/1"), Err(AccessDenied::Url));
+        assert_eq!(g.check("b", None, "get", "/users/1", "/users/1"), Err(AccessDenied::Url), "methods exactly");
+        assert_eq!(g.check("b", None, "GET", "/orders", "/orders"), Err(AccessDenied::Url));
+        assert_eq!(g.check("c", None, "GET", "/", "/"), Err(AccessDenied::Api));
     }
 
     #[test]
@@ -292,7 +294,7 @@ mod policies {
         s.access_rights.clear();
         let g = grant_for_session(&s, &Policies::default()).unwrap();
         assert_eq!(g.rate, Some((3.0, 1.0)));
-        assert!(g.check("any", "v", "GET", "/").is_ok());
+        assert!(g.check("any", Some("v"), "GET", "/", "/").is_ok());
         s.policies = vec!["p".into()];
         s.inactive = true;
         let g = grant_for_session(&s, &policies(r#"{"p": {"rate": 1, "per": 1}}"#)).unwrap();

@@ -472,6 +472,77 @@ fn ip_rules_path_lists_and_header_transforms() {
     assert_eq!(c.request("DELETE", "/wl/status/200", "Connection: close\r\n", b"").unwrap().status, 403);
 }
 
+/// Path lists as Tyk matches them by default (gateway/api_definition.go:940-962, 2142-2281;
+/// internal/httputil/mux.go:66-101): patterns are searched anywhere in the path, `/*` is `/.*`,
+/// disabled entries do nothing, `ignore_case` entries ignore case, `ignored` wins over the black
+/// list, `method_actions: {}` matches no method, and only the default version's lists apply.
+/// Each assertion failed before: patterns were anchored at the start, the flags were ignored
+/// and every version's lists applied.
+#[test]
+fn path_lists_match_as_tyk_matches_them() {
+    let up = upstream("up");
+    let ext = |lists: &str| format!(r#", "extended_paths": {{{lists}}}"#);
+    let black = ext(r#""black_list": [{"path": "/admin", "method": "GET"}, {"path": "/secret", "ignore_case": true},
+                          {"path": "/both"}],
+           "ignored": [{"path": "/both"}]"#);
+    let keyed = ext(r#""ignored": [{"path": "/health", "disabled": true}, {"path": "/pub/*"}],
+           "white_list": [{"path": "/get"}, {"path": "/health"}, {"path": "/pub"}, {"path": "/none", "method_actions": {}}]"#);
+    // Not versioned, two versions: only Default's lists apply (GetSingleOrDefaultVersion).
+    let two_versions = format!(
+        r#"{{"name": "v", "api_id": "v", "use_standard_auth": true,
+          "version_data": {{"not_versioned": true, "versions": {{
+             "Default": {{"name": "Default", "use_extended_paths": true}},
+             "v2": {{"name": "v2", "use_extended_paths": true, "extended_paths": {{"ignored": [{{"path": "/get"}}]}}}}}}}},
+          "proxy": {{"listen_path": "/v/", "target_url": "{}", "strip_listen_path": true}}}}"#,
+        up.url()
+    );
+    let p = builder()
+        .app("open", api("open", "/api/", &up.url(), r#""use_keyless": true,"#, &black))
+        .app("keyed", api("keyed", "/keyed/", &up.url(), r#""use_standard_auth": true,"#, &keyed))
+        .app("v", two_versions)
+        .start();
+    let forbidden = |path: &str| {
+        let r = p.get(path, "");
+        assert_eq!((r.status, error_of(&r).as_str()), (403, "Requested endpoint is forbidden"), "{path}");
+    };
+    forbidden("/api/admin");
+    forbidden("/api/v1/admin"); // `/admin` is found mid-path: /v1/admin does not get past it
+    forbidden("/api/admin/x");
+    forbidden("/api/SeCrEt");
+    assert_eq!(p.get("/api/Admin", "").status, 404, "case matters without ignore_case (the upstream's 404)");
+    assert_eq!(p.get("/api/both", "").status, 404, "ignored wins over the black list (the upstream's 404)");
+    // A disabled ignored entry does not skip auth; `/pub/*` is `/pub/.*`, which `/pubx` is not.
+    assert_eq!(p.get("/keyed/health", "").status, 401);
+    assert_eq!(p.get("/keyed/pub/x", "").status, 404, "ignored: no key asked (the upstream's 404)");
+    assert_eq!(p.get("/keyed/pubx", "").status, 401);
+    let (key, _) = p.create_key(&json!({}));
+    let auth = format!("Authorization: {key}\r\n");
+    assert_eq!(p.get("/keyed/get", &auth).status, 200);
+    let r = p.get("/keyed/none", &auth);
+    assert_eq!((r.status, error_of(&r).as_str()), (403, "Requested endpoint is forbidden"), "method_actions {{}}");
+    assert_eq!(p.get("/v/get", "").status, 401, "v2's ignored list does not apply to a non-versioned API");
+}
+
+/// A key's `allowed_urls` as Tyk checks them (gateway/mw_granular_access.go:32-123): methods
+/// compared exactly and an entry without methods allows none, `/*` is `/.*`; and on an API that
+/// is not versioned the key's `versions` are not checked (mw_access_rights.go:39-41).
+#[test]
+fn allowed_urls_and_versions_as_tyk_checks_them() {
+    let up = upstream("up");
+    let p = builder().app("a", api("a", "/a/", &up.url(), r#""use_standard_auth": true,"#, "")).start();
+    let rights = |urls: Value, versions: Value| json!({"access_rights": {"a": {"api_id": "a", "api_name": "a", "versions": versions, "allowed_urls": urls}}});
+    let (k, _) = p.create_key(&rights(json!([{"url": "/anything", "methods": []}]), json!([])));
+    let r = p.get("/a/anything", &format!("Authorization: {k}\r\n"));
+    assert_eq!((r.status, error_of(&r).as_str()), (403, "Access to this resource has been disallowed"));
+    let (k, _) = p.create_key(&rights(json!([{"url": "/anything/*", "methods": ["GET"]}]), json!(["v1"])));
+    let auth = format!("Authorization: {k}\r\n");
+    assert_eq!(p.get("/a/anything/x", &auth).status, 200, "versions [v1] are not checked on a non-versioned API");
+    assert_eq!(p.get("/a/anythingx", &auth).status, 403, "/anything/* is /anything/.*");
+    let mut c = Conn::connect(p.listen).unwrap();
+    let r = c.request("POST", "/a/anything/x", &format!("{auth}Connection: close\r\n"), b"").unwrap();
+    assert_eq!(r.status, 403, "POST is not in methods");
+}
+
 /// Path rules are matched on the one canonical path, which is also what goes upstream: none of
 /// the encodings a backend resolves to the listed path gets past a rule.
 #[test]

@@ -331,7 +331,7 @@ pub fn keyless_api(api_id: &str, listen_path: &str, target: &str, extra_proxy: &
 pub fn api(id: &str, listen_path: &str, target: &str, top: &str, version_extra: &str) -> String {
     format!(
         r#"{{"name": "{id}", "api_id": "{id}", "active": true, {top}
-  "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default" {version_extra}}}}}}},
+  "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default", "use_extended_paths": true {version_extra}}}}}}},
   "proxy": {{"listen_path": "{listen_path}", "target_url": "{target}", "strip_listen_path": true}}}}"#
     )
 }

@@ -368,11 +368,39 @@ pub struct AppsConfig {
     /// `/hello` and `/tyk/reload` list what was skipped. Errors in the config file or the
     /// policies file always keep the running configuration.
     pub strict: bool,
+    /// Anchor path patterns (path lists, transforms, endpoint limits, keys' `allowed_urls`) at
+    /// the start: Tyk's `http_server_options.enable_path_prefix_matching`. Off, as in Tyk's
+    /// defaults, a pattern is searched anywhere in the path (a `/admin` black list also blocks
+    /// `/v1/admin`); set it (and `path_suffix_matching`) to what your Tyk gateway had, or
+    /// patterns match differently than they did there (docs/authentication.md, "Path lists").
+    pub path_prefix_matching: bool,
+    /// Anchor path patterns at the end: Tyk's `http_server_options.enable_path_suffix_matching`.
+    pub path_suffix_matching: bool,
+    /// Match every path pattern without regard to case: Tyk's `ignore_endpoint_case`.
+    pub ignore_endpoint_case: bool,
 }
 
 impl Default for AppsConfig {
     fn default() -> Self {
-        AppsConfig { dir: "apps".into(), policies: "apps/policies.json".into(), strict: false }
+        AppsConfig {
+            dir: "apps".into(),
+            policies: "apps/policies.json".into(),
+            strict: false,
+            path_prefix_matching: false,
+            path_suffix_matching: false,
+            ignore_endpoint_case: false,
+        }
+    }
+}
+
+impl AppsConfig {
+    /// How Tyk path patterns compile, from these settings.
+    pub fn path_matching(&self) -> portcullis_policy::path_rule::PathMatching {
+        portcullis_policy::path_rule::PathMatching {
+            prefix: self.path_prefix_matching,
+            suffix: self.path_suffix_matching,
+            ignore_case: self.ignore_endpoint_case,
+        }
     }
 }
 

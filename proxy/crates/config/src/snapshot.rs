@@ -79,7 +79,7 @@ pub fn load_snapshot_with(config: Config, generation: u64, fetch: JwksFetch<'_>)
                 continue;
             }
         };
-        match parse_api(&file, &text, fetch) {
+        match parse_api(&file, &text, fetch, config.apps.path_matching()) {
             Ok(Parsed::Api(mut spec)) => {
                 if spec.limits.ip.is_none() {
                     if let Some(r) =
@@ -136,7 +136,10 @@ pub fn load_snapshot_with(config: Config, generation: u64, fetch: JwksFetch<'_>)
         }
     }
 
-    let policies = load_policies(&config.apps.policies, &mut errs);
+    let policies = Arc::new(
+        Arc::unwrap_or_clone(load_policies(&config.apps.policies, &mut errs))
+            .with_matching(config.apps.path_matching()),
+    );
     (Snapshot { config, apis: kept, router, generation, policies, skipped }, errs)
 }
 

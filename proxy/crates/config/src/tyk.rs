@@ -127,7 +127,7 @@ const UNSUPPORTED: &[(&str, &str)] = &[
 const UNSUPPORTED_VERSION_KEYS: &[&str] =
     &["global_response_headers", "global_response_headers_remove", "ignore_endpoint_case", "override_target"];
 
-fn truthy(v: &Value) -> bool {
+pub(super) fn truthy(v: &Value) -> bool {
     match v {
         Value::Null => false,
         Value::Bool(b) => *b,
@@ -153,7 +153,12 @@ pub(super) enum Parsed {
 }
 
 /// Parses and validates one API definition. Returns every problem found in it.
-pub(super) fn parse_api(file: &Path, text: &str, fetch: JwksFetch<'_>) -> Result<Parsed, Vec<ConfigError>> {
+pub(super) fn parse_api(
+    file: &Path,
+    text: &str,
+    fetch: JwksFetch<'_>,
+    matching: portcullis_policy::path_rule::PathMatching,
+) -> Result<Parsed, Vec<ConfigError>> {
     let err = |field: &str, value: String, msg: String| ConfigError::new(file, field, value, msg);
     let json: Value =
         serde_json::from_str(text).map_err(|e| vec![err("", String::new(), format!("not valid JSON: {e}"))])?;
@@ -262,8 +267,8 @@ pub(super) fn parse_api(file: &Path, text: &str, fetch: JwksFetch<'_>) -> Result
         }
     }
 
-    let auth = parse_auth(file, &json, fetch, &mut errs);
-    let limits = super::tyk_auth::parse_limits(file, &json, &mut errs);
+    let auth = parse_auth(file, &json, fetch, matching, &mut errs);
+    let limits = super::tyk_auth::parse_limits(file, &json, matching, &mut errs);
     if !errs.is_empty() {
         return Err(errs);
     }
@@ -356,7 +361,12 @@ mod tests {
     use super::*;
 
     fn api(json: &str) -> Result<Parsed, Vec<ConfigError>> {
-        parse_api(Path::new("apps/t.json"), json, &|u: &str| Err(format!("no network in tests: {u}")))
+        parse_api(
+            Path::new("apps/t.json"),
+            json,
+            &|u: &str| Err(format!("no network in tests: {u}")),
+            Default::default(),
+        )
     }
 
     fn spec(json: &str) -> ApiSpec {
@@ -373,6 +383,25 @@ mod tests {
         assert_eq!(s.listen_path, "/httpbin");
         assert!(s.strip_listen_path);
         assert_eq!(s.targets[0].host_header, "127.0.0.1:8081");
+    }
+
+    /// Tyk reads `extended_paths` only with `use_extended_paths: true` (api_definition.go:403-408);
+    /// a black list written there without it would silently protect nothing, so it is refused.
+    #[test]
+    fn extended_paths_without_use_extended_paths_are_refused_by_name() {
+        let def = |use_ext: &str| {
+            format!(
+                r#"{{"api_id": "a", "use_keyless": true, "proxy": {{"listen_path": "/a", "target_url": "http://127.0.0.1:1"}},
+                  "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default" {use_ext},
+                     "extended_paths": {{"black_list": [{{"path": "/admin"}}]}}}}}}}}}}"#
+            )
+        };
+        let errs = api(&def("")).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "version_data.versions.Default.use_extended_paths");
+        assert!(errs[0].to_string().contains("black_list"), "{}", errs[0]);
+        let s = spec(&def(r#", "use_extended_paths": true"#));
+        assert_eq!(s.auth.black_list.len(), 1);
     }
 
     #[test]

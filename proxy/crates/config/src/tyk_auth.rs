@@ -16,6 +16,7 @@ use portcullis_policy::auth::jwt::{Family, KeySet, Skew};
 use portcullis_policy::auth::token::CredentialSource;
 use portcullis_policy::auth::transform::Template;
 use portcullis_policy::auth::{ApiAuth, HeaderTransform, HmacSpec, JwtSpec, Method, PathRule, Transforms};
+use portcullis_policy::path_rule::{tyk_pattern, Methods, PathMatching};
 
 use super::ConfigError;
 
@@ -26,6 +27,42 @@ struct Cx<'a> {
     file: &'a std::path::Path,
     json: &'a Value,
     errs: &'a mut Vec<ConfigError>,
+    matching: PathMatching,
+}
+
+/// The version whose path lists and extended paths a non-versioned API uses, as Tyk's
+/// `GetSingleOrDefaultVersion` picks it (gateway/api_definition.go:2466-2496): the only one,
+/// else `Default`, `default` or `""`. `None` (with an error) when there is none.
+struct DefaultVersion {
+    /// JSON pointer of the version object.
+    ptr: String,
+    /// `use_extended_paths: true`: the `extended_paths` lists apply, else the legacy `paths`
+    /// (Tyk never combines them: api_definition.go:403-408).
+    extended: bool,
+}
+
+fn default_version(cx: &mut Cx<'_>) -> Option<DefaultVersion> {
+    let versions = cx.json.pointer("/version_data/versions").and_then(Value::as_object)?;
+    let name = if versions.len() == 1 {
+        versions.keys().next().cloned()
+    } else {
+        ["Default", "default", ""].into_iter().find(|n| versions.contains_key(*n)).map(str::to_string)
+    };
+    let Some(name) = name else {
+        if cx.json.pointer("/version_data/not_versioned") == Some(&Value::Bool(false)) {
+            return None; // versioned: refused as such (tyk.rs)
+        }
+        let names: Vec<&str> = versions.keys().map(String::as_str).collect();
+        cx.err(
+            "version_data.versions",
+            names.join(", "),
+            "a non-versioned API needs one version, or one named Default (Tyk answers every request 403 \"No default API version for this non-versioned API found\")",
+        );
+        return None;
+    };
+    let ptr = format!("/version_data/versions/{}", name.replace('~', "~0").replace('/', "~1"));
+    let extended = cx.json.pointer(&format!("{ptr}/use_extended_paths")).and_then(Value::as_bool).unwrap_or(false);
+    Some(DefaultVersion { ptr, extended })
 }
 
 impl Cx<'_> {
@@ -90,17 +127,17 @@ pub(super) fn parse_auth(
     file: &std::path::Path,
     json: &Value,
     fetch: JwksFetch<'_>,
+    matching: PathMatching,
     errs: &mut Vec<ConfigError>,
 ) -> ApiAuth {
-    let mut cx = Cx { file, json, errs };
+    let mut cx = Cx { file, json, errs, matching };
     let mut a = ApiAuth { keyless: cx.flag("/use_keyless"), ..Default::default() };
 
-    // Version: the single version's name (definitions are not versioned).
-    a.version = json
-        .pointer("/version_data/versions")
-        .and_then(Value::as_object)
-        .and_then(|m| m.keys().next().cloned())
-        .unwrap_or_else(|| "Default".into());
+    // Version: the default version's name (definitions are not versioned).
+    let version = default_version(&mut cx);
+    // Definitions are not versioned (`not_versioned: false` is refused), so no key's
+    // `versions` are checked.
+    a.version = None;
 
     let jwt = cx.flag("/enable_jwt");
     let basic = cx.flag("/use_basic_auth");
@@ -162,21 +199,42 @@ pub(super) fn parse_auth(
 
     let context_vars = cx.flag("/enable_context_vars");
     a.transforms.tag_headers = cx.strings("/tag_headers");
-    if let Some(versions) = json.pointer("/version_data/versions").and_then(Value::as_object) {
-        for (vname, v) in versions {
-            let base = format!("/version_data/versions/{}", vname.replace('~', "~0").replace('/', "~1"));
-            // Legacy `paths` lists: plain path strings, any method.
+    if let Some(DefaultVersion { ptr: base, extended, .. }) = version {
+        {
+            // The legacy `paths` lists (plain path strings, any method) or the extended ones,
+            // as `use_extended_paths` says; never both (Tyk: api_definition.go:403-408).
             for (list, out) in
                 [("ignored", &mut a.ignored), ("white_list", &mut a.white_list), ("black_list", &mut a.black_list)]
             {
-                let ptr = format!("{base}/paths/{list}");
-                for (i, p) in cx.strings(&ptr).into_iter().enumerate() {
-                    if let Some(r) = path_rule(&mut cx, &format!("{}[{i}]", dotted(&ptr)), &p, Vec::new()) {
-                        out.push(r);
+                if extended {
+                    let ptr = format!("{base}/extended_paths/{list}");
+                    extended_rules(&mut cx, &ptr, out);
+                } else {
+                    let ptr = format!("{base}/paths/{list}");
+                    for (i, p) in cx.strings(&ptr).into_iter().enumerate() {
+                        let field = format!("{}[{i}]", dotted(&ptr));
+                        if let Some(r) = path_rule(&mut cx, &field, &p, Methods::Any, false) {
+                            out.push(r);
+                        }
                     }
                 }
-                let ptr = format!("{base}/extended_paths/{list}");
-                extended_rules(&mut cx, &ptr, out);
+            }
+            if !extended {
+                // Tyk ignores extended paths without `use_extended_paths` (and logs "Legacy path
+                // detected"); a black list or limit written there would silently do nothing.
+                let ptr = format!("{base}/extended_paths");
+                if let Some(ext) =
+                    cx.get(&ptr).and_then(Value::as_object).filter(|o| o.values().any(super::tyk::truthy))
+                {
+                    let keys: Vec<&str> =
+                        ext.iter().filter(|(_, v)| super::tyk::truthy(v)).map(|(k, _)| k.as_str()).collect();
+                    let keys = keys.join(", ");
+                    cx.err(
+                        &format!("{}.use_extended_paths", dotted(&base)),
+                        "false",
+                        format!("extended_paths ({keys}) apply only with use_extended_paths: true (Tyk ignores them); set it, or remove them"),
+                    );
+                }
             }
             let ptr = format!("{base}/extended_paths/transform_headers");
             transform_headers(&mut cx, &ptr, context_vars, &mut a.transforms);
@@ -202,7 +260,6 @@ pub(super) fn parse_auth(
             let ptr = format!("{base}/global_headers_remove");
             let removes = cx.strings(&ptr);
             a.transforms.global_remove.extend(removes.into_iter().map(|s| s.to_ascii_lowercase()));
-            let _ = v;
         }
     }
     a
@@ -315,32 +372,15 @@ fn nets(cx: &mut Cx<'_>, ptr: &str) -> Vec<ipnet::IpNet> {
     out
 }
 
-/// Tyk path -> anchored regex: `{name}` segments match one path segment.
-fn path_rule(cx: &mut Cx<'_>, field: &str, path: &str, methods: Vec<String>) -> Option<PathRule> {
+/// A Tyk path pattern as Tyk compiles it ([`tyk_pattern`]: searched anywhere in the path unless
+/// `[apps] path_prefix_matching` / `path_suffix_matching` anchor it).
+fn path_rule(cx: &mut Cx<'_>, field: &str, path: &str, methods: Methods, ignore_case: bool) -> Option<PathRule> {
     if path.is_empty() {
         cx.err(field, "", "path is required");
         return None;
     }
-    let mut re = String::from("^");
-    let mut rest = path;
-    while let Some(open) = rest.find('{') {
-        re.push_str(&rest[..open]);
-        match rest[open..].find('}') {
-            Some(close) => {
-                re.push_str("[^/]+");
-                rest = &rest[open + close + 1..];
-            }
-            None => {
-                rest = &rest[open..];
-                break;
-            }
-        }
-    }
-    re.push_str(rest);
-    match regex::Regex::new(&re) {
-        Ok(pattern) => {
-            Some(PathRule { pattern, methods: methods.into_iter().map(|m| m.to_ascii_uppercase()).collect() })
-        }
+    match regex::Regex::new(&tyk_pattern(path, cx.matching, ignore_case)) {
+        Ok(pattern) => Some(PathRule { pattern, methods }),
         Err(e) => {
             cx.err(field, path.to_string(), format!("not a valid path pattern: {e}"));
             None
@@ -348,13 +388,26 @@ fn path_rule(cx: &mut Cx<'_>, field: &str, path: &str, methods: Vec<String>) -> 
     }
 }
 
-fn entry_methods(entry: &Value) -> Vec<String> {
-    let mut m: Vec<String> =
-        entry.get("method_actions").and_then(Value::as_object).map(|o| o.keys().cloned().collect()).unwrap_or_default();
-    if let Some(s) = entry.get("method").and_then(Value::as_str).filter(|s| !s.is_empty()) {
-        m.push(s.to_string());
+/// The methods of an extended-path entry, as Tyk reads them (api_definition.go:2172-2225):
+/// `method_actions` when present (only its methods; `{}` matches none; an action other than
+/// `no_action` is refused: Tyk answers `reply` with a mock and blocks anything else), else
+/// `method` (one method, exact), else any method.
+fn entry_methods(cx: &mut Cx<'_>, field: &str, entry: &Value) -> Option<Methods> {
+    if let Some(actions) = entry.get("method_actions").and_then(Value::as_object) {
+        for (m, meta) in actions {
+            let action = meta.get("action").and_then(Value::as_str).unwrap_or("");
+            if !action.is_empty() && action != "no_action" {
+                let msg = "only no_action is supported (reply: mock responses are not supported yet)";
+                cx.err(&format!("{field}.method_actions.{m}.action"), action, msg);
+                return None;
+            }
+        }
+        return Some(Methods::Only(actions.keys().cloned().collect()));
     }
-    m
+    match entry.get("method").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        Some(m) => Some(Methods::Only(vec![m.to_string()])),
+        None => Some(Methods::Any),
+    }
 }
 
 /// Calls `each(cx, field, entry, rule)` for every entry of the extended-path list at `ptr`
@@ -371,11 +424,17 @@ fn for_each_path_entry(cx: &mut Cx<'_>, ptr: &str, mut each: impl FnMut(&mut Cx<
     };
     for (i, e) in items.iter().enumerate() {
         let field = format!("{}[{i}]", dotted(ptr));
+        // Tyk skips disabled entries when it compiles them (api_definition.go:984-986).
+        if e.get("disabled").and_then(Value::as_bool).unwrap_or(false) {
+            continue;
+        }
         let Some(path) = e.get("path").and_then(Value::as_str) else {
             cx.err(&format!("{field}.path"), super::brief(e), "is required");
             continue;
         };
-        if let Some(rule) = path_rule(cx, &field, path, entry_methods(e)) {
+        let ignore_case = e.get("ignore_case").and_then(Value::as_bool).unwrap_or(false);
+        let Some(methods) = entry_methods(cx, &field, e) else { continue };
+        if let Some(rule) = path_rule(cx, &field, path, methods, ignore_case) {
             each(cx, &field, e, rule);
         }
     }
@@ -429,9 +488,13 @@ fn rate_of(cx: &mut Cx<'_>, field: &str, v: &Value) -> Option<portcullis_policy:
 pub(super) fn parse_limits(
     file: &std::path::Path,
     json: &Value,
+    matching: PathMatching,
     errs: &mut Vec<ConfigError>,
 ) -> portcullis_policy::limit::ApiLimits {
-    let mut cx = Cx { file, json, errs };
+    // Errors of the default version were reported by `parse_auth`; none twice.
+    let mut quiet = Vec::new();
+    let version = default_version(&mut Cx { file, json, errs: &mut quiet, matching });
+    let mut cx = Cx { file, json, errs, matching };
     let mut l = portcullis_policy::limit::ApiLimits {
         disable_rate_limit: cx.flag("/disable_rate_limit"),
         disable_quota: cx.flag("/disable_quota"),
@@ -443,12 +506,9 @@ pub(super) fn parse_limits(
     if let Some(v) = cx.get("/ip_rate_limit").cloned() {
         l.ip = rate_of(&mut cx, "ip_rate_limit", &v);
     }
-    if let Some(versions) = json.pointer("/version_data/versions").and_then(Value::as_object) {
-        for vname in versions.keys() {
-            let ptr = format!(
-                "/version_data/versions/{}/extended_paths/rate_limit",
-                vname.replace('~', "~0").replace('/', "~1")
-            );
+    if let Some(DefaultVersion { ptr: base, extended: true, .. }) = version {
+        {
+            let ptr = format!("{base}/extended_paths/rate_limit");
             for_each_path_entry(&mut cx, &ptr, |cx, field, e, rule| match rate_of(cx, field, e) {
                 Some(r) => l.endpoints.push((rule, r)),
                 None => cx.err(field, super::brief(e), "rate and per are required"),

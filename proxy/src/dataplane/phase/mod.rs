@@ -249,7 +249,7 @@ fn run<'a>(
         };
     }
     let mut limits = LimitHeaders::default();
-    match rate::check(snap, api, &g.allowed, req.method, rel_path, env.client.client_addr, env.limiter) {
+    match rate::check(snap, api, &g.allowed, req.method, rel_path, g.path, env.client.client_addr, env.limiter) {
         Ok(rate) => limits.rate = rate,
         Err(d) => return denied(d),
     }
@@ -268,7 +268,7 @@ fn run<'a>(
         }
     };
     let allowed = std::mem::take(&mut g.allowed);
-    let edits = transform::edits(a, &allowed, req, rel_path, rid);
+    let edits = transform::edits(a, &allowed, req, g.path, rel_path, rid);
     let tags = upstream_head::write(out, req, g.path, api, &api.targets[target], env.client, Some(&edits), || [0; 32]);
     drop(edits);
     Ok(Step::Done(Outcome::Routed(Routed { meta, api: g.api, target, identity: allowed.identity, tags, limits })))

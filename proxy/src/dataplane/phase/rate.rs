@@ -18,6 +18,7 @@ pub(crate) fn check(
     allowed: &auth::Allowed<'_>,
     method: &str,
     rel_path: &str,
+    path: &str,
     client: std::net::IpAddr,
     limiter: &mut crate::limit::Limiter,
 ) -> Result<Option<RateInfo>, Denial> {
@@ -40,7 +41,8 @@ pub(crate) fn check(
                 }
             }
         }
-        if let Some((i, (_, r))) = l.endpoints.iter().enumerate().find(|(_, (rule, _))| rule.matches(method, rel_path))
+        if let Some((i, (_, r))) =
+            l.endpoints.iter().enumerate().find(|(_, (rule, _))| rule.matches(method, rel_path, path))
         {
             let who = allowed.identity.as_ref().map_or(&b""[..], |x| x.id.as_bytes());
             if let Some(r) = Rate::new(r.rate, r.per, burst) {

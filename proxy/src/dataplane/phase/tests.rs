@@ -260,7 +260,10 @@ fn added_headers_replace_in_order_drop_line_breaks_and_feed_tags() {
         ],
         global_remove: Vec::new(),
         per_path: vec![HeaderTransform {
-            rule: PathRule { pattern: regex::Regex::new("^/").unwrap(), methods: Vec::new() },
+            rule: PathRule {
+                pattern: regex::Regex::new("^/").unwrap(),
+                methods: portcullis_policy::path_rule::Methods::Any,
+            },
             delete: Vec::new(),
             add: vec![("x-plan".into(), Template::parse("path-$tyk_context.headers_X_In\r\nX-Evil: 1", true))],
         }],
@@ -307,11 +310,7 @@ fn phases_resume_where_they_asked_without_running_earlier_ones_again() {
     use crate::auth::{hash_key, ApiAuth, Session};
     use crate::limit::quota::Reservation;
     let mut a = api("/q", "", true, false);
-    a.auth = std::sync::Arc::new(ApiAuth {
-        token: Some(Default::default()),
-        version: "Default".into(),
-        ..Default::default()
-    });
+    a.auth = std::sync::Arc::new(ApiAuth { token: Some(Default::default()), version: None, ..Default::default() });
     a.plain = false;
     let snap = snapshot(vec![a]);
     let req = "GET /q/x HTTP/1.1\r\nHost: h\r\nAuthorization: k1\r\n\r\n";

@@ -21,10 +21,11 @@ pub(crate) fn edits<'a>(
     auth: &'a ApiAuth,
     allowed: &'a Allowed<'a>,
     req: &Request<'a>,
+    path: &str,
     rel_path: &str,
     request_id: &'a [u8],
 ) -> Edits<'a> {
-    let per_path = auth.transforms.per_path.iter().filter(|x| x.rule.matches(req.method, rel_path)).collect();
+    let per_path = auth.transforms.per_path.iter().filter(|x| x.rule.matches(req.method, rel_path, path)).collect();
     Edits { allowed, auth, per_path, request_id }
 }
 

@@ -155,8 +155,9 @@ impl Transforms {
 #[derive(Debug, Default)]
 pub struct ApiAuth {
     pub keyless: bool,
-    /// Version name used for `access_rights.versions`.
-    pub version: String,
+    /// The requested version, checked against `access_rights.versions`; `None`: the API is not
+    /// versioned, and Tyk checks no key's versions then (mw_access_rights.go:39-41).
+    pub version: Option<String>,
     pub token: Option<CredentialSource>,
     pub jwt: Option<JwtSpec>,
     pub basic: Option<CredentialSource>,
@@ -168,6 +169,8 @@ pub struct ApiAuth {
     pub ip_allow: Option<Vec<IpNet>>,
     /// `enable_ip_blacklisting`: never these networks.
     pub ip_deny: Vec<IpNet>,
+    /// The default version's path lists, checked as Tyk's `URLAllowedAndIgnored` does
+    /// ([`ApiAuth::path_status`]).
     pub ignored: Vec<PathRule>,
     pub white_list: Vec<PathRule>,
     pub black_list: Vec<PathRule>,
@@ -398,13 +401,37 @@ pub fn access(auth: &ApiAuth, req: &RequestView<'_>) -> Result<(), Denial> {
     if auth.ip_deny.iter().any(|n| n.contains(&ip)) {
         return Err(deny(Refusal::Forbidden, MSG_IP));
     }
-    if auth.black_list.iter().any(|r| r.matches(req.method, req.rel_path)) {
-        return Err(deny(Refusal::Forbidden, MSG_ENDPOINT));
-    }
-    if !auth.white_list.is_empty() && !auth.white_list.iter().any(|r| r.matches(req.method, req.rel_path)) {
+    if auth.path_status(req) == PathStatus::Blocked {
         return Err(deny(Refusal::Forbidden, MSG_ENDPOINT));
     }
     Ok(())
+}
+
+/// What the path lists say about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathStatus {
+    /// No list objects.
+    Open,
+    /// An `ignored` entry matches: no credential is asked for.
+    Ignored,
+    /// A `black_list` entry matches, or white-list mode and no `white_list` entry does.
+    Blocked,
+}
+
+impl ApiAuth {
+    /// Tyk's `URLAllowedAndIgnored` (gateway/api_definition.go:2142-2281): the first matching
+    /// entry of ignored, then black list, then white list decides; with a white list, nothing
+    /// else gets through. So `ignored` wins over both lists, as in Tyk.
+    pub fn path_status(&self, req: &RequestView<'_>) -> PathStatus {
+        let hit = |rules: &[PathRule]| rules.iter().any(|r| r.matches(req.method, req.rel_path, req.path));
+        if hit(&self.ignored) {
+            PathStatus::Ignored
+        } else if hit(&self.black_list) || (!self.white_list.is_empty() && !hit(&self.white_list)) {
+            PathStatus::Blocked
+        } else {
+            PathStatus::Open
+        }
+    }
 }
 
 /// Who the request runs as, once [`access`] has let it through (the request phase
@@ -416,7 +443,7 @@ pub fn authenticate<'a>(
     cx: DecideCtx<'_>,
     w: &mut WorkerAuth,
 ) -> Decision<'a> {
-    if auth.keyless || auth.ignored.iter().any(|r| r.matches(req.method, req.rel_path)) {
+    if auth.keyless || (!auth.ignored.is_empty() && auth.path_status(req) == PathStatus::Ignored) {
         return Decision::Allow(Allowed::default());
     }
 
@@ -453,10 +480,10 @@ pub fn authenticate<'a>(
     if p.grant.inactive {
         return Decision::Deny(deny(Refusal::Forbidden, "Key is inactive, please renew"));
     }
-    if let Err(e) = p.grant.check(cx.api_id, &auth.version, req.method, req.path) {
+    if let Err(e) = p.grant.check(cx.api_id, auth.version.as_deref(), req.method, req.rel_path, req.path) {
         return Decision::Deny(match e {
             policy::AccessDenied::Api => deny(Refusal::Forbidden, MSG_DISALLOWED),
-            policy::AccessDenied::Version => deny(Refusal::Forbidden, "Access to this API version has been disallowed"),
+            policy::AccessDenied::Version => deny(Refusal::Forbidden, MSG_DISALLOWED),
             policy::AccessDenied::Url => deny(Refusal::Forbidden, "Access to this resource has been disallowed"),
         });
     }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use ahash::AHashMap;
 
 use super::session::{ApiRights, Session};
+use crate::path_rule::{tyk_pattern, PathMatching};
 
 /// One policy.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,15 +50,20 @@ impl Default for Policy {
     }
 }
 
-/// The loaded policies file.
-#[derive(Debug, Default)]
+/// The loaded policies file, and how `allowed_urls` patterns compile (a gateway setting in Tyk).
+#[derive(Debug, Default, Clone)]
 pub struct Policies {
     by_id: AHashMap<String, Policy>,
+    pub matching: PathMatching,
 }
 
 impl Policies {
     pub fn new(by_id: impl IntoIterator<Item = (String, Policy)>) -> Self {
-        Policies { by_id: by_id.into_iter().collect() }
+        Policies { by_id: by_id.into_iter().collect(), matching: PathMatching::default() }
+    }
+
+    pub fn with_matching(self, matching: PathMatching) -> Self {
+        Policies { matching, ..self }
     }
 
     pub fn len(&self) -> usize {
@@ -104,7 +110,7 @@ pub struct ApiAccess {
 #[derive(Debug, Clone)]
 pub struct UrlRule {
     pub pattern: Arc<regex::Regex>,
-    /// Upper case; empty: any method.
+    /// Compared exactly; empty: no method (Tyk: `slices.Contains(methods, r.Method)`).
     pub methods: Vec<String>,
 }
 
@@ -125,7 +131,11 @@ fn effective_quota(max: i64, renewal: i64) -> Option<(i64, i64)> {
     (max >= 0 && !(max == 0 && renewal <= 0)).then_some((max, renewal))
 }
 
-fn compile_access(rights: &[ApiRights], into: &mut AHashMap<String, ApiAccess>) -> Result<(), GrantError> {
+fn compile_access(
+    rights: &[ApiRights],
+    matching: PathMatching,
+    into: &mut AHashMap<String, ApiAccess>,
+) -> Result<(), GrantError> {
     for def in rights {
         let entry = into.entry(def.api_id.clone()).or_default();
         if let Some((rate, per)) = def.limit {
@@ -142,11 +152,10 @@ fn compile_access(rights: &[ApiRights], into: &mut AHashMap<String, ApiAccess>) 
             }
         }
         for u in &def.allowed_urls {
-            let pattern = regex::Regex::new(&u.url).map_err(|_| GrantError::BadUrlPattern(u.url.clone()))?;
-            entry.urls.push(UrlRule {
-                pattern: Arc::new(pattern),
-                methods: u.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
-            });
+            // Tyk's `PreparePathRegexp` as for path lists (mw_granular_access.go:89-117).
+            let pattern = regex::Regex::new(&tyk_pattern(&u.url, matching, false))
+                .map_err(|_| GrantError::BadUrlPattern(u.url.clone()))?;
+            entry.urls.push(UrlRule { pattern: Arc::new(pattern), methods: u.methods.clone() });
         }
     }
     Ok(())
@@ -157,7 +166,7 @@ pub fn grant_for_session(session: &Session, policies: &Policies) -> Result<Grant
     let ids: Vec<&str> = session.policies.iter().map(String::as_str).collect();
     if ids.is_empty() {
         let mut access = AHashMap::new();
-        compile_access(&session.access_rights, &mut access)?;
+        compile_access(&session.access_rights, policies.matching, &mut access)?;
         return Ok(Grant {
             rate: effective_rate(session.rate, session.per),
             quota: effective_quota(session.quota_max, session.quota_renewal_rate),
@@ -200,7 +209,7 @@ pub fn grant_for_policies(ids: &[&str], policies: &Policies) -> Result<Grant, Gr
             (Some(Some(a)), Some(b)) => Some(if b.0 > a.0 { b } else { a }),
         });
         any_rights |= !p.access_rights.is_empty();
-        compile_access(&p.access_rights, &mut access)?;
+        compile_access(&p.access_rights, policies.matching, &mut access)?;
         for t in &p.tags {
             if !tags.contains(t) {
                 tags.push(t.clone());
@@ -239,21 +248,33 @@ impl Grant {
         self.rate.map(|r| (r, false))
     }
 
-    /// Checks API, version and `allowed_urls` (regex searched in `path`, as Tyk does).
-    pub fn check(&self, api_id: &str, version: &str, method: &str, path: &str) -> Result<(), AccessDenied> {
+    /// Checks API, version and `allowed_urls`: a pattern matches the path below the listen path
+    /// or the whole path (Tyk: mw_granular_access.go:47-117), and the method exactly; an entry
+    /// with no methods matches nothing.
+    pub fn check(
+        &self,
+        api_id: &str,
+        version: Option<&str>,
+        method: &str,
+        rel_path: &str,
+        path: &str,
+    ) -> Result<(), AccessDenied> {
         let Some(access) = &self.access else {
             return Ok(());
         };
         let a = access.get(api_id).ok_or(AccessDenied::Api)?;
-        if !a.versions.is_empty() && !a.versions.iter().any(|v| v.eq_ignore_ascii_case(version)) {
-            return Err(AccessDenied::Version);
+        // A key's versions are checked only on a versioned API, exactly, and an empty list
+        // allows none (Tyk: mw_access_rights.go:39-63).
+        if let Some(version) = version {
+            if !a.versions.iter().any(|v| v == version) {
+                return Err(AccessDenied::Version);
+            }
         }
         if a.urls.is_empty() {
             return Ok(());
         }
         let ok = a.urls.iter().any(|u| {
-            (u.methods.is_empty() || u.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
-                && u.pattern.is_match(path)
+            u.methods.iter().any(|m| m == method) && (u.pattern.is_match(rel_path) || u.pattern.is_match(path))
         });
         if ok {
             Ok(())

@@ -59,7 +59,7 @@ fn bench(c: &mut Criterion) {
                 headers: black_box(headers.view()),
                 client_ip: [127, 0, 0, 1].into(),
             };
-            let cx = DecideCtx { api_id: "a", api_index: 0, generation: 1, policies: &policies, now: NOW };
+            let cx = DecideCtx { api_id: "a", api_org: "", api_index: 0, generation: 1, policies: &policies, now: NOW };
             assert!(matches!(decide(&auth, &view, cx, &mut w), Decision::Allow(_)));
         })
     });

@@ -54,7 +54,7 @@ fn records_carry_tyk_fields_for_served_and_refused_requests() {
     let r = p.admin_send(
         "POST",
         "/tyk/keys/create",
-        &json!({"rate": 100, "per": 1, "quota_max": -1, "tags": ["gold"]}).to_string(),
+        &p.with_every_api(&json!({"rate": 100, "per": 1, "quota_max": -1, "tags": ["gold"]})).to_string(),
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let (key, hash) =

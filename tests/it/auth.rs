@@ -111,7 +111,7 @@ fn token_flow(redis: Option<&RedisServer>) {
     let r = p.admin_send(
         "PUT",
         &format!("/tyk/keys/{key}"),
-        &json!({"access_rights": {"q": {"api_id": "q", "versions": []}}}).to_string(),
+        &p.with_every_api(&json!({"access_rights": {"q": {"api_id": "q", "versions": []}}})).to_string(),
     );
     assert_eq!((r.status, r.json()["action"].as_str()), (200, Some("modified")));
     let update_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -131,13 +131,18 @@ fn token_flow(redis: Option<&RedisServer>) {
     assert_eq!(p.admin_get(&format!("/tyk/keys/{key}")).status, 404);
 
     // Named keys, expiry, inactive, unknown policies.
-    let r = p.admin_send("POST", "/tyk/keys/my-named-key", &json!({"expires": now() - 10}).to_string());
+    let r =
+        p.admin_send("POST", "/tyk/keys/my-named-key", &p.with_every_api(&json!({"expires": now() - 10})).to_string());
     assert_eq!(r.status, 200);
     let r = p.get("/t/get", "Authorization: my-named-key\r\n");
     assert_eq!((r.status, error_of(&r).as_str()), (401, "Key has expired, please renew"));
-    p.admin_send("PUT", "/tyk/keys/my-named-key", &json!({"is_inactive": true}).to_string());
+    p.admin_send("PUT", "/tyk/keys/my-named-key", &p.with_every_api(&json!({"is_inactive": true})).to_string());
     assert_eq!(p.get("/t/get", "Authorization: my-named-key\r\n").status, 403);
-    let r = p.admin_send("POST", "/tyk/keys/create", &json!({"apply_policies": ["missing"]}).to_string());
+    let r = p.admin_send(
+        "POST",
+        "/tyk/keys/create",
+        &p.with_every_api(&json!({"apply_policies": ["missing"]})).to_string(),
+    );
     assert_eq!(r.status, 400);
     assert!(r.text().contains("missing"));
     let r = p.admin_send("POST", "/tyk/keys/create", "{not json");
@@ -173,7 +178,7 @@ fn seed_jwt_walkthrough_works_verbatim() {
     assert_eq!(upstream_header(&r, "Authorization"), None, "strip_auth_data must remove the JWT");
     // Missing and tampered tokens.
     let r = p.get("/httpbin-jwt/get", "");
-    assert_eq!(r.status, 401);
+    assert_eq!(r.status, 400);
     let tampered = SEED_TOKEN.replace("8E-X89", "8E-X88");
     let r = p.get("/httpbin-jwt/get", &format!("Authorization: Bearer {tampered}\r\n"));
     assert_eq!(r.status, 403);
@@ -289,9 +294,6 @@ fn jwt_methods_policies_and_failure_classes() {
         ("/rs/get", confused, "HS/RS confusion"),
         ("/hs/get", hs(&c, "wrong"), "wrong key"),
         ("/rs/get", rs(&c, Algorithm::RS256, other_priv), "wrong RSA key"),
-        ("/hs/get", hs(&claims(json!({"exp": now() - 100})), "s3cret"), "expired"),
-        ("/hs/get", hs(&claims(json!({"nbf": now() + 3600})), "s3cret"), "not yet valid"),
-        ("/hs/get", hs(&claims(json!({"iat": now() + 3600})), "s3cret"), "issued in the future"),
         ("/hs/get", "abc.def".into(), "malformed"),
         ("/hs/get", "a.b.c".into(), "garbage"),
         ("/hs/get", hs(&claims(json!({"pol": "other-api"})), "s3cret"), "policy from the claim without this API"),
@@ -301,7 +303,17 @@ fn jwt_methods_policies_and_failure_classes() {
         let r = call(path, &tok);
         assert_eq!(r.status, 403, "{what}: {}", r.text());
     }
-    assert_eq!(p.get("/hs/get", "").status, 401);
+    // The time claims are 401, with Tyk's words (mw_jwt.go:1331-1339, 1770-1787).
+    for (claim, msg) in [
+        (json!({"exp": now() - 100}), "token has expired"),
+        (json!({"nbf": now() + 3600}), "token is not valid yet"),
+        (json!({"iat": now() + 3600}), "token used before issued"),
+    ] {
+        let r = call("/hs/get", &hs(&claims(claim), "s3cret"));
+        assert_eq!((r.status, error_of(&r)), (401, format!("Key not authorized: {msg}")));
+    }
+    // No token: 400 from Tyk's JWT middleware (mw_jwt.go:1282-1306).
+    assert_eq!(p.get("/hs/get", "").status, 400);
     // The identity falls back to `sub` when the identity claim is absent.
     let r = call("/hs/get", &hs(&json!({"sub": "bob", "exp": now() + 60}), "s3cret"));
     assert_eq!(r.status, 200);
@@ -351,7 +363,11 @@ fn basic_hmac_chained_flow(redis: Option<&RedisServer>) {
         .start();
 
     // Basic auth: the user is a key named by the user name; the password is stored bcrypt-hashed.
-    let r = p.admin_send("POST", "/tyk/keys/alice", &json!({"basic_auth_data": {"password": "pa:ss"}}).to_string());
+    let r = p.admin_send(
+        "POST",
+        "/tyk/keys/alice",
+        &p.with_every_api(&json!({"basic_auth_data": {"password": "pa:ss"}})).to_string(),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let shown = p.admin_get("/tyk/keys/alice").text();
     assert!(!shown.contains("pa:ss") && !shown.contains("$2"), "{shown}");
@@ -366,7 +382,7 @@ fn basic_hmac_chained_flow(redis: Option<&RedisServer>) {
     assert_eq!(p.get("/basic/get", "Authorization: Basic !!!\r\n").status, 400);
 
     // HMAC: the key API generates the secret.
-    let r = p.admin_send("POST", "/tyk/keys/create", &json!({"hmac_enabled": true}).to_string());
+    let r = p.admin_send("POST", "/tyk/keys/create", &p.with_every_api(&json!({"hmac_enabled": true})).to_string());
     let v = r.json();
     let (key, secret) = (v["key"].as_str().unwrap().to_string(), v["hmac_string"].as_str().unwrap().to_string());
     let date = httpdate::fmt_http_date(SystemTime::now());
@@ -649,7 +665,7 @@ fn redis_store_shared_by_two_nodes() {
     assert_eq!(hello["status"], "warn");
     redis.restart();
     let key3 = wait_for("the key store to recover (a key created)", WAIT, || {
-        let r = a.admin_send("POST", "/tyk/keys/create", "{}");
+        let r = a.admin_send("POST", "/tyk/keys/create", &a.with_every_api(&json!({})).to_string());
         (r.status == 200).then(|| r.json()["key"].as_str().unwrap().to_string())
     });
     assert_eq!(b.get("/t/get", &format!("Authorization: {key3}\r\n")).status, 200);
@@ -675,12 +691,55 @@ fn key_api_refuses_rates_without_a_meaning_naming_the_field() {
         assert!(msg.contains(&format!("`{field}` = {value}")), "{session}: {msg}");
     }
     // Updating a key is checked the same way.
-    let (key, _) = p.create_key(&json!({"rate": 10, "per": 1}));
-    let r = p.admin_send("PUT", &format!("/tyk/keys/{key}"), &json!({"rate": 10, "per": 0}).to_string());
+    let (key, _) = p.create_key(&json!({"rate": 10, "per": 1, "access_rights": {"a": {"api_id": "a"}}}));
+    let r =
+        p.admin_send("PUT", &format!("/tyk/keys/{key}"), &p.with_every_api(&json!({"rate": 10, "per": 0})).to_string());
     assert_eq!(r.status, 400, "{}", r.text());
     // Tyk's "no rate limit" (rate 0 or -1, per unused) is kept.
-    for session in [json!({"rate": -1}), json!({"rate": -1, "per": -1}), json!({"rate": 0, "per": 0})] {
+    for mut session in [json!({"rate": -1}), json!({"rate": -1, "per": -1}), json!({"rate": 0, "per": 0})] {
+        session["access_rights"] = json!({"a": {"api_id": "a"}});
         let r = p.admin_send("POST", "/tyk/keys/create", &session.to_string());
         assert_eq!(r.status, 200, "{session}: {}", r.text());
     }
+}
+
+/// What refuses a key as Tyk refuses it: no access rights at all (gateway/api.go:454-459,
+/// 652-670, 2260-2302; `allow_master_keys` lets them through), a policy of another org than the
+/// API's (internal/policy/apply.go:133-137), and a policy that gives no API (apply.go:253-255).
+/// `quota_max: 0` is no quota (session_manager.go:450). Each failed before: such keys were stored
+/// and opened every API, and a zero quota refused every request.
+#[test]
+fn keys_are_refused_and_limited_as_tyk_does() {
+    let up = upstream("up");
+    let p = builder()
+        .app("a", api("a", "/a/", &up.url(), r#""use_standard_auth": true, "org_id": "acme","#, ""))
+        .policies(
+            r#"{"theirs": {"org_id": "other", "access_rights": {"a": {}}},
+                "ours": {"org_id": "acme", "access_rights": {"a": {}}},
+                "master": {"org_id": "acme", "rate": 10, "per": 1}}"#,
+        )
+        .start();
+    let r = p.admin_send("POST", "/tyk/keys/create", &json!({"rate": 10, "per": 1}).to_string());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["message"], "Failed to create key, keys must have at least one Access Rights record set.");
+    let r = p.admin_send("POST", "/tyk/keys/master-key", "{}");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(r.json()["message"], "Failed to create key, ensure security settings are correct.");
+    let r = p.admin_send("POST", "/tyk/keys/create", &json!({"apply_policies": ["master"]}).to_string());
+    assert_eq!(r.status, 400, "a policy without access rights gives none: {}", r.text());
+    let (theirs, _) = p.create_key(&json!({"apply_policies": ["theirs"]}));
+    let r = p.get("/a/get", &format!("Authorization: {theirs}\r\n"));
+    assert_eq!(
+        (r.status, error_of(&r).as_str()),
+        (403, "Access to this API has been disallowed"),
+        "another org's policy"
+    );
+    let (ours, _) = p.create_key(&json!({"apply_policies": ["ours"]}));
+    assert_eq!(p.get("/a/get", &format!("Authorization: {ours}\r\n")).status, 200);
+    let (zero, _) = p.create_key(&json!({"quota_max": 0, "quota_renewal_rate": 3600}));
+    for _ in 0..3 {
+        assert_eq!(p.get("/a/get", &format!("Authorization: {zero}\r\n")).status, 200, "quota_max 0: no quota");
+    }
+    let open = builder().section("[auth]\nallow_master_keys = true\n").start();
+    assert_eq!(open.admin_send("POST", "/tyk/keys/create", "{}").status, 200, "allow_master_keys");
 }

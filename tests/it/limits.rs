@@ -216,9 +216,16 @@ fn key_rate_from_policy_with_headers_and_disable_rate_limit() {
     let p = builder()
         .app("k", keyed("k", ""))
         .app("free", keyed("free", r#""disable_rate_limit": true,"#))
-        .policies(r#"{"slow": {"rate": 2, "per": 1}, "fast": {"rate": 10, "per": 1}}"#)
+        .policies(
+            r#"{"slow": {"rate": 2, "per": 1, "access_rights": {"k": {}, "free": {}}},
+                "fast": {"rate": 10, "per": 1, "access_rights": {"k": {}, "free": {}}}}"#,
+        )
         .start();
-    let r = p.admin_send("POST", "/tyk/keys/create", &json!({"apply_policies": ["slow", "fast"]}).to_string());
+    let r = p.admin_send(
+        "POST",
+        "/tyk/keys/create",
+        &p.with_every_api(&json!({"apply_policies": ["slow", "fast"]})).to_string(),
+    );
     let key = r.json()["key"].as_str().unwrap().to_string();
     let auth = format!("Authorization: {key}\r\n");
     let mut conn = Conn::connect(p.listen).unwrap();
@@ -350,7 +357,7 @@ fn quota_is_exact_across_workers_resets_through_the_key_api_and_survives_restart
     let r = p.admin_send(
         "POST",
         "/tyk/keys/my-quota-key",
-        &json!({"quota_max": 10, "quota_renewal_rate": 3600}).to_string(),
+        &p.with_every_api(&json!({"quota_max": 10, "quota_renewal_rate": 3600})).to_string(),
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let auth = "Authorization: my-quota-key\r\n";
@@ -364,10 +371,14 @@ fn quota_is_exact_across_workers_resets_through_the_key_api_and_survives_restart
     p.admin_send(
         "PUT",
         "/tyk/keys/my-quota-key?suppress_reset=1",
-        &json!({"quota_max": 10, "quota_renewal_rate": 3600}).to_string(),
+        &p.with_every_api(&json!({"quota_max": 10, "quota_renewal_rate": 3600})).to_string(),
     );
     assert_eq!(count_statuses(&[p.listen], "/q/get", auth, 3).0, 0);
-    p.admin_send("PUT", "/tyk/keys/my-quota-key", &json!({"quota_max": 10, "quota_renewal_rate": 3600}).to_string());
+    p.admin_send(
+        "PUT",
+        "/tyk/keys/my-quota-key",
+        &p.with_every_api(&json!({"quota_max": 10, "quota_renewal_rate": 3600})).to_string(),
+    );
     let mut c = Conn::connect(p.listen).unwrap();
     let r = c.request("GET", "/q/get", auth, b"").unwrap();
     assert_eq!(r.status, 200);
@@ -395,7 +406,7 @@ fn quota_never_overruns_across_three_nodes() {
     let r = nodes[0].admin_send(
         "POST",
         "/tyk/keys/shared-quota",
-        &json!({"quota_max": 30, "quota_renewal_rate": 3600}).to_string(),
+        &nodes[0].with_every_api(&json!({"quota_max": 30, "quota_renewal_rate": 3600})).to_string(),
     );
     assert_eq!(r.status, 200);
     let auth = "Authorization: shared-quota\r\n";

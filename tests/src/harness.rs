@@ -218,6 +218,34 @@ impl Proxy {
         self.dir.path().join("portcullis.toml")
     }
 
+    /// `session` with access rights to every API in the apps directory, unless it has access
+    /// rights or policies of its own.
+    pub fn with_every_api(&self, session: &serde_json::Value) -> serde_json::Value {
+        let mut session = session.clone();
+        let has = |k: &str| {
+            session.get(k).is_some_and(|v| {
+                v.as_object().is_some_and(|o| !o.is_empty())
+                    || v.as_array().is_some_and(|a| !a.is_empty())
+                    || v.as_str().is_some_and(|s| !s.is_empty())
+            })
+        };
+        if has("access_rights") || has("apply_policies") || has("apply_policy_id") {
+            return session;
+        }
+        let mut rights = serde_json::Map::new();
+        for e in std::fs::read_dir(self.apps_dir()).into_iter().flatten().flatten() {
+            let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
+            let Ok(def) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+            if let Some(id) = def.get("api_id").and_then(|v| v.as_str()) {
+                rights.insert(id.to_string(), serde_json::json!({"api_id": id, "versions": []}));
+            }
+        }
+        if let Some(o) = session.as_object_mut() {
+            o.insert("access_rights".into(), serde_json::Value::Object(rights));
+        }
+        session
+    }
+
     pub fn apps_dir(&self) -> PathBuf {
         self.dir.path().join("apps")
     }
@@ -281,7 +309,11 @@ impl Proxy {
     }
 
     /// Creates a key through `POST /tyk/keys/create`: (key, key_hash).
+    ///
+    /// A session without `access_rights` or policies is given access to every API in the apps
+    /// directory: the key API refuses a key without access rights, as Tyk does.
     pub fn create_key(&self, session: &serde_json::Value) -> (String, String) {
+        let session = self.with_every_api(session);
         let r = self.admin_send("POST", "/tyk/keys/create", &session.to_string());
         assert_eq!(r.status, 200, "{}", r.text());
         let v = r.json();

@@ -59,14 +59,14 @@ pub(super) async fn handle(state: &ControlState, req: Request<Incoming>, path: &
                 Ok(k) => k,
                 Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
             };
-            store(state, &key, body, "added", reset_quota).await
+            store(state, &key, body, "added", reset_quota, Via::Create).await
         }
         (Method::POST, key) if !key.is_empty() => {
             let body = match read_session(req).await {
                 Ok(s) => s,
                 Err(r) => return r,
             };
-            store(state, key, body, "added", reset_quota).await
+            store(state, key, body, "added", reset_quota, Via::Key).await
         }
         (Method::PUT, key) if !key.is_empty() => {
             let body = match read_session(req).await {
@@ -81,7 +81,7 @@ pub(super) async fn handle(state: &ControlState, req: Request<Incoming>, path: &
                     if body.basic_auth_data.password.is_empty() {
                         body.basic_auth_data = old.basic_auth_data;
                     }
-                    store(state, key, body, "modified", reset_quota).await
+                    store(state, key, body, "modified", reset_quota, Via::Key).await
                 }
                 Ok(None) => error(StatusCode::NOT_FOUND, "Key not found"),
                 Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -151,8 +151,17 @@ async fn read_session(req: Request<Incoming>) -> Result<TykSession, Resp> {
     })
 }
 
+/// Which endpoint stores a key: Tyk refuses a key without access rights differently on each.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// `POST /tyk/keys/create`.
+    Create,
+    /// `POST` / `PUT /tyk/keys/{key}`.
+    Key,
+}
+
 /// Validates, completes and stores a session under `key`.
-async fn store(state: &ControlState, key: &str, mut s: TykSession, action: &str, reset_quota: bool) -> Resp {
+async fn store(state: &ControlState, key: &str, mut s: TykSession, action: &str, reset_quota: bool, via: Via) -> Resp {
     if key.len() > 1024 || key.chars().any(|c| c.is_control() || c == '/') {
         return error(
             StatusCode::BAD_REQUEST,
@@ -173,8 +182,23 @@ async fn store(state: &ControlState, key: &str, mut s: TykSession, action: &str,
             return error(StatusCode::BAD_REQUEST, format!("apply_policies: policy {id:?} does not exist"));
         }
     }
-    if let Err(e) = policy::grant_for_session(&s.to_session(), &snap.policies) {
-        return error(StatusCode::BAD_REQUEST, e.to_string());
+    let grant = match policy::grant_for_session(&s.to_session(), &snap.policies) {
+        Ok(g) => g,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    // A key with no access rights, its own or from policies, would open every API: refused
+    // unless `[auth] allow_master_keys`, as Tyk's default config does (gateway/api.go:454-459,
+    // 652-670; 2260-2302 for /tyk/keys/create).
+    if grant.access.is_none() && !snap.config.auth.allow_master_keys {
+        return match via {
+            Via::Create => error(
+                StatusCode::BAD_REQUEST,
+                "Failed to create key, keys must have at least one Access Rights record set.",
+            ),
+            Via::Key => {
+                error(StatusCode::INTERNAL_SERVER_ERROR, "Failed to create key, ensure security settings are correct.")
+            }
+        };
     }
     let bad = &s.basic_auth_data;
     if !bad.password.is_empty() && bad.hash_type.is_empty() {
@@ -205,8 +229,21 @@ async fn store(state: &ControlState, key: &str, mut s: TykSession, action: &str,
     let hash = hash_key(key);
     // Before the put, whose invalidation makes workers drop their quota blocks.
     if reset_quota {
-        if let Err(e) = state.keys.reset_quota(&format!("k:{}", hex(&hash))).await {
-            return error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot reset the quota: {e}"));
+        // The key's own counter and those of its scopes (an API's own limit, a policy's).
+        let base = format!("k:{}", hex(&hash));
+        let mut ids = vec![base.clone()];
+        for a in grant.access.iter().flat_map(|m| m.values()) {
+            if let Some(scope) = a.limits.as_ref().and_then(|l| l.scope.as_ref()) {
+                let id = format!("{base}/{scope}");
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        for id in ids {
+            if let Err(e) = state.keys.reset_quota(&id).await {
+                return error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot reset the quota: {e}"));
+            }
         }
     }
     match state.keys.put(&hash, &s).await {

@@ -510,6 +510,10 @@ pub struct AuthConfig {
     /// bcrypt cost for basic-auth passwords set through the key API (4 to 31; at 10 a check took
     /// about 60 ms on the 2-vCPU test machines).
     pub bcrypt_cost: u32,
+    /// Accept keys without access rights (their own or from policies) through the key API:
+    /// such a key opens every API. Off, as Tyk's `allow_master_keys`: `/tyk/keys/create` answers
+    /// 400 and `/tyk/keys/{key}` 500, with Tyk's messages.
+    pub allow_master_keys: bool,
 }
 
 impl Default for AuthConfig {
@@ -522,6 +526,7 @@ impl Default for AuthConfig {
             key_lookup_queue: 4_096,
             jwks_refresh_secs: 300,
             bcrypt_cost: 10,
+            allow_master_keys: false,
         }
     }
 }

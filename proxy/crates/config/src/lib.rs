@@ -178,6 +178,19 @@ pub fn load_config_with_env(
 
 /// A JSON value as an error message quotes it: at most 80 characters (cut on a character
 /// boundary, so a long non-ASCII value cannot panic the loader).
+/// A JSON value that sets something: true, non-zero, non-empty (how Tyk's zero values read).
+pub(crate) fn truthy(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
 pub(crate) fn brief(v: &serde_json::Value) -> String {
     let s = v.to_string();
     if s.chars().count() > 80 {

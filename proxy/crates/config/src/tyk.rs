@@ -127,17 +127,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
 const UNSUPPORTED_VERSION_KEYS: &[&str] =
     &["global_response_headers", "global_response_headers_remove", "ignore_endpoint_case", "override_target"];
 
-pub(super) fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
-}
-
 /// Extended-path middleware Portcullis implements.
 const SUPPORTED_EXTENDED: &[&str] = &["ignored", "white_list", "black_list", "transform_headers", "rate_limit"];
 
@@ -194,14 +183,15 @@ pub(super) fn parse_api(
     }
     let _ = raw.use_keyless;
     for (ptr, what) in UNSUPPORTED {
-        if let Some(v) = json.pointer(ptr).filter(|v| truthy(v)) {
+        if let Some(v) = json.pointer(ptr).filter(|v| super::truthy(v)) {
             errs.push(err(&ptr[1..].replace('/', "."), brief(v), format!("{what} is not supported yet")));
         }
     }
     if let Some(versions) = json.pointer("/version_data/versions").and_then(Value::as_object) {
         for (vname, version) in versions {
             if let Some(ext) = version.get("extended_paths").and_then(Value::as_object) {
-                for (k, v) in ext.iter().filter(|(k, v)| truthy(v) && !SUPPORTED_EXTENDED.contains(&k.as_str())) {
+                for (k, v) in ext.iter().filter(|(k, v)| super::truthy(v) && !SUPPORTED_EXTENDED.contains(&k.as_str()))
+                {
                     errs.push(err(
                         &format!("version_data.versions.{vname}.extended_paths.{k}"),
                         brief(v),
@@ -210,7 +200,7 @@ pub(super) fn parse_api(
                 }
             }
             for key in UNSUPPORTED_VERSION_KEYS {
-                if let Some(v) = version.pointer(&format!("/{key}")).filter(|v| truthy(v)) {
+                if let Some(v) = version.pointer(&format!("/{key}")).filter(|v| super::truthy(v)) {
                     errs.push(err(
                         &format!("version_data.versions.{vname}.{}", key.replace('/', ".")),
                         brief(v),
@@ -475,7 +465,7 @@ mod tests {
         let s = spec(
             r#"{"api_id":"a","active":true,"use_keyless":true,"global_rate_limit":{"rate":100,"per":60},
             "ip_rate_limit":{"rate":5,"per":1},
-            "version_data":{"versions":{"Default":{"extended_paths":{"rate_limit":[{"path":"/search","method":"GET","rate":2,"per":1}]}}}},
+            "version_data":{"versions":{"Default":{"use_extended_paths":true,"extended_paths":{"rate_limit":[{"path":"/search","method":"GET","rate":2,"per":1}]}}}},
             "proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#,
         );
         assert_eq!(s.limits.global.map(|r| (r.rate, r.per)), Some((100.0, 60.0)));

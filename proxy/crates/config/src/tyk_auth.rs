@@ -223,11 +223,9 @@ pub(super) fn parse_auth(
                 // Tyk ignores extended paths without `use_extended_paths` (and logs "Legacy path
                 // detected"); a black list or limit written there would silently do nothing.
                 let ptr = format!("{base}/extended_paths");
-                if let Some(ext) =
-                    cx.get(&ptr).and_then(Value::as_object).filter(|o| o.values().any(super::tyk::truthy))
-                {
+                if let Some(ext) = cx.get(&ptr).and_then(Value::as_object).filter(|o| o.values().any(super::truthy)) {
                     let keys: Vec<&str> =
-                        ext.iter().filter(|(_, v)| super::tyk::truthy(v)).map(|(k, _)| k.as_str()).collect();
+                        ext.iter().filter(|(_, v)| super::truthy(v)).map(|(k, _)| k.as_str()).collect();
                     let keys = keys.join(", ");
                     cx.err(
                         &format!("{}.use_extended_paths", dotted(&base)),

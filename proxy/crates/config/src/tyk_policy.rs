@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use portcullis_policy::auth::policy::Policy;
+use portcullis_policy::auth::policy::{Partitions, Policy};
 
 use super::tyk_session::{api_rights, rate_problems_into, AccessDefinition, RateProblem};
 
@@ -27,6 +27,19 @@ pub struct TykPolicy {
     pub active: bool,
     pub is_inactive: bool,
     pub tags: Vec<String>,
+    pub org_id: String,
+    pub partitions: TykPartitions,
+}
+
+/// Tyk's `partitions` block.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TykPartitions {
+    pub quota: bool,
+    pub rate_limit: bool,
+    pub acl: bool,
+    pub complexity: bool,
+    pub per_api: bool,
 }
 
 impl Default for TykPolicy {
@@ -36,12 +49,15 @@ impl Default for TykPolicy {
             name: String::new(),
             rate: 0.0,
             per: 0.0,
-            quota_max: -1,
+            // Go's zero value, as Tyk reads an absent field: no quota, which loses any merge.
+            quota_max: 0,
             quota_renewal_rate: 0,
             access_rights: BTreeMap::new(),
             active: true,
             is_inactive: false,
             tags: Vec::new(),
+            org_id: String::new(),
+            partitions: TykPartitions::default(),
         }
     }
 }
@@ -65,6 +81,14 @@ impl TykPolicy {
             access_rights: api_rights(&self.access_rights),
             inactive: !self.active || self.is_inactive,
             tags: self.tags.clone(),
+            org_id: self.org_id.clone(),
+            partitions: Partitions {
+                quota: self.partitions.quota,
+                rate_limit: self.partitions.rate_limit,
+                acl: self.partitions.acl,
+                complexity: self.partitions.complexity,
+                per_api: self.partitions.per_api,
+            },
         }
     }
 }
@@ -76,9 +100,9 @@ mod tests {
     #[test]
     fn defaults_and_conversion() {
         let p: TykPolicy = serde_json::from_str(r#"{"rate": 5, "per": 1}"#).unwrap();
-        assert_eq!((p.quota_max, p.active), (-1, true));
+        assert_eq!((p.quota_max, p.active), (0, true), "absent quota_max is 0, as Go reads it");
         let d = p.to_policy();
-        assert_eq!((d.rate, d.per, d.quota_max, d.inactive), (5.0, 1.0, -1, false));
+        assert_eq!((d.rate, d.per, d.quota_max, d.inactive), (5.0, 1.0, 0, false));
         let off: TykPolicy = serde_json::from_str(r#"{"active": false}"#).unwrap();
         assert!(off.to_policy().inactive);
         let off: TykPolicy = serde_json::from_str(r#"{"is_inactive": true}"#).unwrap();

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use portcullis_policy::auth::session::{ApiRights, BasicAuth, Session, UrlAccess};
+use portcullis_policy::auth::session::{ApiLimit, ApiRights, BasicAuth, Session, UrlAccess};
 
 /// A key's session, Tyk field names.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -25,7 +25,7 @@ pub struct TykSession {
     pub rate: f64,
     pub per: f64,
     pub allowance: f64,
-    /// Requests per quota period; `-1` (or `0` with no renewal rate) means unlimited.
+    /// Requests per quota period; `-1` or `0` means no quota (Tyk: session_manager.go:450).
     pub quota_max: i64,
     pub quota_remaining: i64,
     /// Quota period, seconds.
@@ -38,7 +38,7 @@ pub struct TykSession {
     /// API id -> what the key may do there. Empty: every API that accepts the key's auth method.
     pub access_rights: BTreeMap<String, AccessDefinition>,
     pub apply_policies: Vec<String>,
-    /// Tyk's legacy single-policy field; treated as one more entry of `apply_policies`.
+    /// Tyk's legacy single-policy field; applied only when `apply_policies` is empty.
     pub apply_policy_id: String,
     pub basic_auth_data: BasicAuthData,
     pub hmac_enabled: bool,
@@ -90,7 +90,10 @@ pub struct AccessSpec {
 impl TykSession {
     /// Every policy this session applies (`apply_policies` plus the legacy `apply_policy_id`).
     pub fn policy_ids(&self) -> impl Iterator<Item = &str> {
-        let legacy = (!self.apply_policy_id.is_empty()).then_some(self.apply_policy_id.as_str());
+        // `apply_policies` when set, else the legacy `apply_policy_id`; never both (Tyk:
+        // user/session.go:527-535, `PolicyIDs`).
+        let legacy = (self.apply_policies.is_empty() && !self.apply_policy_id.is_empty())
+            .then_some(self.apply_policy_id.as_str());
         self.apply_policies.iter().map(String::as_str).chain(legacy).filter(|s| !s.is_empty())
     }
 
@@ -121,6 +124,7 @@ impl TykSession {
             inactive: self.is_inactive,
             access_rights: api_rights(&self.access_rights),
             policies: self.policy_ids().map(str::to_string).collect(),
+            org_id: self.org_id.clone(),
             tags: self.tags.clone(),
             basic_auth_data: BasicAuth {
                 password: self.basic_auth_data.password.clone(),
@@ -156,9 +160,15 @@ pub(super) fn api_rights(rights: &BTreeMap<String, AccessDefinition>) -> Vec<Api
                 .iter()
                 .map(|u| UrlAccess { url: u.url.clone(), methods: u.methods.clone() })
                 .collect(),
-            limit: def.extra.get("limit").map(|l| {
+            limit: def.extra.get("limit").filter(|l| l.is_object()).map(|l| {
                 let f = |k: &str| l.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-                (f("rate"), f("per"))
+                let i = |k: &str| l.get(k).and_then(Value::as_i64).unwrap_or(0);
+                ApiLimit {
+                    rate: f("rate"),
+                    per: f("per"),
+                    quota_max: i("quota_max"),
+                    quota_renewal_rate: i("quota_renewal_rate"),
+                }
             }),
         })
         .collect()
@@ -208,6 +218,13 @@ pub(super) fn rate_problems_into(
         push(format!("{prefix}{field}"), value.to_string(), message);
     }
     for (api, def) in rights {
+        // Per-endpoint limits Portcullis does not enforce yet would silently grant more than
+        // Tyk does (apply.go:525-529, session_manager.go:222-265): refused by name.
+        if let Some(e) = def.extra.get("endpoints").filter(|e| e.as_array().is_some_and(|a| !a.is_empty())) {
+            let v = e.to_string();
+            let v = if v.len() > 60 { format!("{}...", &v[..v.floor_char_boundary(57)]) } else { v };
+            push(format!("{prefix}access_rights.{api}.endpoints"), v, "per-endpoint limits are not supported yet");
+        }
         let Some(limit) = def.extra.get("limit") else { continue };
         let at = format!("{prefix}access_rights.{api}.limit");
         let Some(obj) = limit.as_object() else {
@@ -255,8 +272,10 @@ mod tests {
     #[test]
     fn policy_ids() {
         let s = TykSession { apply_policies: vec!["p1".into()], apply_policy_id: "p0".into(), ..Default::default() };
-        assert_eq!(s.policy_ids().collect::<Vec<_>>(), ["p1", "p0"]);
-        assert_eq!(s.to_session().policies, ["p1", "p0"]);
+        assert_eq!(s.policy_ids().collect::<Vec<_>>(), ["p1"], "apply_policies wins; p0 grants nothing");
+        assert_eq!(s.to_session().policies, ["p1"]);
+        let s = TykSession { apply_policy_id: "p0".into(), ..Default::default() };
+        assert_eq!(s.to_session().policies, ["p0"]);
     }
 
     #[test]
@@ -290,10 +309,27 @@ mod tests {
                     allowed_urls: vec![UrlAccess { url: "^/x".into(), methods: vec!["GET".into()] }],
                     limit: None,
                 },
-                ApiRights { api_id: "other".into(), limit: Some((3.0, 0.0)), ..Default::default() },
-                ApiRights { api_id: "z".into(), limit: Some((0.0, 0.0)), ..Default::default() },
+                ApiRights {
+                    api_id: "other".into(),
+                    limit: Some(ApiLimit { rate: 3.0, ..Default::default() }),
+                    ..Default::default()
+                },
+                ApiRights { api_id: "z".into(), limit: None, ..Default::default() },
             ]
         );
+    }
+
+    #[test]
+    fn per_endpoint_limits_are_refused_by_name() {
+        let s: TykSession = serde_json::from_str(
+            r#"{"access_rights": {"d": {"endpoints": [{"path": "/post", "methods": [{"name": "POST", "limit": {"rate": 20, "per": 60}}]}]}}}"#,
+        )
+        .unwrap();
+        let p = s.rate_problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].field, "access_rights.d.endpoints");
+        let empty: TykSession = serde_json::from_str(r#"{"access_rights": {"d": {"endpoints": []}}}"#).unwrap();
+        assert!(empty.rate_problems().is_empty());
     }
 
     #[test]

@@ -229,6 +229,7 @@ fn run<'a>(
     if from <= Phase::Authenticate {
         let cx = DecideCtx {
             api_id: &api.api_id,
+            api_org: &api.org_id,
             api_index: g.api,
             generation: snap.generation,
             policies: &snap.policies,

@@ -29,13 +29,13 @@ pub(crate) fn check(
     let id = api.api_id.as_bytes();
     if !l.disable_rate_limit {
         if let Some(ident) = &allowed.identity {
-            if let Some(((rate, per), per_api)) = ident.grant.rate_for(&api.api_id) {
+            if let Some(((rate, per), scope)) = ident.grant.rate_for(&api.api_id) {
                 if let Some(r) = Rate::new(rate, per, burst) {
                     let m = ident.method.as_str().as_bytes();
-                    let key = if per_api {
-                        limit_key(&[m, ident.id.as_bytes(), id])
-                    } else {
-                        limit_key(&[m, ident.id.as_bytes()])
+                    // Counted apart in a scope (an API's own limit, or per policy), else per key.
+                    let key = match scope {
+                        Some(s) => limit_key(&[m, ident.id.as_bytes(), b"/", s.as_bytes()]),
+                        None => limit_key(&[m, ident.id.as_bytes()]),
                     };
                     limits[0] = Some(Limit { key, rate: r });
                 }

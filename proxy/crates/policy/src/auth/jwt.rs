@@ -548,7 +548,7 @@ pub struct Claims {
     pub exp: Option<u64>,
     /// The identity claim as the API that verified the token reads it (`jwt_identity_base_field`,
     /// else `sub`), set on first use; `Some(None)`: the token has none.
-    pub identity: std::cell::OnceCell<Option<Rc<str>>>,
+    pub identity: std::cell::OnceCell<Result<Rc<str>, &'static str>>,
     /// The grant (policies) the API that verified the token gives it, set on first use. A
     /// cached `Claims` belongs to one API and snapshot generation, and so do the policies.
     pub grant: std::cell::OnceCell<Result<std::sync::Arc<super::policy::Grant>, super::policy::GrantError>>,

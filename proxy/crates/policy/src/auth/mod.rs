@@ -345,6 +345,8 @@ pub const MSG_ENDPOINT: &str = "Requested endpoint is forbidden";
 #[derive(Clone, Copy)]
 pub struct DecideCtx<'a> {
     pub api_id: &'a str,
+    /// The API's `org_id`: the policies a key applies must be of it.
+    pub api_org: &'a str,
     /// Index of the API in the snapshot, and the snapshot generation (cache scopes).
     pub api_index: u32,
     pub generation: u64,
@@ -472,13 +474,20 @@ pub fn authenticate<'a>(
         // No method enabled is a config error caught at load; refuse rather than let through.
         return Decision::Deny(deny(Refusal::Forbidden, MSG_DISALLOWED));
     };
+    // Inactive before expired, as Tyk's KeyExpired middleware (mw_key_expired_check.go:32-62).
+    if p.grant.inactive {
+        return Decision::Deny(deny(Refusal::Forbidden, "Key is inactive, please renew"));
+    }
     if let Some(s) = &p.session {
         if s.is_expired(cx.now as i64) {
             return Decision::Deny(deny(Refusal::Unauthorized, "Key has expired, please renew"));
         }
     }
-    if p.grant.inactive {
-        return Decision::Deny(deny(Refusal::Forbidden, "Key is inactive, please renew"));
+    // Every policy applied must be of the API's org (Tyk: apply.go:133-137; for JWTs the
+    // policy lookup is scoped by the API's org, mw_jwt.go:1651-1672).
+    if p.grant.policy_orgs.iter().any(|o| o != cx.api_org) {
+        let msg = if method == Method::Jwt { MSG_JWT_NO_POLICY } else { MSG_DISALLOWED };
+        return Decision::Deny(deny(Refusal::Forbidden, msg));
     }
     if let Err(e) = p.grant.check(cx.api_id, auth.version.as_deref(), req.method, req.rel_path, req.path) {
         return Decision::Deny(match e {
@@ -665,8 +674,9 @@ fn check_jwt<'a>(
     w: &mut WorkerAuth,
     strip: &mut Strip<'a>,
 ) -> Step<'a> {
+    // Tyk's JWT middleware answers a missing token 400, not 401 (mw_jwt.go:1282-1306).
     let Some((tok, found)) = token::find(&spec.source, req.headers, req.query) else {
-        return Step::Stop(Decision::Deny(deny(Refusal::Unauthorized, MSG_MISSING)));
+        return Step::Stop(Decision::Deny(deny(Refusal::BadRequest, MSG_MISSING)));
     };
     let mut scope_buf = [0u8; 41];
     let scope = jwt_scope(&mut scope_buf, cx.generation, cx.api_index);
@@ -681,7 +691,8 @@ fn check_jwt<'a>(
                     c
                 }
                 Err(e) => {
-                    return Step::Stop(Decision::Deny(deny(Refusal::Forbidden, format!("Key not authorized: {e}"))))
+                    tracing::debug!(error = %e, "JWT refused");
+                    return Step::Stop(Decision::Deny(jwt_refusal(&e)));
                 }
             }
         }
@@ -689,11 +700,10 @@ fn check_jwt<'a>(
     let field = if spec.identity_field.is_empty() { "sub" } else { spec.identity_field.as_str() };
     // Worked out once per cached token: a cached `Claims` belongs to one API (the cache is
     // scoped by API and generation), so its identity field does not change.
-    let identity = claims
-        .identity
-        .get_or_init(|| claims.text(field).or_else(|| claims.text("sub")).filter(|s| !s.is_empty()).map(Rc::from));
-    let Some(id) = identity.as_ref().map(Rc::clone) else {
-        return Step::Stop(Decision::Deny(deny(Refusal::Forbidden, "Key not authorized: no identity claim in token")));
+    let identity = claims.identity.get_or_init(|| jwt_identity(&claims, field).map(Rc::from));
+    let id = match identity {
+        Ok(id) => Rc::clone(id),
+        Err(msg) => return Step::Stop(Decision::Deny(deny(Refusal::Forbidden, *msg))),
     };
     // Worked out once per cached token as well (same scope as the identity above); a token
     // seen for the first time looks its policies up in the worker's grant map. The per-request
@@ -704,10 +714,13 @@ fn check_jwt<'a>(
         Ok(g) => g,
         Err(e) => {
             tracing::debug!(error = %e, "JWT refused: no usable policy");
-            return Step::Stop(Decision::Deny(deny(
-                Refusal::Forbidden,
-                "Key not authorized: no matching policy found",
-            )));
+            // Tyk's words, lower-case `key` (mw_jwt.go:949-953, 983-989, 1110-1119).
+            let msg = if spec.policy_field.is_empty() || e == policy::GrantError::UnknownPolicy(String::new()) {
+                "key not authorized: no matching policy found"
+            } else {
+                MSG_JWT_NO_POLICY
+            };
+            return Step::Stop(Decision::Deny(deny(Refusal::Forbidden, msg)));
         }
     };
     strip_found(strip, &spec.source, found);
@@ -723,11 +736,12 @@ fn jwt_grant(
     cx: DecideCtx<'_>,
     w: &mut WorkerAuth,
 ) -> Result<Arc<policy::Grant>, policy::GrantError> {
-    let claim_policies = if spec.policy_field.is_empty() { None } else { claims.map.get(&spec.policy_field) };
-    let policy_key = match claim_policies {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(","),
-        _ => String::new(),
+    // Tyk reads the policy claim as one string, the literal key or a dotted path (mw_jwt.go:
+    // 671-696, 791-821); any other value is no claim, and the defaults apply.
+    let policy_key = if spec.policy_field.is_empty() {
+        String::new()
+    } else {
+        claim_string(&claims.map, &spec.policy_field).unwrap_or("").to_string()
     };
     let grant_key = (cx.generation, cx.api_index, policy_key);
     match w.jwt_grants.get(&grant_key) {
@@ -736,7 +750,7 @@ fn jwt_grant(
             let ids: Vec<&str> = if grant_key.2.is_empty() {
                 spec.default_policies.iter().map(String::as_str).collect()
             } else {
-                grant_key.2.split(',').collect()
+                vec![grant_key.2.as_str()]
             };
             let g = if ids.is_empty() {
                 Err(policy::GrantError::UnknownPolicy(String::new()))
@@ -751,6 +765,58 @@ fn jwt_grant(
         }
     }
 }
+
+/// What Tyk answers a token that does not verify (mw_jwt.go:1316-1372): 401 for the time
+/// claims, 403 for the rest, our detail in the log only.
+fn jwt_refusal(e: &jwt::JwtError) -> Denial {
+    use jwt::JwtError as E;
+    match e {
+        E::Expired => deny(Refusal::Unauthorized, "Key not authorized: token has expired"),
+        E::IssuedInFuture => deny(Refusal::Unauthorized, "Key not authorized: token used before issued"),
+        E::NotYetValid => deny(Refusal::Unauthorized, "Key not authorized: token is not valid yet"),
+        E::AlgNone | E::AlgNotAllowed { .. } => {
+            deny(Refusal::Forbidden, "Key not authorized: Unexpected signing method")
+        }
+        E::Malformed(_) | E::NoKey | E::BadSignature => deny(Refusal::Forbidden, "Key not authorized"),
+    }
+}
+
+/// A claim that is a string, by its literal name or, failing that, a dotted path into nested
+/// objects (Tyk's `getClaimValue` + `nestedMapLookup`, mw_jwt.go:791-821).
+fn claim_string<'c>(claims: &'c serde_json::Map<String, serde_json::Value>, name: &str) -> Option<&'c str> {
+    if let Some(serde_json::Value::String(s)) = claims.get(name) {
+        return Some(s);
+    }
+    if !name.contains('.') {
+        return None;
+    }
+    let mut parts = name.split('.');
+    let mut v = claims.get(parts.next()?)?;
+    for p in parts {
+        v = v.as_object()?.get(p)?;
+    }
+    v.as_str()
+}
+
+/// The identity of a verified token as Tyk's `getUserIDFromClaim` finds it (mw_jwt.go:
+/// 1798-1841): the identity field (literal or dotted) when it is a non-empty string, else `sub`.
+fn jwt_identity(claims: &jwt::Claims, field: &str) -> Result<String, &'static str> {
+    if field != "sub" {
+        match claim_string(&claims.map, field) {
+            Some("") => return Err("found an empty user ID in predefined base claim"),
+            Some(s) => return Ok(s.to_string()),
+            None => {}
+        }
+    }
+    match claims.map.get("sub") {
+        Some(serde_json::Value::String(s)) if s.is_empty() => Err("found an empty user ID in sub claim"),
+        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        _ => Err("no suitable claims for user ID were found"),
+    }
+}
+
+/// A JWT whose policy is unknown, or of another org than the API's.
+pub const MSG_JWT_NO_POLICY: &str = "key not authorized: no matching policy";
 
 fn jwt_scope(buf: &mut [u8; 41], generation: u64, api: u32) -> &str {
     let mut n = portcullis_http1::digits::write_u64(&mut buf[..20], generation);

@@ -16,7 +16,7 @@ pub struct Session {
     /// Used when the session applies no policy.
     pub rate: f64,
     pub per: f64,
-    /// Requests per quota period; `-1` (or `0` with no renewal period) means unlimited. Used
+    /// Requests per quota period; `-1` or `0` means no quota (Tyk: session_manager.go:450). Used
     /// when the session applies no policy.
     pub quota_max: i64,
     /// Quota period, seconds.
@@ -30,6 +30,8 @@ pub struct Session {
     /// Ids of the policies the session applies, in order; when not empty their merge replaces
     /// the session's own rate, quota and access rights.
     pub policies: Vec<String>,
+    /// Tyk's `org_id`: policies are looked up within it when set.
+    pub org_id: String,
     pub tags: Vec<String>,
     /// The basic-auth password hash, for a basic-auth user.
     pub basic_auth_data: BasicAuth,
@@ -57,8 +59,24 @@ pub struct ApiRights {
     pub versions: Vec<String>,
     /// If not empty, only these paths (regular expressions, unanchored, as Tyk) and methods.
     pub allowed_urls: Vec<UrlAccess>,
-    /// A `(rate, per)` for this API only, as written (`rate <= 0`: no limit here).
-    pub limit: Option<(f64, f64)>,
+    /// Tyk's per-API `limit`, as written.
+    pub limit: Option<ApiLimit>,
+}
+
+/// A `limit` of one API in access rights (Tyk's `APILimit`), as written.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ApiLimit {
+    pub rate: f64,
+    pub per: f64,
+    pub quota_max: i64,
+    pub quota_renewal_rate: i64,
+}
+
+impl ApiLimit {
+    /// Tyk's `IsEmpty` for the fields Portcullis reads: nothing set.
+    pub fn is_empty(&self) -> bool {
+        self.rate == 0.0 && self.per == 0.0 && self.quota_max == 0 && self.quota_renewal_rate == 0
+    }
 }
 
 /// One `allowed_urls` entry.

@@ -6,6 +6,7 @@
 //! (published copies and relaxed atomics) and the snapshot `ArcSwap`; block the data plane.
 
 mod admin;
+mod definitions;
 pub mod jwks;
 mod keys;
 mod metrics;

@@ -2,7 +2,9 @@
 //!
 //! Open: `GET /hello` (Tyk-style health JSON, always 200), `GET /metrics`. Behind the admin
 //! secret (`X-Tyk-Authorization: <secret>` or `Authorization: Bearer <secret>`, compared in
-//! constant time; an empty secret disables them): `GET /tyk/reload` (also `POST`), `GET /tyk/apis`.
+//! constant time; an empty secret disables them): `GET /tyk/reload` and `/tyk/reload/group`
+//! (also `POST`; both reload this node only), `/tyk/apis` and `/tyk/policies` (Tyk's CRUD,
+//! `definitions.rs`), `/tyk/keys` (`keys.rs`), `/api/bans`, `/api/connections`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -94,9 +96,13 @@ async fn handle(state: Arc<ControlState>, req: Request<Incoming>) -> Result<Resp
             Err(r) => r,
             Ok(()) => reload(&state).await,
         },
-        (&Method::GET, "/tyk/apis") => match authorised(&state, &req) {
+        (_, p) if p == "/tyk/apis" || p.starts_with("/tyk/apis/") => match authorised(&state, &req) {
             Err(r) => r,
-            Ok(()) => apis(&state),
+            Ok(()) => super::definitions::apis(&state, req, p).await,
+        },
+        (_, p) if p == "/tyk/policies" || p.starts_with("/tyk/policies/") => match authorised(&state, &req) {
+            Err(r) => r,
+            Ok(()) => super::definitions::policies(&state, req, p).await,
         },
         (_, p) if p == "/tyk/keys" || p.starts_with("/tyk/keys/") => match authorised(&state, &req) {
             Err(r) => r,
@@ -317,6 +323,10 @@ fn hello(state: &ControlState) -> Resp {
     )
 }
 
+/// `/tyk/reload` and `/tyk/reload/group`: Tyk's `{"status": "ok", "message": ""}` (api.go
+/// resetHandler, groupResetHandler) with what the reload did. Always waits for the reload (Tyk
+/// does with `?block=true`). The group reload reloads this node only: no channel tells other
+/// nodes to reload (Tyk publishes on Redis); reload each node.
 async fn reload(state: &Arc<ControlState>) -> Resp {
     let st = Arc::clone(state);
     let outcome = match tokio::task::spawn_blocking(move || st.reloader.reload()).await {
@@ -326,7 +336,7 @@ async fn reload(state: &Arc<ControlState>) -> Resp {
     match outcome {
         ReloadOutcome::Applied { generation, apis, restart_needed, skipped } => json_response(
             StatusCode::OK,
-            json!({"status": "ok", "message": "reloaded", "generation": generation, "apis": apis,
+            json!({"status": "ok", "message": "", "generation": generation, "apis": apis,
                    "restart_needed": restart_needed, "skipped": skipped_json(&skipped)}),
         ),
         ReloadOutcome::Rejected { errors } => json_response(
@@ -334,27 +344,6 @@ async fn reload(state: &Arc<ControlState>) -> Resp {
             json!({"status": "error", "message": "reload rejected; the running configuration is kept", "errors": errors}),
         ),
     }
-}
-
-fn apis(state: &ControlState) -> Resp {
-    let snap = state.reloader.snapshot.load();
-    let list: Vec<_> = snap
-        .apis
-        .iter()
-        .map(|a| {
-            json!({
-                "api_id": a.api_id,
-                "name": a.name,
-                "domain": a.domain,
-                "listen_path": if a.listen_path.is_empty() { "/" } else { a.listen_path.as_str() },
-                "strip_listen_path": a.strip_listen_path,
-                "preserve_host_header": a.preserve_host_header,
-                "targets": a.targets.iter().map(|t| t.url.as_str()).collect::<Vec<_>>(),
-                "file": a.file,
-            })
-        })
-        .collect();
-    json_response(StatusCode::OK, serde_json::Value::Array(list))
 }
 
 #[cfg(test)]

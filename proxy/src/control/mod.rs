@@ -6,6 +6,7 @@
 //! (published copies and relaxed atomics) and the snapshot `ArcSwap`; block the data plane.
 
 mod admin;
+mod definitions;
 pub mod jwks;
 mod keys;
 mod metrics;
@@ -14,7 +15,7 @@ pub mod telemetry;
 
 pub use admin::serve_admin;
 pub use metrics::render_metrics;
-pub use reload::{ReloadOutcome, Reloader};
+pub use reload::{EditRefused, ReloadOutcome, Reloader};
 
 /// A JSON response with `status` (the admin API and the Tyk key API answer this way).
 pub(crate) fn json_response(
@@ -34,6 +35,16 @@ pub fn load_snapshot(
     generation: u64,
 ) -> (crate::config::Snapshot, Vec<crate::config::ConfigError>) {
     crate::config::load_snapshot_with(config, generation, &jwks::http_fetch)
+}
+
+/// As [`load_snapshot`], as the files would be after `edit` (see
+/// [`crate::config::load_snapshot_edited`]).
+pub fn load_snapshot_edited(
+    config: crate::config::Config,
+    generation: u64,
+    edit: &crate::config::FileEdit,
+) -> (crate::config::Snapshot, Vec<crate::config::ConfigError>) {
+    crate::config::load_snapshot_edited(config, generation, &jwks::http_fetch, edit)
 }
 
 use std::sync::Arc;

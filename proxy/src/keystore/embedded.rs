@@ -101,8 +101,8 @@ impl EmbeddedStore {
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename,
-/// fsync of the directory.
-pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+/// fsync of the directory. (Also the admin API's writes of definition files.)
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let file_err = |source| StoreError::File { path: path.to_path_buf(), source };
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(file_err)?;

@@ -20,6 +20,7 @@ use std::time::Duration;
 use crate::auth::{hex, Invalidation, KeyHash, Session};
 use crate::config::TykSession;
 
+pub(crate) use embedded::write_atomic;
 pub use embedded::EmbeddedStore;
 pub use redis_store::{follow_changes, watch_health, RedisStore};
 

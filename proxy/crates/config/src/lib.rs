@@ -4,10 +4,13 @@
 //! Only this crate parses Tyk JSON: API definitions become validated [`ApiSpec`]s, and the
 //! session and policy objects are [`TykSession`] and [`TykPolicy`], converted into auth's own
 //! types. Loading returns every problem it finds (file, field, value) instead of stopping at
-//! the first. It also holds the [`router`] a snapshot routes with. Must not: depend on the data
-//! or control plane (it is a crate of its own, below both), or do network I/O (the control plane
-//! passes the JWKS fetcher, [`JwksFetch`]).
+//! the first. It also holds the [`router`] a snapshot routes with, and plans the admin API's
+//! changes to the definition files ([`plan`], checked by loading them unwritten:
+//! [`load_snapshot_edited`]). Must not: depend on the data or control plane (it is a crate of its
+//! own, below both), do network I/O (the control plane passes the JWKS fetcher, [`JwksFetch`]),
+//! or write files (the control plane writes what [`plan`] says).
 
+mod edit;
 mod env;
 mod file;
 pub mod router;
@@ -17,13 +20,14 @@ mod tyk_auth;
 mod tyk_policy;
 mod tyk_session;
 
+pub use edit::{is_safe_id, plan, Change, FileEdit, PlanError, MAX_ID_BYTES};
 pub use env::apply_env_overrides;
 pub use file::{
     AdminConfig, AnalyticsConfig, AnalyticsSink, AppsConfig, AuthConfig, Config, EbpfConfig, EbpfMode, IoDriver,
     LogConfig, ProxyConfig, StorageConfig, MAX_BAN_TTL_SECS,
 };
 pub use portcullis_http1::MAX_HEADERS;
-pub use snapshot::{load_snapshot_with, Skipped, Snapshot};
+pub use snapshot::{load_snapshot_edited, load_snapshot_with, PolicySource, Skipped, Snapshot};
 pub use tyk::{ApiSpec, Target};
 pub use tyk_auth::JwksFetch;
 pub use tyk_policy::TykPolicy;

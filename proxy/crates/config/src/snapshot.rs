@@ -12,6 +12,7 @@ use crate::router::Router;
 use portcullis_policy::auth::policy::Policy;
 use portcullis_policy::auth::Policies;
 
+use super::edit::{FileEdit, Files};
 use super::tyk::{parse_api, Parsed};
 use super::tyk_policy::TykPolicy;
 use super::{ApiSpec, Config, ConfigError, JwksFetch};
@@ -26,6 +27,9 @@ pub struct Snapshot {
     pub generation: u64,
     /// The policies file.
     pub policies: Arc<Policies>,
+    /// Each loaded policy as written, by id: `/tyk/policies` answers with it and writes a
+    /// change back into its file.
+    pub policy_sources: Arc<BTreeMap<String, PolicySource>>,
     /// Definition files not loaded: `active: false`, or refused (their errors are returned with
     /// the snapshot). A reload applies without them unless `[apps] strict`.
     pub skipped: Vec<Skipped>,
@@ -43,6 +47,17 @@ pub struct Skipped {
     pub inactive: bool,
 }
 
+/// A loaded policy as its file has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicySource {
+    /// The policies file (Tyk's map `id -> policy`), or the policy's own file in a policy
+    /// directory.
+    pub file: PathBuf,
+    /// The policy object, its `id` set to the id it is loaded under (the map key in a policies
+    /// file, as Tyk's `LoadPoliciesFromFile` sets it).
+    pub json: serde_json::Value,
+}
+
 impl Snapshot {
     /// Whether `e` is about a definition file this snapshot skipped (as opposed to the policies
     /// file or the config itself).
@@ -56,6 +71,21 @@ impl Snapshot {
 /// definitions are fetched with `fetch`: config does no network I/O of its own (the control
 /// plane passes `control::jwks::http_fetch`, tests their own).
 pub fn load_snapshot_with(config: Config, generation: u64, fetch: JwksFetch<'_>) -> (Snapshot, Vec<ConfigError>) {
+    load(config, generation, fetch, Files::default())
+}
+
+/// As [`load_snapshot_with`], as the files would be after `edit`: the snapshot a reload would
+/// build once `edit` is written, built before anything is written (see [`super::edit`]).
+pub fn load_snapshot_edited(
+    config: Config,
+    generation: u64,
+    fetch: JwksFetch<'_>,
+    edit: &FileEdit,
+) -> (Snapshot, Vec<ConfigError>) {
+    load(config, generation, fetch, Files { edit: Some(edit) })
+}
+
+fn load(config: Config, generation: u64, fetch: JwksFetch<'_>, fs: Files<'_>) -> (Snapshot, Vec<ConfigError>) {
     let mut errs = Vec::new();
     let mut skipped = Vec::new();
     let skip = |skipped: &mut Vec<Skipped>, e: &ConfigError, api_id: &str| {
@@ -69,8 +99,8 @@ pub fn load_snapshot_with(config: Config, generation: u64, fetch: JwksFetch<'_>)
         }
     };
     let mut apis: Vec<ApiSpec> = Vec::new();
-    for file in api_files(&config.apps.dir, &mut errs) {
-        let text = match super::read_file(&file) {
+    for file in api_files(&config.apps.dir, fs, &mut errs) {
+        let text = match fs.read(&file) {
             Ok(t) => t,
             Err(e) => {
                 let e = ConfigError::new(&file, "", "", format!("cannot read: {e}"));
@@ -136,11 +166,9 @@ pub fn load_snapshot_with(config: Config, generation: u64, fetch: JwksFetch<'_>)
         }
     }
 
-    let policies = Arc::new(
-        Arc::unwrap_or_clone(load_policies(&config.apps.policies, &mut errs))
-            .with_matching(config.apps.path_matching()),
-    );
-    (Snapshot { config, apis: kept, router, generation, policies, skipped }, errs)
+    let (policies, policy_sources) = load_policies(&config.apps.policies, fs, &mut errs);
+    let policies = Arc::new(Arc::unwrap_or_clone(policies).with_matching(config.apps.path_matching()));
+    (Snapshot { config, apis: kept, router, generation, policies, policy_sources, skipped }, errs)
 }
 
 /// The `api_id` of a definition that was refused, if its JSON gets that far.
@@ -151,8 +179,8 @@ fn api_id_of(text: &str) -> String {
         .unwrap_or_default()
 }
 
-fn api_files(dir: &Path, errs: &mut Vec<ConfigError>) -> Vec<PathBuf> {
-    let entries = match std::fs::read_dir(dir) {
+fn api_files(dir: &Path, fs: Files<'_>, errs: &mut Vec<ConfigError>) -> Vec<PathBuf> {
+    let entries = match fs.list(dir) {
         Ok(e) => e,
         Err(e) => {
             errs.push(ConfigError::new(
@@ -165,7 +193,7 @@ fn api_files(dir: &Path, errs: &mut Vec<ConfigError>) -> Vec<PathBuf> {
         }
     };
     let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
+        .into_iter()
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .filter(|p| p.file_name().is_some_and(|n| n != "policies.json"))
         .collect();
@@ -186,25 +214,33 @@ fn api_files(dir: &Path, errs: &mut Vec<ConfigError>) -> Vec<PathBuf> {
     files
 }
 
+/// The policies and, by id, each as written.
+type LoadedPolicies = (Arc<Policies>, Arc<BTreeMap<String, PolicySource>>);
+
 /// Policies file: a JSON object `id -> policy` (Tyk's format). A missing file means no policies.
 /// A policy without `id` takes its map key; one whose `id` differs from its key is an error.
-fn load_policies(path: &Path, errs: &mut Vec<ConfigError>) -> Arc<Policies> {
+fn load_policies(path: &Path, fs: Files<'_>, errs: &mut Vec<ConfigError>) -> LoadedPolicies {
     if path.is_dir() {
-        return load_policy_dir(path, errs);
+        return load_policy_dir(path, fs, errs);
     }
-    let text = match super::read_file(path) {
+    let text = match fs.read(path) {
         Ok(t) => t,
-        Err(e) if e.is_not_found() => return Arc::default(),
+        Err(e) if e.is_not_found() => return Default::default(),
         Err(e) => {
             errs.push(ConfigError::new(path, "", "", format!("cannot read policies: {e}")));
-            return Arc::default();
+            return Default::default();
         }
     };
     let de = &mut serde_json::Deserializer::from_str(&text);
     match serde_path_to_error::deserialize::<_, BTreeMap<String, TykPolicy>>(de) {
         Ok(m) => {
+            // Parsed again as plain JSON for `policy_sources` (it parsed as policies, so it is a map).
+            let mut written: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&text).unwrap_or_default();
             let mut out = Vec::with_capacity(m.len());
+            let mut sources = BTreeMap::new();
             for (key, mut p) in m {
+                let json = written.remove(&key).unwrap_or_default();
                 // The map key names the policy; an `id` field that differs is ignored, as Tyk
                 // does (gateway/policy.go, LoadPoliciesFromFile: the key wins unless empty).
                 if !p.id.is_empty() && p.id != key && !key.is_empty() {
@@ -217,10 +253,11 @@ fn load_policies(path: &Path, errs: &mut Vec<ConfigError>) -> Arc<Policies> {
                     continue;
                 }
                 if let Some(policy) = checked(path, &format!("{}.", p.id), p, errs) {
+                    sources.insert(policy.0.clone(), PolicySource::new(path, &policy.0, json));
                     out.push(policy);
                 }
             }
-            Arc::new(Policies::new(out))
+            (Arc::new(Policies::new(out)), Arc::new(sources))
         }
         Err(e) => {
             errs.push(ConfigError::new(
@@ -229,29 +266,36 @@ fn load_policies(path: &Path, errs: &mut Vec<ConfigError>) -> Arc<Policies> {
                 "",
                 format!("policies must be a JSON object of id -> policy: {}", e.inner()),
             ));
-            Arc::default()
+            Default::default()
         }
+    }
+}
+
+impl PolicySource {
+    fn new(file: &Path, id: &str, mut json: serde_json::Value) -> PolicySource {
+        if let Some(o) = json.as_object_mut() {
+            o.insert("id".into(), id.into());
+        }
+        PolicySource { file: file.to_path_buf(), json }
     }
 }
 
 /// Tyk's `policies.policy_path`: a directory with one policy object per `*.json` file, named by
 /// its `id` field (Tyk: gateway/policy.go, LoadPoliciesFromDir). A file that cannot be read or
 /// parsed, or has no `id`, is an error naming it.
-fn load_policy_dir(dir: &Path, errs: &mut Vec<ConfigError>) -> Arc<Policies> {
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect(),
+fn load_policy_dir(dir: &Path, fs: Files<'_>, errs: &mut Vec<ConfigError>) -> LoadedPolicies {
+    let mut files: Vec<PathBuf> = match fs.list(dir) {
+        Ok(entries) => entries.into_iter().filter(|p| p.extension().is_some_and(|x| x == "json")).collect(),
         Err(e) => {
             errs.push(ConfigError::new(dir, "apps.policies", dir.display().to_string(), format!("cannot read: {e}")));
-            return Arc::default();
+            return Default::default();
         }
     };
     files.sort();
     let mut out: Vec<(String, Policy)> = Vec::with_capacity(files.len());
+    let mut sources = BTreeMap::new();
     for file in files {
-        let text = match super::read_file(&file) {
+        let text = match fs.read(&file) {
             Ok(t) => t,
             Err(e) => {
                 errs.push(ConfigError::new(&file, "", "", format!("cannot read policy: {e}")));
@@ -276,10 +320,12 @@ fn load_policy_dir(dir: &Path, errs: &mut Vec<ConfigError>) -> Arc<Policies> {
             continue;
         }
         if let Some(policy) = checked(&file, "", p, errs) {
+            let json = serde_json::from_str(&text).unwrap_or_default();
+            sources.insert(policy.0.clone(), PolicySource::new(&file, &policy.0, json));
             out.push(policy);
         }
     }
-    Arc::new(Policies::new(out))
+    (Arc::new(Policies::new(out)), Arc::new(sources))
 }
 
 /// A policy whose `rate`/`per` mean something, converted; otherwise its errors (a policy left out
@@ -311,7 +357,7 @@ mod tests {
         )
         .unwrap();
         let mut errs = Vec::new();
-        let p = load_policies(&path, &mut errs);
+        let p = load_policies(&path, Files::default(), &mut errs).0;
         assert!(errs.is_empty(), "{errs:?}");
         assert!(p.get("gold").is_some() && p.get("silver").is_some());
         assert!(p.get("something-else").is_none());
@@ -354,7 +400,7 @@ mod tests {
         std::fs::write(dir.path().join("anon.json"), r#"{"rate": 5, "per": 1}"#).unwrap();
         std::fs::write(dir.path().join("notes.txt"), "not a policy").unwrap();
         let mut errs = Vec::new();
-        let p = load_policies(dir.path(), &mut errs);
+        let p = load_policies(dir.path(), Files::default(), &mut errs).0;
         assert!(p.get("gold").is_some());
         assert_eq!(p.len(), 1);
         let text = errs.iter().map(ConfigError::to_string).collect::<Vec<_>>().join("\n");

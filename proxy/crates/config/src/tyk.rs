@@ -43,6 +43,9 @@ pub struct ApiSpec {
     pub org_id: String,
     /// Tyk's `do_not_track`: no request records for this API.
     pub do_not_track: bool,
+    /// The definition as its file has it (`GET /tyk/apis` answers with it, as Tyk answers with
+    /// the definitions it loaded).
+    pub definition: Arc<Value>,
 }
 
 /// One upstream target. An IP address is used as written; a host name is resolved when a
@@ -264,6 +267,7 @@ pub(super) fn parse_api(
     }
     let plain = auth.is_plain() && limits.is_empty();
     Ok(Parsed::Api(ApiSpec {
+        definition: Arc::new(json),
         limits,
         auth: Arc::new(auth),
         plain,

@@ -20,6 +20,7 @@ fn snapshot(apis: Vec<ApiSpec>) -> Snapshot {
         router,
         generation: 1,
         policies: Default::default(),
+        policy_sources: Default::default(),
         skipped: Vec::new(),
     }
 }
@@ -46,6 +47,7 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
         plain: true,
         org_id: String::new(),
         do_not_track: false,
+        definition: Default::default(),
     }
 }
 

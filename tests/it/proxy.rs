@@ -1088,3 +1088,65 @@ fn upstream_host_names_resolve_per_request_and_a_bad_one_fails_only_its_requests
     assert_eq!(r.json()["error"], "Upstream host lookup failed");
     assert_eq!(client::get(p.listen, "/named/get").unwrap().status, 200, "the other API is still served");
 }
+
+/// Tyk's `error_overrides` on the errors the gateway answers itself (gateway/error_overrides.go:
+/// 197-283, error_response.go:30-100): matched by the error's flag (AKI unknown key, AMF missing
+/// credential, UCF upstream refused), exact status before its class, a literal body, an inline
+/// template, a message alone, headers; `error_overrides_disabled` turns them off. Rules that
+/// would rewrite upstream responses are refused by name. Before, the block was ignored.
+#[test]
+fn error_overrides_rewrite_the_gateways_own_errors() {
+    let closed = free_addr();
+    let overrides = r#""error_overrides": {
+        "403": [{"match": {"flag": "AKI"}, "response": {"status_code": 418, "body": "{\"error\": \"api_level_override\"}",
+                 "headers": {"X-Error-Flag": "AKI-API"}}}],
+        "4xx": [{"match": {"flag": "AMF"}, "response": {"message": "send a key, \"please\""}}],
+        "5xx": [{"match": {"flag": "UCF"}, "response": {"status_code": 502,
+                 "body": "{\"code\": {{.StatusCode}}, \"m\": \"{{.Message}}\"}"}}]
+    },"#;
+    let keyed = |id: &str, target: &str, top: &str| {
+        portcullis_tests::harness::api(
+            id,
+            &format!("/{id}/"),
+            target,
+            &format!(r#""use_standard_auth": true, {top}"#),
+            "",
+        )
+    };
+    let up = upstream("up");
+    let p = builder()
+        .app("k", keyed("k", &up.url(), overrides))
+        .app("off", keyed("off", &up.url(), &format!("{overrides} \"error_overrides_disabled\": true,")))
+        .app("dead", keyless_api("dead", "/dead/", &format!("http://{closed}/"), "", overrides))
+        .start();
+    let r = p.get("/k/get", "Authorization: nope\r\n");
+    assert_eq!(r.status, 418, "{}", r.text());
+    assert_eq!(r.text(), r#"{"error": "api_level_override"}"#);
+    assert_eq!(r.header("x-error-flag"), Some("AKI-API"));
+    let r = client::get(p.listen, "/k/get").unwrap();
+    assert_eq!(r.status, 401, "the status stays: {}", r.text());
+    assert_eq!(r.text(), "{\n    \"error\": \"send a key, \\\"please\\\"\"\n}", "message alone: the default template");
+    let r = client::get(p.listen, "/dead/get").unwrap();
+    assert_eq!(r.status, 502);
+    assert_eq!(r.text(), r#"{"code": 502, "m": "There was a problem proxying the request"}"#);
+    let r = p.get("/off/get", "Authorization: nope\r\n");
+    assert_eq!((r.status, r.json()["error"].as_str()), (403, Some("Access to this API has been disallowed")));
+
+    // A rule for upstream responses is refused, naming it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("apps")).unwrap();
+    let upstream_rule = r#""error_overrides": {"404": [{"response": {"status_code": 420}}]},"#;
+    std::fs::write(dir.path().join("apps/u.json"), keyless_api("u", "/u/", &up.url(), "", upstream_rule)).unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "[proxy]\nlisten = \"127.0.0.1:1\"\n[admin]\nlisten = \"127.0.0.1:2\"\n[apps]\ndir = \"apps\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config", "p.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && text.contains("error_overrides.404[0].match.flag"), "{text}");
+}

@@ -181,7 +181,8 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
             }
             Err(f) => {
                 let style = bufs.x.errors;
-                respond_error(&worker, &mut client, &mut bufs.x.out, f, style, started).await;
+                let overrides = bufs.x.overrides.take();
+                respond_error(&worker, &mut client, &mut bufs.x.out, f, style, overrides.as_deref(), started).await;
                 return;
             }
         }
@@ -195,6 +196,7 @@ async fn respond_error(
     out: &mut Vec<u8>,
     f: Failure,
     style: super::error::ErrorStyle,
+    overrides: Option<&crate::config::ErrorOverrides>,
     started: Instant,
 ) {
     {
@@ -217,7 +219,9 @@ async fn respond_error(
     }
     out.clear();
     let message = f.err.kind.client_message(f.err.context);
-    if super::error::error_response(out, f.err.kind, message, true, style) {
+    let flag = super::error::flag_of(f.err.kind, f.err.context);
+    let ov = overrides.and_then(|o| o.find(f.err.kind.code(), flag, message));
+    if super::error::error_response_with(out, f.err.kind, message, true, &[], style, ov) {
         let _ = write_vec(client, out).await;
     }
     let _ = started;
@@ -295,6 +299,7 @@ async fn request<'w>(
     // Errors before the head is parsed are JSON; after, as the request's Content-Type asks.
     let generator = !cfg.hide_generator_header;
     bufs.x.errors = super::error::ErrorStyle::of(b"", generator);
+    bufs.x.overrides = None;
     let head = loop {
         match portcullis_http1::parse_request(bufs.client.data(), cfg.max_headers, &mut bufs.x.headers) {
             Ok(Some(head)) if head.meta.head_len > cfg.max_request_head_size => return too_large(),
@@ -338,14 +343,15 @@ async fn request<'w>(
             return Err(e.into());
         }
         Err(Concluded::Reply(r)) => {
-            return Box::pin(reply_local(worker, client, bufs, meta, r.api_id, r.kind, &r.message, &r.extra, started))
-                .await
-                .map(Step::Answered)
+            let reply = reply_local(worker, client, bufs, meta, r.api_id, r.kind, &r.message, &r.extra, r.ov, started);
+            return Box::pin(reply).await.map(Step::Answered);
         }
     };
     let mut routed = routed;
     let meta = routed.meta;
     let api = &snap.apis[routed.api as usize];
+    // For an upstream failure of this exchange, answered after the phases (`respond_error`).
+    x.overrides = api.error_overrides.clone();
     let target = &api.targets[routed.target];
     let facts =
         RecordCtx { api, path, host: &target.host_header, identity: routed.identity.as_ref(), tags: &routed.tags };
@@ -442,6 +448,8 @@ struct LocalReply<'a> {
     kind: ErrorKind,
     message: std::borrow::Cow<'static, str>,
     extra: Vec<u8>,
+    /// The API's `error_overrides` rule for this answer.
+    ov: Option<&'a crate::config::Override>,
 }
 
 /// How a request the phases did not route ends.
@@ -461,7 +469,7 @@ fn conclude<'a>(
     decided: Result<Decided<'_>, ProxyError>,
     rec: &mut Vec<u8>,
 ) -> Result<phase::Routed, Concluded<'a>> {
-    let (api, kind, message, extra) = match decided.map_err(Concluded::Failed)? {
+    let (api, kind, message, extra, flag) = match decided.map_err(Concluded::Failed)? {
         Decided::Phases(phase::Outcome::Routed(r)) => return Ok(r),
         Decided::Phases(phase::Outcome::NoRoute) => {
             let message = "no API matches this request".into();
@@ -470,6 +478,7 @@ fn conclude<'a>(
                 kind: ErrorKind::NoRoute,
                 message,
                 extra: Vec::new(),
+                ov: None,
             }));
         }
         Decided::Phases(phase::Outcome::Denied { api, denial }) => {
@@ -493,17 +502,24 @@ fn conclude<'a>(
             }
             let limits = crate::limit::LimitHeaders { rate: denial.rate, quota: denial.quota };
             phase::rate::write_limit_headers(&mut extra, &limits);
-            (api, ErrorKind::Denied(denial.kind), denial.message, extra)
+            // Rate and quota refusals are flagged here (Tyk: RLT, QEX), the others where made.
+            let flag = denial.flag.or(match denial.kind {
+                crate::auth::Refusal::TooManyRequests => Some("RLT"),
+                _ if denial.message == "Quota exceeded" => Some("QEX"),
+                _ => None,
+            });
+            (api, ErrorKind::Denied(denial.kind), denial.message, extra, flag)
         }
         // `settle` answers every wait; a waiting outcome here would be a bug, refused safely.
         Decided::Phases(phase::Outcome::Waiting(w)) => {
-            (w.api, ErrorKind::AuthUnavailable, UNAVAILABLE.into(), Vec::new())
+            (w.api, ErrorKind::AuthUnavailable, UNAVAILABLE.into(), Vec::new(), None)
         }
-        Decided::Unavailable { api, msg } => (api, ErrorKind::AuthUnavailable, msg.into(), Vec::new()),
+        Decided::Unavailable { api, msg } => (api, ErrorKind::AuthUnavailable, msg.into(), Vec::new(), None),
     };
     let spec = &snap.apis[api as usize];
+    let ov = spec.error_overrides.as_deref().and_then(|o| o.find(kind.code(), flag, &message));
     begin_refused_record(worker, snap, data, meta, client_ip, spec, path, rec);
-    Err(Concluded::Reply(LocalReply { api_id: &spec.api_id, kind, message, extra }))
+    Err(Concluded::Reply(LocalReply { api_id: &spec.api_id, kind, message, extra, ov }))
 }
 
 /// What a client is told when the control plane cannot answer a phase's question.
@@ -1280,12 +1296,13 @@ async fn reply_local(
     kind: ErrorKind,
     message: &str,
     extra: &[u8],
+    ov: Option<&crate::config::Override>,
     started: Instant,
 ) -> Result<Next, Failure> {
     let close = meta.body != BodyKind::None || !meta.keep_alive || worker.shutdown.is_set();
     bufs.client.consume(meta.head_len);
     bufs.x.out.clear();
-    if !error_response_with(&mut bufs.x.out, kind, message, close, extra, bufs.x.errors) {
+    if !error_response_with(&mut bufs.x.out, kind, message, close, extra, bufs.x.errors, ov) {
         // Not a kind with an answer (callers pass refusals, 404 and 503): nothing to send.
         return Ok(Next::Close);
     }
@@ -1300,7 +1317,7 @@ async fn reply_local(
         api_id,
         meta.method,
         started,
-        outcome(kind.code(), meta.head_len as u64, out_len, 0),
+        outcome(ov.filter(|o| o.status != 0).map_or(kind.code(), |o| o.status), meta.head_len as u64, out_len, 0),
     );
     Ok(if close { Next::Close } else { Next::KeepAlive })
 }

@@ -8,6 +8,7 @@ use std::fmt;
 use std::io;
 
 use crate::auth::Refusal;
+use crate::config::{Override, OverrideBody, OverridePart};
 
 /// What went wrong, classified once where it happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +162,20 @@ impl ErrorStyle {
 /// mapping: there is no other way to write one. Returns false (and writes nothing) for a kind
 /// that is not answered.
 pub fn error_response(out: &mut Vec<u8>, kind: ErrorKind, message: &str, close: bool, style: ErrorStyle) -> bool {
-    error_response_with(out, kind, message, close, &[], style)
+    error_response_with(out, kind, message, close, &[], style, None)
+}
+
+/// Tyk's response flag of a failure that is not a refusal (internal/errors/classification.go;
+/// refusals carry theirs, `Denial::flag`).
+pub fn flag_of(kind: ErrorKind, context: &str) -> Option<&'static str> {
+    match kind {
+        ErrorKind::UpstreamConnect if context.contains("timed out") => Some("UCT"),
+        ErrorKind::UpstreamConnect => Some("UCF"),
+        ErrorKind::UpstreamLookup => Some("DNS"),
+        ErrorKind::UpstreamTimeout => Some("URT"),
+        ErrorKind::UpstreamProtocol => Some("UPE"),
+        _ => None,
+    }
 }
 
 /// As [`error_response`], with extra header lines (each ending in CRLF: `WWW-Authenticate`,
@@ -171,6 +185,12 @@ pub fn error_response(out: &mut Vec<u8>, kind: ErrorKind, message: &str, close: 
 /// message escaped as Tyk's `jsonEscapeString` does (gateway/util.go:21-64), or
 /// `<?xml version = "1.0" encoding = "UTF-8"?>\n<error><msg></error>\n`. No API matched (404):
 /// `Not Found` as text, as Tyk's router answers (proxy_muxer.go:214-222).
+///
+/// With an `error_overrides` rule (`ov`), its status, body and headers, in Tyk's priority
+/// (gateway/error_response.go:30-100): a literal body as is; an inline template with the rule's
+/// message (or the error's) escaped as Go's `JSEscapeString` (XML: HTML-escaped) and the status;
+/// a message alone in the default template; nothing, the default template with the error's
+/// message. The rule's headers are set last and may replace `Content-Type`.
 pub fn error_response_with(
     out: &mut Vec<u8>,
     kind: ErrorKind,
@@ -178,30 +198,69 @@ pub fn error_response_with(
     close: bool,
     extra: &[u8],
     style: ErrorStyle,
+    ov: Option<&Override>,
 ) -> bool {
     use std::io::Write as _;
-    let Some((status, reason)) = kind.status() else {
+    let Some((mut status, mut reason)) = kind.status() else {
         return false;
     };
+    if let Some(o) = ov.filter(|o| o.status != 0) {
+        status = o.status;
+        reason = reason_phrase(status);
+    }
     let mut body = Vec::with_capacity(message.len() + 24);
-    let content_type = if kind == ErrorKind::NoRoute {
-        body.extend_from_slice(b"Not Found");
-        "text/plain; charset=utf-8"
-    } else if style.xml {
-        body.extend_from_slice(b"<?xml version = \"1.0\" encoding = \"UTF-8\"?>\n<error>");
-        html_escape(&mut body, message);
-        body.extend_from_slice(b"</error>\n");
-        "application/xml"
-    } else {
-        body.extend_from_slice(b"{\n    \"error\": \"");
-        go_json_escape(&mut body, message);
-        body.extend_from_slice(b"\"\n}");
-        "application/json"
+    let default_template = |body: &mut Vec<u8>, message: &str| {
+        if style.xml {
+            body.extend_from_slice(b"<?xml version = \"1.0\" encoding = \"UTF-8\"?>\n<error>");
+            html_escape(body, message);
+            body.extend_from_slice(b"</error>\n");
+            "application/xml"
+        } else {
+            body.extend_from_slice(b"{\n    \"error\": \"");
+            go_json_escape(body, message);
+            body.extend_from_slice(b"\"\n}");
+            "application/json"
+        }
     };
-    let _ =
-        write!(out, "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n", body.len());
-    if style.generator && kind != ErrorKind::NoRoute {
+    let own_type = if style.xml { "application/xml" } else { "application/json" };
+    let content_type = match ov.map(|o| &o.body) {
+        None if kind == ErrorKind::NoRoute => {
+            body.extend_from_slice(b"Not Found");
+            "text/plain; charset=utf-8"
+        }
+        None | Some(OverrideBody::Original) => default_template(&mut body, message),
+        Some(OverrideBody::Message(m)) => default_template(&mut body, m),
+        Some(OverrideBody::Literal(b)) => {
+            body.extend_from_slice(b.as_bytes());
+            own_type
+        }
+        Some(OverrideBody::Template { parts, message: own }) => {
+            let m = if own.is_empty() { message } else { own.as_str() };
+            for p in parts {
+                match p {
+                    OverridePart::Text(t) => body.extend_from_slice(t.as_bytes()),
+                    OverridePart::StatusCode => {
+                        let _ = write!(body, "{status}");
+                    }
+                    OverridePart::Message if style.xml => html_escape(&mut body, m),
+                    OverridePart::Message => go_js_escape(&mut body, m),
+                }
+            }
+            own_type
+        }
+    };
+    let headers: &[(String, String)] = ov.map_or(&[], |o| &o.headers);
+    let replaced = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+    if !replaced("content-type") {
+        let _ = write!(out, "Content-Type: {content_type}\r\n");
+    }
+    let _ = write!(out, "Content-Length: {}\r\n", body.len());
+    if style.generator && kind != ErrorKind::NoRoute && !replaced("x-generator") {
         out.extend_from_slice(b"X-Generator: tyk.io\r\n");
+    }
+    for (k, v) in headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("content-length")) {
+        let _ = write!(out, "{k}: {v}\r\n");
     }
     out.extend_from_slice(extra);
     if close {
@@ -210,6 +269,48 @@ pub fn error_response_with(
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body);
     true
+}
+
+/// Go's `text/template.JSEscapeString`, which Tyk applies to `{{.Message}}` in a JSON override
+/// body: backslash, `'` and `"` escaped with a backslash; `<`, `>`, `&`, `=` and control
+/// characters as `\uXXXX`.
+fn go_js_escape(out: &mut Vec<u8>, s: &str) {
+    use std::io::Write as _;
+    for &b in s.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\'' => out.extend_from_slice(b"\\'"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'<' | b'>' | b'&' | b'=' | 0..=0x1f | 0x7f => {
+                let _ = write!(out, "\\u{:04X}", b);
+            }
+            _ => out.push(b),
+        }
+    }
+}
+
+/// The reason phrase for a status an override sets.
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        410 => "Gone",
+        418 => "I'm a teapot",
+        422 => "Unprocessable Entity",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
 }
 
 /// Tyk's `jsonEscapeString`: `"`, `\\`, `\n`, `\r`, `\t` escaped by name, other bytes below

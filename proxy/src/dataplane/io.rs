@@ -402,6 +402,8 @@ pub(crate) struct ExchangeBufs {
     pub path: String,
     /// How this exchange's error answer is written (set when its head is parsed).
     pub errors: super::error::ErrorStyle,
+    /// The routed API's `error_overrides`, for an upstream failure (`None`: none).
+    pub overrides: Option<std::sync::Arc<crate::config::ErrorOverrides>>,
 }
 
 impl ExchangeBufs {
@@ -414,6 +416,7 @@ impl ExchangeBufs {
             headers: Vec::new(),
             path: String::new(),
             errors: super::error::ErrorStyle::default(),
+            overrides: None,
         }
     }
 

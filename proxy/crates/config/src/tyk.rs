@@ -46,6 +46,9 @@ pub struct ApiSpec {
     /// The definition as its file has it (`GET /tyk/apis` answers with it, as Tyk answers with
     /// the definitions it loaded).
     pub definition: Arc<Value>,
+    /// Tyk's `error_overrides` for the errors Portcullis answers itself (`None`: none, or
+    /// `error_overrides_disabled`).
+    pub error_overrides: Option<Arc<super::ErrorOverrides>>,
 }
 
 /// One upstream target. An IP address is used as written; a host name is resolved when a
@@ -262,6 +265,7 @@ pub(super) fn parse_api(
 
     let auth = parse_auth(file, &json, fetch, matching, &mut errs);
     let limits = super::tyk_auth::parse_limits(file, &json, matching, &mut errs);
+    let error_overrides = super::tyk_errors::parse(file, &json, &mut errs).map(Arc::new);
     if !errs.is_empty() {
         return Err(errs);
     }
@@ -281,6 +285,7 @@ pub(super) fn parse_api(
         targets,
         org_id: raw.org_id,
         do_not_track: raw.do_not_track,
+        error_overrides,
     }))
 }
 

@@ -48,6 +48,7 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
         org_id: String::new(),
         do_not_track: false,
         definition: Default::default(),
+        error_overrides: None,
     }
 }
 

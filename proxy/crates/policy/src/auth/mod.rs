@@ -308,10 +308,18 @@ pub struct Denial {
     pub rate: Option<crate::limit::RateInfo>,
     /// 403 quota exceeded: for `X-Quota-*`.
     pub quota: Option<crate::limit::quota::QuotaInfo>,
+    /// Tyk's response flag for the refusal (`AMF`, `AKI`, `TKE`, ...:
+    /// internal/errors/classification.go), which `error_overrides` rules match on.
+    pub flag: Option<&'static str>,
 }
 
 fn deny(kind: Refusal, message: impl Into<Cow<'static, str>>) -> Denial {
     Denial { kind, message: message.into(), ..Default::default() }
+}
+
+/// A refusal with Tyk's response flag.
+fn flagged(kind: Refusal, message: impl Into<Cow<'static, str>>, flag: &'static str) -> Denial {
+    Denial { kind, message: message.into(), flag: Some(flag), ..Default::default() }
 }
 
 /// A password to check against a stored hash, and the cache digest to remember the answer under.
@@ -514,7 +522,7 @@ fn session_grant<'a>(
 ) -> Result<(Arc<Session>, Arc<Grant>), Decision<'a>> {
     let mut entry = match w.session(&hash) {
         Cached::Miss => return Err(Decision::NeedKey(hash)),
-        Cached::Unknown => return Err(Decision::Deny(deny(Refusal::Forbidden, MSG_DISALLOWED))),
+        Cached::Unknown => return Err(Decision::Deny(flagged(Refusal::Forbidden, MSG_DISALLOWED, "AKI"))),
         Cached::Hit(e) => e,
     };
     let session = Arc::clone(&entry.session);
@@ -551,7 +559,7 @@ fn check_token<'a>(
     strip: &mut Strip<'a>,
 ) -> Step<'a> {
     let Some((key, found)) = token::find(src, req.headers, req.query) else {
-        return Step::Stop(Decision::Deny(deny(Refusal::Unauthorized, MSG_MISSING)));
+        return Step::Stop(Decision::Deny(flagged(Refusal::Unauthorized, MSG_MISSING, "AMF")));
     };
     let hash = hash_key(key);
     match session_grant(hash, cx, w) {
@@ -575,6 +583,7 @@ fn check_basic<'a>(
             kind: Refusal::Unauthorized,
             message: MSG_MISSING.into(),
             basic_challenge: true,
+            flag: Some("AMF"),
             ..Default::default()
         }));
     };
@@ -626,7 +635,7 @@ fn check_hmac<'a>(
     strip: &mut Strip<'a>,
 ) -> Step<'a> {
     let Some(value) = token::header(req.headers, "authorization").filter(|v| !v.is_empty()) else {
-        return Step::Stop(Decision::Deny(deny(Refusal::Unauthorized, MSG_MISSING)));
+        return Step::Stop(Decision::Deny(flagged(Refusal::Unauthorized, MSG_MISSING, "AMF")));
     };
     // Tyk answers every signature failure with one message; the reason goes to the debug log.
     let bad = |e: signature::SigError| {
@@ -676,7 +685,7 @@ fn check_jwt<'a>(
 ) -> Step<'a> {
     // Tyk's JWT middleware answers a missing token 400, not 401 (mw_jwt.go:1282-1306).
     let Some((tok, found)) = token::find(&spec.source, req.headers, req.query) else {
-        return Step::Stop(Decision::Deny(deny(Refusal::BadRequest, MSG_MISSING)));
+        return Step::Stop(Decision::Deny(flagged(Refusal::BadRequest, MSG_MISSING, "AMF")));
     };
     let mut scope_buf = [0u8; 41];
     let scope = jwt_scope(&mut scope_buf, cx.generation, cx.api_index);
@@ -771,13 +780,13 @@ fn jwt_grant(
 fn jwt_refusal(e: &jwt::JwtError) -> Denial {
     use jwt::JwtError as E;
     match e {
-        E::Expired => deny(Refusal::Unauthorized, "Key not authorized: token has expired"),
-        E::IssuedInFuture => deny(Refusal::Unauthorized, "Key not authorized: token used before issued"),
-        E::NotYetValid => deny(Refusal::Unauthorized, "Key not authorized: token is not valid yet"),
+        E::Expired => flagged(Refusal::Unauthorized, "Key not authorized: token has expired", "TKE"),
+        E::IssuedInFuture => flagged(Refusal::Unauthorized, "Key not authorized: token used before issued", "TCV"),
+        E::NotYetValid => flagged(Refusal::Unauthorized, "Key not authorized: token is not valid yet", "TCV"),
         E::AlgNone | E::AlgNotAllowed { .. } => {
-            deny(Refusal::Forbidden, "Key not authorized: Unexpected signing method")
+            flagged(Refusal::Forbidden, "Key not authorized: Unexpected signing method", "TKI")
         }
-        E::Malformed(_) | E::NoKey | E::BadSignature => deny(Refusal::Forbidden, "Key not authorized"),
+        E::Malformed(_) | E::NoKey | E::BadSignature => flagged(Refusal::Forbidden, "Key not authorized", "TKI"),
     }
 }
 

@@ -26,6 +26,7 @@ fn facts<'a>(tags: &'a [String]) -> RequestFacts<'a> {
         org_id: "acme",
         ip_address: "127.0.0.1",
         tags: [tags, &[]],
+        track_path: false,
     }
 }
 

@@ -217,3 +217,25 @@ fn stdout_sink_prints_one_json_line_per_record() {
     assert_eq!(paths, ["/open/get?n=0", "/open/get?n=1", "/open/get?n=2"], "{}", p.stdout_text());
     assert!(!records_file(&p).exists(), "the stdout sink writes no file");
 }
+
+/// Tyk's `track_endpoints` and `do_not_track_endpoints` (gateway/mw_track_endpoints.go:43-51,
+/// handler_success.go:270-312): a tracked request is recorded with the entry's pattern as its
+/// `path` and `track_path: true`, an untracked one not at all, the others as usual. Before,
+/// such definitions were refused and `track_path` was always false.
+#[test]
+fn tracked_endpoints_are_recorded_under_their_pattern() {
+    let up = upstream("up");
+    let ext = r#", "extended_paths": {"track_endpoints": [{"path": "/anything/{id}", "method": "GET"}],
+                                      "do_not_track_endpoints": [{"path": "/headers", "method": "GET"}]}"#;
+    let p = builder()
+        .app("t", portcullis_tests::harness::api("t", "/t/", &up.url(), r#""use_keyless": true,"#, ext))
+        .start();
+    assert_eq!(p.get("/t/anything/42", "").status, 200);
+    assert_eq!(p.get("/t/headers", "").status, 200);
+    assert_eq!(p.get("/t/get", "").status, 200);
+    let recs = wait_records(&records_file(&p), 2);
+    assert_eq!(recs.len(), 2, "/headers is not recorded: {recs:#?}");
+    assert_eq!((recs[0]["path"].as_str(), recs[0]["track_path"].as_bool()), (Some("/anything/{id}"), Some(true)));
+    assert_eq!(recs[0]["raw_path"], "/t/anything/42");
+    assert_eq!((recs[1]["path"].as_str(), recs[1]["track_path"].as_bool()), (Some("/t/get"), Some(false)));
+}

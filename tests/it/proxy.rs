@@ -1150,3 +1150,42 @@ fn error_overrides_rewrite_the_gateways_own_errors() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success() && text.contains("error_overrides.404[0].match.flag"), "{text}");
 }
+
+/// Tyk's request size limits (gateway/mw_request_size_limit.go:22-112): `size_limits` entries
+/// (path below the listen path, method exact) and the version's `global_size_limit`, judged by
+/// the declared `Content-Length` (over: 400 "Request is too large", equal passes; none: 411),
+/// never on GET. Before, such definitions were refused (size_limits) or the limit ignored
+/// (global_size_limit).
+#[test]
+fn size_limits_refuse_what_tyk_refuses() {
+    let up = upstream("up");
+    let ext = r#", "extended_paths": {"size_limits": [{"path": ".*", "method": "POST", "size_limit": 10}]}"#;
+    let p = builder()
+        .app("s", portcullis_tests::harness::api("s", "/s/", &up.url(), r#""use_keyless": true,"#, ext))
+        .app(
+            "g",
+            portcullis_tests::harness::api(
+                "g",
+                "/g/",
+                &up.url(),
+                r#""use_keyless": true,"#,
+                r#", "global_size_limit": 20"#,
+            ),
+        )
+        .start();
+    let send = |method: &str, path: &str, headers: &str, body: &[u8]| {
+        let mut c = Conn::connect(p.listen).unwrap();
+        c.request(method, path, &format!("{headers}Connection: close\r\n"), body).unwrap()
+    };
+    let r = send("POST", "/s/anything", "", b"01234567890");
+    assert_eq!((r.status, r.json()["error"].as_str()), (400, Some("Request is too large")));
+    assert_eq!(send("POST", "/s/anything", "", b"0123456789").status, 200, "equal passes");
+    assert_eq!(send("PUT", "/s/anything", "", b"01234567890").status, 200, "the entry is for POST only");
+    let mut c = Conn::connect(p.listen).unwrap();
+    let chunked = "POST /s/anything HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    c.send(chunked.as_bytes()).unwrap();
+    let r = c.read_response(false).unwrap();
+    assert_eq!((r.status, r.json()["error"].as_str()), (411, Some("Content length is required for this request")));
+    assert_eq!(send("POST", "/g/anything", "", &[b'x'; 21]).status, 400);
+    assert_eq!(send("PATCH", "/g/anything", "", &[b'x'; 20]).status, 200);
+}

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The samples that load as shipped (36 of 86 on 2026-12-06).
+/// The samples that load as shipped (39 of 86 on 2026-12-06).
 const LOADED: &[&str] = &[
     "apps_quickstart.json",
     "ci_tests_api-functionality_data_api.json",
@@ -16,7 +16,9 @@ const LOADED: &[&str] = &[
     "ci_tests_error-overrides_apps_test-amf-basicauth.json",
     "ci_tests_error-overrides_apps_test-api-override-aki.json",
     "ci_tests_error-overrides_apps_test-api-override-disabled.json",
+    "ci_tests_error-overrides_apps_test-btl.json",
     "ci_tests_error-overrides_apps_test-cdc.json",
+    "ci_tests_error-overrides_apps_test-clm.json",
     "ci_tests_error-overrides_apps_test-dns.json",
     "ci_tests_error-overrides_apps_test-ihd-basicauth.json",
     "ci_tests_error-overrides_apps_test-nrh.json",
@@ -37,6 +39,7 @@ const LOADED: &[&str] = &[
     "ci_tests_metrics_apps_test-response-headers-error.json",
     "ci_tests_metrics_apps_test-response-headers-no-detail.json",
     "ci_tests_metrics_apps_test-response-headers.json",
+    "ci_tests_metrics_apps_test-tracked.json",
     "ci_tests_metrics_apps_test.json",
     "ci_tests_tracing_apps_test-graphql-tracing-invalid.json",
     "ci_tests_tracing_apps_test-jwt.json",
@@ -206,15 +209,12 @@ const REFUSED_ON_LOOPBACK: &[(&str, &str)] = &[
         "ci_tests_error-overrides_apps_test-biv-schema.json",
         "version_data.versions.Default.extended_paths.validate_json",
     ),
-    ("ci_tests_error-overrides_apps_test-btl.json", "version_data.versions.Default.extended_paths.size_limits"),
     ("ci_tests_error-overrides_apps_test-cbo.json", "version_data.versions.Default.extended_paths.circuit_breakers"),
-    ("ci_tests_error-overrides_apps_test-clm.json", "version_data.versions.Default.extended_paths.size_limits"),
     ("ci_tests_error-overrides_apps_test-ead.json", "use_oauth2"),
     ("ci_tests_error-overrides_apps_test-ihd-oauth.json", "use_oauth2"),
     ("ci_tests_error-overrides_apps_test-nhu.json", "proxy.check_host_against_uptime_tests"),
     ("ci_tests_error-overrides_apps_test-tki-jwt.json", "jwt_source"),
     ("ci_tests_metrics_apps_test-mcpapi-mcp.json", "openapi"),
-    ("ci_tests_metrics_apps_test-tracked.json", "version_data.versions.Default.extended_paths.track_endpoints"),
     ("ci_tests_plugin-compiler_testdata_test-plugin_apidef.json", "custom_middleware.post"),
     ("ci_tests_python-plugins_src_apidef.json", "custom_middleware_bundle"),
     ("ci_tests_tracing_apps_test-auth.json", "enable_batch_request_support"),

@@ -29,6 +29,8 @@ pub struct RequestFacts<'a> {
     pub ip_address: &'a str,
     /// Tags from `tag_headers` (`<header>-<value>`), then the session's and its policies'.
     pub tags: [&'a [String]; 2],
+    /// A `track_endpoints` entry matched: `path` is its pattern (Tyk's `TrackPath`).
+    pub track_path: bool,
 }
 
 /// How the exchange ended.
@@ -76,6 +78,7 @@ pub fn begin(out: &mut Vec<u8>, f: RequestFacts<'_>) {
         json_str(out, t.as_bytes());
     }
     out.push(b']');
+    out.extend_from_slice(if f.track_path { b",\"track_path\":true" } else { b",\"track_path\":false" });
 }
 
 /// Appends the outcome half and the closing `}\n` to a record [`begin`] started.
@@ -108,7 +111,7 @@ pub fn finish(out: &mut Vec<u8>, o: &Outcome, now: &WallTime) {
     push_u64(out, u64::from(now.year));
     out.extend_from_slice(b",\"hour\":");
     push_u64(out, u64::from(now.hour));
-    out.extend_from_slice(b",\"track_path\":false}\n");
+    out.extend_from_slice(b"}\n");
 }
 
 /// `s` as a JSON string. Bytes that are not UTF-8 become U+FFFD (header values may be any
@@ -193,6 +196,7 @@ mod tests {
             org_id: "acme",
             ip_address: "127.0.0.1",
             tags: [tags, &[]],
+            track_path: false,
         }
     }
 

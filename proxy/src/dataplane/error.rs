@@ -68,6 +68,7 @@ impl ErrorKind {
                 Refusal::Unauthorized => (401, "Unauthorized"),
                 Refusal::Forbidden => (403, "Forbidden"),
                 Refusal::TooManyRequests => (429, "Too Many Requests"),
+                Refusal::LengthRequired => (411, "Length Required"),
             },
             ErrorKind::ClientIo | ErrorKind::Closed => return None,
         })
@@ -373,6 +374,7 @@ mod tests {
             (ErrorKind::Denied(Refusal::Unauthorized), 401),
             (ErrorKind::Denied(Refusal::Forbidden), 403),
             (ErrorKind::Denied(Refusal::TooManyRequests), 429),
+            (ErrorKind::Denied(Refusal::LengthRequired), 411),
             (ErrorKind::ClientIo, 0),
             (ErrorKind::Closed, 0),
         ];

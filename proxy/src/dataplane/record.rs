@@ -79,8 +79,22 @@ pub(super) fn begin_record(
     if !snap.config.analytics.enabled || c.api.do_not_track {
         return;
     }
+    // `track_endpoints` / `do_not_track_endpoints` (Tyk: mw_track_endpoints.go:43-51): a
+    // tracked request is recorded under its entry's pattern, an untracked one not at all.
+    let mut path = c.path.as_bytes();
+    let mut track_path = false;
+    if !c.api.track_endpoints.is_empty() || !c.api.do_not_track_endpoints.is_empty() {
+        let method = std::str::from_utf8(meta.spans.method.get(head)).unwrap_or("");
+        let rel = c.path.get(c.api.listen_path.len().min(c.path.len())..).filter(|r| !r.is_empty()).unwrap_or("/");
+        if c.api.do_not_track_endpoints.iter().any(|r| r.matches(method, rel, rel)) {
+            return;
+        }
+        if let Some((_, pattern)) = c.api.track_endpoints.iter().find(|(r, _)| r.matches(method, rel, rel)) {
+            path = pattern.as_bytes();
+            track_path = true;
+        }
+    }
     let raw_path = meta.spans.target.get(head);
-    let path = c.path.as_bytes();
     let mut recorder = worker.analytics.borrow_mut();
     let key;
     let api_key = match c.identity {
@@ -108,6 +122,7 @@ pub(super) fn begin_record(
         org_id: &c.api.org_id,
         ip_address: client_ip,
         tags: [c.tags, grant_tags],
+        track_path,
     };
     crate::analytics::record::begin(rec, facts);
 }

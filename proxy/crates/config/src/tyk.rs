@@ -49,6 +49,10 @@ pub struct ApiSpec {
     /// Tyk's `error_overrides` for the errors Portcullis answers itself (`None`: none, or
     /// `error_overrides_disabled`).
     pub error_overrides: Option<Arc<super::ErrorOverrides>>,
+    /// `track_endpoints`: a matching request is recorded under the entry's path pattern.
+    pub track_endpoints: Vec<(portcullis_policy::path_rule::PathRule, String)>,
+    /// `do_not_track_endpoints`: matching requests are not recorded.
+    pub do_not_track_endpoints: Vec<portcullis_policy::path_rule::PathRule>,
 }
 
 /// One upstream target. An IP address is used as written; a host name is resolved when a
@@ -134,7 +138,16 @@ const UNSUPPORTED_VERSION_KEYS: &[&str] =
     &["global_response_headers", "global_response_headers_remove", "ignore_endpoint_case", "override_target"];
 
 /// Extended-path middleware Portcullis implements.
-const SUPPORTED_EXTENDED: &[&str] = &["ignored", "white_list", "black_list", "transform_headers", "rate_limit"];
+const SUPPORTED_EXTENDED: &[&str] = &[
+    "ignored",
+    "white_list",
+    "black_list",
+    "transform_headers",
+    "rate_limit",
+    "size_limits",
+    "track_endpoints",
+    "do_not_track_endpoints",
+];
 
 /// Outcome of parsing one definition file.
 #[derive(Debug)]
@@ -266,6 +279,7 @@ pub(super) fn parse_api(
     let auth = parse_auth(file, &json, fetch, matching, &mut errs);
     let limits = super::tyk_auth::parse_limits(file, &json, matching, &mut errs);
     let error_overrides = super::tyk_errors::parse(file, &json, &mut errs).map(Arc::new);
+    let (track_endpoints, do_not_track_endpoints) = super::tyk_auth::parse_tracking(file, &json, matching, &mut errs);
     if !errs.is_empty() {
         return Err(errs);
     }
@@ -286,6 +300,8 @@ pub(super) fn parse_api(
         org_id: raw.org_id,
         do_not_track: raw.do_not_track,
         error_overrides,
+        track_endpoints,
+        do_not_track_endpoints,
     }))
 }
 

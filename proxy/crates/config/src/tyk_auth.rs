@@ -236,6 +236,9 @@ pub(super) fn parse_auth(
             }
             let ptr = format!("{base}/extended_paths/transform_headers");
             transform_headers(&mut cx, &ptr, context_vars, &mut a.transforms);
+            if extended {
+                size_limits(&mut cx, &base, &mut a.size_limits);
+            }
             let ptr = format!("{base}/global_headers");
             if let Some(m) = cx.get(&ptr).cloned() {
                 match m.as_object() {
@@ -466,6 +469,35 @@ fn transform_headers(cx: &mut Cx<'_>, ptr: &str, context_vars: bool, t: &mut Tra
     });
 }
 
+/// `extended_paths.size_limits` and `global_size_limit` of the version at `base`, as Tyk's
+/// RequestSizeLimit middleware reads them (mw_request_size_limit.go:41-112): entries match the
+/// path below the listen path and their `method` exactly (an entry without one never matches);
+/// the global limit applies whenever the middleware is on (Tyk does not look at
+/// `global_size_limit_disabled` again then).
+fn size_limits(cx: &mut Cx<'_>, base: &str, out: &mut portcullis_policy::auth::SizeLimits) {
+    let ptr = format!("{base}/extended_paths/size_limits");
+    for_each_middleware_entry(cx, &ptr, |cx, field, e, rule| match e.get("size_limit").and_then(Value::as_u64) {
+        Some(n) => out.per_path.push((rule, n)),
+        None => cx.err(&format!("{field}.size_limit"), super::brief(e), "must be a number of bytes"),
+    });
+    let global = cx.number(&format!("{base}/global_size_limit"));
+    let disabled = cx.flag(&format!("{base}/global_size_limit_disabled"));
+    if global > 0.0 && (!disabled || !out.per_path.is_empty()) {
+        out.global = global as u64;
+    }
+}
+
+/// As [`for_each_path_entry`], for the extended-path middleware that are not path lists (size
+/// limits, JSON validation, endpoint tracking): Tyk matches their `method` exactly, and an
+/// entry with none matches no request (gateway/model_urlspec.go:133-184).
+fn for_each_middleware_entry(cx: &mut Cx<'_>, ptr: &str, mut each: impl FnMut(&mut Cx<'_>, &str, &Value, PathRule)) {
+    for_each_path_entry(cx, ptr, |cx, field, e, mut rule| {
+        let method = e.get("method").and_then(Value::as_str).unwrap_or("");
+        rule.methods = Methods::Only(if method.is_empty() { Vec::new() } else { vec![method.to_string()] });
+        each(cx, field, e, rule)
+    });
+}
+
 fn rate_of(cx: &mut Cx<'_>, field: &str, v: &Value) -> Option<portcullis_policy::limit::Rate> {
     let rate = v.get("rate").and_then(Value::as_f64).unwrap_or(0.0);
     let per = v.get("per").and_then(Value::as_f64).unwrap_or(0.0);
@@ -479,6 +511,32 @@ fn rate_of(cx: &mut Cx<'_>, field: &str, v: &Value) -> Option<portcullis_policy:
             None
         }
     }
+}
+
+/// The default version's `track_endpoints` (each with its path pattern as written, which a
+/// tracked request's record carries as its `path`) and `do_not_track_endpoints`.
+#[expect(clippy::type_complexity, reason = "two lists of the spec, built together")]
+pub(super) fn parse_tracking(
+    file: &std::path::Path,
+    json: &Value,
+    matching: PathMatching,
+    errs: &mut Vec<ConfigError>,
+) -> (Vec<(PathRule, String)>, Vec<PathRule>) {
+    let mut quiet = Vec::new();
+    let version = default_version(&mut Cx { file, json, errs: &mut quiet, matching });
+    let mut cx = Cx { file, json, errs, matching };
+    let (mut track, mut skip) = (Vec::new(), Vec::new());
+    if let Some(DefaultVersion { ptr: base, extended: true, .. }) = version {
+        for_each_middleware_entry(&mut cx, &format!("{base}/extended_paths/track_endpoints"), |_, _, e, rule| {
+            track.push((rule, e.get("path").and_then(Value::as_str).unwrap_or("").to_string()))
+        });
+        for_each_middleware_entry(
+            &mut cx,
+            &format!("{base}/extended_paths/do_not_track_endpoints"),
+            |_, _, _, rule| skip.push(rule),
+        );
+    }
+    (track, skip)
 }
 
 /// `global_rate_limit`, `ip_rate_limit`, `extended_paths.rate_limit`, `disable_rate_limit`,

@@ -49,6 +49,8 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
         do_not_track: false,
         definition: Default::default(),
         error_overrides: None,
+        track_endpoints: Vec::new(),
+        do_not_track_endpoints: Vec::new(),
     }
 }
 

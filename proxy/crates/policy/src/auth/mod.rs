@@ -169,6 +169,8 @@ pub struct ApiAuth {
     pub ip_allow: Option<Vec<IpNet>>,
     /// `enable_ip_blacklisting`: never these networks.
     pub ip_deny: Vec<IpNet>,
+    /// `size_limits` and `global_size_limit` of the default version.
+    pub size_limits: SizeLimits,
     /// The default version's path lists, checked as Tyk's `URLAllowedAndIgnored` does
     /// ([`ApiAuth::path_status`]).
     pub ignored: Vec<PathRule>,
@@ -187,6 +189,7 @@ impl ApiAuth {
             && self.white_list.is_empty()
             && self.black_list.is_empty()
             && self.transforms.is_empty()
+            && self.size_limits.is_empty()
     }
 
     /// The enabled methods with their settings, in checking order.
@@ -293,6 +296,8 @@ pub enum Refusal {
     Forbidden,
     /// A rate limit (Tyk: 429).
     TooManyRequests,
+    /// A size limit without `Content-Length` (Tyk: 411).
+    LengthRequired,
 }
 
 /// A request refused, with Tyk's class and message.
@@ -414,7 +419,50 @@ pub fn access(auth: &ApiAuth, req: &RequestView<'_>) -> Result<(), Denial> {
     if auth.path_status(req) == PathStatus::Blocked {
         return Err(deny(Refusal::Forbidden, MSG_ENDPOINT));
     }
-    Ok(())
+    auth.size_limits.check(req)
+}
+
+/// Request size limits (Tyk's RequestSizeLimit middleware, gateway/mw_request_size_limit.go):
+/// the API version's `global_size_limit`, then the first `size_limits` entry that matches.
+#[derive(Debug, Clone, Default)]
+pub struct SizeLimits {
+    /// Bytes; 0: none.
+    pub global: u64,
+    /// Entries in order, each with its limit in bytes.
+    pub per_path: Vec<(PathRule, u64)>,
+}
+
+impl SizeLimits {
+    pub fn is_empty(&self) -> bool {
+        self.global == 0 && self.per_path.is_empty()
+    }
+
+    /// As Tyk checks them (mw_request_size_limit.go:22-112): GET, DELETE, TRACE, OPTIONS and HEAD
+    /// never; otherwise only the declared `Content-Length` counts: none is 411, one that is not
+    /// a number 400, one over the limit 400 "Request is too large" (equal passes). The body's
+    /// real length is held to the declared one by the HTTP layer.
+    pub fn check(&self, req: &RequestView<'_>) -> Result<(), Denial> {
+        if self.is_empty() || matches!(req.method, "GET" | "DELETE" | "TRACE" | "OPTIONS" | "HEAD") {
+            return Ok(());
+        }
+        let limit = |l: u64| -> Result<(), Denial> {
+            let Some(v) = req.headers.get("content-length") else {
+                return Err(flagged(Refusal::LengthRequired, "Content length is required for this request", "CLM"));
+            };
+            match std::str::from_utf8(v).ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+                None => Err(deny(Refusal::BadRequest, "content length is not a valid Integer")),
+                Some(n) if n > l => Err(flagged(Refusal::BadRequest, "Request is too large", "BTL")),
+                Some(_) => Ok(()),
+            }
+        };
+        if self.global > 0 {
+            limit(self.global)?;
+        }
+        match self.per_path.iter().find(|(r, _)| r.matches(req.method, req.rel_path, req.rel_path)) {
+            Some((_, l)) => limit(*l),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What the path lists say about a request.

@@ -515,7 +515,6 @@ fn rate_of(cx: &mut Cx<'_>, field: &str, v: &Value) -> Option<portcullis_policy:
 
 /// The default version's `track_endpoints` (each with its path pattern as written, which a
 /// tracked request's record carries as its `path`) and `do_not_track_endpoints`.
-#[expect(clippy::type_complexity, reason = "two lists of the spec, built together")]
 pub(super) fn parse_tracking(
     file: &std::path::Path,
     json: &Value,

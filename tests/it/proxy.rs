@@ -1189,3 +1189,44 @@ fn size_limits_refuse_what_tyk_refuses() {
     assert_eq!(send("POST", "/g/anything", "", &[b'x'; 21]).status, 400);
     assert_eq!(send("PATCH", "/g/anything", "", &[b'x'; 20]).status, 200);
 }
+
+/// Tyk's `validate_json` (gateway/mw_validate_json.go:36-92): the body of a matching request is
+/// checked against the entry's schema (the pattern `anything`, without a leading `/`, is searched
+/// in the path as Tyk does); not JSON: 400 `JSON parsing error: ...`; refused by the schema:
+/// 422 or `error_response_code`, every error as `<field>: <what>`. Before, the definition was
+/// refused.
+#[test]
+fn validate_json_checks_bodies_against_the_schema() {
+    let up = upstream("up");
+    let schema = r#"{"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
+                     "email": {"type": "string", "format": "email"}}, "required": ["name"]}"#;
+    let ext = |code: u16| {
+        format!(
+            r#", "extended_paths": {{"validate_json": [{{"path": "anything", "method": "POST", "schema": {schema}, "error_response_code": {code}}}]}}"#
+        )
+    };
+    let p = builder()
+        .app("v", portcullis_tests::harness::api("v", "/v/", &up.url(), r#""use_keyless": true,"#, &ext(0)))
+        .app("w", portcullis_tests::harness::api("w", "/w/", &up.url(), r#""use_keyless": true,"#, &ext(400)))
+        .start();
+    let post = |path: &str, body: &str| {
+        let mut c = Conn::connect(p.listen).unwrap();
+        c.request("POST", path, "Content-Type: application/json\r\nConnection: close\r\n", body.as_bytes()).unwrap()
+    };
+    assert_eq!(post("/v/anything", r#"{"name": "x", "age": 3}"#).status, 200);
+    let r = post("/v/anything", r#"{"age": "old", "email": "nope"}"#);
+    assert_eq!(r.status, 422, "{}", r.text());
+    let msg = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("(root): ") && msg.contains("age: ") && msg.contains("email: ") && msg.contains("; "),
+        "{msg}"
+    );
+    let r = post("/v/anything", "{not json");
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().unwrap().starts_with("JSON parsing error: "), "{}", r.text());
+    assert_eq!(post("/v/anything", "").status, 400, "an empty body is not JSON");
+    assert_eq!(post("/w/anything", r#"{"age": 1}"#).status, 400, "error_response_code");
+    let mut c = Conn::connect(p.listen).unwrap();
+    let r = c.request("PUT", "/v/anything", "Connection: close\r\n", b"{not json").unwrap();
+    assert_eq!(r.status, 200, "the entry is for POST");
+}

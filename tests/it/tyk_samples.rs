@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The samples that load as shipped (39 of 86 on 2026-12-06).
+/// The samples that load as shipped (41 of 86 on 2026-12-06).
 const LOADED: &[&str] = &[
     "apps_quickstart.json",
     "ci_tests_api-functionality_data_api.json",
@@ -16,6 +16,8 @@ const LOADED: &[&str] = &[
     "ci_tests_error-overrides_apps_test-amf-basicauth.json",
     "ci_tests_error-overrides_apps_test-api-override-aki.json",
     "ci_tests_error-overrides_apps_test-api-override-disabled.json",
+    "ci_tests_error-overrides_apps_test-biv-json.json",
+    "ci_tests_error-overrides_apps_test-biv-schema.json",
     "ci_tests_error-overrides_apps_test-btl.json",
     "ci_tests_error-overrides_apps_test-cdc.json",
     "ci_tests_error-overrides_apps_test-clm.json",
@@ -196,19 +198,8 @@ const REFUSED_ON_LOOPBACK: &[(&str, &str)] = &[
     ("ci_tests_error-overrides_apps_test-api-override-edge-cases.json", "error_overrides.500[0].match.body_field"),
     ("ci_tests_error-overrides_apps_test-api-override-match.json", "error_overrides.500[0].match.body_field"),
     ("ci_tests_error-overrides_apps_test-api-override-upstream.json", "error_overrides.404[0].match.flag"),
-    (
-        "ci_tests_error-overrides_apps_test-biv-json-invalid-params.json",
-        "version_data.versions.Default.extended_paths.validate_json",
-    ),
-    ("ci_tests_error-overrides_apps_test-biv-json.json", "version_data.versions.Default.extended_paths.validate_json"),
-    (
-        "ci_tests_error-overrides_apps_test-biv-schema-invalid-params.json",
-        "version_data.versions.Default.extended_paths.validate_json",
-    ),
-    (
-        "ci_tests_error-overrides_apps_test-biv-schema.json",
-        "version_data.versions.Default.extended_paths.validate_json",
-    ),
+    ("ci_tests_error-overrides_apps_test-biv-json-invalid-params.json", "error_overrides.400[0].response.template"),
+    ("ci_tests_error-overrides_apps_test-biv-schema-invalid-params.json", "error_overrides.422[0].response.template"),
     ("ci_tests_error-overrides_apps_test-cbo.json", "version_data.versions.Default.extended_paths.circuit_breakers"),
     ("ci_tests_error-overrides_apps_test-ead.json", "use_oauth2"),
     ("ci_tests_error-overrides_apps_test-ihd-oauth.json", "use_oauth2"),

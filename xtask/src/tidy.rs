@@ -227,6 +227,7 @@ mod tests {
                     "arc-swap",
                     "base64",
                     "ipnet",
+                    "jsonschema",
                     "libc",
                     "regex",
                     "serde",

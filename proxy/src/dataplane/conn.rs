@@ -356,6 +356,14 @@ async fn request<'w>(
     let facts =
         RecordCtx { api, path, host: &target.host_header, identity: routed.identity.as_ref(), tags: &routed.tags };
     begin_record(worker, snap, data, &meta, client_ip, facts, &mut x.record);
+    // The `validate_json` entry for this request, if any (checked once its body is read).
+    let json_check = if api.validate_json.is_empty() {
+        None
+    } else {
+        let method = std::str::from_utf8(meta.spans.method.get(data)).unwrap_or("");
+        let rel = path.get(api.listen_path.len().min(path.len())..).filter(|r| !r.is_empty()).unwrap_or("/");
+        api.validate_json.iter().find(|(r, _)| r.matches(method, rel, rel)).map(|(_, c)| c.clone())
+    };
     // Counts this exchange (and finishes its record) however it ends.
     let done = |rec: &mut Vec<u8>, o: Outcome| record(worker, rec, &api.api_id, meta.method, started, o);
     bufs.client.consume(meta.head_len);
@@ -398,8 +406,69 @@ async fn request<'w>(
             }
         }
     }
+    if let Some(check) = json_check {
+        // Tyk's ValidateJSON middleware (gateway/mw_validate_json.go): the whole body, parsed
+        // and checked against the schema; refused: 400 (not JSON) or the entry's status.
+        let verdict = if _streaming.is_some() {
+            Err((ErrorKind::BodyTooLarge, "request body larger than request_buffer_size cannot be validated".into()))
+        } else {
+            validate_body(bufs.client.data(), meta.body, &check)
+        };
+        if let Err((kind, message)) = verdict {
+            let close = true;
+            bufs.x.out.clear();
+            let flag = Some("BIV");
+            let ov = api.error_overrides.as_deref().and_then(|o| o.find(kind.code(), flag, &message));
+            error_response_with(&mut bufs.x.out, kind, &message, close, &[], bufs.x.errors, ov);
+            let out_len = bufs.x.out.len() as u64;
+            let _ = write_vec(client, &mut bufs.x.out).await;
+            let code = ov.filter(|o| o.status != 0).map_or(kind.code(), |o| o.status);
+            done(&mut bufs.x.record, outcome(code, meta.head_len as u64, out_len, 0));
+            return Ok(Step::Answered(Next::Close));
+        }
+    }
     routed.meta.expect_continue = expect_continue;
     Ok(Step::Forward(Request { routed, clock, _streaming }))
+}
+
+/// Checks a request body read whole (at the start of `data`) against a `validate_json` schema:
+/// `Err` with what to answer, Tyk's words (mw_validate_json.go:48-92): a body that is not JSON is
+/// 400 `JSON parsing error: ...`; one the schema refuses gets the entry's status and every
+/// error as `<field>: <what>` joined by `; ` (the wording is the `jsonschema` crate's, the shape
+/// gojsonschema's).
+fn validate_body(data: &[u8], body: BodyKind, check: &crate::config::JsonCheck) -> Result<(), (ErrorKind, String)> {
+    let bytes: std::borrow::Cow<'_, [u8]> = match body {
+        BodyKind::Length(n) => data.get(..n as usize).unwrap_or(data).into(),
+        BodyKind::Chunked => {
+            let mut scanner = portcullis_http1::chunked::ChunkedScanner::default();
+            let mut out = Vec::new();
+            let _ = scanner.scan(data, |r| out.extend_from_slice(&data[r]));
+            out.into()
+        }
+        BodyKind::None | BodyKind::UntilClose => (&[][..]).into(),
+    };
+    let bad = |m: String| (ErrorKind::Denied(crate::auth::Refusal::BadRequest), m);
+    let value: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) if bytes.iter().all(u8::is_ascii_whitespace) => {
+            return Err(bad(format!("JSON parsing error: EOF ({e})")))
+        }
+        Err(e) => return Err(bad(format!("JSON parsing error: {e}"))),
+    };
+    let errors: Vec<String> = check
+        .validator
+        .iter_errors(&value)
+        .map(|e| {
+            let at = e.instance_path.to_string();
+            let field = if at.is_empty() { "(root)".to_string() } else { at.trim_start_matches('/').replace('/', ".") };
+            format!("{field}: {e}")
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err((ErrorKind::Denied(crate::auth::Refusal::Status(check.status)), errors.join("; ")))
+    }
 }
 
 /// What the phases decided, or that the control plane could not answer.

@@ -69,6 +69,7 @@ impl ErrorKind {
                 Refusal::Forbidden => (403, "Forbidden"),
                 Refusal::TooManyRequests => (429, "Too Many Requests"),
                 Refusal::LengthRequired => (411, "Length Required"),
+                Refusal::Status(code) => (code, reason_phrase(code)),
             },
             ErrorKind::ClientIo | ErrorKind::Closed => return None,
         })

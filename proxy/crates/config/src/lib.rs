@@ -30,7 +30,7 @@ pub use file::{
 pub use portcullis_http1::MAX_HEADERS;
 pub use snapshot::{load_snapshot_edited, load_snapshot_with, PolicySource, Skipped, Snapshot};
 pub use tyk::{ApiSpec, Target};
-pub use tyk_auth::JwksFetch;
+pub use tyk_auth::{JsonCheck, JwksFetch};
 pub use tyk_errors::{Body as OverrideBody, ErrorOverrides, Override, Part as OverridePart};
 pub use tyk_policy::TykPolicy;
 pub use tyk_session::{AccessDefinition, AccessSpec, BasicAuthData, RateProblem, TykSession};

@@ -53,6 +53,8 @@ pub struct ApiSpec {
     pub track_endpoints: Vec<(portcullis_policy::path_rule::PathRule, String)>,
     /// `do_not_track_endpoints`: matching requests are not recorded.
     pub do_not_track_endpoints: Vec<portcullis_policy::path_rule::PathRule>,
+    /// `validate_json`: request bodies of matching requests checked against a JSON schema.
+    pub validate_json: Vec<(portcullis_policy::path_rule::PathRule, super::tyk_auth::JsonCheck)>,
 }
 
 /// One upstream target. An IP address is used as written; a host name is resolved when a
@@ -147,6 +149,7 @@ const SUPPORTED_EXTENDED: &[&str] = &[
     "size_limits",
     "track_endpoints",
     "do_not_track_endpoints",
+    "validate_json",
 ];
 
 /// Outcome of parsing one definition file.
@@ -280,10 +283,11 @@ pub(super) fn parse_api(
     let limits = super::tyk_auth::parse_limits(file, &json, matching, &mut errs);
     let error_overrides = super::tyk_errors::parse(file, &json, &mut errs).map(Arc::new);
     let (track_endpoints, do_not_track_endpoints) = super::tyk_auth::parse_tracking(file, &json, matching, &mut errs);
+    let validate_json = super::tyk_auth::parse_validate_json(file, &json, matching, &mut errs);
     if !errs.is_empty() {
         return Err(errs);
     }
-    let plain = auth.is_plain() && limits.is_empty();
+    let plain = auth.is_plain() && limits.is_empty() && validate_json.is_empty();
     Ok(Parsed::Api(ApiSpec {
         definition: Arc::new(json),
         limits,
@@ -302,6 +306,7 @@ pub(super) fn parse_api(
         error_overrides,
         track_endpoints,
         do_not_track_endpoints,
+        validate_json,
     }))
 }
 

@@ -538,6 +538,61 @@ pub(super) fn parse_tracking(
     (track, skip)
 }
 
+/// One `validate_json` entry, its schema compiled at load.
+#[derive(Debug, Clone)]
+pub struct JsonCheck {
+    pub validator: Arc<jsonschema::Validator>,
+    /// Status of a body the schema refuses (`error_response_code`, else 422).
+    pub status: u16,
+}
+
+/// The default version's `validate_json` entries, each schema compiled once here (Tyk:
+/// mw_validate_json.go; api_definition.go:1429-1447). A schema with `$schema` is read as that
+/// draft; without, as draft 7 (Tyk's gojsonschema reads a hybrid of drafts 4, 6 and 7). Formats
+/// (`email`, `date-time`, ...) are asserted, as gojsonschema asserts them.
+pub(super) fn parse_validate_json(
+    file: &std::path::Path,
+    json: &Value,
+    matching: PathMatching,
+    errs: &mut Vec<ConfigError>,
+) -> Vec<(PathRule, JsonCheck)> {
+    let mut quiet = Vec::new();
+    let version = default_version(&mut Cx { file, json, errs: &mut quiet, matching });
+    let mut cx = Cx { file, json, errs, matching };
+    let mut out = Vec::new();
+    if let Some(DefaultVersion { ptr: base, extended: true, .. }) = version {
+        let ptr = format!("{base}/extended_paths/validate_json");
+        for_each_middleware_entry(&mut cx, &ptr, |cx, field, e, rule| {
+            let Some(schema) = e.get("schema").filter(|s| s.is_object() || s.is_boolean()) else {
+                let msg = "is required: a JSON schema (schema_b64 is Tyk's database encoding, not read from files)";
+                cx.err(&format!("{field}.schema"), super::brief(e.get("schema").unwrap_or(&Value::Null)), msg);
+                return;
+            };
+            let mut options = jsonschema::options().should_validate_formats(true);
+            if schema.get("$schema").is_none() {
+                options = options.with_draft(jsonschema::Draft::Draft7);
+            }
+            let validator = match options.build(schema) {
+                Ok(v) => std::sync::Arc::new(v),
+                Err(err) => {
+                    cx.err(&format!("{field}.schema"), super::brief(schema), format!("not a valid JSON schema: {err}"));
+                    return;
+                }
+            };
+            let status = match e.get("error_response_code").and_then(Value::as_u64).unwrap_or(0) {
+                0 => 422,
+                c @ 400..=599 => c as u16,
+                c => {
+                    cx.err(&format!("{field}.error_response_code"), c.to_string(), "must be a 4xx or 5xx status");
+                    return;
+                }
+            };
+            out.push((rule, JsonCheck { validator, status }));
+        });
+    }
+    out
+}
+
 /// `global_rate_limit`, `ip_rate_limit`, `extended_paths.rate_limit`, `disable_rate_limit`,
 /// `disable_quota`.
 pub(super) fn parse_limits(

@@ -298,6 +298,8 @@ pub enum Refusal {
     TooManyRequests,
     /// A size limit without `Content-Length` (Tyk: 411).
     LengthRequired,
+    /// A body a `validate_json` schema refuses: its `error_response_code`, else 422.
+    Status(u16),
 }
 
 /// A request refused, with Tyk's class and message.

@@ -199,7 +199,7 @@ fn one_per_second_admits_exactly_one_per_second_and_backing_off_is_admitted_at_o
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(r.header("x-ratelimit-limit"), Some("5"));
     assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
-    assert_eq!(r.json()["error"], "Rate limit exceeded");
+    assert_eq!(r.json()["error"], "API Rate Limit Exceeded");
     // Stays: backing off for one token's time (1/5 s) is what is tested.
     std::thread::sleep(Duration::from_millis(250));
     let r = conn.request("GET", "/five/get", "", b"").unwrap();
@@ -460,4 +460,55 @@ fn endpoint_ip_and_per_api_key_limits() {
     let auth = "Authorization: per-api-key\r\n";
     assert_eq!(statuses("/k1/get", auth, 3), [200, 200, 429]);
     assert_eq!(statuses("/k2/get", auth, 5), [200; 5]);
+}
+
+/// The first refusal on `path` within `n` requests (bounded): its status and `error` message.
+fn first_refusal(c: &mut Conn, path: &str, auth: &str, n: usize) -> Option<(u16, String)> {
+    (0..n).find_map(|_| {
+        let r = c.request("GET", path, auth, b"").unwrap();
+        (r.status != 200).then(|| (r.status, r.json()["error"].as_str().unwrap_or_default().to_string()))
+    })
+}
+
+/// A 429 says whose limit refused, in Tyk's words: the key's own rate (its session rate or its
+/// per-API `access_rights` limit) "Rate Limit Exceeded" (gateway/mw_rate_limiting.go:103-140,
+/// `handleRateLimitFailure`), an API-level limit (`global_rate_limit`, the definition's
+/// `extended_paths.rate_limit`) "API Rate Limit Exceeded" (gateway/mw_api_rate_limit.go:129-132).
+/// `ip_rate_limit` (Portcullis' own, an API setting) answers as the API's. When the key's and
+/// the API's limits both refuse, the key's answer wins: Tyk checks it first (api_loader.go:617
+/// before 633).
+#[test]
+fn rate_limit_refusals_answer_in_tyks_words() {
+    let up = upstream();
+    let ep = r#", "extended_paths": {"rate_limit": [{"path": "/get", "method": "GET", "rate": 1, "per": 3600}]}"#;
+    let def =
+        |id: &str, top: &str, version_extra: &str| harness::api(id, &format!("/{id}/"), &up.url(), top, version_extra);
+    let one_an_hour = r#""global_rate_limit": {"rate": 1, "per": 3600},"#;
+    let p = builder()
+        .app("g", def("g", &format!(r#""use_keyless": true, {one_an_hour}"#), ""))
+        .app("ep", def("ep", r#""use_keyless": true,"#, ep))
+        .app("ip", def("ip", r#""use_keyless": true, "ip_rate_limit": {"rate": 1, "per": 3600},"#, ""))
+        .app("k", def("k", r#""use_standard_auth": true,"#, ""))
+        .app("kg", def("kg", &format!(r#""use_standard_auth": true, {one_an_hour}"#), ""))
+        .start();
+    let mut c = Conn::connect(p.listen).unwrap();
+    let api_words = Some((429, "API Rate Limit Exceeded".to_string()));
+    let key_words = Some((429, "Rate Limit Exceeded".to_string()));
+    assert_eq!(first_refusal(&mut c, "/g/get", "", 5), api_words, "global_rate_limit");
+    assert_eq!(first_refusal(&mut c, "/ep/get", "", 5), api_words, "extended_paths.rate_limit");
+    assert_eq!(first_refusal(&mut c, "/ip/get", "", 5), api_words, "ip_rate_limit");
+    let key = |session: serde_json::Value| format!("Authorization: {}\r\n", p.create_key(&session).0);
+    // The key's session rate, and its per-API limit.
+    let auth = key(json!({"rate": 1, "per": 3600}));
+    assert_eq!(first_refusal(&mut c, "/k/get", &auth, 5), key_words, "session rate");
+    let auth = key(json!({"rate": 100, "per": 1, "access_rights": {
+        "k": {"api_id": "k", "versions": [], "limit": {"rate": 1, "per": 3600}}}}));
+    assert_eq!(first_refusal(&mut c, "/k/get", &auth, 5), key_words, "per-API key limit");
+    // On an API with its own limit: the API's refuses a key with room left, and when both
+    // refuse the key's is named.
+    let auth = key(json!({"rate": 100, "per": 1}));
+    assert_eq!(first_refusal(&mut c, "/kg/get", &auth, 5), api_words, "API limit, key within its rate");
+    let auth = key(json!({"rate": 1, "per": 3600}));
+    assert_eq!(c.request("GET", "/k/get", &auth, b"").unwrap().status, 200, "the key's one request an hour");
+    assert_eq!(first_refusal(&mut c, "/kg/get", &auth, 5), key_words, "both refuse");
 }

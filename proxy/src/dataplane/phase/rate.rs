@@ -11,7 +11,8 @@ use crate::limit::{LimitHeaders, RateInfo};
 /// The rate limits that apply to an allowed request, checked together on the worker's limiter:
 /// the identity's (its per-API limit when the grant has one), the endpoint's, the client IP's,
 /// the API's. `Ok` with the limit the headers describe (`None`: no limit applies), or the 429
-/// refusal.
+/// refusal in Tyk's words: the key's limit's ([`MSG_KEY_RATE`]) when it refused, else the
+/// API's ([`MSG_API_RATE`]).
 pub(crate) fn check(
     snap: &Snapshot,
     api: &ApiSpec,
@@ -69,15 +70,27 @@ pub(crate) fn check(
     if n == 0 {
         return Ok(None);
     }
+    let key_limit = limits[0].is_some();
     // The headers describe the most specific limit: the first in the list.
     limiter.check(&list[..n], 0, client).map(Some).map_err(|rej| Denial {
         kind: Refusal::TooManyRequests,
-        message: "Rate limit exceeded".into(),
+        message: if key_limit && rej.by == 0 { MSG_KEY_RATE } else { MSG_API_RATE }.into(),
         retry_after: Some(rej.retry_after),
         rate: Some(rej.info),
         ..Default::default()
     })
 }
+
+/// Tyk's answer when the key's own rate refuses (its session rate, or its per-API
+/// `access_rights` limit): gateway/mw_rate_limiting.go:103-140, `handleRateLimitFailure`.
+/// It wins when the API's limits refuse too, as Tyk checks the key first (api_loader.go:617
+/// before 633).
+const MSG_KEY_RATE: &str = "Rate Limit Exceeded";
+
+/// Tyk's answer when an API-level limit refuses: `global_rate_limit` and the API definition's
+/// `extended_paths.rate_limit` (gateway/mw_api_rate_limit.go:129-132). The per-IP limit
+/// (`ip_rate_limit`, Portcullis' own) is an API setting too, so it answers the same.
+const MSG_API_RATE: &str = "API Rate Limit Exceeded";
 
 /// `X-RateLimit-Limit` (requests per the limit's period), `-Remaining`, `-Reset` (Unix seconds
 /// when the bucket is full again): rate values, never quota values (those are `X-Quota-*`).

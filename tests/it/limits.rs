@@ -512,3 +512,37 @@ fn rate_limit_refusals_answer_in_tyks_words() {
     assert_eq!(c.request("GET", "/k/get", &auth, b"").unwrap().status, 200, "the key's one request an hour");
     assert_eq!(first_refusal(&mut c, "/kg/get", &auth, 5), key_words, "both refuse");
 }
+
+/// The key's rate is checked before its quota, as Tyk's `ForwardMessage` does
+/// (gateway/session_manager.go:301-333): a request over both gets 429 "Rate Limit Exceeded",
+/// not 403 "Quota exceeded", and a request the rate refuses spends no quota.
+#[test]
+fn rate_is_checked_before_quota_and_a_429_spends_no_quota() {
+    let up = upstream();
+    let def = |id: &str, top: &str| harness::api(id, &format!("/{id}/"), &up.url(), top, "");
+    let p = builder()
+        .app("k", def("k", r#""use_standard_auth": true,"#))
+        .app("free", def("free", r#""use_standard_auth": true, "disable_rate_limit": true,"#))
+        .start();
+    let (key, _) = p.create_key(&json!({"rate": 2, "per": 3600, "quota_max": 3, "quota_renewal_rate": 3600}));
+    let auth = format!("Authorization: {key}\r\n");
+    let mut c = Conn::connect(p.listen).unwrap();
+    let mut answer = |path: &str| {
+        let r = c.request("GET", path, &auth, b"").unwrap();
+        (r.status, if r.status == 200 { String::new() } else { r.json()["error"].as_str().unwrap().to_string() })
+    };
+    let ok = (200, String::new());
+    let rate = (429, "Rate Limit Exceeded".to_string());
+    let quota = (403, "Quota exceeded".to_string());
+    // Two of the three quota units, and the whole rate.
+    assert_eq!([answer("/k/get"), answer("/k/get")], [ok.clone(), ok.clone()]);
+    // Refused by the rate: no quota spent.
+    for _ in 0..5 {
+        assert_eq!(answer("/k/get"), rate);
+    }
+    // So one unit is left, spent where the API turns rate limits off; then the quota refuses.
+    assert_eq!(answer("/free/get"), ok);
+    assert_eq!(answer("/free/get"), quota);
+    // Over its rate and its quota: the rate's answer.
+    assert_eq!(answer("/k/get"), rate);
+}

@@ -324,7 +324,7 @@ async fn request<'w>(
     let meta = head.meta;
     bufs.x.errors = super::error::ErrorStyle::of(meta.spans.content_type.get(bufs.client.data()), generator);
 
-    // 2. The request phases (`phase`): route, access, authenticate, quota, rate, transform,
+    // 2. The request phases (`phase`): route, access, authenticate, rate, quota, transform,
     //    upstream head; resumed at the phase that asked after each control-plane answer. The
     //    phases' state stays in `start_phases`' frame, or in the boxed wait: not in the task.
     bufs.x.req_head.clear();

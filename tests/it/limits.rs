@@ -185,8 +185,7 @@ fn one_per_second_admits_exactly_one_per_second_and_backing_off_is_admitted_at_o
     assert_eq!(c.ok, 5, "{c:?}");
     assert!(c.limited > 100);
 
-    // Hammer /five/ into 429s, then back off for one token's time: admitted at once, and the
-    // 429 carried Retry-After and rate values.
+    // Hammer /five/ into 429s, then back off for one token's time: admitted at once.
     let mut conn = Conn::connect(p.listen).unwrap();
     let mut last = None;
     for _ in 0..200 {
@@ -196,15 +195,11 @@ fn one_per_second_admits_exactly_one_per_second_and_backing_off_is_admitted_at_o
         }
     }
     let r = last.expect("hammering must hit the limit");
-    assert_eq!(r.header("retry-after"), Some("1"));
-    assert_eq!(r.header("x-ratelimit-limit"), Some("5"));
-    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
     assert_eq!(r.json()["error"], "API Rate Limit Exceeded");
     // Stays: backing off for one token's time (1/5 s) is what is tested.
     std::thread::sleep(Duration::from_millis(250));
     let r = conn.request("GET", "/five/get", "", b"").unwrap();
     assert_eq!(r.status, 200, "a client that backed off for one token's time must be admitted");
-    assert!(r.header("x-ratelimit-limit").is_some());
 }
 
 #[test]
@@ -214,6 +209,7 @@ fn key_rate_from_policy_with_headers_and_disable_rate_limit() {
         harness::api(id, &format!("/{id}/"), &up.url(), &format!(r#""use_standard_auth": true, {extra}"#), "")
     };
     let p = builder()
+        .proxy_config(r#"rate_limit_response_headers = "rate_limits""#)
         .app("k", keyed("k", ""))
         .app("free", keyed("free", r#""disable_rate_limit": true,"#))
         .policies(
@@ -365,8 +361,6 @@ fn quota_is_exact_across_workers_resets_through_the_key_api_and_survives_restart
     assert_eq!((ok, over), (10, 15));
     let last = last.unwrap();
     assert_eq!(last.json()["error"], "Quota exceeded");
-    assert_eq!(last.header("x-quota-limit"), Some("10"));
-    assert_eq!(last.header("x-quota-remaining"), Some("0"));
     // suppress_reset keeps the count; a plain update starts the quota over.
     p.admin_send(
         "PUT",
@@ -382,7 +376,7 @@ fn quota_is_exact_across_workers_resets_through_the_key_api_and_survives_restart
     let mut c = Conn::connect(p.listen).unwrap();
     let r = c.request("GET", "/q/get", auth, b"").unwrap();
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("x-quota-remaining"), Some("9"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("9"));
     assert_eq!(count_statuses(&[p.listen], "/q/get", auth, 4).0, 4);
     // 5 used; the embedded table is written within a second, and read back after a restart.
     let quotas = p.dir.path().join("data/quotas.json");
@@ -545,4 +539,120 @@ fn rate_is_checked_before_quota_and_a_429_spends_no_quota() {
     assert_eq!(answer("/free/get"), quota);
     // Over its rate and its quota: the rate's answer.
     assert_eq!(answer("/k/get"), rate);
+}
+
+/// How many headers of `name` the response has (the upstream's must not be passed on beside
+/// the gateway's).
+fn count_header(r: &portcullis_tests::client::Response, name: &str) -> usize {
+    r.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).count()
+}
+
+/// `[Limit, Remaining, Reset]` of a response's `X-RateLimit-*`, each sent once, as numbers.
+fn limit_headers(r: &portcullis_tests::client::Response) -> [i64; 3] {
+    let n = |h: &str| {
+        assert_eq!(count_header(r, h), 1, "one {h}: {:?}", r.headers);
+        r.header(h).unwrap().parse::<i64>().unwrap_or_else(|e| panic!("{h}: {e}"))
+    };
+    [n("x-ratelimit-limit"), n("x-ratelimit-remaining"), n("x-ratelimit-reset")]
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// Upstream response headers of the three names the gateway owns (httpbin sets them from the query).
+const UPSTREAM_LIMITS: &str = "/response-headers?X-RateLimit-Limit=99&X-RateLimit-Remaining=98&X-RateLimit-Reset=1";
+
+/// `rate_limit_response_headers = "quotas"`, Tyk's default (internal/rate/headers.go:43-67): a
+/// proxied response's `X-RateLimit-*` are the identity's quota (max, left, renewal time),
+/// `0`/`0`/`0` when there is none (Tyk's empty session for keyless APIs,
+/// reverse_proxy.go:1442-1445), the upstream's own replaced; refusals carry none (headers.go:25-28),
+/// and no answer has `Retry-After` or `X-Quota-*`, which Tyk never sends.
+#[test]
+fn x_ratelimit_headers_report_the_quota_on_proxied_responses_only() {
+    let up = upstream();
+    let def = |id: &str, top: &str| harness::api(id, &format!("/{id}/"), &up.url(), top, "");
+    let p = builder()
+        .app("q", def("q", r#""use_standard_auth": true,"#))
+        .app("open", def("open", r#""use_keyless": true,"#))
+        .app("g", def("g", r#""use_keyless": true, "global_rate_limit": {"rate": 1, "per": 3600},"#))
+        .start();
+    let mut c = Conn::connect(p.listen).unwrap();
+    let no_extras = |r: &portcullis_tests::client::Response| {
+        for h in ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "retry-after", "x-quota-limit"] {
+            assert_eq!(r.header(h), None, "{} answer with {h}: {:?}", r.status, r.headers);
+        }
+    };
+    // A key with a quota of 3 an hour: max, what is left after the request, when it renews.
+    let (key, _) = p.create_key(&json!({"quota_max": 3, "quota_renewal_rate": 3600}));
+    let auth = format!("Authorization: {key}\r\n");
+    let before = unix_now();
+    for left in [2, 1, 0] {
+        let r = c.request("GET", &format!("/q{UPSTREAM_LIMITS}"), &auth, b"").unwrap();
+        assert_eq!(r.status, 200);
+        let [limit, remaining, reset] = limit_headers(&r);
+        assert_eq!((limit, remaining), (3, left), "{:?}", r.headers);
+        assert!(reset >= before + 3600 - 1 && reset <= unix_now() + 3600 + 1, "reset {reset}, now {}", unix_now());
+        assert_eq!(r.header("x-quota-limit"), None);
+    }
+    // The quota's 403 carries none of them.
+    let r = c.request("GET", "/q/get", &auth, b"").unwrap();
+    assert_eq!((r.status, r.json()["error"].as_str()), (403, Some("Quota exceeded")));
+    no_extras(&r);
+    // A key without a quota, and a keyless API: 0, 0, 0, the upstream's replaced.
+    let (key, _) = p.create_key(&json!({"rate": 100, "per": 1}));
+    let r = c.request("GET", &format!("/q{UPSTREAM_LIMITS}"), &format!("Authorization: {key}\r\n"), b"").unwrap();
+    assert_eq!((r.status, limit_headers(&r)), (200, [0, 0, 0]));
+    let r = c.request("GET", &format!("/open{UPSTREAM_LIMITS}"), "", b"").unwrap();
+    assert_eq!((r.status, limit_headers(&r)), (200, [0, 0, 0]));
+    // A rate limit's 429 carries none either.
+    assert_eq!(limit_headers(&c.request("GET", "/g/get", "", b"").unwrap()), [0, 0, 0]);
+    let r = c.request("GET", "/g/get", "", b"").unwrap();
+    assert_eq!(r.status, 429);
+    no_extras(&r);
+}
+
+/// `rate_limit_response_headers = "rate_limits"` (internal/rate/headers.go:69-92): the rate
+/// limit's `X-RateLimit-*`, set before the decision (gateway/session_manager.go:309-315), so on
+/// the proxied response, the 429 and a quota's 403 alike; the upstream's own removed, also where
+/// no rate applies; no `Retry-After`.
+#[test]
+fn x_ratelimit_headers_report_the_rate_limit_when_configured() {
+    let up = upstream();
+    let def = |id: &str, top: &str| harness::api(id, &format!("/{id}/"), &up.url(), top, "");
+    let p = builder()
+        .proxy_config(r#"rate_limit_response_headers = "rate_limits""#)
+        .app("g", def("g", r#""use_keyless": true, "global_rate_limit": {"rate": 2, "per": 3600},"#))
+        .app("open", def("open", r#""use_keyless": true,"#))
+        .app("q", def("q", r#""use_standard_auth": true,"#))
+        .start();
+    let mut c = Conn::connect(p.listen).unwrap();
+    // The API's limit, 2 an hour: requests per period, left, when the bucket is full again.
+    let before = unix_now();
+    for left in [1, 0] {
+        let r = c.request("GET", &format!("/g{UPSTREAM_LIMITS}"), "", b"").unwrap();
+        assert_eq!(r.status, 200);
+        let [limit, remaining, reset] = limit_headers(&r);
+        assert_eq!((limit, remaining), (2, left), "{:?}", r.headers);
+        assert!(reset >= before && reset <= unix_now() + 3600 + 1, "reset {reset}, now {}", unix_now());
+    }
+    let r = c.request("GET", "/g/get", "", b"").unwrap();
+    assert_eq!(r.status, 429);
+    assert_eq!(&limit_headers(&r)[..2], &[2, 0][..]);
+    assert_eq!(r.header("retry-after"), None);
+    // No rate applies: none, and the upstream's are not passed on (others are).
+    let r = c.request("GET", &format!("/open{UPSTREAM_LIMITS}&X-RateLimit-Policy=mine"), "", b"").unwrap();
+    assert_eq!(r.status, 200);
+    for h in ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"] {
+        assert_eq!(r.header(h), None, "{h}: {:?}", r.headers);
+    }
+    assert_eq!(r.header("x-ratelimit-policy"), Some("mine"));
+    // A key with a rate and a quota of 1: the quota's 403 carries the rate's headers.
+    let (key, _) = p.create_key(&json!({"rate": 10, "per": 3600, "quota_max": 1, "quota_renewal_rate": 3600}));
+    let auth = format!("Authorization: {key}\r\n");
+    let r = c.request("GET", "/q/get", &auth, b"").unwrap();
+    assert_eq!((r.status, &limit_headers(&r)[..2]), (200, &[10, 9][..]));
+    let r = c.request("GET", "/q/get", &auth, b"").unwrap();
+    assert_eq!((r.status, &limit_headers(&r)[..2]), (403, &[10, 8][..]));
+    assert_eq!(r.header("x-quota-limit"), None);
 }

@@ -497,11 +497,8 @@ fn conclude<'a>(
                 extra.extend_from_slice(crate::auth::basic::www_authenticate(&spec.name).as_bytes());
                 extra.extend_from_slice(b"\r\n");
             }
-            if let Some(secs) = denial.retry_after {
-                extra.extend_from_slice(format!("Retry-After: {secs}\r\n").as_bytes());
-            }
-            let limits = crate::limit::LimitHeaders { rate: denial.rate, quota: denial.quota };
-            phase::rate::write_limit_headers(&mut extra, &limits);
+            let mode = snap.config.proxy.rate_limit_response_headers;
+            phase::rate::write_refusal_headers(&mut extra, denial.rate.as_ref(), mode);
             // Rate and quota refusals are flagged here (Tyk: RLT, QEX), the others where made.
             let flag = denial.flag.or(match denial.kind {
                 crate::auth::Refusal::TooManyRequests => Some("RLT"),
@@ -1138,7 +1135,8 @@ async fn read_response_head(
             cfg.max_headers,
             meta,
             client_keep_alive,
-            |out| phase::rate::write_limit_headers(out, limits),
+            phase::rate::is_limit_header,
+            |out| phase::rate::write_response_headers(out, limits, cfg.rate_limit_response_headers),
             &mut bufs.x.out,
         )?;
         // Whether head and body could leave together: a head that passes unchanged and a

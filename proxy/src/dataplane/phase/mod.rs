@@ -113,7 +113,7 @@ pub struct Routed {
     pub identity: Option<auth::Identity>,
     /// Tags from `tag_headers` (`<header lower case>-<value>`), for the request record.
     pub tags: Vec<String>,
-    /// The rate limit and quota that applied, for `X-RateLimit-*` / `X-Quota-*` on the response.
+    /// The rate limit and quota that applied, for `X-RateLimit-*` on the response.
     pub limits: LimitHeaders,
 }
 
@@ -260,7 +260,10 @@ fn run<'a>(
             quota::spend(&q, &mut info, env.auth);
             limits.quota = Some(info);
         }
-        QuotaStep::Denied(d) => return denied(d),
+        QuotaStep::Denied(mut d) => {
+            d.rate = g.rate;
+            return denied(d);
+        }
         QuotaStep::Need(n) => return need(Phase::Quota, n),
     }
     let target = (env.pick)(g.api, api) % api.targets.len();

@@ -46,10 +46,9 @@ pub(crate) fn check(api: &ApiSpec, identity: Option<&Identity>, w: &mut WorkerAu
     match w.quotas.check(&q, now) {
         QuotaCheck::Available(info) => QuotaStep::Held(q, info),
         QuotaCheck::Reserve => QuotaStep::Need(Need::Quota(q)),
-        QuotaCheck::Exceeded(info) => QuotaStep::Denied(Denial {
+        QuotaCheck::Exceeded(_) => QuotaStep::Denied(Denial {
             kind: Refusal::Forbidden,
             message: "Quota exceeded".into(),
-            quota: Some(info),
             ..Default::default()
         }),
     }

@@ -390,3 +390,16 @@ fn a_request_over_its_rate_and_its_quota_gets_the_429() {
     let denial = run(&mut auth, &mut limiter).expect_err("the second request is over both");
     assert_eq!((denial.kind, &*denial.message), (Refusal::TooManyRequests, "Rate Limit Exceeded"));
 }
+
+/// The upstream headers the gateway owns are exactly Tyk's three `X-RateLimit-*` names, in any
+/// case (internal/rate/headers.go:56-74); others of the family pass.
+#[test]
+fn limit_headers_the_gateway_owns() {
+    for n in ["X-RateLimit-Limit", "x-ratelimit-remaining", "X-RATELIMIT-RESET"] {
+        assert!(rate::is_limit_header(n.as_bytes()), "{n}");
+    }
+    for n in ["X-RateLimit-Policy", "X-RateLimit-Limits", "X-RateLimit-Reset1", "RateLimit-Limit", "X-Quota-Limit", ""]
+    {
+        assert!(!rate::is_limit_header(n.as_bytes()), "{n}");
+    }
+}

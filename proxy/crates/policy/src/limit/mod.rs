@@ -87,7 +87,8 @@ pub struct LimitHeaders {
 /// A rejected request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rejected {
-    /// Whole seconds to wait (`Retry-After`), at least 1.
+    /// Whole seconds until every refusing limit would admit, at least 1 (not sent to clients:
+    /// Tyk sends no `Retry-After`, `[proxy] rate_limit_response_headers`).
     pub retry_after: u64,
     pub info: RateInfo,
     /// Index into the checked `limits` of the first limit that refused (which refusal the

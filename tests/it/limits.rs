@@ -656,3 +656,28 @@ fn x_ratelimit_headers_report_the_rate_limit_when_configured() {
     assert_eq!((r.status, &limit_headers(&r)[..2]), (403, &[10, 8][..]));
     assert_eq!(r.header("x-quota-limit"), None);
 }
+
+/// The gateway sends no `Retry-After` (Tyk sends none), and one set the way Tyk users set it, a
+/// header of an `error_overrides` rule on flag `RLT` (as Tyk's ci/tests/error-overrides config
+/// does), comes out once, with the 429's own status and words.
+#[test]
+fn retry_after_is_an_error_override_header_as_in_tyk() {
+    let up = upstream();
+    let rule =
+        r#""error_overrides": {"429": [{"match": {"flag": "RLT"}, "response": {"headers": {"Retry-After": "60"}}}]},"#;
+    let limit = r#""global_rate_limit": {"rate": 1, "per": 3600},"#;
+    let def = |id: &str, top: &str| harness::api(id, &format!("/{id}/"), &up.url(), top, "");
+    let p = builder()
+        .app("plain", def("plain", &format!(r#""use_keyless": true, {limit}"#)))
+        .app("ov", def("ov", &format!(r#""use_keyless": true, {limit} {rule}"#)))
+        .start();
+    let mut c = Conn::connect(p.listen).unwrap();
+    let refusal = |c: &mut Conn, path: &str| {
+        (0..5).map(|_| c.request("GET", path, "", b"").unwrap()).find(|r| r.status != 200).expect("a refusal")
+    };
+    let r = refusal(&mut c, "/plain/get");
+    assert_eq!((r.status, r.header("retry-after")), (429, None));
+    let r = refusal(&mut c, "/ov/get");
+    assert_eq!((r.status, r.json()["error"].as_str()), (429, Some("API Rate Limit Exceeded")));
+    assert_eq!((r.header("retry-after"), count_header(&r, "retry-after")), (Some("60"), 1));
+}

@@ -275,8 +275,9 @@ pub struct ProxyConfig {
     ///
     /// Neither sends `Retry-After` or `X-Quota-*`: Tyk sends neither in either mode, so a client
     /// written against Tyk sees the headers it knows. `X-RateLimit-Reset` (`"rate_limits"`) says
-    /// when to retry; Tyk users who want `Retry-After` add it themselves as a header of an error
-    /// override (Tyk's own CI config does), which one of ours would duplicate.
+    /// when to retry; who wants `Retry-After` on 429s sets it as Tyk users do, as a header of an
+    /// `error_overrides` rule on flag `RLT` (Tyk's own CI config does), which one of ours would
+    /// duplicate.
     pub rate_limit_response_headers: RateLimitHeaders,
     /// Idle upstream connections kept per worker and target, until `upstream_idle_timeout_ms`
     /// (0 = no pooling).

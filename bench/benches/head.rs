@@ -29,12 +29,12 @@ fn bench(c: &mut Criterion) {
     c.bench_function("response_head/parse_rewrite", |b| {
         b.iter(|| {
             out.clear();
-            let r = prepare_response(black_box(RESPONSE), 100, &meta, true, |_| {}, &mut out);
+            let r = prepare_response(black_box(RESPONSE), 100, &meta, true, |_| false, |_| {}, &mut out);
             assert!(matches!(r, Ok(PreparedResponse::Ready(_))));
         })
     });
     out.clear();
-    let file_meta = match prepare_response(FILE_RESPONSE, 100, &meta, true, |_| {}, &mut out) {
+    let file_meta = match prepare_response(FILE_RESPONSE, 100, &meta, true, |_| false, |_| {}, &mut out) {
         Ok(PreparedResponse::Ready(m)) => m,
         other => panic!("{other:?}"),
     };

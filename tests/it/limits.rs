@@ -185,8 +185,7 @@ fn one_per_second_admits_exactly_one_per_second_and_backing_off_is_admitted_at_o
     assert_eq!(c.ok, 5, "{c:?}");
     assert!(c.limited > 100);
 
-    // Hammer /five/ into 429s, then back off for one token's time: admitted at once, and the
-    // 429 carried Retry-After and rate values.
+    // Hammer /five/ into 429s, then back off for one token's time: admitted at once.
     let mut conn = Conn::connect(p.listen).unwrap();
     let mut last = None;
     for _ in 0..200 {
@@ -196,15 +195,11 @@ fn one_per_second_admits_exactly_one_per_second_and_backing_off_is_admitted_at_o
         }
     }
     let r = last.expect("hammering must hit the limit");
-    assert_eq!(r.header("retry-after"), Some("1"));
-    assert_eq!(r.header("x-ratelimit-limit"), Some("5"));
-    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
-    assert_eq!(r.json()["error"], "Rate limit exceeded");
+    assert_eq!(r.json()["error"], "API Rate Limit Exceeded");
     // Stays: backing off for one token's time (1/5 s) is what is tested.
     std::thread::sleep(Duration::from_millis(250));
     let r = conn.request("GET", "/five/get", "", b"").unwrap();
     assert_eq!(r.status, 200, "a client that backed off for one token's time must be admitted");
-    assert!(r.header("x-ratelimit-limit").is_some());
 }
 
 #[test]
@@ -214,6 +209,7 @@ fn key_rate_from_policy_with_headers_and_disable_rate_limit() {
         harness::api(id, &format!("/{id}/"), &up.url(), &format!(r#""use_standard_auth": true, {extra}"#), "")
     };
     let p = builder()
+        .proxy_config(r#"rate_limit_response_headers = "rate_limits""#)
         .app("k", keyed("k", ""))
         .app("free", keyed("free", r#""disable_rate_limit": true,"#))
         .policies(
@@ -365,8 +361,6 @@ fn quota_is_exact_across_workers_resets_through_the_key_api_and_survives_restart
     assert_eq!((ok, over), (10, 15));
     let last = last.unwrap();
     assert_eq!(last.json()["error"], "Quota exceeded");
-    assert_eq!(last.header("x-quota-limit"), Some("10"));
-    assert_eq!(last.header("x-quota-remaining"), Some("0"));
     // suppress_reset keeps the count; a plain update starts the quota over.
     p.admin_send(
         "PUT",
@@ -382,7 +376,7 @@ fn quota_is_exact_across_workers_resets_through_the_key_api_and_survives_restart
     let mut c = Conn::connect(p.listen).unwrap();
     let r = c.request("GET", "/q/get", auth, b"").unwrap();
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("x-quota-remaining"), Some("9"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("9"));
     assert_eq!(count_statuses(&[p.listen], "/q/get", auth, 4).0, 4);
     // 5 used; the embedded table is written within a second, and read back after a restart.
     let quotas = p.dir.path().join("data/quotas.json");
@@ -460,4 +454,230 @@ fn endpoint_ip_and_per_api_key_limits() {
     let auth = "Authorization: per-api-key\r\n";
     assert_eq!(statuses("/k1/get", auth, 3), [200, 200, 429]);
     assert_eq!(statuses("/k2/get", auth, 5), [200; 5]);
+}
+
+/// The first refusal on `path` within `n` requests (bounded): its status and `error` message.
+fn first_refusal(c: &mut Conn, path: &str, auth: &str, n: usize) -> Option<(u16, String)> {
+    (0..n).find_map(|_| {
+        let r = c.request("GET", path, auth, b"").unwrap();
+        (r.status != 200).then(|| (r.status, r.json()["error"].as_str().unwrap_or_default().to_string()))
+    })
+}
+
+/// A 429 says whose limit refused, in Tyk's words: the key's own rate (its session rate or its
+/// per-API `access_rights` limit) "Rate Limit Exceeded" (gateway/mw_rate_limiting.go:103-140,
+/// `handleRateLimitFailure`), an API-level limit (`global_rate_limit`, the definition's
+/// `extended_paths.rate_limit`) "API Rate Limit Exceeded" (gateway/mw_api_rate_limit.go:129-132).
+/// `ip_rate_limit` (Portcullis' own, an API setting) answers as the API's. When the key's and
+/// the API's limits both refuse, the key's answer wins: Tyk checks it first (api_loader.go:617
+/// before 633).
+#[test]
+fn rate_limit_refusals_answer_in_tyks_words() {
+    let up = upstream();
+    let ep = r#", "extended_paths": {"rate_limit": [{"path": "/get", "method": "GET", "rate": 1, "per": 3600}]}"#;
+    let def =
+        |id: &str, top: &str, version_extra: &str| harness::api(id, &format!("/{id}/"), &up.url(), top, version_extra);
+    let one_an_hour = r#""global_rate_limit": {"rate": 1, "per": 3600},"#;
+    let p = builder()
+        .app("g", def("g", &format!(r#""use_keyless": true, {one_an_hour}"#), ""))
+        .app("ep", def("ep", r#""use_keyless": true,"#, ep))
+        .app("ip", def("ip", r#""use_keyless": true, "ip_rate_limit": {"rate": 1, "per": 3600},"#, ""))
+        .app("k", def("k", r#""use_standard_auth": true,"#, ""))
+        .app("kg", def("kg", &format!(r#""use_standard_auth": true, {one_an_hour}"#), ""))
+        .start();
+    let mut c = Conn::connect(p.listen).unwrap();
+    let api_words = Some((429, "API Rate Limit Exceeded".to_string()));
+    let key_words = Some((429, "Rate Limit Exceeded".to_string()));
+    assert_eq!(first_refusal(&mut c, "/g/get", "", 5), api_words, "global_rate_limit");
+    assert_eq!(first_refusal(&mut c, "/ep/get", "", 5), api_words, "extended_paths.rate_limit");
+    assert_eq!(first_refusal(&mut c, "/ip/get", "", 5), api_words, "ip_rate_limit");
+    let key = |session: serde_json::Value| format!("Authorization: {}\r\n", p.create_key(&session).0);
+    // The key's session rate, and its per-API limit.
+    let auth = key(json!({"rate": 1, "per": 3600}));
+    assert_eq!(first_refusal(&mut c, "/k/get", &auth, 5), key_words, "session rate");
+    let auth = key(json!({"rate": 100, "per": 1, "access_rights": {
+        "k": {"api_id": "k", "versions": [], "limit": {"rate": 1, "per": 3600}}}}));
+    assert_eq!(first_refusal(&mut c, "/k/get", &auth, 5), key_words, "per-API key limit");
+    // On an API with its own limit: the API's refuses a key with room left, and when both
+    // refuse the key's is named.
+    let auth = key(json!({"rate": 100, "per": 1}));
+    assert_eq!(first_refusal(&mut c, "/kg/get", &auth, 5), api_words, "API limit, key within its rate");
+    let auth = key(json!({"rate": 1, "per": 3600}));
+    assert_eq!(c.request("GET", "/k/get", &auth, b"").unwrap().status, 200, "the key's one request an hour");
+    assert_eq!(first_refusal(&mut c, "/kg/get", &auth, 5), key_words, "both refuse");
+}
+
+/// The key's rate is checked before its quota, as Tyk's `ForwardMessage` does
+/// (gateway/session_manager.go:301-333): a request over both gets 429 "Rate Limit Exceeded",
+/// not 403 "Quota exceeded", and a request the rate refuses spends no quota.
+#[test]
+fn rate_is_checked_before_quota_and_a_429_spends_no_quota() {
+    let up = upstream();
+    let def = |id: &str, top: &str| harness::api(id, &format!("/{id}/"), &up.url(), top, "");
+    let p = builder()
+        .app("k", def("k", r#""use_standard_auth": true,"#))
+        .app("free", def("free", r#""use_standard_auth": true, "disable_rate_limit": true,"#))
+        .start();
+    let (key, _) = p.create_key(&json!({"rate": 2, "per": 3600, "quota_max": 3, "quota_renewal_rate": 3600}));
+    let auth = format!("Authorization: {key}\r\n");
+    let mut c = Conn::connect(p.listen).unwrap();
+    let mut answer = |path: &str| {
+        let r = c.request("GET", path, &auth, b"").unwrap();
+        (r.status, if r.status == 200 { String::new() } else { r.json()["error"].as_str().unwrap().to_string() })
+    };
+    let ok = (200, String::new());
+    let rate = (429, "Rate Limit Exceeded".to_string());
+    let quota = (403, "Quota exceeded".to_string());
+    // Two of the three quota units, and the whole rate.
+    assert_eq!([answer("/k/get"), answer("/k/get")], [ok.clone(), ok.clone()]);
+    // Refused by the rate: no quota spent.
+    for _ in 0..5 {
+        assert_eq!(answer("/k/get"), rate);
+    }
+    // So one unit is left, spent where the API turns rate limits off; then the quota refuses.
+    assert_eq!(answer("/free/get"), ok);
+    assert_eq!(answer("/free/get"), quota);
+    // Over its rate and its quota: the rate's answer.
+    assert_eq!(answer("/k/get"), rate);
+}
+
+/// How many headers of `name` the response has (the upstream's must not be passed on beside
+/// the gateway's).
+fn count_header(r: &portcullis_tests::client::Response, name: &str) -> usize {
+    r.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).count()
+}
+
+/// `[Limit, Remaining, Reset]` of a response's `X-RateLimit-*`, each sent once, as numbers.
+fn limit_headers(r: &portcullis_tests::client::Response) -> [i64; 3] {
+    let n = |h: &str| {
+        assert_eq!(count_header(r, h), 1, "one {h}: {:?}", r.headers);
+        r.header(h).unwrap().parse::<i64>().unwrap_or_else(|e| panic!("{h}: {e}"))
+    };
+    [n("x-ratelimit-limit"), n("x-ratelimit-remaining"), n("x-ratelimit-reset")]
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// Upstream response headers of the three names the gateway owns (httpbin sets them from the query).
+const UPSTREAM_LIMITS: &str = "/response-headers?X-RateLimit-Limit=99&X-RateLimit-Remaining=98&X-RateLimit-Reset=1";
+
+/// `rate_limit_response_headers = "quotas"`, Tyk's default (internal/rate/headers.go:43-67): a
+/// proxied response's `X-RateLimit-*` are the identity's quota (max, left, renewal time),
+/// `0`/`0`/`0` when there is none (Tyk's empty session for keyless APIs,
+/// reverse_proxy.go:1442-1445), the upstream's own replaced; refusals carry none (headers.go:25-28),
+/// and no answer has `Retry-After` or `X-Quota-*`, which Tyk never sends.
+#[test]
+fn x_ratelimit_headers_report_the_quota_on_proxied_responses_only() {
+    let up = upstream();
+    let def = |id: &str, top: &str| harness::api(id, &format!("/{id}/"), &up.url(), top, "");
+    let p = builder()
+        .app("q", def("q", r#""use_standard_auth": true,"#))
+        .app("open", def("open", r#""use_keyless": true,"#))
+        .app("g", def("g", r#""use_keyless": true, "global_rate_limit": {"rate": 1, "per": 3600},"#))
+        .start();
+    let mut c = Conn::connect(p.listen).unwrap();
+    let no_extras = |r: &portcullis_tests::client::Response| {
+        for h in ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "retry-after", "x-quota-limit"] {
+            assert_eq!(r.header(h), None, "{} answer with {h}: {:?}", r.status, r.headers);
+        }
+    };
+    // A key with a quota of 3 an hour: max, what is left after the request, when it renews.
+    let (key, _) = p.create_key(&json!({"quota_max": 3, "quota_renewal_rate": 3600}));
+    let auth = format!("Authorization: {key}\r\n");
+    let before = unix_now();
+    for left in [2, 1, 0] {
+        let r = c.request("GET", &format!("/q{UPSTREAM_LIMITS}"), &auth, b"").unwrap();
+        assert_eq!(r.status, 200);
+        let [limit, remaining, reset] = limit_headers(&r);
+        assert_eq!((limit, remaining), (3, left), "{:?}", r.headers);
+        assert!(reset >= before + 3600 - 1 && reset <= unix_now() + 3600 + 1, "reset {reset}, now {}", unix_now());
+        assert_eq!(r.header("x-quota-limit"), None);
+    }
+    // The quota's 403 carries none of them.
+    let r = c.request("GET", "/q/get", &auth, b"").unwrap();
+    assert_eq!((r.status, r.json()["error"].as_str()), (403, Some("Quota exceeded")));
+    no_extras(&r);
+    // A key without a quota, and a keyless API: 0, 0, 0, the upstream's replaced.
+    let (key, _) = p.create_key(&json!({"rate": 100, "per": 1}));
+    let r = c.request("GET", &format!("/q{UPSTREAM_LIMITS}"), &format!("Authorization: {key}\r\n"), b"").unwrap();
+    assert_eq!((r.status, limit_headers(&r)), (200, [0, 0, 0]));
+    let r = c.request("GET", &format!("/open{UPSTREAM_LIMITS}"), "", b"").unwrap();
+    assert_eq!((r.status, limit_headers(&r)), (200, [0, 0, 0]));
+    // A rate limit's 429 carries none either.
+    assert_eq!(limit_headers(&c.request("GET", "/g/get", "", b"").unwrap()), [0, 0, 0]);
+    let r = c.request("GET", "/g/get", "", b"").unwrap();
+    assert_eq!(r.status, 429);
+    no_extras(&r);
+}
+
+/// `rate_limit_response_headers = "rate_limits"` (internal/rate/headers.go:69-92): the rate
+/// limit's `X-RateLimit-*`, set before the decision (gateway/session_manager.go:309-315), so on
+/// the proxied response, the 429 and a quota's 403 alike; the upstream's own removed, also where
+/// no rate applies; no `Retry-After`.
+#[test]
+fn x_ratelimit_headers_report_the_rate_limit_when_configured() {
+    let up = upstream();
+    let def = |id: &str, top: &str| harness::api(id, &format!("/{id}/"), &up.url(), top, "");
+    let p = builder()
+        .proxy_config(r#"rate_limit_response_headers = "rate_limits""#)
+        .app("g", def("g", r#""use_keyless": true, "global_rate_limit": {"rate": 2, "per": 3600},"#))
+        .app("open", def("open", r#""use_keyless": true,"#))
+        .app("q", def("q", r#""use_standard_auth": true,"#))
+        .start();
+    let mut c = Conn::connect(p.listen).unwrap();
+    // The API's limit, 2 an hour: requests per period, left, when the bucket is full again.
+    let before = unix_now();
+    for left in [1, 0] {
+        let r = c.request("GET", &format!("/g{UPSTREAM_LIMITS}"), "", b"").unwrap();
+        assert_eq!(r.status, 200);
+        let [limit, remaining, reset] = limit_headers(&r);
+        assert_eq!((limit, remaining), (2, left), "{:?}", r.headers);
+        assert!(reset >= before && reset <= unix_now() + 3600 + 1, "reset {reset}, now {}", unix_now());
+    }
+    let r = c.request("GET", "/g/get", "", b"").unwrap();
+    assert_eq!(r.status, 429);
+    assert_eq!(&limit_headers(&r)[..2], &[2, 0][..]);
+    assert_eq!(r.header("retry-after"), None);
+    // No rate applies: none, and the upstream's are not passed on (others are).
+    let r = c.request("GET", &format!("/open{UPSTREAM_LIMITS}&X-RateLimit-Policy=mine"), "", b"").unwrap();
+    assert_eq!(r.status, 200);
+    for h in ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"] {
+        assert_eq!(r.header(h), None, "{h}: {:?}", r.headers);
+    }
+    assert_eq!(r.header("x-ratelimit-policy"), Some("mine"));
+    // A key with a rate and a quota of 1: the quota's 403 carries the rate's headers.
+    let (key, _) = p.create_key(&json!({"rate": 10, "per": 3600, "quota_max": 1, "quota_renewal_rate": 3600}));
+    let auth = format!("Authorization: {key}\r\n");
+    let r = c.request("GET", "/q/get", &auth, b"").unwrap();
+    assert_eq!((r.status, &limit_headers(&r)[..2]), (200, &[10, 9][..]));
+    let r = c.request("GET", "/q/get", &auth, b"").unwrap();
+    assert_eq!((r.status, &limit_headers(&r)[..2]), (403, &[10, 8][..]));
+    assert_eq!(r.header("x-quota-limit"), None);
+}
+
+/// The gateway sends no `Retry-After` (Tyk sends none), and one set the way Tyk users set it, a
+/// header of an `error_overrides` rule on flag `RLT` (as Tyk's ci/tests/error-overrides config
+/// does), comes out once, with the 429's own status and words.
+#[test]
+fn retry_after_is_an_error_override_header_as_in_tyk() {
+    let up = upstream();
+    let rule =
+        r#""error_overrides": {"429": [{"match": {"flag": "RLT"}, "response": {"headers": {"Retry-After": "60"}}}]},"#;
+    let limit = r#""global_rate_limit": {"rate": 1, "per": 3600},"#;
+    let def = |id: &str, top: &str| harness::api(id, &format!("/{id}/"), &up.url(), top, "");
+    let p = builder()
+        .app("plain", def("plain", &format!(r#""use_keyless": true, {limit}"#)))
+        .app("ov", def("ov", &format!(r#""use_keyless": true, {limit} {rule}"#)))
+        .start();
+    let mut c = Conn::connect(p.listen).unwrap();
+    let refusal = |c: &mut Conn, path: &str| {
+        (0..5).map(|_| c.request("GET", path, "", b"").unwrap()).find(|r| r.status != 200).expect("a refusal")
+    };
+    let r = refusal(&mut c, "/plain/get");
+    assert_eq!((r.status, r.header("retry-after")), (429, None));
+    let r = refusal(&mut c, "/ov/get");
+    assert_eq!((r.status, r.json()["error"].as_str()), (429, Some("API Rate Limit Exceeded")));
+    assert_eq!((r.header("retry-after"), count_header(&r, "retry-after")), (Some("60"), 1));
 }

@@ -324,7 +324,7 @@ async fn request<'w>(
     let meta = head.meta;
     bufs.x.errors = super::error::ErrorStyle::of(meta.spans.content_type.get(bufs.client.data()), generator);
 
-    // 2. The request phases (`phase`): route, access, authenticate, quota, rate, transform,
+    // 2. The request phases (`phase`): route, access, authenticate, rate, quota, transform,
     //    upstream head; resumed at the phase that asked after each control-plane answer. The
     //    phases' state stays in `start_phases`' frame, or in the boxed wait: not in the task.
     bufs.x.req_head.clear();
@@ -566,11 +566,8 @@ fn conclude<'a>(
                 extra.extend_from_slice(crate::auth::basic::www_authenticate(&spec.name).as_bytes());
                 extra.extend_from_slice(b"\r\n");
             }
-            if let Some(secs) = denial.retry_after {
-                extra.extend_from_slice(format!("Retry-After: {secs}\r\n").as_bytes());
-            }
-            let limits = crate::limit::LimitHeaders { rate: denial.rate, quota: denial.quota };
-            phase::rate::write_limit_headers(&mut extra, &limits);
+            let mode = snap.config.proxy.rate_limit_response_headers;
+            phase::rate::write_refusal_headers(&mut extra, denial.rate.as_ref(), mode);
             // Rate and quota refusals are flagged here (Tyk: RLT, QEX), the others where made.
             let flag = denial.flag.or(match denial.kind {
                 crate::auth::Refusal::TooManyRequests => Some("RLT"),
@@ -1207,7 +1204,8 @@ async fn read_response_head(
             cfg.max_headers,
             meta,
             client_keep_alive,
-            |out| phase::rate::write_limit_headers(out, limits),
+            phase::rate::is_limit_header,
+            |out| phase::rate::write_response_headers(out, limits, cfg.rate_limit_response_headers),
             &mut bufs.x.out,
         )?;
         // Whether head and body could leave together: a head that passes unchanged and a

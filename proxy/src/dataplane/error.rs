@@ -181,7 +181,7 @@ pub fn flag_of(kind: ErrorKind, context: &str) -> Option<&'static str> {
 }
 
 /// As [`error_response`], with extra header lines (each ending in CRLF: `WWW-Authenticate`,
-/// `Retry-After`, `X-RateLimit-*`).
+/// `X-RateLimit-*`).
 ///
 /// The body is Tyk's default template, byte for byte: `{\n    "error": "<msg>"\n}` with the
 /// message escaped as Tyk's `jsonEscapeString` does (gateway/util.go:21-64), or

@@ -163,6 +163,18 @@ pub enum IoDriver {
     Epoll,
 }
 
+/// What the `X-RateLimit-*` headers of a response report (Tyk's gateway setting
+/// `rate_limit_response_headers`, internal/rate/headers.go).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitHeaders {
+    /// The identity's quota, on proxied responses only (Tyk's default).
+    #[default]
+    Quotas,
+    /// The rate limit, on proxied responses and on refusals.
+    RateLimits,
+}
+
 /// `[proxy]`: the data plane.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -204,9 +216,10 @@ pub struct ProxyConfig {
     /// For an API whose recent responses were that large, each worker reads the head with a
     /// 1 KiB read so the body stays in the socket; where those heads also went to the client
     /// unchanged, that read is a peek and the head is spliced with the body (one write fewer per
-    /// response). Needs two descriptors per body in flight (pipes are reused; a worker keeps at
-    /// most 64 idle ones); when a pipe cannot be made the body is copied and one warning is
-    /// logged.
+    /// response). No head goes unchanged while `rate_limit_response_headers` is `"quotas"` (the
+    /// default), which adds three headers to every response. Needs two descriptors per body in
+    /// flight (pipes are reused; a worker keeps at most 64 idle ones); when a pipe cannot be
+    /// made the body is copied and one warning is logged.
     ///
     /// Where splicing starts to pay depends on the host: on one test VM it measured 0.90x the CPU
     /// per request of copying for 16 KiB bodies and 0.74x for 32 KiB; on another copying was
@@ -241,6 +254,31 @@ pub struct ProxyConfig {
     /// `hide_generator_header`). Sent by default so that monitoring written for Tyk sees its
     /// errors unchanged.
     pub hide_generator_header: bool,
+    /// What `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` report, as
+    /// Tyk's gateway setting of the same name (internal/rate/headers.go). An upstream's own
+    /// headers of these three names never reach the client: they are replaced or removed.
+    ///
+    /// `"quotas"` (Tyk's default): the quota of the request's identity, its `quota_max`, what
+    /// is left of it after this request, and the Unix time (seconds) it renews. Only on
+    /// responses from the upstream, never on refusals (429, 403) or other errors, as Tyk. A
+    /// request with no quota (keyless APIs, keys without `quota_max`, APIs with
+    /// `disable_quota`) gets `0`, `0`, `0`, as Tyk sends for a keyless API; Tyk would echo a key's
+    /// stored `quota_max` (`-1` or `0`) and its last stored remaining and renewal time there.
+    /// The three headers change every head, so no response head goes to the client unchanged
+    /// and none is spliced with its body (see `splice_min_body`).
+    ///
+    /// `"rate_limits"`: the rate limit the request was checked against (the key's first, then
+    /// the endpoint's, the client IP's, the API's): requests per its period, whole requests left
+    /// in its bucket, and the Unix time (seconds) the bucket is full again. On responses from the
+    /// upstream and on refusals: the 429, and a quota's 403 after the rate let the request
+    /// through (Tyk sets them before it decides). A request no rate limit applies to gets none.
+    ///
+    /// Neither sends `Retry-After` or `X-Quota-*`: Tyk sends neither in either mode, so a client
+    /// written against Tyk sees the headers it knows. `X-RateLimit-Reset` (`"rate_limits"`) says
+    /// when to retry; who wants `Retry-After` on 429s sets it as Tyk users do, as a header of an
+    /// `error_overrides` rule on flag `RLT` (Tyk's own CI config does), which one of ours would
+    /// duplicate.
+    pub rate_limit_response_headers: RateLimitHeaders,
     /// Idle upstream connections kept per worker and target, until `upstream_idle_timeout_ms`
     /// (0 = no pooling).
     pub upstream_pool_size: usize,
@@ -314,6 +352,7 @@ impl Default for ProxyConfig {
             dns_ttl_secs: 60,
             upstream_response_timeout_ms: 60_000,
             hide_generator_header: false,
+            rate_limit_response_headers: RateLimitHeaders::Quotas,
             upstream_pool_size: 64,
             upstream_pool_surplus_ms: 2_000,
             upstream_max_connections: DEFAULT_UPSTREAM_MAX_CONNECTIONS,

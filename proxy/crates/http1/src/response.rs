@@ -37,8 +37,8 @@ pub enum PreparedResponse {
 }
 
 /// Parses the upstream response head; when complete, writes the client's response head to `out`,
-/// with what `extra` writes (complete header lines: the gateway's rate-limit headers) before its
-/// end.
+/// without the upstream headers `drop` picks (by name, as sent) and with what `extra` writes
+/// (complete header lines: the gateway's rate-limit headers) before its end.
 /// `client_keep_alive` is false when the client connection must close after this response
 /// (client asked, or the worker is draining).
 pub fn prepare_response(
@@ -46,6 +46,7 @@ pub fn prepare_response(
     max_headers: usize,
     req: &RequestMeta,
     client_keep_alive: bool,
+    drop: impl Fn(&[u8]) -> bool,
     extra: impl FnOnce(&mut Vec<u8>),
     out: &mut Vec<u8>,
 ) -> Result<PreparedResponse, HeadError> {
@@ -100,7 +101,7 @@ pub fn prepare_response(
         let n = h.name;
         let n = n.as_bytes();
         let tunnel_header = switching && eq_ic(n, "upgrade");
-        if (is_hop_by_hop(n) && !tunnel_header) || f.names(data, n) {
+        if (is_hop_by_hop(n) && !tunnel_header) || f.names(data, n) || drop(n) {
             continue;
         }
         if dechunk && (eq_ic(n, "transfer-encoding") || eq_ic(n, "trailer")) {
@@ -182,7 +183,7 @@ mod tests {
 
     fn resp(req: &RequestMeta, client_keep_alive: bool, raw: &str) -> (ResponseMeta, String) {
         let mut out = Vec::new();
-        match prepare_response(raw.as_bytes(), 100, req, client_keep_alive, |_: &mut Vec<u8>| {}, &mut out) {
+        match prepare_response(raw.as_bytes(), 100, req, client_keep_alive, |_| false, |_: &mut Vec<u8>| {}, &mut out) {
             Ok(PreparedResponse::Ready(m)) => (m, String::from_utf8(out).unwrap()),
             other => panic!("expected a response, got {other:?}"),
         }
@@ -234,7 +235,15 @@ mod tests {
         assert!(head.contains("Connection: keep-alive\r\n"));
         let mut out = Vec::new();
         assert!(matches!(
-            prepare_response(b"HTTP/1.1 100 Continue\r\n\r\n", 100, &g, true, |_: &mut Vec<u8>| {}, &mut out),
+            prepare_response(
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+                100,
+                &g,
+                true,
+                |_| false,
+                |_: &mut Vec<u8>| {},
+                &mut out
+            ),
             Ok(PreparedResponse::Informational { head_len: 25 })
         ));
         assert!(prepare_response(
@@ -242,6 +251,7 @@ mod tests {
             100,
             &g,
             true,
+            |_| false,
             |_: &mut Vec<u8>| {},
             &mut out
         )
@@ -291,11 +301,22 @@ mod tests {
         let raw = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
         let mut out = Vec::new();
         let Ok(PreparedResponse::Ready(m)) =
-            prepare_response(raw.as_bytes(), 100, &get_meta(1), true, limits, &mut out)
+            prepare_response(raw.as_bytes(), 100, &get_meta(1), true, |_| false, limits, &mut out)
         else {
             panic!("expected a response")
         };
         assert!(!forwards_verbatim(raw.as_bytes(), &out, &m), "rate-limit headers are added");
+        // A dropped upstream header makes the head differ too.
+        let raw = "HTTP/1.1 200 OK\r\nX-Mine: 1\r\nContent-Length: 5\r\n\r\n";
+        out.clear();
+        let drop = |n: &[u8]| n.eq_ignore_ascii_case(b"x-mine");
+        let Ok(PreparedResponse::Ready(m)) =
+            prepare_response(raw.as_bytes(), 100, &get_meta(1), true, drop, |_: &mut Vec<u8>| {}, &mut out)
+        else {
+            panic!("expected a response")
+        };
+        assert_eq!(String::from_utf8_lossy(&out), "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+        assert!(!forwards_verbatim(raw.as_bytes(), &out, &m), "a header is dropped");
     }
 
     #[test]

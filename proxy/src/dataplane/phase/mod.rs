@@ -6,8 +6,8 @@
 //! | route | [`route`] | an API and the canonical path, or no route (404) |
 //! | access | [`access`] | IP and path lists: through, or refused |
 //! | authenticate | [`authenticate`] | who the request runs as, refused, or a question for the control plane |
-//! | quota | [`quota`] | a quota unit held, exceeded, or a block to reserve |
 //! | rate | [`rate`] | within the rate limits, or 429 |
+//! | quota | [`quota`] | a quota unit spent, exceeded, or a block to reserve |
 //! | transform | [`transform`] | the header edits |
 //! | upstream head | [`upstream_head`] | the head the upstream gets, in the exchange's buffer |
 //!
@@ -19,6 +19,10 @@
 //! caches the answer on the worker and resumes there, with the head parsed once (its offsets are
 //! in the exchange's pooled buffers): nothing is parsed or decided twice. The phases do no I/O and read no clock (the time comes in [`Env`]), so they are
 //! unit tested without sockets (`tests.rs`).
+//!
+//! Rate before quota, as Tyk (gateway/session_manager.go:301-333): a request over both gets the
+//! 429, and one the rate limits refuse spends no quota. One the quota refuses has used its rate
+//! tokens, as in Tyk.
 //!
 //! A new step of the request path (TLS facts for auth, an API-visibility capture, a plugin) is
 //! a new module here and one line in [`run`], at its place in the order.
@@ -39,8 +43,8 @@ use portcullis_http1::{Request, RequestMeta};
 use crate::auth::{self, Allowed, DecideCtx, Denial, KeyHash, RequestView, WorkerAuth};
 use crate::config::{ApiSpec, Snapshot};
 use crate::dataplane::error::ProxyError;
-use crate::limit::quota::{Quota, QuotaInfo};
-use crate::limit::{LimitHeaders, Limiter};
+use crate::limit::quota::Quota;
+use crate::limit::{LimitHeaders, Limiter, RateInfo};
 use crate::router::ApiIndex;
 use authenticate::Authenticated;
 use quota::QuotaStep;
@@ -51,8 +55,8 @@ use route::Route;
 pub enum Phase {
     Access,
     Authenticate,
-    Quota,
     Rate,
+    Quota,
 }
 
 /// What the worker must ask the control plane before a phase can decide.
@@ -93,7 +97,9 @@ struct Gate<'a> {
     /// Canonical.
     path: &'a str,
     allowed: Allowed<'a>,
-    quota: Option<(Quota, QuotaInfo)>,
+    /// What the rate limits said (a request that waits for a quota block has passed them, and
+    /// paid: they are not asked again).
+    rate: Option<RateInfo>,
 }
 
 /// A routed request whose upstream head has been written into the exchange's buffer.
@@ -107,7 +113,7 @@ pub struct Routed {
     pub identity: Option<auth::Identity>,
     /// Tags from `tag_headers` (`<header lower case>-<value>`), for the request record.
     pub tags: Vec<String>,
-    /// The rate limit and quota that applied, for `X-RateLimit-*` / `X-Quota-*` on the response.
+    /// The rate limit and quota that applied, for `X-RateLimit-*` on the response.
     pub limits: LimitHeaders,
 }
 
@@ -159,7 +165,7 @@ pub fn start<'a>(
         Route::Api(api, path) => (api, path),
         Route::NoRoute => return Ok(("", Outcome::NoRoute)),
     };
-    let mut gate = Gate { api, path, allowed: Allowed::default(), quota: None };
+    let mut gate = Gate { api, path, allowed: Allowed::default(), rate: None };
     Ok(match run(Phase::Access, &mut gate, req, snap, env, out)? {
         Step::Done(o) => (path, o),
         Step::Need { at, need } => (path, Outcome::Waiting(Box::new(Waiting { api, at, need: Some(need), gate }))),
@@ -241,22 +247,24 @@ fn run<'a>(
             Authenticated::Need(n) => return need(Phase::Authenticate, n),
         }
     }
-    if from <= Phase::Quota {
-        g.quota = match quota::check(api, g.allowed.identity.as_ref(), env.auth) {
-            QuotaStep::None => None,
-            QuotaStep::Held(q, info) => Some((q, info)),
-            QuotaStep::Denied(d) => return denied(d),
-            QuotaStep::Need(n) => return need(Phase::Quota, n),
-        };
+    if from <= Phase::Rate {
+        match rate::check(snap, api, &g.allowed, req.method, rel_path, g.path, env.client.client_addr, env.limiter) {
+            Ok(rate) => g.rate = rate,
+            Err(d) => return denied(d),
+        }
     }
-    let mut limits = LimitHeaders::default();
-    match rate::check(snap, api, &g.allowed, req.method, rel_path, g.path, env.client.client_addr, env.limiter) {
-        Ok(rate) => limits.rate = rate,
-        Err(d) => return denied(d),
-    }
-    if let Some((q, mut info)) = g.quota.take() {
-        quota::spend(&q, &mut info, env.auth);
-        limits.quota = Some(info);
+    let mut limits = LimitHeaders { rate: g.rate, quota: None };
+    match quota::check(api, g.allowed.identity.as_ref(), env.auth) {
+        QuotaStep::None => {}
+        QuotaStep::Held(q, mut info) => {
+            quota::spend(&q, &mut info, env.auth);
+            limits.quota = Some(info);
+        }
+        QuotaStep::Denied(mut d) => {
+            d.rate = g.rate;
+            return denied(d);
+        }
+        QuotaStep::Need(n) => return need(Phase::Quota, n),
     }
     let target = (env.pick)(g.api, api) % api.targets.len();
     // The request id is needed before the headers for `$tyk_context.request_id`.

@@ -1,7 +1,8 @@
 //! Phase `quota`: the identity's quota, from the block of it this worker holds
 //! (`limit::quota`). No block held asks the control plane to reserve one (Redis or the embedded
-//! table), then the phase runs again. The request's unit is spent only once the rate limits have
-//! let it through ([`spend`]): a request they refuse spends none.
+//! table), then the phase runs again. It runs after the rate limits (as Tyk,
+//! gateway/session_manager.go:301-333), so a request they refuse never gets here and spends
+//! nothing; one that gets here spends its unit at once ([`spend`]).
 
 use super::Need;
 use crate::auth::Denial;
@@ -45,16 +46,15 @@ pub(crate) fn check(api: &ApiSpec, identity: Option<&Identity>, w: &mut WorkerAu
     match w.quotas.check(&q, now) {
         QuotaCheck::Available(info) => QuotaStep::Held(q, info),
         QuotaCheck::Reserve => QuotaStep::Need(Need::Quota(q)),
-        QuotaCheck::Exceeded(info) => QuotaStep::Denied(Denial {
+        QuotaCheck::Exceeded(_) => QuotaStep::Denied(Denial {
             kind: Refusal::Forbidden,
             message: "Quota exceeded".into(),
-            quota: Some(info),
             ..Default::default()
         }),
     }
 }
 
-/// Spends one unit of `q` (the request has passed every limit); `info` then shows it spent.
+/// Spends one unit of `q` (the request has passed the rate limits); `info` then shows it spent.
 pub(crate) fn spend(q: &Quota, info: &mut QuotaInfo, w: &mut WorkerAuth) {
     w.quotas.spend(q);
     info.remaining = info.remaining.saturating_sub(1);

@@ -1,17 +1,20 @@
 //! Phase `rate`: the rate limits that apply to the request, checked together on the worker's
 //! own limiter (`limit::Limiter`, no lock, no wait): the identity's, the endpoint's, the client
-//! IP's, the API's. And the `X-RateLimit-*` / `X-Quota-*` headers that report them.
+//! IP's, the API's. And the `X-RateLimit-*` headers that report them or the quota
+//! (`[proxy] rate_limit_response_headers`).
 
 use portcullis_http1::request::header_num;
 
 use crate::auth::{self, Denial, Refusal};
-use crate::config::{ApiSpec, Snapshot};
+use crate::config::{ApiSpec, RateLimitHeaders, Snapshot};
+use crate::limit::quota::QuotaInfo;
 use crate::limit::{LimitHeaders, RateInfo};
 
 /// The rate limits that apply to an allowed request, checked together on the worker's limiter:
 /// the identity's (its per-API limit when the grant has one), the endpoint's, the client IP's,
 /// the API's. `Ok` with the limit the headers describe (`None`: no limit applies), or the 429
-/// refusal.
+/// refusal in Tyk's words: the key's limit's ([`MSG_KEY_RATE`]) when it refused, else the
+/// API's ([`MSG_API_RATE`]).
 pub(crate) fn check(
     snap: &Snapshot,
     api: &ApiSpec,
@@ -69,32 +72,70 @@ pub(crate) fn check(
     if n == 0 {
         return Ok(None);
     }
+    let key_limit = limits[0].is_some();
     // The headers describe the most specific limit: the first in the list.
     limiter.check(&list[..n], 0, client).map(Some).map_err(|rej| Denial {
         kind: Refusal::TooManyRequests,
-        message: "Rate limit exceeded".into(),
-        retry_after: Some(rej.retry_after),
+        message: if key_limit && rej.by == 0 { MSG_KEY_RATE } else { MSG_API_RATE }.into(),
         rate: Some(rej.info),
         ..Default::default()
     })
 }
 
-/// `X-RateLimit-Limit` (requests per the limit's period), `-Remaining`, `-Reset` (Unix seconds
-/// when the bucket is full again): rate values, never quota values (those are `X-Quota-*`).
-pub(crate) fn write_limit_headers(out: &mut Vec<u8>, l: &LimitHeaders) {
-    if let Some(r) = &l.rate {
-        write_rate_headers(out, r);
-    }
-    if let Some(q) = &l.quota {
-        header_num(out, b"X-Quota-Limit: ", q.limit);
-        header_num(out, b"X-Quota-Remaining: ", q.remaining);
-        header_num(out, b"X-Quota-Reset: ", q.reset);
+/// Tyk's answer when the key's own rate refuses (its session rate, or its per-API
+/// `access_rights` limit): gateway/mw_rate_limiting.go:103-140, `handleRateLimitFailure`.
+/// It wins when the API's limits refuse too, as Tyk checks the key first (api_loader.go:617
+/// before 633).
+const MSG_KEY_RATE: &str = "Rate Limit Exceeded";
+
+/// Tyk's answer when an API-level limit refuses: `global_rate_limit` and the API definition's
+/// `extended_paths.rate_limit` (gateway/mw_api_rate_limit.go:129-132). The per-IP limit
+/// (`ip_rate_limit`, Portcullis' own) is an API setting too, so it answers the same.
+const MSG_API_RATE: &str = "API Rate Limit Exceeded";
+
+/// The `X-RateLimit-*` headers of a response from the upstream, as Tyk's header senders
+/// (internal/rate/headers.go:56-92): in `quotas` mode the identity's quota (`0`, `0`, `0` when
+/// none applies: Tyk's empty session of a keyless API, reverse_proxy.go:1442-1445), in
+/// `rate_limits` mode the rate limit, if one applied. The upstream's own are dropped
+/// ([`is_limit_header`]).
+pub(crate) fn write_response_headers(out: &mut Vec<u8>, l: &LimitHeaders, mode: RateLimitHeaders) {
+    match mode {
+        RateLimitHeaders::Quotas => {
+            let q = l.quota.unwrap_or(QuotaInfo { limit: 0, remaining: 0, reset: 0 });
+            write_headers(out, q.limit, q.remaining, q.reset);
+        }
+        RateLimitHeaders::RateLimits => {
+            if let Some(r) = &l.rate {
+                write_headers(out, r.limit, r.remaining, r.reset);
+            }
+        }
     }
 }
 
-/// See [`write_limit_headers`].
-pub(crate) fn write_rate_headers(out: &mut Vec<u8>, r: &RateInfo) {
-    header_num(out, b"X-RateLimit-Limit: ", r.limit);
-    header_num(out, b"X-RateLimit-Remaining: ", r.remaining);
-    header_num(out, b"X-RateLimit-Reset: ", r.reset);
+/// The `X-RateLimit-*` headers of a refusal: only in `rate_limits` mode, the rate limit's, which
+/// Tyk sets before it decides (gateway/session_manager.go:309-315), so they are on its 429 and on
+/// a quota's 403 after the rate let the request through. In `quotas` mode none: Tyk sends quota
+/// values only on what the upstream answered (internal/rate/headers.go:25-28).
+pub(crate) fn write_refusal_headers(out: &mut Vec<u8>, rate: Option<&RateInfo>, mode: RateLimitHeaders) {
+    if let (RateLimitHeaders::RateLimits, Some(r)) = (mode, rate) {
+        write_headers(out, r.limit, r.remaining, r.reset);
+    }
+}
+
+/// An upstream response header the gateway owns: `X-RateLimit-Limit`, `-Remaining` or `-Reset`
+/// (Tyk sets them in `quotas` mode and deletes them in `rate_limits` mode, headers.go:56-74).
+/// Checked on every header of every response: a length test rules out almost all of them.
+pub(crate) fn is_limit_header(name: &[u8]) -> bool {
+    const PREFIX: &[u8] = b"x-ratelimit-";
+    if !matches!(name.len(), 17 | 21) || !name[..PREFIX.len()].eq_ignore_ascii_case(PREFIX) {
+        return false;
+    }
+    let rest = &name[PREFIX.len()..];
+    [&b"limit"[..], b"reset", b"remaining"].iter().any(|n| rest.eq_ignore_ascii_case(n))
+}
+
+fn write_headers(out: &mut Vec<u8>, limit: u64, remaining: u64, reset: u64) {
+    header_num(out, b"X-RateLimit-Limit: ", limit);
+    header_num(out, b"X-RateLimit-Remaining: ", remaining);
+    header_num(out, b"X-RateLimit-Reset: ", reset);
 }

@@ -349,3 +349,59 @@ fn phases_resume_where_they_asked_without_running_earlier_ones_again() {
     }
     assert!(String::from_utf8(out).unwrap().starts_with("GET /x HTTP/1.1\r\n"));
 }
+
+/// Rate before quota, as Tyk (gateway/session_manager.go:301-333): a request over its key's rate
+/// and its quota is refused by the rate (429), not the quota (403).
+#[test]
+fn a_request_over_its_rate_and_its_quota_gets_the_429() {
+    use crate::auth::{ApiAuth, Refusal, Session};
+    use crate::limit::quota::Reservation;
+    let mut a = api("/q", "", true, false);
+    a.auth = std::sync::Arc::new(ApiAuth { token: Some(Default::default()), version: None, ..Default::default() });
+    a.plain = false;
+    let snap = snapshot(vec![a]);
+    let req = "GET /q/x HTTP/1.1\r\nHost: h\r\nAuthorization: k1\r\n\r\n";
+    let mut spans = Vec::new();
+    let head = portcullis_http1::parse_request(req.as_bytes(), 100, &mut spans).unwrap().unwrap();
+    let view = head.view(req.as_bytes(), &spans);
+    let ctx = ClientCtx { client_ip: "192.0.2.1", client_addr: "192.0.2.1".parse().unwrap() };
+    let mut auth = crate::auth::WorkerAuth::detached(Default::default());
+    let mut limiter = crate::limit::Limiter::new(crate::limit::LimiterConfig { max_keys: 100 }, 0.0);
+    // One request an hour, one in the quota.
+    let session = Session { rate: 1.0, per: 3600.0, quota_max: 1, quota_renewal_rate: 3600, ..Default::default() };
+    auth.insert_session(crate::auth::hash_key("k1"), Some(std::sync::Arc::new(session)));
+    // Routed, or the refusal.
+    let run = |auth: &mut crate::auth::WorkerAuth, limiter: &mut crate::limit::Limiter| {
+        let (mut path, mut out) = (String::new(), Vec::new());
+        let (_, mut o) = start(&view, &snap, &mut path, &mut env(&ctx, auth, limiter), &mut out).unwrap();
+        // Bounded: a quota block is asked for at most once.
+        for _ in 0..2 {
+            let Outcome::Waiting(mut w) = o else { break };
+            let Some(Need::Quota(q)) = w.need.take() else { panic!("{w:?}") };
+            let now = auth.now();
+            auth.quotas.store(&q, Reservation { granted: 1, remaining: 0, reset: 1_800_003_600 }, now, 1_800_000_000);
+            o = resume(w, &view, &snap, &mut env(&ctx, auth, limiter), &mut out).unwrap();
+        }
+        match o {
+            Outcome::Routed(_) => Ok(()),
+            Outcome::Denied { denial, .. } => Err(denial),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(run(&mut auth, &mut limiter), Ok(()));
+    let denial = run(&mut auth, &mut limiter).expect_err("the second request is over both");
+    assert_eq!((denial.kind, &*denial.message), (Refusal::TooManyRequests, "Rate Limit Exceeded"));
+}
+
+/// The upstream headers the gateway owns are exactly Tyk's three `X-RateLimit-*` names, in any
+/// case (internal/rate/headers.go:56-74); others of the family pass.
+#[test]
+fn limit_headers_the_gateway_owns() {
+    for n in ["X-RateLimit-Limit", "x-ratelimit-remaining", "X-RATELIMIT-RESET"] {
+        assert!(rate::is_limit_header(n.as_bytes()), "{n}");
+    }
+    for n in ["X-RateLimit-Policy", "X-RateLimit-Limits", "X-RateLimit-Reset1", "RateLimit-Limit", "X-Quota-Limit", ""]
+    {
+        assert!(!rate::is_limit_header(n.as_bytes()), "{n}");
+    }
+}

@@ -309,12 +309,9 @@ pub struct Denial {
     pub message: Cow<'static, str>,
     /// Send `WWW-Authenticate: Basic` (basic auth with no credentials).
     pub basic_challenge: bool,
-    /// 429: `Retry-After` seconds.
-    pub retry_after: Option<u64>,
-    /// 429: the limit for `X-RateLimit-*`.
+    /// The rate limit the request was checked against (a 429, or a quota's 403 after the rate
+    /// let it through), for `X-RateLimit-*` when they report rate limits.
     pub rate: Option<crate::limit::RateInfo>,
-    /// 403 quota exceeded: for `X-Quota-*`.
-    pub quota: Option<crate::limit::quota::QuotaInfo>,
     /// Tyk's response flag for the refusal (`AMF`, `AKI`, `TKE`, ...:
     /// internal/errors/classification.go), which `error_overrides` rules match on.
     pub flag: Option<&'static str>,

@@ -87,9 +87,13 @@ pub struct LimitHeaders {
 /// A rejected request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rejected {
-    /// Whole seconds to wait (`Retry-After`), at least 1.
+    /// Whole seconds until every refusing limit would admit, at least 1 (not sent to clients:
+    /// Tyk sends no `Retry-After`, `[proxy] rate_limit_response_headers`).
     pub retry_after: u64,
     pub info: RateInfo,
+    /// Index into the checked `limits` of the first limit that refused (which refusal the
+    /// client is told of).
+    pub by: usize,
 }
 
 /// Per-key deltas one worker (or node) sends in a gossip round.
@@ -195,10 +199,10 @@ impl Limiter {
     /// `limits`) picks the limit the headers describe.
     pub fn check(&mut self, limits: &[Limit], primary: usize, client: IpAddr) -> Result<RateInfo, Rejected> {
         let now = self.now();
-        let mut rejected: Option<f64> = None;
-        for l in limits {
+        let mut rejected: Option<(f64, usize)> = None;
+        for (i, l) in limits.iter().enumerate() {
             if let Verdict::Reject { retry_after } = self.bucket(l, now).check(now) {
-                rejected = Some(rejected.map_or(retry_after, |r: f64| r.max(retry_after)));
+                rejected = Some(rejected.map_or((retry_after, i), |(r, by): (f64, usize)| (r.max(retry_after), by)));
             }
         }
         let admitted = rejected.is_none();
@@ -224,11 +228,11 @@ impl Limiter {
                 self.stats.admitted += 1;
                 Ok(info)
             }
-            Some(wait) => {
+            Some((wait, by)) => {
                 self.stats.rejected += 1;
                 let n = self.rejected_ips.entry(crate::canonical_ip(client)).or_insert(0);
                 *n = n.saturating_add(1);
-                Err(Rejected { retry_after: (wait.ceil() as u64).max(1), info })
+                Err(Rejected { retry_after: (wait.ceil() as u64).max(1), info, by })
             }
         }
     }
@@ -315,6 +319,9 @@ mod tests {
         let db = out.iter().find(|d| d.key == b.key).unwrap();
         assert_eq!((db.admitted, db.demand), (3, 4));
         assert_eq!(l.take_rejected_ips(), vec![(ip, 1)]);
+        // The refusal names the first limit that refused, in the order given.
+        assert_eq!(r.by, 0);
+        assert_eq!(l.check(&[b, a], 0, ip).unwrap_err().by, 1);
     }
 
     #[test]

@@ -52,7 +52,7 @@ struct Lease {
     until: Duration,
 }
 
-/// For `X-Quota-*`.
+/// For `X-RateLimit-*` when they report quotas (`[proxy] rate_limit_response_headers`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaInfo {
     pub limit: u64,

@@ -853,11 +853,11 @@ fn large_response_bodies_are_spliced_intact_and_not_when_turned_off() {
 /// is peeked and spliced with its body: the client then gets the upstream's head byte for byte,
 /// its `Connection: keep-alive` line included. A head that must be rewritten (another hop-by-hop
 /// header) or a body too small to splice after a peek is read out of the socket as usual, with
-/// nothing lost or seen twice. (With `X-RateLimit-*` reporting rate limits, which adds none
-/// where no limit applies: reporting quotas, the default, adds three to every head.)
+/// nothing lost or seen twice. (In the default configuration: `X-RateLimit-*` reporting
+/// quotas adds nothing to a keyless response.)
 #[test]
 fn unchanged_heads_are_spliced_with_their_bodies_and_the_others_rewritten() {
-    let (p, _up) = simple(r#"rate_limit_response_headers = "rate_limits""#);
+    let (p, _up) = simple("");
     let mut conn = Conn::connect(p.listen).unwrap();
     let mut whole = 0;
     let get = |conn: &mut Conn, n: usize, header: &str| {

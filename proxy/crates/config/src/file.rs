@@ -216,8 +216,8 @@ pub struct ProxyConfig {
     /// For an API whose recent responses were that large, each worker reads the head with a
     /// 1 KiB read so the body stays in the socket; where those heads also went to the client
     /// unchanged, that read is a peek and the head is spliced with the body (one write fewer per
-    /// response). No head goes unchanged while `rate_limit_response_headers` is `"quotas"` (the
-    /// default), which adds three headers to every response. Needs two descriptors per body in
+    /// response). In `rate_limit_response_headers = "quotas"` mode (the default) that is every
+    /// keyless response; a keyed one carries the three quota headers. Needs two descriptors per body in
     /// flight (pipes are reused; a worker keeps at most 64 idle ones); when a pipe cannot be
     /// made the body is copied and one warning is logged.
     ///
@@ -260,12 +260,12 @@ pub struct ProxyConfig {
     ///
     /// `"quotas"` (Tyk's default): the quota of the request's identity, its `quota_max`, what
     /// is left of it after this request, and the Unix time (seconds) it renews. Only on
-    /// responses from the upstream, never on refusals (429, 403) or other errors, as Tyk. A
-    /// request with no quota (keyless APIs, keys without `quota_max`, APIs with
-    /// `disable_quota`) gets `0`, `0`, `0`, as Tyk sends for a keyless API; Tyk would echo a key's
-    /// stored `quota_max` (`-1` or `0`) and its last stored remaining and renewal time there.
-    /// The three headers change every head, so no response head goes to the client unchanged
-    /// and none is spliced with its body (see `splice_min_body`).
+    /// responses from the upstream, never on refusals (429, 403) or other errors, as Tyk. A key
+    /// without a quota (or `disable_quota`) gets `0`, `0`, `0`; Tyk would echo its stored
+    /// `quota_max` (`-1` or `0`) and its last stored remaining and renewal time. A keyless
+    /// request gets none, where Tyk sends `0`, `0`, `0`: they say nothing, and they would keep
+    /// every keyless response head from going out unchanged, spliced with its body (see
+    /// `splice_min_body`).
     ///
     /// `"rate_limits"`: the rate limit the request was checked against (the key's first, then
     /// the endpoint's, the client IP's, the API's): requests per its period, whole requests left

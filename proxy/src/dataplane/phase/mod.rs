@@ -253,7 +253,7 @@ fn run<'a>(
             Err(d) => return denied(d),
         }
     }
-    let mut limits = LimitHeaders { rate: g.rate, quota: None };
+    let mut limits = LimitHeaders { rate: g.rate, quota: None, identified: g.allowed.identity.is_some() };
     match quota::check(api, g.allowed.identity.as_ref(), env.auth) {
         QuotaStep::None => {}
         QuotaStep::Held(q, mut info) => {

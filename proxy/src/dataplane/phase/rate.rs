@@ -94,15 +94,17 @@ const MSG_KEY_RATE: &str = "Rate Limit Exceeded";
 const MSG_API_RATE: &str = "API Rate Limit Exceeded";
 
 /// The `X-RateLimit-*` headers of a response from the upstream, as Tyk's header senders
-/// (internal/rate/headers.go:56-92): in `quotas` mode the identity's quota (`0`, `0`, `0` when
-/// none applies: Tyk's empty session of a keyless API, reverse_proxy.go:1442-1445), in
-/// `rate_limits` mode the rate limit, if one applied. The upstream's own are dropped
-/// ([`is_limit_header`]).
+/// (internal/rate/headers.go:56-92): in `quotas` mode the identity's quota (`0`, `0`, `0` for an
+/// identity without one), in `rate_limits` mode the rate limit, if one applied. The upstream's
+/// own are dropped ([`is_limit_header`]). A keyless request gets none: Tyk sends `0`, `0`, `0`
+/// there (its empty session, reverse_proxy.go:1442-1445), which says nothing and would keep
+/// every keyless response head from going out unchanged, spliced with its body.
 pub(crate) fn write_response_headers(out: &mut Vec<u8>, l: &LimitHeaders, mode: RateLimitHeaders) {
     match mode {
         RateLimitHeaders::Quotas => {
-            let q = l.quota.unwrap_or(QuotaInfo { limit: 0, remaining: 0, reset: 0 });
-            write_headers(out, q.limit, q.remaining, q.reset);
+            if let Some(q) = l.quota.or(l.identified.then_some(QuotaInfo { limit: 0, remaining: 0, reset: 0 })) {
+                write_headers(out, q.limit, q.remaining, q.reset);
+            }
         }
         RateLimitHeaders::RateLimits => {
             if let Some(r) = &l.rate {

@@ -51,6 +51,7 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
         error_overrides: None,
         track_endpoints: Vec::new(),
         do_not_track_endpoints: Vec::new(),
+        validate_json: Vec::new(),
     }
 }
 

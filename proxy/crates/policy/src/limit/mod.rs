@@ -82,6 +82,9 @@ pub struct RateInfo {
 pub struct LimitHeaders {
     pub rate: Option<RateInfo>,
     pub quota: Option<quota::QuotaInfo>,
+    /// The request ran as an identity (a key, a JWT, a user): told its quota even when it has
+    /// none. A keyless request is told nothing.
+    pub identified: bool,
 }
 
 /// A rejected request.

@@ -15,6 +15,7 @@ pub fn snapshot_with_apis(n: usize) -> Snapshot {
         let domain = if i % 10 == 9 { format!(r#""domain": "host{i}.example.com","#) } else { String::new() };
         let json = format!(
             r#"{{"api_id": "api{i}", "active": true, "use_keyless": true, {domain}
+                "version_data": {{"not_versioned": true}},
                 "proxy": {{"listen_path": "/api{i}/v1/", "target_url": "http://127.0.0.1:9/", "strip_listen_path": true}}}}"#
         );
         std::fs::write(dir.join(format!("api{i}.json")), json).expect("write api");

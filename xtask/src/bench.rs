@@ -455,7 +455,7 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
     std::fs::write(
         dir.join("apps/bench.json"),
         format!(
-            r#"{{"api_id": "bench", "name": "bench", "active": true, "use_keyless": true, "do_not_track": true, "proxy": {{"listen_path": "/", "target_url": "http://127.0.0.1:{UPSTREAM_PORT}/"}}}}"#
+            r#"{{"api_id": "bench", "name": "bench", "active": true, "use_keyless": true, "do_not_track": true, "version_data": {{"not_versioned": true}}, "proxy": {{"listen_path": "/", "target_url": "http://127.0.0.1:{UPSTREAM_PORT}/"}}}}"#
         ),
     )?;
     // The gateway scenario's API: JWT (HS256, secret "bench-secret"), identity claim injected

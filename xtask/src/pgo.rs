@@ -224,6 +224,7 @@ fn write_config(work: &Path, port: u16, admin: u16, upstream: SocketAddr) -> Res
         work.join("apps/open.json"),
         format!(
             r#"{{"api_id": "open", "name": "open", "active": true, "use_keyless": true,
+                "version_data": {{"not_versioned": true}},
                 "proxy": {{"listen_path": "/open/", "target_url": "http://{upstream}/", "strip_listen_path": true}}}}"#
         ),
     )?;

@@ -194,7 +194,7 @@ mod tests {
     }
 
     fn keyless(id: &str, listen_path: &str) -> Value {
-        serde_json::json!({"api_id": id, "use_keyless": true,
+        serde_json::json!({"api_id": id, "use_keyless": true, "version_data": {"not_versioned": true},
             "proxy": {"listen_path": listen_path, "target_url": "http://127.0.0.1:1/"}})
     }
 

@@ -372,7 +372,7 @@ mod tests {
         std::fs::create_dir(&apps).unwrap();
         let def = |id: &str, target: &str, extra: &str| {
             format!(
-                r#"{{"api_id":"{id}","use_keyless":true{extra},"proxy":{{"listen_path":"/{id}","target_url":"{target}"}}}}"#
+                r#"{{"version_data": {{"not_versioned": true}}, "api_id":"{id}","use_keyless":true{extra},"proxy":{{"listen_path":"/{id}","target_url":"{target}"}}}}"#
             )
         };
         std::fs::write(apps.join("good.json"), def("good", "http://127.0.0.1:1/", "")).unwrap();
@@ -416,7 +416,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let apps = dir.path().join("apps");
         std::fs::create_dir(&apps).unwrap();
-        let classic = r#"{"api_id":"m","is_oas":true,"use_keyless":true,"proxy":{"listen_path":"/m","target_url":"http://127.0.0.1:1/"}}"#;
+        let classic = r#"{"version_data": {"not_versioned": true}, "api_id":"m","is_oas":true,"use_keyless":true,"proxy":{"listen_path":"/m","target_url":"http://127.0.0.1:1/"}}"#;
         let oas = r#"{"openapi":"3.0.3","info":{"title":"m","version":"1"},"paths":{},"x-tyk-api-gateway":{}}"#;
         std::fs::write(apps.join("m.json"), classic).unwrap();
         std::fs::write(apps.join("m-oas.json"), oas).unwrap();

@@ -232,14 +232,21 @@ pub(super) fn parse_api(
             }
         }
     }
-    if let Some(v) = json.pointer("/version_data/not_versioned") {
-        if v == &Value::Bool(false) {
-            errs.push(err(
-                "version_data.not_versioned",
-                "false".into(),
-                "API versioning is not supported yet; set not_versioned to true".into(),
-            ));
-        }
+    // Tyk reads a missing `not_versioned` as false: the API is versioned, and with no version
+    // in the request and no `default_version` every request is 403 "Version information not
+    // found" (api_definition.go:2413-2462). Serving it unversioned would grant more than Tyk.
+    match json.pointer("/version_data/not_versioned") {
+        Some(Value::Bool(true)) => {}
+        Some(v) => errs.push(err(
+            "version_data.not_versioned",
+            brief(v),
+            "API versioning is not supported yet; set not_versioned to true".into(),
+        )),
+        None => errs.push(err(
+            "version_data.not_versioned",
+            String::new(),
+            "is required (true): without it Tyk treats the API as versioned, which is not supported yet".into(),
+        )),
     }
 
     let domain = match normalise_domain(&raw.domain) {
@@ -426,7 +433,7 @@ mod tests {
 
     #[test]
     fn unsupported_field_names_file_field_value() {
-        let e = api(r#"{"api_id":"a","active":true,"use_keyless":true,"use_oauth2":true,
+        let e = api(r#"{"version_data": {"not_versioned": true}, "api_id":"a","active":true,"use_keyless":true,"use_oauth2":true,
             "proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#)
         .unwrap_err();
         assert_eq!(e.len(), 1);
@@ -440,11 +447,11 @@ mod tests {
     #[test]
     fn absent_active_and_a_disabled_oauth_block_load() {
         let s = spec(
-            r#"{"api_id":"a","use_keyless":true,"proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#,
+            r#"{"version_data": {"not_versioned": true}, "api_id":"a","use_keyless":true,"proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#,
         );
         assert_eq!(s.api_id, "a");
         let s = spec(
-            r#"{"api_id":"o","active":true,"use_keyless":true,"use_oauth2":false,
+            r#"{"version_data": {"not_versioned": true}, "api_id":"o","active":true,"use_keyless":true,"use_oauth2":false,
             "auth_configs":{"oauth":{"auth_header_name":"Authorization","use_param":false}},
             "oauth_meta":{"allowed_access_types":["authorization_code"]},
             "proxy":{"listen_path":"/o","target_url":"http://127.0.0.1:1/"}}"#,
@@ -454,14 +461,16 @@ mod tests {
 
     #[test]
     fn keyed_api_defaults_to_auth_tokens() {
-        let s = spec(r#"{"api_id":"a","active":true,"proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#);
+        let s = spec(
+            r#"{"version_data": {"not_versioned": true}, "api_id":"a","active":true,"proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#,
+        );
         assert!(s.auth.token.is_some());
         assert!(!s.plain);
     }
 
     #[test]
     fn type_errors_name_the_field() {
-        let e = api(r#"{"api_id":"a","active":true,"use_keyless":true,"proxy":{"listen_path":5}}"#).unwrap_err();
+        let e = api(r#"{"version_data": {"not_versioned": true}, "api_id":"a","active":true,"use_keyless":true,"proxy":{"listen_path":5}}"#).unwrap_err();
         assert_eq!(e[0].field, "proxy.listen_path");
         assert_eq!(e[0].value, "5");
     }
@@ -470,7 +479,7 @@ mod tests {
     fn inactive_is_skipped_and_unknown_fields_ignored() {
         assert!(matches!(api(r#"{"api_id":"a","active":false}"#), Ok(Parsed::Inactive { .. })));
         let s = spec(
-            r#"{"api_id":"a","active":true,"use_keyless":true,"whatever":{"x":1},
+            r#"{"version_data": {"not_versioned": true}, "api_id":"a","active":true,"use_keyless":true,"whatever":{"x":1},
             "domain":"Example.COM:8080",
             "proxy":{"listen_path":"/","enable_load_balancing":true,
                      "target_list":["http://127.0.0.1:1/a/","http://127.0.0.1:2"]}}"#,
@@ -483,7 +492,7 @@ mod tests {
 
     #[test]
     fn bad_target_and_listen_path_reported_together() {
-        let e = api(r#"{"api_id":"a","active":true,"use_keyless":true,
+        let e = api(r#"{"version_data": {"not_versioned": true}, "api_id":"a","active":true,"use_keyless":true,
             "proxy":{"listen_path":"nope","target_url":"ftp://x/"}}"#)
         .unwrap_err();
         let fields: Vec<_> = e.iter().map(|e| e.field.as_str()).collect();
@@ -495,7 +504,7 @@ mod tests {
         let s = spec(
             r#"{"api_id":"a","active":true,"use_keyless":true,"global_rate_limit":{"rate":100,"per":60},
             "ip_rate_limit":{"rate":5,"per":1},
-            "version_data":{"versions":{"Default":{"use_extended_paths":true,"extended_paths":{"rate_limit":[{"path":"/search","method":"GET","rate":2,"per":1}]}}}},
+            "version_data":{"not_versioned":true,"versions":{"Default":{"use_extended_paths":true,"extended_paths":{"rate_limit":[{"path":"/search","method":"GET","rate":2,"per":1}]}}}},
             "proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#,
         );
         assert_eq!(s.limits.global.map(|r| (r.rate, r.per)), Some((100.0, 60.0)));
@@ -504,11 +513,11 @@ mod tests {
         assert!(!s.plain, "an API with limits is not on the fast path");
         // Tyk writes {"rate": 0, "per": 0} for "no limit".
         let s = spec(
-            r#"{"api_id":"a","active":true,"use_keyless":true,"global_rate_limit":{"rate":0,"per":0},
+            r#"{"version_data": {"not_versioned": true}, "api_id":"a","active":true,"use_keyless":true,"global_rate_limit":{"rate":0,"per":0},
             "proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#,
         );
         assert!(s.limits.global.is_none() && s.plain);
-        let e = api(r#"{"api_id":"a","active":true,"use_keyless":true,"global_rate_limit":{"rate":-1,"per":1},
+        let e = api(r#"{"version_data": {"not_versioned": true}, "api_id":"a","active":true,"use_keyless":true,"global_rate_limit":{"rate":-1,"per":1},
             "proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#)
         .unwrap_err();
         assert_eq!(e[0].field, "global_rate_limit");

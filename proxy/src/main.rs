@@ -72,7 +72,12 @@ fn init_logging(level: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check(c) => match server::check(&c.config, &c.overrides()) {
+        // Warnings found while loading (a JWKS not fetched yet, a middleware Tyk also skips) go
+        // to standard error; the verdict to standard output.
+        Command::Check(c) => match {
+            init_logging("warn");
+            server::check(&c.config, &c.overrides())
+        } {
             Ok(ok) => {
                 for s in &ok.inactive {
                     println!("skipped: {} (api_id {:?}): {}", s.file, s.api_id, s.reason);

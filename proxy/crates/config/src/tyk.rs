@@ -150,6 +150,11 @@ const SUPPORTED_EXTENDED: &[&str] = &[
     "track_endpoints",
     "do_not_track_endpoints",
     "validate_json",
+    // Tyk's released gateways are built without jq: they log "JQ transform not supported." and
+    // skip these (gateway/mw_transform_jq_dummy.go:20-27; the real one needs `-tags jq`, which
+    // ci/goreleaser/goreleaser.yml does not set). Loaded with the same warning, as skipped.
+    "transform_jq",
+    "transform_jq_response",
 ];
 
 /// Outcome of parsing one definition file.
@@ -192,6 +197,15 @@ pub(super) fn parse_api(
             vec![err(&field, value, e.into_inner().to_string())]
         })?
     };
+    for key in ["transform_jq", "transform_jq_response"] {
+        let versions = json.pointer("/version_data/versions").and_then(Value::as_object);
+        for (vname, v) in versions.into_iter().flatten() {
+            if v.pointer(&format!("/extended_paths/{key}")).is_some_and(super::truthy) {
+                tracing::warn!(file = %file.display(), field = %format!("version_data.versions.{vname}.extended_paths.{key}"),
+                    "JQ transform not supported: skipped, as Tyk's released gateways skip it");
+            }
+        }
+    }
     if !ignored.is_empty() {
         tracing::debug!(file = %file.display(), fields = ?ignored, "ignoring API definition fields Portcullis does not use");
     }

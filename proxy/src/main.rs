@@ -69,15 +69,17 @@ fn init_logging(level: &str) {
         .init();
 }
 
+fn check_logged(c: &Common) -> Result<server::Checked, Vec<portcullis::config::ConfigError>> {
+    init_logging("warn");
+    server::check(&c.config, &c.overrides())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         // Warnings found while loading (a JWKS not fetched yet, a middleware Tyk also skips) go
         // to standard error; the verdict to standard output.
-        Command::Check(c) => match {
-            init_logging("warn");
-            server::check(&c.config, &c.overrides())
-        } {
+        Command::Check(c) => match check_logged(&c) {
             Ok(ok) => {
                 for s in &ok.inactive {
                     println!("skipped: {} (api_id {:?}): {}", s.file, s.api_id, s.reason);

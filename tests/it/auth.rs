@@ -743,3 +743,22 @@ fn keys_are_refused_and_limited_as_tyk_does() {
     let open = builder().section("[auth]\nallow_master_keys = true\n").start();
     assert_eq!(open.admin_send("POST", "/tyk/keys/create", "{}").status, 200, "allow_master_keys");
 }
+
+/// A `jwt_source` that holds no key (Tyk's own error-override tests use `"header"`) loads, as in
+/// Tyk, and every token is refused as Tyk refuses it: 403 "Key not authorized" (mw_jwt.go:
+/// 1361-1372); no token is still 400. Before, the definition was refused.
+#[test]
+fn a_jwt_source_without_a_key_loads_and_refuses_every_token() {
+    let up = upstream("up");
+    let top =
+        r#""enable_jwt": true, "jwt_signing_method": "hmac", "jwt_source": "header", "jwt_default_policies": ["p"],"#;
+    let p = builder()
+        .app("j", api("j", "/j/", &up.url(), top, ""))
+        .policies(r#"{"p": {"access_rights": {"j": {}}}}"#)
+        .start();
+    let token =
+        encode(&Header::new(Algorithm::HS256), &json!({"sub": "u"}), &EncodingKey::from_secret(b"header")).unwrap();
+    let r = p.get("/j/get", &format!("Authorization: Bearer {token}\r\n"));
+    assert_eq!((r.status, error_of(&r).as_str()), (403, "Key not authorized"));
+    assert_eq!(p.get("/j/get", "").status, 400);
+}

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The samples that load as shipped (42 of 86 on 2026-12-06).
+/// The samples that load as shipped (44 of 86 on 2026-12-06).
 const LOADED: &[&str] = &[
     "apps_jq.json",
     "apps_quickstart.json",
@@ -15,6 +15,7 @@ const LOADED: &[&str] = &[
     "ci_tests_error-overrides_apps_test-aki.json",
     "ci_tests_error-overrides_apps_test-amf-authkey.json",
     "ci_tests_error-overrides_apps_test-amf-basicauth.json",
+    "ci_tests_error-overrides_apps_test-amf-jwt.json",
     "ci_tests_error-overrides_apps_test-api-override-aki.json",
     "ci_tests_error-overrides_apps_test-api-override-disabled.json",
     "ci_tests_error-overrides_apps_test-biv-json.json",
@@ -29,6 +30,7 @@ const LOADED: &[&str] = &[
     "ci_tests_error-overrides_apps_test-qex.json",
     "ci_tests_error-overrides_apps_test-rlt.json",
     "ci_tests_error-overrides_apps_test-tke-jwt.json",
+    "ci_tests_error-overrides_apps_test-tki-jwt.json",
     "ci_tests_error-overrides_apps_test-ucf.json",
     "ci_tests_error-overrides_apps_test-uct.json",
     "ci_tests_error-overrides_apps_test-upe.json",
@@ -72,7 +74,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("openapi", "a Tyk OAS document checked without its classic definition"),
     ("error_overrides", "error_overrides rules for upstream responses, and error templates from files"),
     // Not features: values Tyk loads and fails on at request time, refused here at load.
-    ("jwt_source", "a JWT key source that is no key (Tyk's error-override tests use `header`)"),
     ("api_id", "no api_id (only in plugin samples, refused for their custom middleware too)"),
 ];
 
@@ -174,7 +175,6 @@ const TODO: &[(&str, &str)] = &[
     ("extended_paths.url_rewrites", "URL rewrites"),
     ("proxy.check_host_against_uptime_tests", "uptime tests"),
     ("version_data", "versioning"),
-    ("jwt_source", "a JWT key source that is no key, which Tyk loads and fails per request"),
     ("openapi", "a Tyk OAS document without its classic definition"),
     ("error_overrides", "error_overrides rules for upstream responses, error templates from files"),
 ];
@@ -193,7 +193,6 @@ const REFUSED_ON_LOOPBACK: &[(&str, &str)] = &[
     ("ci_smoke-tests_plugin-aliasing_helloworld-plugin_helloworld-plugin-1.json", "custom_middleware.post"),
     ("ci_smoke-tests_plugin-aliasing_helloworld-plugin_helloworld-plugin-2.json", "custom_middleware.post"),
     ("ci_tests_error-overrides_apps_test-aki-oauth.json", "use_oauth2"),
-    ("ci_tests_error-overrides_apps_test-amf-jwt.json", "jwt_source"),
     ("ci_tests_error-overrides_apps_test-amf-oauth.json", "use_oauth2"),
     ("ci_tests_error-overrides_apps_test-api-override-edge-cases.json", "error_overrides.500[0].match.body_field"),
     ("ci_tests_error-overrides_apps_test-api-override-match.json", "error_overrides.500[0].match.body_field"),
@@ -204,7 +203,6 @@ const REFUSED_ON_LOOPBACK: &[(&str, &str)] = &[
     ("ci_tests_error-overrides_apps_test-ead.json", "use_oauth2"),
     ("ci_tests_error-overrides_apps_test-ihd-oauth.json", "use_oauth2"),
     ("ci_tests_error-overrides_apps_test-nhu.json", "proxy.check_host_against_uptime_tests"),
-    ("ci_tests_error-overrides_apps_test-tki-jwt.json", "jwt_source"),
     ("ci_tests_metrics_apps_test-mcpapi-mcp.json", "openapi"),
     ("ci_tests_plugin-compiler_testdata_test-plugin_apidef.json", "custom_middleware.post"),
     ("ci_tests_python-plugins_src_apidef.json", "custom_middleware_bundle"),

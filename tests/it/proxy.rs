@@ -1231,3 +1231,36 @@ fn validate_json_checks_bodies_against_the_schema() {
     let r = c.request("PUT", "/v/anything", "Connection: close\r\n", b"{not json").unwrap();
     assert_eq!(r.status, 200, "the entry is for POST");
 }
+
+/// Tyk's circuit breakers (gateway/reverse_proxy.go:1354-1369; circuitbreaker's RateBreaker):
+/// upstream errors and 5xx answers count as failures; once `samples` requests are in the window
+/// and the failure share reaches `threshold_percent`, the breaker opens and requests get 503
+/// "Service temporarily unavailable." without reaching the upstream. Before, the definition was
+/// refused.
+#[test]
+fn circuit_breakers_open_on_failures_and_answer_503() {
+    let up = upstream("up");
+    let closed = free_addr();
+    let cb = r#", "extended_paths": {"circuit_breakers": [{"path": "status", "method": "GET", "threshold_percent": 0.5,
+                   "samples": 3, "return_to_service_after": 60, "disable_half_open_state": true}]}"#;
+    let p = builder()
+        .app("c", portcullis_tests::harness::api("c", "/c/", &up.url(), r#""use_keyless": true,"#, cb))
+        .app(
+            "d",
+            portcullis_tests::harness::api("d", "/d/", &format!("http://{closed}/"), r#""use_keyless": true,"#, cb),
+        )
+        .start();
+    assert_eq!(client::get(p.listen, "/c/status/200").unwrap().status, 200);
+    assert_eq!(client::get(p.listen, "/c/status/500").unwrap().status, 500);
+    assert_eq!(client::get(p.listen, "/c/status/503").unwrap().status, 503, "2 of 3 failed: open now");
+    let heads = up.heads();
+    let r = client::get(p.listen, "/c/status/200").unwrap();
+    assert_eq!((r.status, r.json()["error"].as_str()), (503, Some("Service temporarily unavailable.")));
+    assert_eq!(up.heads(), heads, "the upstream was not contacted");
+    assert_eq!(client::get(p.listen, "/c/get").unwrap().status, 200, "paths without the entry are not held");
+    // Connection failures count too.
+    for _ in 0..3 {
+        assert_eq!(client::get(p.listen, "/d/status/200").unwrap().status, 500);
+    }
+    assert_eq!(client::get(p.listen, "/d/status/200").unwrap().status, 503);
+}

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The samples that load as shipped (44 of 86 on 2026-12-06).
+/// The samples that load as shipped (45 of 86 on 2026-12-06).
 const LOADED: &[&str] = &[
     "apps_jq.json",
     "apps_quickstart.json",
@@ -21,6 +21,7 @@ const LOADED: &[&str] = &[
     "ci_tests_error-overrides_apps_test-biv-json.json",
     "ci_tests_error-overrides_apps_test-biv-schema.json",
     "ci_tests_error-overrides_apps_test-btl.json",
+    "ci_tests_error-overrides_apps_test-cbo.json",
     "ci_tests_error-overrides_apps_test-cdc.json",
     "ci_tests_error-overrides_apps_test-clm.json",
     "ci_tests_error-overrides_apps_test-dns.json",
@@ -199,7 +200,6 @@ const REFUSED_ON_LOOPBACK: &[(&str, &str)] = &[
     ("ci_tests_error-overrides_apps_test-api-override-upstream.json", "error_overrides.404[0].match.flag"),
     ("ci_tests_error-overrides_apps_test-biv-json-invalid-params.json", "error_overrides.400[0].response.template"),
     ("ci_tests_error-overrides_apps_test-biv-schema-invalid-params.json", "error_overrides.422[0].response.template"),
-    ("ci_tests_error-overrides_apps_test-cbo.json", "version_data.versions.Default.extended_paths.circuit_breakers"),
     ("ci_tests_error-overrides_apps_test-ead.json", "use_oauth2"),
     ("ci_tests_error-overrides_apps_test-ihd-oauth.json", "use_oauth2"),
     ("ci_tests_error-overrides_apps_test-nhu.json", "proxy.check_host_against_uptime_tests"),

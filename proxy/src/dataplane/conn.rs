@@ -243,8 +243,26 @@ async fn exchange(
         Step::Answered(next) => return Ok(next),
         Step::Forward(req) => req,
     };
-    let fwd = forward(&ex, client, bufs, &req).await?;
-    respond(&ex, client, bufs, &req, fwd).await
+    // Tyk's breaker acts around the proxying (gateway/reverse_proxy.go:1354-1369): open, the
+    // upstream is not contacted; an upstream error or a 5xx counts as a failure.
+    if let Some(b) = &req.breaker {
+        if !b.ready(wall_ms()) {
+            let api = &snap.apis[req.routed.api as usize];
+            let code = ErrorKind::CircuitOpen.code();
+            record(worker, &mut bufs.x.record, &api.api_id, req.meta().method, started, outcome(code, 0, 0, 0));
+            return Err(ProxyError::new(ErrorKind::CircuitOpen, "circuit breaker open").into());
+        }
+    }
+    let fwd = forward(&ex, client, bufs, &req).await;
+    if let Some(b) = &req.breaker {
+        b.record(matches!(&fwd, Ok(f) if f.head.meta.status < 500), wall_ms());
+    }
+    respond(&ex, client, bufs, &req, fwd?).await
+}
+
+/// Wall-clock milliseconds, for the circuit breakers (read only for requests that have one).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What the steps of one exchange share.
@@ -268,6 +286,8 @@ struct Request<'w> {
     clock: Option<body::BodyClock>,
     /// Held while a large body streams (see `StreamingBody`).
     _streaming: Option<StreamingBody<'w>>,
+    /// The `circuit_breakers` entry the request matched.
+    breaker: Option<Arc<crate::limit::breaker::Breaker>>,
 }
 
 impl Request<'_> {
@@ -356,13 +376,17 @@ async fn request<'w>(
     let facts =
         RecordCtx { api, path, host: &target.host_header, identity: routed.identity.as_ref(), tags: &routed.tags };
     begin_record(worker, snap, data, &meta, client_ip, facts, &mut x.record);
-    // The `validate_json` entry for this request, if any (checked once its body is read).
-    let json_check = if api.validate_json.is_empty() {
-        None
+    // The `validate_json` entry for this request, if any (checked once its body is read), and
+    // its circuit breaker (checked before it goes upstream).
+    let (json_check, breaker) = if api.validate_json.is_empty() && api.circuit_breakers.is_empty() {
+        (None, None)
     } else {
         let method = std::str::from_utf8(meta.spans.method.get(data)).unwrap_or("");
         let rel = path.get(api.listen_path.len().min(path.len())..).filter(|r| !r.is_empty()).unwrap_or("/");
-        api.validate_json.iter().find(|(r, _)| r.matches(method, rel, rel)).map(|(_, c)| c.clone())
+        (
+            api.validate_json.iter().find(|(r, _)| r.matches(method, rel, rel)).map(|(_, c)| c.clone()),
+            api.circuit_breakers.iter().find(|(r, _)| r.matches(method, rel, rel)).map(|(_, b)| Arc::clone(b)),
+        )
     };
     // Counts this exchange (and finishes its record) however it ends.
     let done = |rec: &mut Vec<u8>, o: Outcome| record(worker, rec, &api.api_id, meta.method, started, o);
@@ -428,7 +452,7 @@ async fn request<'w>(
         }
     }
     routed.meta.expect_continue = expect_continue;
-    Ok(Step::Forward(Request { routed, clock, _streaming }))
+    Ok(Step::Forward(Request { routed, clock, _streaming, breaker }))
 }
 
 /// Checks a request body read whole (at the start of `data`) against a `validate_json` schema:

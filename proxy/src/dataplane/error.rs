@@ -34,6 +34,8 @@ pub enum ErrorKind {
     UpstreamProtocol,
     /// Upstream response head timed out: 504.
     UpstreamTimeout,
+    /// The request's circuit breaker is open: 503, the upstream not contacted.
+    CircuitOpen,
     /// Every connection `upstream_max_connections` allows to the target stayed in use for
     /// `upstream_queue_timeout_ms`: 503.
     UpstreamBusy,
@@ -62,7 +64,9 @@ impl ErrorKind {
                 (500, "Internal Server Error")
             }
             ErrorKind::UpstreamTimeout => (504, "Gateway Timeout"),
-            ErrorKind::UpstreamBusy | ErrorKind::AuthUnavailable => (503, "Service Unavailable"),
+            ErrorKind::UpstreamBusy | ErrorKind::AuthUnavailable | ErrorKind::CircuitOpen => {
+                (503, "Service Unavailable")
+            }
             ErrorKind::Denied(r) => match r {
                 Refusal::BadRequest => (400, "Bad Request"),
                 Refusal::Unauthorized => (401, "Unauthorized"),
@@ -83,6 +87,7 @@ impl ErrorKind {
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamProtocol => "There was a problem proxying the request",
             ErrorKind::UpstreamLookup => "Upstream host lookup failed",
             ErrorKind::UpstreamTimeout => "Upstream service reached hard timeout.",
+            ErrorKind::CircuitOpen => "Service temporarily unavailable.",
             _ => context,
         }
     }
@@ -176,6 +181,7 @@ pub fn flag_of(kind: ErrorKind, context: &str) -> Option<&'static str> {
         ErrorKind::UpstreamLookup => Some("DNS"),
         ErrorKind::UpstreamTimeout => Some("URT"),
         ErrorKind::UpstreamProtocol => Some("UPE"),
+        ErrorKind::CircuitOpen => Some("CBO"),
         _ => None,
     }
 }
@@ -369,6 +375,7 @@ mod tests {
             (ErrorKind::UpstreamLookup, 500),
             (ErrorKind::UpstreamProtocol, 500),
             (ErrorKind::UpstreamBusy, 503),
+            (ErrorKind::CircuitOpen, 503),
             (ErrorKind::AuthUnavailable, 503),
             (ErrorKind::UpstreamTimeout, 504),
             (ErrorKind::Denied(Refusal::BadRequest), 400),

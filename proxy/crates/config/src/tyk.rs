@@ -53,6 +53,9 @@ pub struct ApiSpec {
     pub track_endpoints: Vec<(portcullis_policy::path_rule::PathRule, String)>,
     /// `do_not_track_endpoints`: matching requests are not recorded.
     pub do_not_track_endpoints: Vec<portcullis_policy::path_rule::PathRule>,
+    /// `circuit_breakers`: the first matching entry's breaker, shared by the workers.
+    pub circuit_breakers:
+        Vec<(portcullis_policy::path_rule::PathRule, Arc<portcullis_policy::limit::breaker::Breaker>)>,
     /// `validate_json`: request bodies of matching requests checked against a JSON schema.
     pub validate_json: Vec<(portcullis_policy::path_rule::PathRule, super::tyk_auth::JsonCheck)>,
 }
@@ -150,6 +153,7 @@ const SUPPORTED_EXTENDED: &[&str] = &[
     "track_endpoints",
     "do_not_track_endpoints",
     "validate_json",
+    "circuit_breakers",
     // Tyk's released gateways are built without jq: they log "JQ transform not supported." and
     // skip these (gateway/mw_transform_jq_dummy.go:20-27; the real one needs `-tags jq`, which
     // ci/goreleaser/goreleaser.yml does not set). Loaded with the same warning, as skipped.
@@ -305,10 +309,11 @@ pub(super) fn parse_api(
     let error_overrides = super::tyk_errors::parse(file, &json, &mut errs).map(Arc::new);
     let (track_endpoints, do_not_track_endpoints) = super::tyk_auth::parse_tracking(file, &json, matching, &mut errs);
     let validate_json = super::tyk_auth::parse_validate_json(file, &json, matching, &mut errs);
+    let circuit_breakers = super::tyk_auth::parse_circuit_breakers(file, &json, matching, &mut errs);
     if !errs.is_empty() {
         return Err(errs);
     }
-    let plain = auth.is_plain() && limits.is_empty() && validate_json.is_empty();
+    let plain = auth.is_plain() && limits.is_empty() && validate_json.is_empty() && circuit_breakers.is_empty();
     Ok(Parsed::Api(ApiSpec {
         definition: Arc::new(json),
         limits,
@@ -328,6 +333,7 @@ pub(super) fn parse_api(
         track_endpoints,
         do_not_track_endpoints,
         validate_json,
+        circuit_breakers,
     }))
 }
 

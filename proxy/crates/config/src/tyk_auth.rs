@@ -545,6 +545,45 @@ pub(super) fn parse_tracking(
     (track, skip)
 }
 
+/// The default version's `circuit_breakers`, each entry's breaker new (Tyk builds them per loaded
+/// API: gateway/api_definition.go:1220-1302).
+pub(super) fn parse_circuit_breakers(
+    file: &std::path::Path,
+    json: &Value,
+    matching: PathMatching,
+    errs: &mut Vec<ConfigError>,
+) -> Vec<(PathRule, Arc<portcullis_policy::limit::breaker::Breaker>)> {
+    use portcullis_policy::limit::breaker::{Breaker, BreakerSpec};
+    let mut quiet = Vec::new();
+    let version = default_version(&mut Cx { file, json, errs: &mut quiet, matching });
+    let mut cx = Cx { file, json, errs, matching };
+    let mut out = Vec::new();
+    if let Some(DefaultVersion { ptr: base, extended: true, .. }) = version {
+        let ptr = format!("{base}/extended_paths/circuit_breakers");
+        for_each_middleware_entry(&mut cx, &ptr, |cx, field, e, rule| {
+            let threshold = e.get("threshold_percent").and_then(Value::as_f64).unwrap_or(0.0);
+            if !(threshold > 0.0 && threshold <= 1.0) {
+                cx.err(&format!("{field}.threshold_percent"), super::brief(e), "must be a fraction above 0, at most 1");
+                return;
+            }
+            let samples = e.get("samples").and_then(Value::as_u64).unwrap_or(0);
+            let back = e.get("return_to_service_after").and_then(Value::as_u64).unwrap_or(0);
+            if back == 0 {
+                cx.err(
+                    &format!("{field}.return_to_service_after"),
+                    super::brief(e),
+                    "must be a number of seconds above 0",
+                );
+                return;
+            }
+            let half_open = !e.get("disable_half_open_state").and_then(Value::as_bool).unwrap_or(false);
+            let spec = BreakerSpec { threshold, samples, return_after_ms: back * 1000, half_open };
+            out.push((rule, Arc::new(Breaker::new(spec))));
+        });
+    }
+    out
+}
+
 /// One `validate_json` entry, its schema compiled at load.
 #[derive(Debug, Clone)]
 pub struct JsonCheck {

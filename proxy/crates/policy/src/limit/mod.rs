@@ -10,6 +10,7 @@
 //! bucket's first use, block, read a clock (the caller passes it: [`Limiter::set_clock`]), or
 //! touch another worker's state.
 
+pub mod breaker;
 pub mod bucket;
 pub mod quota;
 

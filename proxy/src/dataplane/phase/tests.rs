@@ -52,6 +52,7 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
         track_endpoints: Vec::new(),
         do_not_track_endpoints: Vec::new(),
         validate_json: Vec::new(),
+        circuit_breakers: Vec::new(),
     }
 }
 

@@ -159,6 +159,9 @@ const SUPPORTED_EXTENDED: &[&str] = &[
     // ci/goreleaser/goreleaser.yml does not set). Loaded with the same warning, as skipped.
     "transform_jq",
     "transform_jq_response",
+    // Response caching: loaded with a warning (see `parse_api`).
+    "cache",
+    "advance_cache_config",
 ];
 
 /// Outcome of parsing one definition file.
@@ -201,6 +204,21 @@ pub(super) fn parse_api(
             vec![err(&field, value, e.into_inner().to_string())]
         })?
     };
+    // Tyk's response cache caches only with `enable_cache` and something to cache
+    // (gateway/mw_redis_cache.go:46-48, 164-176). Caching changes no answer's meaning, only how
+    // fresh it is, so such an API loads; the warning says every request reaches the upstream.
+    let cache = |p: &str| json.pointer(p).is_some_and(super::truthy);
+    let cache_paths = json.pointer("/version_data/versions").and_then(Value::as_object).is_some_and(|vs| {
+        vs.values().any(|v| {
+            ["/extended_paths/cache", "/extended_paths/advance_cache_config"]
+                .iter()
+                .any(|k| v.pointer(k).is_some_and(super::truthy))
+        })
+    });
+    if cache("/cache_options/enable_cache") && (cache("/cache_options/cache_all_safe_requests") || cache_paths) {
+        tracing::warn!(file = %file.display(), field = "cache_options.enable_cache",
+            "response caching is not supported yet: every request goes to the upstream");
+    }
     for key in ["transform_jq", "transform_jq_response"] {
         let versions = json.pointer("/version_data/versions").and_then(Value::as_object);
         for (vname, v) in versions.into_iter().flatten() {

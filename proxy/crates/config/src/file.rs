@@ -279,6 +279,25 @@ pub struct ProxyConfig {
     /// `error_overrides` rule on flag `RLT` (Tyk's own CI config does), which one of ours would
     /// duplicate.
     pub rate_limit_response_headers: RateLimitHeaders,
+    /// The gateway listener answers `GET /<name>` itself, before any API is matched (so it wins
+    /// over an API at listen path `/`), as Tyk answers its liveness check when it has no separate
+    /// `control_api_port` (Tyk's `health_check_endpoint_name`, default `hello`:
+    /// gateway/server.go:898, health_check.go:212-262): always 200, Tyk's body
+    /// `{"status":"pass","version":...,"description":"Tyk GW","details":{...}}` and a newline,
+    /// with the admin listener's checks as `details` (refreshed every second and on reload);
+    /// another method gets 405 `{"status":"error","message":"Method Not Allowed"}`. One or more
+    /// path segments (`health`, `health/live`) of letters, digits and `-._~`; matched exactly,
+    /// without the query. Empty: not answered on the gateway listener (Tyk uses `hello` then);
+    /// the admin listener's `/hello` is always there (docs/admin-api.md). These
+    /// answers count in the metrics with `api=""` and write no request record.
+    pub health_check_endpoint_name: String,
+    /// The same for Tyk's readiness check (Tyk's `readiness_check_endpoint_name`, default
+    /// `ready`: health_check.go:270-325): 200 with `"description":"Tyk GW Ready"` when the
+    /// configuration is loaded and the key store reachable, else 503
+    /// `{"status":"error","message":"..."}` (while draining: `Gateway is shutting down`).
+    /// Empty: not answered on the gateway listener; must differ from
+    /// `health_check_endpoint_name`.
+    pub readiness_check_endpoint_name: String,
     /// Idle upstream connections kept per worker and target, until `upstream_idle_timeout_ms`
     /// (0 = no pooling).
     pub upstream_pool_size: usize,
@@ -320,6 +339,19 @@ pub struct ProxyConfig {
     pub drain_timeout_ms: u64,
 }
 
+/// Whether `name` can be a health endpoint's name (`proxy.health_check_endpoint_name`): empty,
+/// or segments of URL-safe characters joined by `/`, none of them empty, `.` or `..`, so that
+/// `/<name>` is a canonical path a request can name exactly.
+fn endpoint_name_ok(name: &str) -> bool {
+    name.is_empty()
+        || name.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        })
+}
+
 /// Longest ban a config or the admin API may set: ten years (0 = until removed).
 pub const MAX_BAN_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
 
@@ -353,6 +385,8 @@ impl Default for ProxyConfig {
             upstream_response_timeout_ms: 60_000,
             hide_generator_header: false,
             rate_limit_response_headers: RateLimitHeaders::Quotas,
+            health_check_endpoint_name: "hello".into(),
+            readiness_check_endpoint_name: "ready".into(),
             upstream_pool_size: 64,
             upstream_pool_surplus_ms: 2_000,
             upstream_max_connections: DEFAULT_UPSTREAM_MAX_CONNECTIONS,
@@ -696,6 +730,28 @@ impl Config {
                 "must be between 256 and 64 x buffer_size",
             ));
         }
+        for (field, name) in [
+            ("proxy.health_check_endpoint_name", &p.health_check_endpoint_name),
+            ("proxy.readiness_check_endpoint_name", &p.readiness_check_endpoint_name),
+        ] {
+            if !endpoint_name_ok(name) {
+                errs.push(ConfigError::new(
+                    path,
+                    field,
+                    name,
+                    "must be empty or path segments of letters, digits and -._~ joined by /, \
+                     without a leading or trailing / (`hello`, `health/live`)",
+                ));
+            }
+        }
+        if !p.health_check_endpoint_name.is_empty() && p.health_check_endpoint_name == p.readiness_check_endpoint_name {
+            errs.push(ConfigError::new(
+                path,
+                "proxy.readiness_check_endpoint_name",
+                &p.readiness_check_endpoint_name,
+                "must differ from proxy.health_check_endpoint_name",
+            ));
+        }
         if self.analytics.sink == AnalyticsSink::File && self.analytics.path.as_os_str().is_empty() {
             errs.push(ConfigError::new(path, "analytics.path", "", "must name a file when sink = \"file\""));
         }
@@ -816,6 +872,31 @@ mod tests {
         let e = cfg.validate(Path::new("t.toml")).unwrap_err();
         assert!(e.iter().any(|e| e.field == "analytics.queue_batches"), "{e:?}");
         assert!(e.iter().any(|e| e.field == "analytics.path"), "{e:?}");
+    }
+
+    #[test]
+    fn health_endpoint_names_are_tyks_defaults_and_are_checked() {
+        let cfg = parse("", &[]).unwrap();
+        assert_eq!(
+            (cfg.proxy.health_check_endpoint_name.as_str(), cfg.proxy.readiness_check_endpoint_name.as_str()),
+            ("hello", "ready")
+        );
+        for ok in ["", "health", "health/live", "v1.0_~x-y"] {
+            let cfg = parse(&format!("[proxy]\nhealth_check_endpoint_name = \"{ok}\"\n"), &[]).unwrap();
+            assert!(cfg.validate(Path::new("t.toml")).is_ok(), "{ok:?}");
+        }
+        for bad in ["/hello", "hello/", "a//b", "a/../b", ".", "he llo", "hello?x", "h%65llo", "héllo"] {
+            let cfg = parse(&format!("[proxy]\nhealth_check_endpoint_name = \"{bad}\"\n"), &[]).unwrap();
+            let e = cfg.validate(Path::new("t.toml")).unwrap_err();
+            assert_eq!((e[0].field.as_str(), e[0].value.as_str()), ("proxy.health_check_endpoint_name", bad));
+        }
+        let cfg = parse("[proxy]\nreadiness_check_endpoint_name = \"hello\"\n", &[]).unwrap();
+        let e = cfg.validate(Path::new("t.toml")).unwrap_err();
+        assert_eq!(e[0].field, "proxy.readiness_check_endpoint_name");
+        // Both off is fine.
+        let cfg =
+            parse("[proxy]\nhealth_check_endpoint_name = \"\"\nreadiness_check_endpoint_name = \"\"\n", &[]).unwrap();
+        assert!(cfg.validate(Path::new("t.toml")).is_ok());
     }
 
     #[test]

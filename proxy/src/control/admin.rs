@@ -236,91 +236,10 @@ fn ban_ttl(t: &serde_json::Value) -> Option<std::time::Duration> {
     std::time::Duration::try_from_secs_f64(secs).ok()
 }
 
-/// Definitions a snapshot does not serve, for `/hello` and `/tyk/reload`.
-fn skipped_json(skipped: &[crate::config::Skipped]) -> serde_json::Value {
-    skipped
-        .iter()
-        .map(|s| json!({"file": s.file, "api_id": s.api_id, "reason": s.reason, "inactive": s.inactive}))
-        .collect()
-}
-
+/// Portcullis' own health body (the checks: `health.rs`, which also publishes Tyk's bodies for
+/// the gateway listener).
 fn hello(state: &ControlState) -> Resp {
-    let snap = state.reloader.snapshot.load();
-    let last_error = state.reloader.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let workers_up = state.workers.iter().filter(|(_, w)| w.driver.get().is_some()).count();
-    let config = match &last_error {
-        None if snap.skipped.is_empty() => {
-            json!({"status": "pass", "componentType": "system", "output": format!("generation {}, {} APIs", snap.generation, snap.apis.len())})
-        }
-        None => json!({
-            // Refused definitions are a warning; `active: false` ones are listed only.
-            "status": if snap.skipped.iter().any(|s| !s.inactive) { "warn" } else { "pass" },
-            "componentType": "system",
-            "output": format!("generation {}, {} APIs, {} definitions skipped", snap.generation, snap.apis.len(), snap.skipped.len()),
-            "skipped": skipped_json(&snap.skipped),
-        }),
-        Some(errs) => {
-            json!({"status": "warn", "componentType": "system", "output": format!("last reload rejected: {}", errs.join("; "))})
-        }
-    };
-    let workers = json!({
-        "status": if workers_up == state.workers.len() { "pass" } else { "warn" },
-        "componentType": "system",
-        "output": format!("{workers_up} of {} workers running", state.workers.len()),
-    });
-    let ebpf = match &state.gate {
-        Some(g) => {
-            json!({"status": "pass", "componentType": "system", "output": format!("XDP gate attached: {:?}", g.attached)})
-        }
-        None => {
-            let mode = snap.config.ebpf.mode;
-            let status = if mode == crate::config::EbpfMode::Off { "pass" } else { "warn" };
-            json!({"status": status, "componentType": "system", "output": "XDP gate not loaded; bans and deny lists enforced in user space"})
-        }
-    };
-    let store_problem = state.keys.redis_store().and_then(|r| r.status());
-    let keystore = match (&store_problem, state.keys.backend_name()) {
-        (None, name) => {
-            json!({"status": "pass", "componentType": "datastore", "output": format!("{name} key store")})
-        }
-        (Some(why), name) => {
-            json!({"status": "warn", "componentType": "datastore", "output": format!("{name} key store unavailable: {why}")})
-        }
-    };
-    let cluster_problem = (state.cluster_enabled
-        && !state.limits.cluster_ok.load(std::sync::atomic::Ordering::Relaxed))
-    .then(|| state.limits.cluster_error.lock().unwrap_or_else(|p| p.into_inner()).clone());
-    let cluster = match (&cluster_problem, state.cluster_enabled) {
-        (_, false) => {
-            json!({"status": "pass", "componentType": "system", "output": "single node (no [storage] redis): limits are node-wide"})
-        }
-        (None, true) => {
-            json!({"status": "pass", "componentType": "system", "output": format!("limits gossiped through redis; {} peers seen", state.limits.peers_seen())})
-        }
-        (Some(why), true) => {
-            json!({"status": "warn", "componentType": "system", "output": format!("redis unavailable, limits are node-local: {why}")})
-        }
-    };
-    let overall = if last_error.is_none()
-        && config["status"] == "pass"
-        && workers_up == state.workers.len()
-        && store_problem.is_none()
-        && cluster_problem.is_none()
-    {
-        "pass"
-    } else {
-        "warn"
-    };
-    json_response(
-        StatusCode::OK,
-        json!({
-            "status": overall,
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "Portcullis API gateway",
-            "uptime_seconds": state.started.elapsed().as_secs(),
-            "details": {"config": config, "workers": workers, "ebpf": ebpf, "keystore": keystore, "cluster": cluster},
-        }),
-    )
+    json_response(StatusCode::OK, super::health::admin_body(state, &super::health::gather(state)))
 }
 
 /// `/tyk/reload` and `/tyk/reload/group`: Tyk's `{"status": "ok", "message": ""}` (api.go
@@ -337,7 +256,7 @@ async fn reload(state: &Arc<ControlState>) -> Resp {
         ReloadOutcome::Applied { generation, apis, restart_needed, skipped } => json_response(
             StatusCode::OK,
             json!({"status": "ok", "message": "", "generation": generation, "apis": apis,
-                   "restart_needed": restart_needed, "skipped": skipped_json(&skipped)}),
+                   "restart_needed": restart_needed, "skipped": super::health::skipped_json(&skipped)}),
         ),
         ReloadOutcome::Rejected { errors } => json_response(
             StatusCode::BAD_REQUEST,

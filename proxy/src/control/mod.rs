@@ -7,6 +7,7 @@
 
 mod admin;
 mod definitions;
+mod health;
 pub mod jwks;
 mod keys;
 mod metrics;

@@ -91,7 +91,11 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
     let pump_stats = Arc::new(crate::analytics::pump::PumpStats::default());
     let pump = crate::analytics::pump::spawn(&cfg.analytics, pump_ends, Arc::clone(&pump_stats))
         .map_err(StartError::Analytics)?;
+    // Tyk's answers until the control plane's first checks (published before the admin listener
+    // opens, so once the admin `/hello` answers, these are the checks' too).
+    let health = Arc::new(ArcSwap::from_pointee(dataplane::health::HealthReplies::starting()));
     let shared = Shared {
+        health: Arc::clone(&health),
         analytics: feed,
         limiter: crate::limit::LimiterConfig { max_keys: cfg.limits.max_keys_per_worker },
         gossip: std::sync::Mutex::new(links.into_iter().map(Some).collect()),
@@ -150,9 +154,12 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         limits: Arc::clone(&hub_stats),
         cluster_enabled: !cfg.storage.redis.is_empty(),
         analytics: Arc::clone(&pump_stats),
+        health,
     });
     let admin_addr = cfg.admin_addr();
     let result = rt.block_on(async {
+        crate::control::publish_health(&state);
+        tokio::spawn(crate::control::publish_health_loop(Arc::clone(&state)));
         let listener = tokio::net::TcpListener::bind(admin_addr).await.map_err(|source| StartError::Bind {
             what: "admin.listen",
             addr: admin_addr,

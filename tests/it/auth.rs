@@ -663,12 +663,26 @@ fn redis_store_shared_by_two_nodes() {
     });
     assert_eq!(hello["details"]["keystore"]["status"], "warn", "{hello}");
     assert_eq!(hello["status"], "warn");
+    // On the gateway listener, Tyk's readiness check fails without Redis (health_check.go:284-297)
+    // and its liveness check still answers 200 (health_check.go:212-262).
+    let ready = wait_for("the gateway's /ready to refuse", WAIT, || {
+        let r = portcullis_tests::client::get(a.listen, "/ready").unwrap();
+        (r.status == 503).then_some(r)
+    });
+    assert_eq!(ready.text(), "{\"status\":\"error\",\"message\":\"Redis connection not available\"}\n");
+    let live = portcullis_tests::client::get(a.listen, "/hello").unwrap();
+    assert_eq!((live.status, live.json()["details"]["keystore"]["status"].as_str()), (200, Some("warn")));
+    let output = live.json()["details"]["keystore"]["output"].clone();
+    assert_eq!(output, "redis key store unavailable", "no error text on the public listener");
     redis.restart();
     let key3 = wait_for("the key store to recover (a key created)", WAIT, || {
         let r = a.admin_send("POST", "/tyk/keys/create", &a.with_every_api(&json!({})).to_string());
         (r.status == 200).then(|| r.json()["key"].as_str().unwrap().to_string())
     });
     assert_eq!(b.get("/t/get", &format!("Authorization: {key3}\r\n")).status, 200);
+    wait_for("the gateway's /ready to pass again", WAIT, || {
+        (portcullis_tests::client::get(a.listen, "/ready").unwrap().status == 200).then_some(())
+    });
 }
 
 #[test]

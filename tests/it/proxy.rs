@@ -1264,3 +1264,117 @@ fn circuit_breakers_open_on_failures_and_answer_503() {
     }
     assert_eq!(client::get(p.listen, "/d/status/200").unwrap().status, 503);
 }
+
+/// `GET /hello` and `/ready` on the gateway listener, as Tyk serves them when it has no separate
+/// control port: registered on its router before any API (gateway/server.go:898-899, the router
+/// of api_loader.go:1388), so they win over an API at listen path `/`. The body is
+/// `liveCheckHandler`'s (health_check.go:212-262): `HealthCheckResponse`'s fields in order
+/// (apidef/health_check.go:19-33), each item with `time`, written by `json.Encoder` (a trailing
+/// newline); `/ready` is `readinessHandler`'s (health_check.go:306-321); another method gets
+/// 405 (health_check.go:213-216, api.go:113 and 198-216). They count in the metrics as requests
+/// with no API and write no request record (Tyk's analytics see only APIs).
+#[test]
+fn hello_and_ready_answer_on_the_gateway_listener_before_any_api() {
+    let up = upstream("root");
+    let p = builder().app("root", keyless_api("root", "/", &up.url(), "", "")).start();
+    let mut c = Conn::connect(p.listen).unwrap();
+    let r = c.get("/hello").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("x-upstream"), None, "answered by the gateway, not the API at /");
+    let text = r.text();
+    assert!(text.ends_with("}\n") && !text.ends_with("\n\n"), "{text:?}");
+    let at = |k: &str| text.find(&format!("\"{k}\":")).unwrap_or_else(|| panic!("no {k} in {text}"));
+    assert_eq!(at("status"), 1, "{text}");
+    assert!(at("version") < at("description") && at("description") < at("details"), "{text}");
+    let v = r.json();
+    assert_eq!((v["description"].as_str(), v["version"].as_str()), (Some("Tyk GW"), Some(env!("CARGO_PKG_VERSION"))));
+    assert!(v.get("uptime_seconds").is_none(), "the admin listener's fields stay there: {v}");
+    let details = v["details"].as_object().unwrap_or_else(|| panic!("no details: {v}"));
+    assert!(details.contains_key("config") && details.contains_key("keystore"), "{v}");
+    for (name, item) in details {
+        assert!(matches!(item["status"].as_str(), Some("pass" | "warn")), "{name}: {item}");
+        assert!(matches!(item["componentType"].as_str(), Some("system" | "datastore")), "{name}: {item}");
+        let time = item["time"].as_str().unwrap_or_default().as_bytes();
+        assert!(time.len() == 20 && time[10] == b'T' && time[19] == b'Z', "{name}: {item}");
+        assert!(item.get("skipped").is_none(), "{name}: {item}");
+    }
+    // Same connection, kept alive: the API at `/` still has every other path.
+    let r = c.get("/get").unwrap();
+    assert_eq!((r.status, r.header("x-upstream")), (200, Some("root")));
+    let r = c.get("/hello?probe=1").unwrap();
+    assert_eq!((r.status, r.json()["description"].as_str()), (200, Some("Tyk GW")), "the query is not the path");
+    for path in ["/hello/x", "/helloo", "/readyz"] {
+        let r = c.get(path).unwrap();
+        assert_eq!(r.header("x-upstream"), Some("root"), "{path}: {}", r.text());
+    }
+    let r = c.get("/ready").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().ends_with("}\n"), "{:?}", r.text());
+    let v = r.json();
+    assert_eq!((v["status"].as_str(), v["description"].as_str()), (Some("pass"), Some("Tyk GW Ready")));
+    // Once the workers are up, the overall status is the admin listener's `pass`.
+    wait_until("the gateway's /hello to pass", WAIT, || {
+        client::get(p.listen, "/hello").unwrap().json()["status"] == "pass"
+    });
+    assert_eq!(p.admin_get("/hello").json()["status"], "pass");
+    for (method, path) in [("POST", "/hello"), ("DELETE", "/ready"), ("PUT", "/hello")] {
+        let r = Conn::connect(p.listen).unwrap().request(method, path, "", b"").unwrap();
+        assert_eq!(r.status, 405, "{method} {path}");
+        assert_eq!(r.text(), "{\"status\":\"error\",\"message\":\"Method Not Allowed\"}\n", "{method} {path}");
+        assert_eq!(r.header("x-upstream"), None);
+    }
+    // Counted like a 404: no API; and no request record, while the API's requests have theirs.
+    let series =
+        |code: u16| format!("http_server_request_duration_seconds_count{{api=\"\",method=\"GET\",code=\"{code}\"}}");
+    p.wait_metrics("the health answers counted with api=\"\"", |m| {
+        metrics::value(m, &series(200)).is_some_and(|n| n >= 4.0)
+            && metrics::value(m, "http_server_request_duration_seconds_count{api=\"\",method=\"POST\",code=\"405\"}")
+                == Some(1.0)
+    });
+    let records = p.dir.path().join("analytics/records.jsonl");
+    let recs = wait::wait_for("the API's four records", WAIT, || {
+        let text = std::fs::read_to_string(&records).unwrap_or_default();
+        (text.lines().count() >= 4).then_some(text)
+    });
+    for line in recs.lines() {
+        let rec: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(rec["api_id"], "root", "{rec}");
+        assert!(!matches!(rec["path"].as_str(), Some("/hello" | "/ready")), "{rec}");
+    }
+}
+
+/// Tyk's `health_check_endpoint_name` and `readiness_check_endpoint_name` (config/config.go:
+/// 1139-1145, routed as `"/" + name`: server.go:898-899): with `health`, `/health` answers and
+/// `/hello` is an ordinary path for the APIs. An empty name is not served on the gateway
+/// listener (Tyk falls back to `hello` and `ready` then: server.go:1984-1990). A reload changes
+/// them; the admin listener's `/hello` stays.
+#[test]
+fn health_endpoint_names_are_configurable_and_empty_serves_none() {
+    let up = upstream("root");
+    let p = builder()
+        .app("root", keyless_api("root", "/", &up.url(), "", ""))
+        .proxy_config("health_check_endpoint_name = \"health\"\nreadiness_check_endpoint_name = \"\"")
+        .start();
+    let r = client::get(p.listen, "/health").unwrap();
+    assert_eq!((r.status, r.json()["description"].as_str()), (200, Some("Tyk GW")), "{}", r.text());
+    assert_eq!(r.header("x-upstream"), None);
+    for path in ["/hello", "/ready"] {
+        let r = client::get(p.listen, path).unwrap();
+        assert_eq!(r.header("x-upstream"), Some("root"), "{path} goes to the API at /: {}", r.text());
+    }
+    assert_eq!(p.admin_get("/hello").status, 200, "the admin listener's /hello is always there");
+    // Back to Tyk's names by reload.
+    let config = std::fs::read_to_string(p.config_path()).unwrap();
+    let config = config
+        .replace("health_check_endpoint_name = \"health\"", "health_check_endpoint_name = \"hello\"")
+        .replace("readiness_check_endpoint_name = \"\"", "readiness_check_endpoint_name = \"ready\"");
+    std::fs::write(p.config_path(), config).unwrap();
+    let r = p.admin_get("/tyk/reload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["restart_needed"].as_array().is_some_and(|a| a.is_empty()), "{}", r.text());
+    let r = client::get(p.listen, "/hello").unwrap();
+    assert_eq!((r.status, r.header("x-upstream")), (200, None), "{}", r.text());
+    assert_eq!(client::get(p.listen, "/ready").unwrap().json()["description"], "Tyk GW Ready");
+    assert_eq!(client::get(p.listen, "/health").unwrap().header("x-upstream"), Some("root"));
+}

@@ -15,6 +15,7 @@ mod reload;
 pub mod telemetry;
 
 pub use admin::serve_admin;
+pub(crate) use health::{publish as publish_health, publish_loop as publish_health_loop};
 pub use metrics::render_metrics;
 pub use reload::{EditRefused, ReloadOutcome, Reloader};
 
@@ -72,4 +73,6 @@ pub struct ControlState {
     pub cluster_enabled: bool,
     /// What the analytics pump has written.
     pub analytics: Arc<crate::analytics::pump::PumpStats>,
+    /// The gateway listener's health bodies, published by `health` for the workers.
+    pub health: Arc<arc_swap::ArcSwap<crate::dataplane::health::HealthReplies>>,
 }

@@ -53,6 +53,8 @@ pub struct Reloader {
     pub error_total: AtomicU64,
     pub last_error: Mutex<Option<Vec<String>>>,
     on_applied: Option<OnApplied>,
+    /// Notified after every reload, applied or rejected (the health checks run again).
+    pub reloaded: tokio::sync::Notify,
 }
 
 impl Reloader {
@@ -66,6 +68,7 @@ impl Reloader {
             error_total: AtomicU64::new(0),
             last_error: Mutex::new(None),
             on_applied: None,
+            reloaded: tokio::sync::Notify::new(),
         }
     }
 
@@ -95,6 +98,7 @@ impl Reloader {
                 }
                 self.error_total.fetch_add(1, Ordering::Relaxed);
                 *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(errors.clone());
+                self.reloaded.notify_one();
                 ReloadOutcome::Rejected { errors }
             }
         }
@@ -157,6 +161,7 @@ impl Reloader {
         self.snapshot.store(Arc::new(snap));
         self.ok_total.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.reloaded.notify_one();
         tracing::info!(generation, apis, skipped = skipped.len(), ?restart_needed, "configuration reloaded");
         ReloadOutcome::Applied { generation, apis, restart_needed, skipped }
     }

@@ -47,6 +47,7 @@ pub(super) fn spawn(
         limiter: shared.limiter,
         analytics: shared.analytics.clone(),
         gossip,
+        health: Arc::clone(&shared.health),
     };
     let thread_stats = Arc::clone(&stats);
     let thread = std::thread::Builder::new().name(format!("portcullis-w{id}")).spawn(move || {

@@ -84,6 +84,8 @@ enum Next {
     KeepAlive,
     Close,
     Tunnel(Upstream),
+    /// Send the health answer in the exchange's output buffer (see [`send_health_reply`]).
+    Health(HealthReply),
 }
 
 /// A failed exchange: the error, and whether a response has already started (then no error
@@ -166,7 +168,10 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
         bufs.client.set_max(snap.config.proxy.buffer_size);
         // Not boxed: boxing the exchange's 2.1 KB state would free it on idle connections, but the
         // per-request allocation measured 4-10 % more CPU per request in the small scenario.
-        let result = exchange(&worker, &snap, &mut client, &mut bufs, &client_ip, peer.ip(), started).await;
+        let mut result = exchange(&worker, &snap, &mut client, &mut bufs, &client_ip, peer.ip(), started).await;
+        if let Ok(Next::Health(reply)) = result {
+            result = send_health_reply(&worker, &mut client, &mut bufs, reply, started).await;
+        }
         match result {
             Ok(Next::KeepAlive) => {
                 answered = true;
@@ -174,7 +179,8 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: TcpStream, peer: Socke
                 bufs.return_exchange();
                 continue;
             }
-            Ok(Next::Close) => return,
+            // A health answer is sent above and ends as `KeepAlive` or `Close`.
+            Ok(Next::Close | Next::Health(_)) => return,
             Ok(Next::Tunnel(up)) => {
                 tunnel(client, up, bufs).await;
                 return;
@@ -241,6 +247,7 @@ async fn exchange(
     let ex = Ex { worker, snap, started };
     let req = match request(&ex, client, bufs, client_ip, client_addr).await? {
         Step::Answered(next) => return Ok(next),
+        Step::Health(reply) => return Ok(Next::Health(reply)),
         Step::Forward(req) => req,
     };
     // Tyk's breaker acts around the proxying (gateway/reverse_proxy.go:1354-1369): open, the
@@ -273,9 +280,11 @@ struct Ex<'a> {
     started: Instant,
 }
 
-/// After the request step: answered already (a local reply), or a request to forward.
+/// After the request step: answered already (a local reply), a health answer to send, or a
+/// request to forward.
 enum Step<'w> {
     Answered(Next),
+    Health(HealthReply),
     Forward(Request<'w>),
 }
 
@@ -351,6 +360,12 @@ async fn request<'w>(
     let x = &mut bufs.x;
     let data = bufs.client.data();
     let req = head.view(data, &x.headers);
+    // Tyk's `/hello` and `/ready` come before any API, as on Tyk's router (see `health`). Given
+    // the view's fields, not the view: a borrowed `req` would be kept in the task across every
+    // later await of `request` (176 bytes per connection).
+    if let Some(endpoint) = super::health::endpoint(cfg, req.head.form, req.raw_path) {
+        return Ok(Step::Health(health_reply(worker, bufs, &meta, endpoint)));
+    }
     let (path, decided) = match start_phases(worker, snap, &ctx, started, req, &mut x.path, &mut x.req_head) {
         Ok((path, Started::Decided(o))) => (path, Ok(Decided::Phases(o))),
         Ok((path, Started::Waiting(wait))) => (path, wait.await),
@@ -1411,6 +1426,55 @@ async fn reply_local(
         outcome(ov.filter(|o| o.status != 0).map_or(kind.code(), |o| o.status), meta.head_len as u64, out_len, 0),
     );
     Ok(if close { Next::Close } else { Next::KeepAlive })
+}
+
+/// A health answer written into `bufs.x.out` (see [`health_reply`]).
+#[derive(Clone, Copy)]
+struct HealthReply {
+    code: u16,
+    method: Method,
+    head_len: usize,
+    close: bool,
+}
+
+/// Tyk's liveness or readiness answer (see `health`), written into the exchange's output buffer.
+/// Like a [`reply_local`], a request with a body closes the connection (the body is not read).
+fn health_reply(
+    worker: &Worker,
+    bufs: &mut Bufs,
+    meta: &RequestMeta,
+    endpoint: super::health::Endpoint,
+) -> HealthReply {
+    let draining = worker.shutdown.is_set();
+    let close = meta.body != BodyKind::None || !meta.keep_alive || draining;
+    bufs.client.consume(meta.head_len);
+    bufs.x.out.clear();
+    let replies = worker.health.load();
+    let code = super::health::write_reply(&mut bufs.x.out, &replies, endpoint, meta.method, draining, close);
+    HealthReply { code, method: meta.method, head_len: meta.head_len, close }
+}
+
+/// Sends a [`health_reply`] and counts it in the metrics with `api=""`, as other local replies;
+/// it writes no request record, as Tyk's analytics never see these endpoints (they are no API).
+///
+/// Awaited in `serve`, after the exchange, where its state does not size the connection's task
+/// (awaited in `request` or in `exchange`, even boxed, it did: the `connection task size`
+/// trace), and unboxed, so a probe costs no allocation.
+async fn send_health_reply(
+    worker: &Worker,
+    client: &mut TcpStream,
+    bufs: &mut Bufs,
+    reply: HealthReply,
+    started: Instant,
+) -> Result<Next, Failure> {
+    let out_len = bufs.x.out.len() as u64;
+    write_vec(client, &mut bufs.x.out).await.map_err(|e| Failure {
+        err: ProxyError::io(ErrorKind::ClientIo, "writing a health answer", e),
+        responded: true,
+    })?;
+    let o = outcome(reply.code, reply.head_len as u64, out_len, 0);
+    record(worker, &mut Vec::new(), "", reply.method, started, o);
+    Ok(if reply.close { Next::Close } else { Next::KeepAlive })
 }
 
 /// After a 101: copy bytes both ways until either side closes.

@@ -10,6 +10,7 @@ mod accept;
 pub mod body;
 mod conn;
 pub mod error;
+pub mod health;
 mod io;
 pub mod phase;
 mod record;
@@ -153,6 +154,8 @@ pub struct Shared {
     pub gossip: std::sync::Mutex<Vec<Option<crate::gossip::WorkerLink>>>,
     /// The queue to the analytics pump (each worker takes a clone).
     pub analytics: crate::analytics::Feed,
+    /// What the gateway listener's health endpoints answer, published by the control plane.
+    pub health: Arc<ArcSwap<health::HealthReplies>>,
 }
 
 /// CPUs of the process's affinity mask, in order (empty if it cannot be read).

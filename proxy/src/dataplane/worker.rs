@@ -1,6 +1,7 @@
 //! One worker's state: what its connection tasks share on its thread (snapshot cache, upstream
-//! pool, buffer pools, auth caches, limiter, recorder, counters), and its periodic work (stats
-//! publication, gossip rounds). Its thread and accept loop are `accept.rs`.
+//! pool, buffer pools, auth caches, limiter, recorder, counters, the published health answers),
+//! and its periodic work (stats publication, gossip rounds). Its thread and accept loop are
+//! `accept.rs`.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -46,6 +47,8 @@ pub(crate) struct Worker {
     pub local_shutdown: Rc<super::LocalShutdown>,
     /// Banned addresses (user-space enforcement; the XDP gate drops them earlier when loaded).
     pub bans: Arc<ArcSwap<crate::bans::BanSet>>,
+    /// The health endpoints' bodies (see `health`), as the control plane last published them.
+    pub health: Arc<ArcSwap<super::health::HealthReplies>>,
     round_robin: RefCell<(u64, Vec<usize>)>,
     /// Exchange buffers not in use (see `io::ExchangeBufs`).
     spare: RefCell<Vec<ExchangeBufs>>,
@@ -222,12 +225,14 @@ pub(super) struct Parts {
     pub(super) limiter: crate::limit::LimiterConfig,
     pub(super) analytics: crate::analytics::Feed,
     pub(super) gossip: crate::gossip::WorkerLink,
+    pub(super) health: Arc<ArcSwap<super::health::HealthReplies>>,
 }
 
 impl Worker {
     /// Worker `id`, built on its own thread (its state is `!Send`).
     pub(super) fn new(id: usize, parts: Parts, shared_stats: Arc<WorkerStats>) -> Worker {
-        let Parts { snapshot, shutdown, bans, keys, auth_limits, invalidations, limiter, analytics, gossip } = parts;
+        let Parts { snapshot, shutdown, bans, keys, auth_limits, invalidations, limiter, analytics, gossip, health } =
+            parts;
         let current = Rc::new(snapshot.load_full());
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -246,6 +251,7 @@ impl Worker {
             shutdown,
             local_shutdown: Rc::default(),
             bans,
+            health,
             round_robin: RefCell::new((0, Vec::new())),
             spare: RefCell::new(Vec::new()),
             spare_client: RefCell::new(Vec::new()),

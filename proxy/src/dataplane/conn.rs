@@ -397,7 +397,7 @@ async fn request<'w>(
         (None, None)
     } else {
         let method = std::str::from_utf8(meta.spans.method.get(data)).unwrap_or("");
-        let rel = path.get(api.listen_path.len().min(path.len())..).filter(|r| !r.is_empty()).unwrap_or("/");
+        let rel = api.rel_path(path);
         (
             api.validate_json.iter().find(|(r, _)| r.matches(method, rel, rel)).map(|(_, c)| c.clone()),
             api.circuit_breakers.iter().find(|(r, _)| r.matches(method, rel, rel)).map(|(_, b)| Arc::clone(b)),

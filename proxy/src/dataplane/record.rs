@@ -85,7 +85,7 @@ pub(super) fn begin_record(
     let mut track_path = false;
     if !c.api.track_endpoints.is_empty() || !c.api.do_not_track_endpoints.is_empty() {
         let method = std::str::from_utf8(meta.spans.method.get(head)).unwrap_or("");
-        let rel = c.path.get(c.api.listen_path.len().min(c.path.len())..).filter(|r| !r.is_empty()).unwrap_or("/");
+        let rel = c.api.rel_path(c.path);
         if c.api.do_not_track_endpoints.iter().any(|r| r.matches(method, rel, rel)) {
             return;
         }

@@ -60,6 +60,14 @@ pub struct ApiSpec {
     pub validate_json: Vec<(portcullis_policy::path_rule::PathRule, super::tyk_auth::JsonCheck)>,
 }
 
+impl ApiSpec {
+    /// The part of a routed request's canonical `path` below the listen path, `/` when
+    /// nothing is left: what extended-path rules match.
+    pub fn rel_path<'p>(&self, path: &'p str) -> &'p str {
+        path.get(self.listen_path.len().min(path.len())..).filter(|r| !r.is_empty()).unwrap_or("/")
+    }
+}
+
 /// One upstream target. An IP address is used as written; a host name is resolved when a
 /// request needs it (through the control plane, cached per worker: `[proxy] dns_ttl_secs`), so
 /// a name that does not resolve now fails that request, not the definition (as Tyk).

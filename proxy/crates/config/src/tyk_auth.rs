@@ -494,6 +494,25 @@ fn size_limits(cx: &mut Cx<'_>, base: &str, out: &mut portcullis_policy::auth::S
     }
 }
 
+/// Runs `each` on every entry of `extended_paths.<key>` of the API's default version (when it
+/// uses extended paths), as [`for_each_middleware_entry`] reads them. Problems of the version
+/// itself are reported once, by `parse_auth`.
+fn default_version_entries(
+    file: &std::path::Path,
+    json: &Value,
+    matching: PathMatching,
+    errs: &mut Vec<ConfigError>,
+    key: &str,
+    each: impl FnMut(&mut Cx<'_>, &str, &Value, PathRule),
+) {
+    let mut quiet = Vec::new();
+    let version = default_version(&mut Cx { file, json, errs: &mut quiet, matching });
+    if let Some(DefaultVersion { ptr: base, extended: true, .. }) = version {
+        let mut cx = Cx { file, json, errs, matching };
+        for_each_middleware_entry(&mut cx, &format!("{base}/extended_paths/{key}"), each);
+    }
+}
+
 /// As [`for_each_path_entry`], for the extended-path middleware that are not path lists (size
 /// limits, JSON validation, endpoint tracking): Tyk matches their `method` exactly, and an
 /// entry with none matches no request (gateway/model_urlspec.go:133-184).
@@ -528,20 +547,11 @@ pub(super) fn parse_tracking(
     matching: PathMatching,
     errs: &mut Vec<ConfigError>,
 ) -> (Vec<(PathRule, String)>, Vec<PathRule>) {
-    let mut quiet = Vec::new();
-    let version = default_version(&mut Cx { file, json, errs: &mut quiet, matching });
-    let mut cx = Cx { file, json, errs, matching };
     let (mut track, mut skip) = (Vec::new(), Vec::new());
-    if let Some(DefaultVersion { ptr: base, extended: true, .. }) = version {
-        for_each_middleware_entry(&mut cx, &format!("{base}/extended_paths/track_endpoints"), |_, _, e, rule| {
-            track.push((rule, e.get("path").and_then(Value::as_str).unwrap_or("").to_string()))
-        });
-        for_each_middleware_entry(
-            &mut cx,
-            &format!("{base}/extended_paths/do_not_track_endpoints"),
-            |_, _, _, rule| skip.push(rule),
-        );
-    }
+    default_version_entries(file, json, matching, errs, "track_endpoints", |_, _, e, rule| {
+        track.push((rule, e.get("path").and_then(Value::as_str).unwrap_or("").to_string()))
+    });
+    default_version_entries(file, json, matching, errs, "do_not_track_endpoints", |_, _, _, rule| skip.push(rule));
     (track, skip)
 }
 
@@ -554,33 +564,23 @@ pub(super) fn parse_circuit_breakers(
     errs: &mut Vec<ConfigError>,
 ) -> Vec<(PathRule, Arc<portcullis_policy::limit::breaker::Breaker>)> {
     use portcullis_policy::limit::breaker::{Breaker, BreakerSpec};
-    let mut quiet = Vec::new();
-    let version = default_version(&mut Cx { file, json, errs: &mut quiet, matching });
-    let mut cx = Cx { file, json, errs, matching };
     let mut out = Vec::new();
-    if let Some(DefaultVersion { ptr: base, extended: true, .. }) = version {
-        let ptr = format!("{base}/extended_paths/circuit_breakers");
-        for_each_middleware_entry(&mut cx, &ptr, |cx, field, e, rule| {
-            let threshold = e.get("threshold_percent").and_then(Value::as_f64).unwrap_or(0.0);
-            if !(threshold > 0.0 && threshold <= 1.0) {
-                cx.err(&format!("{field}.threshold_percent"), super::brief(e), "must be a fraction above 0, at most 1");
-                return;
-            }
-            let samples = e.get("samples").and_then(Value::as_u64).unwrap_or(0);
-            let back = e.get("return_to_service_after").and_then(Value::as_u64).unwrap_or(0);
-            if back == 0 {
-                cx.err(
-                    &format!("{field}.return_to_service_after"),
-                    super::brief(e),
-                    "must be a number of seconds above 0",
-                );
-                return;
-            }
-            let half_open = !e.get("disable_half_open_state").and_then(Value::as_bool).unwrap_or(false);
-            let spec = BreakerSpec { threshold, samples, return_after_ms: back * 1000, half_open };
-            out.push((rule, Arc::new(Breaker::new(spec))));
-        });
-    }
+    default_version_entries(file, json, matching, errs, "circuit_breakers", |cx, field, e, rule| {
+        let threshold = e.get("threshold_percent").and_then(Value::as_f64).unwrap_or(0.0);
+        if !(threshold > 0.0 && threshold <= 1.0) {
+            cx.err(&format!("{field}.threshold_percent"), super::brief(e), "must be a fraction above 0, at most 1");
+            return;
+        }
+        let samples = e.get("samples").and_then(Value::as_u64).unwrap_or(0);
+        let back = e.get("return_to_service_after").and_then(Value::as_u64).unwrap_or(0);
+        if back == 0 {
+            cx.err(&format!("{field}.return_to_service_after"), super::brief(e), "must be a number of seconds above 0");
+            return;
+        }
+        let half_open = !e.get("disable_half_open_state").and_then(Value::as_bool).unwrap_or(false);
+        let spec = BreakerSpec { threshold, samples, return_after_ms: back * 1000, half_open };
+        out.push((rule, Arc::new(Breaker::new(spec))));
+    });
     out
 }
 
@@ -602,40 +602,34 @@ pub(super) fn parse_validate_json(
     matching: PathMatching,
     errs: &mut Vec<ConfigError>,
 ) -> Vec<(PathRule, JsonCheck)> {
-    let mut quiet = Vec::new();
-    let version = default_version(&mut Cx { file, json, errs: &mut quiet, matching });
-    let mut cx = Cx { file, json, errs, matching };
     let mut out = Vec::new();
-    if let Some(DefaultVersion { ptr: base, extended: true, .. }) = version {
-        let ptr = format!("{base}/extended_paths/validate_json");
-        for_each_middleware_entry(&mut cx, &ptr, |cx, field, e, rule| {
-            let Some(schema) = e.get("schema").filter(|s| s.is_object() || s.is_boolean()) else {
-                let msg = "is required: a JSON schema (schema_b64 is Tyk's database encoding, not read from files)";
-                cx.err(&format!("{field}.schema"), super::brief(e.get("schema").unwrap_or(&Value::Null)), msg);
+    default_version_entries(file, json, matching, errs, "validate_json", |cx, field, e, rule| {
+        let Some(schema) = e.get("schema").filter(|s| s.is_object() || s.is_boolean()) else {
+            let msg = "is required: a JSON schema (schema_b64 is Tyk's database encoding, not read from files)";
+            cx.err(&format!("{field}.schema"), super::brief(e.get("schema").unwrap_or(&Value::Null)), msg);
+            return;
+        };
+        let mut options = jsonschema::options().should_validate_formats(true);
+        if schema.get("$schema").is_none() {
+            options = options.with_draft(jsonschema::Draft::Draft7);
+        }
+        let validator = match options.build(schema) {
+            Ok(v) => std::sync::Arc::new(v),
+            Err(err) => {
+                cx.err(&format!("{field}.schema"), super::brief(schema), format!("not a valid JSON schema: {err}"));
                 return;
-            };
-            let mut options = jsonschema::options().should_validate_formats(true);
-            if schema.get("$schema").is_none() {
-                options = options.with_draft(jsonschema::Draft::Draft7);
             }
-            let validator = match options.build(schema) {
-                Ok(v) => std::sync::Arc::new(v),
-                Err(err) => {
-                    cx.err(&format!("{field}.schema"), super::brief(schema), format!("not a valid JSON schema: {err}"));
-                    return;
-                }
-            };
-            let status = match e.get("error_response_code").and_then(Value::as_u64).unwrap_or(0) {
-                0 => 422,
-                c @ 400..=599 => c as u16,
-                c => {
-                    cx.err(&format!("{field}.error_response_code"), c.to_string(), "must be a 4xx or 5xx status");
-                    return;
-                }
-            };
-            out.push((rule, JsonCheck { validator, status }));
-        });
-    }
+        };
+        let status = match e.get("error_response_code").and_then(Value::as_u64).unwrap_or(0) {
+            0 => 422,
+            c @ 400..=599 => c as u16,
+            c => {
+                cx.err(&format!("{field}.error_response_code"), c.to_string(), "must be a 4xx or 5xx status");
+                return;
+            }
+        };
+        out.push((rule, JsonCheck { validator, status }));
+    });
     out
 }
 

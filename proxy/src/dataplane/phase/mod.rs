@@ -209,14 +209,7 @@ fn run<'a>(
         return Ok(Step::Done(Outcome::Routed(routed)));
     }
     let a = &*api.auth;
-    let rel_path = {
-        let rest = g.path.get(api.listen_path.len().min(g.path.len())..).unwrap_or("");
-        if rest.is_empty() {
-            "/"
-        } else {
-            rest
-        }
-    };
+    let rel_path = api.rel_path(g.path);
     let view = RequestView {
         method: req.method,
         path: g.path,

@@ -260,11 +260,23 @@ async fn exchange(
             return Err(ProxyError::new(ErrorKind::CircuitOpen, "circuit breaker open").into());
         }
     }
-    let fwd = forward(&ex, client, bufs, &req).await;
-    if let Some(b) = &req.breaker {
-        b.record(matches!(&fwd, Ok(f) if f.head.meta.status < 500), wall_ms());
-    }
-    respond(&ex, client, bufs, &req, fwd?).await
+    // Matched, not held as a `Result` until `respond`: that kept both in the connection's task
+    // (`connection task size` 2,760 -> 3,160 bytes).
+    let fwd = match forward(&ex, client, bufs, &req).await {
+        Ok(f) => {
+            if let Some(b) = &req.breaker {
+                b.record(f.head.meta.status < 500, wall_ms());
+            }
+            f
+        }
+        Err(e) => {
+            if let Some(b) = &req.breaker {
+                b.record(false, wall_ms());
+            }
+            return Err(e);
+        }
+    };
+    respond(&ex, client, bufs, &req, fwd).await
 }
 
 /// Wall-clock milliseconds, for the circuit breakers (read only for requests that have one).

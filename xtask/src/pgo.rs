@@ -323,7 +323,7 @@ const PHASES: &[Phase] = &[
     Phase { close: true, ..phase("a connection per request", "/open/small", 16, 3_000) },
     phase("400 connections open at once", "/open/small", 400, 20_000),
     Phase { status: 404, ..phase("no API matches (404)", "/nope", 8, 2_000) },
-    Phase { status: 401, ..phase("JWT missing (401)", "/jwt/small", 8, 2_000) },
+    Phase { status: 400, ..phase("JWT missing (400, as Tyk)", "/jwt/small", 8, 2_000) },
 ];
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use portcullis::auth::jwt::{self, Family, KeySet, Skew, VerifiedCache};
 use portcullis::auth::token::CredentialSource;
+use portcullis::auth::tyk_key::{self, TykHash};
 use portcullis::auth::{decide, hash_key, ApiAuth, DecideCtx, Decision, Policies, RequestView, Session, WorkerAuth};
 use portcullis_bench::{prepare, snapshot_from, Prepared, Worker};
 
@@ -59,9 +60,28 @@ fn bench(c: &mut Criterion) {
                 headers: black_box(headers.view()),
                 client_ip: [127, 0, 0, 1].into(),
             };
-            let cx = DecideCtx { api_id: "a", api_org: "", api_index: 0, generation: 1, policies: &policies, now: NOW };
+            let cx = DecideCtx {
+                api_id: "a",
+                api_org: "",
+                api_index: 0,
+                generation: 1,
+                policies: &policies,
+                now: NOW,
+                tyk_key_hashes: &[TykHash::Sha256],
+            };
             assert!(matches!(decide(&auth, &view, cx, &mut w), Decision::Allow(_)));
         })
+    });
+
+    // A session cache miss: where else the key may be stored (`[auth] tyk_key_hashes`), worked
+    // out on the worker before it asks the control plane. Default (SHA-256 of the custom-key
+    // token) and a migration (murmur64 and murmur32 as well), for a Tyk token key.
+    let token = tyk_key::generate_token("default", "c0ffee0123456789abcdef0123456789", TykHash::Murmur64);
+    c.bench_function("auth/tyk_addresses_default", |b| {
+        b.iter(|| tyk_key::tyk_addresses(black_box(key), "default", &[TykHash::Sha256]))
+    });
+    c.bench_function("auth/tyk_addresses_murmur", |b| {
+        b.iter(|| tyk_key::tyk_addresses(black_box(&token), "default", &[TykHash::Murmur64, TykHash::Murmur32]))
     });
 
     // The seed's JWT API: request head with a cached HS256 token, claim -> header, strip, and

@@ -244,6 +244,14 @@ fn open_keystore(cfg: &Config) -> Result<crate::keystore::KeyStore, StartError> 
     } else {
         let store = RedisStore::new(&cfg.storage.redis, &cfg.storage.redis_key_prefix).map_err(StartError::KeyStore)?;
         tracing::info!(prefix = %cfg.storage.redis_key_prefix, "key store: redis");
+        let weak: Vec<&str> =
+            cfg.auth.tyk_key_hashes.iter().map(String::as_str).filter(|h| h.starts_with("murmur")).collect();
+        if !weak.is_empty() {
+            tracing::warn!(
+                hashes = ?weak,
+                "[auth] tyk_key_hashes reads keys Tyk gateways stored under murmur hashes: a key can be made to match a known murmur hash; update such keys through the key API to store them under their SHA-256"
+            );
+        }
         Ok(KeyStore::redis(store))
     }
 }

@@ -28,7 +28,7 @@ fn policies(json: &str) -> Policies {
 }
 
 fn cx(policies: &Policies) -> DecideCtx<'_> {
-    DecideCtx { api_id: "a", api_org: "", api_index: 0, generation: 1, policies, now: NOW }
+    DecideCtx { api_id: "a", api_org: "", api_index: 0, generation: 1, policies, now: NOW, tyk_key_hashes: &[] }
 }
 
 fn rule(p: &str) -> PathRule {
@@ -83,7 +83,8 @@ fn token_miss_then_hit_then_access_rights() {
     let a = ApiAuth { token: Some(Default::default()), strip_auth_data: true, version: None, ..Default::default() };
     let hs = [h("Authorization", "Bearer k1")];
     let d = decide(&a, &view("/a/x", "/x", &hs, "127.0.0.1"), cx(&p), &mut w);
-    let Decision::NeedKey(hash) = d else { panic!("expected a key lookup, got {d:?}") };
+    let Decision::NeedKey(lookup) = d else { panic!("expected a key lookup, got {d:?}") };
+    let hash = lookup.hash;
     assert_eq!(hash, hash_key("k1"));
     w.insert_session(hash, Some(Arc::new(Session::default())));
     match decide(&a, &view("/a/x", "/x", &hs, "127.0.0.1"), cx(&p), &mut w) {
@@ -189,7 +190,15 @@ fn a_cached_jwt_keeps_its_grant_until_the_generation_changes() {
     let hs = [h("Authorization", &v)];
     let mut w = WorkerAuth::detached(Default::default());
     let mut rate = |generation: u64, p: &Policies| {
-        let c = DecideCtx { api_id: "a", api_org: "", api_index: 0, generation, policies: p, now: NOW };
+        let c = DecideCtx {
+            api_id: "a",
+            api_org: "",
+            api_index: 0,
+            generation,
+            policies: p,
+            now: NOW,
+            tyk_key_hashes: &[],
+        };
         match decide(&a, &view("/a/x", "/x", &hs, "127.0.0.1"), c, &mut w) {
             Decision::Allow(x) => x.identity.and_then(|i| i.grant.rate_for("a").map(|r| r.0)),
             _ => None,

@@ -38,6 +38,34 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// Runs one command and returns its reply as text: a bulk or simple string, an integer,
+    /// `(nil)`, or `ERR ...`. Arrays are not needed by the tests and panic.
+    pub fn command(&self, args: &[&str]) -> String {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis-server");
+        s.set_read_timeout(Some(crate::WAIT)).unwrap();
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        match line.as_bytes().first() {
+            Some(b'+' | b':' | b'-') => line[1..].to_string(),
+            Some(b'$') if line == "$-1" => "(nil)".into(),
+            Some(b'$') => {
+                let n: usize = line[1..].parse().unwrap();
+                let mut buf = vec![0; n + 2];
+                r.read_exact(&mut buf).unwrap();
+                String::from_utf8_lossy(&buf[..n]).into_owned()
+            }
+            _ => panic!("unexpected redis reply {line:?}"),
+        }
+    }
+
     /// Kills the server (data is lost: persistence is off).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

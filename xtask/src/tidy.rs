@@ -204,6 +204,7 @@ mod tests {
                     "hmac",
                     "ipnet",
                     "jsonwebtoken",
+                    "murmur3",
                     "quick_cache",
                     "regex",
                     "serde",

@@ -1365,9 +1365,10 @@ async fn resolve_target(
 /// On failure: the client-facing message and the reason. Awaited boxed, like [`reply_local`].
 async fn resolve(worker: &Worker, need: phase::Need) -> Result<(), (&'static str, String)> {
     match need {
-        phase::Need::Key(hash) => {
+        phase::Need::Key(lookup) => {
             worker.stats.borrow_mut().key_lookups += 1;
-            let session = worker.keys.fetch(hash).await.map_err(|e| ("key store unavailable", e.to_string()))?;
+            let hash = lookup.hash;
+            let session = worker.keys.fetch(*lookup).await.map_err(|e| ("key store unavailable", e.to_string()))?;
             let mut auth = worker.auth.borrow_mut();
             auth.set_clock(worker.epoch.elapsed());
             auth.insert_session(hash, session);

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::{hex, Invalidation, KeyHash, Session};
+use crate::auth::{hex, Invalidation, KeyHash, KeyLookup, Session};
 use crate::config::TykSession;
 
 pub(crate) use embedded::write_atomic;
@@ -145,6 +145,46 @@ impl KeyStore {
         r
     }
 
+    /// The session of a key a worker or the key API asks for: under its SHA-256, else (with
+    /// Redis) where a Tyk gateway keeps it (`KeyLookup::tyk`, the first name that has one).
+    /// The Tyk name it was found under comes with it.
+    pub async fn find(&self, key: &KeyLookup) -> Result<Option<(TykSession, Option<String>)>, StoreError> {
+        if let Some(s) = self.get(&key.hash).await? {
+            return Ok(Some((s, None)));
+        }
+        match &self.backend {
+            Backend::Redis(r) if !key.tyk.is_empty() => {
+                let r = r.get_first(&key.tyk).await;
+                if r.is_err() {
+                    self.lookup_errors_total.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(r?.map(|(name, s)| (s, Some(name))))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The session a Tyk gateway stored under `name` (a hash in hex, `?hashed=true`).
+    pub async fn get_tyk(&self, name: &str) -> Result<Option<TykSession>, StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => Ok(r.get_first(&[name.to_string()]).await?.map(|(_, s)| s)),
+            Backend::Embedded(_) => Ok(None),
+        }
+    }
+
+    /// Deletes the sessions Tyk gateways stored under `names`; true when one existed. Workers
+    /// cache sessions by the SHA-256 of the key: `key` names it when known, else every
+    /// worker drops every cached session.
+    pub async fn delete_tyk(&self, names: &[String], key: Option<&KeyHash>) -> Result<bool, StoreError> {
+        let Backend::Redis(r) = &self.backend else { return Ok(false) };
+        if names.is_empty() {
+            return Ok(false);
+        }
+        let existed = r.delete_names(names, key).await?;
+        self.invalidate_local(key.map_or(Invalidation::All, |h| Invalidation::Key(*h)));
+        Ok(existed)
+    }
+
     pub async fn put(&self, hash: &KeyHash, session: &TykSession) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Embedded(e) => e.put(hash, session)?,
@@ -177,8 +217,8 @@ impl KeyStore {
 
 /// A worker's question to the control plane.
 pub enum Lookup {
-    /// The session stored under `hash`, as auth acts on it.
-    Session { hash: KeyHash, reply: futures_channel::oneshot::Sender<Result<Option<Arc<Session>>, String>> },
+    /// The session stored for this key, as auth acts on it.
+    Session { key: KeyLookup, reply: futures_channel::oneshot::Sender<Result<Option<Arc<Session>>, String>> },
     /// Does this password match its stored hash? (bcrypt, run on the blocking pool.)
     Password { check: crate::auth::PasswordCheck, reply: futures_channel::oneshot::Sender<bool> },
     /// A block of this quota.
@@ -229,8 +269,8 @@ impl KeyClient {
     }
 
     /// Asks the control plane for a session.
-    pub async fn fetch(&self, hash: KeyHash) -> Result<Option<Arc<Session>>, LookupError> {
-        self.ask(|reply| Lookup::Session { hash, reply }).await?.map_err(LookupError::Store)
+    pub async fn fetch(&self, key: KeyLookup) -> Result<Option<Arc<Session>>, LookupError> {
+        self.ask(|reply| Lookup::Session { key, reply }).await?.map_err(LookupError::Store)
     }
 
     /// Reserves a block of a quota through the control plane.
@@ -273,10 +313,10 @@ pub async fn serve_lookups(store: Arc<KeyStore>, mut rx: futures_channel::mpsc::
     let bcrypt_slots = Arc::new(tokio::sync::Semaphore::new(PASSWORD_CHECKS_AT_ONCE));
     while let Some(l) = futures_util::StreamExt::next(&mut rx).await {
         match l {
-            Lookup::Session { hash, reply } => {
+            Lookup::Session { key, reply } => {
                 let store = Arc::clone(&store);
                 tokio::spawn(async move {
-                    let r = store.get(&hash).await.map(|s| s.map(|s| Arc::new(s.to_session()))).map_err(|e| {
+                    let r = store.find(&key).await.map(|s| s.map(|(s, _)| Arc::new(s.to_session()))).map_err(|e| {
                         tracing::warn!(error = %e, "session lookup failed");
                         e.to_string()
                     });

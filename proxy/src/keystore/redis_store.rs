@@ -18,6 +18,9 @@ use super::{KeyStore, StoreError};
 
 /// Pub/sub channel carrying the hash (hex) of each changed key.
 pub(super) const CHANNEL: &str = "portcullis.keys";
+/// Published on [`CHANNEL`] when a key changed whose SHA-256 is not known (a Tyk-written key
+/// deleted by its Tyk hash).
+pub(super) const CHANGED_UNKNOWN: &str = "*";
 /// Longest wait for one Redis operation.
 pub(super) const OP_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -159,6 +162,41 @@ impl RedisStore {
         .await
     }
 
+    /// The first of `names` (after the prefix) that holds a session, with that name: one MGET.
+    pub async fn get_first(&self, names: &[String]) -> Result<Option<(String, TykSession)>, StoreError> {
+        let keys: Vec<String> = names.iter().map(|n| format!("{}{n}", self.prefix)).collect();
+        let raw: Vec<Option<String>> = self
+            .op(|mut c| {
+                let keys = keys.clone();
+                async move { redis::cmd("MGET").arg(keys).query_async(&mut c).await }
+            })
+            .await?;
+        for (name, text) in names.iter().zip(raw) {
+            if let Some(text) = text {
+                return serde_json::from_str(&text)
+                    .map(|s| Some((name.clone(), s)))
+                    .map_err(|e| StoreError::Redis(format!("session {name} is not valid JSON: {e}")));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes `names` (after the prefix) and tells other nodes: the SHA-256 of the key when
+    /// known, else [`CHANGED_UNKNOWN`] (they drop every cached session).
+    pub async fn delete_names(&self, names: &[String], key: Option<&KeyHash>) -> Result<bool, StoreError> {
+        let keys: Vec<String> = names.iter().map(|n| format!("{}{n}", self.prefix)).collect();
+        let note = key.map_or_else(|| CHANGED_UNKNOWN.to_string(), hex);
+        self.op(|mut c| {
+            let (keys, note) = (keys.clone(), note.clone());
+            async move {
+                let n: i64 = c.del(keys).await?;
+                let _: i64 = c.publish(CHANNEL, note).await?;
+                Ok(n > 0)
+            }
+        })
+        .await
+    }
+
     /// Reserves a block of quota `q` (see [`super::quota::RESERVE_LUA`]).
     pub async fn reserve_quota(
         &self,
@@ -242,8 +280,14 @@ pub async fn follow_changes(store: Arc<KeyStore>) {
                     store.invalidate_local(Invalidation::All);
                     let mut msgs = ps.on_message();
                     while let Some(m) = msgs.next().await {
-                        if let Some(h) = m.get_payload::<String>().ok().and_then(|s| parse_hex(&s)) {
-                            store.invalidate_local(Invalidation::Key(h));
+                        match m.get_payload::<String>() {
+                            Ok(s) if s == CHANGED_UNKNOWN => store.invalidate_local(Invalidation::All),
+                            Ok(s) => {
+                                if let Some(h) = parse_hex(&s) {
+                                    store.invalidate_local(Invalidation::Key(h));
+                                }
+                            }
+                            Err(_) => {}
                         }
                     }
                     tracing::warn!("redis key-change subscription lost; resubscribing");

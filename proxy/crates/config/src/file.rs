@@ -587,6 +587,17 @@ pub struct AuthConfig {
     /// such a key opens every API. Off, as Tyk's `allow_master_keys`: `/tyk/keys/create` answers
     /// 400 and `/tyk/keys/{key}` 500, with Tyk's messages.
     pub allow_master_keys: bool,
+    /// Keys a Tyk gateway wrote to Redis (`[storage] redis`, prefix `apikey-`): the hash
+    /// functions those gateways used, their `hash_key_function` first, then their
+    /// `hash_key_function_fallback`; `"murmur32"` also reads legacy keys (not tokens), which Tyk
+    /// hashes with it whatever its config says. Portcullis looks under the SHA-256 of the key
+    /// first (its own keys, and Tyk tokens made with `sha256`), then where those gateways
+    /// would. One of `sha256`, `murmur64`, `murmur128`, `murmur32`. Murmur is not a
+    /// cryptographic hash: whoever sees a key's murmur hash (Tyk's analytics records and key API
+    /// show it) can make another key with that hash, so name a murmur function only while
+    /// migrating, and move those keys (update them through the key API: they are stored again
+    /// under their SHA-256). docs/authentication.md, "Keys from Tyk".
+    pub tyk_key_hashes: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -600,6 +611,7 @@ impl Default for AuthConfig {
             jwks_refresh_secs: 300,
             bcrypt_cost: 10,
             allow_master_keys: false,
+            tyk_key_hashes: vec!["sha256".into()],
         }
     }
 }
@@ -799,6 +811,16 @@ impl Config {
                 self.auth.bcrypt_cost.to_string(),
                 "must be between 4 and 31",
             ));
+        }
+        for (i, name) in self.auth.tyk_key_hashes.iter().enumerate() {
+            if portcullis_policy::auth::tyk_key::TykHash::parse(name).is_none() {
+                errs.push(ConfigError::new(
+                    path,
+                    format!("auth.tyk_key_hashes[{i}]"),
+                    name,
+                    "must be one of sha256, murmur64, murmur128, murmur32",
+                ));
+            }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             errs.push(ConfigError::new(path, "log.level", &self.log.level, format!("not a tracing filter: {e}")));

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::router::Router;
 use portcullis_policy::auth::policy::Policy;
+use portcullis_policy::auth::tyk_key::TykHash;
 use portcullis_policy::auth::Policies;
 
 use super::edit::{FileEdit, Files};
@@ -33,6 +34,8 @@ pub struct Snapshot {
     /// Definition files not loaded: `active: false`, or refused (their errors are returned with
     /// the snapshot). A reload applies without them unless `[apps] strict`.
     pub skipped: Vec<Skipped>,
+    /// `[auth] tyk_key_hashes`, parsed (the config check refuses unknown names).
+    pub tyk_key_hashes: Vec<TykHash>,
 }
 
 /// A definition file the snapshot does not serve, and why.
@@ -168,7 +171,8 @@ fn load(config: Config, generation: u64, fetch: JwksFetch<'_>, fs: Files<'_>) ->
 
     let (policies, policy_sources) = load_policies(&config.apps.policies, fs, &mut errs);
     let policies = Arc::new(Arc::unwrap_or_clone(policies).with_matching(config.apps.path_matching()));
-    (Snapshot { config, apis: kept, router, generation, policies, policy_sources, skipped }, errs)
+    let tyk_key_hashes = config.auth.tyk_key_hashes.iter().filter_map(|n| TykHash::parse(n)).collect();
+    (Snapshot { config, apis: kept, router, generation, policies, policy_sources, skipped, tyk_key_hashes }, errs)
 }
 
 /// The `api_id` of a definition that was refused, if its JSON gets that far.

@@ -15,6 +15,16 @@ use serde_json::{Map, Value};
 
 use portcullis_policy::auth::session::{ApiLimit, ApiRights, BasicAuth, Session, UrlAccess};
 
+/// `null` read as the field's default: Tyk gateways before 5 write `null` for every empty list
+/// and map of a session (Go's nil slices and maps), and those sessions must read.
+fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
+}
+
 /// A key's session, Tyk field names.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -22,33 +32,54 @@ pub struct TykSession {
     /// Requests allowed per `per` seconds; 0 or -1 means no rate limit (Tyk's meaning, see
     /// [`check_rate`]); other negative rates, and `per <= 0` with a rate, are refused by the key
     /// API and when loaded from a file.
+    #[serde(deserialize_with = "nullable")]
     pub rate: f64,
+    #[serde(deserialize_with = "nullable")]
     pub per: f64,
+    #[serde(deserialize_with = "nullable")]
     pub allowance: f64,
     /// Requests per quota period; `-1` or `0` means no quota (Tyk: session_manager.go:450).
+    #[serde(deserialize_with = "nullable")]
     pub quota_max: i64,
+    #[serde(deserialize_with = "nullable")]
     pub quota_remaining: i64,
     /// Quota period, seconds.
+    #[serde(deserialize_with = "nullable")]
     pub quota_renewal_rate: i64,
     /// Unix time the quota renews.
+    #[serde(deserialize_with = "nullable")]
     pub quota_renews: i64,
     /// Unix time the key expires; `0` or negative: never.
+    #[serde(deserialize_with = "nullable")]
     pub expires: i64,
+    #[serde(deserialize_with = "nullable")]
     pub is_inactive: bool,
     /// API id -> what the key may do there. Empty: every API that accepts the key's auth method.
+    #[serde(deserialize_with = "nullable")]
     pub access_rights: BTreeMap<String, AccessDefinition>,
+    #[serde(deserialize_with = "nullable")]
     pub apply_policies: Vec<String>,
     /// Tyk's legacy single-policy field; applied only when `apply_policies` is empty.
+    #[serde(deserialize_with = "nullable")]
     pub apply_policy_id: String,
+    #[serde(deserialize_with = "nullable")]
     pub basic_auth_data: BasicAuthData,
+    #[serde(deserialize_with = "nullable")]
     pub hmac_enabled: bool,
     /// Shared secret for HMAC request signing (must be kept: the signature is checked with it).
+    #[serde(deserialize_with = "nullable")]
     pub hmac_string: String,
+    #[serde(deserialize_with = "nullable")]
     pub meta_data: Map<String, Value>,
+    #[serde(deserialize_with = "nullable")]
     pub tags: Vec<String>,
+    #[serde(deserialize_with = "nullable")]
     pub alias: String,
+    #[serde(deserialize_with = "nullable")]
     pub org_id: String,
+    #[serde(deserialize_with = "nullable")]
     pub date_created: String,
+    #[serde(deserialize_with = "nullable")]
     pub last_updated: String,
     /// Fields Portcullis does not use, kept as sent.
     #[serde(flatten)]
@@ -60,7 +91,9 @@ pub struct TykSession {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BasicAuthData {
+    #[serde(deserialize_with = "nullable")]
     pub password: String,
+    #[serde(deserialize_with = "nullable")]
     pub hash_type: String,
 }
 
@@ -68,11 +101,15 @@ pub struct BasicAuthData {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AccessDefinition {
+    #[serde(deserialize_with = "nullable")]
     pub api_id: String,
+    #[serde(deserialize_with = "nullable")]
     pub api_name: String,
     /// Version names allowed; empty: all versions.
+    #[serde(deserialize_with = "nullable")]
     pub versions: Vec<String>,
     /// If not empty, only these paths (regular expressions, unanchored, as Tyk) and methods.
+    #[serde(deserialize_with = "nullable")]
     pub allowed_urls: Vec<AccessSpec>,
     /// Fields Portcullis does not type, kept as sent; `limit` (`rate`, `per`) is read from here.
     #[serde(flatten)]
@@ -83,7 +120,9 @@ pub struct AccessDefinition {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AccessSpec {
+    #[serde(deserialize_with = "nullable")]
     pub url: String,
+    #[serde(deserialize_with = "nullable")]
     pub methods: Vec<String>,
 }
 
@@ -276,6 +315,54 @@ mod tests {
         assert_eq!(s.to_session().policies, ["p1"]);
         let s = TykSession { apply_policy_id: "p0".into(), ..Default::default() };
         assert_eq!(s.to_session().policies, ["p0"]);
+    }
+
+    /// Sessions as Tyk gateways write them to Redis: Tyk 4 writes `null` for every empty list
+    /// and map (user/session.go before `omitzero`), Tyk 5 leaves them out. Both must read, and
+    /// round-trip with every field kept.
+    #[test]
+    fn sessions_tyk_gateways_wrote_read_and_round_trip() {
+        let tyk4 = r#"{"last_check":0,"allowance":1000,"rate":1000,"per":60,"throttle_interval":0,"throttle_retry_limit":0,
+            "max_query_depth":0,"date_created":"2024-03-01T10:00:00.123456789Z","expires":0,"quota_max":-1,
+            "quota_renews":1709290800,"quota_remaining":-1,"quota_renewal_rate":60,
+            "access_rights":{"api1":{"api_name":"API 1","api_id":"api1","versions":["Default"],"allowed_urls":null,
+                "restricted_types":null,"limit":null,"field_access_rights":null,"disable_introspection":false,"allowance_scope":""}},
+            "org_id":"default","oauth_client_id":"","oauth_keys":null,"certificate":"",
+            "basic_auth_data":{"password":"","hash_type":""},"jwt_data":{"secret":""},"hmac_enabled":false,
+            "enable_http_signature_validation":false,"hmac_string":"","rsa_certificate_id":"","is_inactive":false,
+            "apply_policy_id":"","apply_policies":null,"data_expires":0,"monitor":{"trigger_limits":null},
+            "enable_detail_recording":false,"enable_detailed_recording":false,"meta_data":null,"tags":null,"alias":"",
+            "last_updated":"1709287200","id_extractor_deadline":0,"session_lifetime":0}"#;
+        let tyk5 = r#"{"allowance":10,"rate":10,"per":1,"date_created":"2026-01-02T03:04:05.5+01:00","quota_max":100,
+            "quota_renewal_rate":3600,"access_rights":{"api1":{"api_id":"api1","versions":["Default"],
+            "limit":{"rate":5,"per":1,"quota_max":50,"quota_renewal_rate":60}}},"org_id":"default",
+            "apply_policies":["p1"],"meta_data":{"user":"ann"},"tags":["gold"],"last_updated":"1767319445"}"#;
+        for text in [tyk4, tyk5] {
+            let s: TykSession = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            let d = s.to_session();
+            assert!(d.access_rights.iter().any(|r| r.api_id == "api1"), "{:?}", d.access_rights);
+            // Kept as written, up to Go's zero values: `null` reads as empty and an empty
+            // field may be written out (to Go, nil and empty, absent and "" are the same).
+            fn squash(v: &Value) -> Value {
+                match v {
+                    Value::Object(o) => Value::Object(
+                        o.iter()
+                            .map(|(k, v)| (k.clone(), squash(v)))
+                            .filter(|(_, v)| !matches!(v, Value::Null) && v != &Value::Array(vec![]))
+                            .filter(|(_, v)| v != &Value::Object(Map::new()) && v != "" && v != &Value::Bool(false))
+                            .collect(),
+                    ),
+                    // 1000 and 1000.0: the same float64 to Go.
+                    Value::Number(n) => n.as_f64().map_or(Value::Null, Value::from),
+                    other => other.clone(),
+                }
+            }
+            let back = squash(&serde_json::to_value(&s).unwrap());
+            let orig = squash(&serde_json::from_str(text).unwrap());
+            for (k, v) in orig.as_object().unwrap() {
+                assert_eq!(back.get(k), Some(v), "field {k} kept as written");
+            }
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub(crate) fn run<'a>(
     match auth::authenticate(api, view, cx, w) {
         Decision::Allow(a) => Authenticated::Allowed(a),
         Decision::Deny(d) => Authenticated::Denied(d),
-        Decision::NeedKey(hash) => Authenticated::Need(Need::Key(hash)),
+        Decision::NeedKey(lookup) => Authenticated::Need(Need::Key(lookup)),
         Decision::NeedPasswordCheck(check) => Authenticated::Need(Need::Password(check)),
     }
 }

@@ -40,7 +40,7 @@ mod tests;
 
 use portcullis_http1::{Request, RequestMeta};
 
-use crate::auth::{self, Allowed, DecideCtx, Denial, KeyHash, RequestView, WorkerAuth};
+use crate::auth::{self, Allowed, DecideCtx, Denial, RequestView, WorkerAuth};
 use crate::config::{ApiSpec, Snapshot};
 use crate::dataplane::error::ProxyError;
 use crate::limit::quota::Quota;
@@ -63,7 +63,7 @@ pub enum Phase {
 #[derive(Debug)]
 pub enum Need {
     /// The session of this key hash (not in the worker's cache).
-    Key(KeyHash),
+    Key(Box<crate::auth::KeyLookup>),
     /// Basic-auth credentials to check off the worker.
     Password(auth::PasswordCheck),
     /// A block of this quota (none held).
@@ -233,6 +233,7 @@ fn run<'a>(
             generation: snap.generation,
             policies: &snap.policies,
             now: (env.now)(),
+            tyk_key_hashes: &snap.tyk_key_hashes,
         };
         match authenticate::run(a, &view, cx, env.auth) {
             Authenticated::Allowed(allowed) => g.allowed = allowed,

@@ -22,6 +22,7 @@ fn snapshot(apis: Vec<ApiSpec>) -> Snapshot {
         policies: Default::default(),
         policy_sources: Default::default(),
         skipped: Vec::new(),
+        tyk_key_hashes: vec![crate::auth::tyk_key::TykHash::Sha256],
     }
 }
 
@@ -331,7 +332,7 @@ fn phases_resume_where_they_asked_without_running_earlier_ones_again() {
     let (_, first) = start(&view, &snap, &mut path, &mut env(&ctx, &mut auth, &mut limiter), &mut out).unwrap();
     let hash = hash_key("k1");
     let Outcome::Waiting(mut w) = first else { panic!("expected a wait for the session, got {first:?}") };
-    assert!(matches!((w.at, w.need.take()), (Phase::Authenticate, Some(Need::Key(h))) if h == hash), "{w:?}");
+    assert!(matches!((w.at, w.need.take()), (Phase::Authenticate, Some(Need::Key(l))) if l.hash == hash), "{w:?}");
     let session = Session { quota_max: 10, quota_renewal_rate: 3600, ..Default::default() };
     auth.insert_session(hash, Some(std::sync::Arc::new(session)));
     let second = again(w, &view, &snap, &ctx, &mut auth, &mut limiter, &mut out);

@@ -16,6 +16,7 @@ pub mod session;
 pub mod signature;
 pub mod token;
 pub mod transform;
+pub mod tyk_key;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -335,13 +336,23 @@ pub struct PasswordCheck {
     pub hash_type: String,
 }
 
+/// Where the session of a key that is not cached may be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLookup {
+    /// The SHA-256 of the key: where Portcullis keeps it, and the worker's cache key.
+    pub hash: KeyHash,
+    /// Where Tyk gateways would keep it (`tyk_key::tyk_addresses`, with `[auth]
+    /// tyk_key_hashes`), tried in order when nothing is stored under `hash`.
+    pub tyk: Vec<String>,
+}
+
 /// Outcome of [`decide`].
 #[derive(Debug)]
 pub enum Decision<'a> {
     Allow(Allowed<'a>),
     Deny(Denial),
-    /// The session of this key hash is not cached: fetch it and decide again.
-    NeedKey(KeyHash),
+    /// The session of this key is not cached: fetch it and decide again.
+    NeedKey(Box<KeyLookup>),
     /// These basic-auth credentials have not been checked against the stored bcrypt hash by this
     /// worker yet: check them off the worker (bcrypt costs milliseconds), remember the answer,
     /// and decide again.
@@ -365,6 +376,8 @@ pub struct DecideCtx<'a> {
     pub policies: &'a Policies,
     /// Unix seconds.
     pub now: u64,
+    /// `[auth] tyk_key_hashes`: where else a key's session may be (`tyk_key`).
+    pub tyk_key_hashes: &'a [tyk_key::TykHash],
 }
 
 /// One method's result.
@@ -564,11 +577,15 @@ pub fn authenticate<'a>(
 /// Looks a key's session up in the worker cache and builds (or reuses) its grant.
 fn session_grant<'a>(
     hash: KeyHash,
+    key: &str,
     cx: DecideCtx<'_>,
     w: &mut WorkerAuth,
 ) -> Result<(Arc<Session>, Arc<Grant>), Decision<'a>> {
     let mut entry = match w.session(&hash) {
-        Cached::Miss => return Err(Decision::NeedKey(hash)),
+        Cached::Miss => {
+            let tyk = tyk_key::tyk_addresses(key, cx.api_org, cx.tyk_key_hashes);
+            return Err(Decision::NeedKey(Box::new(KeyLookup { hash, tyk })));
+        }
         Cached::Unknown => return Err(Decision::Deny(flagged(Refusal::Forbidden, MSG_DISALLOWED, "AKI"))),
         Cached::Hit(e) => e,
     };
@@ -609,7 +626,7 @@ fn check_token<'a>(
         return Step::Stop(Decision::Deny(flagged(Refusal::Unauthorized, MSG_MISSING, "AMF")));
     };
     let hash = hash_key(key);
-    match session_grant(hash, cx, w) {
+    match session_grant(hash, key, cx, w) {
         Ok((session, grant)) => {
             strip_found(strip, src, found);
             Passed::stored(hex(&hash).into(), hash, session, grant, Some(key))
@@ -648,7 +665,7 @@ fn check_basic<'a>(
         }))
     };
     let hash = hash_key(&user);
-    let (session, grant) = match session_grant(hash, cx, w) {
+    let (session, grant) = match session_grant(hash, &user, cx, w) {
         Ok(v) => v,
         Err(Decision::Deny(_)) => return refused(),
         Err(d) => return Step::Stop(d),
@@ -702,7 +719,7 @@ fn check_hmac<'a>(
         return bad(e);
     }
     let hash = hash_key(&sig.key_id);
-    let (session, grant) = match session_grant(hash, cx, w) {
+    let (session, grant) = match session_grant(hash, &sig.key_id, cx, w) {
         Ok(v) => v,
         Err(d) => return Step::Stop(d),
     };

@@ -412,3 +412,96 @@ fn the_gateway_api_needs_the_secret() {
     assert!(!p.apps_dir().join("new.json").exists());
     assert_eq!(client::get(p.listen, "/up/get").unwrap().status, 200);
 }
+
+/// POST a batch to `/b/tyk/batch/` from `from` (a loopback address).
+fn batch(p: &Proxy, from: std::net::Ipv4Addr, body: &str) -> Response {
+    let mut c = Conn::connect_from(p.listen, from).expect("connect");
+    let head = format!("Content-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    c.request("POST", "/b/tyk/batch/", &head, body.as_bytes()).expect("batch")
+}
+
+/// Tyk's batch requests (gateway/batch_requests.go). Each request of a batch runs as the
+/// client's own: its key, its address (IP rules, X-Forwarded-For), every check. Tyk sends them
+/// back through its own listener from 127.0.0.1, so its IP rules see the gateway instead.
+#[test]
+fn batch_requests_run_each_request_as_the_client_would_send_it() {
+    let up = upstream("up");
+    let p = builder()
+        .workers(2)
+        .app(
+            "b",
+            api(
+                "b",
+                "/b/",
+                &up.url(),
+                r#""enable_batch_request_support": true, "use_keyless": false, "use_standard_auth": true,
+                   "enable_ip_blacklisting": true, "blacklisted_ips": ["127.0.0.9"],"#,
+                "",
+            ),
+        )
+        .start();
+    let (key, _) = p.create_key(&json!({"rate": 100, "per": 1, "quota_max": -1}));
+    let requests = json!([
+        {"method": "GET", "relative_url": "get?x=1", "headers": {"Authorization": key}},
+        // Framing headers are the batch's: these are dropped, the body keeps its length.
+        {"method": "POST", "relative_url": "/echo", "body": "hello",
+         "headers": {"Authorization": key, "Content-Type": "text/plain", "Content-Length": "0", "Transfer-Encoding": "chunked"}},
+        {"method": "GET", "relative_url": "get"},
+        {"method": "GET", "relative_url": "status/418", "headers": {"Authorization": key}},
+    ]);
+    let local = std::net::Ipv4Addr::new(127, 0, 0, 1);
+    for parallel in [true, false] {
+        let body = json!({"requests": requests, "suppress_parallel_execution": !parallel}).to_string();
+        let r = batch(&p, local, &body);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let units = r.json();
+        let units = units.as_array().expect("a JSON array");
+        let codes: Vec<u64> = units.iter().map(|u| u["code"].as_u64().unwrap()).collect();
+        // In the order asked (Tyk answers parallel batches in the order they finish).
+        assert_eq!(codes, [200, 200, 401, 418], "{units:?}");
+        let urls: Vec<&str> = units.iter().map(|u| u["relative_url"].as_str().unwrap()).collect();
+        assert_eq!(urls, ["get?x=1", "/echo", "get", "status/418"]);
+        let got: Value = serde_json::from_str(units[0]["body"].as_str().unwrap()).unwrap();
+        assert_eq!(got["args"]["x"], "1");
+        assert_eq!(got["headers"]["X-Forwarded-For"], "127.0.0.1", "{got}");
+        assert_eq!(units[0]["headers"]["Content-Type"][0], "application/json", "Go's header names: {}", units[0]);
+        assert_eq!(units[1]["body"], "hello");
+        assert!(units[2]["body"].as_str().unwrap().contains("Authorization field missing"), "{}", units[2]);
+    }
+
+    // From a blacklisted address: the batch endpoint answers (it is not an API request, as in
+    // Tyk), but every request in it is refused as the client's own would be (Tyk: let through,
+    // from 127.0.0.1).
+    let banned = std::net::Ipv4Addr::new(127, 0, 0, 9);
+    let direct = Conn::connect_from(p.listen, banned).unwrap().request(
+        "GET",
+        "/b/get",
+        &format!("Authorization: {key}\r\n"),
+        b"",
+    );
+    assert_eq!(direct.unwrap().status, 403);
+    let r = batch(&p, banned, &json!({"requests": [requests[0]]}).to_string());
+    assert_eq!((r.status, r.json()[0]["code"].as_u64()), (200, Some(403)), "{}", r.text());
+
+    // Refused as a whole, Tyk's 400s: not a batch; a request that cannot be made (a header
+    // that would split the request, a batch inside the batch).
+    let r = batch(&p, local, "not json");
+    assert_eq!((r.status, r.json()["message"].as_str()), (400, Some("Batch request malformed")));
+    for bad in [
+        json!({"requests": [{"method": "GET", "relative_url": "get", "headers": {"X-A": "1\r\nX-Injected: 1"}}]}),
+        json!({"requests": [{"method": "GET", "relative_url": "get HTTP/1.1\r\nX: y"}]}),
+        json!({"requests": [{"method": "POST", "relative_url": "tyk/batch/", "body": "{}"}]}),
+        json!({"requests": [{"method": "POST", "relative_url": "x/../tyk/batch/", "body": "{}"}]}),
+        json!({"requests": (0..65).map(|_| json!({"relative_url": "get"})).collect::<Vec<_>>()}),
+    ] {
+        let r = batch(&p, local, &bad.to_string());
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        assert!(r.json()["message"].as_str().unwrap().starts_with("Batch request creation failed"), "{}", r.text());
+    }
+    // Another method: Tyk's handler writes nothing, an empty 200.
+    let r = p.get("/b/tyk/batch/", "");
+    assert_eq!((r.status, r.body.len()), (200, 0));
+    // Without enable_batch_request_support the path is the API's like any other.
+    let p2 = builder().app("k", keyless_api("k", "/k/", &up.url(), "", "")).start();
+    assert_eq!(p2.get("/k/tyk/batch/", "").status, 404, "the upstream's answer, not a batch");
+}

@@ -47,6 +47,40 @@ impl Conn {
         Ok(Conn { r: BufReader::new(s) })
     }
 
+    /// Connects to an IPv4 `addr` from the loopback address `from` (any of 127.0.0.0/8), so
+    /// the proxy sees a client other than 127.0.0.1.
+    pub fn connect_from(addr: SocketAddr, from: std::net::Ipv4Addr) -> io::Result<Conn> {
+        use std::os::fd::FromRawFd as _;
+        let SocketAddr::V4(to) = addr else { return Err(io::Error::other("IPv4 only")) };
+        let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: a new socket we own; the sockaddr_in structs live across the calls that read
+        // them; on failure the descriptor is closed before returning.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let s = TcpStream::from_raw_fd(fd);
+            let local = sin(from, 0);
+            if libc::bind(fd, (&raw const local).cast(), len) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let remote = sin(*to.ip(), to.port());
+            if libc::connect(fd, (&raw const remote).cast(), len) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            s.set_read_timeout(Some(Duration::from_secs(15)))?;
+            s.set_nodelay(true)?;
+            Ok(Conn { r: BufReader::new(s) })
+        }
+    }
+
     pub fn stream(&mut self) -> &mut TcpStream {
         self.r.get_mut()
     }

@@ -393,6 +393,13 @@ async fn request<'w>(
             let reply = reply_local(worker, client, bufs, meta, r.api_id, r.kind, &r.message, &r.extra, r.ov, started);
             return Box::pin(reply).await.map(Step::Answered);
         }
+        Err(Concluded::Batch(api)) => {
+            let host = head.view(data, &bufs.x.headers).host.map(|h| String::from_utf8_lossy(h).into_owned());
+            // Boxed as `dyn`: a batch serves connections (`serve`), whose future holds this one.
+            let answer: Pin<Box<dyn Future<Output = Result<Next, Failure>> + '_>> =
+                Box::pin(answer_batch(ex, client, bufs, meta, api, host.unwrap_or_default(), client_addr));
+            return answer.await.map(Step::Answered);
+        }
     };
     let mut routed = routed;
     let meta = routed.meta;
@@ -482,13 +489,85 @@ async fn request<'w>(
     Ok(Step::Forward(Request { routed, clock, _streaming, breaker }))
 }
 
-/// Checks a request body read whole (at the start of `data`) against a `validate_json` schema:
-/// `Err` with what to answer, Tyk's words (mw_validate_json.go:48-92): a body that is not JSON is
-/// 400 `JSON parsing error: ...`; one the schema refuses gets the entry's status and every
-/// error as `<field>: <what>` joined by `; ` (the wording is the `jsonschema` crate's, the shape
-/// gojsonschema's).
-fn validate_body(data: &[u8], body: BodyKind, check: &crate::config::JsonCheck) -> Result<(), (ErrorKind, String)> {
-    let bytes: std::borrow::Cow<'_, [u8]> = match body {
+/// Tyk's batch endpoint (`batch.rs`): the body read whole, the batch run, its JSON answered
+/// (then the connection closes). Tyk answers any other method than POST with an empty 200
+/// (gateway/batch_requests.go:161-164); a body that is not a batch with 400.
+async fn answer_batch(
+    ex: &Ex<'_>,
+    client: &mut TcpStream,
+    bufs: &mut Bufs,
+    meta: RequestMeta,
+    api: crate::router::ApiIndex,
+    host: String,
+    client_addr: std::net::IpAddr,
+) -> Result<Next, Failure> {
+    let (worker, snap, started) = (ex.worker, ex.snap, ex.started);
+    let spec = &snap.apis[api as usize];
+    let cfg = &snap.config.proxy;
+    bufs.client.consume(meta.head_len);
+    let mut expect = meta.expect_continue;
+    let body = if body_to_read(meta.body, bufs.client.len()) {
+        let clock = body::BodyClock::new(Instant::now(), cfg.request_body_timeout_ms, cfg.request_body_min_rate);
+        match Box::pin(buffer_body(client, bufs, meta.body, &mut expect, cfg, clock)).await {
+            Ok(true) => body_bytes(bufs.client.data(), meta.body).into_owned(),
+            Ok(false) => {
+                let e = ProxyError::new(ErrorKind::BodyTooLarge, "a batch larger than request_buffer_size");
+                record(worker, &mut bufs.x.record, &spec.api_id, meta.method, started, outcome(e.kind.code(), 0, 0, 0));
+                return Err(e.into());
+            }
+            Err(e) => {
+                record(worker, &mut bufs.x.record, &spec.api_id, meta.method, started, outcome(e.kind.code(), 0, 0, 0));
+                return Err(e.into());
+            }
+        }
+    } else {
+        body_bytes(bufs.client.data(), meta.body).into_owned()
+    };
+    let (code, json) = if meta.method != Method::Post {
+        (200, Vec::new())
+    } else {
+        let peer = std::net::SocketAddr::new(client_addr, 0);
+        match super::batch::run(bufs.worker.clone(), snap, &spec.listen_path, &host, peer, &body).await {
+            Ok(json) => (200, json),
+            Err(refused) => {
+                tracing::debug!(api = %spec.api_id, error = %refused.message(), "batch request refused");
+                (
+                    400,
+                    serde_json::to_vec(&serde_json::json!({"status": "error", "message": refused.message()}))
+                        .unwrap_or_default(),
+                )
+            }
+        }
+    };
+    let out = &mut bufs.x.out;
+    out.clear();
+    let reason = if code == 200 { "OK" } else { "Bad Request" };
+    out.extend_from_slice(format!("HTTP/1.1 {code} {reason}\r\n").as_bytes());
+    if !json.is_empty() {
+        out.extend_from_slice(b"Content-Type: application/json\r\n");
+    }
+    out.extend_from_slice(format!("Content-Length: {}\r\nConnection: close\r\n\r\n", json.len()).as_bytes());
+    out.extend_from_slice(&json);
+    let out_len = out.len() as u64;
+    let written = write_vec(client, out).await;
+    record(
+        worker,
+        &mut bufs.x.record,
+        &spec.api_id,
+        meta.method,
+        started,
+        outcome(code, meta.head_len as u64, out_len, 0),
+    );
+    written.map_err(|e| Failure {
+        err: ProxyError::io(ErrorKind::ClientIo, "writing a batch response", e),
+        responded: true,
+    })?;
+    Ok(Next::Close)
+}
+
+/// A body read whole (at the start of `data`), decoded from its framing.
+fn body_bytes(data: &[u8], body: BodyKind) -> std::borrow::Cow<'_, [u8]> {
+    match body {
         BodyKind::Length(n) => data.get(..n as usize).unwrap_or(data).into(),
         BodyKind::Chunked => {
             let mut scanner = portcullis_http1::chunked::ChunkedScanner::default();
@@ -497,7 +576,16 @@ fn validate_body(data: &[u8], body: BodyKind, check: &crate::config::JsonCheck) 
             out.into()
         }
         BodyKind::None | BodyKind::UntilClose => (&[][..]).into(),
-    };
+    }
+}
+
+/// Checks a request body read whole (at the start of `data`) against a `validate_json` schema:
+/// `Err` with what to answer, Tyk's words (mw_validate_json.go:48-92): a body that is not JSON is
+/// 400 `JSON parsing error: ...`; one the schema refuses gets the entry's status and every
+/// error as `<field>: <what>` joined by `; ` (the wording is the `jsonschema` crate's, the shape
+/// gojsonschema's).
+fn validate_body(data: &[u8], body: BodyKind, check: &crate::config::JsonCheck) -> Result<(), (ErrorKind, String)> {
+    let bytes = body_bytes(data, body);
     let bad = |m: String| (ErrorKind::Denied(crate::auth::Refusal::BadRequest), m);
     let value: serde_json::Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
@@ -576,6 +664,8 @@ struct LocalReply<'a> {
 enum Concluded<'a> {
     Reply(LocalReply<'a>),
     Failed(ProxyError),
+    /// Tyk's batch endpoint of this API (`batch.rs`); its record begun.
+    Batch(crate::router::ApiIndex),
 }
 
 /// The routed request, or the reply to send instead (its record begun and its refusal counted).
@@ -591,6 +681,11 @@ fn conclude<'a>(
 ) -> Result<phase::Routed, Concluded<'a>> {
     let (api, kind, message, extra, flag) = match decided.map_err(Concluded::Failed)? {
         Decided::Phases(phase::Outcome::Routed(r)) => return Ok(r),
+        Decided::Phases(phase::Outcome::Batch(api)) => {
+            let spec = &snap.apis[api as usize];
+            begin_refused_record(worker, snap, data, meta, client_ip, spec, path, rec);
+            return Err(Concluded::Batch(api));
+        }
         Decided::Phases(phase::Outcome::NoRoute) => {
             let message = "no API matches this request".into();
             return Err(Concluded::Reply(LocalReply {

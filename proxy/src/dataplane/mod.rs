@@ -7,6 +7,7 @@
 //! loop relays to its connections through a [`LocalShutdown`].
 
 mod accept;
+mod batch;
 pub mod body;
 mod conn;
 pub mod error;

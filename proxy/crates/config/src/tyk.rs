@@ -58,6 +58,9 @@ pub struct ApiSpec {
         Vec<(portcullis_policy::path_rule::PathRule, Arc<portcullis_policy::limit::breaker::Breaker>)>,
     /// `validate_json`: request bodies of matching requests checked against a JSON schema.
     pub validate_json: Vec<(portcullis_policy::path_rule::PathRule, super::tyk_auth::JsonCheck)>,
+    /// `enable_batch_request_support`: `POST <listen path>/tyk/batch/` runs a batch of requests
+    /// to this API (`dataplane/batch.rs`).
+    pub batch_requests: bool,
 }
 
 impl ApiSpec {
@@ -134,7 +137,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("/use_go_plugin_auth", "Go plugin auth"),
     ("/enable_coprocess_auth", "coprocess auth"),
     ("/internal", "internal-only APIs"),
-    ("/enable_batch_request_support", "batch requests"),
     ("/CORS/enable", "CORS handling"),
     ("/custom_middleware/pre", "custom middleware"),
     ("/custom_middleware/post", "custom middleware"),
@@ -340,6 +342,7 @@ pub(super) fn parse_api(
         return Err(errs);
     }
     let plain = auth.is_plain() && limits.is_empty() && validate_json.is_empty() && circuit_breakers.is_empty();
+    let batch_requests = json.get("enable_batch_request_support").is_some_and(super::truthy);
     Ok(Parsed::Api(ApiSpec {
         definition: Arc::new(json),
         limits,
@@ -360,6 +363,7 @@ pub(super) fn parse_api(
         do_not_track_endpoints,
         validate_json,
         circuit_breakers,
+        batch_requests,
     }))
 }
 

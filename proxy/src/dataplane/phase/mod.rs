@@ -50,6 +50,9 @@ use authenticate::Authenticated;
 use quota::QuotaStep;
 use route::Route;
 
+/// Tyk's batch endpoint below an API's listen path.
+pub const BATCH_PATH: &str = "/tyk/batch/";
+
 /// The phases that can be resumed, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
@@ -124,6 +127,9 @@ pub enum Outcome<'a> {
     Routed(Routed),
     /// No API matches (404).
     NoRoute,
+    /// Tyk's batch endpoint of this API (`<listen path>/tyk/batch/`, `enable_batch_request_support`):
+    /// answered by `dataplane/batch.rs`, whose sub-requests each run every phase.
+    Batch(ApiIndex),
     /// Refused by IP rules, path lists, auth, quota or rate limits.
     Denied { api: ApiIndex, denial: Denial },
     /// Ask the control plane what [`Waiting::need`] names, then [`resume`].
@@ -165,6 +171,11 @@ pub fn start<'a>(
         Route::Api(api, path) => (api, path),
         Route::NoRoute => return Ok(("", Outcome::NoRoute)),
     };
+    // Like Tyk's route for it (gateway/server.go:1066-1070), outside the API's middleware: the
+    // batch itself is not checked, each of its requests is.
+    if snap.apis[api as usize].batch_requests && snap.apis[api as usize].rel_path(path) == BATCH_PATH {
+        return Ok((path, Outcome::Batch(api)));
+    }
     let mut gate = Gate { api, path, allowed: Allowed::default(), rate: None };
     Ok(match run(Phase::Access, &mut gate, req, snap, env, out)? {
         Step::Done(o) => (path, o),

@@ -54,6 +54,7 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
         do_not_track_endpoints: Vec::new(),
         validate_json: Vec::new(),
         circuit_breakers: Vec::new(),
+        batch_requests: false,
     }
 }
 
@@ -75,6 +76,7 @@ enum Prepared {
     Partial,
     Routed(Routed),
     NoRoute,
+    Batch,
     Denied(#[allow(dead_code, reason = "shown by Debug in failures")] crate::auth::Denial),
     Need(#[allow(dead_code, reason = "shown by Debug in failures")] Need),
 }
@@ -98,6 +100,7 @@ fn prep(snap: &Snapshot, req: &str) -> (Result<Prepared, ProxyError>, String) {
     let r = start(&view, snap, &mut path, &mut env, &mut out).map(|(_, o)| match o {
         Outcome::Routed(r) => Prepared::Routed(r),
         Outcome::NoRoute => Prepared::NoRoute,
+        Outcome::Batch(_) => Prepared::Batch,
         Outcome::Denied { denial, .. } => Prepared::Denied(denial),
         Outcome::Waiting(mut w) => Prepared::Need(w.need.take().expect("a need")),
     });
@@ -116,6 +119,26 @@ fn bad(snap: &Snapshot, req: &str) -> ErrorKind {
         Err(e) => e.kind,
         other => panic!("expected an error, got {other:?} for {req:?}"),
     }
+}
+
+/// Tyk's batch endpoint is `<listen path>/tyk/batch/` of an API that enables it, on the
+/// canonical path; anywhere else, and on other APIs, it is a path like any other.
+#[test]
+fn the_batch_path_routes_to_the_batch_only_where_enabled() {
+    let mut batch = api("/b", "", true, false);
+    batch.batch_requests = true;
+    let snap = snapshot(vec![batch]);
+    for req in
+        ["POST /b/tyk/batch/ HTTP/1.1\r\nHost: gw\r\n\r\n", "POST /b/x/../tyk/batch/ HTTP/1.1\r\nHost: gw\r\n\r\n"]
+    {
+        assert!(matches!(prep(&snap, req).0, Ok(Prepared::Batch)), "{req}");
+    }
+    for req in ["POST /b/tyk/batch HTTP/1.1\r\nHost: gw\r\n\r\n", "POST /b/v1/tyk/batch/ HTTP/1.1\r\nHost: gw\r\n\r\n"]
+    {
+        assert!(matches!(prep(&snap, req).0, Ok(Prepared::Routed(_))), "{req}");
+    }
+    let snap = snapshot(vec![api("/b", "", true, false)]);
+    assert!(matches!(prep(&snap, "POST /b/tyk/batch/ HTTP/1.1\r\nHost: gw\r\n\r\n").0, Ok(Prepared::Routed(_))));
 }
 
 #[test]

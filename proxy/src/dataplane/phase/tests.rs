@@ -17,6 +17,7 @@ fn snapshot(apis: Vec<ApiSpec>) -> Snapshot {
     Snapshot {
         config: Config::default(),
         apis,
+        versions: Vec::new(),
         router,
         generation: 1,
         policies: Default::default(),
@@ -53,6 +54,7 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
         do_not_track_endpoints: Vec::new(),
         validate_json: Vec::new(),
         circuit_breakers: Vec::new(),
+        versioning: None,
     }
 }
 

@@ -201,7 +201,10 @@ fn load(config: Config, generation: u64, fetch: JwksFetch<'_>, fs: Files<'_>) ->
 
     let (policies, policy_sources) = load_policies(&config.apps.policies, fs, &mut errs);
     let policies = Arc::new(Arc::unwrap_or_clone(policies).with_matching(config.apps.path_matching()));
-    (Snapshot { config, apis: kept, versions: all_versions, router, generation, policies, policy_sources, skipped }, errs)
+    (
+        Snapshot { config, apis: kept, versions: all_versions, router, generation, policies, policy_sources, skipped },
+        errs,
+    )
 }
 
 /// The `api_id` of a definition that was refused, if its JSON gets that far.

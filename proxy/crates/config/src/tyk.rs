@@ -189,9 +189,7 @@ pub(super) enum Parsed {
     /// An API, and the versions of a versioned one (see [`ApiSpec::versioning`]).
     Api(ApiSpec, Vec<ApiSpec>),
     /// `active: false`: skipped (and listed; Tyk would load it).
-    Inactive {
-        api_id: String,
-    },
+    Inactive { api_id: String },
 }
 
 /// Parses and validates one API definition. Returns every problem found in it.
@@ -629,15 +627,47 @@ mod tests {
         let cases = [
             (versioned(TWO, r#"{"location": "path"}"#), "definition.location", "path"),
             (versioned(TWO, r#"{"location": "header", "key": 5}"#), "definition.key", "5"),
-            (versioned(TWO, r#"{"location": "url", "url_versioning_pattern": "v("}"#), "definition.url_versioning_pattern", "v("),
-            (versioned(TWO, r#"{"location": "url", "strip_versioning_data": "yes"}"#), "definition.strip_versioning_data", "\"yes\""),
-            (versioned(&one(r#"{"name": "v1", "expires": "2080-07-28T15:00:00Z"}"#), "{}"), "version_data.versions.v1.expires", "2080-07-28T15:00:00Z"),
-            (versioned(&one(r#"{"name": "v1", "expires": "2023-02-29 10:00"}"#), "{}"), "version_data.versions.v1.expires", "2023-02-29 10:00"),
-            (versioned(&one(r#"{"name": "v1", "expires": 1700000000}"#), "{}"), "version_data.versions.v1.expires", "1700000000"),
-            (versioned(&one(r#"{"name": "v1", "override_target": "https://example.com"}"#), "{}"), "version_data.versions.v1.override_target", "https://example.com"),
+            (
+                versioned(TWO, r#"{"location": "url", "url_versioning_pattern": "v("}"#),
+                "definition.url_versioning_pattern",
+                "v(",
+            ),
+            (
+                versioned(TWO, r#"{"location": "url", "strip_versioning_data": "yes"}"#),
+                "definition.strip_versioning_data",
+                "\"yes\"",
+            ),
+            (
+                versioned(&one(r#"{"name": "v1", "expires": "2080-07-28T15:00:00Z"}"#), "{}"),
+                "version_data.versions.v1.expires",
+                "2080-07-28T15:00:00Z",
+            ),
+            (
+                versioned(&one(r#"{"name": "v1", "expires": "2023-02-29 10:00"}"#), "{}"),
+                "version_data.versions.v1.expires",
+                "2023-02-29 10:00",
+            ),
+            (
+                versioned(&one(r#"{"name": "v1", "expires": 1700000000}"#), "{}"),
+                "version_data.versions.v1.expires",
+                "1700000000",
+            ),
+            (
+                versioned(&one(r#"{"name": "v1", "override_target": "https://example.com"}"#), "{}"),
+                "version_data.versions.v1.override_target",
+                "https://example.com",
+            ),
             (versioned(r#"{"not_versioned": false, "versions": {}}"#, "{}"), "version_data.versions", "{}"),
-            (versioned(r#"{"not_versioned": "false", "versions": {"v1": {}}}"#, "{}"), "version_data.not_versioned", "\"false\""),
-            (versioned(r#"{"not_versioned": false, "versions": {"a": {"name": "x"}, "b": {"name": "x"}}}"#, "{}"), "version_data.versions.b.name", "x"),
+            (
+                versioned(r#"{"not_versioned": "false", "versions": {"v1": {}}}"#, "{}"),
+                "version_data.not_versioned",
+                "\"false\"",
+            ),
+            (
+                versioned(r#"{"not_versioned": false, "versions": {"a": {"name": "x"}, "b": {"name": "x"}}}"#, "{}"),
+                "version_data.versions.b.name",
+                "x",
+            ),
             (versioned(TWO, r#"{"enabled": true, "location": "header", "key": "k"}"#), "definition.enabled", "true"),
         ];
         for (json, field, value) in cases {

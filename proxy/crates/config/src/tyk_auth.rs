@@ -688,7 +688,11 @@ pub(super) fn parse_limits(
             for_each_path_entry(&mut cx, &ptr, |cx, field, e, rule| match rate_of(cx, field, e) {
                 Some(r) => {
                     let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
-                    let bucket = portcullis_policy::limit::limit_key(&[text("method").as_bytes(), b":", text("path").as_bytes()]);
+                    let bucket = portcullis_policy::limit::limit_key(&[
+                        text("method").as_bytes(),
+                        b":",
+                        text("path").as_bytes(),
+                    ]);
                     l.endpoints.push((rule, r, bucket))
                 }
                 None => cx.err(field, super::brief(e), "rate and per are required"),

@@ -60,7 +60,7 @@ pub(super) fn check_names(file: &std::path::Path, json: &Value, errs: &mut Vec<C
         if let Some((other, _)) = seen.iter().find(|(_, n)| *n == name) {
             errs.push(ConfigError::new(
                 file,
-                &format!("version_data.versions.{key}.name"),
+                format!("version_data.versions.{key}.name"),
                 name,
                 format!("version {other:?} has the same name: Tyk would serve both with the lists of one of them"),
             ));
@@ -130,8 +130,7 @@ pub(super) fn parse(file: &std::path::Path, json: &Value, errs: &mut Vec<ConfigE
     let slug = string(&mut err, "/slug");
     let default = string(&mut err, "/version_data/default_version");
 
-    let Some(map) = json.pointer("/version_data/versions").and_then(Value::as_object).filter(|m| !m.is_empty())
-    else {
+    let Some(map) = json.pointer("/version_data/versions").and_then(Value::as_object).filter(|m| !m.is_empty()) else {
         let v = json.pointer("/version_data/versions").map(brief).unwrap_or_default();
         err(
             "version_data.versions",
@@ -152,7 +151,11 @@ pub(super) fn parse(file: &std::path::Path, json: &Value, errs: &mut Vec<ConfigE
                 None => {
                     // Tyk loads it and refuses every request to the version, "Could not parse
                     // expiry date, disallow" (apidef/api_definitions.go:1431-1433).
-                    err(&field("expires"), s.clone(), "must be a date as Tyk writes it, \"2006-01-02 15:04\" (UTC), or \"\" / \"-1\" for never");
+                    err(
+                        &field("expires"),
+                        s.clone(),
+                        "must be a date as Tyk writes it, \"2006-01-02 15:04\" (UTC), or \"\" / \"-1\" for never",
+                    );
                     None
                 }
             },
@@ -247,9 +250,19 @@ mod tests {
         assert_eq!(parse_expiry("2080-07-28 15:00"), Some(3_489_404_400));
         assert_eq!(parse_expiry("2024-02-29 23:59"), Some(1_709_251_140));
         assert_eq!(parse_expiry("2024-02-29 9:05"), Some(1_709_197_500), "Go's `15` takes one digit too");
-        for bad in ["2023-02-29 10:00", "2024-13-01 10:00", "2024-1-01 10:00", "2024-01-01 24:00", "2024-01-01 10:60",
-            "2024-01-01T10:00", "2024-01-01 10:00:00", "2024-01-01", "24-01-01 10:00", "2024-01-01 10:0", "x"]
-        {
+        for bad in [
+            "2023-02-29 10:00",
+            "2024-13-01 10:00",
+            "2024-1-01 10:00",
+            "2024-01-01 24:00",
+            "2024-01-01 10:60",
+            "2024-01-01T10:00",
+            "2024-01-01 10:00:00",
+            "2024-01-01",
+            "24-01-01 10:00",
+            "2024-01-01 10:0",
+            "x",
+        ] {
             assert_eq!(parse_expiry(bad), None, "{bad}");
         }
     }

@@ -174,8 +174,7 @@ pub fn query_value<'q>(query: &'q str, name: &str) -> Option<Cow<'q, [u8]>> {
 /// none is left. What Tyk forwards of a URL-parameter versioned request with
 /// `strip_versioning_data` (api_definition.go:2307-2314).
 pub fn query_encoded_without(query: &str, name: &str) -> String {
-    let mut pairs: Vec<(Cow<'_, [u8]>, Cow<'_, [u8]>)> =
-        go_query(query).filter(|(k, _)| **k != *name.as_bytes()).collect();
+    let mut pairs: Vec<Pair<'_>> = go_query(query).filter(|(k, _)| **k != *name.as_bytes()).collect();
     if pairs.is_empty() {
         return String::new();
     }
@@ -269,7 +268,13 @@ mod tests {
         }
     }
 
-    fn at(v: &Versioning, headers: &[(&str, &str)], query: &str, path: &str, now: u64) -> Result<Resolved, VersionError> {
+    fn at(
+        v: &Versioning,
+        headers: &[(&str, &str)],
+        query: &str,
+        path: &str,
+        now: u64,
+    ) -> Result<Resolved, VersionError> {
         let h = HeaderList::new(&headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect::<Vec<_>>());
         v.resolve(h.view(), query, path, "/api".len(), || now)
     }

@@ -164,7 +164,7 @@ pub fn start<'a>(
     let (api, path) = match route::route(snap, req, path_buf, env.now)? {
         Route::Api(api, path) => (api, path),
         Route::Refused(api, path, denial) => return Ok((path, Outcome::Denied { api, denial })),
-        Route::NoRoute => return Ok(("", Outcome::NoRoute)),
+        Route::Unrouted => return Ok(("", Outcome::NoRoute)),
     };
     let mut gate = Gate { api, path, allowed: Allowed::default(), rate: None };
     Ok(match run(Phase::Access, &mut gate, req, snap, env, out)? {

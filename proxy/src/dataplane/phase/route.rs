@@ -21,7 +21,7 @@ pub(crate) enum Route<'a> {
     /// A versioned API that has no version for the request (Tyk's 403s).
     Refused(ApiIndex, &'a str, Denial),
     /// No API matches (or the target has no path to route: `*`, authority form).
-    NoRoute,
+    Unrouted,
 }
 
 /// Routes `req`. A path that is not already canonical, or that loses its version segment, is
@@ -34,14 +34,14 @@ pub(crate) fn route<'a>(
     now: &dyn Fn() -> u64,
 ) -> Result<Route<'a>, ProxyError> {
     if req.head.form == TargetForm::Other {
-        return Ok(Route::NoRoute);
+        return Ok(Route::Unrouted);
     }
     let mut path: Cow<'a, str> = match path::canonical(req.raw_path) {
         Ok(p) => p,
         Err(e) => return Err(ProxyError::new(ErrorKind::BadRequest, e)),
     };
     let Some(mut api) = snap.router.lookup(req.host, &path) else {
-        return Ok(Route::NoRoute);
+        return Ok(Route::Unrouted);
     };
     let spec = snap.api(api);
     let mut refused = None;

@@ -158,7 +158,7 @@ fn construct(snap: &Snapshot, listen_path: &str, host: &str, r: &RequestDefiniti
     let path = target.split('?').next().unwrap_or("");
     if let Ok(canon) = portcullis_http1::path::canonical(path) {
         if let Some(api) = snap.router.lookup(Some(host.as_bytes()), &canon) {
-            let spec = &snap.apis[api as usize];
+            let spec = snap.api(api);
             if spec.batch_requests && spec.rel_path(&canon) == super::phase::BATCH_PATH {
                 return Err("a batch request inside a batch".into());
             }

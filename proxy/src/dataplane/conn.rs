@@ -254,7 +254,7 @@ async fn exchange(
     // upstream is not contacted; an upstream error or a 5xx counts as a failure.
     if let Some(b) = &req.breaker {
         if !b.ready(wall_ms()) {
-            let api = &snap.apis[req.routed.api as usize];
+            let api = snap.api(req.routed.api);
             let code = ErrorKind::CircuitOpen.code();
             record(worker, &mut bufs.x.record, &api.api_id, req.meta().method, started, outcome(code, 0, 0, 0));
             return Err(ProxyError::new(ErrorKind::CircuitOpen, "circuit breaker open").into());
@@ -403,7 +403,7 @@ async fn request<'w>(
     };
     let mut routed = routed;
     let meta = routed.meta;
-    let api = &snap.apis[routed.api as usize];
+    let api = snap.api(routed.api);
     // For an upstream failure of this exchange, answered after the phases (`respond_error`).
     x.overrides = api.error_overrides.clone();
     let target = &api.targets[routed.target];
@@ -502,7 +502,7 @@ async fn answer_batch(
     client_addr: std::net::IpAddr,
 ) -> Result<Next, Failure> {
     let (worker, snap, started) = (ex.worker, ex.snap, ex.started);
-    let spec = &snap.apis[api as usize];
+    let spec = snap.api(api);
     let cfg = &snap.config.proxy;
     bufs.client.consume(meta.head_len);
     let mut expect = meta.expect_continue;
@@ -682,7 +682,7 @@ fn conclude<'a>(
     let (api, kind, message, extra, flag) = match decided.map_err(Concluded::Failed)? {
         Decided::Phases(phase::Outcome::Routed(r)) => return Ok(r),
         Decided::Phases(phase::Outcome::Batch(api)) => {
-            let spec = &snap.apis[api as usize];
+            let spec = snap.api(api);
             begin_refused_record(worker, snap, data, meta, client_ip, spec, path, rec);
             return Err(Concluded::Batch(api));
         }
@@ -697,7 +697,7 @@ fn conclude<'a>(
             }));
         }
         Decided::Phases(phase::Outcome::Denied { api, denial }) => {
-            let spec = &snap.apis[api as usize];
+            let spec = snap.api(api);
             {
                 let mut st = worker.stats.borrow_mut();
                 if denial.kind == crate::auth::Refusal::TooManyRequests {
@@ -728,7 +728,7 @@ fn conclude<'a>(
         }
         Decided::Unavailable { api, msg } => (api, ErrorKind::AuthUnavailable, msg.into(), Vec::new(), None),
     };
-    let spec = &snap.apis[api as usize];
+    let spec = snap.api(api);
     let ov = spec.error_overrides.as_deref().and_then(|o| o.find(kind.code(), flag, &message));
     begin_refused_record(worker, snap, data, meta, client_ip, spec, path, rec);
     Err(Concluded::Reply(LocalReply { api_id: &spec.api_id, kind, message, extra, ov }))
@@ -805,7 +805,7 @@ async fn forward(
     let routed = &req.routed;
     let meta = *req.meta();
     let clock = req.clock;
-    let api = &snap.apis[routed.api as usize];
+    let api = snap.api(routed.api);
     let target = &api.targets[routed.target];
     let done = |rec: &mut Vec<u8>, o: Outcome| record(worker, rec, &api.api_id, meta.method, started, o);
     let addr = match target.addr {
@@ -927,7 +927,7 @@ async fn respond(
     let cfg = &snap.config.proxy;
     let routed = &req.routed;
     let meta = *req.meta();
-    let api = &snap.apis[routed.api as usize];
+    let api = snap.api(routed.api);
     let done = |rec: &mut Vec<u8>, o: Outcome| record(worker, rec, &api.api_id, meta.method, started, o);
     let Forwarded { _slot, mut up, head, body_bytes, up_started, head_read } = fwd;
     let up_us = |t: Option<Instant>| t.map_or(0, |t| t.elapsed().as_micros() as u64);
@@ -1437,7 +1437,7 @@ async fn resolve_target(
             return addr.ok_or_else(lookup_failed);
         }
     }
-    let target = &snap.apis[api as usize].targets[index];
+    let target = &snap.api(api).targets[index];
     let answer = worker.keys.resolve(&target.host, target.port).await;
     let ttl = Duration::from_secs(snap.config.proxy.dns_ttl_secs);
     let (addr, keep) = match &answer {

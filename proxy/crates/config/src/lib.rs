@@ -20,6 +20,7 @@ mod tyk_auth;
 mod tyk_errors;
 mod tyk_policy;
 mod tyk_session;
+mod tyk_version;
 
 pub use edit::{is_safe_id, plan, Change, FileEdit, PlanError, MAX_ID_BYTES};
 pub use env::apply_env_overrides;

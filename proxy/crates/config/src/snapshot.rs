@@ -22,7 +22,11 @@ use super::{ApiSpec, Config, ConfigError, JwksFetch};
 #[derive(Debug)]
 pub struct Snapshot {
     pub config: Config,
+    /// One per loaded definition.
     pub apis: Vec<ApiSpec>,
+    /// The versions of the versioned APIs, each compiled as an API of its own: [`Snapshot::api`]
+    /// numbers them after `apis` (a versioned API's `Versioning` names their indices).
+    pub versions: Vec<ApiSpec>,
     pub router: Router,
     /// Increases by one per successful load; shown by `/hello` and `/tyk/reload`.
     pub generation: u64,
@@ -62,6 +66,17 @@ pub struct PolicySource {
 }
 
 impl Snapshot {
+    /// The API a route or a version resolved to: a loaded definition, or one version of a
+    /// versioned one.
+    #[inline]
+    pub fn api(&self, index: crate::router::ApiIndex) -> &ApiSpec {
+        let i = index as usize;
+        match self.apis.get(i) {
+            Some(a) => a,
+            None => &self.versions[i - self.apis.len()],
+        }
+    }
+
     /// Whether `e` is about a definition file this snapshot skipped (as opposed to the policies
     /// file or the config itself).
     pub fn skips(&self, e: &ConfigError) -> bool {
@@ -101,7 +116,7 @@ fn load(config: Config, generation: u64, fetch: JwksFetch<'_>, fs: Files<'_>) ->
             });
         }
     };
-    let mut apis: Vec<ApiSpec> = Vec::new();
+    let mut apis: Vec<(ApiSpec, Vec<ApiSpec>)> = Vec::new();
     for file in api_files(&config.apps.dir, fs, &mut errs) {
         let text = match fs.read(&file) {
             Ok(t) => t,
@@ -113,22 +128,24 @@ fn load(config: Config, generation: u64, fetch: JwksFetch<'_>, fs: Files<'_>) ->
             }
         };
         match parse_api(&file, &text, fetch, config.apps.path_matching()) {
-            Ok(Parsed::Api(mut spec)) => {
-                if spec.limits.ip.is_none() {
-                    if let Some(r) =
-                        portcullis_policy::limit::Rate::new(config.limits.ip_rate, config.limits.ip_per, 1.0)
-                    {
-                        spec.limits.ip = Some(r);
-                        spec.plain = false;
+            Ok(Parsed::Api(mut spec, mut versions)) => {
+                for spec in std::iter::once(&mut spec).chain(versions.iter_mut()) {
+                    if spec.limits.ip.is_none() {
+                        if let Some(r) =
+                            portcullis_policy::limit::Rate::new(config.limits.ip_rate, config.limits.ip_per, 1.0)
+                        {
+                            spec.limits.ip = Some(r);
+                            spec.plain = false;
+                        }
                     }
                 }
-                if let Some(other) = apis.iter().find(|a| a.api_id == spec.api_id) {
+                if let Some((other, _)) = apis.iter().find(|(a, _)| a.api_id == spec.api_id) {
                     let e = ConfigError::new(&file, "api_id", &spec.api_id, format!("already used by {}", other.file));
                     skip(&mut skipped, &e, &spec.api_id);
                     errs.push(e);
                     continue;
                 }
-                apis.push(spec);
+                apis.push((spec, versions));
             }
             Ok(Parsed::Inactive { api_id }) => {
                 tracing::info!(file = %file.display(), api_id, "skipping API: active is false");
@@ -151,10 +168,14 @@ fn load(config: Config, generation: u64, fetch: JwksFetch<'_>, fs: Files<'_>) ->
     }
 
     let mut router = Router::default();
-    let mut kept = Vec::with_capacity(apis.len());
-    for spec in apis {
+    let mut kept: Vec<ApiSpec> = Vec::with_capacity(apis.len());
+    let mut kept_versions = Vec::new();
+    for (spec, versions) in apis {
         match router.add(spec.domain.as_deref(), &spec.listen_path, kept.len() as u32) {
-            Ok(()) => kept.push(spec),
+            Ok(()) => {
+                kept.push(spec);
+                kept_versions.push(versions);
+            }
             Err(dup) => {
                 let other: &ApiSpec = &kept[dup.existing as usize];
                 let e = ConfigError::new(
@@ -169,10 +190,35 @@ fn load(config: Config, generation: u64, fetch: JwksFetch<'_>, fs: Files<'_>) ->
         }
     }
 
+    // The versions go after the APIs: a version's index is its place there.
+    let mut all_versions = Vec::new();
+    let n = kept.len();
+    for (spec, versions) in kept.iter_mut().zip(kept_versions) {
+        if let Some(v) = spec.versioning.as_deref_mut() {
+            for version in &mut v.versions {
+                version.index += (n + all_versions.len()) as u32;
+            }
+        }
+        all_versions.extend(versions);
+    }
+
     let (policies, policy_sources) = load_policies(&config.apps.policies, fs, &mut errs);
     let policies = Arc::new(Arc::unwrap_or_clone(policies).with_matching(config.apps.path_matching()));
     let tyk_key_hashes = config.auth.tyk_key_hashes.iter().filter_map(|n| TykHash::parse(n)).collect();
-    (Snapshot { config, apis: kept, router, generation, policies, policy_sources, skipped, tyk_key_hashes }, errs)
+    (
+        Snapshot {
+            config,
+            apis: kept,
+            versions: all_versions,
+            router,
+            generation,
+            policies,
+            policy_sources,
+            skipped,
+            tyk_key_hashes,
+        },
+        errs,
+    )
 }
 
 /// The `api_id` of a definition that was refused, if its JSON gets that far.

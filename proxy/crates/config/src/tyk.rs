@@ -15,7 +15,7 @@ use serde_json::Value;
 use portcullis_policy::auth::ApiAuth;
 
 use super::brief;
-use super::tyk_auth::{parse_auth, JwksFetch};
+use super::tyk_auth::{parse_auth, parse_version_auth, JwksFetch, Pick};
 use super::ConfigError;
 
 /// One routable API, validated.
@@ -61,6 +61,13 @@ pub struct ApiSpec {
     /// `enable_batch_request_support`: `POST <listen path>/tyk/batch/` runs a batch of requests
     /// to this API (`dataplane/batch.rs`).
     pub batch_requests: bool,
+    /// A versioned API (`version_data.not_versioned` false or absent): how a request's version
+    /// is found. Each version is an `ApiSpec` of its own (its lists, limits, target; the
+    /// snapshot's [`crate::Snapshot::api`] at [`Version::index`]) that the route phase serves
+    /// the request as; this one serves none itself. `None`: not versioned.
+    ///
+    /// [`Version::index`]: portcullis_policy::version::Version::index
+    pub versioning: Option<Box<portcullis_policy::version::Versioning>>,
 }
 
 impl ApiSpec {
@@ -137,6 +144,9 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("/use_go_plugin_auth", "Go plugin auth"),
     ("/enable_coprocess_auth", "coprocess auth"),
     ("/internal", "internal-only APIs"),
+    // Versions as APIs of their own (the base API names them by id); classic `version_data`
+    // versioning is supported.
+    ("/definition/enabled", "versioning by separate APIs (definition.enabled)"),
     ("/CORS/enable", "CORS handling"),
     ("/custom_middleware/pre", "custom middleware"),
     ("/custom_middleware/post", "custom middleware"),
@@ -150,7 +160,7 @@ const UNSUPPORTED: &[(&str, &str)] = &[
 
 /// Per-version keys that are not implemented yet (paths, transforms, per-endpoint behaviour).
 const UNSUPPORTED_VERSION_KEYS: &[&str] =
-    &["global_response_headers", "global_response_headers_remove", "ignore_endpoint_case", "override_target"];
+    &["global_response_headers", "global_response_headers_remove", "ignore_endpoint_case"];
 
 /// Extended-path middleware Portcullis implements.
 const SUPPORTED_EXTENDED: &[&str] = &[
@@ -178,11 +188,10 @@ const SUPPORTED_EXTENDED: &[&str] = &[
 #[derive(Debug)]
 #[expect(clippy::large_enum_variant, reason = "one per definition file at load, moved into the snapshot at once")]
 pub(super) enum Parsed {
-    Api(ApiSpec),
+    /// An API, and the versions of a versioned one (see [`ApiSpec::versioning`]).
+    Api(ApiSpec, Vec<ApiSpec>),
     /// `active: false`: skipped (and listed; Tyk would load it).
-    Inactive {
-        api_id: String,
-    },
+    Inactive { api_id: String },
 }
 
 /// Parses and validates one API definition. Returns every problem found in it.
@@ -278,22 +287,22 @@ pub(super) fn parse_api(
             }
         }
     }
-    // Tyk reads a missing `not_versioned` as false: the API is versioned, and with no version
-    // in the request and no `default_version` every request is 403 "Version information not
-    // found" (api_definition.go:2413-2462). Serving it unversioned would grant more than Tyk.
-    match json.pointer("/version_data/not_versioned") {
-        Some(Value::Bool(true)) => {}
-        Some(v) => errs.push(err(
-            "version_data.not_versioned",
-            brief(v),
-            "API versioning is not supported yet; set not_versioned to true".into(),
-        )),
-        None => errs.push(err(
-            "version_data.not_versioned",
-            String::new(),
-            "is required (true): without it Tyk treats the API as versioned, which is not supported yet".into(),
-        )),
-    }
+    // Tyk reads a missing `not_versioned` as false: the API is versioned (api_definition.go:2413-2462).
+    let versioned = super::tyk_version::is_versioned(file, &json, &mut errs);
+    super::tyk_version::check_names(file, &json, &mut errs);
+    let plan = match versioned {
+        Some(true) => super::tyk_version::parse(file, &json, &mut errs),
+        _ => {
+            let versions = json.pointer("/version_data/versions").and_then(Value::as_object);
+            for (vname, v) in versions.into_iter().flatten() {
+                if let Some(t) = v.get("override_target").filter(|t| super::truthy(t)) {
+                    tracing::warn!(file = %file.display(), field = %format!("version_data.versions.{vname}.override_target"),
+                        value = %brief(t), "ignored on a non-versioned API, as Tyk ignores it (api_loader.go:367-373)");
+                }
+            }
+            None
+        }
+    };
 
     let domain = match normalise_domain(&raw.domain) {
         Ok(d) => d,
@@ -332,18 +341,23 @@ pub(super) fn parse_api(
         }
     }
 
-    let auth = parse_auth(file, &json, fetch, matching, &mut errs);
-    let limits = super::tyk_auth::parse_limits(file, &json, matching, &mut errs);
+    let mut auth = parse_auth(file, &json, fetch, matching, &mut errs);
+    let base_pick = if versioned == Some(false) { Pick::Default } else { Pick::None };
+    parse_version_auth(file, &json, matching, base_pick, &mut errs, &mut auth);
+    let limits = super::tyk_auth::parse_limits(file, &json, matching, base_pick, &mut errs);
     let error_overrides = super::tyk_errors::parse(file, &json, &mut errs).map(Arc::new);
-    let (track_endpoints, do_not_track_endpoints) = super::tyk_auth::parse_tracking(file, &json, matching, &mut errs);
-    let validate_json = super::tyk_auth::parse_validate_json(file, &json, matching, &mut errs);
-    let circuit_breakers = super::tyk_auth::parse_circuit_breakers(file, &json, matching, &mut errs);
-    if !errs.is_empty() {
-        return Err(errs);
-    }
-    let plain = auth.is_plain() && limits.is_empty() && validate_json.is_empty() && circuit_breakers.is_empty();
+    let (track_endpoints, do_not_track_endpoints) =
+        super::tyk_auth::parse_tracking(file, &json, matching, base_pick, &mut errs);
+    let validate_json = super::tyk_auth::parse_validate_json(file, &json, matching, base_pick, &mut errs);
+    let circuit_breakers = super::tyk_auth::parse_circuit_breakers(file, &json, matching, base_pick, &mut errs);
+    let plain = plan.is_none()
+        && versioned == Some(false)
+        && auth.is_plain()
+        && limits.is_empty()
+        && validate_json.is_empty()
+        && circuit_breakers.is_empty();
     let batch_requests = json.get("enable_batch_request_support").is_some_and(super::truthy);
-    Ok(Parsed::Api(ApiSpec {
+    let mut base = ApiSpec {
         definition: Arc::new(json),
         limits,
         auth: Arc::new(auth),
@@ -364,7 +378,58 @@ pub(super) fn parse_api(
         validate_json,
         circuit_breakers,
         batch_requests,
-    }))
+        versioning: None,
+    };
+    let mut versions = Vec::new();
+    if let Some(plan) = plan {
+        // Each version: the API with the version's own lists, limits and target.
+        let json = Arc::clone(&base.definition);
+        for v in &plan.versions {
+            let pick = Pick::Named(&v.name);
+            let mut auth = (*base.auth).clone();
+            auth.version = Some(v.name.clone());
+            auth.strip_version_param.clone_from(&plan.strip_param);
+            parse_version_auth(file, &json, matching, pick, &mut errs, &mut auth);
+            if let Some(h) = &plan.strip_header {
+                auth.transforms.global_remove.push(h.clone());
+            }
+            let limits = super::tyk_auth::parse_limits(file, &json, matching, pick, &mut errs);
+            let (track_endpoints, do_not_track_endpoints) =
+                super::tyk_auth::parse_tracking(file, &json, matching, pick, &mut errs);
+            let validate_json = super::tyk_auth::parse_validate_json(file, &json, matching, pick, &mut errs);
+            let circuit_breakers = super::tyk_auth::parse_circuit_breakers(file, &json, matching, pick, &mut errs);
+            let targets = match &v.target {
+                None => base.targets.clone(),
+                Some((field, url)) => match parse_target(url) {
+                    Ok(t) => vec![t],
+                    Err(msg) => {
+                        errs.push(err(field, url.clone(), msg));
+                        Vec::new()
+                    }
+                },
+            };
+            let plain = auth.is_plain() && limits.is_empty() && validate_json.is_empty() && circuit_breakers.is_empty();
+            versions.push(ApiSpec {
+                auth: Arc::new(auth),
+                limits,
+                plain,
+                targets,
+                track_endpoints,
+                do_not_track_endpoints,
+                validate_json,
+                circuit_breakers,
+                ..base.clone()
+            });
+        }
+        base.versioning = Some(Box::new(plan.versioning));
+    }
+    if !errs.is_empty() {
+        // A version's parse reports the API-level problems it meets again: each once.
+        let mut seen = std::collections::HashSet::new();
+        errs.retain(|e| seen.insert(e.to_string()));
+        return Err(errs);
+    }
+    Ok(Parsed::Api(base, versions))
 }
 
 fn normalise_listen_path(p: &str) -> Result<String, String> {
@@ -448,7 +513,7 @@ mod tests {
 
     fn spec(json: &str) -> ApiSpec {
         match api(json) {
-            Ok(Parsed::Api(s)) => s,
+            Ok(Parsed::Api(s, _)) => s,
             other => panic!("expected an API, got {other:?}"),
         }
     }
@@ -479,6 +544,159 @@ mod tests {
         assert!(errs[0].to_string().contains("black_list"), "{}", errs[0]);
         let s = spec(&def(r#", "use_extended_paths": true"#));
         assert_eq!(s.auth.black_list.len(), 1);
+    }
+
+    /// A versioned definition (`not_versioned` false or absent) with `definition` and versions
+    /// `v1` (a black list, an override target, an expiry) and `v2`.
+    fn versioned(version_data: &str, definition: &str) -> String {
+        format!(
+            r#"{{"api_id": "v", "use_keyless": true, "proxy": {{"listen_path": "/v", "target_url": "http://127.0.0.1:1"}},
+              "definition": {definition}, "version_data": {version_data}}}"#
+        )
+    }
+
+    const TWO: &str = r#"{"not_versioned": false, "default_version": "v1", "versions": {
+        "v1": {"name": "v1", "expires": "2080-07-28 15:00", "override_target": "http://127.0.0.2:9/one",
+               "use_extended_paths": true, "extended_paths": {"black_list": [{"path": "/admin", "method": "GET"}],
+               "rate_limit": [{"path": "/search", "method": "GET", "rate": 2, "per": 1}]}},
+        "v2": {"name": "v2", "expires": "", "use_extended_paths": true,
+               "extended_paths": {"white_list": [{"path": "/open", "method": "GET"}]}}}}"#;
+
+    fn versioned_api(json: &str) -> (ApiSpec, Vec<ApiSpec>) {
+        match api(json) {
+            Ok(Parsed::Api(s, v)) => (s, v),
+            other => panic!("expected an API, got {other:?}"),
+        }
+    }
+
+    /// Tyk's classic versioning (gateway/api_definition.go:2283-2462): each version is compiled
+    /// with its own lists, limits and target (multi_target_proxy_handler.go:48-75), the key's
+    /// versions are checked against it (mw_access_rights.go:43-63).
+    #[test]
+    fn versioned_definitions_load_each_version_as_its_own_api() {
+        use portcullis_policy::version::Location;
+        let (base, versions) = versioned_api(&versioned(TWO, r#"{"location": "header", "key": "x-api-version"}"#));
+        let v = base.versioning.as_deref().expect("versioned");
+        assert!(!base.plain);
+        assert_eq!((v.location, v.key.as_str(), v.default.as_str()), (Location::Header, "x-api-version", "v1"));
+        assert!(!v.strip_url && !v.fallback_to_default);
+        let names: Vec<_> = v.versions.iter().map(|x| (x.name.as_str(), x.index, x.expires)).collect();
+        assert_eq!(names, [("v1", 0, Some(3_489_404_400)), ("v2", 1, None)]);
+        let (v1, v2) = (&versions[0], &versions[1]);
+        assert_eq!(v1.auth.version.as_deref(), Some("v1"));
+        assert_eq!((v1.auth.black_list.len(), v1.auth.white_list.len()), (1, 0));
+        assert_eq!((v2.auth.black_list.len(), v2.auth.white_list.len()), (0, 1));
+        assert_eq!(v1.targets[0].url, "http://127.0.0.2:9/one");
+        assert_eq!(v1.targets[0].path_prefix, "/one");
+        assert_eq!(v2.targets[0].url, "http://127.0.0.1:1", "no override: the API's target");
+        assert_eq!((v1.limits.endpoints.len(), v2.limits.endpoints.len()), (1, 0));
+        assert!(base.auth.black_list.is_empty() && base.limits.endpoints.is_empty(), "the base serves nothing itself");
+
+        // Absent `not_versioned` is false in Tyk (a Go bool): versioned.
+        let absent = TWO.replacen(r#""not_versioned": false, "#, "", 1);
+        assert!(versioned_api(&versioned(&absent, "{}")).0.versioning.is_some());
+    }
+
+    #[test]
+    fn version_locations_keys_and_strips_read_as_tyk_reads_them() {
+        use portcullis_policy::version::Location;
+        let loc = |def: &str| {
+            let (base, versions) = versioned_api(&versioned(TWO, def));
+            let v = *base.versioning.unwrap();
+            (v, versions)
+        };
+        let (v, versions) = loc(r#"{"location": "url-param", "key": "version", "strip_versioning_data": true}"#);
+        assert_eq!((v.location, v.key.as_str()), (Location::Param, "version"));
+        assert_eq!(versions[0].auth.strip_version_param.as_deref(), Some("version"));
+        assert!(!versions[0].plain, "the query is re-encoded");
+        let (v, versions) = loc(r#"{"location": "header", "key": "X-API-Version", "strip_versioning_data": true}"#);
+        assert_eq!(v.location, Location::Header);
+        assert_eq!(versions[1].auth.transforms.global_remove, ["x-api-version"]);
+        // `strip_path` strips URL versions only (api_definition.go:2326).
+        let (v, versions) = loc(r#"{"location": "header", "key": "k", "strip_path": true}"#);
+        assert!(versions[1].auth.transforms.global_remove.is_empty() && v.strip_url);
+        let (v, _) = loc(r#"{"location": "url", "strip_path": true, "url_versioning_pattern": "^v[0-9]+$"}"#);
+        assert_eq!(v.location, Location::Url);
+        assert!(v.strip_url && v.url_pattern.is_some());
+        // No location: Tyk reads no version from the request; the default serves every request.
+        let (v, _) = loc("{}");
+        assert_eq!((v.location, v.key.as_str()), (Location::None, ""));
+        let (v, _) = loc(r#"{"location": "url", "fallback_to_default": true}"#);
+        assert!(v.fallback_to_default);
+    }
+
+    #[test]
+    fn bad_versioning_values_are_refused_with_file_field_and_value() {
+        let one = |version: &str| format!(r#"{{"not_versioned": false, "versions": {{"v1": {version}}}}}"#);
+        let cases = [
+            (versioned(TWO, r#"{"location": "path"}"#), "definition.location", "path"),
+            (versioned(TWO, r#"{"location": "header", "key": 5}"#), "definition.key", "5"),
+            (
+                versioned(TWO, r#"{"location": "url", "url_versioning_pattern": "v("}"#),
+                "definition.url_versioning_pattern",
+                "v(",
+            ),
+            (
+                versioned(TWO, r#"{"location": "url", "strip_versioning_data": "yes"}"#),
+                "definition.strip_versioning_data",
+                "\"yes\"",
+            ),
+            (
+                versioned(&one(r#"{"name": "v1", "expires": "2080-07-28T15:00:00Z"}"#), "{}"),
+                "version_data.versions.v1.expires",
+                "2080-07-28T15:00:00Z",
+            ),
+            (
+                versioned(&one(r#"{"name": "v1", "expires": "2023-02-29 10:00"}"#), "{}"),
+                "version_data.versions.v1.expires",
+                "2023-02-29 10:00",
+            ),
+            (
+                versioned(&one(r#"{"name": "v1", "expires": 1700000000}"#), "{}"),
+                "version_data.versions.v1.expires",
+                "1700000000",
+            ),
+            (
+                versioned(&one(r#"{"name": "v1", "override_target": "https://example.com"}"#), "{}"),
+                "version_data.versions.v1.override_target",
+                "https://example.com",
+            ),
+            (versioned(r#"{"not_versioned": false, "versions": {}}"#, "{}"), "version_data.versions", "{}"),
+            (
+                versioned(r#"{"not_versioned": "false", "versions": {"v1": {}}}"#, "{}"),
+                "version_data.not_versioned",
+                "\"false\"",
+            ),
+            (
+                versioned(r#"{"not_versioned": false, "versions": {"a": {"name": "x"}, "b": {"name": "x"}}}"#, "{}"),
+                "version_data.versions.b.name",
+                "x",
+            ),
+            (versioned(TWO, r#"{"enabled": true, "location": "header", "key": "k"}"#), "definition.enabled", "true"),
+        ];
+        for (json, field, value) in cases {
+            let errs = api(&json).unwrap_err();
+            assert!(
+                errs.iter().any(|e| e.file == "apps/t.json" && e.field == field && e.value == value),
+                "{field} = {value}: {errs:?}"
+            );
+        }
+        // Never expires: "" and "-1" (api_definition.go:313-315).
+        let never = versioned(&one(r#"{"name": "v1", "expires": "-1"}"#), "{}");
+        assert_eq!(versioned_api(&never).0.versioning.unwrap().versions[0].expires, None);
+    }
+
+    /// On a non-versioned API Tyk ignores `override_target` (api_loader.go:367-373) and every
+    /// version's `expires` (api_definition.go:2372-2377): loaded, as before, with one target.
+    #[test]
+    fn non_versioned_apis_ignore_override_target() {
+        let json = versioned(
+            r#"{"not_versioned": true, "versions": {"Default": {"name": "Default", "override_target": "http://127.0.0.2:9", "expires": "2001-01-01 00:00"}}}"#,
+            "{}",
+        );
+        let (base, versions) = versioned_api(&json);
+        assert!(base.versioning.is_none() && versions.is_empty() && base.plain);
+        assert_eq!(base.targets[0].url, "http://127.0.0.1:1");
     }
 
     #[test]

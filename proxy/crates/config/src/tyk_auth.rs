@@ -30,10 +30,22 @@ struct Cx<'a> {
     matching: PathMatching,
 }
 
-/// The version whose path lists and extended paths a non-versioned API uses, as Tyk's
-/// `GetSingleOrDefaultVersion` picks it (gateway/api_definition.go:2466-2496): the only one,
-/// else `Default`, `default` or `""`. `None` (with an error) when there is none.
-struct DefaultVersion {
+/// Which version's lists and extended paths a parse reads.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Pick<'a> {
+    /// A non-versioned API's: the one Tyk's `GetSingleOrDefaultVersion` picks.
+    Default,
+    /// Version `name` of a versioned API (its key in `version_data.versions`).
+    Named(&'a str),
+    /// None: the API-level fields only (the base of a versioned API, which serves no request as
+    /// itself: each is served as its version's).
+    None,
+}
+
+/// The version whose path lists and extended paths a request uses: for a non-versioned API as
+/// Tyk's `GetSingleOrDefaultVersion` picks it (gateway/api_definition.go:2466-2496): the only
+/// one, else `Default`, `default` or `""`. `None` (with an error) when there is none.
+struct VersionAt {
     /// JSON pointer of the version object.
     ptr: String,
     /// `use_extended_paths: true`: the `extended_paths` lists apply, else the legacy `paths`
@@ -41,17 +53,15 @@ struct DefaultVersion {
     extended: bool,
 }
 
-fn default_version(cx: &mut Cx<'_>) -> Option<DefaultVersion> {
+fn version_at(cx: &mut Cx<'_>, pick: Pick<'_>) -> Option<VersionAt> {
     let versions = cx.json.pointer("/version_data/versions").and_then(Value::as_object)?;
-    let name = if versions.len() == 1 {
-        versions.keys().next().cloned()
-    } else {
-        ["Default", "default", ""].into_iter().find(|n| versions.contains_key(*n)).map(str::to_string)
+    let name = match pick {
+        Pick::None => return None,
+        Pick::Named(n) => Some(n.to_string()),
+        Pick::Default if versions.len() == 1 => versions.keys().next().cloned(),
+        Pick::Default => ["Default", "default", ""].into_iter().find(|n| versions.contains_key(*n)).map(str::to_string),
     };
     let Some(name) = name else {
-        if cx.json.pointer("/version_data/not_versioned") == Some(&Value::Bool(false)) {
-            return None; // versioned: refused as such (tyk.rs)
-        }
         let names: Vec<&str> = versions.keys().map(String::as_str).collect();
         cx.err(
             "version_data.versions",
@@ -62,7 +72,7 @@ fn default_version(cx: &mut Cx<'_>) -> Option<DefaultVersion> {
     };
     let ptr = format!("/version_data/versions/{}", name.replace('~', "~0").replace('/', "~1"));
     let extended = cx.json.pointer(&format!("{ptr}/use_extended_paths")).and_then(Value::as_bool).unwrap_or(false);
-    Some(DefaultVersion { ptr, extended })
+    Some(VersionAt { ptr, extended })
 }
 
 impl Cx<'_> {
@@ -122,7 +132,8 @@ fn dotted(ptr: &str) -> String {
     ptr.trim_start_matches('/').replace('/', ".")
 }
 
-/// Compiles the auth/access/transform fields of one API.
+/// Compiles the API-level auth/access/transform fields of one API (a version's lists are added
+/// by [`parse_version_auth`]).
 pub(super) fn parse_auth(
     file: &std::path::Path,
     json: &Value,
@@ -131,13 +142,9 @@ pub(super) fn parse_auth(
     errs: &mut Vec<ConfigError>,
 ) -> ApiAuth {
     let mut cx = Cx { file, json, errs, matching };
+    // `version` stays `None`: set per version of a versioned API (tyk.rs), so that no key's
+    // `versions` are checked on a non-versioned one.
     let mut a = ApiAuth { keyless: cx.flag("/use_keyless"), ..Default::default() };
-
-    // Version: the default version's name (definitions are not versioned).
-    let version = default_version(&mut cx);
-    // Definitions are not versioned (`not_versioned: false` is refused), so no key's
-    // `versions` are checked.
-    a.version = None;
 
     let jwt = cx.flag("/enable_jwt");
     let basic = cx.flag("/use_basic_auth");
@@ -197,9 +204,24 @@ pub(super) fn parse_auth(
         a.ip_deny = nets(&mut cx, "/blacklisted_ips");
     }
 
-    let context_vars = cx.flag("/enable_context_vars");
     a.transforms.tag_headers = cx.strings("/tag_headers");
-    if let Some(DefaultVersion { ptr: base, extended, .. }) = version {
+    a
+}
+
+/// Adds the lists of the version `pick` names to `a`: path lists, header transforms, size
+/// limits, global headers.
+pub(super) fn parse_version_auth(
+    file: &std::path::Path,
+    json: &Value,
+    matching: PathMatching,
+    pick: Pick<'_>,
+    errs: &mut Vec<ConfigError>,
+    a: &mut ApiAuth,
+) {
+    let mut cx = Cx { file, json, errs, matching };
+    let version = version_at(&mut cx, pick);
+    let context_vars = cx.flag("/enable_context_vars");
+    if let Some(VersionAt { ptr: base, extended, .. }) = version {
         {
             // The legacy `paths` lists (plain path strings, any method) or the extended ones,
             // as `use_extended_paths` says; never both (Tyk: api_definition.go:403-408).
@@ -263,7 +285,6 @@ pub(super) fn parse_auth(
             a.transforms.global_remove.extend(removes.into_iter().map(|s| s.to_ascii_lowercase()));
         }
     }
-    a
 }
 
 fn valid_header_name(n: &str) -> bool {
@@ -494,20 +515,21 @@ fn size_limits(cx: &mut Cx<'_>, base: &str, out: &mut portcullis_policy::auth::S
     }
 }
 
-/// Runs `each` on every entry of `extended_paths.<key>` of the API's default version (when it
+/// Runs `each` on every entry of `extended_paths.<key>` of the version `pick` names (when it
 /// uses extended paths), as [`for_each_middleware_entry`] reads them. Problems of the version
-/// itself are reported once, by `parse_auth`.
-fn default_version_entries(
+/// itself are reported once, by `parse_version_auth`.
+fn version_entries(
     file: &std::path::Path,
     json: &Value,
     matching: PathMatching,
+    pick: Pick<'_>,
     errs: &mut Vec<ConfigError>,
     key: &str,
     each: impl FnMut(&mut Cx<'_>, &str, &Value, PathRule),
 ) {
     let mut quiet = Vec::new();
-    let version = default_version(&mut Cx { file, json, errs: &mut quiet, matching });
-    if let Some(DefaultVersion { ptr: base, extended: true, .. }) = version {
+    let version = version_at(&mut Cx { file, json, errs: &mut quiet, matching }, pick);
+    if let Some(VersionAt { ptr: base, extended: true, .. }) = version {
         let mut cx = Cx { file, json, errs, matching };
         for_each_middleware_entry(&mut cx, &format!("{base}/extended_paths/{key}"), each);
     }
@@ -539,33 +561,35 @@ fn rate_of(cx: &mut Cx<'_>, field: &str, v: &Value) -> Option<portcullis_policy:
     }
 }
 
-/// The default version's `track_endpoints` (each with its path pattern as written, which a
+/// The version's `track_endpoints` (each with its path pattern as written, which a
 /// tracked request's record carries as its `path`) and `do_not_track_endpoints`.
 pub(super) fn parse_tracking(
     file: &std::path::Path,
     json: &Value,
     matching: PathMatching,
+    pick: Pick<'_>,
     errs: &mut Vec<ConfigError>,
 ) -> (Vec<(PathRule, String)>, Vec<PathRule>) {
     let (mut track, mut skip) = (Vec::new(), Vec::new());
-    default_version_entries(file, json, matching, errs, "track_endpoints", |_, _, e, rule| {
+    version_entries(file, json, matching, pick, errs, "track_endpoints", |_, _, e, rule| {
         track.push((rule, e.get("path").and_then(Value::as_str).unwrap_or("").to_string()))
     });
-    default_version_entries(file, json, matching, errs, "do_not_track_endpoints", |_, _, _, rule| skip.push(rule));
+    version_entries(file, json, matching, pick, errs, "do_not_track_endpoints", |_, _, _, rule| skip.push(rule));
     (track, skip)
 }
 
-/// The default version's `circuit_breakers`, each entry's breaker new (Tyk builds them per loaded
+/// The version's `circuit_breakers`, each entry's breaker new (Tyk builds them per loaded
 /// API: gateway/api_definition.go:1220-1302).
 pub(super) fn parse_circuit_breakers(
     file: &std::path::Path,
     json: &Value,
     matching: PathMatching,
+    pick: Pick<'_>,
     errs: &mut Vec<ConfigError>,
 ) -> Vec<(PathRule, Arc<portcullis_policy::limit::breaker::Breaker>)> {
     use portcullis_policy::limit::breaker::{Breaker, BreakerSpec};
     let mut out = Vec::new();
-    default_version_entries(file, json, matching, errs, "circuit_breakers", |cx, field, e, rule| {
+    version_entries(file, json, matching, pick, errs, "circuit_breakers", |cx, field, e, rule| {
         let threshold = e.get("threshold_percent").and_then(Value::as_f64).unwrap_or(0.0);
         if !(threshold > 0.0 && threshold <= 1.0) {
             cx.err(&format!("{field}.threshold_percent"), super::brief(e), "must be a fraction above 0, at most 1");
@@ -592,7 +616,7 @@ pub struct JsonCheck {
     pub status: u16,
 }
 
-/// The default version's `validate_json` entries, each schema compiled once here (Tyk:
+/// The version's `validate_json` entries, each schema compiled once here (Tyk:
 /// mw_validate_json.go; api_definition.go:1429-1447). A schema with `$schema` is read as that
 /// draft; without, as draft 7 (Tyk's gojsonschema reads a hybrid of drafts 4, 6 and 7). Formats
 /// (`email`, `date-time`, ...) are asserted, as gojsonschema asserts them.
@@ -600,10 +624,11 @@ pub(super) fn parse_validate_json(
     file: &std::path::Path,
     json: &Value,
     matching: PathMatching,
+    pick: Pick<'_>,
     errs: &mut Vec<ConfigError>,
 ) -> Vec<(PathRule, JsonCheck)> {
     let mut out = Vec::new();
-    default_version_entries(file, json, matching, errs, "validate_json", |cx, field, e, rule| {
+    version_entries(file, json, matching, pick, errs, "validate_json", |cx, field, e, rule| {
         let Some(schema) = e.get("schema").filter(|s| s.is_object() || s.is_boolean()) else {
             let msg = "is required: a JSON schema (schema_b64 is Tyk's database encoding, not read from files)";
             cx.err(&format!("{field}.schema"), super::brief(e.get("schema").unwrap_or(&Value::Null)), msg);
@@ -639,11 +664,12 @@ pub(super) fn parse_limits(
     file: &std::path::Path,
     json: &Value,
     matching: PathMatching,
+    pick: Pick<'_>,
     errs: &mut Vec<ConfigError>,
 ) -> portcullis_policy::limit::ApiLimits {
-    // Errors of the default version were reported by `parse_auth`; none twice.
+    // Errors of the version were reported by `parse_version_auth`; none twice.
     let mut quiet = Vec::new();
-    let version = default_version(&mut Cx { file, json, errs: &mut quiet, matching });
+    let version = version_at(&mut Cx { file, json, errs: &mut quiet, matching }, pick);
     let mut cx = Cx { file, json, errs, matching };
     let mut l = portcullis_policy::limit::ApiLimits {
         disable_rate_limit: cx.flag("/disable_rate_limit"),
@@ -656,11 +682,19 @@ pub(super) fn parse_limits(
     if let Some(v) = cx.get("/ip_rate_limit").cloned() {
         l.ip = rate_of(&mut cx, "ip_rate_limit", &v);
     }
-    if let Some(DefaultVersion { ptr: base, extended: true, .. }) = version {
+    if let Some(VersionAt { ptr: base, extended: true, .. }) = version {
         {
             let ptr = format!("{base}/extended_paths/rate_limit");
             for_each_path_entry(&mut cx, &ptr, |cx, field, e, rule| match rate_of(cx, field, e) {
-                Some(r) => l.endpoints.push((rule, r)),
+                Some(r) => {
+                    let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
+                    let bucket = portcullis_policy::limit::limit_key(&[
+                        text("method").as_bytes(),
+                        b":",
+                        text("path").as_bytes(),
+                    ]);
+                    l.endpoints.push((rule, r, bucket))
+                }
                 None => cx.err(field, super::brief(e), "rate and per are required"),
             });
         }

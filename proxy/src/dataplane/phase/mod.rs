@@ -3,7 +3,7 @@
 //!
 //! | phase | module | outcome |
 //! |---|---|---|
-//! | route | [`route`] | an API and the canonical path, or no route (404) |
+//! | route | [`route`] | an API (a versioned API's: the request's version's) and the canonical path, or no route (404), or Tyk's version refusal (403) |
 //! | access | [`access`] | IP and path lists: through, or refused |
 //! | authenticate | [`authenticate`] | who the request runs as, refused, or a question for the control plane |
 //! | rate | [`rate`] | within the rate limits, or 429 |
@@ -85,8 +85,8 @@ pub struct Env<'e> {
     pub client: &'e ClientCtx<'e>,
     pub auth: &'e mut WorkerAuth,
     pub limiter: &'e mut Limiter,
-    /// Unix seconds; read only for requests that need it (APIs with auth), not on the keyless
-    /// fast path.
+    /// Unix seconds; read only for requests that need it (APIs with auth, versions that
+    /// expire), not on the keyless fast path.
     pub now: &'e dyn Fn() -> u64,
     /// A new request id (when the client sent none).
     pub request_id: &'e dyn Fn() -> [u8; 32],
@@ -167,13 +167,14 @@ pub fn start<'a>(
     env: &mut Env<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(&'a str, Outcome<'a>), ProxyError> {
-    let (api, path) = match route::route(snap, req, path_buf)? {
+    let (api, path) = match route::route(snap, req, path_buf, env.now)? {
         Route::Api(api, path) => (api, path),
-        Route::NoRoute => return Ok(("", Outcome::NoRoute)),
+        Route::Refused(api, path, denial) => return Ok((path, Outcome::Denied { api, denial })),
+        Route::Unrouted => return Ok(("", Outcome::NoRoute)),
     };
     // Like Tyk's route for it (gateway/server.go:1066-1070), outside the API's middleware: the
     // batch itself is not checked, each of its requests is.
-    if snap.apis[api as usize].batch_requests && snap.apis[api as usize].rel_path(path) == BATCH_PATH {
+    if snap.api(api).batch_requests && snap.api(api).rel_path(path) == BATCH_PATH {
         return Ok((path, Outcome::Batch(api)));
     }
     let mut gate = Gate { api, path, allowed: Allowed::default(), rate: None };
@@ -210,7 +211,7 @@ fn run<'a>(
     env: &mut Env<'_>,
     out: &mut Vec<u8>,
 ) -> Result<Step, ProxyError> {
-    let api = &snap.apis[g.api as usize];
+    let api = snap.api(g.api);
     let meta = req.head.meta;
     if api.plain {
         // Keyless, no rules, no transforms: straight to the upstream head.

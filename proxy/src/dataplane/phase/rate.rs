@@ -44,12 +44,10 @@ pub(crate) fn check(
                 }
             }
         }
-        if let Some((i, (_, r))) =
-            l.endpoints.iter().enumerate().find(|(_, (rule, _))| rule.matches(method, rel_path, path))
-        {
+        if let Some((_, r, bucket)) = l.endpoints.iter().find(|(rule, _, _)| rule.matches(method, rel_path, path)) {
             let who = allowed.identity.as_ref().map_or(&b""[..], |x| x.id.as_bytes());
             if let Some(r) = Rate::new(r.rate, r.per, burst) {
-                limits[1] = Some(Limit { key: limit_key(&[b"ep", id, &(i as u32).to_le_bytes(), who]), rate: r });
+                limits[1] = Some(Limit { key: limit_key(&[b"ep", id, &bucket.to_le_bytes(), who]), rate: r });
             }
         }
         if let Some(r) = l.ip.and_then(|r| Rate::new(r.rate, r.per, burst)) {

@@ -17,6 +17,7 @@ fn snapshot(apis: Vec<ApiSpec>) -> Snapshot {
     Snapshot {
         config: Config::default(),
         apis,
+        versions: Vec::new(),
         router,
         generation: 1,
         policies: Default::default(),
@@ -55,6 +56,7 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
         validate_json: Vec::new(),
         circuit_breakers: Vec::new(),
         batch_requests: false,
+        versioning: None,
     }
 }
 

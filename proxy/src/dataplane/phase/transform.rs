@@ -64,8 +64,17 @@ impl<'a> Edits<'a> {
         &self.auth.transforms.tag_headers
     }
 
-    /// The query as the upstream gets it (without the credential parameter when stripped).
+    /// The query as the upstream gets it (without the version parameter when
+    /// `strip_versioning_data` says so, then without the credential parameter when stripped).
     pub(crate) fn write_query(&self, out: &mut Vec<u8>, query: &str) {
+        let reencoded;
+        let query = match &self.auth.strip_version_param {
+            Some(p) => {
+                reencoded = crate::version::query_encoded_without(query, p);
+                reencoded.as_str()
+            }
+            None => query,
+        };
         match self.allowed.strip.param {
             Some(p) => out.extend_from_slice(auth::token::query_without(query, p).as_bytes()),
             None => out.extend_from_slice(query.as_bytes()),

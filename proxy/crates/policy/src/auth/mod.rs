@@ -96,7 +96,7 @@ impl Method {
 }
 
 /// JWT settings of an API.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct JwtSpec {
     pub family: jwt::Family,
     /// Static keys, or the last JWKS fetched by the control plane.
@@ -153,12 +153,17 @@ impl Transforms {
 }
 
 /// Everything an API definition says about who may call it and how requests are changed.
-#[derive(Debug, Default)]
+/// A versioned API has one per version (cloned, with the version's own lists).
+#[derive(Debug, Clone, Default)]
 pub struct ApiAuth {
     pub keyless: bool,
-    /// The requested version, checked against `access_rights.versions`; `None`: the API is not
-    /// versioned, and Tyk checks no key's versions then (mw_access_rights.go:39-41).
+    /// The request's version (the version this `ApiAuth` is compiled for), checked against
+    /// `access_rights.versions`; `None`: the API is not versioned, and Tyk checks no key's
+    /// versions then (mw_access_rights.go:39-41).
     pub version: Option<String>,
+    /// A URL-parameter versioned API with `strip_versioning_data`: the upstream gets the query
+    /// without this parameter, re-encoded as Go does ([`crate::version::query_encoded_without`]).
+    pub strip_version_param: Option<String>,
     pub token: Option<CredentialSource>,
     pub jwt: Option<JwtSpec>,
     pub basic: Option<CredentialSource>,
@@ -170,9 +175,9 @@ pub struct ApiAuth {
     pub ip_allow: Option<Vec<IpNet>>,
     /// `enable_ip_blacklisting`: never these networks.
     pub ip_deny: Vec<IpNet>,
-    /// `size_limits` and `global_size_limit` of the default version.
+    /// `size_limits` and `global_size_limit` of the version (the default one when not versioned).
     pub size_limits: SizeLimits,
-    /// The default version's path lists, checked as Tyk's `URLAllowedAndIgnored` does
+    /// The version's path lists, checked as Tyk's `URLAllowedAndIgnored` does
     /// ([`ApiAuth::path_status`]).
     pub ignored: Vec<PathRule>,
     pub white_list: Vec<PathRule>,
@@ -191,6 +196,7 @@ impl ApiAuth {
             && self.black_list.is_empty()
             && self.transforms.is_empty()
             && self.size_limits.is_empty()
+            && self.strip_version_param.is_none()
     }
 
     /// The enabled methods with their settings, in checking order.

@@ -51,8 +51,11 @@ pub struct ApiLimits {
     pub global: Option<Rate>,
     /// `ip_rate_limit` (or `[limits] ip_rate`): per client IP.
     pub ip: Option<Rate>,
-    /// `extended_paths.rate_limit`: per identity (per API when keyless) on matching requests.
-    pub endpoints: Vec<(crate::path_rule::PathRule, Rate)>,
+    /// `extended_paths.rate_limit`: per identity (per API when keyless) on matching requests;
+    /// with each entry's bucket name, a hash of its method and path as written: Tyk names the
+    /// bucket so (gateway/mw_api_rate_limit.go:58-60), and the versions of a versioned API with
+    /// the same entry share it.
+    pub endpoints: Vec<(crate::path_rule::PathRule, Rate, u64)>,
 }
 
 impl ApiLimits {

@@ -85,7 +85,7 @@ pub fn prepare(snap: &Snapshot, w: &mut Worker, req: &[u8], now: u64, out: &mut 
         limiter: &mut w.limiter,
         now: &|| now,
         request_id: &|| *b"0123456789abcdef0123456789abcdef",
-        pick: &|_, _| 0,
+        pick: &|_, _| Some(0),
     };
     match start(&view, snap, &mut w.path, &mut env, out) {
         Ok((_, Outcome::Routed(r))) => Prepared::Routed(r.meta),

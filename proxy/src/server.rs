@@ -94,7 +94,9 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
     // Tyk's answers until the control plane's first checks (published before the admin listener
     // opens, so once the admin `/hello` answers, these are the checks' too).
     let health = Arc::new(ArcSwap::from_pointee(dataplane::health::HealthReplies::starting()));
+    let down_hosts = Arc::new(ArcSwap::from_pointee(dataplane::DownHosts::default()));
     let shared = Shared {
+        down_hosts: Arc::clone(&down_hosts),
         health: Arc::clone(&health),
         analytics: feed,
         limiter: crate::limit::LimiterConfig { max_keys: cfg.limits.max_keys_per_worker },
@@ -174,6 +176,7 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         every_second(move || flusher.flush_quotas());
         tokio::spawn(crate::gossip::run_hub(hub_ends, hub_cfg, Arc::clone(&hub_stats), Arc::clone(&bans)));
         tokio::spawn(crate::control::jwks::refresh_loop(Arc::clone(&state.reloader.snapshot)));
+        tokio::spawn(crate::control::uptime::run(Arc::clone(&state.reloader.snapshot), down_hosts));
         if let Some(ring) = state.gate.as_ref().and_then(|g| g.take_ring()) {
             tokio::spawn(crate::control::telemetry::run(ring, Arc::clone(&state.telemetry)));
         }

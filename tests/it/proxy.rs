@@ -1378,3 +1378,41 @@ fn health_endpoint_names_are_configurable_and_empty_serves_none() {
     assert_eq!(client::get(p.listen, "/ready").unwrap().json()["description"], "Tyk GW Ready");
     assert_eq!(client::get(p.listen, "/health").unwrap().header("x-upstream"), Some("root"));
 }
+
+/// Tyk's uptime checks steer load balancing (gateway/reverse_proxy.go:157-191,
+/// host_checker.go): with `check_host_against_uptime_tests`, targets on a host whose check
+/// fails are skipped, and with every host down the answer is 503 "all hosts are down". A
+/// definition with it was refused before.
+#[test]
+fn uptime_checks_take_down_hosts_out_of_load_balancing() {
+    let (a, b) = (upstream("a"), upstream("b"));
+    let lb = |id: &str, check_b: &str| {
+        format!(
+            r#"{{"name": "{id}", "api_id": "{id}", "use_keyless": true,
+              "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default"}}}}}},
+              "proxy": {{"listen_path": "/{id}/", "strip_listen_path": true, "enable_load_balancing": true,
+                "target_list": ["{a}", "{b}"], "check_host_against_uptime_tests": true}},
+              "uptime_tests": {{"check_list": [{{"url": "{a}/get"}}, {{"url": "{b}{check_b}"}}]}}}}"#,
+            a = a.url(),
+            b = b.url(),
+        )
+    };
+    let p = builder()
+        .apps_config("uptime_check_interval_secs = 1\nuptime_failure_trigger_sample_size = 2\n")
+        .app("lb", lb("lb", "/status/503"))
+        .start();
+    let served = |p: &Proxy| -> Vec<String> {
+        (0..6).map(|_| p.get("/lb/get", "").header("X-Upstream").unwrap_or("none").to_string()).collect()
+    };
+    // Before two failed checks both serve; then only `a` (b's check answers 503, not 200).
+    wait_until("b taken out after two failed checks", WAIT, || served(&p).iter().all(|u| u == "a"));
+
+    // Every host down: Tyk's 503.
+    let p2 = builder()
+        .apps_config("uptime_check_interval_secs = 1\nuptime_failure_trigger_sample_size = 1\n")
+        .app("lb", lb("lb", "/status/500").replace(&format!("{}/get", a.url()), &format!("{}/status/404", a.url())))
+        .start();
+    wait_until("every host down", WAIT, || p2.get("/lb/get", "").status == 503);
+    let r = p2.get("/lb/get", "");
+    assert!(r.text().contains("all hosts are down"), "{}", r.text());
+}

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The samples that load as shipped (49 of 86 on 2026-12-06; `versioned-not-detailed` has an https `override_target`).
+/// The samples that load as shipped (50 of 86 on 2026-12-06; `versioned-not-detailed` has an https `override_target`).
 const LOADED: &[&str] = &[
     "apps_app_sample.json",
     "apps_jq.json",
@@ -27,6 +27,7 @@ const LOADED: &[&str] = &[
     "ci_tests_error-overrides_apps_test-clm.json",
     "ci_tests_error-overrides_apps_test-dns.json",
     "ci_tests_error-overrides_apps_test-ihd-basicauth.json",
+    "ci_tests_error-overrides_apps_test-nhu.json",
     "ci_tests_error-overrides_apps_test-nrh.json",
     "ci_tests_error-overrides_apps_test-ok.json",
     "ci_tests_error-overrides_apps_test-qex.json",
@@ -66,7 +67,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("enable_coprocess_auth", "coprocess plugins"),
     ("use_oauth2", "OAuth2"),
     ("proxy.target_url", "https://, h2c:// and tyk:// targets (the TLS issue brings https)"),
-    ("proxy.check_host_against_uptime_tests", "uptime tests"),
     ("override_target", "https:// per-version targets (as proxy.target_url)"),
     ("extended_paths.validate_json", "JSON schema validation"),
     ("extended_paths.size_limits", "request size limits per endpoint"),
@@ -175,7 +175,6 @@ const TODO: &[(&str, &str)] = &[
     ("extended_paths.circuit_breakers", "circuit breakers"),
     ("extended_paths.track_endpoints", "endpoint tracking"),
     ("extended_paths.url_rewrites", "URL rewrites"),
-    ("proxy.check_host_against_uptime_tests", "uptime tests"),
     ("openapi", "a Tyk OAS document without its classic definition"),
     ("error_overrides", "error_overrides rules for upstream responses, error templates from files"),
 ];
@@ -201,7 +200,6 @@ const REFUSED_ON_LOOPBACK: &[(&str, &str)] = &[
     ("ci_tests_error-overrides_apps_test-biv-schema-invalid-params.json", "error_overrides.422[0].response.template"),
     ("ci_tests_error-overrides_apps_test-ead.json", "use_oauth2"),
     ("ci_tests_error-overrides_apps_test-ihd-oauth.json", "use_oauth2"),
-    ("ci_tests_error-overrides_apps_test-nhu.json", "proxy.check_host_against_uptime_tests"),
     ("ci_tests_metrics_apps_test-mcpapi-mcp.json", "openapi"),
     ("ci_tests_plugin-compiler_testdata_test-plugin_apidef.json", "custom_middleware.post"),
     ("ci_tests_python-plugins_src_apidef.json", "custom_middleware_bundle"),

@@ -13,6 +13,7 @@ mod keys;
 mod metrics;
 mod reload;
 pub mod telemetry;
+pub mod uptime;
 
 pub use admin::serve_admin;
 pub(crate) use health::{publish as publish_health, publish_loop as publish_health_loop};

@@ -48,6 +48,7 @@ pub(super) fn spawn(
         analytics: shared.analytics.clone(),
         gossip,
         health: Arc::clone(&shared.health),
+        down_hosts: Arc::clone(&shared.down_hosts),
     };
     let thread_stats = Arc::clone(&stats);
     let thread = std::thread::Builder::new().name(format!("portcullis-w{id}")).spawn(move || {

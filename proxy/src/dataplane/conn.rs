@@ -786,7 +786,7 @@ fn with_env<T>(
         limiter: &mut limiter,
         now: &crate::clock::unix_now,
         request_id: &|| worker.next_request_id(),
-        pick: &|api, spec| worker.pick_target(snap.generation, api, spec.targets.len()),
+        pick: &|api, spec| worker.pick_target(snap.generation, api, spec),
     };
     f(&mut env)
 }

@@ -157,7 +157,12 @@ pub struct Shared {
     pub analytics: crate::analytics::Feed,
     /// What the gateway listener's health endpoints answer, published by the control plane.
     pub health: Arc<ArcSwap<health::HealthReplies>>,
+    /// Hosts the uptime checks found down, published by the control plane (`control/uptime.rs`).
+    pub down_hosts: Arc<ArcSwap<DownHosts>>,
 }
+
+/// Hosts (`host[:port]` as a target URL has it, lower case) that uptime checks found down.
+pub type DownHosts = std::collections::HashSet<String>;
 
 /// CPUs of the process's affinity mask, in order (empty if it cannot be read).
 pub fn affinity_cpus() -> Vec<usize> {

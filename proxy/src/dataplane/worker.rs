@@ -49,6 +49,9 @@ pub(crate) struct Worker {
     pub bans: Arc<ArcSwap<crate::bans::BanSet>>,
     /// The health endpoints' bodies (see `health`), as the control plane last published them.
     pub health: Arc<ArcSwap<super::health::HealthReplies>>,
+    /// Hosts (`host[:port]`, lower case) the uptime checks found down (`control/uptime.rs`),
+    /// read only for APIs that steer by them.
+    pub down_hosts: Arc<ArcSwap<super::DownHosts>>,
     round_robin: RefCell<(u64, Vec<usize>)>,
     /// Exchange buffers not in use (see `io::ExchangeBufs`).
     spare: RefCell<Vec<ExchangeBufs>>,
@@ -98,7 +101,8 @@ impl Worker {
     }
 
     /// Round robin over an API's targets (repeated entries weight it).
-    pub(super) fn pick_target(&self, generation: u64, api: ApiIndex, n: usize) -> usize {
+    pub(super) fn pick_target(&self, generation: u64, api: ApiIndex, spec: &crate::config::ApiSpec) -> Option<usize> {
+        let n = spec.targets.len().max(1);
         let mut rr = self.round_robin.borrow_mut();
         if rr.0 != generation {
             *rr = (generation, Vec::new());
@@ -107,9 +111,18 @@ impl Worker {
         if rr.1.len() <= i {
             rr.1.resize(i + 1, 0);
         }
-        let pick = rr.1[i] % n.max(1);
+        let start = rr.1[i] % n;
         rr.1[i] = rr.1[i].wrapping_add(1);
-        pick
+        if spec.uptime.is_none() {
+            return Some(start);
+        }
+        // Tyk's `nextTarget` (reverse_proxy.go:157-191): from the round robin's pick, the first
+        // target whose host the uptime checks have not found down.
+        let down = self.down_hosts.load();
+        if down.is_empty() {
+            return Some(start);
+        }
+        (0..n).map(|k| (start + k) % n).find(|&t| !down.contains(&spec.targets[t].host_header.to_ascii_lowercase()))
     }
 
     /// A new request id (32 hex digits, unique per process run and worker).
@@ -226,13 +239,25 @@ pub(super) struct Parts {
     pub(super) analytics: crate::analytics::Feed,
     pub(super) gossip: crate::gossip::WorkerLink,
     pub(super) health: Arc<ArcSwap<super::health::HealthReplies>>,
+    pub(super) down_hosts: Arc<ArcSwap<super::DownHosts>>,
 }
 
 impl Worker {
     /// Worker `id`, built on its own thread (its state is `!Send`).
     pub(super) fn new(id: usize, parts: Parts, shared_stats: Arc<WorkerStats>) -> Worker {
-        let Parts { snapshot, shutdown, bans, keys, auth_limits, invalidations, limiter, analytics, gossip, health } =
-            parts;
+        let Parts {
+            snapshot,
+            shutdown,
+            bans,
+            keys,
+            auth_limits,
+            invalidations,
+            limiter,
+            analytics,
+            gossip,
+            health,
+            down_hosts,
+        } = parts;
         let current = Rc::new(snapshot.load_full());
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -252,6 +277,7 @@ impl Worker {
             local_shutdown: Rc::default(),
             bans,
             health,
+            down_hosts,
             round_robin: RefCell::new((0, Vec::new())),
             spare: RefCell::new(Vec::new()),
             spare_client: RefCell::new(Vec::new()),

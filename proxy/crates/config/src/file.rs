@@ -451,6 +451,13 @@ pub struct AppsConfig {
     pub path_suffix_matching: bool,
     /// Match every path pattern without regard to case: Tyk's `ignore_endpoint_case`.
     pub ignore_endpoint_case: bool,
+    /// How often each uptime check of a load-balanced API with
+    /// `check_host_against_uptime_tests` runs, seconds: Tyk's `uptime_tests.config.time_wait`
+    /// (as Tyk, staggered by up to 3 s either way above 5 s). A reload applies it.
+    pub uptime_check_interval_secs: u64,
+    /// Failed checks after which a host is down (and as many passing ones before it is up
+    /// again): Tyk's `uptime_tests.config.failure_trigger_sample_size`. A reload applies it.
+    pub uptime_failure_trigger_sample_size: u32,
 }
 
 impl Default for AppsConfig {
@@ -462,6 +469,8 @@ impl Default for AppsConfig {
             path_prefix_matching: false,
             path_suffix_matching: false,
             ignore_endpoint_case: false,
+            uptime_check_interval_secs: 10,
+            uptime_failure_trigger_sample_size: 3,
         }
     }
 }
@@ -802,6 +811,14 @@ impl Config {
                 "limits.ip_rate/ip_per",
                 format!("{}/{}", l.ip_rate, l.ip_per),
                 "ip_rate must be >= 0 and ip_per > 0",
+            ));
+        }
+        if self.apps.uptime_check_interval_secs == 0 || self.apps.uptime_failure_trigger_sample_size == 0 {
+            errs.push(ConfigError::new(
+                path,
+                "apps.uptime_check_interval_secs/uptime_failure_trigger_sample_size",
+                format!("{}/{}", self.apps.uptime_check_interval_secs, self.apps.uptime_failure_trigger_sample_size),
+                "must be greater than 0",
             ));
         }
         if !(4..=31).contains(&self.auth.bcrypt_cost) {

@@ -20,6 +20,7 @@ mod tyk_auth;
 mod tyk_errors;
 mod tyk_policy;
 mod tyk_session;
+mod tyk_uptime;
 mod tyk_version;
 
 pub use edit::{is_safe_id, plan, Change, FileEdit, PlanError, MAX_ID_BYTES};
@@ -35,6 +36,9 @@ pub use tyk_auth::{JsonCheck, JwksFetch};
 pub use tyk_errors::{Body as OverrideBody, ErrorOverrides, Override, Part as OverridePart};
 pub use tyk_policy::TykPolicy;
 pub use tyk_session::{AccessDefinition, AccessSpec, BasicAuthData, RateProblem, TykSession};
+pub use tyk_uptime::{
+    CheckKind, Command as UptimeCommand, UptimeCheck, UptimeTests, DEFAULT_TIMEOUT as UPTIME_DEFAULT_TIMEOUT,
+};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

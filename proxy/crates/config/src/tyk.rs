@@ -61,6 +61,10 @@ pub struct ApiSpec {
     /// `enable_batch_request_support`: `POST <listen path>/tyk/batch/` runs a batch of requests
     /// to this API (`dataplane/batch.rs`).
     pub batch_requests: bool,
+    /// `uptime_tests` with `proxy.check_host_against_uptime_tests` on a load-balanced API: the
+    /// control plane checks the hosts (`control/uptime.rs`); targets on a host found down are
+    /// skipped.
+    pub uptime: Option<Arc<super::UptimeTests>>,
     /// A versioned API (`version_data.not_versioned` false or absent): how a request's version
     /// is found. Each version is an `ApiSpec` of its own (its lists, limits, target; the
     /// snapshot's [`crate::Snapshot::api`] at [`Version::index`]) that the route phase serves
@@ -155,7 +159,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("/custom_middleware/response", "custom middleware"),
     ("/custom_middleware_bundle", "custom middleware bundles"),
     ("/proxy/service_discovery/use_discovery_service", "service discovery"),
-    ("/proxy/check_host_against_uptime_tests", "uptime-test based host checks"),
 ];
 
 /// Per-version keys that are not implemented yet (paths, transforms, per-endpoint behaviour).
@@ -346,6 +349,7 @@ pub(super) fn parse_api(
     parse_version_auth(file, &json, matching, base_pick, &mut errs, &mut auth);
     let limits = super::tyk_auth::parse_limits(file, &json, matching, base_pick, &mut errs);
     let error_overrides = super::tyk_errors::parse(file, &json, &mut errs).map(Arc::new);
+    let uptime = super::tyk_uptime::errors(file, &json, &mut errs).map(Arc::new);
     let (track_endpoints, do_not_track_endpoints) =
         super::tyk_auth::parse_tracking(file, &json, matching, base_pick, &mut errs);
     let validate_json = super::tyk_auth::parse_validate_json(file, &json, matching, base_pick, &mut errs);
@@ -378,6 +382,7 @@ pub(super) fn parse_api(
         validate_json,
         circuit_breakers,
         batch_requests,
+        uptime,
         versioning: None,
     };
     let mut versions = Vec::new();

@@ -50,6 +50,17 @@ use authenticate::Authenticated;
 use quota::QuotaStep;
 use route::Route;
 
+/// Every target of a load-balanced API with `check_host_against_uptime_tests` is on a host its
+/// uptime checks found down: Tyk's 503 and flag (reverse_proxy.go:185-187, 251-256).
+fn all_hosts_down() -> Denial {
+    Denial {
+        kind: crate::auth::Refusal::Status(503),
+        message: "all hosts are down".into(),
+        flag: Some("NHU"),
+        ..Default::default()
+    }
+}
+
 /// Tyk's batch endpoint below an API's listen path.
 pub const BATCH_PATH: &str = "/tyk/batch/";
 
@@ -90,8 +101,8 @@ pub struct Env<'e> {
     pub now: &'e dyn Fn() -> u64,
     /// A new request id (when the client sent none).
     pub request_id: &'e dyn Fn() -> [u8; 32],
-    /// Which of the API's targets.
-    pub pick: &'e dyn Fn(ApiIndex, &ApiSpec) -> usize,
+    /// Which of the API's targets; `None` when uptime checks found every one down.
+    pub pick: &'e dyn Fn(ApiIndex, &ApiSpec) -> Option<usize>,
 }
 
 /// What the phases have found so far: kept across a control-plane round trip.
@@ -215,7 +226,10 @@ fn run<'a>(
     let meta = req.head.meta;
     if api.plain {
         // Keyless, no rules, no transforms: straight to the upstream head.
-        let target = (env.pick)(g.api, api) % api.targets.len();
+        let Some(target) = (env.pick)(g.api, api) else {
+            return Ok(Step::Done(Outcome::Denied { api: g.api, denial: all_hosts_down() }));
+        };
+        let target = target % api.targets.len();
         let tags = upstream_head::write(out, req, g.path, api, &api.targets[target], env.client, None, env.request_id);
         let routed = Routed { meta, api: g.api, target, identity: None, tags, limits: LimitHeaders::default() };
         return Ok(Step::Done(Outcome::Routed(routed)));
@@ -272,7 +286,10 @@ fn run<'a>(
         }
         QuotaStep::Need(n) => return need(Phase::Quota, n),
     }
-    let target = (env.pick)(g.api, api) % api.targets.len();
+    let Some(target) = (env.pick)(g.api, api) else {
+        return denied(all_hosts_down());
+    };
+    let target = target % api.targets.len();
     // The request id is needed before the headers for `$tyk_context.request_id`.
     let generated;
     let rid: &[u8] = match req.request_id() {

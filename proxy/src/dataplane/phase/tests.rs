@@ -56,6 +56,7 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
         validate_json: Vec::new(),
         circuit_breakers: Vec::new(),
         batch_requests: false,
+        uptime: None,
         versioning: None,
     }
 }
@@ -66,7 +67,7 @@ fn env<'e>(
     auth: &'e mut crate::auth::WorkerAuth,
     limiter: &'e mut crate::limit::Limiter,
 ) -> Env<'e> {
-    Env { client: ctx, auth, limiter, now: &|| 1_800_000_000, request_id: &|| RID, pick: &|_, _| 0 }
+    Env { client: ctx, auth, limiter, now: &|| 1_800_000_000, request_id: &|| RID, pick: &|_, _| Some(0) }
 }
 
 /// The request id the tests' proxy generates.

@@ -523,6 +523,28 @@ mod tests {
         }
     }
 
+    /// Tyk matches header injection and endpoint rate limits on their `method` exactly, and an
+    /// entry without one matches no request (gateway/model_urlspec.go:133-184). Before, an
+    /// entry without a method applied to every method.
+    #[test]
+    fn transform_and_endpoint_limit_entries_without_a_method_match_nothing() {
+        let s = spec(
+            r#"{"api_id": "a", "use_keyless": true, "proxy": {"listen_path": "/a", "target_url": "http://127.0.0.1:1"},
+                "version_data": {"not_versioned": true, "versions": {"Default": {"use_extended_paths": true,
+                  "extended_paths": {
+                    "transform_headers": [{"path": "/x", "add_headers": {"X-A": "1"}}, {"path": "/x", "method": "GET", "add_headers": {"X-B": "1"}}],
+                    "rate_limit": [{"path": "/x", "rate": 1, "per": 1}, {"path": "/x", "method": "POST", "rate": 1, "per": 1}]}}}}}"#,
+        );
+        let t = &s.auth.transforms.per_path;
+        assert_eq!(t.len(), 2);
+        for m in ["GET", "POST", ""] {
+            assert!(!t[0].rule.matches(m, "/x", "/a/x"), "{m}");
+            assert!(!s.limits.endpoints[0].0.matches(m, "/x", "/a/x"), "{m}");
+        }
+        assert!(t[1].rule.matches("GET", "/x", "/a/x") && !t[1].rule.matches("POST", "/x", "/a/x"));
+        assert!(s.limits.endpoints[1].0.matches("POST", "/x", "/a/x") && !s.limits.endpoints[1].0.matches("GET", "/x", "/a/x"));
+    }
+
     #[test]
     fn seed_httpbin_definition_loads() {
         let s = spec(include_str!("../../../../apps/httpbin.json"));

@@ -474,7 +474,9 @@ fn extended_rules(cx: &mut Cx<'_>, ptr: &str, out: &mut Vec<PathRule>) {
 }
 
 fn transform_headers(cx: &mut Cx<'_>, ptr: &str, context_vars: bool, t: &mut Transforms) {
-    for_each_path_entry(cx, ptr, |cx, field, e, rule| {
+    // Tyk's HeaderInjected entries match their method exactly; none, nothing
+    // (gateway/model_urlspec.go:144-145).
+    for_each_middleware_entry(cx, ptr, |cx, field, e, rule| {
         let delete = e
             .get("delete_headers")
             .and_then(Value::as_array)
@@ -685,7 +687,8 @@ pub(super) fn parse_limits(
     if let Some(VersionAt { ptr: base, extended: true, .. }) = version {
         {
             let ptr = format!("{base}/extended_paths/rate_limit");
-            for_each_path_entry(&mut cx, &ptr, |cx, field, e, rule| match rate_of(cx, field, e) {
+            // Method exact; none matches nothing (gateway/model_urlspec.go:176-177).
+            for_each_middleware_entry(&mut cx, &ptr, |cx, field, e, rule| match rate_of(cx, field, e) {
                 Some(r) => {
                     let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
                     let bucket = portcullis_policy::limit::limit_key(&[

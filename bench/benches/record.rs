@@ -23,6 +23,7 @@ fn facts<'a>(tags: &'a [String]) -> RequestFacts<'a> {
         api_key: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
         api_id: "gw",
         api_name: "gw",
+        api_version: None,
         org_id: "acme",
         ip_address: "127.0.0.1",
         tags: [tags, &[]],

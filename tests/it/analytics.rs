@@ -239,3 +239,25 @@ fn tracked_endpoints_are_recorded_under_their_pattern() {
     assert_eq!(recs[0]["raw_path"], "/t/anything/42");
     assert_eq!((recs[1]["path"].as_str(), recs[1]["track_path"].as_bool()), (Some("/t/get"), Some(false)));
 }
+
+/// A record names the request's version, or Tyk's `Non Versioned` (gateway/handler_success.go:
+/// 206-209); it was always empty.
+#[test]
+fn records_name_the_version_as_tyk_does() {
+    let up = upstream("up");
+    let versioned = format!(
+        r#"{{"name": "v", "api_id": "v", "use_keyless": true, "definition": {{"location": "header", "key": "x-api-version"}},
+            "version_data": {{"not_versioned": false, "default_version": "v1", "versions": {{"v1": {{"name": "v1"}}, "v2": {{"name": "v2"}}}}}},
+            "proxy": {{"listen_path": "/v/", "target_url": "{}", "strip_listen_path": true}}}}"#,
+        up.url()
+    );
+    let p = builder().app("open", keyless_api("open", "/open/", &up.url(), "", "")).app("v", versioned).start();
+    assert_eq!(p.get("/v/get", "x-api-version: v2\r\n").status, 200);
+    assert_eq!(p.get("/v/get", "").status, 200);
+    assert_eq!(p.get("/open/get", "").status, 200);
+    let records = wait_records(&records_file(&p), 3);
+    // Workers hand their batches over independently: compare as a set.
+    let mut versions: Vec<&str> = records.iter().map(|r| r["api_version"].as_str().unwrap()).collect();
+    versions.sort_unstable();
+    assert_eq!(versions, ["Non Versioned", "v1", "v2"]);
+}

@@ -24,6 +24,9 @@ pub struct RequestFacts<'a> {
     /// Hex SHA-256 of the credential, or empty.
     pub api_key: &'a str,
     pub api_id: &'a str,
+    /// The request's version on a versioned API; `None`: Tyk's `Non Versioned`
+    /// (gateway/handler_success.go:206-209).
+    pub api_version: Option<&'a str>,
     pub api_name: &'a str,
     pub org_id: &'a str,
     pub ip_address: &'a str,
@@ -62,7 +65,9 @@ pub fn begin(out: &mut Vec<u8>, f: RequestFacts<'_>) {
     json_str(out, f.user_agent);
     out.extend_from_slice(b",\"api_key\":");
     json_str(out, f.api_key.as_bytes());
-    out.extend_from_slice(b",\"api_version\":\"\",\"api_name\":");
+    out.extend_from_slice(b",\"api_version\":");
+    json_str(out, f.api_version.unwrap_or("Non Versioned").as_bytes());
+    out.extend_from_slice(b",\"api_name\":");
     json_str(out, f.api_name.as_bytes());
     out.extend_from_slice(b",\"api_id\":");
     json_str(out, f.api_id.as_bytes());
@@ -193,6 +198,7 @@ mod tests {
             api_key: "ab12",
             api_id: "httpbin",
             api_name: "httpbin \"demo\"",
+            api_version: None,
             org_id: "acme",
             ip_address: "127.0.0.1",
             tags: [tags, &[]],
@@ -222,6 +228,8 @@ mod tests {
         assert_eq!(v["response_code"], 500);
         assert_eq!(v["api_id"], "httpbin");
         assert_eq!(v["api_name"], "httpbin \"demo\"");
+        // Tyk's word for a non-versioned API (handler_success.go:206-209); it was "".
+        assert_eq!(v["api_version"], "Non Versioned");
         assert_eq!(v["org_id"], "acme");
         assert_eq!(v["api_key"], "ab12");
         assert_eq!(v["ip_address"], "127.0.0.1");

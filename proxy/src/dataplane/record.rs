@@ -119,6 +119,7 @@ pub(super) fn begin_record(
         api_key,
         api_id: &c.api.api_id,
         api_name: &c.api.name,
+        api_version: c.api.auth.version.as_deref(),
         org_id: &c.api.org_id,
         ip_address: client_ip,
         tags: [c.tags, grant_tags],

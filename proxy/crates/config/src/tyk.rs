@@ -542,7 +542,10 @@ mod tests {
             assert!(!s.limits.endpoints[0].0.matches(m, "/x", "/a/x"), "{m}");
         }
         assert!(t[1].rule.matches("GET", "/x", "/a/x") && !t[1].rule.matches("POST", "/x", "/a/x"));
-        assert!(s.limits.endpoints[1].0.matches("POST", "/x", "/a/x") && !s.limits.endpoints[1].0.matches("GET", "/x", "/a/x"));
+        assert!(
+            s.limits.endpoints[1].0.matches("POST", "/x", "/a/x")
+                && !s.limits.endpoints[1].0.matches("GET", "/x", "/a/x")
+        );
     }
 
     #[test]

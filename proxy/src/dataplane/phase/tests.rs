@@ -335,25 +335,43 @@ fn again<'a>(
     resume(w, view, snap, &mut env(ctx, auth, limiter), out).unwrap()
 }
 
+/// One API at `/q` that takes auth tokens (so not the keyless fast path), and a request to it
+/// with the key `k1`.
+fn keyed_snapshot() -> Snapshot {
+    let mut a = api("/q", "", true, false);
+    a.auth = std::sync::Arc::new(crate::auth::ApiAuth { token: Some(Default::default()), ..Default::default() });
+    a.plain = false;
+    snapshot(vec![a])
+}
+
+const KEYED_REQUEST: &str = "GET /q/x HTTP/1.1\r\nHost: h\r\nAuthorization: k1\r\n\r\n";
+
+fn client() -> ClientCtx<'static> {
+    ClientCtx { client_ip: "192.0.2.1", client_addr: "192.0.2.1".parse().unwrap() }
+}
+
+/// A worker's auth caches and limiter, empty.
+fn worker_state() -> (crate::auth::WorkerAuth, crate::limit::Limiter) {
+    (
+        crate::auth::WorkerAuth::detached(Default::default()),
+        crate::limit::Limiter::new(crate::limit::LimiterConfig { max_keys: 100 }, 0.0),
+    )
+}
+
 /// A request that waits for the control plane twice (its session, then a quota block) is
 /// parsed once and resumed at the phase that asked: the earlier phases are not run again. Here
 /// the key is made unknown to the worker before the quota answer arrives; had `authenticate`
 /// run again, the request would be refused.
 #[test]
 fn phases_resume_where_they_asked_without_running_earlier_ones_again() {
-    use crate::auth::{hash_key, ApiAuth, Session};
+    use crate::auth::{hash_key, Session};
     use crate::limit::quota::Reservation;
-    let mut a = api("/q", "", true, false);
-    a.auth = std::sync::Arc::new(ApiAuth { token: Some(Default::default()), version: None, ..Default::default() });
-    a.plain = false;
-    let snap = snapshot(vec![a]);
-    let req = "GET /q/x HTTP/1.1\r\nHost: h\r\nAuthorization: k1\r\n\r\n";
+    let snap = keyed_snapshot();
     let mut spans = Vec::new();
-    let head = portcullis_http1::parse_request(req.as_bytes(), 100, &mut spans).unwrap().unwrap();
-    let view = head.view(req.as_bytes(), &spans);
-    let ctx = ClientCtx { client_ip: "192.0.2.1", client_addr: "192.0.2.1".parse().unwrap() };
-    let mut auth = crate::auth::WorkerAuth::detached(Default::default());
-    let mut limiter = crate::limit::Limiter::new(crate::limit::LimiterConfig { max_keys: 100 }, 0.0);
+    let head = portcullis_http1::parse_request(KEYED_REQUEST.as_bytes(), 100, &mut spans).unwrap().unwrap();
+    let view = head.view(KEYED_REQUEST.as_bytes(), &spans);
+    let ctx = client();
+    let (mut auth, mut limiter) = worker_state();
     let (mut path, mut out) = (String::new(), Vec::new());
     let (_, first) = start(&view, &snap, &mut path, &mut env(&ctx, &mut auth, &mut limiter), &mut out).unwrap();
     let hash = hash_key("k1");
@@ -383,19 +401,14 @@ fn phases_resume_where_they_asked_without_running_earlier_ones_again() {
 /// and its quota is refused by the rate (429), not the quota (403).
 #[test]
 fn a_request_over_its_rate_and_its_quota_gets_the_429() {
-    use crate::auth::{ApiAuth, Refusal, Session};
+    use crate::auth::{Refusal, Session};
     use crate::limit::quota::Reservation;
-    let mut a = api("/q", "", true, false);
-    a.auth = std::sync::Arc::new(ApiAuth { token: Some(Default::default()), version: None, ..Default::default() });
-    a.plain = false;
-    let snap = snapshot(vec![a]);
-    let req = "GET /q/x HTTP/1.1\r\nHost: h\r\nAuthorization: k1\r\n\r\n";
+    let snap = keyed_snapshot();
     let mut spans = Vec::new();
-    let head = portcullis_http1::parse_request(req.as_bytes(), 100, &mut spans).unwrap().unwrap();
-    let view = head.view(req.as_bytes(), &spans);
-    let ctx = ClientCtx { client_ip: "192.0.2.1", client_addr: "192.0.2.1".parse().unwrap() };
-    let mut auth = crate::auth::WorkerAuth::detached(Default::default());
-    let mut limiter = crate::limit::Limiter::new(crate::limit::LimiterConfig { max_keys: 100 }, 0.0);
+    let head = portcullis_http1::parse_request(KEYED_REQUEST.as_bytes(), 100, &mut spans).unwrap().unwrap();
+    let view = head.view(KEYED_REQUEST.as_bytes(), &spans);
+    let ctx = client();
+    let (mut auth, mut limiter) = worker_state();
     // One request an hour, one in the quota.
     let session = Session { rate: 1.0, per: 3600.0, quota_max: 1, quota_renewal_rate: 3600, ..Default::default() };
     auth.insert_session(crate::auth::hash_key("k1"), Some(std::sync::Arc::new(session)));

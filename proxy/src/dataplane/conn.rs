@@ -840,7 +840,8 @@ async fn respond(
     let api_index = routed.api as usize;
 
     // 3. Response.
-    let resp = head.meta;
+    let mut resp = head.meta;
+    let mut queued = head.queued;
     if let Some(v) = head.verbatim {
         worker.splice.hints.note_verbatim(snap.generation, api_index, v);
     }
@@ -853,6 +854,53 @@ async fn respond(
             .map_err(|e| ProxyError::io(ErrorKind::ClientIo, "writing 101 to client", e))?;
         done(&mut bufs.x.record, outcome(101, body_in, head_out, upstream_us));
         return Ok(Next::Tunnel(up));
+    }
+    // Tyk's `error_overrides` on an upstream 4xx/5xx, when the API has rules for its status.
+    if let Some(ov) = api.error_overrides.as_deref().filter(|o| o.has_upstream_rules(resp.status)) {
+        if queued {
+            // A peeked head: take it out of the socket, as after a read.
+            let peeked = bufs.x.upstream.len();
+            bufs.x.upstream.unqueue_peeked(up.stream.as_raw_fd(), peeked).map_err(|e| Failure {
+                err: ProxyError::io(ErrorKind::UpstreamProtocol, "reading upstream response", e),
+                responded: false,
+            })?;
+            bufs.x.upstream.consume(resp.head_len);
+            queued = false;
+        }
+        let timeout = Duration::from_millis(cfg.upstream_response_timeout_ms);
+        let head_request = meta.method == Method::Head;
+        let media = bufs.x.errors.media;
+        let (b, stream) = (&mut bufs.x, &mut up.stream);
+        let applied = Box::pin(super::upstream_override::apply(
+            ov,
+            &mut resp,
+            stream,
+            &mut b.upstream,
+            &mut b.out,
+            media,
+            head_request,
+            timeout,
+        ))
+        .await;
+        match applied {
+            Err(e) => {
+                done(&mut bufs.x.record, outcome(e.kind.code(), body_in, 0, upstream_us));
+                return Err(e.into());
+            }
+            Ok(super::upstream_override::Applied::Pass) => {}
+            Ok(super::upstream_override::Applied::Replaced { upstream_done }) => {
+                let out_len = bufs.x.out.len() as u64;
+                write_vec(client, &mut bufs.x.out).await.map_err(|e| Failure {
+                    err: ProxyError::io(ErrorKind::ClientIo, "writing response", e),
+                    responded: true,
+                })?;
+                let finished = done(&mut bufs.x.record, outcome(resp.status, body_in, out_len, upstream_us));
+                if upstream_done && resp.upstream_reusable && bufs.x.upstream.is_empty() {
+                    worker.pool.put(up, cfg.upstream_pool_size, cfg.upstream_pool_surplus_ms == 0, finished);
+                }
+                return Ok(if resp.close_client || worker.shutdown.is_set() { Next::Close } else { Next::KeepAlive });
+            }
+        }
     }
     let head_out = bufs.x.out.len() as u64;
     // A body already read with the head goes out in the same write as the head: the smaller of
@@ -867,7 +915,7 @@ async fn respond(
     // and after a short body's rest has been read.
     let mut facts = BodyFacts {
         body: resp.body,
-        queued: head.queued,
+        queued,
         have: 0,
         splice_min,
         pipes: true,

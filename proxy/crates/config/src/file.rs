@@ -451,6 +451,12 @@ pub struct AppsConfig {
     pub path_suffix_matching: bool,
     /// Match every path pattern without regard to case: Tyk's `ignore_endpoint_case`.
     pub ignore_endpoint_case: bool,
+    /// Directory of error templates, relative to the config file: Tyk's `template_path`. An
+    /// `error_overrides` rule's `response.template` names a file in it, `<name>.json` (or
+    /// `<name>`) for JSON requests and `<name>.xml` for XML ones; the files are read on load and
+    /// reload, and a rule whose template is missing or uses anything but `{{.Message}}` and
+    /// `{{.StatusCode}}` refuses its definition. Only the templates rules name are read.
+    pub template_path: PathBuf,
 }
 
 impl Default for AppsConfig {
@@ -462,6 +468,7 @@ impl Default for AppsConfig {
             path_prefix_matching: false,
             path_suffix_matching: false,
             ignore_endpoint_case: false,
+            template_path: "templates".into(),
         }
     }
 }
@@ -663,7 +670,13 @@ impl Config {
 
     pub(crate) fn resolve_relative_paths(&mut self, config_path: &Path) {
         let base = config_path.parent().unwrap_or(Path::new("."));
-        for p in [&mut self.apps.dir, &mut self.apps.policies, &mut self.storage.path, &mut self.analytics.path] {
+        for p in [
+            &mut self.apps.dir,
+            &mut self.apps.policies,
+            &mut self.apps.template_path,
+            &mut self.storage.path,
+            &mut self.analytics.path,
+        ] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

@@ -114,6 +114,13 @@ fn load(config: Config, generation: u64, fetch: JwksFetch<'_>, fs: Files<'_>) ->
         };
         match parse_api(&file, &text, fetch, config.apps.path_matching()) {
             Ok(Parsed::Api(mut spec)) => {
+                if let Err(mut e) = with_templates(&file, &mut spec, &config.apps.template_path, fs) {
+                    if let Some(first) = e.first() {
+                        skip(&mut skipped, first, &spec.api_id.clone());
+                    }
+                    errs.append(&mut e);
+                    continue;
+                }
                 if spec.limits.ip.is_none() {
                     if let Some(r) =
                         portcullis_policy::limit::Rate::new(config.limits.ip_rate, config.limits.ip_per, 1.0)
@@ -173,6 +180,23 @@ fn load(config: Config, generation: u64, fetch: JwksFetch<'_>, fs: Files<'_>) ->
     let policies = Arc::new(Arc::unwrap_or_clone(policies).with_matching(config.apps.path_matching()));
     let tyk_key_hashes = config.auth.tyk_key_hashes.iter().filter_map(|n| TykHash::parse(n)).collect();
     (Snapshot { config, apis: kept, router, generation, policies, policy_sources, skipped, tyk_key_hashes }, errs)
+}
+
+/// Reads the file templates `spec`'s `error_overrides` name (see `tyk_errors::load_templates`).
+fn with_templates(file: &Path, spec: &mut super::ApiSpec, dir: &Path, fs: Files<'_>) -> Result<(), Vec<ConfigError>> {
+    let Some(ov) = spec.error_overrides.as_mut() else { return Ok(()) };
+    let mut errs = Vec::new();
+    let read = |p: &Path| match fs.read(p) {
+        Ok(t) => Ok(Some(t)),
+        Err(super::ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    };
+    super::tyk_errors::load_templates(file, Arc::make_mut(ov), dir, &read, &mut errs);
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(errs)
+    }
 }
 
 /// The `api_id` of a definition that was refused, if its JSON gets that far.

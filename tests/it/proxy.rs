@@ -1132,7 +1132,6 @@ fn error_overrides_rewrite_the_gateways_own_errors() {
     assert_eq!(r.text(), r#"{"code": 502, "m": "There was a problem proxying the request"}"#);
     let r = p.get("/off/get", "Authorization: nope\r\n");
     assert_eq!((r.status, r.json()["error"].as_str()), (403, Some("Access to this API has been disallowed")));
-
 }
 
 /// An upstream that answers each request on its own connection with the raw response its path
@@ -1177,7 +1176,8 @@ fn error_overrides_rewrite_upstream_errors() {
         r
     };
     let chunked_body = "{\"error\": {\"type\": \"other\"}, \"detail\": \"Connection kept\"}";
-    let mut chunked = b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\nX-Up: kept\r\n\r\n".to_vec();
+    let mut chunked =
+        b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\nX-Up: kept\r\n\r\n".to_vec();
     for piece in chunked_body.as_bytes().chunks(7) {
         chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
         chunked.extend_from_slice(piece);

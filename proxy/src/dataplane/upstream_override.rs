@@ -155,7 +155,13 @@ fn whole_body(data: &[u8], body: BodyKind, eof: bool) -> Option<usize> {
 /// rule's `headers` set (replacing those of the same name, framing headers never); with a new
 /// body of `(content type, length)`, its `Content-Type` and `Content-Length` instead of the
 /// upstream's framing and type (Tyk: `res.Header.Set` of both, Go's writer framing by them).
-fn rewrite_head(head: &[u8], status: u16, was: u16, body: Option<(&str, usize)>, headers: &[(String, String)]) -> Vec<u8> {
+fn rewrite_head(
+    head: &[u8],
+    status: u16,
+    was: u16,
+    body: Option<(&str, usize)>,
+    headers: &[(String, String)],
+) -> Vec<u8> {
     use std::io::Write as _;
     let framing = |n: &[u8]| {
         ["content-length", "transfer-encoding", "trailer"].iter().any(|f| n.eq_ignore_ascii_case(f.as_bytes()))

@@ -94,7 +94,8 @@ fn find_key(json: &[u8], mut i: usize, key: &str) -> Option<usize> {
             return None;
         }
         i = ws(json, i + 1);
-        let matches = if name.contains(&b'\\') { unescape(name).is_some_and(|n| n == key) } else { name == key.as_bytes() };
+        let matches =
+            if name.contains(&b'\\') { unescape(name).is_some_and(|n| n == key) } else { name == key.as_bytes() };
         if matches {
             return json.get(i).map(|_| i);
         }
@@ -175,7 +176,8 @@ fn unescape(s: &[u8]) -> Option<String> {
     }
     let mut out: Vec<u8> = Vec::with_capacity(s.len());
     let mut i = 0;
-    let hex = |at: usize| -> Option<u32> { u32::from_str_radix(std::str::from_utf8(s.get(at..at + 4)?).ok()?, 16).ok() };
+    let hex =
+        |at: usize| -> Option<u32> { u32::from_str_radix(std::str::from_utf8(s.get(at..at + 4)?).ok()?, 16).ok() };
     while i < s.len() {
         if s[i] != b'\\' {
             out.push(s[i]);

@@ -179,7 +179,10 @@ impl ErrorOverrides {
     fn bodies_mut(&mut self) -> impl Iterator<Item = (String, &mut Body)> {
         self.exact.iter_mut().chain(self.class.iter_mut()).flat_map(|(code, rules)| {
             let key = if self_class(*code) { format!("{code}xx") } else { code.to_string() };
-            rules.iter_mut().enumerate().map(move |(i, r)| (format!("error_overrides.{key}[{i}]"), &mut r.response.body))
+            rules
+                .iter_mut()
+                .enumerate()
+                .map(move |(i, r)| (format!("error_overrides.{key}[{i}]"), &mut r.response.body))
         })
     }
 }
@@ -526,7 +529,10 @@ mod tests {
             ]
         );
         let Body::File { json, xml, message, .. } = &o.find(400, Some("BIV"), "").unwrap().body else { panic!() };
-        assert_eq!(json.as_deref(), Some(&[Part::Text("{\"s\": ".into()), Part::StatusCode, Part::Text("}".into())][..]));
+        assert_eq!(
+            json.as_deref(),
+            Some(&[Part::Text("{\"s\": ".into()), Part::StatusCode, Part::Text("}".into())][..])
+        );
         assert_eq!(xml.as_deref(), Some(&[Part::Text("<m>".into()), Part::Message, Part::Text("</m>".into())][..]));
         assert_eq!(message, "m");
         let Body::File { json, xml, .. } = &o.find(401, Some("AKI"), "").unwrap().body else { panic!() };

@@ -1093,8 +1093,8 @@ fn upstream_host_names_resolve_per_request_and_a_bad_one_fails_only_its_requests
 /// Tyk's `error_overrides` on the errors the gateway answers itself (gateway/error_overrides.go:
 /// 197-283, error_response.go:30-100): matched by the error's flag (AKI unknown key, AMF missing
 /// credential, UCF upstream refused), exact status before its class, a literal body, an inline
-/// template, a message alone, headers; `error_overrides_disabled` turns them off. Rules that
-/// would rewrite upstream responses are refused by name. Before, the block was ignored.
+/// template, a message alone, headers; `error_overrides_disabled` turns them off. Before, the
+/// block was ignored.
 #[test]
 fn error_overrides_rewrite_the_gateways_own_errors() {
     let closed = free_addr();
@@ -1132,12 +1132,169 @@ fn error_overrides_rewrite_the_gateways_own_errors() {
     assert_eq!(r.text(), r#"{"code": 502, "m": "There was a problem proxying the request"}"#);
     let r = p.get("/off/get", "Authorization: nope\r\n");
     assert_eq!((r.status, r.json()["error"].as_str()), (403, Some("Access to this API has been disallowed")));
+}
 
-    // A rule for upstream responses is refused, naming it.
+/// An upstream that answers each request on its own connection with the raw response its path
+/// names (`/<name>`), then closes.
+fn scripted_upstream(responses: Vec<(&'static str, Vec<u8>)>) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut req = Vec::new();
+            let mut b = [0; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&b[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&req).to_string();
+            let path = text.split(' ').nth(1).unwrap_or("").trim_start_matches("/u").to_string();
+            let resp = responses.iter().find(|(p, _)| *p == path).map(|(_, r)| r.clone()).unwrap_or_default();
+            let _ = s.write_all(&resp);
+        }
+    });
+    addr
+}
+
+/// Tyk's `error_overrides` on upstream 4xx/5xx responses (gateway/res_handler_error_override.go,
+/// error_overrides.go `ApplyUpstreamOverride`): by status alone, by `body_field`/`body_value`
+/// (gjson) and `message_pattern` in the first 4096 bytes of the body, first match wins; the
+/// replaced body as an inline template (`{{.StatusCode}}`, `{{.Message}}` JSON-escaped) or a
+/// template file; upstream headers kept, Content-Type and Content-Length set. A response no
+/// rule matches arrives byte for byte, whatever its framing. Before, such rules were refused.
+#[test]
+fn error_overrides_rewrite_upstream_errors() {
+    let big_json = format!("{{\"pad\": \"{}\", \"target_value\": \"find_me_if_you_can\"}}", "x".repeat(5000));
+    let big_body: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let resp = |status: &str, extra: &str, body: &[u8]| {
+        let mut r = format!("HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+        r.extend_from_slice(body);
+        r
+    };
+    let chunked_body = "{\"error\": {\"type\": \"other\"}, \"detail\": \"Connection kept\"}";
+    let mut chunked =
+        b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\nX-Up: kept\r\n\r\n".to_vec();
+    for piece in chunked_body.as_bytes().chunks(7) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let mut chunked_match = b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    chunked_match.extend_from_slice(b"10\r\n{\"error\": {\"type\r\n19\r\n\": \"database_timeout\"}}   \r\n0\r\n\r\n");
+    let mut close_delimited = b"HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n\r\n".to_vec();
+    close_delimited.extend_from_slice(&big_body);
+    let up = scripted_upstream(vec![
+        ("/missing", resp("404 Not Found", "X-Up: kept\r\nContent-Type: text/html\r\n", b"<h1>nope</h1>")),
+        ("/field", resp("500 Internal Server Error", "X-Up: kept\r\n", br#"{"error": {"type": "database_timeout"}}"#)),
+        ("/pattern", resp("500 Internal Server Error", "", b"Connection to db lost")),
+        ("/template", resp("500 Internal Server Error", "", br#"{"error": "template"}"#)),
+        ("/escape", resp("500 Internal Server Error", "", br#"{"error": "json_escape"}"#)),
+        ("/file", resp("502 Bad Gateway", "", b"bad")),
+        ("/beyond", resp("500 Internal Server Error", "", big_json.as_bytes())),
+        ("/nomatch", resp("500 Internal Server Error", "X-Up: kept\r\n", br#"{"error": {"type": "other"}}"#)),
+        ("/large", resp("500 Internal Server Error", "", &big_body)),
+        ("/chunked", chunked),
+        ("/chunked-match", chunked_match),
+        ("/close", close_delimited),
+        ("/ok", resp("200 OK", "", br#"{"error": "template"}"#)),
+    ]);
+    let overrides = r#""error_overrides": {
+        "404": [{"response": {"status_code": 420, "body": "{\"error\": \"api_level_upstream\", \"status\": 404}",
+                 "headers": {"X-Error-Flag": "UPSTREAM-API"}}}],
+        "500": [
+            {"match": {"body_field": "error.type", "body_value": "database_timeout"},
+             "response": {"status_code": 501, "body": "{\"status\": \"field\"}", "headers": {"X-Override": "1"}}},
+            {"match": {"message_pattern": "Connection.*lost"}, "response": {"status_code": 503, "message": "db <down>"}},
+            {"match": {"body_field": "error", "body_value": "template"},
+             "response": {"status_code": 501, "body": "{\"code\": {{.StatusCode}}}"}},
+            {"match": {"body_field": "error", "body_value": "json_escape"},
+             "response": {"status_code": 502, "message": "Invalid token \"abc\"\nand <b>",
+                          "body": "{\"error_detail\": \"{{.Message}}\"}"}},
+            {"match": {"body_field": "target_value", "body_value": "find_me_if_you_can"},
+             "response": {"status_code": 506, "body": "{\"status\": \"matched_truncated_body\"}"}}
+        ],
+        "502": [{"response": {"template": "upstream_error", "message": "upstream \"broke\""}}]
+    },"#;
+    let templates = tempfile::tempdir().unwrap();
+    std::fs::write(
+        templates.path().join("upstream_error.json"),
+        "{\"status\": \"{{.StatusCode}}\", \"detail\": \"{{ .Message }}\"}",
+    )
+    .unwrap();
+    std::fs::write(templates.path().join("upstream_error.xml"), "<e s=\"{{.StatusCode}}\">{{.Message}}</e>").unwrap();
+    let p = builder()
+        .apps_config(&format!("template_path = {:?}", templates.path().display().to_string()))
+        .app("u", keyless_api("u", "/u/", &format!("http://{up}"), "", overrides))
+        .start();
+    let get = |path: &str| client::get(p.listen, path).unwrap();
+
+    let r = get("/u/missing");
+    assert_eq!(r.status, 420, "{}", r.text());
+    assert_eq!(r.text(), r#"{"error": "api_level_upstream", "status": 404}"#);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("content-length"), Some(r.body.len().to_string().as_str()));
+    assert_eq!((r.header("x-error-flag"), r.header("x-up")), (Some("UPSTREAM-API"), Some("kept")));
+
+    let r = get("/u/field");
+    assert_eq!((r.status, r.text().as_str(), r.header("x-override")), (501, r#"{"status": "field"}"#, Some("1")));
+    let r = get("/u/chunked-match");
+    assert_eq!((r.status, r.text().as_str()), (501, r#"{"status": "field"}"#), "a chunked body, decoded to match");
+    assert_eq!(r.header("transfer-encoding"), None);
+
+    let r = get("/u/pattern");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.text(), "{\n    \"error\": \"db <down>\"\n}", "a message alone: the default template");
+
+    let r = get("/u/template");
+    assert_eq!((r.status, r.text().as_str()), (501, r#"{"code": 501}"#));
+    let r = get("/u/escape");
+    assert_eq!(r.status, 502);
+    assert_eq!(r.text(), r#"{"error_detail": "Invalid token \"abc\"\u000Aand \u003Cb\u003E"}"#, "Go's JSEscapeString");
+
+    let r = get("/u/file");
+    assert_eq!(r.status, 502);
+    assert_eq!(r.text(), r#"{"status": "502", "detail": "upstream \"broke\""}"#);
+    let mut c = client::Conn::connect(p.listen).unwrap();
+    let r = c.request("GET", "/u/file", "Content-Type: text/xml\r\n", b"").unwrap();
+    assert_eq!(r.text(), "<e s=\"502\">upstream &#34;broke&#34;</e>");
+    assert_eq!(r.header("content-type"), Some("text/xml"));
+
+    // Tyk looks at the first 4096 bytes only: a value beyond them does not match.
+    let r = get("/u/beyond");
+    assert_eq!((r.status, r.body.len()), (500, big_json.len()));
+    assert_eq!(r.body, big_json.as_bytes());
+
+    // No rule matches: everything arrives as sent.
+    let r = get("/u/nomatch");
+    assert_eq!((r.status, r.text().as_str()), (500, r#"{"error": {"type": "other"}}"#));
+    assert_eq!(r.header("x-up"), Some("kept"));
+    let r = get("/u/large");
+    assert_eq!(r.status, 500);
+    assert!(r.body == big_body, "a large Content-Length body: {} bytes of {}", r.body.len(), big_body.len());
+    let r = get("/u/chunked");
+    assert_eq!((r.status, r.text().as_str()), (500, chunked_body));
+    assert_eq!((r.header("transfer-encoding"), r.header("x-up")), (Some("chunked"), Some("kept")));
+    let r = get("/u/close");
+    assert_eq!(r.status, 500);
+    assert!(r.body == big_body, "a close-delimited body: {} bytes of {}", r.body.len(), big_body.len());
+    let r = get("/u/ok");
+    assert_eq!((r.status, r.text().as_str()), (200, r#"{"error": "template"}"#), "2xx never");
+}
+
+/// A rule naming a template file that is not there refuses its definition, naming the field and
+/// the template.
+#[test]
+fn error_overrides_with_a_missing_template_are_refused() {
+    let up = upstream("up");
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("apps")).unwrap();
-    let upstream_rule = r#""error_overrides": {"404": [{"response": {"status_code": 420}}]},"#;
-    std::fs::write(dir.path().join("apps/u.json"), keyless_api("u", "/u/", &up.url(), "", upstream_rule)).unwrap();
+    let rule = r#""error_overrides": {"404": [{"response": {"template": "nowhere"}}]},"#;
+    std::fs::write(dir.path().join("apps/u.json"), keyless_api("u", "/u/", &up.url(), "", rule)).unwrap();
     std::fs::write(
         dir.path().join("p.toml"),
         "[proxy]\nlisten = \"127.0.0.1:1\"\n[admin]\nlisten = \"127.0.0.1:2\"\n[apps]\ndir = \"apps\"\n",
@@ -1149,7 +1306,8 @@ fn error_overrides_rewrite_the_gateways_own_errors() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success() && text.contains("error_overrides.404[0].match.flag"), "{text}");
+    assert!(!out.status.success() && text.contains("error_overrides.404[0].response.template"), "{text}");
+    assert!(text.contains("nowhere"), "{text}");
 }
 
 /// Tyk's request size limits (gateway/mw_request_size_limit.go:22-112): `size_limits` entries
@@ -1415,4 +1573,51 @@ fn uptime_checks_take_down_hosts_out_of_load_balancing() {
     wait_until("every host down", WAIT, || p2.get("/lb/get", "").status == 503);
     let r = p2.get("/lb/get", "");
     assert!(r.text().contains("all hosts are down"), "{}", r.text());
+}
+
+/// A validation refusal's file template with `{{.InvalidParams}}`, as Tyk's own CI uses one
+/// (ci/tests/error-overrides: mw_validate_json.go:60-75 fills it with the error's detail,
+/// handler_error.go:442-455 escapes it as the message). It refused the definition before.
+#[test]
+fn error_templates_get_a_validation_refusals_invalid_params() {
+    let up = upstream("up");
+    let templates = tempfile::tempdir().unwrap();
+    std::fs::write(
+        templates.path().join("error_validation_invalid_params.json"),
+        r#"{"status": "{{.StatusCode}}", "detail": "{{.Message}}", "invalid_params": "{{.InvalidParams}}"}"#,
+    )
+    .unwrap();
+    let schema = r#"{"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}"#;
+    let def = format!(
+        r#"{{"name": "v", "api_id": "v", "use_keyless": true,
+            "error_overrides": {{"422": [{{"match": {{"flag": "BIV"}}, "response": {{"status_code": 422,
+                "template": "error_validation_invalid_params", "message": "Request body failed schema validation"}}}}],
+              "400": [{{"match": {{"flag": "BIV"}}, "response": {{"status_code": 400,
+                "template": "error_validation_invalid_params", "message": "Request body is not valid JSON"}}}}]}},
+            "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default", "use_extended_paths": true,
+              "extended_paths": {{"validate_json": [{{"path": "/anything", "method": "POST", "schema": {schema}}}]}}}}}}}},
+            "proxy": {{"listen_path": "/v/", "target_url": "{}", "strip_listen_path": true}}}}"#,
+        up.url()
+    );
+    let p = builder()
+        .apps_config(&format!("template_path = {:?}", templates.path().display().to_string()))
+        .app("v", def)
+        .start();
+    let post = |body: &str| {
+        let mut c = Conn::connect(p.listen).unwrap();
+        let head = format!("Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+        c.request("POST", "/v/anything", &head, body.as_bytes()).unwrap()
+    };
+    let r = post(r#"{"n": "x"}"#);
+    assert_eq!(r.status, 422, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["detail"], "Request body failed schema validation");
+    assert!(v["invalid_params"].as_str().unwrap().starts_with("n: "), "{v}");
+    let r = post("{not json");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["detail"], "Request body is not valid JSON");
+    let ip = v["invalid_params"].as_str().unwrap();
+    assert!(!ip.is_empty() && !ip.starts_with("JSON parsing error") && ip != "<no value>", "{v}");
+    assert_eq!(post(r#"{"n": 1}"#).status, 200);
 }

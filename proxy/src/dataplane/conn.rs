@@ -227,7 +227,7 @@ async fn respond_error(
     let message = f.err.kind.client_message(f.err.context);
     let flag = super::error::flag_of(f.err.kind, f.err.context);
     let ov = overrides.and_then(|o| o.find(f.err.kind.code(), flag, message));
-    if super::error::error_response_with(out, f.err.kind, message, true, &[], style, ov) {
+    if super::error::error_response_with(out, f.err.kind, message, true, &[], style, ov, None) {
         let _ = write_vec(client, out).await;
     }
     let _ = started;
@@ -477,7 +477,10 @@ async fn request<'w>(
             bufs.x.out.clear();
             let flag = Some("BIV");
             let ov = api.error_overrides.as_deref().and_then(|o| o.find(kind.code(), flag, &message));
-            error_response_with(&mut bufs.x.out, kind, &message, close, &[], bufs.x.errors, ov);
+            // Tyk's `{{.InvalidParams}}`: the parse error, or the schema's errors
+            // (mw_validate_json.go:60-75).
+            let detail = message.strip_prefix("JSON parsing error: ").unwrap_or(&message);
+            error_response_with(&mut bufs.x.out, kind, &message, close, &[], bufs.x.errors, ov, Some(detail));
             let out_len = bufs.x.out.len() as u64;
             let _ = write_vec(client, &mut bufs.x.out).await;
             let code = ov.filter(|o| o.status != 0).map_or(kind.code(), |o| o.status);
@@ -935,7 +938,8 @@ async fn respond(
     let api_index = routed.api as usize;
 
     // 3. Response.
-    let resp = head.meta;
+    let mut resp = head.meta;
+    let mut queued = head.queued;
     if let Some(v) = head.verbatim {
         worker.splice.hints.note_verbatim(snap.generation, api_index, v);
     }
@@ -948,6 +952,53 @@ async fn respond(
             .map_err(|e| ProxyError::io(ErrorKind::ClientIo, "writing 101 to client", e))?;
         done(&mut bufs.x.record, outcome(101, body_in, head_out, upstream_us));
         return Ok(Next::Tunnel(up));
+    }
+    // Tyk's `error_overrides` on an upstream 4xx/5xx, when the API has rules for its status.
+    if let Some(ov) = api.error_overrides.as_deref().filter(|o| o.has_upstream_rules(resp.status)) {
+        if queued {
+            // A peeked head: take it out of the socket, as after a read.
+            let peeked = bufs.x.upstream.len();
+            bufs.x.upstream.unqueue_peeked(up.stream.as_raw_fd(), peeked).map_err(|e| Failure {
+                err: ProxyError::io(ErrorKind::UpstreamProtocol, "reading upstream response", e),
+                responded: false,
+            })?;
+            bufs.x.upstream.consume(resp.head_len);
+            queued = false;
+        }
+        let timeout = Duration::from_millis(cfg.upstream_response_timeout_ms);
+        let head_request = meta.method == Method::Head;
+        let media = bufs.x.errors.media;
+        let (b, stream) = (&mut bufs.x, &mut up.stream);
+        let applied = Box::pin(super::upstream_override::apply(
+            ov,
+            &mut resp,
+            stream,
+            &mut b.upstream,
+            &mut b.out,
+            media,
+            head_request,
+            timeout,
+        ))
+        .await;
+        match applied {
+            Err(e) => {
+                done(&mut bufs.x.record, outcome(e.kind.code(), body_in, 0, upstream_us));
+                return Err(e.into());
+            }
+            Ok(super::upstream_override::Applied::Pass) => {}
+            Ok(super::upstream_override::Applied::Replaced { upstream_done }) => {
+                let out_len = bufs.x.out.len() as u64;
+                write_vec(client, &mut bufs.x.out).await.map_err(|e| Failure {
+                    err: ProxyError::io(ErrorKind::ClientIo, "writing response", e),
+                    responded: true,
+                })?;
+                let finished = done(&mut bufs.x.record, outcome(resp.status, body_in, out_len, upstream_us));
+                if upstream_done && resp.upstream_reusable && bufs.x.upstream.is_empty() {
+                    worker.pool.put(up, cfg.upstream_pool_size, cfg.upstream_pool_surplus_ms == 0, finished);
+                }
+                return Ok(if resp.close_client || worker.shutdown.is_set() { Next::Close } else { Next::KeepAlive });
+            }
+        }
     }
     let head_out = bufs.x.out.len() as u64;
     // A body already read with the head goes out in the same write as the head: the smaller of
@@ -962,7 +1013,7 @@ async fn respond(
     // and after a short body's rest has been read.
     let mut facts = BodyFacts {
         body: resp.body,
-        queued: head.queued,
+        queued,
         have: 0,
         splice_min,
         pipes: true,
@@ -1516,7 +1567,7 @@ async fn reply_local(
     let close = meta.body != BodyKind::None || !meta.keep_alive || worker.shutdown.is_set();
     bufs.client.consume(meta.head_len);
     bufs.x.out.clear();
-    if !error_response_with(&mut bufs.x.out, kind, message, close, extra, bufs.x.errors, ov) {
+    if !error_response_with(&mut bufs.x.out, kind, message, close, extra, bufs.x.errors, ov, None) {
         // Not a kind with an answer (callers pass refusals, 404 and 503): nothing to send.
         return Ok(Next::Close);
     }

@@ -154,6 +154,32 @@ pub struct ErrorStyle {
     pub xml: bool,
     /// `X-Generator: tyk.io` (unless `[proxy] hide_generator_header`).
     pub generator: bool,
+    /// What an `error_overrides` body is written as (Tyk's `DetectErrorResponseContext`, which
+    /// knows no `application/soap+xml`).
+    pub media: Media,
+}
+
+/// The `Content-Type` of an overriding body, and so its template (gateway/error_response.go).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Media {
+    #[default]
+    Json,
+    AppXml,
+    TextXml,
+}
+
+impl Media {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Media::Json => "application/json",
+            Media::AppXml => "application/xml",
+            Media::TextXml => "text/xml",
+        }
+    }
+
+    fn xml(self) -> bool {
+        self != Media::Json
+    }
 }
 
 impl ErrorStyle {
@@ -161,16 +187,72 @@ impl ErrorStyle {
     pub fn of(content_type: &[u8], generator: bool) -> ErrorStyle {
         let media = content_type.split(|&b| b == b';').next().unwrap_or(b"");
         let xml = matches!(media, b"application/xml" | b"text/xml" | b"application/soap+xml");
-        ErrorStyle { xml, generator }
+        let media = match media {
+            b"application/xml" => Media::AppXml,
+            b"text/xml" => Media::TextXml,
+            _ => Media::Json,
+        };
+        ErrorStyle { xml, generator, media }
     }
+}
+
+/// The body an `error_overrides` rule writes over an upstream response of `status` (Tyk:
+/// res_handler_error_override.go `generateOverrideBody`), appended to `out`: an inline template
+/// or a file template with the rule's message (JSON: escaped as Go's `JSEscapeString`; XML:
+/// HTML-escaped) and the status; a literal body; a message alone in the default template.
+/// False, and nothing written, when the rule has no body or no template file for `media`:
+/// Tyk then keeps the upstream's body.
+/// `detail` fills `{{.InvalidParams}}` (a validation refusal's; `None`: Go's `<no value>`).
+pub fn override_body(out: &mut Vec<u8>, body: &OverrideBody, status: u16, media: Media, detail: Option<&str>) -> bool {
+    let template = |out: &mut Vec<u8>, parts: &[OverridePart], m: &str| {
+        for p in parts {
+            match p {
+                OverridePart::Text(t) => out.extend_from_slice(t.as_bytes()),
+                OverridePart::StatusCode => portcullis_http1::digits::push_u64(out, u64::from(status)),
+                OverridePart::Message if media.xml() => html_escape(out, m),
+                OverridePart::Message => go_js_escape(out, m),
+                OverridePart::InvalidParams => match detail {
+                    Some(d) if media.xml() => html_escape(out, d),
+                    Some(d) => go_js_escape(out, d),
+                    // No template data (upstream responses, other errors): Go's word for a
+                    // key its map lacks.
+                    None => out.extend_from_slice(NO_VALUE),
+                },
+            }
+        }
+    };
+    match body {
+        OverrideBody::Original => return false,
+        OverrideBody::Literal(b) => out.extend_from_slice(b.as_bytes()),
+        OverrideBody::Template { parts, message } => template(out, parts, message),
+        OverrideBody::File { json, xml, message, .. } => {
+            let Some(parts) = (if media.xml() { xml } else { json }) else { return false };
+            template(out, parts, message);
+        }
+        OverrideBody::Message(m) if media.xml() => {
+            out.extend_from_slice(b"<?xml version = \"1.0\" encoding = \"UTF-8\"?>\n<error>");
+            html_escape(out, m);
+            out.extend_from_slice(b"</error>\n");
+        }
+        OverrideBody::Message(m) => {
+            out.extend_from_slice(b"{\n    \"error\": \"");
+            go_json_escape(out, m);
+            out.extend_from_slice(b"\"\n}");
+        }
+    }
+    true
 }
 
 /// A complete error response for `kind`, whose status comes from [`ErrorKind::status`], the one
 /// mapping: there is no other way to write one. Returns false (and writes nothing) for a kind
 /// that is not answered.
 pub fn error_response(out: &mut Vec<u8>, kind: ErrorKind, message: &str, close: bool, style: ErrorStyle) -> bool {
-    error_response_with(out, kind, message, close, &[], style, None)
+    error_response_with(out, kind, message, close, &[], style, None, None)
 }
+
+/// What Go's `text/template` writes for a key its map does not have (Tyk's template data is a
+/// map: handler_error.go:442-455).
+const NO_VALUE: &[u8] = b"<no value>";
 
 /// Tyk's response flag of a failure that is not a refusal (internal/errors/classification.go;
 /// refusals carry theirs, `Denial::flag`).
@@ -207,6 +289,7 @@ pub fn error_response_with(
     extra: &[u8],
     style: ErrorStyle,
     ov: Option<&Override>,
+    detail: Option<&str>,
 ) -> bool {
     use std::io::Write as _;
     let Some((mut status, mut reason)) = kind.status() else {
@@ -252,9 +335,23 @@ pub fn error_response_with(
                     }
                     OverridePart::Message if style.xml => html_escape(&mut body, m),
                     OverridePart::Message => go_js_escape(&mut body, m),
+                    OverridePart::InvalidParams => match detail {
+                        Some(d) if style.xml => html_escape(&mut body, d),
+                        Some(d) => go_js_escape(&mut body, d),
+                        None => body.extend_from_slice(NO_VALUE),
+                    },
                 }
             }
             own_type
+        }
+        // Tyk: a template file with the rule's message; none for this content type, the
+        // default template with the error's (handler_error.go `writeOverrideResponse`).
+        Some(f @ OverrideBody::File { .. }) => {
+            if override_body(&mut body, f, status, style.media, detail) {
+                style.media.content_type()
+            } else {
+                default_template(&mut body, message)
+            }
         }
     };
     let headers: &[(String, String)] = ov.map_or(&[], |o| &o.headers);
@@ -298,7 +395,7 @@ fn go_js_escape(out: &mut Vec<u8>, s: &str) {
 }
 
 /// The reason phrase for a status an override sets.
-fn reason_phrase(status: u16) -> &'static str {
+pub(crate) fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
@@ -403,7 +500,7 @@ mod tests {
     #[test]
     fn error_bodies_are_tyks_default_template() {
         let mut none = Vec::new();
-        let style = ErrorStyle { xml: false, generator: true };
+        let style = ErrorStyle { xml: false, generator: true, media: Media::Json };
         assert!(
             !error_response(&mut none, ErrorKind::Closed, "x", true, style) && none.is_empty(),
             "nothing to answer"

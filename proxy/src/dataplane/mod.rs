@@ -18,6 +18,7 @@ mod record;
 mod splice;
 pub mod stats;
 mod upstream;
+mod upstream_override;
 mod worker;
 
 use std::cell::{Cell, RefCell};

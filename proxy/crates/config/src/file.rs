@@ -458,6 +458,13 @@ pub struct AppsConfig {
     /// Failed checks after which a host is down (and as many passing ones before it is up
     /// again): Tyk's `uptime_tests.config.failure_trigger_sample_size`. A reload applies it.
     pub uptime_failure_trigger_sample_size: u32,
+    /// Directory of error templates, relative to the config file: Tyk's `template_path`. An
+    /// `error_overrides` rule's `response.template` names a file in it, `<name>.json` (or
+    /// `<name>`) for JSON requests and `<name>.xml` for XML ones; the files are read on load and
+    /// reload, and a rule whose template is missing or uses anything but `{{.Message}}`,
+    /// `{{.StatusCode}}` and `{{.InvalidParams}}` refuses its definition. Only the templates
+    /// rules name are read.
+    pub template_path: PathBuf,
 }
 
 impl Default for AppsConfig {
@@ -471,6 +478,7 @@ impl Default for AppsConfig {
             ignore_endpoint_case: false,
             uptime_check_interval_secs: 10,
             uptime_failure_trigger_sample_size: 3,
+            template_path: "templates".into(),
         }
     }
 }
@@ -672,7 +680,13 @@ impl Config {
 
     pub(crate) fn resolve_relative_paths(&mut self, config_path: &Path) {
         let base = config_path.parent().unwrap_or(Path::new("."));
-        for p in [&mut self.apps.dir, &mut self.apps.policies, &mut self.storage.path, &mut self.analytics.path] {
+        for p in [
+            &mut self.apps.dir,
+            &mut self.apps.policies,
+            &mut self.apps.template_path,
+            &mut self.storage.path,
+            &mut self.analytics.path,
+        ] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

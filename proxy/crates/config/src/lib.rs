@@ -13,6 +13,7 @@
 mod edit;
 mod env;
 mod file;
+mod gjson;
 pub mod router;
 mod snapshot;
 mod tyk;
@@ -33,7 +34,9 @@ pub use portcullis_http1::MAX_HEADERS;
 pub use snapshot::{load_snapshot_edited, load_snapshot_with, PolicySource, Skipped, Snapshot};
 pub use tyk::{ApiSpec, Target};
 pub use tyk_auth::{JsonCheck, JwksFetch};
-pub use tyk_errors::{Body as OverrideBody, ErrorOverrides, Override, Part as OverridePart};
+pub use tyk_errors::{
+    Body as OverrideBody, ErrorOverrides, Override, Part as OverridePart, UpstreamMatch, MAX_BODY_FOR_MATCHING,
+};
 pub use tyk_policy::TykPolicy;
 pub use tyk_session::{AccessDefinition, AccessSpec, BasicAuthData, RateProblem, TykSession};
 pub use tyk_uptime::{

@@ -129,6 +129,17 @@ fn load(config: Config, generation: u64, fetch: JwksFetch<'_>, fs: Files<'_>) ->
         };
         match parse_api(&file, &text, fetch, config.apps.path_matching()) {
             Ok(Parsed::Api(mut spec, mut versions)) => {
+                let templates = std::iter::once(&mut spec)
+                    .chain(versions.iter_mut())
+                    .map(|s| with_templates(&file, s, &config.apps.template_path, fs))
+                    .find_map(Result::err);
+                if let Some(mut e) = templates {
+                    if let Some(first) = e.first() {
+                        skip(&mut skipped, first, &spec.api_id.clone());
+                    }
+                    errs.append(&mut e);
+                    continue;
+                }
                 for spec in std::iter::once(&mut spec).chain(versions.iter_mut()) {
                     if spec.limits.ip.is_none() {
                         if let Some(r) =
@@ -219,6 +230,23 @@ fn load(config: Config, generation: u64, fetch: JwksFetch<'_>, fs: Files<'_>) ->
         },
         errs,
     )
+}
+
+/// Reads the file templates `spec`'s `error_overrides` name (see `tyk_errors::load_templates`).
+fn with_templates(file: &Path, spec: &mut super::ApiSpec, dir: &Path, fs: Files<'_>) -> Result<(), Vec<ConfigError>> {
+    let Some(ov) = spec.error_overrides.as_mut() else { return Ok(()) };
+    let mut errs = Vec::new();
+    let read = |p: &Path| match fs.read(p) {
+        Ok(t) => Ok(Some(t)),
+        Err(super::ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    };
+    super::tyk_errors::load_templates(file, Arc::make_mut(ov), dir, &read, &mut errs);
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(errs)
+    }
 }
 
 /// The `api_id` of a definition that was refused, if its JSON gets that far.

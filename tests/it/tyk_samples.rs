@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The samples that load as shipped (50 of 86 on 2026-12-06; `versioned-not-detailed` has an https `override_target`).
+/// The samples that load as shipped (53 of 86 on 2026-12-06; `versioned-not-detailed` has an https `override_target`).
 const LOADED: &[&str] = &[
     "apps_app_sample.json",
     "apps_jq.json",

@@ -271,10 +271,8 @@ impl Trigger {
         }
         // `all`: every kind the trigger names matched (a trigger naming none fires: Tyk's
         // total 0 == set 0).
-        let total = [&self.headers, &self.query, &self.path_parts, &self.session_meta]
-            .iter()
-            .filter(|o| !o.is_empty())
-            .count();
+        let total =
+            [&self.headers, &self.query, &self.path_parts, &self.session_meta].iter().filter(|o| !o.is_empty()).count();
         (!self.any && total == set).then_some(&self.to)
     }
 
@@ -440,7 +438,12 @@ mod tests {
 
     fn one(pattern: &str, rewrite_to: &str, triggers: Vec<Trigger>) -> Rewrites {
         Rewrites {
-            entries: vec![Rewrite { rule: rule("/", "GET"), pattern: Regex::new(pattern).unwrap(), to: to(rewrite_to), triggers }],
+            entries: vec![Rewrite {
+                rule: rule("/", "GET"),
+                pattern: Regex::new(pattern).unwrap(),
+                to: to(rewrite_to),
+                triggers,
+            }],
             strip: None,
             context_vars: false,
         }
@@ -521,7 +524,11 @@ mod tests {
             session: None,
             context: None,
         };
-        assert_eq!(rw_bad.apply(&r).unwrap().as_deref_url(), None, "a malformed escape in the path: not applied, as Go's url.Parse fails");
+        assert_eq!(
+            rw_bad.apply(&r).unwrap().as_deref_url(),
+            None,
+            "a malformed escape in the path: not applied, as Go's url.Parse fails"
+        );
         let undecodable = one("nomatch", "/b", vec![]);
         assert_eq!(undecodable.apply(&r), Err(Failed::Undecodable), "Tyk: 500");
     }
@@ -537,17 +544,33 @@ mod tests {
 
     fn trigger(any: bool, headers: Vec<(&str, Matcher)>, query: Vec<(&str, Matcher)>, rewrite_to: &str) -> Trigger {
         let own = |v: Vec<(&str, Matcher)>| v.into_iter().map(|(k, m)| (k.to_string(), m)).collect();
-        Trigger { any, headers: own(headers), query: own(query), path_parts: vec![], session_meta: vec![], to: to(rewrite_to) }
+        Trigger {
+            any,
+            headers: own(headers),
+            query: own(query),
+            path_parts: vec![],
+            session_meta: vec![],
+            to: to(rewrite_to),
+        }
     }
 
     #[test]
     fn triggers_any_all_reverse_and_captures() {
         let hs = HeaderList::new(&[("x-device", b"mobile-ios")]);
         let none = HeaderList::new(&[]);
-        let any = trigger(true, vec![("X-Device", m("mobile-(.*)", false))], vec![("k", m("^v$", false))], "/m/$tyk_context.trigger-0-X-Device-0-0/$1");
+        let any = trigger(
+            true,
+            vec![("X-Device", m("mobile-(.*)", false))],
+            vec![("k", m("^v$", false))],
+            "/m/$tyk_context.trigger-0-X-Device-0-0/$1",
+        );
         let rw = one("/a/(.*)", "/plain/$1", vec![any]);
         assert_eq!(run(&rw, "/a/x", &hs).as_deref(), Some("/m/ios/x"), "header alone fires `any`");
-        assert_eq!(run(&rw, "/a/x?k=v", &none).as_deref(), Some("/m//x?k=v"), "query alone fires `any`; no header capture");
+        assert_eq!(
+            run(&rw, "/a/x?k=v", &none).as_deref(),
+            Some("/m//x?k=v"),
+            "query alone fires `any`; no header capture"
+        );
         assert_eq!(run(&rw, "/a/x", &none).as_deref(), Some("/plain/x"));
         let all = trigger(false, vec![("X-Device", m("mobile", false))], vec![("k", m("^v$", false))], "/both");
         let rw = one("/a/(.*)", "/plain/$1", vec![all]);

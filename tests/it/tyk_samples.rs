@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The samples that load as shipped (49 of 86 on 2026-12-06; `versioned-not-detailed` has an https `override_target`).
+/// The samples that load as shipped (50 of 86 on 2026-12-07; `versioned-not-detailed` has an https `override_target`).
 const LOADED: &[&str] = &[
     "apps_app_sample.json",
     "apps_jq.json",
@@ -58,6 +58,7 @@ const LOADED: &[&str] = &[
     "ci_tests_tracing_apps_versioned.json",
     "tests_regression_testdata_issue-11806-api-no-domain.json",
     "tests_regression_testdata_issue-11806-api-with-domain.json",
+    "tests_regression_testdata_issue-12865.json",
 ];
 
 /// Fields a refusal may name: what Portcullis does not have yet, and why a sample has it.
@@ -72,7 +73,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("extended_paths.size_limits", "request size limits per endpoint"),
     ("extended_paths.circuit_breakers", "circuit breakers"),
     ("extended_paths.track_endpoints", "endpoint tracking"),
-    ("extended_paths.url_rewrites", "URL rewrites"),
     ("extended_paths.transform_jq", "jq transforms"),
     ("openapi", "a Tyk OAS document checked without its classic definition"),
     ("error_overrides", "error_overrides rules for upstream responses, and error templates from files"),
@@ -174,7 +174,6 @@ const TODO: &[(&str, &str)] = &[
     ("extended_paths.size_limits", "request size limits per endpoint"),
     ("extended_paths.circuit_breakers", "circuit breakers"),
     ("extended_paths.track_endpoints", "endpoint tracking"),
-    ("extended_paths.url_rewrites", "URL rewrites"),
     ("proxy.check_host_against_uptime_tests", "uptime tests"),
     ("openapi", "a Tyk OAS document without its classic definition"),
     ("error_overrides", "error_overrides rules for upstream responses, error templates from files"),
@@ -207,7 +206,6 @@ const REFUSED_ON_LOOPBACK: &[(&str, &str)] = &[
     ("ci_tests_python-plugins_src_apidef.json", "custom_middleware_bundle"),
     ("ci_tests_tracing_apps_test-multiauth-oas.json", "openapi"),
     ("tests_regression_testdata_issue-10104-apidef.json", "custom_middleware.post"),
-    ("tests_regression_testdata_issue-12865.json", "version_data.versions.Default.extended_paths.url_rewrites"),
 ];
 
 /// The migration the issue describes: upstreams pointed at a loopback `http://` server (scheme,
@@ -246,7 +244,8 @@ fn tyk_sample_definitions_with_loopback_upstreams_load_unless_out_of_scope() {
 }
 
 /// `scheme://host:port/path` -> `http://127.0.0.1:9/path` in `proxy.target_url`,
-/// `proxy.target_list` and the versions' `override_target`.
+/// `proxy.target_list`, the versions' `override_target` and their absolute `url_rewrites`
+/// `rewrite_to`s (issue-12865's goes to `http://httpbin.org`).
 fn to_loopback(def: &mut serde_json::Value) {
     fn rewrite(url: &mut serde_json::Value) {
         if let Some(s) = url.as_str() {
@@ -260,6 +259,14 @@ fn to_loopback(def: &mut serde_json::Value) {
         for v in versions.values_mut() {
             if let Some(t) = v.get_mut("override_target").filter(|t| t.as_str().is_some_and(|s| !s.is_empty())) {
                 rewrite(t);
+            }
+            if let Some(serde_json::Value::Array(rws)) = v.pointer_mut("/extended_paths/url_rewrites") {
+                for rw in rws {
+                    if let Some(t) = rw.get_mut("rewrite_to").filter(|t| t.as_str().is_some_and(|s| s.contains("://")))
+                    {
+                        rewrite(t);
+                    }
+                }
             }
         }
     }

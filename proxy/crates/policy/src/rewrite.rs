@@ -211,9 +211,7 @@ impl Rewrites {
             Some(i) => (&s[..i], &s[i..]),
             None => (s, ""),
         };
-        if path_unescape(path).is_none() {
-            return None;
-        }
+        path_unescape(path)?;
         let path = match &self.strip {
             Some(lp) => path.strip_prefix(lp.as_str()).unwrap_or(path),
             None => path,

@@ -27,7 +27,7 @@ pub mod server;
 
 pub use portcullis_config as config;
 pub use portcullis_config::router;
-pub use portcullis_policy::{auth, limit, path_rule, version};
+pub use portcullis_policy::{auth, limit, path_rule, rewrite, version};
 
 #[cfg(test)]
 mod tyk_decisions;

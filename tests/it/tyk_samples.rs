@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The samples that load as shipped (53 of 86 on 2026-12-06; `versioned-not-detailed` has an https `override_target`).
+/// The samples that load as shipped (54 of 86 on 2026-12-06; `versioned-not-detailed` has an https `override_target`).
 const LOADED: &[&str] = &[
     "apps_app_sample.json",
     "apps_jq.json",
@@ -62,6 +62,7 @@ const LOADED: &[&str] = &[
     "ci_tests_tracing_apps_versioned.json",
     "tests_regression_testdata_issue-11806-api-no-domain.json",
     "tests_regression_testdata_issue-11806-api-with-domain.json",
+    "tests_regression_testdata_issue-12865.json",
 ];
 
 /// Fields a refusal may name: what Portcullis does not have yet, and why a sample has it.
@@ -75,7 +76,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("extended_paths.size_limits", "request size limits per endpoint"),
     ("extended_paths.circuit_breakers", "circuit breakers"),
     ("extended_paths.track_endpoints", "endpoint tracking"),
-    ("extended_paths.url_rewrites", "URL rewrites"),
     ("extended_paths.transform_jq", "jq transforms"),
     ("openapi", "a Tyk OAS document checked without its classic definition"),
     ("response.template", "an error template file that Tyk's CI keeps beside its config, not among the samples"),
@@ -178,7 +178,6 @@ const TODO: &[(&str, &str)] = &[
     ("extended_paths.size_limits", "request size limits per endpoint"),
     ("extended_paths.circuit_breakers", "circuit breakers"),
     ("extended_paths.track_endpoints", "endpoint tracking"),
-    ("extended_paths.url_rewrites", "URL rewrites"),
     ("openapi", "a Tyk OAS document without its classic definition"),
 ];
 
@@ -205,7 +204,6 @@ const REFUSED_ON_LOOPBACK: &[(&str, &str)] = &[
     ("ci_tests_python-plugins_src_apidef.json", "custom_middleware_bundle"),
     ("ci_tests_tracing_apps_test-multiauth-oas.json", "openapi"),
     ("tests_regression_testdata_issue-10104-apidef.json", "custom_middleware.post"),
-    ("tests_regression_testdata_issue-12865.json", "version_data.versions.Default.extended_paths.url_rewrites"),
 ];
 
 /// The migration the issue describes: upstreams pointed at a loopback `http://` server (scheme,
@@ -244,7 +242,8 @@ fn tyk_sample_definitions_with_loopback_upstreams_load_unless_out_of_scope() {
 }
 
 /// `scheme://host:port/path` -> `http://127.0.0.1:9/path` in `proxy.target_url`,
-/// `proxy.target_list` and the versions' `override_target`.
+/// `proxy.target_list`, the versions' `override_target` and their absolute `url_rewrites`
+/// `rewrite_to`s (issue-12865's goes to `http://httpbin.org`).
 fn to_loopback(def: &mut serde_json::Value) {
     fn rewrite(url: &mut serde_json::Value) {
         if let Some(s) = url.as_str() {
@@ -258,6 +257,14 @@ fn to_loopback(def: &mut serde_json::Value) {
         for v in versions.values_mut() {
             if let Some(t) = v.get_mut("override_target").filter(|t| t.as_str().is_some_and(|s| !s.is_empty())) {
                 rewrite(t);
+            }
+            if let Some(serde_json::Value::Array(rws)) = v.pointer_mut("/extended_paths/url_rewrites") {
+                for rw in rws {
+                    if let Some(t) = rw.get_mut("rewrite_to").filter(|t| t.as_str().is_some_and(|s| s.contains("://")))
+                    {
+                        rewrite(t);
+                    }
+                }
             }
         }
     }

@@ -423,7 +423,7 @@ async fn request<'w>(
     let api = snap.api(routed.api);
     // For an upstream failure of this exchange, answered after the phases (`respond_error`).
     x.overrides = api.error_overrides.clone();
-    let target = &api.targets[routed.target];
+    let target = api.target(routed.target);
     let facts =
         RecordCtx { api, path, host: &target.host_header, identity: routed.identity.as_ref(), tags: &routed.tags };
     begin_record(worker, snap, data, &meta, client_ip, facts, &mut x.record);
@@ -826,7 +826,7 @@ async fn forward(
     let meta = *req.meta();
     let clock = req.clock;
     let api = snap.api(routed.api);
-    let target = &api.targets[routed.target];
+    let target = api.target(routed.target);
     let done = |rec: &mut Vec<u8>, o: Outcome| record(worker, rec, &api.api_id, meta.method, started, o);
     let addr = match target.addr {
         Some(a) => a,
@@ -1505,7 +1505,7 @@ async fn resolve_target(
             return addr.ok_or_else(lookup_failed);
         }
     }
-    let target = &snap.api(api).targets[index];
+    let target = snap.api(api).target(index);
     let answer = worker.keys.resolve(&target.host, target.port).await;
     let ttl = Duration::from_secs(snap.config.proxy.dns_ttl_secs);
     let (addr, keep) = match &answer {

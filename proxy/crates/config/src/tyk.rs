@@ -72,9 +72,22 @@ pub struct ApiSpec {
     ///
     /// [`Version::index`]: portcullis_policy::version::Version::index
     pub versioning: Option<Box<portcullis_policy::version::Versioning>>,
+    /// `url_rewrites` (`None`: none). Its absolute `rewrite_to`s name [`ApiSpec::rewrite_targets`].
+    pub rewrites: Option<Arc<portcullis_policy::rewrite::Rewrites>>,
+    /// The hosts of absolute `rewrite_to` URLs: targets `targets.len()..` of [`ApiSpec::target`].
+    pub rewrite_targets: Vec<Target>,
 }
 
 impl ApiSpec {
+    /// Target `i`: one of `targets`, or after them one of `rewrite_targets` (where a rewrite to
+    /// an absolute URL sends a request).
+    pub fn target(&self, i: usize) -> &Target {
+        match self.targets.get(i) {
+            Some(t) => t,
+            None => &self.rewrite_targets[i - self.targets.len()],
+        }
+    }
+
     /// The part of a routed request's canonical `path` below the listen path, `/` when
     /// nothing is left: what extended-path rules match.
     pub fn rel_path<'p>(&self, path: &'p str) -> &'p str {
@@ -177,6 +190,7 @@ const SUPPORTED_EXTENDED: &[&str] = &[
     "do_not_track_endpoints",
     "validate_json",
     "circuit_breakers",
+    "url_rewrites",
     // Tyk's released gateways are built without jq: they log "JQ transform not supported." and
     // skip these (gateway/mw_transform_jq_dummy.go:20-27; the real one needs `-tags jq`, which
     // ci/goreleaser/goreleaser.yml does not set). Loaded with the same warning, as skipped.
@@ -354,7 +368,9 @@ pub(super) fn parse_api(
         super::tyk_auth::parse_tracking(file, &json, matching, base_pick, &mut errs);
     let validate_json = super::tyk_auth::parse_validate_json(file, &json, matching, base_pick, &mut errs);
     let circuit_breakers = super::tyk_auth::parse_circuit_breakers(file, &json, matching, base_pick, &mut errs);
+    let (rewrites, rewrite_targets) = parse_rewrites(file, &json, matching, base_pick, &mut errs);
     let plain = plan.is_none()
+        && rewrites.is_none()
         && versioned == Some(false)
         && auth.is_plain()
         && limits.is_empty()
@@ -384,6 +400,8 @@ pub(super) fn parse_api(
         batch_requests,
         uptime,
         versioning: None,
+        rewrites,
+        rewrite_targets,
     };
     let mut versions = Vec::new();
     if let Some(plan) = plan {
@@ -403,6 +421,7 @@ pub(super) fn parse_api(
                 super::tyk_auth::parse_tracking(file, &json, matching, pick, &mut errs);
             let validate_json = super::tyk_auth::parse_validate_json(file, &json, matching, pick, &mut errs);
             let circuit_breakers = super::tyk_auth::parse_circuit_breakers(file, &json, matching, pick, &mut errs);
+            let (rewrites, rewrite_targets) = parse_rewrites(file, &json, matching, pick, &mut errs);
             let targets = match &v.target {
                 None => base.targets.clone(),
                 Some((field, url)) => match parse_target(url) {
@@ -413,7 +432,11 @@ pub(super) fn parse_api(
                     }
                 },
             };
-            let plain = auth.is_plain() && limits.is_empty() && validate_json.is_empty() && circuit_breakers.is_empty();
+            let plain = auth.is_plain()
+                && limits.is_empty()
+                && validate_json.is_empty()
+                && circuit_breakers.is_empty()
+                && rewrites.is_none();
             versions.push(ApiSpec {
                 auth: Arc::new(auth),
                 limits,
@@ -423,6 +446,8 @@ pub(super) fn parse_api(
                 do_not_track_endpoints,
                 validate_json,
                 circuit_breakers,
+                rewrites,
+                rewrite_targets,
                 ..base.clone()
             });
         }
@@ -435,6 +460,25 @@ pub(super) fn parse_api(
         return Err(errs);
     }
     Ok(Parsed::Api(base, versions))
+}
+
+/// The version's `url_rewrites` and the targets their absolute `rewrite_to`s name.
+fn parse_rewrites(
+    file: &Path,
+    json: &Value,
+    matching: portcullis_policy::path_rule::PathMatching,
+    pick: Pick<'_>,
+    errs: &mut Vec<ConfigError>,
+) -> (Option<Arc<portcullis_policy::rewrite::Rewrites>>, Vec<Target>) {
+    let (rewrites, hosts) = super::tyk_auth::parse_url_rewrites(file, json, matching, pick, errs);
+    let mut targets = Vec::new();
+    for (field, url) in hosts {
+        match parse_target(&url) {
+            Ok(t) => targets.push(t),
+            Err(msg) => errs.push(ConfigError::new(file, &field, url, msg)),
+        }
+    }
+    (rewrites.map(Arc::new), targets)
 }
 
 fn normalise_listen_path(p: &str) -> Result<String, String> {
@@ -819,6 +863,134 @@ mod tests {
             "proxy":{"listen_path":"/a","target_url":"http://127.0.0.1:1/"}}"#)
         .unwrap_err();
         assert_eq!(e[0].field, "global_rate_limit");
+    }
+
+    /// A non-versioned keyless API whose Default version has these `url_rewrites`.
+    fn with_rewrites(rewrites: &str) -> String {
+        format!(
+            r#"{{"api_id": "r", "use_keyless": true, "proxy": {{"listen_path": "/r/", "strip_listen_path": true, "target_url": "http://127.0.0.1:1/base"}},
+              "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default", "use_extended_paths": true,
+                 "extended_paths": {{"url_rewrites": {rewrites}}}}}}}}}}}"#
+        )
+    }
+
+    /// Tyk's `url_rewrites` load (they were refused): entries matched as Tyk's extended-path
+    /// middleware (method exact), patterns compiled once, an absolute `rewrite_to` a target of
+    /// its own after the API's.
+    #[test]
+    fn url_rewrites_load_with_their_patterns_triggers_and_targets() {
+        let s = spec(&with_rewrites(
+            r#"[{"path": "/status", "method": "GET", "match_pattern": "/status/(.*)", "rewrite_to": "/code/$1",
+                 "triggers": [{"on": "any", "options": {"header_matches": {"x-device": {"match_rx": "mobile", "reverse": false}},
+                               "query_val_matches": {"k": {"match_rx": "^v$"}}}, "rewrite_to": "http://127.0.0.2:8080/m/$1"}]},
+                {"path": "/off", "method": "GET", "disabled": true, "match_pattern": "(", "rewrite_to": "/x"},
+                {"path": "/away", "method": "GET", "match_pattern": ".*", "rewrite_to": "http://upstream.example:81"}]"#,
+        ));
+        assert!(!s.plain, "an API with rewrites is not on the fast path");
+        let rw = s.rewrites.as_deref().expect("rewrites");
+        assert_eq!(rw.entries.len(), 2, "the disabled entry is skipped, as Tyk skips it");
+        assert_eq!(rw.strip.as_deref(), Some("/r/"), "the listen path as written");
+        let e = &rw.entries[0];
+        assert_eq!((e.to.target, e.to.text.as_str()), (None, "/code/$1"));
+        assert!(
+            e.rule.matches("GET", "/status/200", "/status/200") && !e.rule.matches("POST", "/status/2", "/status/2")
+        );
+        let t = &e.triggers[0];
+        assert!(t.any);
+        assert_eq!(t.headers[0].0, "X-Device", "Go's canonical header name, as the captures are named");
+        assert_eq!((t.to.target, t.to.text.as_str()), (Some(0), "/m/$1"));
+        assert_eq!(rw.entries[1].to.target, Some(1));
+        assert_eq!(s.targets.len(), 1);
+        assert_eq!(s.target(1).addr, Some("127.0.0.2:8080".parse().unwrap()));
+        assert_eq!(s.target(2).host, "upstream.example", "a name, resolved as a target's");
+        assert_eq!(s.target(2).host_header, "upstream.example:81");
+        assert_eq!(s.target(0).url, "http://127.0.0.1:1/base");
+    }
+
+    #[test]
+    fn bad_url_rewrites_are_refused_with_file_field_and_value() {
+        let f = "version_data.versions.Default.extended_paths.url_rewrites[0]";
+        let cases = [
+            (
+                r#"[{"path": "/a", "method": "GET", "match_pattern": "/a/(", "rewrite_to": "/b"}]"#,
+                format!("{f}.match_pattern"),
+                "/a/(",
+            ),
+            (
+                r#"[{"path": "/a", "method": "GET", "match_pattern": "a", "rewrite_to": "https://example.com/b"}]"#,
+                format!("{f}.rewrite_to"),
+                "https://example.com/b",
+            ),
+            (
+                r#"[{"path": "/a", "method": "GET", "match_pattern": "a", "rewrite_to": "tyk://other-api/b"}]"#,
+                format!("{f}.rewrite_to"),
+                "tyk://other-api/b",
+            ),
+            (
+                r#"[{"path": "/a", "method": "GET", "match_pattern": "(.*)", "rewrite_to": "http://$1/b"}]"#,
+                format!("{f}.rewrite_to"),
+                "http://$1/b",
+            ),
+            (
+                r#"[{"path": "/a", "method": "GET", "match_pattern": "a", "rewrite_to": "/b",
+                  "triggers": [{"on": "every", "options": {}, "rewrite_to": "/c"}]}]"#,
+                format!("{f}.triggers[0].on"),
+                "\"every\"",
+            ),
+            (
+                r#"[{"path": "/a", "method": "GET", "match_pattern": "a", "rewrite_to": "/b",
+                  "triggers": [{"on": "any", "options": {"header_matches": {"X-A": {"match_rx": "[z-a]"}}}, "rewrite_to": "/c"}]}]"#,
+                format!("{f}.triggers[0].options.header_matches.X-A.match_rx"),
+                "[z-a]",
+            ),
+            (
+                r#"[{"path": "/a", "method": "GET", "match_pattern": "a", "rewrite_to": "/b",
+                  "triggers": [{"on": "any", "options": {"payload_matches": {"match_rx": "secret"}}, "rewrite_to": "/c"}]}]"#,
+                format!("{f}.triggers[0].options.payload_matches"),
+                r#"{"match_rx":"secret"}"#,
+            ),
+            (
+                r#"[{"path": "/a", "method": "GET", "match_pattern": "a", "rewrite_to": "/b",
+                  "triggers": [{"on": "any", "options": {"request_context_matches": {"remote_addr": {"match_rx": "^10"}}}, "rewrite_to": "/c"}]}]"#,
+                format!("{f}.triggers[0].options.request_context_matches"),
+                r#"{"remote_addr":{"match_rx":"^10"}}"#,
+            ),
+            (
+                r#"[{"path": "/a", "method": "GET", "match_pattern": "a", "rewrite_to": "/b",
+                  "triggers": [{"on": "any", "options": {"cookie_matches": {"c": {"match_rx": "x"}}}, "rewrite_to": "/c"}]}]"#,
+                format!("{f}.triggers[0].options.cookie_matches"),
+                r#"{"c":{"match_rx":"x"}}"#,
+            ),
+        ];
+        for (rewrites, field, value) in cases {
+            let errs = api(&with_rewrites(rewrites)).unwrap_err();
+            assert!(
+                errs.iter().any(|e| e.file == "apps/t.json" && e.field == field && e.value == value),
+                "{field} = {value}: {errs:?}"
+            );
+        }
+        // Tyk ignores an empty payload pattern (mw_url_rewrite.go:133): loaded.
+        spec(&with_rewrites(
+            r#"[{"path": "/a", "method": "GET", "match_pattern": "a", "rewrite_to": "/b",
+                 "triggers": [{"on": "all", "options": {"payload_matches": {"match_rx": ""}, "request_context_matches": {}}, "rewrite_to": "/c"}]}]"#,
+        ));
+    }
+
+    /// Each version of a versioned API has its own rewrites (as Tyk's `RxPaths[version]`).
+    #[test]
+    fn url_rewrites_are_per_version() {
+        let json = versioned(
+            r#"{"not_versioned": false, "default_version": "v1", "versions": {
+                "v1": {"name": "v1", "use_extended_paths": true, "extended_paths": {"url_rewrites": [
+                    {"path": "/a", "method": "GET", "match_pattern": "/a", "rewrite_to": "http://127.0.0.3:7/one"}]}},
+                "v2": {"name": "v2"}}}"#,
+            r#"{"location": "header", "key": "v"}"#,
+        );
+        let (base, versions) = versioned_api(&json);
+        assert!(base.rewrites.is_none());
+        assert_eq!(versions[0].rewrites.as_ref().map(|r| r.entries.len()), Some(1));
+        assert_eq!(versions[0].rewrite_targets.len(), 1);
+        assert!(versions[1].rewrites.is_none() && versions[1].rewrite_targets.is_empty());
     }
 
     #[test]

@@ -704,3 +704,208 @@ pub(super) fn parse_limits(
     }
     l
 }
+
+/// The version's `url_rewrites` (Tyk: gateway/mw_url_rewrite.go, compiled as
+/// api_definition.go:1304-1321 compiles them), and the absolute `http://host[:port]` prefixes
+/// their `rewrite_to`s name, each with its field, for the caller to turn into targets
+/// (`To::target` indexes them). What cannot run on a worker without I/O (`payload_matches`,
+/// `request_context_matches`), `https://`, `tyk://` loops, a host from a variable and secrets
+/// are refused by name.
+pub(super) fn parse_url_rewrites(
+    file: &std::path::Path,
+    json: &Value,
+    matching: PathMatching,
+    pick: Pick<'_>,
+    errs: &mut Vec<ConfigError>,
+) -> (Option<portcullis_policy::rewrite::Rewrites>, Vec<(String, String)>) {
+    use portcullis_policy::rewrite::{Rewrite, Rewrites};
+    let mut entries = Vec::new();
+    let mut hosts: Vec<(String, String)> = Vec::new();
+    version_entries(file, json, matching, pick, errs, "url_rewrites", |cx, field, e, rule| {
+        let pattern_text = match e.get("match_pattern") {
+            None | Some(Value::Null) => "",
+            Some(Value::String(s)) => s.as_str(),
+            Some(v) => {
+                cx.err(&format!("{field}.match_pattern"), super::brief(v), "must be a string (a regular expression)");
+                return;
+            }
+        };
+        let pattern = match regex::Regex::new(pattern_text) {
+            Ok(p) => p,
+            Err(err) => {
+                cx.err(
+                    &format!("{field}.match_pattern"),
+                    pattern_text,
+                    format!("not a valid regular expression: {err}"),
+                );
+                return;
+            }
+        };
+        let Some(to) = rewrite_to(cx, &format!("{field}.rewrite_to"), e.get("rewrite_to"), &mut hosts) else {
+            return;
+        };
+        let mut triggers = Vec::new();
+        match e.get("triggers") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(ts)) => {
+                for (i, t) in ts.iter().enumerate() {
+                    if let Some(t) = trigger(cx, &format!("{field}.triggers[{i}]"), t, &mut hosts) {
+                        triggers.push(t);
+                    }
+                }
+            }
+            Some(v) => cx.err(&format!("{field}.triggers"), super::brief(v), "must be a list"),
+        }
+        entries.push(Rewrite { rule, pattern, to, triggers });
+    });
+    if entries.is_empty() {
+        return (None, hosts);
+    }
+    let strip = json.pointer("/proxy/strip_listen_path").and_then(Value::as_bool).unwrap_or(false);
+    let listen_path = json.pointer("/proxy/listen_path").and_then(Value::as_str).unwrap_or("");
+    let rewrites = Rewrites {
+        entries,
+        strip: (strip && !listen_path.is_empty()).then(|| listen_path.to_string()),
+        context_vars: json.get("enable_context_vars").and_then(Value::as_bool).unwrap_or(false),
+    };
+    (Some(rewrites), hosts)
+}
+
+/// A `rewrite_to`: a path, or `http://host[:port]` and a path (the host pushed to `hosts`).
+fn rewrite_to(
+    cx: &mut Cx<'_>,
+    field: &str,
+    v: Option<&Value>,
+    hosts: &mut Vec<(String, String)>,
+) -> Option<portcullis_policy::rewrite::To> {
+    use portcullis_policy::rewrite::To;
+    let text = match v {
+        None | Some(Value::Null) => "",
+        Some(Value::String(s)) => s.as_str(),
+        Some(v) => {
+            cx.err(field, super::brief(v), "must be a string");
+            return None;
+        }
+    };
+    if text.contains("$secret_") {
+        cx.err(field, text, "secrets in rewrite_to ($secret_*) are not supported");
+        return None;
+    }
+    let lower = text.to_ascii_lowercase();
+    let Some(scheme_end) = text.find("://").filter(|&i| i > 0 && !text[..i].contains(['/', '?', '$'])) else {
+        return Some(To { target: None, text: text.to_string() });
+    };
+    if lower.starts_with("tyk://") {
+        cx.err(field, text, "tyk:// (Tyk's internal looping to an API) is not supported");
+        return None;
+    }
+    if !lower.starts_with("http://") {
+        let msg = if lower.starts_with("https://") {
+            "https upstreams are not supported yet".to_string()
+        } else {
+            format!("unsupported scheme {:?}: a rewrite goes to a path, or to an http:// URL", &text[..scheme_end])
+        };
+        cx.err(field, text, msg);
+        return None;
+    }
+    let rest = &text[scheme_end + 3..];
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..host_end];
+    if authority.contains('$') {
+        cx.err(field, text, "a host taken from a variable is not supported: name the host in rewrite_to");
+        return None;
+    }
+    let url = format!("http://{authority}");
+    let index = match hosts.iter().position(|(_, u)| *u == url) {
+        Some(i) => i,
+        None => {
+            hosts.push((field.to_string(), url));
+            hosts.len() - 1
+        }
+    };
+    Some(To { target: Some(index), text: rest[host_end..].to_string() })
+}
+
+/// One of a rewrite's `triggers`.
+fn trigger(
+    cx: &mut Cx<'_>,
+    field: &str,
+    t: &Value,
+    hosts: &mut Vec<(String, String)>,
+) -> Option<portcullis_policy::rewrite::Trigger> {
+    use portcullis_policy::rewrite::{canonical_header_name, Trigger};
+    let any = match t.get("on") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) if s == "any" => true,
+        Some(Value::String(s)) if s == "all" || s.is_empty() => false,
+        // Tyk reads anything but "any" as all; a misspelt "any" would then quietly need every
+        // option to match.
+        Some(v) => {
+            cx.err(&format!("{field}.on"), super::brief(v), "must be \"any\" or \"all\"");
+            return None;
+        }
+    };
+    let options = t.get("options").cloned().unwrap_or(Value::Null);
+    let mut trigger = Trigger {
+        any,
+        headers: Vec::new(),
+        query: Vec::new(),
+        path_parts: Vec::new(),
+        session_meta: Vec::new(),
+        to: rewrite_to(cx, &format!("{field}.rewrite_to"), t.get("rewrite_to"), hosts)?,
+    };
+    let Some(options) = options.as_object() else {
+        if !options.is_null() {
+            cx.err(&format!("{field}.options"), super::brief(&options), "must be an object");
+        }
+        return Some(trigger);
+    };
+    for (kind, v) in options {
+        let ofield = format!("{field}.options.{kind}");
+        let out = match kind.as_str() {
+            "header_matches" => &mut trigger.headers,
+            "query_val_matches" => &mut trigger.query,
+            "path_part_matches" => &mut trigger.path_parts,
+            "session_meta_matches" => &mut trigger.session_meta,
+            // Tyk counts the payload only with a pattern (mw_url_rewrite.go:133).
+            "payload_matches" => {
+                let rx = v.get("match_rx").and_then(Value::as_str).unwrap_or("");
+                if !rx.is_empty() {
+                    cx.err(&ofield, super::brief(v), "payload triggers (the request body) are not supported yet");
+                }
+                continue;
+            }
+            "request_context_matches" => {
+                if super::truthy(v) {
+                    cx.err(&ofield, super::brief(v), "request context triggers are not supported yet");
+                }
+                continue;
+            }
+            _ => {
+                if super::truthy(v) {
+                    cx.err(&ofield, super::brief(v), "unknown trigger option");
+                }
+                continue;
+            }
+        };
+        let Some(map) = v.as_object() else {
+            if !v.is_null() {
+                cx.err(&ofield, super::brief(v), "must be an object of name -> {match_rx, reverse}");
+            }
+            continue;
+        };
+        for (name, m) in map {
+            let mfield = format!("{ofield}.{name}");
+            let rx = m.get("match_rx").and_then(Value::as_str).unwrap_or("");
+            match regex::Regex::new(rx) {
+                Ok(re) => {
+                    let reverse = m.get("reverse").and_then(Value::as_bool).unwrap_or(false);
+                    let key = if kind == "header_matches" { canonical_header_name(name) } else { name.clone() };
+                    out.push((key, portcullis_policy::rewrite::Matcher { re, reverse }));
+                }
+                Err(err) => cx.err(&format!("{mfield}.match_rx"), rx, format!("not a valid regular expression: {err}")),
+            }
+        }
+    }
+    Some(trigger)
+}

@@ -1,7 +1,8 @@
 //! Portcullis' gateway policy: who may call an API and as whom ([`auth`]: IP and path rules,
 //! keys, JWT, basic auth, HMAC signatures, sessions, policies, access rights, header transforms)
 //! and how often ([`limit`]: per-core token buckets whose counters are gossiped, quota blocks),
-//! over the path patterns both use ([`path_rule`]), and which version of an API a request is for
+//! over the path patterns both use ([`path_rule`]), how a request's URL is rewritten
+//! ([`rewrite`]: Tyk's `url_rewrites`), and which version of an API a request is for
 //! ([`version`]: Tyk's classic versioning).
 //!
 //! Must not: do I/O, read a clock (the caller passes the time: `WorkerAuth::set_clock`,
@@ -13,6 +14,7 @@
 pub mod auth;
 pub mod limit;
 pub mod path_rule;
+pub mod rewrite;
 pub mod version;
 
 use std::net::IpAddr;

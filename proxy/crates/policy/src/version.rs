@@ -182,16 +182,17 @@ pub fn query_encoded_without(query: &str, name: &str) -> String {
     let mut out = String::with_capacity(query.len());
     for (i, (k, v)) in pairs.iter().enumerate() {
         out.push(if i == 0 { '?' } else { '&' });
-        escape(&mut out, k);
+        query_escape(&mut out, k);
         out.push('=');
-        escape(&mut out, v);
+        query_escape(&mut out, v);
     }
     out
 }
 
 type Pair<'q> = (Cow<'q, [u8]>, Cow<'q, [u8]>);
 
-fn go_query(query: &str) -> impl Iterator<Item = Pair<'_>> + '_ {
+/// Go's `ParseQuery` pairs of `query` (`""` or `?...`), in order, decoded (see [`query_value`]).
+pub(crate) fn go_query(query: &str) -> impl Iterator<Item = Pair<'_>> + '_ {
     query.strip_prefix('?').unwrap_or(query).split('&').filter_map(|pair| {
         if pair.is_empty() || pair.contains(';') {
             return None;
@@ -232,7 +233,7 @@ fn unescape(s: &str) -> Option<Cow<'_, [u8]>> {
 
 /// Go's `QueryEscape`: letters, digits and `-_.~` as they are, a space as `+`, every other byte
 /// `%XX` (upper case).
-fn escape(out: &mut String, b: &[u8]) {
+pub(crate) fn query_escape(out: &mut String, b: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &c in b {
         match c {

@@ -9,6 +9,7 @@
 //! | rate | [`rate`] | within the rate limits, or 429 |
 //! | quota | [`quota`] | a quota unit spent, exceeded, or a block to reserve |
 //! | transform | [`transform`] | the header edits |
+//! | rewrite | [`rewrite`] | Tyk's `url_rewrites`: the path and query the upstream gets, and its target |
 //! | upstream head | [`upstream_head`] | the head the upstream gets, in the exchange's buffer |
 //!
 //! Forward, respond and record follow in `conn.rs` (`forward`, `respond`) and `record.rs`.
@@ -31,6 +32,7 @@ pub(crate) mod access;
 pub(crate) mod authenticate;
 pub(crate) mod quota;
 pub(crate) mod rate;
+pub(crate) mod rewrite;
 pub(crate) mod route;
 pub(crate) mod transform;
 pub(crate) mod upstream_head;
@@ -121,7 +123,7 @@ struct Gate<'a> {
 pub struct Routed {
     pub meta: RequestMeta,
     pub api: ApiIndex,
-    /// Index into the API's `targets`.
+    /// The target (`ApiSpec::target`: one of the API's `targets`, or where a rewrite sends it).
     pub target: usize,
     /// Who the request runs as (APIs with auth).
     pub identity: Option<auth::Identity>,
@@ -230,7 +232,8 @@ fn run<'a>(
             return Ok(Step::Done(Outcome::Denied { api: g.api, denial: all_hosts_down() }));
         };
         let target = target % api.targets.len();
-        let tags = upstream_head::write(out, req, g.path, api, &api.targets[target], env.client, None, env.request_id);
+        let tags =
+            upstream_head::write(out, req, g.path, api, &api.targets[target], env.client, None, None, env.request_id);
         let routed = Routed { meta, api: g.api, target, identity: None, tags, limits: LimitHeaders::default() };
         return Ok(Step::Done(Outcome::Routed(routed)));
     }
@@ -301,7 +304,29 @@ fn run<'a>(
     };
     let allowed = std::mem::take(&mut g.allowed);
     let edits = transform::edits(a, &allowed, req, g.path, rel_path, rid);
-    let tags = upstream_head::write(out, req, g.path, api, &api.targets[target], env.client, Some(&edits), || [0; 32]);
+    let rewritten = match rewrite::rewrite(api, req, &edits, g.path, rel_path, env.client.client_addr) {
+        Ok(r) => r,
+        Err(d) => {
+            drop(edits);
+            return denied(d);
+        }
+    };
+    // A rewrite to an absolute URL goes to its own target, after the API's.
+    let target = match rewritten.as_ref().and_then(|r| r.target) {
+        Some(i) => api.targets.len() + i,
+        None => target,
+    };
+    let tags = upstream_head::write(
+        out,
+        req,
+        g.path,
+        api,
+        api.target(target),
+        env.client,
+        Some(&edits),
+        rewritten.as_ref(),
+        || [0; 32],
+    );
     drop(edits);
     Ok(Step::Done(Outcome::Routed(Routed { meta, api: g.api, target, identity: allowed.identity, tags, limits })))
 }

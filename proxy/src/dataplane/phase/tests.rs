@@ -58,6 +58,8 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
         batch_requests: false,
         uptime: None,
         versioning: None,
+        rewrites: None,
+        rewrite_targets: Vec::new(),
     }
 }
 
@@ -446,4 +448,117 @@ fn limit_headers_the_gateway_owns() {
     {
         assert!(!rate::is_limit_header(n.as_bytes()), "{n}");
     }
+}
+
+/// An API at `/r` (listen path stripped, target `/base`) with Tyk's `url_rewrites`: entries
+/// `(path, method, match_pattern, rewrite_to)`; absolute `rewrite_to`s go to `other:82`.
+fn rewriting(entries: &[(&str, &str, &str, &str)], triggers: Vec<crate::rewrite::Trigger>) -> ApiSpec {
+    use crate::path_rule::{tyk_pattern, Methods, PathRule};
+    use crate::rewrite::{Rewrite, Rewrites, To};
+    let mut a = api("/r", "/base", true, false);
+    a.plain = false;
+    let to = |t: &str| match t.strip_prefix("http://other:82") {
+        Some(rest) => To { target: Some(0), text: rest.into() },
+        None => To { target: None, text: t.into() },
+    };
+    let mut triggers = Some(triggers);
+    let entries = entries
+        .iter()
+        .map(|(path, method, pattern, rewrite_to)| Rewrite {
+            rule: PathRule {
+                pattern: regex::Regex::new(&tyk_pattern(path, Default::default(), false)).unwrap(),
+                methods: Methods::Only(vec![method.to_string()]),
+            },
+            pattern: regex::Regex::new(pattern).unwrap(),
+            to: to(rewrite_to),
+            triggers: triggers.take().unwrap_or_default(),
+        })
+        .collect();
+    a.rewrites = Some(std::sync::Arc::new(Rewrites { entries, strip: Some("/r/".into()), context_vars: false }));
+    a.rewrite_targets = vec![Target {
+        url: "http://other:82".into(),
+        addr: Some("127.0.0.2:82".parse::<SocketAddr>().unwrap()),
+        host: "127.0.0.2".into(),
+        port: 82,
+        host_header: "other:82".into(),
+        path_prefix: String::new(),
+    }];
+    a
+}
+
+fn line(head: &str) -> &str {
+    head.split("\r\n").next().unwrap()
+}
+
+/// Tyk's URL rewrite: matched by entry path and exact method, `match_pattern` on path and query,
+/// `$n` from its groups, the listen path stripped from the result, the result below the target's
+/// path; the query is the rewrite's (Tyk replaces `r.URL` whole).
+#[test]
+fn url_rewrites_change_the_upstream_path_for_their_method_only() {
+    let snap = snapshot(vec![rewriting(
+        &[("/status/{code}", "GET", r"/status/(\d+)", "/code/$1"), ("/keep", "GET", r"(.*)", "/r/kept$1")],
+        vec![],
+    )]);
+    let get = |req: &str| line(&routed(&snap, req).1).to_string();
+    assert_eq!(get("GET /r/status/200?x=1 HTTP/1.1\r\nHost: gw\r\n\r\n"), "GET /base/code/200 HTTP/1.1");
+    assert_eq!(get("POST /r/status/200?x=1 HTTP/1.1\r\nHost: gw\r\n\r\n"), "POST /base/status/200?x=1 HTTP/1.1");
+    assert_eq!(
+        get("GET /r/keep?a=b HTTP/1.1\r\nHost: gw\r\n\r\n"),
+        "GET /base/kept/r/keep?a=b HTTP/1.1",
+        "the listen path as written taken off the front of the result, as Tyk's SanitizeProxyPaths"
+    );
+    assert_eq!(get("GET /r/other HTTP/1.1\r\nHost: gw\r\n\r\n"), "GET /base/other HTTP/1.1", "no entry");
+}
+
+/// A rewrite to an absolute URL goes to that host (Tyk's `RetainHost`): its own target, its
+/// `Host`, its path as written (not below the API's target path).
+#[test]
+fn a_rewrite_to_an_absolute_url_changes_the_target() {
+    let snap = snapshot(vec![rewriting(&[("/away", "GET", r"/away/(.*)", "http://other:82/there/$1")], vec![])]);
+    match prep(&snap, "GET /r/away/x?q=1 HTTP/1.1\r\nHost: gw\r\n\r\n") {
+        (Ok(Prepared::Routed(r)), head) => {
+            assert_eq!(r.target, 1, "after the API's one target");
+            assert_eq!(snap.apis[0].target(r.target).host_header, "other:82");
+            assert_eq!(line(&head), "GET /there/x?q=1 HTTP/1.1");
+            assert!(head.contains("\r\nHost: other:82\r\n"), "{head}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let (r, _) = prep(&snap, "GET /r/near HTTP/1.1\r\nHost: gw\r\n\r\n");
+    assert!(matches!(r, Ok(Prepared::Routed(Routed { target: 0, .. }))));
+}
+
+/// Header and query triggers pick their own `rewrite_to`; their captures expand as
+/// `$tyk_context.trigger-<n>-<name>-<i>[-<group>]`; bytes a request line may not hold are
+/// percent-encoded, never written raw.
+#[test]
+fn url_rewrite_triggers_and_what_captures_may_write() {
+    use crate::rewrite::{Matcher, To, Trigger};
+    let m = |re: &str, reverse| Matcher { re: regex::Regex::new(re).unwrap(), reverse };
+    let t = Trigger {
+        any: true,
+        headers: vec![("X-Device".into(), m("^mobile-(.+)$", false))],
+        query: vec![("beta".into(), m("^yes$", false))],
+        path_parts: vec![],
+        session_meta: vec![],
+        to: To { target: None, text: "/m/$tyk_context.trigger-0-X-Device-0-0/$1".into() },
+    };
+    let snap = snapshot(vec![rewriting(&[("/p", "GET", r"/p/([^?]*)", "/plain/$1")], vec![t])]);
+    let get = |req: &str| line(&routed(&snap, req).1).to_string();
+    assert_eq!(get("GET /r/p/x HTTP/1.1\r\nHost: gw\r\nX-Device: mobile-ios\r\n\r\n"), "GET /base/m/ios/x HTTP/1.1");
+    assert_eq!(get("GET /r/p/x?beta=yes HTTP/1.1\r\nHost: gw\r\n\r\n"), "GET /base/m//x HTTP/1.1");
+    assert_eq!(get("GET /r/p/x HTTP/1.1\r\nHost: gw\r\nX-Device: desktop\r\n\r\n"), "GET /base/plain/x HTTP/1.1");
+    // A header value with a space and a slash: query-escaped into the path, as Tyk escapes it.
+    assert_eq!(
+        get("GET /r/p/x HTTP/1.1\r\nHost: gw\r\nX-Device: mobile-a b/c\r\n\r\n"),
+        "GET /base/m/a+b%2Fc/x HTTP/1.1"
+    );
+    // Matched only unescaped: the decoded quote is encoded again, never written raw.
+    let snap = snapshot(vec![rewriting(&[("/q", "GET", r#"/q/(a"b)"#, "/x/$1")], vec![])]);
+    assert_eq!(line(&routed(&snap, "GET /r/q/a%22b HTTP/1.1\r\nHost: gw\r\n\r\n").1), "GET /base/x/a%22b HTTP/1.1");
+    // A decoded CR LF makes the rewrite unusable (Go's url.Parse fails): forwarded unrewritten.
+    let snap = snapshot(vec![rewriting(&[("/q", "GET", r"/q/([^%]*)$", "/x/$1")], vec![])]);
+    let head = routed(&snap, "GET /r/q/a%0D%0AEvil:%20yes HTTP/1.1\r\nHost: gw\r\n\r\n").1;
+    assert_eq!(line(&head), "GET /base/q/a%0D%0AEvil:%20yes HTTP/1.1");
+    assert!(!head.contains("\r\nEvil"), "{head}");
 }

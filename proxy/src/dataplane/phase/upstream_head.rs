@@ -1,5 +1,6 @@
 //! Phase `upstream head`: the request head the upstream gets, written into the exchange's
-//! buffer: request line (listen path stripped, target prefix), the client's headers less the
+//! buffer: request line (listen path stripped, target prefix; or the rewritten path and query),
+//! the client's headers less the
 //! hop-by-hop ones and what `transform` removes, the added headers, the canonical framing,
 //! `Host`, `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Request-Id`. Keyless APIs with no rules
 //! come here straight from `route`, with no edits.
@@ -10,10 +11,13 @@ use portcullis_http1::Request;
 use super::transform::Edits;
 use super::ClientCtx;
 use crate::config::{ApiSpec, Target};
+use crate::rewrite::Rewritten;
 
 /// Writes the upstream head of `req` to `target` into `out`; returns the `tag_headers` tags
 /// (`<header lower case>-<value>`) for the record. `rid` is the generated request id, used when
-/// the client sent none (with `edits`, the id is already in them).
+/// the client sent none (with `edits`, the id is already in them). `rewritten`: what the
+/// `rewrite` phase made of the path and query (below `target`'s path when relative, as it is
+/// for an absolute `rewrite_to`, whose host `target` is).
 pub(crate) fn write(
     out: &mut Vec<u8>,
     req: &Request<'_>,
@@ -22,15 +26,28 @@ pub(crate) fn write(
     target: &Target,
     client: &ClientCtx<'_>,
     edits: Option<&Edits<'_>>,
+    rewritten: Option<&Rewritten>,
     rid: impl FnOnce() -> [u8; 32],
 ) -> Vec<String> {
     // Request line.
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
-    write_upstream_path(out, api, target, path);
-    match edits {
-        Some(e) => e.write_query(out, req.query),
-        None => out.extend_from_slice(req.query.as_bytes()),
+    match rewritten {
+        // Tyk joins a relative rewrite with the target's path (reverse_proxy.go:277-306) and
+        // sends an absolute one's path as it is; the query is the rewrite's.
+        Some(rw) => {
+            if rw.target.is_none() {
+                out.extend_from_slice(target.path_prefix.as_bytes());
+            }
+            out.extend_from_slice(rw.url.as_bytes());
+        }
+        None => {
+            write_upstream_path(out, api, target, path);
+            match edits {
+                Some(e) => e.write_query(out, req.query),
+                None => out.extend_from_slice(req.query.as_bytes()),
+            }
+        }
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
 

@@ -106,7 +106,9 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
-    fn context_var(&self, name: &str, out: &mut Vec<u8>) {
+    /// Writes context variable `name` (`jwt_claims_*`, `headers_*`, `request_id`, `remote_addr`,
+    /// `path`, `token`) into `out`; nothing for an unknown one.
+    pub fn context_var(&self, name: &str, out: &mut Vec<u8>) {
         use std::io::Write as _;
         if let Some(claim) = name.strip_prefix("jwt_claims_") {
             if let Some(v) = self.claims.and_then(|c| c.map.get(claim)) {

@@ -505,3 +505,48 @@ fn batch_requests_run_each_request_as_the_client_would_send_it() {
     let p2 = builder().app("k", keyless_api("k", "/k/", &up.url(), "", "")).start();
     assert_eq!(p2.get("/k/tyk/batch/", "").status, 404, "the upstream's answer, not a batch");
 }
+
+/// The seed articles' export/import (docs/admin-api.md, "Export and import"): what `GET
+/// /tyk/apis` and `/tyk/policies` give, created one by one on another node, serves the same
+/// APIs and policies under the same ids.
+#[test]
+fn apis_and_policies_exported_from_one_node_import_into_another() {
+    let up = upstream("up");
+    let keyed = api(
+        "k",
+        "/k/",
+        &up.url(),
+        r#""use_keyless": false, "use_standard_auth": true, "org_id": "acme", "tag_headers": ["X-Team"],"#,
+        "",
+    );
+    let from = builder()
+        .app("k", keyed)
+        .app("open", keyless_api("open", "/open/", &up.url(), "", ""))
+        .policies(r#"{"gold": {"rate": 100, "per": 1, "org_id": "acme", "access_rights": {"k": {"api_id": "k", "versions": ["Default"]}}}}"#)
+        .start();
+    let apis = from.admin_get("/tyk/apis").json();
+    let policies = from.admin_get("/tyk/policies").json();
+    assert_eq!((apis.as_array().map(Vec::len), policies.as_array().map(Vec::len)), (Some(2), Some(1)));
+
+    let to = builder().start();
+    for p in policies.as_array().unwrap() {
+        assert_eq!(to.admin_send("POST", "/tyk/policies", &p.to_string()).status, 200, "{p}");
+    }
+    for a in apis.as_array().unwrap() {
+        let r = to.admin_send("POST", "/tyk/apis", &a.to_string());
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let sorted = |v: Value, key: &str| {
+        let mut items = v.as_array().cloned().unwrap_or_default();
+        items.sort_by_key(|i| i[key].as_str().unwrap_or_default().to_string());
+        items
+    };
+    assert_eq!(sorted(to.admin_get("/tyk/apis").json(), "api_id"), sorted(apis, "api_id"));
+    assert_eq!(sorted(to.admin_get("/tyk/policies").json(), "id"), sorted(policies, "id"));
+    // And they serve: a key under the imported policy reaches the imported API.
+    let s = json!({"apply_policies": ["gold"], "org_id": "acme"});
+    let r = to.admin_send("POST", "/tyk/keys/imported-key-0001", &s.to_string());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(to.get("/k/get", "Authorization: imported-key-0001\r\n").status, 200);
+    assert_eq!(to.get("/open/get", "").status, 200);
+}

@@ -8,8 +8,9 @@
 //! peer, so every phase (IP rules, auth, rate limits, quotas), ban, record and metric applies
 //! to it under the client's address. Tyk sends them back through its own listener instead, so
 //! its IP rules and records see 127.0.0.1; here a batch grants nothing a direct request would
-//! not. A request of a batch may not be a batch (that would multiply work without bound), nor
-//! choose its own framing or host.
+//! not (docs/decisions/0025-batch-requests-under-the-clients-address.md). A request of a batch
+//! may not be a batch (that would multiply work without bound), nor choose its own framing or
+//! host.
 //!
 //! Must not: block the worker (everything is awaited on its runtime), hold more than
 //! [`MAX_REQUESTS`] requests or [`MAX_RESPONSE`] bytes of any one response.

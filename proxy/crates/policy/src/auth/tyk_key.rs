@@ -12,7 +12,8 @@
 //! MurmurHash3 is not a cryptographic hash: anyone who reads a key's murmur hash (Tyk puts it in
 //! analytics records and in the key API's `key_hash`) can compute a different key with the same
 //! hash, and with 32 bits random keys collide with stored ones. A murmur address is therefore
-//! tried only when `[auth] tyk_key_hashes` names that function (`Config` refuses unknown names).
+//! tried only when `[auth] tyk_key_hashes` names that function (`Config` refuses unknown names;
+//! docs/decisions/0024-tyk-key-hashes.md).
 //! Must not: keep the key it is given, or log it.
 
 use std::borrow::Cow;

@@ -108,6 +108,10 @@ async fn handle(state: Arc<ControlState>, req: Request<Incoming>) -> Result<Resp
             Err(r) => r,
             Ok(()) => super::keys::handle(&state, req, p).await,
         },
+        (&Method::DELETE, p) if p.starts_with("/tyk/cache/") => match authorised(&state, &req) {
+            Err(r) => r,
+            Ok(()) => invalidate_cache(&state, &p["/tyk/cache/".len()..]),
+        },
         (&Method::GET, "/api/connections") => match authorised(&state, &req) {
             Err(r) => r,
             Ok(()) => connections(&state),
@@ -263,6 +267,24 @@ async fn reload(state: &Arc<ControlState>) -> Resp {
             json!({"status": "error", "message": "reload rejected; the running configuration is kept", "errors": errors}),
         ),
     }
+}
+
+/// `DELETE /tyk/cache/{api_id}`: every worker stops serving the API's cached responses (its
+/// versions' too), as Tyk's `invalidateCacheHandler` deletes its `cache-<api_id>` keys
+/// (gateway/api.go:3099-3124): `{"status": "ok", "message": "cache invalidated"}`, also for an
+/// API that caches nothing, as Tyk's answer does not depend on keys being there. This node's
+/// workers only: each node of a cluster keeps its own entries.
+fn invalidate_cache(state: &ControlState, api_id: &str) -> Resp {
+    let snap = state.reloader.snapshot.load();
+    for i in 0..snap.apis.len() + snap.versions.len() {
+        let spec = snap.api(i as crate::router::ApiIndex);
+        if spec.api_id == api_id {
+            if let Some(c) = &spec.cache {
+                c.epoch.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+    json_response(StatusCode::OK, json!({"status": "ok", "message": "cache invalidated"}))
 }
 
 #[cfg(test)]

@@ -97,7 +97,7 @@ pub fn render_metrics(state: &ControlState) -> String {
         );
     }
     type Field = fn(&crate::dataplane::stats::LocalStats) -> u64;
-    let counters: [(&str, &str, &str, Field); 22] = [
+    let counters: [(&str, &str, &str, Field); 24] = [
         (
             "portcullis_analytics_records_queued_total",
             "counter",
@@ -167,6 +167,15 @@ pub fn render_metrics(state: &ControlState) -> String {
             |s| s.bodies_spliced,
         ),
         ("portcullis_response_bytes_spliced_total", "counter", "Body bytes moved with splice(2).", |s| s.bytes_spliced),
+        (
+            "portcullis_response_cache_hits_total",
+            "counter",
+            "Responses served from Tyk's response cache (cache_options) without asking the upstream.",
+            |s| s.cache_hits,
+        ),
+        ("portcullis_response_cache_stores_total", "counter", "Upstream responses kept in the response cache.", |s| {
+            s.cache_stores
+        }),
         (
             "portcullis_upstream_connect_errors_total",
             "counter",

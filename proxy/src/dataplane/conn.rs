@@ -359,6 +359,7 @@ async fn request<'w>(
     let generator = !cfg.hide_generator_header;
     bufs.x.errors = super::error::ErrorStyle::of(b"", generator);
     bufs.x.overrides = None;
+    bufs.x.cache = None;
     let head = loop {
         match portcullis_http1::parse_request(bufs.client.data(), cfg.max_headers, &mut bufs.x.headers) {
             Ok(Some(head)) if head.meta.head_len > cfg.max_request_head_size => return too_large(),
@@ -427,18 +428,24 @@ async fn request<'w>(
     let facts =
         RecordCtx { api, path, host: &target.host_header, identity: routed.identity.as_ref(), tags: &routed.tags };
     begin_record(worker, snap, data, &meta, client_ip, facts, &mut x.record);
-    // The `validate_json` entry for this request, if any (checked once its body is read), and
-    // its circuit breaker (checked before it goes upstream).
-    let (json_check, breaker) = if api.validate_json.is_empty() && api.circuit_breakers.is_empty() {
-        (None, None)
-    } else {
-        let method = std::str::from_utf8(meta.spans.method.get(data)).unwrap_or("");
-        let rel = api.rel_path(path);
-        (
-            api.validate_json.iter().find(|(r, _)| r.matches(method, rel, rel)).map(|(_, c)| c.clone()),
-            api.circuit_breakers.iter().find(|(r, _)| r.matches(method, rel, rel)).map(|(_, b)| Arc::clone(b)),
-        )
-    };
+    // The `validate_json` entry for this request, if any (checked once its body is read), its
+    // circuit breaker (checked before it goes upstream) and whether its response is cached.
+    let (json_check, breaker, cache_entry) =
+        if api.validate_json.is_empty() && api.circuit_breakers.is_empty() && api.cache.is_none() {
+            (None, None, 0u16)
+        } else {
+            let method = std::str::from_utf8(meta.spans.method.get(data)).unwrap_or("");
+            let rel = api.rel_path(path);
+            (
+                api.validate_json.iter().find(|(r, _)| r.matches(method, rel, rel)).map(|(_, c)| c.clone()),
+                api.circuit_breakers.iter().find(|(r, _)| r.matches(method, rel, rel)).map(|(_, b)| Arc::clone(b)),
+                // Held across the body read, so as small as it can be (see `CacheMatch`).
+                api.cache
+                    .as_ref()
+                    .and_then(|c| c.matches(method, rel, path))
+                    .map_or(0, |e| e.map_or(1, |i| u16::try_from(i + 2).unwrap_or(0))),
+            )
+        };
     // Counts this exchange (and finishes its record) however it ends.
     let done = |rec: &mut Vec<u8>, o: Outcome| record(worker, rec, &api.api_id, meta.method, started, o);
     bufs.client.consume(meta.head_len);
@@ -506,7 +513,83 @@ async fn request<'w>(
         }
     }
     routed.meta.expect_continue = expect_continue;
+    // Tyk's response cache, after every other check (gateway/api_loader.go:617-664); only for
+    // requests whose body, if any, is read whole and framed by its length.
+    // `cache_entry`: 0 not cached, 1 `cache_all_safe_requests`, 2 + i path entry i (an
+    // `Option<Option<usize>>` made every connection's task 32 bytes larger).
+    if let (Some(rules), 1..) = (&api.cache, cache_entry) {
+        let entry = cache_entry.checked_sub(2).map(usize::from);
+        let body = match meta.body {
+            BodyKind::None => Some(&[][..]),
+            BodyKind::Length(n) if _streaming.is_none() => bufs.client.data().get(..n as usize),
+            _ => None,
+        };
+        let identity = routed.identity.as_ref();
+        let fill = body.and_then(|b| {
+            super::cache::key(rules, entry, snap.generation, routed.api, identity, client_ip, &bufs.x.req_head, b)
+        });
+        if let Some(fill) = fill {
+            match super::cache::lookup(worker, snap.generation, &fill, started) {
+                Some(hit) => {
+                    let served = serve_hit(ex, client, bufs, &routed, &hit, body_in_len(&meta));
+                    return Box::pin(served).await.map(Step::Answered);
+                }
+                None => bufs.x.cache = Some(Box::new(fill)),
+            }
+        }
+    }
     Ok(Step::Forward(Request { routed, clock, _streaming, breaker }))
+}
+
+/// The request bytes of a request whose body is read whole (for the record).
+fn body_in_len(meta: &RequestMeta) -> u64 {
+    meta.head_len as u64 + if let BodyKind::Length(n) = meta.body { n } else { 0 }
+}
+
+/// Answers a request from the response cache (`cache`): the request body, read whole, is
+/// consumed, the kept response written, the exchange recorded (no upstream time).
+async fn serve_hit(
+    ex: &Ex<'_>,
+    client: &mut TcpStream,
+    bufs: &mut Bufs,
+    routed: &phase::Routed,
+    hit: &super::cache::Entry,
+    body_in: u64,
+) -> Result<Next, Failure> {
+    let (worker, snap, started) = (ex.worker, ex.snap, ex.started);
+    let cfg = &snap.config.proxy;
+    let meta = routed.meta;
+    if let BodyKind::Length(n) = meta.body {
+        bufs.client.consume(n as usize);
+    }
+    let headers = bufs.x.req_head.windows(2).position(|w| w == b"\r\n").map_or(&[][..], |i| &bufs.x.req_head[i + 2..]);
+    let inm = super::cache::header_values(headers, b"if-none-match").next();
+    let keep_alive = meta.keep_alive && !worker.shutdown.is_set();
+    let written = super::cache::write_hit(hit, &meta, keep_alive, &routed.limits, cfg, inm, &mut bufs.x.out);
+    let api = snap.api(routed.api);
+    let (status, close) = match written {
+        Ok(w) => w,
+        Err(e) => {
+            record(
+                worker,
+                &mut bufs.x.record,
+                &api.api_id,
+                meta.method,
+                started,
+                outcome(e.kind.code(), body_in, 0, 0),
+            );
+            return Err(e.into());
+        }
+    };
+    let out_len = bufs.x.out.len() as u64;
+    worker.stats.borrow_mut().cache_hits += 1;
+    let wrote = write_vec(client, &mut bufs.x.out).await;
+    record(worker, &mut bufs.x.record, &api.api_id, meta.method, started, outcome(status, body_in, out_len, 0));
+    wrote.map_err(|e| Failure {
+        err: ProxyError::io(ErrorKind::ClientIo, "writing a cached response", e),
+        responded: true,
+    })?;
+    Ok(if close || worker.shutdown.is_set() { Next::Close } else { Next::KeepAlive })
 }
 
 /// Tyk's batch endpoint (`batch.rs`): the body read whole, the batch run, its JSON answered
@@ -1017,6 +1100,22 @@ async fn respond(
             }
         }
     }
+    // A response-cache miss: a response that may be kept is read whole, kept and sent.
+    if let (Some(fill), Some(rules)) = (bufs.x.cache.take(), &api.cache) {
+        let n = match resp.body {
+            BodyKind::None => Some(0),
+            BodyKind::Length(n) => Some(n),
+            _ => None,
+        };
+        let max = cfg.response_cache_max_entry_bytes as u64;
+        let fits = n.filter(|n| (bufs.x.out.len() as u64).saturating_add(*n) <= max);
+        if let Some(n) = fits {
+            if let Some(ttl) = super::cache::storable(rules, &fill, resp.status, &bufs.x.out) {
+                let kept = Keep { fill: *fill, ttl, n: n as usize, queued, body_in, upstream_us };
+                return Box::pin(fill_respond(ex, client, bufs, &meta, &api.api_id, &resp, up, kept)).await;
+            }
+        }
+    }
     let head_out = bufs.x.out.len() as u64;
     // A body already read with the head goes out in the same write as the head: the smaller of
     // the two is copied next to the other (a large body stays where it was read, the new head
@@ -1169,6 +1268,71 @@ async fn respond(
     let o = outcome(resp.status, body_in, head_out + body_out, upstream_us);
     let finished = done(&mut bufs.x.record, o);
     if resp.upstream_reusable && bufs.x.upstream.is_empty() {
+        worker.pool.put(up, cfg.upstream_pool_size, cfg.upstream_pool_surplus_ms == 0, finished);
+    }
+    Ok(if resp.close_client || worker.shutdown.is_set() { Next::Close } else { Next::KeepAlive })
+}
+
+/// A response the response cache keeps (see [`fill_respond`]).
+struct Keep {
+    fill: super::cache::Fill,
+    ttl: u64,
+    /// Body bytes.
+    n: usize,
+    /// The head was peeked (still queued in the upstream socket).
+    queued: bool,
+    body_in: u64,
+    upstream_us: u64,
+}
+
+/// A response the response cache keeps: its body read whole (it fits
+/// `response_cache_max_entry_bytes`), kept with the client head, and sent with it.
+async fn fill_respond(
+    ex: &Ex<'_>,
+    client: &mut TcpStream,
+    bufs: &mut Bufs,
+    meta: &RequestMeta,
+    api_id: &str,
+    resp: &ResponseMeta,
+    mut up: Upstream,
+    k: Keep,
+) -> Result<Next, Failure> {
+    let (worker, snap, started) = (ex.worker, ex.snap, ex.started);
+    let cfg = &snap.config.proxy;
+    let done = |rec: &mut Vec<u8>, o: Outcome| record(worker, rec, api_id, meta.method, started, o);
+    let x = &mut bufs.x;
+    if k.queued {
+        // A peeked head: take it out of the socket, as after a read.
+        let peeked = x.upstream.len();
+        if let Err(e) = x.upstream.unqueue_peeked(up.stream.as_raw_fd(), peeked) {
+            done(&mut x.record, outcome(ErrorKind::UpstreamProtocol.code(), k.body_in, 0, k.upstream_us));
+            return Err(ProxyError::io(ErrorKind::UpstreamProtocol, "reading upstream response", e).into());
+        }
+        x.upstream.consume(resp.head_len);
+    }
+    if x.upstream.len() < k.n {
+        let timeout = cfg.upstream_response_timeout_ms;
+        if let Err(e) = read_body_rest(&mut up.stream, &mut x.upstream, k.n, timeout).await {
+            let e = e.into_proxy_error(Side::Upstream);
+            done(&mut x.record, outcome(e.kind.code(), k.body_in, 0, k.upstream_us));
+            return Err(e.into());
+        }
+    }
+    let mut kept = Vec::with_capacity(x.out.len() + k.n);
+    kept.extend_from_slice(&x.out);
+    kept.extend_from_slice(&x.upstream.data()[..k.n]);
+    x.out.extend_from_slice(&x.upstream.data()[..k.n]);
+    x.upstream.consume(k.n);
+    if x.upstream.is_empty() && x.upstream.capacity() > 2 * x.upstream.max() {
+        // Grown past its size for this body: not kept in the worker's pool at that size.
+        x.upstream = ReadBuf::unallocated(x.upstream.max());
+    }
+    super::cache::store(worker, snap, k.fill, kept, k.ttl);
+    let out_len = x.out.len() as u64;
+    let wrote = write_vec(client, &mut x.out).await;
+    let finished = done(&mut x.record, outcome(resp.status, k.body_in, out_len, k.upstream_us));
+    wrote.map_err(|e| Failure { err: ProxyError::io(ErrorKind::ClientIo, "writing response", e), responded: true })?;
+    if resp.upstream_reusable && x.upstream.is_empty() {
         worker.pool.put(up, cfg.upstream_pool_size, cfg.upstream_pool_surplus_ms == 0, finished);
     }
     Ok(if resp.close_client || worker.shutdown.is_set() { Next::Close } else { Next::KeepAlive })

@@ -404,6 +404,8 @@ pub(crate) struct ExchangeBufs {
     pub errors: super::error::ErrorStyle,
     /// The routed API's `error_overrides`, for an upstream failure (`None`: none).
     pub overrides: Option<std::sync::Arc<crate::config::ErrorOverrides>>,
+    /// A response-cache miss whose response may be kept (see `cache`).
+    pub cache: Option<Box<super::cache::Fill>>,
 }
 
 impl ExchangeBufs {
@@ -417,6 +419,7 @@ impl ExchangeBufs {
             path: String::new(),
             errors: super::error::ErrorStyle::default(),
             overrides: None,
+            cache: None,
         }
     }
 

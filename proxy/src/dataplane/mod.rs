@@ -9,6 +9,7 @@
 mod accept;
 mod batch;
 pub mod body;
+mod cache;
 mod conn;
 pub mod error;
 pub mod health;

@@ -62,6 +62,9 @@ pub struct LocalStats {
     /// Response bodies moved with splice(2), and their bytes (see `splice`).
     pub bodies_spliced: u64,
     pub bytes_spliced: u64,
+    /// Responses served from the response cache (`cache`), and responses kept in it.
+    pub cache_hits: u64,
+    pub cache_stores: u64,
     pub upstream_connections_opened: u64,
     pub upstream_connect_errors: u64,
     pub upstream_timeouts: u64,

@@ -78,6 +78,8 @@ pub(crate) struct Worker {
     /// Upstream host names resolved for this worker, by (snapshot generation, API, target):
     /// the address (or `None`: did not resolve) and until when it holds.
     pub resolved: RefCell<std::collections::HashMap<TargetKey, Resolved>>,
+    /// Tyk's response cache (see `cache`): made when an API first keeps a response.
+    pub response_cache: RefCell<Option<super::cache::ResponseCache>>,
 }
 
 /// A target of a snapshot: (generation, API, index into its targets).
@@ -150,6 +152,7 @@ impl Worker {
         x.req_head.clear();
         x.out.clear();
         x.record.clear();
+        x.cache = None;
         let mut spare = self.spare.borrow_mut();
         if spare.len() < SPARE_MAX {
             spare.push(x);
@@ -292,6 +295,7 @@ impl Worker {
             streaming_bodies: RefCell::default(),
             epoch,
             resolved: RefCell::default(),
+            response_cache: RefCell::default(),
         }
     }
 }

@@ -337,6 +337,14 @@ pub struct ProxyConfig {
     pub upstream_idle_timeout_ms: u64,
     /// On SIGTERM, how long in-flight requests may take to finish, ms.
     pub drain_timeout_ms: u64,
+    /// Memory each worker may give Tyk's response cache (`cache_options` of the API
+    /// definitions), bytes; past it the entries asked for least are evicted. Each worker keeps
+    /// its own entries (docs/tyk-compatibility.md, "Response cache"). A worker allocates
+    /// nothing for it until an API caches. A reload applies it (the entries start over).
+    pub response_cache_bytes: usize,
+    /// The largest response (head and body) the response cache keeps, bytes; larger responses
+    /// stream to the client as usual and are not cached.
+    pub response_cache_max_entry_bytes: usize,
 }
 
 /// Whether `name` can be a health endpoint's name (`proxy.health_check_endpoint_name`): empty,
@@ -397,6 +405,8 @@ impl Default for ProxyConfig {
             max_streaming_bodies_per_client: 32,
             upstream_idle_timeout_ms: 30_000,
             drain_timeout_ms: 10_000,
+            response_cache_bytes: 32 * 1024 * 1024,
+            response_cache_max_entry_bytes: 1024 * 1024,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod router;
 mod snapshot;
 mod tyk;
 mod tyk_auth;
+mod tyk_cache;
 mod tyk_errors;
 mod tyk_policy;
 mod tyk_session;
@@ -34,6 +35,7 @@ pub use portcullis_http1::MAX_HEADERS;
 pub use snapshot::{load_snapshot_edited, load_snapshot_with, PolicySource, Skipped, Snapshot};
 pub use tyk::{ApiSpec, Target};
 pub use tyk_auth::{JsonCheck, JwksFetch};
+pub use tyk_cache::{is_safe as is_safe_method, CachePath, CacheRules, UPSTREAM_CACHE_HEADER};
 pub use tyk_errors::{
     Body as OverrideBody, ErrorOverrides, Override, Part as OverridePart, UpstreamMatch, MAX_BODY_FOR_MATCHING,
 };

@@ -76,6 +76,9 @@ pub struct ApiSpec {
     pub rewrites: Option<Arc<portcullis_policy::rewrite::Rewrites>>,
     /// The hosts of absolute `rewrite_to` URLs: targets `targets.len()..` of [`ApiSpec::target`].
     pub rewrite_targets: Vec<Target>,
+    /// Tyk's response cache (`cache_options`; `None`: off or nothing to cache), applied by the
+    /// data plane's per-worker cache (`dataplane/cache.rs`).
+    pub cache: Option<Arc<super::CacheRules>>,
 }
 
 impl ApiSpec {
@@ -240,21 +243,6 @@ pub(super) fn parse_api(
             vec![err(&field, value, e.into_inner().to_string())]
         })?
     };
-    // Tyk's response cache caches only with `enable_cache` and something to cache
-    // (gateway/mw_redis_cache.go:46-48, 164-176). Caching changes no answer's meaning, only how
-    // fresh it is, so such an API loads; the warning says every request reaches the upstream.
-    let cache = |p: &str| json.pointer(p).is_some_and(super::truthy);
-    let cache_paths = json.pointer("/version_data/versions").and_then(Value::as_object).is_some_and(|vs| {
-        vs.values().any(|v| {
-            ["/extended_paths/cache", "/extended_paths/advance_cache_config"]
-                .iter()
-                .any(|k| v.pointer(k).is_some_and(super::truthy))
-        })
-    });
-    if cache("/cache_options/enable_cache") && (cache("/cache_options/cache_all_safe_requests") || cache_paths) {
-        tracing::warn!(file = %file.display(), field = "cache_options.enable_cache",
-            "response caching is not supported yet: every request goes to the upstream");
-    }
     for key in ["transform_jq", "transform_jq_response"] {
         let versions = json.pointer("/version_data/versions").and_then(Value::as_object);
         for (vname, v) in versions.into_iter().flatten() {
@@ -369,6 +357,7 @@ pub(super) fn parse_api(
     let validate_json = super::tyk_auth::parse_validate_json(file, &json, matching, base_pick, &mut errs);
     let circuit_breakers = super::tyk_auth::parse_circuit_breakers(file, &json, matching, base_pick, &mut errs);
     let (rewrites, rewrite_targets) = parse_rewrites(file, &json, matching, base_pick, &mut errs);
+    let cache = super::tyk_auth::parse_cache(file, &json, matching, base_pick, &mut errs);
     let plain = plan.is_none()
         && rewrites.is_none()
         && versioned == Some(false)
@@ -402,6 +391,7 @@ pub(super) fn parse_api(
         versioning: None,
         rewrites,
         rewrite_targets,
+        cache,
     };
     let mut versions = Vec::new();
     if let Some(plan) = plan {
@@ -422,6 +412,7 @@ pub(super) fn parse_api(
             let validate_json = super::tyk_auth::parse_validate_json(file, &json, matching, pick, &mut errs);
             let circuit_breakers = super::tyk_auth::parse_circuit_breakers(file, &json, matching, pick, &mut errs);
             let (rewrites, rewrite_targets) = parse_rewrites(file, &json, matching, pick, &mut errs);
+            let cache = super::tyk_auth::parse_cache(file, &json, matching, pick, &mut errs);
             let targets = match &v.target {
                 None => base.targets.clone(),
                 Some((field, url)) => match parse_target(url) {
@@ -448,6 +439,7 @@ pub(super) fn parse_api(
                 circuit_breakers,
                 rewrites,
                 rewrite_targets,
+                cache,
                 ..base.clone()
             });
         }
@@ -590,6 +582,61 @@ mod tests {
             s.limits.endpoints[1].0.matches("POST", "/x", "/a/x")
                 && !s.limits.endpoints[1].0.matches("GET", "/x", "/a/x")
         );
+    }
+
+    /// `cache_options` as Tyk reads it (mw_redis_cache.go:163-206, api_definition.go:1027-1056):
+    /// nothing to cache is no cache; `cache` paths are GET/HEAD/OPTIONS; an entry's codes and
+    /// timeout override the API's; bad values are refused naming their field.
+    #[test]
+    fn cache_options_compile_as_tyk_reads_them() {
+        let def = |opts: &str, ext: &str| {
+            format!(
+                r#"{{"api_id": "a", "use_keyless": true, "proxy": {{"listen_path": "/a", "target_url": "http://127.0.0.1:1"}},
+                    "cache_options": {opts},
+                    "version_data": {{"not_versioned": true, "versions": {{"Default": {{"use_extended_paths": true,
+                      "extended_paths": {ext}}}}}}}}}"#
+            )
+        };
+        let on = r#"{"enable_cache": true, "cache_timeout": 30, "cache_response_codes": [200, 201]}"#;
+        assert!(spec(&def(on, "{}")).cache.is_none(), "nothing to cache");
+        let off = r#"{"enable_cache": false, "cache_all_safe_requests": true}"#;
+        assert!(spec(&def(off, "{}")).cache.is_none());
+        let ext = r#"{"cache": ["/items"], "advance_cache_config": [{"method": "POST", "path": "/search", "cache_response_codes": [202], "timeout": 5}]}"#;
+        let c = spec(&def(on, ext)).cache.expect("a cache");
+        assert_eq!(c.matches("GET", "/items", "/a/items"), Some(Some(0)));
+        assert_eq!(c.matches("HEAD", "/items/1", "/a/items/1"), Some(Some(0)));
+        assert_eq!(c.matches("POST", "/items", "/a/items"), None);
+        assert_eq!(c.matches("POST", "/search", "/a/search"), Some(Some(1)));
+        assert_eq!(c.matches("GET", "/other", "/a/other"), None);
+        assert_eq!(c.limits(Some(0)), (&[200u16, 201][..], 30));
+        assert_eq!(c.limits(Some(1)), (&[202u16][..], 5));
+        let all = r#"{"enable_cache": true, "cache_all_safe_requests": true, "cache_by_headers": ["X-Tenant"]}"#;
+        let c = spec(&def(all, "{}")).cache.expect("a cache");
+        assert_eq!(c.matches("OPTIONS", "/x", "/a/x"), Some(None));
+        assert_eq!(c.by_headers, vec!["x-tenant".to_string()]);
+        assert_eq!(c.ttl_header, "x-tyk-cache-action-set-ttl");
+
+        for (opts, ext, field) in [
+            (
+                r#"{"enable_cache": true, "cache_all_safe_requests": true, "cache_timeout": -1}"#,
+                "{}",
+                "cache_options.cache_timeout",
+            ),
+            (
+                r#"{"enable_cache": true, "cache_all_safe_requests": true, "cache_response_codes": ["200"]}"#,
+                "{}",
+                "cache_options.cache_response_codes",
+            ),
+            (
+                on,
+                r#"{"advance_cache_config": [{"method": "POST", "path": "/s", "cache_key_regex": "("}]}"#,
+                "advance_cache_config[0].cache_key_regex",
+            ),
+            (on, r#"{"cache": [{"path": "/x"}]}"#, "extended_paths.cache[0]"),
+        ] {
+            let errs = api(&def(opts, ext)).expect_err("refused");
+            assert!(errs.iter().any(|e| e.to_string().contains(field)), "{field}: {errs:?}");
+        }
     }
 
     #[test]

@@ -909,3 +909,133 @@ fn trigger(
     }
     Some(trigger)
 }
+
+/// Tyk's response cache for the version `pick` names: `cache_options` with `enable_cache` and
+/// something to cache (all safe requests, or the version's `cache` / `advance_cache_config`
+/// entries), else `None` (Tyk: mw_redis_cache.go:46-48, 163-176; api_definition.go:1027-1056).
+pub(super) fn parse_cache(
+    file: &std::path::Path,
+    json: &Value,
+    matching: PathMatching,
+    pick: Pick<'_>,
+    errs: &mut Vec<ConfigError>,
+) -> Option<Arc<super::tyk_cache::CacheRules>> {
+    use super::tyk_cache::{CachePath, CacheRules, DEFAULT_TTL_HEADER};
+    let opts = json.get("cache_options").filter(|o| o.is_object())?;
+    if !opts.get("enable_cache").is_some_and(super::truthy) {
+        return None;
+    }
+    let mut cx = Cx { file, json, errs, matching };
+    let mut paths = Vec::new();
+    let version = version_at(&mut Cx { file, json, errs: &mut Vec::new(), matching }, pick);
+    if let Some(VersionAt { ptr: base, extended: true, .. }) = version {
+        // `cache`: paths, GET/HEAD/OPTIONS (Tyk's SAFE_METHODS).
+        let ptr = format!("{base}/extended_paths/cache");
+        if let Some(items) = cx.get(&ptr).cloned() {
+            match items.as_array() {
+                None => cx.err(&dotted(&ptr), super::brief(&items), "must be a list of paths"),
+                Some(items) => {
+                    for (i, p) in items.iter().enumerate() {
+                        let field = format!("{}[{i}]", dotted(&ptr));
+                        let Some(path) = p.as_str() else {
+                            cx.err(&field, super::brief(p), "must be a path");
+                            continue;
+                        };
+                        let safe = ["GET", "HEAD", "OPTIONS"].map(String::from).to_vec();
+                        if let Some(rule) = path_rule(&mut cx, &field, path, Methods::Only(safe), false) {
+                            paths.push(CachePath { rule, key_regex: None, codes: Vec::new(), timeout_secs: None });
+                        }
+                    }
+                }
+            }
+        }
+        for_each_middleware_entry(
+            &mut cx,
+            &format!("{base}/extended_paths/advance_cache_config"),
+            |cx, field, e, rule| {
+                let key_regex = match e.get("cache_key_regex").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+                    None => None,
+                    Some(r) => match regex::bytes::Regex::new(r) {
+                        Ok(re) => Some(re),
+                        Err(err) => {
+                            cx.err(
+                                &format!("{field}.cache_key_regex"),
+                                r,
+                                format!("not a valid regular expression: {err}"),
+                            );
+                            return;
+                        }
+                    },
+                };
+                let Some(codes) =
+                    status_codes(cx, &format!("{field}.cache_response_codes"), e.get("cache_response_codes"))
+                else {
+                    return;
+                };
+                let timeout_secs = e.get("timeout").and_then(Value::as_i64).filter(|t| *t > 0).map(|t| t as u64);
+                paths.push(CachePath { rule, key_regex, codes, timeout_secs });
+            },
+        );
+    }
+    let all_safe = opts.get("cache_all_safe_requests").is_some_and(super::truthy);
+    if !all_safe && paths.is_empty() {
+        return None;
+    }
+    let codes = status_codes(&mut cx, "cache_options.cache_response_codes", opts.get("cache_response_codes"))?;
+    let timeout = opts.get("cache_timeout").unwrap_or(&Value::Null);
+    let timeout_secs = match timeout {
+        Value::Null => 0,
+        v => match v.as_i64() {
+            Some(t) if t >= 0 => t as u64,
+            _ => {
+                cx.err("cache_options.cache_timeout", super::brief(v), "must be a whole number of seconds, 0 or more");
+                return None;
+            }
+        },
+    };
+    let headers = |k: &str| -> Vec<String> {
+        opts.get(k)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter().filter_map(Value::as_str).filter(|s| !s.is_empty()).map(str::to_ascii_lowercase).collect()
+            })
+            .unwrap_or_default()
+    };
+    let by_headers = headers("cache_by_headers");
+    if let Some(h) = by_headers.iter().find(|h| !valid_header_name(h)) {
+        cx.err("cache_options.cache_by_headers", h.clone(), "not a valid header name");
+        return None;
+    }
+    let ttl_header = opts
+        .get("cache_control_ttl_header")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map_or(DEFAULT_TTL_HEADER.to_string(), str::to_ascii_lowercase);
+    let upstream_control = opts.get("enable_upstream_cache_control").is_some_and(super::truthy);
+    if timeout_secs == 0 && !upstream_control && paths.iter().all(|p| p.timeout_secs.is_none()) {
+        tracing::warn!(file = %file.display(), field = "cache_options.cache_timeout",
+            "0 (or absent): entries expire as they are stored, so nothing is served from the cache (as in Tyk)");
+    }
+    Some(Arc::new(CacheRules {
+        timeout_secs,
+        all_safe,
+        codes,
+        upstream_control,
+        ttl_header,
+        by_headers,
+        paths,
+        epoch: std::sync::atomic::AtomicU64::new(0),
+    }))
+}
+
+/// A list of HTTP status codes (absent or null: empty).
+fn status_codes(cx: &mut Cx<'_>, field: &str, v: Option<&Value>) -> Option<Vec<u16>> {
+    let Some(v) = v.filter(|v| !v.is_null()) else { return Some(Vec::new()) };
+    let codes: Option<Vec<u16>> = v
+        .as_array()
+        .and_then(|a| a.iter().map(|c| c.as_u64().filter(|c| (100..=599).contains(c)).map(|c| c as u16)).collect());
+    if codes.is_none() {
+        cx.err(field, super::brief(v), "must be a list of HTTP status codes");
+    }
+    codes
+}

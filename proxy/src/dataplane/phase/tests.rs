@@ -60,6 +60,7 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
         versioning: None,
         rewrites: None,
         rewrite_targets: Vec::new(),
+        cache: None,
     }
 }
 

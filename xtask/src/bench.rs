@@ -176,6 +176,16 @@ const SCENARIOS: &[Scenario] = &[
         large_body: false,
         available: Some(()),
     },
+    Scenario {
+        name: "cached",
+        what: "12-byte body from each proxy's response cache (Portcullis: Tyk's `cache_options`; nginx: `proxy_cache`; HAProxy: `cache`), keep-alive, 32 connections; direct and floor rows: the upstream",
+        path: "/cached/small",
+        connections: 32,
+        close: false,
+        gateway: false,
+        large_body: false,
+        available: Some(()),
+    },
 ];
 
 /// One wrk run against one target.
@@ -424,6 +434,7 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
              http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000000;\n\
                server {{ listen 127.0.0.1:{UPSTREAM_PORT} reuseport backlog=4096;\n\
                  location = /small {{ return 200 \"hello world\\n\"; }}\n\
+                 location = /cached/small {{ add_header Cache-Control max-age=60; return 200 \"hello world\\n\"; }}\n\
                  location = /16k {{ root {d}/www; }} }} }}\n"
         ),
     )?;
@@ -442,9 +453,11 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
             "worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/nginx.err; worker_rlimit_nofile 16384;\n\
              events {{ worker_connections 16384; }}\n\
              http {{ access_log off; keepalive_requests 100000000;\n\
+               proxy_cache_path {d}/nginx-cache levels=1 keys_zone=c:1m;\n\
                upstream u {{ server 127.0.0.1:{UPSTREAM_PORT}; keepalive 64; }}\n\
                server {{ listen 127.0.0.1:{} backlog=4096;\n\
-                 location / {{ {PROXY} }}\n{large} }} }}\n",
+                 location / {{ {PROXY} }}\n\
+                 location /cached/ {{ proxy_cache c; proxy_cache_valid 200 60s; {PROXY} }}\n{large} }} }}\n",
             Target::Nginx.port()
         ),
     )?;
@@ -466,6 +479,15 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
         jwt_api("gw", "/gw/", "YmVuY2gtc2VjcmV0", "gw", &format!("127.0.0.1:{UPSTREAM_PORT}")),
     )?;
     std::fs::write(dir.join("apps/policies.json"), policy("gw", "gw"))?;
+    // The cached scenario's API (its upstream says `Cache-Control: max-age=60`, without which
+    // HAProxy's cache keeps nothing): Tyk's response cache on every GET (as Tyk's own sample
+    // test-response-headers-cached.json), no records (as the peers run without access logs).
+    std::fs::write(
+        dir.join("apps/cached.json"),
+        format!(
+            r#"{{"api_id": "cached", "name": "cached", "active": true, "use_keyless": true, "do_not_track": true, "cache_options": {{"enable_cache": true, "cache_all_safe_requests": true, "cache_timeout": 60, "cache_response_codes": [200]}}, "version_data": {{"not_versioned": true}}, "proxy": {{"listen_path": "/cached/", "target_url": "http://127.0.0.1:{UPSTREAM_PORT}/"}}}}"#
+        ),
+    )?;
     for (file, target, driver) in [
         ("portcullis.toml", Target::Portcullis, "auto"),
         ("portcullis-uring.toml", Target::PortcullisUring, "uring"),
@@ -514,7 +536,12 @@ fn haproxy_cfg(bufsize: Option<u32>) -> String {
     let tune = bufsize.map(|b| format!("  tune.bufsize {b}\n")).unwrap_or_default();
     format!(
         "global\n  nbthread 1\n  maxconn 4000\n{tune}\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  http-reuse always\n\n\
-         frontend f\n  bind 127.0.0.1:{}\n  default_backend b\n\nbackend b\n  server s1 127.0.0.1:{UPSTREAM_PORT}\n",
+         cache c\n  total-max-size 4\n  max-age 60\n\n\
+         frontend f\n  bind 127.0.0.1:{}\n  default_backend b\n\nbackend b\n\
+           http-request set-var(txn.cached) bool(1) if {{ path_beg /cached/ }}\n\
+           http-request cache-use c if {{ var(txn.cached) -m bool }}\n\
+           http-response cache-store c if {{ var(txn.cached) -m bool }}\n\
+           server s1 127.0.0.1:{UPSTREAM_PORT}\n",
         Target::Haproxy.port()
     )
 }

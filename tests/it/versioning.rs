@@ -175,3 +175,48 @@ fn tyk_keys_are_refused_versions_their_access_rights_do_not_list() {
     // The version is checked before the key: no key, unknown version.
     refused(&p.get("/vapi/get", "x-api-version: v3\r\n"), 403, "This API version does not seem to exist");
 }
+
+/// `X-Tyk-Api-Expires` (mw_version_check.go:169-173): the API's `expiration`, else the request's
+/// version's `expires`, as Go's `time.RFC1123` of a UTC time; none for a version that never
+/// expires. A non-versioned API past its `expiration` is refused, 403 with Tyk's words
+/// (api_definition.go:101, 2373-2374, 2396-2409). Before, `expiration` was ignored: an expired
+/// API was served.
+#[test]
+fn tyk_expiry_dates_are_told_and_an_expired_api_is_refused() {
+    let (main, other) = (upstream("main"), upstream("other"));
+    let p = keyless(&main, &other, json!({"location": "header", "key": "x-api-version"}), "");
+    let r = p.get("/vapi/get", "x-api-version: v1\r\n");
+    served_by(&r, "main");
+    assert_eq!(r.header("x-tyk-api-expires"), Some("Sun, 28 Jul 2080 15:00:00 UTC"));
+    let r = p.get("/vapi/get", "x-api-version: v2\r\n");
+    served_by(&r, "other");
+    assert_eq!(r.header("x-tyk-api-expires"), None);
+    drop(p);
+
+    // The API's own `expiration` wins over the version's.
+    let top = r#""use_keyless": true, "expiration": "2090-01-02 03:04","#;
+    let def = versioned_api(&main, &other, json!({"location": "header", "key": "x-api-version"}), "", top);
+    let p = builder().app("vapi", def).start();
+    let r = p.get("/vapi/get", "x-api-version: v1\r\n");
+    assert_eq!(r.header("x-tyk-api-expires"), Some("Mon, 02 Jan 2090 03:04:00 UTC"), "{:?}", r.headers);
+    drop(p);
+
+    let plain = |expiration: &str| {
+        let def = format!(
+            r#"{{"name": "e", "api_id": "e", "use_keyless": true, "expiration": "{expiration}",
+              "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default"}}}}}},
+              "proxy": {{"listen_path": "/e/", "target_url": "{}", "strip_listen_path": true}}}}"#,
+            main.url()
+        );
+        builder().app("e", def).start()
+    };
+    let p = plain("2001-01-01 00:00");
+    let before = main.heads();
+    refused(&p.get("/e/get", ""), 403, "API has expired, please check documentation or contact administrator");
+    assert_eq!(main.heads(), before, "not proxied");
+    drop(p);
+    let p = plain("2999-12-31 23:59");
+    let r = p.get("/e/get", "");
+    served_by(&r, "main");
+    assert_eq!(r.header("x-tyk-api-expires"), Some("Tue, 31 Dec 2999 23:59:00 UTC"));
+}

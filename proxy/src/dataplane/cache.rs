@@ -204,6 +204,7 @@ pub(super) fn write_hit(
     meta: &RequestMeta,
     client_keep_alive: bool,
     limits: &crate::limit::LimitHeaders,
+    expires: Option<&str>,
     cfg: &crate::config::ProxyConfig,
     if_none_match: Option<&[u8]>,
     out: &mut Vec<u8>,
@@ -214,9 +215,11 @@ pub(super) fn write_hit(
         cfg.max_headers,
         meta,
         client_keep_alive,
-        super::phase::rate::is_limit_header,
+        // The kept head has this API's `X-Tyk-Api-Expires` already: written again like the limits.
+        |n| super::phase::rate::is_limit_header(n) || n.eq_ignore_ascii_case(b"x-tyk-api-expires"),
         |out| {
             super::phase::rate::write_response_headers(out, limits, cfg.rate_limit_response_headers);
+            super::conn::write_expires(out, expires);
             out.extend_from_slice(CACHED_HEADER);
         },
         out,

@@ -565,8 +565,9 @@ async fn serve_hit(
     let headers = bufs.x.req_head.windows(2).position(|w| w == b"\r\n").map_or(&[][..], |i| &bufs.x.req_head[i + 2..]);
     let inm = super::cache::header_values(headers, b"if-none-match").next();
     let keep_alive = meta.keep_alive && !worker.shutdown.is_set();
-    let written = super::cache::write_hit(hit, &meta, keep_alive, &routed.limits, cfg, inm, &mut bufs.x.out);
     let api = snap.api(routed.api);
+    let expires = api.expires_header.as_deref();
+    let written = super::cache::write_hit(hit, &meta, keep_alive, &routed.limits, expires, cfg, inm, &mut bufs.x.out);
     let (status, close) = match written {
         Ok(w) => w,
         Err(e) => {
@@ -979,7 +980,8 @@ async fn forward(
         match send_request(worker, snap, client, &mut up, bufs, &meta, clock).await {
             Ok(body_bytes) => {
                 let how = HeadRead { cap: head_read, peek, splice_min };
-                match read_response_head(snap, &mut up, bufs, &meta, &routed.limits, worker, how).await {
+                let expires = api.expires_header.as_deref();
+                match read_response_head(snap, &mut up, bufs, &meta, &routed.limits, expires, worker, how).await {
                     Ok(head) => break (up, head, body_bytes),
                     Err(e) if retryable && e.kind == ErrorKind::UpstreamProtocol && bufs.x.upstream.is_empty() => {}
                     Err(e) => {
@@ -1562,6 +1564,7 @@ async fn read_response_head(
     bufs: &mut Bufs,
     meta: &RequestMeta,
     limits: &crate::limit::LimitHeaders,
+    expires: Option<&str>,
     worker: &Worker,
     how: HeadRead,
 ) -> Result<ResponseHead, ProxyError> {
@@ -1583,7 +1586,10 @@ async fn read_response_head(
             meta,
             client_keep_alive,
             phase::rate::is_limit_header,
-            |out| phase::rate::write_response_headers(out, limits, cfg.rate_limit_response_headers),
+            |out| {
+                phase::rate::write_response_headers(out, limits, cfg.rate_limit_response_headers);
+                write_expires(out, expires);
+            },
             &mut bufs.x.out,
         )?;
         // Whether head and body could leave together: a head that passes unchanged and a
@@ -1645,6 +1651,15 @@ async fn read_response_head(
             Ok(Err(e)) => return Err(ProxyError::io(ErrorKind::UpstreamProtocol, "reading upstream response", e)),
             Err(_) => return Err(ProxyError::new(ErrorKind::UpstreamTimeout, "upstream response timed out")),
         }
+    }
+}
+
+/// Tyk's `X-Tyk-Api-Expires` (gateway/mw_version_check.go:169-173), when the API has one.
+pub(super) fn write_expires(out: &mut Vec<u8>, expires: Option<&str>) {
+    if let Some(e) = expires {
+        out.extend_from_slice(b"X-Tyk-Api-Expires: ");
+        out.extend_from_slice(e.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
 }
 

@@ -79,6 +79,12 @@ pub struct ApiSpec {
     /// Tyk's response cache (`cache_options`; `None`: off or nothing to cache), applied by the
     /// data plane's per-worker cache (`dataplane/cache.rs`).
     pub cache: Option<Arc<super::CacheRules>>,
+    /// Tyk's `expiration` of a non-versioned API, Unix seconds: from then on its requests are
+    /// refused, 403 `API has expired, please check documentation or contact administrator`.
+    pub expired_after: Option<u64>,
+    /// Tyk's `X-Tyk-Api-Expires` on its responses (RFC 1123, UTC): the API's `expiration`,
+    /// else its version's `expires`.
+    pub expires_header: Option<Arc<str>>,
 }
 
 impl ApiSpec {
@@ -308,6 +314,30 @@ pub(super) fn parse_api(
             None
         }
     };
+    // Tyk's API-level `expiration` (api_definition.go:301-308): a non-versioned API is refused
+    // from then on (2373-2374, 2396-2409), and every API says when in `X-Tyk-Api-Expires`
+    // (mw_version_check.go:169-173), else its version's `expires` does.
+    let expiration = match json.get("expiration") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() || s == "-1" => None,
+        Some(Value::String(s)) => match super::tyk_version::parse_expiry(s) {
+            Some(t) => Some(t),
+            None => {
+                // Tyk loads it and refuses every request ("Could not parse expiration date, disallow").
+                let msg = "must be a date as Tyk writes it, \"2006-01-02 15:04\" (UTC), or \"\" / \"-1\" for never";
+                errs.push(err("expiration", s.clone(), msg.to_string()));
+                None
+            }
+        },
+        Some(other) => {
+            errs.push(err("expiration", brief(other), "must be a string".to_string()));
+            None
+        }
+    };
+    let default_expires = if versioned == Some(false) { default_version_expires(&json) } else { None };
+    let expires_header = |version_expires: Option<u64>| {
+        expiration.or(version_expires).map(|t| Arc::<str>::from(super::tyk_version::rfc1123_utc(t)))
+    };
 
     let domain = match normalise_domain(&raw.domain) {
         Ok(d) => d,
@@ -392,13 +422,16 @@ pub(super) fn parse_api(
         rewrites,
         rewrite_targets,
         cache,
+        expired_after: if versioned == Some(false) { expiration } else { None },
+        expires_header: expires_header(default_expires),
     };
     let mut versions = Vec::new();
     if let Some(plan) = plan {
         // Each version: the API with the version's own lists, limits and target.
         let json = Arc::clone(&base.definition);
-        for v in &plan.versions {
+        for (i, v) in plan.versions.iter().enumerate() {
             let pick = Pick::Named(&v.name);
+            let expires = expires_header(plan.versioning.versions.get(i).and_then(|v| v.expires));
             let mut auth = (*base.auth).clone();
             auth.version = Some(v.name.clone());
             auth.strip_version_param.clone_from(&plan.strip_param);
@@ -440,6 +473,7 @@ pub(super) fn parse_api(
                 rewrites,
                 rewrite_targets,
                 cache,
+                expires_header: expires,
                 ..base.clone()
             });
         }
@@ -452,6 +486,18 @@ pub(super) fn parse_api(
         return Err(errs);
     }
     Ok(Parsed::Api(base, versions))
+}
+
+/// The `expires` of the version a non-versioned API serves (Tyk's `GetSingleOrDefaultVersion`:
+/// the only one, else `Default`, `default` or ``), when it is a date: only its header reads it.
+fn default_version_expires(json: &Value) -> Option<u64> {
+    let versions = json.pointer("/version_data/versions").and_then(Value::as_object)?;
+    let v = if versions.len() == 1 {
+        versions.values().next()
+    } else {
+        ["Default", "default", ""].iter().find_map(|n| versions.get(*n))
+    }?;
+    v.get("expires").and_then(Value::as_str).and_then(super::tyk_version::parse_expiry)
 }
 
 /// The version's `url_rewrites` and the targets their absolute `rewrite_to`s name.
@@ -637,6 +683,28 @@ mod tests {
             let errs = api(&def(opts, ext)).expect_err("refused");
             assert!(errs.iter().any(|e| e.to_string().contains(field)), "{field}: {errs:?}");
         }
+    }
+
+    /// Tyk's `expiration` (api_definition.go:301-308, 2396-2409): a date refuses a
+    /// non-versioned API from then on and is its `X-Tyk-Api-Expires`; a version's `expires` is
+    /// the header when there is none; an unreadable date is refused by name.
+    #[test]
+    fn expiration_dates_are_read_as_tyk_reads_them() {
+        let def = |top: &str, expires: &str| {
+            format!(
+                r#"{{"api_id": "a", "use_keyless": true, {top} "proxy": {{"listen_path": "/a", "target_url": "http://127.0.0.1:1"}},
+                    "version_data": {{"not_versioned": true, "versions": {{"Default": {{"expires": "{expires}"}}}}}}}}"#
+            )
+        };
+        let s = spec(&def(r#""expiration": "2030-05-06 07:08","#, "2040-01-01 00:00"));
+        assert_eq!(s.expired_after, Some(1_904_281_680));
+        assert_eq!(s.expires_header.as_deref(), Some("Mon, 06 May 2030 07:08:00 UTC"));
+        let s = spec(&def(r#""expiration": "-1","#, "2040-01-01 00:00"));
+        assert_eq!((s.expired_after, s.expires_header.as_deref()), (None, Some("Sun, 01 Jan 2040 00:00:00 UTC")));
+        let s = spec(&def("", ""));
+        assert_eq!((s.expired_after, s.expires_header), (None, None));
+        let errs = api(&def(r#""expiration": "2030-05-06","#, "")).expect_err("refused");
+        assert!(errs.iter().any(|e| e.to_string().contains("expiration")), "{errs:?}");
     }
 
     #[test]

@@ -203,7 +203,7 @@ pub(super) fn parse(file: &std::path::Path, json: &Value, errs: &mut Vec<ConfigE
 /// Go's `time.Parse("2006-01-02 15:04", s)` as Unix seconds (UTC, as Go reads a layout without
 /// a zone): a 4-digit year, 2-digit month, day and minute, a 1- or 2-digit hour, each in range
 /// (the day within its month), nothing after.
-fn parse_expiry(s: &str) -> Option<u64> {
+pub(super) fn parse_expiry(s: &str) -> Option<u64> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
         let d = b.get(r)?;
@@ -240,6 +240,33 @@ fn parse_expiry(s: &str) -> Option<u64> {
     Some(secs.max(0) as u64)
 }
 
+/// Go's `time.RFC1123` of a UTC time (`Mon, 02 Jan 2006 15:04:05 UTC`), as Tyk writes
+/// `X-Tyk-Api-Expires` (gateway/mw_version_check.go:169-173).
+pub(super) fn rfc1123_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    format!(
+        "{}, {day:02} {} {year:04} {:02}:{:02}:{:02} UTC",
+        WEEKDAYS[days.rem_euclid(7) as usize],
+        MONTHS[month as usize - 1],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +274,10 @@ mod tests {
     #[test]
     fn expiry_dates_parse_as_go_parses_tyks_layout() {
         assert_eq!(parse_expiry("1970-01-01 00:00"), Some(0));
+        // Go: time.Date(3000, 1, 2, 15, 4, 0, 0, time.UTC).Format(time.RFC1123).
+        assert_eq!(rfc1123_utc(parse_expiry("3000-01-02 15:04").unwrap()), "Thu, 02 Jan 3000 15:04:00 UTC");
+        assert_eq!(rfc1123_utc(0), "Thu, 01 Jan 1970 00:00:00 UTC");
+        assert_eq!(rfc1123_utc(parse_expiry("2024-02-29 9:05").unwrap()), "Thu, 29 Feb 2024 09:05:00 UTC");
         assert_eq!(parse_expiry("2080-07-28 15:00"), Some(3_489_404_400));
         assert_eq!(parse_expiry("2024-02-29 23:59"), Some(1_709_251_140));
         assert_eq!(parse_expiry("2024-02-29 9:05"), Some(1_709_197_500), "Go's `15` takes one digit too");

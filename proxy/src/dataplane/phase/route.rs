@@ -18,7 +18,7 @@ use crate::router::ApiIndex;
 pub(crate) enum Route<'a> {
     /// To this API (a version's, on a versioned API); the canonical path.
     Api(ApiIndex, &'a str),
-    /// A versioned API that has no version for the request (Tyk's 403s).
+    /// A versioned API that has no version for the request, or an expired API (Tyk's 403s).
     Refused(ApiIndex, &'a str, Denial),
     /// No API matches (or the target has no path to route: `*`, authority form).
     Unrouted,
@@ -45,6 +45,11 @@ pub(crate) fn route<'a>(
     };
     let spec = snap.api(api);
     let mut refused = None;
+    // Tyk's `expiration` of a non-versioned API (gateway/api_definition.go:2373-2374, 2396-2409).
+    if spec.expired_after.is_some_and(|at| now() >= at) {
+        let message = "API has expired, please check documentation or contact administrator";
+        refused = Some(Denial { kind: Refusal::Forbidden, message: message.into(), ..Default::default() });
+    }
     if let Some(v) = spec.versioning.as_deref() {
         match v.resolve(req.headers, req.query, &path, spec.listen_path.len(), now) {
             Ok(r) => {

@@ -61,6 +61,8 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
         rewrites: None,
         rewrite_targets: Vec::new(),
         cache: None,
+        expired_after: None,
+        expires_header: None,
     }
 }
 

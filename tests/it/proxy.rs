@@ -1621,3 +1621,46 @@ fn error_templates_get_a_validation_refusals_invalid_params() {
     assert!(!ip.is_empty() && !ip.starts_with("JSON parsing error") && ip != "<no value>", "{v}");
     assert_eq!(post(r#"{"n": 1}"#).status, 200);
 }
+
+/// Tyk's gateway error templates (gateway/handler_error.go:286-373, server.go:614-617): the
+/// `error*` files of `template_path` write the gateway's own errors: `error_<status>.json|xml`
+/// first, then `error.json|xml`, then `error.json` answered as JSON; the message JSON-escaped
+/// (XML: HTML-escaped). Before, the files were ignored and Tyk's built-in template was always
+/// written. A template with an action other than `{{.Message}}` is refused naming the file, as
+/// any error outside a definition: the running configuration stays (Tyk panics at start).
+#[test]
+fn gateway_error_templates_from_template_path_write_the_gateways_errors() {
+    let up = upstream("u");
+    let templates = tempfile::tempdir().unwrap();
+    let t = |name: &str, text: &str| std::fs::write(templates.path().join(name), text).unwrap();
+    t("error.json", "{\"problem\": \"{{.Message}}\"}\n");
+    t("error_401.json", "{\"code\": 401, \"why\": \"{{ .Message }}\"}");
+    t("error_403.xml", "<forbidden>{{.Message}}</forbidden>");
+    t("unrelated.json", "{{.Anything}}");
+    let keyed = portcullis_tests::harness::api("k", "/k/", &up.url(), r#""use_standard_auth": true,"#, "");
+    let p = builder()
+        .apps_config(&format!("template_path = {:?}", templates.path().display().to_string()))
+        .app("k", keyed)
+        .start();
+    let r = p.get("/k/get", "");
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.text(), r#"{"code": 401, "why": "Authorization field missing"}"#);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let r = p.get("/k/get", "Authorization: nope \"x\"\r\n");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.text(), "{\"problem\": \"Access to this API has been disallowed\"}\n", "error.json for a 403 in JSON");
+    let r = p.get("/k/get", "Authorization: nope\r\nContent-Type: text/xml\r\n");
+    assert_eq!((r.status, r.text().as_str()), (403, "<forbidden>Access to this API has been disallowed</forbidden>"));
+    assert_eq!(r.header("content-type"), Some("application/xml"));
+    // XML without an XML template for the status or an error.xml: error.json, as JSON.
+    let r = p.get("/k/get", "Content-Type: application/xml\r\n");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.text(), "{\"problem\": \"Authorization field missing\"}\n");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    // A template it cannot write: the reload is refused naming the file, the running templates stay.
+    t("error_429.json", "{\"status\": {{.StatusCode}}}");
+    let r = p.admin_get("/tyk/reload");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("error_429.json"), "{}", r.text());
+    assert_eq!(p.get("/k/get", "").text(), r#"{"code": 401, "why": "Authorization field missing"}"#);
+}

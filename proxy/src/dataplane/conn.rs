@@ -235,7 +235,13 @@ async fn respond_error(
     let message = f.err.kind.client_message(f.err.context);
     let flag = super::error::flag_of(f.err.kind, f.err.context);
     let ov = overrides.and_then(|o| o.find(f.err.kind.code(), flag, message));
-    if super::error::error_response_with(out, f.err.kind, message, true, &[], style, ov, None) {
+    // The snapshot in a block: held across the write, it would size every connection's task.
+    let written = {
+        let snap = worker.snapshot();
+        let templates = Some(&*snap.error_templates);
+        super::error::error_response_with(out, f.err.kind, message, true, &[], style, ov, None, templates)
+    };
+    if written {
         let _ = write_vec(client, out).await;
     }
     let _ = started;
@@ -504,7 +510,18 @@ async fn request<'w>(
             // Tyk's `{{.InvalidParams}}`: the parse error, or the schema's errors
             // (mw_validate_json.go:60-75).
             let detail = message.strip_prefix("JSON parsing error: ").unwrap_or(&message);
-            error_response_with(&mut bufs.x.out, kind, &message, close, &[], bufs.x.errors, ov, Some(detail));
+            let templates = Some(&*snap.error_templates);
+            error_response_with(
+                &mut bufs.x.out,
+                kind,
+                &message,
+                close,
+                &[],
+                bufs.x.errors,
+                ov,
+                Some(detail),
+                templates,
+            );
             let out_len = bufs.x.out.len() as u64;
             let _ = write_vec(client, &mut bufs.x.out).await;
             let code = ov.filter(|o| o.status != 0).map_or(kind.code(), |o| o.status);
@@ -1763,7 +1780,12 @@ async fn reply_local(
     let close = meta.body != BodyKind::None || !meta.keep_alive || worker.shutdown.is_set();
     bufs.client.consume(meta.head_len);
     bufs.x.out.clear();
-    if !error_response_with(&mut bufs.x.out, kind, message, close, extra, bufs.x.errors, ov, None) {
+    let written = {
+        let snap = worker.snapshot();
+        let templates = Some(&*snap.error_templates);
+        error_response_with(&mut bufs.x.out, kind, message, close, extra, bufs.x.errors, ov, None, templates)
+    };
+    if !written {
         // Not a kind with an answer (callers pass refusals, 404 and 503): nothing to send.
         return Ok(Next::Close);
     }

@@ -247,7 +247,7 @@ pub fn override_body(out: &mut Vec<u8>, body: &OverrideBody, status: u16, media:
 /// mapping: there is no other way to write one. Returns false (and writes nothing) for a kind
 /// that is not answered.
 pub fn error_response(out: &mut Vec<u8>, kind: ErrorKind, message: &str, close: bool, style: ErrorStyle) -> bool {
-    error_response_with(out, kind, message, close, &[], style, None, None)
+    error_response_with(out, kind, message, close, &[], style, None, None, None)
 }
 
 /// What Go's `text/template` writes for a key its map does not have (Tyk's template data is a
@@ -290,6 +290,7 @@ pub fn error_response_with(
     style: ErrorStyle,
     ov: Option<&Override>,
     detail: Option<&str>,
+    templates: Option<&crate::config::ErrorTemplates>,
 ) -> bool {
     use std::io::Write as _;
     let Some((mut status, mut reason)) = kind.status() else {
@@ -301,6 +302,19 @@ pub fn error_response_with(
     }
     let mut body = Vec::with_capacity(message.len() + 24);
     let default_template = |body: &mut Vec<u8>, message: &str| {
+        // The `error*` files of `template_path` (Tyk's `writeTemplateErrorResponse`,
+        // handler_error.go:312-373): the message JSON-escaped, or HTML-escaped for XML.
+        if let Some((parts, xml)) = templates.and_then(|t| t.find(status, style.xml)) {
+            for p in parts {
+                match p {
+                    OverridePart::Text(t) => body.extend_from_slice(t.as_bytes()),
+                    OverridePart::Message if xml => html_escape(body, message),
+                    OverridePart::Message => go_json_escape(body, message),
+                    _ => {}
+                }
+            }
+            return if xml { "application/xml" } else { "application/json" };
+        }
         if style.xml {
             body.extend_from_slice(b"<?xml version = \"1.0\" encoding = \"UTF-8\"?>\n<error>");
             html_escape(body, message);

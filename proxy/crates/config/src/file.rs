@@ -472,8 +472,10 @@ pub struct AppsConfig {
     /// `error_overrides` rule's `response.template` names a file in it, `<name>.json` (or
     /// `<name>`) for JSON requests and `<name>.xml` for XML ones; the files are read on load and
     /// reload, and a rule whose template is missing or uses anything but `{{.Message}}`,
-    /// `{{.StatusCode}}` and `{{.InvalidParams}}` refuses its definition. Only the templates
-    /// rules name are read.
+    /// `{{.StatusCode}}` and `{{.InvalidParams}}` refuses its definition. Its `error.json`,
+    /// `error.xml` and `error_<status>.json|xml` files write the gateway's own errors as Tyk's
+    /// do (docs/requests.md, "Errors"; only `{{.Message}}` in them, or the configuration is
+    /// refused naming the file); other files are read only when a rule names them.
     pub template_path: PathBuf,
 }
 

@@ -37,7 +37,8 @@ pub use tyk::{ApiSpec, Target};
 pub use tyk_auth::{JsonCheck, JwksFetch};
 pub use tyk_cache::{is_safe as is_safe_method, CachePath, CacheRules, UPSTREAM_CACHE_HEADER};
 pub use tyk_errors::{
-    Body as OverrideBody, ErrorOverrides, Override, Part as OverridePart, UpstreamMatch, MAX_BODY_FOR_MATCHING,
+    Body as OverrideBody, ErrorOverrides, ErrorTemplates, Override, Part as OverridePart, UpstreamMatch,
+    MAX_BODY_FOR_MATCHING,
 };
 pub use tyk_policy::TykPolicy;
 pub use tyk_session::{AccessDefinition, AccessSpec, BasicAuthData, RateProblem, TykSession};

@@ -40,6 +40,9 @@ pub struct Snapshot {
     pub skipped: Vec<Skipped>,
     /// `[auth] tyk_key_hashes`, parsed (the config check refuses unknown names).
     pub tyk_key_hashes: Vec<TykHash>,
+    /// Tyk's gateway error templates, the `error*` files of `[apps] template_path` (empty:
+    /// Tyk's defaults, built in).
+    pub error_templates: Arc<super::tyk_errors::ErrorTemplates>,
 }
 
 /// A definition file the snapshot does not serve, and why.
@@ -216,6 +219,10 @@ fn load(config: Config, generation: u64, fetch: JwksFetch<'_>, fs: Files<'_>) ->
     let (policies, policy_sources) = load_policies(&config.apps.policies, fs, &mut errs);
     let policies = Arc::new(Arc::unwrap_or_clone(policies).with_matching(config.apps.path_matching()));
     let tyk_key_hashes = config.auth.tyk_key_hashes.iter().filter_map(|n| TykHash::parse(n)).collect();
+    let read = |p: &Path| fs.read(p).map_err(|e| e.to_string());
+    let list = |d: &Path| fs.list(d);
+    let error_templates =
+        Arc::new(super::tyk_errors::load_gateway_templates(&config.apps.template_path, &list, &read, &mut errs));
     (
         Snapshot {
             config,
@@ -227,6 +234,7 @@ fn load(config: Config, generation: u64, fetch: JwksFetch<'_>, fs: Files<'_>) ->
             policy_sources,
             skipped,
             tyk_key_hashes,
+            error_templates,
         },
         errs,
     )

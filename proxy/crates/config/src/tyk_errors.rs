@@ -376,6 +376,81 @@ pub(super) fn load_templates(
     }
 }
 
+/// Tyk's error templates for the gateway's own errors: the `error*` files of `template_path`
+/// (gateway/server.go:614-617), chosen per answer as Tyk's `writeTemplateErrorResponse` does
+/// (gateway/handler_error.go:286-327): `error_<status>.<json|xml>`, else `error.<json|xml>`,
+/// else `error.json` (then answered as JSON). Without a file, the data plane writes Tyk's own
+/// default templates, byte for byte the files Tyk ships.
+#[derive(Debug, Clone, Default)]
+pub struct ErrorTemplates {
+    /// (file name, compiled template): only `{{.Message}}` (Tyk executes these with an
+    /// `APIError`, which has no other field).
+    files: Vec<(String, Vec<Part>)>,
+}
+
+impl ErrorTemplates {
+    /// The template for an error of `status` answered as XML (`xml`) or JSON, and whether it is
+    /// an XML one (`false`: answered as JSON).
+    pub fn find(&self, status: u16, xml: bool) -> Option<(&[Part], bool)> {
+        let ext = if xml { "xml" } else { "json" };
+        let get = |name: &str| self.files.iter().find(|(n, _)| n == name).map(|(_, p)| p.as_slice());
+        if let Some(p) = get(&format!("error_{status}.{ext}")).or_else(|| get(&format!("error.{ext}"))) {
+            return Some((p, xml));
+        }
+        get("error.json").map(|p| (p, false))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+/// Reads Tyk's gateway error templates from `dir` (`[apps] template_path`): every
+/// `error.json`, `error.xml`, `error_<status>.json` and `error_<status>.xml`. A template with
+/// any action but `{{.Message}}` is an error naming its file (Tyk fails to start on a template
+/// it cannot parse). A missing directory: no templates.
+pub(super) fn load_gateway_templates(
+    dir: &Path,
+    list: &dyn Fn(&Path) -> std::io::Result<Vec<std::path::PathBuf>>,
+    read: &dyn Fn(&Path) -> Result<String, String>,
+    errs: &mut Vec<ConfigError>,
+) -> ErrorTemplates {
+    let mut files = Vec::new();
+    let Ok(mut paths) = list(dir) else { return ErrorTemplates::default() };
+    paths.sort();
+    for path in paths {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        let Some((stem, ext)) = name.rsplit_once('.') else { continue };
+        let known = stem == "error"
+            || stem.strip_prefix("error_").is_some_and(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()));
+        if !known || !matches!(ext, "json" | "xml") {
+            continue;
+        }
+        let text = match read(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                errs.push(ConfigError::new(&path, "", "", format!("cannot read the error template: {e}")));
+                continue;
+            }
+        };
+        match template_parts(&text) {
+            Ok(parts) if parts.iter().all(|p| matches!(p, Part::Text(_) | Part::Message)) => {
+                files.push((name.to_string(), parts));
+            }
+            Ok(_) => errs.push(ConfigError::new(
+                &path,
+                "",
+                "{{.StatusCode}}",
+                "Tyk's gateway error templates have only {{.Message}} (its APIError has no other field)",
+            )),
+            Err(action) => {
+                errs.push(ConfigError::new(&path, "", action, "only {{.Message}} is supported in an error template"))
+            }
+        }
+    }
+    ErrorTemplates { files }
+}
+
 /// `{{.Message}}` / `{{.StatusCode}}` (spaces inside the braces allowed) between literal text;
 /// any other action is an error naming it.
 fn template_parts(body: &str) -> Result<Vec<Part>, String> {

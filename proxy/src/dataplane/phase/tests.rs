@@ -24,6 +24,7 @@ fn snapshot(apis: Vec<ApiSpec>) -> Snapshot {
         policy_sources: Default::default(),
         skipped: Vec::new(),
         tyk_key_hashes: vec![crate::auth::tyk_key::TykHash::Sha256],
+        error_templates: Default::default(),
     }
 }
 

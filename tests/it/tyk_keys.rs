@@ -176,3 +176,43 @@ fn keys_made_here_are_tyk_sha256_tokens_with_tyks_date_formats() {
     assert!(updated.len() >= 10 && updated.bytes().all(|b| b.is_ascii_digit()), "{updated}");
     assert_eq!(status(&p, &key), 200);
 }
+
+/// A key's quota counter is Tyk's own, `quota-<the name the key is stored under>`
+/// (gateway/session_manager.go:457-473): a key a Tyk gateway wrote goes on from the count Tyk
+/// had (before, it started over here: a migrated key got a fresh quota), a Tyk gateway sharing
+/// the Redis counts the same requests, and moving the key to its SHA-256 through the key API
+/// carries the count over.
+#[test]
+fn quotas_of_keys_tyk_wrote_go_on_from_tyks_count() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let session = r#"{"rate": 1000, "per": 1, "quota_max": 3, "quota_renewal_rate": 3600, "org_id": "default",
+        "access_rights": {"t": {"api_id": "t", "versions": ["Default"]}}}"#;
+    for (_, hash) in [M64_TOKEN, SHA_TOKEN] {
+        assert_eq!(redis.command(&["SET", &format!("apikey-{hash}"), session]), "OK");
+        // Two requests already counted by a Tyk gateway.
+        assert_eq!(redis.command(&["SET", &format!("quota-{hash}"), "2", "EX", "3600"]), "OK");
+    }
+    let (p, _up) = start(&redis, r#"["murmur64"]"#);
+    for (key, hash) in [M64_TOKEN, SHA_TOKEN] {
+        let r = p.get("/t/get", &format!("Authorization: {key}\r\n"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-ratelimit-remaining"), Some("0"), "{:?}", r.headers);
+        let r = p.get("/t/get", &format!("Authorization: {key}\r\n"));
+        assert_eq!((r.status, r.json()["error"].as_str()), (403, Some("Quota exceeded")), "{}", r.text());
+        assert_eq!(redis.command(&["GET", &format!("quota-{hash}")]), "3", "Tyk's counter counted it");
+    }
+
+    // Moved to its SHA-256 by an update: the count comes along, the quota stays spent.
+    let update = json!({"rate": 1000, "per": 1, "quota_max": 3, "quota_renewal_rate": 3600, "org_id": "default",
+        "access_rights": {"t": {"api_id": "t", "versions": ["Default"]}}});
+    let r = p.admin_send("PUT", &format!("/tyk/keys/{}?suppress_reset=1", M64_TOKEN.0), &update.to_string());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sha = r.json()["key_hash"].as_str().unwrap().to_string();
+    assert_eq!(redis.command(&["GET", &format!("quota-{sha}")]), "3");
+    let ttl: i64 = redis.command(&["TTL", &format!("quota-{sha}")]).parse().unwrap();
+    assert!(ttl > 3000 && ttl <= 3600, "the period goes on: {ttl}");
+    let r = p.get("/t/get", &format!("Authorization: {}\r\n", M64_TOKEN.0));
+    assert_eq!(r.status, 403, "{}", r.text());
+}

@@ -110,14 +110,14 @@ pub(super) async fn handle(state: &ControlState, req: Request<Incoming>, path: &
                 Ok(k) => k,
                 Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
             };
-            store(state, &key, body, "added", reset_quota, Via::Create).await
+            store(state, &key, body, "added", reset_quota, None, Via::Create).await
         }
         (Method::POST, key) if !key.is_empty() => {
             let body = match read_session(req).await {
                 Ok(s) => s,
                 Err(r) => return r,
             };
-            store(state, key, body, "added", reset_quota, Via::Key).await
+            store(state, key, body, "added", reset_quota, None, Via::Key).await
         }
         (Method::PUT, key) if !key.is_empty() => {
             let body = match read_session(req).await {
@@ -133,7 +133,7 @@ pub(super) async fn handle(state: &ControlState, req: Request<Incoming>, path: &
                     if body.basic_auth_data.password.is_empty() {
                         body.basic_auth_data = old.basic_auth_data;
                     }
-                    let resp = store(state, key, body, "modified", reset_quota, Via::Key).await;
+                    let resp = store(state, key, body, "modified", reset_quota, tyk_name.as_deref(), Via::Key).await;
                     // A key a Tyk gateway wrote now lives under its SHA-256: the old copy goes,
                     // so that no second, stale session grants what the update took away.
                     if let (true, Some(name)) = (resp.status() == StatusCode::OK, tyk_name) {
@@ -237,7 +237,18 @@ enum Via {
 }
 
 /// Validates, completes and stores a session under `key`.
-async fn store(state: &ControlState, key: &str, mut s: TykSession, action: &str, reset_quota: bool, via: Via) -> Resp {
+/// Stores session `s` for `key` under its SHA-256. `reset_quota` starts its quota counters over;
+/// `moved_from` (a key a Tyk gateway wrote, under that name) carries Tyk's counters over to the
+/// SHA-256's, so that moving the key spends no quota anew.
+async fn store(
+    state: &ControlState,
+    key: &str,
+    mut s: TykSession,
+    action: &str,
+    reset_quota: bool,
+    moved_from: Option<&str>,
+    via: Via,
+) -> Resp {
     if key.len() > 1024 || key.chars().any(|c| c.is_control() || c == '/') {
         return error(
             StatusCode::BAD_REQUEST,
@@ -307,21 +318,26 @@ async fn store(state: &ControlState, key: &str, mut s: TykSession, action: &str,
     s.last_updated = (now_us / 1_000_000).to_string();
     let hash = hash_key(key);
     // Before the put, whose invalidation makes workers drop their quota blocks.
-    if reset_quota {
-        // The key's own counter and those of its scopes (an API's own limit, a policy's).
-        let base = format!("k:{}", hex(&hash));
-        let mut ids = vec![base.clone()];
+    if reset_quota || moved_from.is_some() {
+        // The key's own counter and those of its scopes (an API's own limit, a policy's),
+        // named as `Identity::quota_id` names them: Tyk's `quota-[<scope>-]<hash>`.
+        let mut scopes: Vec<Option<&str>> = vec![None];
         for a in grant.access.iter().flat_map(|m| m.values()) {
-            if let Some(scope) = a.limits.as_ref().and_then(|l| l.scope.as_ref()) {
-                let id = format!("{base}/{scope}");
-                if !ids.contains(&id) {
-                    ids.push(id);
+            if let Some(scope) = a.limits.as_ref().and_then(|l| l.scope.as_deref()) {
+                if !scopes.contains(&Some(scope)) {
+                    scopes.push(Some(scope));
                 }
             }
         }
-        for id in ids {
-            if let Err(e) = state.keys.reset_quota(&id).await {
-                return error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot reset the quota: {e}"));
+        let base = hex(&hash);
+        let id = |scope: Option<&str>, name: &str| scope.map_or_else(|| name.to_string(), |s| format!("{s}-{name}"));
+        for scope in scopes {
+            let done = match moved_from {
+                Some(from) if !reset_quota => state.keys.copy_quota(&id(scope, from), &id(scope, &base)).await,
+                _ => state.keys.reset_quota(&id(scope, &base)).await,
+            };
+            if let Err(e) = done {
+                return error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot reset or carry over the quota: {e}"));
             }
         }
     }

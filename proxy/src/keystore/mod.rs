@@ -97,6 +97,16 @@ impl KeyStore {
         Ok(())
     }
 
+    /// Gives counter `to` what counter `from` has counted, and its expiry, unless `to` exists
+    /// (a key a Tyk gateway wrote, moved to its SHA-256 by the key API). Counters of Tyk's
+    /// names exist only in Redis.
+    pub async fn copy_quota(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        if let Backend::Redis(r) = &self.backend {
+            r.copy_quota(from, to).await?;
+        }
+        Ok(())
+    }
+
     /// Writes the embedded quota table if it changed.
     pub fn flush_quotas(&self) {
         if let Err(e) = self.quotas.flush() {
@@ -316,7 +326,12 @@ pub async fn serve_lookups(store: Arc<KeyStore>, mut rx: futures_channel::mpsc::
             Lookup::Session { key, reply } => {
                 let store = Arc::clone(&store);
                 tokio::spawn(async move {
-                    let r = store.find(&key).await.map(|s| s.map(|(s, _)| Arc::new(s.to_session()))).map_err(|e| {
+                    // A session found where a Tyk gateway keeps it carries that name: its quota
+                    // counter is Tyk's (`Identity::quota_id`).
+                    let to_session = |(s, name): (TykSession, Option<String>)| {
+                        Arc::new(crate::auth::Session { tyk_name: name.map(Arc::from), ..s.to_session() })
+                    };
+                    let r = store.find(&key).await.map(|s| s.map(to_session)).map_err(|e| {
                         tracing::warn!(error = %e, "session lookup failed");
                         e.to_string()
                     });

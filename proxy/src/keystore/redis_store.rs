@@ -220,6 +220,26 @@ impl RedisStore {
         })
     }
 
+    /// See `KeyStore::copy_quota`: one script, so that no request counted between reading
+    /// `from` and writing `to` is lost.
+    pub async fn copy_quota(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        const COPY_LUA: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('SET', KEYS[2], v, 'PX', ttl) else redis.call('SET', KEYS[2], v) end
+return 1
+";
+        let (from, to) = (format!("quota-{from}"), format!("quota-{to}"));
+        let script = redis::Script::new(COPY_LUA);
+        self.op(|mut c| {
+            let (from, to, script) = (from.clone(), to.clone(), script.clone());
+            async move { script.key(from).key(to).invoke_async::<i64>(&mut c).await.map(|_| ()) }
+        })
+        .await
+    }
+
     pub async fn reset_quota(&self, id: &str) -> Result<(), StoreError> {
         let key = format!("quota-{id}");
         self.op(|mut c| {

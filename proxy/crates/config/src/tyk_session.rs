@@ -172,6 +172,7 @@ impl TykSession {
             hmac_enabled: self.hmac_enabled,
             hmac_string: self.hmac_string.clone(),
             meta_data: self.meta_data.iter().map(|(k, v)| (k.clone(), meta_text(v))).collect(),
+            tyk_name: None,
         }
     }
 }

@@ -25,10 +25,7 @@ pub(crate) enum QuotaStep {
 pub(crate) fn of(api: &ApiSpec, identity: Option<&Identity>) -> Option<Quota> {
     match (identity, api.limits.disable_quota) {
         (Some(ident), false) => ident.grant.quota_for(&api.api_id).map(|((max, renewal), scope)| Quota {
-            id: match scope {
-                Some(s) => format!("{}/{s}", ident.quota_id()),
-                None => ident.quota_id(),
-            },
+            id: ident.quota_id(scope),
             max,
             // A quota that never renews: one period of ten years.
             period: if renewal > 0 { renewal } else { 10 * 365 * 86_400 },

@@ -156,9 +156,14 @@ impl WorkerAuth {
         while let Ok(inv) = self.invalidations.try_recv() {
             match inv {
                 Invalidation::Key(h) => {
+                    // The quota block of the key's counter (`Identity::quota_id`) goes too.
+                    let id = match self.sessions.peek(&h).and_then(|e| e.session.tyk_name.clone()) {
+                        Some(name) => name.to_string(),
+                        None => super::hex(&h),
+                    };
+                    self.quotas.forget(&id);
                     self.sessions.remove(&h);
                     self.unknown.remove(&h);
-                    self.quotas.forget(&format!("k:{}", super::hex(&h)));
                 }
                 Invalidation::All => {
                     self.sessions.clear();

@@ -246,11 +246,26 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Whose quota this is: `k:<key hash>` for stored sessions, `j:<identity>` for JWTs.
-    pub fn quota_id(&self) -> String {
-        match &self.key_hash {
-            Some(h) => format!("k:{}", hex(h)),
-            None => format!("j:{}", self.id),
+    /// Whose quota counter this is, in `scope` (an API's own limit, a policy's), as the store's
+    /// `quota-<id>` names it. A stored session's is Tyk's own name for it, `[<scope>-]<hash>`
+    /// (gateway/session_manager.go:457-473), the hash being the one it is stored under (its
+    /// SHA-256, or the name a Tyk gateway gave it): a Tyk gateway sharing the Redis counts the
+    /// same requests, and a key a Tyk gateway wrote goes on from the count it had there. A
+    /// JWT identity's is `j:<identity>[/<scope>]`.
+    pub fn quota_id(&self, scope: Option<&str>) -> String {
+        let stored = match (&self.grant.tyk_name, &self.key_hash) {
+            (Some(name), _) => name.to_string(),
+            (None, Some(h)) => hex(h),
+            (None, None) => {
+                return match scope {
+                    Some(s) => format!("j:{}/{s}", self.id),
+                    None => format!("j:{}", self.id),
+                }
+            }
+        };
+        match scope {
+            Some(s) => format!("{s}-{stored}"),
+            None => stored,
         }
     }
 }

@@ -121,6 +121,10 @@ pub struct Grant {
     /// The orgs of the policies applied: an API of another org refuses the key (Tyk:
     /// apply.go:133-137, the policy must be of the API's org).
     pub policy_orgs: Vec<String>,
+    /// The session's `tyk_name` (where a Tyk gateway keeps it), for its quota counter
+    /// (`Identity::quota_id`). Here rather than in `Identity`, which every connection's task
+    /// holds.
+    pub tyk_name: Option<std::sync::Arc<str>>,
 }
 
 /// The limits of one API in a grant.
@@ -275,6 +279,7 @@ pub fn grant_for_session(session: &Session, policies: &Policies) -> Result<Grant
             inactive: session.inactive,
             policies: Vec::new(),
             policy_orgs: Vec::new(),
+            tyk_name: session.tyk_name.clone(),
         });
     }
     let own =
@@ -282,6 +287,7 @@ pub fn grant_for_session(session: &Session, policies: &Policies) -> Result<Grant
     let mut g = merge(&ids, own, &session.org_id, policies)?;
     // Stricter than Tyk, which lets the policies' state replace the key's own.
     g.inactive |= session.inactive;
+    g.tyk_name.clone_from(&session.tyk_name);
     for t in &session.tags {
         if !g.tags.contains(t) {
             g.tags.push(t.clone());
@@ -478,6 +484,7 @@ fn merge(ids: &[&str], own: Raw, org: &str, policies: &Policies) -> Result<Grant
         inactive,
         policies: ids.iter().map(|s| s.to_string()).collect(),
         policy_orgs: orgs,
+        tyk_name: None,
     })
 }
 

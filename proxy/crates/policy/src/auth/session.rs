@@ -40,6 +40,9 @@ pub struct Session {
     pub hmac_string: String,
     /// `$tyk_meta.<name>` -> the text it expands to.
     pub meta_data: BTreeMap<String, String>,
+    /// The name a Tyk gateway stored the session under (`apikey-<name>`), when it was found
+    /// there rather than under the key's SHA-256: Tyk counts its quota under the same name.
+    pub tyk_name: Option<std::sync::Arc<str>>,
 }
 
 /// A basic-auth user's stored password.

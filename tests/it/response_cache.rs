@@ -109,21 +109,31 @@ fn keys_have_their_own_entries_and_a_hit_still_counts_against_the_quota() {
     let top = r#""use_standard_auth": true, "auth": {"auth_header_name": "Authorization"},
         "cache_options": {"cache_timeout": 60, "enable_cache": true, "cache_all_safe_requests": true},"#;
     let p = start(api("c", "/c/", &up.url(), top, ""));
-    let session = serde_json::json!({"rate": 1000, "per": 1, "quota_max": 10, "quota_renewal_rate": 3600});
+    let session = serde_json::json!({"rate": 1000, "per": 1, "quota_max": 20, "quota_renewal_rate": 3600});
     let (a, _) = p.create_key(&session);
     let (b, _) = p.create_key(&session);
     let get = |key: &str| send(&p, [127, 0, 0, 1], "GET", "/c/get", &format!("Authorization: {key}\r\n"), b"");
 
     let first = get(&a);
     assert_eq!(first.status, 200, "{}", first.text());
-    assert_eq!(first.header("x-ratelimit-remaining"), Some("9"));
+    assert_eq!(first.header("x-ratelimit-remaining"), Some("19"));
     let mut hit = None;
     assert_eq!(upstream_gets(&up, || hit = Some(get(&a))), 0);
     let hit = hit.unwrap();
     assert!(cached(&hit));
-    assert_eq!(hit.header("x-ratelimit-remaining"), Some("8"), "{:?}", hit.headers);
+    assert_eq!(hit.header("x-ratelimit-remaining"), Some("18"), "{:?}", hit.headers);
     // Key b: its own entry, so the upstream is asked.
     assert_eq!(upstream_gets(&up, || assert!(!cached(&get(&b)))), 1);
+    // Any status is kept without `cache_response_codes` (Tyk), but never a 304 or a 206: the key
+    // has no `If-None-Match` or `Range`, so the next plain GET would get no body or part of one.
+    assert_eq!(upstream_gets(&up, || drop((get(&a), get(&a)))), 0);
+    for path in ["/c/status/404", "/c/status/304", "/c/status/206"] {
+        let twice = upstream_gets(&up, || {
+            send(&p, [127, 0, 0, 1], "GET", path, &format!("Authorization: {a}\r\n"), b"");
+            send(&p, [127, 0, 0, 1], "GET", path, &format!("Authorization: {a}\r\n"), b"");
+        });
+        assert_eq!(twice, if path.ends_with("404") { 1 } else { 2 }, "{path}");
+    }
     // No key: refused before the cache is looked at.
     assert_eq!(send(&p, [127, 0, 0, 1], "GET", "/c/get", "", b"").status, 401);
 }

@@ -151,10 +151,14 @@ pub(super) fn lookup(worker: &super::worker::Worker, generation: u64, fill: &Fil
 /// How long a response may be kept (seconds), or `None` when it may not: its status is not in
 /// the entry's or the API's `cache_response_codes` (unless the upstream asks for it with
 /// `x-tyk-cache-action-set` under `enable_upstream_cache_control`; its TTL header then sets the
-/// time), its time is 0, or it sets a cookie. Tyk: gateway/res_cache.go:70-111. Tyk also keeps
-/// responses that set cookies; they are not kept here, as a keyless API's entries are shared by
-/// everyone behind one address.
+/// time), its time is 0, it sets a cookie, or it is a 304 or 206. Tyk: gateway/res_cache.go:70-111.
+/// Tyk also keeps responses that set cookies (a keyless API's entries are shared by everyone
+/// behind one address), 304s and 206s (the key has neither `If-None-Match` nor `Range`, so the
+/// next plain GET would get an empty or partial body); not here.
 pub(super) fn storable(rules: &CacheRules, fill: &Fill, status: u16, head: &[u8]) -> Option<u64> {
+    if matches!(status, 206 | 304) {
+        return None;
+    }
     let (codes, mut ttl) = rules.limits(fill.entry);
     let mut keep = codes.is_empty() || codes.contains(&status);
     let headers = head.windows(2).position(|w| w == b"\r\n").map_or(&[][..], |i| &head[i + 2..]);

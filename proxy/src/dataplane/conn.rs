@@ -445,7 +445,7 @@ async fn request<'w>(
             (
                 api.validate_json.iter().find(|(r, _)| r.matches(method, rel, rel)).map(|(_, c)| c.clone()),
                 api.circuit_breakers.iter().find(|(r, _)| r.matches(method, rel, rel)).map(|(_, b)| Arc::clone(b)),
-                // Held across the body read, so as small as it can be (see `CacheMatch`).
+                // Held across the body read, so as small as it can be (decoded below).
                 api.cache
                     .as_ref()
                     .and_then(|c| c.matches(method, rel, path))

@@ -108,11 +108,10 @@ pub(super) fn key(
     let target_end = line.iter().rposition(|&b| b == b' ')?;
     k.extend_from_slice(&line[..target_end]);
     k.push(0);
-    let headers = &req_head[line_end + 2..];
     for name in &rules.by_headers {
         k.extend_from_slice(name.as_bytes());
         k.push(b':');
-        for v in header_values(headers, name.as_bytes()) {
+        for v in header_values(req_head, name.as_bytes()) {
             k.extend_from_slice(v);
             k.push(b',');
         }
@@ -161,18 +160,16 @@ pub(super) fn storable(rules: &CacheRules, fill: &Fill, status: u16, head: &[u8]
     }
     let (codes, mut ttl) = rules.limits(fill.entry);
     let mut keep = codes.is_empty() || codes.contains(&status);
-    let headers = head.windows(2).position(|w| w == b"\r\n").map_or(&[][..], |i| &head[i + 2..]);
     if rules.upstream_control {
-        if header_values(headers, crate::config::UPSTREAM_CACHE_HEADER.as_bytes()).next().is_some_and(|v| !v.is_empty())
-        {
+        if header_values(head, crate::config::UPSTREAM_CACHE_HEADER.as_bytes()).next().is_some_and(|v| !v.is_empty()) {
             keep = true;
         }
-        let value = header_values(headers, rules.ttl_header.as_bytes()).next();
+        let value = header_values(head, rules.ttl_header.as_bytes()).next();
         if let Some(t) = value.and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse::<i64>().ok()) {
             ttl = t.max(0) as u64;
         }
     }
-    if !keep || ttl == 0 || header_values(headers, b"set-cookie").next().is_some() {
+    if !keep || ttl == 0 || header_values(head, b"set-cookie").next().is_some() {
         return None;
     }
     Some(ttl)
@@ -235,9 +232,7 @@ pub(super) fn write_hit(
             "cached response head unreadable",
         ));
     };
-    let head = &entry.bytes[..r.head_len];
-    let headers = head.windows(2).position(|w| w == b"\r\n").map_or(&[][..], |i| &head[i + 2..]);
-    let etag = header_values(headers, b"etag").next().filter(|e| !e.is_empty());
+    let etag = header_values(&entry.bytes[..r.head_len], b"etag").next().filter(|e| !e.is_empty());
     if let (Some(inm), Some(etag)) = (if_none_match, etag) {
         if inm.windows(etag.len()).any(|w| w == etag) {
             let line_end = out.windows(2).position(|w| w == b"\r\n").unwrap_or(0);
@@ -252,10 +247,10 @@ pub(super) fn write_hit(
     Ok((r.status, r.close_client))
 }
 
-/// The values of header `name` (lower case) in `headers` (header lines, each ending in CRLF),
-/// trimmed.
-pub(super) fn header_values<'a>(headers: &'a [u8], name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
-    headers.split(|&b| b == b'\n').filter_map(move |line| {
+/// The values of header `name` (lower case) in the message head `head` (its start line, then
+/// header lines, each ending in CRLF), trimmed.
+pub(super) fn header_values<'a>(head: &'a [u8], name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    head.split(|&b| b == b'\n').skip(1).filter_map(move |line| {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let colon = line.iter().position(|&b| b == b':')?;
         line[..colon].eq_ignore_ascii_case(name).then(|| line[colon + 1..].trim_ascii())
@@ -268,7 +263,7 @@ mod tests {
 
     #[test]
     fn header_values_are_found_by_name_without_regard_to_case() {
-        let h = b"Content-Type: text/plain\r\nX-A:  one \r\nx-a: two\r\n\r\n";
+        let h = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-A:  one \r\nx-a: two\r\n\r\n";
         let v: Vec<&[u8]> = header_values(h, b"x-a").collect();
         assert_eq!(v, vec![&b"one"[..], &b"two"[..]]);
         assert_eq!(header_values(h, b"etag").next(), None);

@@ -579,8 +579,7 @@ async fn serve_hit(
     if let BodyKind::Length(n) = meta.body {
         bufs.client.consume(n as usize);
     }
-    let headers = bufs.x.req_head.windows(2).position(|w| w == b"\r\n").map_or(&[][..], |i| &bufs.x.req_head[i + 2..]);
-    let inm = super::cache::header_values(headers, b"if-none-match").next();
+    let inm = super::cache::header_values(&bufs.x.req_head, b"if-none-match").next();
     let keep_alive = meta.keep_alive && !worker.shutdown.is_set();
     let api = snap.api(routed.api);
     let expires = api.expires_header.as_deref();

@@ -8,7 +8,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use portcullis::analytics::clock::WallTime;
-use portcullis::analytics::pump::{FileSink, PumpStats};
+use portcullis::analytics::sink::file::FileSink;
 use portcullis::analytics::{channels, record, Outcome, Recorder, RequestFacts};
 use std::io::Write;
 
@@ -71,7 +71,7 @@ fn bench(c: &mut Criterion) {
     const ROTATE: u64 = 64 << 20;
     let path = dir.join("records-reserved.jsonl");
     let mut sink = FileSink::open(&path, ROTATE, 0).expect("opening the records file");
-    let stats = PumpStats::default();
+    let stats = std::sync::atomic::AtomicU64::new(0);
     c.bench_function("record/file_append_batch_reserved", |b| {
         b.iter(|| sink.write(black_box(&batch), &stats).expect("appending"))
     });

@@ -28,7 +28,7 @@ pub enum StartError {
     #[error("cannot open the key store: {0}")]
     KeyStore(crate::keystore::StoreError),
     #[error("cannot start analytics: {0}")]
-    Analytics(crate::analytics::pump::SinkError),
+    Analytics(crate::analytics::sink::OpenError),
 }
 
 /// Result of `portcullis check`: every problem found.
@@ -88,9 +88,9 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         crate::keystore::lookup_channel(a.key_lookup_queue, Duration::from_millis(a.key_lookup_timeout_ms));
     let (links, hub_ends) = crate::gossip::channels(workers);
     let (feed, pump_ends) = crate::analytics::channels(workers, cfg.analytics.queue_batches);
-    let pump_stats = Arc::new(crate::analytics::pump::PumpStats::default());
-    let pump = crate::analytics::pump::spawn(&cfg.analytics, pump_ends, Arc::clone(&pump_stats))
-        .map_err(StartError::Analytics)?;
+    let analytics = crate::analytics::pump::spawn(&cfg, pump_ends, workers).map_err(StartError::Analytics)?;
+    let pump_stats = Arc::clone(&analytics.stats);
+    let pump = analytics.thread;
     // Tyk's answers until the control plane's first checks (published before the admin listener
     // opens, so once the admin `/hello` answers, these are the checks' too).
     let health = Arc::new(ArcSwap::from_pointee(dataplane::health::HealthReplies::starting()));

@@ -220,6 +220,9 @@ impl<'a> Source<'a> {
             "Vec" => {
                 let PathArguments::AngleBracketed(args) = &seg.arguments else { bail!("`Vec` without its item type") };
                 let Some(GenericArgument::Type(item)) = args.args.first() else { bail!("`Vec` without its item type") };
+                if type_ident(item).is_some_and(|t| self.structs.contains_key(&t)) {
+                    return Ok("list of tables (keys below)".into());
+                }
                 let item = self.type_name(item)?;
                 format!("list of {item}s")
             }
@@ -235,6 +238,16 @@ impl<'a> Source<'a> {
                 None => bail!("unsupported type `{other}`"),
             },
         })
+    }
+
+    /// The struct of a `Vec<Struct>` field `key` of `st` (an array of tables).
+    fn table_item(&self, st: &ItemStruct, key: &str) -> Option<&'a ItemStruct> {
+        let f = named_fields(st).ok()?.iter().find(|f| f.ident.as_ref().is_some_and(|i| i == key))?;
+        let Type::Path(p) = &f.ty else { return None };
+        let seg = p.path.segments.last().filter(|s| s.ident == "Vec")?;
+        let PathArguments::AngleBracketed(args) = &seg.arguments else { return None };
+        let Some(GenericArgument::Type(item)) = args.args.first() else { return None };
+        self.structs.get(&type_ident(item)?).copied()
     }
 
     /// Rewrites rustdoc links to constants of the file (``[`MAX_WORKERS`]``) to their values, and
@@ -402,9 +415,16 @@ fn render(src: &str) -> Result<String> {
             writeln!(out, "| [`{key}`](#{name}{key}) | {} | `{}` |", cell(tname), cell(&default.toml())).unwrap();
         }
         out.push('\n');
+        let mut tables = Vec::new();
         for (key, tname, default, fdoc, variants) in keys {
             let env = format!("{ENV_PREFIX}{}_{}", name.to_uppercase(), key.to_uppercase());
             writeln!(out, "### `{name}.{key}`\n").unwrap();
+            if let Some(item) = source.table_item(st, &key) {
+                writeln!(out, "Type: {tname}. Default: `{}`.\n", default.toml()).unwrap();
+                writeln!(out, "{fdoc}\n").unwrap();
+                tables.push((key, item));
+                continue;
+            }
             writeln!(out, "Type: {tname}. Default: `{}`. Environment: `{env}`.\n", default.toml()).unwrap();
             writeln!(out, "{fdoc}\n").unwrap();
             if let Some(en) = variants {
@@ -418,11 +438,48 @@ fn render(src: &str) -> Result<String> {
                 }
             }
         }
+        for (key, item) in tables {
+            render_table(&source, &mut out, &name, &key, item)?;
+        }
     }
     while out.ends_with("\n\n") {
         out.pop();
     }
     Ok(link_docs(&out))
+}
+
+/// The keys of one table of an array of tables (`[[analytics.sinks]]`): no environment
+/// overrides (a list of tables has none).
+fn render_table(source: &Source<'_>, out: &mut String, section: &str, key: &str, st: &ItemStruct) -> Result<()> {
+    let ty = st.ident.to_string();
+    let tdoc = source.resolve_links(&doc(&st.attrs))?;
+    let prefix = format!("`[[{section}.{key}]]`");
+    let body = tdoc.strip_prefix(&prefix).map(|r| r.trim_start_matches([':', '.']).trim_start()).unwrap_or(&tdoc);
+    if body.is_empty() {
+        bail!("`{ty}` (`[[{section}.{key}]]`) has no doc comment");
+    }
+    writeln!(out, "### `[[{section}.{key}]]`\n\n{body}\n").unwrap();
+    writeln!(out, "| key | type | default | |\n|---|---|---|---|").unwrap();
+    for f in named_fields(st)? {
+        let k = f.ident.as_ref().unwrap().to_string();
+        check_field_attrs(&format!("{section}.{key}"), f)?;
+        let fdoc = source.resolve_links(&doc(&f.attrs))?;
+        if fdoc.is_empty() {
+            bail!("`{ty}.{k}` has no doc comment");
+        }
+        let default = source.default_of(&ty, f)?;
+        let tname = source.type_name(&f.ty).with_context(|| format!("the type of `{ty}.{k}`"))?;
+        let mut text = fdoc.replace('\n', " ");
+        if let Some(en) = type_ident(&f.ty).and_then(|t| source.enums.get(&t).copied()) {
+            for v in &en.variants {
+                let d = source.resolve_links(&doc(&v.attrs))?.replace('\n', " ");
+                write!(text, "<br>`\"{}\"`: {d}", serde_name(en, &v.ident.to_string())?).unwrap();
+            }
+        }
+        writeln!(out, "| `{k}` | {} | `{}` | {} |", cell(&tname), cell(&default.toml()), cell(&text)).unwrap();
+    }
+    out.push('\n');
+    Ok(())
 }
 
 /// Turns the doc comments' mentions of other pages under `docs/` (docs/admin-api.md,

@@ -80,6 +80,34 @@ fn format_second(secs: u64) -> WallTime {
     WallTime { rfc3339: b, year, month, day, hour: h }
 }
 
+/// Unix microseconds of `YYYY-MM-DDTHH:MM:SS.uuuuuuZ` as [`WallTime`] writes it.
+pub fn unix_us_of(t: &[u8]) -> Option<u64> {
+    if t.len() != 27 || t[4] != b'-' || t[7] != b'-' || t[10] != b'T' || t[19] != b'.' || t[26] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u64> {
+        t[r].iter().try_fold(0u64, |n, &c| c.is_ascii_digit().then(|| n * 10 + u64::from(c - b'0')))
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s, us) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..26)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let days = days_from_civil(y as i64, mo as i64, d as i64);
+    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + mi * 60 + s;
+    Some(secs * 1_000_000 + us)
+}
+
+/// (year, month, day) to days since 1970-01-01 (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
 /// `civil_from_days`).
 fn civil_from_days(z: i64) -> (u32, u8, u8) {
@@ -124,6 +152,15 @@ mod tests {
             assert_eq!(&h[17..25], std::str::from_utf8(&w.rfc3339[11..19]).unwrap());
             secs += 86_400 * 7 + 3_601;
         }
+    }
+
+    #[test]
+    fn rfc3339_reads_back() {
+        for us in [0, 951_782_400_000_001, 1_796_107_285_123_456, 4_102_444_799_999_999] {
+            assert_eq!(unix_us_of(&WallTime::at(us).rfc3339), Some(us));
+        }
+        assert_eq!(unix_us_of(b"2026-13-01T06:41:25.000001Z"), None);
+        assert_eq!(unix_us_of(b"2026-12-01 06:41:25"), None);
     }
 
     #[test]

@@ -9,8 +9,11 @@
 //! records as dropped), allocate per record on the worker, or split a record across batches.
 
 pub mod clock;
+pub mod decode;
 pub mod pump;
 pub mod record;
+pub mod sink;
+pub mod spool;
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +30,22 @@ pub const BATCH_BYTES: usize = 64 * 1024;
 pub struct Batch {
     pub bytes: Vec<u8>,
     pub records: u64,
+}
+
+/// A batch on its way to the sinks, shared by their threads: its buffer goes back to the
+/// workers for reuse when the last of them lets go.
+pub struct Shared {
+    pub bytes: Vec<u8>,
+    pub records: u64,
+    spare: Sender<Vec<u8>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let mut bytes = std::mem::take(&mut self.bytes);
+        bytes.clear();
+        let _ = self.spare.try_send(bytes);
+    }
 }
 
 /// A worker's ends of the queue to the pump: batches out, emptied buffers back.

@@ -221,23 +221,57 @@ pub fn render_metrics(state: &ControlState) -> String {
     }
 
     // Analytics.
-    let a = &state.analytics;
     let queue_full: u64 = published.iter().map(|(_, _, s)| s.analytics.dropped).sum();
     header(&mut out, "portcullis_analytics_dropped_total", "counter", "Request records lost, by reason.");
     let _ = writeln!(out, "portcullis_analytics_dropped_total{{reason=\"queue_full\"}} {queue_full}");
-    let _ = writeln!(
-        out,
-        "portcullis_analytics_dropped_total{{reason=\"sink_error\"}} {}",
-        a.sink_dropped.load(Ordering::Relaxed)
+    let sinks = &state.analytics.sinks;
+    header(
+        &mut out,
+        "portcullis_analytics_sink_dropped_total",
+        "counter",
+        "Request records a sink lost, by reason: spool_full, queue_full, no_spool, unreadable.",
     );
-    for (name, help, v) in [
-        ("portcullis_analytics_records_written_total", "Request records written to the sink.", &a.written),
-        ("portcullis_analytics_written_bytes_total", "Bytes of request records written to the sink.", &a.bytes),
-        ("portcullis_analytics_sink_errors_total", "Failed writes to the analytics sink.", &a.sink_errors),
-        ("portcullis_analytics_rotations_total", "Rotations of the analytics file.", &a.rotations),
-    ] {
-        header(&mut out, name, "counter", help);
-        let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+    for st in sinks {
+        for (reason, v) in [
+            ("spool_full", &st.dropped_spool_full),
+            ("queue_full", &st.dropped_queue_full),
+            ("no_spool", &st.dropped_no_spool),
+            ("unreadable", &st.dropped_unreadable),
+        ] {
+            let _ = writeln!(
+                out,
+                "portcullis_analytics_sink_dropped_total{{sink=\"{}\",reason=\"{reason}\"}} {}",
+                st.name,
+                v.load(Ordering::Relaxed)
+            );
+        }
+    }
+    type SinkStat = fn(&crate::analytics::sink::SinkStats) -> &std::sync::atomic::AtomicU64;
+    let per_sink: [(&str, &str, &str, SinkStat); 7] = [
+        ("portcullis_analytics_records_written_total", "counter", "Request records a sink delivered.", |s| &s.written),
+        (
+            "portcullis_analytics_written_bytes_total",
+            "counter",
+            "Bytes (as JSON lines) of the records a sink delivered.",
+            |s| &s.bytes,
+        ),
+        ("portcullis_analytics_sink_errors_total", "counter", "Failed deliveries (the batch was spooled).", |s| {
+            &s.errors
+        }),
+        ("portcullis_analytics_spooled_total", "counter", "Request records put in a sink's disk spool.", |s| {
+            &s.spooled
+        }),
+        ("portcullis_analytics_spool_records", "gauge", "Request records in a sink's disk spool now.", |s| {
+            &s.spool_records
+        }),
+        ("portcullis_analytics_spool_bytes", "gauge", "Bytes in a sink's disk spool now.", |s| &s.spool_bytes),
+        ("portcullis_analytics_rotations_total", "counter", "Rotations of a file sink's file.", |s| &s.rotations),
+    ];
+    for (name, kind, help, f) in per_sink {
+        header(&mut out, name, kind, help);
+        for st in sinks {
+            let _ = writeln!(out, "{name}{{sink=\"{}\"}} {}", st.name, f(st).load(Ordering::Relaxed));
+        }
     }
 
     // Rate limits.

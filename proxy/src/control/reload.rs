@@ -257,5 +257,8 @@ fn restart_only_changes(old: &Snapshot, new: &Snapshot) -> Vec<&'static str> {
     {
         v.push("analytics.sink/path/rotate_mb/keep/queue_batches");
     }
+    if (&oa.sinks, &oa.spool_dir, &oa.index_path) != (&na.sinks, &na.spool_dir, &na.index_path) {
+        v.push("analytics.sinks/spool_dir/index_path");
+    }
     v
 }

@@ -42,27 +42,57 @@ pub struct Config {
 }
 
 /// `[analytics]`: request records (Tyk's AnalyticsRecord fields, one JSON line per request;
-/// docs/analytics.md).
+/// docs/analytics.md), and where they go: one or more sinks, each with its own queue and disk
+/// spool.
+///
+/// Without `[[analytics.sinks]]`, the records go to the sink named by `sink` (the JSON lines
+/// file at `path`, or stdout) and to the embedded search index at `index_path` (the
+/// admin API's `/api/analytics/search` and `/api/analytics/aggregate`). With
+/// `[[analytics.sinks]]`, they go to exactly the sinks listed there.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnalyticsConfig {
     /// Write a record for every request that matched an API (except APIs with
     /// `do_not_track: true`). A reload applies it.
     pub enabled: bool,
-    /// Where the records go. Read at startup only: a reload that changes it says so in `restart_needed`.
+    /// The first sink when `[[analytics.sinks]]` is not given: `file` or `stdout`. Read at startup only: a reload that changes it says so in `restart_needed`.
     pub sink: AnalyticsSink,
-    /// The JSON lines file, relative to the config file; its directory is created. If it cannot
-    /// be opened at startup the proxy does not start, naming the path. Read at startup only: a reload that changes it says so in `restart_needed`.
+    /// The JSON lines file of a `file` sink that names no `path`, relative to the config file;
+    /// its directory is created. If it cannot be opened at startup the proxy does not start,
+    /// naming the path. Read at startup only: a reload that changes it says so in `restart_needed`.
     pub path: PathBuf,
-    /// Rotate the file before it would grow past this many MiB; 0 = never. Read at startup only: a reload that changes it says so in `restart_needed`.
+    /// Rotate the file before it would grow past this many MiB; 0 = never (for a `file` sink
+    /// that sets no `rotate_mb`). Read at startup only: a reload that changes it says so in `restart_needed`.
     pub rotate_mb: u64,
     /// Rotated files kept (`<path>.1` is the newest), so the records take at most
     /// `(keep + 1) x rotate_mb` MiB; 0 = none. Read at startup only: a reload that changes it says so in `restart_needed`.
     pub keep: usize,
-    /// Batches (up to 64 KiB of records each) queued per worker for the analytics thread; when
-    /// the queue is full, records are dropped and counted (`portcullis_analytics_dropped_total`).
+    /// Batches (up to 64 KiB of records each) queued per worker for the analytics thread, and
+    /// per sink between the analytics thread and the sink's thread; when the workers' queue is
+    /// full, records are dropped and counted (`portcullis_analytics_dropped_total`).
     /// Read at startup only: a reload that changes it says so in `restart_needed`.
     pub queue_batches: usize,
+    /// Where each sink keeps the batches it could not deliver yet (`<spool_dir>/<sink name>/`),
+    /// relative to the config file. Read at startup only.
+    pub spool_dir: PathBuf,
+    /// The embedded search index's directory for a `search` sink that names no `path`, relative
+    /// to the config file. Read at startup only.
+    pub index_path: PathBuf,
+    /// Tyk's `enable_detailed_recording` for every API (an API definition's own
+    /// `enable_detailed_recording: true` turns it on for that API): records carry the request
+    /// and response as sent (`raw_request`, `raw_response`, base64), credentials redacted. A
+    /// reload applies it.
+    pub detailed_recording: bool,
+    /// Most bytes of a request or response (head and body) a detailed record keeps; the rest is
+    /// cut. A reload applies it.
+    pub detailed_max_bytes: usize,
+    /// Tyk's `expire_analytics_after` for every API that sets none: seconds after which a
+    /// record's `expireAt` lies (Tyk's pump and Mongo use it); 0 = Tyk's 100 years. A reload
+    /// applies it.
+    pub expire_after_s: u64,
+    /// The sinks (`[[analytics.sinks]]`, one table each); see above for what an empty list
+    /// means. Read at startup only.
+    pub sinks: Vec<SinkConfig>,
 }
 
 /// `[analytics] sink`.
@@ -74,6 +104,13 @@ pub enum AnalyticsSink {
     File,
     /// JSON lines on standard output.
     Stdout,
+    /// Tyk pump's input: msgpack AnalyticsRecords pushed to the Redis list
+    /// `analytics-tyk-system-analytics`.
+    Redis,
+    /// ClickHouse over its HTTP interface (`INSERT ... FORMAT JSONEachRow`).
+    Clickhouse,
+    /// The embedded full-text index (tantivy) behind `/api/analytics/search`.
+    Search,
 }
 
 impl Default for AnalyticsConfig {
@@ -85,6 +122,202 @@ impl Default for AnalyticsConfig {
             rotate_mb: 100,
             keep: 5,
             queue_batches: 64,
+            spool_dir: "analytics/spool".into(),
+            index_path: "analytics/index".into(),
+            detailed_recording: false,
+            detailed_max_bytes: 16384,
+            expire_after_s: 0,
+            sinks: Vec::new(),
+        }
+    }
+}
+
+impl AnalyticsConfig {
+    /// The sinks records go to: `sinks`, or without it the `sink` and the search index.
+    pub fn effective_sinks(&self) -> Vec<SinkConfig> {
+        let mut sinks = if self.sinks.is_empty() {
+            let first =
+                SinkConfig { sink: self.sink, rotate_mb: self.rotate_mb, keep: self.keep, ..Default::default() };
+            let search = SinkConfig { sink: AnalyticsSink::Search, ..Default::default() };
+            let _ = search;
+            vec![first]
+        } else {
+            self.sinks.clone()
+        };
+        for s in &mut sinks {
+            if s.path.as_os_str().is_empty() {
+                match s.sink {
+                    AnalyticsSink::File => s.path = self.path.clone(),
+                    AnalyticsSink::Search => s.path = self.index_path.clone(),
+                    _ => {}
+                }
+            }
+        }
+        sinks
+    }
+}
+
+/// `[[analytics.sinks]]`: one sink. Keys a kind of sink does not use are errors.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinkConfig {
+    /// The kind of sink.
+    pub sink: AnalyticsSink,
+    /// Its name in `/metrics` (`sink` label) and in the spool directory; default: the kind.
+    /// Two sinks of one kind need names.
+    pub name: String,
+    /// `file`: the JSON lines file (default: `[analytics] path`); `search`: the index directory
+    /// (default: `[analytics] index_path`). Relative to the config file.
+    pub path: PathBuf,
+    /// `file`: rotate the file before it would grow past this many MiB; 0 = never.
+    pub rotate_mb: u64,
+    /// `file`: rotated files kept.
+    pub keep: usize,
+    /// `redis`: the server (default: `[storage] redis`); `clickhouse`: the HTTP interface
+    /// (default `http://127.0.0.1:8123`).
+    pub url: String,
+    /// `redis`: the list (Tyk's `analytics-tyk-system-analytics`).
+    pub key: String,
+    /// `redis`: Tyk's `enable_multiple_analytics_keys`: each batch goes to one of the lists
+    /// `<key>_0` .. `<key>_9`, as a Tyk gateway spreads them for several pumps.
+    pub multiple_keys: bool,
+    /// `clickhouse`: database (created if missing).
+    pub database: String,
+    /// `clickhouse`: table (created if missing: MergeTree partitioned by day, ordered by
+    /// `(api_id, timestamp)`).
+    pub table: String,
+    /// `clickhouse`: user (`X-ClickHouse-User`); empty: the server's `default`.
+    pub user: String,
+    /// `clickhouse`: password (`X-ClickHouse-Key`).
+    pub password: String,
+    /// `clickhouse`, `search`: records older than this many days are deleted; 0 = kept.
+    pub retention_days: u64,
+    /// `search`: the index is kept under this many MiB by deleting its oldest records; 0 = no
+    /// bound.
+    pub max_mb: u64,
+    /// The most MiB of undelivered batches this sink spools to disk while it is down or slow;
+    /// past it, batches are dropped and counted
+    /// (`portcullis_analytics_sink_dropped_total{reason="spool_full"}`). 0 = no spool.
+    pub spool_mb: u64,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            sink: AnalyticsSink::File,
+            name: String::new(),
+            path: PathBuf::new(),
+            rotate_mb: 100,
+            keep: 5,
+            url: String::new(),
+            key: "analytics-tyk-system-analytics".into(),
+            multiple_keys: false,
+            database: "default".into(),
+            table: "portcullis_records".into(),
+            user: String::new(),
+            password: String::new(),
+            retention_days: 0,
+            max_mb: 0,
+            spool_mb: 256,
+        }
+    }
+}
+
+impl SinkConfig {
+    /// The name in metrics and the spool: `name`, else the kind.
+    pub fn label(&self) -> String {
+        if !self.name.is_empty() {
+            return self.name.clone();
+        }
+        match self.sink {
+            AnalyticsSink::File => "file",
+            AnalyticsSink::Stdout => "stdout",
+            AnalyticsSink::Redis => "redis",
+            AnalyticsSink::Clickhouse => "clickhouse",
+            AnalyticsSink::Search => "search",
+        }
+        .into()
+    }
+}
+
+impl Config {
+    /// `[[analytics.sinks]]`: names unique, each sink's own keys only, URLs that parse.
+    fn validate_sinks(&self, path: &Path, errs: &mut Vec<ConfigError>) {
+        let a = &self.analytics;
+        let d = SinkConfig::default();
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in a.effective_sinks().iter().enumerate() {
+            let field = |k: &str| format!("analytics.sinks[{i}].{k}");
+            if !names.insert(s.label()) {
+                errs.push(ConfigError::new(
+                    path,
+                    field("name"),
+                    s.label(),
+                    "two sinks with one name: give each a `name`",
+                ));
+            }
+            if !s.label().chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                errs.push(ConfigError::new(path, field("name"), s.label(), "letters, digits, - and _ only"));
+            }
+            let uses = |k: &str| match s.sink {
+                AnalyticsSink::File => ["path", "rotate_mb", "keep"].contains(&k),
+                AnalyticsSink::Stdout => false,
+                AnalyticsSink::Redis => ["url", "key", "multiple_keys"].contains(&k),
+                AnalyticsSink::Clickhouse => {
+                    ["url", "database", "table", "user", "password", "retention_days"].contains(&k)
+                }
+                AnalyticsSink::Search => ["path", "retention_days", "max_mb"].contains(&k),
+            };
+            let set: [(&str, bool); 11] = [
+                ("rotate_mb", s.rotate_mb != d.rotate_mb),
+                ("keep", s.keep != d.keep),
+                ("url", s.url != d.url),
+                ("key", s.key != d.key),
+                ("multiple_keys", s.multiple_keys != d.multiple_keys),
+                ("database", s.database != d.database),
+                ("table", s.table != d.table),
+                ("user", s.user != d.user),
+                ("password", s.password != d.password),
+                ("retention_days", s.retention_days != d.retention_days),
+                ("max_mb", s.max_mb != d.max_mb),
+            ];
+            // `path` is filled in for file and search sinks by `effective_sinks`.
+            let path_set =
+                !s.path.as_os_str().is_empty() && !matches!(s.sink, AnalyticsSink::File | AnalyticsSink::Search);
+            for (k, v) in set.into_iter().chain([("path", path_set)]) {
+                if v && !uses(k) {
+                    errs.push(ConfigError::new(
+                        path,
+                        field(k),
+                        s.label(),
+                        format!("a {} sink has no `{k}`", s.label()),
+                    ));
+                }
+            }
+            if s.sink == AnalyticsSink::Redis {
+                let url = if s.url.is_empty() { &self.storage.redis } else { &s.url };
+                if url.is_empty() {
+                    errs.push(ConfigError::new(path, field("url"), "", "a redis sink needs `url` or [storage] redis"));
+                } else if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    errs.push(ConfigError::new(path, field("url"), url, "must be a redis:// URL"));
+                }
+                if s.key.is_empty() {
+                    errs.push(ConfigError::new(path, field("key"), "", "must name the list"));
+                }
+            }
+            if s.sink == AnalyticsSink::Clickhouse {
+                if !(s.url.is_empty() || s.url.starts_with("http://") || s.url.starts_with("https://")) {
+                    errs.push(ConfigError::new(path, field("url"), &s.url, "must be an http:// URL"));
+                }
+                for (k, v) in [("database", &s.database), ("table", &s.table)] {
+                    if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                        errs.push(ConfigError::new(path, field(k), v, "letters, digits and _ only"));
+                    }
+                }
+            }
+        }
+        if a.detailed_max_bytes == 0 {
+            errs.push(ConfigError::new(path, "analytics.detailed_max_bytes", "0", "must be at least 1"));
         }
     }
 }
@@ -698,9 +931,16 @@ impl Config {
             &mut self.apps.template_path,
             &mut self.storage.path,
             &mut self.analytics.path,
+            &mut self.analytics.spool_dir,
+            &mut self.analytics.index_path,
         ] {
             if p.is_relative() {
                 *p = base.join(&*p);
+            }
+        }
+        for s in &mut self.analytics.sinks {
+            if s.path.is_relative() && !s.path.as_os_str().is_empty() {
+                s.path = base.join(&s.path);
             }
         }
     }
@@ -802,6 +1042,7 @@ impl Config {
         if self.analytics.sink == AnalyticsSink::File && self.analytics.path.as_os_str().is_empty() {
             errs.push(ConfigError::new(path, "analytics.path", "", "must name a file when sink = \"file\""));
         }
+        self.validate_sinks(path, &mut errs);
         if !(self.storage.redis.is_empty()
             || self.storage.redis.starts_with("redis://")
             || self.storage.redis.starts_with("rediss://"))
@@ -921,6 +1162,40 @@ mod tests {
         let e = cfg.validate(Path::new("t.toml")).unwrap_err();
         assert_eq!(e[0].field, "proxy.listen");
         assert_eq!(e[0].value, "nope");
+    }
+
+    #[test]
+    fn analytics_sinks_are_checked_for_their_own_keys_names_and_urls() {
+        let cfg = parse("", &[]).unwrap();
+        let sinks = cfg.analytics.effective_sinks();
+        assert_eq!(sinks[0].sink, AnalyticsSink::File);
+        assert_eq!(sinks[0].path, cfg.analytics.path);
+        let text = r#"
+            [[analytics.sinks]]
+            sink = "file"
+            path = "a.jsonl"
+            [[analytics.sinks]]
+            sink = "file"
+            url = "http://x"
+            [[analytics.sinks]]
+            sink = "redis"
+            [[analytics.sinks]]
+            sink = "clickhouse"
+            table = "bad-name"
+            url = "ftp://x"
+        "#;
+        let cfg = parse(text, &[]).unwrap();
+        let e = cfg.validate(Path::new("t.toml")).unwrap_err();
+        let has = |field: &str, msg: &str| e.iter().any(|e| e.field == field && e.message.contains(msg));
+        assert!(has("analytics.sinks[1].name", "two sinks with one name"), "{e:?}");
+        assert!(has("analytics.sinks[1].url", "a file sink has no `url`"), "{e:?}");
+        assert!(has("analytics.sinks[2].url", "[storage] redis"), "{e:?}");
+        assert!(has("analytics.sinks[3].table", "letters"), "{e:?}");
+        assert!(has("analytics.sinks[3].url", "http://"), "{e:?}");
+        let e = parse("[[analytics.sinks]]\nsink = \"kafka\"\n", &[]).unwrap_err();
+        assert!(e[0].to_string().contains("kafka"), "{}", e[0]);
+        let ok = "[storage]\nredis = \"redis://127.0.0.1:6379\"\n[[analytics.sinks]]\nsink = \"redis\"\nmultiple_keys = true\n";
+        parse(ok, &[]).unwrap().validate(Path::new("t.toml")).unwrap();
     }
 
     #[test]

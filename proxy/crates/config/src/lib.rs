@@ -29,7 +29,7 @@ pub use edit::{is_safe_id, plan, Change, FileEdit, PlanError, MAX_ID_BYTES};
 pub use env::apply_env_overrides;
 pub use file::{
     AdminConfig, AnalyticsConfig, AnalyticsSink, AppsConfig, AuthConfig, Config, EbpfConfig, EbpfMode, IoDriver,
-    LogConfig, ProxyConfig, RateLimitHeaders, StorageConfig, MAX_BAN_TTL_SECS,
+    LogConfig, ProxyConfig, RateLimitHeaders, SinkConfig, StorageConfig, MAX_BAN_TTL_SECS,
 };
 pub use portcullis_http1::MAX_HEADERS;
 pub use snapshot::{load_snapshot_edited, load_snapshot_with, PolicySource, Skipped, Snapshot};

@@ -7,13 +7,17 @@ use std::process::{Child, Command, Stdio};
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// Its working directory: where [`RedisServer::shutdown_saving`] leaves the data that a
+    /// restart loads.
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
     /// Starts a server; `None` (skip) when the binary is missing outside CI.
     pub fn start() -> Option<RedisServer> {
         let port = crate::free_port();
-        let mut s = RedisServer { port, child: None };
+        let dir = tempfile::tempdir().expect("redis dir");
+        let mut s = RedisServer { port, child: None, dir };
         if !s.spawn() {
             assert!(!crate::in_ci(), "redis-server is not installed; .ci/run must install it");
             eprintln!("SKIP: redis-server is not installed (apt-get install redis-server); Redis tests skipped");
@@ -25,6 +29,8 @@ impl RedisServer {
     fn spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -70,6 +76,21 @@ impl RedisServer {
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the server the way an operator does (`SHUTDOWN SAVE`: commands it has taken are
+    /// answered, its data is written to its directory), so that [`RedisServer::restart`] brings
+    /// the data back: an outage that loses nothing on the server's side.
+    pub fn shutdown_saving(&mut self) {
+        use std::io::{Read, Write};
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = s.set_read_timeout(Some(crate::WAIT));
+            let _ = s.write_all(b"*2\r\n$8\r\nSHUTDOWN\r\n$4\r\nSAVE\r\n");
+            let _ = s.read(&mut [0; 64]);
+        }
+        if let Some(mut c) = self.child.take() {
             let _ = c.wait();
         }
     }

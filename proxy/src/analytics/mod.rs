@@ -12,8 +12,10 @@ pub mod clock;
 pub mod decode;
 pub mod pump;
 pub mod record;
+pub mod redis_sink;
 pub mod sink;
 pub mod spool;
+pub mod tyk_msgpack;
 
 use std::time::{Duration, Instant};
 

@@ -121,8 +121,19 @@ pub fn start(
                 .map_err(|e| err(format!("{}: {e} (set a writable path, or enabled = false)", cfg.path.display())))?,
         ),
         AnalyticsSink::Stdout => Box::new(file::Stdout),
-        AnalyticsSink::Redis | AnalyticsSink::Clickhouse | AnalyticsSink::Search => {
-            let _ = (storage_redis, &handles);
+        AnalyticsSink::Redis => {
+            let url = if cfg.url.is_empty() { storage_redis } else { &cfg.url };
+            let s = super::redis_sink::RedisSink::new(
+                url,
+                &cfg.key,
+                cfg.multiple_keys,
+                analytics.expire_after_s,
+                Arc::clone(&stats),
+            );
+            Box::new(s.map_err(err)?)
+        }
+        AnalyticsSink::Clickhouse | AnalyticsSink::Search => {
+            let _ = &handles;
             return Err(err("this kind of sink is not built yet".into()));
         }
     };

@@ -28,6 +28,7 @@ fn facts<'a>(tags: &'a [String]) -> RequestFacts<'a> {
         ip_address: "127.0.0.1",
         tags: [tags, &[]],
         track_path: false,
+        expire_after_s: 0,
     }
 }
 

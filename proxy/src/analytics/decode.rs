@@ -129,6 +129,7 @@ mod tests {
                 ip_address: "10.0.0.1",
                 tags: [&tags, &[]],
                 track_path: true,
+                expire_after_s: 0,
             },
         );
         let wall = super::super::clock::WallTime::at(1_796_107_285_123_456);

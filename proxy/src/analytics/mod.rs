@@ -8,6 +8,7 @@
 //! buffers for reuse. Must not: block a worker (a full queue drops the batch and counts its
 //! records as dropped), allocate per record on the worker, or split a record across batches.
 
+pub mod capture;
 pub mod clock;
 pub mod decode;
 pub mod pump;
@@ -103,6 +104,8 @@ pub struct Recorder {
     /// every request was 1.5 % of the proxy's CPU in the gateway scenario (perf).
     identity_keys: AHashMap<Box<str>, [u8; 64]>,
     pub stats: RecorderStats,
+    /// Detailed recording's capture, reused (dataplane/record.rs).
+    pub scratch: Vec<u8>,
 }
 
 /// Most JWT identities whose record key a worker remembers (then it starts over).
@@ -118,6 +121,7 @@ impl Recorder {
             wall_base: None,
             identity_keys: AHashMap::new(),
             stats: Default::default(),
+            scratch: Vec::new(),
         }
     }
 

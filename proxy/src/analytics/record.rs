@@ -34,6 +34,8 @@ pub struct RequestFacts<'a> {
     pub tags: [&'a [String]; 2],
     /// A `track_endpoints` entry matched: `path` is its pattern (Tyk's `TrackPath`).
     pub track_path: bool,
+    /// The API's `expire_analytics_after` (0: none; not written).
+    pub expire_after_s: u64,
 }
 
 /// How the exchange ended.
@@ -84,6 +86,24 @@ pub fn begin(out: &mut Vec<u8>, f: RequestFacts<'_>) {
     }
     out.push(b']');
     out.extend_from_slice(if f.track_path { b",\"track_path\":true" } else { b",\"track_path\":false" });
+    if f.expire_after_s > 0 {
+        out.extend_from_slice(b",\"expire_after_s\":");
+        push_u64(out, f.expire_after_s);
+    }
+}
+
+/// Appends `,"<name>":"<base64 of wire>"` (detailed recording's `raw_request` and
+/// `raw_response`, base64 as Tyk writes them) to a record [`begin`] started.
+pub fn raw_field(out: &mut Vec<u8>, name: &str, wire: &[u8]) {
+    use base64::Engine;
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":\"");
+    let at = out.len();
+    out.resize(at + base64::encoded_len(wire.len(), true).unwrap_or(0), 0);
+    let n = base64::engine::general_purpose::STANDARD.encode_slice(wire, &mut out[at..]).unwrap_or(0);
+    out.truncate(at + n);
+    out.push(b'"');
 }
 
 /// Appends the outcome half and the closing `}\n` to a record [`begin`] started.
@@ -203,6 +223,7 @@ mod tests {
             ip_address: "127.0.0.1",
             tags: [tags, &[]],
             track_path: false,
+            expire_after_s: 0,
         }
     }
 

@@ -1213,6 +1213,13 @@ async fn respond(
         bufs.x.upstream.consume(w);
     }
     let head_out = if whole { resp.head_len as u64 } else { head_out };
+    if !bufs.x.record.is_empty() && super::record::detailed(snap, api) {
+        // Detailed recording: the head and the body bytes held now (a spliced body's rest is
+        // never in user space).
+        let x = &mut bufs.x;
+        let (a, b): (&[u8], &[u8]) = if whole { (x.upstream.data(), &[]) } else { (&x.out, x.upstream.data()) };
+        super::record::record_response(worker, snap, api, &mut x.record, a, b);
+    }
     let relayed = if let Some(pipe) = pipe {
         // The head and the body bytes read with it leave with the first spliced bytes.
         ensure_nodelay(client, bufs);

@@ -124,6 +124,49 @@ pub(super) fn begin_record(
         ip_address: client_ip,
         tags: [c.tags, grant_tags],
         track_path,
+        expire_after_s: c.api.expire_analytics_after,
     };
     crate::analytics::record::begin(rec, facts);
+    if detailed(snap, c.api) {
+        // The request as sent: its head, and the body bytes read with it.
+        let body = &head[meta.head_len.min(head.len())..];
+        let body = match meta.body {
+            BodyKind::Length(n) => &body[..body.len().min(n as usize)],
+            BodyKind::None => &[],
+            _ => body,
+        };
+        let secrets = crate::analytics::capture::Secrets::of(&c.api.auth);
+        let mut wire = std::mem::take(&mut recorder.scratch);
+        wire.clear();
+        let max = snap.config.analytics.detailed_max_bytes;
+        crate::analytics::capture::wire(&mut wire, &head[..meta.head_len.min(head.len())], body, max, &secrets);
+        crate::analytics::record::raw_field(rec, "raw_request", &wire);
+        recorder.scratch = wire;
+    }
+}
+
+/// Tyk's `recordDetail` (handler_success.go:373-394): the API's `enable_detailed_recording`,
+/// else `[analytics] detailed_recording`.
+pub(super) fn detailed(snap: &Snapshot, api: &ApiSpec) -> bool {
+    api.detailed_recording || snap.config.analytics.detailed_recording
+}
+
+/// Detailed recording of a proxied response: appends `raw_response` (the head the client
+/// gets, and the body bytes held with it: `a` then `b`) to a begun record.
+pub(super) fn record_response(worker: &Worker, snap: &Snapshot, api: &ApiSpec, rec: &mut Vec<u8>, a: &[u8], b: &[u8]) {
+    if rec.is_empty() || !detailed(snap, api) {
+        return;
+    }
+    let head_len = a.windows(4).position(|w| w == b"\r\n\r\n").map_or(a.len(), |i| i + 4);
+    let mut recorder = worker.analytics.borrow_mut();
+    let mut wire = std::mem::take(&mut recorder.scratch);
+    wire.clear();
+    let secrets = crate::analytics::capture::Secrets::of(&api.auth);
+    let max = snap.config.analytics.detailed_max_bytes;
+    crate::analytics::capture::wire(&mut wire, &a[..head_len], &a[head_len..], max, &secrets);
+    if wire.len() < max {
+        wire.extend_from_slice(&b[..b.len().min(max - wire.len())]);
+    }
+    crate::analytics::record::raw_field(rec, "raw_response", &wire);
+    recorder.scratch = wire;
 }

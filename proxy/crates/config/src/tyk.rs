@@ -43,6 +43,11 @@ pub struct ApiSpec {
     pub org_id: String,
     /// Tyk's `do_not_track`: no request records for this API.
     pub do_not_track: bool,
+    /// Tyk's `enable_detailed_recording`: records carry the request and response as sent.
+    pub detailed_recording: bool,
+    /// Tyk's `expire_analytics_after`: seconds from a record's time to its `ExpireAt`; 0: the
+    /// `[analytics] expire_after_s`.
+    pub expire_analytics_after: u64,
     /// The definition as its file has it (`GET /tyk/apis` answers with it, as Tyk answers with
     /// the definitions it loaded).
     pub definition: Arc<Value>,
@@ -136,6 +141,8 @@ struct RawApi {
     domain: String,
     org_id: String,
     do_not_track: bool,
+    enable_detailed_recording: bool,
+    expire_analytics_after: i64,
     proxy: RawProxy,
 }
 
@@ -411,6 +418,9 @@ pub(super) fn parse_api(
         targets,
         org_id: raw.org_id,
         do_not_track: raw.do_not_track,
+        detailed_recording: raw.enable_detailed_recording,
+        // Tyk takes a negative value as none (0 is its 100 years too).
+        expire_analytics_after: u64::try_from(raw.expire_analytics_after).unwrap_or(0),
         error_overrides,
         track_endpoints,
         do_not_track_endpoints,
@@ -603,6 +613,18 @@ mod tests {
             Ok(Parsed::Api(s, _)) => s,
             other => panic!("expected an API, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn detailed_recording_and_analytics_expiry_are_read() {
+        let base = r#""api_id": "a", "use_keyless": true, "proxy": {"listen_path": "/a", "target_url": "http://127.0.0.1:1"},
+                "version_data": {"not_versioned": true, "versions": {"Default": {}}}"#;
+        let s = spec(&format!(r#"{{{base}, "enable_detailed_recording": true, "expire_analytics_after": 3600}}"#));
+        assert!(s.detailed_recording);
+        assert_eq!(s.expire_analytics_after, 3600);
+        let s = spec(&format!(r#"{{{base}, "expire_analytics_after": -1}}"#));
+        assert!(!s.detailed_recording);
+        assert_eq!(s.expire_analytics_after, 0, "negative: none, as in Tyk");
     }
 
     /// Tyk matches header injection and endpoint rate limits on their `method` exactly, and an

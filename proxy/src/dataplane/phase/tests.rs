@@ -50,6 +50,8 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
         plain: true,
         org_id: String::new(),
         do_not_track: false,
+        detailed_recording: false,
+        expire_analytics_after: 0,
         definition: Default::default(),
         error_overrides: None,
         track_endpoints: Vec::new(),

@@ -182,6 +182,26 @@ mod tests {
         }
     }
 
+    /// ARCHITECTURE.md: no sink runs on the analytics thread and the thread never waits on one.
+    /// `pump.rs` reaches the sinks only through `SinkThread::offer`, which only `try_send`s.
+    #[test]
+    fn the_analytics_thread_never_waits_on_a_sink() {
+        let root = super::super::root();
+        let code = |file: &str| -> String {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            let text = &text[..text.find("#[cfg(test)]").unwrap_or(text.len())];
+            text.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n")
+        };
+        let pump = code("proxy/src/analytics/pump.rs");
+        for banned in [".send(", ".send_timeout(", ".tick(", "Sink>", "dyn Sink"] {
+            assert!(!pump.contains(banned), "proxy/src/analytics/pump.rs: `{banned}`: the analytics thread must only offer batches to sink threads");
+        }
+        let sink = code("proxy/src/analytics/sink/mod.rs");
+        let start = sink.find("pub fn offer").expect("SinkThread::offer");
+        let body = &sink[start..start + sink[start..].find("\n    }").expect("end of offer")];
+        assert!(body.contains("try_send") && !body.contains(".send("), "SinkThread::offer must not wait:\n{body}");
+    }
+
     /// Crates whose dependency list is the boundary: each may depend only on what is listed here
     /// (and the workspace's own crates listed with it), so the compiler keeps the rest out.
     #[test]

@@ -4,12 +4,17 @@
 //! thread: appending one batch (64.5 KiB, as a worker hands it over) to the records file through the pump's `FileSink` (disk
 //! blocks reserved ahead), against a plain `File` append, both rotating (deleting) the file every
 //! 64 MiB as the load benchmark's configuration does. The file goes to `target/bench-files/`, on
-//! the file system the records would use; on tmpfs the two come out the same.
+//! the file system the records would use; on tmpfs the two come out the same. And on a sink's
+//! thread: a record read back from its line, encoded for Tyk's pump, and a batch pushed by the
+//! `redis` sink.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use portcullis::analytics::clock::WallTime;
+use portcullis::analytics::redis_sink::RedisSink;
 use portcullis::analytics::sink::file::FileSink;
+use portcullis::analytics::sink::{Sink, SinkStats};
 use portcullis::analytics::{channels, record, Outcome, Recorder, RequestFacts};
+use portcullis::analytics::{decode, tyk_msgpack};
 use std::io::Write;
 
 fn facts<'a>(tags: &'a [String]) -> RequestFacts<'a> {
@@ -94,6 +99,61 @@ fn bench(c: &mut Criterion) {
     });
     drop(file);
     let _ = std::fs::remove_file(&path);
+
+    // On a sink's thread: a record read back from its line, and encoded for Tyk's pump.
+    record::begin(&mut buf, facts(&tags));
+    record::finish(&mut buf, &o, &now);
+    let line = buf.clone();
+    c.bench_function("record/decode", |b| b.iter(|| decode::record(black_box(&line)).map(|r| r.response_code)));
+    let mut mp = Vec::with_capacity(1024);
+    c.bench_function("record/decode_and_tyk_msgpack", |b| {
+        b.iter(|| {
+            mp.clear();
+            let r = decode::record(black_box(&line)).expect("a record");
+            tyk_msgpack::encode(&mut mp, &r, 0);
+            mp.len()
+        })
+    });
+    redis_sink(c, &line);
+}
+
+/// The `redis` sink's throughput: a worker's batch (records as above, 64 KiB) decoded, encoded
+/// and pushed in one `RPUSH` to a local redis-server (skipped without one), the list trimmed
+/// now and then so it does not grow.
+fn redis_sink(c: &mut Criterion, line: &[u8]) {
+    let port = 21_000 + (std::process::id() % 1000) as u16;
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else {
+        eprintln!("record/redis_sink_batch skipped: no redis-server");
+        return;
+    };
+    let url = format!("redis://127.0.0.1:{port}/");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let batch: Vec<u8> = line.repeat(64 * 1024 / line.len() + 1);
+    let records = batch.len() / line.len();
+    eprintln!("record/redis_sink_batch: {records} records, {} bytes per batch", batch.len());
+    let stats = std::sync::Arc::new(SinkStats::default());
+    let mut sink = RedisSink::new(&url, "bench-analytics", false, 0, stats).expect("sink");
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut con = client.get_connection().expect("connection");
+    let mut n = 0u64;
+    c.bench_function("record/redis_sink_batch", |b| {
+        b.iter(|| {
+            sink.send(black_box(&batch)).expect("RPUSH");
+            n += 1;
+            if n % 100 == 0 {
+                let _: () = redis::cmd("DEL").arg("bench-analytics").query(&mut con).expect("DEL");
+            }
+        })
+    });
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 criterion_group!(benches, bench);

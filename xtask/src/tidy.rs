@@ -194,7 +194,10 @@ mod tests {
         };
         let pump = code("proxy/src/analytics/pump.rs");
         for banned in [".send(", ".send_timeout(", ".tick(", "Sink>", "dyn Sink"] {
-            assert!(!pump.contains(banned), "proxy/src/analytics/pump.rs: `{banned}`: the analytics thread must only offer batches to sink threads");
+            assert!(
+                !pump.contains(banned),
+                "proxy/src/analytics/pump.rs: `{banned}`: the analytics thread must only offer batches to sink threads"
+            );
         }
         let sink = code("proxy/src/analytics/sink/mod.rs");
         let start = sink.find("pub fn offer").expect("SinkThread::offer");

@@ -147,7 +147,7 @@ fn redis_sink(c: &mut Criterion, line: &[u8]) {
         b.iter(|| {
             sink.send(black_box(&batch)).expect("RPUSH");
             n += 1;
-            if n % 100 == 0 {
+            if n.is_multiple_of(100) {
                 let _: () = redis::cmd("DEL").arg("bench-analytics").query(&mut con).expect("DEL");
             }
         })

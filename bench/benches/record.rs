@@ -34,6 +34,7 @@ fn facts<'a>(tags: &'a [String]) -> RequestFacts<'a> {
         tags: [tags, &[]],
         track_path: false,
         expire_after_s: 0,
+        alias: "",
     }
 }
 

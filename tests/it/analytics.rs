@@ -311,3 +311,37 @@ fn detailed_recording_keeps_the_exchange_redacted_and_bounded() {
     let plain = recs.iter().find(|r| r["api_id"] == "plain").unwrap();
     assert!(plain.get("raw_request").is_none() && plain.get("raw_response").is_none(), "{plain}");
 }
+
+/// The session's own `enable_detailed_recording` (Tyk reads it after the API's) and its `alias`
+/// reach the record; the key itself is redacted from the capture.
+#[test]
+fn a_sessions_detailed_recording_and_alias_reach_its_records() {
+    use base64::Engine;
+    let up = upstream("up");
+    let keyed = format!(
+        r#"{{"name": "Keyed", "api_id": "keyed", "active": true, "use_standard_auth": true,
+            "version_data": {{"not_versioned": true, "versions": {{"Default": {{"name": "Default"}}}}}},
+            "proxy": {{"listen_path": "/keyed/", "target_url": "{}", "strip_listen_path": true}}}}"#,
+        up.url()
+    );
+    let p = builder().app("keyed", keyed).start();
+    let mut keys = Vec::new();
+    for (alias, detailed) in [("ann", true), ("bob", false)] {
+        let body =
+            json!({"rate": 100, "per": 1, "quota_max": -1, "alias": alias, "enable_detailed_recording": detailed});
+        let r = p.admin_send("POST", "/tyk/keys/create", &p.with_every_api(&body).to_string());
+        assert_eq!(r.status, 200, "{}", r.text());
+        keys.push(r.json()["key"].as_str().unwrap().to_string());
+    }
+    for k in &keys {
+        assert_eq!(p.get("/keyed/get", &format!("Authorization: {k}\r\n")).status, 200);
+    }
+    let recs = wait_records(&records_file(&p), 2);
+    let ann = recs.iter().find(|r| r["alias"] == "ann").expect("ann's record");
+    let bob = recs.iter().find(|r| r["alias"] == "bob").expect("bob's record");
+    let raw = base64::engine::general_purpose::STANDARD.decode(ann["raw_request"].as_str().unwrap()).unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    assert!(raw.contains("Authorization: [redacted]\r\n") && !raw.contains(&keys[0]), "{raw}");
+    assert!(ann["raw_response"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(bob.get("raw_request").is_none(), "{bob}");
+}

@@ -130,6 +130,7 @@ mod tests {
                 tags: [&tags, &[]],
                 track_path: true,
                 expire_after_s: 0,
+                alias: "",
             },
         );
         let wall = super::super::clock::WallTime::at(1_796_107_285_123_456);

@@ -36,6 +36,8 @@ pub struct RequestFacts<'a> {
     pub track_path: bool,
     /// The API's `expire_analytics_after` (0: none; not written).
     pub expire_after_s: u64,
+    /// The session's `alias` (empty: not written).
+    pub alias: &'a str,
 }
 
 /// How the exchange ended.
@@ -86,6 +88,10 @@ pub fn begin(out: &mut Vec<u8>, f: RequestFacts<'_>) {
     }
     out.push(b']');
     out.extend_from_slice(if f.track_path { b",\"track_path\":true" } else { b",\"track_path\":false" });
+    if !f.alias.is_empty() {
+        out.extend_from_slice(b",\"alias\":");
+        json_str(out, f.alias.as_bytes());
+    }
     if f.expire_after_s > 0 {
         out.extend_from_slice(b",\"expire_after_s\":");
         push_u64(out, f.expire_after_s);
@@ -224,6 +230,7 @@ mod tests {
             tags: [tags, &[]],
             track_path: false,
             expire_after_s: 0,
+            alias: "",
         }
     }
 

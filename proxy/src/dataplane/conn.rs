@@ -1213,7 +1213,7 @@ async fn respond(
         bufs.x.upstream.consume(w);
     }
     let head_out = if whole { resp.head_len as u64 } else { head_out };
-    if !bufs.x.record.is_empty() && super::record::detailed(snap, api) {
+    if !bufs.x.record.is_empty() && super::record::detailed(snap, api, routed.identity.as_ref()) {
         // Detailed recording: the head and the body bytes held now (a spliced body's rest is
         // never in user space).
         let x = &mut bufs.x;

@@ -125,9 +125,10 @@ pub(super) fn begin_record(
         tags: [c.tags, grant_tags],
         track_path,
         expire_after_s: c.api.expire_analytics_after,
+        alias: c.identity.map_or("", |i| i.grant.alias.as_str()),
     };
     crate::analytics::record::begin(rec, facts);
-    if detailed(snap, c.api) {
+    if detailed(snap, c.api, c.identity) {
         // The request as sent: its head, and the body bytes read with it.
         let body = &head[meta.head_len.min(head.len())..];
         let body = match meta.body {
@@ -146,15 +147,17 @@ pub(super) fn begin_record(
 }
 
 /// Tyk's `recordDetail` (handler_success.go:373-394): the API's `enable_detailed_recording`,
-/// else `[analytics] detailed_recording`.
-pub(super) fn detailed(snap: &Snapshot, api: &ApiSpec) -> bool {
-    api.detailed_recording || snap.config.analytics.detailed_recording
+/// the session's, else `[analytics] detailed_recording`.
+pub(super) fn detailed(snap: &Snapshot, api: &ApiSpec, identity: Option<&crate::auth::Identity>) -> bool {
+    api.detailed_recording
+        || identity.is_some_and(|i| i.grant.detailed_recording)
+        || snap.config.analytics.detailed_recording
 }
 
-/// Detailed recording of a proxied response: appends `raw_response` (the head the client
+/// Detailed recording of a proxied response (the caller checked [`detailed`]): appends `raw_response` (the head the client
 /// gets, and the body bytes held with it: `a` then `b`) to a begun record.
 pub(super) fn record_response(worker: &Worker, snap: &Snapshot, api: &ApiSpec, rec: &mut Vec<u8>, a: &[u8], b: &[u8]) {
-    if rec.is_empty() || !detailed(snap, api) {
+    if rec.is_empty() {
         return;
     }
     let head_len = a.windows(4).position(|w| w == b"\r\n\r\n").map_or(a.len(), |i| i + 4);

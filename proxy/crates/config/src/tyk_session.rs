@@ -76,6 +76,11 @@ pub struct TykSession {
     #[serde(deserialize_with = "nullable")]
     pub alias: String,
     #[serde(deserialize_with = "nullable")]
+    pub enable_detailed_recording: bool,
+    /// Tyk's older name of `enable_detailed_recording`, still read by its gateway.
+    #[serde(deserialize_with = "nullable")]
+    pub enable_detail_recording: bool,
+    #[serde(deserialize_with = "nullable")]
     pub org_id: String,
     #[serde(deserialize_with = "nullable")]
     pub date_created: String,
@@ -165,6 +170,8 @@ impl TykSession {
             policies: self.policy_ids().map(str::to_string).collect(),
             org_id: self.org_id.clone(),
             tags: self.tags.clone(),
+            alias: self.alias.clone(),
+            detailed_recording: self.enable_detailed_recording || self.enable_detail_recording,
             basic_auth_data: BasicAuth {
                 password: self.basic_auth_data.password.clone(),
                 hash_type: self.basic_auth_data.hash_type.clone(),

@@ -125,6 +125,9 @@ pub struct Grant {
     /// (`Identity::quota_id`). Here rather than in `Identity`, which every connection's task
     /// holds.
     pub tyk_name: Option<std::sync::Arc<str>>,
+    /// The session's `alias` and `enable_detailed_recording`, for request records.
+    pub alias: String,
+    pub detailed_recording: bool,
 }
 
 /// The limits of one API in a grant.
@@ -280,6 +283,8 @@ pub fn grant_for_session(session: &Session, policies: &Policies) -> Result<Grant
             policies: Vec::new(),
             policy_orgs: Vec::new(),
             tyk_name: session.tyk_name.clone(),
+            alias: session.alias.clone(),
+            detailed_recording: session.detailed_recording,
         });
     }
     let own =
@@ -288,6 +293,8 @@ pub fn grant_for_session(session: &Session, policies: &Policies) -> Result<Grant
     // Stricter than Tyk, which lets the policies' state replace the key's own.
     g.inactive |= session.inactive;
     g.tyk_name.clone_from(&session.tyk_name);
+    g.alias.clone_from(&session.alias);
+    g.detailed_recording = session.detailed_recording;
     for t in &session.tags {
         if !g.tags.contains(t) {
             g.tags.push(t.clone());
@@ -485,6 +492,8 @@ fn merge(ids: &[&str], own: Raw, org: &str, policies: &Policies) -> Result<Grant
         policies: ids.iter().map(|s| s.to_string()).collect(),
         policy_orgs: orgs,
         tyk_name: None,
+        alias: String::new(),
+        detailed_recording: false,
     })
 }
 

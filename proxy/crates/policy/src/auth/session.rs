@@ -33,6 +33,11 @@ pub struct Session {
     /// Tyk's `org_id`: policies are looked up within it when set.
     pub org_id: String,
     pub tags: Vec<String>,
+    /// Tyk's `alias`, written into request records.
+    pub alias: String,
+    /// Tyk's `enable_detailed_recording` (or the older `enable_detail_recording`): this key's
+    /// requests are recorded in detail.
+    pub detailed_recording: bool,
     /// The basic-auth password hash, for a basic-auth user.
     pub basic_auth_data: BasicAuth,
     /// HMAC request signing is enabled for this key, with `hmac_string` as the shared secret.

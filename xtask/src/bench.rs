@@ -120,6 +120,9 @@ struct Scenario {
     large_body: bool,
     /// `None` when the feature it measures does not exist yet.
     available: Option<()>,
+    /// Portcullis runs with its records going to the file only, not also to the embedded
+    /// search index (the default): the A/B of indexing against `gateway`.
+    no_search: bool,
 }
 
 /// HS256 token (`{"sub":"bench-user","iat":1700000000}`, secret `bench-secret`) for `gateway`.
@@ -135,6 +138,7 @@ const SCENARIOS: &[Scenario] = &[
         gateway: false,
         large_body: false,
         available: Some(()),
+        no_search: false,
     },
     Scenario {
         name: "16k",
@@ -145,6 +149,7 @@ const SCENARIOS: &[Scenario] = &[
         gateway: false,
         large_body: true,
         available: Some(()),
+        no_search: false,
     },
     Scenario {
         name: "close",
@@ -155,6 +160,7 @@ const SCENARIOS: &[Scenario] = &[
         gateway: false,
         large_body: false,
         available: Some(()),
+        no_search: false,
     },
     Scenario {
         name: "c1000",
@@ -165,6 +171,7 @@ const SCENARIOS: &[Scenario] = &[
         gateway: false,
         large_body: false,
         available: Some(()),
+        no_search: false,
     },
     Scenario {
         name: "gateway",
@@ -175,6 +182,18 @@ const SCENARIOS: &[Scenario] = &[
         gateway: true,
         large_body: false,
         available: Some(()),
+        no_search: false,
+    },
+    Scenario {
+        name: "gateway-nosearch",
+        what: "gateway, with Portcullis' records going to the JSON lines file only, not also indexed for search (the default): against `gateway` in the same run, what indexing costs",
+        path: "/small",
+        connections: 32,
+        close: false,
+        gateway: true,
+        large_body: false,
+        available: Some(()),
+        no_search: true,
     },
     Scenario {
         name: "cached",
@@ -185,6 +204,7 @@ const SCENARIOS: &[Scenario] = &[
         gateway: false,
         large_body: false,
         available: Some(()),
+        no_search: false,
     },
 ];
 
@@ -493,15 +513,29 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
         ("portcullis-uring.toml", Target::PortcullisUring, "uring"),
         ("portcullis-baseline.toml", Target::Baseline, "auto"),
     ] {
-        std::fs::write(
-            dir.join(file),
-            format!(
-                "[proxy]\nlisten = \"127.0.0.1:{}\"\nworkers = 1\nio_driver = \"{driver}\"\n\n[admin]\nlisten = \"127.0.0.1:{}\"\n\n[apps]\ndir = \"apps\"\npolicies = \"apps/policies.json\"\n\n[analytics]\nenabled = true\npath = \"records-{stem}.jsonl\"\nrotate_mb = 64\nkeep = 1\n\n[log]\nlevel = \"warn\"\n",
-                target.port(),
-                target.port() + 1000,
-                stem = file.trim_end_matches(".toml"),
-            ),
-        )?;
+        let stem = file.trim_end_matches(".toml");
+        // The default sinks (the file and the search index), and for `no_search` scenarios the
+        // file alone. Each run starts with an empty index and spool. The baseline's config
+        // names neither (a build from before them refuses the keys): its index and spool are
+        // the defaults under analytics/.
+        let own = if target == Target::Baseline {
+            String::new()
+        } else {
+            format!("spool_dir = \"spool-{stem}\"\nindex_path = \"index-{stem}\"\n")
+        };
+        for d in [format!("spool-{stem}"), format!("index-{stem}"), "analytics".to_string()] {
+            let _ = std::fs::remove_dir_all(dir.join(d));
+        }
+        for (suffix, sinks) in [("", String::new()), ("-nosearch", "\n[[analytics.sinks]]\nsink = \"file\"\n".into())] {
+            std::fs::write(
+                dir.join(format!("{stem}{suffix}.toml")),
+                format!(
+                    "[proxy]\nlisten = \"127.0.0.1:{}\"\nworkers = 1\nio_driver = \"{driver}\"\n\n[admin]\nlisten = \"127.0.0.1:{}\"\n\n[apps]\ndir = \"apps\"\npolicies = \"apps/policies.json\"\n\n[log]\nlevel = \"warn\"\n\n[analytics]\nenabled = true\npath = \"records-{stem}.jsonl\"\nrotate_mb = 64\nkeep = 1\n{own}{sinks}",
+                    target.port(),
+                    target.port() + 1000,
+                ),
+            )?;
+        }
     }
     let _ = root;
     Ok(())
@@ -593,10 +627,11 @@ fn start(target: Target, sc: &Scenario, dir: &Path, bins: &Binaries) -> Result<O
                 (Target::Baseline, None) => bail!("no --baseline binary given"),
                 _ => bins.portcullis.as_path(),
             };
+            let suffix = if sc.no_search { "-nosearch" } else { "" };
             pinned(PROXY_CPU, bin)
                 .arg("run")
                 .arg("--config")
-                .arg(dir.join(format!("{name}.toml")))
+                .arg(dir.join(format!("{name}{suffix}.toml")))
                 .stderr(std::fs::File::create(dir.join(format!("{name}.log")))?)
                 .spawn()?
         }

@@ -8,6 +8,7 @@
 //! buffers for reuse. Must not: block a worker (a full queue drops the batch and counts its
 //! records as dropped), allocate per record on the worker, or split a record across batches.
 
+pub mod clickhouse;
 pub mod clock;
 pub mod decode;
 pub mod pump;

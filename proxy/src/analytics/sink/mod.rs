@@ -121,7 +121,10 @@ pub fn start(
                 .map_err(|e| err(format!("{}: {e} (set a writable path, or enabled = false)", cfg.path.display())))?,
         ),
         AnalyticsSink::Stdout => Box::new(file::Stdout),
-        AnalyticsSink::Redis | AnalyticsSink::Clickhouse | AnalyticsSink::Search => {
+        AnalyticsSink::Clickhouse => {
+            Box::new(super::clickhouse::ClickHouseSink::new(cfg, Arc::clone(&stats)).map_err(err)?)
+        }
+        AnalyticsSink::Redis | AnalyticsSink::Search => {
             let _ = (storage_redis, &handles);
             return Err(err("this kind of sink is not built yet".into()));
         }

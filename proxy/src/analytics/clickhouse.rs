@@ -43,7 +43,9 @@ pub const RETENTION_EVERY: Duration = Duration::from_secs(300);
 /// After a retention pass that failed, the next one.
 const RETENTION_RETRY: Duration = Duration::from_secs(30);
 /// Most bytes of an error reply kept for the message.
-const ERROR_MAX: u64 = 2048;
+const ERROR_MAX: usize = 2048;
+/// Most bytes of a reply read (the longest is the `timestamp_us` list of one batch's rows).
+const REPLY_MAX: u64 = 1 << 20;
 
 /// The table's columns, in the order a row lists them ([`Row`]). `timestamp` is the second
 /// (DateTime: 18.16 has no DateTime64), `timestamp_us` the same instant in Unix microseconds.
@@ -240,9 +242,9 @@ impl ClickHouseSink {
         })?;
         let status = resp.status().as_u16();
         let mut text = String::new();
-        let read = resp.into_body().into_reader().take(ERROR_MAX.max(1 << 20)).read_to_string(&mut text);
+        let read = resp.into_body().into_reader().take(REPLY_MAX).read_to_string(&mut text);
         if !(200..300).contains(&status) {
-            let mut cut = text.len().min(ERROR_MAX as usize);
+            let mut cut = text.len().min(ERROR_MAX);
             while !text.is_char_boundary(cut) {
                 cut -= 1;
             }
@@ -352,9 +354,7 @@ impl ClickHouseSink {
         if self.rows.ends.is_empty() {
             return Ok(());
         }
-        let body = std::mem::take(&mut self.rows.body);
-        let sent = self.post(Some(&self.insert.clone()), &body);
-        self.rows.body = body;
+        let sent = self.post(Some(&self.insert), &self.rows.body);
         sent.map(drop).map_err(|(e, maybe)| {
             if maybe {
                 self.unsure = Some(hash);
@@ -576,8 +576,7 @@ mod tests {
         let half: Vec<u8> = decode::lines(&b3).take(15).flat_map(|l| [l, b"\n"].concat()).collect();
         let hash = batch_hash(&b3);
         s.encode(&half, hash);
-        let body = s.rows.body.clone();
-        s.post(Some(&s.insert.clone()), &body).unwrap();
+        s.post(Some(&s.insert), &s.rows.body).unwrap();
         s.unsure = Some(hash);
         s.send(&b3).unwrap();
         assert_eq!(ch.query("SELECT count(), uniqExact(raw_path) FROM it.dedup WHERE api_id = 'c'").trim(), "40\t40");

@@ -11,9 +11,10 @@
 //! Exactly once: an `INSERT` of one batch into a MergeTree is one block, written as one part per
 //! partition it touches and made visible at once; a batch that fails is spooled and sent again
 //! whole, in order. The one case that would duplicate is a reply lost after the server took the
-//! insert (a timeout, a connection cut while the server commits): every row carries its batch's
-//! hash (`batch`), and before a batch whose send failed that way is sent again the sink asks which
-//! of its rows are already there and sends only the others. Must not: hang on a dead server
+//! insert (a timeout, a connection cut while the server commits), or an error between the parts
+//! of a batch that covers two days: every row carries its batch's hash (`batch`), and before a
+//! batch whose send failed after reaching the server is sent again the sink asks which of its
+//! rows are already there and sends only the others. Must not: hang on a dead server
 //! (connect and request timeouts), fail at startup because the server is down (it connects
 //! lazily), or send part of a batch and report it failed without that check.
 
@@ -249,8 +250,9 @@ impl ClickHouseSink {
                 cut -= 1;
             }
             text.truncate(cut);
-            // ClickHouse refused it: nothing of an INSERT was written.
-            return Err((SinkFailure(format!("ClickHouse {status}: {what}: {}", text.trim())), false));
+            // Refused. An INSERT that covers two days writes one part per day, one after the
+            // other: an error between them leaves the first, so this is a send in doubt too.
+            return Err((SinkFailure(format!("ClickHouse {status}: {what}: {}", text.trim())), true));
         }
         read.map_err(|e| (SinkFailure(format!("ClickHouse {}: {what}: reply: {e}", self.url)), true))?;
         Ok(text)

@@ -585,6 +585,25 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_request_fails_with_clickhouses_message_and_leaves_the_batch_in_doubt() {
+        let Some(ch) = portcullis_tests::clickhouse::ClickHouseServer::start() else { return };
+        let mut c = cfg(&ch.url(), "auth", 0);
+        c.user = "nobody".into();
+        c.password = "secret".into();
+        let mut s = ClickHouseSink::new(&c, Arc::default()).unwrap();
+        let e = s.send(&batch("a", 0, 1, now_us())).unwrap_err();
+        assert!(e.0.contains("nobody"), "ClickHouse's own message, naming the user sent: {e}");
+        assert!(s.server.is_none());
+        // The table is there, the insert refused: the batch is in doubt.
+        let mut s = ClickHouseSink::new(&cfg(&ch.url(), "auth", 0), Arc::default()).unwrap();
+        s.send(&batch("a", 0, 1, now_us())).unwrap();
+        ch.query("ALTER TABLE it.auth DROP COLUMN batch");
+        let b = batch("a", 1, 1, now_us());
+        assert!(s.send(&b).is_err());
+        assert_eq!(s.unsure, Some(batch_hash(&b)));
+    }
+
+    #[test]
     fn without_ttl_the_tick_drops_partitions_past_retention() {
         let Some(ch) = portcullis_tests::clickhouse::ClickHouseServer::start() else { return };
         let mut s = ClickHouseSink::new(&cfg(&ch.url(), "ret", 3), Arc::default()).unwrap();

@@ -6,9 +6,12 @@
 //! - [`client`]: a raw HTTP/1.1 client that can send malformed and smuggling-shaped requests.
 //! - [`harness`]: writes a config and `apps/`, starts the real `portcullis` binary, waits for it.
 //! - [`redis`]: a real `redis-server` on a free port for one test.
+//! - [`clickhouse`]: a real `clickhouse-server` (HTTP interface) on a free port, with its own
+//!   config and data directory, for one test.
 //! - [`metrics`]: one series of the proxy's `/metrics`, parsed with `prometheus-parse`.
 //! - [`wait`]: bounded polls on something observable, in place of sleeps.
 
+pub mod clickhouse;
 pub mod client;
 pub mod harness;
 pub mod httpbin;

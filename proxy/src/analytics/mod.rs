@@ -9,6 +9,7 @@
 //! records as dropped), allocate per record on the worker, or split a record across batches.
 
 pub mod capture;
+pub mod clickhouse;
 pub mod clock;
 pub mod decode;
 pub mod pump;

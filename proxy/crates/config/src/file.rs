@@ -191,6 +191,8 @@ pub struct SinkConfig {
     /// `clickhouse`: password (`X-ClickHouse-Key`).
     pub password: String,
     /// `clickhouse`, `search`: records older than this many days are deleted; 0 = kept.
+    /// `clickhouse`: a table TTL on ClickHouse 19.6 and later (set when the sink creates the
+    /// table), else the sink drops whole day partitions past it every 5 minutes.
     pub retention_days: u64,
     /// `search`: the index is kept under this many MiB by deleting its oldest records; 0 = no
     /// bound.

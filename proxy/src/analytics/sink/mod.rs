@@ -132,7 +132,10 @@ pub fn start(
             );
             Box::new(s.map_err(err)?)
         }
-        AnalyticsSink::Clickhouse | AnalyticsSink::Search => {
+        AnalyticsSink::Clickhouse => {
+            Box::new(super::clickhouse::ClickHouseSink::new(cfg, Arc::clone(&stats)).map_err(err)?)
+        }
+        AnalyticsSink::Search => {
             let _ = &handles;
             return Err(err("this kind of sink is not built yet".into()));
         }

@@ -93,8 +93,31 @@ impl Spool {
 
     /// The oldest batch and its record count.
     pub fn front(&self) -> std::io::Result<Option<(Vec<u8>, u64)>> {
-        let Some(&(seq, _, records)) = self.files.front() else { return Ok(None) };
-        Ok(Some((std::fs::read(self.path(seq, records))?, records)))
+        self.read_front(1)
+    }
+
+    /// The `n` oldest batches joined, and their record count.
+    pub fn read_front(&self, n: usize) -> std::io::Result<Option<(Vec<u8>, u64)>> {
+        if self.files.is_empty() {
+            return Ok(None);
+        }
+        let (mut bytes, mut records) = (Vec::new(), 0);
+        for &(seq, _, r) in self.files.iter().take(n.max(1)) {
+            let mut f = std::fs::File::open(self.path(seq, r))?;
+            std::io::Read::read_to_end(&mut f, &mut bytes)?;
+            records += r;
+        }
+        Ok(Some((bytes, records)))
+    }
+
+    /// How many of the oldest batches fit in `bytes` together (at least one, if there is one).
+    pub fn batches_within(&self, bytes: usize) -> usize {
+        let mut total = 0u64;
+        let n = self.files.iter().take_while(|f| {
+            total += f.1;
+            total <= bytes as u64
+        });
+        n.count().max(1).min(self.files.len())
     }
 
     /// Forgets the oldest batch (delivered).

@@ -34,6 +34,12 @@ pub trait Sink: Send {
     fn tick(&mut self) -> Result<(), SinkFailure> {
         Ok(())
     }
+    /// Most bytes of batches the sink takes in one `send`, several queued or spooled batches
+    /// joined (still whole or not at all); 0: one batch per `send`. For a sink whose cost is per
+    /// call, not per record: each ClickHouse insert makes a part on the server.
+    fn join_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// Why a sink could not take a batch.
@@ -169,12 +175,25 @@ struct Runner {
     retry_at: Instant,
     backoff: Duration,
     last_log: Option<Instant>,
+    /// How many spooled batches the last failed replay sent (sent again together).
+    replay_batches: Option<usize>,
+    /// Queued batches joined for one send, reused.
+    joined: Vec<u8>,
 }
 
 impl Runner {
     fn new(sink: Box<dyn Sink>, spool: Spool, stats: Arc<SinkStats>) -> Self {
-        let r =
-            Runner { sink, spool, stats, down: false, retry_at: Instant::now(), backoff: BACKOFF_MIN, last_log: None };
+        let r = Runner {
+            sink,
+            spool,
+            stats,
+            down: false,
+            retry_at: Instant::now(),
+            backoff: BACKOFF_MIN,
+            last_log: None,
+            replay_batches: None,
+            joined: Vec::new(),
+        };
         r.publish_spool();
         r
     }
@@ -187,10 +206,31 @@ impl Runner {
             let wake = if self.spool.is_empty() { next_tick } else { next_tick.min(self.retry_at) };
             match rx.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok(b) => {
-                    if self.spool.is_empty() && !self.down && rx.len() < cap / 2 {
+                    let direct = self.spool.is_empty() && !self.down && rx.len() < cap / 2;
+                    let join = self.sink.join_bytes();
+                    if direct && join > 0 && !rx.is_empty() {
+                        // Batches waiting behind this one go with it.
+                        let mut joined = std::mem::take(&mut self.joined);
+                        joined.clear();
+                        joined.extend_from_slice(&b.bytes);
+                        let mut records = b.records;
+                        while joined.len() < join {
+                            let Ok(more) = rx.try_recv() else { break };
+                            joined.extend_from_slice(&more.bytes);
+                            records += more.records;
+                        }
+                        if let Err(e) = self.deliver(&joined, records) {
+                            self.failed(&e);
+                            self.keep(&joined, records);
+                            // The first replay sends these bytes alone, as they were sent.
+                            self.replay_batches = Some(1);
+                        }
+                        self.joined = joined;
+                    } else if direct {
                         if let Err(e) = self.deliver(&b.bytes, b.records) {
                             self.failed(&e);
                             self.keep(&b.bytes, b.records);
+                            self.replay_batches = Some(1);
                         }
                     } else {
                         self.keep(&b.bytes, b.records);
@@ -232,9 +272,12 @@ impl Runner {
         Ok(())
     }
 
-    /// Sends the oldest spooled batch; true if it went.
+    /// Sends the oldest spooled batch (with the sink's [`Sink::join_bytes`], as many of the
+    /// oldest as fit, joined; after a failure, the same ones again, so that a sink that
+    /// recognises a send in doubt sees the same bytes); true if it went.
     fn replay_one(&mut self) -> bool {
-        let front = match self.spool.front() {
+        let n = self.replay_batches.unwrap_or_else(|| self.spool.batches_within(self.sink.join_bytes()));
+        let front = match self.spool.read_front(n) {
             Ok(Some(f)) => f,
             Ok(None) => return false,
             Err(e) => {
@@ -249,8 +292,14 @@ impl Runner {
         };
         match self.deliver(&front.0, front.1) {
             Ok(()) => {
-                if let Err(e) = self.spool.pop() {
-                    self.log(&SinkFailure(format!("spool: {e}")), "analytics spool: cannot remove a delivered batch");
+                self.replay_batches = None;
+                for _ in 0..n {
+                    if let Err(e) = self.spool.pop() {
+                        self.log(
+                            &SinkFailure(format!("spool: {e}")),
+                            "analytics spool: cannot remove a delivered batch",
+                        );
+                    }
                 }
                 self.down = false;
                 self.backoff = BACKOFF_MIN;
@@ -258,6 +307,7 @@ impl Runner {
                 true
             }
             Err(e) => {
+                self.replay_batches = Some(n);
                 self.failed(&e);
                 false
             }
@@ -319,6 +369,10 @@ mod tests {
         up: Arc<std::sync::atomic::AtomicBool>,
         got: Arc<Mutex<Vec<String>>>,
         ticks: Arc<AtomicU64>,
+        /// `join_bytes`, and the records of each send.
+        join: usize,
+        sends: Arc<Mutex<Vec<usize>>>,
+        slow: Duration,
     }
 
     impl Sink for Fake {
@@ -328,7 +382,12 @@ mod tests {
             }
             let text = std::str::from_utf8(batch).unwrap();
             self.got.lock().unwrap().extend(text.lines().map(String::from));
+            self.sends.lock().unwrap().push(text.lines().count());
+            std::thread::sleep(self.slow);
             Ok(())
+        }
+        fn join_bytes(&self) -> usize {
+            self.join
         }
         fn tick(&mut self) -> Result<(), SinkFailure> {
             self.ticks.fetch_add(1, Ordering::Relaxed);
@@ -350,7 +409,9 @@ mod tests {
 
     fn start_fake(dir: &std::path::Path, fake: &Fake, spool_bytes: u64) -> SinkThread {
         let stats = Arc::new(SinkStats { name: "fake".into(), ..Default::default() });
-        spawn(Box::new(fake.clone()), Spool::open(dir, spool_bytes).unwrap(), 64, stats).unwrap()
+        // A queue that holds every batch a test offers: what is tested is the spool, and a
+        // sink thread slowed by a loaded machine must not drop batches from its queue.
+        spawn(Box::new(fake.clone()), Spool::open(dir, spool_bytes).unwrap(), 4096, stats).unwrap()
     }
 
     #[test]
@@ -382,6 +443,7 @@ mod tests {
         let got = fake.got.lock().unwrap().clone();
         let expect: Vec<String> = (0..sent).map(|i| format!("{{\"i\":{i}}}")).collect();
         assert_eq!(got, expect, "each record once, in order");
+        assert_eq!(t.stats.dropped_queue_full.load(Ordering::Relaxed), 0);
         assert!(t.stats.errors.load(Ordering::Relaxed) >= 1);
         assert!(t.stats.spooled.load(Ordering::Relaxed) >= 1);
         assert_eq!(t.stats.written.load(Ordering::Relaxed), sent as u64);
@@ -417,6 +479,33 @@ mod tests {
         let got = fake.got.lock().unwrap().clone();
         assert_eq!(got, (0..10).map(|i| format!("{{\"i\":{i}}}")).collect::<Vec<_>>());
         assert_eq!(t.stats.written.load(Ordering::Relaxed), 10);
+        drop(t.tx);
+        t.thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_sink_that_joins_takes_queued_and_spooled_batches_together_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spare, _spare_rx) = crossbeam_channel::bounded(1000);
+        let fake = Fake { join: 80, slow: Duration::from_millis(20), ..Default::default() };
+        // Down: ten 8-byte batches spool; up: replayed ten at a time (80 bytes).
+        let t = start_fake(dir.path(), &fake, 1 << 20);
+        for i in 0..10 {
+            t.offer(&batch(i, &spare));
+        }
+        wait_until("the spool", || t.stats.spool_records.load(Ordering::Relaxed) == 10);
+        fake.up.store(true, Ordering::Relaxed);
+        wait_until("the replay", || fake.got.lock().unwrap().len() == 10);
+        // Queued behind a slow send: joined.
+        for i in 10..40 {
+            t.offer(&batch(i, &spare));
+        }
+        wait_until("every record", || fake.got.lock().unwrap().len() == 40);
+        let got = fake.got.lock().unwrap().clone();
+        assert_eq!(got, (0..40).map(|i| format!("{{\"i\":{i}}}")).collect::<Vec<_>>(), "each once, in order");
+        let sends = fake.sends.lock().unwrap().clone();
+        assert_eq!(sends[0], 10, "the spool replayed in one send: {sends:?}");
+        assert!(sends.len() < 31 && sends.iter().all(|&n| n <= 10), "{sends:?}");
         drop(t.tx);
         t.thread.join().unwrap();
     }

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod decode;
 pub mod pump;
 pub mod record;
+pub mod search;
 pub mod sink;
 pub mod spool;
 

@@ -101,7 +101,10 @@ impl SinkThread {
 
 /// What opening the sinks gives the control plane besides the threads.
 #[derive(Default, Clone)]
-pub struct Handles {}
+pub struct Handles {
+    /// The `search` sink's index (the first, if several), for `/api/analytics/search`.
+    pub search: Option<Arc<super::search::SearchIndex>>,
+}
 
 /// Opens one sink (a file or index that cannot be opened is an error; a server that is down
 /// is not: its batches spool until it is up) and starts its thread.
@@ -121,7 +124,12 @@ pub fn start(
                 .map_err(|e| err(format!("{}: {e} (set a writable path, or enabled = false)", cfg.path.display())))?,
         ),
         AnalyticsSink::Stdout => Box::new(file::Stdout),
-        AnalyticsSink::Redis | AnalyticsSink::Clickhouse | AnalyticsSink::Search => {
+        AnalyticsSink::Search => {
+            let (sink, index) = super::search::open(cfg, Arc::clone(&stats)).map_err(err)?;
+            handles.search.get_or_insert(index);
+            Box::new(sink)
+        }
+        AnalyticsSink::Redis | AnalyticsSink::Clickhouse => {
             let _ = (storage_redis, &handles);
             return Err(err("this kind of sink is not built yet".into()));
         }

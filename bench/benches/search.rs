@@ -126,12 +126,11 @@ fn percentiles(mut t: Vec<Duration>) -> (Duration, Duration) {
 fn bench_query(c: &mut Criterion) {
     let n: u64 = std::env::var("PORTCULLIS_SEARCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/bench-files/search-{n}"));
-    let (mut sink, index) = open(&dir);
+    let (mut sink, mut index) = open(&dir);
     if index.num_docs() != n {
         drop((sink, index));
         let _ = std::fs::remove_dir_all(&dir);
-        let (s, i) = open(&dir);
-        (sink, index) = (s, i);
+        (sink, index) = open(&dir);
         let t = Instant::now();
         let mut done = 0u64;
         let mut last_commit = Instant::now();

@@ -493,12 +493,11 @@ impl SearchIndex {
 
     /// Records per hour, oldest first: (hour start, unix µs; records).
     fn hours(&self) -> Result<Vec<(i64, u64)>, SearchError> {
-        let req = serde_json::json!({"h": {"date_histogram": {"field": "timestamp", "fixed_interval": "1h"}}});
-        let mut limits_req = req;
-        // Retention may look at many hours: a bigger bucket limit than the API's.
-        limits_req["h"]["date_histogram"]["min_doc_count"] = 1.into();
-        let aggs: Aggregations =
-            serde_json::from_value(limits_req).map_err(|e| SearchError::Failed(format!("hours: {e}")))?;
+        let req = serde_json::json!({
+            "h": {"date_histogram": {"field": "timestamp", "fixed_interval": "1h", "min_doc_count": 1}}
+        });
+        let aggs: Aggregations = serde_json::from_value(req).map_err(|e| SearchError::Failed(format!("hours: {e}")))?;
+        // Retention may look at many hours (a year is 8,760): a bigger bucket limit than the API's.
         let limits = AggregationLimitsGuard::new(Some(256 << 20), Some(1_000_000));
         let collector =
             AggregationCollector::from_aggs(aggs, AggContextParams::new(limits, self.index.tokenizers().clone()));

@@ -1,6 +1,6 @@
 //! The `search` sink: the request records in an embedded full-text index (tantivy) on local
 //! disk, behind the admin API's `/api/analytics/search` and `/api/analytics/aggregate`: the
-//! default sink that needs no other service (docs/analytics.md, docs/decisions/0027).
+//! default sink that needs no other service (docs/analytics.md, docs/decisions/0028).
 //!
 //! The sink ([`SearchSink`]) runs on its own sink thread: it reads each line back
 //! ([`super::decode`]), adds a document (the fields below, and the line itself, stored, so a hit

@@ -30,6 +30,13 @@ const DAY_US: u64 = 86_400_000_000;
 /// Record `i` of `n` spread over a day: 20 APIs, 200 paths, 5,000 users (user 0 is
 /// foo@bar.com), one in 50 a 500, one in 20 a 404.
 fn line(out: &mut Vec<u8>, i: u64, n: u64) {
+    let mut rec = Vec::with_capacity(1024);
+    one(&mut rec, i, n);
+    out.extend_from_slice(&rec);
+}
+
+/// Record `i` as the only content of `out` (`record::begin` starts the buffer over).
+fn one(out: &mut Vec<u8>, i: u64, n: u64) {
     let api = format!("api{}", i % 20);
     let path = format!("/{api}/items/{}", (i / 20) % 10);
     let raw = format!("{path}?page={}", i % 7);

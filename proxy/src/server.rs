@@ -90,6 +90,7 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
     let (feed, pump_ends) = crate::analytics::channels(workers, cfg.analytics.queue_batches);
     let analytics = crate::analytics::pump::spawn(&cfg, pump_ends, workers).map_err(StartError::Analytics)?;
     let pump_stats = Arc::clone(&analytics.stats);
+    let search_index = analytics.handles.search.clone();
     let pump = analytics.thread;
     // Tyk's answers until the control plane's first checks (published before the admin listener
     // opens, so once the admin `/hello` answers, these are the checks' too).
@@ -156,6 +157,7 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         limits: Arc::clone(&hub_stats),
         cluster_enabled: !cfg.storage.redis.is_empty(),
         analytics: Arc::clone(&pump_stats),
+        search: search_index,
         health,
     });
     let admin_addr = cfg.admin_addr();

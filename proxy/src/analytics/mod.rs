@@ -15,6 +15,7 @@ pub mod decode;
 pub mod pump;
 pub mod record;
 pub mod redis_sink;
+pub mod search;
 pub mod sink;
 pub mod spool;
 pub mod tyk_msgpack;

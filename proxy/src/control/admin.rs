@@ -4,7 +4,8 @@
 //! secret (`X-Tyk-Authorization: <secret>` or `Authorization: Bearer <secret>`, compared in
 //! constant time; an empty secret disables them): `GET /tyk/reload` and `/tyk/reload/group`
 //! (also `POST`; both reload this node only), `/tyk/apis` and `/tyk/policies` (Tyk's CRUD,
-//! `definitions.rs`), `/tyk/keys` (`keys.rs`), `/api/bans`, `/api/connections`.
+//! `definitions.rs`), `/tyk/keys` (`keys.rs`), `/api/bans`, `/api/connections`,
+//! `/api/analytics/search` and `/api/analytics/aggregate` (`analytics.rs`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -111,6 +112,10 @@ async fn handle(state: Arc<ControlState>, req: Request<Incoming>) -> Result<Resp
         (&Method::DELETE, p) if p.starts_with("/tyk/cache/") => match authorised(&state, &req) {
             Err(r) => r,
             Ok(()) => invalidate_cache(&state, &p["/tyk/cache/".len()..]),
+        },
+        (&Method::GET, "/api/analytics/search" | "/api/analytics/aggregate") => match authorised(&state, &req) {
+            Err(r) => r,
+            Ok(()) => super::analytics::handle(&state, &path, req.uri().query().unwrap_or_default()).await,
         },
         (&Method::GET, "/api/connections") => match authorised(&state, &req) {
             Err(r) => r,

@@ -6,6 +6,7 @@
 //! (published copies and relaxed atomics) and the snapshot `ArcSwap`; block the data plane.
 
 mod admin;
+mod analytics;
 mod definitions;
 mod health;
 pub mod jwks;
@@ -74,6 +75,9 @@ pub struct ControlState {
     pub cluster_enabled: bool,
     /// What the analytics pump has written.
     pub analytics: Arc<crate::analytics::pump::PumpStats>,
+    /// The `search` sink's index (`/api/analytics/search`, `/api/analytics/aggregate`), when
+    /// one is configured.
+    pub search: Option<Arc<crate::analytics::search::SearchIndex>>,
     /// The gateway listener's health bodies, published by `health` for the workers.
     pub health: Arc<arc_swap::ArcSwap<crate::dataplane::health::HealthReplies>>,
 }

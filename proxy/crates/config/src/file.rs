@@ -47,15 +47,20 @@ pub struct Config {
 ///
 /// Without `[[analytics.sinks]]`, the records go to the sink named by `sink` (the JSON lines
 /// file at `path`, or stdout) and to the embedded search index at `index_path` (the
-/// admin API's `/api/analytics/search` and `/api/analytics/aggregate`). With
-/// `[[analytics.sinks]]`, they go to exactly the sinks listed there.
+/// admin API's `/api/analytics/search` and `/api/analytics/aggregate`; it keeps 7 days within
+/// 1024 MiB: give a `search` sink in `[[analytics.sinks]]` for other `retention_days` or
+/// `max_mb`); `sink = "search"`
+/// sends them to the index only. With `[[analytics.sinks]]`, they go to exactly the sinks
+/// listed there.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnalyticsConfig {
     /// Write a record for every request that matched an API (except APIs with
     /// `do_not_track: true`). A reload applies it.
     pub enabled: bool,
-    /// The first sink when `[[analytics.sinks]]` is not given: `file` or `stdout`. Read at startup only: a reload that changes it says so in `restart_needed`.
+    /// The first sink when `[[analytics.sinks]]` is not given: `file` or `stdout` (the search
+    /// index comes second), or `search` (the search index alone). Read at startup only: a
+    /// reload that changes it says so in `restart_needed`.
     pub sink: AnalyticsSink,
     /// The JSON lines file of a `file` sink that names no `path`, relative to the config file;
     /// its directory is created. If it cannot be opened at startup the proxy does not start,
@@ -133,14 +138,19 @@ impl Default for AnalyticsConfig {
 }
 
 impl AnalyticsConfig {
-    /// The sinks records go to: `sinks`, or without it the `sink` and the search index.
+    /// The sinks records go to: `sinks`, or without it the `sink` and the search index (the
+    /// index alone when `sink` is `search`).
     pub fn effective_sinks(&self) -> Vec<SinkConfig> {
         let mut sinks = if self.sinks.is_empty() {
-            let first =
-                SinkConfig { sink: self.sink, rotate_mb: self.rotate_mb, keep: self.keep, ..Default::default() };
-            let search = SinkConfig { sink: AnalyticsSink::Search, ..Default::default() };
-            let _ = search;
-            vec![first]
+            // The implicit index keeps a week, within `max_mb`'s default.
+            let search = SinkConfig { sink: AnalyticsSink::Search, retention_days: 7, ..Default::default() };
+            if self.sink == AnalyticsSink::Search {
+                vec![search]
+            } else {
+                let first =
+                    SinkConfig { sink: self.sink, rotate_mb: self.rotate_mb, keep: self.keep, ..Default::default() };
+                vec![first, search]
+            }
         } else {
             self.sinks.clone()
         };
@@ -195,7 +205,7 @@ pub struct SinkConfig {
     /// table), else the sink drops whole day partitions past it every 5 minutes.
     pub retention_days: u64,
     /// `search`: the index is kept under this many MiB by deleting its oldest records; 0 = no
-    /// bound.
+    /// bound (the index is about 160 bytes per record: 1 GiB holds some 6 million).
     pub max_mb: u64,
     /// The most MiB of undelivered batches this sink spools to disk while it is down or slow;
     /// past it, batches are dropped and counted
@@ -219,7 +229,7 @@ impl Default for SinkConfig {
             user: String::new(),
             password: String::new(),
             retention_days: 0,
-            max_mb: 0,
+            max_mb: 1024,
             spool_mb: 256,
         }
     }
@@ -1170,8 +1180,13 @@ mod tests {
     fn analytics_sinks_are_checked_for_their_own_keys_names_and_urls() {
         let cfg = parse("", &[]).unwrap();
         let sinks = cfg.analytics.effective_sinks();
-        assert_eq!(sinks[0].sink, AnalyticsSink::File);
+        assert_eq!(sinks.iter().map(|s| s.sink).collect::<Vec<_>>(), [AnalyticsSink::File, AnalyticsSink::Search]);
         assert_eq!(sinks[0].path, cfg.analytics.path);
+        assert_eq!(sinks[1].path, cfg.analytics.index_path);
+        let cfg = parse("[analytics]\nsink = \"search\"\nrotate_mb = 7\n", &[]).unwrap();
+        let sinks = cfg.analytics.effective_sinks();
+        assert_eq!(sinks.iter().map(|s| s.sink).collect::<Vec<_>>(), [AnalyticsSink::Search]);
+        cfg.validate(Path::new("t.toml")).unwrap();
         let text = r#"
             [[analytics.sinks]]
             sink = "file"

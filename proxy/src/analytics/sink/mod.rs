@@ -107,7 +107,10 @@ impl SinkThread {
 
 /// What opening the sinks gives the control plane besides the threads.
 #[derive(Default, Clone)]
-pub struct Handles {}
+pub struct Handles {
+    /// The `search` sink's index (the first, if several), for `/api/analytics/search`.
+    pub search: Option<Arc<super::search::SearchIndex>>,
+}
 
 /// Opens one sink (a file or index that cannot be opened is an error; a server that is down
 /// is not: its batches spool until it is up) and starts its thread.
@@ -142,8 +145,9 @@ pub fn start(
             Box::new(super::clickhouse::ClickHouseSink::new(cfg, Arc::clone(&stats)).map_err(err)?)
         }
         AnalyticsSink::Search => {
-            let _ = &handles;
-            return Err(err("this kind of sink is not built yet".into()));
+            let (sink, index) = super::search::open(cfg, Arc::clone(&stats)).map_err(err)?;
+            handles.search.get_or_insert(index);
+            Box::new(sink)
         }
     };
     let spool_dir = analytics.spool_dir.join(&name);

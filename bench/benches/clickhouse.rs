@@ -85,10 +85,31 @@ fn main() {
     }
     // Made ahead, so the timed loop is the sink's work only.
     let batches: Vec<(Vec<u8>, u64)> = (0..BATCHES).map(|_| make()).collect();
+    timed("insert", &mut sink, &ch, &batches);
+    // As the sink's thread sends when batches wait in its queue or spool: joined up to
+    // `join_bytes` (2 MiB) per insert.
+    let join = sink.join_bytes();
+    let mut joined: Vec<(Vec<u8>, u64)> = Vec::new();
+    for _ in 0..BATCHES {
+        let (b, n) = make();
+        match joined.last_mut() {
+            Some((j, k)) if j.len() + b.len() <= join => {
+                j.extend_from_slice(&b);
+                *k += n;
+            }
+            _ => joined.push((b, n)),
+        }
+    }
+    timed("insert_joined", &mut sink, &ch, &joined);
+}
+
+/// Sends `batches` for at most [`RUN`] and prints the rate.
+fn timed(label: &str, sink: &mut ClickHouseSink, ch: &ClickHouseServer, batches: &[(Vec<u8>, u64)]) {
+    let rows0: u64 = ch.query("SELECT count() FROM bench.records").trim().parse().expect("count");
     let (mut records, mut bytes, mut sent) = (0u64, 0u64, 0usize);
     let cpu0 = thread_cpu_ns();
     let start = Instant::now();
-    for (b, n) in &batches {
+    for (b, n) in batches {
         sink.send(b).expect("insert");
         records += n;
         bytes += b.len() as u64;
@@ -101,9 +122,10 @@ fn main() {
     let cpu_us = thread_cpu_ns().saturating_sub(cpu0) as f64 / 1000.0;
     let rows: u64 = ch.query("SELECT count() FROM bench.records").trim().parse().expect("count");
     let parts = ch.query("SELECT count() FROM system.parts WHERE database = 'bench' AND active");
+    assert_eq!(rows - rows0, records, "every record inserted once");
     println!(
-        "clickhouse/insert: {sent} batches of {} records ({:.1} KiB of JSON lines) in {secs:.2} s: \
-         {:.0} records/s, {:.1} MiB/s of records, {:.2} ms per batch, of it {:.0} us of the sink \
+        "clickhouse/{label}: {sent} inserts of {} records ({:.1} KiB of JSON lines) in {secs:.2} s: \
+         {:.0} records/s, {:.1} MiB/s of records, {:.2} ms per insert, of it {:.0} us of the sink \
          thread's CPU; {rows} rows in the table, {} active parts",
         records / sent as u64,
         bytes as f64 / sent as f64 / 1024.0,

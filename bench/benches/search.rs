@@ -28,7 +28,7 @@ const DAY0_US: u64 = 1_796_083_200_000_000;
 const DAY_US: u64 = 86_400_000_000;
 
 /// Record `i` of `n` spread over a day: 20 APIs, 200 paths, 5,000 users (user 0 is
-/// foo@bar.com), one in 50 a 500, one in 20 a 404.
+/// foo@bar.com), one in 50 a 500 (user 0's all among them), one in 20 a 404.
 fn line(out: &mut Vec<u8>, i: u64, n: u64) {
     let mut rec = Vec::with_capacity(1024);
     one(&mut rec, i, n);
@@ -46,7 +46,9 @@ fn one(out: &mut Vec<u8>, i: u64, n: u64) {
         "gold".into(),
     ];
     let key = format!("{:064x}", user.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let code = if i % 50 == 7 {
+    // One in 50 a 500 (every record of user 0, i a multiple of 5,000, among them: the seed
+    // query has hits, 1 in 5,000 records).
+    let code = if i % 50 == 0 {
         500
     } else if i % 20 == 3 {
         404

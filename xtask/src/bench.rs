@@ -224,6 +224,9 @@ struct Sample {
     /// Busy time of the proxy's CPU (`/proc/stat`), per request: the cross-check of
     /// `cpu_us_per_req` that a wake-up from idle cannot inflate (bench/README.md, "Method").
     core_us_per_req: Option<f64>,
+    /// Run time of the proxy's busiest thread (its worker), per request: the data plane's own
+    /// cost, without Portcullis' analytics and sink threads (`schedstat`).
+    worker_us_per_req: Option<f64>,
     peak_rss_kib: Option<u64>,
     base_rss_kib: Option<u64>,
     errors: u64,
@@ -289,6 +292,14 @@ fn busiest_thread_wait_ns(before: &[(u32, u64, u64)], after: &[(u32, u64, u64)])
         })
         .max_by_key(|&(run, _)| run)
         .map(|(_, wait)| wait)
+}
+
+/// Run time over a run of the thread that ran most in it (a proxy's worker).
+fn busiest_thread_run_ns(before: &[(u32, u64, u64)], after: &[(u32, u64, u64)]) -> Option<u64> {
+    after
+        .iter()
+        .filter_map(|&(tid, run, _)| Some(run.saturating_sub(before.iter().find(|b| b.0 == tid)?.1)))
+        .max()
 }
 
 /// The noise of one run: the CPUs' counters before and after it, and the measured process's
@@ -526,7 +537,7 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
         for d in [format!("spool-{stem}"), format!("index-{stem}"), "analytics".to_string()] {
             let _ = std::fs::remove_dir_all(dir.join(d));
         }
-        for (suffix, sinks) in [("", String::new()), ("-nosearch", "\n[[analytics.sinks]]\nsink = \"file\"\n".into())] {
+        for (suffix, sinks) in [("", String::new()), ("-nosearch", "\n[[analytics.sinks]]\nsink = \"file\"\nrotate_mb = 64\nkeep = 1\n".into())] {
             std::fs::write(
                 dir.join(format!("{stem}{suffix}.toml")),
                 format!(
@@ -780,10 +791,15 @@ fn measure(target: Target, sc: &Scenario, dir: &Path, bins: &Binaries, duration:
     let mut s = run_wrk(sc, target, duration)?;
     let t1 = pid.and_then(proc_cpu);
     let wall = wall.elapsed();
+    let sched1 = pid.and_then(thread_sched);
     let wait = sched0
-        .zip(pid.and_then(thread_sched))
-        .and_then(|(before, after)| busiest_thread_wait_ns(&before, &after))
+        .as_ref()
+        .zip(sched1.as_ref())
+        .and_then(|(before, after)| busiest_thread_wait_ns(before, after))
         .map(|ns| (ns, wall));
+    if let (Some(before), Some(after), true) = (&sched0, &sched1, s.requests > 0) {
+        s.worker_us_per_req = busiest_thread_run_ns(before, after).map(|ns| ns as f64 / 1e3 / s.requests as f64);
+    }
     let machine1 = read_cpu_times();
     s.noise = machine1.zip(machine0).map(|(after, before)| noise(before, after, wait));
     // SAFETY: sysconf with a valid name has no preconditions.
@@ -1034,6 +1050,7 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
         let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|{}---|---|", if per_conn { "---|" } else { "" });
         // Per target: medians of CPU per request, p99, RSS per connection, req/s, core busy per request.
         let mut medians: Vec<(Target, [Option<f64>; 5])> = Vec::new();
+        let mut worker_rows = Vec::new();
         let mut json_targets = Vec::new();
         for (target, samples, failures) in rows {
             if samples.is_empty() {
@@ -1054,6 +1071,8 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
             let sys = stat(samples, |s| s.sys_us_per_req);
             let sleeps = stat(samples, |s| s.sleeps_per_req);
             let core = stat(samples, |s| s.core_us_per_req);
+            let worker = stat(samples, |s| s.worker_us_per_req);
+            worker_rows.push((target.name(), worker));
             let rss = stat(samples, |s| s.peak_rss_kib.map(|k| k as f64 / 1024.0));
             let rss_conn =
                 stat(samples, |s| Some((s.peak_rss_kib? as f64 - s.base_rss_kib? as f64) / sc.connections as f64));
@@ -1083,7 +1102,7 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
                 "samples": samples.iter().map(|s| json!({
                     "rps": s.rps, "p50_us": s.p50_us, "p99_us": s.p99_us, "requests": s.requests,
                     "cpu_us_per_req": s.cpu_us_per_req, "user_us_per_req": s.user_us_per_req,
-                    "sys_us_per_req": s.sys_us_per_req, "sleeps_per_req": s.sleeps_per_req, "core_us_per_req": s.core_us_per_req, "peak_rss_kib": s.peak_rss_kib, "base_rss_kib": s.base_rss_kib,
+                    "sys_us_per_req": s.sys_us_per_req, "sleeps_per_req": s.sleeps_per_req, "core_us_per_req": s.core_us_per_req, "worker_us_per_req": s.worker_us_per_req, "peak_rss_kib": s.peak_rss_kib, "base_rss_kib": s.base_rss_kib,
                     "errors": s.errors, "non_2xx": s.non_2xx,
                     "steal_pct": s.noise.map(|n| n.steal_pct), "runqueue_wait_pct": s.noise.and_then(|n| n.wait_pct),
                 })).collect::<Vec<_>>(),
@@ -1097,6 +1116,17 @@ fn report(results: &Rows<'_>, missing: &[(&'static str, String)], runs: usize) -
             if *c == "nginx" || *c == "haproxy" {
                 let _ = writeln!(t, "| {c} | missing: {why} |");
             }
+        }
+        let workers: Vec<String> = worker_rows
+            .iter()
+            .filter_map(|(name, w)| w.map(|w| format!("{name} {}", fmt_stat(Some(w), 2, runs))))
+            .collect();
+        if !workers.is_empty() {
+            let _ = writeln!(
+                t,
+                "\nBusiest thread's CPU us/req (a proxy's worker: Portcullis' analytics and sink threads left out): {}",
+                workers.join(", ")
+            );
         }
         let noisy = noisy_runs(rows);
         if !noisy.is_empty() {

@@ -179,7 +179,8 @@ pub struct SinkConfig {
     /// `file`: the JSON lines file (default: `[analytics] path`); `search`: the index directory
     /// (default: `[analytics] index_path`). Relative to the config file.
     pub path: PathBuf,
-    /// `file`: rotate the file before it would grow past this many MiB; 0 = never.
+    /// `file`: rotate the file before it would grow past this many MiB; 0 = never. (`[analytics]
+    /// rotate_mb` and `keep` are the implicit file sink's, without `[[analytics.sinks]]`.)
     pub rotate_mb: u64,
     /// `file`: rotated files kept.
     pub keep: usize,

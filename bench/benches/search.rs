@@ -48,7 +48,7 @@ fn one(out: &mut Vec<u8>, i: u64, n: u64) {
     let key = format!("{:064x}", user.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     // One in 50 a 500 (every record of user 0, i a multiple of 5,000, among them: the seed
     // query has hits, 1 in 5,000 records).
-    let code = if i % 50 == 0 {
+    let code = if i.is_multiple_of(50) {
         500
     } else if i % 20 == 3 {
         404

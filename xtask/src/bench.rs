@@ -296,10 +296,7 @@ fn busiest_thread_wait_ns(before: &[(u32, u64, u64)], after: &[(u32, u64, u64)])
 
 /// Run time over a run of the thread that ran most in it (a proxy's worker).
 fn busiest_thread_run_ns(before: &[(u32, u64, u64)], after: &[(u32, u64, u64)]) -> Option<u64> {
-    after
-        .iter()
-        .filter_map(|&(tid, run, _)| Some(run.saturating_sub(before.iter().find(|b| b.0 == tid)?.1)))
-        .max()
+    after.iter().filter_map(|&(tid, run, _)| Some(run.saturating_sub(before.iter().find(|b| b.0 == tid)?.1))).max()
 }
 
 /// The noise of one run: the CPUs' counters before and after it, and the measured process's
@@ -537,7 +534,10 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
         for d in [format!("spool-{stem}"), format!("index-{stem}"), "analytics".to_string()] {
             let _ = std::fs::remove_dir_all(dir.join(d));
         }
-        for (suffix, sinks) in [("", String::new()), ("-nosearch", "\n[[analytics.sinks]]\nsink = \"file\"\nrotate_mb = 64\nkeep = 1\n".into())] {
+        for (suffix, sinks) in [
+            ("", String::new()),
+            ("-nosearch", "\n[[analytics.sinks]]\nsink = \"file\"\nrotate_mb = 64\nkeep = 1\n".into()),
+        ] {
             std::fs::write(
                 dir.join(format!("{stem}{suffix}.toml")),
                 format!(

@@ -260,29 +260,9 @@ impl Params {
     }
 }
 
-/// Percent-decoding with `+` as a space (`application/x-www-form-urlencoded`).
+/// Percent-decoding with `+` as a space (`application/x-www-form-urlencoded`), as UTF-8.
 fn form_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+    String::from_utf8(portcullis_policy::version::unescape(s)?.into_owned()).ok()
 }
 
 /// A time bound: unix milliseconds (digits only), or RFC 3339 (`2026-01-02T03:04:05Z`, with a

@@ -202,8 +202,9 @@ pub(crate) fn go_query(query: &str) -> impl Iterator<Item = Pair<'_>> + '_ {
     })
 }
 
-/// Go's `QueryUnescape`: `+` is a space, `%XX` a byte; `None` on a bad escape.
-fn unescape(s: &str) -> Option<Cow<'_, [u8]>> {
+/// Go's `QueryUnescape` (`application/x-www-form-urlencoded`): `+` is a space, `%XX` a byte;
+/// `None` on a bad escape.
+pub fn unescape(s: &str) -> Option<Cow<'_, [u8]>> {
     let b = s.as_bytes();
     if !b.iter().any(|&c| c == b'%' || c == b'+') {
         return Some(Cow::Borrowed(b));

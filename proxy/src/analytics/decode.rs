@@ -98,11 +98,6 @@ pub fn record(line: &[u8]) -> Result<Record<'_>, serde_json::Error> {
     serde_json::from_slice(line)
 }
 
-/// Records in a batch.
-pub fn count(batch: &[u8]) -> u64 {
-    lines(batch).count() as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,7 +131,7 @@ mod tests {
         let wall = super::super::clock::WallTime::at(1_796_107_285_123_456);
         finish(&mut out, &Outcome { code: 500, total_us: 2500, upstream_us: 1000, bytes_in: 10, bytes_out: 20 }, &wall);
         let batch = [out.clone(), out].concat();
-        assert_eq!(count(&batch), 2);
+        assert_eq!(lines(&batch).count(), 2);
         let r = record(lines(&batch).next().unwrap()).unwrap();
         assert_eq!((&*r.method, &*r.path, &*r.raw_path, r.content_length), ("POST", "/api/x", "/api/x?y=1", 12));
         assert_eq!((&*r.api_version, &*r.api_id, r.response_code), ("Non Versioned", "api1", 500));

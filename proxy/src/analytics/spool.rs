@@ -91,11 +91,6 @@ impl Spool {
         Ok(true)
     }
 
-    /// The oldest batch and its record count.
-    pub fn front(&self) -> std::io::Result<Option<(Vec<u8>, u64)>> {
-        self.read_front(1)
-    }
-
     /// The `n` oldest batches joined, and their record count.
     pub fn read_front(&self, n: usize) -> std::io::Result<Option<(Vec<u8>, u64)>> {
         if self.files.is_empty() {
@@ -148,7 +143,7 @@ mod tests {
         assert_eq!((s.bytes(), s.records()), (64, 8));
         assert!(!s.push(&[b'x'; 48], 1).unwrap());
         assert_eq!((s.bytes(), s.records()), (64, 8));
-        assert_eq!(s.front().unwrap().unwrap(), (b"{\"i\":0}\n{\"i\":0}\n".to_vec(), 2));
+        assert_eq!(s.read_front(1).unwrap().unwrap(), (b"{\"i\":0}\n{\"i\":0}\n".to_vec(), 2));
         s.pop().unwrap();
         // A half-written file from a crash is not taken for a batch.
         std::fs::write(dir.path().join("00000000000000000009-1.tmp"), "{").unwrap();
@@ -157,7 +152,7 @@ mod tests {
         assert_eq!((s.bytes(), s.records()), (48, 6));
         assert!(s.push(b"{\"i\":4}\n", 1).unwrap());
         let mut seen = Vec::new();
-        while let Some((b, _)) = s.front().unwrap() {
+        while let Some((b, _)) = s.read_front(1).unwrap() {
             seen.push(String::from_utf8(b).unwrap().lines().next().unwrap().to_string());
             s.pop().unwrap();
         }

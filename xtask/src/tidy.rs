@@ -266,6 +266,11 @@ mod tests {
                 ],
                 "config sits below both planes: no runtime, no network client, no proxy crate",
             ),
+            (
+                "portcullis-visibility",
+                &["ahash", "jsonschema", "serde", "serde_json", "serde_norway"],
+                "API visibility is pure functions of exchanges and documents: no runtime, no I/O library",
+            ),
         ];
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = std::process::Command::new(cargo)

@@ -1,0 +1,410 @@
+//! One API's inventory: the endpoints its traffic shows (method and path template, hits per
+//! status, first and last seen) and, from sampled exchanges, what its operations take and
+//! return (parameters, request and response bodies as [`Shape`]s). The caller persists it as
+//! JSON; [`Inventory::openapi`] writes it out as an OpenAPI 3.1 document.
+//!
+//! Must not: read a clock (times come in as unix seconds), grow without bound (endpoints,
+//! trie nodes, parameters and content types per operation are capped and the caller is told
+//! when a cap or a cardinality guard fired), or panic on any request.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::exchange::Exchange;
+use crate::infer::{scalar, Shape};
+use crate::openapi::{self, ApiMeta};
+use crate::template::{Merge, PathTrie, Refused, Template};
+
+/// Parameters (query, header or cookie) kept per operation and place.
+pub const MAX_PARAMS: usize = 32;
+/// Content types kept per operation's request, and per response status.
+pub const MAX_CONTENT_TYPES: usize = 4;
+/// Distinct status codes kept per operation; more are left out of the breakdown (still counted
+/// in hits).
+pub const MAX_STATUSES: usize = 32;
+/// Longest method name kept; longer ones are refused.
+pub const MAX_METHOD_LEN: usize = 16;
+
+/// Bounds for one API's inventory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Distinct (method, template) pairs.
+    pub max_endpoints: usize,
+    /// Nodes of the path trie (each distinct segment position, constants and parameters).
+    pub max_nodes: usize,
+}
+
+impl Default for Limits {
+    /// 1000 endpoints covers the largest public APIs (GitHub's REST API has ~900 operations);
+    /// 4 nodes per endpoint leaves room for the constants and values seen before a position
+    /// is templated.
+    fn default() -> Self {
+        Limits { max_endpoints: 1000, max_nodes: 4000 }
+    }
+}
+
+/// What [`Inventory::hit`] did, for the caller's counters. Several can hold at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Hit {
+    /// The request was counted under an endpoint.
+    pub counted: bool,
+    /// It was the endpoint's first request.
+    pub new_endpoint: bool,
+    /// Literal siblings were folded into a parameter (a re-templating; earlier paths merged).
+    pub retemplated: bool,
+    /// The node cap forced a position into a parameter (the cardinality guard).
+    pub guard: bool,
+    /// Why it was not counted.
+    pub refused: Option<Refusal>,
+}
+
+/// Why a request was not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Refusal {
+    /// [`Limits::max_endpoints`] reached and this is a new endpoint.
+    EndpointCap,
+    /// [`Limits::max_nodes`] reached and the path needs a new constant.
+    NodeCap,
+    /// More than [`crate::template::MAX_SEGMENTS`] segments.
+    TooDeep,
+    /// Not an HTTP method token, or longer than [`MAX_METHOD_LEN`].
+    BadMethod,
+}
+
+/// One endpoint, as listed by [`Inventory::endpoints`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    pub method: String,
+    /// The path template, e.g. `/users/{userId}`.
+    pub path: String,
+    pub hits: u64,
+    pub statuses: BTreeMap<u16, u64>,
+    /// Unix seconds.
+    pub first_seen: u64,
+    pub last_seen: u64,
+}
+
+/// One API's endpoints and what sampled traffic showed of them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Inventory {
+    trie: PathTrie<Ops>,
+    /// Operations in the trie, kept in step with it.
+    endpoints: usize,
+}
+
+/// The operations of one template, by method (uppercase).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Ops(pub(crate) BTreeMap<String, Op>);
+
+/// What is known of one operation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Op {
+    pub(crate) hits: u64,
+    pub(crate) statuses: BTreeMap<u16, u64>,
+    pub(crate) first_seen: u64,
+    pub(crate) last_seen: u64,
+    /// Sampled exchanges learned.
+    #[serde(default)]
+    pub(crate) samples: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) query: BTreeMap<String, Param>,
+    /// By lowercase name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) headers: BTreeMap<String, Param>,
+    /// Cookie names (values are redacted by the capture).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) cookies: BTreeMap<String, u64>,
+    /// Request bodies by media type (`Shape` stays empty for non-JSON bodies).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) request: BTreeMap<String, Shape>,
+    /// Response bodies by status, then media type.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) responses: BTreeMap<u16, BTreeMap<String, Shape>>,
+}
+
+/// A query or header parameter: samples it appeared in and its values' shape.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Param {
+    pub(crate) seen: u64,
+    pub(crate) shape: Shape,
+}
+
+impl Merge for Ops {
+    fn merge(&mut self, other: Ops) {
+        for (m, op) in other.0 {
+            match self.0.get_mut(&m) {
+                Some(mine) => mine.merge(op),
+                None => {
+                    self.0.insert(m, op);
+                }
+            }
+        }
+    }
+}
+
+impl Op {
+    fn merge(&mut self, o: Op) {
+        self.first_seen = match (self.hits, o.hits) {
+            (0, _) => o.first_seen,
+            (_, 0) => self.first_seen,
+            _ => self.first_seen.min(o.first_seen),
+        };
+        self.last_seen = self.last_seen.max(o.last_seen);
+        self.hits += o.hits;
+        self.samples += o.samples;
+        for (s, n) in o.statuses {
+            if self.statuses.len() < MAX_STATUSES || self.statuses.contains_key(&s) {
+                *self.statuses.entry(s).or_default() += n;
+            }
+        }
+        merge_params(&mut self.query, o.query);
+        merge_params(&mut self.headers, o.headers);
+        for (c, n) in o.cookies {
+            if self.cookies.len() < MAX_PARAMS || self.cookies.contains_key(&c) {
+                *self.cookies.entry(c).or_default() += n;
+            }
+        }
+        merge_bodies(&mut self.request, o.request);
+        for (s, bodies) in o.responses {
+            if self.responses.len() < MAX_STATUSES || self.responses.contains_key(&s) {
+                merge_bodies(self.responses.entry(s).or_default(), bodies);
+            }
+        }
+    }
+
+    fn count(&mut self, status: u16, at: u64) {
+        if self.hits == 0 {
+            self.first_seen = at;
+        }
+        self.first_seen = self.first_seen.min(at);
+        self.last_seen = self.last_seen.max(at);
+        self.hits += 1;
+        if self.statuses.len() < MAX_STATUSES || self.statuses.contains_key(&status) {
+            *self.statuses.entry(status).or_default() += 1;
+        }
+    }
+
+    fn learn(&mut self, x: &Exchange<'_>) {
+        self.samples += 1;
+        let mut names: Vec<&str> = Vec::new();
+        for (name, value) in x.query_pairs() {
+            if name.is_empty() || names.contains(&name) {
+                continue;
+            }
+            names.push(name);
+            observe_param(&mut self.query, name, value);
+        }
+        for (name, value) in &x.req_headers {
+            let lower = name.to_ascii_lowercase();
+            if lower == "cookie" {
+                self.learn_cookies(value);
+            } else if !openapi::is_standard_header(&lower) && !lower.is_empty() {
+                observe_param(&mut self.headers, &lower, value);
+            }
+        }
+        if !x.req_body.is_empty() {
+            let ct = media_type(x.req_header("content-type"));
+            if let Some(shape) = body_slot(&mut self.request, ct) {
+                if let Some(v) = x.req_json() {
+                    shape.observe(&v);
+                }
+            }
+        }
+        if self.responses.len() < MAX_STATUSES || self.responses.contains_key(&x.status) {
+            let bodies = self.responses.entry(x.status).or_default();
+            if !x.resp_body.is_empty() || x.resp_truncated {
+                let ct = media_type(x.resp_header("content-type"));
+                if let Some(shape) = body_slot(bodies, ct) {
+                    if let Some(v) = x.resp_json() {
+                        shape.observe(&v);
+                    }
+                }
+            }
+        }
+    }
+
+    fn learn_cookies(&mut self, header: &str) {
+        for pair in header.split(';') {
+            let name = pair.split('=').next().unwrap_or("").trim();
+            let valid = !name.is_empty() && name.len() <= 64 && name.bytes().all(|c| c.is_ascii_graphic());
+            if valid && (self.cookies.len() < MAX_PARAMS || self.cookies.contains_key(name)) {
+                *self.cookies.entry(name.to_owned()).or_default() += 1;
+            }
+        }
+    }
+}
+
+fn observe_param(params: &mut BTreeMap<String, Param>, name: &str, value: &str) {
+    if name.len() > 64 {
+        return;
+    }
+    if params.len() >= MAX_PARAMS && !params.contains_key(name) {
+        return;
+    }
+    let p = params.entry(name.to_owned()).or_default();
+    p.seen += 1;
+    p.shape.observe(&scalar(value));
+}
+
+fn merge_params(into: &mut BTreeMap<String, Param>, from: BTreeMap<String, Param>) {
+    for (k, p) in from {
+        if into.len() < MAX_PARAMS || into.contains_key(&k) {
+            let mine = into.entry(k).or_default();
+            mine.seen += p.seen;
+            mine.shape.merge(p.shape);
+        }
+    }
+}
+
+fn merge_bodies(into: &mut BTreeMap<String, Shape>, from: BTreeMap<String, Shape>) {
+    for (ct, s) in from {
+        if into.len() < MAX_CONTENT_TYPES || into.contains_key(&ct) {
+            into.entry(ct).or_default().merge(s);
+        }
+    }
+}
+
+fn body_slot<'a>(bodies: &'a mut BTreeMap<String, Shape>, ct: String) -> Option<&'a mut Shape> {
+    if bodies.len() >= MAX_CONTENT_TYPES && !bodies.contains_key(&ct) {
+        return None;
+    }
+    Some(bodies.entry(ct).or_default())
+}
+
+/// The media type of a `Content-Type`, lowercase, without parameters;
+/// `application/octet-stream` when absent or not `type/subtype`.
+fn media_type(ct: Option<&str>) -> String {
+    let mime = ct.and_then(|c| c.split(';').next()).unwrap_or("").trim().to_ascii_lowercase();
+    let valid = mime.len() <= 100
+        && mime.split_once('/').is_some_and(|(t, s)| {
+            let token = |x: &str| !x.is_empty() && x.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$&-^_.+*".contains(&c));
+            token(t) && token(s)
+        });
+    if valid {
+        mime
+    } else {
+        "application/octet-stream".into()
+    }
+}
+
+/// An HTTP method token, uppercased.
+fn method_key(method: &str) -> Option<String> {
+    let ok = !method.is_empty()
+        && method.len() <= MAX_METHOD_LEN
+        && method.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c));
+    ok.then(|| method.to_ascii_uppercase())
+}
+
+/// One operation for the export.
+pub(crate) struct OpView<'a> {
+    pub(crate) template: &'a Template,
+    pub(crate) method: &'a str,
+    pub(crate) op: &'a Op,
+}
+
+impl Inventory {
+    /// Every request (not only sampled ones): method, path relative to the listen path (no
+    /// query), status, unix seconds.
+    pub fn hit(&mut self, method: &str, path: &str, status: u16, at: u64, limits: &Limits) -> Hit {
+        let mut hit = Hit::default();
+        let Some(method) = method_key(method) else {
+            hit.refused = Some(Refusal::BadMethod);
+            return hit;
+        };
+        let (ops, learned) = match self.trie.insert(path, limits.max_nodes) {
+            Ok(found) => found,
+            Err(Refused::TooDeep) => {
+                hit.refused = Some(Refusal::TooDeep);
+                return hit;
+            }
+            Err(Refused::NodeCap) => {
+                hit.refused = Some(Refusal::NodeCap);
+                return hit;
+            }
+        };
+        hit.retemplated = learned.retemplated;
+        hit.guard = learned.guard;
+        let known = ops.0.contains_key(&method);
+        if !known && self.endpoints >= limits.max_endpoints {
+            if learned.retemplated || learned.guard {
+                // Merges may have freed room: count again (rare, bounded by the node cap).
+                let now = self.count_endpoints();
+                self.endpoints = now;
+                if now < limits.max_endpoints {
+                    let again = self.hit(&method, path, status, at, limits);
+                    return Hit { retemplated: learned.retemplated, guard: learned.guard, ..again };
+                }
+            }
+            hit.refused = Some(Refusal::EndpointCap);
+            return hit;
+        }
+        ops.0.entry(method).or_default().count(status, at);
+        hit.counted = true;
+        hit.new_endpoint = !known;
+        if learned.retemplated || learned.guard {
+            self.endpoints = self.count_endpoints();
+        } else if !known {
+            self.endpoints += 1;
+        }
+        hit
+    }
+
+    /// A sampled exchange (bodies, headers, query): learns parameters and schemas. Does not
+    /// count a hit, and learns nothing for an endpoint [`Inventory::hit`] has not counted.
+    pub fn sample(&mut self, x: &Exchange<'_>, _limits: &Limits) {
+        let Some(method) = method_key(x.method) else { return };
+        if let Some(op) = self.trie.get_mut(x.path).and_then(|ops| ops.0.get_mut(&method)) {
+            op.learn(x);
+        }
+    }
+
+    /// The endpoints seen, by template then method.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let mut out = Vec::new();
+        for (t, ops) in self.trie.leaves() {
+            for (method, op) in &ops.0 {
+                out.push(Endpoint {
+                    method: method.clone(),
+                    path: t.path.clone(),
+                    hits: op.hits,
+                    statuses: op.statuses.clone(),
+                    first_seen: op.first_seen,
+                    last_seen: op.last_seen,
+                });
+            }
+        }
+        out
+    }
+
+    /// Number of endpoints (what [`Limits::max_endpoints`] bounds).
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoints
+    }
+
+    /// Nodes in the path trie (what [`Limits::max_nodes`] bounds).
+    pub fn node_count(&self) -> usize {
+        self.trie.nodes()
+    }
+
+    /// The template of the endpoint `method path` was counted under, if any.
+    pub fn template_of(&self, method: &str, path: &str) -> Option<String> {
+        let method = method_key(method)?;
+        let (t, ops) = self.trie.template_of(path)?;
+        ops.0.contains_key(&method).then_some(t.path)
+    }
+
+    /// The OpenAPI 3.1.0 document of what was seen.
+    pub fn openapi(&self, meta: &ApiMeta<'_>) -> serde_json::Value {
+        let leaves = self.trie.leaves();
+        let views: Vec<OpView<'_>> = leaves
+            .iter()
+            .flat_map(|(t, ops)| ops.0.iter().map(move |(m, op)| OpView { template: t, method: m, op }))
+            .collect();
+        openapi::document(&views, meta)
+    }
+
+    fn count_endpoints(&self) -> usize {
+        self.trie.leaves().iter().map(|(_, ops)| ops.0.len()).sum()
+    }
+}

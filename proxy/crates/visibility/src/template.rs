@@ -725,3 +725,281 @@ fn keep_case(original: &str, s: &str) -> String {
         s.to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+    struct Count(u64);
+
+    impl Merge for Count {
+        fn merge(&mut self, other: Count) {
+            self.0 += other.0;
+        }
+    }
+
+    const CAP: usize = 10_000;
+
+    fn learn(t: &mut PathTrie<Count>, path: &str) -> Learned {
+        let (c, l) = t.insert(path, CAP).unwrap();
+        c.0 += 1;
+        l
+    }
+
+    fn template(t: &PathTrie<Count>, path: &str) -> String {
+        t.template_of(path).map(|(t, _)| t.path).unwrap_or_else(|| format!("no template for {path}"))
+    }
+
+    fn templates(t: &PathTrie<Count>) -> Vec<String> {
+        t.leaves().into_iter().map(|(t, _)| t.path).collect()
+    }
+
+    #[test]
+    fn the_issue_examples() {
+        let mut t = PathTrie::default();
+        learn(&mut t, "/users/42");
+        learn(&mut t, "/repos/a/b/issues/7");
+        assert_eq!(template(&t, "/users/42"), "/users/{userId}");
+        assert_eq!(template(&t, "/users/7"), "/users/{userId}");
+        assert_eq!(template(&t, "/repos/a/b/issues/7"), "/repos/{owner}/{repo}/issues/{issueId}");
+        assert_eq!(template(&t, "/repos/x/y/issues/9"), "/repos/{owner}/{repo}/issues/{issueId}");
+    }
+
+    #[test]
+    fn a_jsonplaceholder_like_api() {
+        let mut t = PathTrie::default();
+        for p in ["/posts", "/posts/1", "/posts/2", "/posts/1/comments", "/users/3", "/comments?postId=1", "/posts/"] {
+            learn(&mut t, p);
+        }
+        assert_eq!(
+            templates(&t),
+            ["/comments", "/posts", "/posts/{postId}", "/posts/{postId}/comments", "/users/{userId}"]
+        );
+        let (tpl, c) = t.template_of("/posts").unwrap();
+        assert_eq!((tpl.path.as_str(), c.0), ("/posts", 2), "a trailing slash is the same endpoint");
+        assert_eq!(t.template_of("/posts/1").unwrap().1 .0, 2);
+    }
+
+    #[test]
+    fn github_like_paths() {
+        let mut t = PathTrie::default();
+        for p in [
+            "/repos/octocat/hello-world/pulls/12",
+            "/repos/rust-lang/rust/pulls/3/reviews",
+            "/repos/octocat/hello-world/git/commits/7638417db6d59f3c431d3e1f261cc637155684cd",
+            "/orgs/github/teams",
+            "/orgs/rust-lang/teams",
+            "/gists/aa5a315d61ae9438b18d",
+            "/users/1234/repos",
+        ] {
+            learn(&mut t, p);
+        }
+        assert_eq!(template(&t, "/repos/a/b/pulls/1"), "/repos/{owner}/{repo}/pulls/{pullId}");
+        assert_eq!(template(&t, "/repos/a/b/pulls/1/reviews"), "/repos/{owner}/{repo}/pulls/{pullId}/reviews");
+        assert_eq!(
+            template(&t, "/repos/a/b/git/commits/7638417db6d59f3c431d3e1f261cc637155684cd"),
+            "/repos/{owner}/{repo}/git/commits/{commitId}"
+        );
+        assert_eq!(template(&t, "/orgs/x/teams"), "/orgs/{org}/teams");
+        assert_eq!(template(&t, "/gists/aa5a315d61ae9438b18d"), "/gists/{gistId}");
+        assert_eq!(template(&t, "/users/5/repos"), "/users/{userId}/repos");
+    }
+
+    #[test]
+    fn value_shaped_segments_are_parameters_at_first_sight() {
+        let cases = [
+            ("/orders/3fa85f64-5717-4562-b3fc-2c963f66afa6", "/orders/{orderId}"),
+            ("/blobs/5d41402abc4b2a76b9719d911017c592", "/blobs/{blobId}"),
+            ("/objects/507f1f77bcf86cd799439011", "/objects/{objectId}"),
+            ("/customers/cus_9s6XKzkNRiz8i3", "/customers/{customerId}"),
+            ("/reports/2024-02-29", "/reports/{date}"),
+            ("/events/2024-02-29T10:00:00Z", "/events/{dateTime}"),
+            ("/accounts/jane.doe@example.com", "/accounts/{accountId}"),
+            ("/hosts/10.0.0.1", "/hosts/{hostId}"),
+            ("/prices/-12.5", "/prices/{priceId}"),
+            ("/categories/12", "/categories/{categoryId}"),
+            ("/addresses/12", "/addresses/{addressId}"),
+            ("/people/12", "/people/{personId}"),
+            ("/line-items/12", "/line-items/{lineItemId}"),
+            ("/order_lines/12", "/order_lines/{orderLineId}"),
+            ("/boxes/12", "/boxes/{boxId}"),
+            ("/12", "/{id}"),
+            ("/v1/12", "/v1/{id}"),
+        ];
+        for (path, want) in cases {
+            let mut t = PathTrie::default();
+            learn(&mut t, path);
+            assert_eq!(template(&t, path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn versions_and_known_words_stay_constants() {
+        let mut t = PathTrie::default();
+        for p in ["/v1/items", "/v2.1/items", "/v1beta2/items", "/api/status", "/api/health", "/api/1.0/search"] {
+            learn(&mut t, p);
+        }
+        assert_eq!(
+            templates(&t),
+            ["/api/1.0/search", "/api/health", "/api/status", "/v1/items", "/v1beta2/items", "/v2.1/items"]
+        );
+    }
+
+    #[test]
+    fn many_word_siblings_become_a_parameter_but_a_few_do_not() {
+        let mut t = PathTrie::default();
+        for fruit in ["apples", "pears", "plums", "cherries", "figs"] {
+            learn(&mut t, &format!("/shop/{fruit}"));
+        }
+        learn(&mut t, "/users/me");
+        learn(&mut t, "/users/search");
+        let mut retemplated = 0;
+        for name in NAMES.iter().take(100) {
+            retemplated += usize::from(learn(&mut t, &format!("/users/{name}/repos")).retemplated);
+        }
+        learn(&mut t, "/users/zebediah/repos");
+        assert_eq!(retemplated, 1, "one re-templating, then values go straight to the parameter");
+        assert_eq!(
+            templates(&t),
+            [
+                "/shop/apples",
+                "/shop/cherries",
+                "/shop/figs",
+                "/shop/pears",
+                "/shop/plums",
+                "/users/me",
+                "/users/search",
+                "/users/{username}/repos"
+            ]
+        );
+        let (_, c) = t.template_of("/users/anyone/repos").unwrap();
+        assert_eq!(c.0, 101, "paths seen before the re-templating are merged, not lost");
+    }
+
+    /// 100 distinct word-like names.
+    const NAMES: [&str; 100] = {
+        let mut out = [""; 100];
+        let mut i = 0;
+        while i < 100 {
+            out[i] = WORDS[i];
+            i += 1;
+        }
+        out
+    };
+    const WORDS: [&str; 100] = [
+        "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj", "olivia",
+        "peggy", "rupert", "sybil", "trent", "victor", "walter", "xavier", "yolanda", "zoe", "aaron", "bella", "caleb",
+        "daisy", "ethan", "fiona", "gavin", "hazel", "isaac", "jade", "kevin", "luna", "mason", "nora", "oscar",
+        "piper", "quinn", "ruby", "simon", "tessa", "umar", "vera", "wyatt", "xena", "yusuf", "zara", "adrian",
+        "brooke", "connor", "delia", "elliot", "freya", "gideon", "harper", "ian", "jolene", "kai", "lena", "milo",
+        "nadia", "otis", "paloma", "reid", "sage", "tobias", "uma", "vince", "willa", "yara", "zeke", "amos", "bianca",
+        "cyrus", "dora", "enzo", "flora", "gus", "hana", "igor", "june", "kurt", "lola", "marco", "nell", "omar",
+        "pia", "rosa", "saul", "tara", "ugo", "vida", "wren", "yves", "zelda", "abel", "bruno", "cleo", "dex",
+    ];
+
+    #[test]
+    fn parameter_names_are_unique_and_sensible_after_parameters() {
+        let mut t = PathTrie::default();
+        learn(&mut t, "/users/1/users/2");
+        learn(&mut t, "/files/3/7");
+        learn(&mut t, "/3/7");
+        assert_eq!(template(&t, "/users/1/users/2"), "/users/{userId}/users/{userId2}");
+        assert_eq!(template(&t, "/files/1/2"), "/files/{fileId}/{id}");
+        assert_eq!(template(&t, "/1/2"), "/{id}/{id2}");
+    }
+
+    #[test]
+    fn the_node_cap_holds_and_the_guard_is_reported() {
+        let mut t: PathTrie<Count> = PathTrie::default();
+        let cap = 20;
+        let mut guards = 0;
+        let mut refused = 0;
+        for i in 0..200 {
+            match t.insert(&format!("/things/name{i}x/more/k{}", i % 7), cap) {
+                Ok((c, l)) => {
+                    c.0 += 1;
+                    guards += usize::from(l.guard);
+                }
+                Err(_) => refused += 1,
+            }
+            assert!(t.nodes() <= cap, "{} nodes after {i}", t.nodes());
+        }
+        assert!(guards > 0, "the guard fired");
+        assert_eq!(t.nodes(), count(&t.root));
+        let total: u64 = t.leaves().iter().map(|(_, c)| c.0).sum();
+        assert_eq!(total + refused, 200);
+        for i in 0..50 {
+            let r = t.insert(&format!("/k{i}/status/v1/health"), 5);
+            assert!(r.is_err() || t.nodes() <= 5 || t.nodes() <= cap);
+        }
+        assert_eq!(t.insert(&"/a".repeat(MAX_SEGMENTS + 1), CAP).err(), Some(Refused::TooDeep));
+    }
+
+    #[test]
+    fn weird_paths_do_not_panic() {
+        let mut t = PathTrie::default();
+        let long = "x".repeat(10_000);
+        let paths = [
+            "",
+            "/",
+            "//",
+            "///a",
+            "/a//b",
+            "/a/%2F/b",
+            "/a%2Fb",
+            "/{x}/}{",
+            "/ünïcödé/ß/🦀",
+            "/é/1",
+            &long,
+            "no-slash/1",
+            "/a?b=c#d",
+            "/@/%40/x@",
+            "/v/V/v./v1..2",
+        ];
+        for p in paths {
+            learn(&mut t, p);
+            assert!(t.template_of(p).is_some(), "{p}");
+        }
+        assert_eq!(template(&t, "/a//b"), "/a//b");
+        assert_eq!(template(&t, "/{x}/}{"), "/%7Bx%7D/%7D%7B");
+        assert_eq!(template(&t, &long), "/{id}");
+        assert_eq!(template(&t, "/é/1"), "/é/{id}");
+        assert_eq!(template(&t, ""), "/");
+        for (tpl, _) in t.leaves() {
+            assert!(tpl.params.iter().all(|(n, _)| n.chars().all(|c| c.is_ascii_alphanumeric())), "{tpl:?}");
+        }
+    }
+
+    #[test]
+    fn a_trie_round_trips_through_json() {
+        let mut t = PathTrie::default();
+        learn(&mut t, "/users/42/posts");
+        learn(&mut t, "/repos/a/b");
+        let json = serde_json::to_string(&t).unwrap();
+        let back: PathTrie<Count> = serde_json::from_str(&json).unwrap();
+        assert_eq!(templates(&back), templates(&t));
+        assert_eq!(back.nodes(), t.nodes());
+    }
+
+    #[test]
+    fn shapes_and_words() {
+        assert_eq!(classify("42"), Kind::Integer);
+        assert_eq!(classify("v1"), Kind::Word);
+        assert_eq!(classify("oauth2"), Kind::Word);
+        assert_eq!(classify("sha256"), Kind::Word);
+        assert_eq!(classify("check-runs"), Kind::Word);
+        assert_eq!(classify("my-post-2021"), Kind::Word);
+        assert_eq!(classify("deadbeef"), Kind::Word, "hex words need a digit");
+        assert_eq!(classify("user1234"), Kind::Opaque);
+        assert_eq!(classify("dQw4w9WgXcQ"), Kind::Opaque);
+        assert_eq!(classify("2024-13-01"), Kind::Word);
+        assert_eq!(classify("::1"), Kind::Ipv6);
+        assert!(KNOWN_WORDS.windows(2).all(|w| w[0] < w[1]), "sorted, for binary search");
+        assert_eq!(singular("categories"), "category");
+        assert_eq!(singular("statuses"), "status");
+        assert_eq!(singular("People"), "Person");
+        assert_eq!(singular("s"), "s");
+        assert_eq!(singular("address"), "address");
+    }
+}

@@ -436,3 +436,157 @@ impl Object {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn infer(values: &[Value]) -> Value {
+        let mut s = Shape::default();
+        for v in values {
+            s.observe(v);
+        }
+        s.schema()
+    }
+
+    #[test]
+    fn types_formats_and_required() {
+        let a = json!({"id": 1, "price": 9.5, "name": "x", "ok": true, "at": "2024-01-02T03:04:05.123+01:00",
+            "day": "2024-01-02", "mail": "a@b.io", "uid": "3fa85f64-5717-4562-b3fc-2c963f66afa6",
+            "ip": "10.0.0.1", "ip6": "2001:db8::1", "home": "https://example.com/x", "note": "see http://x"});
+        let b = json!({"id": 2, "price": 3, "name": "y", "ok": false, "at": "2024-01-02T03:04:05Z",
+            "day": "2024-02-29", "mail": "c@d.org", "uid": "3fa85f64-5717-4562-b3fc-2c963f66afa7",
+            "ip": "10.0.0.2", "ip6": "::1", "home": "http://example.com", "note": "plain", "extra": null});
+        let s = infer(&[a, b]);
+        let p = &s["properties"];
+        assert_eq!(s["type"], "object");
+        assert_eq!(p["id"], json!({"type": "integer"}));
+        assert_eq!(p["price"], json!({"type": "number"}), "integers and decimals are numbers");
+        assert_eq!(p["ok"], json!({"type": "boolean"}));
+        for (field, format) in [("at", "date-time"), ("day", "date"), ("mail", "email"), ("uid", "uuid")] {
+            assert_eq!(p[field], json!({"type": "string", "format": format}), "{field}");
+        }
+        for (field, format) in [("ip", "ipv4"), ("ip6", "ipv6"), ("home", "uri")] {
+            assert_eq!(p[field], json!({"type": "string", "format": format}), "{field}");
+        }
+        assert_eq!(p["note"], json!({"type": "string"}));
+        assert_eq!(p["extra"], json!({"type": "null"}));
+        let required = s["required"].as_array().unwrap();
+        assert_eq!(required.len(), 12, "all but `extra`: {required:?}");
+        assert!(!required.contains(&json!("extra")));
+    }
+
+    #[test]
+    fn nullable_and_conflicting_types_are_type_lists() {
+        let s = infer(&[json!({"a": "x", "b": 1}), json!({"a": null, "b": "one"}), json!({"a": "y", "b": [1]})]);
+        assert_eq!(s["properties"]["a"], json!({"type": ["string", "null"]}));
+        assert_eq!(s["properties"]["b"], json!({"type": ["integer", "string", "array"], "items": {"type": "integer"}}));
+        assert_eq!(infer(&[]), json!({}));
+    }
+
+    #[test]
+    fn nested_arrays_merge_their_items() {
+        let s = infer(&[json!([[{"a": 1}], [{"a": 2, "b": "x"}]]), json!([])]);
+        assert_eq!(
+            s,
+            json!({"type": "array", "items": {"type": "array", "items": {
+                "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "string"}}, "required": ["a"]}}})
+        );
+        assert_eq!(infer(&[json!([])]), json!({"type": "array"}));
+    }
+
+    #[test]
+    fn objects_keyed_by_ids_are_maps() {
+        let s = infer(&[json!({"by_id": {"12": {"n": 1}, "13": {"n": 2}}, "by_day": {"2024-01-01": 3}})]);
+        assert_eq!(
+            s["properties"]["by_id"],
+            json!({"type": "object", "additionalProperties": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}})
+        );
+        assert_eq!(s["properties"]["by_day"], json!({"type": "object", "additionalProperties": {"type": "integer"}}));
+        // Word keys that come and go (e.g. usernames) also make a map.
+        let mut shape = Shape::default();
+        for i in 0..40 {
+            shape.observe(&json!({ format!("name{}", (["a", "b", "c", "d"][i % 4]).repeat(i + 1)): i }));
+        }
+        assert_eq!(shape.schema(), json!({"type": "object", "additionalProperties": {"type": "integer"}}));
+        // A wide record (GitHub's repository has ~90 fields) stays a record.
+        let wide: Map<String, Value> = (0..100).map(|i| (format!("field_{}", "x".repeat(i % 10 + 1) + &"y".repeat(i / 10)), json!(i))).collect();
+        let s = infer(&[Value::Object(wide.clone()), Value::Object(wide)]);
+        assert_eq!(s["properties"].as_object().unwrap().len(), 100);
+    }
+
+    #[test]
+    fn enums_only_for_small_stable_sets_seen_often() {
+        let states = ["open", "closed", "draft"];
+        let many: Vec<Value> = (0..30).map(|i| json!(states[i % 3])).collect();
+        assert_eq!(infer(&many), json!({"type": "string", "enum": ["closed", "draft", "open"]}));
+        assert_eq!(infer(&many[..10]), json!({"type": "string"}), "not seen enough");
+        let mut with_null = many.clone();
+        with_null.push(Value::Null);
+        assert_eq!(infer(&with_null), json!({"type": ["string", "null"], "enum": ["closed", "draft", "open", null]}));
+        let ids: Vec<Value> = (0..30).map(|i| json!((["a1b2c3d4e5", "x9y8z7w6v5"][i % 2]))).collect();
+        assert_eq!(infer(&ids), json!({"type": "string"}), "ids are not enums");
+        let open: Vec<Value> = (0..30).map(|i| json!(format!("w{}", "x".repeat(i % 7)))).collect();
+        assert_eq!(infer(&open), json!({"type": "string"}), "too many values");
+        let text: Vec<Value> = (0..30).map(|_| json!("a long sentence of free text")).collect();
+        assert_eq!(infer(&text), json!({"type": "string"}), "free text");
+        let mixed: Vec<Value> = (0..30).map(|i| if i % 2 == 0 { json!("a") } else { json!(1) }).collect();
+        assert_eq!(infer(&mixed), json!({"type": ["integer", "string"]}), "no enum alongside other types");
+    }
+
+    #[test]
+    fn merging_equals_observing_everything() {
+        let values: Vec<Value> = (0..40)
+            .map(|i| {
+                let x = if i % 3 == 0 { json!(null) } else { json!({"k": [i]}) };
+                json!({"id": i, "tag": (["a", "b"][i % 2]), "x": x})
+            })
+            .collect();
+        let mut whole = Shape::default();
+        let (mut left, mut right) = (Shape::default(), Shape::default());
+        for (i, v) in values.iter().enumerate() {
+            whole.observe(v);
+            if i % 2 == 0 { &mut left } else { &mut right }.observe(v);
+        }
+        left.merge(right);
+        assert_eq!(left.schema(), whole.schema());
+        assert_eq!(whole.schema()["properties"]["tag"]["enum"], json!(["a", "b"]));
+        let back: Shape = serde_json::from_str(&serde_json::to_string(&whole).unwrap()).unwrap();
+        assert_eq!(back, whole);
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let mut deep = json!(1);
+        for _ in 0..100 {
+            deep = json!({ "a": [deep] });
+        }
+        let mut s = Shape::default();
+        s.observe(&deep);
+        let text = serde_json::to_string(&s).unwrap();
+        let back: Shape = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, s);
+        let huge: Map<String, Value> = (0..10_000).map(|i| (format!("k{i}x"), json!(i))).collect();
+        let mut s = Shape::default();
+        s.observe(&Value::Object(huge));
+        assert!(serde_json::to_string(&s).unwrap().len() < 1000);
+        assert_eq!(s.schema()["additionalProperties"], json!({"type": "integer"}));
+        let strings: Vec<Value> = (0..10_000).map(|i| json!(format!("v{i}"))).collect();
+        let mut s = Shape::default();
+        strings.iter().for_each(|v| s.observe(v));
+        assert!(serde_json::to_string(&s).unwrap().len() < 200);
+    }
+
+    #[test]
+    fn query_values_read_as_scalars() {
+        assert_eq!(scalar("12"), json!(12));
+        assert_eq!(scalar("-3"), json!(-3));
+        assert_eq!(scalar("007"), json!("007"));
+        assert_eq!(scalar("1.5"), json!(1.5));
+        assert_eq!(scalar("1.2.3"), json!("1.2.3"));
+        assert_eq!(scalar("true"), json!(true));
+        assert_eq!(scalar("99999999999999999999"), json!("99999999999999999999"));
+        assert_eq!(scalar(""), json!(""));
+    }
+}

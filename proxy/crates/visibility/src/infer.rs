@@ -115,8 +115,11 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// A string test.
+type Check = fn(&str) -> bool;
+
 /// String formats recognised, most specific first (the first one all strings matched wins).
-const FORMATS: &[(&str, fn(&str) -> bool)] = &[
+const FORMATS: &[(&str, Check)] = &[
     ("uuid", is_uuid),
     ("date-time", is_date_time),
     ("date", is_date),
@@ -361,7 +364,7 @@ impl Object {
     fn observe(&mut self, fields: &Map<String, Value>, depth: usize) {
         self.max_keys = self.max_keys.max(fields.len() as u64);
         if self.map.is_none() && !fields.is_empty() && fields.keys().all(|k| value_key(k)) {
-            self.into_map();
+            self.make_map();
         }
         if let Some(m) = &mut self.map {
             for v in fields.values() {
@@ -371,7 +374,7 @@ impl Object {
         }
         let new_keys = fields.keys().filter(|k| !self.props.contains_key(*k)).count();
         if self.props.len() + new_keys > MAX_PROPERTIES {
-            self.into_map();
+            self.make_map();
             return self.observe(fields, depth);
         }
         for (k, v) in fields {
@@ -380,11 +383,11 @@ impl Object {
             p.shape.observe_at(v, depth);
         }
         if self.props.len() > MAP_MIN_KEYS && self.props.len() as u64 > 4 * self.max_keys {
-            self.into_map();
+            self.make_map();
         }
     }
 
-    fn into_map(&mut self) {
+    fn make_map(&mut self) {
         let mut m = self.map.take().map_or_else(Shape::default, |m| *m);
         for (_, p) in std::mem::take(&mut self.props) {
             m.merge(p.shape);
@@ -396,7 +399,7 @@ impl Object {
         self.seen += other.seen;
         self.max_keys = self.max_keys.max(other.max_keys);
         if other.map.is_some() && self.map.is_none() {
-            self.into_map();
+            self.make_map();
         }
         if let Some(m) = &mut self.map {
             for (_, p) in other.props {
@@ -415,7 +418,7 @@ impl Object {
         if self.props.len() > MAX_PROPERTIES
             || self.props.len() > MAP_MIN_KEYS && self.props.len() as u64 > 4 * self.max_keys
         {
-            self.into_map();
+            self.make_map();
         }
     }
 
@@ -511,7 +514,8 @@ mod tests {
         }
         assert_eq!(shape.schema(), json!({"type": "object", "additionalProperties": {"type": "integer"}}));
         // A wide record (GitHub's repository has ~90 fields) stays a record.
-        let wide: Map<String, Value> = (0..100).map(|i| (format!("field_{}", "x".repeat(i % 10 + 1) + &"y".repeat(i / 10)), json!(i))).collect();
+        let wide: Map<String, Value> =
+            (0..100).map(|i| (format!("field_{}", "x".repeat(i % 10 + 1) + &"y".repeat(i / 10)), json!(i))).collect();
         let s = infer(&[Value::Object(wide.clone()), Value::Object(wide)]);
         assert_eq!(s["properties"].as_object().unwrap().len(), 100);
     }

@@ -265,7 +265,7 @@ fn merge_bodies(into: &mut BTreeMap<String, Shape>, from: BTreeMap<String, Shape
     }
 }
 
-fn body_slot<'a>(bodies: &'a mut BTreeMap<String, Shape>, ct: String) -> Option<&'a mut Shape> {
+fn body_slot(bodies: &mut BTreeMap<String, Shape>, ct: String) -> Option<&mut Shape> {
     if bodies.len() >= MAX_CONTENT_TYPES && !bodies.contains_key(&ct) {
         return None;
     }
@@ -278,7 +278,8 @@ fn media_type(ct: Option<&str>) -> String {
     let mime = ct.and_then(|c| c.split(';').next()).unwrap_or("").trim().to_ascii_lowercase();
     let valid = mime.len() <= 100
         && mime.split_once('/').is_some_and(|(t, s)| {
-            let token = |x: &str| !x.is_empty() && x.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$&-^_.+*".contains(&c));
+            let token =
+                |x: &str| !x.is_empty() && x.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$&-^_.+*".contains(&c));
             token(t) && token(s)
         });
     if valid {
@@ -406,5 +407,244 @@ impl Inventory {
 
     fn count_endpoints(&self) -> usize {
         self.trie.leaves().iter().map(|(_, ops)| ops.0.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openapi::{ApiKeyIn, SecurityScheme};
+    use serde_json::{json, Value};
+
+    fn exchange<'a>(method: &'a str, path: &'a str, query: &'a str, status: u16, body: &'a str) -> Exchange<'a> {
+        Exchange {
+            method,
+            path,
+            query,
+            req_headers: vec![
+                ("Host", "api.example.com"),
+                ("X-Tenant", "acme"),
+                ("Authorization", "[redacted]"),
+                ("X-Api-Token", "[redacted]"),
+                ("Cookie", "session=[redacted]; theme=[redacted]"),
+                ("X-Forwarded-For", "10.0.0.1"),
+            ],
+            status,
+            resp_headers: vec![("Content-Type", "application/json; charset=utf-8")],
+            resp_body: body.as_bytes(),
+            ..Default::default()
+        }
+    }
+
+    /// A jsonplaceholder-like API, hit and sampled.
+    fn placeholder() -> Inventory {
+        let mut inv = Inventory::default();
+        let l = Limits::default();
+        for i in 1..=30u64 {
+            let post = format!("/posts/{i}");
+            let body = format!(
+                r#"{{"id": {i}, "userId": {}, "title": "t{i}", "body": "b", "status": "{}"}}"#,
+                i % 3,
+                ["draft", "published"][i as usize % 2]
+            );
+            inv.hit("GET", &post, 200, 1_700_000_000 + i, &l);
+            inv.sample(&exchange("GET", &post, "", 200, &body), &l);
+            let comments = format!(r#"[{{"id": {i}, "email": "a{i}@example.com", "postId": {i}}}]"#);
+            inv.hit("GET", "/comments", 200, 1_700_000_000 + i, &l);
+            let q = format!("postId={i}&_limit=5");
+            let q = if i % 2 == 0 { q } else { format!("postId={i}") };
+            inv.sample(&exchange("GET", "/comments", &q, 200, &comments), &l);
+        }
+        inv.hit("GET", "/posts", 200, 1_700_000_100, &l);
+        inv.hit("GET", "/posts/1/comments", 200, 1_700_000_100, &l);
+        inv.hit("GET", "/users/3", 200, 1_700_000_100, &l);
+        inv.hit("GET", "/posts/999", 404, 1_700_000_200, &l);
+        inv.hit("DELETE", "/posts/1", 204, 1_700_000_300, &l);
+        let mut create = exchange("POST", "/posts", "", 201, r#"{"id": 101}"#);
+        create.req_headers.push(("Content-Type", "application/json"));
+        create.req_body = br#"{"title": "x", "body": "y", "userId": 1}"#;
+        inv.hit("POST", "/posts", 201, 1_700_000_400, &l);
+        inv.sample(&create, &l);
+        inv
+    }
+
+    #[test]
+    fn endpoints_list_templates_with_hits_statuses_and_times() {
+        let inv = placeholder();
+        let eps: Vec<(String, String, u64)> = inv.endpoints().into_iter().map(|e| (e.method, e.path, e.hits)).collect();
+        let want = [
+            ("GET", "/comments", 30),
+            ("GET", "/posts", 1),
+            ("POST", "/posts", 1),
+            ("DELETE", "/posts/{postId}", 1),
+            ("GET", "/posts/{postId}", 31),
+            ("GET", "/posts/{postId}/comments", 1),
+            ("GET", "/users/{userId}", 1),
+        ];
+        let want: Vec<(String, String, u64)> =
+            want.iter().map(|(m, p, h)| (m.to_string(), p.to_string(), *h)).collect();
+        assert_eq!(eps, want);
+        let get = inv.endpoints().into_iter().find(|e| e.method == "GET" && e.path == "/posts/{postId}").unwrap();
+        assert_eq!(get.statuses, BTreeMap::from([(200, 30), (404, 1)]));
+        assert_eq!((get.first_seen, get.last_seen), (1_700_000_001, 1_700_000_200));
+        assert_eq!(inv.template_of("get", "/posts/77").as_deref(), Some("/posts/{postId}"));
+        assert_eq!(inv.template_of("PUT", "/posts/77"), None, "no such operation");
+        assert_eq!(inv.endpoint_count(), 7);
+    }
+
+    #[test]
+    fn a_retemplating_merges_endpoints_and_the_caps_are_reported() {
+        let mut inv = Inventory::default();
+        let l = Limits { max_endpoints: 50, max_nodes: 4000 };
+        let mut retemplated = 0;
+        for i in 0..40 {
+            let h = inv.hit("GET", &format!("/tags/tag{}", "z".repeat(i + 1)), 200, i as u64, &l);
+            assert!(h.counted);
+            retemplated += usize::from(h.retemplated);
+        }
+        assert_eq!(retemplated, 1);
+        let eps = inv.endpoints();
+        assert_eq!(eps.len(), 1);
+        assert_eq!(
+            (eps[0].path.as_str(), eps[0].hits, eps[0].first_seen, eps[0].last_seen),
+            ("/tags/{tagId}", 40, 0, 39)
+        );
+
+        let small = Limits { max_endpoints: 3, max_nodes: 4000 };
+        let mut inv = Inventory::default();
+        for (m, p) in [("GET", "/a"), ("GET", "/b"), ("POST", "/a")] {
+            assert!(inv.hit(m, p, 200, 0, &small).counted);
+        }
+        let h = inv.hit("GET", "/c", 200, 0, &small);
+        assert_eq!((h.counted, h.refused), (false, Some(Refusal::EndpointCap)));
+        assert!(inv.hit("GET", "/a", 200, 0, &small).counted, "known endpoints still count");
+        assert_eq!(inv.hit("GET CONNECT", "/a", 200, 0, &small).refused, Some(Refusal::BadMethod));
+
+        let tiny = Limits { max_endpoints: 100, max_nodes: 8 };
+        let mut inv = Inventory::default();
+        let mut guards = 0;
+        for i in 0..100 {
+            let h = inv.hit("GET", &format!("/x/name{i}q/y"), 200, 0, &tiny);
+            guards += usize::from(h.guard);
+            assert!(inv.node_count() <= 8);
+        }
+        assert!(guards > 0);
+        assert_eq!(inv.endpoint_count(), inv.endpoints().len());
+    }
+
+    #[test]
+    fn an_inventory_round_trips_through_json_even_at_the_depth_bounds() {
+        let mut inv = placeholder();
+        let l = Limits::default();
+        let deep_path = "/a".repeat(crate::template::MAX_SEGMENTS);
+        let mut body = json!(1);
+        for _ in 0..50 {
+            body = json!({"k": [body]});
+        }
+        let body = body.to_string();
+        inv.hit("GET", &deep_path, 200, 0, &l);
+        inv.sample(&exchange("GET", &deep_path, "", 200, &body), &l);
+        let text = serde_json::to_string(&inv).unwrap();
+        let back: Inventory = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.endpoints(), inv.endpoints());
+        let meta = ApiMeta { title: "t", version: "1", server_url: None, security: &[] };
+        assert_eq!(back.openapi(&meta), inv.openapi(&meta));
+    }
+
+    #[test]
+    fn the_export_describes_parameters_bodies_and_security() {
+        let inv = placeholder();
+        let security = [
+            SecurityScheme::ApiKey { name: "X-Api-Token".into(), location: ApiKeyIn::Header },
+            SecurityScheme::Bearer { jwt: true },
+        ];
+        let meta = ApiMeta {
+            title: "Placeholder",
+            version: "1.0",
+            server_url: Some("https://api.example.com/v1"),
+            security: &security,
+        };
+        let doc = inv.openapi(&meta);
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(doc["servers"][0]["url"], "https://api.example.com/v1");
+        assert_eq!(doc["security"], json!([{"apiKey": []}, {"bearerAuth": []}]));
+        let get = &doc["paths"]["/posts/{postId}"]["get"];
+        assert_eq!(get["operationId"], "getPostsByPostId");
+        let params = get["parameters"].as_array().unwrap();
+        let names: Vec<(&str, &str)> =
+            params.iter().map(|p| (p["name"].as_str().unwrap(), p["in"].as_str().unwrap())).collect();
+        assert_eq!(names, [("postId", "path"), ("x-tenant", "header"), ("session", "cookie"), ("theme", "cookie")]);
+        assert_eq!(params[0]["schema"], json!({"type": "integer"}));
+        let schema = &get["responses"]["200"]["content"]["application/json"]["schema"];
+        assert_eq!(schema["properties"]["status"], json!({"type": "string", "enum": ["draft", "published"]}));
+        assert_eq!(schema["properties"]["id"], json!({"type": "integer"}));
+        assert_eq!(get["responses"]["404"], json!({"description": "Not Found"}));
+        let comments = &doc["paths"]["/comments"]["get"];
+        let q: Vec<(&str, bool)> = comments["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["in"] == "query")
+            .map(|p| (p["name"].as_str().unwrap(), p["required"].as_bool().unwrap()))
+            .collect();
+        assert_eq!(q, [("_limit", false), ("postId", true)]);
+        let item = &comments["responses"]["200"]["content"]["application/json"]["schema"]["items"];
+        assert_eq!(item["properties"]["email"], json!({"type": "string", "format": "email"}));
+        let post = &doc["paths"]["/posts"]["post"];
+        assert_eq!(
+            post["requestBody"]["content"]["application/json"]["schema"]["required"],
+            json!(["body", "title", "userId"])
+        );
+        assert_eq!(doc["paths"]["/posts/{postId}"]["delete"]["responses"]["204"], json!({"description": "No Content"}));
+        let yaml = crate::openapi::to_yaml(&doc);
+        assert!(yaml.contains("openapi: 3.1.0"), "{yaml}");
+        let text = doc.to_string();
+        assert!(!text.contains("redacted") && !text.contains("x-api-token") && !text.contains("authorization"));
+    }
+
+    #[test]
+    fn the_export_validates_as_openapi_3_1() {
+        let mut inv = placeholder();
+        let l = Limits::default();
+        for p in ["/repos/a/b/issues/7", "/users/1/users/2", "/a//b", "/{x}", "/é/1", "/reports/2024-01-01"] {
+            inv.hit("GET", p, 200, 0, &l);
+            inv.hit("PROPFIND", p, 207, 0, &l);
+            inv.hit("GET", p, 999, 0, &l);
+        }
+        let security = [
+            SecurityScheme::ApiKey { name: "key".into(), location: ApiKeyIn::Query },
+            SecurityScheme::ApiKey { name: "sid".into(), location: ApiKeyIn::Cookie },
+            SecurityScheme::Bearer { jwt: false },
+            SecurityScheme::Basic,
+        ];
+        let meta =
+            ApiMeta { title: "Rich", version: "0.1", server_url: Some("https://api.example.com"), security: &security };
+        let doc = inv.openapi(&meta);
+        validate(&doc);
+        validate(&Inventory::default().openapi(&ApiMeta { title: "", version: "", server_url: None, security: &[] }));
+    }
+
+    /// Runs PyPI's `openapi-spec-validator` on `doc`. Without it: fails under `CI=true`, skips
+    /// with a reason otherwise.
+    fn validate(doc: &Value) {
+        let probe = std::process::Command::new("python3").args(["-c", "import openapi_spec_validator"]).output();
+        if !probe.is_ok_and(|o| o.status.success()) {
+            let why = "python3 with openapi-spec-validator not found (pip3 install 'openapi-spec-validator==0.9.*')";
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+            eprintln!("skipping the OpenAPI validation: {why}");
+            return;
+        }
+        let file = std::env::temp_dir().join(format!("portcullis-visibility-openapi-{}.json", std::process::id()));
+        std::fs::write(&file, serde_json::to_vec_pretty(doc).unwrap()).unwrap();
+        let out =
+            std::process::Command::new("python3").args(["-m", "openapi_spec_validator"]).arg(&file).output().unwrap();
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            out.status.success(),
+            "{}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            serde_json::to_string_pretty(doc).unwrap()
+        );
     }
 }

@@ -35,28 +35,232 @@ pub const MAX_LITERAL_LEN: usize = 64;
 /// Common API words that are never templated (and never count towards
 /// [`MAX_LITERAL_SIBLINGS`]). Sorted, lowercase; compared ASCII case-insensitively.
 pub const KNOWN_WORDS: &[&str] = &[
-    "about", "access", "account", "accounts", "actions", "activate", "activity", "add", "addresses", "admin", "alerts",
-    "all", "analytics", "api", "apis", "app", "apps", "archive", "artifacts", "assets", "assignees", "attachments",
-    "audit", "auth", "authorize", "avatar", "balance", "batch", "billing", "blobs", "blocks", "branches", "bulk",
-    "cache", "callback", "cancel", "cards", "cart", "categories", "changes", "charges", "check", "checkout", "clients",
-    "close", "collaborators", "comments", "commits", "compare", "config", "configuration", "confirm", "contacts",
-    "content", "contents", "contributors", "count", "create", "current", "customers", "dashboard", "data", "debug",
-    "default", "delete", "deployments", "details", "devices", "disable", "download", "drafts", "edit", "enable",
-    "environments", "events", "export", "feed", "feedback", "files", "filter", "follow", "followers", "following",
-    "forks", "git", "graphql", "groups", "health", "healthz", "history", "hooks", "images", "import", "info", "install",
-    "installations", "invitations", "invoices", "issues", "items", "jobs", "keys", "labels", "languages", "latest",
-    "license", "list", "live", "livez", "login", "logout", "logs", "me", "media", "members", "merge", "merges",
-    "messages", "metadata", "metrics", "milestones", "mine", "new", "next", "notifications", "oauth", "oauth2", "open",
-    "options", "orders", "org", "organizations", "orgs", "overview", "owner", "page", "pages", "password", "payments",
-    "permissions", "pets", "photos", "ping", "plans", "posts", "preferences", "prices", "products", "profile",
-    "projects", "public", "publish", "pulls", "query", "readiness", "readme", "ready", "readyz", "recent", "refresh",
-    "refunds", "register", "releases", "remove", "replies", "reports", "repos", "repositories", "reset", "resources",
-    "reviews", "roles", "rules", "runs", "schema", "search", "secrets", "self", "send", "sessions", "settings",
-    "signin", "signout", "signup", "starred", "stars", "start", "stats", "status", "statuses", "stop", "store",
-    "subscribe", "subscribers", "subscription", "subscriptions", "summary", "sync", "tags", "tasks", "teams",
-    "templates", "test", "threads", "timeline", "todos", "token", "tokens", "topics", "transactions", "transfer",
-    "tree", "trees", "unsubscribe", "update", "upload", "uploads", "user", "users", "validate", "verify", "version",
-    "versions", "webhooks", "whoami", "workflows",
+    "about",
+    "access",
+    "account",
+    "accounts",
+    "actions",
+    "activate",
+    "activity",
+    "add",
+    "addresses",
+    "admin",
+    "alerts",
+    "all",
+    "analytics",
+    "api",
+    "apis",
+    "app",
+    "apps",
+    "archive",
+    "artifacts",
+    "assets",
+    "assignees",
+    "attachments",
+    "audit",
+    "auth",
+    "authorize",
+    "avatar",
+    "balance",
+    "batch",
+    "billing",
+    "blobs",
+    "blocks",
+    "branches",
+    "bulk",
+    "cache",
+    "callback",
+    "cancel",
+    "cards",
+    "cart",
+    "categories",
+    "changes",
+    "charges",
+    "check",
+    "checkout",
+    "clients",
+    "close",
+    "collaborators",
+    "comments",
+    "commits",
+    "compare",
+    "config",
+    "configuration",
+    "confirm",
+    "contacts",
+    "content",
+    "contents",
+    "contributors",
+    "count",
+    "create",
+    "current",
+    "customers",
+    "dashboard",
+    "data",
+    "debug",
+    "default",
+    "delete",
+    "deployments",
+    "details",
+    "devices",
+    "disable",
+    "download",
+    "drafts",
+    "edit",
+    "enable",
+    "environments",
+    "events",
+    "export",
+    "feed",
+    "feedback",
+    "files",
+    "filter",
+    "follow",
+    "followers",
+    "following",
+    "forks",
+    "git",
+    "graphql",
+    "groups",
+    "health",
+    "healthz",
+    "history",
+    "hooks",
+    "images",
+    "import",
+    "info",
+    "install",
+    "installations",
+    "invitations",
+    "invoices",
+    "issues",
+    "items",
+    "jobs",
+    "keys",
+    "labels",
+    "languages",
+    "latest",
+    "license",
+    "list",
+    "live",
+    "livez",
+    "login",
+    "logout",
+    "logs",
+    "me",
+    "media",
+    "members",
+    "merge",
+    "merges",
+    "messages",
+    "metadata",
+    "metrics",
+    "milestones",
+    "mine",
+    "new",
+    "next",
+    "notifications",
+    "oauth",
+    "oauth2",
+    "open",
+    "options",
+    "orders",
+    "org",
+    "organizations",
+    "orgs",
+    "overview",
+    "owner",
+    "page",
+    "pages",
+    "password",
+    "payments",
+    "permissions",
+    "pets",
+    "photos",
+    "ping",
+    "plans",
+    "posts",
+    "preferences",
+    "prices",
+    "products",
+    "profile",
+    "projects",
+    "public",
+    "publish",
+    "pulls",
+    "query",
+    "readiness",
+    "readme",
+    "ready",
+    "readyz",
+    "recent",
+    "refresh",
+    "refunds",
+    "register",
+    "releases",
+    "remove",
+    "replies",
+    "reports",
+    "repos",
+    "repositories",
+    "reset",
+    "resources",
+    "reviews",
+    "roles",
+    "rules",
+    "runs",
+    "schema",
+    "search",
+    "secrets",
+    "self",
+    "send",
+    "sessions",
+    "settings",
+    "signin",
+    "signout",
+    "signup",
+    "starred",
+    "stars",
+    "start",
+    "stats",
+    "status",
+    "statuses",
+    "stop",
+    "store",
+    "subscribe",
+    "subscribers",
+    "subscription",
+    "subscriptions",
+    "summary",
+    "sync",
+    "tags",
+    "tasks",
+    "teams",
+    "templates",
+    "test",
+    "threads",
+    "timeline",
+    "todos",
+    "token",
+    "tokens",
+    "topics",
+    "transactions",
+    "transfer",
+    "tree",
+    "trees",
+    "unsubscribe",
+    "update",
+    "upload",
+    "uploads",
+    "user",
+    "users",
+    "validate",
+    "verify",
+    "version",
+    "versions",
+    "webhooks",
+    "whoami",
+    "workflows",
 ];
 
 /// What a segment (or a map key, or a parameter value) looks like.
@@ -140,7 +344,9 @@ pub fn classify(s: &str) -> Kind {
 pub fn is_uuid(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) { *c == b'-' } else { c.is_ascii_hexdigit() })
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) { *c == b'-' } else { c.is_ascii_hexdigit() })
 }
 
 /// `YYYY-MM-DD` with a plausible month and day.
@@ -160,7 +366,8 @@ pub fn is_date_time(s: &str) -> bool {
         return false;
     }
     let t = &b[11..];
-    let two = |i: usize, max: u32| t.get(i..i + 2).is_some_and(|d| d.iter().all(u8::is_ascii_digit) && number(d) <= max);
+    let two =
+        |i: usize, max: u32| t.get(i..i + 2).is_some_and(|d| d.iter().all(u8::is_ascii_digit) && number(d) <= max);
     if !(two(0, 23) && t[2] == b':' && two(3, 59) && t.get(5) == Some(&b':') && two(6, 60)) {
         return false;
     }
@@ -175,7 +382,9 @@ pub fn is_date_time(s: &str) -> bool {
     match rest {
         [b'Z' | b'z'] => true,
         [b'+' | b'-', h1, h2, b':', m1, m2] => {
-            [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit()) && number(&[*h1, *h2]) <= 23 && number(&[*m1, *m2]) <= 59
+            [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit())
+                && number(&[*h1, *h2]) <= 23
+                && number(&[*m1, *m2]) <= 59
         }
         _ => false,
     }
@@ -650,11 +859,8 @@ fn literal_param_name(parent: &str, kinds: Kinds) -> String {
     if is_version(parent) || parent.eq_ignore_ascii_case("api") {
         return "id".into();
     }
-    let words: Vec<String> = parent
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(|w| w.to_owned())
-        .collect();
+    let words: Vec<String> =
+        parent.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).map(|w| w.to_owned()).collect();
     let Some((last, first)) = words.split_last() else { return "id".into() };
     let mut name = String::new();
     for (j, w) in first.iter().chain(std::iter::once(&singular(last))).enumerate() {
@@ -824,6 +1030,9 @@ mod tests {
             ("/line-items/12", "/line-items/{lineItemId}"),
             ("/order_lines/12", "/order_lines/{orderLineId}"),
             ("/boxes/12", "/boxes/{boxId}"),
+            ("/v1/payment_intents/pi_3MtwBwLkdIwHu7ix28a3tqPa", "/v1/payment_intents/{paymentIntentId}"),
+            ("/v1/customers/cus_NffrFeUfNV2Hib/sources", "/v1/customers/{customerId}/sources"),
+            ("/pet/10", "/pet/{petId}"),
             ("/12", "/{id}"),
             ("/v1/12", "/v1/{id}"),
         ];
@@ -877,6 +1086,18 @@ mod tests {
         assert_eq!(c.0, 101, "paths seen before the re-templating are merged, not lost");
     }
 
+    #[test]
+    fn top_level_resources_stay_constants() {
+        let mut t = PathTrie::default();
+        for name in WORDS.iter().take(60) {
+            learn(&mut t, &format!("/v1/{name}_things/1"));
+            learn(&mut t, &format!("/{name}/1"));
+        }
+        assert_eq!(template(&t, "/v1/alice_things/7"), "/v1/alice_things/{aliceThingId}");
+        assert_eq!(template(&t, "/bob/7"), "/bob/{bobId}");
+        assert_eq!(t.leaves().len(), 120);
+    }
+
     /// 100 distinct word-like names.
     const NAMES: [&str; 100] = {
         let mut out = [""; 100];
@@ -888,14 +1109,14 @@ mod tests {
         out
     };
     const WORDS: [&str; 100] = [
-        "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj", "olivia",
-        "peggy", "rupert", "sybil", "trent", "victor", "walter", "xavier", "yolanda", "zoe", "aaron", "bella", "caleb",
-        "daisy", "ethan", "fiona", "gavin", "hazel", "isaac", "jade", "kevin", "luna", "mason", "nora", "oscar",
-        "piper", "quinn", "ruby", "simon", "tessa", "umar", "vera", "wyatt", "xena", "yusuf", "zara", "adrian",
-        "brooke", "connor", "delia", "elliot", "freya", "gideon", "harper", "ian", "jolene", "kai", "lena", "milo",
-        "nadia", "otis", "paloma", "reid", "sage", "tobias", "uma", "vince", "willa", "yara", "zeke", "amos", "bianca",
-        "cyrus", "dora", "enzo", "flora", "gus", "hana", "igor", "june", "kurt", "lola", "marco", "nell", "omar",
-        "pia", "rosa", "saul", "tara", "ugo", "vida", "wren", "yves", "zelda", "abel", "bruno", "cleo", "dex",
+        "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj",
+        "olivia", "peggy", "rupert", "sybil", "trent", "victor", "walter", "xavier", "yolanda", "zoe", "aaron",
+        "bella", "caleb", "daisy", "ethan", "fiona", "gavin", "hazel", "isaac", "jade", "kevin", "luna", "mason",
+        "nora", "oscar", "piper", "quinn", "ruby", "simon", "tessa", "umar", "vera", "wyatt", "xena", "yusuf", "zara",
+        "adrian", "brooke", "connor", "delia", "elliot", "freya", "gideon", "harper", "ian", "jolene", "kai", "lena",
+        "milo", "nadia", "otis", "paloma", "reid", "sage", "tobias", "uma", "vince", "willa", "yara", "zeke", "amos",
+        "bianca", "cyrus", "dora", "enzo", "flora", "gus", "hana", "igor", "june", "kurt", "lola", "marco", "nell",
+        "omar", "pia", "rosa", "saul", "tara", "ugo", "vida", "wren", "yves", "zelda", "abel", "bruno", "cleo", "dex",
     ];
 
     #[test]

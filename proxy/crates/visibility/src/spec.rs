@@ -14,7 +14,9 @@
 //!   then as it is, so it may come either way.
 //! - Precedence: segment by segment from the left, a literal segment beats a segment mixing
 //!   literals and parameters (`{id}.json`), which beats a whole-segment parameter; a failed
-//!   branch backtracks. Every trie node is tried at most once per request.
+//!   branch backtracks, also when the path it reaches lacks the request's method (`PUT
+//!   /users/me` reaches `/users/{id}` when only the latter has `PUT`). Every trie node is tried
+//!   at most twice per request.
 //! - One trailing slash is ignored on both sides; methods are case-insensitive; `HEAD` falls
 //!   back to `GET` when the path documents no `HEAD` (RFC 9110 9.3.2). Templates equal but for
 //!   parameter names or a trailing slash share one path; a method documented twice keeps the
@@ -420,25 +422,26 @@ impl Node {
         }
     }
 
-    /// The path index `rest` (segments after this node; `None`: none left) reaches.
-    fn find(&self, rest: Option<&str>) -> Option<usize> {
-        let Some(rest) = rest else { return self.path };
+    /// The path index `rest` (segments after this node; `None`: none left) reaches, and where
+    /// `accept` takes it.
+    fn find(&self, rest: Option<&str>, accept: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let Some(rest) = rest else { return self.path.filter(|p| accept(*p)) };
         let (seg, tail) = next_seg(rest);
         if let Ok(i) = self.lits.binary_search_by(|(k, _)| (**k).cmp(seg)) {
-            if let Some(p) = self.lits[i].1.find(tail) {
+            if let Some(p) = self.lits[i].1.find(tail, accept) {
                 return Some(p);
             }
         }
         if !seg.is_empty() {
             for (lits, n) in &self.mixed {
                 if match_mixed(lits, seg, None) {
-                    if let Some(p) = n.find(tail) {
+                    if let Some(p) = n.find(tail, accept) {
                         return Some(p);
                     }
                 }
             }
             if let Some(n) = &self.param {
-                return n.find(tail);
+                return n.find(tail, accept);
             }
         }
         None
@@ -585,14 +588,23 @@ impl Spec {
 
     fn route_in(&self, method: &str, path: &str) -> Route {
         let t = trim_path(path);
-        let Some(p) = self.root.find(if t.is_empty() { None } else { Some(t) }) else { return Route::UnknownPath };
-        let Some(table) = self.paths.get(p) else { return Route::UnknownPath };
-        let op = match method_index(method) {
-            Some(HEAD) => table[HEAD].or(table[GET]),
-            Some(i) => table[i],
-            None => None,
+        let rest = if t.is_empty() { None } else { Some(t) };
+        let op_of = |p: usize| {
+            let table = self.paths.get(p)?;
+            match method_index(method) {
+                Some(HEAD) => table[HEAD].or(table[GET]),
+                Some(i) => table[i],
+                None => None,
+            }
         };
-        op.map_or(Route::UnknownMethod, Route::Op)
+        // A path without the method lets a less precise path with it match.
+        if let Some(id) = self.root.find(rest, &|p| op_of(p).is_some()).and_then(op_of) {
+            return Route::Op(id);
+        }
+        match self.root.find(rest, &|_| true) {
+            Some(_) => Route::UnknownMethod,
+            None => Route::UnknownPath,
+        }
     }
 
     /// # Panics
@@ -1190,7 +1202,8 @@ impl<'d> Cx<'d> {
                     // References are checked now so that drift never meets a broken one.
                     self.to_json_schema(s, &s_at, Dir::Response)?;
                 }
-                responses.push(Response { key: key.to_ascii_uppercase(), schema: schema.cloned() });
+                let key = if key.eq_ignore_ascii_case("default") { "default".into() } else { key.to_ascii_uppercase() };
+                responses.push(Response { key, schema: schema.cloned() });
             }
         }
         Ok(Operation {

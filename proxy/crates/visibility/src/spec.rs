@@ -38,7 +38,7 @@ use jsonschema::{Draft, Validator};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::exchange::{Exchange, is_json};
+use crate::exchange::{is_json, Exchange};
 
 /// Nesting bound for schemas (conversion), JSON values (drift) and YAML documents.
 const MAX_DEPTH: usize = 64;
@@ -108,7 +108,6 @@ const GET: usize = 0;
 pub struct Spec {
     doc: Value,
     version: String,
-    dialect: Dialect,
     base: Option<String>,
     root: Node,
     /// Per distinct path (after normalisation): the operation of each method in [`METHODS`].
@@ -299,7 +298,10 @@ enum Seg {
     Lit(Box<str>),
     Param(Box<str>),
     /// Literal pieces around parameters: `lits.len() == names.len() + 1`, ends may be empty.
-    Mixed { lits: Vec<Box<str>>, names: Vec<Box<str>> },
+    Mixed {
+        lits: Vec<Box<str>>,
+        names: Vec<Box<str>>,
+    },
 }
 
 #[derive(Default, Debug)]
@@ -334,7 +336,7 @@ fn parse_segs(template: &str) -> Vec<Seg> {
             if !s.contains('{') {
                 return Seg::Lit(s.into());
             }
-            let (mut lits, mut names) = (Vec::new(), Vec::new());
+            let (mut lits, mut names): (Vec<Box<str>>, Vec<Box<str>>) = (Vec::new(), Vec::new());
             let mut rest = s;
             while let Some(open) = rest.find('{') {
                 let Some(close) = rest[open..].find('}').map(|c| open + c) else { break };
@@ -343,7 +345,7 @@ fn parse_segs(template: &str) -> Vec<Seg> {
                 rest = &rest[close + 1..];
             }
             lits.push(rest.into());
-            if names.len() == 1 && lits.iter().all(|l: &Box<str>| l.is_empty()) {
+            if names.len() == 1 && lits.iter().all(|l| l.is_empty()) {
                 Seg::Param(names.pop().unwrap_or_default())
             } else if names.is_empty() {
                 Seg::Lit(s.into())
@@ -362,7 +364,7 @@ fn match_mixed<'s>(lits: &[Box<str>], s: &'s str, mut caps: Option<&mut Vec<&'s 
         return false;
     }
     let end = rest.len() - last.len();
-    if !rest.is_char_boundary(end) || &rest[end..] != &**last {
+    if !rest.is_char_boundary(end) || rest[end..] != **last {
         return false;
     }
     rest = &rest[..end];
@@ -478,7 +480,6 @@ impl Spec {
         let (key_headers, key_queries) = api_keys(&doc, dialect);
         let mut spec = Spec {
             version,
-            dialect,
             base,
             root: Node::default(),
             paths: Vec::new(),
@@ -500,7 +501,9 @@ impl Spec {
                         return Err(err(at, "a path must start with /"));
                     }
                     let (item, item_at) = cx.deref(item, &at)?;
-                    let Some(item) = item.as_object() else { return Err(err(item_at, "a path item must be an object")) };
+                    let Some(item) = item.as_object() else {
+                        return Err(err(item_at, "a path item must be an object"));
+                    };
                     let shared = item.get("parameters");
                     let segs = parse_segs(template);
                     let mut methods = [None; 8];
@@ -508,7 +511,15 @@ impl Spec {
                         let Some(op) = item.get(*m) else { continue };
                         let op_at = format!("{item_at}/{m}");
                         let id = OpId(spec.ops.len() as u32);
-                        let op = cx.operation(op, &op_at, m, template, segs.clone(), shared, &format!("{item_at}/parameters"))?;
+                        let op = cx.operation(
+                            op,
+                            &op_at,
+                            m,
+                            template,
+                            segs.clone(),
+                            shared,
+                            &format!("{item_at}/parameters"),
+                        )?;
                         spec.ops.push(op);
                         methods[mi] = Some(id);
                     }
@@ -557,10 +568,6 @@ impl Spec {
     /// The base path requests may carry (`/v1`), from `basePath` or `servers[0].url`.
     pub fn base_path(&self) -> Option<&str> {
         self.base.as_deref()
-    }
-
-    pub(crate) fn dialect(&self) -> Dialect {
-        self.dialect
     }
 
     /// The operation a request reaches. `path` is relative to the API's listen path, without
@@ -884,7 +891,7 @@ fn check_pairs(params: &[Param], at: In, pairs: &[(String, String)]) -> Result<(
 
 /// Percent-decoding (and `+` as a space in queries); invalid escapes stay as they are.
 pub(crate) fn pct_decode(s: &str, plus: bool) -> String {
-    if !s.contains('%') && !(plus && s.contains('+')) {
+    if !(s.contains('%') || plus && s.contains('+')) {
         return s.to_string();
     }
     let b = s.as_bytes();
@@ -922,7 +929,11 @@ impl Param {
         let Some(v) = &self.validator else { return Ok(()) };
         let value = if self.kind == Kind::Arr {
             let items: Vec<&str> = if values.len() == 1 {
-                if values[0].is_empty() { Vec::new() } else { values[0].split(',').collect() }
+                if values[0].is_empty() {
+                    Vec::new()
+                } else {
+                    values[0].split(',').collect()
+                }
             } else {
                 values.iter().map(String::as_str).collect()
             };
@@ -1019,7 +1030,10 @@ fn detect(doc: &Value) -> Result<(String, Dialect), SpecError> {
         } else if s == "3.1" || s.starts_with("3.1.") {
             Dialect::OpenApi31
         } else {
-            return Err(err("/openapi", format!("unsupported OpenAPI version {s:?}: 2.0, 3.0.x and 3.1.x are supported")));
+            return Err(err(
+                "/openapi",
+                format!("unsupported OpenAPI version {s:?}: 2.0, 3.0.x and 3.1.x are supported"),
+            ));
         };
         return Ok((s, d));
     }
@@ -1185,7 +1199,9 @@ impl<'d> Cx<'d> {
                 let r_at = format!("{at}/responses/{}", escape(key));
                 let (r, r_at) = self.deref(r, &r_at)?;
                 let (schema, s_at) = if self.dialect == Dialect::Swagger2 {
-                    let json = produces.and_then(Value::as_array).is_none_or(|p| p.iter().filter_map(Value::as_str).any(is_json));
+                    let json = produces
+                        .and_then(Value::as_array)
+                        .is_none_or(|p| p.iter().filter_map(Value::as_str).any(is_json));
                     (r.get("schema").filter(|_| json), format!("{r_at}/schema"))
                 } else {
                     let found = r
@@ -1241,7 +1257,9 @@ impl<'d> Cx<'d> {
                 return Err(err(format!("{at}/in"), format!("unknown parameter location {other:?}")));
             }
         };
-        if loc == In::Header && ["accept", "content-type", "authorization"].contains(&name.to_ascii_lowercase().as_str()) {
+        if loc == In::Header
+            && ["accept", "content-type", "authorization"].contains(&name.to_ascii_lowercase().as_str())
+        {
             return Ok(Compiled::Skip); // OpenAPI: such definitions SHALL be ignored.
         }
         let required = loc == In::Path || p.get("required").and_then(Value::as_bool).unwrap_or(false);
@@ -1249,7 +1267,9 @@ impl<'d> Cx<'d> {
             // 2.0: the schema keywords sit on the parameter itself.
             let mut s = Map::new();
             for (k, v) in p.as_object().into_iter().flatten() {
-                if !["name", "in", "required", "description", "allowEmptyValue", "collectionFormat"].contains(&k.as_str()) {
+                if !["name", "in", "required", "description", "allowEmptyValue", "collectionFormat"]
+                    .contains(&k.as_str())
+                {
                     s.insert(k.clone(), v.clone());
                 }
             }
@@ -1355,7 +1375,9 @@ impl<'d> Cx<'d> {
                 | "nullable" => {}
                 _ if k.starts_with("x-") => {}
                 "properties" | "patternProperties" | "$defs" | "definitions" | "dependentSchemas" => {
-                    let Some(props) = v.as_object() else { return Err(err(sub(k), format!("`{k}` must be an object"))) };
+                    let Some(props) = v.as_object() else {
+                        return Err(err(sub(k), format!("`{k}` must be an object")));
+                    };
                     let mut conv = Map::new();
                     for (name, ps) in props {
                         let p_at = format!("{}/{}", sub(k), escape(name));
@@ -1371,8 +1393,17 @@ impl<'d> Cx<'d> {
                     out.insert("items".into(), self.convert(v, &sub(k), dir, refs, depth + 1)?);
                 }
                 "additionalItems" => {}
-                "items" | "additionalProperties" | "not" | "contains" | "propertyNames" | "if" | "then" | "else"
-                | "unevaluatedProperties" | "unevaluatedItems" | "contentSchema" => {
+                "items"
+                | "additionalProperties"
+                | "not"
+                | "contains"
+                | "propertyNames"
+                | "if"
+                | "then"
+                | "else"
+                | "unevaluatedProperties"
+                | "unevaluatedItems"
+                | "contentSchema" => {
                     out.insert(k.clone(), self.convert(v, &sub(k), dir, refs, depth + 1)?);
                 }
                 "allOf" | "anyOf" | "oneOf" | "prefixItems" => {
@@ -1432,7 +1463,14 @@ impl<'d> Cx<'d> {
         Ok(Value::Object(out))
     }
 
-    fn convert_list(&self, v: &Value, at: &str, dir: Dir, refs: &mut Vec<String>, depth: usize) -> Result<Value, SpecError> {
+    fn convert_list(
+        &self,
+        v: &Value,
+        at: &str,
+        dir: Dir,
+        refs: &mut Vec<String>,
+        depth: usize,
+    ) -> Result<Value, SpecError> {
         let Some(list) = v.as_array() else { return Err(err(at, "expected an array of schemas")) };
         let mut out = Vec::with_capacity(list.len());
         for (i, s) in list.iter().enumerate() {
@@ -1621,7 +1659,8 @@ pub(crate) fn variants<'d>(root: &'d Value, schema: &'d Value, depth: usize) -> 
         base.declares_props = true;
         base.props = props.iter().map(|(k, v)| (k.as_str(), v)).collect();
     }
-    base.required = m.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+    base.required =
+        m.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
     base.pattern_props = m.get("patternProperties").and_then(Value::as_object).is_some_and(|p| !p.is_empty());
     base.additional = match m.get("additionalProperties") {
         None => Additional::Absent,
@@ -1670,7 +1709,11 @@ struct Walker<'s> {
 }
 
 fn type_drift(dir: Dir) -> DriftKind {
-    if dir == Dir::Request { DriftKind::RequestFieldType } else { DriftKind::ResponseFieldType }
+    if dir == Dir::Request {
+        DriftKind::RequestFieldType
+    } else {
+        DriftKind::ResponseFieldType
+    }
 }
 
 impl Walker<'_> {
@@ -1698,7 +1741,16 @@ impl Walker<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn walk(&mut self, v: &Value, schema: &Value, dir: Dir, prefix: &str, ptr: &mut String, depth: usize, out: &mut Vec<Drift>) {
+    fn walk(
+        &mut self,
+        v: &Value,
+        schema: &Value,
+        dir: Dir,
+        prefix: &str,
+        ptr: &mut String,
+        depth: usize,
+        out: &mut Vec<Drift>,
+    ) {
         if self.budget == 0 || depth > MAX_DEPTH {
             self.truncated = true;
             return;
@@ -1726,7 +1778,16 @@ impl Walker<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn check(&mut self, v: &Value, view: &View<'_>, dir: Dir, prefix: &str, ptr: &mut String, depth: usize, out: &mut Vec<Drift>) {
+    fn check(
+        &mut self,
+        v: &Value,
+        view: &View<'_>,
+        dir: Dir,
+        prefix: &str,
+        ptr: &mut String,
+        depth: usize,
+        out: &mut Vec<Drift>,
+    ) {
         let location = |ptr: &str| if ptr.is_empty() { prefix.to_string() } else { format!("{prefix} {ptr}") };
         let got = value_type(v);
         if view.types != 0 && view.types & got == 0 {
@@ -1746,7 +1807,11 @@ impl Walker<'_> {
                 if !fv.is_valid(v) {
                     let shown: String = s.chars().take(40).collect();
                     let d = Drift {
-                        kind: if dir == Dir::Request { DriftKind::RequestFieldFormat } else { DriftKind::ResponseFieldFormat },
+                        kind: if dir == Dir::Request {
+                            DriftKind::RequestFieldFormat
+                        } else {
+                            DriftKind::ResponseFieldFormat
+                        },
                         location: location(ptr),
                         detail: format!("expected format {f}, got {shown:?}"),
                     };
@@ -1787,12 +1852,17 @@ impl Walker<'_> {
                     if map.contains_key(*r) {
                         continue;
                     }
-                    let one_way = view.props.iter().find(|(n, _)| n == r).is_some_and(|(_, ps)| View::one_way(root, ps, dir));
+                    let one_way =
+                        view.props.iter().find(|(n, _)| n == r).is_some_and(|(_, ps)| View::one_way(root, ps, dir));
                     if one_way {
                         continue;
                     }
                     let d = Drift {
-                        kind: if dir == Dir::Request { DriftKind::RequestFieldMissing } else { DriftKind::ResponseFieldMissing },
+                        kind: if dir == Dir::Request {
+                            DriftKind::RequestFieldMissing
+                        } else {
+                            DriftKind::ResponseFieldMissing
+                        },
                         location: location(&format!("{ptr}/{}", escape(r))),
                         detail: "required field absent".into(),
                     };
@@ -1820,4 +1890,4 @@ impl Walker<'_> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -51,7 +51,9 @@ fn routing_does_not_allocate() {
     assert_eq!(after - before, 0, "allocations while routing");
     let counted = std::hint::black_box(vec![1u8]);
     assert!(ALLOCS.with(Cell::get) > after && counted.len() == 1, "the counter counts");
-    assert!(matches!(routes[0], Route::Op(_)) && matches!(routes[1], Route::Op(_)) && matches!(routes[2], Route::Op(_)));
+    assert!(
+        matches!(routes[0], Route::Op(_)) && matches!(routes[1], Route::Op(_)) && matches!(routes[2], Route::Op(_))
+    );
     assert_eq!(routes[3], Route::UnknownMethod);
     assert_eq!(routes[4], Route::UnknownPath);
     assert!(matches!(routes[5], Route::Op(_)));

@@ -241,7 +241,15 @@ fn deprecated_operations_and_ids_are_exposed() {
     assert_eq!(s.operation(op(&s, "GET", "/pets")).operation_id.as_deref(), Some("listPets"));
 }
 
-fn check(s: &Spec, method: &str, path: &str, query: &str, headers: &[(&str, &str)], body: Option<&str>, ct: Option<&str>) -> Result<(), String> {
+fn check(
+    s: &Spec,
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+    ct: Option<&str>,
+) -> Result<(), String> {
     let id = op(s, method, path);
     s.check_request(id, path, query, headers, body.map(str::as_bytes), ct).map_err(|v| v.pointer)
 }
@@ -304,7 +312,14 @@ fn requests_are_checked_with_the_pointer_of_the_failing_field() {
     assert_eq!(check(&s, "POST", "/pets/1/photo", "", &[], Some("{}"), json), Err("/header/content-type".into()));
 }
 
-fn exchange<'a>(method: &'a str, path: &'a str, query: &'a str, status: u16, req: &'a str, resp: &'a str) -> Exchange<'a> {
+fn exchange<'a>(
+    method: &'a str,
+    path: &'a str,
+    query: &'a str,
+    status: u16,
+    req: &'a str,
+    resp: &'a str,
+) -> Exchange<'a> {
     Exchange {
         method,
         path,
@@ -328,8 +343,13 @@ fn drifts(s: &Spec, x: &Exchange<'_>) -> Vec<(DriftKind, String)> {
 fn drift_reports_statuses_and_parameters() {
     let s = v30();
     let mut x = exchange("GET", "/users", "limit=1&debug=1&debug=2", 418, "", "");
-    x.req_headers =
-        vec![("Host", "x"), ("Accept-Encoding", "gzip"), ("X-Forwarded-For", "1.2.3.4"), ("X-Trace-Me", "1"), ("x-tenant", "a")];
+    x.req_headers = vec![
+        ("Host", "x"),
+        ("Accept-Encoding", "gzip"),
+        ("X-Forwarded-For", "1.2.3.4"),
+        ("X-Trace-Me", "1"),
+        ("x-tenant", "a"),
+    ];
     assert_eq!(
         drifts(&s, &x),
         vec![
@@ -413,7 +433,10 @@ fn drift_reports_body_fields_once_per_normalised_location() {
 fn drift_is_capped_and_says_so() {
     let s = v30();
     let fields: Vec<String> = (0..500).map(|i| format!("\"f{i}\":1")).collect();
-    let body = format!(r#"{{"items":[{{"email":"a@b.co","id":"0f8fad5b-d9cb-469f-a165-70867728950e",{}}}]}}"#, fields.join(","));
+    let body = format!(
+        r#"{{"items":[{{"email":"a@b.co","id":"0f8fad5b-d9cb-469f-a165-70867728950e",{}}}]}}"#,
+        fields.join(",")
+    );
     let x = exchange("GET", "/users", "limit=1", 200, "", &body);
     let mut out = Vec::new();
     s.drift(op(&s, "GET", "/users"), &x, &mut out);
@@ -444,22 +467,32 @@ fn bad_documents_are_refused_naming_the_place() {
     assert_eq!(e(r#"{"swagger":"1.2"}"#).pointer, "/swagger");
     assert!(e("{ not json").message.contains("JSON"));
     assert!(e("a: [").message.contains("YAML"));
-    let x = e(r##"{"openapi":"3.0.0","paths":{"/users":{"get":{"parameters":[{"$ref":"#/components/parameters/Nope"}],"responses":{}}}}}"##);
+    let x = e(
+        r##"{"openapi":"3.0.0","paths":{"/users":{"get":{"parameters":[{"$ref":"#/components/parameters/Nope"}],"responses":{}}}}}"##,
+    );
     assert_eq!(x.pointer, "/paths/~1users/get/parameters/0/$ref");
     assert!(x.message.contains("broken reference"), "{x}");
-    let x = e(r##"{"openapi":"3.0.0","paths":{"/u":{"post":{"requestBody":{"content":{"application/json":{"schema":{"properties":{"a":{"$ref":"other.yaml#/X"}}}}}},"responses":{}}}}}"##);
+    let x = e(
+        r##"{"openapi":"3.0.0","paths":{"/u":{"post":{"requestBody":{"content":{"application/json":{"schema":{"properties":{"a":{"$ref":"other.yaml#/X"}}}}}},"responses":{}}}}}"##,
+    );
     assert_eq!(x.pointer, "/paths/~1u/post/requestBody/content/application~1json/schema/properties/a/$ref");
     assert!(x.message.contains("not local"), "{x}");
-    let x = e(r#"{"openapi":"3.1.0","paths":{"/u":{"get":{"parameters":[{"name":"q","in":"query","schema":{"type":"string","pattern":"("}}],"responses":{}}}}}"#);
+    let x = e(
+        r#"{"openapi":"3.1.0","paths":{"/u":{"get":{"parameters":[{"name":"q","in":"query","schema":{"type":"string","pattern":"("}}],"responses":{}}}}}"#,
+    );
     assert_eq!(x.pointer, "/paths/~1u/get/parameters/0/schema");
     assert!(x.message.contains("does not compile"), "{x}");
-    let x = e(r#"{"openapi":"3.0.0","paths":{"/u":{"get":{"parameters":[{"name":"q","in":"query","schema":{"type":"strnig"}}],"responses":{}}}}}"#);
+    let x = e(
+        r#"{"openapi":"3.0.0","paths":{"/u":{"get":{"parameters":[{"name":"q","in":"query","schema":{"type":"strnig"}}],"responses":{}}}}}"#,
+    );
     assert_eq!(x.pointer, "/paths/~1u/get/parameters/0/schema");
     let x = e(r#"{"openapi":"3.0.0","paths":{"/u":{"get":{"parameters":[{"name":"q","in":"body"}],"responses":{}}}}}"#);
     assert_eq!(x.pointer, "/paths/~1u/get/parameters/0/in");
     let x = e(r#"{"openapi":"3.0.0","paths":{"u":{}}}"#);
     assert_eq!(x.pointer, "/paths/u");
-    let x = e(r##"{"openapi":"3.0.0","paths":{"/u":{"get":{"responses":{"200":{"description":"","content":{"application/json":{"schema":{"$ref":"#/nope"}}}}}}}}}"##);
+    let x = e(
+        r##"{"openapi":"3.0.0","paths":{"/u":{"get":{"responses":{"200":{"description":"","content":{"application/json":{"schema":{"$ref":"#/nope"}}}}}}}}}"##,
+    );
     assert_eq!(x.pointer, "/paths/~1u/get/responses/200/content/application~1json/schema/$ref");
     let x = e(r##"{"openapi":"3.0.0","paths":{"/u":{"$ref":"#/x"}},"x":{"$ref":"#/x"}}"##);
     assert!(x.message.contains("cycle"), "{x}");
@@ -522,7 +555,8 @@ fn garbage_and_deep_documents_do_not_panic() {
     let mut out = Vec::new();
     s.drift(op(&s, "POST", "/users"), &x, &mut out);
     assert!(out.iter().any(|d| d.kind == DriftKind::Truncated));
-    let _ = s.check_request(op(&s, "POST", "/users"), "/users", "", &[], Some(body.as_bytes()), Some("application/json"));
+    let _ =
+        s.check_request(op(&s, "POST", "/users"), "/users", "", &[], Some(body.as_bytes()), Some("application/json"));
     for path in ["", "/", "//", "/api/v1/users/\u{e9}/x", &"/a".repeat(10_000)] {
         for m in ["", "GET", "get ", "\u{e9}"] {
             let _ = s.route(m, path);
@@ -554,7 +588,8 @@ fn specs_are_shared_between_threads() {
 fn dialect_conversion_to_2020_12() {
     let doc: Value = serde_json::from_str(USERS_V30).unwrap();
     let cx = Cx { root: &doc, dialect: Dialect::OpenApi30 };
-    let s = json!({"type": "integer", "nullable": true, "exclusiveMaximum": true, "maximum": 5, "example": 1, "x-a": 1});
+    let s =
+        json!({"type": "integer", "nullable": true, "exclusiveMaximum": true, "maximum": 5, "example": 1, "x-a": 1});
     assert_eq!(
         cx.to_json_schema(&s, "", Dir::Request).unwrap(),
         json!({"type": ["integer", "null"], "exclusiveMaximum": 5})
@@ -563,7 +598,15 @@ fn dialect_conversion_to_2020_12() {
     let js = cx.to_json_schema(&s, "", Dir::Request).unwrap();
     assert_eq!(js["anyOf"][0], json!({"type": "null"}));
     assert_eq!(js["anyOf"][1]["allOf"][0]["$ref"], "#/$defs/~1components~1schemas~1User");
-    assert_eq!(js["$defs"]["/components/schemas/User"]["required"], json!(["email", "password"]), "readOnly id dropped");
+    assert_eq!(
+        js["$defs"]["/components/schemas/User"]["required"],
+        json!(["email", "password"]),
+        "readOnly id dropped"
+    );
     let resp = cx.to_json_schema(&json!({"$ref": "#/components/schemas/User"}), "", Dir::Response).unwrap();
-    assert_eq!(resp["$defs"]["/components/schemas/User"]["required"], json!(["id", "email"]), "writeOnly password dropped");
+    assert_eq!(
+        resp["$defs"]["/components/schemas/User"]["required"],
+        json!(["id", "email"]),
+        "writeOnly password dropped"
+    );
 }

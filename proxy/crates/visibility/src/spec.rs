@@ -116,7 +116,6 @@ pub struct Spec {
     /// Lowercase names of `apiKey` security schemes' headers and query parameters.
     key_headers: Vec<String>,
     key_queries: Vec<String>,
-    formats: Vec<(&'static str, Validator)>,
 }
 
 /// Why a document was refused: where in it, and what.
@@ -251,6 +250,8 @@ struct Param {
     validator: Option<Validator>,
     kind: Kind,
     item: Kind,
+    /// An object spread over query keys (`form` exploded, `deepObject`): any key may be it.
+    object: bool,
 }
 
 impl fmt::Debug for Param {
@@ -486,7 +487,6 @@ impl Spec {
             ops: Vec::new(),
             key_headers,
             key_queries,
-            formats: Vec::new(),
             doc: Value::Null,
         };
         match doc.get("paths") {
@@ -543,14 +543,6 @@ impl Spec {
             Some(_) => return Err(err("/paths", "`paths` must be an object")),
         }
         spec.root.sort();
-        for f in ["date-time", "date", "email", "uuid", "ipv4", "ipv6", "uri"] {
-            let v = jsonschema::options()
-                .with_draft(Draft::Draft202012)
-                .should_validate_formats(true)
-                .build(&serde_json::json!({ "format": f }))
-                .map_err(|e| err("", format!("format {f}: {e}")))?;
-            spec.formats.push((f, v));
-        }
         spec.doc = doc;
         Ok(spec)
     }
@@ -747,7 +739,7 @@ impl Spec {
             });
         }
         // Parameters.
-        let object_query = o.params.iter().any(|p| p.at == In::Query && p.kind == Kind::Any);
+        let object_query = o.params.iter().any(|p| p.at == In::Query && p.object);
         let mut seen: Vec<String> = Vec::new();
         let mut seen_headers: Vec<String> = Vec::new();
         for (name, _) in x.query_pairs() {
@@ -1285,16 +1277,17 @@ impl<'d> Cx<'d> {
             (Value::Bool(true), at.to_string())
         };
         let validator = Some(self.compile(&schema, &s_at, Dir::Request)?);
-        let (kind, item) = {
+        let (kind, item, object) = {
             let views = variants(self.root, &schema, 0);
+            let object = views.iter().any(|v| v.types & T_OBJ != 0 || (v.types == 0 && v.declares_props));
             let v = views.first();
             let kind = v.map_or(Kind::Any, |v| kind_of(v.types));
             let item = v
                 .and_then(|v| v.items)
                 .map_or(Kind::Str, |i| variants(self.root, i, 0).first().map_or(Kind::Str, |v| kind_of(v.types)));
-            (kind, item)
+            (kind, item, object)
         };
-        Ok(Compiled::Param(Param { name: name.to_string(), at: loc, required, validator, kind, item }))
+        Ok(Compiled::Param(Param { name: name.to_string(), at: loc, required, validator, kind, item, object }))
     }
 
     /// Compiles a schema of the document (at `at`) into a 2020-12 validator.
@@ -1701,6 +1694,23 @@ fn product<'d>(a: &[View<'d>], b: &[View<'d>]) -> Vec<View<'d>> {
     out
 }
 
+/// The formats drift checks, with their validators: built once per process (they are the
+/// same for every document).
+fn formats() -> &'static [(&'static str, Validator)] {
+    static FORMATS: std::sync::OnceLock<Vec<(&'static str, Validator)>> = std::sync::OnceLock::new();
+    FORMATS.get_or_init(|| {
+        ["date-time", "date", "email", "uuid", "ipv4", "ipv6", "uri"]
+            .into_iter()
+            .filter_map(|f| {
+                let schema = serde_json::json!({ "format": f });
+                let v =
+                    jsonschema::options().with_draft(Draft::Draft202012).should_validate_formats(true).build(&schema);
+                Some((f, v.ok()?))
+            })
+            .collect()
+    })
+}
+
 struct Walker<'s> {
     spec: &'s Spec,
     out: Vec<Drift>,
@@ -1803,7 +1813,7 @@ impl Walker<'_> {
         match v {
             Value::String(s) => {
                 let Some(f) = view.format else { return };
-                let Some((_, fv)) = self.spec.formats.iter().find(|(n, _)| *n == f) else { return };
+                let Some((_, fv)) = formats().iter().find(|(n, _)| *n == f) else { return };
                 if !fv.is_valid(v) {
                     let shown: String = s.chars().take(40).collect();
                     let d = Drift {

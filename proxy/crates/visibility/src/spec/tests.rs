@@ -1,3 +1,6 @@
+//! Tests of the spec compiler, and the small documents they (and the diff tests) share:
+//! Swagger 2.0 in YAML, OpenAPI 3.0 in JSON, OpenAPI 3.1 in YAML, all written for these tests.
+
 use super::*;
 use serde_json::json;
 

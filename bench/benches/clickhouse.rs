@@ -53,6 +53,7 @@ fn batch(first: u64, t0_us: u64) -> (Vec<u8>, u64) {
                 track_path: false,
                 expire_after_s: 0,
                 alias: "",
+                finding: None,
             },
         );
         record::finish(&mut rec, &o, &WallTime::at(t0_us + i));

@@ -35,6 +35,7 @@ fn facts<'a>(tags: &'a [String]) -> RequestFacts<'a> {
         track_path: false,
         expire_after_s: 0,
         alias: "",
+        finding: None,
     }
 }
 

@@ -74,6 +74,7 @@ fn one(out: &mut Vec<u8>, i: u64, n: u64) {
             track_path: false,
             expire_after_s: 0,
             alias: "",
+            finding: None,
         },
     );
     let total_us = 200 + (i * 7919) % 50_000;

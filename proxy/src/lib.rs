@@ -24,6 +24,7 @@ pub mod gossip;
 pub mod keystore;
 pub mod ratelog;
 pub mod server;
+pub mod visibility;
 
 pub use portcullis_config as config;
 pub use portcullis_config::router;

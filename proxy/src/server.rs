@@ -88,7 +88,17 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         crate::keystore::lookup_channel(a.key_lookup_queue, Duration::from_millis(a.key_lookup_timeout_ms));
     let (links, hub_ends) = crate::gossip::channels(workers);
     let (feed, pump_ends) = crate::analytics::channels(workers, cfg.analytics.queue_batches);
-    let analytics = crate::analytics::pump::spawn(&cfg, pump_ends, workers).map_err(StartError::Analytics)?;
+    // API visibility learns from the records the analytics thread hands it.
+    let visibility = Arc::new(crate::visibility::VisibilityState::open(&cfg.visibility.state_dir));
+    let (vis_feed, vis_thread) =
+        crate::visibility::spawn(Arc::clone(&visibility), Arc::clone(&snapshot)).map_err(|e| {
+            StartError::Analytics(crate::analytics::sink::OpenError {
+                name: "(visibility thread)".into(),
+                message: e.to_string(),
+            })
+        })?;
+    let analytics =
+        crate::analytics::pump::spawn(&cfg, pump_ends, workers, Some(vis_feed)).map_err(StartError::Analytics)?;
     let pump_stats = Arc::clone(&analytics.stats);
     let search_index = analytics.handles.search.clone();
     let pump = analytics.thread;
@@ -159,6 +169,7 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         analytics: Arc::clone(&pump_stats),
         search: search_index,
         health,
+        visibility: Arc::clone(&visibility),
     });
     let admin_addr = cfg.admin_addr();
     let result = rt.block_on(async {
@@ -215,6 +226,16 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         let _ = pump.join();
     } else {
         tracing::warn!("analytics pump did not finish writing in time");
+    }
+    // The visibility thread saves its state once the pump has let go of it.
+    while !vis_thread.is_finished() && Instant::now() < deadline + Duration::from_secs(4) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if vis_thread.is_finished() {
+        let _ = vis_thread.join();
+    } else {
+        tracing::warn!("visibility thread did not save in time");
+        visibility.save();
     }
     // Detach the XDP gate: dropping the last reference drops aya's links.
     drop(state);

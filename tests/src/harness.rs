@@ -308,6 +308,13 @@ impl Proxy {
         c.request("GET", path, &format!("{headers}Connection: close\r\n"), b"").expect("request")
     }
 
+    /// A request with a body on a fresh connection to the proxy, with extra header lines and
+    /// `Connection: close`.
+    pub fn send(&self, method: &str, path: &str, headers: &str, body: &str) -> client::Response {
+        let mut c = client::Conn::connect(self.listen).expect("connect");
+        c.request(method, path, &format!("{headers}Connection: close\r\n"), body.as_bytes()).expect("request")
+    }
+
     /// Creates a key through `POST /tyk/keys/create`: (key, key_hash).
     ///
     /// A session without `access_rights` or policies is given access to every API in the apps

@@ -202,6 +202,10 @@ fn serve(conn: TcpStream, name: &str, heads: &AtomicUsize) -> io::Result<()> {
     }
 }
 
+fn query_of(target: &str) -> &str {
+    target.split_once('?').map_or("", |(_, q)| q)
+}
+
 fn json_body(req: &Req, peer: SocketAddr, with_body: bool) -> Value {
     let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
     let mut args = Map::new();
@@ -453,14 +457,12 @@ fn respond(
                 w.write_all(&buf[..n])?;
             }
         }
-        _ => write_response(
-            w,
-            404,
-            json_ct,
-            json!({"error": "not found", "path": path}).to_string().as_bytes(),
-            name,
-            close,
-        )?,
+        _ => {
+            let (status, v) = crate::jsonplaceholder::respond(&req.method, &seg, query_of(&req.target), &req.body)
+                .unwrap_or_else(|| (404, json!({"error": "not found", "path": path})));
+            let ctype = if status == 404 { json_ct } else { "application/json; charset=utf-8" };
+            write_response(w, status, ctype, v.to_string().as_bytes(), name, close)?;
+        }
     }
     Ok(true)
 }

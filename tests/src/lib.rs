@@ -3,6 +3,8 @@
 //!
 //! - [`httpbin`]: an httpbin-like HTTP/1.1 upstream on real loopback sockets (also the demo
 //!   upstream `cargo xtask run` starts), counting the connections it accepts.
+//! - [`jsonplaceholder`]: a jsonplaceholder-like REST API the demo upstream also serves (API
+//!   visibility's walkthrough).
 //! - [`client`]: a raw HTTP/1.1 client that can send malformed and smuggling-shaped requests.
 //! - [`harness`]: writes a config and `apps/`, starts the real `portcullis` binary, waits for it.
 //! - [`redis`]: a real `redis-server` on a free port for one test.
@@ -15,6 +17,7 @@ pub mod clickhouse;
 pub mod client;
 pub mod harness;
 pub mod httpbin;
+pub mod jsonplaceholder;
 pub mod metrics;
 pub mod netns;
 pub mod redis;

@@ -53,6 +53,8 @@ enum Value {
     Float(f64),
     Bool(bool),
     List(Vec<Value>),
+    /// `None`: an optional key left out.
+    Unset,
 }
 
 impl Value {
@@ -75,6 +77,7 @@ impl Value {
             Value::Float(f) => f.to_string(),
             Value::Bool(b) => b.to_string(),
             Value::List(items) => format!("[{}]", items.iter().map(Value::toml).collect::<Vec<_>>().join(", ")),
+            Value::Unset => "(unset)".into(),
         }
     }
 }
@@ -173,6 +176,7 @@ impl<'a> Source<'a> {
             Expr::Path(p) => {
                 let segs: Vec<String> = p.path.segments.iter().map(|s| s.ident.to_string()).collect();
                 match segs.as_slice() {
+                    [none] if none == "None" => Value::Unset,
                     [name] => {
                         let c = self.consts.get(name).ok_or_else(|| anyhow!("unknown constant `{name}`"))?;
                         self.eval(c).with_context(|| format!("constant `{name}`"))?
@@ -217,6 +221,11 @@ impl<'a> Source<'a> {
             "bool" => "boolean".into(),
             "u8" | "u16" | "u32" | "u64" | "usize" | "i32" | "i64" => "integer".into(),
             "f32" | "f64" => "number".into(),
+            "Option" => {
+                let PathArguments::AngleBracketed(args) = &seg.arguments else { bail!("`Option` without its type") };
+                let Some(GenericArgument::Type(inner)) = args.args.first() else { bail!("`Option` without its type") };
+                format!("{} (optional)", self.type_name(inner)?)
+            }
             "Vec" => {
                 let PathArguments::AngleBracketed(args) = &seg.arguments else { bail!("`Vec` without its item type") };
                 let Some(GenericArgument::Type(item)) = args.args.first() else { bail!("`Vec` without its item type") };

@@ -143,6 +143,7 @@ const MACHETE_DIRS: &[&str] = &[
     "proxy/crates/http1",
     "proxy/crates/policy",
     "proxy/crates/config",
+    "proxy/crates/visibility",
     "xtask",
     "tests",
     "bench",

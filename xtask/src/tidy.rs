@@ -246,6 +246,7 @@ mod tests {
                 &[
                     "portcullis-http1",
                     "portcullis-policy",
+                    "portcullis-visibility",
                     "portcullis-ebpf-common",
                     "ahash",
                     "arc-swap",
@@ -257,6 +258,7 @@ mod tests {
                     "serde",
                     "serde_ignored",
                     "serde_json",
+                    "serde_norway",
                     "serde_path_to_error",
                     "thiserror",
                     "toml",

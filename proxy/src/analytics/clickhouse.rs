@@ -478,6 +478,7 @@ mod tests {
                     track_path: false,
                     expire_after_s: 0,
                     alias: "",
+                    finding: None,
                 },
             );
             let wall = super::super::clock::WallTime::at(unix_us + i as u64);

@@ -126,6 +126,7 @@ mod tests {
                 track_path: true,
                 expire_after_s: 0,
                 alias: "",
+                finding: None,
             },
         );
         let wall = super::super::clock::WallTime::at(1_796_107_285_123_456);

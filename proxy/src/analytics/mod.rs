@@ -35,14 +35,21 @@ pub const BATCH_BYTES: usize = 64 * 1024;
 pub struct Batch {
     pub bytes: Vec<u8>,
     pub records: u64,
+    /// API visibility's sampled exchanges (`visibility::sample` frames), usually none.
+    pub samples: Vec<u8>,
 }
+
+/// A worker hands its batch on once its sampled exchanges hold this many bytes.
+pub const SAMPLE_BYTES: usize = 256 * 1024;
 
 /// A batch on its way to the sinks, shared by their threads: its buffer goes back to the
 /// workers for reuse when the last of them lets go.
 pub struct Shared {
     pub bytes: Vec<u8>,
     pub records: u64,
-    spare: Sender<Vec<u8>>,
+    /// Sampled exchanges, for the visibility thread only.
+    pub samples: Vec<u8>,
+    pub(crate) spare: Sender<Vec<u8>>,
 }
 
 impl Drop for Shared {
@@ -91,6 +98,10 @@ pub struct RecorderStats {
     pub queued: u64,
     /// Records dropped because the queue to the pump was full.
     pub dropped: u64,
+    /// Sampled exchanges handed to the pump.
+    pub samples_queued: u64,
+    /// Sampled exchanges dropped with their batch.
+    pub samples_dropped: u64,
 }
 
 /// A worker's batch of records and its clock.
@@ -98,6 +109,8 @@ pub struct Recorder {
     feed: Feed,
     buf: Vec<u8>,
     records: u64,
+    samples: Vec<u8>,
+    sample_count: u64,
     clock: clock::SecondCache,
     /// Wall clock at an instant, so a record's time comes from the `Instant` the exchange read
     /// anyway (re-read from the system clock once a second).
@@ -119,6 +132,8 @@ impl Recorder {
             feed,
             buf: Vec::new(),
             records: 0,
+            samples: Vec::new(),
+            sample_count: 0,
             clock: clock::SecondCache::default(),
             wall_base: None,
             identity_keys: AHashMap::new(),
@@ -171,6 +186,16 @@ impl Recorder {
         }
     }
 
+    /// Appends a finished sampled exchange (`visibility::sample` frame) to the batch, and hands
+    /// the batch on once its samples are large.
+    pub fn push_sample(&mut self, frame: &[u8]) {
+        self.samples.extend_from_slice(frame);
+        self.sample_count += 1;
+        if self.samples.len() >= SAMPLE_BYTES {
+            self.flush();
+        }
+    }
+
     /// Hands the records held so far to the pump without waiting; if its queue is full they are
     /// dropped and counted.
     pub fn flush(&mut self) {
@@ -188,20 +213,26 @@ impl Recorder {
     }
 
     fn hand_over(&mut self, wait: Option<Duration>) {
-        if self.records == 0 {
+        if self.records == 0 && self.sample_count == 0 {
             return;
         }
-        let n = self.records;
-        let batch = Batch { bytes: std::mem::take(&mut self.buf), records: n };
+        let (n, s) = (self.records, self.sample_count);
+        let batch =
+            Batch { bytes: std::mem::take(&mut self.buf), records: n, samples: std::mem::take(&mut self.samples) };
         self.records = 0;
+        self.sample_count = 0;
         let refused = match wait {
             None => self.feed.tx.try_send(batch).err().map(|e| e.into_inner()),
             Some(t) => self.feed.tx.send_timeout(batch, t).err().map(|e| e.into_inner()),
         };
         match refused {
-            None => self.stats.queued += n,
+            None => {
+                self.stats.queued += n;
+                self.stats.samples_queued += s;
+            }
             Some(b) => {
                 self.stats.dropped += n;
+                self.stats.samples_dropped += s;
                 if wait.is_some() {
                     tracing::warn!(records = n, "analytics queue full at shutdown: records dropped");
                 }
@@ -253,7 +284,7 @@ mod tests {
         let mut rec = b"{\"x\":2".to_vec();
         r.push(&mut rec, &Outcome { code: 200, ..Default::default() }, Instant::now());
         r.finish();
-        assert_eq!(r.stats, RecorderStats { queued: 1, dropped: 1 });
+        assert_eq!(r.stats, RecorderStats { queued: 1, dropped: 1, ..Default::default() });
     }
 
     #[test]
@@ -275,7 +306,7 @@ mod tests {
             r.flush();
         }
         // One batch fits the queue (capacity 1, nobody draining); the other two are dropped.
-        assert_eq!(r.stats, RecorderStats { queued: 1, dropped: 2 });
+        assert_eq!(r.stats, RecorderStats { queued: 1, dropped: 2, ..Default::default() });
         let batch = ends.batches.try_recv().unwrap();
         assert_eq!(batch.records, 1);
         let line: serde_json::Value = serde_json::from_slice(&batch.bytes).unwrap();

@@ -31,7 +31,13 @@ const SINKS_STOP: Duration = Duration::from_secs(5);
 
 /// Opens every sink (`[analytics]`'s effective sinks: a path that cannot be written stops
 /// startup with an error naming it) and starts the analytics thread and the sinks' threads.
-pub fn spawn(cfg: &Config, ends: PumpEnds, workers: usize) -> Result<Analytics, OpenError> {
+/// With `visibility`, every batch is also offered to the visibility thread (`crate::visibility`).
+pub fn spawn(
+    cfg: &Config,
+    ends: PumpEnds,
+    workers: usize,
+    visibility: Option<crate::visibility::Feed>,
+) -> Result<Analytics, OpenError> {
     let a = &cfg.analytics;
     let queue = workers.max(1) * a.queue_batches.max(1);
     let mut handles = Handles::default();
@@ -42,19 +48,28 @@ pub fn spawn(cfg: &Config, ends: PumpEnds, workers: usize) -> Result<Analytics, 
     let stats = Arc::new(PumpStats { sinks: sinks.iter().map(|s| Arc::clone(&s.stats)).collect() });
     let thread = std::thread::Builder::new()
         .name("portcullis-analytics".into())
-        .spawn(move || run(ends, sinks))
+        .spawn(move || run(ends, sinks, visibility))
         .map_err(|e| OpenError { name: "(analytics thread)".into(), message: e.to_string() })?;
     Ok(Analytics { thread, stats, handles })
 }
 
-fn run(ends: PumpEnds, sinks: Vec<SinkThread>) {
+fn run(ends: PumpEnds, sinks: Vec<SinkThread>, visibility: Option<crate::visibility::Feed>) {
     let PumpEnds { batches, spare } = ends;
     while let Ok(batch) = batches.recv() {
-        let shared = Arc::new(Shared { bytes: batch.bytes, records: batch.records, spare: spare.clone() });
+        let shared = Arc::new(Shared {
+            bytes: batch.bytes,
+            records: batch.records,
+            samples: batch.samples,
+            spare: spare.clone(),
+        });
         for s in &sinks {
             s.offer(&shared);
         }
+        if let Some(v) = &visibility {
+            v.offer(&shared);
+        }
     }
+    drop(visibility);
     let deadline = Instant::now() + SINKS_STOP;
     let threads: Vec<_> = sinks.into_iter().map(|s| (s.stats, s.thread)).collect();
     for (stats, t) in threads {

@@ -38,6 +38,10 @@ pub struct RequestFacts<'a> {
     pub expire_after_s: u64,
     /// The session's `alias` (empty: not written).
     pub alias: &'a str,
+    /// API visibility's verdict on the request against the API's provided OpenAPI document, a
+    /// tag after the others: `visibility-shadow` or `visibility-zombie` (`None`: documented, or
+    /// no document).
+    pub finding: Option<&'static str>,
 }
 
 /// How the exchange ended.
@@ -80,7 +84,8 @@ pub fn begin(out: &mut Vec<u8>, f: RequestFacts<'_>) {
     out.extend_from_slice(b",\"ip_address\":");
     json_str(out, f.ip_address.as_bytes());
     out.extend_from_slice(b",\"tags\":[");
-    for (i, t) in f.tags.iter().flat_map(|t| t.iter()).enumerate() {
+    let tags = f.tags.iter().flat_map(|t| t.iter()).map(String::as_str).chain(f.finding);
+    for (i, t) in tags.enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -231,6 +236,7 @@ mod tests {
             track_path: false,
             expire_after_s: 0,
             alias: "",
+            finding: None,
         }
     }
 

@@ -117,6 +117,10 @@ async fn handle(state: Arc<ControlState>, req: Request<Incoming>) -> Result<Resp
             Err(r) => r,
             Ok(()) => super::analytics::handle(&state, &path, req.uri().query().unwrap_or_default()).await,
         },
+        (_, p) if p.starts_with("/api/visibility/") => match authorised(&state, &req) {
+            Err(r) => r,
+            Ok(()) => super::visibility::handle(&state, req, p).await,
+        },
         (&Method::GET, "/api/connections") => match authorised(&state, &req) {
             Err(r) => r,
             Ok(()) => connections(&state),

@@ -198,7 +198,7 @@ fn path_id(path: &str, prefix: &str) -> Option<Option<String>> {
     percent_decode(rest).map(Some)
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+pub(super) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

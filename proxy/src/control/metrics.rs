@@ -452,5 +452,58 @@ pub fn render_metrics(state: &ControlState) -> String {
         "portcullis_config_reloads_total{{result=\"error\"}} {}",
         state.reloader.error_total.load(Ordering::Relaxed)
     );
+    visibility(&mut out, &state.visibility);
     out
+}
+
+/// API visibility: findings, inventory size and guards per API, and the thread's counters.
+fn visibility(out: &mut String, v: &crate::visibility::VisibilityState) {
+    use crate::visibility::state::FindingKind;
+    let apis = v.metrics();
+    header(out, "portcullis_api_findings_total", "counter", "Requests found shadow, zombie or drifting, by API.");
+    for a in &apis {
+        let api = &a.api;
+        for kind in [FindingKind::Shadow, FindingKind::Zombie, FindingKind::Drift] {
+            let n = a.findings.get(&kind).copied().unwrap_or(0);
+            let _ = writeln!(out, "portcullis_api_findings_total{{api=\"{api}\",kind=\"{}\"}} {n}", kind.label());
+        }
+    }
+    header(
+        out,
+        "portcullis_visibility_endpoints",
+        "gauge",
+        "Endpoints (method and path template) in an API's inventory.",
+    );
+    for a in &apis {
+        let _ = writeln!(out, "portcullis_visibility_endpoints{{api=\"{}\"}} {}", a.api, a.endpoints);
+    }
+    header(
+        out,
+        "portcullis_visibility_capped_total",
+        "counter",
+        "Times a visibility guard fired, by API and reason: endpoints (the cap), cardinality, findings.",
+    );
+    for a in &apis {
+        for (reason, n) in &a.capped {
+            let _ = writeln!(out, "portcullis_visibility_capped_total{{api=\"{}\",reason=\"{reason}\"}} {n}", a.api);
+        }
+    }
+    let s = &v.stats;
+    for (name, help, value) in [
+        ("portcullis_visibility_records_total", "Request records the visibility thread learnt from.", &s.records),
+        ("portcullis_visibility_samples_total", "Sampled exchanges the visibility thread learnt from.", &s.samples),
+        (
+            "portcullis_visibility_dropped_batches_total",
+            "Record batches the visibility thread's queue had no room for.",
+            &s.batches_dropped,
+        ),
+        (
+            "portcullis_visibility_save_errors_total",
+            "Visibility state files that could not be written.",
+            &s.save_errors,
+        ),
+    ] {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+    }
 }

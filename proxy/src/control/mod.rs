@@ -15,6 +15,7 @@ mod metrics;
 mod reload;
 pub mod telemetry;
 pub mod uptime;
+mod visibility;
 
 pub use admin::serve_admin;
 pub(crate) use health::{publish as publish_health, publish_loop as publish_health_loop};
@@ -80,4 +81,6 @@ pub struct ControlState {
     pub search: Option<Arc<crate::analytics::search::SearchIndex>>,
     /// The gateway listener's health bodies, published by `health` for the workers.
     pub health: Arc<arc_swap::ArcSwap<crate::dataplane::health::HealthReplies>>,
+    /// API visibility's per-API state (`/api/visibility/*`, `/metrics`).
+    pub visibility: Arc<crate::visibility::VisibilityState>,
 }

@@ -207,7 +207,12 @@ fn not_loaded(snap: &Snapshot, change: &Change, edit: &FileEdit) -> Option<Strin
             let loaded = snap.policy_sources.get(id).is_some_and(|s| s.file == edit.path);
             (!loaded).then(|| format!("{file}: field `id` = {id}: would not be loaded as policy {id:?}"))
         }
-        Change::DeleteApi { .. } | Change::DeletePolicy { .. } => None,
+        Change::PutSpec { api_id, .. } => {
+            let loaded =
+                snap.apis.iter().any(|a| a.api_id == *api_id && a.visibility.spec_file.as_ref() == Some(&edit.path));
+            (!loaded).then(|| format!("{file}: would not be read as the OpenAPI document of API {api_id:?}"))
+        }
+        Change::DeleteApi { .. } | Change::DeletePolicy { .. } | Change::DeleteSpec { .. } => None,
     }
 }
 

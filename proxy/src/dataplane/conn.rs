@@ -366,6 +366,7 @@ async fn request<'w>(
     bufs.x.errors = super::error::ErrorStyle::of(b"", generator);
     bufs.x.overrides = None;
     bufs.x.cache = None;
+    bufs.x.sample.clear();
     let head = loop {
         match portcullis_http1::parse_request(bufs.client.data(), cfg.max_headers, &mut bufs.x.headers) {
             Ok(Some(head)) if head.meta.head_len > cfg.max_request_head_size => return too_large(),
@@ -434,6 +435,21 @@ async fn request<'w>(
     let facts =
         RecordCtx { api, path, host: &target.host_header, identity: routed.identity.as_ref(), tags: &routed.tags };
     begin_record(worker, snap, data, &meta, client_ip, facts, &mut x.record);
+    // API visibility: a sampled exchange keeps its request and response (`visibility::sample`).
+    let vis = &api.visibility;
+    if vis.sample_below > 0 && !x.record.is_empty() && worker.sampled(vis.sample_below) {
+        let head = &data[..meta.head_len.min(data.len())];
+        super::record::begin_sample(api, head, api.rel_path(path), &mut x.sample);
+    }
+    // The document's request schema, checked once the body is read (`enforce` with
+    // `validate_requests`).
+    let spec_check = (vis.enforces() && vis.validate_requests)
+        .then(|| {
+            let method = std::str::from_utf8(meta.spans.method.get(data)).unwrap_or("");
+            super::phase::visibility::judge(api, method, api.rel_path(path)).op()
+        })
+        .flatten();
+    let spec_request = spec_check.map(|op| Box::new(SpecRequest::of(op, path, &head.view(data, &x.headers))));
     // The `validate_json` entry for this request, if any (checked once its body is read), its
     // circuit breaker (checked before it goes upstream) and whether its response is cached.
     let (json_check, breaker, cache_entry) =
@@ -527,6 +543,32 @@ async fn request<'w>(
             let code = ov.filter(|o| o.status != 0).map_or(kind.code(), |o| o.status);
             done(&mut bufs.x.record, outcome(code, meta.head_len as u64, out_len, 0));
             return Ok(Step::Answered(Next::Close));
+        }
+    }
+    if !bufs.x.sample.is_empty() || spec_request.is_some() {
+        let body = match meta.body {
+            BodyKind::None => Some(&[][..]),
+            BodyKind::Length(n) if _streaming.is_none() => bufs.client.data().get(..n as usize),
+            _ => None,
+        };
+        if !bufs.x.sample.is_empty() {
+            super::record::sample_request_body(api, body, &mut bufs.x.sample);
+        }
+        if let (Some(r), Some(spec)) = (&spec_request, api.visibility.spec.as_deref()) {
+            let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let ct = (!r.content_type.is_empty()).then_some(r.content_type.as_str());
+            if let Err(v) = spec.check_request(r.op, api.rel_path(&r.path), &r.query, &headers, body, ct) {
+                let message =
+                    format!("request does not match the API's OpenAPI document at {}: {}", v.pointer, v.message);
+                let kind = ErrorKind::Denied(crate::auth::Refusal::BadRequest);
+                bufs.x.out.clear();
+                let templates = Some(&*snap.error_templates);
+                error_response_with(&mut bufs.x.out, kind, &message, true, &[], bufs.x.errors, None, None, templates);
+                let out_len = bufs.x.out.len() as u64;
+                let _ = write_vec(client, &mut bufs.x.out).await;
+                done(&mut bufs.x.record, outcome(kind.code(), meta.head_len as u64, out_len, 0));
+                return Ok(Step::Answered(Next::Close));
+            }
         }
     }
     routed.meta.expect_continue = expect_continue;
@@ -696,6 +738,33 @@ fn body_bytes(data: &[u8], body: BodyKind) -> std::borrow::Cow<'_, [u8]> {
             out.into()
         }
         BodyKind::None | BodyKind::UntilClose => (&[][..]).into(),
+    }
+}
+
+/// What the provided document's request check needs of the head, copied before the head is
+/// consumed (only for APIs that enforce `validate_requests`).
+struct SpecRequest {
+    op: portcullis_visibility::spec::OpId,
+    /// The canonical path.
+    path: String,
+    /// Without `?`.
+    query: String,
+    headers: Vec<(String, String)>,
+    content_type: String,
+}
+
+impl SpecRequest {
+    fn of(op: portcullis_visibility::spec::OpId, path: &str, req: &portcullis_http1::Request<'_>) -> Self {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let headers: Vec<(String, String)> = req.headers.iter().map(|h| (text(h.name), text(h.value))).collect();
+        let content_type = req.headers.get("content-type").map(text).unwrap_or_default();
+        SpecRequest {
+            op,
+            path: path.to_string(),
+            query: req.query.strip_prefix('?').unwrap_or(req.query).to_string(),
+            headers,
+            content_type,
+        }
     }
 }
 
@@ -1156,6 +1225,24 @@ async fn respond(
         head_out: bufs.x.out.len(),
         room_in_front: 0,
     };
+    // A sampled exchange (API visibility) whose body is wanted is read whole and copied, not
+    // spliced: only sampled exchanges pay for it.
+    if let (false, BodyKind::Length(n)) = (bufs.x.sample.is_empty(), resp.body) {
+        let head: &[u8] = if facts.queued { bufs.x.upstream.data() } else { &bufs.x.out };
+        if n <= facts.buffer_max && super::record::sample_wants_body(api, head, n) {
+            if facts.queued {
+                let peeked = bufs.x.upstream.len();
+                bufs.x.upstream.unqueue_peeked(up.stream.as_raw_fd(), peeked).map_err(|e| Failure {
+                    err: ProxyError::io(ErrorKind::UpstreamProtocol, "reading upstream response", e),
+                    responded: false,
+                })?;
+                bufs.x.upstream.consume(resp.head_len);
+                facts.queued = false;
+            }
+            facts.pipes = false;
+            facts.small_head_read = true;
+        }
+    }
     let mut pipe = None;
     let plan = loop {
         facts.have = if facts.queued { 0 } else { bufs.x.upstream.len() as u64 };
@@ -1219,6 +1306,11 @@ async fn respond(
         let x = &mut bufs.x;
         let (a, b): (&[u8], &[u8]) = if whole { (x.upstream.data(), &[]) } else { (&x.out, x.upstream.data()) };
         super::record::record_response(worker, snap, api, &mut x.record, a, b);
+    }
+    if !bufs.x.sample.is_empty() {
+        let x = &mut bufs.x;
+        let (a, b): (&[u8], &[u8]) = if whole { (x.upstream.data(), &[]) } else { (&x.out, x.upstream.data()) };
+        super::record::finish_sample(worker, api, &mut x.sample, a, b);
     }
     let relayed = if let Some(pipe) = pipe {
         // The head and the body bytes read with it leave with the first spliced bytes.

@@ -406,6 +406,9 @@ pub(crate) struct ExchangeBufs {
     pub overrides: Option<std::sync::Arc<crate::config::ErrorOverrides>>,
     /// A response-cache miss whose response may be kept (see `cache`).
     pub cache: Option<Box<super::cache::Fill>>,
+    /// API visibility: this exchange's sampled frame while it is written (empty: not sampled;
+    /// `visibility::sample`).
+    pub sample: Vec<u8>,
 }
 
 impl ExchangeBufs {
@@ -420,6 +423,7 @@ impl ExchangeBufs {
             errors: super::error::ErrorStyle::default(),
             overrides: None,
             cache: None,
+            sample: Vec::new(),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod health;
 mod io;
 pub mod phase;
 mod record;
+pub use phase::visibility::{SHADOW_TAG, ZOMBIE_TAG};
 mod splice;
 pub mod stats;
 mod upstream;

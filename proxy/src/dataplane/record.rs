@@ -83,9 +83,9 @@ pub(super) fn begin_record(
     // tracked request is recorded under its entry's pattern, an untracked one not at all.
     let mut path = c.path.as_bytes();
     let mut track_path = false;
+    let method = std::str::from_utf8(meta.spans.method.get(head)).unwrap_or("");
+    let rel = c.api.rel_path(c.path);
     if !c.api.track_endpoints.is_empty() || !c.api.do_not_track_endpoints.is_empty() {
-        let method = std::str::from_utf8(meta.spans.method.get(head)).unwrap_or("");
-        let rel = c.api.rel_path(c.path);
         if c.api.do_not_track_endpoints.iter().any(|r| r.matches(method, rel, rel)) {
             return;
         }
@@ -126,6 +126,7 @@ pub(super) fn begin_record(
         track_path,
         expire_after_s: c.api.expire_analytics_after,
         alias: c.identity.map_or("", |i| i.grant.alias.as_str()),
+        finding: super::phase::visibility::judge(c.api, method, rel).tag(),
     };
     crate::analytics::record::begin(rec, facts);
     if detailed(snap, c.api, c.identity) {
@@ -172,4 +173,70 @@ pub(super) fn record_response(worker: &Worker, snap: &Snapshot, api: &ApiSpec, r
     }
     crate::analytics::record::raw_field(rec, "raw_response", &wire);
     recorder.scratch = wire;
+}
+
+/// API visibility: starts the sampled exchange's frame in `out` (`visibility::sample`) with the
+/// request head as sent, credentials redacted (`analytics::capture`, as detailed recording).
+pub(super) fn begin_sample(api: &ApiSpec, head: &[u8], rel_path: &str, out: &mut Vec<u8>) {
+    use crate::visibility::sample;
+    sample::begin(out, &api.api_id, rel_path);
+    let secrets = crate::analytics::capture::Secrets::of(&api.auth);
+    crate::analytics::capture::wire(out, head, &[], head.len(), &secrets);
+}
+
+/// Ends the sampled request with its body, `None` when it was not read whole; a body whose
+/// media type is not kept, or past `max_body_bytes`, is left out and flagged cut.
+pub(super) fn sample_request_body(api: &ApiSpec, body: Option<&[u8]>, out: &mut Vec<u8>) {
+    use crate::visibility::sample;
+    let v = &api.visibility;
+    let content_type = header_value(sample::request_so_far(out), b"content-type").unwrap_or(b"");
+    match body {
+        Some([]) => {}
+        Some(b) if v.keeps_body(content_type) => {
+            out.extend_from_slice(&b[..b.len().min(v.max_body_bytes)]);
+            if b.len() > v.max_body_bytes {
+                sample::flag(out, sample::REQ_CUT);
+            }
+        }
+        _ => sample::flag(out, sample::REQ_CUT),
+    }
+    sample::end_request(out);
+}
+
+/// Whether a sampled response's body should be read whole (copied, not spliced): its media
+/// type is kept and its length within `max_body_bytes`.
+pub(super) fn sample_wants_body(api: &ApiSpec, resp_head: &[u8], len: u64) -> bool {
+    let v = &api.visibility;
+    len <= v.max_body_bytes as u64 && v.keeps_body(header_value(resp_head, b"content-type").unwrap_or(b""))
+}
+
+/// The first value of header `name` (lower case) in a response head.
+fn header_value<'h>(head: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
+    head.split(|&b| b == b'\n').skip(1).find_map(|line| {
+        let i = line.iter().position(|&b| b == b':')?;
+        line[..i].eq_ignore_ascii_case(name).then(|| line[i + 1..].trim_ascii())
+    })
+}
+
+/// Ends the sampled exchange with its response (the head the client gets and the body bytes
+/// held with it: `a` then `b`), and hands the frame to the worker's batch.
+pub(super) fn finish_sample(worker: &Worker, api: &ApiSpec, out: &mut Vec<u8>, a: &[u8], b: &[u8]) {
+    use crate::visibility::sample;
+    let head_len = a.windows(4).position(|w| w == b"\r\n\r\n").map_or(a.len(), |i| i + 4);
+    let at = sample::begin_response(out);
+    let secrets = crate::analytics::capture::Secrets::of(&api.auth);
+    let keep = api.visibility.keeps_body(header_value(&a[..head_len], b"content-type").unwrap_or(b""));
+    let max = api.visibility.max_body_bytes;
+    let body_a = if keep { &a[head_len..] } else { &[][..] };
+    crate::analytics::capture::wire(out, &a[..head_len], body_a, head_len + max, &secrets);
+    if keep {
+        let room = (at + head_len + max).saturating_sub(out.len());
+        out.extend_from_slice(&b[..b.len().min(room)]);
+    }
+    if !keep || a.len() - head_len + b.len() > max {
+        sample::flag(out, sample::RESP_CUT);
+    }
+    sample::end(out, at);
+    worker.analytics.borrow_mut().push_sample(out);
+    out.clear();
 }

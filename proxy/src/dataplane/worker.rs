@@ -59,6 +59,8 @@ pub(crate) struct Worker {
     spare_client: RefCell<Vec<Vec<u8>>>,
     request_seq: Cell<u64>,
     request_id_seed: u64,
+    /// API visibility's sampling sequence (see [`Worker::sampled`]).
+    sample_seq: Cell<u64>,
     /// Session, JWT and basic-auth caches (see `auth::cache`).
     pub auth: RefCell<crate::auth::WorkerAuth>,
     /// Asks the control plane's key store on a cache miss.
@@ -125,6 +127,19 @@ impl Worker {
             return Some(start);
         }
         (0..n).map(|k| (start + k) % n).find(|&t| !down.contains(&spec.targets[t].host_header.to_ascii_lowercase()))
+    }
+
+    /// Whether to sample this request for API visibility, `below` being its API's threshold
+    /// (`config::Visibility::sample_below`): splitmix64 of a per-worker sequence, uniform and
+    /// a few instructions, no shared state.
+    pub(super) fn sampled(&self, below: u64) -> bool {
+        let seq = self.sample_seq.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        self.sample_seq.set(seq);
+        let mut z = seq;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        below == u64::MAX || z < below
     }
 
     /// A new request id (32 hex digits, unique per process run and worker).
@@ -286,6 +301,7 @@ impl Worker {
             spare_client: RefCell::new(Vec::new()),
             request_seq: Cell::new(0),
             request_id_seed: seed,
+            sample_seq: Cell::new(seed),
             auth: RefCell::new(crate::auth::WorkerAuth::new(auth_limits, invalidations)),
             keys,
             limiter: RefCell::new(crate::limit::Limiter::new(limiter, epoch_unix)),

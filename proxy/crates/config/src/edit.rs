@@ -24,6 +24,11 @@ pub enum Change {
     PutPolicy { id: String, policy: Value },
     /// Remove the loaded policy `id`.
     DeletePolicy { id: String },
+    /// Provide (or replace) the OpenAPI document of loaded API `api_id` (API visibility):
+    /// `text` is the document, JSON or YAML.
+    PutSpec { api_id: String, text: String },
+    /// Remove the provided OpenAPI document of loaded API `api_id`.
+    DeleteSpec { api_id: String },
 }
 
 /// One file as a change leaves it.
@@ -115,6 +120,40 @@ pub fn plan(config: &Config, running: &Snapshot, change: &Change) -> Result<File
             let mut map = policy_map(pol)?;
             map.insert(id.clone(), policy.clone());
             Ok(FileEdit { path: pol.to_path_buf(), text: Some(pretty(&Value::Object(map))) })
+        }
+        Change::PutSpec { api_id, text } => {
+            let api = running.apis.iter().find(|a| a.api_id == *api_id).ok_or(PlanError::NotLoaded)?;
+            // Into the document file it has (a YAML one keeps YAML: JSON is YAML too), else
+            // `<definition>.openapi.json`, whatever the document's format (YAML made JSON).
+            let own = api
+                .visibility
+                .spec_file
+                .clone()
+                .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(super::visibility::is_spec_file));
+            let path = own.unwrap_or_else(|| super::visibility::spec_candidates(Path::new(&api.file))[0].clone());
+            let is_json = path.extension().is_some_and(|e| e == "json");
+            let text = if is_json && serde_json::from_str::<Value>(text).is_err() {
+                let doc: Value = serde_norway::from_str(text).map_err(|e| {
+                    PlanError::Refused(ConfigError::new(&path, "", "", format!("not a JSON or YAML document: {e}")))
+                })?;
+                pretty(&doc)
+            } else {
+                text.clone()
+            };
+            Ok(FileEdit { path, text: Some(text) })
+        }
+        Change::DeleteSpec { api_id } => {
+            let api = running.apis.iter().find(|a| a.api_id == *api_id).ok_or(PlanError::NotLoaded)?;
+            let file = api.visibility.spec_file.clone().ok_or(PlanError::NotLoaded)?;
+            if !file.file_name().and_then(|n| n.to_str()).is_some_and(super::visibility::is_spec_file) {
+                return Err(PlanError::Refused(ConfigError::new(
+                    &file,
+                    "",
+                    "",
+                    "this document is the API's Tyk OAS definition; change it there",
+                )));
+            }
+            Ok(FileEdit { path: file, text: None })
         }
         Change::DeletePolicy { id } => {
             let pol = config.apps.policies.as_path();

@@ -38,7 +38,147 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub ebpf: EbpfConfig,
     pub analytics: AnalyticsConfig,
+    pub visibility: VisibilityConfig,
     pub log: LogConfig,
+}
+
+/// `[visibility]`: API visibility (docs/visibility.md). Per API, the gateway lists the endpoints
+/// its traffic uses, reconstructs an OpenAPI 3.1 document from sampled exchanges, and compares
+/// traffic with the OpenAPI document provided for the API (`<definition>.openapi.json|yaml`
+/// beside its definition, or `PUT /api/visibility/{api_id}/spec`): shadow, zombie and drift
+/// findings, and in `enforce` mode a 404 for what the document does not have.
+///
+/// What traffic says comes from the request records (`[analytics]`): with `[analytics] enabled
+/// = false`, or for an API with `do_not_track`, nothing is learnt (a provided document is still
+/// enforced). Settings apply to every API; an API overrides them in its definition
+/// (`portcullis_visibility`, the same keys) and `[[visibility.apis]]` overrides both for the
+/// `api_id` it names. A reload applies every key but `state_dir`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct VisibilityConfig {
+    /// Learn from traffic (inventory, reconstruction, findings) for APIs that do not say
+    /// otherwise.
+    pub enabled: bool,
+    /// Share of requests, 0.0 to 1.0, whose request and response bodies are kept for schema
+    /// inference and drift (an exchange sampled has its response body copied, not spliced, up
+    /// to `max_body_bytes`). Every request counts in the inventory and is judged shadow or
+    /// zombie whatever this says. The default keeps the gateway benchmark's CPU per request
+    /// within noise (bench/README.md).
+    pub sample_rate: f64,
+    /// Most bytes of a sampled request's or response's body kept (with its head); a body cut
+    /// short is used for the inventory but not for schemas.
+    pub max_body_bytes: usize,
+    /// Most endpoints (method and path template) kept per API; past it, new ones are counted
+    /// (`portcullis_visibility_capped_total{reason="endpoints"}`) and not listed.
+    pub max_endpoints_per_api: usize,
+    /// Bodies of these media types are kept when sampled (a type ending in `+json` matches
+    /// `+json`); others keep their head only.
+    pub content_types: Vec<String>,
+    /// `observe`: report findings; `enforce`: also answer a request for an endpoint the
+    /// provided document does not have with 404 (JSON).
+    pub mode: VisibilityMode,
+    /// With `mode = "enforce"`: also refuse, 400, a request whose parameters or JSON body fail
+    /// the provided document's request schema, naming the failing field's JSON pointer.
+    pub validate_requests: bool,
+    /// Where each API's inventory and findings are kept across restarts
+    /// (`<state_dir>/<api_id>.json`, written every 10 s and at shutdown), relative to the
+    /// config file. Read at startup only.
+    pub state_dir: PathBuf,
+    /// Settings for one API by `api_id` (`[[visibility.apis]]`), over its definition's.
+    pub apis: Vec<VisibilityApi>,
+}
+
+/// `[visibility] mode`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VisibilityMode {
+    /// Findings are reported; every request goes on.
+    #[default]
+    Observe,
+    /// Requests for endpoints the provided document does not have are refused (404).
+    Enforce,
+}
+
+impl Default for VisibilityConfig {
+    fn default() -> Self {
+        VisibilityConfig {
+            enabled: true,
+            sample_rate: 0.01,
+            max_body_bytes: 65536,
+            max_endpoints_per_api: 1000,
+            content_types: vec!["application/json".into(), "+json".into()],
+            mode: VisibilityMode::Observe,
+            validate_requests: false,
+            state_dir: "visibility".into(),
+            apis: Vec::new(),
+        }
+    }
+}
+
+/// `[[visibility.apis]]`: one API's settings; a key left out keeps the definition's, else
+/// `[visibility]`'s.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct VisibilityApi {
+    /// The API's `api_id`.
+    pub api_id: String,
+    /// As `[visibility] enabled`, for this API.
+    pub enabled: Option<bool>,
+    /// As `[visibility] sample_rate`, for this API.
+    pub sample_rate: Option<f64>,
+    /// As `[visibility] max_body_bytes`, for this API.
+    pub max_body_bytes: Option<usize>,
+    /// As `[visibility] content_types`, for this API.
+    pub content_types: Option<Vec<String>>,
+    /// As `[visibility] mode`, for this API.
+    pub mode: Option<VisibilityMode>,
+    /// As `[visibility] validate_requests`, for this API.
+    pub validate_requests: Option<bool>,
+}
+
+impl Default for VisibilityApi {
+    fn default() -> Self {
+        VisibilityApi {
+            api_id: String::new(),
+            enabled: None,
+            sample_rate: None,
+            max_body_bytes: None,
+            content_types: None,
+            mode: None,
+            validate_requests: None,
+        }
+    }
+}
+
+impl Config {
+    /// `[visibility]`: rates within 0..=1, `[[visibility.apis]]` naming each API once.
+    fn validate_visibility(&self, path: &Path, errs: &mut Vec<ConfigError>) {
+        let v = &self.visibility;
+        let rate_ok = |r: f64| (0.0..=1.0).contains(&r);
+        if !rate_ok(v.sample_rate) {
+            errs.push(ConfigError::new(
+                path,
+                "visibility.sample_rate",
+                v.sample_rate.to_string(),
+                "must be 0.0 to 1.0",
+            ));
+        }
+        if v.max_endpoints_per_api == 0 {
+            errs.push(ConfigError::new(path, "visibility.max_endpoints_per_api", "0", "must be at least 1"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, a) in v.apis.iter().enumerate() {
+            let field = |k: &str| format!("visibility.apis[{i}].{k}");
+            if a.api_id.is_empty() {
+                errs.push(ConfigError::new(path, field("api_id"), "", "names no API"));
+            } else if !seen.insert(a.api_id.as_str()) {
+                errs.push(ConfigError::new(path, field("api_id"), &a.api_id, "a second entry for this API"));
+            }
+            if let Some(r) = a.sample_rate.filter(|r| !rate_ok(*r)) {
+                errs.push(ConfigError::new(path, field("sample_rate"), r.to_string(), "must be 0.0 to 1.0"));
+            }
+        }
+    }
 }
 
 /// `[analytics]`: request records (Tyk's AnalyticsRecord fields, one JSON line per request;
@@ -946,6 +1086,7 @@ impl Config {
             &mut self.analytics.path,
             &mut self.analytics.spool_dir,
             &mut self.analytics.index_path,
+            &mut self.visibility.state_dir,
         ] {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -1056,6 +1197,7 @@ impl Config {
             errs.push(ConfigError::new(path, "analytics.path", "", "must name a file when sink = \"file\""));
         }
         self.validate_sinks(path, &mut errs);
+        self.validate_visibility(path, &mut errs);
         if !(self.storage.redis.is_empty()
             || self.storage.redis.starts_with("redis://")
             || self.storage.redis.starts_with("rediss://"))

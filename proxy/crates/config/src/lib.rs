@@ -24,6 +24,7 @@ mod tyk_policy;
 mod tyk_session;
 mod tyk_uptime;
 mod tyk_version;
+mod visibility;
 
 pub use edit::{is_safe_id, plan, Change, FileEdit, PlanError, MAX_ID_BYTES};
 pub use env::apply_env_overrides;
@@ -45,6 +46,7 @@ pub use tyk_session::{AccessDefinition, AccessSpec, BasicAuthData, RateProblem, 
 pub use tyk_uptime::{
     CheckKind, Command as UptimeCommand, UptimeCheck, UptimeTests, DEFAULT_TIMEOUT as UPTIME_DEFAULT_TIMEOUT,
 };
+pub use visibility::{sample_below, spec_candidates, Visibility};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -143,6 +143,21 @@ fn load(config: Config, generation: u64, fetch: JwksFetch<'_>, fs: Files<'_>) ->
                     errs.append(&mut e);
                     continue;
                 }
+                match super::visibility::resolve(&file, &spec.api_id, &spec.definition, &config.visibility, fs) {
+                    Ok(v) => {
+                        let v = Arc::new(v);
+                        for s in std::iter::once(&mut spec).chain(versions.iter_mut()) {
+                            s.visibility = Arc::clone(&v);
+                        }
+                    }
+                    Err(mut e) => {
+                        if let Some(first) = e.first() {
+                            skip(&mut skipped, first, &spec.api_id.clone());
+                        }
+                        errs.append(&mut e);
+                        continue;
+                    }
+                }
                 for spec in std::iter::once(&mut spec).chain(versions.iter_mut()) {
                     if spec.limits.ip.is_none() {
                         if let Some(r) =
@@ -282,6 +297,8 @@ fn api_files(dir: &Path, fs: Files<'_>, errs: &mut Vec<ConfigError>) -> Vec<Path
         .into_iter()
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .filter(|p| p.file_name().is_some_and(|n| n != "policies.json"))
+        // Provided OpenAPI documents beside their definitions (`visibility.rs`).
+        .filter(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(super::visibility::is_spec_file))
         .collect();
     files.sort();
     // A Tyk OAS API is a classic definition (`x.json`, `is_oas: true`) plus its OpenAPI document

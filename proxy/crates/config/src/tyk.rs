@@ -90,6 +90,9 @@ pub struct ApiSpec {
     /// Tyk's `X-Tyk-Api-Expires` on its responses (RFC 1123, UTC): the API's `expiration`,
     /// else its version's `expires`.
     pub expires_header: Option<Arc<str>>,
+    /// API visibility: sampling, mode and the provided OpenAPI document (set by the snapshot
+    /// loader, `visibility.rs`).
+    pub visibility: Arc<super::Visibility>,
 }
 
 impl ApiSpec {
@@ -434,6 +437,7 @@ pub(super) fn parse_api(
         cache,
         expired_after: if versioned == Some(false) { expiration } else { None },
         expires_header: expires_header(default_expires),
+        visibility: Arc::default(),
     };
     let mut versions = Vec::new();
     if let Some(plan) = plan {

@@ -118,6 +118,12 @@ pub struct Spec {
     key_queries: Vec<String>,
 }
 
+impl std::fmt::Debug for Spec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spec").field("version", &self.version).field("operations", &self.ops.len()).finish()
+    }
+}
+
 /// Why a document was refused: where in it, and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecError {

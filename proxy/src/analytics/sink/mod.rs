@@ -400,7 +400,12 @@ mod tests {
     }
 
     fn batch(i: usize, spare: &Sender<Vec<u8>>) -> Arc<Shared> {
-        Arc::new(Shared { bytes: format!("{{\"i\":{i}}}\n").into_bytes(), records: 1, spare: spare.clone() })
+        Arc::new(Shared {
+            bytes: format!("{{\"i\":{i}}}\n").into_bytes(),
+            records: 1,
+            samples: Vec::new(),
+            spare: spare.clone(),
+        })
     }
 
     fn wait_until(what: &str, f: impl Fn() -> bool) {

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | route | [`route`] | an API (a versioned API's: the request's version's) and the canonical path, or no route (404), or Tyk's version refusal (403) |
 //! | access | [`access`] | IP and path lists: through, or refused |
+//! | visibility | [`visibility`] | the API's provided OpenAPI document: through, or (`enforce`) a shadow endpoint refused (404) |
 //! | authenticate | [`authenticate`] | who the request runs as, refused, or a question for the control plane |
 //! | rate | [`rate`] | within the rate limits, or 429 |
 //! | quota | [`quota`] | a quota unit spent, exceeded, or a block to reserve |
@@ -36,6 +37,7 @@ pub(crate) mod rewrite;
 pub(crate) mod route;
 pub(crate) mod transform;
 pub(crate) mod upstream_head;
+pub(crate) mod visibility;
 
 #[cfg(test)]
 mod tests;
@@ -226,6 +228,11 @@ fn run<'a>(
 ) -> Result<Step, ProxyError> {
     let api = snap.api(g.api);
     let meta = req.head.meta;
+    if from <= Phase::Access && api.visibility.enforces() {
+        if let Err(d) = visibility::check(api, req.method, api.rel_path(g.path)) {
+            return Ok(Step::Done(Outcome::Denied { api: g.api, denial: d }));
+        }
+    }
     if api.plain {
         // Keyless, no rules, no transforms: straight to the upstream head.
         let Some(target) = (env.pick)(g.api, api) else {

@@ -66,6 +66,7 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
         cache: None,
         expired_after: None,
         expires_header: None,
+        visibility: Default::default(),
     }
 }
 

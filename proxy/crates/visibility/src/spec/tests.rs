@@ -463,7 +463,7 @@ fn drift_is_capped_and_says_so() {
 
 #[test]
 fn bad_documents_are_refused_naming_the_place() {
-    let e = |doc: &str| Spec::parse(doc.as_bytes()).err().expect("refused");
+    let e = |doc: &str| Spec::parse(doc.as_bytes()).expect_err("refused");
     let x = e("- just\n- a list\n");
     assert_eq!(x.pointer, "");
     assert!(x.message.contains("not an OpenAPI document"), "{x}");
@@ -550,7 +550,7 @@ fn garbage_and_deep_documents_do_not_panic() {
         nested = json!({"type": "object", "properties": {"a": nested}});
     }
     let doc = json!({"openapi": "3.0.0", "paths": {"/u": {"post": {"requestBody": {"content": {"application/json": {"schema": nested}}}, "responses": {}}}}});
-    let x = Spec::from_value(doc).err().expect("too deep");
+    let x = Spec::from_value(doc).expect_err("too deep");
     assert!(x.message.contains("deeper"), "{x}");
     // A deep request body under a recursive schema (deeper than the walk's bound, not than
     // serde_json's).

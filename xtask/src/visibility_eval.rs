@@ -1283,6 +1283,8 @@ fn run_spec(
         Command::new(&tools.schemathesis)
             .arg("run")
             .arg(&served)
+            // Its own cache (`.schemathesis/`) goes under work/, not into the checkout.
+            .current_dir(&dir)
             .args(["--url", &base, "--mode", "positive", "--phases", "examples,fuzzing"])
             .args(["--max-examples", &opts.max_examples.to_string(), "--seed", "1", "--workers", "2"])
             .args(["--checks", "not_a_server_error", "--request-timeout", "10", "--no-shrink"])

@@ -19,6 +19,9 @@
 //!   `forward.rs`).
 //! - `cargo xtask docs` writes `docs/configuration.md` from the config structs' doc comments
 //!   (see `docs.rs`; a tidy test fails when the file is out of date).
+//! - `cargo xtask visibility-eval` measures API visibility's OpenAPI reconstruction on public
+//!   specs, with Prism as the upstream and Schemathesis as the traffic (see `visibility_eval.rs`
+//!   and docs/visibility-eval.md).
 
 use std::process::{Command, ExitCode};
 
@@ -34,6 +37,7 @@ mod procstat;
 mod tidy;
 #[cfg(test)]
 mod vendored;
+mod visibility_eval;
 mod wake_cost;
 mod workload;
 
@@ -86,8 +90,9 @@ fn main() -> ExitCode {
         Some("setup") => ebpf::setup(),
         Some("build-ebpf") => ebpf::build(&root()),
         Some("docs") => docs::docs(&root()),
+        Some("visibility-eval") => visibility_eval::visibility_eval(&args[1..], &root()),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build-ebpf|run|test|lint|dist|bench|bench-limits|wake-cost|forward|docs> [args]\n  setup       install the eBPF toolchain (Debian rustc-web, LLVM 22, bpf-linker)\n  build-ebpf  build the XDP gate (proxy-ebpf) so the proxy embeds it\n  run    start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test   the gates of `lint`, then every test\n  lint   the CI gates: cargo fmt --check, cargo machete (unused dependencies), cargo clippy -D warnings\n  dist   the release binary built with profile-guided optimisation: target/dist/portcullis\n  bench  [--scenario NAME] [--runs N] [--duration S] [--quick] [--no-pgo]: load benchmark vs nginx and HAProxy\n  bench-limits  admitted vs allowed in the rate-limit and quota scenarios\n  wake-cost  what this host charges a thread per sleep and wake-up (against its core's busy time)\n  forward --listen ADDR --upstream ADDR [--splice [--http]]  the benchmark's floors: a minimal byte-copy (or splicing, or HTTP-framing) forwarder\n  docs   write docs/configuration.md from the config structs' doc comments");
+            eprintln!("usage: cargo xtask <setup|build-ebpf|run|test|lint|dist|bench|bench-limits|wake-cost|forward|docs|visibility-eval> [args]\n  setup       install the eBPF toolchain (Debian rustc-web, LLVM 22, bpf-linker)\n  build-ebpf  build the XDP gate (proxy-ebpf) so the proxy embeds it\n  run    start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test   the gates of `lint`, then every test\n  lint   the CI gates: cargo fmt --check, cargo machete (unused dependencies), cargo clippy -D warnings\n  dist   the release binary built with profile-guided optimisation: target/dist/portcullis\n  bench  [--scenario NAME] [--runs N] [--duration S] [--quick] [--no-pgo]: load benchmark vs nginx and HAProxy\n  bench-limits  admitted vs allowed in the rate-limit and quota scenarios\n  wake-cost  what this host charges a thread per sleep and wake-up (against its core's busy time)\n  forward --listen ADDR --upstream ADDR [--splice [--http]]  the benchmark's floors: a minimal byte-copy (or splicing, or HTTP-framing) forwarder\n  docs   write docs/configuration.md from the config structs' doc comments\n  visibility-eval  [--specs NAME,...] [--max-examples N] [--gateway PATH] [--spec-timeout S] [--total-timeout S] [--direct]: OpenAPI reconstruction quality on public specs (Prism upstream, Schemathesis traffic); writes target/visibility-eval/report.md");
             return ExitCode::from(2);
         }
     };

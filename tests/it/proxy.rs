@@ -684,12 +684,16 @@ fn readme_walkthrough_with_the_repository_config() {
         .spawn()
         .unwrap();
     let resp = wait::poll(WAIT, || client::get(listen, "/httpbin/get?foo=bar").ok());
+    // The API visibility walkthrough's API.
+    let post = client::get(listen, "/jsonplaceholder/posts/1");
     let _ = child.kill();
     let _ = child.wait();
     let r = resp.unwrap_or_else(|| panic!("no answer:\n{}", std::fs::read_to_string(log.path()).unwrap_or_default()));
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["args"]["foo"], "bar");
-    assert_eq!(up.accepted(), 1);
+    let post = post.expect("jsonplaceholder");
+    assert_eq!((post.status, post.json()["id"].as_u64()), (200, Some(1)), "{}", post.text());
+    assert!((1..=2).contains(&up.accepted()), "a pooled upstream connection, or one per worker");
 }
 
 /// Above 256 open connections a waiting connection gives its read buffer back and writes go

@@ -123,6 +123,8 @@ struct Scenario {
     /// Portcullis runs with its records going to the file only, not also to the embedded
     /// search index (the default): the A/B of indexing against `gateway`.
     no_search: bool,
+    /// Portcullis runs with API visibility off: the A/B of visibility against `gateway`.
+    no_visibility: bool,
 }
 
 /// HS256 token (`{"sub":"bench-user","iat":1700000000}`, secret `bench-secret`) for `gateway`.
@@ -139,6 +141,7 @@ const SCENARIOS: &[Scenario] = &[
         large_body: false,
         available: Some(()),
         no_search: false,
+        no_visibility: false,
     },
     Scenario {
         name: "16k",
@@ -150,6 +153,7 @@ const SCENARIOS: &[Scenario] = &[
         large_body: true,
         available: Some(()),
         no_search: false,
+        no_visibility: false,
     },
     Scenario {
         name: "close",
@@ -161,6 +165,7 @@ const SCENARIOS: &[Scenario] = &[
         large_body: false,
         available: Some(()),
         no_search: false,
+        no_visibility: false,
     },
     Scenario {
         name: "c1000",
@@ -172,6 +177,7 @@ const SCENARIOS: &[Scenario] = &[
         large_body: false,
         available: Some(()),
         no_search: false,
+        no_visibility: false,
     },
     Scenario {
         name: "gateway",
@@ -183,6 +189,7 @@ const SCENARIOS: &[Scenario] = &[
         large_body: false,
         available: Some(()),
         no_search: false,
+        no_visibility: false,
     },
     Scenario {
         name: "gateway-nosearch",
@@ -194,6 +201,19 @@ const SCENARIOS: &[Scenario] = &[
         large_body: false,
         available: Some(()),
         no_search: true,
+        no_visibility: false,
+    },
+    Scenario {
+        name: "gateway-novis",
+        what: "gateway, with API visibility off (`[visibility] enabled = false`; the default is on, sampling 1 % of requests): against `gateway` in the same run, what visibility costs",
+        path: "/small",
+        connections: 32,
+        close: false,
+        gateway: true,
+        large_body: false,
+        available: Some(()),
+        no_search: false,
+        no_visibility: true,
     },
     Scenario {
         name: "cached",
@@ -205,6 +225,7 @@ const SCENARIOS: &[Scenario] = &[
         large_body: false,
         available: Some(()),
         no_search: false,
+        no_visibility: false,
     },
 ];
 
@@ -537,6 +558,7 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
         for (suffix, sinks) in [
             ("", String::new()),
             ("-nosearch", "\n[[analytics.sinks]]\nsink = \"file\"\nrotate_mb = 64\nkeep = 1\n".into()),
+            ("-novis", "\n[visibility]\nenabled = false\n".into()),
         ] {
             std::fs::write(
                 dir.join(format!("{stem}{suffix}.toml")),
@@ -638,7 +660,11 @@ fn start(target: Target, sc: &Scenario, dir: &Path, bins: &Binaries) -> Result<O
                 (Target::Baseline, None) => bail!("no --baseline binary given"),
                 _ => bins.portcullis.as_path(),
             };
-            let suffix = if sc.no_search { "-nosearch" } else { "" };
+            let suffix = match (sc.no_search, sc.no_visibility) {
+                (true, _) => "-nosearch",
+                (_, true) => "-novis",
+                _ => "",
+            };
             pinned(PROXY_CPU, bin)
                 .arg("run")
                 .arg("--config")

@@ -26,7 +26,7 @@
 //! 429, and one the rate limits refuse spends no quota. One the quota refuses has used its rate
 //! tokens, as in Tyk.
 //!
-//! A new step of the request path (TLS facts for auth, an API-visibility capture, a plugin) is
+//! A new step of the request path (TLS facts for auth, a plugin) is
 //! a new module here and one line in [`run`], at its place in the order.
 
 pub(crate) mod access;

@@ -464,6 +464,89 @@ fn is_fixed(s: &str) -> bool {
     s.is_empty() || is_known_word(s) || is_version(s)
 }
 
+/// Extensions a value may carry inside its segment (`/badges/{id}.json`). Lowercase.
+pub const KNOWN_EXTENSIONS: &[&str] = &[
+    "atom", "csv", "gif", "htm", "html", "ics", "jpeg", "jpg", "js", "json", "jsonp", "md", "mp3", "mp4", "pdf", "png",
+    "rss", "svg", "tar", "txt", "webp", "xml", "yaml", "yml", "zip",
+];
+
+/// `name.json` → (`name`, `json`) when the extension is one of [`KNOWN_EXTENSIONS`] and the
+/// stem is not empty.
+pub fn split_extension(seg: &str) -> Option<(&str, &str)> {
+    let (stem, ext) = seg.rsplit_once('.')?;
+    (!stem.is_empty() && KNOWN_EXTENSIONS.contains(&ext)).then_some((stem, ext))
+}
+
+/// Whether `seg` (a [`Kind::Word`] by [`classify`]) cannot plausibly be a constant of a REST
+/// path, so is a value at first sight: constants are words (kebab, snake, camel, dotted),
+/// versions, `$metadata`/`@me`-style prefixed words or `name:verb` custom methods, spelt in the
+/// unreserved characters, so they never need a percent-escape. A value is: anything with a
+/// `%` escape (spaces, non-ASCII, controls, reserved characters), raw whitespace or controls,
+/// a character outside `[A-Za-z0-9._~-]` (besides the prefix and `:`), a leading `-` or `~` or
+/// a trailing `-` or `.` (a lone `-` is GitLab's separator), or a single letter below the top level (`/c/` and `/t/` are
+/// Discourse constants at the top; `/formula/y` is a value). Raw non-ASCII stays a possible
+/// constant (a localised word); on the wire it arrives escaped anyway.
+pub fn is_implausible_constant(seg: &str, top: bool) -> bool {
+    let b = seg.as_bytes();
+    if b.is_empty() {
+        return false;
+    }
+    if b.contains(&b'%') || b.iter().any(|c| c.is_ascii_whitespace() || c.is_ascii_control()) {
+        return true;
+    }
+    let body = seg.strip_prefix(['$', '@']).unwrap_or(seg);
+    let unreserved = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'~' | b'-') || !c.is_ascii();
+    let parts_ok = body.split(':').all(|p| !p.is_empty() && p.bytes().all(unreserved));
+    if !parts_ok {
+        return true;
+    }
+    if b.len() > 1 && (matches!(b[0], b'-' | b'~') || matches!(b[b.len() - 1], b'-' | b'.')) {
+        return true;
+    }
+    !top && b.len() == 1 && b[0].is_ascii_alphabetic()
+}
+
+/// How a segment is learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape<'s> {
+    /// Possibly a constant.
+    Word,
+    /// A whole-segment value.
+    Value(Kind),
+    /// A value followed by a known extension (`5.json`, `%C3%A9.xml`).
+    Suffixed(Kind, &'s str),
+}
+
+fn shape(seg: &str, top: bool) -> Shape<'_> {
+    if let Some((stem, ext)) = split_extension(seg) {
+        match classify(stem) {
+            Kind::Word if is_implausible_constant(stem, top) => return Shape::Suffixed(Kind::Word, ext),
+            Kind::Word => {}
+            k => return Shape::Suffixed(k, ext),
+        }
+    }
+    match classify(seg) {
+        Kind::Word if is_implausible_constant(seg, top) => Shape::Value(Kind::Word),
+        Kind::Word => Shape::Word,
+        k => Shape::Value(k),
+    }
+}
+
+/// A word literal that is never templated: fixed itself, or a fixed stem with a known
+/// extension (`overview.json`).
+fn is_fixed_literal(seg: &str) -> bool {
+    is_fixed(seg) || split_extension(seg).is_some_and(|(stem, _)| is_fixed(stem))
+}
+
+/// The kind a literal key contributes when folded into a value slot, and the slot: the
+/// extension for `name.json`, none for a whole segment.
+fn slot_of(key: &str) -> (Kind, Option<&str>) {
+    match split_extension(key) {
+        Some((stem, ext)) => (classify(stem), Some(ext)),
+        None => (classify(key), None),
+    }
+}
+
 /// A literal child under one of these is always a value (GitHub's `repos/{owner}/{repo}` and
 /// `orgs/{org}`): the number of parameter positions that follow.
 fn convention_params(key: &str) -> u8 {
@@ -505,6 +588,8 @@ pub enum Segment<'t> {
     Literal(&'t str),
     /// A parameter and the kinds of value seen for it.
     Param(Kinds),
+    /// A parameter followed by an extension in the same segment (`{badgeId}.json`).
+    Suffixed(Kinds, &'t str),
 }
 
 /// A template rendered: `/users/{userId}` and its parameters in order.
@@ -535,6 +620,9 @@ struct Node<T> {
     lit: BTreeMap<String, Node<T>>,
     #[serde(default, rename = "p", skip_serializing_if = "Option::is_none")]
     param: Option<Box<Node<T>>>,
+    /// Parameters followed by an extension in their segment (`{id}.json`), by extension.
+    #[serde(default, rename = "s", skip_serializing_if = "BTreeMap::is_empty")]
+    sfx: BTreeMap<String, Node<T>>,
     /// On a parameter node: the kinds of value seen.
     #[serde(default, rename = "k", skip_serializing_if = "is_zero")]
     kinds: Kinds,
@@ -555,7 +643,7 @@ fn is_false(b: &bool) -> bool {
 
 impl<T> Default for Node<T> {
     fn default() -> Self {
-        Node { lit: BTreeMap::new(), param: None, kinds: 0, collapsed: false, leaf: None }
+        Node { lit: BTreeMap::new(), param: None, sfx: BTreeMap::new(), kinds: 0, collapsed: false, leaf: None }
     }
 }
 
@@ -585,43 +673,60 @@ impl<T: Default + Merge> PathTrie<T> {
         let mut node = root;
         let mut top = true;
         let mut forced = 0u8;
-        for seg in segs {
-            let kind = classify(seg);
-            let fixed = kind == Kind::Word && is_fixed(seg);
-            let to_param = if kind != Kind::Word {
-                true
-            } else if fixed || node.lit.contains_key(seg) {
-                false
-            } else if node.collapsed {
-                true
-            } else if *nodes >= max_nodes {
-                *nodes = adjust(*nodes, collapse(node));
-                learned.guard = true;
-                true
-            } else {
-                node.lit.insert(seg.to_owned(), Node::default());
-                *nodes += 1;
-                learned.new_nodes += 1;
-                if over_limit(node, top) {
+        for (i, &seg) in segs.iter().enumerate() {
+            let next = segs.get(i + 1).copied();
+            // `None`: the literal child; `Some((kind, ext))`: the value slot (`ext` for `{x}.ext`).
+            let dest: Option<(Kind, Option<&str>)> = match shape(seg, top) {
+                Shape::Value(k) => Some((k, None)),
+                Shape::Suffixed(k, ext) => Some((k, Some(ext))),
+                Shape::Word if is_fixed_literal(seg) => None,
+                Shape::Word if !top && joins_free_text_slot(node, seg, next) => Some(slot_of(seg)),
+                Shape::Word if node.lit.contains_key(seg) => None,
+                Shape::Word if node.collapsed => Some(slot_of(seg)),
+                Shape::Word if *nodes >= max_nodes => {
                     *nodes = adjust(*nodes, collapse(node));
-                    learned.retemplated = true;
-                    true
-                } else {
-                    false
+                    learned.guard = true;
+                    Some(slot_of(seg))
+                }
+                Shape::Word => {
+                    node.lit.insert(seg.to_owned(), Node::default());
+                    *nodes += 1;
+                    learned.new_nodes += 1;
+                    if over_limit(node, top) {
+                        *nodes = adjust(*nodes, collapse(node));
+                        learned.retemplated = true;
+                        Some(slot_of(seg))
+                    } else {
+                        None
+                    }
                 }
             };
             forced = forced.saturating_sub(1);
-            if to_param {
-                if node.param.is_none() {
+            if let Some((kind, ext)) = dest {
+                if slot(node, ext).is_none() {
                     if *nodes >= max_nodes {
                         return Err(Refused::NodeCap);
                     }
-                    node.param = Some(Box::new(Node { collapsed: forced > 0, ..Node::default() }));
+                    let fresh = Node { collapsed: forced > 0, ..Node::default() };
+                    match ext {
+                        None => node.param = Some(Box::new(fresh)),
+                        Some(e) => {
+                            node.sfx.insert(e.to_owned(), fresh);
+                        }
+                    }
                     *nodes += 1;
                     learned.new_nodes += 1;
                 }
-                let Some(p) = node.param.as_deref_mut() else { return Err(Refused::NodeCap) };
+                let Some(p) = slot_mut(node, ext) else { return Err(Refused::NodeCap) };
                 p.kinds |= kind.bit();
+                if !top {
+                    let (before, after) = fold_siblings(node, ext, next);
+                    if before != after {
+                        *nodes = adjust(*nodes, (before, after));
+                        learned.retemplated = true;
+                    }
+                }
+                let Some(p) = slot_mut(node, ext) else { return Err(Refused::NodeCap) };
                 node = p;
                 top = false;
             } else {
@@ -648,8 +753,12 @@ impl<T: Default + Merge> PathTrie<T> {
         let segs = segments(path);
         let choices = route(&self.root, &segs)?;
         let mut node = &mut self.root;
-        for (seg, literal) in segs.iter().zip(choices) {
-            node = if literal { node.lit.get_mut(*seg)? } else { node.param.as_deref_mut()? };
+        for (seg, step) in segs.iter().zip(choices) {
+            node = match step {
+                Step::Lit => node.lit.get_mut(*seg)?,
+                Step::Param => node.param.as_deref_mut()?,
+                Step::Sfx => node.sfx.get_mut(split_extension(seg)?.1)?,
+            };
         }
         node.leaf.as_mut()
     }
@@ -667,14 +776,22 @@ impl<T> PathTrie<T> {
         let choices = route(&self.root, &segs)?;
         let mut node = &self.root;
         let mut out = Vec::with_capacity(segs.len());
-        for (seg, literal) in segs.iter().zip(choices) {
-            if literal {
-                let (k, n) = node.lit.get_key_value(*seg)?;
-                out.push(Segment::Literal(k.as_str()));
-                node = n;
-            } else {
-                node = node.param.as_deref()?;
-                out.push(Segment::Param(node.kinds));
+        for (seg, step) in segs.iter().zip(choices) {
+            match step {
+                Step::Lit => {
+                    let (k, n) = node.lit.get_key_value(*seg)?;
+                    out.push(Segment::Literal(k.as_str()));
+                    node = n;
+                }
+                Step::Param => {
+                    node = node.param.as_deref()?;
+                    out.push(Segment::Param(node.kinds));
+                }
+                Step::Sfx => {
+                    let (e, n) = node.sfx.get_key_value(split_extension(seg)?.1)?;
+                    out.push(Segment::Suffixed(n.kinds, e.as_str()));
+                    node = n;
+                }
             }
         }
         Some((render(&out), node.leaf.as_ref()?))
@@ -698,6 +815,11 @@ fn walk<'t, T>(node: &'t Node<T>, stack: &mut Vec<Segment<'t>>, out: &mut Vec<(T
         walk(child, stack, out);
         stack.pop();
     }
+    for (e, child) in &node.sfx {
+        stack.push(Segment::Suffixed(child.kinds, e));
+        walk(child, stack, out);
+        stack.pop();
+    }
     if let Some(p) = &node.param {
         stack.push(Segment::Param(p.kinds));
         walk(p, stack, out);
@@ -705,25 +827,119 @@ fn walk<'t, T>(node: &'t Node<T>, stack: &mut Vec<Segment<'t>>, out: &mut Vec<(T
     }
 }
 
-/// Which child to take at each segment (`true`: the literal) to reach a leaf; constants are
-/// tried first. A depth-first search of a tree visits each node at most once.
-fn route<T>(node: &Node<T>, segs: &[&str]) -> Option<Vec<bool>> {
+/// A step of a route: the literal child, the parameter, or the parameter with the segment's
+/// extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Lit,
+    Param,
+    Sfx,
+}
+
+/// Which child to take at each segment to reach a leaf; constants are tried first, then a
+/// parameter with the segment's extension, then a whole-segment parameter. A depth-first
+/// search of a tree visits each node at most once.
+fn route<T>(node: &Node<T>, segs: &[&str]) -> Option<Vec<Step>> {
     let Some((seg, rest)) = segs.split_first() else {
         return node.leaf.is_some().then(Vec::new);
     };
-    let via = |child: &Node<T>, literal: bool| {
+    let via = |child: &Node<T>, step: Step| {
         route(child, rest).map(|mut v| {
-            v.insert(0, literal);
+            v.insert(0, step);
             v
         })
     };
-    node.lit.get(*seg).and_then(|c| via(c, true)).or_else(|| node.param.as_deref().and_then(|p| via(p, false)))
+    node.lit
+        .get(*seg)
+        .and_then(|c| via(c, Step::Lit))
+        .or_else(|| split_extension(seg).and_then(|(_, e)| node.sfx.get(e)).and_then(|c| via(c, Step::Sfx)))
+        .or_else(|| node.param.as_deref().and_then(|p| via(p, Step::Param)))
+}
+
+/// The value slot of `node` for `ext` (the parameter, or the `{x}.ext` one).
+fn slot<'n, T>(node: &'n Node<T>, ext: Option<&str>) -> Option<&'n Node<T>> {
+    match ext {
+        None => node.param.as_deref(),
+        Some(e) => node.sfx.get(e),
+    }
+}
+
+fn slot_mut<'n, T>(node: &'n mut Node<T>, ext: Option<&str>) -> Option<&'n mut Node<T>> {
+    match ext {
+        None => node.param.as_deref_mut(),
+        Some(e) => node.sfx.get_mut(e),
+    }
+}
+
+/// Whether the word `seg` (not fixed) is a value of its position's slot: the slot has taken
+/// free text (a [`Kind::Word`] value: escapes, spaces, folded words), and the constant that
+/// follows `seg` also follows the slot (`/artists/dolor/albums` next to
+/// `/artists/{artistId}/albums`, where `{artistId}` took `ad%20nostrud`). A word is never a
+/// value of a slot that took only numbers, uuids, dates or opaque ids (Stripe's
+/// `/invoices/upcoming/lines` next to `/invoices/{invoice}/lines`), nor when it ends the path
+/// (`/media/popular` next to `/media/{mediaId}`): there a constant is as likely as a value.
+fn joins_free_text_slot<T>(node: &Node<T>, seg: &str, next: Option<&str>) -> bool {
+    let Some(next) = next else { return false };
+    slot(node, slot_of(seg).1).is_some_and(|v| {
+        v.kinds & Kind::Word.bit() != 0 && shape(next, false) == Shape::Word && v.lit.contains_key(next)
+    })
+}
+
+/// After a value went to the slot `ext` of `node` with `next` following it: when the slot takes
+/// free text, folds into it the word siblings (not fixed, same extension) followed by the same
+/// constant `next` (see [`joins_free_text_slot`]). Returns the node count before and after.
+fn fold_siblings<T: Merge>(node: &mut Node<T>, ext: Option<&str>, next: Option<&str>) -> (usize, usize) {
+    let Some(next) = next else { return (0, 0) };
+    if !slot(node, ext).is_some_and(|v| v.kinds & Kind::Word.bit() != 0) || shape(next, false) != Shape::Word {
+        return (0, 0);
+    }
+    let keys: Vec<String> = node
+        .lit
+        .iter()
+        .filter(|(k, c)| !is_fixed_literal(k) && slot_of(k).1 == ext && c.lit.contains_key(next))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if keys.is_empty() {
+        return (0, 0);
+    }
+    let before = count(node);
+    for k in keys {
+        fold_key(node, &k);
+    }
+    settle_slots(node);
+    (before, count(node))
+}
+
+/// Moves the literal child `key` into its value slot (merging subtrees and payloads).
+fn fold_key<T: Merge>(node: &mut Node<T>, key: &str) {
+    let Some(child) = node.lit.remove(key) else { return };
+    let (kind, ext) = slot_of(key);
+    let slot = match ext {
+        None => &mut **node.param.get_or_insert_with(Box::default),
+        Some(e) => node.sfx.entry(e.to_owned()).or_default(),
+    };
+    slot.kinds |= kind.bit();
+    merge_node(slot, child);
+}
+
+fn settle_slots<T: Merge>(node: &mut Node<T>) {
+    if let Some(p) = node.param.as_deref_mut() {
+        settle(p);
+    }
+    for c in node.sfx.values_mut() {
+        settle(c);
+    }
 }
 
 /// Whether `node` has more literal children that may be values than its bound allows.
 fn over_limit<T>(node: &Node<T>, top: bool) -> bool {
     let bound = if top { MAX_TOP_SIBLINGS } else { MAX_LITERAL_SIBLINGS };
-    let weight: usize = node.lit.keys().filter(|k| !is_fixed(k)).map(|k| if is_compound(k) { 1 } else { 2 }).sum();
+    let weight: usize = node
+        .lit
+        .keys()
+        .filter(|k| !is_fixed_literal(k))
+        .map(|k| if is_compound(split_extension(k).map_or(k.as_str(), |(stem, _)| stem)) { 1 } else { 2 })
+        .sum();
     weight > 2 * bound
 }
 
@@ -738,19 +954,14 @@ fn is_compound(s: &str) -> bool {
 fn collapse<T: Merge>(node: &mut Node<T>) -> (usize, usize) {
     let before = count(node);
     node.collapsed = true;
-    let values: Vec<String> = node.lit.keys().filter(|k| !is_fixed(k)).cloned().collect();
+    let values: Vec<String> = node.lit.keys().filter(|k| !is_fixed_literal(k)).cloned().collect();
     if values.is_empty() {
         return (before, before);
     }
-    let mut param = node.param.take().map_or_else(Node::default, |p| *p);
     for key in values {
-        if let Some(child) = node.lit.remove(&key) {
-            param.kinds |= classify(&key).bit();
-            merge_node(&mut param, child);
-        }
+        fold_key(node, &key);
     }
-    settle(&mut param);
-    node.param = Some(Box::new(param));
+    settle_slots(node);
     (before, count(node))
 }
 
@@ -779,14 +990,26 @@ fn merge_node<T: Merge>(into: &mut Node<T>, from: Node<T>) {
         (Some(_), None) => {}
     }
     for (key, child) in from.lit {
-        if into.collapsed && !is_fixed(&key) {
-            let param = into.param.get_or_insert_with(Box::default);
-            param.kinds |= classify(&key).bit();
-            merge_node(param, child);
+        if into.collapsed && !is_fixed_literal(&key) {
+            let (kind, ext) = slot_of(&key);
+            let slot = match ext {
+                None => &mut **into.param.get_or_insert_with(Box::default),
+                Some(e) => into.sfx.entry(e.to_owned()).or_default(),
+            };
+            slot.kinds |= kind.bit();
+            merge_node(slot, child);
         } else if let Some(existing) = into.lit.get_mut(&key) {
             merge_node(existing, child);
         } else {
             into.lit.insert(key, child);
+        }
+    }
+    for (e, child) in from.sfx {
+        match into.sfx.get_mut(&e) {
+            Some(existing) => merge_node(existing, child),
+            None => {
+                into.sfx.insert(e, child);
+            }
         }
     }
     if let Some(p) = from.param {
@@ -798,7 +1021,9 @@ fn merge_node<T: Merge>(into: &mut Node<T>, from: Node<T>) {
 }
 
 fn count<T>(node: &Node<T>) -> usize {
-    1 + node.lit.values().map(count).sum::<usize>() + node.param.as_deref().map_or(0, count)
+    1 + node.lit.values().map(count).sum::<usize>()
+        + node.sfx.values().map(count).sum::<usize>()
+        + node.param.as_deref().map_or(0, count)
 }
 
 /// Names the parameters of a template and writes it out.
@@ -809,12 +1034,16 @@ pub fn render(segs: &[Segment<'_>]) -> Template {
         path.push('/');
         match seg {
             Segment::Literal(s) => path.push_str(&s.replace('{', "%7B").replace('}', "%7D")),
-            Segment::Param(kinds) => {
+            Segment::Param(kinds) | Segment::Suffixed(kinds, _) => {
                 let base = param_name(segs, i, *kinds, params.last().map(|(n, _)| n.as_str()));
                 let name = unique(&base, &params);
                 path.push('{');
                 path.push_str(&name);
                 path.push('}');
+                if let Segment::Suffixed(_, ext) = seg {
+                    path.push('.');
+                    path.push_str(ext);
+                }
                 params.push((name, *kinds));
             }
         }
@@ -1182,8 +1411,9 @@ mod tests {
             learn(&mut t, p);
             assert!(t.template_of(p).is_some(), "{p}");
         }
-        assert_eq!(template(&t, "/a//b"), "/a//b");
-        assert_eq!(template(&t, "/{x}/}{"), "/%7Bx%7D/%7D%7B");
+        assert_eq!(template(&t, "/a//b"), "/a//{id}", "empty segments are kept; a lone letter is a value");
+        assert_eq!(template(&t, "/{x}/}{"), "/{id}/{id2}", "braces are no constant's");
+        assert_eq!(render(&[Segment::Literal("{x}"), Segment::Literal("}{")]).path, "/%7Bx%7D/%7D%7B");
         assert_eq!(template(&t, &long), "/{id}");
         assert_eq!(template(&t, "/é/1"), "/é/{id}");
         assert_eq!(template(&t, ""), "/");
@@ -1193,9 +1423,167 @@ mod tests {
     }
 
     #[test]
+    fn implausible_constants_are_values_at_first_sight() {
+        let mut t = PathTrie::default();
+        for p in [
+            // Schemathesis' strings (wikimedia, ynab, instagram): escapes, spaces, lone letters.
+            "/media/math/formula/y",
+            "/media/math/formula/%C2%9D",
+            "/media/math/render/png/%24%F2%98%8E%BA",
+            "/budgets/1/transactions/aliquip%20culpa%20do",
+            "/locations/K",
+            "/tags/a,b",
+            "/tags/-I",
+            "/tags/x%09y/media/recent",
+            // Constants of real APIs.
+            "/users/@me",
+            "/odata/$metadata",
+            "/v1/documents:batchGet",
+            "/.well-known/openid-configuration",
+            "/index/_search",
+            "/c/show",
+            "/group/project/-/issues",
+            "/api/status",
+            "/api/health",
+            "/ünïcödé",
+        ] {
+            learn(&mut t, p);
+        }
+        assert_eq!(
+            templates(&t),
+            [
+                "/.well-known/openid-configuration",
+                "/api/health",
+                "/api/status",
+                "/budgets/{budgetId}/transactions/{transactionId}",
+                "/c/show",
+                "/group/project/-/issues",
+                "/index/_search",
+                "/locations/{locationId}",
+                "/media/math/formula/{formulaId}",
+                "/media/math/render/png/{pngId}",
+                "/odata/$metadata",
+                "/tags/{tagId}",
+                "/tags/{tagId}/media/recent",
+                "/users/@me",
+                "/v1/documents:batchGet",
+                "/ünïcödé",
+            ]
+        );
+        for s in ["%C3%86", "a b", "x\u{1}", "a,b", "(x)", "a=b", "-I", "~x", "x-", "x.", "a:", "@", "$"] {
+            assert!(is_implausible_constant(s, true), "{s:?}");
+        }
+        for s in ["me", "v1", "2fa", "oauth2", "check-runs", "payment_intents", "getUser", "@me", "$batch", "a:b", "é"]
+        {
+            assert!(!is_implausible_constant(s, true), "{s:?}");
+        }
+        assert!(is_implausible_constant("y", false) && !is_implausible_constant("c", true));
+    }
+
+    #[test]
+    fn values_with_an_extension_are_parameters_in_their_segment() {
+        let mut t = PathTrie::default();
+        for p in [
+            // Discourse and the NYT books API.
+            "/admin/badges.json",
+            "/admin/badges/1.json",
+            "/admin/badges/-2738.json",
+            "/admin/users/5/suspend.json",
+            "/admin/users/list/active.json",
+            "/lists/names.json",
+            "/lists/overview.json",
+            "/lists/best-sellers/history.json",
+            "/lists/2024-01-31/j%09.json",
+            "/lists/%C3%86/0.json",
+            "/groups/%C3%98F.json",
+            "/groups/%C3%98F/members.json",
+        ] {
+            learn(&mut t, p);
+        }
+        assert_eq!(
+            templates(&t),
+            [
+                "/admin/badges/{badgeId}.json",
+                "/admin/badges.json",
+                "/admin/users/list/active.json",
+                "/admin/users/{userId}/suspend.json",
+                "/groups/{groupId}.json",
+                "/groups/{groupId}/members.json",
+                "/lists/best-sellers/history.json",
+                "/lists/names.json",
+                "/lists/overview.json",
+                "/lists/{listId}/{id}.json",
+            ]
+        );
+        assert_eq!(template(&t, "/admin/badges/77.json"), "/admin/badges/{badgeId}.json");
+        assert_eq!(template(&t, "/admin/badges/77.xml"), "no template for /admin/badges/77.xml");
+        assert_eq!(t.template_of("/admin/badges/9.json").unwrap().0.params.len(), 1);
+        // Word stems count towards the sibling bound like whole words do.
+        let mut t = PathTrie::default();
+        for name in WORDS.iter().take(40) {
+            learn(&mut t, &format!("/groups/{name}.json"));
+        }
+        learn(&mut t, "/groups/overview.json");
+        learn(&mut t, "/groups/search");
+        assert_eq!(templates(&t), ["/groups/overview.json", "/groups/search", "/groups/{groupId}.json"]);
+        assert_eq!(t.template_of("/groups/zz.json").unwrap().1 .0, 40);
+    }
+
+    #[test]
+    fn words_next_to_a_free_text_parameter_with_the_same_children_join_it() {
+        // Spotify: ids sent as lorem ipsum; a plain word is one of them when what follows it
+        // also follows the parameter. A word seen only at the end of a path stays a literal
+        // when it comes after the parameter (nothing tells it from `/media/popular`).
+        for (order, want) in [
+            ([0, 1, 2, 3], ["/artists/{artistId}", "/artists/{artistId}/albums"]),
+            ([3, 2, 1, 0], ["/artists/dolor", "/artists/{artistId}/albums"]),
+        ] {
+            let paths =
+                ["/artists/dolor", "/artists/dolor/albums", "/artists/ad%20nostrud/albums", "/artists/sit/albums"];
+            let mut t = PathTrie::default();
+            for i in order {
+                learn(&mut t, paths[i]);
+            }
+            assert_eq!(templates(&t), want, "{order:?}");
+            assert_eq!(t.template_of("/artists/x%20y/albums").unwrap().1 .0, 3);
+        }
+        let mut t = PathTrie::default();
+        for p in [
+            // Stripe: a parameter of opaque ids takes no words.
+            "/v1/invoices/upcoming/lines",
+            "/v1/invoices/in_1MtHbELkdIwHu7ixl4OzzPMv/lines",
+            // A word that ends the path may be a constant.
+            "/media/popular",
+            "/media/a%20b/comments",
+            // Known words stay (Instagram's `self`).
+            "/users/self/media/recent",
+            "/users/a%20b/media/recent",
+            // GitHub: integers take no words either.
+            "/repos/o/r/pulls/comments/7/reactions",
+            "/repos/o/r/pulls/3/reactions",
+        ] {
+            learn(&mut t, p);
+        }
+        assert_eq!(
+            templates(&t),
+            [
+                "/media/popular",
+                "/media/{mediaId}/comments",
+                "/repos/{owner}/{repo}/pulls/comments/{commentId}/reactions",
+                "/repos/{owner}/{repo}/pulls/{pullId}/reactions",
+                "/users/self/media/recent",
+                "/users/{username}/media/recent",
+                "/v1/invoices/upcoming/lines",
+                "/v1/invoices/{invoiceId}/lines",
+            ]
+        );
+    }
+
+    #[test]
     fn a_trie_round_trips_through_json() {
         let mut t = PathTrie::default();
         learn(&mut t, "/users/42/posts");
+        learn(&mut t, "/badges/42.json");
         learn(&mut t, "/repos/a/b");
         let json = serde_json::to_string(&t).unwrap();
         let back: PathTrie<Count> = serde_json::from_str(&json).unwrap();

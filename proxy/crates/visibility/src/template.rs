@@ -890,7 +890,7 @@ fn joins_free_text_slot<T>(node: &Node<T>, seg: &str, next: Option<&str>) -> boo
 /// constant `next` (see [`joins_free_text_slot`]). Returns the node count before and after.
 fn fold_siblings<T: Merge>(node: &mut Node<T>, ext: Option<&str>, next: Option<&str>) -> (usize, usize) {
     let Some(next) = next else { return (0, 0) };
-    if !slot(node, ext).is_some_and(|v| v.kinds & Kind::Word.bit() != 0) || shape(next, false) != Shape::Word {
+    if slot(node, ext).is_none_or(|v| v.kinds & Kind::Word.bit() == 0) || shape(next, false) != Shape::Word {
         return (0, 0);
     }
     let keys: Vec<String> = node

@@ -435,21 +435,24 @@ async fn request<'w>(
     let facts =
         RecordCtx { api, path, host: &target.host_header, identity: routed.identity.as_ref(), tags: &routed.tags };
     begin_record(worker, snap, data, &meta, client_ip, facts, &mut x.record);
-    // API visibility: a sampled exchange keeps its request and response (`visibility::sample`).
-    let vis = &api.visibility;
-    if vis.sample_below > 0 && !x.record.is_empty() && worker.sampled(vis.sample_below) {
-        let head = &data[..meta.head_len.min(data.len())];
-        super::record::begin_sample(api, head, api.rel_path(path), &mut x.sample);
-    }
-    // The document's request schema, checked once the body is read (`enforce` with
-    // `validate_requests`).
-    let spec_check = (vis.enforces() && vis.validate_requests)
-        .then(|| {
+    // API visibility: a sampled exchange keeps its request and response (`visibility::sample`);
+    // the document's request schema is checked once the body is read (`enforce` with
+    // `validate_requests`). In a block: nothing of it but the box is held across the awaits
+    // below, which would size every connection's task.
+    let spec_request = {
+        let vis = &api.visibility;
+        if vis.sample_below > 0 && !x.record.is_empty() && worker.sampled(vis.sample_below) {
+            let head = &data[..meta.head_len.min(data.len())];
+            super::record::begin_sample(api, head, api.rel_path(path), &mut x.sample);
+        }
+        if vis.enforces() && vis.validate_requests {
             let method = std::str::from_utf8(meta.spans.method.get(data)).unwrap_or("");
-            super::phase::visibility::judge(api, method, api.rel_path(path)).op()
-        })
-        .flatten();
-    let spec_request = spec_check.map(|op| Box::new(SpecRequest::of(op, path, &head.view(data, &x.headers))));
+            let op = super::phase::visibility::judge(api, method, api.rel_path(path)).op();
+            op.map(|op| Box::new(SpecRequest::of(op, path, &head.view(data, &x.headers))))
+        } else {
+            None
+        }
+    };
     // The `validate_json` entry for this request, if any (checked once its body is read), its
     // circuit breaker (checked before it goes upstream) and whether its response is cached.
     let (json_check, breaker, cache_entry) =
@@ -546,29 +549,27 @@ async fn request<'w>(
         }
     }
     if !bufs.x.sample.is_empty() || spec_request.is_some() {
-        let body = match meta.body {
-            BodyKind::None => Some(&[][..]),
-            BodyKind::Length(n) if _streaming.is_none() => bufs.client.data().get(..n as usize),
-            _ => None,
-        };
-        if !bufs.x.sample.is_empty() {
-            super::record::sample_request_body(api, body, &mut bufs.x.sample);
-        }
-        if let (Some(r), Some(spec)) = (&spec_request, api.visibility.spec.as_deref()) {
-            let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-            let ct = (!r.content_type.is_empty()).then_some(r.content_type.as_str());
-            if let Err(v) = spec.check_request(r.op, api.rel_path(&r.path), &r.query, &headers, body, ct) {
-                let message =
-                    format!("request does not match the API's OpenAPI document at {}: {}", v.pointer, v.message);
-                let kind = ErrorKind::Denied(crate::auth::Refusal::BadRequest);
-                bufs.x.out.clear();
-                let templates = Some(&*snap.error_templates);
-                error_response_with(&mut bufs.x.out, kind, &message, true, &[], bufs.x.errors, None, None, templates);
-                let out_len = bufs.x.out.len() as u64;
-                let _ = write_vec(client, &mut bufs.x.out).await;
-                done(&mut bufs.x.record, outcome(kind.code(), meta.head_len as u64, out_len, 0));
-                return Ok(Step::Answered(Next::Close));
+        // Refused: the error written into `out` (in a block: no local of the check is held
+        // across the write's await, which would size every connection's task).
+        let refused = {
+            let body = match meta.body {
+                BodyKind::None => Some(&[][..]),
+                BodyKind::Length(n) if _streaming.is_none() => bufs.client.data().get(..n as usize),
+                _ => None,
+            };
+            if !bufs.x.sample.is_empty() {
+                super::record::sample_request_body(api, body, &mut bufs.x.sample);
             }
+            match (spec_request, api.visibility.spec.as_deref()) {
+                (Some(r), Some(spec)) => spec_refusal(spec, api, &r, body, snap, &mut bufs.x),
+                _ => None,
+            }
+        };
+        if let Some(code) = refused {
+            let out_len = bufs.x.out.len() as u64;
+            let _ = write_vec(client, &mut bufs.x.out).await;
+            done(&mut bufs.x.record, outcome(code, meta.head_len as u64, out_len, 0));
+            return Ok(Step::Answered(Next::Close));
         }
     }
     routed.meta.expect_continue = expect_continue;
@@ -739,6 +740,27 @@ fn body_bytes(data: &[u8], body: BodyKind) -> std::borrow::Cow<'_, [u8]> {
         }
         BodyKind::None | BodyKind::UntilClose => (&[][..]).into(),
     }
+}
+
+/// Checks a request against the provided document (`validate_requests`): when it fails, writes
+/// the 400 naming the failing field's pointer into `x.out` and returns its status.
+fn spec_refusal(
+    spec: &portcullis_visibility::Spec,
+    api: &crate::config::ApiSpec,
+    r: &SpecRequest,
+    body: Option<&[u8]>,
+    snap: &Snapshot,
+    x: &mut super::io::ExchangeBufs,
+) -> Option<u16> {
+    let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let ct = (!r.content_type.is_empty()).then_some(r.content_type.as_str());
+    let v = spec.check_request(r.op, api.rel_path(&r.path), &r.query, &headers, body, ct).err()?;
+    let message = format!("request does not match the API's OpenAPI document at {}: {}", v.pointer, v.message);
+    let kind = ErrorKind::Denied(crate::auth::Refusal::BadRequest);
+    x.out.clear();
+    let templates = Some(&*snap.error_templates);
+    error_response_with(&mut x.out, kind, &message, true, &[], x.errors, None, None, templates);
+    Some(kind.code())
 }
 
 /// What the provided document's request check needs of the head, copied before the head is

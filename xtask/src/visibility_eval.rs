@@ -355,8 +355,13 @@ fn write_gateway_config(dir: &Path, proxy: u16, admin: u16, upstreams: &[(&Spec,
         std::fs::write(apps.join(format!("{}.json", spec.slug)), serde_json::to_string_pretty(&def)?)?;
     }
     std::fs::write(apps.join("policies.json"), "{}")?;
-    // `[analytics]` stays at its defaults (records under `work/analytics/`): whichever way the
-    // visibility capture is wired to the request records, it is not starved here.
+    // Every run learns from its own traffic only: the gateway keeps what it learnt across
+    // restarts (`[visibility] state_dir`), so an earlier run's state would be merged in.
+    for state in ["visibility", "analytics"] {
+        let _ = std::fs::remove_dir_all(dir.join(state));
+    }
+    // `[analytics]` stays at its defaults (records under `work/analytics/`): visibility learns
+    // from the request records.
     let config = dir.join("portcullis.toml");
     std::fs::write(
         &config,

@@ -97,6 +97,16 @@ mod tests {
     }
 
     #[test]
+    fn the_visibility_sample_rate_is_a_number_and_checked() {
+        let cfg =
+            Config::parse(Path::new("t.toml"), "", env(&[("PORTCULLIS_VISIBILITY_SAMPLE_RATE", "0.25")])).unwrap();
+        assert_eq!(cfg.visibility.sample_rate, 0.25);
+        let cfg = Config::parse(Path::new("t.toml"), "", env(&[("PORTCULLIS_VISIBILITY_SAMPLE_RATE", "2")])).unwrap();
+        let e = cfg.validate(Path::new("t.toml")).unwrap_err();
+        assert!(e.iter().any(|e| e.field == "visibility.sample_rate"), "{e:?}");
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         let e = Config::parse(
             Path::new("t.toml"),

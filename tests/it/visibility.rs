@@ -21,7 +21,13 @@ fn jsonplaceholder_spec() -> String {
 /// Requests the jsonplaceholder API the way a client of it would.
 fn traffic(p: &Proxy) {
     let json = "Content-Type: application/json\r\n";
-    assert_eq!(p.get("/jp/posts", "").status, 200);
+    // Large enough to be spliced (about 8 KiB): after the first, the worker reads such an API's
+    // heads small and leaves the body in the socket, which a sampled exchange reads whole.
+    for _ in 0..3 {
+        let r = p.get("/jp/posts", "");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json().as_array().map(Vec::len), Some(100), "the whole body reached the client");
+    }
     for n in 1..=25 {
         assert_eq!(p.get(&format!("/jp/posts/{n}"), "").status, 200);
         assert_eq!(p.get(&format!("/jp/posts/{n}/comments"), "").status, 200);
@@ -104,6 +110,10 @@ fn traffic_builds_an_inventory_and_an_openapi_document_that_validates() {
     let schema = &get_post["responses"]["200"]["content"]["application/json"]["schema"];
     assert_eq!(schema["properties"]["id"]["type"], "integer", "{schema}");
     assert_eq!(schema["properties"]["title"]["type"], "string", "{schema}");
+    // The list of 100 posts (about 8 KiB, past `splice_min_body`) was read whole, not spliced.
+    let list = &doc["paths"]["/posts"]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+    assert_eq!(list["type"], "array", "{list}");
+    assert_eq!(list["items"]["properties"]["userId"]["type"], "integer", "{list}");
     let user = &doc["paths"]["/users/{userId}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
     assert_eq!(user["properties"]["email"]["format"], "email", "{user}");
     assert_eq!(user["properties"]["address"]["properties"]["city"]["type"], "string", "{user}");

@@ -763,6 +763,18 @@ fn spec_refusal(
     Some(kind.code())
 }
 
+/// A response head peeked for splicing (see `splice`) taken out of the socket after all, and
+/// consumed: the buffer as after a read of the head and what came with it.
+fn unqueue_head(buf: &mut super::io::ReadBuf, up: &Upstream, head_len: usize) -> Result<(), Failure> {
+    let peeked = buf.len();
+    buf.unqueue_peeked(up.stream.as_raw_fd(), peeked).map_err(|e| Failure {
+        err: ProxyError::io(ErrorKind::UpstreamProtocol, "reading upstream response", e),
+        responded: false,
+    })?;
+    buf.consume(head_len);
+    Ok(())
+}
+
 /// What the provided document's request check needs of the head, copied before the head is
 /// consumed (only for APIs that enforce `validate_requests`).
 struct SpecRequest {
@@ -1166,12 +1178,7 @@ async fn respond(
     if let Some(ov) = api.error_overrides.as_deref().filter(|o| o.has_upstream_rules(resp.status)) {
         if queued {
             // A peeked head: take it out of the socket, as after a read.
-            let peeked = bufs.x.upstream.len();
-            bufs.x.upstream.unqueue_peeked(up.stream.as_raw_fd(), peeked).map_err(|e| Failure {
-                err: ProxyError::io(ErrorKind::UpstreamProtocol, "reading upstream response", e),
-                responded: false,
-            })?;
-            bufs.x.upstream.consume(resp.head_len);
+            unqueue_head(&mut bufs.x.upstream, &up, resp.head_len)?;
             queued = false;
         }
         let timeout = Duration::from_millis(cfg.upstream_response_timeout_ms);
@@ -1253,12 +1260,7 @@ async fn respond(
         let head: &[u8] = if facts.queued { bufs.x.upstream.data() } else { &bufs.x.out };
         if n <= facts.buffer_max && super::record::sample_wants_body(api, head, n) {
             if facts.queued {
-                let peeked = bufs.x.upstream.len();
-                bufs.x.upstream.unqueue_peeked(up.stream.as_raw_fd(), peeked).map_err(|e| Failure {
-                    err: ProxyError::io(ErrorKind::UpstreamProtocol, "reading upstream response", e),
-                    responded: false,
-                })?;
-                bufs.x.upstream.consume(resp.head_len);
+                unqueue_head(&mut bufs.x.upstream, &up, resp.head_len)?;
                 facts.queued = false;
             }
             facts.pipes = false;
@@ -1278,12 +1280,7 @@ async fn respond(
             facts.pipes = false;
             if facts.queued {
                 // No pipe: take the peeked bytes out of the socket and go on as after a read.
-                let queued = bufs.x.upstream.len();
-                bufs.x.upstream.unqueue_peeked(up.stream.as_raw_fd(), queued).map_err(|e| Failure {
-                    err: ProxyError::io(ErrorKind::UpstreamProtocol, "reading upstream response", e),
-                    responded: false,
-                })?;
-                bufs.x.upstream.consume(resp.head_len);
+                unqueue_head(&mut bufs.x.upstream, &up, resp.head_len)?;
                 facts.queued = false;
             }
             continue;

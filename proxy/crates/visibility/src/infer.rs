@@ -37,6 +37,11 @@ pub const ENUM_MIN_SEEN: u64 = 20;
 /// ...with at most this many distinct values, each short and word-like (no formats, no ids,
 /// no free text). Fewer observations or more values could be a sample of an open set.
 pub const ENUM_MAX_VALUES: usize = 5;
+/// Fewest properties a record needs for [`Shape::record_fingerprint`]: with fewer, unrelated
+/// records (`{id, name}`) look alike too easily.
+pub const ALIKE_MIN_KEYS: usize = 3;
+/// Object levels [`Shape::record_fingerprint`] covers.
+pub const ALIKE_DEPTH: usize = 3;
 /// Longest string that can be an enum value.
 pub const ENUM_MAX_LEN: usize = 32;
 
@@ -215,6 +220,48 @@ impl Shape {
     }
 
     /// Folds `other` in, as if its values had been observed here.
+    /// A fingerprint of this shape's record structure, when it has one worth comparing: the
+    /// exact property names of its objects (or arrays' item objects) down to
+    /// [`ALIKE_DEPTH`] levels, when one of them has at least [`ALIKE_MIN_KEYS`] properties
+    /// (a wrapper like `{"items": [{...}]}` counts by what it wraps). Two places with the same
+    /// fingerprint return the same kind of record; a superset of keys (pulls next to issues)
+    /// is a different one.
+    pub fn record_fingerprint(&self) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        fn go(s: &Shape, depth: usize, h: &mut impl Hasher, rich: &mut bool) {
+            let obj = match (&s.object, &s.array) {
+                (Some(o), None) => {
+                    b'{'.hash(h);
+                    o
+                }
+                (None, Some(a)) => match (&a.items.object, &a.items.array) {
+                    (Some(o), None) => {
+                        b'['.hash(h);
+                        o
+                    }
+                    _ => return,
+                },
+                _ => return,
+            };
+            if obj.map.is_some() {
+                b'm'.hash(h);
+                return;
+            }
+            *rich |= obj.props.len() >= ALIKE_MIN_KEYS;
+            for (k, p) in &obj.props {
+                k.hash(h);
+                if depth + 1 < ALIKE_DEPTH {
+                    go(&p.shape, depth + 1, h, rich);
+                }
+                b'}'.hash(h);
+            }
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut rich = false;
+        go(self, 0, &mut h, &mut rich);
+        rich.then(|| h.finish())
+    }
+
     pub fn merge(&mut self, other: Shape) {
         self.seen += other.seen;
         self.null += other.null;

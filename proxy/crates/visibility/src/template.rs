@@ -631,6 +631,10 @@ struct Node<T> {
     collapsed: bool,
     #[serde(default, rename = "v", skip_serializing_if = "Option::is_none")]
     leaf: Option<T>,
+    /// On a value slot: words folded into it by [`PathTrie::fold_alike`] (at most
+    /// [`MAX_ALIKE_WORDS`]), so they come back to it rather than as constants again.
+    #[serde(default, rename = "a", skip_serializing_if = "Vec::is_empty")]
+    alike: Vec<String>,
 }
 
 fn is_zero(k: &Kinds) -> bool {
@@ -643,7 +647,15 @@ fn is_false(b: &bool) -> bool {
 
 impl<T> Default for Node<T> {
     fn default() -> Self {
-        Node { lit: BTreeMap::new(), param: None, sfx: BTreeMap::new(), kinds: 0, collapsed: false, leaf: None }
+        Node {
+            lit: BTreeMap::new(),
+            param: None,
+            sfx: BTreeMap::new(),
+            kinds: 0,
+            collapsed: false,
+            leaf: None,
+            alike: Vec::new(),
+        }
     }
 }
 
@@ -682,6 +694,9 @@ impl<T: Default + Merge> PathTrie<T> {
                 Shape::Word if is_fixed_literal(seg) => None,
                 Shape::Word if !top && joins_free_text_slot(node, seg, next) => Some(slot_of(seg)),
                 Shape::Word if node.lit.contains_key(seg) => None,
+                Shape::Word if slot(node, slot_of(seg).1).is_some_and(|v| v.alike.iter().any(|a| a == seg)) => {
+                    Some(slot_of(seg))
+                }
                 Shape::Word if node.collapsed => Some(slot_of(seg)),
                 Shape::Word if *nodes >= max_nodes => {
                     *nodes = adjust(*nodes, collapse(node));
@@ -746,6 +761,63 @@ impl<T: Default + Merge> PathTrie<T> {
             }
         }
         Ok((node.leaf.get_or_insert_with(T::default), learned))
+    }
+
+    /// After `path`'s payload learned something: folds the word constants on its route into
+    /// their position's value slot when they look like values of it by what they answer
+    /// (`fingerprints` of a payload: e.g. its responses' record structures). A literal child
+    /// joins the slot when the slot has taken free text (see [`joins_free_text_slot`]) and
+    /// some leaf of its subtree has a fingerprint a leaf of the slot's subtree at the same
+    /// depth has (`/artists/enim` next to `/artists/{artistId}`); or, with no such slot, when
+    /// at least [`ALIKE_MIN_SIBLINGS`] literal siblings share one fingerprint at the same depth
+    /// (an enum: `/aggregate/{project}/all-editor-types/...`, `.../group-bot/...`,
+    /// `.../name-bot/...`), or two at [`ALIKE_PAIR_DEPTH`] segments below or more. Fixed words never fold, so `followers` and `following`, which
+    /// answer the same users, stay apart. Returns whether anything was folded.
+    pub fn fold_alike(&mut self, path: &str, fingerprints: impl Fn(&T) -> Vec<u64>) -> bool {
+        let mut folded = false;
+        // Each fold removes a literal from the route, so this ends within the path's length.
+        for _ in 0..MAX_SEGMENTS {
+            let segs = segments(path);
+            if segs.len() > MAX_SEGMENTS {
+                return folded;
+            }
+            let Some(steps) = route(&self.root, &segs) else { return folded };
+            let PathTrie { root, nodes } = self;
+            let mut node = &mut *root;
+            let mut top = true;
+            let mut done = true;
+            for (seg, step) in segs.iter().zip(steps) {
+                if step == Step::Lit && !top && shape(seg, false) == Shape::Word && !is_fixed_literal(seg) {
+                    let keys = alike_siblings(node, seg, &fingerprints);
+                    if !keys.is_empty() {
+                        let before = count(node);
+                        for k in keys {
+                            fold_key(node, &k);
+                            if let Some(v) = slot_mut(node, slot_of(&k).1) {
+                                remember(&mut v.alike, k);
+                            }
+                        }
+                        settle_slots(node);
+                        *nodes = adjust(*nodes, (before, count(node)));
+                        folded = true;
+                        done = false;
+                        break;
+                    }
+                }
+                let next = match step {
+                    Step::Lit => node.lit.get_mut(*seg),
+                    Step::Param => node.param.as_deref_mut(),
+                    Step::Sfx => split_extension(seg).and_then(|(_, e)| node.sfx.get_mut(e)),
+                };
+                let Some(next) = next else { return folded };
+                top = step == Step::Lit && (is_version(seg) || seg.eq_ignore_ascii_case("api"));
+                node = next;
+            }
+            if done {
+                break;
+            }
+        }
+        folded
     }
 
     /// The payload of the template `path` falls under, if any.
@@ -910,6 +982,89 @@ fn fold_siblings<T: Merge>(node: &mut Node<T>, ext: Option<&str>, next: Option<&
     (before, count(node))
 }
 
+/// Fewest literal siblings sharing a fingerprint that fold into a new parameter
+/// ([`PathTrie::fold_alike`]): two could be a pair of constants that return the same record
+/// (`/public_members`, `/outside_collaborators`).
+pub const ALIKE_MIN_SIBLINGS: usize = 3;
+
+/// Two literal siblings are enough when they answer alike this many segments below
+/// (`daily/{start}/{end}` next to `monthly/{start}/{end}`): constants that lead to the same
+/// record through the same further path are rare, enum values of one parameter are not.
+pub const ALIKE_PAIR_DEPTH: usize = 2;
+
+/// Words a value slot remembers as folded into it by [`PathTrie::fold_alike`].
+pub const MAX_ALIKE_WORDS: usize = 32;
+
+fn remember(words: &mut Vec<String>, w: String) {
+    if words.len() < MAX_ALIKE_WORDS && w.len() <= MAX_LITERAL_LEN && !words.contains(&w) {
+        words.push(w);
+    }
+}
+
+/// Leaves visited per subtree when fingerprinting it, and fingerprints kept.
+const ALIKE_MAX_VISITS: usize = 64;
+
+/// The fingerprints of the leaves of `node`'s subtree, each with its depth below `node`.
+fn subtree_prints<T>(node: &Node<T>, prints: &impl Fn(&T) -> Vec<u64>) -> Vec<(usize, u64)> {
+    fn go<T>(n: &Node<T>, d: usize, prints: &impl Fn(&T) -> Vec<u64>, visits: &mut usize, out: &mut Vec<(usize, u64)>) {
+        if *visits >= ALIKE_MAX_VISITS || d > MAX_SEGMENTS {
+            return;
+        }
+        *visits += 1;
+        if let Some(leaf) = &n.leaf {
+            out.extend(prints(leaf).into_iter().map(|p| (d, p)));
+        }
+        for c in n.lit.values().chain(n.sfx.values()).chain(n.param.as_deref()) {
+            go(c, d + 1, prints, visits, out);
+        }
+    }
+    let mut out = Vec::new();
+    go(node, 0, prints, &mut 0, &mut out);
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+fn share(a: &[(usize, u64)], b: &[(usize, u64)]) -> bool {
+    a.iter().any(|x| b.binary_search(x).is_ok())
+}
+
+/// The literal children of `node` to fold into a value slot with `seg` (see
+/// [`PathTrie::fold_alike`]); empty when none.
+fn alike_siblings<T>(node: &Node<T>, seg: &str, prints: &impl Fn(&T) -> Vec<u64>) -> Vec<String> {
+    let Some(child) = node.lit.get(seg) else { return Vec::new() };
+    let mine = subtree_prints(child, prints);
+    if mine.is_empty() {
+        return Vec::new();
+    }
+    let ext = slot_of(seg).1;
+    if let Some(v) = slot(node, ext) {
+        if v.kinds & Kind::Word.bit() != 0 {
+            return if share(&mine, &subtree_prints(v, prints)) { vec![seg.to_owned()] } else { Vec::new() };
+        }
+    }
+    let mut alike: Vec<(String, Vec<(usize, u64)>)> = Vec::new();
+    for (k, c) in &node.lit {
+        if k == seg || is_fixed_literal(k) || slot_of(k).1 != ext || shape(k, false) != Shape::Word {
+            continue;
+        }
+        let theirs = subtree_prints(c, prints);
+        if share(&mine, &theirs) {
+            alike.push((k.clone(), theirs));
+        }
+    }
+    // One fingerprint `seg` and the others share, not merely each with `seg`.
+    let Some(p) = mine.iter().find(|p| {
+        let need = if p.0 >= ALIKE_PAIR_DEPTH { 2 } else { ALIKE_MIN_SIBLINGS };
+        alike.iter().filter(|(_, t)| t.binary_search(p).is_ok()).count() + 1 >= need
+    }) else {
+        return Vec::new();
+    };
+    let mut keys: Vec<String> = alike.into_iter().filter(|(_, t)| t.binary_search(p).is_ok()).map(|(k, _)| k).collect();
+    keys.push(seg.to_owned());
+    keys
+}
+
 /// Moves the literal child `key` into its value slot (merging subtrees and payloads).
 fn fold_key<T: Merge>(node: &mut Node<T>, key: &str) {
     let Some(child) = node.lit.remove(key) else { return };
@@ -983,6 +1138,9 @@ fn settle<T: Merge>(node: &mut Node<T>) {
 
 fn merge_node<T: Merge>(into: &mut Node<T>, from: Node<T>) {
     into.kinds |= from.kinds;
+    for a in from.alike {
+        remember(&mut into.alike, a);
+    }
     into.collapsed |= from.collapsed;
     match (&mut into.leaf, from.leaf) {
         (Some(a), Some(b)) => a.merge(b),
@@ -1575,6 +1733,135 @@ mod tests {
                 "/users/{username}/media/recent",
                 "/v1/invoices/upcoming/lines",
                 "/v1/invoices/{invoiceId}/lines",
+            ]
+        );
+    }
+
+    /// A payload that answers records with these fingerprints.
+    #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+    struct Prints(Vec<u64>);
+
+    impl Merge for Prints {
+        fn merge(&mut self, other: Prints) {
+            for p in other.0 {
+                if !self.0.contains(&p) {
+                    self.0.push(p);
+                }
+            }
+        }
+    }
+
+    /// Learns `path` answering `print` (0: nothing comparable), then folds alike siblings.
+    fn answer(t: &mut PathTrie<Prints>, path: &str, print: u64) -> bool {
+        let (leaf, _) = t.insert(path, CAP).unwrap();
+        if print != 0 && !leaf.0.contains(&print) {
+            leaf.0.push(print);
+        }
+        let folded = t.fold_alike(path, |p| p.0.clone());
+        assert_eq!(t.nodes(), count(&t.root), "node count kept in step after {path}");
+        folded
+    }
+
+    fn print_templates(t: &PathTrie<Prints>) -> Vec<String> {
+        t.leaves().into_iter().map(|(t, _)| t.path).collect()
+    }
+
+    #[test]
+    fn words_answering_like_a_free_text_parameter_join_it() {
+        // Spotify/YNAB: lorem words at the end of a path answer the same record as the
+        // parameter that took free text; `popular` answers something else and stays.
+        let mut t = PathTrie::default();
+        assert!(!answer(&mut t, "/artists/ad%20nostrud", 7));
+        assert!(!answer(&mut t, "/artists/popular", 9));
+        assert!(answer(&mut t, "/artists/enim", 7));
+        assert_eq!(print_templates(&t), ["/artists/popular", "/artists/{artistId}"]);
+        // The word comes back to the parameter, even before it answers anything.
+        assert!(!answer(&mut t, "/artists/enim", 0));
+        assert_eq!(print_templates(&t), ["/artists/popular", "/artists/{artistId}"]);
+        // Deeper: the subtree's leaves at the same depth, and `{x}.json` slots (Discourse).
+        assert!(!answer(&mut t, "/t/a%20b.json", 3));
+        assert!(answer(&mut t, "/t/aute.json", 3));
+        assert!(!answer(&mut t, "/t/latest.json", 3), "fixed words never fold");
+        assert_eq!(print_templates(&t), ["/artists/popular", "/artists/{artistId}", "/t/latest.json", "/t/{tId}.json"]);
+        // A parameter of numbers takes a word only with two more alike (Stripe's `upcoming`
+        // answers an invoice too, GitHub's `releases/latest` a release).
+        assert!(!answer(&mut t, "/v1/invoices/in_1MtHbELkdIwHu7ixl4OzzPMv", 5));
+        assert!(!answer(&mut t, "/v1/invoices/upcoming", 5));
+        assert!(!answer(&mut t, "/repos/o/r/releases/12", 6));
+        assert!(!answer(&mut t, "/repos/o/r/releases/newest", 6));
+        let all = print_templates(&t);
+        for want in ["/v1/invoices/upcoming", "/repos/{owner}/{repo}/releases/newest"] {
+            assert!(all.iter().any(|p| p == want), "{want} in {all:?}");
+        }
+    }
+
+    fn count_t(t: &PathTrie<Prints>) -> usize {
+        count(&t.root)
+    }
+
+    #[test]
+    fn three_siblings_answering_alike_are_values_of_one_parameter() {
+        // Wikimedia: enum values in the middle of a path, answering the same record below.
+        let mut t = PathTrie::default();
+        let base = "/metrics/editors/aggregate/en.wikipedia.org/project";
+        assert!(!answer(&mut t, &format!("{base}/all-editor-types/content/monthly/20200101/20200201"), 4));
+        // Already a pair: they answer alike four segments below.
+        assert!(answer(&mut t, &format!("{base}/group-bot/all-page-types/daily/20200101/20200201"), 4));
+        answer(&mut t, &format!("{base}/name-bot/non-content/monthly/20200101/20200201"), 4);
+        let all = print_templates(&t);
+        // Then `non-content` and `all-page-types` fold in the next position, and the pair
+        // `monthly`, `daily` too: they answer alike two segments further. (`content` is a
+        // known word: it would stay.)
+        assert_eq!(
+            all,
+            [
+                "/metrics/editors/aggregate/en.wikipedia.org/project/{projectId}/content/monthly/{monthlyId}/{id}",
+                "/metrics/editors/aggregate/en.wikipedia.org/project/{projectId}/{id}/{id2}/{id3}/{id4}"
+            ]
+        );
+        assert_eq!(t.nodes(), count_t(&t));
+        // A pair answering alike right below (or one below) stays: two constants may.
+        let mut t = PathTrie::default();
+        for p in ["/feed/onthisday/list", "/feed/featured/list", "/feed/random/list/more", "/feed/recent/list/more"] {
+            assert!(!answer(&mut t, p, 4));
+        }
+        assert_eq!(t.nodes(), count_t(&t));
+    }
+
+    #[test]
+    fn constants_answering_alike_stay_apart() {
+        let mut t = PathTrie::default();
+        // GitHub: followers and following both answer simple users: known words.
+        for p in ["/users/octocat/followers", "/users/octocat/following", "/users/octocat/subscriptions"] {
+            assert!(!answer(&mut t, p, 8));
+        }
+        // Two unknown constants answering the same record are not enough.
+        for p in ["/orgs/o/public_members", "/orgs/o/outside_collaborators"] {
+            assert!(!answer(&mut t, p, 8));
+        }
+        // Issues and pulls answer different records (pulls have more keys).
+        for (p, f) in [("/repos/o/r/issue/3", 1), ("/repos/o/r/pull/3", 2), ("/repos/o/r/commit/3", 11)] {
+            assert!(!answer(&mut t, p, f));
+        }
+        // Siblings alike only pairwise (a~b, b~c by other fingerprints) do not fold.
+        for (p, f) in [("/things/alpha", 21), ("/things/beta", 21), ("/things/gamma", 22)] {
+            assert!(!answer(&mut t, p, f));
+        }
+        assert!(!answer(&mut t, "/things/beta", 22));
+        assert_eq!(
+            print_templates(&t),
+            [
+                "/orgs/{org}/outside_collaborators",
+                "/orgs/{org}/public_members",
+                "/repos/{owner}/{repo}/commit/{commitId}",
+                "/repos/{owner}/{repo}/issue/{issueId}",
+                "/repos/{owner}/{repo}/pull/{pullId}",
+                "/things/alpha",
+                "/things/beta",
+                "/things/gamma",
+                "/users/octocat/followers",
+                "/users/octocat/following",
+                "/users/octocat/subscriptions",
             ]
         );
     }

@@ -1025,8 +1025,13 @@ fn subtree_prints<T>(node: &Node<T>, prints: &impl Fn(&T) -> Vec<u64>) -> Vec<(u
     out
 }
 
+/// Whether two subtrees answer alike: everything one answers (by depth), the other answers
+/// too. Sharing one record is not enough: the top-level resources of an API that wraps every
+/// answer the same way (Wikimedia's `/metrics/edits/...`, `/metrics/editors/...`) share
+/// some, while the values of one parameter lead to the same records everywhere.
 fn share(a: &[(usize, u64)], b: &[(usize, u64)]) -> bool {
-    a.iter().any(|x| b.binary_search(x).is_ok())
+    let within = |x: &[(usize, u64)], y: &[(usize, u64)]| x.iter().all(|p| y.binary_search(p).is_ok());
+    !a.is_empty() && !b.is_empty() && (within(a, b) || within(b, a))
 }
 
 /// The literal children of `node` to fold into a value slot with `seg` (see

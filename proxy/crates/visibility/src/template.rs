@@ -769,9 +769,12 @@ impl<T: Default + Merge> PathTrie<T> {
     /// joins the slot when the slot has taken free text (see [`joins_free_text_slot`]) and
     /// some leaf of its subtree has a fingerprint a leaf of the slot's subtree at the same
     /// depth has (`/artists/enim` next to `/artists/{artistId}`); or, with no such slot, when
-    /// at least [`ALIKE_MIN_SIBLINGS`] literal siblings share one fingerprint at the same depth
-    /// (an enum: `/aggregate/{project}/all-editor-types/...`, `.../group-bot/...`,
-    /// `.../name-bot/...`), or two at [`ALIKE_PAIR_DEPTH`] segments below or more. Fixed words never fold, so `followers` and `following`, which
+    /// at least [`ALIKE_MIN_SIBLINGS`] literal siblings right after a parameter share one
+    /// fingerprint at the same depth (an enum: `/aggregate/{project}/all-editor-types/...`,
+    /// `.../group-bot/...`, `.../name-bot/...`), or two at [`ALIKE_PAIR_DEPTH`] segments below
+    /// or more. After a constant, siblings answering alike are as often constants themselves
+    /// (Wikimedia's `/metrics/edits`, `/metrics/editors`, which nothing tells apart while only
+    /// part of them has been seen). Fixed words never fold, so `followers` and `following`, which
     /// answer the same users, stay apart. Returns whether anything was folded.
     pub fn fold_alike(&mut self, path: &str, fingerprints: impl Fn(&T) -> Vec<u64>) -> bool {
         let mut folded = false;
@@ -785,10 +788,11 @@ impl<T: Default + Merge> PathTrie<T> {
             let PathTrie { root, nodes } = self;
             let mut node = &mut *root;
             let mut top = true;
+            let mut under_value = false;
             let mut done = true;
             for (seg, step) in segs.iter().zip(steps) {
                 if step == Step::Lit && !top && shape(seg, false) == Shape::Word && !is_fixed_literal(seg) {
-                    let keys = alike_siblings(node, seg, &fingerprints);
+                    let keys = alike_siblings(node, seg, under_value, &fingerprints);
                     if !keys.is_empty() {
                         let before = count(node);
                         for k in keys {
@@ -811,6 +815,7 @@ impl<T: Default + Merge> PathTrie<T> {
                 };
                 let Some(next) = next else { return folded };
                 top = step == Step::Lit && (is_version(seg) || seg.eq_ignore_ascii_case("api"));
+                under_value = step != Step::Lit;
                 node = next;
             }
             if done {
@@ -1036,7 +1041,7 @@ fn share(a: &[(usize, u64)], b: &[(usize, u64)]) -> bool {
 
 /// The literal children of `node` to fold into a value slot with `seg` (see
 /// [`PathTrie::fold_alike`]); empty when none.
-fn alike_siblings<T>(node: &Node<T>, seg: &str, prints: &impl Fn(&T) -> Vec<u64>) -> Vec<String> {
+fn alike_siblings<T>(node: &Node<T>, seg: &str, under_value: bool, prints: &impl Fn(&T) -> Vec<u64>) -> Vec<String> {
     let Some(child) = node.lit.get(seg) else { return Vec::new() };
     let mine = subtree_prints(child, prints);
     if mine.is_empty() {
@@ -1047,6 +1052,9 @@ fn alike_siblings<T>(node: &Node<T>, seg: &str, prints: &impl Fn(&T) -> Vec<u64>
         if v.kinds & Kind::Word.bit() != 0 {
             return if share(&mine, &subtree_prints(v, prints)) { vec![seg.to_owned()] } else { Vec::new() };
         }
+    }
+    if !under_value {
+        return Vec::new();
     }
     let mut alike: Vec<(String, Vec<(usize, u64)>)> = Vec::new();
     for (k, c) in &node.lit {
@@ -1808,7 +1816,7 @@ mod tests {
     fn three_siblings_answering_alike_are_values_of_one_parameter() {
         // Wikimedia: enum values in the middle of a path, answering the same record below.
         let mut t = PathTrie::default();
-        let base = "/metrics/editors/aggregate/en.wikipedia.org/project";
+        let base = "/metrics/editors/aggregate/en%2Ewikipedia";
         assert!(!answer(&mut t, &format!("{base}/all-editor-types/content/monthly/20200101/20200201"), 4));
         // Already a pair: they answer alike four segments below.
         assert!(answer(&mut t, &format!("{base}/group-bot/all-page-types/daily/20200101/20200201"), 4));
@@ -1820,8 +1828,8 @@ mod tests {
         assert_eq!(
             all,
             [
-                "/metrics/editors/aggregate/en.wikipedia.org/project/{projectId}/content/monthly/{monthlyId}/{id}",
-                "/metrics/editors/aggregate/en.wikipedia.org/project/{projectId}/{id}/{id2}/{id3}/{id4}"
+                "/metrics/editors/aggregate/{aggregateId}/{id}/content/monthly/{monthlyId}/{id2}",
+                "/metrics/editors/aggregate/{aggregateId}/{id}/{id2}/{id3}/{id4}/{id5}"
             ]
         );
         assert_eq!(t.nodes(), count_t(&t));
@@ -1848,22 +1856,40 @@ mod tests {
         for (p, f) in [("/repos/o/r/issue/3", 1), ("/repos/o/r/pull/3", 2), ("/repos/o/r/commit/3", 11)] {
             assert!(!answer(&mut t, p, f));
         }
+        // Wikimedia: top-level resources share the wrapped record they answer at one place,
+        // but each answers others the rest do not.
+        for (p, f) in [
+            ("/metrics/edits/aggregate/20200101", 31),
+            ("/metrics/edits/per-page/20200101", 32),
+            ("/metrics/editors/aggregate/20200101", 31),
+            ("/metrics/editors/top-by-edits/20200101", 33),
+            ("/metrics/pageviews/aggregate/20200101", 31),
+            ("/metrics/pageviews/top/20200101", 34),
+        ] {
+            assert!(!answer(&mut t, p, f), "{p}");
+        }
         // Siblings alike only pairwise (a~b, b~c by other fingerprints) do not fold.
-        for (p, f) in [("/things/alpha", 21), ("/things/beta", 21), ("/things/gamma", 22)] {
+        for (p, f) in [("/things/a%20b/alpha", 21), ("/things/a%20b/beta", 21), ("/things/a%20b/gamma", 22)] {
             assert!(!answer(&mut t, p, f));
         }
-        assert!(!answer(&mut t, "/things/beta", 22));
+        assert!(!answer(&mut t, "/things/a%20b/beta", 22));
         assert_eq!(
             print_templates(&t),
             [
+                "/metrics/editors/aggregate/{aggregateId}",
+                "/metrics/editors/top-by-edits/{topByEditId}",
+                "/metrics/edits/aggregate/{aggregateId}",
+                "/metrics/edits/per-page/{perPageId}",
+                "/metrics/pageviews/aggregate/{aggregateId}",
+                "/metrics/pageviews/top/{topId}",
                 "/orgs/{org}/outside_collaborators",
                 "/orgs/{org}/public_members",
                 "/repos/{owner}/{repo}/commit/{commitId}",
                 "/repos/{owner}/{repo}/issue/{issueId}",
                 "/repos/{owner}/{repo}/pull/{pullId}",
-                "/things/alpha",
-                "/things/beta",
-                "/things/gamma",
+                "/things/{thingId}/alpha",
+                "/things/{thingId}/beta",
+                "/things/{thingId}/gamma",
                 "/users/octocat/followers",
                 "/users/octocat/following",
                 "/users/octocat/subscriptions",

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::exchange::Exchange;
 use crate::infer::{scalar, Shape};
 use crate::openapi::{self, ApiMeta};
-use crate::template::{Merge, PathTrie, Refused, Template};
+use crate::template::{Merge, PathTrie, Print, Refused, Template};
 
 /// Parameters (query, header or cookie) kept per operation and place.
 pub const MAX_PARAMS: usize = 32;
@@ -305,18 +305,25 @@ pub(crate) struct OpView<'a> {
 }
 
 /// What an endpoint's operations answer, for [`PathTrie::fold_alike`]: per method, the record
-/// fingerprint of each 2xx JSON response.
-fn fingerprints(ops: &Ops) -> Vec<u64> {
+/// keys of each 2xx JSON response (each key tagged with the method).
+fn fingerprints(ops: &Ops) -> Vec<Print> {
     use std::hash::{Hash, Hasher};
     let mut out = Vec::new();
     for (method, op) in &ops.0 {
         for (_, bodies) in op.responses.range(200..300) {
             for (ct, shape) in bodies {
                 let json = ct == "application/json" || ct.ends_with("+json");
-                if let Some(f) = shape.record_fingerprint().filter(|_| json) {
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    (method, f).hash(&mut h);
-                    out.push(h.finish());
+                if let Some(keys) = shape.record_keys().filter(|_| json) {
+                    let mut print: Print = keys
+                        .into_iter()
+                        .map(|k| {
+                            let mut h = std::collections::hash_map::DefaultHasher::new();
+                            (method, k).hash(&mut h);
+                            h.finish()
+                        })
+                        .collect();
+                    print.sort_unstable();
+                    out.push(print);
                 }
             }
         }

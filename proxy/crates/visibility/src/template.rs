@@ -776,7 +776,7 @@ impl<T: Default + Merge> PathTrie<T> {
     /// (Wikimedia's `/metrics/edits`, `/metrics/editors`, which nothing tells apart while only
     /// part of them has been seen). Fixed words never fold, so `followers` and `following`, which
     /// answer the same users, stay apart. Returns whether anything was folded.
-    pub fn fold_alike(&mut self, path: &str, fingerprints: impl Fn(&T) -> Vec<u64>) -> bool {
+    pub fn fold_alike(&mut self, path: &str, fingerprints: impl Fn(&T) -> Vec<Print>) -> bool {
         let mut folded = false;
         // Each fold removes a literal from the route, so this ends within the path's length.
         for _ in 0..MAX_SEGMENTS {
@@ -1009,9 +1009,18 @@ fn remember(words: &mut Vec<String>, w: String) {
 /// Leaves visited per subtree when fingerprinting it, and fingerprints kept.
 const ALIKE_MAX_VISITS: usize = 64;
 
-/// The fingerprints of the leaves of `node`'s subtree, each with its depth below `node`.
-fn subtree_prints<T>(node: &Node<T>, prints: &impl Fn(&T) -> Vec<u64>) -> Vec<(usize, u64)> {
-    fn go<T>(n: &Node<T>, d: usize, prints: &impl Fn(&T) -> Vec<u64>, visits: &mut usize, out: &mut Vec<(usize, u64)>) {
+/// What a leaf answers: one record's keys (hashes, sorted), see [`PathTrie::fold_alike`].
+pub type Print = Vec<u64>;
+
+/// The prints of the leaves of `node`'s subtree, each with its depth below `node`; sorted.
+fn subtree_prints<T>(node: &Node<T>, prints: &impl Fn(&T) -> Vec<Print>) -> Vec<(usize, Print)> {
+    fn go<T>(
+        n: &Node<T>,
+        d: usize,
+        prints: &impl Fn(&T) -> Vec<Print>,
+        visits: &mut usize,
+        out: &mut Vec<(usize, Print)>,
+    ) {
         if *visits >= ALIKE_MAX_VISITS || d > MAX_SEGMENTS {
             return;
         }
@@ -1034,14 +1043,22 @@ fn subtree_prints<T>(node: &Node<T>, prints: &impl Fn(&T) -> Vec<u64>) -> Vec<(u
 /// too. Sharing one record is not enough: the top-level resources of an API that wraps every
 /// answer the same way (Wikimedia's `/metrics/edits/...`, `/metrics/editors/...`) share
 /// some, while the values of one parameter lead to the same records everywhere.
-fn share(a: &[(usize, u64)], b: &[(usize, u64)]) -> bool {
-    let within = |x: &[(usize, u64)], y: &[(usize, u64)]| x.iter().all(|p| y.binary_search(p).is_ok());
+fn share(a: &[(usize, Print)], b: &[(usize, Print)]) -> bool {
+    let within = |x: &[(usize, Print)], y: &[(usize, Print)]| x.iter().all(|p| y.binary_search(p).is_ok());
     !a.is_empty() && !b.is_empty() && (within(a, b) || within(b, a))
+}
+
+/// Whether each record `a` answers is, at the same depth, one `b` answers with possibly more
+/// keys: a value answers what its parameter answers, with the optional properties the
+/// parameter has been seen with more often.
+fn covered(a: &[(usize, Print)], b: &[(usize, Print)]) -> bool {
+    let within = |x: &Print, y: &Print| x.iter().all(|k| y.binary_search(k).is_ok());
+    !a.is_empty() && a.iter().all(|(d, x)| b.iter().any(|(e, y)| d == e && within(x, y)))
 }
 
 /// The literal children of `node` to fold into a value slot with `seg` (see
 /// [`PathTrie::fold_alike`]); empty when none.
-fn alike_siblings<T>(node: &Node<T>, seg: &str, under_value: bool, prints: &impl Fn(&T) -> Vec<u64>) -> Vec<String> {
+fn alike_siblings<T>(node: &Node<T>, seg: &str, under_value: bool, prints: &impl Fn(&T) -> Vec<Print>) -> Vec<String> {
     let Some(child) = node.lit.get(seg) else { return Vec::new() };
     let mine = subtree_prints(child, prints);
     if mine.is_empty() {
@@ -1050,13 +1067,13 @@ fn alike_siblings<T>(node: &Node<T>, seg: &str, under_value: bool, prints: &impl
     let ext = slot_of(seg).1;
     if let Some(v) = slot(node, ext) {
         if v.kinds & Kind::Word.bit() != 0 {
-            return if share(&mine, &subtree_prints(v, prints)) { vec![seg.to_owned()] } else { Vec::new() };
+            return if covered(&mine, &subtree_prints(v, prints)) { vec![seg.to_owned()] } else { Vec::new() };
         }
     }
     if !under_value {
         return Vec::new();
     }
-    let mut alike: Vec<(String, Vec<(usize, u64)>)> = Vec::new();
+    let mut alike: Vec<(String, Vec<(usize, Print)>)> = Vec::new();
     for (k, c) in &node.lit {
         if k == seg || is_fixed_literal(k) || slot_of(k).1 != ext || shape(k, false) != Shape::Word {
             continue;
@@ -1353,7 +1370,7 @@ mod tests {
         l
     }
 
-    fn template(t: &PathTrie<Count>, path: &str) -> String {
+    fn template<T>(t: &PathTrie<T>, path: &str) -> String {
         t.template_of(path).map(|(t, _)| t.path).unwrap_or_else(|| format!("no template for {path}"))
     }
 
@@ -1750,9 +1767,9 @@ mod tests {
         );
     }
 
-    /// A payload that answers records with these fingerprints.
+    /// A payload that answers records with these keys.
     #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-    struct Prints(Vec<u64>);
+    struct Prints(Vec<Print>);
 
     impl Merge for Prints {
         fn merge(&mut self, other: Prints) {
@@ -1764,15 +1781,21 @@ mod tests {
         }
     }
 
-    /// Learns `path` answering `print` (0: nothing comparable), then folds alike siblings.
-    fn answer(t: &mut PathTrie<Prints>, path: &str, print: u64) -> bool {
+    /// Learns `path` answering the record of keys `print` (empty: nothing comparable), then
+    /// folds alike siblings.
+    fn answer_keys(t: &mut PathTrie<Prints>, path: &str, print: &[u64]) -> bool {
         let (leaf, _) = t.insert(path, CAP).unwrap();
-        if print != 0 && !leaf.0.contains(&print) {
-            leaf.0.push(print);
+        if !print.is_empty() && !leaf.0.iter().any(|p| p == print) {
+            leaf.0.push(print.to_vec());
         }
         let folded = t.fold_alike(path, |p| p.0.clone());
         assert_eq!(t.nodes(), count(&t.root), "node count kept in step after {path}");
         folded
+    }
+
+    /// [`answer_keys`] with a one-key record `print` (0: nothing).
+    fn answer(t: &mut PathTrie<Prints>, path: &str, print: u64) -> bool {
+        answer_keys(t, path, if print == 0 { &[] } else { std::slice::from_ref(&print) })
     }
 
     fn print_templates(t: &PathTrie<Prints>) -> Vec<String> {
@@ -1791,11 +1814,28 @@ mod tests {
         // The word comes back to the parameter, even before it answers anything.
         assert!(!answer(&mut t, "/artists/enim", 0));
         assert_eq!(print_templates(&t), ["/artists/popular", "/artists/{artistId}"]);
+        // A value answers the parameter's record seen with fewer optional keys; not one with
+        // a key the parameter never had.
+        assert!(!answer_keys(&mut t, "/u/a%20b.json", &[1, 2, 3, 4]));
+        assert!(answer_keys(&mut t, "/u/mollit.json", &[1, 2, 4]));
+        assert!(!answer_keys(&mut t, "/u/summary.json", &[1, 2, 5]));
+        assert_eq!(template(&t, "/u/mollit.json"), "/u/{uId}.json");
+        assert_eq!(template(&t, "/u/summary.json"), "/u/summary.json");
         // Deeper: the subtree's leaves at the same depth, and `{x}.json` slots (Discourse).
         assert!(!answer(&mut t, "/t/a%20b.json", 3));
         assert!(answer(&mut t, "/t/aute.json", 3));
         assert!(!answer(&mut t, "/t/latest.json", 3), "fixed words never fold");
-        assert_eq!(print_templates(&t), ["/artists/popular", "/artists/{artistId}", "/t/latest.json", "/t/{tId}.json"]);
+        assert_eq!(
+            print_templates(&t),
+            [
+                "/artists/popular",
+                "/artists/{artistId}",
+                "/t/latest.json",
+                "/t/{tId}.json",
+                "/u/summary.json",
+                "/u/{uId}.json"
+            ]
+        );
         // A parameter of numbers takes a word only with two more alike (Stripe's `upcoming`
         // answers an invoice too, GitHub's `releases/latest` a release).
         assert!(!answer(&mut t, "/v1/invoices/in_1MtHbELkdIwHu7ixl4OzzPMv", 5));

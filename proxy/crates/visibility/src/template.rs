@@ -769,12 +769,13 @@ impl<T: Default + Merge> PathTrie<T> {
     /// joins the slot when the slot has taken free text (see [`joins_free_text_slot`]) and
     /// some leaf of its subtree has a fingerprint a leaf of the slot's subtree at the same
     /// depth has (`/artists/enim` next to `/artists/{artistId}`); or, with no such slot, when
-    /// at least [`ALIKE_MIN_SIBLINGS`] literal siblings right after a parameter share one
-    /// fingerprint at the same depth (an enum: `/aggregate/{project}/all-editor-types/...`,
-    /// `.../group-bot/...`, `.../name-bot/...`), or two at [`ALIKE_PAIR_DEPTH`] segments below
-    /// or more. After a constant, siblings answering alike are as often constants themselves
-    /// (Wikimedia's `/metrics/edits`, `/metrics/editors`, which nothing tells apart while only
-    /// part of them has been seen). Fixed words never fold, so `followers` and `following`, which
+    /// at least [`ALIKE_MIN_SIBLINGS`] literal siblings with no constants after them share one
+    /// fingerprint at the same depth (an enum: `/packages/{package_type}/{name}` with `npm`,
+    /// `maven`, `docker`), or two at [`ALIKE_PAIR_DEPTH`] segments below or more (`daily`,
+    /// `monthly` before `{start}/{end}`); enums in a row fold from the last one back. Constants
+    /// answering alike lead on to constants while only part of them has been seen (GitHub's
+    /// `actions/secrets`, `dependabot/secrets`; Wikimedia's `/metrics/edits/aggregate`,
+    /// `/metrics/editors/aggregate`). Fixed words never fold, so `followers` and `following`, which
     /// answer the same users, stay apart. Returns whether anything was folded.
     pub fn fold_alike(&mut self, path: &str, fingerprints: impl Fn(&T) -> Vec<Print>) -> bool {
         let mut folded = false;
@@ -788,11 +789,10 @@ impl<T: Default + Merge> PathTrie<T> {
             let PathTrie { root, nodes } = self;
             let mut node = &mut *root;
             let mut top = true;
-            let mut under_value = false;
             let mut done = true;
             for (seg, step) in segs.iter().zip(steps) {
                 if step == Step::Lit && !top && shape(seg, false) == Shape::Word && !is_fixed_literal(seg) {
-                    let keys = alike_siblings(node, seg, under_value, &fingerprints);
+                    let keys = alike_siblings(node, seg, &fingerprints);
                     if !keys.is_empty() {
                         let before = count(node);
                         for k in keys {
@@ -815,7 +815,6 @@ impl<T: Default + Merge> PathTrie<T> {
                 };
                 let Some(next) = next else { return folded };
                 top = step == Step::Lit && (is_version(seg) || seg.eq_ignore_ascii_case("api"));
-                under_value = step != Step::Lit;
                 node = next;
             }
             if done {
@@ -1058,7 +1057,7 @@ fn covered(a: &[(usize, Print)], b: &[(usize, Print)]) -> bool {
 
 /// The literal children of `node` to fold into a value slot with `seg` (see
 /// [`PathTrie::fold_alike`]); empty when none.
-fn alike_siblings<T>(node: &Node<T>, seg: &str, under_value: bool, prints: &impl Fn(&T) -> Vec<Print>) -> Vec<String> {
+fn alike_siblings<T>(node: &Node<T>, seg: &str, prints: &impl Fn(&T) -> Vec<Print>) -> Vec<String> {
     let Some(child) = node.lit.get(seg) else { return Vec::new() };
     let mine = subtree_prints(child, prints);
     if mine.is_empty() {
@@ -1070,12 +1069,16 @@ fn alike_siblings<T>(node: &Node<T>, seg: &str, under_value: bool, prints: &impl
             return if covered(&mine, &subtree_prints(v, prints)) { vec![seg.to_owned()] } else { Vec::new() };
         }
     }
-    if !under_value {
+    // Enum values lead straight to values or to nothing (`/packages/{package_type}/{name}`);
+    // constants that answer alike lead on to constants (GitHub's `actions/secrets`,
+    // `dependabot/secrets`, `codespaces/secrets`). Enums in a row fold from the last one back.
+    if !child.lit.is_empty() {
         return Vec::new();
     }
     let mut alike: Vec<(String, Vec<(usize, Print)>)> = Vec::new();
     for (k, c) in &node.lit {
-        if k == seg || is_fixed_literal(k) || slot_of(k).1 != ext || shape(k, false) != Shape::Word {
+        if k == seg || !c.lit.is_empty() || is_fixed_literal(k) || slot_of(k).1 != ext || shape(k, false) != Shape::Word
+        {
             continue;
         }
         let theirs = subtree_prints(c, prints);
@@ -1854,24 +1857,17 @@ mod tests {
 
     #[test]
     fn three_siblings_answering_alike_are_values_of_one_parameter() {
-        // Wikimedia: enum values in the middle of a path, answering the same record below.
+        // Wikimedia: enum values in the middle of a path, answering the same record below,
+        // fold from the last one back.
         let mut t = PathTrie::default();
-        let base = "/metrics/editors/aggregate/en%2Ewikipedia";
-        assert!(!answer(&mut t, &format!("{base}/all-editor-types/content/monthly/20200101/20200201"), 4));
-        // Already a pair: they answer alike four segments below.
-        assert!(answer(&mut t, &format!("{base}/group-bot/all-page-types/daily/20200101/20200201"), 4));
-        answer(&mut t, &format!("{base}/name-bot/non-content/monthly/20200101/20200201"), 4);
-        let all = print_templates(&t);
-        // Then `non-content` and `all-page-types` fold in the next position, and the pair
-        // `monthly`, `daily` too: they answer alike two segments further. (`content` is a
-        // known word: it would stay.)
-        assert_eq!(
-            all,
-            [
-                "/metrics/editors/aggregate/{aggregateId}/{id}/content/monthly/{monthlyId}/{id2}",
-                "/metrics/editors/aggregate/{aggregateId}/{id}/{id2}/{id3}/{id4}/{id5}"
-            ]
-        );
+        for ed in ["all-editor-types", "group-bot", "name-bot"] {
+            for pt in ["all-page-types", "non-content"] {
+                for g in ["daily", "monthly"] {
+                    answer(&mut t, &format!("/metrics/editors/aggregate/en%2Ewiki/{ed}/{pt}/{g}/20200101/20200201"), 4);
+                }
+            }
+        }
+        assert_eq!(print_templates(&t), ["/metrics/editors/aggregate/{aggregateId}/{id}/{id2}/{id3}/{id4}/{id5}"]);
         assert_eq!(t.nodes(), count_t(&t));
         // A pair answering alike right below (or one below) stays: two constants may.
         let mut t = PathTrie::default();
@@ -1908,6 +1904,12 @@ mod tests {
         ] {
             assert!(!answer(&mut t, p, f), "{p}");
         }
+        // GitHub: constants after a value answering alike, followed by constants.
+        for p in ["actions", "dependabot", "codespaces"] {
+            assert!(!answer(&mut t, &format!("/repos/o/r/{p}/secrets/NAME_{p}"), 41));
+            assert!(!answer(&mut t, &format!("/repos/o/r/{p}/secrets"), 42));
+        }
+        assert_eq!(template(&t, "/repos/o/r/dependabot/secrets"), "/repos/{owner}/{repo}/dependabot/secrets");
         // Siblings alike only pairwise (a~b, b~c by other fingerprints) do not fold.
         for (p, f) in [("/things/a%20b/alpha", 21), ("/things/a%20b/beta", 21), ("/things/a%20b/gamma", 22)] {
             assert!(!answer(&mut t, p, f));
@@ -1924,7 +1926,13 @@ mod tests {
                 "/metrics/pageviews/top/{topId}",
                 "/orgs/{org}/outside_collaborators",
                 "/orgs/{org}/public_members",
+                "/repos/{owner}/{repo}/actions/secrets",
+                "/repos/{owner}/{repo}/actions/secrets/NAME_actions",
+                "/repos/{owner}/{repo}/codespaces/secrets",
+                "/repos/{owner}/{repo}/codespaces/secrets/NAME_codespaces",
                 "/repos/{owner}/{repo}/commit/{commitId}",
+                "/repos/{owner}/{repo}/dependabot/secrets",
+                "/repos/{owner}/{repo}/dependabot/secrets/NAME_dependabot",
                 "/repos/{owner}/{repo}/issue/{issueId}",
                 "/repos/{owner}/{repo}/pull/{pullId}",
                 "/things/{thingId}/alpha",

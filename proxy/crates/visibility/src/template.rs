@@ -769,13 +769,11 @@ impl<T: Default + Merge> PathTrie<T> {
     /// joins the slot when the slot has taken free text (see [`joins_free_text_slot`]) and
     /// some leaf of its subtree has a fingerprint a leaf of the slot's subtree at the same
     /// depth has (`/artists/enim` next to `/artists/{artistId}`); or, with no such slot, when
-    /// at least [`ALIKE_MIN_SIBLINGS`] literal siblings with no constants after them share one
-    /// fingerprint at the same depth (an enum: `/packages/{package_type}/{name}` with `npm`,
-    /// `maven`, `docker`), or two at [`ALIKE_PAIR_DEPTH`] segments below or more (`daily`,
-    /// `monthly` before `{start}/{end}`); enums in a row fold from the last one back. Constants
-    /// answering alike lead on to constants while only part of them has been seen (GitHub's
-    /// `actions/secrets`, `dependabot/secrets`; Wikimedia's `/metrics/edits/aggregate`,
-    /// `/metrics/editors/aggregate`). Fixed words never fold, so `followers` and `following`, which
+    /// at least [`ALIKE_MIN_SIBLINGS`] literal siblings share one fingerprint at the same depth
+    /// (an enum: `/packages/{package_type}/{name}` with `npm`, `maven`, `docker`), or two at
+    /// [`ALIKE_PAIR_DEPTH`] segments below or more (`daily`, `monthly` before `{start}/{end}`),
+    /// when no known word follows any of them and, unless they follow a value
+    /// (`/aggregate/{project}/all-editor-types/...`), no constant at all. Fixed words never fold, so `followers` and `following`, which
     /// answer the same users, stay apart. Returns whether anything was folded.
     pub fn fold_alike(&mut self, path: &str, fingerprints: impl Fn(&T) -> Vec<Print>) -> bool {
         let mut folded = false;
@@ -789,10 +787,11 @@ impl<T: Default + Merge> PathTrie<T> {
             let PathTrie { root, nodes } = self;
             let mut node = &mut *root;
             let mut top = true;
+            let mut under_value = false;
             let mut done = true;
             for (seg, step) in segs.iter().zip(steps) {
                 if step == Step::Lit && !top && shape(seg, false) == Shape::Word && !is_fixed_literal(seg) {
-                    let keys = alike_siblings(node, seg, &fingerprints);
+                    let keys = alike_siblings(node, seg, under_value, &fingerprints);
                     if !keys.is_empty() {
                         let before = count(node);
                         for k in keys {
@@ -815,6 +814,7 @@ impl<T: Default + Merge> PathTrie<T> {
                 };
                 let Some(next) = next else { return folded };
                 top = step == Step::Lit && (is_version(seg) || seg.eq_ignore_ascii_case("api"));
+                under_value = step != Step::Lit;
                 node = next;
             }
             if done {
@@ -1057,7 +1057,7 @@ fn covered(a: &[(usize, Print)], b: &[(usize, Print)]) -> bool {
 
 /// The literal children of `node` to fold into a value slot with `seg` (see
 /// [`PathTrie::fold_alike`]); empty when none.
-fn alike_siblings<T>(node: &Node<T>, seg: &str, prints: &impl Fn(&T) -> Vec<Print>) -> Vec<String> {
+fn alike_siblings<T>(node: &Node<T>, seg: &str, under_value: bool, prints: &impl Fn(&T) -> Vec<Print>) -> Vec<String> {
     let Some(child) = node.lit.get(seg) else { return Vec::new() };
     let mine = subtree_prints(child, prints);
     if mine.is_empty() {
@@ -1069,16 +1069,19 @@ fn alike_siblings<T>(node: &Node<T>, seg: &str, prints: &impl Fn(&T) -> Vec<Prin
             return if covered(&mine, &subtree_prints(v, prints)) { vec![seg.to_owned()] } else { Vec::new() };
         }
     }
-    // Enum values lead straight to values or to nothing (`/packages/{package_type}/{name}`);
-    // constants that answer alike lead on to constants (GitHub's `actions/secrets`,
-    // `dependabot/secrets`, `codespaces/secrets`). Enums in a row fold from the last one back.
-    if !child.lit.is_empty() {
+    // Enum values lead to values, to nothing (`/packages/{package_type}/{name}`) or, after a
+    // value, to more enum values (`/{project}/{editor-type}/{page-type}`); constants that
+    // answer alike lead on to known words (GitHub's `actions/secrets`, `dependabot/secrets`,
+    // after `{repo}`) or, after a constant, to constants (Wikimedia's `/metrics/edits/aggregate`,
+    // `/metrics/editors/aggregate`), and while only part of them has been seen one subtree
+    // answers a subset of what another does.
+    let leads_on = |c: &Node<T>| c.lit.keys().any(|k| is_fixed_literal(k)) || (!under_value && !c.lit.is_empty());
+    if leads_on(child) {
         return Vec::new();
     }
     let mut alike: Vec<(String, Vec<(usize, Print)>)> = Vec::new();
     for (k, c) in &node.lit {
-        if k == seg || !c.lit.is_empty() || is_fixed_literal(k) || slot_of(k).1 != ext || shape(k, false) != Shape::Word
-        {
+        if k == seg || leads_on(c) || is_fixed_literal(k) || slot_of(k).1 != ext || shape(k, false) != Shape::Word {
             continue;
         }
         let theirs = subtree_prints(c, prints);
@@ -1869,6 +1872,27 @@ mod tests {
         }
         assert_eq!(print_templates(&t), ["/metrics/editors/aggregate/{aggregateId}/{id}/{id2}/{id3}/{id4}/{id5}"]);
         assert_eq!(t.nodes(), count_t(&t));
+        // Sparse traffic (few combinations seen): after a value, the first position folds,
+        // then the next ones (now after a value too); `content` (a known word) after it
+        // keeps it apart.
+        let mut t = PathTrie::default();
+        for p in [
+            "all-editor-types/all-page-types/daily",
+            "group-bot/non-content/monthly",
+            "name-bot/all-page-types/monthly",
+        ] {
+            answer(&mut t, &format!("/metrics/edits/aggregate/en%2Ewiki/{p}/20200101/20200201"), 4);
+        }
+        assert_eq!(print_templates(&t), ["/metrics/edits/aggregate/{aggregateId}/{id}/{id2}/{id3}/{id4}/{id5}"]);
+        let mut t = PathTrie::default();
+        for p in ["all-editor-types/content/daily", "group-bot/non-content/monthly", "name-bot/all-page-types/monthly"]
+        {
+            answer(&mut t, &format!("/metrics/edits/aggregate/en%2Ewiki/{p}/20200101/20200201"), 4);
+        }
+        assert_eq!(
+            template(&t, "/metrics/edits/aggregate/x%2Ey/all-editor-types/content/daily/1/2").split('/').nth(5),
+            Some("all-editor-types")
+        );
         // A pair answering alike right below (or one below) stays: two constants may.
         let mut t = PathTrie::default();
         for p in ["/feed/onthisday/list", "/feed/featured/list", "/feed/random/list/more", "/feed/recent/list/more"] {

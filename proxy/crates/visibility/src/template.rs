@@ -3,6 +3,8 @@
 //! constants) become one parameter child, named after its parent (`/users/42` →
 //! `/users/{userId}`). Each template's leaf carries the caller's payload (`T`), merged when a
 //! re-templating folds literal subtrees into a parameter, so nothing counted before is lost.
+//! The caller may also fold literals by what they answer ([`PathTrie::fold_alike`]): words
+//! that answer the records a parameter answers are values of it.
 //!
 //! Must not: grow without bound (the caller passes a node cap; a position that would grow past
 //! it is collapsed into a parameter, and the caller is told), recurse deeper than

@@ -37,6 +37,11 @@ pub const ENUM_MIN_SEEN: u64 = 20;
 /// ...with at most this many distinct values, each short and word-like (no formats, no ids,
 /// no free text). Fewer observations or more values could be a sample of an open set.
 pub const ENUM_MAX_VALUES: usize = 5;
+/// Fewest properties a record needs for [`Shape::record_keys`]: with fewer, unrelated
+/// records (`{id, name}`) look alike too easily.
+pub const ALIKE_MIN_KEYS: usize = 3;
+/// Object levels [`Shape::record_keys`] covers.
+pub const ALIKE_DEPTH: usize = 3;
 /// Longest string that can be an enum value.
 pub const ENUM_MAX_LEN: usize = 32;
 
@@ -215,6 +220,45 @@ impl Shape {
     }
 
     /// Folds `other` in, as if its values had been observed here.
+    /// The record structure of this shape, when it has one worth comparing: the property
+    /// paths of its objects (or arrays' item objects) down to [`ALIKE_DEPTH`] levels, each
+    /// hashed, sorted; when one of the objects has at least [`ALIKE_MIN_KEYS`] properties (a
+    /// wrapper like `{"items": [{...}]}` counts by what it wraps). Two places with the same
+    /// keys return the same kind of record; a superset of keys (pulls next to issues) is a
+    /// different one, or the same one seen more often (optional properties).
+    pub fn record_keys(&self) -> Option<Vec<u64>> {
+        use std::hash::{Hash, Hasher};
+        fn go(s: &Shape, depth: usize, at: u64, out: &mut Vec<u64>, rich: &mut bool) {
+            let (tag, obj) = match (&s.object, &s.array) {
+                (Some(o), None) => (b'{', o),
+                (None, Some(a)) => match (&a.items.object, &a.items.array) {
+                    (Some(o), None) => (b'[', o),
+                    _ => return,
+                },
+                _ => return,
+            };
+            if obj.map.is_some() {
+                return;
+            }
+            *rich |= obj.props.len() >= ALIKE_MIN_KEYS;
+            for (k, p) in &obj.props {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (at, tag, k).hash(&mut h);
+                let here = h.finish();
+                out.push(here);
+                if depth + 1 < ALIKE_DEPTH {
+                    go(&p.shape, depth + 1, here, out, rich);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let mut rich = false;
+        go(self, 0, 0, &mut out, &mut rich);
+        out.sort_unstable();
+        out.dedup();
+        rich.then_some(out)
+    }
+
     pub fn merge(&mut self, other: Shape) {
         self.seen += other.seen;
         self.null += other.null;

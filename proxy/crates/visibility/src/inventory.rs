@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::exchange::Exchange;
 use crate::infer::{scalar, Shape};
 use crate::openapi::{self, ApiMeta};
-use crate::template::{Merge, PathTrie, Refused, Template};
+use crate::template::{Merge, PathTrie, Print, Refused, Template};
 
 /// Parameters (query, header or cookie) kept per operation and place.
 pub const MAX_PARAMS: usize = 32;
@@ -304,6 +304,33 @@ pub(crate) struct OpView<'a> {
     pub(crate) op: &'a Op,
 }
 
+/// What an endpoint's operations answer, for [`PathTrie::fold_alike`]: per method, the record
+/// keys of each 2xx JSON response (each key tagged with the method).
+fn fingerprints(ops: &Ops) -> Vec<Print> {
+    use std::hash::{Hash, Hasher};
+    let mut out = Vec::new();
+    for (method, op) in &ops.0 {
+        for (_, bodies) in op.responses.range(200..300) {
+            for (ct, shape) in bodies {
+                let json = ct == "application/json" || ct.ends_with("+json");
+                if let Some(keys) = shape.record_keys().filter(|_| json) {
+                    let mut print: Print = keys
+                        .into_iter()
+                        .map(|k| {
+                            let mut h = std::collections::hash_map::DefaultHasher::new();
+                            (method, k).hash(&mut h);
+                            h.finish()
+                        })
+                        .collect();
+                    print.sort_unstable();
+                    out.push(print);
+                }
+            }
+        }
+    }
+    out
+}
+
 impl Inventory {
     /// Every request (not only sampled ones): method, path relative to the listen path (no
     /// query), status, unix seconds.
@@ -355,8 +382,10 @@ impl Inventory {
     /// count a hit, and learns nothing for an endpoint [`Inventory::hit`] has not counted.
     pub fn sample(&mut self, x: &Exchange<'_>, _limits: &Limits) {
         let Some(method) = method_key(x.method) else { return };
-        if let Some(op) = self.trie.get_mut(x.path).and_then(|ops| ops.0.get_mut(&method)) {
-            op.learn(x);
+        let Some(op) = self.trie.get_mut(x.path).and_then(|ops| ops.0.get_mut(&method)) else { return };
+        op.learn(x);
+        if (200..300).contains(&x.status) && self.trie.fold_alike(x.path, fingerprints) {
+            self.endpoints = self.count_endpoints();
         }
     }
 
@@ -530,6 +559,61 @@ mod tests {
         }
         assert!(guards > 0);
         assert_eq!(inv.endpoint_count(), inv.endpoints().len());
+    }
+
+    #[test]
+    fn siblings_answering_the_same_record_fold_by_their_bodies() {
+        let l = Limits::default();
+        let mut inv = Inventory::default();
+        let mut see = |path: &str, body: &str| {
+            inv.hit("GET", path, 200, 1_700_000_000, &l);
+            inv.sample(&exchange("GET", path, "", 200, body), &l);
+        };
+        let artist = r#"{"id": "x", "name": "n", "genres": [], "images": [{"url": "u", "height": 1}]}"#;
+        see("/artists/ad%20nostrud", artist);
+        see("/artists/enim", artist);
+        // Same top-level keys, different nested ones: a different record.
+        see("/artists/featured", r#"{"id": "x", "name": "n", "genres": [], "images": [{"href": "u"}]}"#);
+        let issue = r#"{"id": 1, "title": "t", "state": "open"}"#;
+        let pull = r#"{"id": 1, "title": "t", "state": "open", "merged": false}"#;
+        let user = r#"[{"login": "a", "id": 1, "avatar_url": "u"}]"#;
+        for (path, body) in [
+            ("/repos/o/r/issue/1", issue),
+            ("/repos/o/r/pull/2", pull),
+            ("/users/octocat/followers", user),
+            ("/users/octocat/following", user),
+            ("/orgs/o/public_members", user),
+            ("/orgs/o/outside_collaborators", user),
+            // Records of fewer than 3 keys say too little.
+            ("/pets/dog-like", r#"{"id": 1, "name": "a"}"#),
+            ("/pets/cat-like", r#"{"id": 1, "name": "a"}"#),
+            ("/pets/bird-like", r#"{"id": 1, "name": "a"}"#),
+        ] {
+            see(path, body);
+        }
+        // An error answer teaches nothing.
+        inv.hit("GET", "/artists/consectetur", 404, 1_700_000_000, &l);
+        inv.sample(&exchange("GET", "/artists/consectetur", "", 404, r#"{"error": 1, "status": 2, "detail": 3}"#), &l);
+        let paths: Vec<String> = inv.endpoints().into_iter().map(|e| e.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "/artists/consectetur",
+                "/artists/featured",
+                "/artists/{artistId}",
+                "/orgs/{org}/outside_collaborators",
+                "/orgs/{org}/public_members",
+                "/pets/bird-like",
+                "/pets/cat-like",
+                "/pets/dog-like",
+                "/repos/{owner}/{repo}/issue/{issueId}",
+                "/repos/{owner}/{repo}/pull/{pullId}",
+                "/users/octocat/followers",
+                "/users/octocat/following",
+            ]
+        );
+        assert_eq!(inv.endpoint_count(), paths.len());
+        assert_eq!(inv.template_of("GET", "/artists/enim").as_deref(), Some("/artists/{artistId}"));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! constants) become one parameter child, named after its parent (`/users/42` →
 //! `/users/{userId}`). Each template's leaf carries the caller's payload (`T`), merged when a
 //! re-templating folds literal subtrees into a parameter, so nothing counted before is lost.
+//! The caller may also fold literals by what they answer ([`PathTrie::fold_alike`]): words
+//! that answer the records a parameter answers are values of it.
 //!
 //! Must not: grow without bound (the caller passes a node cap; a position that would grow past
 //! it is collapsed into a parameter, and the caller is told), recurse deeper than
@@ -631,6 +633,10 @@ struct Node<T> {
     collapsed: bool,
     #[serde(default, rename = "v", skip_serializing_if = "Option::is_none")]
     leaf: Option<T>,
+    /// On a value slot: words folded into it by [`PathTrie::fold_alike`] (at most
+    /// [`MAX_ALIKE_WORDS`]), so they come back to it rather than as constants again.
+    #[serde(default, rename = "a", skip_serializing_if = "Vec::is_empty")]
+    alike: Vec<String>,
 }
 
 fn is_zero(k: &Kinds) -> bool {
@@ -643,7 +649,15 @@ fn is_false(b: &bool) -> bool {
 
 impl<T> Default for Node<T> {
     fn default() -> Self {
-        Node { lit: BTreeMap::new(), param: None, sfx: BTreeMap::new(), kinds: 0, collapsed: false, leaf: None }
+        Node {
+            lit: BTreeMap::new(),
+            param: None,
+            sfx: BTreeMap::new(),
+            kinds: 0,
+            collapsed: false,
+            leaf: None,
+            alike: Vec::new(),
+        }
     }
 }
 
@@ -682,6 +696,9 @@ impl<T: Default + Merge> PathTrie<T> {
                 Shape::Word if is_fixed_literal(seg) => None,
                 Shape::Word if !top && joins_free_text_slot(node, seg, next) => Some(slot_of(seg)),
                 Shape::Word if node.lit.contains_key(seg) => None,
+                Shape::Word if slot(node, slot_of(seg).1).is_some_and(|v| v.alike.iter().any(|a| a == seg)) => {
+                    Some(slot_of(seg))
+                }
                 Shape::Word if node.collapsed => Some(slot_of(seg)),
                 Shape::Word if *nodes >= max_nodes => {
                     *nodes = adjust(*nodes, collapse(node));
@@ -746,6 +763,67 @@ impl<T: Default + Merge> PathTrie<T> {
             }
         }
         Ok((node.leaf.get_or_insert_with(T::default), learned))
+    }
+
+    /// After `path`'s payload learned something: folds the word constants on its route into
+    /// their position's value slot when they look like values of it by what they answer
+    /// (`fingerprints` of a payload: e.g. its responses' record structures). A literal child
+    /// joins the slot when the slot has taken free text (see [`joins_free_text_slot`]) and
+    /// some leaf of its subtree has a fingerprint a leaf of the slot's subtree at the same
+    /// depth has (`/artists/enim` next to `/artists/{artistId}`); or, with no such slot, when
+    /// at least [`ALIKE_MIN_SIBLINGS`] literal siblings share one fingerprint at the same depth
+    /// (an enum: `/packages/{package_type}/{name}` with `npm`, `maven`, `docker`), or two at
+    /// [`ALIKE_PAIR_DEPTH`] segments below or more (`daily`, `monthly` before `{start}/{end}`),
+    /// when no known word follows any of them and, unless they follow a value
+    /// (`/aggregate/{project}/all-editor-types/...`), no constant at all. Fixed words never fold, so `followers` and `following`, which
+    /// answer the same users, stay apart. Returns whether anything was folded.
+    pub fn fold_alike(&mut self, path: &str, fingerprints: impl Fn(&T) -> Vec<Print>) -> bool {
+        let mut folded = false;
+        // Each fold removes a literal from the route, so this ends within the path's length.
+        for _ in 0..MAX_SEGMENTS {
+            let segs = segments(path);
+            if segs.len() > MAX_SEGMENTS {
+                return folded;
+            }
+            let Some(steps) = route(&self.root, &segs) else { return folded };
+            let PathTrie { root, nodes } = self;
+            let mut node = &mut *root;
+            let mut top = true;
+            let mut under_value = false;
+            let mut done = true;
+            for (seg, step) in segs.iter().zip(steps) {
+                if step == Step::Lit && !top && shape(seg, false) == Shape::Word && !is_fixed_literal(seg) {
+                    let keys = alike_siblings(node, seg, under_value, &fingerprints);
+                    if !keys.is_empty() {
+                        let before = count(node);
+                        for k in keys {
+                            fold_key(node, &k);
+                            if let Some(v) = slot_mut(node, slot_of(&k).1) {
+                                remember(&mut v.alike, k);
+                            }
+                        }
+                        settle_slots(node);
+                        *nodes = adjust(*nodes, (before, count(node)));
+                        folded = true;
+                        done = false;
+                        break;
+                    }
+                }
+                let next = match step {
+                    Step::Lit => node.lit.get_mut(*seg),
+                    Step::Param => node.param.as_deref_mut(),
+                    Step::Sfx => split_extension(seg).and_then(|(_, e)| node.sfx.get_mut(e)),
+                };
+                let Some(next) = next else { return folded };
+                top = step == Step::Lit && (is_version(seg) || seg.eq_ignore_ascii_case("api"));
+                under_value = step != Step::Lit;
+                node = next;
+            }
+            if done {
+                break;
+            }
+        }
+        folded
     }
 
     /// The payload of the template `path` falls under, if any.
@@ -910,6 +988,121 @@ fn fold_siblings<T: Merge>(node: &mut Node<T>, ext: Option<&str>, next: Option<&
     (before, count(node))
 }
 
+/// Fewest literal siblings sharing a fingerprint that fold into a new parameter
+/// ([`PathTrie::fold_alike`]): two could be a pair of constants that return the same record
+/// (`/public_members`, `/outside_collaborators`).
+pub const ALIKE_MIN_SIBLINGS: usize = 3;
+
+/// Two literal siblings are enough when they answer alike this many segments below
+/// (`daily/{start}/{end}` next to `monthly/{start}/{end}`): constants that lead to the same
+/// record through the same further path are rare, enum values of one parameter are not.
+pub const ALIKE_PAIR_DEPTH: usize = 2;
+
+/// Words a value slot remembers as folded into it by [`PathTrie::fold_alike`].
+pub const MAX_ALIKE_WORDS: usize = 32;
+
+fn remember(words: &mut Vec<String>, w: String) {
+    if words.len() < MAX_ALIKE_WORDS && w.len() <= MAX_LITERAL_LEN && !words.contains(&w) {
+        words.push(w);
+    }
+}
+
+/// Leaves visited per subtree when fingerprinting it, and fingerprints kept.
+const ALIKE_MAX_VISITS: usize = 64;
+
+/// What a leaf answers: one record's keys (hashes, sorted), see [`PathTrie::fold_alike`].
+pub type Print = Vec<u64>;
+
+/// The prints of the leaves of `node`'s subtree, each with its depth below `node`; sorted.
+fn subtree_prints<T>(node: &Node<T>, prints: &impl Fn(&T) -> Vec<Print>) -> Vec<(usize, Print)> {
+    fn go<T>(
+        n: &Node<T>,
+        d: usize,
+        prints: &impl Fn(&T) -> Vec<Print>,
+        visits: &mut usize,
+        out: &mut Vec<(usize, Print)>,
+    ) {
+        if *visits >= ALIKE_MAX_VISITS || d > MAX_SEGMENTS {
+            return;
+        }
+        *visits += 1;
+        if let Some(leaf) = &n.leaf {
+            out.extend(prints(leaf).into_iter().map(|p| (d, p)));
+        }
+        for c in n.lit.values().chain(n.sfx.values()).chain(n.param.as_deref()) {
+            go(c, d + 1, prints, visits, out);
+        }
+    }
+    let mut out = Vec::new();
+    go(node, 0, prints, &mut 0, &mut out);
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Whether two subtrees answer alike: everything one answers (by depth), the other answers
+/// too. Sharing one record is not enough: the top-level resources of an API that wraps every
+/// answer the same way (Wikimedia's `/metrics/edits/...`, `/metrics/editors/...`) share
+/// some, while the values of one parameter lead to the same records everywhere.
+fn share(a: &[(usize, Print)], b: &[(usize, Print)]) -> bool {
+    let within = |x: &[(usize, Print)], y: &[(usize, Print)]| x.iter().all(|p| y.binary_search(p).is_ok());
+    !a.is_empty() && !b.is_empty() && (within(a, b) || within(b, a))
+}
+
+/// Whether each record `a` answers is, at the same depth, one `b` answers with possibly more
+/// keys: a value answers what its parameter answers, with the optional properties the
+/// parameter has been seen with more often.
+fn covered(a: &[(usize, Print)], b: &[(usize, Print)]) -> bool {
+    let within = |x: &Print, y: &Print| x.iter().all(|k| y.binary_search(k).is_ok());
+    !a.is_empty() && a.iter().all(|(d, x)| b.iter().any(|(e, y)| d == e && within(x, y)))
+}
+
+/// The literal children of `node` to fold into a value slot with `seg` (see
+/// [`PathTrie::fold_alike`]); empty when none.
+fn alike_siblings<T>(node: &Node<T>, seg: &str, under_value: bool, prints: &impl Fn(&T) -> Vec<Print>) -> Vec<String> {
+    let Some(child) = node.lit.get(seg) else { return Vec::new() };
+    let mine = subtree_prints(child, prints);
+    if mine.is_empty() {
+        return Vec::new();
+    }
+    let ext = slot_of(seg).1;
+    if let Some(v) = slot(node, ext) {
+        if v.kinds & Kind::Word.bit() != 0 {
+            return if covered(&mine, &subtree_prints(v, prints)) { vec![seg.to_owned()] } else { Vec::new() };
+        }
+    }
+    // Enum values lead to values, to nothing (`/packages/{package_type}/{name}`) or, after a
+    // value, to more enum values (`/{project}/{editor-type}/{page-type}`); constants that
+    // answer alike lead on to known words (GitHub's `actions/secrets`, `dependabot/secrets`,
+    // after `{repo}`) or, after a constant, to constants (Wikimedia's `/metrics/edits/aggregate`,
+    // `/metrics/editors/aggregate`), and while only part of them has been seen one subtree
+    // answers a subset of what another does.
+    let leads_on = |c: &Node<T>| c.lit.keys().any(|k| is_fixed_literal(k)) || (!under_value && !c.lit.is_empty());
+    if leads_on(child) {
+        return Vec::new();
+    }
+    let mut alike: Vec<(String, Vec<(usize, Print)>)> = Vec::new();
+    for (k, c) in &node.lit {
+        if k == seg || leads_on(c) || is_fixed_literal(k) || slot_of(k).1 != ext || shape(k, false) != Shape::Word {
+            continue;
+        }
+        let theirs = subtree_prints(c, prints);
+        if share(&mine, &theirs) {
+            alike.push((k.clone(), theirs));
+        }
+    }
+    // One fingerprint `seg` and the others share, not merely each with `seg`.
+    let Some(p) = mine.iter().find(|p| {
+        let need = if p.0 >= ALIKE_PAIR_DEPTH { 2 } else { ALIKE_MIN_SIBLINGS };
+        alike.iter().filter(|(_, t)| t.binary_search(p).is_ok()).count() + 1 >= need
+    }) else {
+        return Vec::new();
+    };
+    let mut keys: Vec<String> = alike.into_iter().filter(|(_, t)| t.binary_search(p).is_ok()).map(|(k, _)| k).collect();
+    keys.push(seg.to_owned());
+    keys
+}
+
 /// Moves the literal child `key` into its value slot (merging subtrees and payloads).
 fn fold_key<T: Merge>(node: &mut Node<T>, key: &str) {
     let Some(child) = node.lit.remove(key) else { return };
@@ -983,6 +1176,9 @@ fn settle<T: Merge>(node: &mut Node<T>) {
 
 fn merge_node<T: Merge>(into: &mut Node<T>, from: Node<T>) {
     into.kinds |= from.kinds;
+    for a in from.alike {
+        remember(&mut into.alike, a);
+    }
     into.collapsed |= from.collapsed;
     match (&mut into.leaf, from.leaf) {
         (Some(a), Some(b)) => a.merge(b),
@@ -1182,7 +1378,7 @@ mod tests {
         l
     }
 
-    fn template(t: &PathTrie<Count>, path: &str) -> String {
+    fn template<T>(t: &PathTrie<T>, path: &str) -> String {
         t.template_of(path).map(|(t, _)| t.path).unwrap_or_else(|| format!("no template for {path}"))
     }
 
@@ -1575,6 +1771,202 @@ mod tests {
                 "/users/{username}/media/recent",
                 "/v1/invoices/upcoming/lines",
                 "/v1/invoices/{invoiceId}/lines",
+            ]
+        );
+    }
+
+    /// A payload that answers records with these keys.
+    #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+    struct Prints(Vec<Print>);
+
+    impl Merge for Prints {
+        fn merge(&mut self, other: Prints) {
+            for p in other.0 {
+                if !self.0.contains(&p) {
+                    self.0.push(p);
+                }
+            }
+        }
+    }
+
+    /// Learns `path` answering the record of keys `print` (empty: nothing comparable), then
+    /// folds alike siblings.
+    fn answer_keys(t: &mut PathTrie<Prints>, path: &str, print: &[u64]) -> bool {
+        let (leaf, _) = t.insert(path, CAP).unwrap();
+        if !print.is_empty() && !leaf.0.iter().any(|p| p == print) {
+            leaf.0.push(print.to_vec());
+        }
+        let folded = t.fold_alike(path, |p| p.0.clone());
+        assert_eq!(t.nodes(), count(&t.root), "node count kept in step after {path}");
+        folded
+    }
+
+    /// [`answer_keys`] with a one-key record `print` (0: nothing).
+    fn answer(t: &mut PathTrie<Prints>, path: &str, print: u64) -> bool {
+        answer_keys(t, path, if print == 0 { &[] } else { std::slice::from_ref(&print) })
+    }
+
+    fn print_templates(t: &PathTrie<Prints>) -> Vec<String> {
+        t.leaves().into_iter().map(|(t, _)| t.path).collect()
+    }
+
+    #[test]
+    fn words_answering_like_a_free_text_parameter_join_it() {
+        // Spotify/YNAB: lorem words at the end of a path answer the same record as the
+        // parameter that took free text; `popular` answers something else and stays.
+        let mut t = PathTrie::default();
+        assert!(!answer(&mut t, "/artists/ad%20nostrud", 7));
+        assert!(!answer(&mut t, "/artists/popular", 9));
+        assert!(answer(&mut t, "/artists/enim", 7));
+        assert_eq!(print_templates(&t), ["/artists/popular", "/artists/{artistId}"]);
+        // The word comes back to the parameter, even before it answers anything.
+        assert!(!answer(&mut t, "/artists/enim", 0));
+        assert_eq!(print_templates(&t), ["/artists/popular", "/artists/{artistId}"]);
+        // A value answers the parameter's record seen with fewer optional keys; not one with
+        // a key the parameter never had.
+        assert!(!answer_keys(&mut t, "/u/a%20b.json", &[1, 2, 3, 4]));
+        assert!(answer_keys(&mut t, "/u/mollit.json", &[1, 2, 4]));
+        assert!(!answer_keys(&mut t, "/u/summary.json", &[1, 2, 5]));
+        assert_eq!(template(&t, "/u/mollit.json"), "/u/{uId}.json");
+        assert_eq!(template(&t, "/u/summary.json"), "/u/summary.json");
+        // Deeper: the subtree's leaves at the same depth, and `{x}.json` slots (Discourse).
+        assert!(!answer(&mut t, "/t/a%20b.json", 3));
+        assert!(answer(&mut t, "/t/aute.json", 3));
+        assert!(!answer(&mut t, "/t/latest.json", 3), "fixed words never fold");
+        assert_eq!(
+            print_templates(&t),
+            [
+                "/artists/popular",
+                "/artists/{artistId}",
+                "/t/latest.json",
+                "/t/{tId}.json",
+                "/u/summary.json",
+                "/u/{uId}.json"
+            ]
+        );
+        // A parameter of numbers takes a word only with two more alike (Stripe's `upcoming`
+        // answers an invoice too, GitHub's `releases/latest` a release).
+        assert!(!answer(&mut t, "/v1/invoices/in_1MtHbELkdIwHu7ixl4OzzPMv", 5));
+        assert!(!answer(&mut t, "/v1/invoices/upcoming", 5));
+        assert!(!answer(&mut t, "/repos/o/r/releases/12", 6));
+        assert!(!answer(&mut t, "/repos/o/r/releases/newest", 6));
+        let all = print_templates(&t);
+        for want in ["/v1/invoices/upcoming", "/repos/{owner}/{repo}/releases/newest"] {
+            assert!(all.iter().any(|p| p == want), "{want} in {all:?}");
+        }
+    }
+
+    fn count_t(t: &PathTrie<Prints>) -> usize {
+        count(&t.root)
+    }
+
+    #[test]
+    fn three_siblings_answering_alike_are_values_of_one_parameter() {
+        // Wikimedia: enum values in the middle of a path, answering the same record below,
+        // fold from the last one back.
+        let mut t = PathTrie::default();
+        for ed in ["all-editor-types", "group-bot", "name-bot"] {
+            for pt in ["all-page-types", "non-content"] {
+                for g in ["daily", "monthly"] {
+                    answer(&mut t, &format!("/metrics/editors/aggregate/en%2Ewiki/{ed}/{pt}/{g}/20200101/20200201"), 4);
+                }
+            }
+        }
+        assert_eq!(print_templates(&t), ["/metrics/editors/aggregate/{aggregateId}/{id}/{id2}/{id3}/{id4}/{id5}"]);
+        assert_eq!(t.nodes(), count_t(&t));
+        // Sparse traffic (few combinations seen): after a value, the first position folds,
+        // then the next ones (now after a value too); `content` (a known word) after it
+        // keeps it apart.
+        let mut t = PathTrie::default();
+        for p in [
+            "all-editor-types/all-page-types/daily",
+            "group-bot/non-content/monthly",
+            "name-bot/all-page-types/monthly",
+        ] {
+            answer(&mut t, &format!("/metrics/edits/aggregate/en%2Ewiki/{p}/20200101/20200201"), 4);
+        }
+        assert_eq!(print_templates(&t), ["/metrics/edits/aggregate/{aggregateId}/{id}/{id2}/{id3}/{id4}/{id5}"]);
+        let mut t = PathTrie::default();
+        for p in ["all-editor-types/content/daily", "group-bot/non-content/monthly", "name-bot/all-page-types/monthly"]
+        {
+            answer(&mut t, &format!("/metrics/edits/aggregate/en%2Ewiki/{p}/20200101/20200201"), 4);
+        }
+        assert_eq!(
+            template(&t, "/metrics/edits/aggregate/x%2Ey/all-editor-types/content/daily/1/2").split('/').nth(5),
+            Some("all-editor-types")
+        );
+        // A pair answering alike right below (or one below) stays: two constants may.
+        let mut t = PathTrie::default();
+        for p in ["/feed/onthisday/list", "/feed/featured/list", "/feed/random/list/more", "/feed/recent/list/more"] {
+            assert!(!answer(&mut t, p, 4));
+        }
+        assert_eq!(t.nodes(), count_t(&t));
+    }
+
+    #[test]
+    fn constants_answering_alike_stay_apart() {
+        let mut t = PathTrie::default();
+        // GitHub: followers and following both answer simple users: known words.
+        for p in ["/users/octocat/followers", "/users/octocat/following", "/users/octocat/subscriptions"] {
+            assert!(!answer(&mut t, p, 8));
+        }
+        // Two unknown constants answering the same record are not enough.
+        for p in ["/orgs/o/public_members", "/orgs/o/outside_collaborators"] {
+            assert!(!answer(&mut t, p, 8));
+        }
+        // Issues and pulls answer different records (pulls have more keys).
+        for (p, f) in [("/repos/o/r/issue/3", 1), ("/repos/o/r/pull/3", 2), ("/repos/o/r/commit/3", 11)] {
+            assert!(!answer(&mut t, p, f));
+        }
+        // Wikimedia: top-level resources share the wrapped record they answer at one place,
+        // but each answers others the rest do not.
+        for (p, f) in [
+            ("/metrics/edits/aggregate/20200101", 31),
+            ("/metrics/edits/per-page/20200101", 32),
+            ("/metrics/editors/aggregate/20200101", 31),
+            ("/metrics/editors/top-by-edits/20200101", 33),
+            ("/metrics/pageviews/aggregate/20200101", 31),
+            ("/metrics/pageviews/top/20200101", 34),
+        ] {
+            assert!(!answer(&mut t, p, f), "{p}");
+        }
+        // GitHub: constants after a value answering alike, followed by constants.
+        for p in ["actions", "dependabot", "codespaces"] {
+            assert!(!answer(&mut t, &format!("/repos/o/r/{p}/secrets/NAME_{p}"), 41));
+            assert!(!answer(&mut t, &format!("/repos/o/r/{p}/secrets"), 42));
+        }
+        assert_eq!(template(&t, "/repos/o/r/dependabot/secrets"), "/repos/{owner}/{repo}/dependabot/secrets");
+        // Siblings alike only pairwise (a~b, b~c by other fingerprints) do not fold.
+        for (p, f) in [("/things/a%20b/alpha", 21), ("/things/a%20b/beta", 21), ("/things/a%20b/gamma", 22)] {
+            assert!(!answer(&mut t, p, f));
+        }
+        assert!(!answer(&mut t, "/things/a%20b/beta", 22));
+        assert_eq!(
+            print_templates(&t),
+            [
+                "/metrics/editors/aggregate/{aggregateId}",
+                "/metrics/editors/top-by-edits/{topByEditId}",
+                "/metrics/edits/aggregate/{aggregateId}",
+                "/metrics/edits/per-page/{perPageId}",
+                "/metrics/pageviews/aggregate/{aggregateId}",
+                "/metrics/pageviews/top/{topId}",
+                "/orgs/{org}/outside_collaborators",
+                "/orgs/{org}/public_members",
+                "/repos/{owner}/{repo}/actions/secrets",
+                "/repos/{owner}/{repo}/actions/secrets/NAME_actions",
+                "/repos/{owner}/{repo}/codespaces/secrets",
+                "/repos/{owner}/{repo}/codespaces/secrets/NAME_codespaces",
+                "/repos/{owner}/{repo}/commit/{commitId}",
+                "/repos/{owner}/{repo}/dependabot/secrets",
+                "/repos/{owner}/{repo}/dependabot/secrets/NAME_dependabot",
+                "/repos/{owner}/{repo}/issue/{issueId}",
+                "/repos/{owner}/{repo}/pull/{pullId}",
+                "/things/{thingId}/alpha",
+                "/things/{thingId}/beta",
+                "/things/{thingId}/gamma",
+                "/users/octocat/followers",
+                "/users/octocat/following",
+                "/users/octocat/subscriptions",
             ]
         );
     }

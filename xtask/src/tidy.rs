@@ -270,7 +270,7 @@ mod tests {
             ),
             (
                 "portcullis-visibility",
-                &["ahash", "jsonschema", "serde", "serde_json", "serde_norway"],
+                &["jsonschema", "serde", "serde_json", "serde_norway"],
                 "API visibility is pure functions of exchanges and documents: no runtime, no I/O library",
             ),
         ];

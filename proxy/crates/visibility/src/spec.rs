@@ -653,13 +653,7 @@ impl Spec {
                 .filter(|(n, _)| n.eq_ignore_ascii_case(&p.name))
                 .map(|(_, v)| (*v).to_string())
                 .collect();
-            if values.is_empty() {
-                if p.required {
-                    return Err(p.violation("", "a required header is missing".into()));
-                }
-                continue;
-            }
-            p.check(&values)?;
+            p.check_sent(&values, "header")?;
         }
         let Some(b) = &o.body else { return Ok(()) };
         let body = body.filter(|b| !b.is_empty());
@@ -876,13 +870,7 @@ fn check_pairs(params: &[Param], at: In, pairs: &[(String, String)]) -> Result<(
             .filter(|(n, _)| *n == p.name || n.strip_suffix("[]") == Some(p.name.as_str()))
             .map(|(_, v)| v.clone())
             .collect();
-        if values.is_empty() {
-            if p.required {
-                return Err(p.violation("", "a required parameter is missing".into()));
-            }
-            continue;
-        }
-        p.check(&values)?;
+        p.check_sent(&values, "parameter")?;
     }
     Ok(())
 }
@@ -923,6 +911,18 @@ impl Param {
     }
 
     /// Validates the parameter's values (strings as sent) coerced to its schema's type.
+    /// The values sent for this parameter (a `what`: header, parameter): a required one missing,
+    /// or each checked.
+    fn check_sent(&self, values: &[String], what: &str) -> Result<(), Violation> {
+        if values.is_empty() {
+            return match self.required {
+                true => Err(self.violation("", format!("a required {what} is missing"))),
+                false => Ok(()),
+            };
+        }
+        self.check(values)
+    }
+
     fn check(&self, values: &[String]) -> Result<(), Violation> {
         let Some(v) = &self.validator else { return Ok(()) };
         let value = if self.kind == Kind::Arr {

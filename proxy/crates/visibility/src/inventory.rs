@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::exchange::Exchange;
 use crate::infer::{scalar, Shape};
 use crate::openapi::{self, ApiMeta};
-use crate::template::{Merge, PathTrie, Print, Refused, Template};
+use crate::template::{Merge, PathTrie, Print, Refused, Template, NO_BODY};
 
 /// Parameters (query, header or cookie) kept per operation and place.
 pub const MAX_PARAMS: usize = 32;
@@ -305,12 +305,18 @@ pub(crate) struct OpView<'a> {
 }
 
 /// What an endpoint's operations answer, for [`PathTrie::fold_alike`]: per method, the record
-/// keys of each 2xx JSON response (each key tagged with the method).
+/// keys of each 2xx JSON response (each key tagged with the method), and for a 2xx status only
+/// ever answered without a body, that status (`PUT /user/following/{username}`: 204).
 fn fingerprints(ops: &Ops) -> Vec<Print> {
     use std::hash::{Hash, Hasher};
     let mut out = Vec::new();
     for (method, op) in &ops.0 {
-        for (_, bodies) in op.responses.range(200..300) {
+        for (status, bodies) in op.responses.range(200..300) {
+            if bodies.is_empty() {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (method, status).hash(&mut h);
+                out.push(vec![NO_BODY, h.finish()]);
+            }
             for (ct, shape) in bodies {
                 let json = ct == "application/json" || ct.ends_with("+json");
                 if let Some(keys) = shape.record_keys().filter(|_| json) {
@@ -519,6 +525,30 @@ mod tests {
         assert_eq!(inv.template_of("get", "/posts/77").as_deref(), Some("/posts/{postId}"));
         assert_eq!(inv.template_of("PUT", "/posts/77"), None, "no such operation");
         assert_eq!(inv.endpoint_count(), 7);
+    }
+
+    #[test]
+    fn a_word_answering_204_like_a_free_text_parameter_joins_it() {
+        // GitHub's `PUT /user/following/{username}`: 204 and no body, for an escaped name and
+        // for `Infinity` alike.
+        let mut inv = Inventory::default();
+        let l = Limits::default();
+        for name in ["%C3%A5%C3%9B", "Infinity", "e%C3%AC%23"] {
+            let path = format!("/user/following/{name}");
+            inv.hit("PUT", &path, 204, 1, &l);
+            inv.sample(&exchange("PUT", &path, "", 204, ""), &l);
+        }
+        let eps: Vec<String> =
+            inv.endpoints().into_iter().map(|e| format!("{} {} {}", e.method, e.path, e.hits)).collect();
+        assert_eq!(eps, ["PUT /user/following/{followingId} 3"]);
+        // Constants answering 204 alike, with no parameter beside them, stay.
+        let mut inv = Inventory::default();
+        for c in ["lfs", "vulnerability-alerts", "automated-security-fixes"] {
+            let path = format!("/repos/o/r/{c}");
+            inv.hit("PUT", &path, 204, 1, &l);
+            inv.sample(&exchange("PUT", &path, "", 204, ""), &l);
+        }
+        assert_eq!(inv.endpoint_count(), 3);
     }
 
     #[test]

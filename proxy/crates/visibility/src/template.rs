@@ -15,16 +15,16 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// A node's literal children that are not known words, versions or conventions become one
-/// parameter when there are more than this many. Real APIs put at most a dozen or so
-/// non-trivial constant children under one resource (most of the common ones are in
-/// [`KNOWN_WORDS`] and never count), while id-like values (usernames, slugs) pass any bound
-/// quickly. Compound words (`check-runs`, `payment_intents`) count half: they are how
-/// constants are spelled, rarely how values are.
+/// parameter when there are more than this many and most were seen once (see `over_limit`).
+/// Real APIs put at most a dozen or two non-trivial constant children under one resource (most
+/// of the common ones are in [`KNOWN_WORDS`] and never count), while id-like values
+/// (usernames, slugs) pass any bound quickly. Compound words (`check-runs`, `payment_intents`)
+/// count half: they are how constants are spelled, rarely how values are.
 pub const MAX_LITERAL_SIBLINGS: usize = 16;
 
 /// The same bound for the children of the root, of a version segment (`v1`) and of `api`:
 /// these list an API's top-level resources (Stripe has ~50 under `/v1`, GitHub ~40 under `/`)
-/// and are almost never ids.
+/// and are almost never ids. It also holds below them, however often the children are seen.
 pub const MAX_TOP_SIBLINGS: usize = 128;
 
 /// Paths with more segments are refused: no real API nests deeper, and it bounds recursion
@@ -637,6 +637,13 @@ struct Node<T> {
     /// [`MAX_ALIKE_WORDS`]), so they come back to it rather than as constants again.
     #[serde(default, rename = "a", skip_serializing_if = "Vec::is_empty")]
     alike: Vec<String>,
+    /// On a literal node: paths learned through it (saturating), for [`over_limit`].
+    #[serde(default, rename = "h", skip_serializing_if = "is_zero_hits")]
+    hits: u32,
+}
+
+fn is_zero_hits(h: &u32) -> bool {
+    *h == 0
 }
 
 fn is_zero(k: &Kinds) -> bool {
@@ -657,6 +664,7 @@ impl<T> Default for Node<T> {
             collapsed: false,
             leaf: None,
             alike: Vec::new(),
+            hits: 0,
         }
     }
 }
@@ -693,12 +701,12 @@ impl<T: Default + Merge> PathTrie<T> {
             let dest: Option<(Kind, Option<&str>)> = match shape(seg, top) {
                 Shape::Value(k) => Some((k, None)),
                 Shape::Suffixed(k, ext) => Some((k, Some(ext))),
-                Shape::Word if is_fixed_literal(seg) => None,
-                Shape::Word if !top && joins_free_text_slot(node, seg, next) => Some(slot_of(seg)),
-                Shape::Word if node.lit.contains_key(seg) => None,
                 Shape::Word if slot(node, slot_of(seg).1).is_some_and(|v| v.alike.iter().any(|a| a == seg)) => {
                     Some(slot_of(seg))
                 }
+                Shape::Word if is_fixed_literal(seg) => None,
+                Shape::Word if !top && joins_free_text_slot(node, seg, next) => Some(slot_of(seg)),
+                Shape::Word if node.lit.contains_key(seg) => None,
                 Shape::Word if node.collapsed => Some(slot_of(seg)),
                 Shape::Word if *nodes >= max_nodes => {
                     *nodes = adjust(*nodes, collapse(node));
@@ -757,6 +765,7 @@ impl<T: Default + Merge> PathTrie<T> {
                 forced = convention_params(seg);
                 top = is_version(seg) || seg.eq_ignore_ascii_case("api");
                 node = node.lit.entry(seg.to_owned()).or_default();
+                node.hits = node.hits.saturating_add(1);
                 if forced > 0 {
                     node.collapsed = true;
                 }
@@ -775,11 +784,14 @@ impl<T: Default + Merge> PathTrie<T> {
     /// (an enum: `/packages/{package_type}/{name}` with `npm`, `maven`, `docker`), or two at
     /// [`ALIKE_PAIR_DEPTH`] segments below or more (`daily`, `monthly` before `{start}/{end}`),
     /// when no known word follows any of them and, unless they follow a value
-    /// (`/aggregate/{project}/all-editor-types/...`), no constant at all. Fixed words never fold, so `followers` and `following`, which
-    /// answer the same users, stay apart. Returns whether anything was folded.
+    /// (`/aggregate/{project}/all-editor-types/...`), no constant at all. Fixed words fold only
+    /// after a value and by what they lead to through two values or more (see
+    /// [`compared_prints`]), so `followers` and `following`, which answer the same users, stay
+    /// apart. On a value slot's route, the literal siblings that answer what the slot answers
+    /// join it too ([`words_answering_like`]). Returns whether anything was folded.
     pub fn fold_alike(&mut self, path: &str, fingerprints: impl Fn(&T) -> Vec<Print>) -> bool {
         let mut folded = false;
-        // Each fold removes a literal from the route, so this ends within the path's length.
+        // Each pass folds literals away or ends; the bound keeps one sample's work short.
         for _ in 0..MAX_SEGMENTS {
             let segs = segments(path);
             if segs.len() > MAX_SEGMENTS {
@@ -790,24 +802,34 @@ impl<T: Default + Merge> PathTrie<T> {
             let mut node = &mut *root;
             let mut top = true;
             let mut under_value = false;
+            let mut after_value = false;
             let mut done = true;
             for (seg, step) in segs.iter().zip(steps) {
-                if step == Step::Lit && !top && shape(seg, false) == Shape::Word && !is_fixed_literal(seg) {
-                    let keys = alike_siblings(node, seg, under_value, &fingerprints);
-                    if !keys.is_empty() {
-                        let before = count(node);
-                        for k in keys {
-                            fold_key(node, &k);
-                            if let Some(v) = slot_mut(node, slot_of(&k).1) {
-                                remember(&mut v.alike, k);
-                            }
-                        }
-                        settle_slots(node);
-                        *nodes = adjust(*nodes, (before, count(node)));
-                        folded = true;
-                        done = false;
-                        break;
+                // Which literal children of `node` to fold, into the slot for `ext`.
+                let (keys, ext) = match step {
+                    _ if top => (Vec::new(), None),
+                    Step::Lit if shape(seg, false) == Shape::Word => {
+                        (alike_siblings(node, seg, under_value, after_value, &fingerprints), slot_of(seg).1)
                     }
+                    Step::Lit => (Vec::new(), None),
+                    Step::Param | Step::Sfx => {
+                        let ext = if step == Step::Sfx { split_extension(seg).map(|(_, e)| e) } else { None };
+                        (words_answering_like(node, ext, after_value, &fingerprints), ext)
+                    }
+                };
+                if !keys.is_empty() {
+                    let before = count(node);
+                    for k in keys {
+                        fold_key(node, &k);
+                        if let Some(v) = slot_mut(node, ext) {
+                            remember(&mut v.alike, k);
+                        }
+                    }
+                    settle_slots(node);
+                    *nodes = adjust(*nodes, (before, count(node)));
+                    folded = true;
+                    done = false;
+                    break;
                 }
                 let next = match step {
                     Step::Lit => node.lit.get_mut(*seg),
@@ -817,6 +839,7 @@ impl<T: Default + Merge> PathTrie<T> {
                 let Some(next) = next else { return folded };
                 top = step == Step::Lit && (is_version(seg) || seg.eq_ignore_ascii_case("api"));
                 under_value = step != Step::Lit;
+                after_value |= under_value;
                 node = next;
             }
             if done {
@@ -1013,6 +1036,16 @@ const ALIKE_MAX_VISITS: usize = 64;
 /// What a leaf answers: one record's keys (hashes, sorted), see [`PathTrie::fold_alike`].
 pub type Print = Vec<u64>;
 
+/// The first key of a print that stands for an answer without a body (the second key tells
+/// the method and status): it shows that a word answers like a free-text parameter, but never
+/// makes siblings values by itself, since constants answer 204 alike (GitHub's
+/// `PUT /repos/{owner}/{repo}/lfs` and `/vulnerability-alerts`).
+pub const NO_BODY: u64 = 0;
+
+fn is_bodiless(p: &Print) -> bool {
+    p.first() == Some(&NO_BODY)
+}
+
 /// The prints of the leaves of `node`'s subtree, each with its depth below `node`; sorted.
 fn subtree_prints<T>(node: &Node<T>, prints: &impl Fn(&T) -> Vec<Print>) -> Vec<(usize, Print)> {
     fn go<T>(
@@ -1057,11 +1090,82 @@ fn covered(a: &[(usize, Print)], b: &[(usize, Print)]) -> bool {
     !a.is_empty() && a.iter().all(|(d, x)| b.iter().any(|(e, y)| d == e && within(x, y)))
 }
 
+/// The prints `node`'s literal child `key` is compared by: its subtree's; for a fixed word
+/// (a common API word), only after a value (`after_value`) and only those of leaves reached
+/// through two values or more at the end ([`MIN_VALUE_TAIL`]). Wikimedia's
+/// `/{project}/{access}/{agent}/{granularity}/{start}/{end}` takes `user` and `daily` as
+/// values: words after a value that lead, through a date range, to the records their siblings
+/// lead to. Constants that are common words lead on to constants (`issues/{n}/comments`) or
+/// answer right there (`followers`, `following`). Versions never fold.
+fn compared_prints<T>(
+    key: &str,
+    c: &Node<T>,
+    after_value: bool,
+    prints: &impl Fn(&T) -> Vec<Print>,
+) -> Vec<(usize, Print)> {
+    if !is_fixed_literal(key) {
+        return subtree_prints(c, prints);
+    }
+    if !after_value || is_version(split_extension(key).map_or(key, |(stem, _)| stem)) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    leaves_below(c, &mut |d, tail, leaf| {
+        if tail >= MIN_VALUE_TAIL {
+            out.extend(prints(leaf).into_iter().filter(|p| !is_bodiless(p)).map(|p| (d, p)));
+        }
+    });
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Values in a row at the end of a path (a date range: `{start}/{end}`) that mark the words
+/// before them as possible enum values, fixed words included ([`compared_prints`]).
+const MIN_VALUE_TAIL: usize = 2;
+
+/// Calls `f(depth, tail, leaf)` for the leaves of `node`'s subtree ([`ALIKE_MAX_VISITS`] nodes
+/// at most), `tail` being the number of value segments that end the leaf's path below `node`.
+fn leaves_below<T>(node: &Node<T>, f: &mut impl FnMut(usize, usize, &T)) {
+    fn go<T>(n: &Node<T>, d: usize, tail: usize, visits: &mut usize, f: &mut impl FnMut(usize, usize, &T)) {
+        if *visits >= ALIKE_MAX_VISITS || d > MAX_SEGMENTS {
+            return;
+        }
+        *visits += 1;
+        if let Some(leaf) = &n.leaf {
+            f(d, tail, leaf);
+        }
+        for c in n.lit.values() {
+            go(c, d + 1, 0, visits, f);
+        }
+        for c in n.sfx.values().chain(n.param.as_deref()) {
+            go(c, d + 1, tail + 1, visits, f);
+        }
+    }
+    go(node, 0, 0, &mut 0, f);
+}
+
+/// Whether every leaf below `node` (one at least) ends in [`MIN_VALUE_TAIL`] values or more.
+fn ends_in_values<T>(node: &Node<T>) -> bool {
+    let (mut leaves, mut short) = (0usize, 0usize);
+    leaves_below(node, &mut |_, tail, _| {
+        leaves += 1;
+        short += usize::from(tail < MIN_VALUE_TAIL);
+    });
+    leaves > 0 && short == 0
+}
+
 /// The literal children of `node` to fold into a value slot with `seg` (see
 /// [`PathTrie::fold_alike`]); empty when none.
-fn alike_siblings<T>(node: &Node<T>, seg: &str, under_value: bool, prints: &impl Fn(&T) -> Vec<Print>) -> Vec<String> {
+fn alike_siblings<T>(
+    node: &Node<T>,
+    seg: &str,
+    under_value: bool,
+    after_value: bool,
+    prints: &impl Fn(&T) -> Vec<Print>,
+) -> Vec<String> {
     let Some(child) = node.lit.get(seg) else { return Vec::new() };
-    let mine = subtree_prints(child, prints);
+    let mine = compared_prints(seg, child, after_value, prints);
     if mine.is_empty() {
         return Vec::new();
     }
@@ -1077,22 +1181,27 @@ fn alike_siblings<T>(node: &Node<T>, seg: &str, under_value: bool, prints: &impl
     // after `{repo}`) or, after a constant, to constants (Wikimedia's `/metrics/edits/aggregate`,
     // `/metrics/editors/aggregate`), and while only part of them has been seen one subtree
     // answers a subset of what another does.
-    let leads_on = |c: &Node<T>| c.lit.keys().any(|k| is_fixed_literal(k)) || (!under_value && !c.lit.is_empty());
+    // Unless, after a value, everything below ends in a range of values: enum positions in a
+    // row (`/{project}/{access}/{agent}/{granularity}/{start}/{end}`), some spelt as common words.
+    let leads_on = |c: &Node<T>| {
+        (c.lit.keys().any(|k| is_fixed_literal(k)) || (!under_value && !c.lit.is_empty()))
+            && !(after_value && ends_in_values(c))
+    };
     if leads_on(child) {
         return Vec::new();
     }
     let mut alike: Vec<(String, Vec<(usize, Print)>)> = Vec::new();
     for (k, c) in &node.lit {
-        if k == seg || leads_on(c) || is_fixed_literal(k) || slot_of(k).1 != ext || shape(k, false) != Shape::Word {
+        if k == seg || leads_on(c) || slot_of(k).1 != ext || shape(k, false) != Shape::Word {
             continue;
         }
-        let theirs = subtree_prints(c, prints);
+        let theirs = compared_prints(k, c, after_value, prints);
         if share(&mine, &theirs) {
             alike.push((k.clone(), theirs));
         }
     }
     // One fingerprint `seg` and the others share, not merely each with `seg`.
-    let Some(p) = mine.iter().find(|p| {
+    let Some(p) = mine.iter().filter(|p| !is_bodiless(&p.1)).find(|p| {
         let need = if p.0 >= ALIKE_PAIR_DEPTH { 2 } else { ALIKE_MIN_SIBLINGS };
         alike.iter().filter(|(_, t)| t.binary_search(p).is_ok()).count() + 1 >= need
     }) else {
@@ -1101,6 +1210,32 @@ fn alike_siblings<T>(node: &Node<T>, seg: &str, under_value: bool, prints: &impl
     let mut keys: Vec<String> = alike.into_iter().filter(|(_, t)| t.binary_search(p).is_ok()).map(|(k, _)| k).collect();
     keys.push(seg.to_owned());
     keys
+}
+
+/// The word children of `node` (not fixed, with the slot's extension `ext`) that answer what
+/// its free-text value slot answers (see [`covered`]): values the slot has taken, seen before
+/// the slot was, or answering with bodies the slot has not been sampled with yet. The other
+/// side of the check [`alike_siblings`] makes when a literal's route is learned.
+fn words_answering_like<T>(
+    node: &Node<T>,
+    ext: Option<&str>,
+    after_value: bool,
+    prints: &impl Fn(&T) -> Vec<Print>,
+) -> Vec<String> {
+    let Some(v) = slot(node, ext) else { return Vec::new() };
+    if v.kinds & Kind::Word.bit() == 0 || node.lit.is_empty() {
+        return Vec::new();
+    }
+    let theirs = subtree_prints(v, prints);
+    if theirs.is_empty() {
+        return Vec::new();
+    }
+    node.lit
+        .iter()
+        .filter(|(k, _)| slot_of(k).1 == ext && shape(k, false) == Shape::Word)
+        .filter(|(k, c)| covered(&compared_prints(k, c, after_value, prints), &theirs))
+        .map(|(k, _)| k.clone())
+        .collect()
 }
 
 /// Moves the literal child `key` into its value slot (merging subtrees and payloads).
@@ -1125,16 +1260,28 @@ fn settle_slots<T: Merge>(node: &mut Node<T>) {
 }
 
 /// Whether `node` has more literal children that may be values than its bound allows.
+///
+/// Below the root's bound ([`MAX_TOP_SIBLINGS`], which holds everywhere), [`MAX_LITERAL_SIBLINGS`]
+/// is passed only while most of those children have been seen once: the share of siblings
+/// seen exactly once estimates how likely the next path brings a new one (Good and Turing's
+/// estimate of unseen species). Values keep arriving (each username once or twice); constants
+/// are called again and again, so a resource with many constant children (GitHub has 21 under
+/// `/repos/{owner}/{repo}` that are not common words) keeps them once its clients have called
+/// a few of them twice.
 fn over_limit<T>(node: &Node<T>, top: bool) -> bool {
     let bound = if top { MAX_TOP_SIBLINGS } else { MAX_LITERAL_SIBLINGS };
-    let weight: usize = node
-        .lit
-        .keys()
-        .filter(|k| !is_fixed_literal(k))
-        .map(|k| if is_compound(split_extension(k).map_or(k.as_str(), |(stem, _)| stem)) { 1 } else { 2 })
-        .sum();
-    weight > 2 * bound
+    let (mut weight, mut siblings, mut once) = (0usize, 0usize, 0usize);
+    for (k, c) in node.lit.iter().filter(|(k, _)| !is_fixed_literal(k)) {
+        weight += if is_compound(split_extension(k).map_or(k.as_str(), |(stem, _)| stem)) { 1 } else { 2 };
+        siblings += 1;
+        once += usize::from(c.hits <= SEEN_ONCE);
+    }
+    weight > 2 * MAX_TOP_SIBLINGS || (weight > 2 * bound && 2 * once > siblings)
 }
+
+/// A literal child with at most this many paths learned through it counts as seen once in
+/// [`over_limit`] (the newest child has none yet when the bound is checked).
+const SEEN_ONCE: u32 = 1;
 
 /// `check-runs`, `payment_intents`: lowercase words joined by `-` or `_`.
 fn is_compound(s: &str) -> bool {
@@ -1180,6 +1327,7 @@ fn merge_node<T: Merge>(into: &mut Node<T>, from: Node<T>) {
         remember(&mut into.alike, a);
     }
     into.collapsed |= from.collapsed;
+    into.hits = into.hits.saturating_add(from.hits);
     match (&mut into.leaf, from.leaf) {
         (Some(a), Some(b)) => a.merge(b),
         (a @ None, b) => *a = b,
@@ -1886,15 +2034,24 @@ mod tests {
             answer(&mut t, &format!("/metrics/edits/aggregate/en%2Ewiki/{p}/20200101/20200201"), 4);
         }
         assert_eq!(print_templates(&t), ["/metrics/edits/aggregate/{aggregateId}/{id}/{id2}/{id3}/{id4}/{id5}"]);
+        // Common words among the values (`content`, `daily`, `user`) fold too: after a value,
+        // leading through a range of values (`{start}/{end}`) to what their siblings lead to.
         let mut t = PathTrie::default();
         for p in ["all-editor-types/content/daily", "group-bot/non-content/monthly", "name-bot/all-page-types/monthly"]
         {
             answer(&mut t, &format!("/metrics/edits/aggregate/en%2Ewiki/{p}/20200101/20200201"), 4);
         }
-        assert_eq!(
-            template(&t, "/metrics/edits/aggregate/x%2Ey/all-editor-types/content/daily/1/2").split('/').nth(5),
-            Some("all-editor-types")
-        );
+        assert_eq!(print_templates(&t), ["/metrics/edits/aggregate/{aggregateId}/{id}/{id2}/{id3}/{id4}/{id5}"]);
+        assert_eq!(template(&t, "/metrics/edits/aggregate/x%2Ey/user/content/daily/1/2"), print_templates(&t)[0]);
+        // Not before a value, nor without a range of values after them.
+        let mut t = PathTrie::default();
+        for p in ["/stats/users/2020/2021", "/stats/events/2020/2021", "/stats/content/2020/2021"] {
+            assert!(!answer(&mut t, p, 4), "{p}");
+        }
+        for p in ["/o/x%20y/user/content/3", "/o/x%20y/team/content/3", "/o/x%20y/org/content/3"] {
+            assert!(!answer(&mut t, p, 4), "{p}");
+        }
+        assert_eq!(t.leaves().len(), 6);
         // A pair answering alike right below (or one below) stays: two constants may.
         let mut t = PathTrie::default();
         for p in ["/feed/onthisday/list", "/feed/featured/list", "/feed/random/list/more", "/feed/recent/list/more"] {
@@ -1969,6 +2126,104 @@ mod tests {
                 "/users/octocat/subscriptions",
             ]
         );
+    }
+
+    /// GitHub's constants under `/repos/{owner}/{repo}` that are not common words.
+    const REPO_CONSTANTS: [&str; 21] = [
+        "autolinks",
+        "automated-security-fixes",
+        "check-runs",
+        "check-suites",
+        "code-scanning",
+        "codeowners",
+        "codespaces",
+        "community",
+        "dependabot",
+        "dependency-graph",
+        "dispatches",
+        "installation",
+        "interaction-limits",
+        "lfs",
+        "merge-upstream",
+        "secret-scanning",
+        "stargazers",
+        "tarball",
+        "traffic",
+        "vulnerability-alerts",
+        "zipball",
+    ];
+
+    #[test]
+    fn many_constants_called_again_stay_constants() {
+        // Past the sibling bound, constants that clients call again stay; values seen once
+        // each (the test above) fold.
+        let mut t = PathTrie::default();
+        for c in REPO_CONSTANTS {
+            for _ in 0..2 {
+                assert!(!learn(&mut t, &format!("/repos/o/r/{c}")).retemplated, "{c}");
+            }
+        }
+        assert_eq!(template(&t, "/repos/o/r/traffic"), "/repos/{owner}/{repo}/traffic");
+        assert_eq!(t.leaves().len(), 21);
+        // The same bound with each called once: folded, as values would be.
+        let mut t = PathTrie::default();
+        let folds: usize =
+            REPO_CONSTANTS.iter().map(|c| usize::from(learn(&mut t, &format!("/repos/o/r/{c}")).retemplated)).sum();
+        assert_eq!(folds, 1);
+        assert_eq!(t.leaves().len(), 1);
+        // Constants called again, then values each once: the values fold with what is seen
+        // once, the constants seen twice are folded with them (a fold cannot keep some).
+        let mut t = PathTrie::default();
+        for c in &REPO_CONSTANTS[..10] {
+            learn(&mut t, &format!("/x/y/{c}"));
+            learn(&mut t, &format!("/x/y/{c}"));
+        }
+        let folded = NAMES.iter().take(40).any(|n| learn(&mut t, &format!("/x/y/{n}")).retemplated);
+        assert!(folded, "values keep arriving: the share seen once grows until it is most");
+        // The root's bound holds everywhere, called again or not.
+        let mut t = PathTrie::default();
+        let mut folded = false;
+        for (i, n) in WORDS.iter().flat_map(|w| [format!("{w}x"), format!("{w}yy")]).enumerate() {
+            for _ in 0..3 {
+                folded |= learn(&mut t, &format!("/q/{n}")).retemplated;
+            }
+            assert_eq!(folded, i >= MAX_TOP_SIBLINGS, "{i}");
+        }
+    }
+
+    #[test]
+    fn a_word_seen_before_a_free_text_parameter_joins_it_later() {
+        // GitHub's `/gitignore/templates/{name}`: Schemathesis sent `irure` before any value
+        // that could only be one; the parameter, made later, takes it back when it answers
+        // alike.
+        let mut t = PathTrie::default();
+        assert!(!answer(&mut t, "/gitignore/templates/irure", 7));
+        assert!(!answer(&mut t, "/gitignore/templates/C%2B%2B", 6), "answers something else yet");
+        assert_eq!(print_templates(&t), ["/gitignore/templates/irure", "/gitignore/templates/{templateId}"]);
+        assert!(answer(&mut t, "/gitignore/templates/commodo%20sint", 7));
+        assert_eq!(print_templates(&t), ["/gitignore/templates/{templateId}"]);
+        assert_eq!(t.nodes(), count_t(&t));
+        // A constant answering something else stays beside the parameter.
+        assert!(!answer(&mut t, "/gitignore/templates/popular", 9));
+        assert!(!answer(&mut t, "/gitignore/templates/a%20b", 7));
+        assert_eq!(print_templates(&t), ["/gitignore/templates/popular", "/gitignore/templates/{templateId}"]);
+    }
+
+    #[test]
+    fn answers_without_a_body_compare_but_never_make_an_enum() {
+        let b204 = [NO_BODY, 204];
+        // `PUT /user/following/{username}` answers 204: `Infinity` answers as the parameter
+        // that took free text does.
+        let mut t = PathTrie::default();
+        assert!(!answer_keys(&mut t, "/user/following/%C3%A5", &b204));
+        assert!(answer_keys(&mut t, "/user/following/Infinity", &b204));
+        assert_eq!(print_templates(&t), ["/user/following/{followingId}"]);
+        // Three constants that all answer 204 without a parameter beside them stay apart.
+        let mut t = PathTrie::default();
+        for c in ["lfs", "vulnerability-alerts", "automated-security-fixes"] {
+            assert!(!answer_keys(&mut t, &format!("/repos/o/r/{c}"), &b204), "{c}");
+        }
+        assert_eq!(t.leaves().len(), 3);
     }
 
     #[test]

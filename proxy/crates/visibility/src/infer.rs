@@ -227,6 +227,13 @@ impl Shape {
     /// keys return the same kind of record; a superset of keys (pulls next to issues) is a
     /// different one, or the same one seen more often (optional properties).
     pub fn record_keys(&self) -> Option<Vec<u64>> {
+        let (keys, rich) = self.structure();
+        rich.then_some(keys)
+    }
+
+    /// [`Shape::record_keys`] however few properties the records have, and whether one has
+    /// [`ALIKE_MIN_KEYS`] or more (empty for a shape that is not records).
+    pub fn structure(&self) -> (Vec<u64>, bool) {
         use std::hash::{Hash, Hasher};
         fn go(s: &Shape, depth: usize, at: u64, out: &mut Vec<u64>, rich: &mut bool) {
             let (tag, obj) = match (&s.object, &s.array) {
@@ -256,7 +263,7 @@ impl Shape {
         go(self, 0, 0, &mut out, &mut rich);
         out.sort_unstable();
         out.dedup();
-        rich.then_some(out)
+        (out, rich)
     }
 
     pub fn merge(&mut self, other: Shape) {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::exchange::Exchange;
 use crate::infer::{scalar, Shape};
 use crate::openapi::{self, ApiMeta};
-use crate::template::{Merge, PathTrie, Print, Refused, Template, NO_BODY};
+use crate::template::{Merge, PathTrie, Print, Refused, Template, WEAK};
 
 /// Parameters (query, header or cookie) kept per operation and place.
 pub const MAX_PARAMS: usize = 32;
@@ -305,31 +305,40 @@ pub(crate) struct OpView<'a> {
 }
 
 /// What an endpoint's operations answer, for [`PathTrie::fold_alike`]: per method, the record
-/// keys of each 2xx JSON response (each key tagged with the method), and for a 2xx status only
-/// ever answered without a body, that status (`PUT /user/following/{username}`: 204).
+/// keys of each 2xx or 3xx JSON response with records of [`crate::infer::ALIKE_MIN_KEYS`] keys
+/// or more (each key tagged with the method); and weak prints ([`WEAK`]) for the rest: a status
+/// answered without a body (`PUT /user/following/{username}`: 204), a body that is not JSON
+/// (by media type), or smaller JSON records (by their keys).
 fn fingerprints(ops: &Ops) -> Vec<Print> {
     use std::hash::{Hash, Hasher};
+    let weak = |what: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        what(&mut h);
+        vec![WEAK, h.finish()]
+    };
     let mut out = Vec::new();
     for (method, op) in &ops.0 {
-        for (status, bodies) in op.responses.range(200..300) {
+        for (status, bodies) in op.responses.range(200..400) {
             if bodies.is_empty() {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                (method, status).hash(&mut h);
-                out.push(vec![NO_BODY, h.finish()]);
+                out.push(weak(&|h| (method, status).hash(h)));
             }
             for (ct, shape) in bodies {
                 let json = ct == "application/json" || ct.ends_with("+json");
-                if let Some(keys) = shape.record_keys().filter(|_| json) {
-                    let mut print: Print = keys
-                        .into_iter()
-                        .map(|k| {
-                            let mut h = std::collections::hash_map::DefaultHasher::new();
-                            (method, k).hash(&mut h);
-                            h.finish()
-                        })
-                        .collect();
-                    print.sort_unstable();
-                    out.push(print);
+                match json.then(|| shape.structure()) {
+                    Some((keys, true)) => {
+                        let mut print: Print = keys
+                            .into_iter()
+                            .map(|k| {
+                                let mut h = std::collections::hash_map::DefaultHasher::new();
+                                (method, k).hash(&mut h);
+                                h.finish()
+                            })
+                            .collect();
+                        print.sort_unstable();
+                        out.push(print);
+                    }
+                    Some((keys, false)) => out.push(weak(&|h| (method, status, &keys).hash(h))),
+                    None => out.push(weak(&|h| (method, status, ct).hash(h))),
                 }
             }
         }
@@ -390,7 +399,7 @@ impl Inventory {
         let Some(method) = method_key(x.method) else { return };
         let Some(op) = self.trie.get_mut(x.path).and_then(|ops| ops.0.get_mut(&method)) else { return };
         op.learn(x);
-        if (200..300).contains(&x.status) && self.trie.fold_alike(x.path, fingerprints) {
+        if (200..400).contains(&x.status) && self.trie.fold_alike(x.path, fingerprints) {
             self.endpoints = self.count_endpoints();
         }
     }

@@ -1036,14 +1036,15 @@ const ALIKE_MAX_VISITS: usize = 64;
 /// What a leaf answers: one record's keys (hashes, sorted), see [`PathTrie::fold_alike`].
 pub type Print = Vec<u64>;
 
-/// The first key of a print that stands for an answer without a body (the second key tells
-/// the method and status): it shows that a word answers like a free-text parameter, but never
-/// makes siblings values by itself, since constants answer 204 alike (GitHub's
-/// `PUT /repos/{owner}/{repo}/lfs` and `/vulnerability-alerts`).
-pub const NO_BODY: u64 = 0;
+/// The first key of a weak print: an answer without a body, a body that is not JSON, or a
+/// JSON record of few keys (the second key tells which, with the method and status). It shows
+/// that a word answers like a free-text parameter, but never makes siblings values by itself:
+/// constants answer 204 alike (GitHub's `PUT /repos/{owner}/{repo}/lfs` and
+/// `/vulnerability-alerts`), and small records (`{id, name}`) look alike too easily.
+pub const WEAK: u64 = 0;
 
-fn is_bodiless(p: &Print) -> bool {
-    p.first() == Some(&NO_BODY)
+fn is_weak(p: &Print) -> bool {
+    p.first() == Some(&WEAK)
 }
 
 /// The prints of the leaves of `node`'s subtree, each with its depth below `node`; sorted.
@@ -1112,7 +1113,7 @@ fn compared_prints<T>(
     let mut out = Vec::new();
     leaves_below(c, &mut |d, tail, leaf| {
         if tail >= MIN_VALUE_TAIL {
-            out.extend(prints(leaf).into_iter().filter(|p| !is_bodiless(p)).map(|p| (d, p)));
+            out.extend(prints(leaf).into_iter().filter(|p| !is_weak(p)).map(|p| (d, p)));
         }
     });
     out.sort_unstable();
@@ -1175,6 +1176,14 @@ fn alike_siblings<T>(
             return if covered(&mine, &subtree_prints(v, prints)) { vec![seg.to_owned()] } else { Vec::new() };
         }
     }
+    let strong = |mut v: Vec<(usize, Print)>| {
+        v.retain(|(_, p)| !is_weak(p));
+        v
+    };
+    let mine = strong(mine);
+    if mine.is_empty() {
+        return Vec::new();
+    }
     // Enum values lead to values, to nothing (`/packages/{package_type}/{name}`) or, after a
     // value, to more enum values (`/{project}/{editor-type}/{page-type}`); constants that
     // answer alike lead on to known words (GitHub's `actions/secrets`, `dependabot/secrets`,
@@ -1195,13 +1204,13 @@ fn alike_siblings<T>(
         if k == seg || leads_on(c) || slot_of(k).1 != ext || shape(k, false) != Shape::Word {
             continue;
         }
-        let theirs = compared_prints(k, c, after_value, prints);
+        let theirs = strong(compared_prints(k, c, after_value, prints));
         if share(&mine, &theirs) {
             alike.push((k.clone(), theirs));
         }
     }
     // One fingerprint `seg` and the others share, not merely each with `seg`.
-    let Some(p) = mine.iter().filter(|p| !is_bodiless(&p.1)).find(|p| {
+    let Some(p) = mine.iter().find(|p| {
         let need = if p.0 >= ALIKE_PAIR_DEPTH { 2 } else { ALIKE_MIN_SIBLINGS };
         alike.iter().filter(|(_, t)| t.binary_search(p).is_ok()).count() + 1 >= need
     }) else {
@@ -2210,8 +2219,8 @@ mod tests {
     }
 
     #[test]
-    fn answers_without_a_body_compare_but_never_make_an_enum() {
-        let b204 = [NO_BODY, 204];
+    fn weak_answers_compare_but_never_make_an_enum() {
+        let b204 = [WEAK, 204];
         // `PUT /user/following/{username}` answers 204: `Infinity` answers as the parameter
         // that took free text does.
         let mut t = PathTrie::default();

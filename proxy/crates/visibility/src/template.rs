@@ -701,9 +701,7 @@ impl<T: Default + Merge> PathTrie<T> {
             let dest: Option<(Kind, Option<&str>)> = match shape(seg, top) {
                 Shape::Value(k) => Some((k, None)),
                 Shape::Suffixed(k, ext) => Some((k, Some(ext))),
-                Shape::Word if slot(node, slot_of(seg).1).is_some_and(|v| v.alike.iter().any(|a| a == seg)) => {
-                    Some(slot_of(seg))
-                }
+                Shape::Word if is_alike_word(node, seg) => Some(slot_of(seg)),
                 Shape::Word if is_fixed_literal(seg) => None,
                 Shape::Word if !top && joins_free_text_slot(node, seg, next) => Some(slot_of(seg)),
                 Shape::Word if node.lit.contains_key(seg) => None,
@@ -955,6 +953,16 @@ fn route<T>(node: &Node<T>, segs: &[&str]) -> Option<Vec<Step>> {
         .and_then(|c| via(c, Step::Lit))
         .or_else(|| split_extension(seg).and_then(|(_, e)| node.sfx.get(e)).and_then(|c| via(c, Step::Sfx)))
         .or_else(|| node.param.as_deref().and_then(|p| via(p, Step::Param)))
+}
+
+/// Whether `seg` was folded into its value slot by [`PathTrie::fold_alike`] (fixed words
+/// included). Runs for every segment learnt: no classification unless a slot remembers words.
+fn is_alike_word<T>(node: &Node<T>, seg: &str) -> bool {
+    let remembers = |v: &Node<T>| !v.alike.is_empty() && v.alike.iter().any(|a| a == seg);
+    match split_extension(seg) {
+        Some((_, e)) => node.sfx.get(e).is_some_and(remembers),
+        None => node.param.as_deref().is_some_and(remembers),
+    }
 }
 
 /// The value slot of `node` for `ext` (the parameter, or the `{x}.ext` one).

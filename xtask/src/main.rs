@@ -149,6 +149,7 @@ const MACHETE_DIRS: &[&str] = &[
     "proxy/crates/policy",
     "proxy/crates/config",
     "proxy/crates/visibility",
+    "proxy/crates/tls",
     "xtask",
     "tests",
     "bench",

@@ -273,6 +273,12 @@ mod tests {
                 &["jsonschema", "serde", "serde_json", "serde_norway"],
                 "API visibility is pure functions of exchanges and documents: no runtime, no I/O library",
             ),
+            (
+                "portcullis-tls",
+                &["rustls", "rustls-pki-types", "x509-parser"],
+                "TLS policy (certificates, SNI, the rustls configuration) knows no runtime and no socket: \
+                 the data plane drives rustls over its own streams",
+            ),
         ];
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = std::process::Command::new(cargo)

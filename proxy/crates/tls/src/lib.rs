@@ -1,0 +1,22 @@
+//! TLS termination's policy, without sockets: certificates read from PEM files and checked
+//! ([`certs`]: the key matches the certificate, the certificate is within its validity), the
+//! choice of a certificate by the ClientHello's SNI ([`Certificates`]: exact names, then
+//! one-label wildcards, then a default; none, and the handshake fails), and the rustls
+//! server configuration built from them ([`server_config`]: versions, cipher suites by name,
+//! ALPN `http/1.1`, session tickets from a ticketer the caller keeps across reloads).
+//!
+//! Every error names the file or the config field and what is wrong with it ([`TlsError`]).
+//! Nothing here reads the clock: the caller passes the time.
+
+pub mod certs;
+mod server;
+mod sni;
+
+pub use certs::{load, CertSpec, Loaded, TlsError};
+pub use server::{server_config, MinVersion, ServerOptions};
+pub use sni::Certificates;
+
+/// The crypto provider every configuration is built with (ring; see Cargo.toml).
+pub fn provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}

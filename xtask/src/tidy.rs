@@ -275,7 +275,7 @@ mod tests {
             ),
             (
                 "portcullis-tls",
-                &["rustls", "rustls-pki-types", "x509-parser"],
+                &["ring", "rustls", "rustls-pki-types", "x509-parser"],
                 "TLS policy (certificates, SNI, the rustls configuration) knows no runtime and no socket: \
                  the data plane drives rustls over its own streams",
             ),

@@ -5,16 +5,21 @@
 //! server configuration built from them ([`server_config`]: versions, cipher suites by name,
 //! ALPN `http/1.1`, session tickets from a ticketer the caller keeps across reloads).
 //!
+//! Session tickets whose keys every worker and node derive from one secret and that rotate by
+//! period ([`SharedTicketer`]).
+//!
 //! Every error names the file or the config field and what is wrong with it ([`TlsError`]).
-//! Nothing here reads the clock: the caller passes the time.
+//! Nothing here reads the clock: the caller passes the time (or, for tickets, a clock).
 
 pub mod certs;
 mod server;
 mod sni;
+pub mod tickets;
 
 pub use certs::{load, CertSpec, Loaded, TlsError};
 pub use server::{server_config, MinVersion, ServerOptions};
 pub use sni::Certificates;
+pub use tickets::SharedTicketer;
 
 /// The crypto provider every configuration is built with (ring; see Cargo.toml).
 pub fn provider() -> rustls::crypto::CryptoProvider {

@@ -245,3 +245,64 @@ fn host_names() {
         assert!(!portcullis_tls::certs::is_name(bad), "{bad}");
     }
 }
+
+mod shared_tickets {
+    use super::*;
+    use portcullis_tls::SharedTicketer;
+    use rustls::server::ProducesTickets;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static CLOCK: AtomicU64 = AtomicU64::new(1_796_601_600);
+
+    fn clock() -> u64 {
+        CLOCK.load(Ordering::Relaxed)
+    }
+
+    /// A clock no other test moves.
+    fn still() -> u64 {
+        1_796_601_600
+    }
+
+    const SECRET: &[u8; 32] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn tickets_open_on_every_ticketer_of_the_secret_for_two_periods() {
+        let a = SharedTicketer::new(SECRET, 3600, clock).unwrap();
+        let b = SharedTicketer::new(SECRET, 3600, clock).unwrap();
+        let other = SharedTicketer::new(b"another secret, thirty-two bytes", 3600, clock).unwrap();
+        let t = a.encrypt(b"session state").unwrap();
+        assert_ne!(&t[t.len() - 13..], b"session state");
+        assert_eq!(b.decrypt(&t).as_deref(), Some(&b"session state"[..]), "another worker or node");
+        assert_eq!(other.decrypt(&t), None, "another secret");
+        let mut tampered = t.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert_eq!(b.decrypt(&tampered), None);
+        assert_eq!(b.decrypt(&t[..20]), None);
+        assert_ne!(a.encrypt(b"x"), a.encrypt(b"x"), "a fresh nonce each time");
+        // The next period still opens it; the one after does not.
+        CLOCK.fetch_add(3600, Ordering::Relaxed);
+        assert!(b.decrypt(&t).is_some());
+        CLOCK.fetch_add(3600, Ordering::Relaxed);
+        assert_eq!(b.decrypt(&t), None);
+        assert_eq!(a.lifetime(), 3600);
+        assert!(SharedTicketer::new(b"short", 3600, clock).is_err());
+        assert!(SharedTicketer::new(SECRET, 10, clock).is_err());
+    }
+
+    #[test]
+    fn a_session_resumes_on_another_configuration_with_the_same_secret() {
+        let d = Dir::new("shared");
+        let (api, spec) = cert(&d.0, "api", &["api.example.com"], 2025, 2030);
+        let certs = Arc::new(Certificates::build(None, &[spec], NOW).unwrap());
+        let one: Arc<dyn ProducesTickets> = Arc::new(SharedTicketer::new(SECRET, 3600, still).unwrap());
+        let two: Arc<dyn ProducesTickets> = Arc::new(SharedTicketer::new(SECRET, 3600, still).unwrap());
+        let node1 = server_config(certs.clone(), &ServerOptions::default(), one, Path::new("p.toml")).unwrap();
+        let node2 = server_config(certs, &ServerOptions::default(), two, Path::new("p.toml")).unwrap();
+        let c = client(&[&api]);
+        let (s, _) = handshake(&node1, &c, "api.example.com").unwrap();
+        assert_eq!(s.handshake_kind(), Some(rustls::HandshakeKind::Full));
+        let (s, _) = handshake(&node2, &c, "api.example.com").unwrap();
+        assert_eq!(s.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+    }
+}

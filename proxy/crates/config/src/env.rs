@@ -29,7 +29,11 @@ pub fn apply_env_overrides(
             errs.push(ConfigError::new(&name, format!("{section}.{key}"), &raw, "no such config key"));
             continue;
         };
-        let value = match typed_value(default, &raw) {
+        let integers = default.as_array().is_some_and(|a| match a.first() {
+            Some(first) => first.is_integer(),
+            None => list_takes_integers(&defaults, &section, &key),
+        });
+        let value = match typed_value(default, &raw, integers) {
             Ok(v) => v,
             Err(msg) => {
                 errs.push(ConfigError::new(&name, format!("{section}.{key}"), &raw, msg));
@@ -51,8 +55,26 @@ pub fn apply_env_overrides(
     }
 }
 
-fn typed_value(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+/// Whether the list `section.key`, empty by default, holds integers (`[ebpf] syn_ports`): the
+/// default config with `[1]` there deserialises.
+fn list_takes_integers(defaults: &toml::Table, section: &str, key: &str) -> bool {
+    let mut probe = defaults.clone();
+    let Some(t) = probe.get_mut(section).and_then(|s| s.as_table_mut()) else { return false };
+    t.insert(key.to_owned(), toml::Value::Array(vec![toml::Value::Integer(1)]));
+    probe.try_into::<Config>().is_ok()
+}
+
+fn typed_value(default: &toml::Value, raw: &str, integers: bool) -> Result<toml::Value, String> {
     use toml::Value;
+    if integers {
+        let items: Result<Vec<Value>, String> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().map(Value::Integer).map_err(|_| format!("expected comma-separated integers, got `{s}`")))
+            .collect();
+        return items.map(Value::Array);
+    }
     Ok(match default {
         Value::Integer(_) => Value::Integer(raw.trim().parse().map_err(|_| "expected an integer".to_string())?),
         Value::Float(_) => Value::Float(raw.trim().parse().map_err(|_| "expected a number".to_string())?),
@@ -87,6 +109,23 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.admin.secret, "s3cret");
         assert_eq!(cfg.proxy.workers, 3);
+    }
+
+    #[test]
+    fn lists_of_integers_are_integers() {
+        let cfg = Config::parse(Path::new("t.toml"), "", env(&[("PORTCULLIS_EBPF_SYN_PORTS", "80, 443")])).unwrap();
+        assert_eq!(cfg.ebpf.syn_ports, [80, 443]);
+        let e = Config::parse(Path::new("t.toml"), "", env(&[("PORTCULLIS_EBPF_SYN_PORTS", "80,https")])).unwrap_err();
+        assert_eq!((e[0].file.as_str(), e[0].field.as_str()), ("PORTCULLIS_EBPF_SYN_PORTS", "ebpf.syn_ports"));
+        assert!(e[0].message.contains("`https`"), "{e:?}");
+        // Lists of strings stay strings, numbers included.
+        let cfg = Config::parse(
+            Path::new("t.toml"),
+            "",
+            env(&[("PORTCULLIS_VISIBILITY_CONTENT_TYPES", "application/json,+json")]),
+        )
+        .unwrap();
+        assert_eq!(cfg.visibility.content_types, ["application/json", "+json"]);
     }
 
     #[test]

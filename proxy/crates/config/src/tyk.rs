@@ -506,11 +506,7 @@ pub(super) fn parse_api(
 /// the only one, else `Default`, `default` or ``), when it is a date: only its header reads it.
 fn default_version_expires(json: &Value) -> Option<u64> {
     let versions = json.pointer("/version_data/versions").and_then(Value::as_object)?;
-    let v = if versions.len() == 1 {
-        versions.values().next()
-    } else {
-        ["Default", "default", ""].iter().find_map(|n| versions.get(*n))
-    }?;
+    let v = versions.get(super::tyk_version::default_version_name(versions)?)?;
     v.get("expires").and_then(Value::as_str).and_then(super::tyk_version::parse_expiry)
 }
 

@@ -58,8 +58,7 @@ fn version_at(cx: &mut Cx<'_>, pick: Pick<'_>) -> Option<VersionAt> {
     let name = match pick {
         Pick::None => return None,
         Pick::Named(n) => Some(n.to_string()),
-        Pick::Default if versions.len() == 1 => versions.keys().next().cloned(),
-        Pick::Default => ["Default", "default", ""].into_iter().find(|n| versions.contains_key(*n)).map(str::to_string),
+        Pick::Default => super::tyk_version::default_version_name(versions).map(str::to_string),
     };
     let Some(name) = name else {
         let names: Vec<&str> = versions.keys().map(String::as_str).collect();

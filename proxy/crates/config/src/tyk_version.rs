@@ -200,6 +200,15 @@ pub(super) fn parse(file: &std::path::Path, json: &Value, errs: &mut Vec<ConfigE
     Some(Plan { versioning, versions: plans, strip_header, strip_param })
 }
 
+/// The version a non-versioned API serves, as Tyk picks it: its only version, else the one
+/// named `Default`, `default` or `` (in that order).
+pub(super) fn default_version_name(versions: &serde_json::Map<String, Value>) -> Option<&str> {
+    if versions.len() == 1 {
+        return versions.keys().next().map(String::as_str);
+    }
+    ["Default", "default", ""].into_iter().find(|n| versions.contains_key(*n))
+}
+
 /// Go's `time.Parse("2006-01-02 15:04", s)` as Unix seconds (UTC, as Go reads a layout without
 /// a zone): a 4-digit year, 2-digit month, day and minute, a 1- or 2-digit hour, each in range
 /// (the day within its month), nothing after.

@@ -126,7 +126,9 @@ impl Worker {
         if down.is_empty() {
             return Some(start);
         }
-        (0..n).map(|k| (start + k) % n).find(|&t| !down.contains(&spec.targets[t].host_header.to_ascii_lowercase()))
+        // Host headers come from parsed http URLs, whose hosts the URL parser has lowercased, as
+        // the uptime checks' (`config::tyk_uptime`): compared as they are, no allocation.
+        (0..n).map(|k| (start + k) % n).find(|&t| !down.contains(spec.targets[t].host_header.as_str()))
     }
 
     /// Whether to sample this request for API visibility, `below` being its API's threshold

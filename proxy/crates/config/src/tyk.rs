@@ -1015,6 +1015,16 @@ mod tests {
     /// middleware (method exact), patterns compiled once, an absolute `rewrite_to` a target of
     /// its own after the API's.
     #[test]
+    fn target_hosts_are_lower_case() {
+        // The worker's target pick compares them with the uptime checks' hosts as they are.
+        let t = parse_target("http://UP.Example:81/Path").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.host_header.as_str(), t.path_prefix.as_str()),
+            ("up.example", "up.example:81", "/Path")
+        );
+    }
+
+    #[test]
     fn url_rewrites_load_with_their_patterns_triggers_and_targets() {
         let s = spec(&with_rewrites(
             r#"[{"path": "/status", "method": "GET", "match_pattern": "/status/(.*)", "rewrite_to": "/code/$1",

@@ -1057,26 +1057,8 @@ fn is_weak(p: &Print) -> bool {
 
 /// The prints of the leaves of `node`'s subtree, each with its depth below `node`; sorted.
 fn subtree_prints<T>(node: &Node<T>, prints: &impl Fn(&T) -> Vec<Print>) -> Vec<(usize, Print)> {
-    fn go<T>(
-        n: &Node<T>,
-        d: usize,
-        prints: &impl Fn(&T) -> Vec<Print>,
-        visits: &mut usize,
-        out: &mut Vec<(usize, Print)>,
-    ) {
-        if *visits >= ALIKE_MAX_VISITS || d > MAX_SEGMENTS {
-            return;
-        }
-        *visits += 1;
-        if let Some(leaf) = &n.leaf {
-            out.extend(prints(leaf).into_iter().map(|p| (d, p)));
-        }
-        for c in n.lit.values().chain(n.sfx.values()).chain(n.param.as_deref()) {
-            go(c, d + 1, prints, visits, out);
-        }
-    }
     let mut out = Vec::new();
-    go(node, 0, prints, &mut 0, &mut out);
+    leaves_below(node, &mut |d, _, leaf| out.extend(prints(leaf).into_iter().map(|p| (d, p))));
     out.sort_unstable();
     out.dedup();
     out

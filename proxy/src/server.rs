@@ -50,6 +50,52 @@ pub struct Checked {
     pub inactive: Vec<crate::config::Skipped>,
 }
 
+/// The Redis key of the TLS session-ticket secret nodes share (`[tls] ticket_secret_file`).
+const TICKET_SECRET_KEY: &str = "portcullis-tls-ticket-secret";
+
+/// With `[storage] redis` and no `[tls] ticket_secret_file`, makes the secret the ticket keys
+/// derive from the one kept in Redis (the first node to start makes it), so that a ticket from
+/// one node resumes on every other. Without Redis, or if it cannot be reached now, the process
+/// keeps a secret of its own (logged): tickets then resume on this node only.
+fn share_ticket_secret(cfg: &Config) {
+    let t = &cfg.tls;
+    if !t.enabled()
+        || !t.session_tickets
+        || !t.ticket_secret_file.as_os_str().is_empty()
+        || cfg.storage.redis.is_empty()
+    {
+        return;
+    }
+    let shared = || -> Result<Vec<u8>, String> {
+        let client = redis::Client::open(cfg.storage.redis.as_str()).map_err(|e| e.to_string())?;
+        let mut con = client.get_connection_with_timeout(Duration::from_secs(3)).map_err(|e| e.to_string())?;
+        let _ = con.set_read_timeout(Some(Duration::from_secs(3)));
+        let mut mine = [0u8; 48];
+        getrandom::fill(&mut mine).map_err(|e| e.to_string())?;
+        let _: Option<String> = redis::cmd("SET")
+            .arg(TICKET_SECRET_KEY)
+            .arg(&mine[..])
+            .arg("NX")
+            .query(&mut con)
+            .map_err(|e| e.to_string())?;
+        let secret: Vec<u8> = redis::cmd("GET").arg(TICKET_SECRET_KEY).query(&mut con).map_err(|e| e.to_string())?;
+        Ok(secret)
+    };
+    match shared().map(portcullis_tls::tickets::set_process_secret) {
+        Ok(true) => {
+            tracing::info!(key = TICKET_SECRET_KEY, "TLS session tickets: the secret shared through Redis");
+        }
+        Ok(false) => tracing::warn!(
+            key = TICKET_SECRET_KEY,
+            "TLS session tickets: the secret in Redis is shorter than 32 bytes; this node keeps its own"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "TLS session tickets: Redis unreachable at start; this node keeps a secret of its own (tickets resume here only)"
+        ),
+    }
+}
+
 /// Number of workers for a config value (0 = one per CPU of the affinity mask).
 pub fn worker_count(configured: usize) -> usize {
     if configured > 0 {
@@ -63,9 +109,15 @@ pub fn worker_count(configured: usize) -> usize {
 pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
     let started = Instant::now();
     let cfg = load_config(config_path, &cli).map_err(StartError::Config)?;
+    share_ticket_secret(&cfg);
     let (snap, errs) = load_snapshot(cfg.clone(), 1);
     if cfg.apps.strict && !errs.is_empty() {
         return Err(StartError::Config(errs));
+    }
+    // A TLS listener whose certificates do not load would serve nothing: no start.
+    let tls_errs: Vec<ConfigError> = errs.iter().filter(|e| e.field.starts_with("tls")).cloned().collect();
+    if !tls_errs.is_empty() {
+        return Err(StartError::Config(tls_errs));
     }
     for e in &errs {
         tracing::error!(error = %e, "API definition not loaded");
@@ -125,9 +177,14 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
     };
 
     let listen = cfg.listen_addr();
-    let handles = dataplane::start(&shared, listen, workers, cfg.proxy.io_driver, cfg.proxy.accept_backlog)
-        .map_err(|source| StartError::Bind { what: "proxy.listen", addr: listen, source })?;
-    tracing::info!(%listen, workers, driver = ?cfg.proxy.io_driver, "proxy listening");
+    let tls_listen = cfg.tls_listen_addr();
+    let handles = dataplane::start(&shared, listen, tls_listen, workers, cfg.proxy.io_driver, cfg.proxy.accept_backlog)
+        .map_err(|e| StartError::Bind {
+            what: if e.tls { "tls.listen" } else { "proxy.listen" },
+            addr: e.addr,
+            source: e.source,
+        })?;
+    tracing::info!(%listen, ?tls_listen, workers, driver = ?cfg.proxy.io_driver, "proxy listening");
     // The workers hold their own ends now; once they have all stopped, the pump sees the queue
     // close and ends after writing what is left.
     drop(shared);

@@ -29,9 +29,63 @@ impl Response {
     }
 }
 
-/// One client connection (keep-alive capable).
+/// What a [`Conn`] talks over: a socket, or TLS over it.
+pub enum Wire {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Wire {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Wire::Plain(s) => s,
+            Wire::Tls(t) => &t.sock,
+        }
+    }
+
+    fn socket_mut(&mut self) -> &mut TcpStream {
+        match self {
+            Wire::Plain(s) => s,
+            Wire::Tls(t) => &mut t.sock,
+        }
+    }
+
+    /// The TLS connection's state (version, ALPN, the server's certificates).
+    pub fn tls(&self) -> Option<&rustls::ClientConnection> {
+        match self {
+            Wire::Plain(_) => None,
+            Wire::Tls(t) => Some(&t.conn),
+        }
+    }
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(s) => s.read(buf),
+            Wire::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(s) => s.write(buf),
+            Wire::Tls(t) => t.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Wire::Plain(s) => s.flush(),
+            Wire::Tls(t) => t.flush(),
+        }
+    }
+}
+
+/// One client connection (keep-alive capable), plain or TLS.
 pub struct Conn {
-    r: BufReader<TcpStream>,
+    r: BufReader<Wire>,
 }
 
 impl Conn {
@@ -44,7 +98,27 @@ impl Conn {
         let s = TcpStream::connect_timeout(&addr, timeout)?;
         s.set_read_timeout(Some(Duration::from_secs(15)))?;
         s.set_nodelay(true)?;
-        Ok(Conn { r: BufReader::new(s) })
+        Ok(Conn { r: BufReader::new(Wire::Plain(s)) })
+    }
+
+    /// Connects and completes a TLS handshake for `server_name` (the SNI, and the name the
+    /// certificate is checked against) with `config`.
+    pub fn connect_tls(
+        addr: SocketAddr,
+        server_name: &str,
+        config: std::sync::Arc<rustls::ClientConfig>,
+    ) -> io::Result<Conn> {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(15)))?;
+        s.set_nodelay(true)?;
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+        let mut t = rustls::StreamOwned::new(conn, s);
+        while t.conn.is_handshaking() {
+            t.conn.complete_io(&mut t.sock)?;
+        }
+        Ok(Conn { r: BufReader::new(Wire::Tls(Box::new(t))) })
     }
 
     /// Connects to an IPv4 `addr` from the loopback address `from` (any of 127.0.0.0/8), so
@@ -77,16 +151,22 @@ impl Conn {
             }
             s.set_read_timeout(Some(Duration::from_secs(15)))?;
             s.set_nodelay(true)?;
-            Ok(Conn { r: BufReader::new(s) })
+            Ok(Conn { r: BufReader::new(Wire::Plain(s)) })
         }
     }
 
+    /// The socket (under TLS, the one carrying it).
     pub fn stream(&mut self) -> &mut TcpStream {
-        self.r.get_mut()
+        self.r.get_mut().socket_mut()
+    }
+
+    /// What the connection talks over.
+    pub fn wire(&self) -> &Wire {
+        self.r.get_ref()
     }
 
     pub fn set_read_timeout(&mut self, d: Duration) -> io::Result<()> {
-        self.r.get_ref().set_read_timeout(Some(d))
+        self.r.get_ref().socket().set_read_timeout(Some(d))
     }
 
     pub fn send(&mut self, raw: &[u8]) -> io::Result<()> {
@@ -172,7 +252,7 @@ impl Conn {
         matches!(self.r.read(&mut buf), Ok(0) | Err(_))
     }
 
-    pub fn reader(&mut self) -> &mut BufReader<TcpStream> {
+    pub fn reader(&mut self) -> &mut BufReader<Wire> {
         &mut self.r
     }
 }

@@ -11,6 +11,7 @@
 //! - [`clickhouse`]: a real `clickhouse-server` (HTTP interface) on a free port, with its own
 //!   config and data directory, for one test.
 //! - [`metrics`]: one series of the proxy's `/metrics`, parsed with `prometheus-parse`.
+//! - [`tls`]: certificates made for a test, and rustls client configurations trusting them.
 //! - [`wait`]: bounded polls on something observable, in place of sleeps.
 
 pub mod clickhouse;
@@ -21,6 +22,7 @@ pub mod jsonplaceholder;
 pub mod metrics;
 pub mod netns;
 pub mod redis;
+pub mod tls;
 pub mod wait;
 
 pub use wait::{wait_for, wait_until, WAIT};

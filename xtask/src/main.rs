@@ -92,7 +92,7 @@ fn main() -> ExitCode {
         Some("docs") => docs::docs(&root()),
         Some("visibility-eval") => visibility_eval::visibility_eval(&args[1..], &root()),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build-ebpf|run|test|lint|dist|bench|bench-limits|wake-cost|forward|docs|visibility-eval> [args]\n  setup       install the eBPF toolchain (Debian rustc-web, LLVM 22, bpf-linker)\n  build-ebpf  build the XDP gate (proxy-ebpf) so the proxy embeds it\n  run    start the demo upstream and the proxy (extra args go to `portcullis run`)\n  test   the gates of `lint`, then every test\n  lint   the CI gates: cargo fmt --check, cargo machete (unused dependencies), cargo clippy -D warnings\n  dist   the release binary built with profile-guided optimisation: target/dist/portcullis\n  bench  [--scenario NAME] [--runs N] [--duration S] [--quick] [--no-pgo]: load benchmark vs nginx and HAProxy\n  bench-limits  admitted vs allowed in the rate-limit and quota scenarios\n  wake-cost  what this host charges a thread per sleep and wake-up (against its core's busy time)\n  forward --listen ADDR --upstream ADDR [--splice [--http]]  the benchmark's floors: a minimal byte-copy (or splicing, or HTTP-framing) forwarder\n  docs   write docs/configuration.md from the config structs' doc comments\n  visibility-eval  [--specs NAME,...] [--max-examples N] [--gateway PATH] [--spec-timeout S] [--total-timeout S] [--direct]: OpenAPI reconstruction quality on public specs (Prism upstream, Schemathesis traffic); writes target/visibility-eval/report.md");
+            eprintln!("usage: cargo xtask <setup|build-ebpf|run|test|lint|dist|bench|bench-limits|wake-cost|forward|docs|visibility-eval> [args]\n  setup       install the eBPF toolchain (Debian rustc-web, LLVM 22, bpf-linker)\n  build-ebpf  build the XDP gate (proxy-ebpf) so the proxy embeds it\n  run    [--tls] start the demo upstream and the proxy (--tls: also HTTPS on 127.0.0.1:8443 with a self-signed certificate; extra args go to `portcullis run`)\n  test   the gates of `lint`, then every test\n  lint   the CI gates: cargo fmt --check, cargo machete (unused dependencies), cargo clippy -D warnings\n  dist   the release binary built with profile-guided optimisation: target/dist/portcullis\n  bench  [--scenario NAME] [--runs N] [--duration S] [--quick] [--no-pgo]: load benchmark vs nginx and HAProxy\n  bench-limits  admitted vs allowed in the rate-limit and quota scenarios\n  wake-cost  what this host charges a thread per sleep and wake-up (against its core's busy time)\n  forward --listen ADDR --upstream ADDR [--splice [--http]]  the benchmark's floors: a minimal byte-copy (or splicing, or HTTP-framing) forwarder\n  docs   write docs/configuration.md from the config structs' doc comments\n  visibility-eval  [--specs NAME,...] [--max-examples N] [--gateway PATH] [--spec-timeout S] [--total-timeout S] [--direct]: OpenAPI reconstruction quality on public specs (Prism upstream, Schemathesis traffic); writes target/visibility-eval/report.md");
             return ExitCode::from(2);
         }
     };
@@ -105,8 +105,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(extra: &[String]) -> Result<()> {
+fn run(args: &[String]) -> Result<()> {
     let root = root();
+    let tls = args.iter().any(|a| a == "--tls");
+    let extra: Vec<&String> = args.iter().filter(|a| *a != "--tls").collect();
     run_status(cargo().current_dir(&root).args([
         "build",
         "--release",
@@ -124,13 +126,21 @@ fn run(extra: &[String]) -> Result<()> {
     } else {
         Some(Command::new(bin.join("demo-upstream")).arg(upstream_addr).spawn().context("starting demo-upstream")?)
     };
+    let mut cmd = Command::new(bin.join("portcullis"));
+    cmd.current_dir(&root).args(["run", "--config", "portcullis.toml"]).args(extra);
     eprintln!("xtask: try `curl -i localhost:8080/httpbin/get?foo=bar` (Ctrl-C stops)");
-    let status = Command::new(bin.join("portcullis"))
-        .current_dir(&root)
-        .args(["run", "--config", "portcullis.toml"])
-        .args(extra)
-        .status()
-        .context("starting portcullis")?;
+    if tls {
+        let (cert, key) = demo_certificate(&root.join("target/run-tls"))?;
+        // The `[tls]` section through the environment, so portcullis.toml stays as it is.
+        cmd.env("PORTCULLIS_TLS_LISTEN", DEMO_TLS_LISTEN)
+            .env("PORTCULLIS_TLS_CERT_FILE", &cert)
+            .env("PORTCULLIS_TLS_KEY_FILE", &key);
+        eprintln!(
+            "xtask: and `curl -i --cacert {} https://localhost:8443/httpbin/get?foo=bar`",
+            cert.strip_prefix(&root).unwrap_or(&cert).display()
+        );
+    }
+    let status = cmd.status().context("starting portcullis")?;
     if let Some(u) = upstream.as_mut() {
         let _ = u.kill();
         let _ = u.wait();
@@ -139,6 +149,33 @@ fn run(extra: &[String]) -> Result<()> {
         bail!("portcullis exited with {status}");
     }
     Ok(())
+}
+
+/// Where `cargo xtask run --tls` listens for TLS.
+const DEMO_TLS_LISTEN: &str = "127.0.0.1:8443";
+
+/// A self-signed certificate for `localhost` and 127.0.0.1 in `dir` (made once, kept while
+/// valid: a new one after 300 days), for `cargo xtask run --tls`: its certificate and key files.
+fn demo_certificate(dir: &std::path::Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let (cert, key) = (dir.join("localhost.pem"), dir.join("localhost.key"));
+    let age = std::fs::metadata(&cert).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+    if key.is_file() && age.is_some_and(|a| a < std::time::Duration::from_secs(300 * 86_400)) {
+        return Ok((cert, key));
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let pair = rcgen::KeyPair::generate().context("generating a key")?;
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .context("certificate names")?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
+    // A year from when it was made: `cargo xtask run --tls` makes a new one once it is gone.
+    let now = std::time::SystemTime::now();
+    params.not_before = now.into();
+    params.not_after = (now + std::time::Duration::from_secs(365 * 86_400)).into();
+    let made = params.self_signed(&pair).context("signing the certificate")?;
+    std::fs::write(&cert, made.pem()).with_context(|| format!("writing {}", cert.display()))?;
+    std::fs::write(&key, pair.serialize_pem()).with_context(|| format!("writing {}", key.display()))?;
+    eprintln!("xtask: made a self-signed certificate for localhost: {}", cert.display());
+    Ok((cert, key))
 }
 
 /// Crates whose dependencies cargo-machete checks: the workspace members and the eBPF crates

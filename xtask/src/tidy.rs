@@ -247,6 +247,7 @@ mod tests {
                     "portcullis-http1",
                     "portcullis-policy",
                     "portcullis-visibility",
+                    "portcullis-tls",
                     "portcullis-ebpf-common",
                     "ahash",
                     "arc-swap",
@@ -275,7 +276,7 @@ mod tests {
             ),
             (
                 "portcullis-tls",
-                &["ring", "rustls", "rustls-pki-types", "x509-parser"],
+                &["ring", "rustls", "rustls-native-certs", "rustls-pki-types", "x509-parser"],
                 "TLS policy (certificates, SNI, the rustls configuration) knows no runtime and no socket: \
                  the data plane drives rustls over its own streams",
             ),

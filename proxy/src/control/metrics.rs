@@ -97,7 +97,19 @@ pub fn render_metrics(state: &ControlState) -> String {
         );
     }
     type Field = fn(&crate::dataplane::stats::LocalStats) -> u64;
-    let counters: [(&str, &str, &str, Field); 24] = [
+    let counters: [(&str, &str, &str, Field); 26] = [
+        (
+            "portcullis_tls_handshakes_total",
+            "counter",
+            "TLS handshakes completed on the TLS listener ([tls] listen).",
+            |s| s.tls_handshakes,
+        ),
+        (
+            "portcullis_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes on the TLS listener that failed: refused by either side, malformed, or timed out.",
+            |s| s.tls_handshake_failures,
+        ),
         (
             "portcullis_analytics_records_queued_total",
             "counter",

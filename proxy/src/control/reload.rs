@@ -2,7 +2,7 @@
 //! snapshot whole. An error in the config file or the policies file rejects the reload and keeps
 //! the running snapshot; a refused API definition is skipped (logged, listed in the outcome) and
 //! the others apply, as Tyk does, unless `[apps] strict`, where it rejects the reload too. Keys that only apply at
-//! startup (listen addresses, worker count, io driver, backlog, the analytics sink) are reported
+//! startup (listen addresses, `[tls] listen`, worker count, io driver, backlog, the analytics sink) are reported
 //! if they changed.
 //!
 //! The admin API's changes to the definition files ([`Reloader::apply`]) are a reload too: the
@@ -252,6 +252,9 @@ fn restart_only_changes(old: &Snapshot, new: &Snapshot) -> Vec<&'static str> {
     }
     if o.admin.listen != n.admin.listen {
         v.push("admin.listen");
+    }
+    if o.tls.listen != n.tls.listen {
+        v.push("tls.listen");
     }
     if o.log.level != n.log.level {
         v.push("log.level");

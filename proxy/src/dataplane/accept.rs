@@ -13,15 +13,22 @@ use monoio::net::TcpListener;
 use crate::config::IoDriver;
 
 use super::stats::{WorkerStats, PUBLISH_INTERVAL};
+use super::stream::Stream;
 use super::worker::{Parts, Worker, WorkerHandle};
 use super::{conn, Shared};
+
+/// A worker's listeners: `[proxy] listen`, and `[tls] listen` if set.
+pub(super) struct Listeners {
+    pub plain: std::net::TcpListener,
+    pub tls: Option<std::net::TcpListener>,
+}
 
 /// Starts worker `id` on its own thread.
 pub(super) fn spawn(
     id: usize,
     cpu: Option<usize>,
     driver: IoDriver,
-    listener: std::net::TcpListener,
+    listeners: Listeners,
     shared: &Shared,
 ) -> std::io::Result<WorkerHandle> {
     let stats = WorkerStats::new();
@@ -55,7 +62,7 @@ pub(super) fn spawn(
         let pinned = cpu.filter(|&c| core_affinity::set_for_current(core_affinity::CoreId { id: c }));
         let _ = thread_stats.cpu.set(pinned);
         let worker = Rc::new(Worker::new(id, parts, thread_stats));
-        run_on_driver(worker, driver, listener);
+        run_on_driver(worker, driver, listeners);
     })?;
     Ok(WorkerHandle { id, stats, thread })
 }
@@ -75,7 +82,7 @@ pub(super) fn uring_runtime(
     monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(1024).uring_builder(urb).enable_timer().build()
 }
 
-fn run_on_driver(worker: Rc<Worker>, driver: IoDriver, listener: std::net::TcpListener) {
+fn run_on_driver(worker: Rc<Worker>, driver: IoDriver, listener: Listeners) {
     let id = worker.id;
     let cpu = worker.shared_stats.cpu.get().copied().flatten();
     // `auto` takes io_uring only with the single-thread ring setup (measured faster than epoll
@@ -129,13 +136,21 @@ impl Drop for OpenGuard {
     }
 }
 
-async fn accept_loop(worker: Rc<Worker>, listener: std::net::TcpListener) {
-    let listener = match TcpListener::from_std(listener) {
+async fn accept_loop(worker: Rc<Worker>, listeners: Listeners) {
+    let listener = match TcpListener::from_std(listeners.plain) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(worker = worker.id, error = %e, "cannot register listener");
             return;
         }
+    };
+    let tls = match listeners.tls.map(TcpListener::from_std) {
+        Some(Ok(l)) => Some(monoio::spawn(accept_on(Rc::clone(&worker), l, true))),
+        Some(Err(e)) => {
+            tracing::error!(worker = worker.id, error = %e, "cannot register the TLS listener");
+            return;
+        }
+        None => None,
     };
     let publisher = {
         let worker = Rc::clone(&worker);
@@ -156,27 +171,10 @@ async fn accept_loop(worker: Rc<Worker>, listener: std::net::TcpListener) {
             }
         })
     };
-    let mut shutdown = worker.shutdown.listen();
-    // Out of file descriptors, accept fails about 180 times a second: one line per 10 s, with
-    // the count of those left out.
-    let mut accept_log = crate::ratelog::RateLimited::new(Duration::from_secs(10));
-    while !worker.shutdown.is_set() {
-        let accepted = monoio::select! {
-            r = listener.accept() => r,
-            _ = &mut shutdown => break,
-        };
-        match accepted {
-            Ok((stream, peer)) => on_accept(&worker, stream, peer),
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                if let Some(left_out) = accept_log.check(Instant::now()) {
-                    tracing::warn!(worker = worker.id, error = %e, left_out, "accept failed");
-                }
-                monoio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
+    accept_on(Rc::clone(&worker), listener, false).await;
+    if let Some(tls) = tls {
+        tls.await;
     }
-    drop(listener);
     worker.local_shutdown.trigger();
     let drain = Duration::from_millis(worker.snapshot().config.proxy.drain_timeout_ms);
     let deadline = Instant::now() + drain;
@@ -196,7 +194,32 @@ async fn accept_loop(worker: Rc<Worker>, listener: std::net::TcpListener) {
     drop(gossiper);
 }
 
-fn on_accept(worker: &Rc<Worker>, stream: monoio::net::TcpStream, peer: SocketAddr) {
+/// Accepts on `listener` until shutdown; `tls`: the TLS listener, whose connections shake
+/// hands first.
+async fn accept_on(worker: Rc<Worker>, listener: TcpListener, tls: bool) {
+    let mut shutdown = worker.shutdown.listen();
+    // Out of file descriptors, accept fails about 180 times a second: one line per 10 s, with
+    // the count of those left out.
+    let mut accept_log = crate::ratelog::RateLimited::new(Duration::from_secs(10));
+    while !worker.shutdown.is_set() {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = &mut shutdown => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => on_accept(&worker, stream, peer, tls),
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                if let Some(left_out) = accept_log.check(Instant::now()) {
+                    tracing::warn!(worker = worker.id, error = %e, left_out, tls, "accept failed");
+                }
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+fn on_accept(worker: &Rc<Worker>, stream: monoio::net::TcpStream, peer: SocketAddr, tls: bool) {
     let max = worker.snapshot().config.proxy.max_connections_per_worker as u64;
     worker.stats.borrow_mut().connections_accepted += 1;
     if worker.bans.load().is_banned(peer.ip()) {
@@ -214,10 +237,46 @@ fn on_accept(worker: &Rc<Worker>, stream: monoio::net::TcpStream, peer: SocketAd
     worker.shared_stats.open_connections.fetch_add(1, Ordering::Relaxed);
     let guard = OpenGuard(Arc::clone(&worker.shared_stats));
     let worker = Rc::clone(worker);
+    if tls {
+        monoio::spawn(async move {
+            if let Some(client) = shake_hands(&worker, stream).await {
+                conn::serve(worker, client, peer).await;
+            }
+            drop(guard);
+        });
+        return;
+    }
     let fut = async move {
-        conn::serve(worker, stream, peer).await;
+        conn::serve(worker, Stream::Plain(stream), peer).await;
         drop(guard);
     };
     tracing::trace!(bytes = std::mem::size_of_val(&fut), "connection task size");
     monoio::spawn(fut);
+}
+
+/// The TLS handshake of a connection to the TLS listener, on its own task and bounded by
+/// `[tls] handshake_timeout_ms`, with the certificates of the snapshot current now. Counted in
+/// the worker's stats; a failure closes the connection (rustls has sent its alert).
+async fn shake_hands(worker: &Worker, stream: monoio::net::TcpStream) -> Option<Stream> {
+    let snap = worker.snapshot();
+    let tls = snap.tls.as_ref()?;
+    let timeout = Duration::from_millis(snap.config.tls.handshake_timeout_ms);
+    let shaken = monoio::time::timeout(timeout, Stream::accept_tls(stream, Arc::clone(&tls.config))).await;
+    let mut stats = worker.stats.borrow_mut();
+    match shaken {
+        Ok(Ok(s)) => {
+            stats.tls_handshakes += 1;
+            Some(s)
+        }
+        Ok(Err(e)) => {
+            stats.tls_handshake_failures += 1;
+            tracing::debug!(worker = worker.id, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            stats.tls_handshake_failures += 1;
+            tracing::debug!(worker = worker.id, "TLS handshake timed out");
+            None
+        }
+    }
 }

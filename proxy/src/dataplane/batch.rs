@@ -193,7 +193,7 @@ async fn one(
 ) -> Option<ReplyUnit> {
     let mut ours = TcpStream::connect(at).await.ok()?;
     let (theirs, _) = listener.accept().await.ok()?;
-    monoio::spawn(super::conn::serve(worker, theirs, peer));
+    monoio::spawn(super::conn::serve(worker, super::stream::Stream::Plain(theirs), peer));
     let exchange = async move {
         let (r, _) = ours.write_all(raw).await;
         r.ok()?;

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::AsyncReadRent;
 
 use super::error::{ErrorKind, ProxyError, Result};
 use super::io::ReadBuf;
@@ -71,7 +71,7 @@ impl RelayError {
 
 /// Relays one body of `kind` from `src` (whose already-read bytes are in `rbuf`) to `dst`.
 /// Returns the number of data bytes. Bytes after the body stay in `rbuf` (pipelining).
-pub async fn relay<R: AsyncReadRent, W: AsyncWriteRentExt + std::os::fd::AsRawFd>(
+pub(crate) async fn relay<R: AsyncReadRent, W: super::io::Wire>(
     src: &mut R,
     rbuf: &mut ReadBuf,
     dst: &mut W,

@@ -21,7 +21,7 @@ const MIN_FREE: usize = 512;
 /// It starts at [`INITIAL_CAPACITY`] and grows to `max` as soon as one read fills all the free
 /// space (a large message is arriving), so a connection that carries large bodies reads them in
 /// `max`-sized reads from then on, while one that carries small messages stays small.
-pub struct ReadBuf {
+pub(crate) struct ReadBuf {
     buf: Vec<u8>,
     pos: usize,
     max: usize,
@@ -29,24 +29,25 @@ pub struct ReadBuf {
 }
 
 impl ReadBuf {
-    pub fn new(max: usize) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(max: usize) -> Self {
         ReadBuf { buf: Vec::with_capacity(INITIAL_CAPACITY.min(max)), pos: 0, max, grow_next: false }
     }
 
     /// A buffer that allocates nothing until its first read.
-    pub fn unallocated(max: usize) -> Self {
+    pub(crate) fn unallocated(max: usize) -> Self {
         ReadBuf { buf: Vec::new(), pos: 0, max, grow_next: false }
     }
 
     /// A buffer around `buf` (cleared; an empty `Vec` allocates on the first read).
-    pub fn from_vec(mut buf: Vec<u8>, max: usize) -> Self {
+    pub(crate) fn from_vec(mut buf: Vec<u8>, max: usize) -> Self {
         buf.clear();
         ReadBuf { buf, pos: 0, max, grow_next: false }
     }
 
     /// Hands out the allocation of an empty buffer (for a pool), leaving it unallocated; an
     /// empty `Vec` when it holds bytes or has none.
-    pub fn take_allocation(&mut self) -> Vec<u8> {
+    pub(crate) fn take_allocation(&mut self) -> Vec<u8> {
         if !self.is_empty() {
             return Vec::new();
         }
@@ -58,38 +59,38 @@ impl ReadBuf {
     }
 
     /// The size a full read grows the buffer to.
-    pub fn max(&self) -> usize {
+    pub(crate) fn max(&self) -> usize {
         self.max
     }
 
     /// Sets the size a full read grows the buffer to (config may change on reload).
-    pub fn set_max(&mut self, max: usize) {
+    pub(crate) fn set_max(&mut self, max: usize) {
         self.max = max;
     }
 
     #[inline]
-    pub fn data(&self) -> &[u8] {
+    pub(crate) fn data(&self) -> &[u8] {
         &self.buf[self.pos..]
     }
 
     #[inline]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.buf.len() - self.pos
     }
 
     /// Bytes allocated (0: unallocated).
     #[inline]
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.buf.capacity()
     }
 
     #[inline]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     #[inline]
-    pub fn consume(&mut self, n: usize) {
+    pub(crate) fn consume(&mut self, n: usize) {
         debug_assert!(n <= self.len());
         self.pos += n;
         if self.pos == self.buf.len() {
@@ -107,7 +108,7 @@ impl ReadBuf {
     }
 
     /// Makes room for at least `min_free` more bytes (a head bigger than the buffer).
-    pub fn reserve(&mut self, min_free: usize) {
+    pub(crate) fn reserve(&mut self, min_free: usize) {
         if self.buf.capacity() - self.buf.len() >= min_free {
             return;
         }
@@ -123,14 +124,14 @@ impl ReadBuf {
     /// did not fit asks for more. (Reserving before the first read made every upstream buffer
     /// 4 KiB: under c1000, heaptrack put 4.1 MB of the peak heap on it, half of the proxy's
     /// memory per connection.)
-    pub fn reserve_for_head(&mut self, max_head: usize) {
+    pub(crate) fn reserve_for_head(&mut self, max_head: usize) {
         if !self.is_empty() {
             self.reserve(max_head.min(self.len() + 4096));
         }
     }
 
     /// Reads once into the free space. `Ok(0)` is EOF.
-    pub async fn fill<R: AsyncReadRent>(&mut self, r: &mut R) -> io::Result<usize> {
+    pub(crate) async fn fill<R: AsyncReadRent>(&mut self, r: &mut R) -> io::Result<usize> {
         let (buf, len, free, pos) = self.take_for_read();
         let (res, slice) = r.read(buf.slice_mut(len..)).await;
         self.put_back(slice.into_inner(), res, free, pos)
@@ -144,16 +145,16 @@ impl ReadBuf {
     ///
     /// Measured (small): 3.8 -> 2.0 socket receives per request, CPU per request 0.99x
     /// (`vendor/monoio/PORTCULLIS.md`).
-    pub async fn fill_socket(&mut self, r: &mut TcpStream, expect_empty: bool) -> io::Result<usize> {
+    pub(crate) async fn fill_socket(&mut self, r: &mut super::stream::Stream, expect_empty: bool) -> io::Result<usize> {
         let (buf, len, free, pos) = self.take_for_read();
         let (res, slice) = r.read_poll_first(buf.slice_mut(len..), expect_empty).await;
         self.put_back(slice.into_inner(), res, free, pos)
     }
 
     /// [`fill_socket`](Self::fill_socket) reading at most `cap` bytes (`cap` > 0).
-    pub async fn fill_socket_at_most(
+    pub(crate) async fn fill_socket_at_most(
         &mut self,
-        r: &mut TcpStream,
+        r: &mut super::stream::Stream,
         expect_empty: bool,
         cap: usize,
     ) -> io::Result<usize> {
@@ -163,9 +164,9 @@ impl ReadBuf {
     /// [`fill_socket_at_most`](Self::fill_socket_at_most) with `MSG_PEEK`: the bytes land in the
     /// buffer but stay queued in the socket, for splice(2) to move on or
     /// [`unqueue_peeked`](Self::unqueue_peeked) to take out.
-    pub async fn peek_socket_at_most(
+    pub(crate) async fn peek_socket_at_most(
         &mut self,
-        r: &mut TcpStream,
+        r: &mut super::stream::Stream,
         expect_empty: bool,
         cap: usize,
     ) -> io::Result<usize> {
@@ -174,7 +175,7 @@ impl ReadBuf {
 
     async fn read_at_most(
         &mut self,
-        r: &mut TcpStream,
+        r: &mut super::stream::Stream,
         expect_empty: bool,
         cap: usize,
         peek: bool,
@@ -196,7 +197,8 @@ impl ReadBuf {
     /// waits. TCP's `MSG_TRUNC` drops them in the kernel without a copy; they are received over
     /// the buffer's own copy of them all the same, so a kernel that copied would write the same
     /// bytes.
-    pub fn unqueue_peeked(&mut self, fd: RawFd, n: usize) -> io::Result<()> {
+    pub(crate) fn unqueue_peeked(&mut self, from: &super::stream::Stream, n: usize) -> io::Result<()> {
+        let fd = from.plain().ok_or(io::ErrorKind::Unsupported)?.as_raw_fd();
         let end = self.buf.len();
         let mut at = end.checked_sub(n).filter(|&a| a >= self.pos).ok_or(io::ErrorKind::InvalidInput)?;
         while at < end {
@@ -252,7 +254,7 @@ impl ReadBuf {
     }
 
     /// Writes the first `n` unconsumed bytes to `w` and consumes them.
-    pub async fn write_out<W: AsyncWriteRentExt + AsRawFd>(&mut self, w: &mut W, n: usize) -> io::Result<()> {
+    pub(crate) async fn write_out<W: Wire>(&mut self, w: &mut W, n: usize) -> io::Result<()> {
         if n == 0 {
             return Ok(());
         }
@@ -263,11 +265,11 @@ impl ReadBuf {
     /// where [`write_prefixed`](Self::write_prefixed) puts them.
     #[inline]
     /// Consumed bytes in front of the data: room for a prefix written in place.
-    pub fn consumed(&self) -> usize {
+    pub(crate) fn consumed(&self) -> usize {
         self.pos
     }
 
-    pub fn fits_prefix(&self, prefix_len: usize) -> bool {
+    pub(crate) fn fits_prefix(&self, prefix_len: usize) -> bool {
         prefix_len <= self.pos
     }
 
@@ -278,12 +280,7 @@ impl ReadBuf {
     ///
     /// Measured (perf, `16k` scenario): copying a 16 KiB body behind the head in a second
     /// buffer was 4.5 % of the proxy's cycles.
-    pub async fn write_prefixed<W: AsyncWriteRentExt + AsRawFd>(
-        &mut self,
-        w: &mut W,
-        prefix: &[u8],
-        n: usize,
-    ) -> io::Result<()> {
+    pub(crate) async fn write_prefixed<W: Wire>(&mut self, w: &mut W, prefix: &[u8], n: usize) -> io::Result<()> {
         debug_assert!(n <= self.len() && self.fits_prefix(prefix.len()));
         let start = self.pos - prefix.len();
         self.buf[start..self.pos].copy_from_slice(prefix);
@@ -295,7 +292,7 @@ impl ReadBuf {
     /// Puts `prefix` in front of the first `n` unconsumed bytes, as
     /// [`write_prefixed`](Self::write_prefixed) does, and returns the whole span without
     /// writing or consuming anything. The caller checks [`fits_prefix`](Self::fits_prefix).
-    pub fn prefixed(&mut self, prefix: &[u8], n: usize) -> &[u8] {
+    pub(crate) fn prefixed(&mut self, prefix: &[u8], n: usize) -> &[u8] {
         debug_assert!(n <= self.len() && self.fits_prefix(prefix.len()));
         let start = self.pos - prefix.len();
         self.buf[start..self.pos].copy_from_slice(prefix);
@@ -303,11 +300,7 @@ impl ReadBuf {
     }
 
     /// Writes an arbitrary sub-range of the unconsumed bytes without consuming anything.
-    pub async fn write_range<W: AsyncWriteRentExt + AsRawFd>(
-        &mut self,
-        w: &mut W,
-        range: std::ops::Range<usize>,
-    ) -> io::Result<()> {
+    pub(crate) async fn write_range<W: Wire>(&mut self, w: &mut W, range: std::ops::Range<usize>) -> io::Result<()> {
         if range.is_empty() {
             return Ok(());
         }
@@ -316,29 +309,46 @@ impl ReadBuf {
 }
 
 /// Writes a whole owned `Vec` and hands it back cleared, ready for reuse.
-pub(super) async fn write_vec<W: AsyncWriteRentExt + AsRawFd>(w: &mut W, v: &mut Vec<u8>) -> io::Result<()> {
+pub(super) async fn write_vec<W: Wire>(w: &mut W, v: &mut Vec<u8>) -> io::Result<()> {
     let len = v.len();
     let res = write_span(w, v, 0..len).await;
     v.clear();
     res
 }
 
-/// Writes `buf[span]` whole: a direct [`send_now`] first, the runtime's write (which borrows
-/// the `Vec` and gives it back) for whatever the socket did not take. Every write of the data
-/// plane goes through here.
-pub(super) async fn write_span<W: AsyncWriteRentExt + AsRawFd>(
-    w: &mut W,
-    buf: &mut Vec<u8>,
+/// Writes `buf[span]` whole. Every write of the data plane goes through here.
+pub(super) fn write_span<'a, W: Wire>(
+    w: &'a mut W,
+    buf: &'a mut Vec<u8>,
     span: std::ops::Range<usize>,
-) -> io::Result<()> {
-    let sent = send_now(w.as_raw_fd(), &buf[span.clone()]);
-    if sent == span.len() {
-        return Ok(());
+) -> impl std::future::Future<Output = io::Result<()>> + 'a {
+    w.write_span(buf, span)
+}
+
+/// A connection the data plane writes to (`stream::Stream`, or a plain socket).
+pub(crate) trait Wire {
+    /// Writes `buf[span]` whole, lending `buf` to the runtime when it must wait (it is given
+    /// back either way).
+    fn write_span(
+        &mut self,
+        buf: &mut Vec<u8>,
+        span: std::ops::Range<usize>,
+    ) -> impl std::future::Future<Output = io::Result<()>>;
+}
+
+impl Wire for TcpStream {
+    /// A direct [`send_now`] first, the runtime's write (which borrows the `Vec` and gives it
+    /// back) for whatever the socket did not take.
+    async fn write_span(&mut self, buf: &mut Vec<u8>, span: std::ops::Range<usize>) -> io::Result<()> {
+        let sent = send_now(self.as_raw_fd(), &buf[span.clone()]);
+        if sent == span.len() {
+            return Ok(());
+        }
+        let owned = std::mem::take(buf);
+        let (res, slice) = self.write_all(owned.slice(span.start + sent..span.end)).await;
+        *buf = slice.into_inner();
+        res.map(|_| ())
     }
-    let owned = std::mem::take(buf);
-    let (res, slice) = w.write_all(owned.slice(span.start + sent..span.end)).await;
-    *buf = slice.into_inner();
-    res.map(|_| ())
 }
 
 thread_local! {
@@ -440,20 +450,21 @@ impl ExchangeBufs {
 
 #[cfg(test)]
 mod tests {
+    use super::super::stream::Stream;
     use super::*;
 
     /// Runs `f` on a monoio epoll runtime with a connected loopback pair: `f` gets the accepted
     /// stream; the peer (a std socket) receives `peer_writes` one by one, each after a short pause.
     fn with_stream<F, Fut>(peer_writes: Vec<Vec<u8>>, f: F)
     where
-        F: FnOnce(monoio::net::TcpStream) -> Fut,
+        F: FnOnce(Stream) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
         let (stream, writer) = peer_pair(peer_writes);
         let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
         rt.block_on(async move {
             let stream = monoio::net::TcpStream::from_std(stream).unwrap();
-            f(stream).await;
+            f(Stream::Plain(stream)).await;
         });
         writer.join().unwrap();
     }
@@ -486,14 +497,14 @@ mod tests {
     /// has no io_uring; in CI that is a failure, elsewhere the caller skips with a message).
     fn with_stream_uring<F, Fut>(peer_writes: Vec<Vec<u8>>, f: F) -> Option<()>
     where
-        F: FnOnce(monoio::net::TcpStream) -> Fut,
+        F: FnOnce(Stream) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
         let mut rt = uring_test_runtime()?;
         let (stream, writer) = peer_pair(peer_writes);
         rt.block_on(async move {
             let stream = monoio::net::TcpStream::from_std(stream).unwrap();
-            f(stream).await;
+            f(Stream::Plain(stream)).await;
         });
         writer.join().unwrap();
         Some(())
@@ -542,7 +553,7 @@ mod tests {
     /// arrives while it waits, and the peer's FIN; the same calls on epoll ignore the hint.
     #[test]
     fn poll_first_reads_see_queued_data_later_data_and_eof() {
-        async fn check(mut s: monoio::net::TcpStream) {
+        async fn check(mut s: Stream) {
             // Let the first write arrive before the first read is submitted.
             monoio::time::sleep(std::time::Duration::from_millis(10)).await;
             assert_eq!(read_to_eof(&mut s, Some(true), "poll-first read never completed").await, b"queued-then-later");
@@ -554,7 +565,7 @@ mod tests {
 
     #[test]
     fn peeked_bytes_stay_queued_until_unqueued() {
-        async fn check(mut s: monoio::net::TcpStream) {
+        async fn check(mut s: Stream) {
             let five = std::time::Duration::from_secs(5);
             let mut b = ReadBuf::new(4096);
             // The peek waits for the first write, takes at most 4 bytes and leaves them queued.
@@ -568,8 +579,8 @@ mod tests {
             let k = monoio::time::timeout(five, p.peek_socket_at_most(&mut s, false, 3)).await.unwrap().unwrap();
             assert!(k > 0);
             let peeked = p.data().to_vec();
-            assert!(p.unqueue_peeked(s.as_raw_fd(), k + 1).is_err(), "more than was peeked");
-            p.unqueue_peeked(s.as_raw_fd(), k).unwrap();
+            assert!(p.unqueue_peeked(&s, k + 1).is_err(), "more than was peeked");
+            p.unqueue_peeked(&s, k).unwrap();
             assert_eq!(p.data(), &peeked[..], "the buffer keeps the bytes");
             let mut rest = read_to_eof(&mut s, Some(false), "read after unqueue never completed").await;
             let mut all = again.data().to_vec();
@@ -635,7 +646,7 @@ mod tests {
 
     /// Reads until EOF, each read given 5 s (`stuck` is the panic message otherwise), through
     /// `fill` (`poll_first` None) or `fill_socket`; returns everything read.
-    async fn read_to_eof(s: &mut monoio::net::TcpStream, poll_first: Option<bool>, stuck: &str) -> Vec<u8> {
+    async fn read_to_eof(s: &mut Stream, poll_first: Option<bool>, stuck: &str) -> Vec<u8> {
         let five = std::time::Duration::from_secs(5);
         let mut b = ReadBuf::new(4096);
         let mut got = Vec::new();
@@ -654,7 +665,7 @@ mod tests {
     }
 
     /// Fills until at least `n` bytes are buffered (the peer's writes may arrive split or merged).
-    async fn fill_to(b: &mut ReadBuf, s: &mut monoio::net::TcpStream, n: usize) {
+    async fn fill_to(b: &mut ReadBuf, s: &mut Stream, n: usize) {
         while b.len() < n {
             assert!(b.fill(s).await.unwrap() > 0, "peer closed early");
         }
@@ -770,7 +781,7 @@ mod tests {
     /// left in the socket; `prefixed` returns prefix + data without consuming.
     #[test]
     fn capped_reads_leave_the_rest_in_the_socket() {
-        async fn check(mut s: monoio::net::TcpStream) {
+        async fn check(mut s: Stream) {
             // Let the whole write arrive before the first read.
             monoio::time::sleep(std::time::Duration::from_millis(100)).await;
             let mut b = ReadBuf::new(64 * 1024);
@@ -806,9 +817,9 @@ mod tests {
         fn pattern() -> Vec<u8> {
             (0..LEN).map(|i| (i % 251) as u8).collect()
         }
-        async fn check(mut s: monoio::net::TcpStream) {
+        async fn check(mut s: Stream) {
             let data = pattern();
-            let now = send_now(s.as_raw_fd(), &data);
+            let now = send_now(s.plain().unwrap().as_raw_fd(), &data);
             assert!(now > 0 && now < LEN, "a non-reading peer takes part of 64 MiB at once, not {now}");
             let mut rest = data[now..].to_vec();
             write_vec(&mut s, &mut rest).await.unwrap();
@@ -840,11 +851,15 @@ mod tests {
                     Err(e) => panic!("CI must run the io_uring tests, but the ring could not be set up: {e}"),
                 };
                 // Blocking, as the io_uring driver's sockets are.
-                rt.block_on(async move { check(monoio::net::TcpStream::from_std(stream).unwrap()).await });
+                rt.block_on(
+                    async move { check(Stream::Plain(monoio::net::TcpStream::from_std(stream).unwrap())).await },
+                );
             } else {
                 stream.set_nonblocking(true).unwrap();
                 let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
-                rt.block_on(async move { check(monoio::net::TcpStream::from_std(stream).unwrap()).await });
+                rt.block_on(
+                    async move { check(Stream::Plain(monoio::net::TcpStream::from_std(stream).unwrap())).await },
+                );
             }
             let got = reader.join().unwrap();
             let mut want = pattern();

@@ -19,6 +19,7 @@ mod record;
 pub use phase::visibility::{SHADOW_TAG, ZOMBIE_TAG};
 mod splice;
 pub mod stats;
+mod stream;
 mod upstream;
 mod upstream_override;
 mod worker;
@@ -185,11 +186,46 @@ pub fn affinity_cpus() -> Vec<usize> {
 pub fn start(
     shared: &Shared,
     listen: SocketAddr,
+    tls_listen: Option<SocketAddr>,
     workers: usize,
     driver: IoDriver,
     backlog: u32,
-) -> std::io::Result<Vec<WorkerHandle>> {
+) -> Result<Vec<WorkerHandle>, BindError> {
     let cpus = affinity_cpus();
+    let plain = bind_all(listen, workers, backlog).map_err(|e| BindError { tls: false, addr: listen, source: e })?;
+    let mut tls: Vec<Option<std::net::TcpListener>> = match tls_listen {
+        Some(addr) => bind_all(addr, workers, backlog)
+            .map_err(|e| BindError { tls: true, addr, source: e })?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => (0..workers).map(|_| None).collect(),
+    };
+    let mut handles = Vec::with_capacity(workers);
+    for (id, listener) in plain.into_iter().enumerate() {
+        let cpu = if cpus.is_empty() { None } else { Some(cpus[id % cpus.len()]) };
+        let listeners = accept::Listeners { plain: listener, tls: tls[id].take() };
+        handles.push(accept::spawn(id, cpu, driver, listeners, shared).map_err(|e| BindError {
+            tls: false,
+            addr: listen,
+            source: e,
+        })?);
+    }
+    Ok(handles)
+}
+
+/// A listener that could not be bound (or a worker that could not start).
+#[derive(Debug)]
+pub struct BindError {
+    /// The TLS listener's (`[tls] listen`), else the plain one's (`[proxy] listen`).
+    pub tls: bool,
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+/// One SO_REUSEPORT listener per worker on `listen`, after checking that no other process
+/// listens there (see [`start`]).
+fn bind_all(listen: SocketAddr, workers: usize, backlog: u32) -> std::io::Result<Vec<std::net::TcpListener>> {
     refuse_shared_port(listen, PORT_RELEASE_WAIT)?;
     let mut listeners = Vec::with_capacity(workers);
     let mut addr = listen;
@@ -214,12 +250,7 @@ pub fn start(
         // No /proc/net (an unusual sandbox): the bind without SO_REUSEPORT above was the check.
         Err(e) => tracing::debug!(error = %e, "cannot list listening sockets; relying on the exclusive bind check"),
     }
-    let mut handles = Vec::with_capacity(workers);
-    for (id, listener) in listeners.into_iter().enumerate() {
-        let cpu = if cpus.is_empty() { None } else { Some(cpus[id % cpus.len()]) };
-        handles.push(accept::spawn(id, cpu, driver, listener, shared)?);
-    }
-    Ok(handles)
+    Ok(listeners)
 }
 
 /// How long [`refuse_shared_port`] waits for a busy port to be released. A process that has

@@ -27,6 +27,8 @@ use std::time::Duration;
 
 use monoio::net::TcpStream;
 
+use super::stream::Stream;
+
 use super::body::RelayError;
 use super::error::ErrorKind;
 
@@ -134,13 +136,9 @@ pub(super) struct Splicer {
 impl Splicer {
     /// Readies both sockets and lends a pipe for one relay; `None` (logged once per worker)
     /// when the descriptor limit or fcntl refuses, and the caller copies the body instead.
-    pub(super) fn prepare(
-        &self,
-        up: &TcpStream,
-        up_nb: &mut bool,
-        client: &TcpStream,
-        client_nb: &mut bool,
-    ) -> Option<Pipe> {
+    pub(super) fn prepare(&self, up: &Stream, up_nb: &mut bool, client: &Stream, client_nb: &mut bool) -> Option<Pipe> {
+        // Under TLS the socket carries ciphertext: nothing to splice (the plan never asks).
+        let (Some(up), Some(client)) = (up.plain(), client.plain()) else { return None };
         let ready = ensure_nonblocking(self.blocking_sockets.get(), up.as_raw_fd(), up_nb)
             .and_then(|_| ensure_nonblocking(self.blocking_sockets.get(), client.as_raw_fd(), client_nb))
             .and_then(|_| match self.spare.borrow_mut().pop() {
@@ -231,12 +229,15 @@ async fn send_head(client: &TcpStream, mut head: &[u8]) -> Result<(), RelayError
 pub(super) async fn relay(
     splicer: &Splicer,
     pipe: Pipe,
-    up: &TcpStream,
-    client: &TcpStream,
+    up: &Stream,
+    client: &Stream,
     head: &[u8],
     n: u64,
     read_timeout: Duration,
 ) -> Result<u64, RelayError> {
+    let (Some(up), Some(client)) = (up.plain(), client.plain()) else {
+        return Err(RelayError::Sink("splicing needs plain sockets"));
+    };
     send_head(client, head).await?;
     let (src, dst) = (up.as_raw_fd(), client.as_raw_fd());
     let mut left = n; // still in the upstream socket

@@ -59,6 +59,9 @@ pub struct LocalStats {
     pub connections_refused: u64,
     /// Connections and requests refused because the client address is banned.
     pub connections_banned: u64,
+    /// TLS handshakes completed on the TLS listener, and those that failed or timed out.
+    pub tls_handshakes: u64,
+    pub tls_handshake_failures: u64,
     /// Response bodies moved with splice(2), and their bytes (see `splice`).
     pub bodies_spliced: u64,
     pub bytes_spliced: u64,

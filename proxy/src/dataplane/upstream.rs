@@ -32,16 +32,17 @@ use ahash::AHashMap;
 use monoio::net::TcpStream;
 
 use super::error::{ErrorKind, ProxyError, Result};
+use super::stream::Stream;
 
 struct Idle {
-    stream: TcpStream,
+    stream: Stream,
     nonblocking: bool,
     since: Instant,
 }
 
 /// A connection checked out of the pool or freshly made.
 pub(super) struct Upstream {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub addr: SocketAddr,
     /// Came from the pool: a failure before the first response byte may be a stale connection.
     pub reused: bool,
@@ -234,7 +235,7 @@ pub(super) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Upstr
     match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
-            Ok(Upstream { stream, addr, reused: false, nonblocking: false })
+            Ok(Upstream { stream: Stream::Plain(stream), addr, reused: false, nonblocking: false })
         }
         Ok(Err(e)) => Err(ProxyError::io(ErrorKind::UpstreamConnect, "cannot connect to upstream", e)),
         Err(_) => Err(ProxyError::io(
@@ -258,7 +259,8 @@ mod tests {
 
     /// A fresh connection to `addr`, as the pool holds it.
     async fn fresh(addr: SocketAddr) -> Upstream {
-        Upstream { stream: TcpStream::connect_addr(addr).await.unwrap(), addr, reused: false, nonblocking: false }
+        let stream = Stream::Plain(TcpStream::connect_addr(addr).await.unwrap());
+        Upstream { stream, addr, reused: false, nonblocking: false }
     }
 
     #[test]
@@ -300,7 +302,7 @@ mod tests {
             let mut local_ports = Vec::new();
             for i in 0..5u64 {
                 let up = fresh(addr).await;
-                local_ports.push(up.stream.local_addr().unwrap().port());
+                local_ports.push(up.stream.plain().unwrap().local_addr().unwrap().port());
                 pool.put(up, 2, false, t0 + Duration::from_millis(i));
             }
             assert_eq!(pool.idle_count(), 5, "a burst's connections are all pooled");
@@ -308,7 +310,7 @@ mod tests {
             assert_eq!(pool.idle_count(), 5, "surplus younger than the surplus time stays");
             pool.prune(LONG, 2, Duration::ZERO);
             assert_eq!(pool.idle_count(), 2, "surplus past its time closes, down to the pool size");
-            let port = |u: Option<Upstream>| u.map(|u| u.stream.local_addr().unwrap().port());
+            let port = |u: Option<Upstream>| u.map(|u| u.stream.plain().unwrap().local_addr().unwrap().port());
             assert_eq!(port(pool.take(addr, LONG, t0)), Some(local_ports[4]), "the newest stays");
             assert_eq!(port(pool.take(addr, LONG, t0)), Some(local_ports[3]));
             assert!(pool.take(addr, LONG, t0).is_none());

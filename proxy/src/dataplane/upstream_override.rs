@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use monoio::net::TcpStream;
 use portcullis_http1::chunked::ChunkedScanner;
 use portcullis_http1::{BodyKind, ResponseMeta};
 
@@ -36,7 +35,7 @@ pub(super) enum Applied {
 pub(super) async fn apply(
     ov: &ErrorOverrides,
     resp: &mut ResponseMeta,
-    up: &mut TcpStream,
+    up: &mut super::stream::Stream,
     buf: &mut ReadBuf,
     out: &mut Vec<u8>,
     media: Media,
@@ -79,7 +78,7 @@ pub(super) async fn apply(
 /// Reads until the first [`MAX_BODY_FOR_MATCHING`] data bytes (or the whole body) are in `buf`,
 /// leaving them there; returns those data bytes. `eof`: a close-delimited body ended.
 async fn read_prefix(
-    up: &mut TcpStream,
+    up: &mut super::stream::Stream,
     buf: &mut ReadBuf,
     body: BodyKind,
     timeout: Duration,

@@ -40,6 +40,7 @@ pub struct Config {
     pub analytics: AnalyticsConfig,
     pub visibility: VisibilityConfig,
     pub log: LogConfig,
+    pub tls: TlsConfig,
 }
 
 /// `[visibility]`: API visibility (docs/visibility.md). Per API, the gateway lists the endpoints
@@ -895,6 +896,166 @@ impl AppsConfig {
     }
 }
 
+/// `[tls]`: TLS termination on the workers (docs/tls.md). With `listen` set, every worker also
+/// binds a TLS listener there (SO_REUSEPORT, as `[proxy] listen`) and serves HTTP/1.1 over
+/// TLS 1.2 and 1.3 with rustls: the same phases, APIs and limits as the plain listener.
+///
+/// Certificates are PEM files (the chain, leaf first; the key as PKCS#8, PKCS#1 or SEC1),
+/// checked at load: the key must be the leaf's, the leaf within its validity, its names host
+/// names. The ClientHello's server name (SNI) chooses one: an exact name of a
+/// `[[tls.certificates]]` entry, then a one-label wildcard (`*.example.com` serves
+/// `api.example.com`), then the default (`cert_file`/`key_file`); with no default, a handshake
+/// for another name fails. A reload (`SIGHUP`, `/tyk/reload`) reads the files again: new
+/// handshakes get the new certificates and open connections keep theirs; a file that fails to
+/// load rejects the reload, so the running certificates stay, and the error names the file
+/// and the field.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Address of the TLS listener, `IP:port`; empty = no TLS. Read at startup only: a reload
+    /// that changes it says so in `restart_needed`.
+    pub listen: String,
+    /// The default certificate chain (PEM), relative to the config file: served to a handshake
+    /// whose server name no `[[tls.certificates]]` entry has, or without one.
+    pub cert_file: PathBuf,
+    /// The default certificate's private key (PEM).
+    pub key_file: PathBuf,
+    /// The lowest protocol version accepted: `"1.2"` (TLS 1.2 and 1.3) or `"1.3"`.
+    pub min_version: String,
+    /// Cipher suites in order of preference, by rustls' or IANA's name
+    /// (`TLS13_AES_128_GCM_SHA256` or `TLS_AES_128_GCM_SHA256`,
+    /// `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`); empty = rustls' defaults, all AEAD with forward
+    /// secrecy. Unknown names are errors (Tyk skips them).
+    pub cipher_suites: Vec<String>,
+    /// Time for a client to complete its handshake once connected, ms; then the connection
+    /// closes. A handshake waits on its own connection only, never on the worker.
+    pub handshake_timeout_ms: u64,
+    /// Session resumption with tickets (RFC 5077, TLS 1.3 PSK): a returning client skips the
+    /// certificate and key exchange signatures. Keys are AES-256-GCM, derived from
+    /// `ticket_secret_file` per period of `ticket_key_period_secs`: every worker, and every node
+    /// given the same secret, opens every ticket, and keys rotate without an exchange.
+    pub session_tickets: bool,
+    /// A file of at least 32 bytes of secret the ticket keys derive from; empty = with `[storage]
+    /// redis`, a secret kept in Redis (`portcullis-tls-ticket-secret`, made by the first node)
+    /// that every node shares, else a random one per process (tickets then resume on this
+    /// process only, and not after a restart).
+    pub ticket_secret_file: PathBuf,
+    /// How often the ticket key changes, s (at least 60). A ticket resumes for one to two periods.
+    pub ticket_key_period_secs: u64,
+    /// Certificates chosen by the handshake's server name.
+    pub certificates: Vec<TlsCertificate>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            listen: String::new(),
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+            min_version: "1.2".into(),
+            cipher_suites: Vec::new(),
+            handshake_timeout_ms: 10_000,
+            session_tickets: true,
+            ticket_secret_file: PathBuf::new(),
+            ticket_key_period_secs: 3600,
+            certificates: Vec::new(),
+        }
+    }
+}
+
+/// `[[tls.certificates]]`: a certificate for the server names in `domains`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsCertificate {
+    /// Exact host names and one-label wildcards (`*.example.com`) this certificate serves;
+    /// empty = the names the certificate carries (its DNS subject alternative names, else its
+    /// common name), as Tyk chooses.
+    pub domains: Vec<String>,
+    /// The certificate chain (PEM), relative to the config file.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+}
+
+impl Default for TlsCertificate {
+    fn default() -> Self {
+        TlsCertificate { domains: Vec::new(), cert_file: PathBuf::new(), key_file: PathBuf::new() }
+    }
+}
+
+impl TlsConfig {
+    /// Whether a TLS listener is configured.
+    pub fn enabled(&self) -> bool {
+        !self.listen.is_empty()
+    }
+
+    /// The versions and cipher suites of the listener.
+    pub fn server_options(&self) -> portcullis_tls::ServerOptions {
+        portcullis_tls::ServerOptions {
+            min_version: if self.min_version == "1.3" {
+                portcullis_tls::MinVersion::Tls13
+            } else {
+                portcullis_tls::MinVersion::Tls12
+            },
+            cipher_suites: self.cipher_suites.clone(),
+        }
+    }
+
+    fn validate(&self, path: &Path, errs: &mut Vec<ConfigError>) {
+        if !self.enabled() {
+            return;
+        }
+        if self.listen.parse::<SocketAddr>().is_err() {
+            errs.push(ConfigError::new(path, "tls.listen", &self.listen, "not an IP:port socket address"));
+        }
+        if !matches!(self.min_version.as_str(), "1.2" | "1.3") {
+            errs.push(ConfigError::new(path, "tls.min_version", &self.min_version, "must be \"1.2\" or \"1.3\""));
+        }
+        if self.cert_file.as_os_str().is_empty() != self.key_file.as_os_str().is_empty() {
+            errs.push(ConfigError::new(
+                path,
+                if self.cert_file.as_os_str().is_empty() { "tls.cert_file" } else { "tls.key_file" },
+                "",
+                "the default certificate needs both cert_file and key_file",
+            ));
+        }
+        if self.cert_file.as_os_str().is_empty() && self.certificates.is_empty() {
+            errs.push(ConfigError::new(
+                path,
+                "tls.cert_file",
+                "",
+                "a TLS listener needs a certificate: set cert_file and key_file, or add [[tls.certificates]]",
+            ));
+        }
+        for (i, c) in self.certificates.iter().enumerate() {
+            for (field, v) in [("cert_file", &c.cert_file), ("key_file", &c.key_file)] {
+                if v.as_os_str().is_empty() {
+                    errs.push(ConfigError::new(path, format!("tls.certificates[{i}].{field}"), "", "must be set"));
+                }
+            }
+        }
+        if let Err(e) = portcullis_tls::server_config(
+            std::sync::Arc::new(portcullis_tls::Certificates::default()),
+            &self.server_options(),
+            std::sync::Arc::new(portcullis_tls::NoTickets),
+            path,
+        ) {
+            errs.push(ConfigError::new(path, e.field, "", e.message));
+        }
+        if self.handshake_timeout_ms == 0 {
+            errs.push(ConfigError::new(path, "tls.handshake_timeout_ms", "0", "must be greater than 0"));
+        }
+        if self.ticket_key_period_secs < 60 {
+            errs.push(ConfigError::new(
+                path,
+                "tls.ticket_key_period_secs",
+                self.ticket_key_period_secs.to_string(),
+                "must be at least 60",
+            ));
+        }
+    }
+}
+
 /// `[storage]`: where keys (sessions) are stored: one file, or Redis shared by every node
 /// (docs/authentication.md).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -1095,6 +1256,13 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        let tls = &mut self.tls;
+        let named = tls.certificates.iter_mut().flat_map(|c| [&mut c.cert_file, &mut c.key_file]);
+        for p in [&mut tls.cert_file, &mut tls.key_file, &mut tls.ticket_secret_file].into_iter().chain(named) {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        }
         for s in &mut self.analytics.sinks {
             if s.path.is_relative() && !s.path.as_os_str().is_empty() {
                 s.path = base.join(&s.path);
@@ -1264,6 +1432,7 @@ impl Config {
                 ));
             }
         }
+        self.tls.validate(path, &mut errs);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             errs.push(ConfigError::new(path, "log.level", &self.log.level, format!("not a tracing filter: {e}")));
         }
@@ -1277,6 +1446,11 @@ impl Config {
     pub fn listen_addr(&self) -> SocketAddr {
         // validate() checked it parses; config is only used after validation.
         self.proxy.listen.parse().expect("validated by Config::validate")
+    }
+
+    /// `[tls] listen`, if set (validated).
+    pub fn tls_listen_addr(&self) -> Option<SocketAddr> {
+        self.tls.listen.parse().ok().filter(|_| self.tls.enabled())
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -1320,6 +1494,43 @@ mod tests {
         let e = cfg.validate(Path::new("t.toml")).unwrap_err();
         assert_eq!(e[0].field, "proxy.listen");
         assert_eq!(e[0].value, "nope");
+    }
+
+    #[test]
+    fn tls_settings_are_checked_naming_their_fields() {
+        let cfg = parse("[tls]\ncert_file = \"c.pem\"\n", &[]).unwrap();
+        cfg.validate(Path::new("t.toml")).expect("no listen: no TLS, nothing to check");
+        let text = r#"
+            [tls]
+            listen = "0.0.0.0:8443"
+            cert_file = "c.pem"
+            min_version = "1.1"
+            cipher_suites = ["TLS_AES_128_GCM_SHA256", "TLS_RSA_WITH_RC4_128_SHA"]
+            handshake_timeout_ms = 0
+            ticket_key_period_secs = 30
+            [[tls.certificates]]
+            domains = ["api.example.com"]
+        "#;
+        let cfg = parse(text, &[]).unwrap();
+        let errs = cfg.validate(Path::new("t.toml")).unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        for f in [
+            "tls.min_version",
+            "tls.key_file",
+            "tls.cipher_suites[1]",
+            "tls.handshake_timeout_ms",
+            "tls.ticket_key_period_secs",
+            "tls.certificates[0].cert_file",
+            "tls.certificates[0].key_file",
+        ] {
+            assert!(fields.contains(&f), "no error for {f}: {errs:?}");
+        }
+        let cfg = parse("[tls]\nlisten = \"127.0.0.1:8443\"\n", &[]).unwrap();
+        let errs = cfg.validate(Path::new("t.toml")).unwrap_err();
+        assert!(errs[0].message.contains("needs a certificate"), "{errs:?}");
+        let cfg = parse("[tls]\nlisten = \"127.0.0.1:8443\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n", &[]).unwrap();
+        cfg.validate(Path::new("t.toml")).unwrap();
+        assert_eq!(cfg.tls_listen_addr(), Some("127.0.0.1:8443".parse().unwrap()));
     }
 
     #[test]

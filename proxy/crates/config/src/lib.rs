@@ -16,6 +16,7 @@ mod file;
 mod gjson;
 pub mod router;
 mod snapshot;
+mod tls;
 mod tyk;
 mod tyk_auth;
 mod tyk_cache;
@@ -30,10 +31,11 @@ pub use edit::{is_safe_id, plan, Change, FileEdit, PlanError, MAX_ID_BYTES};
 pub use env::apply_env_overrides;
 pub use file::{
     AdminConfig, AnalyticsConfig, AnalyticsSink, AppsConfig, AuthConfig, Config, EbpfConfig, EbpfMode, IoDriver,
-    LogConfig, ProxyConfig, RateLimitHeaders, SinkConfig, StorageConfig, MAX_BAN_TTL_SECS,
+    LogConfig, ProxyConfig, RateLimitHeaders, SinkConfig, StorageConfig, TlsCertificate, TlsConfig, MAX_BAN_TTL_SECS,
 };
 pub use portcullis_http1::MAX_HEADERS;
 pub use snapshot::{load_snapshot_edited, load_snapshot_with, PolicySource, Skipped, Snapshot};
+pub use tls::TlsListener;
 pub use tyk::{ApiSpec, Target};
 pub use tyk_auth::{JsonCheck, JwksFetch};
 pub use tyk_cache::{is_safe as is_safe_method, CachePath, CacheRules, UPSTREAM_CACHE_HEADER};

@@ -43,6 +43,9 @@ pub struct Snapshot {
     /// Tyk's gateway error templates, the `error*` files of `[apps] template_path` (empty:
     /// Tyk's defaults, built in).
     pub error_templates: Arc<super::tyk_errors::ErrorTemplates>,
+    /// The TLS listener's configuration (`[tls]`), its certificate files read with this
+    /// snapshot; `None` without `[tls] listen`.
+    pub tls: Option<super::TlsListener>,
 }
 
 /// A definition file the snapshot does not serve, and why.
@@ -238,6 +241,10 @@ fn load(config: Config, generation: u64, fetch: JwksFetch<'_>, fs: Files<'_>) ->
     let list = |d: &Path| fs.list(d);
     let error_templates =
         Arc::new(super::tyk_errors::load_gateway_templates(&config.apps.template_path, &list, &read, &mut errs));
+    let tls = super::tls::listener(&config.tls).unwrap_or_else(|mut e| {
+        errs.append(&mut e);
+        None
+    });
     (
         Snapshot {
             config,
@@ -250,6 +257,7 @@ fn load(config: Config, generation: u64, fetch: JwksFetch<'_>, fs: Files<'_>) ->
             skipped,
             tyk_key_hashes,
             error_templates,
+            tls,
         },
         errs,
     )

@@ -62,13 +62,21 @@ pub fn load(spec: &CertSpec, now: i64) -> Result<Loaded, TlsError> {
     let key_field = format!("{}.key_file", spec.field);
     let cert_pem = read_pem(&spec.cert_file, &cert_field)?;
     let key_pem = read_pem(&spec.key_file, &key_field)?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+    load_pem(spec, &cert_pem, &key_pem, now)
+}
+
+/// [`load`] with the files' contents given (`spec` names them in errors): a certificate given
+/// inline, as Tyk's certificate references may be.
+pub fn load_pem(spec: &CertSpec, cert_pem: &[u8], key_pem: &[u8], now: i64) -> Result<Loaded, TlsError> {
+    let cert_field = format!("{}.cert_file", spec.field);
+    let key_field = format!("{}.key_file", spec.field);
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::new(&spec.cert_file, &cert_field, format!("not a PEM certificate chain: {e}")))?;
     let Some(leaf) = chain.first() else {
         return Err(TlsError::new(&spec.cert_file, &cert_field, "no CERTIFICATE block in the file"));
     };
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
         TlsError::new(&spec.key_file, &key_field, format!("no private key (PKCS#8, PKCS#1 or SEC1 PEM): {e}"))
     })?;
     let (_, x509) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| {

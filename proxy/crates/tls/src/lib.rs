@@ -12,14 +12,40 @@
 //! Nothing here reads the clock: the caller passes the time (or, for tickets, a clock).
 
 pub mod certs;
+pub mod client;
 mod server;
 mod sni;
 pub mod tickets;
 
-pub use certs::{load, CertSpec, Loaded, TlsError};
+pub use certs::{load, load_pem, CertSpec, Loaded, TlsError};
+pub use client::{client_config, ClientOptions};
+pub use rustls::pki_types::ServerName;
+pub use rustls::server::ProducesTickets;
+pub use rustls::sign::CertifiedKey;
+pub use rustls::{ClientConfig, RootCertStore, ServerConfig};
 pub use server::{server_config, MinVersion, ServerOptions};
 pub use sni::Certificates;
 pub use tickets::SharedTicketer;
+
+/// The ticketer of a listener with session tickets off: full handshakes only (rustls then
+/// keeps no session cache either, see [`server_config`]).
+#[derive(Debug)]
+pub struct NoTickets;
+
+impl ProducesTickets for NoTickets {
+    fn enabled(&self) -> bool {
+        false
+    }
+    fn lifetime(&self) -> u32 {
+        0
+    }
+    fn encrypt(&self, _plain: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+}
 
 /// The crypto provider every configuration is built with (ring; see Cargo.toml).
 pub fn provider() -> rustls::crypto::CryptoProvider {

@@ -75,14 +75,17 @@ pub fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(certs);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No session-ID cache: rustls' is one Mutex shared by every worker thread. Resumption is
+    // by tickets only, which need no shared state (`SharedTicketer`).
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = usize::from(ticketer.enabled());
     config.ticketer = ticketer;
-    config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
 }
 
 /// Whether `s` is called `name`: rustls' name (`TLS13_AES_128_GCM_SHA256`) or IANA's
 /// (`TLS_AES_128_GCM_SHA256`), any case.
-fn suite_is(s: &SupportedCipherSuite, name: &str) -> bool {
+pub(crate) fn suite_is(s: &SupportedCipherSuite, name: &str) -> bool {
     let ours = format!("{:?}", s.suite());
     let iana = ours.replacen("TLS13_", "TLS_", 1);
     ours.eq_ignore_ascii_case(name.trim()) || iana.eq_ignore_ascii_case(name.trim())

@@ -16,6 +16,29 @@ use rustls::server::ProducesTickets;
 /// Fewest bytes of secret accepted.
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// The secret of this process when none is configured ([`process_secret`]).
+static PROCESS_SECRET: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// Makes `secret` this process's ticket secret (one kept in Redis, say, so that every node
+/// shares it). Only before the first [`process_secret`]; after, the secret in use stays and
+/// this returns false.
+pub fn set_process_secret(secret: Vec<u8>) -> bool {
+    secret.len() >= MIN_SECRET_BYTES && PROCESS_SECRET.set(secret).is_ok()
+}
+
+/// The ticket secret of this process: the one [`set_process_secret`] gave, else 32 random
+/// bytes drawn on first use, the same for every configuration the process builds (tickets
+/// resume across reloads).
+pub fn process_secret() -> &'static [u8] {
+    PROCESS_SECRET.get_or_init(|| {
+        let mut s = vec![0u8; MIN_SECRET_BYTES];
+        // SystemRandom fails only without a system RNG (getrandom(2)), where nothing secure
+        // can run; the zero secret is not used then, as the panic stops the load.
+        SystemRandom::new().fill(&mut s).expect("the system random number generator");
+        s
+    })
+}
+
 /// A ticketer over keys derived from a shared secret (see the module).
 pub struct SharedTicketer {
     prk: Prk,

@@ -25,6 +25,7 @@ fn snapshot(apis: Vec<ApiSpec>) -> Snapshot {
         skipped: Vec::new(),
         tyk_key_hashes: vec![crate::auth::tyk_key::TykHash::Sha256],
         error_templates: Default::default(),
+        tls: None,
     }
 }
 

@@ -1,0 +1,389 @@
+//! TLS termination (`[tls]`): the real binary's TLS listener on loopback, a rustls client that
+//! trusts certificates made for the test, and the httpbin upstream behind it.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+
+use portcullis_tests::client::Conn;
+use portcullis_tests::harness::{keyless_api, Proxy, ProxyBuilder};
+use portcullis_tests::httpbin::{pattern, upstream, Httpbin};
+use portcullis_tests::tls::{client_config, client_config_with, rustls, self_signed, self_signed_between, TestCert};
+use portcullis_tests::{free_port, wait_until, WAIT};
+
+/// A proxy with `[tls]` = `tls` (listen is added) and one keyless API `/up/` to `up`.
+fn start(up: &Httpbin, tls: &str) -> (Proxy, SocketAddr) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let p = ProxyBuilder::new(env!("CARGO_BIN_EXE_portcullis"))
+        .app("up", keyless_api("up", "/up/", &up.url(), "", ""))
+        .section(&format!("[tls]\nlisten = \"{addr}\"\n{tls}\n"))
+        .start();
+    (p, addr)
+}
+
+/// `[tls]` lines for a default certificate written into `dir` as `<stem>`.
+fn default_cert(dir: &Path, stem: &str, c: &TestCert) -> String {
+    let (cert, key) = c.write(dir, stem);
+    format!("cert_file = {:?}\nkey_file = {:?}\n", cert.display().to_string(), key.display().to_string())
+}
+
+fn tls_conn(addr: SocketAddr, name: &str, trust: &TestCert) -> Conn {
+    Conn::connect_tls(addr, name, client_config(&[&trust.der])).expect("TLS connection")
+}
+
+/// The certificate the server presented on `c`.
+fn served(c: &Conn) -> Vec<u8> {
+    c.wire().tls().expect("a TLS connection").peer_certificates().expect("certificates")[0].to_vec()
+}
+
+/// Requests over TLS go through the same phases as plain ones, keep-alive included, and every
+/// body shape arrives whole: a request body, a large Content-Length response (spliced on a
+/// plain connection, encrypted here), a chunked one with trailers, a close-delimited one.
+#[test]
+fn https_requests_are_served_like_plain_ones() {
+    let up = upstream("origin");
+    let dir = tempfile::tempdir().unwrap();
+    let cert = self_signed(&["localhost"]);
+    let (p, addr) = start(&up, &default_cert(dir.path(), "default", &cert));
+
+    let mut c = tls_conn(addr, "localhost", &cert);
+    let tls = c.wire().tls().unwrap();
+    assert_eq!(tls.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(tls.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+    let r = c.get("/up/get").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-upstream"), Some("origin"));
+    // The same connection, a request body out and back.
+    let body = pattern(300_000);
+    let r = c.request("POST", "/up/echo", "", &body).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == body, "echoed body differs");
+    // Bodies larger than a TLS record and than the proxy's buffer, on the same connection.
+    for n in [16 * 1024, 256 * 1024, 2_000_000] {
+        let r = c.get(&format!("/up/bytes/{n}")).unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.body == pattern(n), "{n} bytes differ");
+    }
+    let r = c.get("/up/stream-bytes/100000").unwrap();
+    assert_eq!(r.body.len(), 100_000);
+    assert!(r.trailers.iter().any(|(k, _)| k.eq_ignore_ascii_case("x-checksum")), "{:?}", r.trailers);
+    let r = c.get("/up/close-delimited/70000").unwrap();
+    assert!(r.body == pattern(70_000));
+    // A TLS 1.2 client too.
+    let mut c12 = Conn::connect_tls(addr, "localhost", client_config_with(&[&cert.der], &[&rustls::version::TLS12]))
+        .expect("TLS 1.2");
+    assert_eq!(c12.wire().tls().unwrap().protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    assert_eq!(c12.get("/up/bytes/50000").unwrap().body, pattern(50_000));
+    // The plain listener still serves.
+    assert_eq!(Conn::connect(p.listen).unwrap().get("/up/get").unwrap().status, 200);
+    wait_until("two handshakes counted", WAIT, || summed(&p, "portcullis_tls_handshakes_total") >= 2.0);
+}
+
+/// A per-worker counter summed over the workers.
+fn summed(p: &Proxy, name: &str) -> f64 {
+    p.metrics()
+        .lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// An upgraded connection (a WebSocket) over TLS: the tunnel decrypts and encrypts both ways.
+#[test]
+fn upgrades_tunnel_over_tls() {
+    let up = upstream("origin");
+    let dir = tempfile::tempdir().unwrap();
+    let cert = self_signed(&["localhost"]);
+    let (_p, addr) = start(&up, &default_cert(dir.path(), "default", &cert));
+    let mut ws = tls_conn(addr, "localhost", &cert);
+    ws.send(b"GET /up/ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();
+    assert_eq!(ws.read_head().unwrap().status, 101);
+    for round in 0..3 {
+        let msg = pattern(40_000 + round);
+        ws.send(&msg).unwrap();
+        let mut back = vec![0; msg.len()];
+        ws.reader().read_exact(&mut back).unwrap();
+        assert!(back == msg, "round {round}: echo differs");
+    }
+}
+
+/// SNI picks the certificate: exact names first, then a one-label wildcard, then the default;
+/// with no default, a name nobody has fails the handshake, and a client without SNI too.
+#[test]
+fn sni_chooses_the_certificate() {
+    let up = upstream("origin");
+    let dir = tempfile::tempdir().unwrap();
+    let (api, wild, other) =
+        (self_signed(&["api.example.com"]), self_signed(&["*.example.com"]), self_signed(&["other.test"]));
+    let (a_cert, a_key) = api.write(dir.path(), "api");
+    let (w_cert, w_key) = wild.write(dir.path(), "wild");
+    let (o_cert, o_key) = other.write(dir.path(), "other");
+    let entry = |domains: &str, c: &Path, k: &Path| {
+        format!(
+            "[[tls.certificates]]\n{domains}cert_file = {:?}\nkey_file = {:?}\n",
+            c.display().to_string(),
+            k.display().to_string()
+        )
+    };
+    let tls = [
+        entry("", &a_cert, &a_key),
+        entry("", &w_cert, &w_key),
+        entry("domains = [\"other.test\", \"alias.test\"]\n", &o_cert, &o_key),
+    ]
+    .concat();
+    let (_p, addr) = start(&up, &tls);
+    let all = client_config(&[&api.der, &wild.der, &other.der]);
+    let name_served = |name: &str| {
+        let c = Conn::connect_tls(addr, name, all.clone()).map_err(|e| e.to_string())?;
+        Ok::<_, String>(served(&c))
+    };
+    assert_eq!(name_served("api.example.com").unwrap(), api.der.to_vec());
+    assert_eq!(name_served("API.Example.COM").unwrap(), api.der.to_vec(), "names are compared in any case");
+    assert_eq!(name_served("www.example.com").unwrap(), wild.der.to_vec());
+    assert_eq!(name_served("other.test").unwrap(), other.der.to_vec());
+    // A name the entry lists but its certificate lacks: served, and the client refuses it.
+    let e = name_served("alias.test").unwrap_err();
+    assert!(e.contains("NotValidForName") || e.to_lowercase().contains("name"), "{e}");
+    // Two labels below the wildcard, and an unknown name: no certificate, no handshake.
+    assert!(name_served("a.b.example.com").is_err());
+    assert!(name_served("unknown.test").is_err());
+    // Requests flow on the chosen certificate.
+    let mut c = Conn::connect_tls(addr, "www.example.com", all.clone()).unwrap();
+    assert_eq!(c.get("/up/get").unwrap().status, 200);
+}
+
+/// A reload reads the certificate files again: new handshakes get the new certificate while an
+/// open connection goes on; a file that does not load rejects the reload, naming the file, and
+/// the running certificate stays.
+#[test]
+fn reloads_swap_certificates_and_a_bad_file_keeps_the_running_one() {
+    let up = upstream("origin");
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (self_signed(&["localhost"]), self_signed(&["localhost"]));
+    let (p, addr) = start(&up, &default_cert(dir.path(), "default", &first));
+    let mut open = Conn::connect_tls(addr, "localhost", client_config(&[&first.der, &second.der])).unwrap();
+    assert_eq!(served(&open), first.der.to_vec());
+    assert_eq!(open.get("/up/get").unwrap().status, 200);
+
+    second.write(dir.path(), "default");
+    let r = p.admin_get("/tyk/reload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A client of its own: with the first one's ticket it would resume the old session, whose
+    // certificate it would report.
+    let both = || client_config(&[&first.der, &second.der]);
+    let fresh = Conn::connect_tls(addr, "localhost", both()).unwrap();
+    assert_eq!(served(&fresh), second.der.to_vec(), "new handshakes get the new certificate");
+    assert_eq!(open.get("/up/get").unwrap().status, 200, "an open connection goes on");
+
+    // A key that is not the certificate's, then an expired certificate: each rejects the reload.
+    std::fs::write(dir.path().join("default.key"), &first.key_pem).unwrap();
+    let r = p.admin_get("/tyk/reload");
+    assert_ne!(r.status, 200, "a mismatched key was accepted: {}", r.text());
+    assert!(r.text().contains("default.key") || r.text().contains("default.pem"), "{}", r.text());
+    let expired = self_signed_between(&["localhost"], 2001, 2002);
+    expired.write(dir.path(), "default");
+    let r = p.admin_get("/tyk/reload");
+    assert_ne!(r.status, 200, "an expired certificate was accepted: {}", r.text());
+    assert!(r.text().contains("default.pem") && r.text().contains("expired"), "{}", r.text());
+    std::fs::write(dir.path().join("default.pem"), "not a certificate").unwrap();
+    let r = p.admin_get("/tyk/reload");
+    assert_ne!(r.status, 200);
+    assert!(r.text().contains("tls.cert_file"), "{}", r.text());
+    let still = Conn::connect_tls(addr, "localhost", both()).unwrap();
+    assert_eq!(served(&still), second.der.to_vec(), "the running certificate stays");
+}
+
+/// A returning client resumes its session with a ticket, on any worker.
+#[test]
+fn sessions_resume_with_tickets() {
+    let up = upstream("origin");
+    let dir = tempfile::tempdir().unwrap();
+    let cert = self_signed(&["localhost"]);
+    let (_p, addr) = start(&up, &default_cert(dir.path(), "default", &cert));
+    for versions in [&[&rustls::version::TLS13][..], &[&rustls::version::TLS12][..]] {
+        let config = client_config_with(&[&cert.der], versions);
+        let mut first = Conn::connect_tls(addr, "localhost", config.clone()).unwrap();
+        // TLS 1.3 tickets arrive after the handshake: a request lets the client read them.
+        assert_eq!(first.get("/up/get").unwrap().status, 200);
+        assert_eq!(first.wire().tls().unwrap().handshake_kind(), Some(rustls::HandshakeKind::Full));
+        drop(first);
+        for _ in 0..4 {
+            let mut again = Conn::connect_tls(addr, "localhost", config.clone()).unwrap();
+            assert_eq!(
+                again.wire().tls().unwrap().handshake_kind(),
+                Some(rustls::HandshakeKind::Resumed),
+                "{versions:?}"
+            );
+            assert_eq!(again.get("/up/get").unwrap().status, 200);
+        }
+    }
+}
+
+/// `min_version = "1.3"` refuses a TLS 1.2 client; a TLS 1.2-only client offered no 1.3 cannot
+/// be downgraded into 1.2 either.
+#[test]
+fn a_tls13_listener_refuses_tls12() {
+    let up = upstream("origin");
+    let dir = tempfile::tempdir().unwrap();
+    let cert = self_signed(&["localhost"]);
+    let tls = format!("min_version = \"1.3\"\n{}", default_cert(dir.path(), "default", &cert));
+    let (_p, addr) = start(&up, &tls);
+    let only12 = client_config_with(&[&cert.der], &[&rustls::version::TLS12]);
+    assert!(Conn::connect_tls(addr, "localhost", only12).is_err());
+    let mut c = tls_conn(addr, "localhost", &cert);
+    assert_eq!(c.get("/up/get").unwrap().status, 200);
+}
+
+/// What is not a TLS handshake is refused and counted, and costs no other connection anything:
+/// plain HTTP to the TLS port, a malformed ClientHello, a record cut short, garbage, and a
+/// client that connects and sends nothing (closed after `handshake_timeout_ms`).
+#[test]
+fn malformed_handshakes_are_refused_and_counted() {
+    let up = upstream("origin");
+    let dir = tempfile::tempdir().unwrap();
+    let cert = self_signed(&["localhost"]);
+    let tls = format!("handshake_timeout_ms = 300\n{}", default_cert(dir.path(), "default", &cert));
+    let (p, addr) = start(&up, &tls);
+    let mut held = tls_conn(addr, "localhost", &cert);
+    let bad: [&[u8]; 5] = [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        // A handshake record holding a ClientHello of nonsense.
+        b"\x16\x03\x01\x00\x08\x01\x00\x00\x04\xff\xff\xff\xff",
+        // A record header promising more than comes, then EOF.
+        b"\x16\x03\x01\x40\x00\x01\x00",
+        &[0xff; 64],
+        b"",
+    ];
+    for raw in bad {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        s.write_all(raw).unwrap();
+        if raw.len() == 7 {
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        // An alert at most, then the close; never an HTTP answer.
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        assert!(got.len() <= 7 && !got.starts_with(b"HTTP"), "{raw:?} got {got:?}");
+        if let Some(&t) = got.first() {
+            assert_eq!(t, 0x15, "an alert record");
+        }
+    }
+    assert_eq!(held.get("/up/get").unwrap().status, 200, "the held connection is unaffected");
+    wait_until("five failed handshakes counted", WAIT, || summed(&p, "portcullis_tls_handshake_failures_total") >= 5.0);
+}
+
+/// Certificates that must not be served stop the start, naming file and field: an expired
+/// one, one whose key is another's, a missing file; and a `[tls]` without certificates.
+#[test]
+fn bad_certificates_stop_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = self_signed(&["localhost"]);
+    let expired = self_signed_between(&["localhost"], 2001, 2002);
+    let other = self_signed(&["localhost"]);
+    let (gc, gk) = good.write(dir.path(), "good");
+    let (ec, ek) = expired.write(dir.path(), "expired");
+    let (_, ok) = other.write(dir.path(), "other");
+    let cases: [(String, &[&str]); 4] = [
+        (
+            format!("cert_file = {:?}\nkey_file = {:?}", ec.display().to_string(), ek.display().to_string()),
+            &["expired.pem", "expired"],
+        ),
+        (
+            format!("cert_file = {:?}\nkey_file = {:?}", gc.display().to_string(), ok.display().to_string()),
+            &["tls.key_file", "other.key"],
+        ),
+        (
+            format!("cert_file = \"missing.pem\"\nkey_file = {:?}", gk.display().to_string()),
+            &["missing.pem", "tls.cert_file"],
+        ),
+        (String::new(), &["tls.cert_file", "needs a certificate"]),
+    ];
+    for (lines, wants) in cases {
+        let config = dir.path().join("p.toml");
+        std::fs::create_dir_all(dir.path().join("apps")).unwrap();
+        std::fs::write(
+            &config,
+            format!("[proxy]\nlisten = \"127.0.0.1:{}\"\n[apps]\ndir = \"apps\"\n[tls]\nlisten = \"127.0.0.1:{}\"\n{lines}\n", free_port(), free_port()),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{lines}: accepted\n{text}");
+        for w in wants {
+            assert!(text.contains(w), "{lines}: no {w:?} in\n{text}");
+        }
+    }
+}
+
+/// `portcullis run` with a certificate that does not load does not start (it would serve no
+/// TLS at all), and says which file.
+#[test]
+fn run_stops_on_a_bad_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let expired = self_signed_between(&["localhost"], 2001, 2002);
+    let (c, k) = expired.write(dir.path(), "expired");
+    std::fs::create_dir_all(dir.path().join("apps")).unwrap();
+    let config = dir.path().join("p.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:{}\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n[apps]\ndir = \"apps\"\n[tls]\nlisten = \"127.0.0.1:{}\"\ncert_file = {:?}\nkey_file = {:?}\n",
+            free_port(),
+            free_port(),
+            free_port(),
+            c.display().to_string(),
+            k.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = portcullis_tests::wait::child_exit(&mut child, WAIT);
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = status.expect("portcullis run kept running with an expired certificate");
+    assert!(!status.success());
+    assert!(err.contains("expired.pem") && err.contains("expired"), "{err}");
+}
+
+/// With `[storage] redis`, nodes share the ticket secret through Redis: a session begun on one
+/// node resumes on the other.
+#[test]
+fn nodes_sharing_redis_resume_each_others_sessions() {
+    let Some(redis) = portcullis_tests::redis::RedisServer::start() else { return };
+    let up = upstream("origin");
+    let dir = tempfile::tempdir().unwrap();
+    let cert = self_signed(&["localhost"]);
+    let tls = default_cert(dir.path(), "default", &cert);
+    let node = || {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let p = ProxyBuilder::new(env!("CARGO_BIN_EXE_portcullis"))
+            .app("up", keyless_api("up", "/up/", &up.url(), "", ""))
+            .section(&format!("[storage]\nredis = \"{}\"\n\n[tls]\nlisten = \"{addr}\"\n{tls}\n", redis.url()))
+            .start();
+        (p, addr)
+    };
+    let ((_a, a), (_b, b)) = (node(), node());
+    let config = client_config_with(&[&cert.der], &[&rustls::version::TLS13]);
+    let mut first = Conn::connect_tls(a, "localhost", config.clone()).unwrap();
+    assert_eq!(first.get("/up/get").unwrap().status, 200);
+    drop(first);
+    let mut other = Conn::connect_tls(b, "localhost", config).unwrap();
+    assert_eq!(other.wire().tls().unwrap().handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+    assert_eq!(other.get("/up/get").unwrap().status, 200);
+    let secret = redis.command(&["STRLEN", "portcullis-tls-ticket-secret"]);
+    assert_eq!(secret.trim(), "48", "the shared secret is in Redis");
+}

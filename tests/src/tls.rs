@@ -1,0 +1,72 @@
+//! TLS for the tests: certificates made on the spot (rcgen), and the rustls client
+//! configuration that trusts them. Nothing here is read from or written to a fixed place.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use rustls;
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
+
+/// A certificate and its key, PEM, and the certificate's DER.
+#[derive(Clone)]
+pub struct TestCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: CertificateDer<'static>,
+}
+
+impl TestCert {
+    /// Writes `<stem>.pem` and `<stem>.key` into `dir`; returns their paths.
+    pub fn write(&self, dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
+        let (cert, key) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));
+        std::fs::write(&cert, &self.cert_pem).expect("write certificate");
+        std::fs::write(&key, &self.key_pem).expect("write key");
+        (cert, key)
+    }
+}
+
+/// A self-signed certificate for `names` (DNS names or IP addresses), valid from `from` to
+/// `to` (years, 1 January).
+pub fn self_signed_between(names: &[&str], from: i32, to: i32) -> TestCert {
+    let key = rcgen::KeyPair::generate().expect("key pair");
+    let mut params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        .expect("certificate names");
+    params.not_before = rcgen::date_time_ymd(from, 1, 1);
+    params.not_after = rcgen::date_time_ymd(to, 1, 1);
+    let c = params.self_signed(&key).expect("self-signed certificate");
+    TestCert { cert_pem: c.pem(), key_pem: key.serialize_pem(), der: c.der().clone() }
+}
+
+/// A self-signed certificate for `names`, valid from 2020 to 2100.
+pub fn self_signed(names: &[&str]) -> TestCert {
+    self_signed_between(names, 2020, 2100)
+}
+
+/// The ring provider, as the proxy uses.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A client that trusts `trusted` only, offers ALPN `http/1.1`, and speaks `versions`.
+pub fn client_config_with(
+    trusted: &[&CertificateDer<'static>],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for c in trusted {
+        roots.add((*c).clone()).expect("trusted certificate");
+    }
+    let mut c = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(c)
+}
+
+/// [`client_config_with`] TLS 1.2 and 1.3.
+pub fn client_config(trusted: &[&CertificateDer<'static>]) -> Arc<ClientConfig> {
+    client_config_with(trusted, rustls::DEFAULT_VERSIONS)
+}

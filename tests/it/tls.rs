@@ -4,11 +4,15 @@
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use portcullis_tests::client::Conn;
 use portcullis_tests::harness::{keyless_api, Proxy, ProxyBuilder};
 use portcullis_tests::httpbin::{pattern, upstream, Httpbin};
-use portcullis_tests::tls::{client_config, client_config_with, rustls, self_signed, self_signed_between, TestCert};
+use portcullis_tests::tls::{
+    client_config, client_config_with, common_name_only, rustls, self_signed, self_signed_between, server_config,
+    TestCert,
+};
 use portcullis_tests::{free_port, wait_until, WAIT};
 
 /// A proxy with `[tls]` = `tls` (listen is added) and one keyless API `/up/` to `up`.
@@ -386,4 +390,180 @@ fn nodes_sharing_redis_resume_each_others_sessions() {
     assert_eq!(other.get("/up/get").unwrap().status, 200);
     let secret = redis.command(&["STRLEN", "portcullis-tls-ticket-secret"]);
     assert_eq!(secret.trim(), "48", "the shared secret is in Redis");
+}
+
+/// An HTTPS upstream's configuration: `cert`, TLS 1.2 and 1.3, clients signed by `clients`.
+fn tls_server(cert: &TestCert, clients: &[&TestCert]) -> Arc<rustls::ServerConfig> {
+    server_config(cert, rustls::DEFAULT_VERSIONS, clients)
+}
+
+fn tls_server_with(
+    cert: &TestCert,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ServerConfig> {
+    server_config(cert, versions, &[])
+}
+
+/// A proxy with `[proxy]` lines `proxy` and one API `/up/` to `target` with `extra_proxy`
+/// fields of its `proxy` object and `extra_top` top-level fields.
+fn start_api(target: &str, proxy: &str, extra_proxy: &str, extra_top: &str) -> Proxy {
+    ProxyBuilder::new(env!("CARGO_BIN_EXE_portcullis"))
+        .app("up", keyless_api("up", "/up/", target, extra_proxy, extra_top))
+        .proxy_config(proxy)
+        .start()
+}
+
+fn ca_line(dir: &Path, c: &TestCert, stem: &str) -> String {
+    let (cert, _) = c.write(dir, stem);
+    format!("upstream_ca_file = {:?}", cert.display().to_string())
+}
+
+/// `https://` targets: the upstream's certificate is verified against `[proxy]
+/// upstream_ca_file`, the connection is pooled and reused like a plain one, and bodies of every
+/// size pass both ways, from plain and from TLS clients.
+#[test]
+fn https_upstreams_are_verified_and_pooled() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = self_signed(&["localhost"]);
+    let up = Httpbin::start_tls("127.0.0.1:0", "secure", tls_server(&cert, &[])).unwrap();
+    let p = start_api(&up.https_url("localhost"), &ca_line(dir.path(), &cert, "ca"), "", "");
+    let mut c = Conn::connect(p.listen).unwrap();
+    for _ in 0..3 {
+        let r = c.get("/up/get").unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-upstream"), Some("secure"));
+    }
+    let body = pattern(500_000);
+    let r = c.request("POST", "/up/echo", "", &body).unwrap();
+    assert!(r.status == 200 && r.body == body, "echo over TLS both ways");
+    let r = c.get("/up/bytes/2000000").unwrap();
+    assert!(r.body == pattern(2_000_000));
+    assert_eq!(c.get("/up/stream-bytes/70000").unwrap().body.len(), 70_000);
+    assert_eq!(up.accepted(), 1, "one upstream connection, pooled and reused");
+    // The Host header the upstream sees is the target's.
+    let r = c.get("/up/headers").unwrap();
+    assert_eq!(r.json()["headers"]["Host"], format!("localhost:{}", up.addr.port()));
+}
+
+/// TLS at both ends: a client over TLS to an HTTPS upstream.
+#[test]
+fn tls_clients_reach_https_upstreams() {
+    let dir = tempfile::tempdir().unwrap();
+    let (edge, origin) = (self_signed(&["localhost"]), self_signed(&["localhost"]));
+    let up = Httpbin::start_tls("127.0.0.1:0", "secure", tls_server(&origin, &[])).unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let p = ProxyBuilder::new(env!("CARGO_BIN_EXE_portcullis"))
+        .app("up", keyless_api("up", "/up/", &up.https_url("localhost"), "", ""))
+        .proxy_config(&ca_line(dir.path(), &origin, "origin"))
+        .section(&format!("[tls]\nlisten = \"{addr}\"\n{}\n", default_cert(dir.path(), "edge", &edge)))
+        .start();
+    let mut c = tls_conn(addr, "localhost", &edge);
+    assert_eq!(c.get("/up/bytes/300000").unwrap().body, pattern(300_000));
+    assert_eq!(c.request("POST", "/up/echo", "", &pattern(100_000)).unwrap().body, pattern(100_000));
+    drop(p);
+}
+
+/// What Tyk's `proxy.transport` asks: a certificate that does not verify is a 500, as Tyk
+/// answers (`ssl_insecure_skip_verify` accepts it); `ssl_force_common_name_check` accepts a
+/// certificate by its common name alone and refuses another name; the version bounds hold.
+#[test]
+fn upstream_verification_follows_the_transport_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = self_signed(&["localhost"]);
+    let stranger = self_signed(&["localhost"]);
+    let trust = ca_line(dir.path(), &stranger, "stranger");
+    let up = Httpbin::start_tls("127.0.0.1:0", "secure", tls_server(&cert, &[])).unwrap();
+    let status = |p: &Proxy| Conn::connect(p.listen).unwrap().get("/up/get").unwrap();
+
+    let p = start_api(&up.https_url("localhost"), &trust, "", "");
+    let r = status(&p);
+    assert_eq!(r.status, 500, "an unverified certificate: {}", r.text());
+    assert!(r.text().contains("There was a problem proxying the request"), "{}", r.text());
+    let p = start_api(&up.https_url("localhost"), &trust, r#", "transport": {"ssl_insecure_skip_verify": true}"#, "");
+    assert_eq!(status(&p).status, 200);
+
+    // A name the certificate does not have: refused, unless skipped.
+    let ca = ca_line(dir.path(), &cert, "ca");
+    let p = start_api(&up.https_url("127.0.0.1"), &ca, "", "");
+    assert_eq!(status(&p).status, 500);
+
+    // The common name check: a certificate with CN=localhost and no subject alternative names.
+    let cn = common_name_only("localhost");
+    let cn_up = Httpbin::start_tls("127.0.0.1:0", "cn", tls_server(&cn, &[])).unwrap();
+    let cn_ca = ca_line(dir.path(), &cn, "cn");
+    let p = start_api(&cn_up.https_url("localhost"), &cn_ca, "", "");
+    assert_eq!(status(&p).status, 500, "no subject alternative name for localhost");
+    let check = r#", "transport": {"ssl_force_common_name_check": true}"#;
+    let p = start_api(&cn_up.https_url("localhost"), &cn_ca, check, "");
+    assert_eq!(status(&p).status, 200);
+    let p = start_api(&cn_up.https_url("127.0.0.1"), &cn_ca, check, "");
+    assert_eq!(status(&p).status, 500, "the common name is not 127.0.0.1");
+
+    // Versions: a TLS 1.2-only upstream against ssl_min_version 772 (TLS 1.3), and the other way.
+    let old = Httpbin::start_tls("127.0.0.1:0", "old", tls_server_with(&cert, &[&rustls::version::TLS12])).unwrap();
+    let p = start_api(&old.https_url("localhost"), &ca, r#", "transport": {"ssl_min_version": 772}"#, "");
+    assert_eq!(status(&p).status, 500);
+    let p = start_api(&old.https_url("localhost"), &ca, r#", "transport": {"ssl_min_version": 771}"#, "");
+    assert_eq!(status(&p).status, 200);
+    let new = Httpbin::start_tls("127.0.0.1:0", "new", tls_server_with(&cert, &[&rustls::version::TLS13])).unwrap();
+    let p = start_api(&new.https_url("localhost"), &ca, r#", "transport": {"ssl_max_version": 771}"#, "");
+    assert_eq!(status(&p).status, 500);
+}
+
+/// `upstream_certificates`: the client certificate for the target's host, by Tyk's patterns,
+/// presented to an upstream that requires one; without it the upstream refuses.
+#[test]
+fn upstream_client_certificates_are_presented() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client) = (self_signed(&["localhost"]), self_signed(&["portcullis.test"]));
+    let up = Httpbin::start_tls("127.0.0.1:0", "mtls", tls_server(&server, &[&client])).unwrap();
+    let ca = ca_line(dir.path(), &server, "ca");
+    let both = dir.path().join("client.pem");
+    std::fs::write(&both, format!("{}{}", client.cert_pem, client.key_pem)).unwrap();
+    let p = start_api(&up.https_url("localhost"), &ca, "", "");
+    assert_eq!(Conn::connect(p.listen).unwrap().get("/up/get").unwrap().status, 500, "no client certificate");
+    let certs = format!(
+        r#""upstream_certificates": {{"*.example.com": "nope.pem", "localhost": {:?}}},"#,
+        both.display().to_string()
+    );
+    let p = start_api(&up.https_url("localhost"), &ca, "", &certs);
+    let r = Conn::connect(p.listen).unwrap().get("/up/get").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Inline PEM, for every host.
+    let inline = serde_json::to_string(&format!("{}{}", client.cert_pem, client.key_pem)).unwrap();
+    let p = start_api(&up.https_url("localhost"), &ca, "", &format!(r#""upstream_certificates": {{"*": {inline}}},"#));
+    assert_eq!(Conn::connect(p.listen).unwrap().get("/up/get").unwrap().status, 200);
+    // Disabled: not presented.
+    let off = format!(r#""upstream_certificates_disabled": true, "upstream_certificates": {{"*": {inline}}},"#);
+    let p = start_api(&up.https_url("localhost"), &ca, "", &off);
+    assert_eq!(Conn::connect(p.listen).unwrap().get("/up/get").unwrap().status, 500);
+}
+
+/// Definitions whose upstream TLS cannot be honoured are refused, naming the field: an unknown
+/// cipher suite, a version that is none, a client certificate that is not there, an upstream
+/// HTTP proxy, public key pins.
+#[test]
+fn upstream_tls_settings_that_cannot_be_honoured_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = self_signed(&["localhost"]);
+    let ca = ca_line(dir.path(), &cert, "ca");
+    let cases: [(&str, &str, &str); 5] = [
+        (r#", "transport": {"ssl_ciphers": ["TLS_NOT_A_SUITE"]}"#, "", "ssl_ciphers"),
+        (r#", "transport": {"ssl_min_version": 999}"#, "", "ssl_min_version"),
+        ("", r#""upstream_certificates": {"*": "missing.pem"},"#, "upstream_certificates"),
+        (r#", "transport": {"proxy_url": "http://proxy:3128"}"#, "", "proxy.transport.proxy_url"),
+        ("", r#""pinned_public_keys": {"*": "abc"},"#, "pinned_public_keys"),
+    ];
+    for (extra_proxy, extra_top, field) in cases {
+        let p = start_api("https://localhost:1/", &ca, extra_proxy, extra_top);
+        let r = p.admin_get("/hello");
+        let text = p.log_text();
+        assert!(text.contains(field), "{field}: not named in the log\n{text}");
+        assert_eq!(
+            Conn::connect(p.listen).unwrap().get("/up/get").unwrap().status,
+            404,
+            "{field}: served: {}",
+            r.text()
+        );
+    }
 }

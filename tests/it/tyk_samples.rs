@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The samples that load as shipped (54 of 86 on 2026-12-06; `versioned-not-detailed` has an https `override_target`).
+/// The samples that load as shipped (63 of 86 on 2026-12-07, since `https://` targets work).
 const LOADED: &[&str] = &[
     "apps_app_sample.json",
     "apps_jq.json",
@@ -37,6 +37,12 @@ const LOADED: &[&str] = &[
     "ci_tests_error-overrides_apps_test-rlt.json",
     "ci_tests_error-overrides_apps_test-tke-jwt.json",
     "ci_tests_error-overrides_apps_test-tki-jwt.json",
+    "ci_tests_error-overrides_apps_test-tle.json",
+    "ci_tests_error-overrides_apps_test-tlh.json",
+    "ci_tests_error-overrides_apps_test-tli.json",
+    "ci_tests_error-overrides_apps_test-tlm.json",
+    "ci_tests_error-overrides_apps_test-tln.json",
+    "ci_tests_error-overrides_apps_test-tlp.json",
     "ci_tests_error-overrides_apps_test-ucf.json",
     "ci_tests_error-overrides_apps_test-uct.json",
     "ci_tests_error-overrides_apps_test-upe.json",
@@ -53,12 +59,15 @@ const LOADED: &[&str] = &[
     "ci_tests_metrics_apps_test-tracked.json",
     "ci_tests_metrics_apps_test.json",
     "ci_tests_tracing_apps_test-auth.json",
+    "ci_tests_tracing_apps_test-graphql-detailed-tracing-disabled.json",
     "ci_tests_tracing_apps_test-graphql-tracing-invalid.json",
+    "ci_tests_tracing_apps_test-graphql-tracing.json",
     "ci_tests_tracing_apps_test-jwt.json",
     "ci_tests_tracing_apps_test-multiauth.json",
     "ci_tests_tracing_apps_test-ratelimit.json",
     "ci_tests_tracing_apps_test-response-mw.json",
     "ci_tests_tracing_apps_test.json",
+    "ci_tests_tracing_apps_versioned-not-detailed.json",
     "ci_tests_tracing_apps_versioned.json",
     "tests_regression_testdata_issue-11806-api-no-domain.json",
     "tests_regression_testdata_issue-11806-api-with-domain.json",
@@ -70,8 +79,7 @@ const NOT_YET: &[(&str, &str)] = &[
     ("custom_middleware", "custom middleware and plugins (a separate step)"),
     ("enable_coprocess_auth", "coprocess plugins"),
     ("use_oauth2", "OAuth2"),
-    ("proxy.target_url", "https://, h2c:// and tyk:// targets (the TLS issue brings https)"),
-    ("override_target", "https:// per-version targets (as proxy.target_url)"),
+    ("proxy.target_url", "h2c:// and tyk:// targets"),
     ("openapi", "a Tyk OAS document checked without its classic definition"),
     ("response.template", "an error template file that Tyk's CI keeps beside its config, not among the samples"),
     // Not features: values Tyk loads and fails on at request time, refused here at load.

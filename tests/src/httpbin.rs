@@ -31,6 +31,15 @@ impl Httpbin {
     }
 
     pub fn start_named(addr: &str, name: &str) -> io::Result<Httpbin> {
+        Self::start_with(addr, name, None)
+    }
+
+    /// An HTTPS server (`tls`: its rustls configuration), named `name`.
+    pub fn start_tls(addr: &str, name: &str, tls: Arc<rustls::ServerConfig>) -> io::Result<Httpbin> {
+        Self::start_with(addr, name, Some(tls))
+    }
+
+    fn start_with(addr: &str, name: &str, tls: Option<Arc<rustls::ServerConfig>>) -> io::Result<Httpbin> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -44,9 +53,9 @@ impl Httpbin {
                 }
                 let Ok(conn) = conn else { continue };
                 a.fetch_add(1, Ordering::SeqCst);
-                let (n, h) = (n.clone(), Arc::clone(&h));
+                let (n, h, tls) = (n.clone(), Arc::clone(&h), tls.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &n, &h);
+                    let _ = serve(conn, &n, &h, tls);
                 });
             }
         });
@@ -66,6 +75,12 @@ impl Httpbin {
 
     pub fn url(&self) -> String {
         format!("http://{}/", self.addr)
+    }
+
+    /// The `https://` URL of a server started with [`start_tls`](Self::start_tls), by `host`
+    /// (the name its certificate has) and its port.
+    pub fn https_url(&self, host: &str) -> String {
+        format!("https://{host}:{}/", self.addr.port())
     }
 }
 
@@ -97,7 +112,7 @@ impl Req {
     }
 }
 
-fn read_head(r: &mut BufReader<TcpStream>) -> io::Result<Option<Vec<u8>>> {
+fn read_head(r: &mut BufReader<Side>) -> io::Result<Option<Vec<u8>>> {
     let mut head = Vec::new();
     loop {
         let mut line = Vec::new();
@@ -151,7 +166,7 @@ pub fn read_chunked<R: BufRead>(r: &mut R) -> io::Result<(Vec<u8>, Fields)> {
     Ok((data, trailers))
 }
 
-fn read_req(r: &mut BufReader<TcpStream>, w: &mut TcpStream, heads: &AtomicUsize) -> io::Result<Option<Req>> {
+fn read_req(r: &mut BufReader<Side>, w: &mut Side, heads: &AtomicUsize) -> io::Result<Option<Req>> {
     let Some(head) = read_head(r)? else {
         return Ok(None);
     };
@@ -185,11 +200,57 @@ fn read_req(r: &mut BufReader<TcpStream>, w: &mut TcpStream, heads: &AtomicUsize
     Ok(Some(out))
 }
 
-fn serve(conn: TcpStream, name: &str, heads: &AtomicUsize) -> io::Result<()> {
+/// One side of a connection the server reads from or writes to: the socket, or TLS over it
+/// (both sides then share the rustls connection, on the connection's one thread).
+enum Side {
+    Plain(TcpStream),
+    Tls(std::rc::Rc<std::cell::RefCell<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>>),
+}
+
+impl Read for Side {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Side::Plain(s) => s.read(buf),
+            Side::Tls(t) => match t.borrow_mut().read(buf) {
+                // A client closing without close_notify has still closed.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                r => r,
+            },
+        }
+    }
+}
+
+impl Write for Side {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Side::Plain(s) => s.write(buf),
+            Side::Tls(t) => t.borrow_mut().write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Side::Plain(s) => s.flush(),
+            Side::Tls(t) => t.borrow_mut().flush(),
+        }
+    }
+}
+
+fn serve(conn: TcpStream, name: &str, heads: &AtomicUsize, tls: Option<Arc<rustls::ServerConfig>>) -> io::Result<()> {
     conn.set_nodelay(true)?;
     let peer = conn.peer_addr()?;
-    let mut w = conn.try_clone()?;
-    let mut r = BufReader::new(conn);
+    let (mut w, r) = match tls {
+        None => (Side::Plain(conn.try_clone()?), Side::Plain(conn)),
+        Some(config) => {
+            let mut t =
+                rustls::StreamOwned::new(rustls::ServerConnection::new(config).map_err(io::Error::other)?, conn);
+            while t.conn.is_handshaking() {
+                t.conn.complete_io(&mut t.sock)?;
+            }
+            let t = std::rc::Rc::new(std::cell::RefCell::new(t));
+            (Side::Tls(t.clone()), Side::Tls(t))
+        }
+    };
+    let mut r = BufReader::new(r);
     loop {
         let Some(req) = read_req(&mut r, &mut w, heads)? else {
             return Ok(());
@@ -235,13 +296,13 @@ fn json_body(req: &Req, peer: SocketAddr, with_body: bool) -> Value {
     v
 }
 
-fn write_response(w: &mut TcpStream, status: u16, ctype: &str, body: &[u8], name: &str, close: bool) -> io::Result<()> {
+fn write_response(w: &mut Side, status: u16, ctype: &str, body: &[u8], name: &str, close: bool) -> io::Result<()> {
     write_response_with(w, status, ctype, &[], body, name, close)
 }
 
 /// [`write_response`] with `extra` headers after the standard ones.
 fn write_response_with(
-    w: &mut TcpStream,
+    w: &mut Side,
     status: u16,
     ctype: &str,
     extra: &[(&str, &str)],
@@ -296,8 +357,8 @@ pub fn pattern(n: usize) -> Vec<u8> {
 
 fn respond(
     req: &Req,
-    r: &mut BufReader<TcpStream>,
-    w: &mut TcpStream,
+    r: &mut BufReader<Side>,
+    w: &mut Side,
     peer: SocketAddr,
     name: &str,
     close: bool,

@@ -70,3 +70,43 @@ pub fn client_config_with(
 pub fn client_config(trusted: &[&CertificateDer<'static>]) -> Arc<ClientConfig> {
     client_config_with(trusted, rustls::DEFAULT_VERSIONS)
 }
+
+/// A self-signed certificate whose subject's common name is `cn`, with no subject alternative
+/// names (what Tyk's `ssl_force_common_name_check` is for).
+pub fn common_name_only(cn: &str) -> TestCert {
+    let key = rcgen::KeyPair::generate().expect("key pair");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+    let c = params.self_signed(&key).expect("self-signed certificate");
+    TestCert { cert_pem: c.pem(), key_pem: key.serialize_pem(), der: c.der().clone() }
+}
+
+/// A TLS server's configuration (an HTTPS upstream): `cert`, `versions`, and with `clients`
+/// a client certificate signed by one of them required.
+pub fn server_config(
+    cert: &TestCert,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    clients: &[&TestCert],
+) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key");
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider()).with_protocol_versions(versions).expect("versions");
+    let builder = if clients.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let mut roots = RootCertStore::empty();
+        for c in clients {
+            roots.add(c.der.clone()).expect("client authority");
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .expect("client verifier");
+        builder.with_client_cert_verifier(verifier)
+    };
+    let mut config = builder.with_single_cert(vec![cert.der.clone()], key).expect("server certificate");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}

@@ -1058,7 +1058,8 @@ async fn forward(ex: &Ex<'_>, client: &mut Stream, bufs: &mut Bufs, req: &Reques
     // An API whose recent bodies were large enough to splice gets its head read small, so the
     // body stays in the socket for splice(2) (see `splice`).
     // Under TLS the socket carries ciphertext: no splice, so no small head reads or peeks.
-    let splice_min = if client.is_tls() { 0 } else { cfg.splice_min_body as u64 };
+    let splice_min = if client.is_tls() || target.tls.is_some() { 0 } else { cfg.splice_min_body as u64 };
+    let key = upstream::PoolKey::new(addr, target.tls.as_ref());
     let api_index = routed.api as usize;
     let head_read =
         (splice_min > 0 && worker.splice.hints.large(snap.generation, api_index)).then_some(super::splice::HEAD_READ);
@@ -1073,14 +1074,15 @@ async fn forward(ex: &Ex<'_>, client: &mut Stream, bufs: &mut Bufs, req: &Reques
         attempt += 1;
         let pooled = if attempt == 1 {
             // The exchange's start as "now": the idle limit is seconds, the request microseconds old.
-            worker.pool.take(addr, Duration::from_millis(cfg.upstream_idle_timeout_ms), started)
+            worker.pool.take(key, Duration::from_millis(cfg.upstream_idle_timeout_ms), started)
         } else {
             None
         };
         let mut up = match pooled {
             Some(up) => up,
             None => {
-                let r = upstream::connect(addr, Duration::from_millis(cfg.upstream_connect_timeout_ms)).await;
+                let timeout = Duration::from_millis(cfg.upstream_connect_timeout_ms);
+                let r = upstream::connect(addr, timeout, target.tls.as_ref()).await;
                 worker.stats.borrow_mut().upstream_connections_opened += 1;
                 match r {
                     Ok(up) => up,

@@ -134,6 +134,18 @@ impl Stream {
         Box::pin(t.handshake()).await?;
         Ok(Stream::Tls(t))
     }
+
+    /// An upstream connection over TLS to `name`: its handshake, bounded in time by the caller.
+    pub(crate) async fn connect_tls(
+        tcp: TcpStream,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> io::Result<Stream> {
+        let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+        let mut t = Box::new(TlsStream::new(tcp, conn.into()));
+        Box::pin(t.handshake()).await?;
+        Ok(Stream::Tls(t))
+    }
 }
 
 impl Wire for Stream {

@@ -40,10 +40,32 @@ struct Idle {
     since: Instant,
 }
 
+/// What pooled connections are told apart by: the target's address, and for TLS the client
+/// configuration it was made with (each `https://` target has its own: its verification, its
+/// client certificate and its server name). A TLS connection holds its configuration, so the
+/// address in the key is never reused for another one while the connection lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct PoolKey {
+    pub addr: SocketAddr,
+    tls: usize,
+}
+
+impl PoolKey {
+    pub(super) fn new(addr: SocketAddr, tls: Option<&crate::config::UpstreamTls>) -> PoolKey {
+        PoolKey { addr, tls: tls.map_or(0, |t| std::sync::Arc::as_ptr(&t.config) as usize) }
+    }
+}
+
+impl From<SocketAddr> for PoolKey {
+    fn from(addr: SocketAddr) -> PoolKey {
+        PoolKey { addr, tls: 0 }
+    }
+}
+
 /// A connection checked out of the pool or freshly made.
 pub(super) struct Upstream {
     pub stream: Stream,
-    pub addr: SocketAddr,
+    pub key: PoolKey,
     /// Came from the pool: a failure before the first response byte may be a stale connection.
     pub reused: bool,
     /// The socket has been made non-blocking for splice(2) (see `splice`).
@@ -52,7 +74,7 @@ pub(super) struct Upstream {
 
 #[derive(Default)]
 pub(super) struct Pool {
-    idle: RefCell<AHashMap<SocketAddr, Vec<Idle>>>,
+    idle: RefCell<AHashMap<PoolKey, Vec<Idle>>>,
     slots: RefCell<AHashMap<SocketAddr, Rc<Slots>>>,
 }
 
@@ -138,12 +160,12 @@ impl Drop for WaitSlot {
 impl Pool {
     /// Takes the freshest idle connection to `addr` younger than `max_idle` at `now` (a time the
     /// caller read anyway: a clock read per request was measurable).
-    pub(super) fn take(&self, addr: SocketAddr, max_idle: Duration, now: Instant) -> Option<Upstream> {
+    pub(super) fn take(&self, key: PoolKey, max_idle: Duration, now: Instant) -> Option<Upstream> {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(&key)?;
         while let Some(c) = list.pop() {
             if now.saturating_duration_since(c.since) < max_idle {
-                return Some(Upstream { stream: c.stream, addr, reused: true, nonblocking: c.nonblocking });
+                return Some(Upstream { stream: c.stream, key, reused: true, nonblocking: c.nonblocking });
             }
         }
         None
@@ -158,7 +180,7 @@ impl Pool {
             return;
         }
         let mut idle = self.idle.borrow_mut();
-        let list = idle.entry(up.addr).or_default();
+        let list = idle.entry(up.key).or_default();
         if no_surplus && list.len() >= keep {
             // Drop the oldest: the newest is the likeliest to still be open.
             list.remove(0);
@@ -229,15 +251,31 @@ impl Pool {
     }
 }
 
-/// Opens a new connection with a timeout: refused, unreachable or timed out, it is
-/// `UpstreamConnect` (Tyk answers a failed dial, timeout included, with 500).
-pub(super) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Upstream> {
-    match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(Upstream { stream: Stream::Plain(stream), addr, reused: false, nonblocking: false })
+/// Opens a new connection with a timeout, and with `tls` its TLS handshake within the same
+/// time: refused, unreachable, timed out or a failed handshake (a certificate that does not
+/// verify), it is `UpstreamConnect` (Tyk answers a failed dial or TLS handshake, timeout
+/// included, with 500).
+pub(super) async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&crate::config::UpstreamTls>,
+) -> Result<Upstream> {
+    let key = PoolKey::new(addr, tls);
+    let connected = async {
+        let stream = TcpStream::connect_addr(addr)
+            .await
+            .map_err(|e| ProxyError::io(ErrorKind::UpstreamConnect, "cannot connect to upstream", e))?;
+        let _ = stream.set_nodelay(true);
+        match tls {
+            None => Ok(Stream::Plain(stream)),
+            Some(t) => Stream::connect_tls(stream, t.config.clone(), t.name.clone())
+                .await
+                .map_err(|e| ProxyError::io(ErrorKind::UpstreamConnect, "TLS handshake with the upstream failed", e)),
         }
-        Ok(Err(e)) => Err(ProxyError::io(ErrorKind::UpstreamConnect, "cannot connect to upstream", e)),
+    };
+    match monoio::time::timeout(timeout, connected).await {
+        Ok(Ok(stream)) => Ok(Upstream { stream, key, reused: false, nonblocking: false }),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(ProxyError::io(
             ErrorKind::UpstreamConnect,
             "upstream connect timed out",
@@ -260,7 +298,7 @@ mod tests {
     /// A fresh connection to `addr`, as the pool holds it.
     async fn fresh(addr: SocketAddr) -> Upstream {
         let stream = Stream::Plain(TcpStream::connect_addr(addr).await.unwrap());
-        Upstream { stream, addr, reused: false, nonblocking: false }
+        Upstream { stream, key: addr.into(), reused: false, nonblocking: false }
     }
 
     #[test]
@@ -311,9 +349,9 @@ mod tests {
             pool.prune(LONG, 2, Duration::ZERO);
             assert_eq!(pool.idle_count(), 2, "surplus past its time closes, down to the pool size");
             let port = |u: Option<Upstream>| u.map(|u| u.stream.plain().unwrap().local_addr().unwrap().port());
-            assert_eq!(port(pool.take(addr, LONG, t0)), Some(local_ports[4]), "the newest stays");
-            assert_eq!(port(pool.take(addr, LONG, t0)), Some(local_ports[3]));
-            assert!(pool.take(addr, LONG, t0).is_none());
+            assert_eq!(port(pool.take(addr.into(), LONG, t0)), Some(local_ports[4]), "the newest stays");
+            assert_eq!(port(pool.take(addr.into(), LONG, t0)), Some(local_ports[3]));
+            assert!(pool.take(addr.into(), LONG, t0).is_none());
 
             // No surplus: the pool never holds more than its size.
             for _ in 0..3 {

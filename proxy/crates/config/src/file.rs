@@ -688,6 +688,11 @@ pub struct ProxyConfig {
     /// Empty: not answered on the gateway listener; must differ from
     /// `health_check_endpoint_name`.
     pub readiness_check_endpoint_name: String,
+    /// Certificate authorities (PEM bundle, relative to the config file) that HTTPS upstreams'
+    /// certificates are verified against; empty = the system's trust store (`SSL_CERT_FILE`,
+    /// `SSL_CERT_DIR`, else the distribution's bundle), as Tyk uses the system's. Read with each
+    /// load that has an `https://` target.
+    pub upstream_ca_file: PathBuf,
     /// Idle upstream connections kept per worker and target, until `upstream_idle_timeout_ms`
     /// (0 = no pooling).
     pub upstream_pool_size: usize,
@@ -785,6 +790,7 @@ impl Default for ProxyConfig {
             rate_limit_response_headers: RateLimitHeaders::Quotas,
             health_check_endpoint_name: "hello".into(),
             readiness_check_endpoint_name: "ready".into(),
+            upstream_ca_file: PathBuf::new(),
             upstream_pool_size: 64,
             upstream_pool_surplus_ms: 2_000,
             upstream_max_connections: DEFAULT_UPSTREAM_MAX_CONNECTIONS,
@@ -1258,7 +1264,8 @@ impl Config {
         }
         let tls = &mut self.tls;
         let named = tls.certificates.iter_mut().flat_map(|c| [&mut c.cert_file, &mut c.key_file]);
-        for p in [&mut tls.cert_file, &mut tls.key_file, &mut tls.ticket_secret_file].into_iter().chain(named) {
+        let ca = &mut self.proxy.upstream_ca_file;
+        for p in [&mut tls.cert_file, &mut tls.key_file, &mut tls.ticket_secret_file, ca].into_iter().chain(named) {
             if p.is_relative() && !p.as_os_str().is_empty() {
                 *p = base.join(&*p);
             }
@@ -1528,7 +1535,8 @@ mod tests {
         let cfg = parse("[tls]\nlisten = \"127.0.0.1:8443\"\n", &[]).unwrap();
         let errs = cfg.validate(Path::new("t.toml")).unwrap_err();
         assert!(errs[0].message.contains("needs a certificate"), "{errs:?}");
-        let cfg = parse("[tls]\nlisten = \"127.0.0.1:8443\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n", &[]).unwrap();
+        let cfg =
+            parse("[tls]\nlisten = \"127.0.0.1:8443\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n", &[]).unwrap();
         cfg.validate(Path::new("t.toml")).unwrap();
         assert_eq!(cfg.tls_listen_addr(), Some("127.0.0.1:8443".parse().unwrap()));
     }

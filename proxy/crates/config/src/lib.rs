@@ -23,6 +23,7 @@ mod tyk_cache;
 mod tyk_errors;
 mod tyk_policy;
 mod tyk_session;
+mod tyk_upstream_tls;
 mod tyk_uptime;
 mod tyk_version;
 mod visibility;
@@ -45,6 +46,7 @@ pub use tyk_errors::{
 };
 pub use tyk_policy::TykPolicy;
 pub use tyk_session::{AccessDefinition, AccessSpec, BasicAuthData, RateProblem, TykSession};
+pub use tyk_upstream_tls::UpstreamTls;
 pub use tyk_uptime::{
     CheckKind, Command as UptimeCommand, UptimeCheck, UptimeTests, DEFAULT_TIMEOUT as UPTIME_DEFAULT_TIMEOUT,
 };

@@ -123,6 +123,7 @@ fn load(config: Config, generation: u64, fetch: JwksFetch<'_>, fs: Files<'_>) ->
         }
     };
     let mut apis: Vec<(ApiSpec, Vec<ApiSpec>)> = Vec::new();
+    let trust = super::tyk_upstream_tls::UpstreamTrust::new(config.proxy.upstream_ca_file.clone());
     for file in api_files(&config.apps.dir, fs, &mut errs) {
         let text = match fs.read(&file) {
             Ok(t) => t,
@@ -133,7 +134,7 @@ fn load(config: Config, generation: u64, fetch: JwksFetch<'_>, fs: Files<'_>) ->
                 continue;
             }
         };
-        match parse_api(&file, &text, fetch, config.apps.path_matching()) {
+        match parse_api(&file, &text, fetch, config.apps.path_matching(), &trust) {
             Ok(Parsed::Api(mut spec, mut versions)) => {
                 let templates = std::iter::once(&mut spec)
                     .chain(versions.iter_mut())

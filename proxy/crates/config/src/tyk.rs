@@ -128,6 +128,8 @@ pub struct Target {
     pub host_header: String,
     /// Path prefix of the target URL without trailing `/` (empty for `/`).
     pub path_prefix: String,
+    /// `https://`: how the connection is made secure (docs/tls.md, "HTTPS upstreams").
+    pub tls: Option<super::tyk_upstream_tls::UpstreamTls>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -147,6 +149,9 @@ struct RawApi {
     enable_detailed_recording: bool,
     expire_analytics_after: i64,
     proxy: RawProxy,
+    /// Client certificates for HTTPS upstreams, by host pattern (see `tyk_upstream_tls`).
+    upstream_certificates: std::collections::BTreeMap<String, String>,
+    upstream_certificates_disabled: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -158,6 +163,7 @@ struct RawProxy {
     preserve_host_header: bool,
     enable_load_balancing: bool,
     target_list: Vec<String>,
+    transport: super::tyk_upstream_tls::RawTransport,
 }
 
 /// Fields that change security or routing semantics and are not implemented yet: an API that
@@ -191,6 +197,8 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("/custom_middleware/response", "custom middleware"),
     ("/custom_middleware_bundle", "custom middleware bundles"),
     ("/proxy/service_discovery/use_discovery_service", "service discovery"),
+    ("/proxy/transport/proxy_url", "an HTTP proxy in front of the upstream (proxy.transport.proxy_url)"),
+    ("/pinned_public_keys", "public key pinning of upstream certificates"),
 ];
 
 /// Per-version keys that are not implemented yet (paths, transforms, per-endpoint behaviour).
@@ -236,6 +244,7 @@ pub(super) fn parse_api(
     text: &str,
     fetch: JwksFetch<'_>,
     matching: portcullis_policy::path_rule::PathMatching,
+    trust: &super::tyk_upstream_tls::UpstreamTrust,
 ) -> Result<Parsed, Vec<ConfigError>> {
     let err = |field: &str, value: String, msg: String| ConfigError::new(file, field, value, msg);
     let json: Value =
@@ -364,6 +373,10 @@ pub(super) fn parse_api(
         }
     };
 
+    let client_certs =
+        if raw.upstream_certificates_disabled { Default::default() } else { raw.upstream_certificates.clone() };
+    let tls = super::tyk_upstream_tls::TargetTls::new(file, &raw.proxy.transport, client_certs, trust);
+    let parse_target = |s: &str| parse_target(s, &tls);
     let mut targets = Vec::new();
     if raw.proxy.enable_load_balancing {
         if raw.proxy.target_list.is_empty() {
@@ -396,7 +409,7 @@ pub(super) fn parse_api(
         super::tyk_auth::parse_tracking(file, &json, matching, base_pick, &mut errs);
     let validate_json = super::tyk_auth::parse_validate_json(file, &json, matching, base_pick, &mut errs);
     let circuit_breakers = super::tyk_auth::parse_circuit_breakers(file, &json, matching, base_pick, &mut errs);
-    let (rewrites, rewrite_targets) = parse_rewrites(file, &json, matching, base_pick, &mut errs);
+    let (rewrites, rewrite_targets) = parse_rewrites(file, &json, matching, base_pick, &tls, &mut errs);
     let cache = super::tyk_auth::parse_cache(file, &json, matching, base_pick, &mut errs);
     let plain = plan.is_none()
         && rewrites.is_none()
@@ -458,7 +471,7 @@ pub(super) fn parse_api(
                 super::tyk_auth::parse_tracking(file, &json, matching, pick, &mut errs);
             let validate_json = super::tyk_auth::parse_validate_json(file, &json, matching, pick, &mut errs);
             let circuit_breakers = super::tyk_auth::parse_circuit_breakers(file, &json, matching, pick, &mut errs);
-            let (rewrites, rewrite_targets) = parse_rewrites(file, &json, matching, pick, &mut errs);
+            let (rewrites, rewrite_targets) = parse_rewrites(file, &json, matching, pick, &tls, &mut errs);
             let cache = super::tyk_auth::parse_cache(file, &json, matching, pick, &mut errs);
             let targets = match &v.target {
                 None => base.targets.clone(),
@@ -516,12 +529,13 @@ fn parse_rewrites(
     json: &Value,
     matching: portcullis_policy::path_rule::PathMatching,
     pick: Pick<'_>,
+    tls: &super::tyk_upstream_tls::TargetTls<'_>,
     errs: &mut Vec<ConfigError>,
 ) -> (Option<Arc<portcullis_policy::rewrite::Rewrites>>, Vec<Target>) {
     let (rewrites, hosts) = super::tyk_auth::parse_url_rewrites(file, json, matching, pick, errs);
     let mut targets = Vec::new();
     for (field, url) in hosts {
-        match parse_target(&url) {
+        match parse_target(&url, tls) {
             Ok(t) => targets.push(t),
             Err(msg) => errs.push(ConfigError::new(file, &field, url, msg)),
         }
@@ -564,16 +578,16 @@ pub(crate) fn strip_port(host: &str) -> &str {
     }
 }
 
-fn parse_target(s: &str) -> Result<Target, String> {
+fn parse_target(s: &str, tls: &super::tyk_upstream_tls::TargetTls<'_>) -> Result<Target, String> {
     if s.is_empty() {
         return Err("is required".into());
     }
     let url = url::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
-    match url.scheme() {
-        "http" => {}
-        "https" => return Err("https upstreams are not supported yet".into()),
+    let https = match url.scheme() {
+        "http" => false,
+        "https" => true,
         other => return Err(format!("unsupported scheme {other:?}")),
-    }
+    };
     let host = url.host_str().ok_or("has no host")?;
     let port = url.port_or_known_default().unwrap_or(80);
     let bare = host.trim_start_matches('[').trim_end_matches(']');
@@ -585,6 +599,7 @@ fn parse_target(s: &str) -> Result<Target, String> {
     if url.query().is_some() {
         return Err("query strings in target URLs are not supported".into());
     }
+    let tls = if https { Some(tls.for_target(bare, &host_header)?) } else { None };
     Ok(Target {
         url: s.to_string(),
         addr,
@@ -592,6 +607,7 @@ fn parse_target(s: &str) -> Result<Target, String> {
         port,
         host_header,
         path_prefix: url.path().trim_end_matches('/').to_string(),
+        tls,
     })
 }
 
@@ -605,6 +621,7 @@ mod tests {
             json,
             &|u: &str| Err(format!("no network in tests: {u}")),
             Default::default(),
+            &Default::default(),
         )
     }
 
@@ -868,9 +885,9 @@ mod tests {
                 "1700000000",
             ),
             (
-                versioned(&one(r#"{"name": "v1", "override_target": "https://example.com"}"#), "{}"),
+                versioned(&one(r#"{"name": "v1", "override_target": "ftp://example.com"}"#), "{}"),
                 "version_data.versions.v1.override_target",
-                "https://example.com",
+                "ftp://example.com",
             ),
             (versioned(r#"{"not_versioned": false, "versions": {}}"#, "{}"), "version_data.versions", "{}"),
             (
@@ -1017,7 +1034,14 @@ mod tests {
     #[test]
     fn target_hosts_are_lower_case() {
         // The worker's target pick compares them with the uptime checks' hosts as they are.
-        let t = parse_target("http://UP.Example:81/Path").unwrap();
+        let trust = Default::default();
+        let tls = super::super::tyk_upstream_tls::TargetTls::new(
+            Path::new("t.json"),
+            &Default::default(),
+            Default::default(),
+            &trust,
+        );
+        let t = parse_target("http://UP.Example:81/Path", &tls).unwrap();
         assert_eq!(
             (t.host.as_str(), t.host_header.as_str(), t.path_prefix.as_str()),
             ("up.example", "up.example:81", "/Path")

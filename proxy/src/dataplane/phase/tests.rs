@@ -45,6 +45,7 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
             port: 81,
             host_header: "up:81".into(),
             path_prefix: target_prefix.into(),
+            tls: None,
         }],
         auth: std::sync::Arc::new(crate::auth::ApiAuth { keyless: true, ..Default::default() }),
         limits: Default::default(),
@@ -490,6 +491,7 @@ fn rewriting(entries: &[(&str, &str, &str, &str)], triggers: Vec<crate::rewrite:
         port: 82,
         host_header: "other:82".into(),
         path_prefix: String::new(),
+        tls: None,
     }];
     a
 }

@@ -158,7 +158,9 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
     // opens, so once the admin `/hello` answers, these are the checks' too).
     let health = Arc::new(ArcSwap::from_pointee(dataplane::health::HealthReplies::starting()));
     let down_hosts = Arc::new(ArcSwap::from_pointee(dataplane::DownHosts::default()));
+    let acme_answers = Arc::new(ArcSwap::from_pointee(dataplane::acme::Challenges::default()));
     let shared = Shared {
+        acme: Arc::clone(&acme_answers),
         down_hosts: Arc::clone(&down_hosts),
         health: Arc::clone(&health),
         analytics: feed,
@@ -247,6 +249,7 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         tokio::spawn(crate::gossip::run_hub(hub_ends, hub_cfg, Arc::clone(&hub_stats), Arc::clone(&bans)));
         tokio::spawn(crate::control::jwks::refresh_loop(Arc::clone(&state.reloader.snapshot)));
         tokio::spawn(crate::control::uptime::run(Arc::clone(&state.reloader.snapshot), down_hosts));
+        tokio::spawn(crate::control::acme::run(Arc::clone(&state), acme_answers));
         if let Some(ring) = state.gate.as_ref().and_then(|g| g.take_ring()) {
             tokio::spawn(crate::control::telemetry::run(ring, Arc::clone(&state.telemetry)));
         }

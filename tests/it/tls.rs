@@ -567,3 +567,47 @@ fn upstream_tls_settings_that_cannot_be_honoured_are_refused() {
         );
     }
 }
+
+/// testssl.sh (Debian's package) against the TLS listener finds nothing above LOW: protocols,
+/// cipher suites, known vulnerabilities (Heartbleed, ROBOT, renegotiation, CRIME, BREACH,
+/// POODLE, SWEET32, FREAK, DROWN, LOGJAM, BEAST, LUCKY13, RC4), session resumption. The
+/// certificate is a test authority's (trusted with `--add-ca`), with a CRL distribution point,
+/// so that the findings are about the listener, not about a self-signed certificate. What it
+/// reports at LOW is in docs/tls.md.
+#[test]
+fn testssl_finds_nothing_above_low() {
+    if std::process::Command::new("testssl").arg("--version").output().is_err() {
+        assert!(!portcullis_tests::in_ci(), "testssl is not installed; .ci/run must install it");
+        eprintln!("SKIP: testssl.sh is not installed (apt-get install testssl.sh)");
+        return;
+    }
+    let up = upstream("origin");
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, leaf) = portcullis_tests::tls::authority_and_leaf(&["localhost"], "http://127.0.0.1:9/ca.crl");
+    let (ca_file, _) = ca.write(dir.path(), "ca");
+    let (_p, addr) = start(&up, &default_cert(dir.path(), "default", &leaf));
+    let json = dir.path().join("testssl.json");
+    let out = std::process::Command::new("testssl")
+        .args(["--quiet", "--color", "0", "--warnings", "off", "--severity", "LOW", "--ip", "127.0.0.1"])
+        .arg("--add-ca")
+        .arg(&ca_file)
+        .arg("--jsonfile")
+        .arg(&json)
+        .arg(format!("https://localhost:{}/up/get", addr.port()))
+        .output()
+        .expect("testssl");
+    let log = String::from_utf8_lossy(&out.stdout);
+    let findings: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("testssl wrote no JSON ({e}):\n{log}"));
+    let above_low: Vec<&serde_json::Value> = findings
+        .as_array()
+        .expect("a list of findings")
+        .iter()
+        .filter(|f| matches!(f["severity"].as_str(), Some("MEDIUM" | "HIGH" | "CRITICAL")))
+        .collect();
+    assert!(above_low.is_empty(), "testssl findings above LOW: {above_low:#?}\n{log}");
+    // The LOW ones, for the record (docs/tls.md lists and explains them).
+    for f in findings.as_array().into_iter().flatten().filter(|f| f["severity"] == "LOW") {
+        eprintln!("testssl LOW: {}: {}", f["id"], f["finding"]);
+    }
+}

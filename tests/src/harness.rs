@@ -45,6 +45,7 @@ pub struct ProxyBuilder {
     tail: String,
     apps_config: String,
     listen_ip: String,
+    listen_port: Option<u16>,
     workers: usize,
     uid: Option<u32>,
     policies: String,
@@ -60,6 +61,7 @@ impl ProxyBuilder {
             tail: String::new(),
             apps_config: String::new(),
             listen_ip: "127.0.0.1".into(),
+            listen_port: None,
             workers: 1,
             uid: None,
             policies: "{}".into(),
@@ -101,6 +103,12 @@ impl ProxyBuilder {
     }
 
     /// Address the proxy listens on (default 127.0.0.1); the port is picked free.
+    /// Listens on `port` (else a free one).
+    pub fn listen_port(mut self, port: u16) -> Self {
+        self.listen_port = Some(port);
+        self
+    }
+
     pub fn listen_ip(mut self, ip: &str) -> Self {
         self.listen_ip = ip.to_string();
         self
@@ -130,7 +138,8 @@ impl ProxyBuilder {
             fs::write(dir.path().join("apps").join(format!("{name}.json")), json).expect("write app");
         }
         fs::write(dir.path().join("apps/policies.json"), &self.policies).expect("policies");
-        let listen: SocketAddr = format!("{}:{}", self.listen_ip, crate::free_port()).parse().expect("addr");
+        let port = self.listen_port.unwrap_or_else(crate::free_port);
+        let listen: SocketAddr = format!("{}:{port}", self.listen_ip).parse().expect("addr");
         let admin: SocketAddr = format!("127.0.0.1:{}", crate::free_port()).parse().expect("addr");
         let secret = "test-secret".to_string();
         let config = format!(

@@ -7,6 +7,7 @@
 //!   visibility's walkthrough).
 //! - [`client`]: a raw HTTP/1.1 client that can send malformed and smuggling-shaped requests.
 //! - [`harness`]: writes a config and `apps/`, starts the real `portcullis` binary, waits for it.
+//! - [`pebble`]: a real ACME server (Debian's `pebble`) for one test.
 //! - [`redis`]: a real `redis-server` on a free port for one test.
 //! - [`clickhouse`]: a real `clickhouse-server` (HTTP interface) on a free port, with its own
 //!   config and data directory, for one test.
@@ -21,6 +22,7 @@ pub mod httpbin;
 pub mod jsonplaceholder;
 pub mod metrics;
 pub mod netns;
+pub mod pebble;
 pub mod redis;
 pub mod tls;
 pub mod wait;

@@ -110,3 +110,32 @@ pub fn server_config(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
 }
+
+/// A certificate authority and a leaf for `names` it signed, with `crl` as the leaf's CRL
+/// distribution point: a certificate a TLS audit (testssl.sh) can trust and find revocable.
+pub fn authority_and_leaf(names: &[&str], crl: &str) -> (TestCert, TestCert) {
+    let ca_key = rcgen::KeyPair::generate().expect("key pair");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Portcullis test authority");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    ca_params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    ca_params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+    let ca = ca_params.self_signed(&ca_key).expect("authority");
+    let issuer = rcgen::Issuer::new(ca_params, &ca_key);
+    let key = rcgen::KeyPair::generate().expect("key pair");
+    let mut params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        .expect("certificate names");
+    params.distinguished_name.push(rcgen::DnType::CommonName, names.first().copied().unwrap_or("localhost"));
+    // Under 398 days in all, as browsers require of server certificates.
+    let now = std::time::SystemTime::now();
+    params.not_before = (now - std::time::Duration::from_secs(86_400)).into();
+    params.not_after = (now + std::time::Duration::from_secs(300 * 86_400)).into();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    params.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: vec![crl.to_string()] }];
+    let leaf = params.signed_by(&key, &issuer).expect("leaf");
+    (
+        TestCert { cert_pem: ca.pem(), key_pem: ca_key.serialize_pem(), der: ca.der().clone() },
+        TestCert { cert_pem: leaf.pem(), key_pem: key.serialize_pem(), der: leaf.der().clone() },
+    )
+}

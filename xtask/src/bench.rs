@@ -46,6 +46,8 @@ const PORTS: [(Target, u16); 9] = [
     (Target::Nginx, 18182),
     (Target::Haproxy, 18184),
 ];
+/// A proxy's TLS listener is its plain port plus this.
+const TLS_PORT_OFFSET: u16 = 50;
 const PROXY_CPU: &str = "1";
 const LOAD_CPU: &str = "0";
 
@@ -88,11 +90,27 @@ impl Target {
             Target::Haproxy => "haproxy",
         }
     }
-    /// Whether the target has a row in `sc` (the splicing floors only where bodies are large).
+    /// Whether the target has a row in `sc` (the splicing floors only where bodies are large;
+    /// over TLS the proxies alone: the upstream and the forwarders speak no TLS).
     fn measured_in(self, sc: &Scenario) -> bool {
         match self {
-            Target::FloorSplice | Target::FloorHttp => sc.large_body,
+            Target::Direct | Target::Floor if sc.tls => false,
+            Target::FloorSplice | Target::FloorHttp => sc.large_body && !sc.tls,
             _ => true,
+        }
+    }
+
+    /// The port of its TLS listener (TLS scenarios).
+    fn tls_port(self) -> u16 {
+        self.port() + TLS_PORT_OFFSET
+    }
+
+    /// The port a scenario's load goes to.
+    fn port_for(self, sc: &Scenario) -> u16 {
+        if sc.tls {
+            self.tls_port()
+        } else {
+            self.port()
         }
     }
 
@@ -125,6 +143,10 @@ struct Scenario {
     no_search: bool,
     /// Portcullis runs with API visibility off: the A/B of visibility against `gateway`.
     no_visibility: bool,
+    /// Clients speak TLS to the proxies (each terminating it with the same certificate, an
+    /// ECDSA P-256 one, TLS 1.2 and 1.3, session tickets on), the upstream plain HTTP; no
+    /// direct or floor rows.
+    tls: bool,
 }
 
 /// HS256 token (`{"sub":"bench-user","iat":1700000000}`, secret `bench-secret`) for `gateway`.
@@ -142,6 +164,7 @@ const SCENARIOS: &[Scenario] = &[
         available: Some(()),
         no_search: false,
         no_visibility: false,
+        tls: false,
     },
     Scenario {
         name: "16k",
@@ -154,6 +177,7 @@ const SCENARIOS: &[Scenario] = &[
         available: Some(()),
         no_search: false,
         no_visibility: false,
+        tls: false,
     },
     Scenario {
         name: "close",
@@ -166,6 +190,7 @@ const SCENARIOS: &[Scenario] = &[
         available: Some(()),
         no_search: false,
         no_visibility: false,
+        tls: false,
     },
     Scenario {
         name: "c1000",
@@ -178,6 +203,7 @@ const SCENARIOS: &[Scenario] = &[
         available: Some(()),
         no_search: false,
         no_visibility: false,
+        tls: false,
     },
     Scenario {
         name: "gateway",
@@ -190,6 +216,7 @@ const SCENARIOS: &[Scenario] = &[
         available: Some(()),
         no_search: false,
         no_visibility: false,
+        tls: false,
     },
     Scenario {
         name: "gateway-nosearch",
@@ -202,6 +229,7 @@ const SCENARIOS: &[Scenario] = &[
         available: Some(()),
         no_search: true,
         no_visibility: false,
+        tls: false,
     },
     Scenario {
         name: "gateway-novis",
@@ -214,6 +242,7 @@ const SCENARIOS: &[Scenario] = &[
         available: Some(()),
         no_search: false,
         no_visibility: true,
+        tls: false,
     },
     Scenario {
         name: "cached",
@@ -226,6 +255,59 @@ const SCENARIOS: &[Scenario] = &[
         available: Some(()),
         no_search: false,
         no_visibility: false,
+        tls: false,
+    },
+    Scenario {
+        name: "tls-small",
+        what: "12-byte body over TLS (TLS 1.3, the proxy terminating it), keep-alive, 32 connections",
+        path: "/small",
+        connections: 32,
+        close: false,
+        gateway: false,
+        large_body: false,
+        available: Some(()),
+        no_search: false,
+        no_visibility: false,
+        tls: true,
+    },
+    Scenario {
+        name: "tls-16k",
+        what: "16 KiB body over TLS (encrypted in user space by every proxy: no splice), keep-alive, 32 connections",
+        path: "/16k",
+        connections: 32,
+        close: false,
+        gateway: false,
+        large_body: true,
+        available: Some(()),
+        no_search: false,
+        no_visibility: false,
+        tls: true,
+    },
+    Scenario {
+        name: "tls-handshake",
+        what: "a full TLS 1.3 handshake per request (new connection per request, wrk resumes no sessions), 12-byte body, 32 connections",
+        path: "/small",
+        connections: 32,
+        close: true,
+        gateway: false,
+        large_body: false,
+        available: Some(()),
+        no_search: false,
+        no_visibility: false,
+        tls: true,
+    },
+    Scenario {
+        name: "tls-c1000",
+        what: "12-byte body over TLS, keep-alive, 1000 connections: memory per TLS connection",
+        path: "/small",
+        connections: 1000,
+        close: false,
+        gateway: false,
+        large_body: false,
+        available: Some(()),
+        no_search: false,
+        no_visibility: false,
+        tls: true,
     },
 ];
 
@@ -475,6 +557,7 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
     std::fs::create_dir_all(dir.join("apps"))?;
     std::fs::write(dir.join("www/16k"), vec![b'x'; 16384])?;
     let d = dir.display();
+    tls_certificate(dir)?;
     std::fs::write(
         dir.join("upstream.conf"),
         format!(
@@ -506,13 +589,18 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
                upstream u {{ server 127.0.0.1:{UPSTREAM_PORT}; keepalive 64; }}\n\
                server {{ listen 127.0.0.1:{} backlog=4096;\n\
                  location / {{ {PROXY} }}\n\
-                 location /cached/ {{ proxy_cache c; proxy_cache_valid 200 60s; {PROXY} }}\n{large} }} }}\n",
-            Target::Nginx.port()
+                 location /cached/ {{ proxy_cache c; proxy_cache_valid 200 60s; {PROXY} }}\n{large} }}\n\
+               server {{ listen 127.0.0.1:{} ssl backlog=4096;\n\
+                 ssl_certificate {d}/tls.crt; ssl_certificate_key {d}/tls.key; ssl_protocols TLSv1.2 TLSv1.3;\n\
+                 ssl_session_tickets on; ssl_session_timeout 1h;\n\
+                 location / {{ {PROXY} }}\n{large} }} }}\n",
+            Target::Nginx.port(),
+            Target::Nginx.tls_port()
         ),
     )?;
     for large_body in [false, true] {
         let bufsize = large_body.then_some(PEER_BUFFER_KIB * 1024);
-        std::fs::write(dir.join(haproxy_cfg_file(large_body)), haproxy_cfg(bufsize))?;
+        std::fs::write(dir.join(haproxy_cfg_file(large_body)), haproxy_cfg(bufsize, dir))?;
     }
     std::fs::write(
         dir.join("apps/bench.json"),
@@ -555,10 +643,15 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
         for d in [format!("spool-{stem}"), format!("index-{stem}"), "analytics".to_string()] {
             let _ = std::fs::remove_dir_all(dir.join(d));
         }
+        let tls = format!(
+            "\n[tls]\nlisten = \"127.0.0.1:{}\"\ncert_file = \"tls.crt\"\nkey_file = \"tls.key\"\n",
+            target.tls_port()
+        );
         for (suffix, sinks) in [
             ("", String::new()),
             ("-nosearch", "\n[[analytics.sinks]]\nsink = \"file\"\nrotate_mb = 64\nkeep = 1\n".into()),
             ("-novis", "\n[visibility]\nenabled = false\n".into()),
+            ("-tls", tls),
         ] {
             std::fs::write(
                 dir.join(format!("{stem}{suffix}.toml")),
@@ -571,6 +664,22 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
         }
     }
     let _ = root;
+    Ok(())
+}
+
+/// The certificate every proxy terminates TLS with in the TLS scenarios: a self-signed ECDSA
+/// P-256 one for 127.0.0.1 (`tls.crt`, `tls.key`, and both in `tls.pem` for HAProxy).
+fn tls_certificate(dir: &Path) -> Result<()> {
+    let key = rcgen::KeyPair::generate().context("generating the bench's TLS key")?;
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .context("certificate names")?;
+    let now = std::time::SystemTime::now();
+    params.not_before = (now - Duration::from_secs(86_400)).into();
+    params.not_after = (now + Duration::from_secs(30 * 86_400)).into();
+    let cert = params.self_signed(&key).context("signing the bench's certificate")?;
+    std::fs::write(dir.join("tls.crt"), cert.pem())?;
+    std::fs::write(dir.join("tls.key"), key.serialize_pem())?;
+    std::fs::write(dir.join("tls.pem"), format!("{}{}", cert.pem(), key.serialize_pem()))?;
     Ok(())
 }
 
@@ -599,17 +708,19 @@ fn haproxy_cfg_file(large_body: bool) -> &'static str {
 
 /// HAProxy's configuration; `bufsize` sets `tune.bufsize` (global, hence a file of its own for
 /// the scenarios with large bodies).
-fn haproxy_cfg(bufsize: Option<u32>) -> String {
+fn haproxy_cfg(bufsize: Option<u32>, dir: &Path) -> String {
     let tune = bufsize.map(|b| format!("  tune.bufsize {b}\n")).unwrap_or_default();
     format!(
         "global\n  nbthread 1\n  maxconn 4000\n{tune}\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  http-reuse always\n\n\
          cache c\n  total-max-size 4\n  max-age 60\n\n\
-         frontend f\n  bind 127.0.0.1:{}\n  default_backend b\n\nbackend b\n\
+         frontend f\n  bind 127.0.0.1:{}\n  bind 127.0.0.1:{} ssl crt {}/tls.pem alpn http/1.1\n  default_backend b\n\nbackend b\n\
            http-request set-var(txn.cached) bool(1) if {{ path_beg /cached/ }}\n\
            http-request cache-use c if {{ var(txn.cached) -m bool }}\n\
            http-response cache-store c if {{ var(txn.cached) -m bool }}\n\
            server s1 127.0.0.1:{UPSTREAM_PORT}\n",
-        Target::Haproxy.port()
+        Target::Haproxy.port(),
+        Target::Haproxy.tls_port(),
+        dir.display()
     )
 }
 
@@ -660,9 +771,10 @@ fn start(target: Target, sc: &Scenario, dir: &Path, bins: &Binaries) -> Result<O
                 (Target::Baseline, None) => bail!("no --baseline binary given"),
                 _ => bins.portcullis.as_path(),
             };
-            let suffix = match (sc.no_search, sc.no_visibility) {
-                (true, _) => "-nosearch",
-                (_, true) => "-novis",
+            let suffix = match (sc.no_search, sc.no_visibility, sc.tls) {
+                (true, _, _) => "-nosearch",
+                (_, true, _) => "-novis",
+                (_, _, true) => "-tls",
                 _ => "",
             };
             pinned(PROXY_CPU, bin)
@@ -683,7 +795,8 @@ fn start(target: Target, sc: &Scenario, dir: &Path, bins: &Binaries) -> Result<O
             .spawn()?,
     };
     let mut running = Running { measured_pid: child.id(), child };
-    wait_port(target.port(), Duration::from_secs(10)).with_context(|| format!("{} did not start", target.name()))?;
+    wait_port(target.port_for(sc), Duration::from_secs(10))
+        .with_context(|| format!("{} did not start", target.name()))?;
     // Something answered on the port; make sure it is what was just started.
     if let Ok(Some(status)) = running.child.try_wait() {
         bail!("{} exited right after starting ({status}); see its log in {}", target.name(), dir.display());
@@ -781,7 +894,8 @@ fn parse_wrk(out: &str) -> Result<Sample> {
 }
 
 fn run_wrk(sc: &Scenario, target: Target, duration: u64) -> Result<Sample> {
-    let port = target.port();
+    let port = target.port_for(sc);
+    let scheme = if sc.tls { "https" } else { "http" };
     let through_gateway =
         sc.gateway && matches!(target, Target::Portcullis | Target::PortcullisUring | Target::Baseline);
     let mut cmd = pinned(LOAD_CPU, "wrk");
@@ -791,9 +905,9 @@ fn run_wrk(sc: &Scenario, target: Target, duration: u64) -> Result<Sample> {
     }
     if through_gateway {
         cmd.args(["-H", &format!("Authorization: Bearer {GATEWAY_TOKEN}")]);
-        cmd.arg(format!("http://127.0.0.1:{port}/gw{}", sc.path));
+        cmd.arg(format!("{scheme}://127.0.0.1:{port}/gw{}", sc.path));
     } else {
-        cmd.arg(format!("http://127.0.0.1:{port}{}", sc.path));
+        cmd.arg(format!("{scheme}://127.0.0.1:{port}{}", sc.path));
     }
     let out = cmd.output().context("running wrk")?;
     parse_wrk(&String::from_utf8_lossy(&out.stdout))
@@ -804,6 +918,9 @@ fn measure(target: Target, sc: &Scenario, dir: &Path, bins: &Binaries, duration:
     // only spent the 5 s timeout on every direct row.
     if target != Target::Direct {
         wait_port_free(target.port(), Duration::from_secs(5))?;
+        if sc.tls {
+            wait_port_free(target.tls_port(), Duration::from_secs(5))?;
+        }
     }
     let running = start(target, sc, dir, bins)?;
     let pid = running.as_ref().map(|r| r.measured_pid);

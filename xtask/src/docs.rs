@@ -249,6 +249,11 @@ impl<'a> Source<'a> {
         })
     }
 
+    /// The struct of a field whose type is a struct of the file (a table inside a section).
+    fn sub_table(&self, ty: Option<&Type>) -> Option<&'a ItemStruct> {
+        self.structs.get(&type_ident(ty?)?).copied()
+    }
+
     /// The struct of a `Vec<Struct>` field `key` of `st` (an array of tables).
     fn table_item(&self, st: &ItemStruct, key: &str) -> Option<&'a ItemStruct> {
         let f = named_fields(st).ok()?.iter().find(|f| f.ident.as_ref().is_some_and(|i| i == key))?;
@@ -404,9 +409,14 @@ fn render(src: &str) -> Result<String> {
     for (name, ty, st, body) in parts {
         writeln!(out, "## `[{name}]`\n\n{body}\n").unwrap();
         let mut keys = Vec::new();
+        let mut subtables = Vec::new();
         for f in named_fields(st)? {
             let key = f.ident.as_ref().unwrap().to_string();
             check_field_attrs(&name, f)?;
+            if let Some(sub) = source.sub_table(Some(&f.ty)) {
+                subtables.push((key, sub));
+                continue;
+            }
             let fdoc = source.resolve_links(&doc(&f.attrs))?;
             if fdoc.is_empty() {
                 bail!("`{ty}.{key}` (`{name}.{key}`) has no doc comment");
@@ -450,11 +460,45 @@ fn render(src: &str) -> Result<String> {
         for (key, item) in tables {
             render_table(&source, &mut out, &name, &key, item)?;
         }
+        for (key, item) in subtables {
+            render_subtable(&source, &mut out, &name, &key, item)?;
+        }
     }
     while out.ends_with("\n\n") {
         out.pop();
     }
     Ok(link_docs(&out))
+}
+
+/// The keys of a table inside a section (`[tls.acme]`), each with its environment variable
+/// (`PORTCULLIS_TLS_ACME_ENABLED`).
+fn render_subtable(source: &Source<'_>, out: &mut String, section: &str, key: &str, st: &ItemStruct) -> Result<()> {
+    let ty = st.ident.to_string();
+    let tdoc = source.resolve_links(&doc(&st.attrs))?;
+    let prefix = format!("`[{section}.{key}]`");
+    let body = tdoc.strip_prefix(&prefix).map(|r| r.trim_start_matches([':', '.']).trim_start()).unwrap_or(&tdoc);
+    if body.is_empty() {
+        bail!("`{ty}` (`[{section}.{key}]`) has no doc comment");
+    }
+    let mut chars = body.chars();
+    let body: String = chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default();
+    writeln!(out, "### `[{section}.{key}]`\n\n{body}\n").unwrap();
+    writeln!(out, "| key | type | default | environment | |\n|---|---|---|---|---|").unwrap();
+    for f in named_fields(st)? {
+        let k = f.ident.as_ref().unwrap().to_string();
+        check_field_attrs(&format!("{section}.{key}"), f)?;
+        let fdoc = source.resolve_links(&doc(&f.attrs))?;
+        if fdoc.is_empty() {
+            bail!("`{ty}.{k}` has no doc comment");
+        }
+        let default = source.default_of(&ty, f)?;
+        let tname = source.type_name(&f.ty).with_context(|| format!("the type of `{ty}.{k}`"))?;
+        let env = format!("{ENV_PREFIX}{}_{}_{}", section.to_uppercase(), key.to_uppercase(), k.to_uppercase());
+        writeln!(out, "| `{k}` | {} | `{}` | `{env}` | {} |", cell(&tname), cell(&default.toml()), cell(&fdoc))
+            .unwrap();
+    }
+    out.push('\n');
+    Ok(())
 }
 
 /// The keys of one table of an array of tables (`[[analytics.sinks]]`): no environment

@@ -5,6 +5,7 @@
 //! Must not: touch worker-owned state other than through [`WorkerStats`](crate::dataplane::WorkerStats)
 //! (published copies and relaxed atomics) and the snapshot `ArcSwap`; block the data plane.
 
+pub mod acme;
 mod admin;
 mod analytics;
 mod definitions;

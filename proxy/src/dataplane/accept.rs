@@ -56,6 +56,7 @@ pub(super) fn spawn(
         gossip,
         health: Arc::clone(&shared.health),
         down_hosts: Arc::clone(&shared.down_hosts),
+        acme: Arc::clone(&shared.acme),
     };
     let thread_stats = Arc::clone(&stats);
     let thread = std::thread::Builder::new().name(format!("portcullis-w{id}")).spawn(move || {

@@ -405,6 +405,10 @@ async fn request<'w>(
     if let Some(endpoint) = super::health::endpoint(cfg, req.head.form, req.raw_path) {
         return Ok(Step::Health(health_reply(worker, bufs, &meta, endpoint)));
     }
+    // `[tls.acme]`'s HTTP-01 challenges, answered as the health checks are.
+    if let Some(answer) = super::acme::token(req.raw_path).and_then(|t| worker.acme.load().get(t).cloned()) {
+        return Ok(Step::Health(acme_reply(bufs, &meta, &answer, worker.shutdown.is_set())));
+    }
     let (path, decided) = match start_phases(worker, snap, &ctx, started, req, &mut x.path, &mut x.req_head) {
         Ok((path, Started::Decided(o))) => (path, Ok(Decided::Phases(o))),
         Ok((path, Started::Waiting(wait))) => (path, wait.await),
@@ -1945,6 +1949,15 @@ fn health_reply(
     let replies = worker.health.load();
     let code = super::health::write_reply(&mut bufs.x.out, &replies, endpoint, meta.method, draining, close);
     HealthReply { code, method: meta.method, head_len: meta.head_len, close }
+}
+
+/// The answer to an ACME HTTP-01 challenge (see `acme`), sent as a health answer is.
+fn acme_reply(bufs: &mut Bufs, meta: &RequestMeta, answer: &str, draining: bool) -> HealthReply {
+    let close = meta.body != BodyKind::None || !meta.keep_alive || draining;
+    bufs.client.consume(meta.head_len);
+    bufs.x.out.clear();
+    super::acme::write_reply(&mut bufs.x.out, answer, meta.method, close);
+    HealthReply { code: 200, method: meta.method, head_len: meta.head_len, close }
 }
 
 /// Sends a [`health_reply`] and counts it in the metrics with `api=""`, as other local replies;

@@ -7,6 +7,7 @@
 //! loop relays to its connections through a [`LocalShutdown`].
 
 mod accept;
+pub mod acme;
 mod batch;
 pub mod body;
 mod cache;
@@ -163,6 +164,8 @@ pub struct Shared {
     pub health: Arc<ArcSwap<health::HealthReplies>>,
     /// Hosts the uptime checks found down, published by the control plane (`control/uptime.rs`).
     pub down_hosts: Arc<ArcSwap<DownHosts>>,
+    /// HTTP-01 answers of `[tls.acme]`, published by the control plane (`control/acme.rs`).
+    pub acme: Arc<ArcSwap<acme::Challenges>>,
 }
 
 /// Hosts (`host[:port]` as a target URL has it, lower case) that uptime checks found down.

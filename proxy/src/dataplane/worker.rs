@@ -52,6 +52,8 @@ pub(crate) struct Worker {
     /// Hosts (`host[:port]`, lower case) the uptime checks found down (`control/uptime.rs`),
     /// read only for APIs that steer by them.
     pub down_hosts: Arc<ArcSwap<super::DownHosts>>,
+    /// `[tls.acme]`'s HTTP-01 answers (see `acme`).
+    pub acme: Arc<ArcSwap<super::acme::Challenges>>,
     round_robin: RefCell<(u64, Vec<usize>)>,
     /// Exchange buffers not in use (see `io::ExchangeBufs`).
     spare: RefCell<Vec<ExchangeBufs>>,
@@ -260,6 +262,7 @@ pub(super) struct Parts {
     pub(super) gossip: crate::gossip::WorkerLink,
     pub(super) health: Arc<ArcSwap<super::health::HealthReplies>>,
     pub(super) down_hosts: Arc<ArcSwap<super::DownHosts>>,
+    pub(super) acme: Arc<ArcSwap<super::acme::Challenges>>,
 }
 
 impl Worker {
@@ -277,6 +280,7 @@ impl Worker {
             gossip,
             health,
             down_hosts,
+            acme,
         } = parts;
         let current = Rc::new(snapshot.load_full());
         let seed = std::time::SystemTime::now()
@@ -298,6 +302,7 @@ impl Worker {
             bans,
             health,
             down_hosts,
+            acme,
             round_robin: RefCell::new((0, Vec::new())),
             spare: RefCell::new(Vec::new()),
             spare_client: RefCell::new(Vec::new()),

@@ -25,9 +25,25 @@ pub fn apply_env_overrides(
             continue;
         };
         let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-        let Some(default) = defaults.get(&section).and_then(|s| s.as_table()).and_then(|s| s.get(&key)) else {
-            errs.push(ConfigError::new(&name, format!("{section}.{key}"), &raw, "no such config key"));
-            continue;
+        let sect_defaults = defaults.get(&section).and_then(|s| s.as_table());
+        // A key of a table inside the section (`PORTCULLIS_TLS_ACME_ENABLED`: `[tls.acme] enabled`).
+        let nested = sect_defaults.and_then(|s| {
+            key.match_indices('_').map(|(i, _)| (&key[..i], &key[i + 1..])).find_map(|(sub, k)| {
+                let d = s.get(sub)?.as_table()?.get(k)?;
+                Some((sub.to_owned(), k.to_owned(), d))
+            })
+        });
+        let (sub, key, default) = match (sect_defaults.and_then(|s| s.get(&key)), nested) {
+            (Some(d), _) if !d.is_table() => (None, key, d),
+            (_, Some((sub, k, d))) => (Some(sub), k, d),
+            _ => {
+                errs.push(ConfigError::new(&name, format!("{section}.{key}"), &raw, "no such config key"));
+                continue;
+            }
+        };
+        let (section, key) = match &sub {
+            Some(sub) => (section, format!("{sub}.{key}")),
+            None => (section, key),
         };
         let integers = default.as_array().is_some_and(|a| match a.first() {
             Some(first) => first.is_integer(),
@@ -41,9 +57,18 @@ pub fn apply_env_overrides(
             }
         };
         let sect = table.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        match sect.as_table_mut() {
-            Some(t) => {
-                t.insert(key, value);
+        let target = match (sect.as_table_mut(), key.split_once('.')) {
+            (Some(t), None) => Some((t, key.clone())),
+            (Some(t), Some((sub, k))) => t
+                .entry(sub.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .map(|t| (t, k.to_owned())),
+            (None, _) => None,
+        };
+        match target {
+            Some((t, k)) => {
+                t.insert(k, value);
             }
             None => errs.push(ConfigError::new(&name, section, &raw, "config file has this name as a non-table")),
         }
@@ -126,6 +151,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.visibility.content_types, ["application/json", "+json"]);
+    }
+
+    #[test]
+    fn keys_of_tables_inside_sections() {
+        let vars = [
+            ("PORTCULLIS_TLS_ACME_ENABLED", "true"),
+            ("PORTCULLIS_TLS_ACME_RENEW_BEFORE_DAYS", "20"),
+            ("PORTCULLIS_TLS_TICKET_KEY_PERIOD_SECS", "600"),
+        ];
+        let cfg = Config::parse(Path::new("t.toml"), "[tls.acme]\nemail = \"a@b\"\n", env(&vars)).unwrap();
+        assert!(cfg.tls.acme.enabled);
+        assert_eq!(cfg.tls.acme.renew_before_days, 20);
+        assert_eq!(cfg.tls.acme.email, "a@b", "the file's keys of the table stay");
+        assert_eq!(cfg.tls.ticket_key_period_secs, 600);
+        let e = Config::parse(Path::new("t.toml"), "", env(&[("PORTCULLIS_TLS_ACME_NOPE", "1")])).unwrap_err();
+        assert_eq!(e[0].field, "tls.acme_nope");
     }
 
     #[test]

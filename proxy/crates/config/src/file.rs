@@ -950,6 +950,50 @@ pub struct TlsConfig {
     pub ticket_key_period_secs: u64,
     /// Certificates chosen by the handshake's server name.
     pub certificates: Vec<TlsCertificate>,
+    /// Certificates ordered from an ACME certificate authority (Let's Encrypt).
+    pub acme: AcmeConfig,
+}
+
+/// `[tls.acme]`: certificates ordered and renewed automatically from an ACME certificate
+/// authority (RFC 8555; Let's Encrypt by default) for `domains` and the `domain` of every loaded
+/// API, proven with HTTP-01 challenges the workers answer on `[proxy] listen` (the authority
+/// asks `http://<name>/.well-known/acme-challenge/<token>`: port 80 must reach it). Each
+/// certificate and its key are written to `state_dir` and served by SNI like a
+/// `[[tls.certificates]]` entry; one is renewed `renew_before_days` before it expires
+/// (docs/tls.md, "Certificates from an ACME authority").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// Order and renew certificates. Needs `[tls] listen`.
+    pub enabled: bool,
+    /// The authority's directory URL.
+    pub directory: String,
+    /// Contact address given to the authority (expiry notices); empty = none.
+    pub email: String,
+    /// Names to order certificates for besides the APIs' `domain`s (exact names: HTTP-01
+    /// proves no wildcard).
+    pub domains: Vec<String>,
+    /// Certificate authorities (PEM) the authority's HTTPS API is verified against; empty = the
+    /// system's trust store. A test authority (Pebble) needs its own.
+    pub ca_file: PathBuf,
+    /// Where the account and the certificates are kept, relative to the config file.
+    pub state_dir: PathBuf,
+    /// How long before its expiry a certificate is renewed, days.
+    pub renew_before_days: u64,
+}
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        AcmeConfig {
+            enabled: false,
+            directory: "https://acme-v02.api.letsencrypt.org/directory".into(),
+            email: String::new(),
+            domains: Vec::new(),
+            ca_file: PathBuf::new(),
+            state_dir: "acme".into(),
+            renew_before_days: 30,
+        }
+    }
 }
 
 impl Default for TlsConfig {
@@ -965,6 +1009,7 @@ impl Default for TlsConfig {
             ticket_secret_file: PathBuf::new(),
             ticket_key_period_secs: 3600,
             certificates: Vec::new(),
+            acme: AcmeConfig::default(),
         }
     }
 }
@@ -1008,6 +1053,37 @@ impl TlsConfig {
     }
 
     fn validate(&self, path: &Path, errs: &mut Vec<ConfigError>) {
+        if self.acme.enabled {
+            if !self.enabled() {
+                errs.push(ConfigError::new(
+                    path,
+                    "tls.acme.enabled",
+                    "true",
+                    "needs [tls] listen: ordered certificates are served there",
+                ));
+            }
+            if !self.acme.directory.starts_with("https://") || url::Url::parse(&self.acme.directory).is_err() {
+                errs.push(ConfigError::new(
+                    path,
+                    "tls.acme.directory",
+                    &self.acme.directory,
+                    "must be an https:// URL",
+                ));
+            }
+            for (i, d) in self.acme.domains.iter().enumerate() {
+                if !portcullis_tls::certs::is_name(d) || d.starts_with("*.") {
+                    errs.push(ConfigError::new(
+                        path,
+                        format!("tls.acme.domains[{i}]"),
+                        d,
+                        "must be a host name (HTTP-01 proves no wildcard)",
+                    ));
+                }
+            }
+            if self.acme.renew_before_days == 0 {
+                errs.push(ConfigError::new(path, "tls.acme.renew_before_days", "0", "must be greater than 0"));
+            }
+        }
         if !self.enabled() {
             return;
         }
@@ -1025,12 +1101,12 @@ impl TlsConfig {
                 "the default certificate needs both cert_file and key_file",
             ));
         }
-        if self.cert_file.as_os_str().is_empty() && self.certificates.is_empty() {
+        if self.cert_file.as_os_str().is_empty() && self.certificates.is_empty() && !self.acme.enabled {
             errs.push(ConfigError::new(
                 path,
                 "tls.cert_file",
                 "",
-                "a TLS listener needs a certificate: set cert_file and key_file, or add [[tls.certificates]]",
+                "a TLS listener needs a certificate: set cert_file and key_file, add [[tls.certificates]], or enable [tls.acme]",
             ));
         }
         for (i, c) in self.certificates.iter().enumerate() {
@@ -1265,7 +1341,12 @@ impl Config {
         let tls = &mut self.tls;
         let named = tls.certificates.iter_mut().flat_map(|c| [&mut c.cert_file, &mut c.key_file]);
         let ca = &mut self.proxy.upstream_ca_file;
-        for p in [&mut tls.cert_file, &mut tls.key_file, &mut tls.ticket_secret_file, ca].into_iter().chain(named) {
+        let acme = [&mut tls.acme.ca_file, &mut tls.acme.state_dir];
+        for p in [&mut tls.cert_file, &mut tls.key_file, &mut tls.ticket_secret_file, ca]
+            .into_iter()
+            .chain(acme)
+            .chain(named)
+        {
             if p.is_relative() && !p.as_os_str().is_empty() {
                 *p = base.join(&*p);
             }

@@ -31,12 +31,13 @@ mod visibility;
 pub use edit::{is_safe_id, plan, Change, FileEdit, PlanError, MAX_ID_BYTES};
 pub use env::apply_env_overrides;
 pub use file::{
-    AdminConfig, AnalyticsConfig, AnalyticsSink, AppsConfig, AuthConfig, Config, EbpfConfig, EbpfMode, IoDriver,
-    LogConfig, ProxyConfig, RateLimitHeaders, SinkConfig, StorageConfig, TlsCertificate, TlsConfig, MAX_BAN_TTL_SECS,
+    AcmeConfig, AdminConfig, AnalyticsConfig, AnalyticsSink, AppsConfig, AuthConfig, Config, EbpfConfig, EbpfMode,
+    IoDriver, LogConfig, ProxyConfig, RateLimitHeaders, SinkConfig, StorageConfig, TlsCertificate, TlsConfig,
+    MAX_BAN_TTL_SECS,
 };
 pub use portcullis_http1::MAX_HEADERS;
 pub use snapshot::{load_snapshot_edited, load_snapshot_with, PolicySource, Skipped, Snapshot};
-pub use tls::TlsListener;
+pub use tls::{acme_files, TlsListener};
 pub use tyk::{ApiSpec, Target};
 pub use tyk_auth::{JsonCheck, JwksFetch};
 pub use tyk_cache::{is_safe as is_safe_method, CachePath, CacheRules, UPSTREAM_CACHE_HEADER};

@@ -50,6 +50,10 @@ pub(crate) fn listener(tls: &TlsConfig) -> Result<Option<TlsListener>, Vec<Confi
             domains: c.domains.clone(),
         })
         .collect();
+    let mut named = named;
+    if tls.acme.enabled {
+        named.extend(ordered(&tls.acme.state_dir, i64::try_from(now).unwrap_or(i64::MAX)));
+    }
     let certs = Certificates::build(default.as_ref(), &named, i64::try_from(now).unwrap_or(i64::MAX))
         .map_err(|errs| errs.into_iter().map(config_error).collect::<Vec<_>>())?;
     let earliest_expiry = certs.earliest_expiry();
@@ -69,6 +73,33 @@ pub(crate) fn listener(tls: &TlsConfig) -> Result<Option<TlsListener>, Vec<Confi
     let config = server_config(Arc::new(certs), &tls.server_options(), ticketer, &tls.cert_file)
         .map_err(|e| vec![config_error(e)])?;
     Ok(Some(TlsListener { config, earliest_expiry }))
+}
+
+/// Where `[tls.acme]` keeps the certificate of `name` and its key (under `state_dir`).
+pub fn acme_files(state_dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = state_dir.join("certs");
+    (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")))
+}
+
+/// The certificates `[tls.acme]` ordered that can be served now, chosen by their own names. One
+/// that does not load (expired while the authority was unreachable, cut short) is left out with
+/// a warning, not an error: the next order replaces it, and the rest of the configuration
+/// must not wait for it.
+fn ordered(state_dir: &Path, now: i64) -> Vec<CertSpec> {
+    let Ok(entries) = std::fs::read_dir(state_dir.join("certs")) else { return Vec::new() };
+    let mut out = Vec::new();
+    let mut names: Vec<String> =
+        entries.flatten().filter_map(|e| e.file_name().to_str()?.strip_suffix(".pem").map(str::to_owned)).collect();
+    names.sort();
+    for name in names {
+        let (cert_file, key_file) = acme_files(state_dir, &name);
+        let spec = CertSpec { field: format!("tls.acme ({name})"), cert_file, key_file, domains: Vec::new() };
+        match portcullis_tls::load(&spec, now) {
+            Ok(_) => out.push(spec),
+            Err(e) => tracing::warn!(error = %e, "an ordered certificate is not served (it will be ordered again)"),
+        }
+    }
+    out
 }
 
 /// The ticket secret in `path`: its bytes as they are (at least 32).

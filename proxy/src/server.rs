@@ -249,7 +249,8 @@ pub fn run(config_path: &Path, cli: CliOverrides) -> Result<(), StartError> {
         tokio::spawn(crate::gossip::run_hub(hub_ends, hub_cfg, Arc::clone(&hub_stats), Arc::clone(&bans)));
         tokio::spawn(crate::control::jwks::refresh_loop(Arc::clone(&state.reloader.snapshot)));
         tokio::spawn(crate::control::uptime::run(Arc::clone(&state.reloader.snapshot), down_hosts));
-        tokio::spawn(crate::control::acme::run(Arc::clone(&state), acme_answers));
+        let answers = Arc::new(crate::control::acme::Answers::new(acme_answers));
+        tokio::spawn(crate::control::acme::run(Arc::clone(&state), answers));
         if let Some(ring) = state.gate.as_ref().and_then(|g| g.take_ring()) {
             tokio::spawn(crate::control::telemetry::run(ring, Arc::clone(&state.telemetry)));
         }

@@ -284,6 +284,19 @@ const SCENARIOS: &[Scenario] = &[
         tls: true,
     },
     Scenario {
+        name: "tls-256k",
+        what: "256 KiB body over TLS, keep-alive, 32 connections",
+        path: "/256k",
+        connections: 32,
+        close: false,
+        gateway: false,
+        large_body: true,
+        available: Some(()),
+        no_search: false,
+        no_visibility: false,
+        tls: true,
+    },
+    Scenario {
         name: "tls-handshake",
         what: "a full TLS 1.3 handshake per request (new connection per request, wrk resumes no sessions), 12-byte body, 32 connections",
         path: "/small",
@@ -556,6 +569,7 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
     std::fs::create_dir_all(dir.join("www"))?;
     std::fs::create_dir_all(dir.join("apps"))?;
     std::fs::write(dir.join("www/16k"), vec![b'x'; 16384])?;
+    std::fs::write(dir.join("www/256k"), vec![b'x'; 256 * 1024])?;
     let d = dir.display();
     tls_certificate(dir)?;
     std::fs::write(
@@ -567,7 +581,8 @@ fn write_configs(dir: &Path, root: &Path) -> Result<()> {
                server {{ listen 127.0.0.1:{UPSTREAM_PORT} reuseport backlog=4096;\n\
                  location = /small {{ return 200 \"hello world\\n\"; }}\n\
                  location = /cached/small {{ add_header Cache-Control max-age=60; return 200 \"hello world\\n\"; }}\n\
-                 location = /16k {{ root {d}/www; }} }} }}\n"
+                 location = /16k {{ root {d}/www; }}\n\
+                 location = /256k {{ root {d}/www; }} }} }}\n"
         ),
     )?;
     // The large bodies' paths get buffers that hold them (PEER_BUFFER_KIB); the rest nginx's defaults.

@@ -959,8 +959,10 @@ pub struct TlsConfig {
 /// API, proven with HTTP-01 challenges the workers answer on `[proxy] listen` (the authority
 /// asks `http://<name>/.well-known/acme-challenge/<token>`: port 80 must reach it). Each
 /// certificate and its key are written to `state_dir` and served by SNI like a
-/// `[[tls.certificates]]` entry; one is renewed `renew_before_days` before it expires
-/// (docs/tls.md, "Certificates from an ACME authority").
+/// `[[tls.certificates]]` entry; one is renewed `renew_before_days` before it expires. With
+/// `[storage] redis`, one node orders a name at a time and the others take the certificate from
+/// Redis, its key sealed with `[admin] secret` (docs/tls.md, "Certificates from an ACME
+/// authority").
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AcmeConfig {

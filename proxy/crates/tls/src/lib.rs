@@ -13,6 +13,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod seal;
 mod server;
 mod sni;
 pub mod tickets;

@@ -78,7 +78,7 @@ pub fn prepare(snap: &Snapshot, w: &mut Worker, req: &[u8], now: u64, out: &mut 
         Err(_) => return Prepared::Refused,
     };
     let view = head.view(req, &w.spans);
-    let ctx = ClientCtx { client_ip: "203.0.113.9", client_addr: [203, 0, 113, 9].into() };
+    let ctx = ClientCtx { client_ip: "203.0.113.9", client_addr: [203, 0, 113, 9].into(), tls_certs: None };
     let mut env = Env {
         client: &ctx,
         auth: &mut w.auth,

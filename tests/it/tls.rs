@@ -611,3 +611,60 @@ fn testssl_finds_nothing_above_low() {
         eprintln!("testssl LOW: {}: {}", f["id"], f["finding"]);
     }
 }
+
+/// Tyk's mutual TLS: an API with `use_mutual_tls_auth` lets through requests whose TLS
+/// connection presented an allowed certificate (by PEM file, by Tyk's certificate id, or signed
+/// by an allowed authority), and answers the others 403 with Tyk's messages; an API without it
+/// on the same listener serves clients that present none.
+#[test]
+fn mutual_tls_lets_allowed_certificates_through() {
+    use portcullis_tests::tls::{authority_and_leaf, client_config_presenting, sha256_hex};
+    let up = upstream("origin");
+    let dir = tempfile::tempdir().unwrap();
+    let server = self_signed(&["localhost"]);
+    let (by_file, by_id, stranger) =
+        (self_signed(&["alice.test"]), self_signed(&["bob.test"]), self_signed(&["eve.test"]));
+    let (ca, signed) = authority_and_leaf(&["carol.test"], "http://127.0.0.1:9/ca.crl");
+    let expired = self_signed_between(&["old.test"], 2001, 2002);
+    let (file_pem, _) = by_file.write(dir.path(), "alice");
+    let (old_pem, _) = expired.write(dir.path(), "old");
+    let allowed = serde_json::json!([
+        file_pem.display().to_string(),
+        format!("5e9d9544a1dcd60001d0ed20{}", sha256_hex(&by_id)),
+        ca.cert_pem,
+        old_pem.display().to_string(),
+    ]);
+    let mtls = format!(r#""use_mutual_tls_auth": true, "client_certificates": {allowed},"#);
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let p = ProxyBuilder::new(env!("CARGO_BIN_EXE_portcullis"))
+        .app("m", keyless_api("m", "/m/", &up.url(), "", &mtls))
+        .app("open", keyless_api("open", "/open/", &up.url(), "", ""))
+        .section(&format!("[tls]\nlisten = \"{addr}\"\n{}\n", default_cert(dir.path(), "server", &server)))
+        .start();
+    let get = |config: Arc<rustls::ClientConfig>, path: &str| {
+        let mut c = Conn::connect_tls(addr, "localhost", config).expect("handshake");
+        c.get(path).unwrap()
+    };
+    for (who, cert) in [("a PEM file", &by_file), ("a certificate id", &by_id), ("an authority", &signed)] {
+        let r = get(client_config_presenting(&[&server.der], cert), "/m/get");
+        assert_eq!(r.status, 200, "{who}: {}", r.text());
+    }
+    let r = get(client_config_presenting(&[&server.der], &stranger), "/m/get");
+    assert_eq!(r.status, 403);
+    assert!(
+        r.text().contains(&format!("Certificate with SHA256 {} not allowed", sha256_hex(&stranger))),
+        "{}",
+        r.text()
+    );
+    let r = get(client_config_presenting(&[&server.der], &expired), "/m/get");
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("Certificate has expired"), "{}", r.text());
+    let r = get(client_config(&[&server.der]), "/m/get");
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("Client TLS certificate is required"), "{}", r.text());
+    let r = Conn::connect(p.listen).unwrap().get("/m/get").unwrap();
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("TLS not enabled"), "{}", r.text());
+    // Another API on the listener: no certificate needed.
+    assert_eq!(get(client_config(&[&server.der]), "/open/get").status, 200);
+}

@@ -131,11 +131,36 @@ pub fn authority_and_leaf(names: &[&str], crl: &str) -> (TestCert, TestCert) {
     let now = std::time::SystemTime::now();
     params.not_before = (now - std::time::Duration::from_secs(86_400)).into();
     params.not_after = (now + std::time::Duration::from_secs(300 * 86_400)).into();
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    params.extended_key_usages =
+        vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     params.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: vec![crl.to_string()] }];
     let leaf = params.signed_by(&key, &issuer).expect("leaf");
     (
         TestCert { cert_pem: ca.pem(), key_pem: ca_key.serialize_pem(), der: ca.der().clone() },
         TestCert { cert_pem: leaf.pem(), key_pem: key.serialize_pem(), der: leaf.der().clone() },
     )
+}
+
+/// [`client_config`] presenting `cert` (with its key) when the server asks for one.
+pub fn client_config_presenting(trusted: &[&CertificateDer<'static>], cert: &TestCert) -> Arc<ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = RootCertStore::empty();
+    for c in trusted {
+        roots.add((*c).clone()).expect("trusted certificate");
+    }
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key");
+    let mut c = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![cert.der.clone()], key)
+        .expect("client certificate");
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(c)
+}
+
+/// The hex SHA-256 of a certificate's DER (Tyk's certificate fingerprint).
+pub fn sha256_hex(c: &TestCert) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(c.der.as_ref()).iter().map(|b| format!("{b:02x}")).collect()
 }

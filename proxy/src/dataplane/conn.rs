@@ -46,6 +46,8 @@ struct Bufs {
     nodelay: bool,
     /// The client socket has been made non-blocking for splice(2) (see `splice`).
     nonblocking: bool,
+    /// Over TLS, the certificates the client presented (for mutual TLS); `None`: plain TCP.
+    tls_peer: Option<Rc<Vec<rustls::pki_types::CertificateDer<'static>>>>,
 }
 
 impl Bufs {
@@ -118,6 +120,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, mut client: Stream, peer: SocketAd
         x: ExchangeBufs::unallocated(buffer_size),
         nodelay: false,
         nonblocking: false,
+        tls_peer: client.peer_chain(),
         worker: worker.clone(),
     };
     let mut shutdown = worker.local_shutdown.listen();
@@ -353,7 +356,8 @@ async fn request<'w>(
 ) -> Result<Step<'w>, Failure> {
     let (worker, snap, started) = (ex.worker, ex.snap, ex.started);
     let cfg = &snap.config.proxy;
-    let ctx = ClientCtx { client_ip, client_addr };
+    let peer = bufs.tls_peer.clone();
+    let ctx = ClientCtx { client_ip, client_addr, tls_certs: peer.as_deref().map(Vec::as_slice) };
 
     // 1. Request head, parsed once: its offsets stay in the exchange's buffers while a phase
     //    waits for the control plane.

@@ -15,11 +15,14 @@ use std::future::Future;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 
+use std::rc::Rc;
+
 use futures_util::future::Either;
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 use monoio::BufResult;
+use rustls::pki_types::CertificateDer;
 
 use super::io::{send_now, Wire};
 
@@ -65,6 +68,15 @@ impl Stream {
 
     pub(crate) fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
+    }
+
+    /// Over TLS, the certificates the peer presented in its handshake (leaf first; empty: none);
+    /// `None` on a plain connection.
+    pub(crate) fn peer_chain(&self) -> Option<Rc<Vec<CertificateDer<'static>>>> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(t) => Some(Rc::new(t.st.conn.peer_certificates().map(<[_]>::to_vec).unwrap_or_default())),
+        }
     }
 
     fn tcp(&self) -> &TcpStream {

@@ -1051,6 +1051,7 @@ impl TlsConfig {
                 portcullis_tls::MinVersion::Tls12
             },
             cipher_suites: self.cipher_suites.clone(),
+            ask_client_certs: false,
         }
     }
 

@@ -242,7 +242,8 @@ fn load(config: Config, generation: u64, fetch: JwksFetch<'_>, fs: Files<'_>) ->
     let list = |d: &Path| fs.list(d);
     let error_templates =
         Arc::new(super::tyk_errors::load_gateway_templates(&config.apps.template_path, &list, &read, &mut errs));
-    let tls = super::tls::listener(&config.tls).unwrap_or_else(|mut e| {
+    let ask_client_certs = kept.iter().chain(all_versions.iter()).any(|a| a.mutual_tls.is_some());
+    let tls = super::tls::listener(&config.tls, ask_client_certs).unwrap_or_else(|mut e| {
         errs.append(&mut e);
         None
     });

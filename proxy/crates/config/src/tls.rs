@@ -28,7 +28,9 @@ fn config_error(e: TlsError) -> ConfigError {
 }
 
 /// The listener `tls` configures (`None`: no `listen`), its certificates read now.
-pub(crate) fn listener(tls: &TlsConfig) -> Result<Option<TlsListener>, Vec<ConfigError>> {
+/// With `ask_client_certs` (an API with mutual TLS is loaded), every client is asked for a
+/// certificate, which it may decline.
+pub(crate) fn listener(tls: &TlsConfig, ask_client_certs: bool) -> Result<Option<TlsListener>, Vec<ConfigError>> {
     if !tls.enabled() {
         return Ok(None);
     }
@@ -70,8 +72,8 @@ pub(crate) fn listener(tls: &TlsConfig) -> Result<Option<TlsListener>, Vec<Confi
         Arc::new(portcullis_tls::NoTickets)
     };
     // Versions and suites were checked with the config file (`TlsConfig::validate`).
-    let config = server_config(Arc::new(certs), &tls.server_options(), ticketer, &tls.cert_file)
-        .map_err(|e| vec![config_error(e)])?;
+    let opts = portcullis_tls::ServerOptions { ask_client_certs, ..tls.server_options() };
+    let config = server_config(Arc::new(certs), &opts, ticketer, &tls.cert_file).map_err(|e| vec![config_error(e)])?;
     Ok(Some(TlsListener { config, earliest_expiry }))
 }
 

@@ -84,6 +84,9 @@ pub struct ApiSpec {
     /// Tyk's response cache (`cache_options`; `None`: off or nothing to cache), applied by the
     /// data plane's per-worker cache (`dataplane/cache.rs`).
     pub cache: Option<Arc<super::CacheRules>>,
+    /// Tyk's mutual TLS (`use_mutual_tls_auth` with `client_certificates`): the client
+    /// certificates a request's TLS connection must have presented (`None`: off).
+    pub mutual_tls: Option<Arc<portcullis_tls::mtls::ClientCertPolicy>>,
     /// Tyk's `expiration` of a non-versioned API, Unix seconds: from then on its requests are
     /// refused, 403 `API has expired, please check documentation or contact administrator`.
     pub expired_after: Option<u64>,
@@ -182,7 +185,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("/basic_auth/extract_from_body", "basic auth credentials from the body"),
     ("/enable_context_vars_for_body", "body context variables"),
     ("/use_openid", "OpenID Connect"),
-    ("/use_mutual_tls_auth", "mutual TLS"),
     ("/use_go_plugin_auth", "Go plugin auth"),
     ("/enable_coprocess_auth", "coprocess auth"),
     ("/internal", "internal-only APIs"),
@@ -411,7 +413,9 @@ pub(super) fn parse_api(
     let circuit_breakers = super::tyk_auth::parse_circuit_breakers(file, &json, matching, base_pick, &mut errs);
     let (rewrites, rewrite_targets) = parse_rewrites(file, &json, matching, base_pick, &tls, &mut errs);
     let cache = super::tyk_auth::parse_cache(file, &json, matching, base_pick, &mut errs);
+    let mutual_tls = super::tyk_upstream_tls::mutual_tls(file, &json, &mut errs);
     let plain = plan.is_none()
+        && mutual_tls.is_none()
         && rewrites.is_none()
         && versioned == Some(false)
         && auth.is_plain()
@@ -448,6 +452,7 @@ pub(super) fn parse_api(
         rewrites,
         rewrite_targets,
         cache,
+        mutual_tls,
         expired_after: if versioned == Some(false) { expiration } else { None },
         expires_header: expires_header(default_expires),
         visibility: Arc::default(),
@@ -484,6 +489,7 @@ pub(super) fn parse_api(
                 },
             };
             let plain = auth.is_plain()
+                && base.mutual_tls.is_none()
                 && limits.is_empty()
                 && validate_json.is_empty()
                 && circuit_breakers.is_empty()

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// PEM parsing of the pki-types crate, through portcullis-tls.
+use portcullis_tls::pem as rustls_pem;
 use portcullis_tls::{ClientConfig, ClientOptions, RootCertStore};
 use serde::Deserialize;
 
@@ -118,6 +120,80 @@ impl<'a> TargetTls<'a> {
     }
 }
 
+/// Tyk's mutual TLS of a definition: with `use_mutual_tls_auth`, the certificates of
+/// `client_certificates`, each inline PEM, a Tyk certificate id (`<org id><hex SHA-256>`) or a
+/// PEM file (relative to the definition). A reference that resolves to nothing is an error
+/// (Tyk drops it silently), and so is an empty list (no client could ever pass).
+pub(super) fn mutual_tls(
+    file: &Path,
+    json: &serde_json::Value,
+    errs: &mut Vec<super::ConfigError>,
+) -> Option<Arc<portcullis_tls::mtls::ClientCertPolicy>> {
+    use portcullis_tls::mtls::{fingerprint_of_id, Allowed, ClientCertPolicy};
+    use rustls_pem::PemObject;
+    if !json.get("use_mutual_tls_auth").is_some_and(super::truthy) {
+        return None;
+    }
+    let refs: Vec<String> = match json.get("client_certificates") {
+        Some(v) => serde_json::from_value(v.clone()).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let err = |field: String, value: &str, msg: String| super::ConfigError::new(file, field, value, msg);
+    if refs.is_empty() {
+        errs.push(err(
+            "client_certificates".into(),
+            "[]",
+            "use_mutual_tls_auth is true but no certificate is allowed".into(),
+        ));
+        return None;
+    }
+    let mut allowed = Vec::new();
+    let before = errs.len();
+    for (i, r) in refs.iter().enumerate() {
+        let field = format!("client_certificates[{i}]");
+        let pem = if r.contains("-----BEGIN ") {
+            Some(r.as_bytes().to_vec())
+        } else if let Some(f) = fingerprint_of_id(r) {
+            allowed.push(Allowed::Fingerprint(f));
+            None
+        } else {
+            let path = Path::new(r);
+            let path = if path.is_relative() {
+                file.parent().unwrap_or(Path::new(".")).join(path)
+            } else {
+                path.to_path_buf()
+            };
+            match std::fs::read(&path) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    errs.push(err(
+                        field.clone(),
+                        r,
+                        format!("neither inline PEM, a certificate id nor a readable file: {e}"),
+                    ));
+                    None
+                }
+            }
+        };
+        if let Some(pem) = pem {
+            match portcullis_tls::CertificateDer::pem_slice_iter(&pem).next() {
+                Some(Ok(der)) => allowed.push(Allowed::Certificate(der)),
+                _ => errs.push(err(field, &r.chars().take(60).collect::<String>(), "no PEM certificate in it".into())),
+            }
+        }
+    }
+    if errs.len() > before {
+        return None;
+    }
+    match ClientCertPolicy::new(&allowed) {
+        Ok(p) => Some(Arc::new(p)),
+        Err(m) => {
+            errs.push(err("client_certificates".into(), "", m));
+            None
+        }
+    }
+}
+
 /// The certificate reference `upstream_certificates` gives a target, as Tyk picks it
 /// (gateway/cert.go:72-139): of `*`, `*.<parent>`, `*.<parent>:<port>`, `host`, `host:port`,
 /// the last that is present wins.
@@ -173,6 +249,34 @@ impl UpstreamTrust {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mutual_tls_references_that_resolve_to_nothing_are_refused() {
+        let check = |json: serde_json::Value| {
+            let mut errs = Vec::new();
+            let p = mutual_tls(Path::new("apps/m.json"), &json, &mut errs);
+            (p.is_some(), errs.iter().map(|e| e.field.clone()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            check(serde_json::json!({"use_mutual_tls_auth": false, "client_certificates": ["x"]})),
+            (false, vec![])
+        );
+        assert_eq!(
+            check(serde_json::json!({"use_mutual_tls_auth": true})),
+            (false, vec!["client_certificates".into()])
+        );
+        let hex64 = "0".repeat(64);
+        assert_eq!(
+            check(serde_json::json!({"use_mutual_tls_auth": true, "client_certificates": [hex64]})),
+            (true, vec![])
+        );
+        assert_eq!(
+            check(
+                serde_json::json!({"use_mutual_tls_auth": true, "client_certificates": [hex64, "missing.pem", "-----BEGIN nothing"]})
+            ),
+            (false, vec!["client_certificates[1]".into(), "client_certificates[2]".into()])
+        );
+    }
 
     #[test]
     fn client_certificates_are_picked_as_tyk_picks_them() {

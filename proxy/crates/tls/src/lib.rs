@@ -13,6 +13,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod mtls;
 pub mod seal;
 mod server;
 mod sni;
@@ -20,7 +21,8 @@ pub mod tickets;
 
 pub use certs::{load, load_pem, CertSpec, Loaded, TlsError};
 pub use client::{client_config, ClientOptions};
-pub use rustls::pki_types::ServerName;
+pub use rustls::pki_types::pem;
+pub use rustls::pki_types::{CertificateDer, ServerName};
 pub use rustls::server::ProducesTickets;
 pub use rustls::sign::CertifiedKey;
 pub use rustls::{ClientConfig, RootCertStore, ServerConfig};

@@ -28,6 +28,9 @@ pub struct ServerOptions {
     /// `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`). Empty: rustls' defaults, all of them AEAD
     /// with forward secrecy.
     pub cipher_suites: Vec<String>,
+    /// Ask every client for a certificate, optional, for APIs with mutual TLS to check
+    /// ([`crate::mtls`]); off, none is asked for (browsers would prompt for one).
+    pub ask_client_certs: bool,
 }
 
 /// A listener's configuration: `certs` chosen by SNI, `opts`' versions and suites, ALPN
@@ -69,11 +72,15 @@ pub fn server_config(
             "none of these cipher suites is of a protocol version `min_version` allows",
         ));
     }
-    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
+    let builder = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(versions)
-        .map_err(|e| TlsError::new(config_file, "tls", format!("inconsistent versions and cipher suites: {e}")))?
-        .with_no_client_auth()
-        .with_cert_resolver(certs);
+        .map_err(|e| TlsError::new(config_file, "tls", format!("inconsistent versions and cipher suites: {e}")))?;
+    let builder = if opts.ask_client_certs {
+        builder.with_client_cert_verifier(Arc::new(crate::mtls::AskForClientCert::new()))
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut config = builder.with_cert_resolver(certs);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     // The server's order of cipher suites (`cipher_suites`, else rustls', AES-GCM first), not
     // the client's: a TLS audit (testssl.sh) counts a client-chosen order as a finding.

@@ -186,6 +186,7 @@ fn tickets_resume_and_versions_follow_the_config() {
     let none = ServerOptions {
         min_version: MinVersion::Tls13,
         cipher_suites: vec!["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".into()],
+        ask_client_certs: false,
     };
     let e = server_config(certs, &none, ticketer(), Path::new("p.toml")).unwrap_err();
     assert_eq!(e.field, "tls.cipher_suites");

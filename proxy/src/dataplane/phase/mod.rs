@@ -93,6 +93,9 @@ pub struct ClientCtx<'a> {
     /// Client IP as text, for `X-Forwarded-For`.
     pub client_ip: &'a str,
     pub client_addr: std::net::IpAddr,
+    /// Over TLS, the certificates the client presented (leaf first; empty: none); `None` on a
+    /// plain connection. For Tyk's mutual TLS.
+    pub tls_certs: Option<&'a [rustls::pki_types::CertificateDer<'static>]>,
 }
 
 /// The worker state, clock and choices the phases need.
@@ -259,6 +262,17 @@ fn run<'a>(
     if from <= Phase::Access {
         if let Err(d) = access::check(a, &view) {
             return denied(d);
+        }
+        // Tyk's certificate check (mw_certificate_check.go), before any credential.
+        if let Some(m) = &api.mutual_tls {
+            let now = i64::try_from((env.now)()).unwrap_or(i64::MAX);
+            if let Err(r) = m.check(env.client.tls_certs, now) {
+                return denied(Denial {
+                    kind: auth::Refusal::Forbidden,
+                    message: r.message().into(),
+                    ..Default::default()
+                });
+            }
         }
     }
     if from <= Phase::Authenticate {

@@ -66,6 +66,7 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
         rewrites: None,
         rewrite_targets: Vec::new(),
         cache: None,
+        mutual_tls: None,
         expired_after: None,
         expires_header: None,
         visibility: Default::default(),
@@ -106,7 +107,7 @@ fn prep(snap: &Snapshot, req: &str) -> (Result<Prepared, ProxyError>, String) {
         Err(e) => return (Err(e.into()), String::new()),
     };
     let view = head.view(req.as_bytes(), &spans);
-    let ctx = ClientCtx { client_ip: "192.0.2.1", client_addr: "192.0.2.1".parse().unwrap() };
+    let ctx = ClientCtx { client_ip: "192.0.2.1", client_addr: "192.0.2.1".parse().unwrap(), tls_certs: None };
     let mut auth = crate::auth::WorkerAuth::detached(Default::default());
     let mut limiter = crate::limit::Limiter::new(crate::limit::LimiterConfig { max_keys: 100 }, 0.0);
     let mut env = env(&ctx, &mut auth, &mut limiter);
@@ -358,7 +359,7 @@ fn keyed_snapshot() -> Snapshot {
 const KEYED_REQUEST: &str = "GET /q/x HTTP/1.1\r\nHost: h\r\nAuthorization: k1\r\n\r\n";
 
 fn client() -> ClientCtx<'static> {
-    ClientCtx { client_ip: "192.0.2.1", client_addr: "192.0.2.1".parse().unwrap() }
+    ClientCtx { client_ip: "192.0.2.1", client_addr: "192.0.2.1".parse().unwrap(), tls_certs: None }
 }
 
 /// A worker's auth caches and limiter, empty.

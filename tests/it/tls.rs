@@ -668,3 +668,37 @@ fn mutual_tls_lets_allowed_certificates_through() {
     // Another API on the listener: no certificate needed.
     assert_eq!(get(client_config(&[&server.der]), "/open/get").status, 200);
 }
+
+/// An API definition's Tyk `certificates` (a PEM file of certificate and key, or that PEM
+/// inline) are served by their own names, over the listener's; one that does not load refuses
+/// its definition, naming the field.
+#[test]
+fn api_definitions_certificates_are_served_by_name() {
+    let up = upstream("origin");
+    let dir = tempfile::tempdir().unwrap();
+    let (default, by_file, inline) =
+        (self_signed(&["localhost"]), self_signed(&["files.test"]), self_signed(&["inline.test"]));
+    let both = dir.path().join("files.pem");
+    std::fs::write(&both, format!("{}{}", by_file.cert_pem, by_file.key_pem)).unwrap();
+    let inline_pem = serde_json::to_string(&format!("{}{}", inline.cert_pem, inline.key_pem)).unwrap();
+    let certs = format!(r#""certificates": [{:?}, {inline_pem}],"#, both.display().to_string());
+    let expired = self_signed_between(&["old.test"], 2001, 2002);
+    let old = dir.path().join("old.pem");
+    std::fs::write(&old, format!("{}{}", expired.cert_pem, expired.key_pem)).unwrap();
+    let bad = format!(r#""certificates": [{:?}],"#, old.display().to_string());
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let p = ProxyBuilder::new(env!("CARGO_BIN_EXE_portcullis"))
+        .app("a", keyless_api("a", "/a/", &up.url(), "", &certs))
+        .app("b", keyless_api("b", "/b/", &up.url(), "", &bad))
+        .section(&format!("[tls]\nlisten = \"{addr}\"\n{}\n", default_cert(dir.path(), "default", &default)))
+        .start();
+    let all = client_config(&[&default.der, &by_file.der, &inline.der]);
+    let served_for = |name: &str| served(&Conn::connect_tls(addr, name, all.clone()).unwrap());
+    assert_eq!(served_for("files.test"), by_file.der.to_vec());
+    assert_eq!(served_for("inline.test"), inline.der.to_vec());
+    assert_eq!(served_for("localhost"), default.der.to_vec());
+    let mut c = Conn::connect_tls(addr, "files.test", all.clone()).unwrap();
+    assert_eq!(c.get("/a/get").unwrap().status, 200);
+    assert_eq!(c.get("/b/get").unwrap().status, 404, "the definition with an expired certificate is refused");
+    assert!(p.log_text().contains("certificates[0]"), "{}", p.log_text());
+}

@@ -1104,14 +1104,6 @@ impl TlsConfig {
                 "the default certificate needs both cert_file and key_file",
             ));
         }
-        if self.cert_file.as_os_str().is_empty() && self.certificates.is_empty() && !self.acme.enabled {
-            errs.push(ConfigError::new(
-                path,
-                "tls.cert_file",
-                "",
-                "a TLS listener needs a certificate: set cert_file and key_file, add [[tls.certificates]], or enable [tls.acme]",
-            ));
-        }
         for (i, c) in self.certificates.iter().enumerate() {
             for (field, v) in [("cert_file", &c.cert_file), ("key_file", &c.key_file)] {
                 if v.as_os_str().is_empty() {
@@ -1616,9 +1608,6 @@ mod tests {
         ] {
             assert!(fields.contains(&f), "no error for {f}: {errs:?}");
         }
-        let cfg = parse("[tls]\nlisten = \"127.0.0.1:8443\"\n", &[]).unwrap();
-        let errs = cfg.validate(Path::new("t.toml")).unwrap_err();
-        assert!(errs[0].message.contains("needs a certificate"), "{errs:?}");
         let cfg =
             parse("[tls]\nlisten = \"127.0.0.1:8443\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n", &[]).unwrap();
         cfg.validate(Path::new("t.toml")).unwrap();

@@ -243,7 +243,8 @@ fn load(config: Config, generation: u64, fetch: JwksFetch<'_>, fs: Files<'_>) ->
     let error_templates =
         Arc::new(super::tyk_errors::load_gateway_templates(&config.apps.template_path, &list, &read, &mut errs));
     let ask_client_certs = kept.iter().chain(all_versions.iter()).any(|a| a.mutual_tls.is_some());
-    let tls = super::tls::listener(&config.tls, ask_client_certs).unwrap_or_else(|mut e| {
+    let api_certs: Vec<portcullis_tls::Loaded> = kept.iter().flat_map(|a| a.certificates.iter().cloned()).collect();
+    let tls = super::tls::listener(&config.tls, ask_client_certs, api_certs).unwrap_or_else(|mut e| {
         errs.append(&mut e);
         None
     });

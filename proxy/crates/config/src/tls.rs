@@ -30,7 +30,13 @@ fn config_error(e: TlsError) -> ConfigError {
 /// The listener `tls` configures (`None`: no `listen`), its certificates read now.
 /// With `ask_client_certs` (an API with mutual TLS is loaded), every client is asked for a
 /// certificate, which it may decline.
-pub(crate) fn listener(tls: &TlsConfig, ask_client_certs: bool) -> Result<Option<TlsListener>, Vec<ConfigError>> {
+/// `api_certs` (the loaded definitions' `certificates`) are served by their names, over the
+/// listener's own.
+pub(crate) fn listener(
+    tls: &TlsConfig,
+    ask_client_certs: bool,
+    api_certs: Vec<portcullis_tls::Loaded>,
+) -> Result<Option<TlsListener>, Vec<ConfigError>> {
     if !tls.enabled() {
         return Ok(None);
     }
@@ -56,8 +62,20 @@ pub(crate) fn listener(tls: &TlsConfig, ask_client_certs: bool) -> Result<Option
     if tls.acme.enabled {
         named.extend(ordered(&tls.acme.state_dir, i64::try_from(now).unwrap_or(i64::MAX)));
     }
-    let certs = Certificates::build(default.as_ref(), &named, i64::try_from(now).unwrap_or(i64::MAX))
+    let mut certs = Certificates::build(default.as_ref(), &named, i64::try_from(now).unwrap_or(i64::MAX))
         .map_err(|errs| errs.into_iter().map(config_error).collect::<Vec<_>>())?;
+    for c in api_certs {
+        certs.add(c);
+    }
+    if certs.is_empty() && !tls.acme.enabled {
+        return Err(vec![ConfigError::new(
+            Path::new("[tls]"),
+            "tls.cert_file",
+            "",
+            "a TLS listener needs a certificate: set cert_file and key_file, add [[tls.certificates]], give an API \
+             definition `certificates`, or enable [tls.acme]",
+        )]);
+    }
     let earliest_expiry = certs.earliest_expiry();
     let ticketer: Arc<dyn portcullis_tls::ProducesTickets> = if tls.session_tickets {
         let secret = if tls.ticket_secret_file.as_os_str().is_empty() {

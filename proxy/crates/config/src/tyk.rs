@@ -87,6 +87,9 @@ pub struct ApiSpec {
     /// Tyk's mutual TLS (`use_mutual_tls_auth` with `client_certificates`): the client
     /// certificates a request's TLS connection must have presented (`None`: off).
     pub mutual_tls: Option<Arc<portcullis_tls::mtls::ClientCertPolicy>>,
+    /// Tyk's `certificates`: served on the TLS listener, chosen by their own names, over the
+    /// listener's own (Tyk: gateway/cert.go:535-550).
+    pub certificates: Vec<portcullis_tls::Loaded>,
     /// Tyk's `expiration` of a non-versioned API, Unix seconds: from then on its requests are
     /// refused, 403 `API has expired, please check documentation or contact administrator`.
     pub expired_after: Option<u64>,
@@ -414,6 +417,7 @@ pub(super) fn parse_api(
     let (rewrites, rewrite_targets) = parse_rewrites(file, &json, matching, base_pick, &tls, &mut errs);
     let cache = super::tyk_auth::parse_cache(file, &json, matching, base_pick, &mut errs);
     let mutual_tls = super::tyk_upstream_tls::mutual_tls(file, &json, &mut errs);
+    let certificates = super::tyk_upstream_tls::server_certificates(file, &json, &mut errs);
     let plain = plan.is_none()
         && mutual_tls.is_none()
         && rewrites.is_none()
@@ -453,6 +457,7 @@ pub(super) fn parse_api(
         rewrite_targets,
         cache,
         mutual_tls,
+        certificates,
         expired_after: if versioned == Some(false) { expiration } else { None },
         expires_header: expires_header(default_expires),
         visibility: Arc::default(),

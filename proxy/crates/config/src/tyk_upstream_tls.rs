@@ -194,6 +194,70 @@ pub(super) fn mutual_tls(
     }
 }
 
+/// Tyk's `certificates` of a definition (unless `domain_disabled`): each a PEM file with the
+/// certificate and its key (relative to the definition) or that PEM inline, checked as the
+/// listener's own (the key is the certificate's, within its validity). Tyk's stored certificate
+/// ids need its certificate store: refused.
+pub(super) fn server_certificates(
+    file: &Path,
+    json: &serde_json::Value,
+    errs: &mut Vec<super::ConfigError>,
+) -> Vec<portcullis_tls::Loaded> {
+    if json.get("domain_disabled").is_some_and(super::truthy) {
+        return Vec::new();
+    }
+    let refs: Vec<String> = match json.get("certificates") {
+        Some(v) => serde_json::from_value(v.clone()).unwrap_or_default(),
+        None => return Vec::new(),
+    };
+    let now = i64::try_from(super::tls::unix_now()).unwrap_or(i64::MAX);
+    let mut out = Vec::new();
+    for (i, r) in refs.iter().enumerate() {
+        let field = format!("certificates[{i}]");
+        let loaded = if r.contains("-----BEGIN ") {
+            let spec = portcullis_tls::CertSpec {
+                field: field.clone(),
+                cert_file: file.to_owned(),
+                key_file: file.to_owned(),
+                domains: Vec::new(),
+            };
+            portcullis_tls::load_pem(&spec, r.as_bytes(), r.as_bytes(), now)
+        } else {
+            let path = Path::new(r);
+            let path = if path.is_relative() {
+                file.parent().unwrap_or(Path::new(".")).join(path)
+            } else {
+                path.to_path_buf()
+            };
+            if !path.is_file() {
+                errs.push(super::ConfigError::new(
+                    file,
+                    &field,
+                    r,
+                    "not a file of certificate and key (PEM) nor inline PEM; Tyk's stored certificate ids need its \
+                     certificate store, which Portcullis does not have",
+                ));
+                continue;
+            }
+            let spec = portcullis_tls::CertSpec {
+                field: field.clone(),
+                cert_file: path.clone(),
+                key_file: path,
+                domains: Vec::new(),
+            };
+            portcullis_tls::load(&spec, now)
+        };
+        match loaded {
+            Ok(l) if !l.names.is_empty() => out.push(l),
+            Ok(_) => {
+                errs.push(super::ConfigError::new(file, &field, "", "the certificate has no names to be chosen by"))
+            }
+            Err(e) => errs.push(super::ConfigError::new(file, &field, "", e.message)),
+        }
+    }
+    out
+}
+
 /// The certificate reference `upstream_certificates` gives a target, as Tyk picks it
 /// (gateway/cert.go:72-139): of `*`, `*.<parent>`, `*.<parent>:<port>`, `host`, `host:port`,
 /// the last that is present wins.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::certs::{load, CertSpec, TlsError};
+use crate::certs::{load, CertSpec, Loaded, TlsError};
 
 /// The certificates of a listener: by exact name, by one-label wildcard (`*.example.com`
 /// serves `api.example.com`, not `example.com` nor `a.b.example.com`, as browsers check), and a
@@ -46,15 +46,7 @@ impl Certificates {
                     "no names to choose it by: the certificate has neither DNS subject alternative names nor a \
                      common name; list its domains",
                 )),
-                Ok(l) => {
-                    out.note_expiry(l.not_after);
-                    for n in l.names {
-                        match n.strip_prefix("*.") {
-                            Some(parent) => out.wildcard.insert(parent.to_owned(), l.key.clone()),
-                            None => out.exact.insert(n, l.key.clone()),
-                        };
-                    }
-                }
+                Ok(l) => out.add(l),
                 Err(e) => errs.push(e),
             }
         }
@@ -62,6 +54,18 @@ impl Certificates {
             Ok(out)
         } else {
             Err(errs)
+        }
+    }
+
+    /// Adds a certificate loaded elsewhere (an API definition's), chosen by its names; a name
+    /// another one has is this one's now.
+    pub fn add(&mut self, l: Loaded) {
+        self.note_expiry(l.not_after);
+        for n in l.names {
+            match n.strip_prefix("*.") {
+                Some(parent) => self.wildcard.insert(parent.to_owned(), l.key.clone()),
+                None => self.exact.insert(n, l.key.clone()),
+            };
         }
     }
 

@@ -67,6 +67,7 @@ fn api(listen_path: &str, target_prefix: &str, strip: bool, preserve_host: bool)
         rewrite_targets: Vec::new(),
         cache: None,
         mutual_tls: None,
+        certificates: Vec::new(),
         expired_after: None,
         expires_header: None,
         visibility: Default::default(),

@@ -81,6 +81,8 @@ fn https_requests_are_served_like_plain_ones() {
     // The plain listener still serves.
     assert_eq!(Conn::connect(p.listen).unwrap().get("/up/get").unwrap().status, 200);
     wait_until("two handshakes counted", WAIT, || summed(&p, "portcullis_tls_handshakes_total") >= 2.0);
+    // The certificate is valid until 2100-01-01.
+    assert!(p.metrics().contains("portcullis_tls_certificate_expiry_timestamp_seconds 4102444800"), "{}", p.metrics());
 }
 
 /// A per-worker counter summed over the workers.

@@ -369,6 +369,16 @@ pub fn render_metrics(state: &ControlState) -> String {
     for (id, _, s) in &published {
         let _ = writeln!(out, "portcullis_connections_banned_total{{worker=\"{id}\"}} {}", s.connections_banned);
     }
+    // The TLS listener's certificates: the earliest expiry among them.
+    if let Some(expiry) = snap_tls_expiry(state) {
+        header(
+            &mut out,
+            "portcullis_tls_certificate_expiry_timestamp_seconds",
+            "gauge",
+            "When the first of the TLS listener's certificates expires (notAfter, Unix seconds).",
+        );
+        let _ = writeln!(out, "portcullis_tls_certificate_expiry_timestamp_seconds {expiry}");
+    }
     header(
         &mut out,
         "portcullis_bans_active",
@@ -518,4 +528,9 @@ fn visibility(out: &mut String, v: &crate::visibility::VisibilityState) {
         header(out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
     }
+}
+
+/// The earliest notAfter of the running TLS listener's certificates.
+fn snap_tls_expiry(state: &ControlState) -> Option<i64> {
+    state.reloader.snapshot.load().tls.as_ref()?.earliest_expiry
 }

@@ -85,38 +85,9 @@ impl<'a> TargetTls<'a> {
     /// `upstream_certificates[pattern]`: a PEM file holding the certificate and its key, or
     /// the PEM itself (Tyk's stored certificate ids need Tyk's certificate store: refused).
     fn client_cert(&self, pattern: &str, reference: &str) -> Result<Arc<portcullis_tls::CertifiedKey>, String> {
-        let now = i64::try_from(super::tls::unix_now()).unwrap_or(i64::MAX);
         let field = format!("upstream_certificates.{pattern}");
-        let loaded = if reference.contains("-----BEGIN ") {
-            let spec = portcullis_tls::CertSpec {
-                field: field.clone(),
-                cert_file: self.file.to_owned(),
-                key_file: self.file.to_owned(),
-                domains: Vec::new(),
-            };
-            portcullis_tls::load_pem(&spec, reference.as_bytes(), reference.as_bytes(), now)
-        } else {
-            let path = Path::new(reference);
-            let path = if path.is_relative() {
-                self.file.parent().unwrap_or(Path::new(".")).join(path)
-            } else {
-                path.to_path_buf()
-            };
-            if !path.is_file() {
-                return Err(format!(
-                    "upstream_certificates.{pattern}: `{reference}` is not a file of certificate and key (PEM) nor \
-                     inline PEM; Tyk's stored certificate ids need its certificate store, which Portcullis does not have"
-                ));
-            }
-            let spec = portcullis_tls::CertSpec {
-                field: field.clone(),
-                cert_file: path.clone(),
-                key_file: path,
-                domains: Vec::new(),
-            };
-            portcullis_tls::load(&spec, now)
-        };
-        loaded.map(|l| l.key).map_err(|e| format!("{field}: {}", e.message))
+        let now = i64::try_from(super::tls::unix_now()).unwrap_or(i64::MAX);
+        load_reference(self.file, &field, reference, now).map(|l| l.key).map_err(|e| format!("{field}: {e}"))
     }
 }
 
@@ -178,7 +149,10 @@ pub(super) fn mutual_tls(
         if let Some(pem) = pem {
             match portcullis_tls::CertificateDer::pem_slice_iter(&pem).next() {
                 Some(Ok(der)) => allowed.push(Allowed::Certificate(der)),
-                _ => errs.push(err(field, &r.chars().take(60).collect::<String>(), "no PEM certificate in it".into())),
+                _ => {
+                    let value = if r.contains("-----BEGIN ") { "(inline PEM)" } else { r.as_str() };
+                    errs.push(err(field, value, "no PEM certificate in it".into()))
+                }
             }
         }
     }
@@ -214,48 +188,46 @@ pub(super) fn server_certificates(
     let mut out = Vec::new();
     for (i, r) in refs.iter().enumerate() {
         let field = format!("certificates[{i}]");
-        let loaded = if r.contains("-----BEGIN ") {
-            let spec = portcullis_tls::CertSpec {
-                field: field.clone(),
-                cert_file: file.to_owned(),
-                key_file: file.to_owned(),
-                domains: Vec::new(),
-            };
-            portcullis_tls::load_pem(&spec, r.as_bytes(), r.as_bytes(), now)
-        } else {
-            let path = Path::new(r);
-            let path = if path.is_relative() {
-                file.parent().unwrap_or(Path::new(".")).join(path)
-            } else {
-                path.to_path_buf()
-            };
-            if !path.is_file() {
-                errs.push(super::ConfigError::new(
-                    file,
-                    &field,
-                    r,
-                    "not a file of certificate and key (PEM) nor inline PEM; Tyk's stored certificate ids need its \
-                     certificate store, which Portcullis does not have",
-                ));
-                continue;
-            }
-            let spec = portcullis_tls::CertSpec {
-                field: field.clone(),
-                cert_file: path.clone(),
-                key_file: path,
-                domains: Vec::new(),
-            };
-            portcullis_tls::load(&spec, now)
-        };
+        let loaded = load_reference(file, &field, r, now);
         match loaded {
             Ok(l) if !l.names.is_empty() => out.push(l),
             Ok(_) => {
                 errs.push(super::ConfigError::new(file, &field, "", "the certificate has no names to be chosen by"))
             }
-            Err(e) => errs.push(super::ConfigError::new(file, &field, "", e.message)),
+            // An inline PEM holds the key: never in an error.
+            Err(e) => {
+                let value = if r.contains("-----BEGIN ") { "(inline PEM)" } else { r.as_str() };
+                errs.push(super::ConfigError::new(file, &field, value, e))
+            }
         }
     }
     out
+}
+
+/// A certificate with its key by Tyk's reference: that PEM inline (with `-----BEGIN `), else
+/// a PEM file holding both (relative to the definition `file`), checked as the listener's own
+/// at `now`. Tyk's stored certificate ids need its certificate store, which Portcullis does not
+/// have: refused.
+fn load_reference(file: &Path, field: &str, reference: &str, now: i64) -> Result<portcullis_tls::Loaded, String> {
+    let at = |path: &Path| portcullis_tls::CertSpec {
+        field: field.to_owned(),
+        cert_file: path.to_owned(),
+        key_file: path.to_owned(),
+        domains: Vec::new(),
+    };
+    if reference.contains("-----BEGIN ") {
+        return portcullis_tls::load_pem(&at(file), reference.as_bytes(), reference.as_bytes(), now)
+            .map_err(|e| e.message);
+    }
+    let path = Path::new(reference);
+    let path = if path.is_relative() { file.parent().unwrap_or(Path::new(".")).join(path) } else { path.to_path_buf() };
+    if !path.is_file() {
+        return Err(format!(
+            "`{reference}` is not a file of certificate and key (PEM) nor inline PEM; Tyk's stored certificate ids need \
+             its certificate store, which Portcullis does not have"
+        ));
+    }
+    portcullis_tls::load(&at(&path), now).map_err(|e| e.message)
 }
 
 /// The certificate reference `upstream_certificates` gives a target, as Tyk picks it
